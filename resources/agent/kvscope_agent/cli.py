@@ -1,0 +1,99 @@
+"""Subcommand dispatch for `python3 -m kvscope_agent`.
+
+Each subcommand's module is imported only when that subcommand runs, so `check` and `translate`
+work on a host without torch and a broken optional module cannot break the others.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable, Sequence
+
+from . import __version__
+
+USAGE = """usage: python3 -m kvscope_agent <command> [options]
+
+commands:
+  run           run the multi-user multi-round workload, write DIR/events.jsonl (--out DIR)
+  sweep         several runs (--users 2,4,8) in one process, reusing weights: DIR/users-N/
+  presets       list the built-in model presets with their sizes
+  check LOG     replay an events.jsonl against the protocol rules (exit 1 on violations)
+  build-tracer  build the CUPTI transfer tracer library
+  translate     translate an engine's KV-cache event dump into protocol events
+  version       print the agent version
+"""
+
+
+def _run(argv: list[str]) -> int:
+    from .run import main_run
+
+    return main_run(argv)
+
+
+def _sweep(argv: list[str]) -> int:
+    from .run import main_sweep
+
+    return main_sweep(argv)
+
+
+def _presets(argv: list[str]) -> int:
+    from .presets import main
+
+    return main(argv)
+
+
+def _check(argv: list[str]) -> int:
+    from .ledger import check_log
+
+    if len(argv) != 1 or argv[0].startswith("-"):
+        print("usage: python3 -m kvscope_agent check LOG", file=sys.stderr)
+        return 2
+    try:
+        violations = check_log(argv[0])
+    except OSError as e:
+        print(f"check: cannot read {argv[0]}: {e.strerror}", file=sys.stderr)
+        return 2
+    for v in violations:
+        print(v)
+    print(f"{len(violations)} violation(s)", file=sys.stderr)
+    return 1 if violations else 0
+
+
+def _build_tracer(argv: list[str]) -> int:
+    from .tracer.build import main
+
+    return int(main(argv) or 0)
+
+
+def _translate(argv: list[str]) -> int:
+    from .translate import main
+
+    return int(main(argv) or 0)
+
+
+def _version(argv: list[str]) -> int:
+    print(__version__)
+    return 0
+
+
+COMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "run": _run,
+    "sweep": _sweep,
+    "presets": _presets,
+    "check": _check,
+    "build-tracer": _build_tracer,
+    "translate": _translate,
+    "version": _version,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(USAGE, end="", file=sys.stdout if args else sys.stderr)
+        return 0 if args else 2
+    cmd = COMMANDS.get(args[0])
+    if cmd is None:
+        print(f"unknown command {args[0]!r}\n{USAGE}", end="", file=sys.stderr)
+        return 2
+    return cmd(args[1:])

@@ -1,0 +1,130 @@
+"""The only writer of events: one compact JSON object per line, seq-numbered, flushed as it goes.
+
+The app tails `events.jsonl` by byte offset while the run goes on (ARCHITECTURE.md, "Run"), so a
+line must reach the file within `flush_interval_s` of being emitted, and a line is written whole
+or not at all (PROTOCOL.md: at most 1 MiB a line; seq 0,1,2,... with no gaps or repeats).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from typing import IO, Any
+
+from .clock import RunClock
+
+MAX_LINE_BYTES = 1 << 20  # PROTOCOL.md: "at most 1 MiB a line" (newline included)
+_RESERVED = ("seq", "t", "type")
+
+
+class EventWriter:
+    """Thread-safe writer of protocol v1 lines into `path` (created; an existing file is refused
+    so that a second run never interleaves its seq numbers with an earlier one's)."""
+
+    def __init__(
+        self, path: str | os.PathLike, clock: RunClock, flush_interval_s: float = 0.05
+    ) -> None:
+        self.path = os.fspath(path)
+        self.clock = clock
+        self.flush_interval_s = float(flush_interval_s)
+        # "x": exclusive create. Appending a second run to an old log would repeat seq 0.
+        self._file: IO[bytes] | None = open(self.path, "xb")
+        self._lock = threading.Lock()
+        self._seq = 0
+        self._dirty = False
+        self._last_flush = time.monotonic()
+        self._closed = False
+        self._stop = threading.Event()
+        # A timer flushes lines emitted just before a quiet spell (e.g. a long prefill), so a
+        # tail sees them without waiting for the next emit().
+        self._flusher = threading.Thread(
+            target=self._flush_loop, name="kvscope-event-flush", daemon=True
+        )
+        self._flusher.start()
+
+    @property
+    def count(self) -> int:
+        """Lines written so far (the next line's seq)."""
+        return self._seq
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def emit(self, type: str, t: int | None = None, **fields: Any) -> int:
+        """Thread-safe. Writes one line {"seq","t","type",**fields} (compact JSON, keys in that
+        order first), seq 0,1,2,... assigned under a lock in write order; t defaults to
+        clock.now(). Returns the seq. Lines over 1 MiB are refused (ValueError) before anything
+        is written."""
+        if not isinstance(type, str) or not type:
+            raise ValueError("event type must be a non-empty string")
+        for key in _RESERVED:
+            if key in fields:
+                raise ValueError(f"field {key!r} is set by the writer")
+        # Serialise outside the lock; allow_nan=False keeps every line valid JSON (NaN is not).
+        body = json.dumps(fields, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+        type_json = json.dumps(type, ensure_ascii=False)
+        if t is not None:
+            t = int(t)
+        with self._lock:
+            if self._closed or self._file is None:
+                raise ValueError("event writer is closed")
+            seq = self._seq
+            stamp = self.clock.now() if t is None else t
+            head = '{"seq":%d,"t":%d,"type":%s' % (seq, stamp, type_json)
+            line = head + ("}" if body == "{}" else "," + body[1:]) + "\n"
+            data = line.encode("utf-8")
+            if len(data) > MAX_LINE_BYTES:
+                raise ValueError(
+                    f"event line of {len(data)} bytes exceeds the {MAX_LINE_BYTES}-byte limit"
+                )
+            self._file.write(data)
+            self._seq = seq + 1
+            self._dirty = True
+            if time.monotonic() - self._last_flush >= self.flush_interval_s:
+                self._flush_locked()
+        return seq
+
+    def flush(self) -> None:
+        with self._lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        if self._file is not None and self._dirty:
+            self._file.flush()
+            self._dirty = False
+        self._last_flush = time.monotonic()
+
+    def _flush_loop(self) -> None:
+        while not self._stop.wait(self.flush_interval_s):
+            with self._lock:
+                if self._closed:
+                    return
+                if self._dirty and time.monotonic() - self._last_flush >= self.flush_interval_s:
+                    self._flush_locked()
+
+    def close(self) -> None:
+        """Flush, fsync and close; idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._stop.set()
+            f = self._file
+            self._file = None
+            if f is not None:
+                f.flush()
+                try:
+                    os.fsync(f.fileno())
+                finally:
+                    f.close()
+        if self._flusher is not threading.current_thread():
+            self._flusher.join(timeout=1.0)
+
+    def __enter__(self) -> "EventWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
