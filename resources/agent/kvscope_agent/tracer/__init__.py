@@ -1,0 +1,1 @@
+"""Transfer tracing: the CUPTI injection library (C), its build, and the collector of its records."""

@@ -1,0 +1,216 @@
+"""The trace file format: the C writer (kvscope_record.h, through record_selftest.c) against the
+Python decoder and collector. Needs a C compiler (not CUDA)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from kvscope_agent.clock import RunClock
+from kvscope_agent.emit import EventWriter
+from kvscope_agent.tracer import build, collector
+from kvscope_agent.tracer.collector import (
+    Collector,
+    TraceFile,
+    TraceFormatError,
+    copy_direction,
+    decode_header,
+    memory_name,
+)
+
+
+def _compiler_or_skip() -> None:
+    try:
+        build.find_compiler()
+    except build.TracerBuildError as e:
+        pytest.skip(f"no C compiler on this machine to build record_selftest.c: {e}")
+
+
+@pytest.fixture(scope="module")
+def selftest(tmp_path_factory: pytest.TempPathFactory) -> str:
+    _compiler_or_skip()
+    return build.build_selftest(str(tmp_path_factory.mktemp("selftest")))
+
+
+def _write(selftest: str, path: str, *extra: str) -> list[dict]:
+    out = subprocess.run([selftest, path, *extra], capture_output=True, text=True, check=True)
+    return [json.loads(line) for line in out.stdout.splitlines()]
+
+
+def test_decoder_reads_exactly_what_the_c_writer_wrote(selftest: str, tmp_path) -> None:
+    path = str(tmp_path / "cupti-4242.bin")
+    written = _write(selftest, path)
+    header, records = written[0], written[1:]
+    tf = TraceFile(path)
+    decoded = tf.poll()
+    assert tf.error is None
+    assert tf.header is not None
+    assert {k: getattr(tf.header, k) for k in header if k != "header"} == {
+        k: v for k, v in header.items() if k != "header"
+    }
+    assert [r.__dict__ for r in decoded] == records
+    assert len(decoded) == 12
+    assert os.path.getsize(path) == 64 + 64 * 12
+    assert tf.poll() == []  # nothing new
+
+
+def test_partial_record_waits_for_the_rest(selftest: str, tmp_path) -> None:
+    # A poll can land in the middle of the library's write(): the tail must not be decoded.
+    whole = str(tmp_path / "whole.bin")
+    all_records = _write(selftest, whole)[1:]
+    path = str(tmp_path / "cupti-1.bin")
+    with open(whole, "rb") as f:
+        data = f.read()
+    cut = 64 + 64 * 11 + 20
+    with open(path, "wb") as f:
+        f.write(data[:30])  # not even a whole header yet
+    tf = TraceFile(path)
+    assert tf.poll() == [] and tf.header is None
+    with open(path, "ab") as f:
+        f.write(data[30:cut])
+    first = tf.poll()
+    assert len(first) == 11
+    with open(path, "ab") as f:
+        f.write(data[cut:])
+    rest = tf.poll()
+    assert [r.__dict__ for r in first + rest] == all_records
+
+
+def test_bad_files_are_refused_with_a_reason(tmp_path) -> None:
+    with pytest.raises(TraceFormatError, match="magic"):
+        decode_header(b"NOTATRACE" + bytes(55))
+    good = bytearray(b"KVSCUPTI" + bytes(56))
+    good[8] = 2  # a future format version
+    with pytest.raises(TraceFormatError, match="version 2"):
+        decode_header(bytes(good))
+    path = tmp_path / "cupti-9.bin"
+    path.write_bytes(b"garbage" * 20)
+    tf = TraceFile(str(path))
+    assert tf.poll() == [] and "magic" in (tf.error or "")
+
+
+def test_copy_kinds_and_memory_kinds_map_to_protocol_names() -> None:
+    assert copy_direction(1, 2, 3) == "h2d"  # HTOD pinned -> device
+    assert copy_direction(2, 3, 1) == "d2h"
+    assert copy_direction(8, 3, 3) == "d2d"
+    assert copy_direction(9, 1, 2) == "h2h"
+    assert copy_direction(10, 3, 3) == "d2d"  # peer
+    assert copy_direction(3, 2, 4) == "h2d"  # to a CUDA array
+    # CUPTI's UNKNOWN copy kind: inferred only where both memory kinds are plain.
+    assert copy_direction(0, 2, 3) == "h2d"
+    assert copy_direction(0, 3, 1) == "d2h"
+    assert copy_direction(0, 5, 3) is None  # managed: could be either side
+    assert [memory_name(k) for k in range(9)] == [
+        "unknown", "pageable", "pinned", "device", "device", "managed", "device", "managed",
+        "unknown",
+    ]
+
+
+def test_collector_emits_xfers_on_the_run_clock_and_reports_what_it_could_not(
+    selftest: str, tmp_path
+) -> None:
+    trace_dir = tmp_path / "trace"
+    trace_dir.mkdir()
+    written = _write(selftest, str(trace_dir / "cupti-4242.bin"))
+    header = written[0]
+    clock = RunClock()
+    log = tmp_path / "events.jsonl"
+    writer = EventWriter(str(log), clock)
+    col = collector.start_collector(writer, clock, str(trace_dir))
+    assert col is not None
+    summary = col.stop(settle_s=0.1, timeout_s=2.0)
+    writer.close()
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    xfers = [e for e in events if e["type"] == "xfer"]
+    logs = [e for e in events if e["type"] == "log"]
+
+    assert [x["dir"] for x in xfers] == ["h2d", "d2h", "d2d", "h2h", "d2d", "h2d"]
+    first = xfers[0]
+    mono = header["anchor_monotonic_ns"]
+    # start = anchor's CLOCK_MONOTONIC + (CUPTI ns - anchor's CUPTI ns), on the run clock.
+    assert first["start"] == clock.from_monotonic(mono + 1000)
+    assert first["end"] - first["start"] == 40000
+    assert first == {
+        **first,
+        "bytes": 2097152,
+        "src_mem": "pinned",
+        "dst_mem": "device",
+        "device": 0,
+        "stream": 13,
+        "source": "cupti",
+        "pid": 4242,
+    }
+    assert xfers[1]["bytes"] == 0x123456789 and xfers[1]["src_mem"] == "device"
+    assert xfers[1]["dst_mem"] == "pageable"
+    # The last copy comes after a newer anchor pair in which CUPTI ran 500 ns slow: it is mapped
+    # through that pair, not the header's.
+    assert xfers[-1]["start"] == clock.from_monotonic(mono + 1000000500 + 500)
+
+    assert summary["dropped"] == 5
+    assert summary["memsets"] == 1 and summary["memset_bytes"] == 512
+    assert summary["untimed"] == 1 and summary["unclassified"] == 1
+    assert summary["bytes_by_dir"]["h2d"] == 2097152 + 8192
+    msgs = [(e["level"], e["msg"]) for e in logs]
+    assert any(
+        lvl == "warn" and "MULTIPLE_SUBSCRIBERS" in m and "cuptiActivityEnable(MEMSET)" in m
+        for lvl, m in msgs
+    )
+    assert any(lvl == "warn" and "dropped 5" in m for lvl, m in msgs)
+    assert any(lvl == "info" and "6 copies" in m for lvl, m in msgs)
+    assert any(lvl == "warn" and "untimed 1" in m and "unclassified 1" in m for lvl, m in msgs)
+    seqs = [e["seq"] for e in events]
+    assert seqs == list(range(len(events)))
+
+
+def test_collector_tails_a_growing_file_live(selftest: str, tmp_path) -> None:
+    # Records appended after start() reach the event log without stop(): the app sees them live.
+    import time
+
+    whole = str(tmp_path / "whole.bin")
+    _write(selftest, whole)
+    data = open(whole, "rb").read()
+    trace_dir = tmp_path / "trace"
+    trace_dir.mkdir()
+    clock = RunClock()
+    log = tmp_path / "events.jsonl"
+    writer = EventWriter(str(log), clock)
+    col = collector.start_collector(writer, clock, str(trace_dir))
+    assert col is not None
+    target = trace_dir / "cupti-77.bin"
+    target.write_bytes(data[: 64 + 64])
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline and col.totals.xfers < 1:
+        time.sleep(0.02)
+    assert col.totals.xfers == 1
+    with open(target, "ab") as f:
+        f.write(data[64 + 64 : 64 + 64 * 3])
+    while time.monotonic() < deadline and col.totals.xfers < 3:
+        time.sleep(0.02)
+    assert col.totals.xfers == 3
+    col.stop(settle_s=0.05)
+    writer.close()
+    lines = log.read_text().splitlines()
+    assert sum(1 for l in lines if '"type":"xfer"' in l) == 3
+
+
+def test_start_collector_warns_when_the_folder_cannot_exist(tmp_path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    clock = RunClock()
+    log = tmp_path / "events.jsonl"
+    writer = EventWriter(str(log), clock)
+    assert collector.start_collector(writer, clock, str(blocker / "trace")) is None
+    writer.close()
+    (line,) = [json.loads(l) for l in log.read_text().splitlines()]
+    assert line["type"] == "log" and line["level"] == "warn" and "tracing off" in line["msg"]
+
+
+@pytest.mark.skipif(shutil.which("nm") is None, reason="no nm (binutils) to list symbols")
+def test_selftest_does_not_link_cuda(selftest: str) -> None:
+    # The harness must run where no CUDA exists; only libc.
+    out = subprocess.run(["nm", "-u", selftest], capture_output=True, text=True, check=True).stdout
+    assert "cupti" not in out.lower()
