@@ -1,0 +1,326 @@
+"""The paged KV cache: a GPU block pool and a host block pool of the same block layout.
+
+One block is ONE contiguous chunk of `block_bytes` in both pools: the GPU pool tensor is
+[num_blocks, layers, 2 (K, V), block_tokens, kv_heads, head_dim], so offloading or onboarding a
+block, or a run of adjacent blocks, is one large memcpy (the copy engine reaches near its pinned
+bandwidth only with large copies: h100-measurements.md, 512 × 2 MiB copies at 51.6 GB/s).
+
+Copies run on a dedicated copy stream. Ordering (all copies share that one stream, so they run in
+issue order):
+  * before a batch: copy stream waits for the compute stream (the blocks being offloaded were
+    written by earlier kernels);
+  * within a batch: every offload (D2H) is issued before every onboard (H2D), so a GPU slot freed
+    by an offload is overwritten only after its contents left, and an onboarded block whose
+    offload is in the same batch is read back only after it arrived;
+  * after a batch: the compute stream waits for the copy stream before the prefill that reads the
+    onboarded blocks or writes into the freed slots.
+Host slots freed by onboarding are handed back only after the batch is issued, so an offload of
+the same batch never overwrites a host block that is still to be read.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import torch
+
+from ..presets import ModelConfig
+
+HOST_CHUNK_BYTES = 1 << 30
+
+
+class PoolAllocationError(RuntimeError):
+    """A pool could not be allocated; `pool` is "gpu" or "host"; sizes in bytes."""
+
+    def __init__(self, pool: str, requested: int, detail: str, free: int | None = None) -> None:
+        self.pool = pool
+        self.requested = requested
+        self.free = free
+        self.detail = detail
+        super().__init__(f"{pool} KV pool of {requested} bytes could not be allocated: {detail}")
+
+
+def storage_dtype(kv_dtype: str, compute_dtype: torch.dtype) -> torch.dtype:
+    if kv_dtype == "fp8":
+        if not hasattr(torch, "float8_e4m3fn"):
+            raise RuntimeError(f"fp8 KV needs torch with float8 dtypes (this is torch {torch.__version__})")
+        return torch.float8_e4m3fn
+    return compute_dtype
+
+
+def block_bytes_for(cfg: ModelConfig, block_tokens: int, dtype: torch.dtype) -> int:
+    elt = torch.empty((), dtype=dtype).element_size()
+    return block_tokens * cfg.kv_bytes_per_token(elt)
+
+
+@dataclass
+class CopyRecord:
+    """One batch of block copies in one direction (filled in when its events complete)."""
+
+    dir: str  # "h2d" (onboard) or "d2h" (offload)
+    blocks: int
+    bytes: int
+    runs: int
+    start_ns: int | None = None
+    end_ns: int | None = None
+    _ev: Any = None
+
+
+class HostPool:
+    """Pinned host blocks in chunks of at most 1 GiB, allocated on demand up to `capacity`.
+
+    Chunks because PyTorch's pinned allocator rounds every request up to a power of two (a
+    55e9-byte pool asked for at once would pin 64 GiB); a chunk of whole blocks below 1 GiB
+    rounds to exactly 1 GiB. The chunks stay allocated for the life of the process, so a sweep
+    reuses them.
+    """
+
+    def __init__(self, capacity: int, block_elems: int, dtype: torch.dtype, pin: bool) -> None:
+        self.capacity = int(capacity)
+        self.block_elems = block_elems
+        self.dtype = dtype
+        self.pin = pin
+        elt = torch.empty((), dtype=dtype).element_size()
+        self.block_bytes = block_elems * elt
+        self.chunk_blocks = max(1, HOST_CHUNK_BYTES // self.block_bytes)
+        self.chunks: list[torch.Tensor] = []
+
+    def ensure(self, slots: int) -> None:
+        """Allocate chunks so that slots 0..slots-1 exist."""
+        slots = min(slots, self.capacity)
+        while len(self.chunks) * self.chunk_blocks < slots:
+            n = min(self.chunk_blocks, self.capacity - len(self.chunks) * self.chunk_blocks)
+            try:
+                t = torch.empty((n, self.block_elems), dtype=self.dtype, pin_memory=self.pin)
+            except RuntimeError as e:
+                raise PoolAllocationError(
+                    "host", self.capacity * self.block_bytes,
+                    f"chunk {len(self.chunks)} ({n * self.block_bytes} bytes{' pinned' if self.pin else ''}): {e}",
+                ) from e
+            self.chunks.append(t)
+
+    def view(self, slot: int, count: int) -> torch.Tensor:
+        c, i = divmod(slot, self.chunk_blocks)
+        self.ensure(slot + count)
+        return self.chunks[c][i : i + count]
+
+    def same_chunk(self, a: int, b: int) -> bool:
+        return a // self.chunk_blocks == b // self.chunk_blocks
+
+    @property
+    def allocated_bytes(self) -> int:
+        return sum(c.numel() * c.element_size() for c in self.chunks)
+
+
+class PagedKVCache:
+    """Block storage and block copies. Which block lives where is `blocks.BlockManager`'s job."""
+
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        device: torch.device,
+        compute_dtype: torch.dtype,
+        kv_dtype: str,
+        block_tokens: int,
+        gpu_blocks: int,
+        host_blocks: int,
+        clock_now: Callable[[], int],
+        simulate_gpu_oom: bool = False,
+    ) -> None:
+        self.cfg = cfg
+        self.device = device
+        self.compute_dtype = compute_dtype
+        self.dtype = storage_dtype(kv_dtype, compute_dtype)
+        self.fp8 = kv_dtype == "fp8"
+        self.block_tokens = block_tokens
+        self.num_blocks = int(gpu_blocks)
+        self.host_blocks = int(host_blocks)
+        self.clock_now = clock_now
+        self.cuda = device.type == "cuda"
+        L, kvh, hd = cfg.layers, cfg.kv_heads, cfg.head_dim
+        self.row_elems = kvh * hd
+        self.block_elems = L * 2 * block_tokens * self.row_elems
+        self.block_bytes = block_bytes_for(cfg, block_tokens, self.dtype)
+        self.layer_stride = 2 * block_tokens  # rows between layer l and l+1 of one block
+        shape = (self.num_blocks, L, 2, block_tokens, kvh, hd)
+        requested = self.num_blocks * self.block_bytes
+        free = None
+        if self.cuda:
+            free = int(torch.cuda.mem_get_info(device)[0])
+        try:
+            if simulate_gpu_oom:
+                # Test hook (KVSCOPE_SIMULATE_GPU_OOM=1): raises what torch raises when cudaMalloc
+                # fails, so the gpu_oom path is exercised on machines without a GPU.
+                raise _oom_error(f"simulated: tried to allocate {requested} bytes")
+            self.pool = torch.empty(shape, dtype=self.dtype, device=device)
+        except RuntimeError as e:
+            if _is_oom(e):
+                raise PoolAllocationError("gpu", requested, str(e).splitlines()[0], free) from e
+            raise
+        # Row view for per-token K/V writes and gathers; uint8 for fp8 (index ops on uint8).
+        flat = self.pool.view(-1, self.row_elems)
+        self.rows = flat.view(torch.uint8) if self.fp8 else flat
+        self.blocks_view = self.pool.view(self.num_blocks, self.block_elems)
+        self.host = HostPool(self.host_blocks, self.block_elems, self.dtype, pin=self.cuda) if self.host_blocks > 0 else None
+        self.copy_stream = torch.cuda.Stream(device=device) if self.cuda else None
+        self._arange_bt = torch.arange(block_tokens, device=device, dtype=torch.long)
+        self.pending: list[CopyRecord] = []
+        self._anchor_ev: Any = None
+        self._anchor_ns = 0
+        if self.fp8:
+            from . import fp8  # type: ignore[attr-defined]
+
+            self._to_storage = fp8.kv_to_storage
+            self._from_storage = fp8.kv_from_storage
+
+    # ---- rows: where each token's K and V live in the pool -------------------------------
+
+    def request_rows(self, table: Sequence[int]) -> torch.Tensor:
+        """Row index (layer 0, K) of every token position a request may hold, from its block
+        table; layer l adds l*layer_stride, V adds block_tokens."""
+        t = torch.tensor(list(table), dtype=torch.long).to(self.device, non_blocking=True)
+        stride = self.cfg.layers * self.layer_stride
+        return (t[:, None] * stride + self._arange_bt[None, :]).reshape(-1)
+
+    def write(self, layer: int, rows: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+        base = rows + layer * self.layer_stride
+        n = k.shape[0]
+        kd, vd = k.reshape(n, -1), v.reshape(n, -1)
+        if self.fp8:
+            kd = self._to_storage(kd).view(torch.uint8)
+            vd = self._to_storage(vd).view(torch.uint8)
+        self.rows.index_copy_(0, base, kd.to(self.rows.dtype) if not self.fp8 else kd)
+        self.rows.index_copy_(0, base + self.block_tokens, vd.to(self.rows.dtype) if not self.fp8 else vd)
+
+    def read(self, layer: int, rows: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        base = rows + layer * self.layer_stride
+        kvh, hd = self.cfg.kv_heads, self.cfg.head_dim
+        k = self.rows.index_select(0, base)
+        v = self.rows.index_select(0, base + self.block_tokens)
+        if self.fp8:
+            k = self._from_storage(k.view(torch.float8_e4m3fn), dtype)
+            v = self._from_storage(v.view(torch.float8_e4m3fn), dtype)
+        return k.view(-1, kvh, hd), v.view(-1, kvh, hd)
+
+    # ---- block copies ---------------------------------------------------------------------
+
+    def anchor(self) -> None:
+        """Tie CUDA event time to the run clock (call where the copy stream is idle)."""
+        if not self.cuda:
+            return
+        torch.cuda.synchronize(self.device)
+        ev = torch.cuda.Event(enable_timing=True)
+        ev.record(self.copy_stream)
+        ev.synchronize()
+        self._anchor_ns = self.clock_now()
+        self._anchor_ev = ev
+
+    def _runs(self, pairs: Sequence[tuple[int, int]], host_is_src: bool) -> list[tuple[int, int, int]]:
+        """Group (gpu_slot, host_slot) pairs into runs adjacent on both sides (and within one
+        host chunk): (gpu_start, host_start, count)."""
+        runs: list[tuple[int, int, int]] = []
+        for g, h in sorted(pairs, key=lambda p: p[1] if host_is_src else p[0]):
+            if runs:
+                g0, h0, c = runs[-1]
+                if g == g0 + c and h == h0 + c and self.host is not None and self.host.same_chunk(h0, h):
+                    runs[-1] = (g0, h0, c + 1)
+                    continue
+            runs.append((g, h, 1))
+        return runs
+
+    def _copy(self, direction: str, pairs: Sequence[tuple[int, int]]) -> CopyRecord | None:
+        if not pairs:
+            return None
+        assert self.host is not None
+        self.host.ensure(max(h for _, h in pairs) + 1)
+        runs = self._runs(pairs, host_is_src=direction == "h2d")
+        rec = CopyRecord(direction, len(pairs), len(pairs) * self.block_bytes, len(runs))
+        if self.cuda:
+            start = torch.cuda.Event(enable_timing=True)
+            end = torch.cuda.Event(enable_timing=True)
+            with torch.cuda.stream(self.copy_stream):
+                start.record(self.copy_stream)
+                for g, h, c in runs:
+                    gpu = self.blocks_view[g : g + c]
+                    host = self.host.view(h, c)
+                    if direction == "d2h":
+                        host.copy_(gpu, non_blocking=True)
+                    else:
+                        gpu.copy_(host, non_blocking=True)
+                end.record(self.copy_stream)
+            rec._ev = (start, end)
+        else:
+            rec.start_ns = self.clock_now()
+            for g, h, c in runs:
+                gpu = self.blocks_view[g : g + c]
+                host = self.host.view(h, c)
+                if direction == "d2h":
+                    host.copy_(gpu)
+                else:
+                    gpu.copy_(host)
+            rec.end_ns = self.clock_now()
+        self.pending.append(rec)
+        return rec
+
+    def copy_batch(self, offloads: Sequence[tuple[int, int]], onboards: Sequence[tuple[int, int]]) -> None:
+        """Offload (gpu_slot -> host_slot) then onboard (host_slot -> gpu_slot), ordered as the
+        module docstring says. Returns once issued (asynchronous on CUDA)."""
+        if not offloads and not onboards:
+            return
+        if self.cuda:
+            self.copy_stream.wait_stream(torch.cuda.current_stream(self.device))
+        self._copy("d2h", list(offloads))
+        self._copy("h2d", [(g, h) for h, g in onboards])
+        if self.cuda:
+            torch.cuda.current_stream(self.device).wait_stream(self.copy_stream)
+
+    def completed_copies(self, wait: bool = False) -> list[CopyRecord]:
+        """Copy batches whose timing is known, in issue order, with run-clock start/end."""
+        done: list[CopyRecord] = []
+        while self.pending:
+            rec = self.pending[0]
+            if rec._ev is not None:
+                start, end = rec._ev
+                if not wait and not end.query():
+                    break
+                end.synchronize()
+                if self._anchor_ev is None:
+                    self.anchor()
+                rec.start_ns = self._anchor_ns + int(self._anchor_ev.elapsed_time(start) * 1e6)
+                rec.end_ns = self._anchor_ns + int(self._anchor_ev.elapsed_time(end) * 1e6)
+                rec._ev = None
+            done.append(self.pending.pop(0))
+        return done
+
+    def synchronize(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+
+    def reset(self) -> None:
+        """Forget pending copy records (a sweep starts its next run on the same pools)."""
+        self.synchronize()
+        self.pending.clear()
+        self._anchor_ev = None
+
+
+def _is_oom(e: BaseException) -> bool:
+    oom_cls = getattr(torch.cuda, "OutOfMemoryError", None)
+    if oom_cls is not None and isinstance(e, oom_cls):
+        return True
+    msg = str(e)
+    return "out of memory" in msg or "can't allocate memory" in msg or "CUDA error: out of memory" in msg
+
+
+def _oom_error(msg: str) -> RuntimeError:
+    oom_cls = getattr(torch.cuda, "OutOfMemoryError", None)
+    if oom_cls is not None:
+        return oom_cls("CUDA out of memory. " + msg)
+    return RuntimeError("CUDA out of memory. " + msg)
+
+
+def free_slots_heap(n: int) -> list[int]:
+    h = list(range(n))
+    heapq.heapify(h)
+    return h

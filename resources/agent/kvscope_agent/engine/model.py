@@ -1,0 +1,219 @@
+"""A Llama-architecture decoder (RMSNorm, RoPE, grouped-query attention, SwiGLU) with random
+weights initialised on the device from a seeded generator, reading and writing its KV through a
+paged cache (`kv_cache.PagedKVCache`).
+
+Attention runs per request over that request's blocks, gathered from the pool by block table
+(the pool keeps each block as one contiguous chunk for the copy engine, so a layer's K/V for a
+request is not contiguous); the linear layers run once over all tokens of the step's batch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..presets import ModelConfig
+
+_HAS_SDPA = hasattr(F, "scaled_dot_product_attention")
+
+
+def _has_float8() -> bool:
+    return hasattr(torch, "float8_e4m3fn")
+
+
+def _load_fp8() -> Any:
+    """engine/fp8.py (FP8 linear via torch._scaled_mm, FP8 KV storage). Imported only when a
+    preset asks for fp8, because torch 1.13 has no float8 dtypes."""
+    if not _has_float8():
+        raise RuntimeError(f"fp8 needs torch with float8 dtypes (this is torch {torch.__version__})")
+    from . import fp8  # type: ignore[attr-defined]
+
+    return fp8
+
+
+class RandomLinear(torch.nn.Module):
+    """y = x W^T with W ~ N(0, 1/in_features): keeps activations O(1) through the random stack."""
+
+    def __init__(self, in_features: int, out_features: int, device: torch.device, dtype: torch.dtype, generator: torch.Generator) -> None:
+        super().__init__()
+        w = torch.randn(out_features, in_features, device=device, dtype=dtype, generator=generator)
+        w.mul_(1.0 / math.sqrt(in_features))
+        self.weight = torch.nn.Parameter(w, requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight)
+
+
+def make_linear(in_features: int, out_features: int, weight_format: str, device: torch.device, dtype: torch.dtype, generator: torch.Generator) -> torch.nn.Module:
+    """The preset's `weight_format` picks native (bf16 on GPU, fp32 on CPU) or FP8 weights."""
+    if weight_format == "fp8":
+        return _load_fp8().Fp8Linear.from_random(in_features, out_features, device, generator)
+    if weight_format != "native":
+        raise ValueError(f"unknown weight_format {weight_format!r}")
+    return RandomLinear(in_features, out_features, device, dtype, generator)
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    # Computed in fp32 as Hugging Face LlamaRMSNorm does, then cast back.
+    xf = x.float()
+    xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * xf.to(x.dtype)
+
+
+def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x [tokens, heads, head_dim]; the rotate-half form of HF Llama."""
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    rotated = torch.cat((-x2, x1), dim=-1)
+    return x * cos + rotated * sin
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start: int) -> torch.Tensor:
+    """Causal attention of `n` new queries at positions start..start+n-1 over keys 0..start+n-1.
+
+    q [n, heads, d]; k, v [start+n, kv_heads, d]. Returns [n, heads, d]. Grouped-query: each KV
+    head serves heads // kv_heads query heads.
+    """
+    n, heads, d = q.shape
+    s, kvh, _ = k.shape
+    group = heads // kvh
+    qh = q.transpose(0, 1)  # [heads, n, d]
+    if _HAS_SDPA:
+        kh, vh = k.transpose(0, 1), v.transpose(0, 1)  # [kvh, s, d]
+        if n == 1:
+            mask = None  # one query at the last position sees every key
+            causal = False
+        elif start == 0:
+            mask, causal = None, True  # square causal (top-left == bottom-right)
+        else:
+            # Bottom-right aligned causal mask: query i sees keys <= start + i.
+            mask = torch.ones(n, s, dtype=torch.bool, device=q.device).tril(diagonal=start)
+            causal = False
+        if group > 1:
+            try:
+                out = F.scaled_dot_product_attention(qh[None], kh[None], vh[None], attn_mask=mask, is_causal=causal, enable_gqa=True)[0]
+                return out.transpose(0, 1)
+            except TypeError:  # torch < 2.5: no enable_gqa
+                kh = kh.repeat_interleave(group, dim=0)
+                vh = vh.repeat_interleave(group, dim=0)
+        out = F.scaled_dot_product_attention(qh[None], kh[None], vh[None], attn_mask=mask, is_causal=causal)[0]
+        return out.transpose(0, 1)
+    # torch 1.13 (no SDPA): explicit softmax attention in fp32.
+    kh = k.transpose(0, 1).repeat_interleave(group, dim=0).float()
+    vh = v.transpose(0, 1).repeat_interleave(group, dim=0).float()
+    scores = torch.matmul(qh.float(), kh.transpose(1, 2)) / math.sqrt(d)
+    if n > 1:
+        keep = torch.ones(n, s, dtype=torch.bool, device=q.device).tril(diagonal=start)
+        scores = scores.masked_fill(~keep, float("-inf"))
+    out = torch.matmul(torch.softmax(scores, dim=-1), vh).to(q.dtype)
+    return out.transpose(0, 1)
+
+
+@dataclass
+class Piece:
+    """One request's share of a step: `n` tokens at positions start..start+n-1."""
+
+    token_ids: Sequence[int] | None  # CPU ids, or None when `token_dev` holds them
+    token_dev: torch.Tensor | None  # [n] device ids (decode: the last sampled token, never synced)
+    start: int
+    n: int
+    table: Sequence[int]  # pool slots of blocks 0..ceil((start+n)/block_tokens)-1
+    want_logits: bool
+
+
+class LlamaModel(torch.nn.Module):
+    def __init__(self, cfg: ModelConfig, device: torch.device, dtype: torch.dtype, seed: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.device = device
+        self.dtype = dtype
+        g = torch.Generator(device=device)
+        g.manual_seed(int(seed))
+        hd = cfg.head_dim
+        wf = cfg.weight_format
+        emb = torch.randn(cfg.vocab, cfg.hidden, device=device, dtype=dtype, generator=g)
+        self.embed = torch.nn.Parameter(emb, requires_grad=False)
+        self.layers = torch.nn.ModuleList()
+        for _ in range(cfg.layers):
+            layer = torch.nn.Module()
+            layer.qkv = make_linear(cfg.hidden, (cfg.heads + 2 * cfg.kv_heads) * hd, wf, device, dtype, g)
+            layer.o = make_linear(cfg.heads * hd, cfg.hidden, wf, device, dtype, g)
+            layer.gate_up = make_linear(cfg.hidden, 2 * cfg.ffn, wf, device, dtype, g)
+            layer.down = make_linear(cfg.ffn, cfg.hidden, wf, device, dtype, g)
+            layer.norm1 = torch.nn.Parameter(torch.ones(cfg.hidden, device=device, dtype=dtype), requires_grad=False)
+            layer.norm2 = torch.nn.Parameter(torch.ones(cfg.hidden, device=device, dtype=dtype), requires_grad=False)
+            self.layers.append(layer)
+        self.norm = torch.nn.Parameter(torch.ones(cfg.hidden, device=device, dtype=dtype), requires_grad=False)
+        # The output projection stays in the compute dtype even for fp8 presets (as FP8
+        # checkpoints keep lm_head unquantised).
+        self.lm_head = RandomLinear(cfg.hidden, cfg.vocab, device, dtype, g)
+        self.inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, hd, 2, device=device, dtype=torch.float32) / hd))
+
+    def weight_bytes(self) -> int:
+        return sum(p.numel() * p.element_size() for p in self.parameters()) + sum(
+            b.numel() * b.element_size() for b in self.buffers()
+        )
+
+    def _rope_tables(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        ang = positions.float()[:, None] * self.inv_freq[None, :]
+        ang = torch.cat((ang, ang), dim=-1)[:, None, :]  # [tokens, 1, head_dim]
+        return ang.cos().to(self.dtype), ang.sin().to(self.dtype)
+
+    @torch.no_grad()
+    def forward_step(self, pieces: Sequence[Piece], cache: Any) -> torch.Tensor | None:
+        """Run one batched step; write every piece's K/V into `cache`; return the greedy next
+        token (device tensor [m]) of each piece with want_logits, in order (None if none)."""
+        cfg = self.cfg
+        dev = self.device
+        hd = cfg.head_dim
+        ids_parts: list[torch.Tensor] = []
+        pos_parts: list[int] = []
+        for p in pieces:
+            if p.token_dev is not None:
+                ids_parts.append(p.token_dev.reshape(-1))
+            else:
+                ids_parts.append(torch.tensor(list(p.token_ids), dtype=torch.long).to(dev, non_blocking=True))
+            pos_parts.extend(range(p.start, p.start + p.n))
+        ids = torch.cat(ids_parts) if len(ids_parts) > 1 else ids_parts[0]
+        positions = torch.tensor(pos_parts, dtype=torch.long).to(dev, non_blocking=True)
+        cos, sin = self._rope_tables(positions)
+        # Per piece: pool rows to write this step's K/V and to read the whole context.
+        layouts = [cache.piece_layout(p.table, p.start, p.n) for p in pieces]
+        x = self.embed[ids]
+        q_size, kv_size = cfg.heads * hd, cfg.kv_heads * hd
+        for li, layer in enumerate(self.layers):
+            h = rms_norm(x, layer.norm1, cfg.rms_eps)
+            qkv = layer.qkv(h)
+            q = qkv[:, :q_size].reshape(-1, cfg.heads, hd)
+            k = qkv[:, q_size : q_size + kv_size].reshape(-1, cfg.kv_heads, hd)
+            v = qkv[:, q_size + kv_size :].reshape(-1, cfg.kv_heads, hd)
+            q = rope(q, cos, sin)
+            k = rope(k, cos, sin)
+            outs = []
+            off = 0
+            for p, lay in zip(pieces, layouts):
+                sl = slice(off, off + p.n)
+                cache.write(li, lay, k[sl], v[sl])
+                kc, vc = cache.read(li, lay, self.dtype)
+                outs.append(attention(q[sl], kc, vc, p.start))
+                off += p.n
+            o = torch.cat(outs) if len(outs) > 1 else outs[0]
+            x = x + layer.o(o.reshape(-1, q_size))
+            h = rms_norm(x, layer.norm2, cfg.rms_eps)
+            gu = layer.gate_up(h)
+            x = x + layer.down(F.silu(gu[:, : cfg.ffn]) * gu[:, cfg.ffn :])
+        rows = []
+        off = 0
+        for p in pieces:
+            off += p.n
+            if p.want_logits:
+                rows.append(off - 1)
+        if not rows:
+            return None
+        last = x[torch.tensor(rows, dtype=torch.long).to(dev, non_blocking=True)]
+        logits = self.lm_head(rms_norm(last, self.norm, cfg.rms_eps))
+        return torch.argmax(logits.float(), dim=-1)

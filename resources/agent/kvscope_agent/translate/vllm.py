@@ -1,0 +1,328 @@
+"""vLLM KV events (decoded `KVEventBatch`es) -> PROTOCOL.md `pool` and `blocks` lines.
+
+Shapes, from vllm/distributed/kv_events.py in vllm-project/vllm:
+
+- v0.9-era (commit b4e69e0af33f4698e157a262cc787fe61983cd3d): msgspec structs with
+  `array_like=True, tag=True`, so a batch is `[ts, [event, ...]]` and an event is positional with
+  its class name first: `["BlockStored", block_hashes, parent_block_hash, token_ids, block_size,
+  lora_id]`, `["BlockRemoved", block_hashes]`, `["AllBlocksCleared"]`. No `medium`: GPU only.
+- later array_like builds add `medium`, `lora_name`, `extra_keys`, `group_idx` to BlockStored,
+  `medium`, `group_idx` to BlockRemoved, and `data_parallel_rank` to the batch (third element).
+- newer builds (commit 0181ea3173e53eea8cf04a86891488e3dc89bb34) drop `array_like`: a batch is
+  `{"ts", "events", "data_parallel_rank"}` and an event `{"type": "BlockStored", ...}` with
+  `kv_cache_spec_kind` / `kv_cache_spec_sliding_window` too (`omit_defaults` leaves out fields at
+  their default). `MEDIUM_GPU = "GPU"`; the offloading connector publishes `"CPU"` (and
+  `"STORAGE"`) through `_MEDIUM_TO_EVENT_STR` in
+  vllm/distributed/kv_transfer/kv_connector/v1/offloading/events.py.
+
+vLLM has no move event: the GPU prefix cache (BlockPool) and the offloading connector each
+announce store/remove per medium, and the connector re-announces a hash once per chunk it is part
+of ("consumers are expected to deduplicate (reference-count) repeated store/remove announcements
+of the same hash", offloading/events.py). So residency is rebuilt by reference-counting
+hash x medium: a CPU copy that appears while the GPU copy stays is an offload with `keep_source`
+(the GPU copy is not freed by the store), a GPU copy that appears while a CPU copy exists is an
+onboard with `keep_source` (the CPU copy stays in the CPU LRU).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+from .common import IdMap, PoolEmitter, Report
+
+ENGINE = "vllm"
+MEDIUM_GPU = "GPU"
+MEDIUM_CPU = "CPU"
+
+# Positional field order of the array_like structs (fields were only ever appended).
+STORED_FIELDS = (
+    "block_hashes",
+    "parent_block_hash",
+    "token_ids",
+    "block_size",
+    "lora_id",
+    "medium",
+    "lora_name",
+    "extra_keys",
+    "group_idx",
+    "kv_cache_spec_kind",
+    "kv_cache_spec_sliding_window",
+)
+REMOVED_FIELDS = ("block_hashes", "medium", "group_idx")
+
+
+def decode_batch(batch: Any) -> tuple[float | None, list[Any], Any, str] | None:
+    """(ts, events, data_parallel_rank, form) of one decoded KVEventBatch, or None."""
+    if isinstance(batch, dict) and isinstance(batch.get("events"), list):
+        ts = batch.get("ts")
+        return (ts if isinstance(ts, (int, float)) else None), batch["events"], batch.get(
+            "data_parallel_rank"
+        ), "map"
+    if isinstance(batch, list) and len(batch) >= 2 and isinstance(batch[1], list):
+        ts = batch[0] if isinstance(batch[0], (int, float)) else None
+        rank = batch[2] if len(batch) > 2 else None
+        return ts, batch[1], rank, "array_like"
+    return None
+
+
+def decode_event(ev: Any) -> tuple[str | None, dict[str, Any]]:
+    if isinstance(ev, dict):
+        typ = ev.get("type")
+        return (typ if isinstance(typ, str) else None), ev
+    if isinstance(ev, list) and ev and isinstance(ev[0], str):
+        typ = ev[0]
+        names = STORED_FIELDS if typ == "BlockStored" else REMOVED_FIELDS if typ == "BlockRemoved" else ()
+        fields = dict(zip(names, ev[1:]))
+        if len(ev) - 1 > len(names):
+            fields["_extra_positional"] = ev[1 + len(names) :]
+        return typ, fields
+    return None, {}
+
+
+def is_batch_list(doc: Any) -> bool:
+    """A top-level JSON array that is one array_like batch ([ts, [events]]) rather than a list of
+    batches."""
+    return (
+        isinstance(doc, list)
+        and len(doc) >= 2
+        and isinstance(doc[0], (int, float))
+        and not isinstance(doc[0], bool)
+        and isinstance(doc[1], list)
+    )
+
+
+class VllmTranslator:
+    def __init__(
+        self,
+        writer: Any | None,
+        report: Report,
+        group_idx: int | None = None,
+        dp_rank: int | None = None,
+    ) -> None:
+        self.writer = writer
+        self.report = report
+        self.group_idx = group_idx
+        self.dp_rank = dp_rank
+        self.ids = IdMap()
+        self.emitter: PoolEmitter | None = None
+        self.refs: dict[tuple[int, str], int] = {}
+        self.deferred_gpu_evicts: "OrderedDict[int, None]" = OrderedDict()
+        self.host_untracked: set[int] = set()
+        self.block_tokens = 0
+        self.ts0: float | None = None
+        self.last_t = 0
+        self.forms: dict[str, int] = {}
+
+    def set_pools(
+        self,
+        gpu_blocks: int | None,
+        host_blocks: int | None,
+        block_tokens: int,
+        block_bytes: int,
+        t: int | None,
+    ) -> None:
+        self.emitter = PoolEmitter(self.writer, self.report, gpu_blocks, host_blocks)
+        if self.writer is not None:
+            for pool, cap in (("gpu", gpu_blocks), ("host", host_blocks)):
+                self.writer.emit(
+                    "pool",
+                    t=t,
+                    pool=pool,
+                    capacity_blocks=int(cap or 0),
+                    block_tokens=int(block_tokens),
+                    block_bytes=int(block_bytes),
+                )
+
+    def time_of(self, ts: float | None) -> int:
+        """Run-clock ns for a batch `ts` (time.time() seconds in the publisher), kept
+        non-decreasing; the first batch is t=0."""
+        if ts is None:
+            return self.last_t
+        if self.ts0 is None:
+            self.ts0 = ts
+        t = max(self.last_t, int(round((ts - self.ts0) * 1e9)))
+        self.last_t = t
+        return t
+
+    # -- input ----------------------------------------------------------------------------------
+    def feed_batch(self, batch: Any, t: int | None = None) -> None:
+        """One decoded KVEventBatch. `t` None: derived from the batch's `ts`."""
+        decoded = decode_batch(batch)
+        if decoded is None:
+            self.report.warn("malformed_batch", f"a dump item that is not a KVEventBatch: {str(batch)[:80]}")
+            return
+        ts, events, rank, form = decoded
+        self.forms[form] = self.forms.get(form, 0) + 1
+        if t is None:
+            t = self.time_of(ts)
+        if self.dp_rank is None and rank is not None:
+            self.dp_rank = rank
+        if rank is not None and rank != self.dp_rank:
+            self.report.warn(
+                "other_dp_rank",
+                f"a batch of data_parallel_rank {rank} is not shown (showing {self.dp_rank})",
+                t,
+            )
+            return
+        for ev in events:
+            self._event(ev, t)
+        self._flush_deferred(t)
+
+    def _event(self, ev: Any, t: int) -> None:
+        typ, f = decode_event(ev)
+        if typ is None:
+            self.report.warn("malformed_event", f"an event that is not a tagged struct: {str(ev)[:80]}", t)
+            return
+        if typ == "AllBlocksCleared":
+            self._clear(t)
+            return
+        if typ not in ("BlockStored", "BlockRemoved"):
+            self.report.warn("unknown_event_type", f"event type {typ!r} is not known; skipped", t)
+            return
+        if "_extra_positional" in f:
+            self.report.count("newer_positional_fields")
+        medium = f.get("medium")
+        if medium is None:
+            self.report.count("event_without_medium")  # v0.9: the GPU prefix cache only
+            medium = MEDIUM_GPU
+        medium = str(medium).upper()
+        if medium not in (MEDIUM_GPU, MEDIUM_CPU):
+            self.report.warn("other_medium", f"medium {medium!r} is not a pool KV Scope shows", t)
+            return
+        group = f.get("group_idx")
+        if group is not None:
+            if self.group_idx is None:
+                self.group_idx = group
+            if group != self.group_idx:
+                self.report.warn(
+                    "other_group",
+                    f"an event of KV cache group {group} is not shown (showing {self.group_idx})",
+                    t,
+                )
+                return
+        hashes = f.get("block_hashes")
+        if not isinstance(hashes, list):
+            self.report.warn("malformed_event", f"a {typ} without block_hashes", t)
+            return
+        if typ == "BlockStored":
+            size = f.get("block_size")
+            if medium == MEDIUM_GPU and isinstance(size, int):
+                self.block_tokens = max(self.block_tokens, size)
+            if medium == MEDIUM_CPU and size == 0 and not f.get("token_ids"):
+                # the connector's default placeholder payload (no tokens, no parent)
+                self.report.count("placeholder_cpu_store")
+            for h in hashes:
+                self._stored(self.ids.get(h), medium, t)
+        else:
+            for h in hashes:
+                block = self.ids.known(h)
+                if block is None:
+                    self.report.warn(
+                        "removed_unknown_block", f"a {medium} removal of a block never stored", t
+                    )
+                    continue
+                self._removed(block, medium, t)
+
+    # -- residency ------------------------------------------------------------------------------
+    def _stored(self, block: int, medium: str, t: int) -> None:
+        em = self.emitter
+        assert em is not None
+        key = (block, medium)
+        before = self.refs.get(key, 0)
+        self.refs[key] = before + 1
+        if before:
+            self.report.count("repeated_store_announcement")
+            if medium == MEDIUM_GPU:
+                em.touch(block)
+            return
+        if medium == MEDIUM_GPU:
+            if block in self.deferred_gpu_evicts:
+                # evicted and cached again within one batch: show both
+                del self.deferred_gpu_evicts[block]
+                if em.on_gpu(block):
+                    em.evict("gpu", block, t)
+            # make room with this batch's removals first, oldest first, as the engine did
+            while len(em.gpu) >= em.gpu_capacity and self.deferred_gpu_evicts:
+                self._flush_deferred(t, limit=1)
+            if em.on_host(block) and not em.on_gpu(block):
+                em.onboard(block, t, keep_source=True)
+            else:
+                em.store(block, t)
+            return
+        # CPU
+        if block in self.deferred_gpu_evicts:
+            # the GPU removal and the CPU store of one block arrived in one batch (the scheduler
+            # publishes its own events before the connector's): the block moved
+            del self.deferred_gpu_evicts[block]
+            if em.on_gpu(block):
+                em.offload(block, t, keep_source=False)
+                return
+        if em.on_gpu(block):
+            em.offload(block, t, keep_source=True)
+        else:
+            self.host_untracked.add(block)
+            self.report.warn(
+                "host_store_without_gpu_copy",
+                f"block {block} reached the CPU with no GPU copy in view; not shown",
+                t,
+            )
+
+    def _removed(self, block: int, medium: str, t: int) -> None:
+        em = self.emitter
+        assert em is not None
+        key = (block, medium)
+        before = self.refs.get(key, 0)
+        if before <= 0:
+            self.report.warn("removed_not_resident", f"{medium} removal of block {block} not stored there", t)
+            return
+        self.refs[key] = before - 1
+        if before > 1:
+            self.report.count("repeated_remove_announcement")
+            return
+        del self.refs[key]
+        if medium == MEDIUM_GPU:
+            if em.on_gpu(block):
+                self.deferred_gpu_evicts[block] = None
+            else:
+                self.report.warn("removed_not_resident", f"gpu removal of block {block} not on gpu", t)
+            return
+        if block in self.host_untracked:
+            self.host_untracked.discard(block)
+            self.report.count("host_remove_untracked")
+        elif em.on_host(block):
+            em.evict("host", block, t)
+        elif em.cancel_pending(block):
+            self.report.warn(
+                "removed_waiting_offload",
+                f"block {block} left the CPU before its offload found a host slot; not shown",
+                t,
+            )
+        else:
+            self.report.warn("removed_not_resident", f"cpu removal of block {block} not on host", t)
+
+    def _flush_deferred(self, t: int, limit: int | None = None) -> None:
+        em = self.emitter
+        assert em is not None
+        while self.deferred_gpu_evicts and (limit is None or limit > 0):
+            if limit is not None:
+                limit -= 1
+            block, _ = self.deferred_gpu_evicts.popitem(last=False)
+            if em.on_gpu(block):
+                em.evict("gpu", block, t)
+
+    def _clear(self, t: int) -> None:
+        # BlockPool.reset_prefix_cache(): every cached GPU block is dropped.
+        em = self.emitter
+        assert em is not None
+        self._flush_deferred(t)
+        n = em.evict_all("gpu", t)
+        for key in [k for k in self.refs if k[1] == MEDIUM_GPU]:
+            del self.refs[key]
+        self.report.count("all_blocks_cleared")
+        self.report.info(f"AllBlocksCleared: {n} gpu block(s) evicted", t)
+
+    def finish(self, t: int | None) -> None:
+        if self.emitter is not None:
+            self._flush_deferred(t if t is not None else self.last_t)
+            self.emitter.finish(t)

@@ -1,0 +1,94 @@
+/** `kvscope validate <run-folder | events.jsonl[.gz]>`: summary, or each broken rule with its seq. */
+import type { Command } from 'commander';
+import { RULE_TEXT, type RuleCode, type Violation } from '../../shared/ledger';
+import type { BadLine } from '../../shared/events-reader';
+import { RunAnalyzer, type RunAnalysis } from '../../shared/run-analysis';
+import { readEventFile, resolveEventLog } from '../../main/core/event-files';
+import { formatBytes, formatNs } from '../../shared/format';
+
+export interface ValidationReport {
+  file: string;
+  analysis: RunAnalysis;
+  badLines: BadLine[];
+  badLineTotal: number;
+  violations: Violation[];
+  violationCounts: Partial<Record<RuleCode, number>>;
+  valid: boolean;
+}
+
+const KEEP_BAD_LINES = 1000;
+
+/** Reads and checks a whole log in one streaming pass. */
+export async function validateLog(path: string): Promise<ValidationReport> {
+  const file = await resolveEventLog(path);
+  const analyzer = new RunAnalyzer();
+  const badLines: BadLine[] = [];
+  let badLineTotal = 0;
+  await readEventFile(file, {
+    onEvent: (e) => analyzer.push(e),
+    onBadLine: (b) => {
+      badLineTotal++;
+      if (badLines.length < KEEP_BAD_LINES) badLines.push(b);
+    },
+  });
+  analyzer.finish();
+  const analysis = analyzer.result();
+  const ledger = analyzer.ledger;
+  return {
+    file,
+    analysis,
+    badLines,
+    badLineTotal,
+    violations: ledger.violations,
+    violationCounts: { ...ledger.violationCounts },
+    valid: badLineTotal === 0 && ledger.violationTotal === 0,
+  };
+}
+
+function printSummary(r: ValidationReport, out: (s: string) => void): void {
+  const a = r.analysis;
+  const byType = Object.entries(a.eventsByType)
+    .map(([t, n]) => `${t} ${n}`)
+    .join(', ');
+  out(`file: ${r.file}`);
+  out(`run: ${a.runId ?? '(no run.start)'}  status: ${a.status}${a.error ? ` (${a.error.code}: ${a.error.message})` : ''}`);
+  out(`events: ${a.events} (${byType})`);
+  out(`users: ${a.users.length}  rounds: ${a.rounds.length}${a.rounds.length ? ` (${a.rounds[0]}..${a.rounds[a.rounds.length - 1]})` : ''}`);
+  const b = a.blocks;
+  out(`blocks: stored ${b.stored}, offloaded ${b.offloaded}, onboarded ${b.onboarded}, evicted ${b.evicted}, hit ${b.hit}`);
+  const cap = (p: 'gpu' | 'host') => a.pools[p]?.capacity_blocks ?? 0;
+  out(`peak pool occupancy: gpu ${a.peakOccupancy.gpu}/${cap('gpu')} blocks, host ${a.peakOccupancy.host}/${cap('host')} blocks`);
+  out(`transfers: h2d ${formatBytes(a.xferBytes.h2d)}, d2h ${formatBytes(a.xferBytes.d2h)}`);
+  const t = a.ttft;
+  out(`TTFT (rounds 1..): mean ${formatNs(t.mean)}, p50 ${formatNs(t.p50)}, p99 ${formatNs(t.p99)} over ${t.count} requests`);
+  out(`E2E (rounds 1..): ${formatNs(a.e2e_ns)}`);
+}
+
+export function registerValidate(program: Command): void {
+  program
+    .command('validate')
+    .description('check a run log against protocol v1 and print its summary')
+    .argument('<run>', 'a run folder, events.jsonl or events.jsonl.gz')
+    .option('--json', 'print the report as JSON')
+    .action(async (path: string, opts: { json?: boolean }) => {
+      const report = await validateLog(path);
+      const out = (s: string) => process.stdout.write(s + '\n');
+      const { analysis } = report;
+      if (opts.json) {
+        out(JSON.stringify({ ...report, analysis: { ...analysis, requests: undefined } }, null, 2));
+      } else {
+        printSummary(report, out);
+        for (const b of report.badLines) {
+          out(`bad line ${b.line} (offset ${b.offset}${b.seq !== null ? `, seq ${b.seq}` : ''}): ${b.reason}: ${b.message}`);
+        }
+        if (report.badLineTotal > report.badLines.length) out(`... and ${report.badLineTotal - report.badLines.length} more bad lines`);
+        for (const v of report.violations) {
+          out(`${v.seq !== null ? `seq ${v.seq}` : 'whole run'}: ${v.rule}: ${v.message} [rule: ${RULE_TEXT[v.rule]}]`);
+        }
+        const total = Object.values(report.violationCounts).reduce((x, y) => x + (y ?? 0), 0);
+        if (total > report.violations.length) out(`... and ${total - report.violations.length} more violations`);
+        out(report.valid ? 'valid: every protocol v1 rule holds' : `INVALID: ${report.badLineTotal} bad line(s), ${total} rule violation(s)`);
+      }
+      process.exitCode = report.valid ? 0 : 1;
+    });
+}

@@ -1,0 +1,30 @@
+/**
+ * The `kvscope` command. Each subcommand lives in `commands/` and registers itself here; all of
+ * them run on the same framework-free core as the desktop app.
+ */
+import { Command } from 'commander';
+import { registerServe } from './commands/serve';
+import { registerValidate } from './commands/validate';
+import { VERSION } from '../shared/version';
+
+export function buildProgram(): Command {
+  const program = new Command();
+  program
+    .name('kvscope')
+    .description('KV Scope: profile KV-cache offloading between GPU and host memory on your GPU hosts')
+    .version(VERSION)
+    .showHelpAfterError();
+  registerValidate(program);
+  registerServe(program);
+  return program;
+}
+
+export async function main(argv: string[]): Promise<void> {
+  try {
+    await buildProgram().parseAsync(argv);
+  } catch (e) {
+    const code = (e as { code?: string }).code;
+    process.stderr.write(`kvscope: ${(e as Error).message}\n`);
+    process.exitCode = code === 'invalid_argument' ? 2 : 1;
+  }
+}

@@ -1,0 +1,52 @@
+/**
+ * The app's core as the renderer sees it: one handler per KvScopeApi method, transport-free.
+ * Electron's ipc/ layer and the `kvscope serve` WebSocket bridge both wrap exactly this object.
+ */
+import type { AppInfo, CoreHandlers, PushMessage } from '../../shared/api';
+import { toResult } from '../../shared/result';
+import { VERSION } from '../../shared/version';
+import { RunStore } from './run-store';
+
+export interface CoreOptions {
+  runsDir: string;
+  samplesDir: string | null;
+  shell: AppInfo['shell'];
+  versions?: Record<string, string>;
+}
+
+export interface Core {
+  handlers: CoreHandlers;
+  store: RunStore;
+  /** Registers a push listener (one per window or WebSocket); returns its remover. */
+  addPushListener(listener: (m: PushMessage) => void): () => void;
+  push(message: PushMessage): void;
+}
+
+export async function createCore(options: CoreOptions): Promise<Core> {
+  const store = new RunStore(options.runsDir, options.samplesDir);
+  await store.ensure();
+  const listeners = new Set<(m: PushMessage) => void>();
+  const handlers: CoreHandlers = {
+    getAppInfo: () =>
+      toResult(() => ({
+        name: 'KV Scope',
+        version: VERSION,
+        shell: options.shell,
+        versions: { node: process.versions.node, ...(options.versions ?? {}) },
+        runsDir: options.runsDir,
+      })),
+    listRuns: () => toResult(() => store.list()),
+    loadRun: (runId: string) => toResult(() => store.load(String(runId))),
+  };
+  return {
+    handlers,
+    store,
+    addPushListener(listener) {
+      listeners.add(listener);
+      return () => listeners.delete(listener);
+    },
+    push(message) {
+      for (const l of listeners) l(message);
+    },
+  };
+}

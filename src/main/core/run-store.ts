@@ -1,0 +1,193 @@
+/**
+ * The local runs library: one folder per run under the runs folder, holding `events.jsonl`
+ * (append-only, exactly the agent's bytes) and `meta.json` (host, remote_dir, status, timings).
+ * Bundled sample runs (resources/samples/*.jsonl.gz) are listed read-only beside them.
+ */
+import { mkdir, readdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
+import { basename, join } from 'node:path';
+import type { LoadedRun, RunListing } from '../../shared/api';
+import type { BadLine } from '../../shared/events-reader';
+import type { KvEvent } from '../../shared/protocol';
+import { CodedError } from '../../shared/result';
+import { RunAnalyzer, type RunAnalysis } from '../../shared/run-analysis';
+import { readEventFile } from './event-files';
+
+/** meta.json of a run folder. Unknown keys are kept when rewritten. */
+export interface RunMeta {
+  id: string;
+  name: string;
+  host: string;
+  status: RunListing['status'];
+  createdAt: string;
+  endedAt?: string;
+  /** The run folder on the GPU host, for resuming a tail. */
+  remote_dir?: string;
+  /** Bytes of events.jsonl known complete (a tail resumes here). */
+  bytes_received?: number;
+  last_seq?: number;
+  error?: { code: string; message: string };
+  [extra: string]: unknown;
+}
+
+const SAMPLE_PREFIX = 'sample:';
+const RUN_ID_RE = /^[A-Za-z0-9._-]{1,128}$/;
+
+/** Rejects ids that could escape the runs folder. */
+export function checkRunId(id: string): void {
+  if (!RUN_ID_RE.test(id) || id === '.' || id === '..') throw new CodedError('invalid_argument', `not a run id: ${JSON.stringify(id)}`);
+}
+
+export class RunStore {
+  private readonly cache = new Map<string, { mtimeMs: number; size: number; listing: RunListing }>();
+
+  constructor(
+    readonly runsDir: string,
+    readonly samplesDir: string | null,
+  ) {}
+
+  async ensure(): Promise<void> {
+    await mkdir(this.runsDir, { recursive: true });
+  }
+
+  runDir(id: string): string {
+    checkRunId(id);
+    return join(this.runsDir, id);
+  }
+
+  /** The log file behind a run id (a sample's .jsonl.gz, or a folder's events.jsonl). */
+  async logPath(id: string): Promise<string> {
+    if (id.startsWith(SAMPLE_PREFIX)) {
+      const name = id.slice(SAMPLE_PREFIX.length);
+      checkRunId(name);
+      if (!this.samplesDir) throw new CodedError('not_found', `no bundled samples folder`);
+      return join(this.samplesDir, `${name}.jsonl.gz`);
+    }
+    return join(this.runDir(id), 'events.jsonl');
+  }
+
+  async readMeta(id: string): Promise<RunMeta> {
+    const file = join(this.runDir(id), 'meta.json');
+    let text: string;
+    try {
+      text = await readFile(file, 'utf8');
+    } catch {
+      throw new CodedError('not_found', `run ${id} has no meta.json`);
+    }
+    try {
+      return JSON.parse(text) as RunMeta;
+    } catch (e) {
+      throw new CodedError('bad_run', `run ${id}: meta.json is not JSON (${(e as Error).message})`);
+    }
+  }
+
+  /** Writes meta.json atomically (write a temp file, then rename over). */
+  async writeMeta(meta: RunMeta): Promise<void> {
+    const dir = this.runDir(meta.id);
+    await mkdir(dir, { recursive: true });
+    const tmp = join(dir, `.meta.json.${process.pid}.tmp`);
+    await writeFile(tmp, JSON.stringify(meta, null, 2) + '\n');
+    await rename(tmp, join(dir, 'meta.json'));
+  }
+
+  async list(): Promise<RunListing[]> {
+    const out: RunListing[] = [];
+    if (this.samplesDir) {
+      let names: string[] = [];
+      try {
+        names = (await readdir(this.samplesDir)).filter((n) => n.endsWith('.jsonl.gz')).sort();
+      } catch {
+        names = [];
+      }
+      for (const n of names) {
+        const id = SAMPLE_PREFIX + basename(n, '.jsonl.gz');
+        out.push(await this.listingFor(id, { id, name: basename(n, '.jsonl.gz'), host: 'sample', status: 'ok', createdAt: '' }, true));
+      }
+    }
+    let dirs: string[] = [];
+    try {
+      dirs = await readdir(this.runsDir);
+    } catch {
+      dirs = [];
+    }
+    for (const d of dirs.sort()) {
+      if (!RUN_ID_RE.test(d)) continue;
+      let meta: RunMeta;
+      try {
+        meta = await this.readMeta(d);
+      } catch {
+        continue;
+      }
+      out.push(await this.listingFor(d, meta, false));
+    }
+    return out;
+  }
+
+  private async listingFor(id: string, meta: RunMeta, bundled: boolean): Promise<RunListing> {
+    const file = await this.logPath(id);
+    let s;
+    try {
+      s = await stat(file);
+    } catch {
+      return baseListing(id, meta, bundled, null);
+    }
+    const hit = this.cache.get(id);
+    if (hit && hit.mtimeMs === s.mtimeMs && hit.size === s.size && hit.listing.name === meta.name && hit.listing.status === metaStatus(meta, hit.listing)) {
+      return hit.listing;
+    }
+    const analyzer = new RunAnalyzer();
+    await readEventFile(file, { onEvent: (e) => analyzer.push(e) });
+    analyzer.finish();
+    const listing = baseListing(id, meta, bundled, analyzer.result());
+    this.cache.set(id, { mtimeMs: s.mtimeMs, size: s.size, listing });
+    return listing;
+  }
+
+  async load(id: string): Promise<LoadedRun> {
+    const meta: RunMeta = id.startsWith(SAMPLE_PREFIX)
+      ? { id, name: id.slice(SAMPLE_PREFIX.length), host: 'sample', status: 'ok', createdAt: '' }
+      : await this.readMeta(id);
+    const file = await this.logPath(id);
+    const events: KvEvent[] = [];
+    const badLines: BadLine[] = [];
+    let badLineTotal = 0;
+    const analyzer = new RunAnalyzer();
+    await readEventFile(file, {
+      onEvent: (e) => {
+        events.push(e);
+        analyzer.push(e);
+      },
+      onBadLine: (b) => {
+        badLineTotal++;
+        if (badLines.length < 1000) badLines.push(b);
+      },
+    });
+    analyzer.finish();
+    const analysis = analyzer.result();
+    return { listing: baseListing(id, meta, id.startsWith(SAMPLE_PREFIX), analysis), events, badLines, badLineTotal, analysis };
+  }
+}
+
+function metaStatus(meta: RunMeta, fallback: RunListing): RunListing['status'] {
+  return meta.status ?? fallback.status;
+}
+
+function baseListing(id: string, meta: RunMeta, bundled: boolean, a: RunAnalysis | null): RunListing {
+  const cfg = a?.start?.config;
+  const status: RunListing['status'] =
+    meta.status === 'running' || meta.status === 'incomplete' ? meta.status : (a?.status ?? meta.status ?? 'incomplete');
+  return {
+    id,
+    name: meta.name ?? id,
+    host: meta.host ?? 'local',
+    status,
+    createdAt: meta.createdAt || (a?.start ? new Date(a.start.clock.unix_ns_at_t0 / 1e6).toISOString() : ''),
+    model: typeof cfg?.model === 'string' ? cfg.model : null,
+    users: typeof cfg?.users === 'number' ? cfg.users : (a?.users.length ?? null),
+    rounds: typeof cfg?.rounds === 'number' ? cfg.rounds : null,
+    engine: a?.start?.engine.name ?? null,
+    gpu: a?.start?.host.gpus[0]?.name ?? null,
+    e2e_ns: a?.e2e_ns ?? null,
+    ttft_ns_mean: a?.ttft.mean ?? null,
+    bundled,
+  };
+}

@@ -1,0 +1,80 @@
+import { useEffect, useState } from 'react';
+import type { AppInfo } from '../shared/api';
+import { useApi } from './bridge/api-context';
+import { routeHref, useRoute, type Route } from './router';
+import { RunsView } from './features/runs/RunsView';
+import { PlaceholderView } from './features/PlaceholderView';
+
+const NAV: Array<{ label: string; view: Route['view']; key: string }> = [
+  { label: 'Hosts', view: 'hosts', key: '1' },
+  { label: 'Runs', view: 'runs', key: '2' },
+  { label: 'Live', view: 'live', key: '3' },
+  { label: 'Timeline', view: 'timeline', key: '4' },
+  { label: 'Compare', view: 'compare', key: '5' },
+];
+
+/** The last run opened, so Live/Timeline in the nav go somewhere useful. */
+function useCurrentRun(route: Route): string | null {
+  const [runId, setRunId] = useState<string | null>(null);
+  useEffect(() => {
+    if ('runId' in route) setRunId(route.runId);
+  }, [route]);
+  return runId;
+}
+
+function hrefFor(view: Route['view'], runId: string | null): string {
+  if (view === 'live' || view === 'timeline' || view === 'summary') return runId ? routeHref({ view, runId }) : '#/runs';
+  if (view === 'compare') return '#/compare';
+  return routeHref({ view } as Route);
+}
+
+export function App() {
+  const api = useApi();
+  const route = useRoute();
+  const runId = useCurrentRun(route);
+  const [info, setInfo] = useState<AppInfo | null>(null);
+
+  useEffect(() => {
+    void api.getAppInfo().then((r) => r.ok && setInfo(r.value));
+  }, [api]);
+
+  useEffect(() => {
+    // Alt+1..5 switch views from anywhere (keyboard-first, like the profilers this mirrors).
+    const onKey = (e: KeyboardEvent) => {
+      if (!e.altKey) return;
+      const item = NAV.find((n) => n.key === e.key);
+      if (item) {
+        window.location.hash = hrefFor(item.view, runId);
+        e.preventDefault();
+      }
+    };
+    window.addEventListener('keydown', onKey);
+    return () => window.removeEventListener('keydown', onKey);
+  }, [runId]);
+
+  return (
+    <div className="app">
+      <nav className="nav" aria-label="Views">
+        <span className="brand">KV Scope</span>
+        {NAV.map((n) => (
+          <a
+            key={n.view}
+            href={hrefFor(n.view, runId)}
+            className={route.view === n.view ? 'active' : ''}
+            aria-current={route.view === n.view ? 'page' : undefined}
+            title={`${n.label} (Alt+${n.key})`}
+            data-nav={n.view}
+          >
+            {n.label}
+          </a>
+        ))}
+        <span className="spacer" />
+        <span className="shell-info">{info ? `v${info.version} · ${info.shell}` : ''}</span>
+      </nav>
+      <main className="content" data-view={route.view}>
+        {route.view === 'runs' && <RunsView />}
+        {route.view !== 'runs' && <PlaceholderView route={route} />}
+      </main>
+    </div>
+  );
+}

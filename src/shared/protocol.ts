@@ -1,0 +1,369 @@
+/**
+ * Agent → app event protocol, version 1 (see docs/protocol.md and ../shared/design/PROTOCOL.md).
+ *
+ * Types are written out by hand for readable editor hints; the JSON Schemas below are the runtime
+ * truth and are compiled once by Ajv. New optional keys are allowed everywhere (the protocol is
+ * extended compatibly), so schemas never set `additionalProperties: false`.
+ */
+import Ajv, { type ValidateFunction } from 'ajv';
+
+export const PROTOCOL_VERSION = 1;
+/** A line longer than this is refused by every reader (PROTOCOL.md). */
+export const MAX_LINE_BYTES = 1024 * 1024;
+
+export type PoolName = 'gpu' | 'host';
+export type BlockOp = 'store' | 'offload' | 'onboard' | 'evict' | 'hit';
+export type XferDir = 'h2d' | 'd2h' | 'd2d' | 'h2h';
+export type MemKind = 'pinned' | 'pageable' | 'device' | 'managed' | 'unknown';
+export type ReqPhase = 'queued' | 'scheduled' | 'first_token' | 'done';
+export type RunStatus = 'ok' | 'error' | 'cancelled';
+export type PhaseName = 'setup' | 'load_model' | 'context' | 'rounds' | 'teardown';
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
+
+interface EventBase {
+  /** 0 on the first line, +1 on every line. */
+  seq: number;
+  /** Nanoseconds since run start on the agent's monotonic clock. */
+  t: number;
+}
+
+export interface GpuInfo {
+  index: number;
+  name: string;
+  uuid?: string;
+  memory_total_bytes?: number;
+  pcie_gen?: number | null;
+  pcie_width?: number | null;
+  c2c?: boolean | null;
+}
+
+export interface RunStartEvent extends EventBase {
+  type: 'run.start';
+  run_id: string;
+  protocol: number;
+  agent_version: string;
+  engine: { name: string; version: string };
+  config: RunConfig;
+  host: {
+    hostname: string;
+    gpus: GpuInfo[];
+    driver_version?: string | null;
+    cuda_version?: string | null;
+    python_version?: string | null;
+    torch_version?: string | null;
+  };
+  clock: { unix_ns_at_t0: number };
+  capabilities?: Record<string, { on: boolean; source?: string; reason?: string; [k: string]: unknown }>;
+}
+
+/** The agent's options in snake_case, fully resolved (PROTOCOL.md "config"). */
+export interface RunConfig {
+  engine?: string;
+  model?: string;
+  device?: string;
+  users?: number;
+  rounds?: number;
+  context_tokens?: number;
+  new_tokens?: number;
+  output_tokens?: number;
+  block_tokens?: number;
+  gpu_kv_bytes?: number | null;
+  host_kv_bytes?: number;
+  free_gpu_memory_fraction?: number | null;
+  seed?: number;
+  trace?: boolean;
+  sample_ms?: number;
+  [engineSpecific: string]: unknown;
+}
+
+export interface PoolEvent extends EventBase {
+  type: 'pool';
+  pool: PoolName;
+  capacity_blocks: number;
+  block_tokens: number;
+  block_bytes: number;
+}
+
+export interface BlocksEvent extends EventBase {
+  type: 'blocks';
+  op: BlockOp;
+  ids: Array<string | number>;
+  pool?: PoolName;
+  user?: number;
+  round?: number;
+  keep_source?: boolean;
+}
+
+export interface XferEvent extends EventBase {
+  type: 'xfer';
+  dir: XferDir;
+  bytes: number;
+  start: number;
+  end: number;
+  src_mem?: MemKind;
+  dst_mem?: MemKind;
+  device?: number;
+  stream?: number;
+  source: 'cupti' | 'engine';
+}
+
+export interface ReqEvent extends EventBase {
+  type: 'req';
+  user: number;
+  round: number;
+  phase: ReqPhase;
+  prompt_tokens?: number;
+  output_tokens?: number;
+  reused_gpu_tokens?: number;
+  reused_host_tokens?: number;
+  computed_tokens?: number;
+}
+
+export interface RoundEvent extends EventBase {
+  type: 'round';
+  round: number;
+  e2e_ns: number;
+  ttft_ns: Array<number | null>;
+}
+
+export interface GpuSampleEvent extends EventBase {
+  type: 'gpu';
+  index: number;
+  mem_used_bytes: number | null;
+  util_pct: number | null;
+  mem_util_pct?: number | null;
+  power_w?: number | null;
+  sm_clock_mhz?: number | null;
+  pcie_rx_bytes_per_s?: number | null;
+  pcie_tx_bytes_per_s?: number | null;
+  source: 'nvidia-smi' | 'nvml';
+}
+
+export interface PhaseEvent extends EventBase {
+  type: 'phase';
+  name: PhaseName;
+  state: 'begin' | 'end';
+}
+
+export interface LogEvent extends EventBase {
+  type: 'log';
+  level: LogLevel;
+  msg: string;
+}
+
+export interface RunSummary {
+  e2e_ns: number | null;
+  ttft_ns_mean: number | null;
+  ttft_ns_p50: number | null;
+  ttft_ns_p99: number | null;
+  blocks_offloaded: number;
+  blocks_onboarded: number;
+  blocks_evicted: number;
+  bytes_h2d: number;
+  bytes_d2h: number;
+  [extra: string]: unknown;
+}
+
+export interface RunEndEvent extends EventBase {
+  type: 'run.end';
+  status: RunStatus;
+  error?: { code: string; message: string };
+  summary: RunSummary;
+}
+
+export type KvEvent =
+  | RunStartEvent
+  | PoolEvent
+  | BlocksEvent
+  | XferEvent
+  | ReqEvent
+  | RoundEvent
+  | GpuSampleEvent
+  | PhaseEvent
+  | LogEvent
+  | RunEndEvent;
+
+export type EventType = KvEvent['type'];
+export const EVENT_TYPES: readonly EventType[] = [
+  'run.start',
+  'pool',
+  'blocks',
+  'xfer',
+  'req',
+  'round',
+  'gpu',
+  'phase',
+  'log',
+  'run.end',
+];
+
+// ---------------------------------------------------------------------------------------------
+// JSON Schemas (runtime validation)
+
+type Schema = Record<string, unknown>;
+const int = { type: 'integer' };
+const nonNegInt = { type: 'integer', minimum: 0 };
+const num = { type: 'number' };
+const nullableNum = { type: ['number', 'null'] };
+const str = { type: 'string' };
+const blockId = { type: ['string', 'integer'] };
+
+function eventSchema(required: string[], properties: Record<string, unknown>): Schema {
+  return {
+    type: 'object',
+    required: ['seq', 't', 'type', ...required],
+    properties: { seq: nonNegInt, t: int, type: str, ...properties },
+  };
+}
+
+const SCHEMAS: Record<EventType, Schema> = {
+  'run.start': eventSchema(['run_id', 'protocol', 'agent_version', 'engine', 'config', 'host', 'clock'], {
+    run_id: str,
+    protocol: int,
+    agent_version: str,
+    engine: { type: 'object', required: ['name', 'version'], properties: { name: str, version: str } },
+    config: { type: 'object' },
+    host: {
+      type: 'object',
+      required: ['hostname', 'gpus'],
+      properties: {
+        hostname: str,
+        gpus: {
+          type: 'array',
+          items: { type: 'object', required: ['index', 'name'], properties: { index: nonNegInt, name: str } },
+        },
+      },
+    },
+    clock: { type: 'object', required: ['unix_ns_at_t0'], properties: { unix_ns_at_t0: num } },
+  }),
+  pool: eventSchema(['pool', 'capacity_blocks', 'block_tokens', 'block_bytes'], {
+    pool: { enum: ['gpu', 'host'] },
+    capacity_blocks: nonNegInt,
+    block_tokens: { type: 'integer', minimum: 1 },
+    block_bytes: nonNegInt,
+  }),
+  blocks: {
+    ...eventSchema(['op', 'ids'], {
+      op: { enum: ['store', 'offload', 'onboard', 'evict', 'hit'] },
+      ids: { type: 'array', items: blockId },
+      pool: { enum: ['gpu', 'host'] },
+      user: nonNegInt,
+      round: nonNegInt,
+      keep_source: { type: 'boolean' },
+    }),
+    // `evict` names the pool it drops from (PROTOCOL.md).
+    if: { properties: { op: { const: 'evict' } } },
+    then: { required: ['pool'] },
+  },
+  xfer: eventSchema(['dir', 'bytes', 'start', 'end', 'source'], {
+    dir: { enum: ['h2d', 'd2h', 'd2d', 'h2h'] },
+    bytes: nonNegInt,
+    start: int,
+    end: int,
+    src_mem: { enum: ['pinned', 'pageable', 'device', 'managed', 'unknown'] },
+    dst_mem: { enum: ['pinned', 'pageable', 'device', 'managed', 'unknown'] },
+    device: int,
+    stream: int,
+    source: { enum: ['cupti', 'engine'] },
+  }),
+  req: eventSchema(['user', 'round', 'phase'], {
+    user: nonNegInt,
+    round: nonNegInt,
+    phase: { enum: ['queued', 'scheduled', 'first_token', 'done'] },
+    prompt_tokens: nonNegInt,
+    output_tokens: nonNegInt,
+    reused_gpu_tokens: nonNegInt,
+    reused_host_tokens: nonNegInt,
+    computed_tokens: nonNegInt,
+  }),
+  round: eventSchema(['round', 'e2e_ns', 'ttft_ns'], {
+    round: nonNegInt,
+    e2e_ns: num,
+    ttft_ns: { type: 'array', items: nullableNum },
+  }),
+  gpu: eventSchema(['index', 'mem_used_bytes', 'util_pct', 'source'], {
+    index: nonNegInt,
+    mem_used_bytes: nullableNum,
+    util_pct: nullableNum,
+    mem_util_pct: nullableNum,
+    power_w: nullableNum,
+    sm_clock_mhz: nullableNum,
+    pcie_rx_bytes_per_s: nullableNum,
+    pcie_tx_bytes_per_s: nullableNum,
+    source: { enum: ['nvidia-smi', 'nvml'] },
+  }),
+  phase: eventSchema(['name', 'state'], {
+    name: { enum: ['setup', 'load_model', 'context', 'rounds', 'teardown'] },
+    state: { enum: ['begin', 'end'] },
+  }),
+  log: eventSchema(['level', 'msg'], {
+    level: { enum: ['debug', 'info', 'warn', 'error'] },
+    msg: str,
+  }),
+  'run.end': eventSchema(['status', 'summary'], {
+    status: { enum: ['ok', 'error', 'cancelled'] },
+    error: { type: 'object', required: ['code', 'message'], properties: { code: str, message: str } },
+    summary: {
+      type: 'object',
+      required: ['blocks_offloaded', 'blocks_onboarded', 'blocks_evicted', 'bytes_h2d', 'bytes_d2h'],
+      properties: {
+        e2e_ns: nullableNum,
+        ttft_ns_mean: nullableNum,
+        ttft_ns_p50: nullableNum,
+        ttft_ns_p99: nullableNum,
+        blocks_offloaded: nonNegInt,
+        blocks_onboarded: nonNegInt,
+        blocks_evicted: nonNegInt,
+        bytes_h2d: nonNegInt,
+        bytes_d2h: nonNegInt,
+      },
+    },
+  }),
+};
+
+let validators: Map<string, ValidateFunction> | null = null;
+
+function compiled(): Map<string, ValidateFunction> {
+  if (validators) return validators;
+  // strict:false because `if/then` inside a typed schema trips Ajv's strictTypes check.
+  const ajv = new Ajv({ allErrors: false, strict: false });
+  validators = new Map(EVENT_TYPES.map((type) => [type, ajv.compile(SCHEMAS[type])]));
+  return validators;
+}
+
+/** Why a parsed line is not a valid event. */
+export type InvalidReason =
+  | { kind: 'not_object' }
+  | { kind: 'unknown_type'; type: string }
+  | { kind: 'schema'; type: string; path: string; message: string };
+
+/**
+ * Validates one parsed JSON value as a protocol v1 event.
+ * @returns the event, or the reason it is not one.
+ */
+export function validateEvent(value: unknown): { ok: true; event: KvEvent } | { ok: false; reason: InvalidReason } {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    return { ok: false, reason: { kind: 'not_object' } };
+  }
+  const type = (value as { type?: unknown }).type;
+  const validate = typeof type === 'string' ? compiled().get(type) : undefined;
+  if (!validate) {
+    return { ok: false, reason: { kind: 'unknown_type', type: String(type) } };
+  }
+  if (validate(value)) return { ok: true, event: value as KvEvent };
+  const err = validate.errors?.[0];
+  return {
+    ok: false,
+    reason: {
+      kind: 'schema',
+      type: type as string,
+      path: err?.instancePath || '/',
+      message: err ? `${err.instancePath || '/'} ${err.message ?? 'is invalid'}` : 'is invalid',
+    },
+  };
+}
+
+/** The JSON Schema of one event type (exported for docs and for the Python agent's tests). */
+export function schemaOf(type: EventType): Schema {
+  return SCHEMAS[type];
+}

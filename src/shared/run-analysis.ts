@@ -1,0 +1,247 @@
+/**
+ * One pass over a run's events that yields what `kvscope validate`, the run summary view and the
+ * CSV export all print: events by type, users, rounds, block moves, peak pool occupancy, TTFT and
+ * E2E. Memory grows with the number of requests (users × rounds), never with the number of events.
+ */
+import { BlockLedger } from './ledger';
+import type { KvEvent, RunEndEvent, RunStartEvent, XferDir } from './protocol';
+
+export interface RequestTiming {
+  user: number;
+  round: number;
+  queued: number | null;
+  scheduled: number | null;
+  first_token: number | null;
+  done: number | null;
+  prompt_tokens: number | null;
+  output_tokens: number | null;
+  reused_gpu_tokens: number | null;
+  reused_host_tokens: number | null;
+  computed_tokens: number | null;
+  /** first_token − queued, ns (PROTOCOL.md). */
+  ttft_ns: number | null;
+}
+
+export interface Distribution {
+  count: number;
+  mean: number | null;
+  p50: number | null;
+  p99: number | null;
+}
+
+export interface RoundRow {
+  round: number;
+  users: number;
+  /** First queued to last done within the round, ns. */
+  e2e_ns: number | null;
+  ttft: Distribution;
+}
+
+export interface RunAnalysis {
+  runId: string | null;
+  eventsByType: Record<string, number>;
+  events: number;
+  users: number[];
+  rounds: number[];
+  blocks: { stored: number; offloaded: number; onboarded: number; evicted: number; hit: number };
+  peakOccupancy: { gpu: number; host: number };
+  pools: BlockLedger['pools'];
+  /** TTFT over the timed rounds (1..R). */
+  ttft: Distribution;
+  /** From the first `req queued` of round 1 to the last `req done` of round R, ns. */
+  e2e_ns: number | null;
+  xferBytes: Record<XferDir, number>;
+  /** Bytes of cupti transfers inside the `rounds` phase, per direction (PROTOCOL.md "Transfers and blocks agree"). */
+  roundsXferBytes: Record<XferDir, number>;
+  roundRows: RoundRow[];
+  requests: RequestTiming[];
+  status: RunEndEvent['status'] | 'incomplete';
+  endSummary: RunEndEvent['summary'] | null;
+  error: RunEndEvent['error'] | null;
+  start: RunStartEvent | null;
+  /** Last event time seen, ns. */
+  durationNs: number;
+}
+
+/** Linear-interpolated percentile (numpy's default), on a sorted array. */
+export function percentile(sorted: readonly number[], p: number): number | null {
+  if (sorted.length === 0) return null;
+  const rank = (p / 100) * (sorted.length - 1);
+  const lo = Math.floor(rank);
+  const hi = Math.ceil(rank);
+  return sorted[lo]! + (sorted[hi]! - sorted[lo]!) * (rank - lo);
+}
+
+export function distribution(values: readonly number[]): Distribution {
+  if (values.length === 0) return { count: 0, mean: null, p50: null, p99: null };
+  const sorted = [...values].sort((a, b) => a - b);
+  const mean = sorted.reduce((a, b) => a + b, 0) / sorted.length;
+  return { count: sorted.length, mean, p50: percentile(sorted, 50), p99: percentile(sorted, 99) };
+}
+
+const emptyDirs = (): Record<XferDir, number> => ({ h2d: 0, d2h: 0, d2d: 0, h2h: 0 });
+
+/** Consumes events in seq order; `result()` may be called at any point (live runs). */
+export class RunAnalyzer {
+  readonly ledger = new BlockLedger();
+  private readonly byType: Record<string, number> = {};
+  private readonly reqs = new Map<string, RequestTiming>();
+  private readonly users = new Set<number>();
+  private readonly rounds = new Set<number>();
+  private readonly xferBytes = emptyDirs();
+  private readonly roundsXferBytes = emptyDirs();
+  private inRounds = false;
+  private roundsWindow: { begin: number | null; end: number | null } = { begin: null, end: null };
+  private start: RunStartEvent | null = null;
+  private end: RunEndEvent | null = null;
+  private count = 0;
+  private lastT = 0;
+  private finished = false;
+  /** cupti xfer lines may arrive after the phase line that bounds them: keep them until the end. */
+  private readonly lateXfers: Array<{ dir: XferDir; bytes: number; start: number }> = [];
+
+  push(e: KvEvent): void {
+    this.count++;
+    this.byType[e.type] = (this.byType[e.type] ?? 0) + 1;
+    if (e.t > this.lastT) this.lastT = e.t;
+    this.ledger.apply(e);
+    switch (e.type) {
+      case 'run.start':
+        this.start = e;
+        break;
+      case 'run.end':
+        this.end = e;
+        break;
+      case 'phase':
+        if (e.name === 'rounds') {
+          this.inRounds = e.state === 'begin';
+          if (e.state === 'begin') this.roundsWindow.begin = e.t;
+          else this.roundsWindow.end = e.t;
+        }
+        break;
+      case 'xfer':
+        this.xferBytes[e.dir] += e.bytes;
+        if (e.source === 'cupti') {
+          if (this.inRounds) this.roundsXferBytes[e.dir] += e.bytes;
+          else if (this.roundsWindow.begin !== null && e.start >= this.roundsWindow.begin) {
+            // Flushed after `rounds end`: count it by its own start time at result().
+            this.lateXfers.push({ dir: e.dir, bytes: e.bytes, start: e.start });
+          }
+        }
+        break;
+      case 'req': {
+        this.users.add(e.user);
+        this.rounds.add(e.round);
+        const key = `${e.user}/${e.round}`;
+        let r = this.reqs.get(key);
+        if (!r) {
+          r = {
+            user: e.user,
+            round: e.round,
+            queued: null,
+            scheduled: null,
+            first_token: null,
+            done: null,
+            prompt_tokens: null,
+            output_tokens: null,
+            reused_gpu_tokens: null,
+            reused_host_tokens: null,
+            computed_tokens: null,
+            ttft_ns: null,
+          };
+          this.reqs.set(key, r);
+        }
+        r[e.phase] = e.t;
+        if (e.phase === 'done') {
+          r.prompt_tokens = e.prompt_tokens ?? null;
+          r.output_tokens = e.output_tokens ?? null;
+          r.reused_gpu_tokens = e.reused_gpu_tokens ?? null;
+          r.reused_host_tokens = e.reused_host_tokens ?? null;
+          r.computed_tokens = e.computed_tokens ?? null;
+        }
+        if (r.queued !== null && r.first_token !== null) r.ttft_ns = r.first_token - r.queued;
+        break;
+      }
+      case 'round':
+        this.rounds.add(e.round);
+        break;
+      default:
+        break;
+    }
+  }
+
+  /** The log is complete: apply whole-run rules. */
+  finish(): void {
+    if (this.finished) return;
+    this.finished = true;
+    this.ledger.finish();
+  }
+
+  result(): RunAnalysis {
+    const requests = [...this.reqs.values()].sort((a, b) => a.round - b.round || a.user - b.user);
+    const timed = requests.filter((r) => r.round >= 1);
+    const ttfts = timed.map((r) => r.ttft_ns).filter((v): v is number => v !== null);
+    const maxRound = timed.reduce((m, r) => Math.max(m, r.round), 0);
+    const firstQueued = timed.filter((r) => r.round === 1 && r.queued !== null).map((r) => r.queued as number);
+    const lastDone = timed.filter((r) => r.round === maxRound && r.done !== null).map((r) => r.done as number);
+    const complete = timed.length > 0 && timed.every((r) => r.done !== null);
+    const e2e = complete && firstQueued.length && lastDone.length ? Math.max(...lastDone) - Math.min(...firstQueued) : null;
+
+    const byRound = new Map<number, RequestTiming[]>();
+    for (const r of requests) {
+      const list = byRound.get(r.round) ?? [];
+      list.push(r);
+      byRound.set(r.round, list);
+    }
+    const roundRows: RoundRow[] = [...byRound.entries()]
+      .sort((a, b) => a[0] - b[0])
+      .map(([round, list]) => {
+        const q = list.map((r) => r.queued).filter((v): v is number => v !== null);
+        const d = list.map((r) => r.done).filter((v): v is number => v !== null);
+        const allDone = d.length === list.length;
+        return {
+          round,
+          users: list.length,
+          e2e_ns: allDone && q.length ? Math.max(...d) - Math.min(...q) : null,
+          ttft: distribution(list.map((r) => r.ttft_ns).filter((v): v is number => v !== null)),
+        };
+      });
+
+    const roundsXfer = { ...this.roundsXferBytes };
+    const w = this.roundsWindow;
+    for (const x of this.lateXfers) {
+      if (w.begin !== null && x.start >= w.begin && (w.end === null || x.start <= w.end)) roundsXfer[x.dir] += x.bytes;
+    }
+
+    const ops = this.ledger.stats.ops;
+    return {
+      runId: this.start?.run_id ?? null,
+      eventsByType: { ...this.byType },
+      events: this.count,
+      users: [...this.users].sort((a, b) => a - b),
+      rounds: [...this.rounds].sort((a, b) => a - b),
+      blocks: { stored: ops.store, offloaded: ops.offload, onboarded: ops.onboard, evicted: ops.evict, hit: ops.hit },
+      peakOccupancy: { ...this.ledger.stats.peak },
+      pools: this.ledger.pools,
+      ttft: distribution(ttfts),
+      e2e_ns: e2e,
+      xferBytes: { ...this.xferBytes },
+      roundsXferBytes: roundsXfer,
+      roundRows,
+      requests,
+      status: this.end?.status ?? 'incomplete',
+      endSummary: this.end?.summary ?? null,
+      error: this.end?.error ?? null,
+      start: this.start,
+      durationNs: this.lastT,
+    };
+  }
+}
+
+/** Convenience for an in-memory event list. */
+export function analyzeEvents(events: Iterable<KvEvent>): RunAnalysis {
+  const a = new RunAnalyzer();
+  for (const e of events) a.push(e);
+  a.finish();
+  return a.result();
+}
