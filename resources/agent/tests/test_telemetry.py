@@ -1,0 +1,225 @@
+"""Telemetry parsers on nvidia-smi output recorded on the H100 (tests/fixtures/nvidia-smi/, see its
+README for which files are recorded and which are derived), and the sampler's plumbing."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import textwrap
+import time
+
+import pytest
+
+from kvscope_agent import telemetry
+from kvscope_agent.clock import RunClock
+from kvscope_agent.emit import EventWriter
+
+FIX = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "nvidia-smi")
+MIB = 1 << 20
+PROBE_CMD_FIELDS = (
+    "index,name,uuid,pci.bus_id,driver_version,memory.total,memory.used,pcie.link.gen.current,"
+    "pcie.link.gen.max,pcie.link.width.current,pcie.link.width.max,power.draw,clocks.sm,"
+    "utilization.gpu,utilization.memory,temperature.gpu"
+).split(",")
+
+
+def read(name: str) -> str:
+    with open(os.path.join(FIX, name), encoding="utf-8") as f:
+        return f.read()
+
+
+def test_markers_for_missing_values() -> None:
+    for raw in ("[N/A]", "[Not Supported]", "[Unknown Error]", "N/A", " ", ""):
+        assert telemetry.field_value(raw) is None
+        assert telemetry.number(raw) is None
+    assert telemetry.number("124.77 W") == 124.77
+    assert telemetry.number("81559 MiB") == 81559
+    assert telemetry.number("Disabled") is None
+
+
+def test_h100_probe_csv_with_header_and_units() -> None:
+    rows = telemetry.parse_csv_rows(read("h100-query-gpu-probe.csv"), PROBE_CMD_FIELDS)
+    assert len(rows) == 1  # the header line is not a GPU
+    (gpu,) = telemetry.gpus_from_probe(rows, {0: None})
+    assert gpu == {
+        "index": 0,
+        "name": "NVIDIA H100 80GB HBM3",
+        "uuid": "GPU-<uuid>",
+        "memory_total_bytes": 81559 * MIB,
+        "pcie_gen": 5,
+        "pcie_width": 16,
+        "c2c": None,
+    }
+    ev, why = telemetry.sample_from_row(rows[0])
+    assert why is None
+    assert ev == {
+        "index": 0,
+        "mem_used_bytes": 0,
+        "util_pct": 0.0,
+        "mem_util_pct": 0.0,
+        "power_w": 124.77,
+        "sm_clock_mhz": 1980,
+        "pcie_gen": 5,
+        "pcie_width": 16,
+    }
+
+
+def test_h100_loop_mode_timestamps_are_200ms_apart() -> None:
+    rows = telemetry.parse_csv_rows(
+        read("h100-query-gpu-lms200.csv"), ("timestamp", "memory.used", "utilization.gpu")
+    )
+    assert len(rows) == 20
+    ts = [telemetry.parse_timestamp_ns(r["timestamp"]) for r in rows]
+    assert all(t is not None for t in ts)
+    gaps_ms = [(b - a) / 1e6 for a, b in zip(ts, ts[1:])]  # type: ignore[operator]
+    assert statistics.median(gaps_ms) == pytest.approx(200, abs=2)
+    assert telemetry.parse_timestamp_ns("[N/A]") is None
+    assert telemetry.parse_timestamp_ns("Fri Nov 27") is None
+
+
+def test_derived_samples_with_missing_fields() -> None:
+    rows = telemetry.parse_csv_rows(read("derived-query-gpu-sample.csv"), telemetry.SAMPLE_FIELDS)
+    assert len(rows) == 4
+    got = [telemetry.sample_from_row(r) for r in rows]
+    full, no_power, sparse, mig = got
+    assert full[0] is not None and full[0]["power_w"] == 124.77 and full[0]["pcie_width"] == 16
+    assert no_power[0] is not None
+    assert "power_w" not in no_power[0] and "mem_util_pct" not in no_power[0]
+    assert no_power[0]["sm_clock_mhz"] == 1980
+    assert sparse[0] == {"index": 0, "mem_used_bytes": 0, "util_pct": 0.0, "mem_util_pct": 0.0}
+    assert mig[0] is None and "utilization.gpu" in (mig[1] or "")
+
+
+def test_dmon_real_and_derived() -> None:
+    assert telemetry.parse_dmon(read("h100-dmon-t.txt")) == [
+        (0, 0, 0),
+        (0, 0, 1_000_000),
+        (0, 0, 0),
+    ]
+    # -s pucvmet puts rxpci/txpci last among 22 columns: found by name.
+    assert telemetry.parse_dmon(read("h100-dmon-pucvmet.txt")) == [
+        (0, 0, 0),
+        (0, 0, 0),
+        (0, 0, 1_000_000),
+    ]
+    assert telemetry.parse_dmon(read("derived-dmon-t-na.txt")) == [
+        (0, None, None),
+        (0, 5_120_000_000, 12_000_000),
+    ]
+
+
+def test_q_pci_and_versions() -> None:
+    q = read("h100-q-head120.txt")
+    pci = telemetry.parse_q_pci(q)
+    assert pci == {
+        "00000000:00:06.0": {
+            "bus_id": "00000000:00:06.0",
+            "pcie_gen_max": 5,
+            "pcie_gen_current": 5,
+            "pcie_width_max": 16,
+            "pcie_width_current": 16,
+            "tx_kb_per_s": 781,
+            "rx_kb_per_s": 417,
+        }
+    }
+    assert telemetry.parse_versions(q) == {"driver_version": "580.159.04", "cuda_version": "13.0"}
+    assert telemetry.parse_versions(read("h100-banner.txt")) == {
+        "driver_version": "580.159.04",
+        "cuda_version": "13.0",
+    }
+
+
+def test_probe_fields_with_na() -> None:
+    rows = telemetry.parse_csv_rows(read("derived-query-gpu-probe-na.csv"), telemetry.PROBE_FIELDS)
+    (gpu,) = telemetry.gpus_from_probe(rows)
+    assert gpu["memory_total_bytes"] is None and gpu["pcie_gen"] is None
+    assert gpu["pcie_width"] is None and gpu["name"] == "NVIDIA H100 80GB HBM3"
+    assert telemetry.parse_c2c_mode("Disabled") is False
+    assert telemetry.parse_c2c_mode("Enabled") is True
+    assert telemetry.parse_c2c_mode("[N/A]") is None
+
+
+# A stand-in nvidia-smi that replays the first H100 sample row (derived-query-gpu-sample.csv)
+# with live timestamps at the requested -lms period, and dmon rows in dmon's recorded format.
+# It is used only where no real nvidia-smi exists, to exercise the sampler's process, pty and
+# clock plumbing; the parsers above are what is checked against real output.
+FAKE_SMI = textwrap.dedent(
+    """\
+    #!{python}
+    import sys, time, datetime
+    args = sys.argv[1:]
+    if args and args[0] == "dmon":
+        print("# gpu  rxpci  txpci ")
+        print("# Idx   MB/s   MB/s ")
+        while True:
+            print("    0   5120     12 ")
+            time.sleep(0.2)
+    assert "--format=csv,noheader,nounits" in args, args
+    assert args[0] == "--query-gpu={fields}", args
+    period = int(args[args.index("-lms") + 1]) / 1000
+    while True:
+        now = datetime.datetime.now().strftime("%Y/%m/%d %H:%M:%S.%f")[:-3]
+        print(now + ", 0, 1234, 56, 7, 124.77, 1980, 5, 16")
+        time.sleep(period)
+    """
+)
+
+
+def _events(path) -> list[dict]:
+    return [json.loads(line) for line in open(path, encoding="utf-8")]
+
+
+def test_sampler_emits_gpu_events_on_the_run_clock(tmp_path, monkeypatch) -> None:
+    if telemetry.Nvml.open()[0] is not None:
+        pytest.skip("NVML present: the sampler would mix real NVML PCIe values into the replay")
+    fake = tmp_path / "bin" / "nvidia-smi"
+    fake.parent.mkdir()
+    fake.write_text(FAKE_SMI.format(python=sys.executable, fields=",".join(telemetry.SAMPLE_FIELDS)))
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(fake.parent) + os.pathsep + os.environ.get("PATH", ""))
+    clock = RunClock()
+    log = tmp_path / "events.jsonl"
+    writer = EventWriter(str(log), clock)
+    sampler = telemetry.start_sampler(writer, clock, [0], 50)
+    assert sampler is not None and sampler.capability["source"] == "nvidia-smi"
+    assert sampler.capability["pcie_source"] == "nvidia-smi dmon"
+    time.sleep(1.2)
+    summary = sampler.stop()
+    writer.close()
+    events = _events(log)
+    gpu = [e for e in events if e["type"] == "gpu"]
+    assert len(gpu) >= 10  # 1.2 s at 50 ms, allowing for start-up
+    assert summary["samples"][0] == len(gpu)
+    assert all(e["source"] == "nvidia-smi" and e["index"] == 0 for e in gpu)
+    assert gpu[-1]["mem_used_bytes"] == 1234 * MIB and gpu[-1]["util_pct"] == 56
+    # dmon's values (MB/s) reach the samples once its first row is in.
+    assert gpu[-1]["pcie_rx_bytes_per_s"] == 5_120_000_000
+    assert gpu[-1]["pcie_tx_bytes_per_s"] == 12_000_000
+    ts = [e["t"] for e in gpu]
+    assert ts == sorted(ts)
+    # t comes from nvidia-smi's own timestamp (ms resolution), so it is at or before the line's
+    # arrival, which is at or before the event's seq order position in time.
+    assert all(0 <= e["t"] <= clock.now() for e in gpu)
+    infos = [e for e in events if e["type"] == "log" and e["level"] == "info"]
+    assert any("achieved" in e["msg"] for e in infos)
+    warns = [e for e in events if e["type"] == "log" and e["level"] == "warn"]
+    assert any("libnvidia-ml" in e["msg"] for e in warns)  # why PCIe is only per second
+
+
+def test_no_nvidia_smi_no_nvml_degrades_with_a_reason(tmp_path, monkeypatch) -> None:
+    if telemetry.Nvml.open()[0] is not None:
+        pytest.skip("NVML present on this machine: cannot observe the no-NVML path")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    clock = RunClock()
+    log = tmp_path / "events.jsonl"
+    writer = EventWriter(str(log), clock)
+    assert telemetry.start_sampler(writer, clock, [0], 100) is None
+    writer.close()
+    (ev,) = _events(log)
+    assert ev["type"] == "log" and ev["level"] == "warn"
+    assert "nvidia-smi not found" in ev["msg"] and "libnvidia-ml.so.1" in ev["msg"]
+    host = telemetry.probe_host([0])
+    assert host["gpus"] == [] and "nvidia-smi" in host["probe_error"]
+    assert host["python_version"] and host["hostname"]
