@@ -47,11 +47,163 @@ export interface LoadedRun {
   analysis: RunAnalysis;
 }
 
+// ---- Hosts, runs over SSH, sweeps (issue 5) ----
+
+/** Where a host entry came from: the user's ssh config, the app's own host list, or the built-in Local host. */
+export type HostSource = 'ssh-config' | 'app' | 'local';
+
+/** One host the user can run on, as resolved the way ssh(1) would (alias → HostName, User, Port, ...). */
+export interface HostEntry {
+  /** The name the user types: an ssh-config alias, an app host's name, or "local". */
+  alias: string;
+  source: HostSource;
+  hostname: string | null;
+  user: string | null;
+  port: number | null;
+  /** ProxyJump hops in connection order (empty: direct). */
+  proxyJump: string[];
+  identityFiles: string[];
+  /** Python interpreter the agent runs with on this host (default "python3"). */
+  python: string;
+  /** Why parts of the config were ignored (an unsafe config file, an unreadable key, ...). */
+  warnings: string[];
+}
+
+/** A host added in the app (kept in the user data folder). */
+export interface HostInput {
+  alias: string;
+  hostname: string;
+  user?: string;
+  port?: number;
+  identityFile?: string;
+  /** "host1,user@host2:22" as in ssh_config. */
+  proxyJump?: string;
+  python?: string;
+}
+
+export interface ProbeGpu {
+  index: number;
+  name: string;
+  uuid: string | null;
+  memory_total_bytes: number | null;
+  memory_free_bytes: number | null;
+  pcie_gen: number | null;
+  pcie_width: number | null;
+  /** NVLink-C2C between CPU and GPU (GH200-class hosts). */
+  c2c: boolean | null;
+}
+
+export interface ProbeEngine {
+  name: 'torch' | 'tensorrt_llm' | 'vllm';
+  available: boolean;
+  version: string | null;
+  /** Why it does not import, when it doesn't. */
+  reason: string | null;
+}
+
+/** What one probe round trip learns about a host. */
+export interface HostProbe {
+  alias: string;
+  hostname: string | null;
+  os: string | null;
+  python: { executable: string; version: string } | null;
+  torch: { version: string; cuda: string | null; cuda_available: boolean } | null;
+  engines: ProbeEngine[];
+  gpus: ProbeGpu[];
+  driver_version: string | null;
+  cuda_version: string | null;
+  /** Free bytes where runs and the agent go (~/.cache/kvscope). */
+  disk_free_bytes: number | null;
+  ram_total_bytes: number | null;
+  ram_available_bytes: number | null;
+  /** Non-fatal problems (nvidia-smi missing, ...). */
+  notes: string[];
+  elapsed_ms: number;
+}
+
+/**
+ * A question the core needs the user to answer while it connects; pushed as `{kind:'prompt'}`.
+ * Answer host-key prompts with `answerHostKey`, the others with `providePassphrase`. An unanswered
+ * prompt times out and the connection fails; secrets are never logged or stored.
+ */
+export type HostPrompt =
+  | {
+      id: string;
+      type: 'host-key';
+      /** The alias being connected, and the hop (host:port) whose key is unknown. */
+      host: string;
+      hop: string;
+      keyType: string;
+      /** "SHA256:..." as ssh-keygen -l prints it. */
+      fingerprint: string;
+      message: string;
+    }
+  | { id: string; type: 'passphrase'; host: string; keyFile: string; message: string }
+  | { id: string; type: 'password'; host: string; user: string; message: string };
+
+/** The agent's workload options (`python3 -m kvscope_agent run`), snake_case as in run.start.config. */
+export interface AgentWorkload {
+  engine?: 'torch' | 'tensorrt_llm' | 'vllm';
+  /** "tiny", "llama-3.1-8b", "llama-3.1-70b" or a config.json path on the host. */
+  model?: string;
+  device?: 'cuda' | 'cpu';
+  users?: number;
+  rounds?: number;
+  context_tokens?: number;
+  new_tokens?: number;
+  output_tokens?: number;
+  block_tokens?: number;
+  gpu_kv_bytes?: number;
+  free_gpu_memory_fraction?: number;
+  host_kv_bytes?: number;
+  seed?: number;
+  trace?: boolean;
+  sample_ms?: number;
+}
+
+export interface RunRequest {
+  /** A host alias, or "local". */
+  host: string;
+  /** Run name shown in the library (default: made from host, model and users). */
+  name?: string;
+  /** Overrides the host's Python interpreter for this run. */
+  python?: string;
+  workload: AgentWorkload;
+}
+
+export interface RunStarted {
+  runId: string;
+  /** The run folder on the host (null for Local until started). */
+  remoteDir: string | null;
+}
+
+export interface SweepRequest {
+  hosts: string[];
+  /** One run per user count per host. */
+  users: number[];
+  workload: Omit<AgentWorkload, 'users'>;
+  python?: string;
+  name?: string;
+}
+
+/** One row of a sweep's table. */
+export interface SweepRow {
+  host: string;
+  users: number;
+  runId: string | null;
+  status: RunListing['status'] | 'pending';
+  e2e_ns: number | null;
+  ttft_ns_mean: number | null;
+  error: string | null;
+}
+
 /** Pushed from core to the renderer, batched (never one message per event). */
 export type PushMessage =
   | { kind: 'run-events'; runId: string; events: KvEvent[] }
   | { kind: 'run-status'; runId: string; status: RunListing['status']; message?: string }
-  | { kind: 'progress'; runId: string; stage: string; fraction: number | null; etaS: number | null; message: string };
+  | { kind: 'progress'; runId: string; stage: string; fraction: number | null; etaS: number | null; message: string }
+  | { kind: 'prompt'; prompt: HostPrompt }
+  | { kind: 'sweep-status'; sweepId: string; rows: SweepRow[]; done: boolean };
 
 export type Unsubscribe = () => void;
 
@@ -59,6 +211,25 @@ export interface KvScopeApi {
   getAppInfo(): Promise<Result<AppInfo>>;
   listRuns(): Promise<Result<RunListing[]>>;
   loadRun(runId: string): Promise<Result<LoadedRun>>;
+  /** Hosts from ~/.ssh/config, the app's own hosts, and Local. */
+  listHosts(): Promise<Result<HostEntry[]>>;
+  /** Adds or replaces an app host (kept in the user data folder). */
+  saveHost(host: HostInput): Promise<Result<HostEntry>>;
+  removeHost(alias: string): Promise<Result<void>>;
+  /** Connects (asking through prompts when needed) and probes the host in one round trip. */
+  probeHost(alias: string, options?: { python?: string }): Promise<Result<HostProbe>>;
+  /** The user's answer to a `host-key` prompt: accept records the key in known_hosts. */
+  answerHostKey(promptId: string, accept: boolean): Promise<Result<void>>;
+  /** The user's answer to a `passphrase` or `password` prompt; null cancels. */
+  providePassphrase(promptId: string, secret: string | null): Promise<Result<void>>;
+  /** Deploys the agent, starts it detached and tails it; events arrive as `run-events` pushes. */
+  startRun(request: RunRequest): Promise<Result<RunStarted>>;
+  /** TERM to the run's process group, KILL after a grace period. */
+  cancelRun(runId: string): Promise<Result<void>>;
+  /** Resumes tailing an incomplete run from its last stored byte. */
+  resumeRun(runId: string): Promise<Result<RunStarted>>;
+  /** One run per user count per host; hosts in parallel; `sweep-status` pushes carry the table. */
+  startSweep(request: SweepRequest): Promise<Result<{ sweepId: string }>>;
   /** Receives pushed batches; returns the function that stops them. */
   onPush(listener: (message: PushMessage) => void): Unsubscribe;
 }
@@ -67,7 +238,21 @@ export interface KvScopeApi {
 export type CoreMethod = Exclude<keyof KvScopeApi, 'onPush'>;
 
 /** The request/response methods, listed once for the preload, the IPC layer and the bridge. */
-export const CORE_METHODS = ['getAppInfo', 'listRuns', 'loadRun'] as const satisfies readonly CoreMethod[];
+export const CORE_METHODS = [
+  'getAppInfo',
+  'listRuns',
+  'loadRun',
+  'listHosts',
+  'saveHost',
+  'removeHost',
+  'probeHost',
+  'answerHostKey',
+  'providePassphrase',
+  'startRun',
+  'cancelRun',
+  'resumeRun',
+  'startSweep',
+] as const satisfies readonly CoreMethod[];
 
 /** What main/serve implement: each call with the renderer's arguments. */
 export type CoreHandlers = { [K in CoreMethod]: KvScopeApi[K] };

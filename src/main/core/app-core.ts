@@ -3,7 +3,7 @@
  * Electron's ipc/ layer and the `kvscope serve` WebSocket bridge both wrap exactly this object.
  */
 import type { AppInfo, CoreHandlers, PushMessage } from '../../shared/api';
-import { toResult } from '../../shared/result';
+import { err, toResult, type Result } from '../../shared/result';
 import { VERSION } from '../../shared/version';
 import { RunStore } from './run-store';
 
@@ -22,6 +22,8 @@ export interface Core {
   push(message: PushMessage): void;
 }
 
+const notYet = async (): Promise<Result<never>> => err('unsupported', 'hosts and remote runs are not wired into this build yet');
+
 export async function createCore(options: CoreOptions): Promise<Core> {
   const store = new RunStore(options.runsDir, options.samplesDir);
   await store.ensure();
@@ -37,6 +39,17 @@ export async function createCore(options: CoreOptions): Promise<Core> {
       })),
     listRuns: () => toResult(() => store.list()),
     loadRun: (runId: string) => toResult(() => store.load(String(runId))),
+    // Issue 5 (hosts, runs over SSH): placeholders until the host service lands (same session).
+    listHosts: notYet,
+    saveHost: notYet,
+    removeHost: notYet,
+    probeHost: notYet,
+    answerHostKey: notYet,
+    providePassphrase: notYet,
+    startRun: notYet,
+    cancelRun: notYet,
+    resumeRun: notYet,
+    startSweep: notYet,
   };
   return {
     handlers,
