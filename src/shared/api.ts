@@ -7,6 +7,7 @@
  */
 import type { BadLine } from './events-reader';
 import type { KvEvent } from './protocol';
+import type { ParsedProjection } from './projection';
 import type { Result } from './result';
 import type { RunAnalysis } from './run-analysis';
 
@@ -207,10 +208,24 @@ export type PushMessage =
 
 export type Unsubscribe = () => void;
 
+/** Where an imported run's log comes from: a path on this machine, or a file's bytes (browser upload). */
+export type ImportRunSource = { path: string } | { fileName: string; bytesBase64: string };
+
+/** A projection.json found on disk (issue 9), parsed; `ok: false` carries why it did not parse. */
+export type ProjectionFile = { path: string } & ParsedProjection;
+
 export interface KvScopeApi {
   getAppInfo(): Promise<Result<AppInfo>>;
   listRuns(): Promise<Result<RunListing[]>>;
   loadRun(runId: string): Promise<Result<LoadedRun>>;
+  /** Runs library (issue 6). Bundled samples are read-only: rename/delete refuse them. */
+  renameRun(runId: string, name: string): Promise<Result<RunListing>>;
+  deleteRun(runId: string): Promise<Result<{ id: string }>>;
+  importRun(source: ImportRunSource): Promise<Result<RunListing>>;
+  /** The run's folder (or bundled file) on disk; the Electron shell also shows it in the file manager. */
+  revealRun(runId: string): Promise<Result<string>>;
+  /** Projection files for Compare's dashed series (issue 9). */
+  listProjections(): Promise<Result<ProjectionFile[]>>;
   /** Hosts from ~/.ssh/config, the app's own hosts, and Local. */
   listHosts(): Promise<Result<HostEntry[]>>;
   /** Adds or replaces an app host (kept in the user data folder). */

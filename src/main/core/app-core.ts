@@ -6,12 +6,15 @@ import type { AppInfo, CoreHandlers, PushMessage } from '../../shared/api';
 import { err, toResult, type Result } from '../../shared/result';
 import { VERSION } from '../../shared/version';
 import { RunStore } from './run-store';
+import { deleteRun, importRun, listProjections, renameRun, revealRun } from './runs-library';
 
 export interface CoreOptions {
   runsDir: string;
   samplesDir: string | null;
   shell: AppInfo['shell'];
   versions?: Record<string, string>;
+  /** Extra folders searched for projection.json files (bench results), besides runs and samples. */
+  projectionDirs?: string[];
 }
 
 export interface Core {
@@ -39,6 +42,11 @@ export async function createCore(options: CoreOptions): Promise<Core> {
       })),
     listRuns: () => toResult(() => store.list()),
     loadRun: (runId: string) => toResult(() => store.load(String(runId))),
+    renameRun: (runId, name) => toResult(() => renameRun(store, runId, name)),
+    deleteRun: (runId) => toResult(() => deleteRun(store, runId)),
+    importRun: (source) => toResult(() => importRun(store, source)),
+    revealRun: (runId) => toResult(() => revealRun(store, runId)),
+    listProjections: () => toResult(() => listProjections([options.runsDir, options.samplesDir, ...(options.projectionDirs ?? [])])),
     // Issue 5 (hosts, runs over SSH): placeholders until the host service lands (same session).
     listHosts: notYet,
     saveHost: notYet,

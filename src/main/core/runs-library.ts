@@ -1,0 +1,179 @@
+/**
+ * Runs-library actions behind the window's Runs view (issue 6): rename, delete, import, reveal, and
+ * the projection files that Compare draws as dashed series. Kept beside RunStore (which lists and
+ * loads) so the store stays read-mostly; every action checks the run id the same way it does.
+ */
+import { mkdir, readdir, readFile, rm, stat, writeFile, rename as fsRename } from 'node:fs/promises';
+import { basename, join } from 'node:path';
+import { gunzipSync } from 'node:zlib';
+import type { ImportRunSource, ProjectionFile, RunListing } from '../../shared/api';
+import { EventLineDecoder } from '../../shared/events-reader';
+import { parseProjection } from '../../shared/projection';
+import { CodedError } from '../../shared/result';
+import { checkRunId, type RunStore } from './run-store';
+
+const SAMPLE_PREFIX = 'sample:';
+/** Imports larger than this are refused before decoding (a run of 1M transfers is ~200 MB of JSONL). */
+const MAX_IMPORT_BYTES = 1024 * 1024 * 1024;
+
+function refuseBundled(id: string, what: string): void {
+  if (id.startsWith(SAMPLE_PREFIX)) throw new CodedError('unsupported', `${what}: ${id} is a bundled sample and is read-only`);
+}
+
+async function listingOf(store: RunStore, id: string): Promise<RunListing> {
+  const found = (await store.list()).find((r) => r.id === id);
+  if (!found) throw new CodedError('not_found', `no run ${id}`);
+  return found;
+}
+
+export async function renameRun(store: RunStore, id: string, name: string): Promise<RunListing> {
+  id = String(id);
+  refuseBundled(id, 'rename');
+  const clean = String(name ?? '').trim();
+  if (!clean) throw new CodedError('invalid_argument', 'name: a run name cannot be empty', { field: 'name' });
+  if (clean.length > 200) throw new CodedError('invalid_argument', 'name: at most 200 characters', { field: 'name' });
+  const meta = await store.readMeta(id);
+  await store.writeMeta({ ...meta, name: clean });
+  return listingOf(store, id);
+}
+
+export async function deleteRun(store: RunStore, id: string): Promise<{ id: string }> {
+  id = String(id);
+  refuseBundled(id, 'delete');
+  const dir = store.runDir(id);
+  await store.readMeta(id); // not_found for a folder that is not a run: never rm what we did not make
+  // Rename first so a half-finished delete never leaves a run that lists but cannot load.
+  const trash = join(store.runsDir, `.deleting-${id}-${process.pid}-${Date.now()}`);
+  await fsRename(dir, trash);
+  await rm(trash, { recursive: true, force: true });
+  return { id };
+}
+
+/** The folder (or bundled file) that holds a run, for "reveal on disk"; the Electron shell opens it. */
+export async function revealRun(store: RunStore, id: string): Promise<string> {
+  id = String(id);
+  const file = await store.logPath(id);
+  try {
+    await stat(file);
+  } catch {
+    throw new CodedError('not_found', `run ${id} has no log at ${file}`);
+  }
+  return id.startsWith(SAMPLE_PREFIX) ? file : store.runDir(id);
+}
+
+function slug(name: string): string {
+  const base = name.replace(/\.gz$/i, '').replace(/\.jsonl$/i, '').replace(/[^A-Za-z0-9._-]+/g, '-').replace(/^[-.]+|[-.]+$/g, '');
+  return (base || 'imported').slice(0, 80);
+}
+
+/**
+ * Copies an event log into the library as a new run folder. The bytes are decoded first: a file
+ * with no valid `run.start` is refused (nothing is written); bad lines inside an otherwise valid
+ * log are kept byte for byte (the loader reports them, as for any run).
+ */
+export async function importRun(store: RunStore, source: ImportRunSource): Promise<RunListing> {
+  let bytes: Buffer;
+  let fileName: string;
+  if (source && typeof (source as { path?: unknown }).path === 'string') {
+    const path = (source as { path: string }).path;
+    fileName = basename(path);
+    let s;
+    try {
+      s = await stat(path);
+    } catch {
+      throw new CodedError('not_found', `no such file: ${path}`);
+    }
+    const file = s.isDirectory() ? join(path, 'events.jsonl') : path;
+    if (s.isDirectory()) fileName = basename(path);
+    bytes = await readFile(file);
+  } else if (source && typeof (source as { bytesBase64?: unknown }).bytesBase64 === 'string') {
+    const s = source as { fileName: string; bytesBase64: string };
+    fileName = String(s.fileName || 'imported.jsonl');
+    bytes = Buffer.from(s.bytesBase64, 'base64');
+  } else {
+    throw new CodedError('invalid_argument', 'import: give { path } or { fileName, bytesBase64 }');
+  }
+  if (bytes.length > MAX_IMPORT_BYTES) throw new CodedError('invalid_argument', `import: ${fileName} is larger than 1 GiB`);
+  if (bytes.length >= 2 && bytes[0] === 0x1f && bytes[1] === 0x8b) {
+    try {
+      bytes = gunzipSync(bytes);
+    } catch (e) {
+      throw new CodedError('bad_run', `import: ${fileName} is not a readable .gz (${(e as Error).message})`);
+    }
+  }
+  let started: { run_id: string; host: string } | null = null;
+  let good = 0;
+  const decoder = new EventLineDecoder({
+    onEvent: (e) => {
+      good++;
+      if (e.type === 'run.start' && !started) started = { run_id: e.run_id, host: e.host.hostname };
+    },
+  });
+  decoder.push(bytes);
+  decoder.end();
+  const start = started as { run_id: string; host: string } | null;
+  if (!start) throw new CodedError('bad_run', `import: ${fileName} has no valid run.start line (${good} valid events): not a KV Scope event log`);
+  await store.ensure();
+  const existing = new Set(await readdir(store.runsDir));
+  const base = `imported-${slug(fileName)}`;
+  let id = base;
+  for (let i = 2; existing.has(id); i++) id = `${base}-${i}`;
+  checkRunId(id);
+  const dir = store.runDir(id);
+  await mkdir(dir, { recursive: true });
+  await writeFile(join(dir, 'events.jsonl'), bytes);
+  await store.writeMeta({
+    id,
+    name: slug(fileName),
+    host: start.host || 'imported',
+    status: 'ok',
+    createdAt: new Date().toISOString(),
+    imported_from: fileName,
+    source_run_id: start.run_id,
+  });
+  return listingOf(store, id);
+}
+
+/**
+ * Projection files (issue 9, bench/projection.py `projection_doc`): `projection.json` or
+ * `*.projection.json` at the top of the runs folder, inside a run or sweep folder (one level
+ * down), in the bundled samples folder, and in any extra folder the shell names (bench results).
+ * A file that does not parse is returned with its error, never dropped silently.
+ */
+export async function listProjections(dirs: Array<string | null>): Promise<ProjectionFile[]> {
+  const out: ProjectionFile[] = [];
+  const isProjection = (n: string) => n === 'projection.json' || n.endsWith('.projection.json');
+  const seen = new Set<string>();
+  async function scan(dir: string, depth: number): Promise<void> {
+    let names: string[];
+    try {
+      names = await readdir(dir);
+    } catch {
+      return;
+    }
+    for (const n of names.sort()) {
+      if (n.startsWith('.')) continue;
+      const p = join(dir, n);
+      if (isProjection(n)) {
+        if (seen.has(p)) continue;
+        seen.add(p);
+        try {
+          const text = await readFile(p, 'utf8');
+          out.push({ path: p, ...parseProjection(JSON.parse(text)) });
+        } catch (e) {
+          out.push({ path: p, ok: false, error: (e as Error).message, doc: null });
+        }
+      } else if (depth > 0) {
+        let s;
+        try {
+          s = await stat(p);
+        } catch {
+          continue;
+        }
+        if (s.isDirectory()) await scan(p, depth - 1);
+      }
+    }
+  }
+  for (const d of dirs) if (d) await scan(d, 2);
+  return out;
+}

@@ -1,0 +1,69 @@
+import { mkdtempSync, existsSync, writeFileSync, mkdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
+import { describe, expect, it } from 'vitest';
+import { createCore } from '../../src/main/core/app-core';
+import { syntheticRun, toJsonl } from '../helpers/synthetic-run';
+
+async function core() {
+  const runsDir = mkdtempSync(join(tmpdir(), 'kvscope-lib-'));
+  return { runsDir, core: await createCore({ runsDir, samplesDir: null, shell: 'browser' }) };
+}
+
+describe('runs library actions', () => {
+  it('imports a log (plain and gzipped), renames, reveals and deletes it', async () => {
+    const { core: c, runsDir } = await core();
+    const text = toJsonl(syntheticRun());
+    const a = await c.handlers.importRun({ fileName: 'my run.jsonl', bytesBase64: Buffer.from(text).toString('base64') });
+    expect(a.ok).toBe(true);
+    const b = await c.handlers.importRun({ fileName: 'my run.jsonl.gz', bytesBase64: gzipSync(Buffer.from(text)).toString('base64') });
+    expect(b.ok && a.ok && b.value.id !== a.value.id).toBe(true);
+    if (!a.ok || !b.ok) return;
+    const loaded = await c.handlers.loadRun(a.value.id);
+    expect(loaded.ok && loaded.value.events.length).toBe(syntheticRun().length);
+    const renamed = await c.handlers.renameRun(a.value.id, '  bigger pool ');
+    expect(renamed.ok && renamed.value.name).toBe('bigger pool');
+    expect((await c.handlers.renameRun(a.value.id, '   ')).ok).toBe(false);
+    const where = await c.handlers.revealRun(a.value.id);
+    expect(where.ok && where.value).toBe(join(runsDir, a.value.id));
+    expect((await c.handlers.deleteRun(a.value.id)).ok).toBe(true);
+    expect(existsSync(join(runsDir, a.value.id))).toBe(false);
+    const list = await c.handlers.listRuns();
+    expect(list.ok && list.value.map((r) => r.id)).toEqual([b.value.id]);
+  });
+
+  it('refuses a file that is not an event log and writes nothing', async () => {
+    const { core: c } = await core();
+    const r = await c.handlers.importRun({ fileName: 'notes.txt', bytesBase64: Buffer.from('hello\n').toString('base64') });
+    expect(r.ok).toBe(false);
+    if (!r.ok) expect(r.error.code).toBe('bad_run');
+    const list = await c.handlers.listRuns();
+    expect(list.ok && list.value).toEqual([]);
+  });
+
+  it('refuses ids that escape the runs folder and read-only samples', async () => {
+    const { core: c } = await core();
+    expect((await c.handlers.deleteRun('../x')).ok).toBe(false);
+    const r = await c.handlers.deleteRun('sample:h100');
+    expect(!r.ok && r.error.code).toBe('unsupported');
+  });
+
+  it('finds projection files and reports the ones that do not parse', async () => {
+    const { core: c, runsDir } = await core();
+    mkdirSync(join(runsDir, 'sweep-1'));
+    writeFileSync(
+      join(runsDir, 'sweep-1', 'projection.json'),
+      JSON.stringify({ kind: 'kvscope.projection', version: 1, label: 'PROJECTION: C2C', points: [{ users: 4, measured: { e2e_ns: 10, ttft: { mean: 2 } }, projected: { e2e_ns: 5, ttft: { mean: 1 } } }] }),
+    );
+    writeFileSync(join(runsDir, 'bad.projection.json'), '{"points": 3}');
+    const r = await c.handlers.listProjections();
+    expect(r.ok).toBe(true);
+    if (!r.ok) return;
+    const good = r.value.find((p) => p.path.endsWith(join('sweep-1', 'projection.json')));
+    expect(good?.ok && good.doc.points[0]).toEqual({ users: 4, measured: { e2e_ns: 10, ttft_ns_mean: 2 }, projected: { e2e_ns: 5, ttft_ns_mean: 1 } });
+    const bad = r.value.find((p) => p.path.endsWith('bad.projection.json'));
+    expect(bad?.ok).toBe(false);
+    expect(bad?.error).toContain('points');
+  });
+});
