@@ -282,7 +282,7 @@ def translate_vllm(
     dry.finish(None)
     assert dry.emitter is not None
     block_tokens = opts.block_tokens or dry.block_tokens or DEFAULT_BLOCK_TOKENS["vllm"]
-    gpu = opts.gpu_blocks if opts.gpu_blocks is not None else max(dry.emitter.peak["gpu"], 1)
+    gpu = opts.gpu_blocks if opts.gpu_blocks is not None else max(dry.peak_gpu, 1)
     host = opts.host_blocks if opts.host_blocks is not None else dry.emitter.peak["host"]
     inferred = [p for p, o in (("gpu", opts.gpu_blocks), ("host", opts.host_blocks)) if o is None]
 

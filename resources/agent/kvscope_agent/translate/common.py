@@ -282,6 +282,16 @@ class PoolEmitter:
 
     def finish(self, t: int | None) -> None:
         self.flush()
+        if self.moves["store"] <= self.gpu_capacity and (self.moves["offload"] or self.moves["evict"]):
+            # PROTOCOL.md: "If the GPU pool can hold every block the run ever needs, nothing is
+            # offloaded or evicted." An engine's requests also hold blocks the events never name
+            # (decode and partial blocks), so it can move blocks with a pool this close to ample.
+            self.report.warn(
+                "moves_with_ample_pool",
+                f"the engine moved blocks although the gpu pool ({self.gpu_capacity}) holds all "
+                f"{self.moves['store']} blocks stored; its private blocks took the other slots",
+                t,
+            )
         if self.pending:
             n = len(self.pending)
             self.report.warn(

@@ -113,6 +113,8 @@ class VllmTranslator:
         self.ts0: float | None = None
         self.last_t = 0
         self.forms: dict[str, int] = {}
+        # most GPU blocks resident at once, not counting removals this batch still holds back
+        self.peak_gpu = 0
 
     def set_pools(
         self,
@@ -212,8 +214,13 @@ class VllmTranslator:
             if medium == MEDIUM_CPU and size == 0 and not f.get("token_ids"):
                 # the connector's default placeholder payload (no tokens, no parent)
                 self.report.count("placeholder_cpu_store")
+            # The connector loads only the run of blocks found on the CPU right after the part
+            # of the prompt the GPU already holds (its lookup stops at the first miss), and the
+            # scheduler caches loaded and computed blocks of a request in one BlockStored. So a
+            # CPU-resident block after the first block not on the CPU was recomputed.
+            leading = [True]
             for h in hashes:
-                self._stored(self.ids.get(h), medium, t)
+                self._stored(self.ids.get(h), medium, t, leading)
         else:
             for h in hashes:
                 block = self.ids.known(h)
@@ -225,7 +232,7 @@ class VllmTranslator:
                 self._removed(block, medium, t)
 
     # -- residency ------------------------------------------------------------------------------
-    def _stored(self, block: int, medium: str, t: int) -> None:
+    def _stored(self, block: int, medium: str, t: int, leading: list[bool]) -> None:
         em = self.emitter
         assert em is not None
         key = (block, medium)
@@ -245,10 +252,14 @@ class VllmTranslator:
             # make room with this batch's removals first, oldest first, as the engine did
             while len(em.gpu) >= em.gpu_capacity and self.deferred_gpu_evicts:
                 self._flush_deferred(t, limit=1)
-            if em.on_host(block) and not em.on_gpu(block):
+            if em.on_host(block) and not em.on_gpu(block) and leading[0]:
                 em.onboard(block, t, keep_source=True)
             else:
+                if em.on_host(block):
+                    self.report.count("recomputed_though_on_host")
+                leading[0] = False
                 em.store(block, t)
+            self.peak_gpu = max(self.peak_gpu, len(em.gpu) - len(self.deferred_gpu_evicts))
             return
         # CPU
         if block in self.deferred_gpu_evicts:
