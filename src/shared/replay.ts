@@ -1,0 +1,452 @@
+/**
+ * The replay model: a run's `blocks` lines compiled into typed arrays of per-block moves, with the
+ * GPU-pool and host-pool slot each move vacates and fills, so the pool state at any time t is
+ * reached by applying (or undoing) moves from wherever the cursor stands. Pure (no DOM), used by the
+ * Live view (replay, scrubber, live tail) and the timeline, and unit-tested against BlockLedger.
+ *
+ * Why precomputed slots: a block keeps its cell in the pool grid from the move that brought it in
+ * until the move that takes it out, so the grid is stable frame to frame and a move is a path from
+ * one cell to another. Slots are chosen at compile time (lowest free cell first, as a stack of free
+ * cells), which makes every move exactly reversible and scrubbing backwards as cheap as forwards.
+ *
+ * Rule breaks (PROTOCOL.md "Block rules") are applied best effort as in BlockLedger: a move whose
+ * source is absent only adds, an add to a pool that already holds the block only removes; a pool
+ * over its capacity grows cells past capacity_blocks (drawn beyond the grid) instead of losing blocks.
+ */
+import type { BlockOp, KvEvent, PoolName, XferEvent } from './protocol';
+
+export const OP_CODE: Record<BlockOp, number> = { store: 0, offload: 1, onboard: 2, evict: 3, hit: 4 };
+export const OP_NAMES: readonly BlockOp[] = ['store', 'offload', 'onboard', 'evict', 'hit'];
+export const POOL_GPU = 0;
+export const POOL_HOST = 1;
+const NONE = -1;
+
+/** Growable typed column. */
+class Column<T extends Float64Array | Int32Array | Int8Array | Uint8Array | Int16Array> {
+  length = 0;
+  constructor(
+    public data: T,
+    private readonly make: (n: number) => T,
+  ) {}
+  push(v: number): void {
+    if (this.length === this.data.length) {
+      const next = this.make(Math.max(16, this.data.length * 2));
+      next.set(this.data);
+      this.data = next;
+    }
+    this.data[this.length++] = v;
+  }
+}
+
+const f64 = (n: number) => new Float64Array(n);
+const i32 = (n: number) => new Int32Array(n);
+const i16 = (n: number) => new Int16Array(n);
+const i8 = (n: number) => new Int8Array(n);
+const u8 = (n: number) => new Uint8Array(n);
+
+/** Per-pool slot allocation at compile time. */
+class SlotAllocator {
+  /** Free cells, lowest on top. */
+  private free: number[] = [];
+  size = 0;
+  constructor(public capacity: number) {
+    this.setCapacity(capacity);
+  }
+  setCapacity(capacity: number): void {
+    const used = new Set<number>();
+    for (let s = 0; s < this.size; s++) if (!this.free.includes(s)) used.add(s);
+    this.capacity = Math.max(capacity, this.size);
+    this.free = [];
+    for (let s = this.capacity - 1; s >= 0; s--) if (!used.has(s)) this.free.push(s);
+    this.size = this.capacity;
+  }
+  take(): number {
+    if (this.free.length === 0) {
+      // Over capacity (a rule break): grow rather than lose the block.
+      return this.size++;
+    }
+    return this.free.pop()!;
+  }
+  give(slot: number): void {
+    // Keep the stack ordered so the lowest free cell is reused first (a compact grid).
+    const f = this.free;
+    let i = f.length;
+    f.push(slot);
+    while (i > 0 && f[i - 1]! < slot) {
+      f[i] = f[i - 1]!;
+      i--;
+    }
+    f[i] = slot;
+  }
+}
+
+export interface PoolSpec {
+  capacity_blocks: number;
+  block_bytes: number;
+  block_tokens: number;
+}
+
+/** Cumulative series of one transfer direction, by end time, for "bytes moved" and bandwidth. */
+export interface XferSeries {
+  /** End times (ns, run clock), ascending. */
+  end: Float64Array;
+  /** Bytes completed up to and including entry i. */
+  cumBytes: Float64Array;
+  length: number;
+}
+
+export interface ReplaySample {
+  t: number;
+  values: Float64Array;
+}
+
+/**
+ * The compiled run. Append-only: `append(events)` extends it for a live tail; cursors created
+ * earlier stay valid and see the new moves.
+ */
+export class ReplayModel {
+  /** Move columns, one row per (blocks line × id). */
+  readonly t = new Column(f64(1024), f64);
+  readonly op = new Column(u8(1024), u8);
+  readonly block = new Column(i32(1024), i32);
+  readonly user = new Column(i16(1024), i16);
+  readonly round = new Column(i16(1024), i16);
+  /** Where the block was (or, for a hit, where it sits); NONE when it came from nowhere. */
+  readonly srcPool = new Column(i8(1024), i8);
+  readonly srcSlot = new Column(i32(1024), i32);
+  /** Where it went; NONE for evict and hit. */
+  readonly dstPool = new Column(i8(1024), i8);
+  readonly dstSlot = new Column(i32(1024), i32);
+  /** Bit 1: the source cell is vacated; bit 2: the destination cell is filled. */
+  readonly effect = new Column(u8(1024), u8);
+  /** seq of the blocks line of each move (ties moves to their log line). */
+  readonly seq = new Column(f64(1024), f64);
+
+  /** Block id ↔ dense index; the user who first stored or moved each block (colour). */
+  readonly blockIndex = new Map<string | number, number>();
+  readonly blockIds: Array<string | number> = [];
+  readonly blockUser = new Column(i16(1024), i16);
+
+  readonly pools: Partial<Record<PoolName, PoolSpec>> = {};
+  private readonly alloc: [SlotAllocator, SlotAllocator] = [new SlotAllocator(0), new SlotAllocator(0)];
+  /** Compile-time location of each block: slot in gpu / host, or NONE. */
+  private readonly where: [Column<Int32Array>, Column<Int32Array>] = [new Column(i32(1024), i32), new Column(i32(1024), i32)];
+
+  readonly xfer: Record<'h2d' | 'd2h', { ends: number[]; bytes: number[]; sorted: XferSeries | null }> = {
+    h2d: { ends: [], bytes: [], sorted: null },
+    d2h: { ends: [], bytes: [], sorted: null },
+  };
+  /** nvidia-smi samples of GPU 0: mem_used_bytes, util_pct, pcie_rx, pcie_tx (NaN when absent). */
+  readonly gpuSamples: ReplaySample[] = [];
+  /** Request phases for "round and request in progress". */
+  readonly requests = new Map<string, { user: number; round: number; queued: number | null; scheduled: number | null; first_token: number | null; done: number | null }>();
+  startT: number | null = null;
+  endT = 0;
+  ended = false;
+  private lastSeq = -1;
+
+  get moveCount(): number {
+    return this.t.length;
+  }
+
+  /** Cells in each pool's grid: its capacity, or more if the log overfilled it. */
+  slotCount(pool: number): number {
+    return this.alloc[pool]!.size;
+  }
+
+  /** Adds events (seq order); lines already seen (seq ≤ last) are skipped so a resumed tail never double-applies. */
+  append(events: readonly KvEvent[]): void {
+    for (const e of events) {
+      if (e.seq <= this.lastSeq) continue;
+      this.lastSeq = e.seq;
+      if (e.t > this.endT) this.endT = e.t;
+      switch (e.type) {
+        case 'run.start':
+          this.startT = e.t;
+          break;
+        case 'run.end':
+          this.ended = true;
+          break;
+        case 'pool':
+          this.pools[e.pool] = { capacity_blocks: e.capacity_blocks, block_bytes: e.block_bytes, block_tokens: e.block_tokens };
+          this.alloc[e.pool === 'gpu' ? POOL_GPU : POOL_HOST].setCapacity(e.capacity_blocks);
+          break;
+        case 'blocks':
+          this.applyBlocks(e.seq, e.t, e.op, e.ids, e.pool, e.user, e.round, e.keep_source === true);
+          break;
+        case 'xfer':
+          this.addXfer(e);
+          if (e.end > this.endT) this.endT = e.end;
+          break;
+        case 'gpu':
+          if (e.index === 0) {
+            this.gpuSamples.push({
+              t: e.t,
+              values: Float64Array.of(e.mem_used_bytes ?? NaN, e.util_pct ?? NaN, e.pcie_rx_bytes_per_s ?? NaN, e.pcie_tx_bytes_per_s ?? NaN),
+            });
+          }
+          break;
+        case 'req': {
+          const key = `${e.user}/${e.round}`;
+          let r = this.requests.get(key);
+          if (!r) {
+            r = { user: e.user, round: e.round, queued: null, scheduled: null, first_token: null, done: null };
+            this.requests.set(key, r);
+          }
+          r[e.phase] = e.t;
+          break;
+        }
+        default:
+          break;
+      }
+    }
+  }
+
+  private indexOf(id: string | number, user: number): number {
+    let i = this.blockIndex.get(id);
+    if (i === undefined) {
+      i = this.blockIds.length;
+      this.blockIndex.set(id, i);
+      this.blockIds.push(id);
+      this.blockUser.push(user);
+      this.where[0].push(NONE);
+      this.where[1].push(NONE);
+    }
+    return i;
+  }
+
+  private push(seq: number, t: number, op: number, b: number, user: number, round: number, sp: number, ss: number, dp: number, ds: number, effect: number): void {
+    this.seq.push(seq);
+    this.t.push(t);
+    this.op.push(op);
+    this.block.push(b);
+    this.user.push(user);
+    this.round.push(round);
+    this.srcPool.push(sp);
+    this.srcSlot.push(ss);
+    this.dstPool.push(dp);
+    this.dstSlot.push(ds);
+    this.effect.push(effect);
+  }
+
+  private applyBlocks(seq: number, t: number, op: BlockOp, ids: ReadonlyArray<string | number>, pool: PoolName | undefined, user: number | undefined, round: number | undefined, keep: boolean): void {
+    const u = user ?? -1;
+    const r = round ?? -1;
+    const code = OP_CODE[op];
+    for (const id of ids) {
+      const b = this.indexOf(id, u);
+      const at = (p: number) => this.where[p]!.data[b]!;
+      const set = (p: number, s: number) => {
+        this.where[p]!.data[b] = s;
+      };
+      const leave = (p: number): number => {
+        const s = at(p);
+        if (s !== NONE) {
+          this.alloc[p]!.give(s);
+          set(p, NONE);
+        }
+        return s;
+      };
+      const enter = (p: number): [number, boolean] => {
+        const s = at(p);
+        if (s !== NONE) return [s, false]; // already there (a rule break): nothing to fill
+        const ns = this.alloc[p]!.take();
+        set(p, ns);
+        return [ns, true];
+      };
+      if (this.blockUser.data[b] === -1 && u >= 0) this.blockUser.data[b] = u;
+      switch (op) {
+        case 'store': {
+          const [ds, filled] = enter(POOL_GPU);
+          this.push(seq, t, code, b, u, r, NONE, NONE, POOL_GPU, ds, filled ? 2 : 0);
+          break;
+        }
+        case 'offload':
+        case 'onboard': {
+          const from = op === 'offload' ? POOL_GPU : POOL_HOST;
+          const to = op === 'offload' ? POOL_HOST : POOL_GPU;
+          const src = at(from);
+          let vacated = false;
+          if (!keep && src !== NONE) {
+            leave(from);
+            vacated = true;
+          }
+          const [ds, filled] = enter(to);
+          this.push(seq, t, code, b, u, r, src === NONE ? NONE : from, src, to, ds, (vacated ? 1 : 0) | (filled ? 2 : 0));
+          break;
+        }
+        case 'evict': {
+          const p = (pool ?? 'gpu') === 'gpu' ? POOL_GPU : POOL_HOST;
+          const src = leave(p);
+          this.push(seq, t, code, b, u, r, src === NONE ? NONE : p, src, NONE, NONE, src === NONE ? 0 : 1);
+          break;
+        }
+        case 'hit': {
+          const s = at(POOL_GPU);
+          this.push(seq, t, code, b, u, r, s === NONE ? NONE : POOL_GPU, s, NONE, NONE, 0);
+          break;
+        }
+      }
+    }
+  }
+
+  private addXfer(e: XferEvent): void {
+    if (e.dir !== 'h2d' && e.dir !== 'd2h') return;
+    const x = this.xfer[e.dir];
+    x.ends.push(e.end);
+    x.bytes.push(e.bytes);
+    x.sorted = null;
+  }
+
+  /** The transfers of one direction ordered by end time with running byte totals. */
+  xferSeries(dir: 'h2d' | 'd2h'): XferSeries {
+    const x = this.xfer[dir];
+    if (x.sorted && x.sorted.length === x.ends.length) return x.sorted;
+    const n = x.ends.length;
+    const order = Array.from({ length: n }, (_, i) => i).sort((a, b) => x.ends[a]! - x.ends[b]!);
+    const end = new Float64Array(n);
+    const cumBytes = new Float64Array(n);
+    let acc = 0;
+    for (let k = 0; k < n; k++) {
+      const i = order[k]!;
+      end[k] = x.ends[i]!;
+      acc += x.bytes[i]!;
+      cumBytes[k] = acc;
+    }
+    x.sorted = { end, cumBytes, length: n };
+    return x.sorted;
+  }
+
+  /** Bytes of transfers of `dir` finished by time t. */
+  bytesMovedBy(dir: 'h2d' | 'd2h', t: number): number {
+    const s = this.xferSeries(dir);
+    const k = upperBound(s.end, s.length, t);
+    return k === 0 ? 0 : s.cumBytes[k - 1]!;
+  }
+
+  /** Bandwidth of `dir` over the window (t − windowNs, t], bytes/s (transfers counted at their end). */
+  bandwidthAt(dir: 'h2d' | 'd2h', t: number, windowNs: number): number {
+    if (windowNs <= 0) return 0;
+    return ((this.bytesMovedBy(dir, t) - this.bytesMovedBy(dir, t - windowNs)) / windowNs) * 1e9;
+  }
+
+  /** Index of the first move after time t (moves are in log order; t is non-decreasing in a valid log). */
+  movesUpTo(t: number): number {
+    // Logs are seq-ordered and t rises with seq, so binary search holds; a clock step backwards
+    // only shifts which frame shows a move, never its effect.
+    return upperBound(this.t.data, this.t.length, t);
+  }
+
+  /** The latest round with a queued request at or before t, and requests running at t. */
+  progressAt(t: number): { round: number | null; running: Array<{ user: number; round: number; phase: string }> } {
+    let round: number | null = null;
+    const running: Array<{ user: number; round: number; phase: string }> = [];
+    for (const r of this.requests.values()) {
+      if (r.queued !== null && r.queued <= t) round = round === null ? r.round : Math.max(round, r.round);
+      if (r.queued !== null && r.queued <= t && (r.done === null || r.done > t)) {
+        const phase = r.first_token !== null && r.first_token <= t ? 'decode' : r.scheduled !== null && r.scheduled <= t ? 'prefill' : 'queued';
+        running.push({ user: r.user, round: r.round, phase });
+      }
+    }
+    running.sort((a, b) => a.round - b.round || a.user - b.user);
+    return { round, running };
+  }
+}
+
+/** First index in sorted[0..n) whose value is > x. */
+export function upperBound(sorted: ArrayLike<number>, n: number, x: number): number {
+  let lo = 0;
+  let hi = n;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (sorted[mid]! <= x) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/** First index in sorted[0..n) whose value is ≥ x. */
+export function lowerBound(sorted: ArrayLike<number>, n: number, x: number): number {
+  let lo = 0;
+  let hi = n;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (sorted[mid]! < x) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+export function compileReplay(events: readonly KvEvent[]): ReplayModel {
+  const m = new ReplayModel();
+  m.append(events);
+  return m;
+}
+
+/**
+ * The pool grids at one point of the replay: which block sits in each cell. Moving the cursor
+ * applies moves forwards or undoes them backwards, so playback and scrubbing cost only the moves
+ * crossed.
+ */
+export class ReplayCursor {
+  /** Block index in each cell of the GPU and host grids, NONE when empty. */
+  cells: [Int32Array, Int32Array] = [new Int32Array(0), new Int32Array(0)];
+  counts: [number, number] = [0, 0];
+  /** Moves applied: moves [0, applied) are in effect. */
+  applied = 0;
+
+  constructor(readonly model: ReplayModel) {
+    this.fit();
+  }
+
+  private fit(): void {
+    for (const p of [POOL_GPU, POOL_HOST]) {
+      const need = this.model.slotCount(p);
+      if (this.cells[p]!.length < need) {
+        const next = new Int32Array(need).fill(NONE);
+        next.set(this.cells[p]!);
+        this.cells[p] = next;
+      }
+    }
+  }
+
+  /** Moves the cursor so that exactly the moves with t ≤ time are in effect. */
+  seek(time: number): void {
+    this.seekIndex(this.model.movesUpTo(time));
+  }
+
+  seekIndex(target: number): void {
+    const m = this.model;
+    this.fit();
+    const sp = m.srcPool.data;
+    const ss = m.srcSlot.data;
+    const dp = m.dstPool.data;
+    const ds = m.dstSlot.data;
+    const ef = m.effect.data;
+    const bl = m.block.data;
+    while (this.applied < target) {
+      const i = this.applied++;
+      const e = ef[i]!;
+      if (e & 1) {
+        this.cells[sp[i]!]![ss[i]!] = NONE;
+        this.counts[sp[i]! as 0 | 1]--;
+      }
+      if (e & 2) {
+        this.cells[dp[i]!]![ds[i]!] = bl[i]!;
+        this.counts[dp[i]! as 0 | 1]++;
+      }
+    }
+    while (this.applied > target) {
+      const i = --this.applied;
+      const e = ef[i]!;
+      if (e & 2) {
+        this.cells[dp[i]!]![ds[i]!] = NONE;
+        this.counts[dp[i]! as 0 | 1]--;
+      }
+      if (e & 1) {
+        this.cells[sp[i]!]![ss[i]!] = bl[i]!;
+        this.counts[sp[i]! as 0 | 1]++;
+      }
+    }
+  }
+}
