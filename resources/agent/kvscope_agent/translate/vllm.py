@@ -109,6 +109,8 @@ class VllmTranslator:
         self.refs: dict[tuple[int, str], int] = {}
         self.deferred_gpu_evicts: "OrderedDict[int, None]" = OrderedDict()
         self.host_untracked: set[int] = set()
+        self.cpu_ahead: set[int] = set()
+        self.offloaded_early: set[int] = set()
         self.block_tokens = 0
         self.ts0: float | None = None
         self.last_t = 0
@@ -167,9 +169,20 @@ class VllmTranslator:
                 t,
             )
             return
+        # Blocks this batch will announce on the CPU: when the GPU removal of one of them must be
+        # shown before its CPU store (a GPU store needs the slot), it is shown as the offload.
+        self.cpu_ahead = set()
+        for ev in events:
+            typ, f = decode_event(ev)
+            if typ == "BlockStored" and str(f.get("medium") or "").upper() == MEDIUM_CPU:
+                for h in f.get("block_hashes") or []:
+                    b = self.ids.known(h)
+                    if b is not None:
+                        self.cpu_ahead.add(b)
         for ev in events:
             self._event(ev, t)
         self._flush_deferred(t)
+        self.cpu_ahead = set()
 
     def _event(self, ev: Any, t: int) -> None:
         typ, f = decode_event(ev)
@@ -262,6 +275,9 @@ class VllmTranslator:
             self.peak_gpu = max(self.peak_gpu, len(em.gpu) - len(self.deferred_gpu_evicts))
             return
         # CPU
+        if block in self.offloaded_early:
+            self.offloaded_early.discard(block)  # shown when its GPU slot was taken
+            return
         if block in self.deferred_gpu_evicts:
             # the GPU removal and the CPU store of one block arrived in one batch (the scheduler
             # publishes its own events before the connector's): the block moved
@@ -319,8 +335,17 @@ class VllmTranslator:
             if limit is not None:
                 limit -= 1
             block, _ = self.deferred_gpu_evicts.popitem(last=False)
-            if em.on_gpu(block):
-                em.evict("gpu", block, t)
+            if not em.on_gpu(block):
+                continue
+            if block in self.cpu_ahead and not em.on_host(block) and em.host_capacity > 0:
+                em.offload(block, t, keep_source=False)
+                if not em.on_host(block) and em.is_pending(block):
+                    # no host slot yet: the GPU slot is needed now, so the block goes
+                    em.evict("gpu", block, t)
+                    continue
+                self.offloaded_early.add(block)
+                continue
+            em.evict("gpu", block, t)
 
     def _clear(self, t: int) -> None:
         # BlockPool.reset_prefix_cache(): every cached GPU block is dropped.
