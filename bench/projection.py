@@ -360,9 +360,26 @@ def project(run: RunLog, bytes_per_s: float) -> dict:
     }
 
 
+def _untar(path: str) -> str:
+    """A .tar.gz of run folders (bench/gpu/issue9.sh packs its runs so) unpacked to a temp dir."""
+    import tarfile
+    import tempfile
+
+    dst = tempfile.mkdtemp(prefix="kvscope-runs-")
+    with tarfile.open(path, "r:*") as tf:
+        for m in tf.getmembers():  # regular files only, nothing outside dst
+            if not m.isfile() or m.name.startswith("/") or ".." in m.name.split("/"):
+                continue
+            tf.extract(m, dst)
+    return dst
+
+
 def find_logs(root: str) -> list:
-    """Every events.jsonl / events.jsonl.gz / *.jsonl.gz under root (a file is taken as is)."""
-    if os.path.isfile(root):
+    """Every events.jsonl / events.jsonl.gz / *.jsonl.gz under root (a dir), inside a .tar.gz of
+    run folders, or the file itself."""
+    if os.path.isfile(root) and (root.endswith(".tar.gz") or root.endswith(".tgz")):
+        root = _untar(root)
+    elif os.path.isfile(root):
         return [root]
     found = []
     for d, _, files in os.walk(root):

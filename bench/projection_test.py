@@ -160,3 +160,17 @@ def test_real_cpu_run_of_tiny_preset(tmp_path) -> None:
     assert m["bad_lines"] == 0
     q = pj.project(run, 900e9)
     assert q["e2e_ns"] is not None and q["e2e_ns"] <= m["e2e_ns"] + 1
+
+
+def test_reads_runs_from_a_tarball(tmp_path) -> None:
+    import tarfile
+
+    d = tmp_path / "runs" / "users-3"
+    d.mkdir(parents=True)
+    synthetic_log(str(d / "events.jsonl"), users=3)
+    tgz = tmp_path / "issue9-runs.tar.gz"
+    with tarfile.open(tgz, "w:gz") as tf:
+        tf.add(str(tmp_path / "runs"), arcname="runs")
+    got = [(p, r) for p, r in pj.iter_runs([str(tgz)])]
+    assert len(got) == 1 and got[0][0].endswith("users-3/events.jsonl")
+    assert pj.summarize(got[0][1])["users"] == 3

@@ -12,7 +12,9 @@
 #      with bf16 torch.matmul beside, and the per-step estimates they imply for 80 layers
 #   4. from_random time and peak memory for one layer (x 80 = the preset's weight build)
 #   5. KV round trip: bf16 -> e4m3 -> bf16 error, saturation, bit-exact pinned-host round trip
-#   6. tests/test_fp8.py (pytest if installed, else its own runner)
+#   6. the engine's attention over one user's FP8 KV at 17,280 tokens (decode and prefill chunks):
+#      per-layer time and peak memory, inputs to the issue 9 run-time estimate
+#   7. tests/test_fp8.py (pytest if installed, else its own runner)
 set -u
 cd "$(dirname "$0")/../.."
 OUT="${OUT:-/tmp/kvscope-smoke}"
@@ -170,6 +172,40 @@ def _():
            saturation=sat, to_storage_GBps_in=round(big.numel() * 2 / t_to / 1e9, 1),
            from_storage_GBps_out=round(big.numel() * 2 / t_from / 1e9, 1))
     del big, sbig
+
+@step("engine_attention_70b")
+def _():
+    # Not FP8 itself, but what the issue 9 sweep's run time and memory hinge on: the engine's
+    # attention (engine/model.py) over one user's FP8 KV at the last round's length, as the engine
+    # reads it (row gather from the uint8 pool view, e4m3 -> bf16, SDPA), per layer.
+    from kvscope_agent.engine.model import attention
+    ctx, d, H, KVH = 17280, 128, 64, 8
+    f8 = fp8.fp8_dtype()
+    pool = fp8.kv_to_storage(torch.randn(2 * ctx, KVH * d, device="cuda", dtype=torch.bfloat16)).view(torch.uint8)
+    idx = torch.arange(ctx, device="cuda")
+    def read():
+        k = fp8.kv_from_storage(pool.index_select(0, idx).view(f8), torch.bfloat16).view(-1, KVH, d)
+        v = fp8.kv_from_storage(pool.index_select(0, idx + ctx).view(f8), torch.bfloat16).view(-1, KVH, d)
+        return k, v
+    q1 = torch.randn(1, H, d, device="cuda", dtype=torch.bfloat16)
+    t_read = timeit(read, 20)
+    t_dec = timeit(lambda: attention(q1, *read(), ctx - 1), 20)
+    r = {"ctx": ctx, "read_kv_per_layer_us": round(t_read * 1e6, 1), "decode_attn_per_layer_us": round(t_dec * 1e6, 1),
+         "decode_attn_per_user_step_ms (80 layers)": round(t_dec * 80 * 1e3, 2)}
+    torch.cuda.synchronize(); torch.cuda.empty_cache(); torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    for n in (512, 2048):
+        qc = torch.randn(n, H, d, device="cuda", dtype=torch.bfloat16)
+        try:
+            t = timeit(lambda: attention(qc, *read(), ctx - n), 3)
+            r[f"prefill_chunk{n}_attn_per_layer_ms"] = round(t * 1e3, 2)
+            r[f"prefill_chunk{n}_peak_extra_bytes"] = torch.cuda.max_memory_allocated() - base
+        except RuntimeError as e:
+            r[f"prefill_chunk{n}_error"] = str(e).splitlines()[0][:300]
+        del qc
+        torch.cuda.empty_cache(); torch.cuda.reset_peak_memory_stats()
+    record("engine_attention_70b", status="ok" if not any(k.endswith("_error") for k in r) else "FAIL", **r)
+    del pool
 
 res["peak_mem_bytes"] = torch.cuda.max_memory_allocated()
 res["fails"] = [k for k, v in res["checks"].items() if v.get("status") != "ok"]
