@@ -214,3 +214,51 @@ def test_selftest_does_not_link_cuda(selftest: str) -> None:
     # The harness must run where no CUDA exists; only libc.
     out = subprocess.run(["nm", "-u", selftest], capture_output=True, text=True, check=True).stdout
     assert "cupti" not in out.lower()
+
+
+def test_drain_emits_finished_copies_before_returning(selftest: str, tmp_path) -> None:
+    # The agent drains before a `phase` line so the copies of a window precede the line that
+    # closes it; drain must not depend on the background thread's timing.
+    trace_dir = tmp_path / "trace"
+    trace_dir.mkdir()
+    clock = RunClock()
+    log = tmp_path / "events.jsonl"
+    writer = EventWriter(str(log), clock)
+    col = Collector(writer, clock, str(trace_dir), poll_s=10.0)  # thread would never poll in time
+    col.start()
+    _write(selftest, str(trace_dir / "cupti-4242.bin"))
+    col.drain(settle_s=0.05)
+    writer.emit("phase", name="rounds", state="end")
+    col.stop(settle_s=0.01, timeout_s=0.2)
+    writer.close()
+    types = [json.loads(l)["type"] for l in log.read_text().splitlines()]
+    before = types[: types.index("phase")]
+    assert before.count("xfer") == 6 and "xfer" not in types[types.index("phase") :]
+
+
+_NOLOAD = r"""
+import ctypes, os, sys
+sys.path.insert(0, sys.argv[2])
+os.environ["CUDA_INJECTION64_PATH"] = sys.argv[1]
+from kvscope_agent.tracer import collector
+before = collector.loaded_tracer() is not None
+ctypes.CDLL(sys.argv[1])
+after = collector.loaded_tracer() is not None
+# Loaded but never initialised by a driver: inactive, so there is nothing to flush.
+print(before, after, collector.flush_in_process())
+"""
+
+
+def test_in_process_flush_finds_only_a_loaded_library(tmp_path) -> None:
+    try:
+        build.find_compiler()
+        build.find_cupti(None)
+    except build.TracerBuildError as e:
+        pytest.skip(f"cannot build the tracer here: missing {e.missing}")
+    import sys
+
+    lib, _, _, _ = build.build(str(tmp_path))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", _NOLOAD, lib, root], capture_output=True,
+                         text=True, timeout=60, check=True).stdout.split()
+    assert out == ["False", "True", "False"]

@@ -355,6 +355,28 @@ class Collector:
         while not self._stop.wait(self.poll_s):
             self.poll_once()
 
+    def _read_until_quiet(self, settle_s: float, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        quiet_since = time.monotonic()
+        while time.monotonic() < deadline:
+            if self.poll_once() > 0:
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since >= settle_s:
+                break
+            time.sleep(min(self.poll_s, 0.02))
+
+    def drain(self, settle_s: float = 0.15, timeout_s: float = 1.0) -> None:
+        """Emits every copy finished so far, now: call it after a synchronize and before the
+        `phase` line that closes (or opens) a window, so the copies of that window are written
+        before the line that bounds it (check_log and the app count `xfer` lines by position).
+
+        Uses the non-forced flush: CUPTI hands back every buffer whose records are complete, and
+        keeps one with a copy still in flight instead of returning it without timestamps."""
+        if self._stopped:
+            return
+        flush_in_process(forced=False)
+        self._read_until_quiet(settle_s, timeout_s)
+
     def stop(self, settle_s: float = 0.3, timeout_s: float = 3.0) -> dict[str, Any]:
         """Drains every file and emits a `log` with the totals (a warn if records were dropped).
 
@@ -367,15 +389,8 @@ class Collector:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=timeout_s)
-        flush_in_process()
-        deadline = time.monotonic() + timeout_s
-        quiet_since = time.monotonic()
-        while time.monotonic() < deadline:
-            if self.poll_once() > 0:
-                quiet_since = time.monotonic()
-            elif time.monotonic() - quiet_since >= settle_s:
-                break
-            time.sleep(self.poll_s)
+        flush_in_process(forced=True)
+        self._read_until_quiet(settle_s, timeout_s)
         t = self.totals
         gb = {k: round(v / 1e9, 6) for k, v in t.bytes_by_dir.items()}
         self._emit(
@@ -409,22 +424,31 @@ class Collector:
         return t.as_dict()
 
 
-def flush_in_process() -> bool:
-    """Force-flushes the CUPTI buffers of this process when the library is loaded in it.
-
-    The agent's own copies sit in CUPTI buffers until the next periodic flush or process exit;
-    stop() runs before exit, so it asks the library directly (RTLD_NOLOAD: never loads it)."""
+def loaded_tracer() -> ctypes.CDLL | None:
+    """The CUPTI library named by CUDA_INJECTION64_PATH if this process has it loaded."""
     path = os.environ.get("CUDA_INJECTION64_PATH")
     if not path:
-        return False
+        return None
     try:
-        lib = ctypes.CDLL(path, mode=os.RTLD_NOLOAD | os.RTLD_NOW)
+        return ctypes.CDLL(path, mode=os.RTLD_NOLOAD | os.RTLD_NOW)
     except OSError:
+        return None
+
+
+def flush_in_process(forced: bool = True) -> bool:
+    """Flushes the CUPTI buffers of this process when the library is loaded in it (forced: also
+    buffers with copies still in flight, which come back without timestamps).
+
+    The agent's own copies sit in CUPTI buffers until the next periodic flush or process exit;
+    drain() and stop() run before exit, so they ask the library directly (RTLD_NOLOAD: this
+    never loads the library into a process that does not have it)."""
+    lib = loaded_tracer()
+    if lib is None:
         return False
     try:
         if not lib.kvscope_cupti_active():
             return False
-        return lib.kvscope_cupti_flush(1) == 0
+        return lib.kvscope_cupti_flush(1 if forced else 0) == 0
     except AttributeError:
         return False  # some other injection library
 
