@@ -198,13 +198,87 @@ export interface SweepRow {
   error: string | null;
 }
 
+// ---- Desktop shell: settings, files, notifications (issue 10) ----
+
+export type Theme = 'system' | 'dark' | 'light';
+
+/** The New run form's defaults: the seed's workload (ARCHITECTURE.md, "The seed workload"). */
+export interface WorkloadDefaults {
+  /** A sweep runs one run per user count from usersMin to usersMax. */
+  usersMin: number;
+  usersMax: number;
+  contextTokens: number;
+  newTokens: number;
+  outputTokens: number;
+  rounds: number;
+  /** Host KV pool in bytes (the seed's kv_host_cache_bytes). */
+  hostKvBytes: number;
+  /** GPU KV pool as a fraction of free GPU memory after weights (the seed's free_gpu_memory_fraction). */
+  freeGpuMemoryFraction: number;
+  blockTokens: number;
+}
+
+/** settings.json in the user data folder. */
+export interface Settings {
+  version: 1;
+  workload: WorkloadDefaults;
+  /** The runs folder; null = `runs` in the user data folder. Takes effect at the next start. */
+  runsDir: string | null;
+  /** Python interpreter per host alias (e.g. a venv's python); hosts not named use "python3". */
+  pythonByHost: Record<string, string>;
+  /** nvidia-smi sample period in milliseconds (the agent's --sample-ms). */
+  sampleMs: number;
+  theme: Theme;
+  /** Run ids opened lately, newest first (kept by the app for File → Recent; saveSettings ignores it). */
+  recentRuns: string[];
+}
+
+/** What getSettings/saveSettings return: the settings and where they live. */
+export interface SettingsSnapshot {
+  settings: Settings;
+  defaults: Settings;
+  /** The settings file, or null when settings last only for this session. */
+  file: string | null;
+  /** Set when settings.json was unreadable or invalid at load: where it was moved and why. */
+  recovered: { movedTo: string; reason: string } | null;
+  /** Whether passwords and passphrases can be remembered (OS keychain through Electron safeStorage). */
+  secrets: { rememberAvailable: boolean; remembered: number; reason: string | null };
+}
+
+export interface OpenFileDialogOptions {
+  title?: string;
+  /** "run": .kvscope files, events.jsonl(.gz) and run folders; "engine-dump": JSON / JSON lines. */
+  purpose?: 'run' | 'engine-dump';
+}
+
+/** A run made viewable by openPath: its id in the library, and whether it was copied in. */
+export interface OpenedRun {
+  runId: string;
+  imported: boolean;
+  listing: RunListing;
+}
+
+/** Menu actions, sent to the renderer as `{kind:'menu'}` pushes (zoom is handled by the shell itself). */
+export type MenuAction =
+  | 'new-run'
+  | 'open-run'
+  | 'import-engine-dump'
+  | 'export'
+  | 'show-run'
+  | 'view-live'
+  | 'view-timeline'
+  | 'view-compare'
+  | 'settings';
+
 /** Pushed from core to the renderer, batched (never one message per event). */
 export type PushMessage =
   | { kind: 'run-events'; runId: string; events: KvEvent[] }
   | { kind: 'run-status'; runId: string; status: RunListing['status']; message?: string }
   | { kind: 'progress'; runId: string; stage: string; fraction: number | null; etaS: number | null; message: string }
   | { kind: 'prompt'; prompt: HostPrompt }
-  | { kind: 'sweep-status'; sweepId: string; rows: SweepRow[]; done: boolean };
+  | { kind: 'sweep-status'; sweepId: string; rows: SweepRow[]; done: boolean }
+  /** A menu command or a file opened from outside (command line, second instance, Finder): `runId` with show-run. */
+  | { kind: 'menu'; action: MenuAction; runId?: string };
 
 export type Unsubscribe = () => void;
 
@@ -245,12 +319,31 @@ export interface KvScopeApi {
   resumeRun(runId: string): Promise<Result<RunStarted>>;
   /** One run per user count per host; hosts in parallel; `sweep-status` pushes carry the table. */
   startSweep(request: SweepRequest): Promise<Result<{ sweepId: string }>>;
+  /** Settings (issue 10): read, and validate + write atomically. */
+  getSettings(): Promise<Result<SettingsSnapshot>>;
+  saveSettings(settings: Settings): Promise<Result<SettingsSnapshot>>;
+  /** Forgets every remembered password and passphrase (memory and keychain-encrypted file). */
+  forgetSecrets(): Promise<Result<{ forgotten: number }>>;
+  /** Opens a .kvscope file, an events.jsonl(.gz) or a run folder: library runs open in place, others are imported. */
+  openPath(path: string): Promise<Result<OpenedRun>>;
+  /** The desktop file dialog; resolves to a path, or null when cancelled. `unsupported` in a browser. */
+  openFileDialog(options?: OpenFileDialogOptions): Promise<Result<string | null>>;
+  /** A desktop notification. `unsupported` in a browser (the page may use the Notification API instead). */
+  notify(title: string, body: string): Promise<Result<void>>;
   /** Receives pushed batches; returns the function that stops them. */
   onPush(listener: (message: PushMessage) => void): Unsubscribe;
+  /**
+   * Electron only (absent in a browser): the path of a dropped file, for drag and drop. Runs in the
+   * preload (webUtils.getPathForFile) because File.path is gone since Electron 32.
+   */
+  pathForFile?(file: Blob): string | null;
 }
 
 /** Methods that are request/response calls (everything except subscriptions). */
-export type CoreMethod = Exclude<keyof KvScopeApi, 'onPush'>;
+export type CoreMethod = Exclude<keyof KvScopeApi, LocalMember>;
+
+/** Members the bridge answers locally, without a call to the core. */
+export type LocalMember = 'onPush' | 'pathForFile';
 
 /** The request/response methods, listed once for the preload, the IPC layer and the bridge. */
 export const CORE_METHODS = [
@@ -272,6 +365,12 @@ export const CORE_METHODS = [
   'cancelRun',
   'resumeRun',
   'startSweep',
+  'getSettings',
+  'saveSettings',
+  'forgetSecrets',
+  'openPath',
+  'openFileDialog',
+  'notify',
 ] as const satisfies readonly CoreMethod[];
 
 /** What main/serve implement: each call with the renderer's arguments. */

@@ -2,11 +2,14 @@
  * The app's core as the renderer sees it: one handler per KvScopeApi method, transport-free.
  * Electron's ipc/ layer and the `kvscope serve` WebSocket bridge both wrap exactly this object.
  */
-import type { AppInfo, CoreHandlers, PushMessage } from '../../shared/api';
+import type { AppInfo, CoreHandlers, OpenFileDialogOptions, PushMessage, SettingsSnapshot } from '../../shared/api';
 import { err, toResult, type Result } from '../../shared/result';
 import { VERSION } from '../../shared/version';
 import { RunStore } from './run-store';
 import { deleteRun, importRun, listProjections, renameRun, revealRun } from './runs-library';
+import { openPath } from './open-args';
+import { SecretStore, type SafeStorageLike } from './secrets';
+import { DEFAULT_SETTINGS, SettingsStore } from './settings';
 
 export interface CoreOptions {
   runsDir: string;
@@ -15,11 +18,28 @@ export interface CoreOptions {
   versions?: Record<string, string>;
   /** Extra folders searched for projection.json files (bench results), besides runs and samples. */
   projectionDirs?: string[];
+  /** settings.json (issue 10); absent: settings last for this session only. */
+  settingsFile?: string | null;
+  /** secrets.json and the OS keychain adapter; absent: secrets stay in memory, never remembered. */
+  secretsFile?: string | null;
+  keychain?: SafeStorageLike | null;
+  /** What only a desktop shell can do; absent (kvscope serve): those calls answer `unsupported`. */
+  shellActions?: ShellActions;
+}
+
+/** Desktop-only actions the Electron shell injects (core never imports electron). */
+export interface ShellActions {
+  openFileDialog?(options: OpenFileDialogOptions): Promise<string | null>;
+  notify?(title: string, body: string): void;
+  /** Shows a file or folder in the OS file manager (after revealRun found it). */
+  showItemInFolder?(path: string): void;
 }
 
 export interface Core {
   handlers: CoreHandlers;
   store: RunStore;
+  settings: SettingsStore;
+  secrets: SecretStore;
   /** Registers a push listener (one per window or WebSocket); returns its remover. */
   addPushListener(listener: (m: PushMessage) => void): () => void;
   push(message: PushMessage): void;
@@ -31,6 +51,21 @@ export async function createCore(options: CoreOptions): Promise<Core> {
   const store = new RunStore(options.runsDir, options.samplesDir);
   await store.ensure();
   const listeners = new Set<(m: PushMessage) => void>();
+  const settings = new SettingsStore(options.settingsFile ?? null);
+  const secrets = new SecretStore(options.secretsFile ?? null, options.keychain ?? null);
+  const shellActions = options.shellActions ?? {};
+  const browserOnly = (what: string) => err('unsupported', `${what} needs the desktop app; this window is served to a browser by kvscope serve`);
+  const snapshot = async (): Promise<SettingsSnapshot> => {
+    const current = await settings.load();
+    const availability = secrets.rememberAvailability();
+    return {
+      settings: current,
+      defaults: JSON.parse(JSON.stringify(DEFAULT_SETTINGS)) as SettingsSnapshot['defaults'],
+      file: settings.file,
+      recovered: settings.recovered,
+      secrets: { rememberAvailable: availability.available, remembered: await secrets.rememberedCount(), reason: availability.reason },
+    };
+  };
   const handlers: CoreHandlers = {
     getAppInfo: () =>
       toResult(() => ({
@@ -45,7 +80,12 @@ export async function createCore(options: CoreOptions): Promise<Core> {
     renameRun: (runId, name) => toResult(() => renameRun(store, runId, name)),
     deleteRun: (runId) => toResult(() => deleteRun(store, runId)),
     importRun: (source) => toResult(() => importRun(store, source)),
-    revealRun: (runId) => toResult(() => revealRun(store, runId)),
+    revealRun: (runId) =>
+      toResult(async () => {
+        const path = await revealRun(store, runId);
+        shellActions.showItemInFolder?.(path);
+        return path;
+      }),
     listProjections: () => toResult(() => listProjections([options.runsDir, options.samplesDir, ...(options.projectionDirs ?? [])])),
     // Issue 5 (hosts, runs over SSH): placeholders until the host service lands (same session).
     listHosts: notYet,
@@ -58,10 +98,36 @@ export async function createCore(options: CoreOptions): Promise<Core> {
     cancelRun: notYet,
     resumeRun: notYet,
     startSweep: notYet,
+    // Issue 10: settings, secrets, files from outside, and what only the desktop shell can do.
+    getSettings: () => toResult(snapshot),
+    saveSettings: (next) =>
+      toResult(async () => {
+        await settings.save(next);
+        return snapshot();
+      }),
+    forgetSecrets: () => toResult(async () => ({ forgotten: await secrets.forgetAll() })),
+    openPath: (path) =>
+      toResult(async () => {
+        const opened = await openPath(store, path);
+        await settings.noteRecent(opened.runId).catch(() => undefined);
+        return opened;
+      }),
+    openFileDialog: async (dialogOptions) => {
+      const open = shellActions.openFileDialog;
+      if (!open) return browserOnly('the file dialog');
+      return toResult(() => open(dialogOptions ?? {}));
+    },
+    notify: async (title, body) => {
+      const notify = shellActions.notify;
+      if (!notify) return browserOnly('desktop notifications');
+      return toResult(() => notify(String(title ?? '').slice(0, 200), String(body ?? '').slice(0, 1000)));
+    },
   };
   return {
     handlers,
     store,
+    settings,
+    secrets,
     addPushListener(listener) {
       listeners.add(listener);
       return () => listeners.delete(listener);
