@@ -99,7 +99,12 @@ def render_md(points: list, problems: list, bytes_per_s: float, command: str, fp
     )
     L.append("- Weights are random (ARCHITECTURE.md): compute and memory traffic are the real model's, tokens are not.")
     L.append("")
-    if fp8_check:
+    if fp8_check and not fp8_check.get("supported", True):
+        L.append("## FP8 correctness at 70B shapes")
+        L.append("")
+        L.append(f"Not run: FP8 unsupported here ({fp8_check.get('reason')}).")
+        L.append("")
+    elif fp8_check:
         L.append("## FP8 correctness at 70B shapes (one layer's projections)")
         L.append("")
         L.append(f"Relative Frobenius error vs an fp32 product of the unquantised weights, M = {fp8_check.get('m')} tokens; "
@@ -140,7 +145,7 @@ def render_md(points: list, problems: list, bytes_per_s: float, command: str, fp
         first = next((m["users"] for m in ms if (m["blocks"].get("offload", 0) or 0) > 0), None)
         none = [m["users"] for m in ms if (m["blocks"].get("offload", 0) or 0) == 0 and m["status"] == "ok"]
         L.append(f"Measured: no offload at users {none or '–'}; offload from users {first if first is not None else '– (none offloaded)'} on. "
-                 "The seed reports that the H100 fits 2 users (see docs/h100-70b.md for why this engine's pool may hold more).")
+                 "The seed reports that the H100 fits 2 users; docs/h100-70b.md has this engine's memory plan.")
     else:
         L.append("No `pool` line found in the logs.")
     L.append("")
