@@ -1,0 +1,217 @@
+/**
+ * Connecting to real OpenSSH servers on loopback: ssh_config aliases (with Include), agent auth,
+ * encrypted keys through the passphrase callback, plain/hashed/[host]:port/@revoked known_hosts,
+ * unknown and changed host keys, and a ProxyJump chain with every hop verified.
+ */
+import { execFileSync } from 'node:child_process';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadSshConfig, resolveHost, serverAliveToKeepaliveMs } from '../../src/main/core/ssh/config';
+import { connectSsh, type ConnectPrompts, type HostKeyQuestion } from '../../src/main/core/ssh/connect';
+import { fingerprintSha256, hostFieldMatches } from '../../src/main/core/ssh/known-hosts';
+import { currentUser, keygen, sshdSkipReason, startAgent, startSshd, type TestAgent, type TestSshd } from '../helpers/sshd';
+
+const skip = sshdSkipReason();
+const d = skip ? describe.skip : describe;
+if (skip) console.warn(`SSH integration tests skipped: ${skip}`);
+
+const noPrompts = (over: Partial<ConnectPrompts> = {}): ConnectPrompts & { asked: HostKeyQuestion[] } => {
+  const asked: HostKeyQuestion[] = [];
+  return {
+    asked,
+    unknownHostKey: async (q) => {
+      asked.push(q);
+      return false;
+    },
+    passphrase: async () => null,
+    password: async () => null,
+    ...over,
+  };
+};
+
+function hashedName(name: string): string {
+  // Let OpenSSH itself hash the entry, so our HMAC matches the real format.
+  const dir = mkdtempSync(join(tmpdir(), 'kvscope-kh-'));
+  const f = join(dir, 'kh');
+  writeFileSync(f, `${name} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE0yRcM7d/yJ9y3zx1WmRzJ3OmaSlU2TcS3F1yxeN0bE\n`);
+  execFileSync('ssh-keygen', ['-H', '-f', f], { stdio: 'ignore' });
+  return readFileSync(f, 'utf8').split(' ')[0]!;
+}
+
+d('ssh connections against real sshd', () => {
+  let dir: string;
+  let userKey: { priv: string; pub: string };
+  let encKey: { priv: string; pub: string };
+  let agentKey: { priv: string; pub: string };
+  let a: TestSshd;
+  let jump: TestSshd;
+  let agent: TestAgent;
+  const user = currentUser();
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'kvscope-sshc-'));
+    userKey = keygen(join(dir, 'id_plain'));
+    encKey = keygen(join(dir, 'id_enc'), 'ed25519', 'correct horse');
+    agentKey = keygen(join(dir, 'id_agent'));
+    [a, jump] = await Promise.all([
+      startSshd({ authorizedKeys: [userKey.pub, encKey.pub, agentKey.pub], name: 'a' }),
+      startSshd({ authorizedKeys: [userKey.pub, agentKey.pub], name: 'jump' }),
+    ]);
+    agent = startAgent([agentKey.priv]);
+  });
+  afterAll(async () => {
+    agent?.stop();
+    await Promise.all([a?.stop(), jump?.stop()]);
+  });
+
+  function config(text: string) {
+    const f = join(dir, `cfg-${Math.random().toString(36).slice(2)}`);
+    writeFileSync(f, text, { mode: 0o600 });
+    return loadSshConfig(f);
+  }
+  function knownHosts(lines: string[]) {
+    const f = join(dir, `kh-${Math.random().toString(36).slice(2)}`);
+    writeFileSync(f, lines.join('\n') + '\n');
+    return f;
+  }
+
+  it('resolves an alias with Include, HostName, Port, User, IdentityFile and ServerAliveInterval', () => {
+    mkdirSync(join(dir, 'conf.d'), { recursive: true });
+    writeFileSync(join(dir, 'conf.d', 'gpu.conf'), `Host gpu-box\n  HostName 127.0.0.1\n  Port ${a.port}\n  User ${user}\n  IdentityFile ${userKey.priv}\n  ServerAliveInterval 7\n`);
+    const src = config(`Include ${join(dir, 'conf.d')}/*.conf\nHost *\n  IdentitiesOnly yes\n  Port 2222\n`);
+    const r = resolveHost(src, 'gpu-box');
+    expect(r).toMatchObject({ hostname: '127.0.0.1', port: a.port, user, identityFiles: [userKey.priv], identitiesOnly: true, keepaliveIntervalMs: 7000 });
+    expect(serverAliveToKeepaliveMs('0')).toBe(0);
+    // An unlisted host falls through to Host * (first match wins).
+    expect(resolveHost(src, 'other').port).toBe(2222);
+  });
+
+  it('ignores a config writable by others, with a warning, as ssh(1) does', () => {
+    const f = join(dir, 'unsafe-config');
+    writeFileSync(f, `Host evil\n  HostName 10.9.9.9\n`);
+    chmodSync(f, 0o666);
+    const src = loadSshConfig(f);
+    expect(src.warnings.join('\n')).toMatch(/writable by group or others/);
+    expect(resolveHost(src, 'evil').hostname).toBe('evil');
+  });
+
+  it('authenticates with the ssh-agent and runs a command, trusting a hashed known_hosts entry', async () => {
+    const src = config(`Host box\n  HostName 127.0.0.1\n  Port ${a.port}\n  User ${user}\n  IdentityAgent ${agent.sock}\n  IdentityFile ${join(dir, 'nonexistent')}\n`);
+    const kh = knownHosts([`${hashedName(`[127.0.0.1]:${a.port}`)} ${a.hostKeyLine}`]);
+    const p = noPrompts();
+    const s = await connectSsh({ destination: 'box', config: src, knownHostsFile: kh, prompts: p });
+    const r = await s.exec('echo hello-$((6*7))');
+    s.close();
+    expect(r.stdout.toString()).toBe('hello-42\n');
+    expect(p.asked).toEqual([]);
+  });
+
+  it('the agent really is what authenticated: without it, and with no usable key, auth fails', async () => {
+    const src = config(`Host box\n  HostName 127.0.0.1\n  Port ${a.port}\n  User ${user}\n  IdentityAgent none\n  IdentityFile ${join(dir, 'nonexistent')}\n`);
+    const kh = knownHosts([`[127.0.0.1]:${a.port} ${a.hostKeyLine}`]);
+    await expect(connectSsh({ destination: 'box', config: src, knownHostsFile: kh, prompts: noPrompts() })).rejects.toMatchObject({ code: 'auth_failed' });
+  });
+
+  it('asks for an encrypted key passphrase through the callback and never needs it twice', async () => {
+    const src = config(`Host enc\n  HostName 127.0.0.1\n  Port ${a.port}\n  User ${user}\n  IdentityAgent none\n  IdentityFile ${encKey.priv}\n`);
+    const kh = knownHosts([`[127.0.0.1]:${a.port} ${a.hostKeyLine}`]);
+    const asked: string[] = [];
+    const prompts = noPrompts({
+      passphrase: async (q) => {
+        asked.push(`${q.keyFile}#${q.attempt}`);
+        return q.attempt === 1 ? 'wrong guess' : 'correct horse';
+      },
+    });
+    const s = await connectSsh({ destination: 'enc', config: src, knownHostsFile: kh, prompts });
+    expect((await s.exec('true')).code).toBe(0);
+    s.close();
+    expect(asked).toEqual([`${encKey.priv}#1`, `${encKey.priv}#2`]);
+  });
+
+  it('an unknown host key goes to the callback with its SHA256 fingerprint; accepting records it, refusing does not connect', async () => {
+    const src = config(`Host box\n  HostName 127.0.0.1\n  Port ${a.port}\n  User ${user}\n  IdentityFile ${userKey.priv}\n  IdentityAgent none\n`);
+    const kh = knownHosts([]);
+    const refuse = noPrompts();
+    await expect(connectSsh({ destination: 'box', config: src, knownHostsFile: kh, prompts: refuse })).rejects.toMatchObject({ code: 'host_key_unknown' });
+    const expectedFp = execFileSync('ssh-keygen', ['-lf', `${a.dir}/host_key.pub`], { encoding: 'utf8' }).split(' ')[1];
+    expect(refuse.asked).toEqual([{ host: 'box', hop: `[127.0.0.1]:${a.port}`, keyType: 'ssh-ed25519', fingerprint: expectedFp, otherTypes: [] }]);
+    expect(readFileSync(kh, 'utf8').trim()).toBe('');
+
+    const accept = noPrompts({ unknownHostKey: async () => true });
+    (await connectSsh({ destination: 'box', config: src, knownHostsFile: kh, prompts: accept })).close();
+    expect(readFileSync(kh, 'utf8')).toContain(`[127.0.0.1]:${a.port} ${a.hostKeyLine}`);
+    // OpenSSH itself now accepts the recorded line (ssh-keygen -F finds it).
+    expect(execFileSync('ssh-keygen', ['-F', `[127.0.0.1]:${a.port}`, '-f', kh], { encoding: 'utf8' })).toContain('ssh-ed25519');
+    const again = noPrompts();
+    (await connectSsh({ destination: 'box', config: src, knownHostsFile: kh, prompts: again })).close();
+    expect(again.asked).toEqual([]);
+  });
+
+  it('a changed host key is refused with both fingerprints, and the callback is never asked', async () => {
+    const other = keygen(join(dir, `other-host-${Date.now()}`));
+    const otherLine = other.pub.split(' ').slice(0, 2).join(' ');
+    const src = config(`Host box\n  HostName 127.0.0.1\n  Port ${a.port}\n  User ${user}\n  IdentityFile ${userKey.priv}\n`);
+    const kh = knownHosts([`[127.0.0.1]:${a.port} ${otherLine}`]);
+    const p = noPrompts({ unknownHostKey: async () => true });
+    const e = await connectSsh({ destination: 'box', config: src, knownHostsFile: kh, prompts: p }).catch((x: unknown) => x);
+    expect(e).toMatchObject({ code: 'host_key_changed' });
+    const msg = (e as Error).message;
+    expect(msg).toMatch(/CHANGED/);
+    expect(msg).toContain(fingerprintSha256(Buffer.from(otherLine.split(' ')[1]!, 'base64')));
+    expect(msg).toContain(fingerprintSha256(Buffer.from(a.hostKeyLine.split(' ')[1]!, 'base64')));
+    expect(p.asked).toEqual([]);
+  });
+
+  it('a @revoked key is refused even when also listed as trusted', async () => {
+    const src = config(`Host box\n  HostName 127.0.0.1\n  Port ${a.port}\n  User ${user}\n  IdentityFile ${userKey.priv}\n`);
+    const kh = knownHosts([`[127.0.0.1]:${a.port} ${a.hostKeyLine}`, `@revoked * ${a.hostKeyLine}`]);
+    await expect(connectSsh({ destination: 'box', config: src, knownHostsFile: kh, prompts: noPrompts() })).rejects.toThrow(/@revoked/);
+  });
+
+  it('ProxyJump: reaches the target through a second sshd and verifies both hops', async () => {
+    const src = config(
+      [
+        `Host bastion`,
+        `  HostName 127.0.0.1`,
+        `  Port ${jump.port}`,
+        `  User ${user}`,
+        `  IdentityFile ${userKey.priv}`,
+        `Host inner`,
+        // The target is addressed as the jump host sees it.
+        `  HostName localhost`,
+        `  Port ${a.port}`,
+        `  User ${user}`,
+        `  IdentityFile ${userKey.priv}`,
+        `  ProxyJump bastion`,
+      ].join('\n'),
+    );
+    const kh = knownHosts([`[127.0.0.1]:${jump.port} ${jump.hostKeyLine}`]);
+    const p = noPrompts();
+    // The inner hop's key is unknown: asked about by its own name, and refused → no connection.
+    await expect(connectSsh({ destination: 'inner', config: src, knownHostsFile: kh, prompts: p })).rejects.toMatchObject({ code: 'host_key_unknown' });
+    expect(p.asked.map((q) => q.hop)).toEqual([`[localhost]:${a.port}`]);
+    // With both hops known, the command runs on the target (its sshd pid file proves which host).
+    writeFileSync(kh, `[127.0.0.1]:${jump.port} ${jump.hostKeyLine}\n[localhost]:${a.port} ${a.hostKeyLine}\n`);
+    const s = await connectSsh({ destination: 'inner', config: src, knownHostsFile: kh, prompts: noPrompts() });
+    const r = await s.exec(`echo $SSH_CONNECTION`);
+    s.close();
+    expect(r.stdout.toString().trim().split(' ')[3]).toBe(String(a.port));
+    // A changed key on the jump host stops the chain before the target is tried.
+    const other = keygen(join(dir, `other-jump-${Date.now()}`)).pub.split(' ').slice(0, 2).join(' ');
+    writeFileSync(kh, `[127.0.0.1]:${jump.port} ${other}\n[localhost]:${a.port} ${a.hostKeyLine}\n`);
+    await expect(connectSsh({ destination: 'inner', config: src, knownHostsFile: kh, prompts: noPrompts() })).rejects.toMatchObject({
+      code: 'host_key_changed',
+      detail: { hop: `[127.0.0.1]:${jump.port}` },
+    });
+  });
+
+  it('hashed entries match only their own name', () => {
+    const h = hashedName('gpu1.example');
+    expect(hostFieldMatches(h, 'gpu1.example')).toBe(true);
+    expect(hostFieldMatches(h, 'gpu2.example')).toBe(false);
+    expect(hostFieldMatches('*.example,!bad.example', 'bad.example')).toBe(false);
+    expect(hostFieldMatches('*.example,!bad.example', 'ok.example')).toBe(true);
+  });
+});
