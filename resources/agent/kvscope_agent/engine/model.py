@@ -121,7 +121,7 @@ class Piece:
     token_dev: torch.Tensor | None  # [n] device ids (decode: the last sampled token, never synced)
     start: int
     n: int
-    table: Sequence[int]  # pool slots of blocks 0..ceil((start+n)/block_tokens)-1
+    rows: torch.Tensor  # pool row (layer 0, K) of each of the request's positions (cache.request_rows)
     want_logits: bool
 
 
@@ -164,9 +164,10 @@ class LlamaModel(torch.nn.Module):
         return ang.cos().to(self.dtype), ang.sin().to(self.dtype)
 
     @torch.no_grad()
-    def forward_step(self, pieces: Sequence[Piece], cache: Any) -> torch.Tensor | None:
+    def forward_step(self, pieces: Sequence[Piece], cache: Any, return_logits: bool = False) -> torch.Tensor | None:
         """Run one batched step; write every piece's K/V into `cache`; return the greedy next
-        token (device tensor [m]) of each piece with want_logits, in order (None if none)."""
+        token (device tensor [m]) of each piece with want_logits, in order (None if none), or
+        with return_logits their fp32 logits [m, vocab]."""
         cfg = self.cfg
         dev = self.device
         hd = cfg.head_dim
@@ -181,8 +182,8 @@ class LlamaModel(torch.nn.Module):
         ids = torch.cat(ids_parts) if len(ids_parts) > 1 else ids_parts[0]
         positions = torch.tensor(pos_parts, dtype=torch.long).to(dev, non_blocking=True)
         cos, sin = self._rope_tables(positions)
-        # Per piece: pool rows to write this step's K/V and to read the whole context.
-        layouts = [cache.piece_layout(p.table, p.start, p.n) for p in pieces]
+        # Per piece: pool rows to write this step's K/V into, and rows of its whole context.
+        layouts = [(p.rows[p.start : p.start + p.n], p.rows[: p.start + p.n]) for p in pieces]
         x = self.embed[ids]
         q_size, kv_size = cfg.heads * hd, cfg.kv_heads * hd
         for li, layer in enumerate(self.layers):
@@ -197,8 +198,8 @@ class LlamaModel(torch.nn.Module):
             off = 0
             for p, lay in zip(pieces, layouts):
                 sl = slice(off, off + p.n)
-                cache.write(li, lay, k[sl], v[sl])
-                kc, vc = cache.read(li, lay, self.dtype)
+                cache.write(li, lay[0], k[sl], v[sl])
+                kc, vc = cache.read(li, lay[1], self.dtype)
                 outs.append(attention(q[sl], kc, vc, p.start))
                 off += p.n
             o = torch.cat(outs) if len(outs) > 1 else outs[0]
@@ -215,5 +216,5 @@ class LlamaModel(torch.nn.Module):
         if not rows:
             return None
         last = x[torch.tensor(rows, dtype=torch.long).to(dev, non_blocking=True)]
-        logits = self.lm_head(rms_norm(last, self.norm, cfg.rms_eps))
-        return torch.argmax(logits.float(), dim=-1)
+        logits = self.lm_head(rms_norm(last, self.norm, cfg.rms_eps)).float()
+        return logits if return_logits else torch.argmax(logits, dim=-1)

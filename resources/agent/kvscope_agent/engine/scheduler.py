@@ -1,0 +1,497 @@
+"""Block manager and scheduler of the built-in engine.
+
+Block manager: content-addressed block ids (a block's id hashes its parent's id and its own
+tokens, as vLLM's and TensorRT-LLM's prefix caches do), so the same token prefix gives the same id
+and each round reuses the blocks of the previous rounds. Only full blocks get an id and can be
+shared; a request's partial last block is private and freed when the request ends. Blocks of
+finished requests stay cached (reference count 0) in LRU order; when a request needs slots and the
+GPU pool has no free ones, the least recently used cached blocks are offloaded to the host pool
+(TensorRT-LLM's secondary-pool offload on eviction), or dropped when there is no host pool (the
+recompute baseline). A full host pool evicts its least recently used blocks. Blocks of a finished
+request enter the LRU tail-first, so a prefix outlives its suffix (vLLM frees blocks in reverse).
+
+Scheduler: requests are admitted in queue order (round-robin over users) while their blocks fit:
+a request reserves every block it will fill (prompt + output) at admission, so a running request
+never needs preemption. Each step batches the decode tokens of running requests with prefill
+chunks (at most `prefill_chunk_tokens` prompt tokens a step: chunked prefill, so 16,000-token
+contexts fit beside large weights).
+
+Every block move goes through one `BlockLedger` (it raises if the engine would break a
+PROTOCOL.md block rule) and one `blocks` event.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import struct
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import torch
+
+from ..emit import EventWriter
+from ..ledger import BlockLedger
+from .kv_cache import PagedKVCache
+from .model import LlamaModel, Piece
+
+_ID_MASK = (1 << 53) - 1  # ids stay exact as JSON numbers in JavaScript
+
+
+def block_id(parent: int | None, tokens: Sequence[int], salt: bytes = b"") -> int:
+    h = hashlib.blake2b(digest_size=8)
+    h.update(salt)
+    h.update(struct.pack("<q", -1 if parent is None else parent))
+    h.update(struct.pack(f"<{len(tokens)}q", *tokens))
+    return int.from_bytes(h.digest(), "little") & _ID_MASK
+
+
+@dataclass(eq=False)  # identity: requests are tracked in lists and sets
+class Request:
+    user: int
+    round: int
+    prompt: list[int]
+    output_tokens: int
+    t_queued: int = 0
+    t_scheduled: int = 0
+    t_first: int = 0
+    t_done: int = 0
+    table: list[int] = field(default_factory=list)  # GPU slot of each block
+    ids: list[int | None] = field(default_factory=list)  # registered id per full block
+    computed: int = 0  # positions < computed have K/V in the pool
+    matched_blocks: int = 0
+    reused_gpu_blocks: int = 0
+    reused_host_blocks: int = 0
+    gen: list[int] = field(default_factory=list)  # sampled tokens known on the CPU
+    pending: list[torch.Tensor] = field(default_factory=list)  # sampled, still on the device
+    n_gen: int = 0
+    last_tok: torch.Tensor | None = None
+    rows: torch.Tensor | None = None
+    hashes: list[int] = field(default_factory=list)  # ids of the prompt's full blocks
+    ids_chain: list[int] = field(default_factory=list)  # ids of blocks 0..k-1 (parents)
+    hashes_registered: int = 0  # blocks 0..hashes_registered-1 have been given ids
+
+    @property
+    def prefilling(self) -> bool:
+        return self.computed < len(self.prompt)
+
+    @property
+    def kv_tokens(self) -> int:
+        # The last sampled token is never fed back, so its K/V is never computed.
+        return len(self.prompt) + self.output_tokens - 1
+
+    def tokens(self) -> list[int]:
+        return self.prompt + self.gen
+
+
+class CapacityError(RuntimeError):
+    pass
+
+
+class Engine:
+    """Pools + scheduler over one model. Reused across the runs of a sweep (`reset`)."""
+
+    def __init__(
+        self,
+        model: LlamaModel,
+        cache: PagedKVCache,
+        prefill_chunk_tokens: int = 2048,
+        max_batch: int = 16,
+        block_reuse: bool = True,
+    ) -> None:
+        self.model = model
+        self.cache = cache
+        self.bt = cache.block_tokens
+        self.prefill_chunk_tokens = int(prefill_chunk_tokens)
+        self.max_batch = int(max_batch)
+        self.block_reuse = block_reuse
+        self.writer: EventWriter | None = None
+        self.cancel_check: Callable[[], None] = lambda: None
+        self.reset(None)
+
+    # ---- state ---------------------------------------------------------------------------
+
+    def reset(self, writer: EventWriter | None, run_salt: bytes = b"") -> None:
+        self.writer = writer
+        self.cache.reset()
+        self.gpu_free = list(range(self.cache.num_blocks))
+        heapq.heapify(self.gpu_free)
+        self.gpu_map: dict[int, int] = {}  # id -> slot
+        self.refcount: dict[int, int] = {}
+        self.gpu_lru: OrderedDict[int, None] = OrderedDict()  # cached, refcount 0, oldest first
+        self.host_free = list(range(self.cache.host_blocks))
+        heapq.heapify(self.host_free)
+        self.host_map: dict[int, int] = {}  # id -> host slot
+        self.host_lru: OrderedDict[int, None] = OrderedDict()
+        self.owner: dict[int, int] = {}  # id -> user whose conversation it belongs to
+        self.ledger = BlockLedger(self.cache.num_blocks, self.cache.host_blocks)
+        self.run_salt = run_salt
+        self.stats = {
+            "blocks_offloaded": 0,
+            "blocks_onboarded": 0,
+            "blocks_evicted": 0,
+            "blocks_stored": 0,
+            "blocks_hit": 0,
+            "bytes_h2d": 0,
+            "bytes_d2h": 0,
+            "copy_ns_h2d": 0,
+            "copy_ns_d2h": 0,
+        }
+        self._copy_offloads: list[tuple[int, int]] = []
+        self._copy_onboards: list[tuple[int, int]] = []
+        self._deferred_host_free: list[int] = []
+
+    def _emit(self, type: str, **fields: Any) -> None:
+        if self.writer is not None:
+            self.writer.emit(type, **fields)
+
+    def _blocks(self, op: str, ids: list[int], user: int, round: int, pool: str | None = None) -> None:
+        """Apply a move to the ledger (raises on a rule break) and emit it, one line per owner
+        user (the `user` of a blocks line is the user whose conversation the blocks hold)."""
+        if not ids:
+            return
+        if op == "store":
+            self.ledger.store(ids)
+        elif op == "offload":
+            self.ledger.offload(ids)
+        elif op == "onboard":
+            self.ledger.onboard(ids)
+        elif op == "evict":
+            self.ledger.evict(pool or "gpu", ids)
+        else:
+            self.ledger.hit(ids)
+        by_owner: dict[int, list[int]] = {}
+        for i in ids:
+            by_owner.setdefault(self.owner.get(i, user), []).append(i)
+        for u, group in by_owner.items():
+            fields: dict[str, Any] = {"op": op, "ids": group, "user": u, "round": round}
+            if pool is not None:
+                fields["pool"] = pool
+            self._emit("blocks", **fields)
+
+    # ---- admission -----------------------------------------------------------------------
+
+    def blocks_needed(self, prompt_tokens: int, output_tokens: int) -> int:
+        return -(-(prompt_tokens + output_tokens - 1) // self.bt)
+
+    def _prompt_hashes(self, req: Request) -> list[int]:
+        out: list[int] = []
+        parent: int | None = None
+        n_full = len(req.prompt) // self.bt
+        for b in range(n_full):
+            parent = block_id(parent, req.prompt[b * self.bt : (b + 1) * self.bt], self.run_salt)
+            out.append(parent)
+        return out
+
+    def try_admit(self, req: Request) -> bool:
+        bt = self.bt
+        n_total = self.blocks_needed(len(req.prompt), req.output_tokens)
+        if n_total > self.cache.num_blocks:
+            raise CapacityError(
+                f"request of user {req.user} round {req.round} needs {n_total} blocks; the gpu pool has {self.cache.num_blocks}"
+            )
+        req.hashes = self._prompt_hashes(req) if self.block_reuse else []
+        # At least one prompt token is computed, to produce the first token's logits (vLLM too).
+        max_match = (len(req.prompt) - 1) // bt
+        matched: list[tuple[int, str]] = []
+        for h in req.hashes[:max_match]:
+            if h in self.gpu_map:
+                matched.append((h, "gpu"))
+            elif h in self.host_map:
+                matched.append((h, "host"))
+            else:
+                break
+        hits = [h for h, where in matched if where == "gpu"]
+        cached_hits = sum(1 for h in hits if h in self.gpu_lru)
+        need = n_total - len(hits)
+        if need > len(self.gpu_free) + len(self.gpu_lru) - cached_hits:
+            return False
+
+        # Commit: pin what is reused, then find slots (free first, then LRU victims).
+        for h in hits:
+            self.refcount[h] = self.refcount.get(h, 0) + 1
+            self.gpu_lru.pop(h, None)
+        self._blocks("hit", hits, req.user, req.round)
+        onboard_ids = [h for h, where in matched if where == "host"]
+        for h in onboard_ids:
+            self.host_lru.pop(h, None)  # pinned until its copy is issued
+        slots = self._take_slots(need, req)
+        onboard_pairs: list[tuple[int, int]] = []
+        table: list[int] = []
+        ids: list[int | None] = []
+        si = 0
+        for h, where in matched:
+            if where == "gpu":
+                table.append(self.gpu_map[h])
+            else:
+                slot = slots[si]
+                si += 1
+                hslot = self.host_map.pop(h)
+                onboard_pairs.append((hslot, slot))
+                self._deferred_host_free.append(hslot)
+                self.gpu_map[h] = slot
+                self.refcount[h] = 1
+                table.append(slot)
+            ids.append(h)
+        self._blocks("onboard", onboard_ids, req.user, req.round)
+        self._copy_onboards.extend(onboard_pairs)
+        table.extend(slots[si:])
+        ids.extend([None] * (n_total - len(ids)))
+        req.table, req.ids = table, ids
+        req.matched_blocks = len(matched)
+        req.reused_gpu_blocks = len(hits)
+        req.reused_host_blocks = len(onboard_ids)
+        req.computed = len(matched) * bt
+        req.ids_chain = [h for h, _ in matched]
+        req.hashes_registered = len(matched)
+        req.rows = self.cache.request_rows(table)
+        return True
+
+    def _take_slots(self, n: int, req: Request) -> list[int]:
+        slots: list[int] = []
+        while self.gpu_free and len(slots) < n:
+            slots.append(heapq.heappop(self.gpu_free))
+        victims: list[int] = []
+        while len(slots) + len(victims) < n:
+            vid, _ = self.gpu_lru.popitem(last=False)
+            victims.append(vid)
+        if not victims:
+            return slots
+        offload: list[int] = []
+        dropped: list[int] = []
+        host_evicted: list[int] = []
+        for vid in victims:
+            slot = self.gpu_map.pop(vid)
+            self.refcount.pop(vid, None)
+            slots.append(slot)
+            hslot = self._host_slot(host_evicted) if self.cache.host is not None else None
+            if hslot is None:
+                dropped.append(vid)
+            else:
+                self.host_map[vid] = hslot
+                self.host_lru[vid] = None
+                self._copy_offloads.append((slot, hslot))
+                offload.append(vid)
+        self._blocks("evict", host_evicted, req.user, req.round, pool="host")
+        self._blocks("offload", offload, req.user, req.round)
+        self._blocks("evict", dropped, req.user, req.round, pool="gpu")
+        for vid in host_evicted + dropped:
+            self.owner.pop(vid, None)
+        return slots
+
+    def _host_slot(self, host_evicted: list[int]) -> int | None:
+        if self.host_free:
+            return heapq.heappop(self.host_free)
+        if self.host_lru:
+            hid, _ = self.host_lru.popitem(last=False)
+            host_evicted.append(hid)
+            return self.host_map.pop(hid)
+        return None
+
+    def issue_copies(self) -> None:
+        self.cache.copy_batch(self._copy_offloads, self._copy_onboards)
+        self._copy_offloads, self._copy_onboards = [], []
+        for h in self._deferred_host_free:
+            heapq.heappush(self.host_free, h)
+        self._deferred_host_free = []
+
+    # ---- block registration and release --------------------------------------------------
+
+    def _register_full_blocks(self, req: Request, upto: int) -> None:
+        """Blocks whose last position is < upto are full: give them ids and store them."""
+        bt = self.bt
+        stored: list[int] = []
+        evicted_host: list[int] = []
+        first = max(req.matched_blocks, req.hashes_registered)
+        last = upto // bt
+        if last <= first:
+            return
+        toks = None
+        for blk in range(first, last):
+            if self.block_reuse:
+                if blk < len(req.hashes):
+                    bid = req.hashes[blk]
+                else:
+                    if toks is None:
+                        toks = req.tokens()
+                    parent = req.ids_chain[-1] if req.ids_chain else None
+                    bid = block_id(parent, toks[blk * bt : (blk + 1) * bt], self.run_salt)
+            else:
+                bid = block_id(None, [req.user, req.round, blk], b"private" + self.run_salt)
+            req.ids_chain.append(bid)
+            slot = req.table[blk]
+            if bid in self.gpu_map:
+                continue  # same content already cached elsewhere: this copy stays private
+            if bid in self.host_map:
+                # A stale host copy of content just recomputed (its prefix was gone).
+                self.host_lru.pop(bid, None)
+                heapq.heappush(self.host_free, self.host_map.pop(bid))
+                evicted_host.append(bid)
+            self.gpu_map[bid] = slot
+            self.refcount[bid] = 1
+            self.owner[bid] = req.user
+            req.ids[blk] = bid
+            stored.append(bid)
+        req.hashes_registered = last
+        self._blocks("evict", evicted_host, req.user, req.round, pool="host")
+        self._blocks("store", stored, req.user, req.round)
+        self.stats["blocks_stored"] += len(stored)
+
+    def release(self, req: Request) -> None:
+        private: list[int] = []
+        dropped: list[int] = []
+        for blk in range(len(req.table) - 1, -1, -1):
+            bid = req.ids[blk]
+            slot = req.table[blk]
+            if bid is None or self.gpu_map.get(bid) != slot:
+                private.append(slot)
+                continue
+            self.refcount[bid] -= 1
+            if self.refcount[bid] == 0:
+                if self.block_reuse:
+                    self.gpu_lru[bid] = None
+                else:
+                    dropped.append(bid)
+        for bid in dropped:
+            private.append(self.gpu_map.pop(bid))
+            self.refcount.pop(bid, None)
+        self._blocks("evict", dropped, req.user, req.round, pool="gpu")
+        for bid in dropped:
+            self.owner.pop(bid, None)
+        for slot in private:
+            heapq.heappush(self.gpu_free, slot)
+        req.rows = None
+        req.last_tok = None
+        req.pending = []
+
+    # ---- the step loop -------------------------------------------------------------------
+
+    def _flush_tokens(self, req: Request) -> None:
+        if req.pending:
+            vals = torch.cat(req.pending).tolist()
+            req.gen.extend(int(v) for v in vals)
+            req.pending = []
+
+    def run_requests(self, reqs: Sequence[Request], now: Callable[[], int]) -> None:
+        """Queue all `reqs` together (in order) and run them to completion."""
+        queue: deque[Request] = deque()
+        for r in reqs:
+            r.t_queued = now()
+            self._emit("req", t=r.t_queued, user=r.user, round=r.round, phase="queued")
+            queue.append(r)
+        running: list[Request] = []
+        while queue or running:
+            self.cancel_check()
+            admitted = False
+            while queue and len(running) < self.max_batch:
+                if not self.try_admit(queue[0]):
+                    break
+                r = queue.popleft()
+                r.t_scheduled = now()
+                self._emit("req", t=r.t_scheduled, user=r.user, round=r.round, phase="scheduled")
+                running.append(r)
+                admitted = True
+            if admitted:
+                self.issue_copies()
+            if not running:
+                raise CapacityError(
+                    f"request of user {queue[0].user} round {queue[0].round} does not fit the gpu pool even when empty"
+                )
+            self._step(running, now)
+            for r in [r for r in running if r.n_gen >= r.output_tokens]:
+                running.remove(r)
+            self._emit_copy_records(wait=False)
+        self._emit_copy_records(wait=True)
+
+    def _step(self, running: list[Request], now: Callable[[], int]) -> None:
+        pieces: list[Piece] = []
+        owners: list[Request] = []
+        budget = self.prefill_chunk_tokens
+        for r in running:  # decode first (vLLM's order): a decode token never waits for a prefill
+            if not r.prefilling:
+                pos = len(r.prompt) + r.n_gen - 1
+                pieces.append(Piece(None, r.last_tok, pos, 1, r.rows, True))
+                owners.append(r)
+        for r in running:
+            if r.prefilling and budget > 0:
+                n = min(budget, len(r.prompt) - r.computed)
+                budget -= n
+                ends = r.computed + n == len(r.prompt)
+                pieces.append(Piece(r.prompt[r.computed : r.computed + n], None, r.computed, n, r.rows, ends))
+                owners.append(r)
+        nxt = self.model.forward_step(pieces, self.cache)
+        sampled = 0
+        need_sync: list[Request] = []
+        first: list[Request] = []
+        finished: list[Request] = []
+        for p, r in zip(pieces, owners):
+            r.computed = max(r.computed, p.start + p.n)
+            if not p.want_logits:
+                continue
+            assert nxt is not None
+            tok = nxt[sampled : sampled + 1]
+            sampled += 1
+            r.pending.append(tok)
+            r.last_tok = tok
+            r.n_gen += 1
+            if r.n_gen == 1:
+                first.append(r)
+            if r.n_gen >= r.output_tokens:
+                finished.append(r)
+            # Decode fills a block at its last position: its id needs the sampled tokens.
+            if p.n == 1 and (p.start + 1) % self.bt == 0 and not r.prefilling:
+                need_sync.append(r)
+        if first or finished or need_sync:
+            # One device sync: the first token's time is when it exists on the host (TTFT), and
+            # block ids need token values. Other decode steps run without a sync.
+            for r in set(first) | set(finished) | set(need_sync):
+                self._flush_tokens(r)
+        t = now()
+        for r in first:
+            r.t_first = t
+            self._emit("req", t=t, user=r.user, round=r.round, phase="first_token")
+        for r in owners:
+            upto = min(r.computed, r.kv_tokens) if r.prefilling else len(r.prompt) + r.n_gen - 1
+            if r in need_sync or r.prefilling or r in first or r in finished:
+                self._register_full_blocks(r, upto)
+        for r in finished:
+            r.t_done = now()
+            self.release(r)
+            self._emit(
+                "req",
+                t=r.t_done,
+                user=r.user,
+                round=r.round,
+                phase="done",
+                prompt_tokens=len(r.prompt),
+                output_tokens=r.n_gen,
+                reused_gpu_tokens=r.reused_gpu_blocks * self.bt,
+                reused_host_tokens=r.reused_host_blocks * self.bt,
+                computed_tokens=len(r.prompt) - r.matched_blocks * self.bt,
+            )
+
+    def _emit_copy_records(self, wait: bool) -> None:
+        for rec in self.cache.completed_copies(wait=wait):
+            key = "h2d" if rec.dir == "h2d" else "d2h"
+            self.stats["bytes_" + key] += rec.bytes
+            self.stats["copy_ns_" + key] += max(0, (rec.end_ns or 0) - (rec.start_ns or 0))
+            if rec.dir == "h2d":
+                self.stats["blocks_onboarded"] += rec.blocks
+            else:
+                self.stats["blocks_offloaded"] += rec.blocks
+            dev = self.cache.device
+            self._emit(
+                "xfer",
+                dir=rec.dir,
+                bytes=rec.bytes,
+                start=rec.start_ns,
+                end=rec.end_ns,
+                src_mem="device" if rec.dir == "d2h" else ("pinned" if self.cache.cuda else "pageable"),
+                dst_mem="pinned" if rec.dir == "d2h" and self.cache.cuda else ("pageable" if rec.dir == "d2h" else "device"),
+                device=dev.index if dev.index is not None else (0 if self.cache.cuda else -1),
+                stream=int(self.cache.copy_stream.cuda_stream) if self.cache.copy_stream is not None else 0,
+                source="engine",
+                blocks=rec.blocks,
+                runs=rec.runs,
+            )

@@ -1,0 +1,846 @@
+"""`run` and `sweep`: options, the run's life cycle, and its events.
+
+A run: parse options -> open DIR/events.jsonl -> (tracing: point CUDA_INJECTION64_PATH at the
+CUPTI library before CUDA starts) -> run.start -> setup / load_model / context (round 0) /
+rounds 1..R / teardown phases -> run.end with the summary. Whatever goes wrong after the log is
+open ends it with a `run.end` whose status says so: "error" with a code (bad_option, gpu_oom,
+host_oom, unsupported, internal) or "cancelled" (SIGTERM).
+
+A sweep builds the model and the pools once and runs several user counts (and host pool sizes)
+one after another in this process, each into its own complete log: weights of a 70B model take
+minutes to build and its pinned host pool seconds to pin, so rebuilding per run would dominate.
+
+Exit codes: 0 ok, 1 error, 2 bad option (the message names it), 143 cancelled by SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import socket
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from . import PROTOCOL_VERSION, __version__
+from .clock import RunClock
+from .emit import EventWriter
+from .presets import PRESETS, ModelConfig, ModelConfigError, load_model_config
+from .workload import Workload
+
+EXIT_OK, EXIT_ERROR, EXIT_BAD_OPTION, EXIT_CANCELLED = 0, 1, 2, 143
+GIB = 1 << 30
+
+
+class OptionError(Exception):
+    """A bad option value: `option` is the flag as typed on the command line."""
+
+    def __init__(self, option: str, message: str) -> None:
+        self.option = option
+        super().__init__(f"{option}: {message}")
+
+
+class RunFailed(Exception):
+    def __init__(self, code: str, message: str, exit_code: int = EXIT_ERROR) -> None:
+        self.code = code
+        self.exit_code = exit_code
+        super().__init__(message)
+
+
+class Cancelled(BaseException):
+    """Raised on SIGTERM (a BaseException so no `except Exception` swallows it)."""
+
+
+# ---- options ----------------------------------------------------------------------------------
+
+_BYTES_SUFFIX = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "kib": 1 << 10, "m": 1e6, "mb": 1e6, "mib": 1 << 20,
+                 "g": 1e9, "gb": 1e9, "gib": 1 << 30, "t": 1e12, "tb": 1e12, "tib": 1 << 40}
+
+
+def parse_bytes(option: str, text: str) -> int:
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*", text)
+    if not m or m.group(2).lower() not in _BYTES_SUFFIX:
+        raise OptionError(option, f"{text!r} is not a byte count (e.g. 55e9, 16GiB, 0)")
+    value = float(m.group(1)) * _BYTES_SUFFIX[m.group(2).lower()]
+    if value < 0:
+        raise OptionError(option, f"{text!r} is negative")
+    return int(value)
+
+
+def parse_int(option: str, text: str, minimum: int | None = None) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise OptionError(option, f"{text!r} is not an integer") from None
+    if minimum is not None and v < minimum:
+        raise OptionError(option, f"{v} is below the minimum {minimum}")
+    return v
+
+
+def parse_int_list(option: str, text: str, minimum: int) -> list[int]:
+    parts = [p for p in text.split(",") if p.strip()]
+    if not parts:
+        raise OptionError(option, f"{text!r} names no value")
+    return [parse_int(option, p.strip(), minimum) for p in parts]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises OptionError (exit 2 after the log records it) instead of exiting."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        m = re.search(r"(--[a-z0-9-]+)", message)
+        raise OptionError(m.group(1) if m else "arguments", message)
+
+
+def build_parser(sweep: bool) -> _Parser:
+    p = _Parser(prog=f"python3 -m kvscope_agent {'sweep' if sweep else 'run'}", add_help=True)
+    p.add_argument("--out", required=True, help="run folder (events.jsonl is created there)")
+    p.add_argument("--engine", default="torch", help="torch (the built-in engine)")
+    p.add_argument("--model", default=None, help="tiny | llama-3.1-8b | llama-3.1-70b | llama-3.1-70b-fp8 | config.json (default: llama-3.1-8b on cuda, tiny on cpu)")
+    p.add_argument("--device", default=None, help="cuda | cuda:N | cpu (default cuda if available)")
+    p.add_argument("--users", default="2" if not sweep else "2,3,4,8,16", help="users" + (" (comma list)" if sweep else ""))
+    p.add_argument("--rounds", default="10")
+    p.add_argument("--context-tokens", default="16000")
+    p.add_argument("--new-tokens", default="64")
+    p.add_argument("--output-tokens", default="64")
+    p.add_argument("--block-tokens", default="32")
+    p.add_argument("--gpu-kv-bytes", default=None, help="GPU KV pool bytes (else --free-gpu-memory-fraction)")
+    p.add_argument("--free-gpu-memory-fraction", default="0.9")
+    p.add_argument("--host-kv-bytes", default="55e9", help="host KV pool bytes, 0 = no host pool" + (" (comma list)" if sweep else ""))
+    p.add_argument("--seed", default="0")
+    p.add_argument("--trace", default="on", help="on | off: CUPTI copy tracing")
+    p.add_argument("--sample-ms", default="100", help="GPU telemetry period, 0 = off")
+    p.add_argument("--prefill-chunk-tokens", default="2048")
+    p.add_argument("--max-batch", default="16")
+    p.add_argument("--dtype", default="auto", help="auto (bf16 on cuda, fp32 on cpu) | bf16 | fp16 | fp32")
+    p.add_argument("--no-block-reuse", action="store_true", help="recompute every prompt (no prefix reuse)")
+    if sweep:
+        p.add_argument("--deadline-s", default="0", help="start no new run after this many seconds (0 = none)")
+    return p
+
+
+@dataclass
+class Options:
+    out: str
+    engine: str
+    model: ModelConfig
+    model_arg: str
+    device: str
+    users: list[int]
+    rounds: int
+    context_tokens: int
+    new_tokens: int
+    output_tokens: int
+    block_tokens: int
+    gpu_kv_bytes: int | None
+    free_gpu_memory_fraction: float
+    host_kv_bytes: list[int]
+    host_kv_labels: list[str]
+    seed: int
+    trace: bool
+    sample_ms: int
+    prefill_chunk_tokens: int
+    max_batch: int
+    dtype: str
+    block_reuse: bool
+    deadline_s: float = 0.0
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def workload(self, users: int, vocab: int) -> Workload:
+        return Workload(users, self.rounds, self.context_tokens, self.new_tokens, self.output_tokens, vocab, self.seed)
+
+    def config(self, users: int, host_kv_bytes: int) -> dict[str, Any]:
+        """run.start `config`: the agent's option names in snake_case (PROTOCOL.md)."""
+        return {
+            "engine": self.engine,
+            "model": self.model.name,
+            "device": self.device,
+            "users": users,
+            "rounds": self.rounds,
+            "context_tokens": self.context_tokens,
+            "new_tokens": self.new_tokens,
+            "output_tokens": self.output_tokens,
+            "block_tokens": self.block_tokens,
+            "gpu_kv_bytes": self.gpu_kv_bytes,
+            "host_kv_bytes": host_kv_bytes,
+            "free_gpu_memory_fraction": self.free_gpu_memory_fraction,
+            "seed": self.seed,
+            "trace": self.trace,
+            "sample_ms": self.sample_ms,
+            "prefill_chunk_tokens": self.prefill_chunk_tokens,
+            "max_batch": self.max_batch,
+            "dtype": self.dtype,
+            "block_reuse": self.block_reuse,
+            "model_config": self.model.to_dict(),
+            "model_arg": self.model_arg,
+        }
+
+
+def parse_options(argv: Sequence[str], sweep: bool) -> tuple[Options | None, str | None, OptionError | None]:
+    """(options, out dir, error): the out dir is returned even when another option is bad, so
+    the error can be written into the run's log."""
+    parser = build_parser(sweep)
+    try:
+        ns = parser.parse_args(list(argv))
+    except OptionError as e:
+        out = None
+        args = list(argv)
+        if "--out" in args and args.index("--out") + 1 < len(args):
+            out = args[args.index("--out") + 1]
+        for a in args:
+            if a.startswith("--out="):
+                out = a.split("=", 1)[1]
+        return None, out, e
+    try:
+        return _resolve(ns, sweep), ns.out, None
+    except OptionError as e:
+        return None, ns.out, e
+
+
+def _resolve(ns: argparse.Namespace, sweep: bool) -> Options:
+    if ns.engine != "torch":
+        raise OptionError(
+            "--engine",
+            f"{ns.engine!r}: this command runs the built-in engine 'torch'; TensorRT-LLM and vLLM runs are "
+            "translated from their own event dumps with `python3 -m kvscope_agent translate`",
+        )
+    device = ns.device
+    if device is not None and not re.fullmatch(r"cpu|cuda(:\d+)?", device):
+        raise OptionError("--device", f"{device!r} is not cpu, cuda or cuda:N")
+    users = parse_int_list("--users", ns.users, 1) if sweep else [parse_int("--users", ns.users, 1)]
+    rounds = parse_int("--rounds", ns.rounds, 1)
+    context_tokens = parse_int("--context-tokens", ns.context_tokens, 1)
+    new_tokens = parse_int("--new-tokens", ns.new_tokens, 0)
+    output_tokens = parse_int("--output-tokens", ns.output_tokens, 1)
+    block_tokens = parse_int("--block-tokens", ns.block_tokens, 1)
+    if block_tokens > 4096:
+        raise OptionError("--block-tokens", f"{block_tokens} is above 4096")
+    gpu_kv_bytes = parse_bytes("--gpu-kv-bytes", ns.gpu_kv_bytes) if ns.gpu_kv_bytes is not None else None
+    if gpu_kv_bytes == 0:
+        raise OptionError("--gpu-kv-bytes", "0: the GPU pool must hold at least one request")
+    try:
+        frac = float(ns.free_gpu_memory_fraction)
+    except ValueError:
+        raise OptionError("--free-gpu-memory-fraction", f"{ns.free_gpu_memory_fraction!r} is not a number") from None
+    if not 0.0 < frac <= 1.0:
+        raise OptionError("--free-gpu-memory-fraction", f"{frac} is not in (0, 1]")
+    host_texts = [t.strip() for t in ns.host_kv_bytes.split(",")] if sweep else [ns.host_kv_bytes]
+    host = [parse_bytes("--host-kv-bytes", t) for t in host_texts]
+    seed = parse_int("--seed", ns.seed)
+    if ns.trace not in ("on", "off"):
+        raise OptionError("--trace", f"{ns.trace!r} is not on or off")
+    sample_ms = parse_int("--sample-ms", ns.sample_ms, 0)
+    chunk = parse_int("--prefill-chunk-tokens", ns.prefill_chunk_tokens, 1)
+    max_batch = parse_int("--max-batch", ns.max_batch, 1)
+    if ns.dtype not in ("auto", "bf16", "fp16", "fp32"):
+        raise OptionError("--dtype", f"{ns.dtype!r} is not auto, bf16, fp16 or fp32")
+    model_arg = ns.model or ""
+    model = None
+    if ns.model is not None:
+        try:
+            model = load_model_config(ns.model)
+        except ModelConfigError as e:
+            raise OptionError("--model", str(e)) from None
+    deadline = 0.0
+    if sweep:
+        try:
+            deadline = float(ns.deadline_s)
+        except ValueError:
+            raise OptionError("--deadline-s", f"{ns.deadline_s!r} is not a number") from None
+    opts = Options(
+        out=ns.out, engine="torch", model=model or PRESETS["tiny"], model_arg=model_arg, device=device or "",
+        users=users, rounds=rounds, context_tokens=context_tokens, new_tokens=new_tokens,
+        output_tokens=output_tokens, block_tokens=block_tokens, gpu_kv_bytes=gpu_kv_bytes,
+        free_gpu_memory_fraction=frac, host_kv_bytes=host, host_kv_labels=host_texts, seed=seed,
+        trace=ns.trace == "on", sample_ms=sample_ms, prefill_chunk_tokens=chunk, max_batch=max_batch,
+        dtype=ns.dtype, block_reuse=not ns.no_block_reuse, deadline_s=deadline, raw=vars(ns),
+    )
+    opts.raw["_model_given"] = ns.model is not None
+    return opts
+
+
+def check_context_limit(opts: Options) -> None:
+    w = opts.workload(1, opts.model.vocab)
+    need = w.max_request_tokens()
+    if need > opts.model.max_position:
+        raise OptionError(
+            "--context-tokens",
+            f"{opts.context_tokens} context tokens grow to {need} tokens by round {opts.rounds} "
+            f"(+{opts.new_tokens} new and {opts.output_tokens} output tokens a round), above "
+            f"{opts.model.name}'s limit of {opts.model.max_position}",
+        )
+
+
+# ---- cancellation -----------------------------------------------------------------------------
+
+
+class CancelState:
+    """SIGTERM sets `requested`; the engine checks it between steps. While `raise_now` is set
+    (long stretches with no event writes in the main thread: weight init, pool allocation) the
+    handler raises at once. It never raises inside EventWriter.emit, whose seq must advance
+    together with the line it wrote."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.raise_now = False
+
+    def handler(self, signum: int, frame: Any) -> None:
+        self.requested = True
+        if self.raise_now:
+            self.raise_now = False
+            raise Cancelled()
+
+    def check(self) -> None:
+        if self.requested:
+            raise Cancelled()
+
+
+# ---- run context: model + pools, built once per process ----------------------------------------
+
+
+@dataclass
+class Built:
+    torch: Any
+    device: Any
+    dtype: Any
+    model: Any
+    cache: Any
+    engine: Any
+    weight_bytes: int
+    load_ns: int
+    gpu_kv_bytes: int
+    gpu_blocks: int
+    host_blocks_max: int
+    block_bytes: int
+    pool_note: str
+
+
+def workspace_bytes(cfg: ModelConfig, opts: Options, elt: int, max_ctx: int) -> int:
+    """GPU memory the forward pass needs besides weights and the KV pool (bytes): activations of
+    one chunk of tokens, one request's gathered K/V (expanded to all query heads when the
+    attention kernel has no grouped-query support), the chunk's mask, logits, and 1 GiB for
+    cuBLAS workspaces and allocator slack. Kept out of the pool when it is sized by fraction."""
+    tokens = opts.prefill_chunk_tokens + opts.max_batch
+    hd = cfg.head_dim
+    act = tokens * (6 * cfg.hidden + (cfg.heads + 2 * cfg.kv_heads) * hd + 4 * cfg.ffn) * elt
+    kv = 2 * max_ctx * cfg.heads * hd * elt * 2
+    mask = opts.prefill_chunk_tokens * max_ctx
+    logits = opts.max_batch * cfg.vocab * 4 * 2
+    return int(act + kv + mask + logits + GIB)
+
+
+def build(opts: Options, writer: EventWriter, clock: RunClock, cancel: CancelState) -> Built:
+    import torch
+
+    from .engine.kv_cache import PagedKVCache, PoolAllocationError, block_bytes_for, storage_dtype
+    from .engine.model import LlamaModel
+    from .engine.scheduler import Engine
+
+    device = torch.device(opts.device)
+    if opts.dtype == "auto":
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    else:
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[opts.dtype]
+    cfg = opts.model
+    if cfg.weight_format == "fp8" or cfg.kv_dtype == "fp8":
+        try:
+            from .engine import fp8
+        except ImportError as e:
+            raise RunFailed("unsupported", f"--model {cfg.name}: fp8 support is missing: {e}", EXIT_BAD_OPTION) from e
+        ok, why = fp8.supported(device)
+        if not ok and cfg.weight_format == "fp8":
+            raise RunFailed("unsupported", f"--model {cfg.name}: {why}", EXIT_BAD_OPTION)
+    try:
+        kv_storage = storage_dtype(cfg.kv_dtype, dtype)
+    except RuntimeError as e:
+        raise RunFailed("unsupported", f"--model {cfg.name}: {e}", EXIT_BAD_OPTION) from e
+    block_bytes = block_bytes_for(cfg, opts.block_tokens, kv_storage)
+    max_tokens = max(opts.workload(1, cfg.vocab).max_request_tokens(), 1)
+    blocks_per_request = -(-(max_tokens - 1) // opts.block_tokens)
+
+    # Validate an explicit pool before spending minutes on weights.
+    if opts.gpu_kv_bytes is not None and opts.gpu_kv_bytes // block_bytes < blocks_per_request:
+        raise OptionError(
+            "--gpu-kv-bytes",
+            f"{opts.gpu_kv_bytes} bytes hold {opts.gpu_kv_bytes // block_bytes} blocks of {block_bytes} bytes; "
+            f"one request needs {blocks_per_request} ({max_tokens} tokens)",
+        )
+
+    writer.emit("phase", name="load_model", state="begin")
+    t0 = clock.now()
+    cancel.raise_now = True
+    try:
+        model = LlamaModel(cfg, device, dtype, opts.seed)
+    except RuntimeError as e:
+        from .engine.kv_cache import _is_oom
+
+        if _is_oom(e):
+            free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else None
+            raise RunFailed(
+                "gpu_oom",
+                f"building {cfg.name} weights ({cfg.param_count()} parameters) ran out of memory "
+                f"(free before the failing allocation: {free} bytes): {str(e).splitlines()[0]}",
+            ) from e
+        raise
+    finally:
+        cancel.raise_now = False
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    load_ns = clock.now() - t0
+    weight_bytes = model.weight_bytes()
+    writer.emit("phase", name="load_model", state="end")
+    writer.emit("log", level="info", msg=f"{cfg.name}: {weight_bytes} bytes of random {dtype} weights built on {device} in {load_ns / 1e9:.2f} s")
+
+    if opts.gpu_kv_bytes is not None:
+        gpu_kv_bytes = opts.gpu_kv_bytes
+        note = f"--gpu-kv-bytes {gpu_kv_bytes}"
+    elif device.type == "cuda":
+        free = int(torch.cuda.mem_get_info(device)[0])
+        ws = workspace_bytes(cfg, opts, torch.empty((), dtype=dtype).element_size(), max_tokens)
+        gpu_kv_bytes = int(max(0, free - ws) * opts.free_gpu_memory_fraction)
+        note = (f"{opts.free_gpu_memory_fraction} × (free {free} − workspace {ws}) after weights")
+    else:
+        # On the CPU there is no "free GPU memory": size the pool to hold every user's
+        # conversation so nothing is offloaded unless --gpu-kv-bytes asks for a small pool.
+        gpu_kv_bytes = max(opts.users) * blocks_per_request * block_bytes
+        note = "cpu: every user's conversation (no --gpu-kv-bytes given)"
+    gpu_blocks = gpu_kv_bytes // block_bytes
+    if gpu_blocks < blocks_per_request:
+        flag = "--gpu-kv-bytes" if opts.gpu_kv_bytes is not None else "--free-gpu-memory-fraction"
+        raise OptionError(
+            flag,
+            f"the GPU pool ({note}) holds {gpu_blocks} blocks of {block_bytes} bytes; one request "
+            f"needs {blocks_per_request} ({max_tokens} tokens)",
+        )
+    host_blocks_max = max(opts.host_kv_bytes) // block_bytes
+    cancel.raise_now = True
+    try:
+        cache = PagedKVCache(
+            cfg, device, dtype, cfg.kv_dtype, opts.block_tokens, gpu_blocks, host_blocks_max,
+            clock_now=clock.now, simulate_gpu_oom=os.environ.get("KVSCOPE_SIMULATE_GPU_OOM") == "1",
+        )
+        # Pin what the largest run can use now (pinning later would land inside a timed
+        # round); the rest of the host pool is pinned on demand.
+        if cache.host is not None:
+            most = max(opts.users) * blocks_per_request
+            cache.host.ensure(min(host_blocks_max, most))
+    except PoolAllocationError as e:
+        code = "gpu_oom" if e.pool == "gpu" else "host_oom"
+        raise RunFailed(
+            code,
+            f"{e} (weights {weight_bytes} bytes; free before {e.free} bytes; pool {note})"
+            if e.pool == "gpu" else f"{e}",
+        ) from e
+    finally:
+        cancel.raise_now = False
+    engine = Engine(model, cache, opts.prefill_chunk_tokens, opts.max_batch, opts.block_reuse)
+    return Built(torch, device, dtype, model, cache, engine, weight_bytes, load_ns, gpu_kv_bytes,
+                 gpu_blocks, host_blocks_max, block_bytes, note)
+
+
+# ---- one run ----------------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default)."""
+    if not values:
+        return 0.0
+    s = sorted(values)
+    pos = (len(s) - 1) * q
+    lo = int(pos)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+def host_block(torch_mod: Any, device: Any) -> tuple[dict[str, Any], list[int]]:
+    """run.start `host` (telemetry.probe_host when present) and the nvidia-smi indices of the
+    GPUs this run uses (matched by UUID: CUDA ordinals need not follow nvidia-smi's order)."""
+    import platform
+
+    host: dict[str, Any] | None = None
+    try:
+        from .telemetry import probe_host
+
+        host = probe_host(None)
+    except ImportError:
+        host = None
+    if host is None:
+        host = {"hostname": socket.gethostname(), "gpus": [], "driver_version": None,
+                "cuda_version": getattr(torch_mod.version, "cuda", None)}
+    host.setdefault("python_version", platform.python_version())
+    host.setdefault("torch_version", torch_mod.__version__)
+    indices: list[int] = []
+    if device.type == "cuda":
+        ordinal = device.index if device.index is not None else torch_mod.cuda.current_device()
+        props = torch_mod.cuda.get_device_properties(ordinal)
+        tuuid = str(getattr(props, "uuid", "") or "")
+        match = [g for g in host.get("gpus", []) if tuuid and str(g.get("uuid", "")).replace("GPU-", "") == tuuid.replace("GPU-", "")]
+        if match:
+            indices = [int(match[0]["index"])]
+            host["gpus"] = match
+        else:
+            if not host.get("gpus"):
+                host["gpus"] = [{"index": ordinal, "name": props.name, "uuid": tuuid or None,
+                                 "memory_total_bytes": int(props.total_memory), "pcie_gen": None,
+                                 "pcie_width": None, "c2c": None}]
+            indices = [ordinal]
+    else:
+        host["gpus"] = []
+    return host, indices
+
+
+def run_one(
+    opts: Options, built: Built | None, users: int, host_kv_bytes: int, out_dir: str,
+    cancel: CancelState, trace_info: dict[str, Any], build_fn: Callable[..., Built] | None = None,
+) -> tuple[int, Built | None]:
+    """One complete run into out_dir/events.jsonl. Returns (exit code, the built model+pools)."""
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, "events.jsonl")
+    if os.path.exists(path):
+        print(f"--out: {path} already exists; choose a new run folder", file=sys.stderr)
+        return EXIT_BAD_OPTION, built
+    clock = RunClock()
+    writer = EventWriter(path, clock)
+    status, exit_code, error, summary = "ok", EXIT_OK, None, None
+    sampler = collector = None
+    phase_open: list[str] = []
+    engine = None
+
+    def phase(name: str, state: str) -> None:
+        writer.emit("phase", name=name, state=state)
+        if state == "begin":
+            phase_open.append(name)
+        elif name in phase_open:
+            phase_open.remove(name)
+
+    try:
+        import torch
+
+        host, gpu_indices = host_block(torch, torch.device(opts.device))
+        capabilities = {
+            "trace": trace_info,
+            "telemetry": {"on": bool(gpu_indices) and opts.sample_ms > 0, "source": "nvidia-smi",
+                          "sample_ms": opts.sample_ms,
+                          "reason": "sampling" if gpu_indices and opts.sample_ms > 0 else
+                          ("device cpu" if not gpu_indices else "--sample-ms 0")},
+        }
+        writer.emit(
+            "run.start", run_id=uuid.uuid4().hex, protocol=PROTOCOL_VERSION, agent_version=__version__,
+            engine={"name": "torch", "version": __version__}, config=opts.config(users, host_kv_bytes),
+            host=host, clock={"unix_ns_at_t0": clock.unix_ns_at_t0, "t0_monotonic_ns": clock.t0_monotonic_ns},
+            capabilities=capabilities, argv=sys.argv[1:],
+        )
+        if opts.trace and trace_info.get("on"):
+            try:
+                from .tracer.collector import Collector, Totals, start_collector
+
+                if built is None:
+                    collector = start_collector(writer, clock, trace_info["dir"])
+                else:
+                    # A later run of a sweep: skip the records earlier runs left in the trace
+                    # files (read them into a discarding writer), then tail into this log.
+                    collector = Collector(_NullWriter(), clock, trace_info["dir"])
+                    collector.poll_once()
+                    collector.writer = writer
+                    collector.totals = Totals()
+                    collector.start()
+            except ImportError as e:
+                writer.emit("log", level="warn", msg=f"transfer tracing off: tracer collector missing ({e})")
+        if gpu_indices and opts.sample_ms > 0:
+            try:
+                from .telemetry import start_sampler
+
+                sampler = start_sampler(writer, clock, gpu_indices, opts.sample_ms)
+            except ImportError as e:
+                writer.emit("log", level="warn", msg=f"telemetry off: sampler missing ({e})")
+
+        phase("setup", "begin")
+        check_context_limit(opts)
+        if built is None:
+            assert build_fn is not None
+            built = build_fn(opts, writer, clock, cancel)
+        else:
+            writer.emit("phase", name="load_model", state="begin")
+            writer.emit("phase", name="load_model", state="end")
+            writer.emit("log", level="info", msg="weights and pools reused from the previous run of this sweep")
+        cache = built.cache
+        engine = built.engine
+        host_blocks = min(built.host_blocks_max, host_kv_bytes // built.block_bytes)
+        cache.host_blocks = host_blocks
+        engine.reset(writer, run_salt=b"")
+        engine.cancel_check = cancel.check
+        per_request = engine.blocks_needed(opts.workload(1, opts.model.vocab).prompt_tokens(opts.rounds), opts.output_tokens)
+        writer.emit("log", level="info", msg=(
+            f"gpu pool {built.gpu_blocks} blocks × {built.block_bytes} bytes ({built.pool_note}); host pool "
+            f"{host_blocks} blocks; a user's last request needs {per_request} blocks, so the gpu pool holds "
+            f"{built.gpu_blocks // per_request} users"))
+        writer.emit("pool", pool="gpu", capacity_blocks=built.gpu_blocks, block_tokens=opts.block_tokens,
+                    block_bytes=built.block_bytes, bytes=built.gpu_blocks * built.block_bytes)
+        writer.emit("pool", pool="host", capacity_blocks=host_blocks, block_tokens=opts.block_tokens,
+                    block_bytes=built.block_bytes, bytes=host_blocks * built.block_bytes,
+                    pinned=cache.cuda)
+        phase("setup", "end")
+        summary = run_workload(opts, built, users, writer, clock, cancel, phase)
+        cache.synchronize()
+    except Cancelled:
+        status, exit_code = "cancelled", EXIT_CANCELLED
+        error = {"code": "cancelled", "message": "SIGTERM received"}
+    except OptionError as e:
+        status, exit_code = "error", EXIT_BAD_OPTION
+        error = {"code": "bad_option", "message": str(e), "option": e.option}
+    except RunFailed as e:
+        status, exit_code = "error", e.exit_code
+        error = {"code": e.code, "message": str(e)}
+    except Exception as e:  # noqa: BLE001 - every failure must end the log with run.end
+        from .engine.kv_cache import _is_oom
+
+        status, exit_code = "error", EXIT_ERROR
+        if _is_oom(e):
+            import torch as _t
+
+            free = _t.cuda.mem_get_info()[0] if opts.device.startswith("cuda") else None
+            error = {"code": "gpu_oom", "message": f"{str(e).splitlines()[0]} (free now {free} bytes; "
+                     f"gpu pool {built.gpu_kv_bytes if built else None} bytes; weights "
+                     f"{built.weight_bytes if built else None} bytes)"}
+        else:
+            from .ledger import LedgerError
+
+            code = "internal" if isinstance(e, LedgerError) else "error"
+            error = {"code": code, "message": f"{type(e).__name__}: {e}"}
+            import traceback
+
+            traceback.print_exc(file=sys.stderr)
+    finally:
+        try:
+            for name in reversed(list(phase_open)):
+                writer.emit("phase", name=name, state="end")
+            writer.emit("phase", name="teardown", state="begin")
+            if engine is not None and summary is None:
+                summary = partial_summary(engine)
+            if sampler is not None:
+                sampler.stop()
+            if collector is not None:
+                collector.stop()
+            writer.emit("phase", name="teardown", state="end")
+            fields: dict[str, Any] = {"status": status}
+            if error is not None:
+                fields["error"] = error
+                writer.emit("log", level="error" if status == "error" else "warn", msg=error["message"])
+            fields["summary"] = summary or empty_summary()
+            writer.emit("run.end", **fields)
+        finally:
+            writer.close()
+    if error is not None:
+        print(f"kvscope-agent: {status}: {error['message']}", file=sys.stderr)
+    return exit_code, built
+
+
+class _NullWriter:
+    def emit(self, type: str, t: int | None = None, **fields: Any) -> int:
+        return -1
+
+
+def empty_summary() -> dict[str, Any]:
+    return {"e2e_ns": None, "ttft_ns_mean": None, "ttft_ns_p50": None, "ttft_ns_p99": None,
+            "blocks_offloaded": 0, "blocks_onboarded": 0, "blocks_evicted": 0, "bytes_h2d": 0, "bytes_d2h": 0}
+
+
+def partial_summary(engine: Any) -> dict[str, Any]:
+    s = empty_summary()
+    try:
+        engine._emit_copy_records(wait=True)
+    except Exception:  # noqa: BLE001 - the summary of a failed run is best effort
+        pass
+    c = engine.ledger.counts
+    s.update(blocks_offloaded=c["offload"], blocks_onboarded=c["onboard"], blocks_evicted=c["evict"],
+             bytes_h2d=engine.stats["bytes_h2d"], bytes_d2h=engine.stats["bytes_d2h"])
+    return s
+
+
+def run_workload(opts: Options, built: Built, users: int, writer: EventWriter, clock: RunClock,
+                 cancel: CancelState, phase: Callable[[str, str], None]) -> dict[str, Any]:
+    from .engine.scheduler import Request
+
+    engine = built.engine
+    cache = built.cache
+    wl = opts.workload(users, opts.model.vocab)
+    prompts = {u: wl.context(u) for u in range(users)}
+    ttft_timed: list[int] = []
+    first_queued = last_done = None
+    outputs: dict[tuple[int, int], list[int]] = {}
+    for rnd in range(opts.rounds + 1):
+        cancel.check()
+        if rnd == 0:
+            phase("context", "begin")
+        elif rnd == 1:
+            phase("rounds", "begin")
+        cache.anchor()
+        reqs = [Request(u, rnd, prompts[u], opts.output_tokens) for u in range(users)]
+        engine.run_requests(reqs, clock.now)
+        t_q = min(r.t_queued for r in reqs)
+        t_d = max(r.t_done for r in reqs)
+        ttfts = [r.t_first - r.t_queued for r in reqs]
+        writer.emit("round", round=rnd, e2e_ns=t_d - t_q, ttft_ns=ttfts,
+                    service_ttft_ns=[r.t_first - r.t_scheduled for r in reqs])
+        print(f"round {rnd}: e2e {(t_d - t_q) / 1e6:.1f} ms, ttft mean {sum(ttfts) / len(ttfts) / 1e6:.1f} ms, "
+              f"blocks on/off/evict {engine.ledger.counts['onboard']}/{engine.ledger.counts['offload']}/"
+              f"{engine.ledger.counts['evict']}", file=sys.stderr, flush=True)
+        if rnd >= 1:
+            ttft_timed.extend(ttfts)
+            first_queued = t_q if first_queued is None else first_queued
+            last_done = t_d
+        for r in reqs:
+            outputs[(r.user, rnd)] = list(r.gen)
+            prompts[r.user] = r.prompt + r.gen + wl.new_input(r.user, rnd + 1)
+        if rnd == 0:
+            phase("context", "end")
+    phase("rounds", "end")
+    engine._emit_copy_records(wait=True)
+    c = engine.ledger.counts
+    st = engine.stats
+    engine.last_outputs = outputs
+
+    def gbps(nbytes: int, ns: int) -> float | None:
+        return round(nbytes / ns, 3) if ns > 0 else None
+
+    return {
+        "e2e_ns": (last_done - first_queued) if first_queued is not None and last_done is not None else None,
+        "ttft_ns_mean": int(sum(ttft_timed) / len(ttft_timed)) if ttft_timed else None,
+        "ttft_ns_p50": int(percentile(ttft_timed, 0.5)) if ttft_timed else None,
+        "ttft_ns_p99": int(percentile(ttft_timed, 0.99)) if ttft_timed else None,
+        "blocks_offloaded": c["offload"],
+        "blocks_onboarded": c["onboard"],
+        "blocks_evicted": c["evict"],
+        "blocks_stored": c["store"],
+        "blocks_hit": c["hit"],
+        "bytes_h2d": st["bytes_h2d"],
+        "bytes_d2h": st["bytes_d2h"],
+        "onboard_gb_per_s": gbps(st["bytes_h2d"], st["copy_ns_h2d"]),
+        "offload_gb_per_s": gbps(st["bytes_d2h"], st["copy_ns_d2h"]),
+        "gpu_kv_bytes": built.gpu_blocks * built.block_bytes,
+        "weight_bytes": built.weight_bytes,
+        "load_model_ns": built.load_ns,
+    }
+
+
+# ---- entry points -----------------------------------------------------------------------------
+
+
+def _resolve_device(opts: Options) -> None:
+    import torch
+
+    if not opts.device:
+        opts.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if opts.device.startswith("cuda") and not torch.cuda.is_available():
+        raise OptionError("--device", f"{opts.device}: torch {torch.__version__} sees no CUDA device")
+    if opts.device.startswith("cuda") and ":" in opts.device:
+        idx = int(opts.device.split(":")[1])
+        if idx >= torch.cuda.device_count():
+            raise OptionError("--device", f"{opts.device}: only {torch.cuda.device_count()} CUDA device(s)")
+    if not opts.raw.get("_model_given"):
+        opts.model = PRESETS["llama-3.1-8b" if opts.device.startswith("cuda") else "tiny"]
+        opts.model_arg = opts.model.name
+
+
+def _setup_tracing(opts: Options, out: str) -> dict[str, Any]:
+    """Before CUDA starts: build/find the CUPTI library and point CUDA at it (the driver reads
+    CUDA_INJECTION64_PATH when it initialises, in this process and in any worker it spawns)."""
+    if not opts.trace:
+        return {"on": False, "source": "cupti", "reason": "--trace off"}
+    if opts.device == "cpu":
+        return {"on": False, "source": "cupti", "reason": "device cpu"}
+    try:
+        from .tracer.build import ensure_tracer
+    except ImportError as e:
+        return {"on": False, "source": "cupti", "reason": f"tracer missing: {e}"}
+    cache_dir = os.path.join(os.path.expanduser("~"), ".cache", "kvscope", "tracer")
+    lib, reason = ensure_tracer(os.environ.get("CUDA_HOME"), cache_dir)
+    if lib is None:
+        return {"on": False, "source": "cupti", "reason": reason}
+    trace_dir = os.path.join(os.path.abspath(out), "trace")
+    os.makedirs(trace_dir, exist_ok=True)
+    os.environ["CUDA_INJECTION64_PATH"] = lib
+    os.environ["KVSCOPE_TRACE_DIR"] = trace_dir
+    return {"on": True, "source": "cupti", "reason": reason, "dir": trace_dir}
+
+
+def _early_failure(out: str | None, err: OptionError) -> int:
+    """A bad option found before the run started: log it in DIR/events.jsonl when DIR is usable."""
+    print(f"kvscope-agent: bad option {err}", file=sys.stderr)
+    if not out:
+        return EXIT_BAD_OPTION
+    path = os.path.join(out, "events.jsonl")
+    try:
+        os.makedirs(out, exist_ok=True)
+        writer = EventWriter(path, RunClock())
+    except OSError:
+        return EXIT_BAD_OPTION
+    try:
+        writer.emit("log", level="error", msg=f"bad option {err}")
+        writer.emit("run.end", status="error", error={"code": "bad_option", "message": str(err), "option": err.option},
+                    summary=empty_summary())
+    finally:
+        writer.close()
+    return EXIT_BAD_OPTION
+
+
+def _main(argv: Sequence[str], sweep: bool) -> int:
+    opts, out, err = parse_options(argv, sweep)
+    if err is not None or opts is None:
+        return _early_failure(out, err or OptionError("arguments", "invalid"))
+    cancel = CancelState()
+    prev = signal.signal(signal.SIGTERM, cancel.handler)
+    try:
+        trace_info = _setup_tracing(opts, opts.out) if opts.device != "cpu" else {
+            "on": False, "source": "cupti", "reason": "device cpu"}
+        try:
+            _resolve_device(opts)
+        except OptionError as e:
+            return _early_failure(opts.out, e)
+        if opts.device == "cpu" and trace_info.get("on"):
+            trace_info = {"on": False, "source": "cupti", "reason": "device cpu"}
+        if not sweep:
+            code, _ = run_one(opts, None, opts.users[0], opts.host_kv_bytes[0], opts.out, cancel, trace_info, build)
+            return code
+        return _sweep(opts, cancel, trace_info)
+    finally:
+        signal.signal(signal.SIGTERM, prev)
+
+
+def _sweep(opts: Options, cancel: CancelState, trace_info: dict[str, Any]) -> int:
+    start = time.monotonic()
+    built: Built | None = None
+    worst = EXIT_OK
+    multi_host = len(opts.host_kv_bytes) > 1
+    plan = [(h, lab, u) for h, lab in zip(opts.host_kv_bytes, opts.host_kv_labels) for u in opts.users]
+    for i, (host, label, users) in enumerate(plan):
+        if opts.deadline_s and time.monotonic() - start > opts.deadline_s:
+            skipped = [f"users {u} host {lab}" for _, lab, u in plan[i:]]
+            print(f"sweep: deadline of {opts.deadline_s} s reached; not run: {', '.join(skipped)}", file=sys.stderr)
+            worst = max(worst, EXIT_ERROR)
+            break
+        sub = f"users-{users}" if not multi_host else os.path.join(f"host-{_label(label)}", f"users-{users}")
+        print(f"sweep: users {users}, host pool {label} -> {sub}", file=sys.stderr, flush=True)
+        code, built = run_one(opts, built, users, host, os.path.join(opts.out, sub), cancel, trace_info, build)
+        if code == EXIT_CANCELLED:
+            return code
+        if code == EXIT_BAD_OPTION and built is None:
+            return code
+        worst = max(worst, code if code != EXIT_BAD_OPTION else EXIT_ERROR)
+    return worst
+
+
+def _label(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.+-]", "_", text)
+
+
+def main_run(argv: Sequence[str]) -> int:
+    return _main(argv, sweep=False)
+
+
+def main_sweep(argv: Sequence[str]) -> int:
+    return _main(argv, sweep=True)

@@ -1,0 +1,128 @@
+"""The built-in engine on the CPU (fp32, tiny preset): paged attention, block copies, reuse.
+
+Runs on Debian's PyTorch 1.13 (no scaled_dot_product_attention: the explicit-softmax fallback)
+and on current PyTorch (the SDPA path). Tolerance for paged vs contiguous: 1e-4 absolute on
+logits of magnitude ~1-10 in fp32 — the two orders of summation differ only by rounding
+(~1e-6 relative); a wrong block, position or mask is off by O(1).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+import torch
+
+from kvscope_agent.clock import RunClock
+from kvscope_agent.engine.kv_cache import PagedKVCache
+from kvscope_agent.engine.model import LlamaModel, Piece, rms_norm, rope
+from kvscope_agent.engine.scheduler import block_id
+from kvscope_agent.presets import PRESETS
+
+CPU = torch.device("cpu")
+TINY = PRESETS["tiny"]
+LOGIT_ATOL = 1e-4
+
+
+def make(gpu_blocks: int = 64, host_blocks: int = 16, block_tokens: int = 8):
+    torch.manual_seed(0)
+    model = LlamaModel(TINY, CPU, torch.float32, seed=1)
+    clock = RunClock()
+    cache = PagedKVCache(TINY, CPU, torch.float32, "native", block_tokens, gpu_blocks, host_blocks, clock.now)
+    return model, cache
+
+
+def contiguous_logits(model: LlamaModel, tokens: list[int]) -> torch.Tensor:
+    """Reference: the whole sequence at once, K/V kept contiguous, explicit causal softmax."""
+    cfg = model.cfg
+    hd = cfg.head_dim
+    n = len(tokens)
+    x = model.embed[torch.tensor(tokens)]
+    pos = torch.arange(n)
+    ang = pos.float()[:, None] * model.inv_freq[None, :]
+    ang = torch.cat((ang, ang), -1)[:, None, :]
+    cos, sin = ang.cos(), ang.sin()
+    mask = torch.ones(n, n, dtype=torch.bool).tril()
+    group = cfg.heads // cfg.kv_heads
+    for layer in model.layers:
+        h = rms_norm(x, layer.norm1, cfg.rms_eps)
+        qkv = layer.qkv(h)
+        q = rope(qkv[:, : cfg.heads * hd].reshape(n, cfg.heads, hd), cos, sin)
+        k = rope(qkv[:, cfg.heads * hd : (cfg.heads + cfg.kv_heads) * hd].reshape(n, cfg.kv_heads, hd), cos, sin)
+        v = qkv[:, (cfg.heads + cfg.kv_heads) * hd :].reshape(n, cfg.kv_heads, hd)
+        k = k.repeat_interleave(group, dim=1)
+        v = v.repeat_interleave(group, dim=1)
+        s = torch.einsum("qhd,khd->hqk", q, k) / math.sqrt(hd)
+        s = s.masked_fill(~mask, float("-inf"))
+        o = torch.einsum("hqk,khd->qhd", torch.softmax(s, -1), v).reshape(n, -1)
+        x = x + layer.o(o)
+        h = rms_norm(x, layer.norm2, cfg.rms_eps)
+        gu = layer.gate_up(h)
+        x = x + layer.down(torch.nn.functional.silu(gu[:, : cfg.ffn]) * gu[:, cfg.ffn :])
+    return model.lm_head(rms_norm(x, model.norm, cfg.rms_eps)).float()
+
+
+def test_paged_attention_equals_contiguous_attention():
+    model, cache = make(gpu_blocks=64, block_tokens=8)
+    rng = random.Random(3)
+    tokens = [rng.randrange(TINY.vocab) for _ in range(77)]
+    ref = contiguous_logits(model, tokens)
+    # Two requests at once with scattered, interleaved block tables (nothing adjacent), prefill in
+    # uneven chunks (not block-aligned), then decode steps batched with the other's prefill.
+    slots = list(range(64))
+    rng.shuffle(slots)
+    table_a, table_b = slots[:11], slots[11:22]
+    rows_a, rows_b = cache.request_rows(table_a), cache.request_rows(table_b)
+    other = [rng.randrange(TINY.vocab) for _ in range(40)]
+    got = []
+    a_chunks = [(0, 13), (13, 50), (50, 75)]
+    for i, (s, e) in enumerate(a_chunks):
+        pieces = [Piece(tokens[s:e], None, s, e - s, rows_a, True)]
+        if i < 2:
+            bs, be = i * 20, (i + 1) * 20
+            pieces.append(Piece(other[bs:be], None, bs, 20, rows_b, True))
+        out = model.forward_step(pieces, cache, return_logits=True)
+        got.append(out[0])
+    for p in (75, 76):  # decode: one token each, attending to everything before
+        out = model.forward_step([Piece(None, torch.tensor([tokens[p]]), p, 1, rows_a, True)], cache, return_logits=True)
+        got.append(out[0])
+    want = [ref[12], ref[49], ref[74], ref[75], ref[76]]
+    for g, w in zip(got, want):
+        assert torch.allclose(g, w, atol=LOGIT_ATOL, rtol=0), (g - w).abs().max()
+    # And the check can fail: a decode step that reads a wrong block is far off.
+    wrong_rows = cache.request_rows(list(reversed(table_a)))
+    bad = model.forward_step([Piece(None, torch.tensor([tokens[76]]), 76, 1, wrong_rows, True)], cache, return_logits=True)
+    assert (bad[0] - ref[76]).abs().max() > 100 * LOGIT_ATOL
+
+
+def test_offloaded_and_onboarded_block_is_bit_identical():
+    _, cache = make(gpu_blocks=16, host_blocks=8, block_tokens=8)
+    g = torch.Generator().manual_seed(5)
+    cache.pool.copy_(torch.randn(cache.pool.shape, generator=g))
+    before = cache.pool.clone()
+    # Offload a run of adjacent blocks and a lone one; onboard into other, scattered slots.
+    cache.copy_batch(offloads=[(3, 0), (4, 1), (5, 2), (9, 5)], onboards=[])
+    cache.pool[3:6].zero_()
+    cache.pool[9].zero_()
+    cache.copy_batch(offloads=[], onboards=[(0, 12), (1, 7), (2, 3), (5, 14)])
+    cache.synchronize()
+    for src, dst in ((3, 12), (4, 7), (5, 3), (9, 14)):
+        assert torch.equal(cache.pool[dst], before[src])
+        assert cache.pool[dst].view(-1).view(torch.int32).equal(before[src].view(-1).view(torch.int32))
+    recs = cache.completed_copies(wait=True)
+    assert [(r.dir, r.blocks, r.runs, r.bytes) for r in recs] == [
+        ("d2h", 4, 2, 4 * cache.block_bytes),
+        ("h2d", 4, 4, 4 * cache.block_bytes),
+    ]
+    # One block is one contiguous chunk of block_bytes in the pool.
+    assert cache.pool[0].numel() * cache.pool.element_size() == cache.block_bytes
+    assert cache.pool[1].data_ptr() - cache.pool[0].data_ptr() == cache.block_bytes
+
+
+def test_block_ids_are_content_addressed():
+    a = block_id(None, [1, 2, 3, 4])
+    assert a == block_id(None, [1, 2, 3, 4])
+    assert a != block_id(None, [1, 2, 3, 5])
+    assert block_id(a, [5, 6]) != block_id(None, [5, 6])  # same tokens, different prefix
+    assert 0 <= a < 2**53

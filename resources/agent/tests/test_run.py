@@ -1,0 +1,207 @@
+"""Whole runs of the agent on the CPU (tiny preset, fp32, short contexts): event logs against
+PROTOCOL.md, offload/onboard/evict behaviour by pool size, greedy tokens with and without reuse,
+bad options, SIGTERM and out-of-memory endings, and a sweep in one process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import AGENT_ROOT
+from kvscope_agent.ledger import check_log
+from kvscope_agent.run import CancelState, build, parse_options, run_one, _resolve_device
+
+# 3 users; a user's last request (round 3: 200 + 3 × 24 prompt tokens + 8 output) needs 18
+# blocks of 16 tokens: a 40-block pool holds 2 users, a 54-block pool all 3.
+SMALL = ["--device", "cpu", "--model", "tiny", "--users", "3", "--rounds", "3", "--context-tokens", "200",
+         "--new-tokens", "16", "--output-tokens", "8", "--block-tokens", "16", "--seed", "7"]
+BLOCK_BYTES = 8192  # tiny: 16 tokens × 2 layers × 2 × 2 kv heads × 16 × 4 bytes
+SHORT_POOL = str(40 * BLOCK_BYTES)
+AMPLE_POOL = str(3 * 18 * BLOCK_BYTES)
+
+
+def events(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def run_inproc(tmp_path, name, extra):
+    """A run through the same code path as the CLI, keeping the engine to read its tokens."""
+    out = str(tmp_path / name)
+    opts, _, err = parse_options(SMALL + extra + ["--out", out], sweep=False)
+    assert err is None, err
+    _resolve_device(opts)
+    code, built = run_one(opts, None, opts.users[0], opts.host_kv_bytes[0], out, CancelState(),
+                          {"on": False, "source": "cupti", "reason": "device cpu"}, build)
+    log = os.path.join(out, "events.jsonl")
+    return code, built, log
+
+
+def cli(args, env_extra=None, timeout=120):
+    env = dict(os.environ, PYTHONPATH=AGENT_ROOT)
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, "-m", "kvscope_agent"] + args, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def summary(log):
+    end = events(log)[-1]
+    assert end["type"] == "run.end"
+    return end
+
+
+def test_short_pool_offloads_and_reuse_keeps_greedy_tokens(tmp_path):
+    code, built, log = run_inproc(tmp_path, "short", ["--gpu-kv-bytes", SHORT_POOL, "--host-kv-bytes", "1e6"])
+    assert code == 0
+    assert check_log(log) == []
+    end = summary(log)
+    s = end["summary"]
+    assert end["status"] == "ok"
+    assert s["blocks_offloaded"] > 0 and s["blocks_onboarded"] > 0 and s["blocks_evicted"] == 0
+    assert s["bytes_h2d"] == s["blocks_onboarded"] * BLOCK_BYTES
+    assert s["bytes_d2h"] == s["blocks_offloaded"] * BLOCK_BYTES
+    evs = events(log)
+    done = [e for e in evs if e["type"] == "req" and e["phase"] == "done" and e["round"] >= 1]
+    assert any(e["reused_host_tokens"] > 0 for e in done)
+    assert [e["type"] for e in evs if e["type"] == "pool"] == ["pool", "pool"]
+    rounds = [e for e in evs if e["type"] == "round"]
+    assert [r["round"] for r in rounds] == [0, 1, 2, 3] and all(len(r["ttft_ns"]) == 3 for r in rounds)
+    # E2E over rounds 1..R: first queued of round 1 to last done of round R (PROTOCOL.md).
+    q1 = min(e["t"] for e in evs if e["type"] == "req" and e["phase"] == "queued" and e["round"] == 1)
+    dR = max(e["t"] for e in evs if e["type"] == "req" and e["phase"] == "done" and e["round"] == 3)
+    assert s["e2e_ns"] == dR - q1
+    with_reuse = built.engine.last_outputs
+
+    # Every round recomputed from scratch (no prefix reuse, nothing cached): same greedy tokens.
+    code, built2, log2 = run_inproc(tmp_path, "scratch", ["--gpu-kv-bytes", AMPLE_POOL, "--host-kv-bytes", "0",
+                                                          "--no-block-reuse"])
+    assert code == 0 and check_log(log2) == []
+    assert summary(log2)["summary"]["blocks_offloaded"] == 0
+    scratch_done = [e for e in events(log2) if e["type"] == "req" and e["phase"] == "done"]
+    assert all(e["computed_tokens"] == e["prompt_tokens"] for e in scratch_done)
+    assert built2.engine.last_outputs == with_reuse
+    assert len(with_reuse) == 3 * 4 and all(len(v) == 8 for v in with_reuse.values())
+
+
+def test_ample_pool_offloads_nothing(tmp_path):
+    code, _, log = run_inproc(tmp_path, "ample", ["--gpu-kv-bytes", AMPLE_POOL, "--host-kv-bytes", "1e6"])
+    assert code == 0 and check_log(log) == []
+    s = summary(log)["summary"]
+    assert s["blocks_offloaded"] == s["blocks_onboarded"] == s["blocks_evicted"] == 0
+    assert s["blocks_hit"] > 0
+
+
+def test_no_host_pool_evicts_and_recomputes(tmp_path):
+    code, built, log = run_inproc(tmp_path, "recompute", ["--gpu-kv-bytes", SHORT_POOL, "--host-kv-bytes", "0"])
+    assert code == 0 and check_log(log) == []
+    evs = events(log)
+    s = evs[-1]["summary"]
+    assert s["blocks_offloaded"] == 0 and s["blocks_onboarded"] == 0 and s["blocks_evicted"] > 0
+    assert not [e for e in evs if e["type"] == "blocks" and e["op"] in ("offload", "onboard")]
+    host = [e for e in evs if e["type"] == "pool" and e["pool"] == "host"][0]
+    assert host["capacity_blocks"] == 0
+    # Some request of a timed round recomputed more than its new tokens (its prefix was dropped).
+    done = [e for e in evs if e["type"] == "req" and e["phase"] == "done" and e["round"] >= 1]
+    assert max(e["computed_tokens"] for e in done) > 16 + 8 + 16
+    scratch = built.engine.last_outputs
+    # Recompute gives the same greedy tokens as reuse from the host pool.
+    _, built_h, _ = run_inproc(tmp_path, "host", ["--gpu-kv-bytes", SHORT_POOL, "--host-kv-bytes", "1e6"])
+    assert built_h.engine.last_outputs == scratch
+
+
+@pytest.mark.parametrize(
+    "args,option",
+    [
+        (["--users", "-1"], "--users"),
+        (["--context-tokens", "70000"], "--context-tokens"),  # tiny's limit is 65536 positions
+        (["--gpu-kv-bytes", "10000"], "--gpu-kv-bytes"),  # not one request's blocks
+        (["--host-kv-bytes", "lots"], "--host-kv-bytes"),
+        (["--model", "no-such-model"], "--model"),
+    ],
+)
+def test_bad_option_exits_2_naming_it_and_logs_run_end(tmp_path, args, option):
+    out = tmp_path / "bad"
+    base = [a for a in SMALL]
+    r = cli(["run"] + base + args + ["--out", str(out)])
+    assert r.returncode == 2, r.stderr
+    assert option in r.stderr
+    evs = events(out / "events.jsonl")
+    end = evs[-1]
+    assert end["type"] == "run.end" and end["status"] == "error"
+    assert end["error"]["code"] == "bad_option" and option in end["error"]["message"]
+    assert check_log(out / "events.jsonl") == []
+
+
+def test_bad_option_without_out_dir_still_exits_2():
+    r = cli(["run", "--users", "2"])
+    assert r.returncode == 2 and "--out" in r.stderr
+
+
+def test_simulated_gpu_oom_ends_with_gpu_oom_and_sizes(tmp_path):
+    # KVSCOPE_SIMULATE_GPU_OOM=1 makes the GPU pool allocation raise what torch raises when
+    # cudaMalloc fails (there is no GPU here to exhaust): it tests the handling, not the GPU.
+    out = tmp_path / "oom"
+    r = cli(["run"] + SMALL + ["--gpu-kv-bytes", SHORT_POOL, "--out", str(out)], {"KVSCOPE_SIMULATE_GPU_OOM": "1"})
+    assert r.returncode == 1, r.stderr
+    end = events(out / "events.jsonl")[-1]
+    assert end["status"] == "error" and end["error"]["code"] == "gpu_oom"
+    msg = end["error"]["message"]
+    assert "simulated" in msg and str(40 * BLOCK_BYTES) in msg and "weights" in msg
+    assert check_log(out / "events.jsonl") == []
+
+
+def test_sigterm_cancels_with_a_complete_flushed_log(tmp_path):
+    out = tmp_path / "cancel"
+    env = dict(os.environ, PYTHONPATH=AGENT_ROOT)
+    args = [a for a in SMALL]
+    args[args.index("--rounds") + 1] = "1000"  # far more than it will run (200 + 1000 × 24 < 65536)
+    proc = subprocess.Popen([sys.executable, "-m", "kvscope_agent", "run"] + args + ["--out", str(out)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = out / "events.jsonl"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if log.exists() and b'"round":2,' in log.read_bytes():
+                break
+            if proc.poll() is not None:
+                pytest.fail(f"the run ended early: {proc.communicate()[1]}")
+            time.sleep(0.05)
+        else:
+            pytest.fail("the run never reached round 2")
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err
+    evs = events(log)
+    assert evs[-1]["type"] == "run.end" and evs[-1]["status"] == "cancelled"
+    assert [e["seq"] for e in evs] == list(range(len(evs)))
+    assert check_log(log) == []
+    phases = [(e["name"], e["state"]) for e in evs if e["type"] == "phase"]
+    assert ("rounds", "end") in phases and phases[-1] == ("teardown", "end")
+
+
+def test_sweep_runs_each_user_count_into_its_own_log(tmp_path):
+    out = tmp_path / "sweep"
+    i = SMALL.index("--users")
+    args = SMALL[:i] + SMALL[i + 2 :]
+    r = cli(["sweep"] + args + ["--users", "1,3", "--host-kv-bytes", "1e6,0", "--gpu-kv-bytes", SHORT_POOL,
+                                "--out", str(out)])
+    assert r.returncode == 0, r.stderr
+    for host in ("host-1e6", "host-0"):
+        for users in (1, 3):
+            log = out / host / f"users-{users}" / "events.jsonl"
+            evs = events(log)
+            assert evs[0]["type"] == "run.start" and evs[0]["config"]["users"] == users
+            assert evs[-1]["status"] == "ok"
+            assert check_log(log) == []
+    reused = events(out / "host-0" / "users-3" / "events.jsonl")
+    assert any(e["type"] == "log" and "reused" in e["msg"] for e in reused)
+    assert reused[-1]["summary"]["blocks_evicted"] > 0 and reused[-1]["summary"]["blocks_offloaded"] == 0
