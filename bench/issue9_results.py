@@ -139,9 +139,11 @@ def render_md(points: list, problems: list, bytes_per_s: float, command: str, fp
         L.append(
             f"GPU pool: {g['gpu_pool_blocks']} blocks of {g['block_tokens']} tokens ({_gb((g['gpu_pool_blocks'] or 0) * (g['block_bytes'] or 0))} GB). "
             f"A user's context is {g['blocks_per_user_context']} blocks at {cfg.get('context_tokens')} tokens and "
-            f"{g['blocks_per_user_last_round']} by the last round, so the pool holds "
-            f"{g['users_fit_gpu_at_context']} users' contexts after prefill and {g['users_fit_gpu_at_last_round']} by the last round."
+            f"a request of the last round reserves {g['blocks_per_user_last_round']}, so the pool holds "
+            f"{g['users_fit_gpu_at_context']} users' contexts after prefill and runs {g['users_fit_gpu_at_last_round']} last-round requests at once."
         )
+        for line in g.get("memory_logs") or []:
+            L.append(f"- agent log: {line}")
         first = next((m["users"] for m in ms if (m["blocks"].get("offload", 0) or 0) > 0), None)
         none = [m["users"] for m in ms if (m["blocks"].get("offload", 0) or 0) == 0 and m["status"] == "ok"]
         L.append(f"Measured: no offload at users {none or '–'}; offload from users {first if first is not None else '– (none offloaded)'} on. "

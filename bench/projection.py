@@ -258,7 +258,8 @@ def summarize(run: RunLog) -> dict:
     rounds = int(cfg.get("rounds") or 0)
     grow = int(cfg.get("new_tokens") or 0) + int(cfg.get("output_tokens") or 0)
     blocks_ctx = -(-ctx // bt) if ctx else None
-    blocks_end = -(-(ctx + rounds * grow) // bt) if ctx else None
+    # what the agent's scheduler reserves for a request of the last round (prompt + output)
+    blocks_end = -(-(ctx + rounds * grow + int(cfg.get("output_tokens") or 0) - 1) // bt) if ctx else None
     cap = gpu.get("capacity_blocks")
     out: dict = {
         "path": run.path,
@@ -282,6 +283,8 @@ def summarize(run: RunLog) -> dict:
         "blocks_timed": {op: sum(v for (o, rd), v in run.block_ops_by_round.items() if o == op and isinstance(rd, int) and rd >= 1) for op in ("offload", "onboard", "evict", "hit", "store")},
         "xfer_source": src,
         "bad_lines": len(run.bad_lines),
+        # the agent's own account of weights and pool sizing (free memory, workspace), as logged
+        "memory_logs": [str(m) for lvl, m in run.logs if m and ("gpu pool" in str(m) or "weights built" in str(m))],
         "card": _card(run),
         "date_utc": _date(run),
         "config": cfg,
