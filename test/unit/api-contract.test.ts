@@ -24,7 +24,7 @@ describe('the bridge contract', () => {
   it('the preload exposes exactly the API methods and nothing else', () => {
     const { ipc } = fakeIpc();
     const api = createPreloadApi(ipc);
-    expect(Object.keys(api).sort()).toEqual([...CORE_METHODS, 'onPush'].sort());
+    expect(Object.keys(api).sort()).toEqual([...CORE_METHODS, 'onPush', 'pathForFile'].sort());
     expect(Object.isFrozen(api)).toBe(true);
   });
 

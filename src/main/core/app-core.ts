@@ -20,6 +20,8 @@ export interface CoreOptions {
   projectionDirs?: string[];
   /** settings.json (issue 10); absent: settings last for this session only. */
   settingsFile?: string | null;
+  /** An already-loaded settings store (the shell reads runsDir from it before the core exists). */
+  settingsStore?: SettingsStore;
   /** secrets.json and the OS keychain adapter; absent: secrets stay in memory, never remembered. */
   secretsFile?: string | null;
   keychain?: SafeStorageLike | null;
@@ -51,7 +53,7 @@ export async function createCore(options: CoreOptions): Promise<Core> {
   const store = new RunStore(options.runsDir, options.samplesDir);
   await store.ensure();
   const listeners = new Set<(m: PushMessage) => void>();
-  const settings = new SettingsStore(options.settingsFile ?? null);
+  const settings = options.settingsStore ?? new SettingsStore(options.settingsFile ?? null);
   const secrets = new SecretStore(options.secretsFile ?? null, options.keychain ?? null);
   const shellActions = options.shellActions ?? {};
   const browserOnly = (what: string) => err('unsupported', `${what} needs the desktop app; this window is served to a browser by kvscope serve`);

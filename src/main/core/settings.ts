@@ -166,6 +166,7 @@ export class SettingsStore {
   private current: Settings = clone(DEFAULT_SETTINGS);
   private recoveredInfo: SettingsSnapshot['recovered'] = null;
   private loaded = false;
+  private readonly listeners = new Set<(s: Settings) => void>();
 
   constructor(
     readonly file: string | null,
@@ -224,8 +225,21 @@ export class SettingsStore {
     return recent;
   }
 
+  /** Empties File → Recent. */
+  async clearRecent(): Promise<void> {
+    await this.load();
+    if (this.current.recentRuns.length) await this.persist({ ...this.current, recentRuns: [] });
+  }
+
+  /** Called after every successful write (the shell rebuilds its Recent menu). */
+  onChange(listener: (s: Settings) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
   private async persist(next: Settings): Promise<void> {
     if (this.file) await writeFileAtomic(this.file, JSON.stringify(next, null, 2) + '\n');
     this.current = next;
+    for (const l of this.listeners) l(clone(next));
   }
 }

@@ -1,27 +1,39 @@
 /**
  * The only place that touches ipcMain. Each KvScopeApi method becomes one `ipcMain.handle`
- * channel; the sender frame is checked on every call so only our own window's top frame can use it.
+ * channel; the sender frame is checked on every call so only our own window's top frame, showing
+ * our own renderer, can use it (Electron security checklist #17, "Validate the sender of all IPC
+ * messages").
  */
 import { ipcMain, type IpcMainInvokeEvent, type WebContents } from 'electron';
 import { CORE_METHODS, ipcChannel, PUSH_CHANNEL, type CoreHandlers } from '../../shared/api';
 import { err, type Result } from '../../shared/result';
 import type { Core } from '../core/app-core';
+import { isTrustedRendererUrl, type TrustedRenderer } from '../window-options';
 
-/** True when the call comes from the top frame of a page we loaded ourselves. */
-export function isTrustedSender(event: Pick<IpcMainInvokeEvent, 'senderFrame'>, trustedUrlPrefix: string): boolean {
-  const frame = event.senderFrame;
-  if (!frame || frame.parent) return false;
-  return frame.url.startsWith(trustedUrlPrefix);
+/** The frame shape the check needs (Electron's WebFrameMain has these). */
+export interface SenderFrameLike {
+  url: string;
+  parent: unknown;
 }
 
-export function registerIpc(core: Core, trustedUrlPrefix: string): void {
+/** True when the call comes from the top frame of a page we loaded ourselves. */
+export function isTrustedSender(event: { senderFrame: SenderFrameLike | null | undefined }, trusted: TrustedRenderer): boolean {
+  const frame = event.senderFrame;
+  if (!frame || frame.parent) return false;
+  return isTrustedRendererUrl(frame.url, trusted);
+}
+
+export function registerIpc(core: Core, trusted: TrustedRenderer): () => void {
   for (const method of CORE_METHODS) {
-    ipcMain.handle(ipcChannel(method), async (event, ...args: unknown[]): Promise<Result<unknown>> => {
-      if (!isTrustedSender(event, trustedUrlPrefix)) return err('invalid_argument', 'call from an untrusted frame refused');
+    ipcMain.handle(ipcChannel(method), async (event: IpcMainInvokeEvent, ...args: unknown[]): Promise<Result<unknown>> => {
+      if (!isTrustedSender(event, trusted)) return err('invalid_argument', 'call from an untrusted frame refused');
       const fn = core.handlers[method] as (...a: unknown[]) => Promise<Result<unknown>>;
       return fn(...args);
     });
   }
+  return () => {
+    for (const method of CORE_METHODS) ipcMain.removeHandler(ipcChannel(method));
+  };
 }
 
 /** Forwards core pushes to a window's renderer, batched by the core already. */
