@@ -145,6 +145,9 @@ export class ReplayModel {
   ended = false;
   private lastSeq = -1;
 
+  /** Highest cell ever filled + 1, per pool: the part of a huge pool the run actually used. */
+  readonly usedCells: [number, number] = [0, 0];
+
   get moveCount(): number {
     return this.t.length;
   }
@@ -252,6 +255,7 @@ export class ReplayModel {
         if (s !== NONE) return [s, false]; // already there (a rule break): nothing to fill
         const ns = this.alloc[p]!.take();
         set(p, ns);
+        if (ns + 1 > this.usedCells[p]!) this.usedCells[p] = ns + 1;
         return [ns, true];
       };
       if (this.blockUser.data[b] === -1 && u >= 0) this.blockUser.data[b] = u;

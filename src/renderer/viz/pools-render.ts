@@ -1,0 +1,217 @@
+/**
+ * The Live view's pools: the GPU pool and the host pool as grids of cells, one cell per block,
+ * painted straight into a 32-bit pixel buffer (then one putImageData) — 20,000 blocks at 60 fps in
+ * software rendering leave no budget for a fillRect per block. Pure: no DOM, tested on a plain
+ * Uint32Array.
+ *
+ * Motion: a move whose time lies in (now − anim, now] is drawn in flight — offload and onboard
+ * travel from the source cell to the destination cell along a curve through the gap between the
+ * grids, evictions fade out where the block was, hits flash, stores fade in.
+ */
+import { OP_CODE, POOL_GPU, POOL_HOST, type ReplayCursor, type ReplayModel } from '../../shared/replay';
+
+export interface PixelBuffer {
+  data: Uint32Array;
+  width: number;
+  height: number;
+}
+
+export interface PoolPanel {
+  x: number;
+  y: number;
+  w: number;
+  h: number;
+  cols: number;
+  /** Cell pitch and filled size in px (a 1 px gutter when the pitch allows). */
+  pitch: number;
+  size: number;
+  /** Cells drawn; cells past this are beyond the panel and counted as hidden. */
+  shown: number;
+  cells: number;
+}
+
+export interface PoolsLayout {
+  width: number;
+  height: number;
+  panels: [PoolPanel, PoolPanel];
+}
+
+/** Colours as 0xAABBGGRR (little-endian RGBA bytes in the buffer). */
+export interface PoolsPalette {
+  background: number;
+  emptyCell: number;
+  users: number[];
+  unknownUser: number;
+  flash: number;
+}
+
+export function rgba(r: number, g: number, b: number, a = 255): number {
+  return ((a << 24) | (b << 16) | (g << 8) | r) >>> 0;
+}
+
+/** "#rrggbb" → 0xAABBGGRR. */
+export function hexToPixel(hex: string): number {
+  const h = hex.replace('#', '');
+  const n = Number.parseInt(h.length === 3 ? h.replace(/./g, (c) => c + c) : h.slice(0, 6), 16);
+  return rgba((n >> 16) & 255, (n >> 8) & 255, n & 255);
+}
+
+function mix(a: number, b: number, k: number): number {
+  const t = Math.max(0, Math.min(1, k));
+  const ch = (s: number) => {
+    const x = (a >>> s) & 255;
+    const y = (b >>> s) & 255;
+    return Math.round(x + (y - x) * t);
+  };
+  return rgba(ch(0), ch(8), ch(16));
+}
+
+function panelFor(x: number, y: number, w: number, h: number, cells: number): PoolPanel {
+  const n = Math.max(1, cells);
+  // Largest pitch whose grid holds every cell inside the panel.
+  let pitch = Math.max(1, Math.floor(Math.sqrt((w * h) / n)));
+  while (pitch > 1 && Math.floor(w / pitch) * Math.floor(h / pitch) < n) pitch--;
+  const cols = Math.max(1, Math.floor(w / pitch));
+  const rows = Math.max(1, Math.floor(h / pitch));
+  const size = pitch >= 4 ? pitch - 1 : pitch;
+  return { x, y, w, h, cols, pitch, size, shown: Math.min(cells, cols * rows), cells };
+}
+
+/**
+ * Two panels side by side (GPU left, host right) with a gap between them for the paths.
+ * `cells` per pool is what the grid shows: the capacity, or only the cells the run used when the
+ * capacity is far beyond what fits (a 55 GB host pool of small blocks).
+ */
+export function poolsLayout(width: number, height: number, cells: [number, number], headerPx = 0): PoolsLayout {
+  const gap = Math.max(24, Math.round(width * 0.08));
+  const pw = Math.max(1, Math.floor((width - gap) / 2));
+  const ph = Math.max(1, height - headerPx);
+  return {
+    width,
+    height,
+    panels: [panelFor(0, headerPx, pw, ph, cells[0]), panelFor(pw + gap, headerPx, pw, ph, cells[1])],
+  };
+}
+
+/** Top-left pixel of cell s of a panel (cells fill rows left to right). */
+export function cellOrigin(p: PoolPanel, s: number): [number, number] {
+  return [p.x + (s % p.cols) * p.pitch, p.y + Math.floor(s / p.cols) * p.pitch];
+}
+
+function fillBox(buf: PixelBuffer, x: number, y: number, size: number, color: number): void {
+  const { data, width, height } = buf;
+  const x0 = Math.max(0, Math.round(x));
+  const y0 = Math.max(0, Math.round(y));
+  const x1 = Math.min(width, Math.round(x) + size);
+  const y1 = Math.min(height, Math.round(y) + size);
+  if (x1 <= x0) return;
+  for (let yy = y0; yy < y1; yy++) data.fill(color, yy * width + x0, yy * width + x1);
+}
+
+/** The grid with every cell empty: computed once per layout, copied at the start of each frame. */
+export function emptyGrid(layout: PoolsLayout, palette: PoolsPalette): Uint32Array {
+  const buf: PixelBuffer = { data: new Uint32Array(layout.width * layout.height).fill(palette.background), width: layout.width, height: layout.height };
+  for (const p of layout.panels) for (let s = 0; s < p.shown; s++) {
+    const [x, y] = cellOrigin(p, s);
+    fillBox(buf, x, y, p.size, palette.emptyCell);
+  }
+  return buf.data;
+}
+
+export interface PoolsFrameStats {
+  inFlight: number;
+  drawn: [number, number];
+}
+
+const MAX_IN_FLIGHT = 6000;
+
+/**
+ * Paints one frame at run time `now`. The cursor must already stand at `now` (cursor.seek(now)).
+ * `animNs` is how much run time a move stays visible in flight (the view scales it with speed so a
+ * move always takes the same wall time).
+ */
+export function renderPoolsInto(
+  buf: PixelBuffer,
+  layout: PoolsLayout,
+  background: Uint32Array,
+  model: ReplayModel,
+  cursor: ReplayCursor,
+  now: number,
+  animNs: number,
+  palette: PoolsPalette,
+): PoolsFrameStats {
+  buf.data.set(background);
+  const users = palette.users;
+  const colorOf = (b: number) => {
+    const u = model.blockUser.data[b]!;
+    return u >= 0 ? users[u % users.length]! : palette.unknownUser;
+  };
+  const drawn: [number, number] = [0, 0];
+  for (const pool of [POOL_GPU, POOL_HOST]) {
+    const p = layout.panels[pool]!;
+    const cells = cursor.cells[pool]!;
+    const n = Math.min(p.shown, cells.length);
+    for (let s = 0; s < n; s++) {
+      const b = cells[s]!;
+      if (b < 0) continue;
+      const [x, y] = cellOrigin(p, s);
+      fillBox(buf, x, y, p.size, colorOf(b));
+      drawn[pool]++;
+    }
+  }
+  const end = cursor.applied;
+  let start = animNs > 0 ? model.movesUpTo(now - animNs) : end;
+  if (end - start > MAX_IN_FLIGHT) start = end - MAX_IN_FLIGHT;
+  const t = model.t.data;
+  const op = model.op.data;
+  const sp = model.srcPool.data;
+  const ss = model.srcSlot.data;
+  const dp = model.dstPool.data;
+  const ds = model.dstSlot.data;
+  const blk = model.block.data;
+  for (let i = start; i < end; i++) {
+    const k = Math.max(0, Math.min(1, (now - t[i]!) / animNs));
+    const o = op[i]!;
+    const color = colorOf(blk[i]!);
+    if (o === OP_CODE.offload || o === OP_CODE.onboard) {
+      const dst = layout.panels[dp[i]!]!;
+      if (ds[i]! >= dst.shown) continue;
+      const [dx, dy] = cellOrigin(dst, ds[i]!);
+      // The destination cell is empty until the block lands.
+      if (k < 1 && cursor.cells[dp[i]!]![ds[i]!] === blk[i]) fillBox(buf, dx, dy, dst.size, palette.emptyCell);
+      let sx: number;
+      let sy: number;
+      if (sp[i]! >= 0 && ss[i]! < layout.panels[sp[i]!]!.shown) [sx, sy] = cellOrigin(layout.panels[sp[i]!]!, ss[i]!);
+      else {
+        const src = layout.panels[1 - dp[i]!]!;
+        sx = src.x + src.w / 2;
+        sy = src.y + src.h / 2;
+      }
+      const e = k * k * (3 - 2 * k); // smoothstep: leave and land gently
+      // Quadratic curve bowing up through the gap between the grids.
+      const cx = (sx + dx) / 2;
+      const cy = Math.min(sy, dy) - Math.abs(dx - sx) * 0.25;
+      const x = (1 - e) * (1 - e) * sx + 2 * (1 - e) * e * cx + e * e * dx;
+      const y = (1 - e) * (1 - e) * sy + 2 * (1 - e) * e * cy + e * e * dy;
+      fillBox(buf, x, y, Math.max(2, dst.size), color);
+    } else if (o === OP_CODE.evict) {
+      if (sp[i]! < 0) continue;
+      const p = layout.panels[sp[i]!]!;
+      if (ss[i]! >= p.shown || cursor.cells[sp[i]!]![ss[i]!]! >= 0) continue;
+      const [x, y] = cellOrigin(p, ss[i]!);
+      fillBox(buf, x, y, p.size, mix(color, palette.emptyCell, k));
+    } else if (o === OP_CODE.hit) {
+      if (sp[i]! < 0) continue;
+      const p = layout.panels[sp[i]!]!;
+      if (ss[i]! >= p.shown) continue;
+      const [x, y] = cellOrigin(p, ss[i]!);
+      fillBox(buf, x, y, p.size, mix(palette.flash, color, k));
+    } else if (o === OP_CODE.store) {
+      const p = layout.panels[POOL_GPU]!;
+      if (ds[i]! < 0 || ds[i]! >= p.shown || cursor.cells[POOL_GPU]![ds[i]!] !== blk[i]) continue;
+      const [x, y] = cellOrigin(p, ds[i]!);
+      fillBox(buf, x, y, p.size, mix(palette.emptyCell, color, 0.3 + 0.7 * k));
+    }
+  }
+  return { inFlight: end - start, drawn };
+}

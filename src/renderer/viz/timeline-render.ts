@@ -1,0 +1,389 @@
+/**
+ * The timeline on one canvas: axis, round boundaries, a row per user (each round's request as
+ * queued → scheduled → first token → done, TTFT marked, onboarding ticks inside), a lane per
+ * transfer direction, and counter tracks. Pure `renderTimelineInto(ctx, model, layout, view, …)`:
+ * the view hands it the visible time window from d3-zoom; nothing here allocates per mark.
+ *
+ * Level of detail (as Perfetto and speedscope do): where a lane has more copies in view than
+ * pixels, copies are binned per pixel column and drawn as a density (busy fraction of the column),
+ * so 1,000,000 copies cost one pass over the visible ones and at most one rect per column.
+ */
+import { formatBytes, formatNs } from '../../shared/format';
+import { laneWindow, type CounterTrack, type RequestLinks, type TimelineModel, type XferLane } from '../../shared/timeline-model';
+import type { Ctx2D, VizTheme } from './ctx2d';
+
+export interface TimelineView {
+  /** Visible time window (ns, run clock). */
+  t0: number;
+  t1: number;
+  width: number;
+  height: number;
+}
+
+export type RowKind = 'axis' | 'user' | 'lane' | 'counter';
+
+export interface TimelineRow {
+  kind: RowKind;
+  y: number;
+  h: number;
+  label: string;
+  /** user id, lane index or counter index. */
+  index: number;
+}
+
+export interface TimelineLayout {
+  rows: TimelineRow[];
+  labelWidth: number;
+  height: number;
+}
+
+export const AXIS_H = 22;
+const USER_H = 18;
+const LANE_H = 22;
+const COUNTER_H = 34;
+
+export function timelineLayout(model: TimelineModel, labelWidth = 120): TimelineLayout {
+  const rows: TimelineRow[] = [{ kind: 'axis', y: 0, h: AXIS_H, label: '', index: 0 }];
+  let y = AXIS_H + 4;
+  for (const u of model.users) {
+    rows.push({ kind: 'user', y, h: USER_H, label: `user ${u}`, index: u });
+    y += USER_H + 2;
+  }
+  y += 6;
+  model.lanes.forEach((l, i) => {
+    rows.push({ kind: 'lane', y, h: LANE_H, label: `${l.dir.toUpperCase()} copies`, index: i });
+    y += LANE_H + 2;
+  });
+  y += 6;
+  model.counters.forEach((c, i) => {
+    if (c.length === 0) return;
+    rows.push({ kind: 'counter', y, h: COUNTER_H, label: c.label, index: i });
+    y += COUNTER_H + 4;
+  });
+  return { rows, labelWidth, height: y };
+}
+
+/** Linear time → px over the plot area (right of the labels). */
+export function xOf(view: TimelineView, labelWidth: number, t: number): number {
+  return labelWidth + ((t - view.t0) / (view.t1 - view.t0)) * (view.width - labelWidth);
+}
+
+export function tOf(view: TimelineView, labelWidth: number, x: number): number {
+  return view.t0 + ((x - labelWidth) / (view.width - labelWidth)) * (view.t1 - view.t0);
+}
+
+/** "Nice" tick step (1, 2, 5 × 10^k ns) for about `target` ticks. */
+export function tickStep(span: number, target: number): number {
+  const raw = span / Math.max(1, target);
+  const p = Math.pow(10, Math.floor(Math.log10(raw)));
+  const m = raw / p;
+  return (m < 1.5 ? 1 : m < 3.5 ? 2 : m < 7.5 ? 5 : 10) * p;
+}
+
+export interface TimelineDrawStats {
+  /** Copies drawn one rect each, and copies folded into per-pixel bins. */
+  bars: number;
+  binned: number;
+}
+
+export interface Highlight {
+  links: RequestLinks | null;
+}
+
+/** Scratch bins reused across frames (one per canvas width). */
+let bins = new Float32Array(0);
+
+function drawLane(ctx: Ctx2D, lane: XferLane, row: TimelineRow, view: TimelineView, lw: number, color: string, picked: number[] | undefined, theme: VizTheme, stats: TimelineDrawStats): void {
+  const [i0, i1] = laneWindow(lane, view.t0, view.t1);
+  const plotW = view.width - lw;
+  const scale = plotW / (view.t1 - view.t0);
+  const y = row.y + 2;
+  const h = row.h - 4;
+  ctx.fillStyle = color;
+  if (i1 - i0 > plotW * 2) {
+    // Per-pixel busy fraction: the sum of each copy's overlap with the column.
+    const w = Math.ceil(plotW);
+    if (bins.length < w) bins = new Float32Array(w);
+    bins.fill(0, 0, w);
+    const s = lane.start;
+    const e = lane.end;
+    const t0 = view.t0;
+    for (let i = i0; i < i1; i++) {
+      let a = (s[i]! - t0) * scale;
+      let b = (e[i]! - t0) * scale;
+      if (b < 0 || a >= w) continue;
+      if (a < 0) a = 0;
+      if (b > w) b = w;
+      let c = a | 0;
+      if (b - a < 1e-3) {
+        bins[c] = bins[c]! + 0.35; // an instant copy still shows
+        continue;
+      }
+      while (c < b) {
+        const cEnd = c + 1 < b ? c + 1 : b;
+        bins[c] = bins[c]! + (cEnd - (a > c ? a : c));
+        c++;
+      }
+    }
+    stats.binned += i1 - i0;
+    for (let c = 0; c < w; c++) {
+      const v = bins[c]!;
+      if (v <= 0) continue;
+      const bh = Math.max(1, Math.min(1, v) * h);
+      ctx.fillRect(lw + c, y + h - bh, 1, bh);
+    }
+  } else {
+    for (let i = i0; i < i1; i++) {
+      const a = xOf(view, lw, lane.start[i]!);
+      const b = xOf(view, lw, lane.end[i]!);
+      if (b < lw || a > view.width) continue;
+      const x = Math.max(lw, a);
+      ctx.fillRect(x, y, Math.max(1, Math.min(view.width, b) - x), h);
+    }
+    stats.bars += i1 - i0;
+  }
+  if (picked && picked.length) {
+    ctx.fillStyle = theme.highlight;
+    for (const i of picked) {
+      const a = xOf(view, lw, lane.start[i]!);
+      const b = xOf(view, lw, lane.end[i]!);
+      if (b < lw || a > view.width) continue;
+      const x = Math.max(lw, a - 1);
+      ctx.fillRect(x, row.y, Math.max(3, Math.min(view.width, b + 1) - x), row.h);
+    }
+  }
+}
+
+function drawCounter(ctx: Ctx2D, c: CounterTrack, row: TimelineRow, view: TimelineView, lw: number, theme: VizTheme): void {
+  const plotW = view.width - lw;
+  const scale = plotW / (view.t1 - view.t0);
+  const yOf = (v: number) => row.y + row.h - 2 - (Math.max(0, v) / (c.max || 1)) * (row.h - 4);
+  let i0 = 0;
+  let lo = 0;
+  let hi = c.length;
+  while (lo < hi) {
+    const m = (lo + hi) >>> 1;
+    if (c.t[m]! < view.t0) lo = m + 1;
+    else hi = m;
+  }
+  i0 = Math.max(0, lo - 1);
+  ctx.strokeStyle = theme.accent;
+  ctx.fillStyle = theme.accent;
+  ctx.lineWidth = 1;
+  ctx.beginPath();
+  // Min/max per pixel column keeps the shape of dense series at one segment per column.
+  let col = -1;
+  let mn = 0;
+  let mx = 0;
+  let last = NaN;
+  let started = false;
+  const flush = () => {
+    if (col < 0) return;
+    const x = lw + col;
+    if (!started) {
+      ctx.moveTo(x, yOf(mn));
+      started = true;
+    } else ctx.lineTo(x, yOf(mn));
+    if (mx !== mn) ctx.lineTo(x, yOf(mx));
+    ctx.lineTo(x, yOf(last));
+  };
+  for (let i = i0; i < c.length; i++) {
+    const v = c.v[i]!;
+    let cx = Math.floor((c.t[i]! - view.t0) * scale);
+    if (cx < 0) cx = 0;
+    if (cx > plotW) {
+      // Carry the value to the right edge (a step holds; a line heads to the next sample).
+      if (c.step) {
+        flush();
+        col = -1;
+        ctx.lineTo(view.width, yOf(last));
+      } else {
+        flush();
+        col = -1;
+        const prevT = c.t[i - 1] ?? c.t[i]!;
+        const k = (view.t1 - prevT) / Math.max(1, c.t[i]! - prevT);
+        ctx.lineTo(view.width, yOf(last + (v - last) * k));
+      }
+      break;
+    }
+    if (cx !== col) {
+      flush();
+      if (c.step && started) ctx.lineTo(lw + cx, yOf(last));
+      col = cx;
+      mn = v;
+      mx = v;
+    } else {
+      if (v < mn) mn = v;
+      if (v > mx) mx = v;
+    }
+    last = v;
+    if (i === c.length - 1) {
+      flush();
+      col = -1;
+      if (c.step) ctx.lineTo(Math.min(view.width, lw + (view.t1 - view.t0) * scale), yOf(last));
+    }
+  }
+  ctx.stroke();
+}
+
+/** Paints the whole timeline for the window in `view`. */
+export function renderTimelineInto(ctx: Ctx2D, model: TimelineModel, layout: TimelineLayout, view: TimelineView, theme: VizTheme, highlight: Highlight = { links: null }): TimelineDrawStats {
+  const stats: TimelineDrawStats = { bars: 0, binned: 0 };
+  const lw = layout.labelWidth;
+  ctx.fillStyle = theme.background;
+  ctx.fillRect(0, 0, view.width, view.height);
+  ctx.save();
+  ctx.beginPath();
+  ctx.rect(lw, 0, view.width - lw, view.height);
+  ctx.clip();
+
+  // Axis and grid.
+  const span = view.t1 - view.t0;
+  const step = tickStep(span, Math.max(2, (view.width - lw) / 110));
+  ctx.font = '11px system-ui, sans-serif';
+  ctx.textBaseline = 'middle';
+  ctx.textAlign = 'left';
+  for (let t = Math.ceil(view.t0 / step) * step; t <= view.t1; t += step) {
+    const x = Math.round(xOf(view, lw, t)) + 0.5;
+    ctx.fillStyle = theme.grid;
+    ctx.fillRect(x, AXIS_H, 1, view.height - AXIS_H);
+    ctx.fillStyle = theme.muted;
+    ctx.fillText(formatNs(t - model.t0), x + 3, AXIS_H / 2);
+  }
+  // Round boundaries.
+  ctx.setLineDash([4, 3]);
+  ctx.strokeStyle = theme.muted;
+  for (const r of model.rounds) {
+    const x = Math.round(xOf(view, lw, r.t)) + 0.5;
+    if (x < lw || x > view.width) continue;
+    ctx.beginPath();
+    ctx.moveTo(x, AXIS_H);
+    ctx.lineTo(x, layout.height);
+    ctx.stroke();
+    ctx.fillStyle = theme.text;
+    ctx.fillText(`R${r.round}`, x + 3, AXIS_H + 8);
+  }
+  ctx.setLineDash([]);
+
+  const sel = highlight.links;
+  for (const row of layout.rows) {
+    if (row.kind === 'user') {
+      const color = theme.users[row.index % theme.users.length]!;
+      for (const r of model.requests) {
+        if (r.user !== row.index) continue;
+        const q = r.queued ?? r.scheduled ?? r.first_token;
+        const d = r.done ?? model.t1;
+        if (q === null) continue;
+        const x0 = xOf(view, lw, q);
+        const x1 = xOf(view, lw, d);
+        if (x1 < lw || x0 > view.width) continue;
+        const selected = sel !== null && sel.user === r.user && sel.round === r.round;
+        // queued: outline only; scheduled → first token (prefill): translucent; decode: solid.
+        ctx.globalAlpha = 1;
+        ctx.strokeStyle = color;
+        ctx.lineWidth = 1;
+        ctx.strokeRect(x0 + 0.5, row.y + 0.5, Math.max(1, x1 - x0 - 1), row.h - 1);
+        const s = r.scheduled ?? q;
+        const f = r.first_token ?? d;
+        ctx.fillStyle = color;
+        ctx.globalAlpha = 0.45;
+        ctx.fillRect(xOf(view, lw, s), row.y + 1, Math.max(1, xOf(view, lw, f) - xOf(view, lw, s)), row.h - 2);
+        ctx.globalAlpha = 1;
+        if (r.first_token !== null) {
+          ctx.fillRect(xOf(view, lw, f), row.y + 1, Math.max(1, x1 - xOf(view, lw, f)), row.h - 2);
+          // TTFT mark: a bar across the row at first token.
+          ctx.fillStyle = theme.text;
+          ctx.fillRect(Math.round(xOf(view, lw, r.first_token)) - 1, row.y - 1, 2, row.h + 2);
+        }
+        if (selected) {
+          ctx.strokeStyle = theme.highlight;
+          ctx.lineWidth = 2;
+          ctx.strokeRect(x0 - 1, row.y - 1, Math.max(2, x1 - x0 + 2), row.h + 2);
+          ctx.lineWidth = 1;
+        }
+        if (x1 - x0 > 60) {
+          ctx.fillStyle = theme.text;
+          ctx.fillText(`R${r.round}${r.ttft_ns !== null ? ` · TTFT ${formatNs(r.ttft_ns)}` : ''}`, Math.max(lw, x0) + 3, row.y + row.h / 2);
+        }
+      }
+      // Onboarding inside the request: a tick per onboard line of the selected request.
+      if (sel && sel.user === row.index) {
+        ctx.fillStyle = theme.highlight;
+        for (const t of sel.moveTimes.onboard) ctx.fillRect(xOf(view, lw, t) - 1, row.y + row.h - 5, 2, 5);
+        for (const t of sel.moveTimes.offload) ctx.fillRect(xOf(view, lw, t) - 1, row.y, 2, 5);
+      }
+    } else if (row.kind === 'lane') {
+      const lane = model.lanes[row.index]!;
+      const color = lane.dir === 'h2d' ? theme.h2d : lane.dir === 'd2h' ? theme.d2h : theme.other;
+      ctx.fillStyle = theme.panel;
+      ctx.fillRect(lw, row.y, view.width - lw, row.h);
+      drawLane(ctx, lane, row, view, lw, color, sel?.xfers[lane.dir], theme, stats);
+    } else if (row.kind === 'counter') {
+      ctx.fillStyle = theme.panel;
+      ctx.fillRect(lw, row.y, view.width - lw, row.h);
+      drawCounter(ctx, model.counters[row.index]!, row, view, lw, theme);
+    }
+  }
+  ctx.restore();
+
+  // Labels column.
+  ctx.fillStyle = theme.background;
+  ctx.fillRect(0, 0, lw, view.height);
+  ctx.textAlign = 'left';
+  for (const row of layout.rows) {
+    if (row.kind === 'axis') continue;
+    ctx.fillStyle = row.kind === 'user' ? theme.users[row.index % theme.users.length]! : theme.text;
+    ctx.fillText(row.label, 6, row.y + row.h / 2);
+    if (row.kind === 'counter') {
+      const c = model.counters[row.index]!;
+      ctx.fillStyle = theme.muted;
+      ctx.fillText(c.unit === 'pct' ? '100%' : c.unit === 'blocks' ? `${c.max}` : c.unit === 'bytes' ? formatBytes(c.max) : `${formatBytes(c.max)}/s`, 6, row.y + row.h - 6);
+    }
+  }
+  return stats;
+}
+
+export type TimelineHit =
+  | { kind: 'request'; user: number; round: number; index: number }
+  | { kind: 'xfer'; lane: number; index: number }
+  | { kind: 'counter'; counter: number; index: number }
+  | null;
+
+/** What is under (x, y): a request bar, a copy (nearest within 3 px), or a counter sample. */
+export function hitTestTimeline(model: TimelineModel, layout: TimelineLayout, view: TimelineView, x: number, y: number): TimelineHit {
+  if (x < layout.labelWidth) return null;
+  const row = layout.rows.find((r) => y >= r.y && y < r.y + r.h);
+  if (!row) return null;
+  const t = tOf(view, layout.labelWidth, x);
+  const tol = (3 / (view.width - layout.labelWidth)) * (view.t1 - view.t0);
+  if (row.kind === 'user') {
+    const i = model.requests.findIndex((r) => r.user === row.index && (r.queued ?? r.scheduled ?? Infinity) - tol <= t && t <= (r.done ?? model.t1) + tol);
+    return i >= 0 ? { kind: 'request', user: model.requests[i]!.user, round: model.requests[i]!.round, index: i } : null;
+  }
+  if (row.kind === 'lane') {
+    const lane = model.lanes[row.index]!;
+    const [i0, i1] = laneWindow(lane, t - tol, t + tol);
+    let best = -1;
+    let bestD = Infinity;
+    for (let i = i0; i < i1; i++) {
+      const d = t < lane.start[i]! ? lane.start[i]! - t : t > lane.end[i]! ? t - lane.end[i]! : 0;
+      if (d <= tol && d < bestD) {
+        best = i;
+        bestD = d;
+      }
+    }
+    return best >= 0 ? { kind: 'xfer', lane: row.index, index: best } : null;
+  }
+  if (row.kind === 'counter') {
+    const c = model.counters[row.index]!;
+    let lo = 0;
+    let hi = c.length;
+    while (lo < hi) {
+      const m = (lo + hi) >>> 1;
+      if (c.t[m]! <= t) lo = m + 1;
+      else hi = m;
+    }
+    return lo > 0 ? { kind: 'counter', counter: row.index, index: lo - 1 } : null;
+  }
+  return null;
+}

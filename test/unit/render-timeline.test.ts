@@ -1,0 +1,103 @@
+/**
+ * The timeline renderer: requests and copies land where the time scale puts them, dense lanes
+ * fold into at most one rect per pixel column, zooming changes what is drawn, a selected request's
+ * copies are drawn in the highlight colour, and hit testing finds what was drawn.
+ */
+import { describe, expect, it } from 'vitest';
+import { compileReplay } from '../../src/shared/replay';
+import { buildTimelineModel, linkRequest } from '../../src/shared/timeline-model';
+import { hitTestTimeline, renderTimelineInto, timelineLayout, xOf, type TimelineView } from '../../src/renderer/viz/timeline-render';
+import { DARK_THEME } from '../../src/renderer/viz/ctx2d';
+import type { KvEvent, XferEvent } from '../../src/shared/protocol';
+import { syntheticRun } from '../helpers/synthetic-run';
+import { realRuns } from '../helpers/real-runs';
+import { recordingCtx } from '../helpers/recording-ctx';
+
+function model(events: KvEvent[]) {
+  const r = compileReplay(events);
+  return { replay: r, tm: buildTimelineModel(events, r) };
+}
+
+describe('timeline model and renderTimelineInto', () => {
+  it('draws every copy of a lane as a bar at its time when zoomed in, and bins when dense', () => {
+    const events = syntheticRun({ users: 2, rounds: 3 });
+    const { tm } = model(events);
+    const layout = timelineLayout(tm);
+    const view: TimelineView = { t0: tm.t0, t1: tm.t1, width: 2000, height: layout.height };
+    const ctx = recordingCtx();
+    const stats = renderTimelineInto(ctx, tm, layout, view, DARK_THEME);
+    const h2d = tm.lanes.find((l) => l.dir === 'h2d')!;
+    expect(stats.bars).toBe(tm.lanes.reduce((a, l) => a + l.length, 0));
+    const bars = ctx.rects(DARK_THEME.h2d);
+    expect(bars.length).toBe(h2d.length);
+    expect(bars[0]![0]).toBeCloseTo(xOf(view, layout.labelWidth, h2d.start[0]!), 5);
+
+    // A lane far denser than the canvas is wide: at most one rect per pixel column.
+    const dense: KvEvent[] = [...events];
+    let seq = events.length;
+    for (let i = 0; i < 50_000; i++) dense.push({ seq: seq++, t: tm.t1, type: 'xfer', dir: 'h2d', bytes: 4096, start: tm.t0 + i * 10, end: tm.t0 + i * 10 + 5, source: 'cupti' } as XferEvent);
+    const d = model(dense).tm;
+    const dl = timelineLayout(d);
+    const ctx2 = recordingCtx();
+    const s2 = renderTimelineInto(ctx2, d, dl, { t0: d.t0, t1: d.t1, width: 800, height: dl.height }, DARK_THEME);
+    expect(s2.binned).toBeGreaterThanOrEqual(50_000);
+    expect(ctx2.rects(DARK_THEME.h2d).length).toBeLessThanOrEqual(800 - dl.labelWidth + 1);
+  });
+
+  it('zooming into a window draws only what overlaps it', () => {
+    const { tm } = model(syntheticRun({ users: 2, rounds: 4 }));
+    const layout = timelineLayout(tm);
+    const h2d = tm.lanes.find((l) => l.dir === 'h2d')!;
+    const a = h2d.start[1]!;
+    const b = h2d.end[1]!;
+    const ctx = recordingCtx();
+    renderTimelineInto(ctx, tm, layout, { t0: a, t1: b, width: 1000, height: layout.height }, DARK_THEME);
+    expect(ctx.rects(DARK_THEME.h2d).length).toBe(1);
+  });
+
+  it('links a request to its moves and the copies that carried them, and draws them highlighted', () => {
+    const events = syntheticRun({ users: 2, rounds: 3 });
+    const { tm, replay } = model(events);
+    const onboard = events.find((e): e is Extract<KvEvent, { type: 'blocks' }> => e.type === 'blocks' && e.op === 'onboard')!;
+    const links = linkRequest(tm, replay, onboard.user!, onboard.round!);
+    expect(links.moveTimes.onboard).toContain(onboard.t);
+    const h2d = tm.lanes.find((l) => l.dir === 'h2d')!;
+    expect(links.xfers.h2d?.length).toBeGreaterThan(0);
+    // The copy linked is the one the synthetic engine issued for this onboard line (same time).
+    const carried = events.find((e): e is XferEvent => e.type === 'xfer' && e.dir === 'h2d' && e.seq === onboard.seq + 1)!;
+    expect(links.xfers.h2d!.map((i) => h2d.start[i])).toContain(carried.start);
+    const layout = timelineLayout(tm);
+    const ctx = recordingCtx();
+    renderTimelineInto(ctx, tm, layout, { t0: tm.t0, t1: tm.t1, width: 1200, height: layout.height }, DARK_THEME, { links });
+    expect(ctx.rects(DARK_THEME.highlight).length).toBeGreaterThanOrEqual(links.xfers.h2d!.length);
+    const none = recordingCtx();
+    renderTimelineInto(none, tm, layout, { t0: tm.t0, t1: tm.t1, width: 1200, height: layout.height }, DARK_THEME);
+    expect(none.rects(DARK_THEME.highlight).length).toBe(0);
+  });
+
+  it('hit-tests requests and copies where they were drawn', () => {
+    const { tm } = model(syntheticRun({ users: 2, rounds: 2 }));
+    const layout = timelineLayout(tm);
+    const view: TimelineView = { t0: tm.t0, t1: tm.t1, width: 1200, height: layout.height };
+    const r = tm.requests.find((q) => q.round === 1)!;
+    const row = layout.rows.find((x) => x.kind === 'user' && x.index === r.user)!;
+    const hit = hitTestTimeline(tm, layout, view, xOf(view, layout.labelWidth, (r.scheduled! + r.done!) / 2), row.y + 5);
+    expect(hit).toMatchObject({ kind: 'request', user: r.user, round: r.round });
+    const laneRow = layout.rows.find((x) => x.kind === 'lane' && tm.lanes[x.index]!.dir === 'd2h')!;
+    const d2h = tm.lanes[laneRow.index]!;
+    const xh = hitTestTimeline(tm, layout, view, xOf(view, layout.labelWidth, (d2h.start[0]! + d2h.end[0]!) / 2), laneRow.y + 5);
+    expect(xh).toMatchObject({ kind: 'xfer', lane: laneRow.index });
+  });
+
+  for (const run of realRuns({ maxBytes: 5e6 })) {
+    it(`lane byte totals and request rows agree with the log (${run.name})`, () => {
+      const { tm } = model(run.events);
+      for (const l of tm.lanes) {
+        const want = run.events.filter((e): e is XferEvent => e.type === 'xfer' && e.dir === l.dir).reduce((a, x) => a + x.bytes, 0);
+        expect(l.totalBytes).toBe(want);
+      }
+      const reqs = new Set(run.events.filter((e) => e.type === 'req').map((e) => `${(e as { user: number }).user}/${(e as { round: number }).round}`));
+      expect(tm.requests.length).toBe(reqs.size);
+    });
+  }
+});
