@@ -174,3 +174,26 @@ def test_reads_runs_from_a_tarball(tmp_path) -> None:
     got = [(p, r) for p, r in pj.iter_runs([str(tgz)])]
     assert len(got) == 1 and got[0][0].endswith("users-3/events.jsonl")
     assert pj.summarize(got[0][1])["users"] == 3
+
+
+def test_memory_plan_follows_the_agent() -> None:
+    """docs/h100-70b.md's numbers come from bench/issue9-memory-plan.py; it must agree with the
+    agent's preset and workload (what the engine will actually reserve)."""
+    import importlib.util
+
+    sys.path.insert(0, AGENT)
+    from kvscope_agent.presets import PRESETS
+    from kvscope_agent.workload import Workload
+
+    spec = importlib.util.spec_from_file_location("memplan", os.path.join(HERE, "issue9-memory-plan.py"))
+    mp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mp)  # type: ignore[union-attr]
+    p = mp.plan(512, 0.9, 16000, 10, 64, 64, 32, 2048, 16)
+    cfg = PRESETS["llama-3.1-70b-fp8"]
+    assert cfg.weight_format == "fp8" and cfg.kv_dtype == "fp8"
+    # every linear weight is one byte; embeddings and lm_head two; the agent counts the same params
+    assert p["params_fp8"] + (p["embed_bytes"] + p["lm_head_bytes"]) // 2 + (2 * cfg.layers + 1) * cfg.hidden == cfg.param_count()
+    assert p["kv_bytes_per_token"] == 80 * 2 * 8 * 128
+    assert p["max_request_tokens"] == Workload(1, 10, 16000, 64, 64, cfg.vocab, 0).max_request_tokens()
+    assert p["pool_blocks"] * p["block_bytes"] <= p["pool_bytes"] < (p["pool_blocks"] + 1) * p["block_bytes"]
+    assert 70e9 < p["weights_bytes"] < 75e9
