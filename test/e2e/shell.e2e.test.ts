@@ -38,10 +38,10 @@ describe.skipIf(skip !== null)(`the app shell in real Chromium${skip ? ` (skippe
     await page.waitForSelector('nav[aria-label="Views"]');
     await expect(page.locator('.shell-info').textContent()).resolves.toContain('browser');
     await page.click('a[data-nav="hosts"]');
-    await page.waitForFunction(() => window.location.hash === '#/hosts');
+    await page.waitForFunction('window.location.hash === "#/hosts"');
     expect(await page.getAttribute('main', 'data-view')).toBe('hosts');
     await page.keyboard.press('Alt+2');
-    await page.waitForFunction(() => window.location.hash === '#/runs');
+    await page.waitForFunction('window.location.hash === "#/runs"');
     await page.waitForSelector('h1:has-text("Runs")');
     await page.screenshot({ path: join(ARTIFACTS, 'shell-runs.png') });
     expect(consoleErrors).toEqual([]);
