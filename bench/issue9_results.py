@@ -119,8 +119,8 @@ def render_md(points: list, problems: list, bytes_per_s: float, command: str, fp
     L.append("")
     L.append("E2E over the timed rounds (first queued of round 1 to last done of the last round); TTFT over every "
              "request of rounds 1..R. Blocks: ids moved over the whole run (round 0 prefill included); bytes and "
-             "GB/s: host<->GPU copies from the `xfer` lines (source in the last column), GB/s = bytes ÷ time the "
-             "link was busy in that direction.")
+             "GB/s: host<->GPU copies from the `xfer` lines (source in the last column), GB/s = bytes of the block copies "
+             "(≥ 1 MiB each) ÷ the time the link was busy with them in that direction.")
     L.append("")
     L.append("| users | status | E2E s | TTFT mean ms | p50 ms | p99 ms | offloaded | onboarded | evicted | D2H GB | H2D GB | D2H GB/s | H2D GB/s | xfer source |")
     L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")

@@ -197,3 +197,21 @@ def test_memory_plan_follows_the_agent() -> None:
     assert p["max_request_tokens"] == Workload(1, 10, 16000, 64, 64, cfg.vocab, 0).max_request_tokens()
     assert p["pool_blocks"] * p["block_bytes"] <= p["pool_bytes"] < (p["pool_blocks"] + 1) * p["block_bytes"]
     assert 70e9 < p["weights_bytes"] < 75e9
+
+
+def test_achieved_bandwidth_counts_block_copies_only(tmp_path) -> None:
+    p = tmp_path / "events.jsonl"
+    mib = 1 << 20
+    lines = [
+        _line(0, 0, "run.start", run_id="b", protocol=1, config={"users": 1}),
+        # two 8 MiB block copies, 100 us each, overlapping by 50 us -> 16 MiB over 150 us
+        _line(1, 100_000, "xfer", dir="h2d", bytes=8 * mib, start=0, end=100_000, source="cupti"),
+        _line(2, 150_000, "xfer", dir="h2d", bytes=8 * mib, start=50_000, end=150_000, source="cupti"),
+        # a 64-byte token-id copy that took 10 us must not dilute it
+        _line(3, 300_000, "xfer", dir="h2d", bytes=64, start=290_000, end=300_000, source="cupti"),
+    ]
+    p.write_text("\n".join(lines) + "\n")
+    m = pj.summarize(pj.load(str(p)))
+    assert m["bytes_h2d"] == 16 * mib + 64
+    assert m["gbps_h2d"] == pytest.approx(16 * mib / 150_000)
+    assert m["gbps_d2h"] is None and m["e2e_ns"] is None
