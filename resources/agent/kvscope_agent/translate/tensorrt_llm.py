@@ -170,6 +170,26 @@ class TrtllmTranslator:
         self.set_pools(self.created[0], host, block_tokens, block_bytes, t)
         return True
 
+    def infer_pools_and_replay(self, block_tokens: int, block_bytes: int, t: int | None) -> None:
+        """Live runs that never saw `created`: size the pools from the most blocks the waiting
+        events hold at once (a lower bound, reported as such), then replay them."""
+        if self.emitter is not None:
+            return
+        dry = TrtllmTranslator(None, Report(), self.stream)
+        dry.set_pools(None, None, block_tokens, 0, t)
+        for ev, et in self.waiting:
+            dry._apply(ev, et)
+        dry.finish(t)
+        assert dry.emitter is not None
+        gpu, host = max(dry.emitter.peak["gpu"], 1), dry.emitter.peak["host"]
+        self.report.warn(
+            "pool_size_inferred",
+            f"no created event arrived: pools of {gpu} gpu and {host} host blocks are inferred "
+            "from the most blocks resident at once",
+            t,
+        )
+        self.set_pools(gpu, host, block_tokens, block_bytes, t)
+
     # -- input ----------------------------------------------------------------------------------
     def feed(self, ev: dict[str, Any], t: int | None) -> None:
         self.events_in += 1

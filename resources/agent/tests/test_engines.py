@@ -1,0 +1,217 @@
+"""The real-engine run paths (issue 8): what can be checked without the engines.
+
+Neither TensorRT-LLM nor vLLM is installed here, so `available_engines()` and `run_engine` are
+checked against their real absence; the import checks against stand-in packages on sys.path that
+fail the way broken installs do; and the pure parts (the seed's TTFT proxy, block bytes from a
+model config, the ZMQ frame split, the workload driver's protocol lines) on their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import sys
+import textwrap
+
+import pytest
+
+from kvscope_agent.clock import RunClock
+from kvscope_agent.emit import EventWriter
+from kvscope_agent.engines import EngineUnavailable, available_engines, require_engine, run_engine
+from kvscope_agent.engines.session import drive, hf_kv_block_bytes
+from kvscope_agent.engines.tensorrt_llm import kv_cache_stats, seed_ttft_proxy_ns
+from kvscope_agent.engines.vllm import FrameError, SeqTracker, split_frames
+from kvscope_agent.ledger import check_log
+
+
+def _installed(mod: str) -> bool:
+    return importlib.util.find_spec(mod) is not None
+
+
+@pytest.fixture
+def fake_packages(tmp_path, monkeypatch):
+    """Write stand-in packages into tmp_path and put it first on sys.path."""
+
+    def write(files: dict[str, str]) -> None:
+        for rel, body in files.items():
+            p = tmp_path / rel
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(textwrap.dedent(body))
+        for name in list(sys.modules):
+            if name.split(".")[0] in ("tensorrt_llm", "vllm"):
+                monkeypatch.delitem(sys.modules, name)
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield write
+    for name in list(sys.modules):
+        if name.split(".")[0] in ("tensorrt_llm", "vllm"):
+            del sys.modules[name]
+
+
+def test_failing_import_names_engine_cause_and_requirement(fake_packages):
+    fake_packages({"tensorrt_llm/__init__.py": """
+        raise ImportError("libnvinfer.so.10: cannot open shared object file: No such file or directory")
+    """})
+    with pytest.raises(EngineUnavailable) as e:
+        require_engine("tensorrt_llm")
+    msg = str(e.value)
+    assert "--engine tensorrt_llm" in msg and "TensorRT-LLM" in msg
+    assert "libnvinfer.so.10" in msg
+    assert "get_kv_cache_events" in msg and "event_buffer_max_size" in msg  # what it needs
+
+
+def test_old_engine_missing_apis_is_refused_with_what_lacks(fake_packages):
+    fake_packages({
+        "vllm/__init__.py": "__version__ = '0.8.5'\nclass LLM: pass\n",
+    })
+    with pytest.raises(EngineUnavailable) as e:
+        require_engine("vllm")
+    msg = str(e.value)
+    assert "vllm 0.8.5 lacks" in msg
+    assert "KVEventsConfig" in msg and "AsyncEngineArgs" in msg
+    assert "vLLM 0.11 or newer" in msg
+
+
+def test_trtllm_without_event_buffer_field_is_refused(fake_packages):
+    fake_packages({
+        "tensorrt_llm/__init__.py": """
+            __version__ = "0.12.0"
+            class LLM:
+                def generate(self): pass
+        """,
+        "tensorrt_llm/llmapi/__init__.py": """
+            class KvCacheConfig:
+                model_fields = {"enable_block_reuse": 1, "free_gpu_memory_fraction": 1}
+        """,
+    })
+    with pytest.raises(EngineUnavailable) as e:
+        require_engine("tensorrt_llm")
+    msg = str(e.value)
+    assert "tensorrt_llm 0.12.0 lacks" in msg
+    assert "LLM.get_kv_cache_events" in msg and "KvCacheConfig.event_buffer_max_size" in msg
+    assert "KvCacheConfig.host_cache_size" in msg
+
+
+def test_engine_with_the_apis_is_accepted(fake_packages):
+    fake_packages({
+        "tensorrt_llm/__init__.py": """
+            __version__ = "1.1.0"
+            class LLM:
+                def get_kv_cache_events(self, timeout=2): return []
+        """,
+        "tensorrt_llm/llmapi/__init__.py": """
+            class KvCacheConfig:
+                model_fields = dict.fromkeys(["enable_block_reuse", "host_cache_size",
+                    "free_gpu_memory_fraction", "event_buffer_max_size", "tokens_per_block"])
+        """,
+    })
+    assert require_engine("tensorrt_llm").__version__ == "1.1.0"
+
+
+@pytest.mark.skipif(_installed("tensorrt_llm") or _installed("vllm"), reason="an engine is installed here")
+def test_probe_reports_both_engines_unavailable_here_with_reasons():
+    got = available_engines()
+    assert set(got) == {"tensorrt_llm", "vllm"}
+    assert got["tensorrt_llm"].startswith("unavailable:") and "No module named 'tensorrt_llm'" in got["tensorrt_llm"]
+    assert got["vllm"].startswith("unavailable:") and "vLLM 0.11 or newer" in got["vllm"]
+
+
+@pytest.mark.skipif(_installed("tensorrt_llm"), reason="TensorRT-LLM is installed here")
+def test_run_engine_without_the_engine_fails_clearly(tmp_path):
+    w = EventWriter(tmp_path / "events.jsonl", RunClock())
+    try:
+        with pytest.raises(EngineUnavailable) as e:
+            run_engine("tensorrt_llm", {"model": "x"}, w, RunClock())
+    finally:
+        w.close()
+    assert "TensorRT-LLM is not usable here" in str(e.value)
+    with pytest.raises(EngineUnavailable) as e:
+        run_engine("sglang", {}, None, None)
+    assert "unknown engine" in str(e.value)
+
+
+def test_seed_ttft_proxy_is_the_second_iteration_with_hits():
+    # IterationStats as JsonSerialization::toJsonStr writes them (camelCase), one per iteration;
+    # benchmark.py takes iter_latency_ms of the second iteration with cache_hit_rate > 0.01.
+    stats = [
+        {"iter": 0, "iterLatencyMS": 900.0, "kvCacheStats": {"cacheHitRate": 0.0, "reusedBlocks": 0}},
+        {"iter": 1, "iterLatencyMS": 40.0, "kvCacheStats": {"cacheHitRate": 0.5, "reusedBlocks": 10}},
+        json.dumps({"iter": 2, "iterLatencyMS": 35.5, "kvCacheStats": {"cacheHitRate": 0.6}}),
+        {"iter": 3, "iterLatencyMS": 30.0, "kvCacheStats": {"cacheHitRate": 0.7}},
+    ]
+    assert seed_ttft_proxy_ns(stats) == 35_500_000
+    assert seed_ttft_proxy_ns(stats[:2]) is None
+    assert kv_cache_stats(stats[1]) == {"cacheHitRate": 0.5, "reusedBlocks": 10}
+    assert seed_ttft_proxy_ns([{"iter_latency_ms": 5, "kv_cache_stats": {"cache_hit_rate": 0.2}}] * 2) == 5_000_000
+
+
+def test_block_bytes_from_a_llama_config(tmp_path):
+    # Llama-3.1-70B's config.json: 80 layers, 64 heads, 8 KV heads, hidden 8192 (head_dim 128)
+    (tmp_path / "config.json").write_text(json.dumps({
+        "num_hidden_layers": 80, "num_attention_heads": 64, "num_key_value_heads": 8,
+        "hidden_size": 8192, "vocab_size": 128256}))
+    assert hf_kv_block_bytes(str(tmp_path), 32, 2) == 2 * 80 * 8 * 128 * 32 * 2
+    assert hf_kv_block_bytes(str(tmp_path), 32, 1) == 2 * 80 * 8 * 128 * 32  # FP8 KV
+    assert hf_kv_block_bytes(str(tmp_path / "missing"), 32, 2) is None
+
+
+def test_zmq_frames_and_lost_batches():
+    topic, seq, payload = split_frames([b"kvscope", (5).to_bytes(8, "big"), b"\x92\x01\x90"])
+    assert (topic, seq, payload) == (b"kvscope", 5, b"\x92\x01\x90")
+    assert split_frames([b"", (-1).to_bytes(8, "big", signed=True), b""])[1] == -1  # replay end marker
+    with pytest.raises(FrameError):
+        split_frames([b"kvscope", b"\x00"])
+    s = SeqTracker()
+    assert [s.see(x) for x in (0, 1, 2, 5, 6)] == [0, 0, 0, 2, 0]
+    assert SeqTracker().see(3) == 3  # subscribed late: the first three batches were missed
+
+
+@pytest.mark.skipif(not (_installed("msgspec") and _installed("vllm")), reason="msgspec and vLLM are not installed here")
+def test_decoder_uses_the_engines_own_batch_type():
+    import msgspec
+    from vllm.distributed.kv_events import BlockRemoved, KVEventBatch
+
+    from kvscope_agent.engines.vllm import make_decoder
+
+    payload = msgspec.msgpack.Encoder().encode(KVEventBatch(ts=1.0, events=[BlockRemoved(block_hashes=[1], medium="GPU")]))
+    assert make_decoder()(payload)
+
+
+def test_driver_writes_the_seed_workload_as_protocol_lines(tmp_path):
+    """The driver around a streaming engine: one queued/first_token/done per user and round,
+    round lines, and TTFT = first_token.t - queued.t."""
+    path = tmp_path / "events.jsonl"
+    clock = RunClock()
+    w = EventWriter(path, clock)
+    w.emit("pool", pool="gpu", capacity_blocks=10, block_tokens=16, block_bytes=0)
+    cfg = {"users": 3, "rounds": 2, "context_tokens": 40, "new_tokens": 8, "output_tokens": 4, "seed": 1}
+    prompts: list[tuple[int, int, int]] = []
+
+    async def submit(u, rnd, prompt, n, first):
+        prompts.append((u, rnd, len(prompt)))
+        await asyncio.sleep(0.002 * (u + 1))
+        first()
+        await asyncio.sleep(0.001)
+        return list(range(n)), 16 if rnd else None
+
+    timing = asyncio.run(drive(cfg, w, clock, 1000, submit))
+    w.emit("run.end", status="ok", summary={})
+    w.close()
+    assert check_log(path) == []
+    lines = [json.loads(x) for x in open(path)]
+    reqs = [ln for ln in lines if ln["type"] == "req"]
+    assert len(reqs) == 3 * 3 * 3
+    # round r's prompt = context + r * (output + new), as the built-in engine's workload
+    assert sorted(p for _, r, p in prompts if r == 2) == [40 + 2 * 12] * 3
+    rounds = [ln for ln in lines if ln["type"] == "round"]
+    assert [r["round"] for r in rounds] == [0, 1, 2]
+    for r in rounds:
+        q = {x["user"]: x["t"] for x in reqs if x["round"] == r["round"] and x["phase"] == "queued"}
+        f = {x["user"]: x["t"] for x in reqs if x["round"] == r["round"] and x["phase"] == "first_token"}
+        assert r["ttft_ns"] == [f[u] - q[u] for u in range(3)]
+    done = [x for x in reqs if x["phase"] == "done" and x["round"] == 1]
+    assert all(x["reused_gpu_tokens"] == 16 and x["computed_tokens"] == x["prompt_tokens"] - 16 for x in done)
+    assert timing["e2e_ns"] > 0 and timing["ttft_ns_p50"] > 0
+    phases = [(ln["name"], ln["state"]) for ln in lines if ln["type"] == "phase"]
+    assert phases == [("context", "begin"), ("context", "end"), ("rounds", "begin"), ("rounds", "end")]
