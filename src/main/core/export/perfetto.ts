@@ -1,0 +1,762 @@
+/**
+ * A run's event log → a Chrome Trace Event JSON file that Perfetto (ui.perfetto.dev) opens, on one
+ * clock with what KV Scope shows. Format as Perfetto's JSON importer reads it
+ * (shared/reference/profilers.md §2, json_trace_parser_impl.cc):
+ *
+ * - `ts`/`dur` in microseconds with fractions (the log's integer ns / 1000), relative to run
+ *   start (the log's `t` already is). No `displayTimeUnit`: old importers took it as the unit.
+ * - Tracks: process "Run" (phases, rounds, warnings), "Requests" (one thread per user), "GPU pool"
+ *   (offload moves, evictions, occupancy), "Host pool" (onboard moves, evictions, occupancy),
+ *   "Copies" (H2D/D2H/D2D/H2H lanes per trace source, bytes in flight), "GPU <i>" (nvidia-smi /
+ *   NVML counters). Every pid and (pid, tid) used is named, with sort indices.
+ * - `X` slices on one thread nest strictly: overlapping intervals go to separate lanes
+ *   (shared/trace-lanes.ts), because the importer moves overlaps to an overflow track (#4280).
+ * - Flows v2 (`bind_id` + `flow_out`/`flow_in`) from each block move to the copies that carried it.
+ *   The importer binds a flow end to the slice it is set on, keeps a flow id open after its first
+ *   `flow_in` (so one move may end on several copies), and takes one `bind_id` per slice; so a copy
+ *   carrying several moves gets one child slice per move ("part", proportional to the bytes), each
+ *   ending that move's flow. Matching rule: see `CopyConveyor` and docs/export.md.
+ *
+ * Streaming: one pass over the log through the shared decoder; output goes through a bounded
+ * buffer to a stream with backpressure. State is bounded: open requests and phases, one number per
+ * lane, and the moves/copies waiting to be matched inside the matching window.
+ */
+import type { Writable } from 'node:stream';
+import { EventLineDecoder, type BadLine } from '../../../shared/events-reader';
+import type { BlocksEvent, GpuSampleEvent, KvEvent, ReqEvent, XferDir, XferEvent } from '../../../shared/protocol';
+import { LaneAssigner } from '../../../shared/trace-lanes';
+
+export interface PerfettoOptions {
+  /** A copy may carry a move when the copy starts no earlier than this before the move's line (ns). */
+  matchBeforeNs?: number;
+  /** ... and no later than this after it (ns). */
+  matchAfterNs?: number;
+  /** How long after a copy started its `xfer` line may still be written (ns of run time; CUPTI flushes late). */
+  lateNs?: number;
+  /** Bad lines kept in full in the report (the rest are counted). */
+  keepBadLines?: number;
+}
+
+export interface PerfettoReport {
+  /** Valid log events read. */
+  events: number;
+  /** Trace events written (metadata included). */
+  traceEvents: number;
+  badLines: number;
+  badLineSamples: BadLine[];
+  requests: number;
+  moves: { total: number; matched: number; unmatched: number; unmatchedSample: number[] };
+  copies: { total: number; carrying: number; blockSized: number; bytes: Record<XferDir, number> };
+  flows: { out: number; in: number };
+  /** Timestamps below 0 (before run start) written as 0. */
+  clampedTimestamps: number;
+  /** Copies whose start was earlier than one already placed on the bytes-in-flight counter. */
+  lateCopies: number;
+  matching: { beforeNs: number; afterNs: number; lateNs: number };
+}
+
+const DEFAULTS = { matchBeforeNs: 50e6, matchAfterNs: 5e9, lateNs: 30e9, keepBadLines: 20 };
+
+const PID = { run: 1, requests: 2, gpuPool: 3, hostPool: 4, copies: 5, gpuBase: 10 } as const;
+const SOURCES = ['engine', 'cupti'] as const;
+type Source = (typeof SOURCES)[number];
+const MOVE_DIR: Record<'offload' | 'onboard', XferDir> = { offload: 'd2h', onboard: 'h2d' };
+
+interface Move {
+  seq: number;
+  op: 'offload' | 'onboard';
+  t: number;
+  blocks: number;
+  bytes: number;
+  user: number | null;
+  round: number | null;
+  /** Conveyors (one per trace source) that have not finished with this move. */
+  pending: number;
+  carried: Record<Source, number>;
+  firstStart: number;
+  lastEnd: number;
+  copies: number;
+}
+
+interface PendingCopy {
+  ev: XferEvent;
+  rem: number;
+  blockSized: boolean;
+  parts: Array<{ move: Move; bytes: number }>;
+}
+
+/**
+ * The matching rule for one direction and one trace source. Moves (blocks lines) and copies (xfer
+ * lines) each form a byte stream in order (moves by line order, copies by start time); a copy
+ * carries the moves whose bytes its bytes cover, first in first out, under two conditions:
+ * only copies whose size is a whole number of blocks carry blocks (the engine's other small copies
+ * of token ids and sampled tokens do not, PROTOCOL.md "Transfers and blocks agree"), and a copy
+ * carries a move only if it starts within [t − before, t + after] of the move's line. A copy too
+ * early for the oldest waiting move carries nothing; a move with no copy in its window is
+ * unmatched for this source. Since xfer lines may be written up to `late` after the copy started,
+ * a move waits until the log's clock passes t + after + late before it is given up.
+ */
+class CopyConveyor {
+  readonly moves: Array<{ move: Move; rem: number }> = [];
+  readonly copies: PendingCopy[] = [];
+
+  constructor(
+    private readonly exporter: PerfettoTraceBuilder,
+    readonly dir: XferDir,
+    readonly source: Source,
+    private readonly blockBytes: () => number,
+  ) {}
+
+  addMove(move: Move): void {
+    this.moves.push({ move, rem: move.bytes });
+  }
+
+  addCopy(ev: XferEvent): void {
+    const bb = this.blockBytes();
+    const c: PendingCopy = { ev, rem: ev.bytes, blockSized: bb > 0 && ev.bytes > 0 && ev.bytes % bb === 0, parts: [] };
+    // Keep copies in start order; they arrive nearly sorted, so this walks back a step or two.
+    let i = this.copies.length;
+    while (i > 0 && this.copies[i - 1]!.ev.start > ev.start) i--;
+    this.copies.splice(i, 0, c);
+  }
+
+  /** Matches what can be matched now; `now` is the latest `t` read, `final` at end of log. */
+  step(now: number, final: boolean, o: Required<PerfettoOptions>): void {
+    for (;;) {
+      const m = this.moves[0];
+      const c = this.copies[0];
+      if (c && !c.blockSized) {
+        this.copies.shift();
+        this.exporter.releaseCopy(c, this.source);
+        continue;
+      }
+      if (!c) {
+        if (m && (final || now > m.move.t + o.matchAfterNs + o.lateNs)) {
+          this.moves.shift();
+          this.exporter.releaseMove(m.move);
+          continue;
+        }
+        return;
+      }
+      if (!m) {
+        // A copy can carry only moves written before start + before; lines come in time order.
+        if (final || now > c.ev.start + o.matchBeforeNs) {
+          this.copies.shift();
+          this.exporter.releaseCopy(c, this.source);
+          continue;
+        }
+        return;
+      }
+      if (c.ev.start < m.move.t - o.matchBeforeNs) {
+        this.copies.shift();
+        this.exporter.releaseCopy(c, this.source);
+        continue;
+      }
+      if (c.ev.start > m.move.t + o.matchAfterNs) {
+        // An earlier-starting copy may still be written late: wait for the clock unless at the end.
+        if (final || now > m.move.t + o.matchAfterNs + o.lateNs) {
+          this.moves.shift();
+          this.exporter.releaseMove(m.move);
+          continue;
+        }
+        return;
+      }
+      const k = Math.min(m.rem, c.rem);
+      if (k > 0) {
+        c.parts.push({ move: m.move, bytes: k });
+        m.rem -= k;
+        c.rem -= k;
+        m.move.carried[this.source] += k;
+        m.move.copies++;
+        if (c.ev.start < m.move.firstStart) m.move.firstStart = c.ev.start;
+        if (c.ev.end > m.move.lastEnd) m.move.lastEnd = c.ev.end;
+      }
+      if (m.rem <= 0) {
+        this.moves.shift();
+        this.exporter.releaseMove(m.move);
+      }
+      if (c.rem <= 0) {
+        this.copies.shift();
+        this.exporter.releaseCopy(c, this.source);
+      }
+    }
+  }
+}
+
+interface OpenRequest {
+  user: number;
+  round: number;
+  queued: number | null;
+  scheduled: number | null;
+  first_token: number | null;
+  done: number | null;
+  last: number;
+  doneEvent: ReqEvent | null;
+}
+
+/** Microseconds from integer ns, as the shortest decimal (ns/1000 has ≤ 3 fraction digits). */
+const us = (ns: number): string => String(ns / 1000);
+
+/**
+ * Turns events (in seq order) into trace-event JSON strings handed to `emit`, one per trace event.
+ * Pure: no I/O, usable on an in-memory run (tests) and by the streaming exporter.
+ */
+export class PerfettoTraceBuilder {
+  private readonly o: Required<PerfettoOptions>;
+  private readonly namedThreads = new Set<string>();
+  private readonly laneSets = new Map<string, LaneAssigner>();
+  private readonly laneTids = new Map<string, number>();
+  private nextTid = 1;
+  private readonly requests = new Map<string, OpenRequest>();
+  private readonly phases = new Map<string, number>();
+  private readonly conveyors = new Map<string, CopyConveyor>();
+  private readonly inFlight = new Map<string, { value: number; ends: number[]; lastTs: number }>();
+  private readonly occupancy = { gpu: 0, host: 0 };
+  private readonly blockBytes = { gpu: 0, host: 0 };
+  private readonly gpusNamed = new Set<number>();
+  private now = 0;
+  private lastSeqSeen = -1;
+  readonly report: PerfettoReport;
+
+  constructor(
+    private readonly emit: (json: string) => void,
+    options: PerfettoOptions = {},
+  ) {
+    this.o = { ...DEFAULTS, ...options };
+    this.report = {
+      events: 0,
+      traceEvents: 0,
+      badLines: 0,
+      badLineSamples: [],
+      requests: 0,
+      moves: { total: 0, matched: 0, unmatched: 0, unmatchedSample: [] },
+      copies: { total: 0, carrying: 0, blockSized: 0, bytes: { h2d: 0, d2h: 0, d2d: 0, h2h: 0 } },
+      flows: { out: 0, in: 0 },
+      clampedTimestamps: 0,
+      lateCopies: 0,
+      matching: { beforeNs: this.o.matchBeforeNs, afterNs: this.o.matchAfterNs, lateNs: this.o.lateNs },
+    };
+    const processes: Array<[number, string]> = [
+      [PID.run, 'Run'],
+      [PID.requests, 'Requests (one track per user)'],
+      [PID.gpuPool, 'GPU pool'],
+      [PID.hostPool, 'Host pool'],
+      [PID.copies, 'Copies (H2D / D2H lanes)'],
+    ];
+    for (const [pid, name] of processes) this.nameProcess(pid, name, pid);
+    for (const source of SOURCES) {
+      for (const dir of ['h2d', 'd2h'] as const) {
+        this.conveyors.set(`${dir}/${source}`, new CopyConveyor(this, dir, source, () => this.blockBytes[dir === 'd2h' ? 'gpu' : 'host']));
+      }
+    }
+  }
+
+  private out(json: string): void {
+    this.report.traceEvents++;
+    this.emit(json);
+  }
+
+  private ts(ns: number): string {
+    if (ns < 0) {
+      this.report.clampedTimestamps++;
+      return '0';
+    }
+    return us(ns);
+  }
+
+  private nameProcess(pid: number, name: string, sortIndex: number): void {
+    this.out(`{"ph":"M","name":"process_name","pid":${pid},"args":{"name":${JSON.stringify(name)}}}`);
+    this.out(`{"ph":"M","name":"process_sort_index","pid":${pid},"args":{"sort_index":${sortIndex}}}`);
+  }
+
+  /** The tid of lane `lane` of a logical track, naming it on first use. */
+  private tidFor(pid: number, track: string, lane: number, sortBase: number): number {
+    const key = `${pid}/${track}/${lane}`;
+    let tid = this.laneTids.get(key);
+    if (tid === undefined) {
+      tid = this.nextTid++;
+      this.laneTids.set(key, tid);
+      const name = lane === 0 ? track : `${track} (lane ${lane + 1})`;
+      this.out(`{"ph":"M","name":"thread_name","pid":${pid},"tid":${tid},"args":{"name":${JSON.stringify(name)}}}`);
+      this.out(`{"ph":"M","name":"thread_sort_index","pid":${pid},"tid":${tid},"args":{"sort_index":${sortBase * 100 + lane}}}`);
+      this.namedThreads.add(key);
+    }
+    return tid;
+  }
+
+  /** Places an interval on a logical track's lanes; returns the lane's tid. */
+  private laneTid(pid: number, track: string, sortBase: number, start: number, end: number): number {
+    const key = `${pid}/${track}`;
+    let lanes = this.laneSets.get(key);
+    if (!lanes) {
+      lanes = new LaneAssigner();
+      this.laneSets.set(key, lanes);
+    }
+    const { lane } = lanes.place(Math.max(0, start), Math.max(0, end));
+    return this.tidFor(pid, track, lane, sortBase);
+  }
+
+  private slice(pid: number, tid: number, name: string, cat: string, start: number, end: number, args: Record<string, unknown>, flow = ''): void {
+    const s = Math.max(0, start);
+    const dur = Math.max(0, end - s);
+    this.out(
+      `{"ph":"X","name":${JSON.stringify(name)},"cat":"${cat}","pid":${pid},"tid":${tid},"ts":${this.ts(start)},"dur":${us(dur)}${flow},"args":${JSON.stringify(args)}}`,
+    );
+  }
+
+  private counter(pid: number, name: string, t: number, args: Record<string, number>): void {
+    this.out(`{"ph":"C","name":${JSON.stringify(name)},"pid":${pid},"ts":${this.ts(t)},"args":${JSON.stringify(args)}}`);
+  }
+
+  /** A bad line from the decoder: counted, a few kept for the report. */
+  badLine(b: BadLine): void {
+    this.report.badLines++;
+    if (this.report.badLineSamples.length < this.o.keepBadLines) this.report.badLineSamples.push(b);
+  }
+
+  push(e: KvEvent): void {
+    this.report.events++;
+    // Repeated or out-of-order lines (a duplicated tail) would double slices: skip them as the ledger does.
+    if (e.seq <= this.lastSeqSeen) {
+      this.badLine({ reason: 'schema', offset: -1, line: -1, seq: e.seq, message: `seq ${e.seq} after seq ${this.lastSeqSeen}: repeated or out of order, not exported` });
+      return;
+    }
+    this.lastSeqSeen = e.seq;
+    if (e.t > this.now) this.now = e.t;
+    switch (e.type) {
+      case 'pool':
+        this.blockBytes[e.pool] = e.block_bytes;
+        this.counter(e.pool === 'gpu' ? PID.gpuPool : PID.hostPool, `${e.pool === 'gpu' ? 'GPU' : 'Host'} pool capacity`, e.t, { blocks: e.capacity_blocks });
+        break;
+      case 'blocks':
+        this.onBlocks(e);
+        break;
+      case 'xfer':
+        this.onXfer(e);
+        break;
+      case 'req':
+        this.onReq(e);
+        break;
+      case 'round': {
+        const tid = this.laneTid(PID.run, 'rounds', 2, e.t - e.e2e_ns, e.t);
+        this.slice(PID.run, tid, `round ${e.round}`, 'round', e.t - e.e2e_ns, e.t, { round: e.round, e2e_ns: e.e2e_ns, ttft_ns: e.ttft_ns });
+        break;
+      }
+      case 'gpu':
+        this.onGpu(e);
+        break;
+      case 'phase':
+        if (e.state === 'begin') this.phases.set(e.name, e.t);
+        else {
+          const begin = this.phases.get(e.name);
+          this.phases.delete(e.name);
+          const start = begin ?? 0;
+          const tid = this.laneTid(PID.run, 'phases', 1, start, e.t);
+          this.slice(PID.run, tid, e.name, 'phase', start, e.t, begin === undefined ? { begin_missing: true } : {});
+        }
+        break;
+      case 'log':
+        if (e.level === 'warn' || e.level === 'error') {
+          const tid = this.tidFor(PID.run, 'warnings and errors', 0, 3);
+          this.out(`{"ph":"i","s":"t","name":${JSON.stringify(`${e.level}: ${e.msg.slice(0, 120)}`)},"cat":"log","pid":${PID.run},"tid":${tid},"ts":${this.ts(e.t)},"args":${JSON.stringify({ level: e.level, msg: e.msg, seq: e.seq })}}`);
+        }
+        break;
+      case 'run.start':
+        this.out(`{"ph":"M","name":"process_name","pid":${PID.run},"args":{"name":${JSON.stringify(`Run ${e.run_id} (${e.engine.name}, ${e.host.hostname})`)}}}`);
+        for (const g of e.host.gpus) this.nameGpu(g.index, g.name);
+        break;
+      default:
+        break;
+    }
+    for (const c of this.conveyors.values()) c.step(this.now, false, this.o);
+  }
+
+  private nameGpu(index: number, name?: string): void {
+    if (this.gpusNamed.has(index) && !name) return;
+    this.gpusNamed.add(index);
+    this.nameProcess(PID.gpuBase + index, `GPU ${index}${name ? ` (${name})` : ''} counters`, PID.gpuBase + index);
+  }
+
+  private onGpu(e: GpuSampleEvent): void {
+    this.nameGpu(e.index);
+    const pid = PID.gpuBase + e.index;
+    const num = (v: number | null | undefined): v is number => typeof v === 'number' && Number.isFinite(v);
+    if (num(e.mem_used_bytes)) this.counter(pid, 'memory used', e.t, { bytes: e.mem_used_bytes });
+    const util: Record<string, number> = {};
+    if (num(e.util_pct)) util.gpu_pct = e.util_pct;
+    if (num(e.mem_util_pct)) util.memory_pct = e.mem_util_pct;
+    if (Object.keys(util).length) this.counter(pid, 'utilisation', e.t, util);
+    const pcie: Record<string, number> = {};
+    if (num(e.pcie_rx_bytes_per_s)) pcie.rx_bytes_per_s = e.pcie_rx_bytes_per_s;
+    if (num(e.pcie_tx_bytes_per_s)) pcie.tx_bytes_per_s = e.pcie_tx_bytes_per_s;
+    if (Object.keys(pcie).length) this.counter(pid, 'PCIe', e.t, pcie);
+    if (num(e.power_w)) this.counter(pid, 'power', e.t, { watts: e.power_w });
+    if (num(e.sm_clock_mhz)) this.counter(pid, 'SM clock', e.t, { mhz: e.sm_clock_mhz });
+  }
+
+  private onBlocks(e: BlocksEvent): void {
+    const n = e.ids.length;
+    const keep = e.keep_source === true;
+    const occ = this.occupancy;
+    switch (e.op) {
+      case 'store':
+        occ.gpu += n;
+        break;
+      case 'offload':
+        if (!keep) occ.gpu -= n;
+        occ.host += n;
+        break;
+      case 'onboard':
+        if (!keep) occ.host -= n;
+        occ.gpu += n;
+        break;
+      case 'evict': {
+        const pool = e.pool ?? 'gpu';
+        occ[pool] -= n;
+        const pid = pool === 'gpu' ? PID.gpuPool : PID.hostPool;
+        const tid = this.tidFor(pid, 'evictions', 0, 2);
+        const args = { blocks: n, user: e.user ?? null, round: e.round ?? null, seq: e.seq, ids: e.ids.slice(0, 16) };
+        this.out(`{"ph":"i","s":"t","name":"evict ${n} block${n === 1 ? '' : 's'}","cat":"kv","pid":${pid},"tid":${tid},"ts":${this.ts(e.t)},"args":${JSON.stringify(args)}}`);
+        break;
+      }
+      case 'hit':
+        return;
+    }
+    if (e.op === 'store' || e.op === 'offload' || e.op === 'onboard' || e.op === 'evict') {
+      if (e.op !== 'evict' || e.pool !== 'host') this.counter(PID.gpuPool, 'GPU pool occupancy', e.t, { blocks: occ.gpu });
+      if (e.op === 'offload' || e.op === 'onboard' || e.pool === 'host') this.counter(PID.hostPool, 'Host pool occupancy', e.t, { blocks: occ.host });
+    }
+    if (e.op === 'offload' || e.op === 'onboard') {
+      const dir = MOVE_DIR[e.op];
+      const bb = this.blockBytes[e.op === 'offload' ? 'gpu' : 'host'];
+      const move: Move = {
+        seq: e.seq,
+        op: e.op,
+        t: e.t,
+        blocks: n,
+        bytes: n * bb,
+        user: e.user ?? null,
+        round: e.round ?? null,
+        pending: SOURCES.length,
+        carried: { engine: 0, cupti: 0 },
+        firstStart: Infinity,
+        lastEnd: -Infinity,
+        copies: 0,
+      };
+      this.report.moves.total++;
+      for (const source of SOURCES) this.conveyors.get(`${dir}/${source}`)!.addMove(move);
+    }
+  }
+
+  private onXfer(e: XferEvent): void {
+    this.report.copies.total++;
+    this.report.copies.bytes[e.dir] += e.bytes;
+    const conveyor = this.conveyors.get(`${e.dir}/${e.source}`);
+    if (conveyor) conveyor.addCopy(e);
+    else this.releaseCopy({ ev: e, rem: e.bytes, blockSized: false, parts: [] }, e.source);
+  }
+
+  /** Called by a conveyor once a move is done with it. */
+  releaseMove(move: Move): void {
+    if (--move.pending > 0) return;
+    const matched = move.copies > 0;
+    if (matched) this.report.moves.matched++;
+    else {
+      this.report.moves.unmatched++;
+      if (this.report.moves.unmatchedSample.length < 20) this.report.moves.unmatchedSample.push(move.seq);
+    }
+    // Perfetto links a flow only if its start slice is read first (sorted by ts): the move slice
+    // starts at its line's time, or 1 ns before its first copy when the copy started earlier.
+    const start = matched ? Math.min(move.t, move.firstStart - 1) : move.t;
+    const end = matched ? Math.max(move.t, move.lastEnd) : move.t;
+    const pid = move.op === 'offload' ? PID.gpuPool : PID.hostPool;
+    const track = move.op === 'offload' ? 'offloads (GPU → host)' : 'onboards (host → GPU)';
+    const tid = this.laneTid(pid, track, 1, start, end);
+    const args = {
+      seq: move.seq,
+      blocks: move.blocks,
+      bytes: move.bytes,
+      user: move.user,
+      round: move.round,
+      line_t_ns: move.t,
+      carried_bytes: move.carried,
+      copies: move.copies,
+      matched,
+    };
+    const flow = matched ? `,"bind_id":"0x${move.seq.toString(16)}","flow_out":true` : '';
+    if (matched) this.report.flows.out++;
+    this.slice(pid, tid, `${move.op} ${move.blocks} block${move.blocks === 1 ? '' : 's'}`, 'kv', start, end, args, flow);
+  }
+
+  /** Called by a conveyor (or directly) once a copy's matching is final: writes it on its lane. */
+  releaseCopy(c: PendingCopy, source: string): void {
+    const e = c.ev;
+    if (c.blockSized) this.report.copies.blockSized++;
+    if (c.parts.length) this.report.copies.carrying++;
+    const dirName = e.dir.toUpperCase();
+    const track = `${dirName} copies (${source})`;
+    const sortBase = { h2d: 1, d2h: 2, d2d: 3, h2h: 4 }[e.dir] * 2 + (source === 'cupti' ? 0 : 1);
+    const tid = this.laneTid(PID.copies, track, sortBase, e.start, e.end);
+    const durNs = Math.max(0, e.end - e.start);
+    const args: Record<string, unknown> = {
+      bytes: e.bytes,
+      bandwidth_gb_per_s: durNs > 0 ? e.bytes / durNs : null,
+      dir: e.dir,
+      source: e.source,
+      src_mem: e.src_mem ?? null,
+      dst_mem: e.dst_mem ?? null,
+      device: e.device ?? null,
+      stream: e.stream ?? null,
+      seq: e.seq,
+      carries_blocks_of_moves: c.parts.map((p) => p.move.seq),
+    };
+    this.slice(PID.copies, tid, `${dirName} ${formatMiB(e.bytes)}`, 'xfer', e.start, e.end, args);
+    // One child per carried move, in byte order and proportional to bytes, each ending that move's flow.
+    let done = 0;
+    for (const p of c.parts) {
+      const a = e.start + (durNs * done) / e.bytes;
+      done += p.bytes;
+      const b = Math.min(e.end, e.start + (durNs * done) / e.bytes);
+      this.report.flows.in++;
+      this.slice(
+        PID.copies,
+        tid,
+        `blocks of ${p.move.op} seq ${p.move.seq}`,
+        'xfer.part',
+        a,
+        b,
+        { move_seq: p.move.seq, bytes: p.bytes, blocks: p.move.bytes > 0 ? (p.bytes / p.move.bytes) * p.move.blocks : 0 },
+        `,"bind_id":"0x${p.move.seq.toString(16)}","flow_in":true`,
+      );
+    }
+    this.bytesInFlight(e, source);
+  }
+
+  /** "bytes in flight" per direction and source: +bytes at each copy's start, −bytes at its end. */
+  private bytesInFlight(e: XferEvent, source: string): void {
+    const key = `${e.dir}/${source}`;
+    let s = this.inFlight.get(key);
+    if (!s) {
+      s = { value: 0, ends: [], lastTs: -Infinity };
+      this.inFlight.set(key, s);
+    }
+    const name = `bytes in flight (${source})`;
+    this.drainEnds(s, e.dir, name, e.start);
+    if (e.start < s.lastTs) this.report.lateCopies++;
+    s.value += e.bytes;
+    s.lastTs = Math.max(s.lastTs, e.start);
+    this.counter(PID.copies, name, e.start, { [e.dir]: s.value });
+    // Insert the end keeping `ends` sorted ascending by time (value pairs interleaved: [t, bytes]).
+    let i = s.ends.length;
+    while (i >= 2 && s.ends[i - 2]! > e.end) i -= 2;
+    s.ends.splice(i, 0, e.end, e.bytes);
+  }
+
+  private drainEnds(s: { value: number; ends: number[]; lastTs: number }, dir: string, name: string, upTo: number): void {
+    while (s.ends.length && s.ends[0]! <= upTo) {
+      const t = s.ends[0]!;
+      s.value -= s.ends[1]!;
+      s.ends.splice(0, 2);
+      s.lastTs = Math.max(s.lastTs, t);
+      this.counter(PID.copies, name, t, { [dir]: s.value });
+    }
+  }
+
+  private onReq(e: ReqEvent): void {
+    const key = `${e.user}/${e.round}`;
+    let r = this.requests.get(key);
+    if (!r) {
+      r = { user: e.user, round: e.round, queued: null, scheduled: null, first_token: null, done: null, last: e.t, doneEvent: null };
+      this.requests.set(key, r);
+    }
+    r[e.phase] = e.t;
+    r.last = Math.max(r.last, e.t);
+    if (e.phase === 'done') {
+      r.doneEvent = e;
+      this.requests.delete(key);
+      this.writeRequest(r, false);
+    }
+  }
+
+  private writeRequest(r: OpenRequest, incomplete: boolean): void {
+    this.report.requests++;
+    const marks = [r.queued, r.scheduled, r.first_token, r.done].filter((v): v is number => v !== null);
+    const start = Math.min(...marks);
+    const end = Math.max(...marks, r.last);
+    const tid = this.laneTid(PID.requests, `user ${r.user}`, r.user + 1, start, end);
+    const d = r.doneEvent;
+    const args = {
+      user: r.user,
+      round: r.round,
+      ttft_ns: r.queued !== null && r.first_token !== null ? r.first_token - r.queued : null,
+      e2e_ns: r.queued !== null && r.done !== null ? r.done - r.queued : null,
+      prompt_tokens: d?.prompt_tokens ?? null,
+      output_tokens: d?.output_tokens ?? null,
+      reused_gpu_tokens: d?.reused_gpu_tokens ?? null,
+      reused_host_tokens: d?.reused_host_tokens ?? null,
+      computed_tokens: d?.computed_tokens ?? null,
+      incomplete,
+    };
+    this.slice(PID.requests, tid, `user ${r.user} round ${r.round}${incomplete ? ' (incomplete)' : ''}`, 'request', start, end, args);
+    // Phases tile the request: queued → scheduled → first token → done.
+    const steps: Array<[string, number | null, number | null]> = [
+      ['queued', r.queued, r.scheduled],
+      ['prefill', r.scheduled, r.first_token],
+      ['decode', r.first_token, r.done],
+    ];
+    for (const [name, a, b] of steps) {
+      if (a !== null && b !== null && b >= a) this.slice(PID.requests, tid, name, 'request.phase', a, b, { user: r.user, round: r.round });
+    }
+  }
+
+  /** The log is over: flush everything waiting, then the report event. */
+  finish(): PerfettoReport {
+    for (const c of this.conveyors.values()) c.step(this.now, true, this.o);
+    for (const [key, s] of this.inFlight) {
+      const [dir, source] = key.split('/') as [string, string];
+      this.drainEnds(s, dir, `bytes in flight (${source})`, Infinity);
+    }
+    for (const r of this.requests.values()) this.writeRequest(r, true);
+    this.requests.clear();
+    for (const [name, begin] of this.phases) {
+      const tid = this.laneTid(PID.run, 'phases', 1, begin, this.now);
+      this.slice(PID.run, tid, name, 'phase', begin, this.now, { end_missing: true });
+    }
+    this.phases.clear();
+    // Visible in Perfetto's UI (a global instant at 0) and in the file's top-level metadata.
+    this.out(`{"ph":"i","s":"g","name":"kvscope export report","cat":"kvscope","pid":${PID.run},"ts":0,"args":${JSON.stringify(this.reportArgs())}}`);
+    return this.report;
+  }
+
+  reportArgs(): Record<string, unknown> {
+    const r = this.report;
+    return {
+      events_read: r.events,
+      bad_lines_skipped: r.badLines,
+      bad_line_samples: r.badLineSamples.map((b) => `line ${b.line}${b.seq !== null ? ` seq ${b.seq}` : ''}: ${b.reason}: ${b.message}`),
+      requests: r.requests,
+      moves: r.moves,
+      copies: r.copies,
+      flows: r.flows,
+      clamped_timestamps: r.clampedTimestamps,
+      late_copies: r.lateCopies,
+      matching_rule:
+        'a copy carries a block move of the same direction (offload=d2h, onboard=h2d) and trace source when its size is a whole number of blocks ' +
+        `and it starts within [t-${r.matching.beforeNs}ns, t+${r.matching.afterNs}ns] of the move's line; bytes are matched first in first out`,
+    };
+  }
+}
+
+function formatMiB(bytes: number): string {
+  if (bytes >= 1 << 20) return `${(bytes / (1 << 20)).toFixed(1)} MiB`;
+  if (bytes >= 1 << 10) return `${(bytes / (1 << 10)).toFixed(1)} KiB`;
+  return `${bytes} B`;
+}
+
+export interface StreamProgress {
+  bytesRead: number;
+  totalBytes: number | null;
+  events: number;
+}
+
+/**
+ * Writes strings to a stream in batches and waits for 'drain' when the stream is full
+ * (Node's backpressure contract), so memory stays bounded however fast events are produced.
+ */
+export class BatchedWriter {
+  private parts: string[] = [];
+  private size = 0;
+  constructor(
+    private readonly out: Writable,
+    private readonly batchChars = 1 << 20,
+  ) {}
+
+  write(s: string): void {
+    this.parts.push(s);
+    this.size += s.length;
+  }
+
+  get pendingChars(): number {
+    return this.size;
+  }
+
+  /** Hands the batch to the stream once it is big enough (or always with `force`), honouring backpressure. */
+  async flush(force = false): Promise<void> {
+    if (!force && this.size < this.batchChars) return;
+    if (this.size === 0) return;
+    const chunk = this.parts.join('');
+    this.parts = [];
+    this.size = 0;
+    if (!this.out.write(chunk)) {
+      await new Promise<void>((resolve, reject) => {
+        const onDrain = () => {
+          this.out.off('error', onError);
+          resolve();
+        };
+        const onError = (err: Error) => {
+          this.out.off('drain', onDrain);
+          reject(err);
+        };
+        this.out.once('drain', onDrain);
+        this.out.once('error', onError);
+      });
+    }
+  }
+
+  async end(): Promise<void> {
+    await this.flush(true);
+    await new Promise<void>((resolve, reject) => {
+      this.out.once('error', reject);
+      this.out.end(() => resolve());
+    });
+  }
+}
+
+/**
+ * Streams a log (its decompressed bytes) into a trace file on `out`. Reads each chunk, decodes
+ * it, and hands the produced JSON to `out` before reading on, so memory stays bounded.
+ */
+export async function writePerfettoTrace(
+  source: AsyncIterable<Uint8Array>,
+  out: Writable,
+  options: PerfettoOptions & { onProgress?: (p: StreamProgress) => void; totalBytes?: number | null; sourceBytes?: () => number; title?: string } = {},
+): Promise<PerfettoReport> {
+  const writer = new BatchedWriter(out);
+  let first = true;
+  writer.write('{"traceEvents":[\n');
+  const builder = new PerfettoTraceBuilder((json) => {
+    writer.write(first ? json : ',\n' + json);
+    first = false;
+  }, options);
+  const decoder = new EventLineDecoder({ onEvent: (e) => builder.push(e), onBadLine: (b) => builder.badLine(b) });
+  let bytesRead = 0;
+  let lastProgress = 0;
+  const progress = () => {
+    options.onProgress?.({ bytesRead: options.sourceBytes ? options.sourceBytes() : bytesRead, totalBytes: options.totalBytes ?? null, events: builder.report.events });
+  };
+  try {
+    for await (const chunk of source) {
+      bytesRead += chunk.length;
+      decoder.push(chunk);
+      await writer.flush();
+      const now = Date.now();
+      if (now - lastProgress > 250) {
+        lastProgress = now;
+        progress();
+      }
+    }
+  } catch (e) {
+    const code = (e as { code?: string }).code;
+    if (code !== 'Z_BUF_ERROR' && code !== 'Z_DATA_ERROR') throw e;
+    // A cut-off .gz: export every event that decompressed, and say so.
+    decoder.end();
+    builder.badLine({ reason: 'truncated', offset: bytesRead, line: decoder.lines + 1, seq: null, message: `compressed log is damaged or cut off after ${bytesRead} bytes (${(e as Error).message})` });
+  }
+  decoder.end();
+  const report = builder.finish();
+  progress();
+  const meta = { kvscope: { format: 'kvscope-perfetto', version: 1, title: options.title ?? null, ...builder.reportArgs() } };
+  writer.write(`\n],\n"metadata":${JSON.stringify(meta)}}\n`);
+  await writer.end();
+  return report;
+}

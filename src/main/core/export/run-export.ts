@@ -1,0 +1,136 @@
+/**
+ * One entry for every export of a run, shared by `kvscope export` and the app's File → Export:
+ * picks the writer for the format, streams the log once, reports progress, and says what was
+ * skipped (bad lines) rather than failing on them.
+ */
+import { createReadStream, createWriteStream, type ReadStream } from 'node:fs';
+import { rename, rm, stat } from 'node:fs/promises';
+import { createGunzip } from 'node:zlib';
+import type { BadLine } from '../../../shared/events-reader';
+import { CodedError } from '../../../shared/result';
+import { RunAnalyzer } from '../../../shared/run-analysis';
+import { readEventFile } from '../event-files';
+import type { RunMeta } from '../run-store';
+import { writeCsv, type CsvTable } from './csv';
+import { KVSCOPE_EXT, readKvscopeFile, writeKvscopeFile } from './kvscope-file';
+import { writePerfettoTrace, type PerfettoOptions, type PerfettoReport } from './perfetto';
+
+export type ExportFormat = 'perfetto' | 'csv' | 'kvscope';
+export const EXPORT_FORMATS: readonly ExportFormat[] = ['perfetto', 'csv', 'kvscope'];
+
+export interface ExportProgress {
+  stage: string;
+  /** 0..1 when the total is known. */
+  fraction: number | null;
+  message: string;
+}
+
+export interface ExportOptions {
+  /** The run's log: events.jsonl, events.jsonl.gz or a .kvscope file. */
+  logFile: string;
+  /** meta.json of the run (written into a .kvscope file). */
+  meta: RunMeta;
+  format: ExportFormat;
+  dest: string;
+  /** csv only: one table into the file `dest`; without it, all tables into the folder `dest`. */
+  table?: CsvTable;
+  perfetto?: PerfettoOptions;
+  onProgress?: (p: ExportProgress) => void;
+}
+
+export interface ExportResult {
+  format: ExportFormat;
+  files: string[];
+  events: number;
+  badLines: number;
+  badLineSamples: BadLine[];
+  perfetto?: PerfettoReport;
+}
+
+function describeBad(b: BadLine): string {
+  return `line ${b.line}${b.seq !== null ? ` (seq ${b.seq})` : ''}: ${b.reason}: ${b.message}`;
+}
+
+/** What was skipped, in one sentence per bad line sample (for stderr and the app's message). */
+export function skippedSummary(r: ExportResult): string[] {
+  if (r.badLines === 0) return [];
+  const out = [`skipped ${r.badLines} bad line(s); exported the ${r.events} valid event(s)`];
+  for (const b of r.badLineSamples) out.push(`  ${describeBad(b)}`);
+  if (r.badLines > r.badLineSamples.length) out.push(`  ... and ${r.badLines - r.badLineSamples.length} more`);
+  return out;
+}
+
+/** A log's decompressed bytes, with a way to ask how far through the file on disk we are. */
+function openWithPosition(file: string): { bytes: AsyncIterable<Uint8Array>; position: () => number; total: Promise<number | null> } {
+  if (file.endsWith(KVSCOPE_EXT)) {
+    let total: number | null = null;
+    let pos = 0;
+    async function* events(): AsyncGenerator<Uint8Array> {
+      for await (const chunk of readKvscopeFile(file, (h) => (total = h.events_bytes))) {
+        pos += chunk.length;
+        yield chunk;
+      }
+    }
+    return { bytes: events(), position: () => pos, total: Promise.resolve(null).then(() => total) };
+  }
+  const raw: ReadStream = createReadStream(file, { highWaterMark: 1 << 20 });
+  const total = stat(file).then((s) => s.size);
+  if (!file.endsWith('.gz')) return { bytes: raw, position: () => raw.bytesRead, total };
+  const gunzip = createGunzip();
+  raw.on('error', (e) => gunzip.destroy(e));
+  return { bytes: raw.pipe(gunzip), position: () => raw.bytesRead, total };
+}
+
+export async function exportLog(o: ExportOptions): Promise<ExportResult> {
+  if (!EXPORT_FORMATS.includes(o.format)) throw new CodedError('invalid_argument', `unknown export format "${String(o.format)}" (use ${EXPORT_FORMATS.join(', ')})`);
+  const progress = o.onProgress ?? (() => undefined);
+  if (o.format === 'perfetto') {
+    const src = openWithPosition(o.logFile);
+    const totalBytes = await src.total.catch(() => null);
+    const tmp = `${o.dest}.${process.pid}.tmp`;
+    const out = createWriteStream(tmp);
+    let report: PerfettoReport;
+    try {
+      report = await writePerfettoTrace(src.bytes, out, {
+        ...o.perfetto,
+        title: o.meta.name,
+        totalBytes,
+        sourceBytes: src.position,
+        onProgress: (p) => {
+          const fraction = p.totalBytes ? Math.min(1, p.bytesRead / p.totalBytes) : null;
+          progress({ stage: 'perfetto', fraction, message: `${p.events} events read${fraction !== null ? ` (${Math.round(fraction * 100)}%)` : ''}` });
+        },
+      });
+      await rename(tmp, o.dest);
+    } catch (e) {
+      out.destroy();
+      await rm(tmp, { force: true });
+      throw e;
+    }
+    return { format: 'perfetto', files: [o.dest], events: report.events, badLines: report.badLines, badLineSamples: report.badLineSamples, perfetto: report };
+  }
+  if (o.format === 'csv') {
+    progress({ stage: 'csv', fraction: null, message: 'reading the run' });
+    const analyzer = new RunAnalyzer();
+    const bad: BadLine[] = [];
+    let badLines = 0;
+    await readEventFile(o.logFile, {
+      onEvent: (e) => analyzer.push(e),
+      onBadLine: (b) => {
+        badLines++;
+        if (bad.length < 20) bad.push(b);
+      },
+    });
+    analyzer.finish();
+    const a = analyzer.result();
+    const files = await writeCsv(a, o.dest, o.table);
+    progress({ stage: 'csv', fraction: 1, message: `wrote ${files.length} table(s)` });
+    return { format: 'csv', files, events: a.events, badLines, badLineSamples: bad };
+  }
+  // kvscope: the exact bytes; a bad line is carried as is (import restores the log byte for byte).
+  const r = await writeKvscopeFile(o.logFile, o.meta, o.dest, (done, total) =>
+    progress({ stage: 'kvscope', fraction: total ? done / total : null, message: `${done} of ${total} bytes` }),
+  );
+  void r;
+  return { format: 'kvscope', files: [o.dest], events: 0, badLines: 0, badLineSamples: [] };
+}
