@@ -583,8 +583,15 @@ def run_one(
         writer.emit("pool", pool="host", capacity_blocks=host_blocks, block_tokens=opts.block_tokens,
                     block_bytes=built.block_bytes, bytes=host_blocks * built.block_bytes,
                     pinned=cache.cuda)
+        plain = cache.measure_plain_copy(per_request)
+        if plain is not None:
+            writer.emit("log", level="info", msg=(
+                f"plain pinned copy of {plain['blocks']} blocks ({plain['bytes']} bytes) between the pools: "
+                f"h2d {plain['h2d_gb_per_s']} GB/s, d2h {plain['d2h_gb_per_s']} GB/s"))
         phase("setup", "end")
         summary = run_workload(opts, built, users, writer, clock, cancel, phase)
+        if plain is not None:
+            summary["plain_copy"] = plain
         cache.synchronize()
     except Cancelled:
         status, exit_code = "cancelled", EXIT_CANCELLED

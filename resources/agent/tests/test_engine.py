@@ -9,27 +9,44 @@ logits of magnitude ~1-10 in fp32 — the two orders of summation differ only by
 from __future__ import annotations
 
 import math
+import os
 import random
+import sys
 
-import pytest
 import torch
 
-from kvscope_agent.clock import RunClock
+try:
+    import pytest
+except ImportError:  # the GPU host's Python may lack pytest: `python3 tests/test_engine.py`
+    pytest = None  # type: ignore[assignment]
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from kvscope_agent.clock import RunClock  # noqa: E402
 from kvscope_agent.engine.kv_cache import PagedKVCache
 from kvscope_agent.engine.model import LlamaModel, Piece, rms_norm, rope
 from kvscope_agent.engine.scheduler import block_id
 from kvscope_agent.presets import PRESETS
 
-CPU = torch.device("cpu")
 TINY = PRESETS["tiny"]
 LOGIT_ATOL = 1e-4
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
-def make(gpu_blocks: int = 64, host_blocks: int = 16, block_tokens: int = 8):
+def devices(fn):
+    """Each test runs on the CPU and, where one is present, on a CUDA device (fp32 both, so
+    the same tolerance holds: PyTorch keeps TF32 off for fp32 matmuls by default)."""
+    if pytest is None:
+        return fn
+    return pytest.mark.parametrize("device", DEVICES)(fn)
+
+
+def make(device: str = "cpu", gpu_blocks: int = 64, host_blocks: int = 16, block_tokens: int = 8):
     torch.manual_seed(0)
-    model = LlamaModel(TINY, CPU, torch.float32, seed=1)
+    dev = torch.device(device)
+    model = LlamaModel(TINY, dev, torch.float32, seed=1)
     clock = RunClock()
-    cache = PagedKVCache(TINY, CPU, torch.float32, "native", block_tokens, gpu_blocks, host_blocks, clock.now)
+    cache = PagedKVCache(TINY, dev, torch.float32, "native", block_tokens, gpu_blocks, host_blocks, clock.now)
     return model, cache
 
 
@@ -38,12 +55,13 @@ def contiguous_logits(model: LlamaModel, tokens: list[int]) -> torch.Tensor:
     cfg = model.cfg
     hd = cfg.head_dim
     n = len(tokens)
-    x = model.embed[torch.tensor(tokens)]
-    pos = torch.arange(n)
+    dev = model.device
+    x = model.embed[torch.tensor(tokens, device=dev)]
+    pos = torch.arange(n, device=dev)
     ang = pos.float()[:, None] * model.inv_freq[None, :]
     ang = torch.cat((ang, ang), -1)[:, None, :]
     cos, sin = ang.cos(), ang.sin()
-    mask = torch.ones(n, n, dtype=torch.bool).tril()
+    mask = torch.ones(n, n, dtype=torch.bool, device=dev).tril()
     group = cfg.heads // cfg.kv_heads
     for layer in model.layers:
         h = rms_norm(x, layer.norm1, cfg.rms_eps)
@@ -63,8 +81,9 @@ def contiguous_logits(model: LlamaModel, tokens: list[int]) -> torch.Tensor:
     return model.lm_head(rms_norm(x, model.norm, cfg.rms_eps)).float()
 
 
-def test_paged_attention_equals_contiguous_attention():
-    model, cache = make(gpu_blocks=64, block_tokens=8)
+@devices
+def test_paged_attention_equals_contiguous_attention(device):
+    model, cache = make(device, gpu_blocks=64, block_tokens=8)
     rng = random.Random(3)
     tokens = [rng.randrange(TINY.vocab) for _ in range(77)]
     ref = contiguous_logits(model, tokens)
@@ -85,21 +104,24 @@ def test_paged_attention_equals_contiguous_attention():
         out = model.forward_step(pieces, cache, return_logits=True)
         got.append(out[0])
     for p in (75, 76):  # decode: one token each, attending to everything before
-        out = model.forward_step([Piece(None, torch.tensor([tokens[p]]), p, 1, rows_a, True)], cache, return_logits=True)
+        out = model.forward_step([Piece(None, torch.tensor([tokens[p]], device=model.device), p, 1, rows_a, True)], cache, return_logits=True)
         got.append(out[0])
     want = [ref[12], ref[49], ref[74], ref[75], ref[76]]
     for g, w in zip(got, want):
         assert torch.allclose(g, w, atol=LOGIT_ATOL, rtol=0), (g - w).abs().max()
     # And the check can fail: a decode step that reads a wrong block is far off.
     wrong_rows = cache.request_rows(list(reversed(table_a)))
-    bad = model.forward_step([Piece(None, torch.tensor([tokens[76]]), 76, 1, wrong_rows, True)], cache, return_logits=True)
+    bad = model.forward_step([Piece(None, torch.tensor([tokens[76]], device=model.device), 76, 1, wrong_rows, True)], cache, return_logits=True)
     assert (bad[0] - ref[76]).abs().max() > 100 * LOGIT_ATOL
 
 
-def test_offloaded_and_onboarded_block_is_bit_identical():
-    _, cache = make(gpu_blocks=16, host_blocks=8, block_tokens=8)
+@devices
+def test_offloaded_and_onboarded_block_is_bit_identical(device):
+    _, cache = make(device, gpu_blocks=16, host_blocks=8, block_tokens=8)
     g = torch.Generator().manual_seed(5)
-    cache.pool.copy_(torch.randn(cache.pool.shape, generator=g))
+    cache.pool.copy_(torch.randn(cache.pool.shape, generator=g).to(cache.pool.device))
+    if cache.cuda:
+        assert cache.host.view(0, 1).is_pinned()
     before = cache.pool.clone()
     # Offload a run of adjacent blocks and a lone one; onboard into other, scattered slots.
     cache.copy_batch(offloads=[(3, 0), (4, 1), (5, 2), (9, 5)], onboards=[])
@@ -126,3 +148,54 @@ def test_block_ids_are_content_addressed():
     assert a != block_id(None, [1, 2, 3, 5])
     assert block_id(a, [5, 6]) != block_id(None, [5, 6])  # same tokens, different prefix
     assert 0 <= a < 2**53
+
+
+@devices
+def test_fp8_kv_pool_stores_e4m3_and_copies_bit_identical(device):
+    if not hasattr(torch, "float8_e4m3fn"):
+        if pytest is None:
+            return
+        pytest.skip(f"torch {torch.__version__} has no float8 dtype (the fp8 KV pool needs one)")
+    from kvscope_agent.engine import fp8
+
+    dev = torch.device(device)
+    clock = RunClock()
+    cache = PagedKVCache(TINY, dev, torch.float32, "fp8", 8, 8, 4, clock.now)
+    assert cache.pool.dtype == torch.float8_e4m3fn
+    assert cache.block_bytes == 8 * TINY.layers * 2 * TINY.kv_heads * TINY.head_dim  # one byte a value
+    rows = cache.request_rows([5, 2])
+    g = torch.Generator().manual_seed(1)
+    k = torch.randn(12, TINY.kv_heads, TINY.head_dim, generator=g).to(dev)
+    v = torch.randn(12, TINY.kv_heads, TINY.head_dim, generator=g).to(dev)
+    cache.write(1, rows[:12], k, v)
+    kr, vr = cache.read(1, rows[:12], torch.float32)
+    assert torch.equal(kr, fp8.kv_from_storage(fp8.kv_to_storage(k), torch.float32))
+    assert torch.equal(vr, fp8.kv_from_storage(fp8.kv_to_storage(v), torch.float32))
+    before = cache.pool[5].view(torch.uint8).clone()
+    cache.copy_batch(offloads=[(5, 3)], onboards=[])
+    cache.copy_batch(offloads=[], onboards=[(3, 7)])
+    cache.synchronize()
+    assert torch.equal(cache.pool[7].view(torch.uint8), before)
+
+
+if __name__ == "__main__":
+    # Standalone run (no pytest): every test on every device present; exit 1 on a failure.
+    import sys
+    import traceback
+
+    failed = 0
+    for name, fn in sorted(globals().items()):
+        if not name.startswith("test_") or not callable(fn):
+            continue
+        takes_device = "device" in fn.__code__.co_varnames[: fn.__code__.co_argcount]
+        for dev in DEVICES if takes_device else [None]:
+            label = f"{name}[{dev}]" if dev else name
+            try:
+                fn(dev) if dev else fn()
+                print(f"PASS {label}")
+            except Exception:  # noqa: BLE001
+                failed += 1
+                print(f"FAIL {label}")
+                traceback.print_exc()
+    print(f"torch {torch.__version__}: {failed} failed")
+    sys.exit(1 if failed else 0)

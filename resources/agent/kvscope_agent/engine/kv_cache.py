@@ -294,6 +294,45 @@ class PagedKVCache:
             done.append(self.pending.pop(0))
         return done
 
+    def measure_plain_copy(self, blocks: int, reps: int = 3) -> dict[str, Any] | None:
+        """The plain pinned-copy baseline beside the run, in this process: `blocks` blocks
+        GPU pool -> host pool and back as plain copies (one per host chunk, no block runs to
+        find), timed with CUDA events on the copy stream; best of `reps`. Overwrites pool
+        contents, so call it before the workload. None on the CPU or without a host pool."""
+        if not self.cuda or self.host is None:
+            return None
+        blocks = min(blocks, self.num_blocks, self.host.capacity)
+        if blocks <= 0:
+            return None
+        self.host.ensure(blocks)
+        spans = []
+        slot = 0
+        while slot < blocks:
+            c, i = divmod(slot, self.host.chunk_blocks)
+            n = min(blocks - slot, self.host.chunk_blocks - i)
+            spans.append((self.blocks_view[slot : slot + n], self.host.chunks[c][i : i + n]))
+            slot += n
+        torch.cuda.synchronize(self.device)
+        result: dict[str, Any] = {"blocks": blocks, "bytes": blocks * self.block_bytes, "copies": len(spans), "reps": reps}
+        for direction in ("h2d", "d2h"):
+            best = None
+            for _ in range(reps):
+                start = torch.cuda.Event(enable_timing=True)
+                end = torch.cuda.Event(enable_timing=True)
+                with torch.cuda.stream(self.copy_stream):
+                    start.record(self.copy_stream)
+                    for gpu, host in spans:
+                        if direction == "h2d":
+                            gpu.copy_(host, non_blocking=True)
+                        else:
+                            host.copy_(gpu, non_blocking=True)
+                    end.record(self.copy_stream)
+                end.synchronize()
+                ms = start.elapsed_time(end)
+                best = ms if best is None else min(best, ms)
+            result[f"{direction}_gb_per_s"] = round(result["bytes"] / (best * 1e6), 3)
+        return result
+
     def synchronize(self) -> None:
         if self.cuda:
             torch.cuda.synchronize(self.device)

@@ -72,43 +72,75 @@ def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     return x * cos + rotated * sin
 
 
+def _probe_gqa() -> bool:
+    """Whether scaled_dot_product_attention takes enable_gqa (PyTorch 2.5+)."""
+    if not _HAS_SDPA:
+        return False
+    try:
+        q = torch.zeros(1, 2, 1, 4)
+        kv = torch.zeros(1, 1, 1, 4)
+        F.scaled_dot_product_attention(q, kv, kv, enable_gqa=True)
+        return True
+    except (TypeError, RuntimeError):
+        return False
+
+
+_HAS_GQA = _probe_gqa()
+try:  # PyTorch 2.3+: a bottom-right aligned causal mask the fused kernels take without materialising
+    from torch.nn.attention.bias import causal_lower_right as _causal_lower_right
+except ImportError:  # pragma: no cover - depends on the torch version
+    _causal_lower_right = None
+_lower_right_ok = _causal_lower_right is not None
+
+
+def _explicit_mask(n: int, s: int, start: int, device: torch.device) -> torch.Tensor:
+    # Query i (position start+i) sees keys 0..start+i: bottom-right aligned causal.
+    return torch.ones(n, s, dtype=torch.bool, device=device).tril(diagonal=start)
+
+
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start: int) -> torch.Tensor:
     """Causal attention of `n` new queries at positions start..start+n-1 over keys 0..start+n-1.
 
     q [n, heads, d]; k, v [start+n, kv_heads, d]. Returns [n, heads, d]. Grouped-query: each KV
     head serves heads // kv_heads query heads.
+
+    Kernel choice on CUDA: decode (n = 1) and a first chunk (start = 0) need no mask, so the flash
+    kernel runs with native GQA (enable_gqa, no K/V expansion). A later prefill chunk needs a
+    bottom-right causal mask, which flash cannot take; there K/V are expanded to all heads (the
+    memory-efficient kernel has no GQA) and the mask is `causal_lower_right` (no n×s tensor).
     """
+    global _lower_right_ok
     n, heads, d = q.shape
     s, kvh, _ = k.shape
     group = heads // kvh
-    qh = q.transpose(0, 1)  # [heads, n, d]
+    qh = q.transpose(0, 1)[None]  # [1, heads, n, d]
     if _HAS_SDPA:
-        kh, vh = k.transpose(0, 1), v.transpose(0, 1)  # [kvh, s, d]
-        if n == 1:
-            mask = None  # one query at the last position sees every key
-            causal = False
-        elif start == 0:
-            mask, causal = None, True  # square causal (top-left == bottom-right)
-        else:
-            # Bottom-right aligned causal mask: query i sees keys <= start + i.
-            mask = torch.ones(n, s, dtype=torch.bool, device=q.device).tril(diagonal=start)
-            causal = False
+        kh, vh = k.transpose(0, 1)[None], v.transpose(0, 1)[None]  # [1, kvh, s, d]
+        if n == 1 or start == 0:
+            causal = n > 1  # square causal: top-left and bottom-right alignment agree
+            if group > 1 and _HAS_GQA:
+                out = F.scaled_dot_product_attention(qh, kh, vh, is_causal=causal, enable_gqa=True)
+            else:
+                if group > 1:
+                    kh, vh = kh.repeat_interleave(group, dim=1), vh.repeat_interleave(group, dim=1)
+                out = F.scaled_dot_product_attention(qh, kh, vh, is_causal=causal)
+            return out[0].transpose(0, 1)
         if group > 1:
+            kh, vh = kh.repeat_interleave(group, dim=1), vh.repeat_interleave(group, dim=1)
+        if _lower_right_ok:
             try:
-                out = F.scaled_dot_product_attention(qh[None], kh[None], vh[None], attn_mask=mask, is_causal=causal, enable_gqa=True)[0]
-                return out.transpose(0, 1)
-            except TypeError:  # torch < 2.5: no enable_gqa
-                kh = kh.repeat_interleave(group, dim=0)
-                vh = vh.repeat_interleave(group, dim=0)
-        out = F.scaled_dot_product_attention(qh[None], kh[None], vh[None], attn_mask=mask, is_causal=causal)[0]
-        return out.transpose(0, 1)
+                out = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=_causal_lower_right(n, s))
+                return out[0].transpose(0, 1)
+            except (TypeError, RuntimeError, NotImplementedError):
+                _lower_right_ok = False  # this torch build cannot: use the explicit mask from now on
+        out = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=_explicit_mask(n, s, start, q.device))
+        return out[0].transpose(0, 1)
     # torch 1.13 (no SDPA): explicit softmax attention in fp32.
     kh = k.transpose(0, 1).repeat_interleave(group, dim=0).float()
     vh = v.transpose(0, 1).repeat_interleave(group, dim=0).float()
-    scores = torch.matmul(qh.float(), kh.transpose(1, 2)) / math.sqrt(d)
+    scores = torch.matmul(qh[0].float(), kh.transpose(1, 2)) / math.sqrt(d)
     if n > 1:
-        keep = torch.ones(n, s, dtype=torch.bool, device=q.device).tril(diagonal=start)
-        scores = scores.masked_fill(~keep, float("-inf"))
+        scores = scores.masked_fill(~_explicit_mask(n, s, start, q.device), float("-inf"))
     out = torch.matmul(torch.softmax(scores, dim=-1), vh).to(q.dtype)
     return out.transpose(0, 1)
 
