@@ -658,6 +658,24 @@ def start_sampler(
         return None
 
 
+def available_sources(sample_ms: int) -> dict[str, Any]:
+    """What start_sampler would use, without starting it: for run.start `capabilities.telemetry`,
+    which is written before the sampler starts. Loads NVML only to see that it initialises."""
+    smi = shutil.which("nvidia-smi")
+    nvml, nvml_reason = Nvml.open()
+    if nvml is not None:
+        nvml.close()
+    if smi is None and nvml is None:
+        return capability_off(f"{NVIDIA_SMI_MISSING}; and {nvml_reason}")
+    return {
+        "on": sample_ms > 0,
+        "source": "nvidia-smi" if smi else "nvml",
+        "sample_ms": sample_ms,
+        "pcie_source": "nvml" if nvml else "nvidia-smi dmon",
+        "reason": "" if sample_ms > 0 else "--sample-ms 0",
+    }
+
+
 def capability_off(reason: str) -> dict[str, Any]:
     return {"on": False, "source": None, "sample_ms": None, "pcie_source": None, "reason": reason}
 

@@ -223,3 +223,17 @@ def test_no_nvidia_smi_no_nvml_degrades_with_a_reason(tmp_path, monkeypatch) -> 
     host = telemetry.probe_host([0])
     assert host["gpus"] == [] and "nvidia-smi" in host["probe_error"]
     assert host["python_version"] and host["hostname"]
+
+
+def test_available_sources_says_what_is_missing(tmp_path, monkeypatch) -> None:
+    if telemetry.Nvml.open()[0] is not None:
+        pytest.skip("NVML present on this machine: cannot observe the no-NVML path")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    off = telemetry.available_sources(100)
+    assert off["on"] is False and "nvidia-smi not found" in off["reason"]
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text("#!/bin/sh\nexit 0\n")
+    fake.chmod(0o755)
+    on = telemetry.available_sources(100)
+    assert on == {"on": True, "source": "nvidia-smi", "sample_ms": 100,
+                  "pcie_source": "nvidia-smi dmon", "reason": ""}
