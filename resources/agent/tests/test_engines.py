@@ -215,3 +215,58 @@ def test_driver_writes_the_seed_workload_as_protocol_lines(tmp_path):
     assert timing["e2e_ns"] > 0 and timing["ttft_ns_p50"] > 0
     phases = [(ln["name"], ln["state"]) for ln in lines if ln["type"] == "phase"]
     assert phases == [("context", "begin"), ("context", "end"), ("rounds", "begin"), ("rounds", "end")]
+
+
+def test_seed_capture_runs_the_benchmark_unchanged_with_events_on(fake_packages, tmp_path, monkeypatch):
+    """The wrapper around the seed's benchmark.py: its KvCacheConfig gets event_buffer_max_size,
+    the executor's event manager is drained into the dump through the serializer, and the
+    script runs with its own argv. The bindings here are stand-ins (TensorRT-LLM is absent)."""
+    fake_packages({
+        "tensorrt_llm/__init__.py": "",
+        "tensorrt_llm/bindings/__init__.py": "",
+        "tensorrt_llm/bindings/executor.py": """
+            import threading
+            seen = {}
+            class KvCacheConfig:
+                def __init__(self, **kw):
+                    seen["kv"] = kw
+            class _Mgr:
+                def __init__(self):
+                    self.batches = [["e0", "e1"], ["e2"]]
+                    self.lock = threading.Lock()
+                def get_latest_events(self, timeout_ms):
+                    with self.lock:
+                        return self.batches.pop(0) if self.batches else []
+            class Executor:
+                def __init__(self, path, kv):
+                    self.mgr = _Mgr()
+                def get_kv_cache_event_manager(self):
+                    return self.mgr
+        """,
+        "tensorrt_llm/_utils.py": """
+            class KVCacheEventSerializer:
+                @classmethod
+                def serialize(cls, events):
+                    return [{"event_id": int(e[1:]), "data": {"type": "created", "num_blocks_per_cache_level": [4, 2]}} for e in events]
+        """,
+    })
+    bench = tmp_path / "benchmark.py"
+    bench.write_text(textwrap.dedent("""
+        import sys, time
+        import tensorrt_llm.bindings.executor as trtllm
+        kv = trtllm.KvCacheConfig(enable_block_reuse=True, free_gpu_memory_fraction=0.9, host_cache_size=55000000000)
+        ex = trtllm.Executor(sys.argv[1], kv)
+        time.sleep(0.3)
+        print("E2E TIME: 1.00 (ms)", sys.argv[1:])
+    """))
+    from kvscope_agent.engines.seed_capture import main as seed_main
+
+    dump = tmp_path / "dump.jsonl"
+    monkeypatch.setattr(sys, "argv", list(sys.argv))
+    assert seed_main(["--dump", str(dump), "--", str(bench), "engine-dir", "--n", "2"]) == 0
+    import tensorrt_llm.bindings.executor as ex_mod
+
+    assert ex_mod.seen["kv"] == {"enable_block_reuse": True, "free_gpu_memory_fraction": 0.9,
+                                 "host_cache_size": 55000000000, "event_buffer_max_size": 1 << 20}
+    lines = [json.loads(x) for x in dump.read_text().splitlines()]
+    assert [x["event_id"] for x in lines] == [0, 1, 2]
