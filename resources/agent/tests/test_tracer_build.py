@@ -170,3 +170,34 @@ def test_library_without_trace_dir_does_nothing(tmp_path) -> None:
     assert proc.returncode == 0
     assert json.loads(proc.stdout)["active"] == 0
     assert "KVSCOPE_TRACE_DIR is not set" in proc.stderr
+
+
+def test_library_converts_real_cupti_record_structs(tmp_path) -> None:
+    """kvscope_cupti.c's buffer callback on a buffer of CUPTI's own structs (Memcpy6, PtoP4,
+    Memset4 from the installed headers), walked by CUPTI's cuptiActivityGetNextRecord."""
+    loc = _parts_or_skip()
+    cc = build.find_compiler()
+    exe = str(tmp_path / "cconv")
+    proc = subprocess.run(
+        [cc.path, "-O2", "-std=gnu11", *[f"-I{d}" for d in loc.include_dirs], "-o", exe,
+         os.path.join(build.TRACER_DIR, "cupti_convert_selftest.c"), loc.library,
+         f"-Wl,-rpath,{os.path.dirname(loc.library)}", "-lpthread"],
+        capture_output=True, text=True, timeout=120,
+    )
+    if proc.returncode != 0 and "builds CUDA 13 CUPTI records" in proc.stderr:
+        pytest.skip("CUPTI here is older than CUDA 13; the self-test builds CUDA 13 structs")
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "conv.bin"
+    run = subprocess.run([exe, str(out)], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    from kvscope_agent.tracer.collector import decode_records
+
+    recs = list(decode_records(out.read_bytes()))
+    assert [r.type for r in recs] == [1, 3, 2]  # memcpy, peer memcpy, memset; no error records
+    m, p, s = recs
+    assert (m.copy_kind, m.src_kind, m.dst_kind, m.flags) == (1, 2, 3, 1)
+    assert (m.bytes, m.start, m.end) == (0x123456789, 0x18EC0B625F4088EA, 0x18EC0B625F4188EA)
+    assert (m.device_id, m.context_id, m.stream_id, m.correlation_id, m.extra) == (3, 4, 55, 0xABCDEF, 7)
+    assert (p.copy_kind, p.bytes, p.start, p.end, p.stream_id, p.correlation_id) == (10, 1 << 20, 1000, 2000, 9, 42)
+    assert (p.src_device_id, p.dst_device_id) == (1, 2)
+    assert (s.src_kind, s.bytes, s.start, s.end, s.stream_id, s.correlation_id, s.flags) == (3, 4096, 3000, 3500, 7, 43, 1)
