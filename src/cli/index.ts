@@ -3,6 +3,8 @@
  * them run on the same framework-free core as the desktop app.
  */
 import { Command } from 'commander';
+import { registerExport } from './commands/export';
+import { registerImport } from './commands/import';
 import { registerServe } from './commands/serve';
 import { registerValidate } from './commands/validate';
 import { VERSION } from '../shared/version';
@@ -16,6 +18,8 @@ export function buildProgram(): Command {
     .showHelpAfterError();
   registerValidate(program);
   registerServe(program);
+  registerExport(program);
+  registerImport(program);
   return program;
 }
 

@@ -271,6 +271,26 @@ export type MenuAction =
   | 'settings';
 
 /** Pushed from core to the renderer, batched (never one message per event). */
+/** Formats of `exportRun` (issue 7): a Perfetto trace, CSV tables, or a portable run file. */
+export type ExportFormat = 'perfetto' | 'csv' | 'kvscope';
+export interface ExportRunOptions {
+  /** csv only: write just this table to the destination file (else both tables into the destination folder). */
+  table?: 'rounds' | 'requests';
+}
+export interface ExportRunResult {
+  files: string[];
+  /** Valid events exported (0 for kvscope, which copies bytes without decoding). */
+  events: number;
+  /** Bad lines skipped (also named in a trace's metadata). */
+  badLines: number;
+  /** What was skipped, one line each, for the user. */
+  skipped: string[];
+  /** perfetto only: block moves no copy could be matched to. */
+  unmatchedMoves: number | null;
+}
+/** Which chart an image shows. */
+export type ChartImageKind = 'compare' | 'timeline';
+
 export type PushMessage =
   | { kind: 'run-events'; runId: string; events: KvEvent[] }
   | { kind: 'run-status'; runId: string; status: RunListing['status']; message?: string }
@@ -326,6 +346,15 @@ export interface KvScopeApi {
   forgetSecrets(): Promise<Result<{ forgotten: number }>>;
   /** Opens a .kvscope file, an events.jsonl(.gz) or a run folder: library runs open in place, others are imported. */
   openPath(path: string): Promise<Result<OpenedRun>>;
+  /** Exports a library run to an absolute path, streaming; `progress` pushes (stage `export-<format>`) while it runs. */
+  exportRun(runId: string, format: ExportFormat, destPath: string, options?: ExportRunOptions): Promise<Result<ExportRunResult>>;
+  /** Restores a .kvscope run file into the library (byte for byte) and lists it. */
+  importRunFile(path: string): Promise<Result<RunListing>>;
+  /**
+   * Writes a chart image the renderer drew: SVG text or a `data:image/png;base64,` URL (≤ 50 MB),
+   * to an absolute .svg/.png path (extension must match), or into a folder as `<run>-<kind>.<ext>`.
+   */
+  saveImage(runIdOrName: string, kind: ChartImageKind, dataUrlOrSvg: string, destPath: string): Promise<Result<{ path: string; bytes: number; format: 'png' | 'svg' }>>;
   /** The desktop file dialog; resolves to a path, or null when cancelled. `unsupported` in a browser. */
   openFileDialog(options?: OpenFileDialogOptions): Promise<Result<string | null>>;
   /** A desktop notification. `unsupported` in a browser (the page may use the Notification API instead). */
@@ -371,6 +400,9 @@ export const CORE_METHODS = [
   'openPath',
   'openFileDialog',
   'notify',
+  'exportRun',
+  'importRunFile',
+  'saveImage',
 ] as const satisfies readonly CoreMethod[];
 
 /** What main/serve implement: each call with the renderer's arguments. */

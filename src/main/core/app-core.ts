@@ -8,6 +8,8 @@ import { VERSION } from '../../shared/version';
 import { RunStore } from './run-store';
 import { deleteRun, importRun, listProjections, renameRun, revealRun } from './runs-library';
 import { openPath } from './open-args';
+import { exportRunFromStore } from './export/core-export';
+import { saveImage } from './export/image-file';
 import { SecretStore, type SafeStorageLike } from './secrets';
 import { DEFAULT_SETTINGS, SettingsStore } from './settings';
 
@@ -53,6 +55,9 @@ export async function createCore(options: CoreOptions): Promise<Core> {
   const store = new RunStore(options.runsDir, options.samplesDir);
   await store.ensure();
   const listeners = new Set<(m: PushMessage) => void>();
+  const pushToAll = (message: PushMessage) => {
+    for (const l of listeners) l(message);
+  };
   const settings = options.settingsStore ?? new SettingsStore(options.settingsFile ?? null);
   const secrets = new SecretStore(options.secretsFile ?? null, options.keychain ?? null);
   const shellActions = options.shellActions ?? {};
@@ -124,6 +129,9 @@ export async function createCore(options: CoreOptions): Promise<Core> {
       if (!notify) return browserOnly('desktop notifications');
       return toResult(() => notify(String(title ?? '').slice(0, 200), String(body ?? '').slice(0, 1000)));
     },
+    exportRun: (runId, format, destPath, exportOptions) => toResult(() => exportRunFromStore(store, pushToAll, runId, format, destPath, exportOptions ?? {})),
+    importRunFile: (path) => toResult(() => importRun(store, { path: String(path) })),
+    saveImage: (runIdOrName, kind, data, destPath) => toResult(() => saveImage(String(runIdOrName), kind, data, destPath)),
   };
   return {
     handlers,

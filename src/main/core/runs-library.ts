@@ -11,6 +11,8 @@ import { EventLineDecoder } from '../../shared/events-reader';
 import { parseProjection } from '../../shared/projection';
 import { CodedError } from '../../shared/result';
 import { checkRunId, type RunStore } from './run-store';
+import { importKvscopeFile, KVSCOPE_EXT } from './export/kvscope-file';
+import { tmpdir } from 'node:os';
 
 const SAMPLE_PREFIX = 'sample:';
 /** Imports larger than this are refused before decoding (a run of 1M transfers is ~200 MB of JSONL). */
@@ -72,6 +74,9 @@ function slug(name: string): string {
  * log are kept byte for byte (the loader reports them, as for any run).
  */
 export async function importRun(store: RunStore, source: ImportRunSource): Promise<RunListing> {
+  // A portable run file (.kvscope, docs/kvscope-file.md) is restored byte for byte by its own reader.
+  const kvscope = await importIfKvscopeFile(store, source);
+  if (kvscope) return kvscope;
   let bytes: Buffer;
   let fileName: string;
   if (source && typeof (source as { path?: unknown }).path === 'string') {
@@ -132,6 +137,26 @@ export async function importRun(store: RunStore, source: ImportRunSource): Promi
     source_run_id: start.run_id,
   });
   return listingOf(store, id);
+}
+
+/** importRun for a `.kvscope` file (by path, or bytes dropped into a browser window); null for other files. */
+async function importIfKvscopeFile(store: RunStore, source: ImportRunSource): Promise<RunListing | null> {
+  const path = (source as { path?: unknown } | null)?.path;
+  if (typeof path === 'string') {
+    if (!path.endsWith(KVSCOPE_EXT)) return null;
+    return listingOf(store, (await importKvscopeFile(path, store.runsDir)).id);
+  }
+  const dropped = source as { fileName?: unknown; bytesBase64?: unknown } | null;
+  if (typeof dropped?.fileName !== 'string' || !dropped.fileName.endsWith(KVSCOPE_EXT) || typeof dropped.bytesBase64 !== 'string') return null;
+  const bytes = Buffer.from(dropped.bytesBase64, 'base64');
+  if (bytes.length > MAX_IMPORT_BYTES) throw new CodedError('invalid_argument', `import: ${dropped.fileName} is larger than 1 GiB`);
+  const tmp = join(tmpdir(), `kvscope-import-${process.pid}-${Date.now()}${KVSCOPE_EXT}`);
+  await writeFile(tmp, bytes);
+  try {
+    return await listingOf(store, (await importKvscopeFile(tmp, store.runsDir)).id);
+  } finally {
+    await rm(tmp, { force: true });
+  }
 }
 
 /**
