@@ -90,6 +90,23 @@ export function isTrustedRendererUrl(url: string, trusted: TrustedRenderer): boo
   return noHash.startsWith(trusted.dirUrl);
 }
 
+/** The frame shape the IPC sender check needs (Electron's WebFrameMain has these). */
+export interface SenderFrameLike {
+  url: string;
+  parent: unknown;
+}
+
+/**
+ * IPC calls are answered only for the top frame of a page we loaded ourselves (Electron security
+ * checklist, "Validate the sender of all IPC messages"): never an iframe, never a page navigated
+ * elsewhere.
+ */
+export function isTrustedSender(event: { senderFrame: SenderFrameLike | null | undefined }, trusted: TrustedRenderer): boolean {
+  const frame = event.senderFrame;
+  if (!frame || frame.parent) return false;
+  return isTrustedRendererUrl(frame.url, trusted);
+}
+
 /** `will-navigate`: the renderer is a single page; any navigation away from it is refused. */
 export function allowNavigation(url: string, trusted: TrustedRenderer): boolean {
   return isTrustedRendererUrl(url, trusted);

@@ -8,20 +8,7 @@ import { ipcMain, type IpcMainInvokeEvent, type WebContents } from 'electron';
 import { CORE_METHODS, ipcChannel, PUSH_CHANNEL, type CoreHandlers } from '../../shared/api';
 import { err, type Result } from '../../shared/result';
 import type { Core } from '../core/app-core';
-import { isTrustedRendererUrl, type TrustedRenderer } from '../window-options';
-
-/** The frame shape the check needs (Electron's WebFrameMain has these). */
-export interface SenderFrameLike {
-  url: string;
-  parent: unknown;
-}
-
-/** True when the call comes from the top frame of a page we loaded ourselves. */
-export function isTrustedSender(event: { senderFrame: SenderFrameLike | null | undefined }, trusted: TrustedRenderer): boolean {
-  const frame = event.senderFrame;
-  if (!frame || frame.parent) return false;
-  return isTrustedRendererUrl(frame.url, trusted);
-}
+import { isTrustedSender, type TrustedRenderer } from '../window-options';
 
 export function registerIpc(core: Core, trusted: TrustedRenderer): () => void {
   for (const method of CORE_METHODS) {
