@@ -270,3 +270,114 @@ def test_seed_capture_runs_the_benchmark_unchanged_with_events_on(fake_packages,
                                  "host_cache_size": 55000000000, "event_buffer_max_size": 1 << 20}
     lines = [json.loads(x) for x in dump.read_text().splitlines()]
     assert [x["event_id"] for x in lines] == [0, 1, 2]
+
+
+FAKE_TRTLLM = '''
+import asyncio, importlib.util, sys, threading
+_spec = importlib.util.spec_from_file_location("kvs_generate", {generate!r})
+gen = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(gen)
+__version__ = "1.2.0-standin"
+
+class SamplingParams:
+    def __init__(self, max_tokens, temperature=None, top_k=None, ignore_eos=False):
+        self.max_tokens = max_tokens
+
+class _Out:
+    def __init__(self, ids):
+        self.token_ids = ids
+
+class _Res:
+    def __init__(self, ids):
+        self.outputs = [_Out(ids)]
+
+class LLM:
+    def __init__(self, model, kv_cache_config, **kw):
+        self.kw = kw
+        kv = kv_cache_config.kw
+        self.sim = gen.TrtllmSim({gpu}, {host}, kv["tokens_per_block"], 4096, "v1")
+        self.lock = threading.Lock()
+        self.iter = 0
+        self.stats = []
+
+    def get_kv_cache_events(self, timeout=2):
+        with self.lock:
+            self.sim.flush()
+            out, self.sim.out = self.sim.out, []
+        return out
+
+    def get_stats(self, timeout=2):
+        with self.lock:
+            out, self.stats = self.stats, []
+        return out
+
+    async def _stream(self, prompt, n):
+        # one request at a time through the block manager, as whole: add, decode, store, release
+        with self.lock:
+            reused, fresh = self.sim.add_sequence(prompt, None)
+            tpb = self.sim.tpb
+            total = list(prompt) + [7] * n
+            extra = -(-len(total) // tpb) - -(-len(prompt) // tpb)
+            for _ in range(extra):
+                self.sim.get_free_block()
+            self.sim.store_and_release(total, reused, fresh + extra, 35)
+            self.iter += 1
+            self.stats.append({{"iter": self.iter, "iterLatencyMS": 1.5,
+                               "kvCacheStats": {{"cacheHitRate": 0.5 if reused else 0.0, "reusedBlocks": len(reused)}}}})
+        for i in range(1, n + 1):
+            await asyncio.sleep(0)
+            yield _Res([7] * i)
+
+    def generate_async(self, prompt, sampling_params, streaming=False):
+        return self._stream(prompt, sampling_params.max_tokens)
+
+    def shutdown(self):
+        pass
+'''
+
+
+def test_trtllm_run_engine_end_to_end_on_a_stand_in_engine(fake_packages, tmp_path):
+    """run_engine's whole live path (event poller thread, waiting for `created`, the streaming
+    driver, round extras, drain) against a stand-in LLM whose block manager is the fixture
+    simulator: the log must satisfy PROTOCOL.md and count the stand-in's moves once."""
+    import os
+
+    gen_path = os.path.join(os.path.dirname(__file__), "fixtures", "engine-dumps", "generate.py")
+    fake_packages({
+        "tensorrt_llm/__init__.py": FAKE_TRTLLM.format(generate=gen_path, gpu=30, host=40),
+        "tensorrt_llm/llmapi/__init__.py": """
+            class KvCacheConfig:
+                model_fields = dict.fromkeys(["enable_block_reuse", "host_cache_size",
+                    "free_gpu_memory_fraction", "event_buffer_max_size", "tokens_per_block"])
+                def __init__(self, **kw):
+                    self.kw = kw
+        """,
+    })
+    from kvscope_agent.engines.tensorrt_llm import run_engine as trt_run
+
+    clock = RunClock()
+    path = tmp_path / "events.jsonl"
+    w = EventWriter(path, clock)
+    cfg = {"model": "stand-in", "users": 3, "rounds": 2, "context_tokens": 256, "new_tokens": 32,
+           "output_tokens": 32, "block_tokens": 32, "host_kv_bytes": 55e9, "free_gpu_memory_fraction": 0.9,
+           "seed": 0, "out_dir": str(tmp_path)}
+    summary = trt_run(cfg, w, clock)
+    w.emit("run.end", status="ok", summary={k: summary[k] for k in
+           ("blocks_offloaded", "blocks_onboarded", "blocks_evicted")})
+    w.close()
+    assert check_log(path) == []
+    import tensorrt_llm
+
+    assert summary["blocks_stored"] > 0 and summary["blocks_offloaded"] > 0
+    lines = [json.loads(x) for x in open(path)]
+    types = [ln["type"] for ln in lines]
+    assert types.index("pool") < types.index("blocks")
+    pools = {ln["pool"]: ln["capacity_blocks"] for ln in lines if ln["type"] == "pool"}
+    assert pools == {"gpu": 30, "host": 40}
+    rounds = [ln for ln in lines if ln["type"] == "round"]
+    assert [r["round"] for r in rounds] == [0, 1, 2]
+    assert all("engine_ttft_ns" in r for r in rounds)
+    raw = [json.loads(x) for x in open(tmp_path / "engine-kv-events.jsonl")]
+    offloads = sum(1 for e in raw if e["data"]["type"] == "updated" and (e["data"]["cache_level"] or {}).get("new_value") == 1)
+    assert summary["blocks_offloaded"] == offloads
+    assert tensorrt_llm.__version__ == summary["engine_version"]

@@ -10,7 +10,8 @@ gives the manual procedure for a host that has TensorRT-LLM.
   free_gpu_memory_fraction=..., event_buffer_max_size>0, tokens_per_block=--block-tokens)`
   (tensorrt_llm/llmapi/llm_args.py; events need event_buffer_max_size > 0 and block reuse,
   per the LLM.get_kv_cache_events docstring in tensorrt_llm/llmapi/llm.py).
-- Requests stream (`generate_async(..., streaming=True)`), so TTFT is measured by the client; the
+- Requests stream (`generate_async(..., streaming=True)`, as examples/llm-api/
+  llm_inference_async_streaming.py), so TTFT is measured by the client; the
   seed's own figure (benchmarks/python/kv_cache_offload/benchmark.py: the iteration latency of
   the second iteration whose KV cache hit rate is above 0.01) is kept beside it on each `round`.
 - A thread polls `get_kv_cache_events` and `get_stats`; the events go through the same
@@ -154,7 +155,10 @@ class Poller:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            self.poll_once(POLL_S)
+            # get_kv_cache_events waits up to its timeout for events; pace the loop anyway in
+            # case a version returns at once when there are none
+            if self.poll_once(POLL_S) == 0:
+                self._stop.wait(POLL_S)
 
     def stop_and_drain(self) -> None:
         self._stop.set()
