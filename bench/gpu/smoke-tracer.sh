@@ -30,6 +30,18 @@ if [ "$rc" = 0 ]; then
   cp -r "$TR" "$OUT/trace"  # the raw per-process files, to decode again offline
 fi
 
+echo "== the agent's own run with tracing + sampling (tiny model, GPU pool short: offload/onboard)"
+for mode in on off; do
+  d="$OUT/tiny-runs/pair-1/$mode"; mkdir -p "$(dirname "$d")"
+  extra="--trace off --sample-ms 0"; [ "$mode" = on ] && extra="--trace on --sample-ms 100"
+  timeout 60 $PY -m kvscope_agent run --model tiny --device cuda --users 3 --rounds 3 \
+    --context-tokens 2048 --gpu-kv-bytes 1.2e6 --host-kv-bytes 10e6 $extra --out "$d" > "$d.log" 2>&1
+  echo "tiny run $mode rc=$?"; tail -n 4 "$d.log"
+done
+$PY -m kvscope_agent check "$OUT/tiny-runs/pair-1/on/events.jsonl" 2>&1 | tail -n 8
+$PY bench/tracer-overhead.py "$OUT/tiny-runs" --json "$OUT/tiny-runs.json" 2>&1 | sed -n '/Telemetry/,$p'
+rm -rf "$OUT"/tiny-runs/pair-1/*/trace
+
 echo "== nvidia-smi outputs (fixtures)"
 Q=$($PY -c 'from kvscope_agent import telemetry as t; print(",".join(t.SAMPLE_FIELDS))')
 P=$($PY -c 'from kvscope_agent import telemetry as t; print(",".join(t.PROBE_FIELDS))')
