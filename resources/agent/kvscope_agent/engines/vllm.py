@@ -83,7 +83,8 @@ def make_decoder() -> Any:
 
 
 class Subscriber:
-    def __init__(self, port: int, translator: VllmTranslator, report: Report, clock: Any, dump: RawDump) -> None:
+    def __init__(self, port: int, translator: VllmTranslator, report: Report, clock: Any, dump: RawDump,
+                 decode: Any = None) -> None:
         import zmq  # type: ignore[import-not-found]
 
         self.zmq = zmq
@@ -94,7 +95,7 @@ class Subscriber:
         self.report = report
         self.clock = clock
         self.dump = dump
-        self.decode = make_decoder()
+        self.decode = decode or make_decoder()
         self.seq = SeqTracker()
         self.held: list[tuple[Any, int]] = []  # batches before the pools are known
         self.lock = threading.Lock()
