@@ -434,3 +434,18 @@ def test_vllm_subscriber_reads_a_real_pub_socket(tmp_path):
     raw = (tmp_path / "raw.jsonl").read_text().splitlines()
     assert len(raw) == len(batches) - 1
     assert tr.emitter is not None and tr.emitter.moves["store"] > 0
+
+
+def test_block_bytes_and_block_size_from_a_trtllm_engine_dir(tmp_path):
+    # an engine directory's config.json nests the model under pretrained_config and the block
+    # size under build_config.plugin_config
+    from kvscope_agent.engines.session import engine_tokens_per_block, kv_element_bytes
+
+    (tmp_path / "config.json").write_text(json.dumps({
+        "pretrained_config": {"num_hidden_layers": 80, "num_attention_heads": 64, "num_key_value_heads": 8,
+                              "hidden_size": 8192, "head_size": 128, "vocab_size": 128256,
+                              "quantization": {"quant_algo": "FP8", "kv_cache_quant_algo": "FP8"}},
+        "build_config": {"max_seq_len": 17800, "plugin_config": {"tokens_per_block": 64}}}))
+    assert kv_element_bytes(str(tmp_path)) == 1
+    assert engine_tokens_per_block(str(tmp_path)) == 64
+    assert hf_kv_block_bytes(str(tmp_path), 64, 1) == 2 * 80 * 8 * 128 * 64

@@ -160,32 +160,57 @@ def block_summary(emitter: Any, report: Any) -> dict[str, Any]:
     }
 
 
-def hf_kv_block_bytes(model_dir: str, block_tokens: int, kv_dtype_bytes: int) -> int | None:
-    """Bytes of one block's K and V over all layers, from a Hugging Face config.json:
-    2 x layers x kv_heads x head_dim x block_tokens x element size. None when unknown."""
-    path = os.path.join(model_dir, "config.json")
+def _model_config(model_dir: str) -> dict[str, Any] | None:
+    """config.json of a Hugging Face checkpoint, or the `pretrained_config` of a TensorRT-LLM
+    engine directory's config.json."""
     try:
-        with open(path) as f:
+        with open(os.path.join(model_dir, "config.json")) as f:
             c = json.load(f)
     except (OSError, ValueError):
         return None
-    c = c.get("text_config", c) if isinstance(c, dict) else {}
+    if not isinstance(c, dict):
+        return None
+    if isinstance(c.get("pretrained_config"), dict):
+        c = c["pretrained_config"]
+    return c.get("text_config", c) if isinstance(c.get("text_config"), dict) else c
+
+
+def kv_element_bytes(model_dir: str, default: int = 2) -> int:
+    """1 for an FP8/INT8 KV cache named in the config's quantization, else `default`."""
+    c = _model_config(model_dir) or {}
+    q = c.get("quantization") or c.get("quantization_config") or {}
+    algo = str(q.get("kv_cache_quant_algo") or q.get("kv_cache_dtype") or "").upper() if isinstance(q, dict) else ""
+    return 1 if algo in ("FP8", "INT8") else default
+
+
+def engine_tokens_per_block(model_dir: str) -> int | None:
+    """tokens_per_block a TensorRT-LLM engine was built with (build_config.plugin_config)."""
+    try:
+        with open(os.path.join(model_dir, "config.json")) as f:
+            c = json.load(f)
+        v = c["build_config"]["plugin_config"]["tokens_per_block"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return int(v) if isinstance(v, int) and v > 0 else None
+
+
+def hf_kv_block_bytes(model_dir: str, block_tokens: int, kv_dtype_bytes: int) -> int | None:
+    """Bytes of one block's K and V over all layers, from the model's config.json:
+    2 x layers x kv_heads x head_dim x block_tokens x element size. None when unknown."""
+    c = _model_config(model_dir)
+    if c is None:
+        return None
     try:
         layers = int(c["num_hidden_layers"])
         heads = int(c["num_attention_heads"])
         kv_heads = int(c.get("num_key_value_heads") or heads)
-        head_dim = int(c.get("head_dim") or int(c["hidden_size"]) // heads)
+        head_dim = int(c.get("head_dim") or c.get("head_size") or int(c["hidden_size"]) // heads)
     except (KeyError, TypeError, ValueError, ZeroDivisionError):
         return None
     return 2 * layers * kv_heads * head_dim * int(block_tokens) * int(kv_dtype_bytes)
 
 
 def hf_vocab_size(model_dir: str) -> int | None:
-    try:
-        with open(os.path.join(model_dir, "config.json")) as f:
-            c = json.load(f)
-    except (OSError, ValueError):
-        return None
-    c = c.get("text_config", c) if isinstance(c, dict) else {}
+    c = _model_config(model_dir) or {}
     v = c.get("vocab_size")
     return int(v) if isinstance(v, int) and v > 0 else None

@@ -31,7 +31,16 @@ from typing import Any
 from ..translate.common import Report
 from ..translate.tensorrt_llm import TrtllmTranslator, flatten_events
 from . import EngineUnavailable, engine_version, require_engine
-from .session import RawDump, block_summary, drive, hf_kv_block_bytes, hf_vocab_size, side_file
+from .session import (
+    RawDump,
+    block_summary,
+    drive,
+    engine_tokens_per_block,
+    hf_kv_block_bytes,
+    hf_vocab_size,
+    kv_element_bytes,
+    side_file,
+)
 
 ENGINE = "tensorrt_llm"
 # Events between two polls (every POLL_S); the engine drops the oldest past this many.
@@ -224,6 +233,14 @@ def run_engine(cfg: dict[str, Any], writer: Any, clock: Any) -> dict[str, Any]:
 
     engine_dir = is_engine_dir(model)
     if engine_dir:
+        # a built engine fixes its block size and limits at build time (trtllm-bench build)
+        kv_ok.pop("tokens_per_block", None)
+        built = engine_tokens_per_block(model)
+        if built is not None and built != block_tokens:
+            writer.emit("log", level="warn", msg=f"the engine was built with tokens_per_block {built}; "
+                        f"using it, not --block-tokens {block_tokens}")
+            block_tokens = built
+    if engine_dir:
         try:
             from tensorrt_llm._tensorrt_engine import LLM  # type: ignore[import-not-found]
         except ImportError:
@@ -237,7 +254,10 @@ def run_engine(cfg: dict[str, Any], writer: Any, clock: Any) -> dict[str, Any]:
         # the whole context in one iteration, as the seed's engine (max_num_tokens 17800)
         "max_num_tokens": max(int(cfg["context_tokens"]) + 64, 8192),
     }
-    if not engine_dir:
+    if engine_dir:
+        for k in ("max_batch_size", "max_seq_len", "max_num_tokens"):
+            llm_kwargs.pop(k)
+    else:
         llm_kwargs["enable_iter_perf_stats"] = True  # get_stats on the PyTorch backend
     args_cls = None
     try:
@@ -251,7 +271,7 @@ def run_engine(cfg: dict[str, Any], writer: Any, clock: Any) -> dict[str, Any]:
         for k in dropped:
             writer.emit("log", level="warn", msg=f"tensorrt_llm {version}: LLM takes no {k}; not set")
 
-    kv_dtype_bytes = int(cfg.get("kv_dtype_bytes") or 2)
+    kv_dtype_bytes = int(cfg.get("kv_dtype_bytes") or (kv_element_bytes(model) if os.path.isdir(model) else 2))
     block_bytes = (hf_kv_block_bytes(model, block_tokens, kv_dtype_bytes) or 0) if os.path.isdir(model) else 0
     if not block_bytes:
         writer.emit("log", level="warn", msg="block_bytes unknown (no Hugging Face config.json beside the model); pools say 0")
