@@ -5,6 +5,7 @@
 import { Command } from 'commander';
 import { registerExport } from './commands/export';
 import { registerImport } from './commands/import';
+import { registerOpen } from './commands/open';
 import { registerServe } from './commands/serve';
 import { registerValidate } from './commands/validate';
 import { VERSION } from '../shared/version';
@@ -20,6 +21,7 @@ export function buildProgram(): Command {
   registerServe(program);
   registerExport(program);
   registerImport(program);
+  registerOpen(program);
   return program;
 }
 

@@ -166,3 +166,20 @@ async function listingOf(store: RunStore, id: string) {
   if (!found) throw new CodedError('not_found', `no run ${id}`);
   return found;
 }
+
+/**
+ * The Electron binary that `npm install` put under `appRoot`, or why there is none. electron's
+ * own index.js throws when its install script could not download the binary (no internet, or
+ * ELECTRON_SKIP_BINARY_DOWNLOAD=1); path.txt names the binary inside node_modules/electron/dist.
+ */
+export function findElectronBinary(appRoot: string, readText: (p: string) => string | null, exists: (p: string) => boolean): { path: string } | { reason: string } {
+  const pkgDir = join(appRoot, 'node_modules', 'electron');
+  if (!exists(join(pkgDir, 'package.json'))) return { reason: 'the electron package is not installed (npm install it, or use a packaged KV Scope)' };
+  const rel = readText(join(pkgDir, 'path.txt'))?.trim();
+  const override = process.env.ELECTRON_OVERRIDE_DIST_PATH;
+  const binary = override ? join(override, rel || 'electron') : rel ? join(pkgDir, 'dist', rel) : null;
+  if (!binary || !exists(binary)) {
+    return { reason: 'the Electron binary is not installed (no internet to download it; run `npm rebuild electron` where there is)' };
+  }
+  return { path: binary };
+}
