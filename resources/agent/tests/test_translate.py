@@ -334,3 +334,22 @@ def test_bad_dump_lines_are_counted_and_the_rest_translated(tmp_path):
     assert summary(lines)["translate"]["counts"]["bad_dump_line"] == 1
     assert summary(lines)["blocks_offloaded"] == EXPECTED["trtllm-created-late.json"]["offload"]
     assert check_log(out / "events.jsonl") == []
+
+
+def test_moves_with_an_ample_gpu_pool_are_warned_and_checked(tmp_path):
+    # A faithful translation can still break "nothing is offloaded when the GPU pool holds every
+    # block": the engine's requests hold blocks no event names. The translation says so, and
+    # check_log reports the rule rather than hiding it.
+    path = tmp_path / "events.jsonl"
+    w = EventWriter(path, RunClock())
+    report = Report(w)
+    tr = TrtllmTranslator(w, report)
+    tr.set_pools(10, 10, 32, 0, 0)
+    blocks = [{"type": "stored_block", "block_hash": h, "tokens": [], "cache_level": 0, "priority": 35} for h in (5, 6)]
+    tr.feed({"event_id": 1, "data": {"type": "stored", "parent_hash": None, "blocks": blocks}}, 1)
+    tr.feed({"event_id": 2, "data": {"type": "updated", "block_hash": 5,
+             "cache_level": {"type": "event_diff", "new_value": 1, "old_value": 0}, "priority": None}}, 2)
+    tr.finish(3)
+    w.close()
+    assert report.counts["moves_with_ample_pool"] == 1
+    assert [v.rule for v in check_log(path)] == ["ample-gpu-pool"]

@@ -133,6 +133,7 @@ class PoolEmitter:
         self.pending: "OrderedDict[int, bool]" = OrderedDict()  # offloads waiting: id -> keep_source
         self.moves = {"store": 0, "offload": 0, "onboard": 0, "evict": 0, "hit": 0}
         self.peak = {"gpu": 0, "host": 0}
+        self.stored_ids: set[int] = set()
         self._line: tuple[tuple[Any, ...], int | None, list[int]] | None = None
 
     # -- output ---------------------------------------------------------------------------------
@@ -206,6 +207,7 @@ class PoolEmitter:
             self.evict("gpu", block, t)
         self._make_gpu_room(t, f"store of block {block}")
         self.ledger.store([block])
+        self.stored_ids.add(block)
         self.gpu[block] = None
         self._add("store", block, t)
 
@@ -282,14 +284,14 @@ class PoolEmitter:
 
     def finish(self, t: int | None) -> None:
         self.flush()
-        if self.moves["store"] <= self.gpu_capacity and (self.moves["offload"] or self.moves["evict"]):
+        if len(self.stored_ids) <= self.gpu_capacity and (self.moves["offload"] or self.moves["evict"]):
             # PROTOCOL.md: "If the GPU pool can hold every block the run ever needs, nothing is
             # offloaded or evicted." An engine's requests also hold blocks the events never name
             # (decode and partial blocks), so it can move blocks with a pool this close to ample.
             self.report.warn(
                 "moves_with_ample_pool",
                 f"the engine moved blocks although the gpu pool ({self.gpu_capacity}) holds all "
-                f"{self.moves['store']} blocks stored; its private blocks took the other slots",
+                f"{len(self.stored_ids)} blocks stored; its private blocks took the other slots",
                 t,
             )
         if self.pending:
