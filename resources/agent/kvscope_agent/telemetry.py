@@ -397,13 +397,20 @@ def _read_lines(fd: int, stop: threading.Event, on_line: Callable[[str], None]) 
 def _terminate(proc: subprocess.Popen | None) -> str:
     if proc is None:
         return ""
-    if proc.poll() is None:
-        proc.terminate()
+    import signal
+
+    # The whole process group (started with start_new_session): a child it left behind would
+    # hold the stderr pipe open and block the read below.
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            break
         try:
             proc.wait(timeout=2)
+            break
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=2)
+            continue
     err = proc.stderr.read().decode("utf-8", "replace") if proc.stderr else ""
     return err.strip()
 
@@ -487,11 +494,14 @@ class Sampler:
             proc, fd = _spawn_tty(cmd)
             self._procs.append(proc)
             self._fds.append(fd)
-            self._thread(lambda: _read_lines(fd, self._stop, self._on_query_line), "kvscope-smi")
+            self._thread(lambda: self._smi_reader(proc, fd), "kvscope-smi")
         else:
             self._thread(self._nvml_loop, "kvscope-nvml")
         if self.nvml:
-            self._thread(self._nvml_pcie_loop, "kvscope-nvml-pcie")
+            # One thread per GPU: each NVML throughput call waits out its 20 ms window, so one
+            # thread for eight GPUs would stretch the PCIe period to ~320 ms.
+            for idx in self.gpu_indices:
+                self._thread(lambda i=idx: self._nvml_pcie_loop(i), f"kvscope-nvml-pcie-{idx}")
         elif self.smi:
             dmon = [self.smi, "dmon", "-s", "t", "-d", "1", "-i", ids]
             proc, fd = _spawn_tty(dmon)
@@ -550,15 +560,33 @@ class Sampler:
         self.stats.samples[ev["index"]] = self.stats.samples.get(ev["index"], 0) + 1
         self._emit("gpu", t=t, **self._with_pcie(ev), source="nvidia-smi")
 
-    def _nvml_pcie_loop(self) -> None:
+    def _smi_reader(self, proc: subprocess.Popen, fd: int) -> None:
+        _read_lines(fd, self._stop, self._on_query_line)
+        if self._stop.is_set():
+            return
+        # nvidia-smi ended on its own (an unknown field on an older driver, a driver error):
+        # say why, and go on with NVML when it is there.
+        try:
+            proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            return
+        err = proc.stderr.read().decode("utf-8", "replace").strip() if proc.stderr else ""
+        msg = f"nvidia-smi sampling stopped (exit {proc.returncode}): {err[:300]}"
+        if self.nvml is not None:
+            self._emit("log", level="warn", msg=msg + "; sampling from NVML instead")
+            self.source = "nvml"
+            self._nvml_loop()
+        else:
+            self._emit("log", level="warn", msg=msg + "; no NVML to fall back on: telemetry off")
+
+    def _nvml_pcie_loop(self, idx: int) -> None:
         assert self.nvml is not None
         period = self.sample_ms / 1000.0
         while not self._stop.is_set():
             t0 = time.monotonic()
-            for idx in self.gpu_indices:
-                rx, tx = self.nvml.pcie_throughput(idx)
-                with self._pcie_lock:
-                    self._pcie[idx] = (rx, tx)
+            rx, tx = self.nvml.pcie_throughput(idx)
+            with self._pcie_lock:
+                self._pcie[idx] = (rx, tx)
             self._stop.wait(max(0.0, period - (time.monotonic() - t0)))
 
     def _nvml_loop(self) -> None:
@@ -585,8 +613,8 @@ class Sampler:
         for proc in self._procs:
             early = proc.poll() is not None
             err = _terminate(proc)
-            if early and proc.returncode not in (0, None, -15):
-                errs.append(f"{' '.join(proc.args[:2])} exited {proc.returncode}: {err[:300]}")
+            if early and proc.returncode not in (0, None, -15) and "dmon" in proc.args:
+                errs.append(f"nvidia-smi dmon exited {proc.returncode}: {err[:300]}")
         self._stop.set()
         for th in self._threads:
             th.join(timeout=3)

@@ -237,3 +237,30 @@ def test_available_sources_says_what_is_missing(tmp_path, monkeypatch) -> None:
     on = telemetry.available_sources(100)
     assert on == {"on": True, "source": "nvidia-smi", "sample_ms": 100,
                   "pcie_source": "nvidia-smi dmon", "reason": ""}
+
+
+def test_nvidia_smi_that_refuses_the_query_is_reported(tmp_path, monkeypatch) -> None:
+    # An older driver's nvidia-smi refuses unknown fields and exits at once; the run must say so.
+    if telemetry.Nvml.open()[0] is not None:
+        pytest.skip("NVML present: the sampler would fall back to it instead")
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text(
+        "#!/bin/sh\n"
+        "case \"$1\" in dmon) sleep 30;; esac\n"
+        "echo 'Field \"pcie.link.gen.current\" is not a valid field to query.' >&2\nexit 2\n"
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path) + os.pathsep + os.environ.get("PATH", ""))
+    clock = RunClock()
+    log = tmp_path / "events.jsonl"
+    writer = EventWriter(str(log), clock)
+    sampler = telemetry.start_sampler(writer, clock, [0], 100)
+    assert sampler is not None
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and "stopped" not in log.read_text():
+        writer.flush()
+        time.sleep(0.05)
+    sampler.stop()
+    writer.close()
+    warns = [e["msg"] for e in _events(log) if e["type"] == "log" and e["level"] == "warn"]
+    assert any("exit 2" in w and "not a valid field" in w and "telemetry off" in w for w in warns)
