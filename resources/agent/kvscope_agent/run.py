@@ -823,7 +823,9 @@ def _sweep(opts: Options, cancel: CancelState, trace_info: dict[str, Any]) -> in
     built: Built | None = None
     worst = EXIT_OK
     multi_host = len(opts.host_kv_bytes) > 1
-    plan = [(h, lab, u) for h, lab in zip(opts.host_kv_bytes, opts.host_kv_labels) for u in opts.users]
+    # Users outer, host pool inner, in the order given: under a deadline the runs that are cut
+    # are the last user counts, and each user count that ran has its with/without-host pair.
+    plan = [(h, lab, u) for u in opts.users for h, lab in zip(opts.host_kv_bytes, opts.host_kv_labels)]
     for i, (host, label, users) in enumerate(plan):
         if opts.deadline_s and time.monotonic() - start > opts.deadline_s:
             skipped = [f"users {u} host {lab}" for _, lab, u in plan[i:]]

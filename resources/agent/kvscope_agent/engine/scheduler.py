@@ -191,7 +191,9 @@ class Engine:
             raise CapacityError(
                 f"request of user {req.user} round {req.round} needs {n_total} blocks; the gpu pool has {self.cache.num_blocks}"
             )
-        req.hashes = self._prompt_hashes(req) if self.block_reuse else []
+        if self.block_reuse and not req.hashes:
+            # Once per request: a request that does not fit yet is retried every step.
+            req.hashes = self._prompt_hashes(req)
         # At least one prompt token is computed, to produce the first token's logits (vLLM too).
         max_match = (len(req.prompt) - 1) // bt
         matched: list[tuple[int, str]] = []

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Issue 3 on one H100: the built-in engine (llama-3.1-8b shapes, random bf16 weights), the seed's
+# workload with 16,000-token contexts and 10 timed rounds, GPU pool capped to hold 2 users'
+# conversations, users 1, 2, 4, 8, with a 55e9-byte host pool and without (recompute baseline),
+# beside a plain pinned copy of the same block size and count. Run from the repo root:
+#   OUT=/some/dir bash bench/gpu/issue3.sh
+# Writes into $OUT (at most 5 files): issue3-results.md (tables and the target checks),
+# issue3-copy.json (plain copy baseline), issue3-sweep.log (stderr of the sweep),
+# sample-8b-h100.jsonl.gz (users 4, host pool), issue3-runs.tar.gz (every run's events.jsonl;
+# re-run the table here with: python3 bench/agent-issue3-results.py RUNS --copy issue3-copy.json --out DIR).
+# Wall budget ISSUE3_BUDGET_S (default 280 s): the sweep starts no run past the budget less a
+# margin and is stopped (SIGTERM: the run in flight ends "cancelled" with a complete log) at it.
+# Users run in the order ISSUE3_USERS (default 4,2,8,1), each with and without the host pool.
+# Dry run off the GPU (later options win): OUT=/tmp/i3 PYTHON=/usr/bin/python3 ISSUE3_EXTRA="--device cpu
+#   --model tiny --context-tokens 200 --new-tokens 16 --output-tokens 8 --block-tokens 16 --rounds 3
+#   --gpu-kv-bytes 327680 --host-kv-bytes 1e6,0" bash bench/gpu/issue3.sh
+set -u
+cd "$(dirname "$0")/../.." || exit 1
+: "${OUT:?set OUT to a writable folder}"
+mkdir -p "$OUT"
+PY=${PYTHON:-python3}
+export PYTHONPATH=resources/agent PYTHONUNBUFFERED=1
+START=$(date +%s)
+BUDGET=${ISSUE3_BUDGET_S:-280}
+USERS=${ISSUE3_USERS:-4,2,8,1}
+WORK=$(mktemp -d); RUNS=$WORK/runs
+CARD=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
+echo "card: ${CARD:-unknown}; $($PY -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)')"
+
+# Block size and blocks of one user's last request, from the preset (bf16 KV, 32-token blocks).
+read -r BB PER < <($PY - <<'P'
+from kvscope_agent.presets import PRESETS
+c, bt = PRESETS["llama-3.1-8b"], 32
+tokens = 16000 + 10 * (64 + 64) + 64 - 1  # last round's prompt + output, less the last token
+print(bt * c.kv_bytes_per_token(2), -(-tokens // bt))
+P
+)
+GPU_KV=$(( 2 * PER * BB ))
+echo "block $BB bytes; a user's last request $PER blocks; GPU pool $GPU_KV bytes (2 users)"
+
+echo "== (a) plain pinned copy, $PER blocks of $BB bytes"
+timeout 60 "$PY" bench/agent-copy-bandwidth.py --block-bytes "$BB" --blocks "$PER" --out "$OUT/issue3-copy.json" | tr -d '\n'; echo
+
+LEFT=$(( BUDGET - ($(date +%s) - START) - 25 ))
+CMD=("$PY" -m kvscope_agent sweep --model llama-3.1-8b --context-tokens 16000 --rounds 10 --users "$USERS"
+     --host-kv-bytes 55e9,0 --gpu-kv-bytes "$GPU_KV" --deadline-s $(( LEFT - 45 )) --out "$RUNS")
+# shellcheck disable=SC2206
+EXTRA=(${ISSUE3_EXTRA:-}); CMD+=("${EXTRA[@]}")
+echo "== (b) sweep, ${LEFT} s left: ${CMD[*]}"
+timeout --signal=TERM --kill-after=15 "$LEFT" "${CMD[@]}" > "$OUT/issue3-sweep.log" 2>&1
+echo "sweep exit $? after $(( $(date +%s) - START )) s"
+grep -E "^sweep|error|Error|Traceback" "$OUT/issue3-sweep.log" | tail -30
+for f in "$RUNS"/*/*/events.jsonl; do echo "check ${f#$RUNS/}: $("$PY" -m kvscope_agent check "$f" 2>&1 | tail -1)"; done
+
+echo "== (c) results"
+"$PY" bench/agent-issue3-results.py "$RUNS" --copy "$OUT/issue3-copy.json" --out "$OUT" --card "${CARD:-unknown}" \
+  --command "OUT=\$OUT bash bench/gpu/issue3.sh  (${CMD[*]/$RUNS/RUNS})"
+[ -f "$RUNS/host-55e9/users-4/events.jsonl" ] && gzip -c "$RUNS/host-55e9/users-4/events.jsonl" > "$OUT/sample-8b-h100.jsonl.gz"
+tar czf "$OUT/issue3-runs.tar.gz" -C "$RUNS" .
+ls -la "$OUT"; echo "total $(( $(date +%s) - START )) s"
