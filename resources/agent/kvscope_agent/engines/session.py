@@ -84,7 +84,10 @@ async def drive(
     first_queued = last_done = None
     reuse_split_noted = False
 
+    cancel_check = cfg.get("cancel_check")
     for rnd in range(wl.rounds + 1):
+        if callable(cancel_check):
+            cancel_check()  # run.py's CancelState.check: raises on SIGTERM, between rounds
         if rnd == 0:
             writer.emit("phase", name="context", state="begin")
         elif rnd == 1:
