@@ -126,18 +126,17 @@ def parse_timestamp_ns(text: str | None) -> int | None:
 
 def sample_from_row(row: dict[str, str | None]) -> tuple[dict[str, Any] | None, str | None]:
     """A `gpu` event's fields (no `source`) from one --query-gpu row with SAMPLE_FIELDS, or
-    (None, reason) when a key the protocol requires (index, memory used, utilisation) is absent."""
+    (None, reason) without an index. Memory used and utilisation, which the protocol requires
+    as keys, are null where nvidia-smi reports none (a MIG slice has no utilization.gpu); the
+    optional keys are left out."""
     idx = number(row.get("index"))
-    mem = number(row.get("memory.used"))
-    util = number(row.get("utilization.gpu"))
     if idx is None:
         return None, "no index"
-    if mem is None or util is None:
-        missing = [k for k, v in (("memory.used", mem), ("utilization.gpu", util)) if v is None]
-        return None, f"GPU {int(idx)} reports no {' or '.join(missing)}"
+    mem = number(row.get("memory.used"))
+    util = number(row.get("utilization.gpu"))
     ev: dict[str, Any] = {
         "index": int(idx),
-        "mem_used_bytes": int(mem * MIB),
+        "mem_used_bytes": None if mem is None else int(mem * MIB),
         "util_pct": util,
     }
     optional = (

@@ -89,7 +89,10 @@ def test_derived_samples_with_missing_fields() -> None:
     assert "power_w" not in no_power[0] and "mem_util_pct" not in no_power[0]
     assert no_power[0]["sm_clock_mhz"] == 1980
     assert sparse[0] == {"index": 0, "mem_used_bytes": 0, "util_pct": 0.0, "mem_util_pct": 0.0}
-    assert mig[0] is None and "utilization.gpu" in (mig[1] or "")
+    # No utilization.gpu (as on a MIG slice): the required key is kept, as null.
+    assert mig[0] == {"index": 0, "mem_used_bytes": 0, "util_pct": None, "power_w": 124.77,
+                      "sm_clock_mhz": 1980, "pcie_gen": 5, "pcie_width": 16}
+    assert telemetry.sample_from_row({"index": "[N/A]"}) == (None, "no index")
 
 
 def test_dmon_real_and_derived() -> None:
