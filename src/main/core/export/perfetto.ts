@@ -3,8 +3,8 @@
  * clock with what KV Scope shows. Format as Perfetto's JSON importer reads it
  * (shared/reference/profilers.md §2, json_trace_parser_impl.cc):
  *
- * - `ts`/`dur` in microseconds with fractions (the log's integer ns / 1000), relative to run
- *   start (the log's `t` already is). No `displayTimeUnit`: old importers took it as the unit.
+ * - `ts`/`dur` in microseconds with fractions (the log's integer ns / 1000, see `us`), relative
+ *   to run start (the log's `t` already is). No `displayTimeUnit`: old importers took it as the unit.
  * - Tracks: process "Run" (phases, rounds, warnings), "Requests" (one thread per user), "GPU pool"
  *   (offload moves, evictions, occupancy), "Host pool" (onboard moves, evictions, occupancy),
  *   "Copies" (H2D/D2H/D2D/H2H lanes per trace source, bytes in flight), "GPU <i>" (nvidia-smi /
@@ -45,7 +45,11 @@ export interface PerfettoReport {
   badLines: number;
   badLineSamples: BadLine[];
   requests: number;
-  moves: { total: number; matched: number; unmatched: number; unmatchedSample: number[] };
+  /**
+   * Block moves (offload/onboard lines). matched: carried by at least one copy; partial: matched,
+   * but no single trace source carried all its bytes; unmatched: no copy at all. Samples are seqs.
+   */
+  moves: { total: number; matched: number; unmatched: number; unmatchedSample: number[]; partial: number; partialSample: number[] };
   copies: { total: number; carrying: number; blockSized: number; bytes: Record<XferDir, number> };
   flows: { out: number; in: number };
   /** Timestamps below 0 (before run start) written as 0. */
@@ -194,8 +198,13 @@ interface OpenRequest {
   doneEvent: ReqEvent | null;
 }
 
-/** Microseconds from integer ns, as the shortest decimal (ns/1000 has ≤ 3 fraction digits). */
-const us = (ns: number): string => String(ns / 1000);
+/**
+ * Microseconds from integer ns. Perfetto turns µs back into integer ns by truncating `µs * 1000`
+ * (older json_utils.cc) or by rounding it (newer, std::llround); n/1000 as a double can land just
+ * below n, and truncation then loses 1 ns and breaks exact nesting of touching slices. Writing
+ * n + 0.4 ns reads back as n under both rules.
+ */
+const us = (ns: number): string => String((Math.round(ns) + 0.4) / 1000);
 
 /**
  * Turns events (in seq order) into trace-event JSON strings handed to `emit`, one per trace event.
@@ -229,7 +238,7 @@ export class PerfettoTraceBuilder {
       badLines: 0,
       badLineSamples: [],
       requests: 0,
-      moves: { total: 0, matched: 0, unmatched: 0, unmatchedSample: [] },
+      moves: { total: 0, matched: 0, unmatched: 0, unmatchedSample: [], partial: 0, partialSample: [] },
       copies: { total: 0, carrying: 0, blockSized: 0, bytes: { h2d: 0, d2h: 0, d2d: 0, h2h: 0 } },
       flows: { out: 0, in: 0 },
       clampedTimestamps: 0,
@@ -259,7 +268,7 @@ export class PerfettoTraceBuilder {
   private ts(ns: number): string {
     if (ns < 0) {
       this.report.clampedTimestamps++;
-      return '0';
+      return us(0);
     }
     return us(ns);
   }
@@ -297,8 +306,9 @@ export class PerfettoTraceBuilder {
   }
 
   private slice(pid: number, tid: number, name: string, cat: string, start: number, end: number, args: Record<string, unknown>, flow = ''): void {
-    const s = Math.max(0, start);
-    const dur = Math.max(0, end - s);
+    // Integer ns on both ends, so a child computed from a parent never pokes out by rounding.
+    const s = Math.max(0, Math.round(start));
+    const dur = Math.max(0, Math.round(end) - s);
     this.out(
       `{"ph":"X","name":${JSON.stringify(name)},"cat":"${cat}","pid":${pid},"tid":${tid},"ts":${this.ts(start)},"dur":${us(dur)}${flow},"args":${JSON.stringify(args)}}`,
     );
@@ -460,8 +470,13 @@ export class PerfettoTraceBuilder {
   releaseMove(move: Move): void {
     if (--move.pending > 0) return;
     const matched = move.copies > 0;
-    if (matched) this.report.moves.matched++;
-    else {
+    if (matched) {
+      this.report.moves.matched++;
+      if (Math.max(move.carried.engine, move.carried.cupti) < move.bytes) {
+        this.report.moves.partial++;
+        if (this.report.moves.partialSample.length < 20) this.report.moves.partialSample.push(move.seq);
+      }
+    } else {
       this.report.moves.unmatched++;
       if (this.report.moves.unmatchedSample.length < 20) this.report.moves.unmatchedSample.push(move.seq);
     }
@@ -514,9 +529,9 @@ export class PerfettoTraceBuilder {
     // One child per carried move, in byte order and proportional to bytes, each ending that move's flow.
     let done = 0;
     for (const p of c.parts) {
-      const a = e.start + (durNs * done) / e.bytes;
+      const a = Math.round(e.start + (durNs * done) / e.bytes);
       done += p.bytes;
-      const b = Math.min(e.end, e.start + (durNs * done) / e.bytes);
+      const b = Math.min(e.end, Math.round(e.start + (durNs * done) / e.bytes));
       this.report.flows.in++;
       this.slice(
         PID.copies,
@@ -624,7 +639,7 @@ export class PerfettoTraceBuilder {
     }
     this.phases.clear();
     // Visible in Perfetto's UI (a global instant at 0) and in the file's top-level metadata.
-    this.out(`{"ph":"i","s":"g","name":"kvscope export report","cat":"kvscope","pid":${PID.run},"ts":0,"args":${JSON.stringify(this.reportArgs())}}`);
+    this.out(`{"ph":"i","s":"g","name":"kvscope export report","cat":"kvscope","pid":${PID.run},"ts":${us(0)},"args":${JSON.stringify(this.reportArgs())}}`);
     return this.report;
   }
 
