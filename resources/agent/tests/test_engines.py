@@ -449,3 +449,66 @@ def test_block_bytes_and_block_size_from_a_trtllm_engine_dir(tmp_path):
     assert kv_element_bytes(str(tmp_path)) == 1
     assert engine_tokens_per_block(str(tmp_path)) == 64
     assert hf_kv_block_bytes(str(tmp_path), 64, 1) == 2 * 80 * 8 * 128 * 64
+
+
+def _standin_trtllm(fake_packages, gpu=30, host=40):
+    import os
+
+    gen_path = os.path.join(os.path.dirname(__file__), "fixtures", "engine-dumps", "generate.py")
+    fake_packages({
+        "tensorrt_llm/__init__.py": FAKE_TRTLLM.format(generate=gen_path, gpu=gpu, host=host),
+        "tensorrt_llm/llmapi/__init__.py": """
+            class KvCacheConfig:
+                model_fields = dict.fromkeys(["enable_block_reuse", "host_cache_size",
+                    "free_gpu_memory_fraction", "event_buffer_max_size", "tokens_per_block"])
+                def __init__(self, **kw):
+                    self.kw = kw
+        """,
+    })
+
+
+RUN_ARGS = ["--users", "3", "--rounds", "2", "--context-tokens", "256", "--new-tokens", "32",
+            "--output-tokens", "32", "--block-tokens", "32", "--trace", "off", "--sample-ms", "0"]
+
+
+def test_runner_writes_a_complete_run_on_a_stand_in_engine(fake_packages, tmp_path):
+    from kvscope_agent.engines.runner import main_run_engine
+
+    _standin_trtllm(fake_packages)
+    out = tmp_path / "run"
+    assert main_run_engine(["--engine", "tensorrt_llm", "--model", "stand-in", "--out", str(out), *RUN_ARGS]) == 0
+    assert check_log(out / "events.jsonl") == []
+    lines = [json.loads(x) for x in open(out / "events.jsonl")]
+    assert lines[0]["type"] == "run.start"
+    assert lines[0]["engine"] == {"name": "tensorrt_llm", "version": "1.2.0-standin"}
+    assert lines[0]["config"]["users"] == 3 and lines[0]["config"]["host_kv_bytes"] == 55_000_000_000
+    assert lines[-1]["type"] == "run.end" and lines[-1]["status"] == "ok"
+    assert lines[-1]["summary"]["blocks_offloaded"] > 0
+    phases = [(ln["name"], ln["state"]) for ln in lines if ln["type"] == "phase"]
+    assert phases[0] == ("setup", "begin") and phases[-1] == ("teardown", "end")
+    assert ("rounds", "end") in phases
+    assert (out / "engine-kv-events.jsonl").exists()
+
+
+@pytest.mark.skipif(_installed("tensorrt_llm"), reason="TensorRT-LLM is installed here")
+def test_runner_without_the_engine_ends_the_log_with_a_clear_error(tmp_path, capsys):
+    from kvscope_agent.engines.runner import main_run_engine
+
+    out = tmp_path / "run"
+    assert main_run_engine(["--engine", "tensorrt_llm", "--model", "m", "--out", str(out), *RUN_ARGS]) == 1
+    end = json.loads((out / "events.jsonl").read_text().splitlines()[-1])
+    assert end["type"] == "run.end" and end["status"] == "error"
+    assert end["error"]["code"] == "engine_unavailable"
+    assert "TensorRT-LLM is not usable here" in end["error"]["message"]
+    assert "TensorRT-LLM is not usable here" in capsys.readouterr().err
+    assert check_log(out / "events.jsonl") == []
+
+
+def test_runner_bad_option_names_it(tmp_path, capsys):
+    from kvscope_agent.engines.runner import main_run_engine
+
+    out = tmp_path / "run"
+    assert main_run_engine(["--engine", "vllm", "--out", str(out), *RUN_ARGS]) == 2
+    assert "--model" in capsys.readouterr().err
+    assert main_run_engine(["--engine", "vllm", "--model", "m", "--out", str(tmp_path / "b"), "--users", "zero"]) == 2
+    assert "--users" in capsys.readouterr().err
