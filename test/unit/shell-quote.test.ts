@@ -71,3 +71,11 @@ describe('shellQuote', () => {
     expect(() => shellQuote('a\0b')).toThrow(/NUL/);
   });
 });
+
+describe('shellQuote and assignments', () => {
+  it('a NAME=value word is never taken as a variable assignment', () => {
+    const line = `${shellCommand(['X=1', 'printf'])} '%s' ok`;
+    // Quoted, "X=1" is the command name (not found), so printf never runs.
+    expect(() => execFileSync('/bin/sh', ['-c', line], { stdio: 'pipe' })).toThrow();
+  });
+});

@@ -15,8 +15,10 @@ import { CodedError } from '../../shared/result';
 export function shellQuote(arg: string): string {
   if (typeof arg !== 'string') throw new CodedError('invalid_argument', `shell argument is not a string: ${String(arg)}`);
   if (arg.includes('\0')) throw new CodedError('invalid_argument', 'a command argument cannot contain a NUL byte');
-  // Plain words are left bare so logs stay readable; the set is deliberately tiny.
-  if (arg.length > 0 && /^[A-Za-z0-9_@%+=:,./-]+$/.test(arg)) return arg;
+  // Plain words are left bare so logs stay readable; the set is deliberately tiny. `=` is not in
+  // it: a bare `NAME=value` word before a command is an assignment (POSIX XCU 2.10.2 rule 7), so a
+  // python path of `X=1` would turn the next word into the command; quoted, it never is one.
+  if (arg.length > 0 && /^[A-Za-z0-9_@%+:,./-]+$/.test(arg)) return arg;
   return `'${arg.replace(/'/g, `'\\''`)}'`;
 }
 

@@ -1,0 +1,718 @@
+/**
+ * Runs on a host, detached from the connection that started them, and the tail that brings their
+ * events home.
+ *
+ * Remote layout (root = ~/.cache/kvscope unless overridden):
+ *   <root>/agent-<hash>/kvscope_agent/   the deployed agent (deploy.ts)
+ *   <root>/runs/<run id>/events.jsonl    written by the agent (--out)
+ *                        pid             the launcher's pid = the run's process group id
+ *                        exit            the agent's exit status, written when it ends
+ *                        agent.stderr    the agent's progress and errors
+ *
+ * The launcher is `setsid sh -c …`: a new session and process group, no controlling terminal, all
+ * fds on files, so closing or losing the SSH connection neither signals nor blocks it. Cancel sends
+ * TERM to the whole group, waits a grace period, then KILL (the agent answers TERM by writing
+ * run.end "cancelled" and exiting 143).
+ *
+ * The tail is a small stdlib Python program sent as the program text of `python -` (so it needs no
+ * deployed file), started from a byte offset: it streams new bytes of events.jsonl to stdout and,
+ * when the run has ended (the exit file exists) and every byte is out, prints one JSON status line
+ * on stderr. After a dropped connection the local side reconnects with backoff and starts a new
+ * tail at the last byte it has stored whole (EventLineDecoder.committedOffset): nothing is lost and
+ * nothing is duplicated, so the local events.jsonl is a byte-for-byte copy of the remote one.
+ */
+import { closeSync, existsSync, fstatSync, ftruncateSync, mkdirSync, openSync, readFileSync, readSync, writeSync } from 'node:fs';
+import { join, posix } from 'node:path';
+import type { AgentWorkload, PushMessage, RunListing, RunRequest, RunStarted } from '../../shared/api';
+import { EventLineDecoder } from '../../shared/events-reader';
+import type { KvEvent } from '../../shared/protocol';
+import { CodedError } from '../../shared/result';
+import type { RunMeta, RunStore } from './run-store';
+import { shellCommand, shellQuote } from './shell-quote';
+import type { HostExec } from './ssh/host-exec';
+import type { HostService } from './hosts';
+
+/** Maps the workload to the agent's options; every value is validated and passed as its own word. */
+export function agentRunArgs(w: AgentWorkload): string[] {
+  const args: string[] = [];
+  const num = (name: string, v: number | undefined, opts: { int?: boolean; min?: number; max?: number } = {}) => {
+    if (v === undefined || v === null) return;
+    if (typeof v !== 'number' || !Number.isFinite(v) || (opts.int && !Number.isInteger(v)) || (opts.min !== undefined && v < opts.min) || (opts.max !== undefined && v > opts.max)) {
+      throw new CodedError('invalid_argument', `--${name} must be ${opts.int ? 'an integer' : 'a number'}${opts.min !== undefined ? ` ≥ ${opts.min}` : ''}${opts.max !== undefined ? ` ≤ ${opts.max}` : ''}, not ${JSON.stringify(v)}`, { field: name });
+    }
+    args.push(`--${name}`, String(v));
+  };
+  const str = (name: string, v: string | undefined) => {
+    if (v === undefined || v === null) return;
+    if (typeof v !== 'string' || v.length === 0 || v.length > 4096) throw new CodedError('invalid_argument', `--${name} must be a non-empty string`, { field: name });
+    args.push(`--${name}`, v);
+  };
+  str('engine', w.engine);
+  str('model', w.model);
+  str('device', w.device);
+  num('users', w.users, { int: true, min: 1, max: 4096 });
+  num('rounds', w.rounds, { int: true, min: 0, max: 100000 });
+  num('context-tokens', w.context_tokens, { int: true, min: 1 });
+  num('new-tokens', w.new_tokens, { int: true, min: 1 });
+  num('output-tokens', w.output_tokens, { int: true, min: 1 });
+  num('block-tokens', w.block_tokens, { int: true, min: 1 });
+  num('gpu-kv-bytes', w.gpu_kv_bytes, { int: true, min: 0 });
+  num('free-gpu-memory-fraction', w.free_gpu_memory_fraction, { min: 0, max: 1 });
+  num('host-kv-bytes', w.host_kv_bytes, { min: 0 });
+  num('seed', w.seed, { int: true, min: 0 });
+  if (w.trace !== undefined) args.push('--trace', w.trace ? 'on' : 'off');
+  num('sample-ms', w.sample_ms, { int: true, min: 0 });
+  return args;
+}
+
+/** A run id: sortable, unique, and safe as a folder name anywhere (RunStore's id rule). */
+export function newRunId(host: string, users?: number, now = new Date()): string {
+  const ts = now.toISOString().replace(/[-:]/g, '').replace(/\..*$/, '').replace('T', '-');
+  const h = host.replace(/[^A-Za-z0-9.-]/g, '_').slice(0, 40) || 'host';
+  const rand = Math.random().toString(36).slice(2, 6);
+  return `${ts}-${h}${users ? `-u${users}` : ''}-${rand}`;
+}
+
+export interface LaunchSpec {
+  exec: HostExec;
+  python: string;
+  /** Absolute folder holding kvscope_agent/ on the host. */
+  agentDir: string;
+  /** Absolute run folder on the host (created). */
+  remoteDir: string;
+  agentArgs: string[];
+}
+
+/** Starts the agent detached; resolves with its process group id once the pid file exists. */
+export async function launchDetached(spec: LaunchSpec): Promise<number> {
+  const { remoteDir } = spec;
+  const agent = shellCommand([spec.python, '-m', 'kvscope_agent', 'run', ...spec.agentArgs, '--out', remoteDir]);
+  // Inside the new session: record the group id, ignore TERM in the shell itself (a trap with a
+  // command is reset for children, so the agent still gets TERM), run the agent, record its status.
+  const inner = [
+    'echo $$ > pid.tmp && mv pid.tmp pid',
+    'trap : TERM INT HUP',
+    `PYTHONPATH=${shellQuote(spec.agentDir)}`,
+    'export PYTHONPATH',
+    `${agent} > agent.stdout 2> agent.stderr < /dev/null`,
+    'echo $? > exit.tmp',
+    'mv exit.tmp exit',
+  ].join('; ');
+  const q = shellQuote(remoteDir);
+  const cmd = [
+    `mkdir -p ${q}`,
+    `cd ${q}`,
+    `if [ -e pid ]; then echo 'kvscope: run folder already in use' >&2; exit 3; fi`,
+    // `kvscope-run <folder>` becomes $0/$1 of the launcher: visible in ps, checked by cancel.
+    `(setsid sh -c ${shellQuote(inner)} kvscope-run ${q} > /dev/null 2>&1 < /dev/null &)`,
+    'i=0; while [ ! -s pid ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done',
+    'cat pid',
+  ].join(' && ');
+  const r = await spec.exec.exec(cmd);
+  const pgid = Number(r.stdout.toString().trim());
+  if (r.code !== 0 || !Number.isInteger(pgid) || pgid <= 1) {
+    throw new CodedError('io_error', `could not start the agent on ${spec.exec.label} (exit ${r.code}): ${r.stderr.toString().trim().slice(0, 500) || 'no pid written'}`);
+  }
+  return pgid;
+}
+
+/**
+ * TERM to the run's process group, KILL after `graceMs`. The group id is re-read from the run's
+ * pid file when it is still there, and a group is only signalled if its leader is our launcher for
+ * this run folder (so a recycled pid is never hit).
+ */
+export async function cancelDetached(exec: HostExec, remoteDir: string, pgid: number | null, graceMs = 5000): Promise<'terminated' | 'killed' | 'not-running'> {
+  const q = shellQuote(remoteDir);
+  const steps = Math.max(1, Math.round(graceMs / 100));
+  const script = [
+    `pg=$(cat ${q}/pid 2>/dev/null || echo ${pgid ?? ''})`,
+    `case "$pg" in ''|*[!0-9]*) echo not-running; exit 0;; esac`,
+    // Only our launcher for this folder: `sh -c … kvscope-run <folder>`.
+    `ps -o args= -p "$pg" 2>/dev/null | grep -qF -- ${shellQuote(`kvscope-run ${remoteDir}`)} || { kill -0 -- -"$pg" 2>/dev/null && [ -e ${q}/pid ] || { echo not-running; exit 0; }; }`,
+    `kill -TERM -- -"$pg" 2>/dev/null || { echo not-running; exit 0; }`,
+    `i=0; while kill -0 -- -"$pg" 2>/dev/null && [ $i -lt ${steps} ]; do sleep 0.1; i=$((i+1)); done`,
+    `if kill -0 -- -"$pg" 2>/dev/null; then kill -KILL -- -"$pg" 2>/dev/null; echo killed; else echo terminated; fi`,
+  ].join('\n');
+  const r = await exec.exec(script);
+  const word = r.stdout.toString().trim().split('\n').pop();
+  if (word === 'terminated' || word === 'killed' || word === 'not-running') return word;
+  throw new CodedError('io_error', `cancel on ${exec.label} failed (exit ${r.code}): ${r.stderr.toString().trim().slice(0, 300)}`);
+}
+
+/** The tail program (stdlib Python 3.6+), sent as stdin of `python - <run dir> <offset>`. */
+export const TAIL_PY = String.raw`
+import json, os, sys, time
+run_dir, offset = sys.argv[1], int(sys.argv[2])
+poll = float(sys.argv[3]) if len(sys.argv) > 3 else 0.02
+path = os.path.join(run_dir, "events.jsonl")
+out = sys.stdout.buffer
+ppid = os.getppid()
+def free_bytes():
+    try:
+        st = os.statvfs(run_dir if os.path.isdir(run_dir) else os.path.dirname(run_dir) or "/")
+        return st.f_bavail * st.f_frsize
+    except OSError:
+        return None
+def stderr_tail():
+    try:
+        with open(os.path.join(run_dir, "agent.stderr"), "rb") as f:
+            f.seek(0, 2); n = f.tell(); f.seek(max(0, n - 4000))
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+def alive():
+    try:
+        with open(os.path.join(run_dir, "pid")) as f:
+            pg = int(f.read().strip() or "0")
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(-pg, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+def end(kind, code=None, size=None):
+    out.flush()
+    sys.stderr.write(json.dumps({"end": kind, "code": code, "size": size, "free_bytes": free_bytes(), "stderr": stderr_tail()}) + "\n")
+    sys.stderr.flush()
+    sys.exit(0)
+f = None
+started = time.monotonic()
+while True:
+    if not os.path.isdir(run_dir):
+        if f is not None:
+            while True:
+                b = f.read(1 << 20)
+                if not b: break
+                out.write(b)
+        end("gone", size=f.tell() if f else None)
+    finished = os.path.exists(os.path.join(run_dir, "exit"))
+    state = alive()
+    if f is None:
+        try:
+            f = open(path, "rb")
+            f.seek(offset)
+        except FileNotFoundError:
+            f = None
+    got = False
+    if f is not None:
+        while True:
+            b = f.read(1 << 20)
+            if not b: break
+            out.write(b)
+            got = True
+        out.flush()
+    if finished:
+        try:
+            with open(os.path.join(run_dir, "exit")) as e:
+                code = int(e.read().strip())
+        except (OSError, ValueError):
+            code = None
+        end("exit", code=code, size=f.tell() if f else None)
+    if state is False and not os.path.exists(os.path.join(run_dir, "exit")):
+        end("dead", size=f.tell() if f else None)
+    if state is None and time.monotonic() - started > 30:
+        end("dead", size=f.tell() if f else None)
+    if os.getppid() != ppid:
+        sys.exit(0)  # the SSH session that started us is gone
+    if not got:
+        time.sleep(poll)
+`;
+
+export interface TailEnd {
+  end: 'exit' | 'gone' | 'dead';
+  code: number | null;
+  size: number | null;
+  free_bytes: number | null;
+  stderr: string;
+}
+
+function parseTailEnd(stderr: string): TailEnd | null {
+  const lines = stderr.trim().split('\n');
+  for (let i = lines.length - 1; i >= 0; i--) {
+    const l = lines[i]!.trim();
+    if (!l.startsWith('{"end"')) continue;
+    try {
+      return JSON.parse(l) as TailEnd;
+    } catch {
+      return null;
+    }
+  }
+  return null;
+}
+
+/**
+ * The local copy of a run's events.jsonl. Only whole lines are written (the bytes up to the
+ * decoder's committed offset), so the file is always a prefix of the remote file made of complete
+ * lines, and its length is exactly where the next tail starts.
+ */
+export class LocalEventSink {
+  private fd: number;
+  private decoder!: EventLineDecoder;
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
+  /** Bytes on disk (all complete lines). */
+  written = 0;
+  lastSeq: number | null = null;
+  runEnd: Extract<KvEvent, { type: 'run.end' }> | null = null;
+  runStart: Extract<KvEvent, { type: 'run.start' }> | null = null;
+  badLines = 0;
+
+  constructor(
+    readonly file: string,
+    private readonly onEvent?: (e: KvEvent) => void,
+  ) {
+    mkdirSync(join(file, '..'), { recursive: true });
+    this.fd = openSync(file, existsSync(file) ? 'r+' : 'w+');
+    // Recover from a crash: keep whole lines only, and learn the last seq from them.
+    const size = fstatSync(this.fd).size;
+    let keep = 0;
+    if (size > 0) {
+      const buf = Buffer.alloc(Math.min(size, 4 << 20));
+      const start = size - buf.length;
+      readSync(this.fd, buf, 0, buf.length, start);
+      const nl = buf.lastIndexOf(0x0a);
+      keep = nl === -1 ? (start === 0 ? 0 : start) : start + nl + 1;
+      if (keep < size) ftruncateSync(this.fd, keep);
+      if (keep > 0) {
+        // Re-read the existing lines once for the last seq and run.start/run.end.
+        const all = readFileSync(file);
+        const d = new EventLineDecoder({ onEvent: (e) => this.note(e) });
+        d.push(all.subarray(0, keep));
+      }
+    }
+    this.written = keep;
+    this.resetDecoder();
+  }
+
+  private note(e: KvEvent): void {
+    this.lastSeq = e.seq;
+    if (e.type === 'run.start') this.runStart = e;
+    else if (e.type === 'run.end') this.runEnd = e;
+  }
+
+  /** Forget a partial line (the next tail re-sends it from `written`). */
+  resetDecoder(): void {
+    this.pending = [];
+    this.pendingBytes = 0;
+    this.decoder = new EventLineDecoder(
+      {
+        onEvent: (e) => {
+          this.note(e);
+          this.onEvent?.(e);
+        },
+        onBadLine: () => {
+          this.badLines++;
+        },
+      },
+      { startOffset: this.written },
+    );
+  }
+
+  push(chunk: Buffer): void {
+    this.decoder.push(chunk);
+    this.pending.push(chunk);
+    this.pendingBytes += chunk.length;
+    const commit = this.decoder.committedOffset - this.written;
+    if (commit <= 0) return;
+    const all = this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending, this.pendingBytes);
+    let off = 0;
+    while (off < commit) off += writeSync(this.fd, all, off, commit - off, this.written + off);
+    this.written += commit;
+    const rest = all.subarray(commit);
+    this.pending = rest.length ? [Buffer.from(rest)] : [];
+    this.pendingBytes = rest.length;
+  }
+
+  /** The stream is over: a last line without a newline is kept too, byte-identical. */
+  finish(): void {
+    if (this.pendingBytes > 0) {
+      const all = Buffer.concat(this.pending, this.pendingBytes);
+      writeSync(this.fd, all, 0, all.length, this.written);
+      this.written += all.length;
+      this.decoder.end();
+      this.pending = [];
+      this.pendingBytes = 0;
+    }
+  }
+
+  close(): void {
+    try {
+      closeSync(this.fd);
+    } catch {
+      /* closed */
+    }
+  }
+
+}
+
+export interface TailProgress {
+  stage: string;
+  fraction: number | null;
+  etaS: number | null;
+  message: string;
+}
+
+export interface TailOptions {
+  store: RunStore;
+  runId: string;
+  remoteDir: string;
+  python: string;
+  /** Opens a fresh transport (first attempt and every reconnect). */
+  connect: () => Promise<HostExec>;
+  /** A transport already open for the first attempt. */
+  initial?: HostExec;
+  onEvents?: (events: KvEvent[]) => void;
+  onProgress?: (p: TailProgress) => void;
+  /** Give up reconnecting after this long without a working connection (default 10 min). */
+  reconnectWindowMs?: number;
+  pollSeconds?: number;
+  /** Set to stop the tail (cancel / app quit); the run's status is then left to the caller. */
+  signal?: AbortSignal;
+  /** The process group, for ending a run whose folder vanished. */
+  pgid?: number | null;
+}
+
+export interface TailResult {
+  status: RunListing['status'];
+  error: { code: string; message: string } | null;
+  bytes: number;
+  lastSeq: number | null;
+  reconnects: number;
+}
+
+const sleep = (ms: number, signal?: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    const t = setTimeout(resolve, ms);
+    signal?.addEventListener('abort', () => {
+      clearTimeout(t);
+      resolve();
+    });
+  });
+
+/** Tails a run to its end, through reconnects; writes the store's events.jsonl and meta.json. */
+export async function tailRun(o: TailOptions): Promise<TailResult> {
+  const runDir = o.store.runDir(o.runId);
+  let batch: KvEvent[] = [];
+  let lastFlush = Date.now();
+  let rounds: number | null = null;
+  let roundsDone = 0;
+  let roundsStartedAt: number | null = null;
+  let stage = 'start';
+  let lastProgress = 0;
+  const flush = () => {
+    if (batch.length && o.onEvents) o.onEvents(batch);
+    batch = [];
+    lastFlush = Date.now();
+  };
+  const progress = (force = false) => {
+    const now = Date.now();
+    if (!o.onProgress || (!force && now - lastProgress < 250)) return;
+    lastProgress = now;
+    const fraction = rounds ? Math.min(1, roundsDone / rounds) : null;
+    const etaS = rounds && roundsDone > 0 && roundsStartedAt !== null ? Math.round(((now - roundsStartedAt) / roundsDone) * (rounds - roundsDone) / 1000) : null;
+    o.onProgress({ stage, fraction, etaS, message: rounds ? `${stage}: round ${roundsDone}/${rounds}` : stage });
+  };
+  const sink = new LocalEventSink(join(runDir, 'events.jsonl'), (e) => {
+    batch.push(e);
+    if (e.type === 'run.start') {
+      const r = (e.config as { rounds?: unknown }).rounds;
+      rounds = typeof r === 'number' ? r : null;
+    } else if (e.type === 'phase' && e.state === 'begin') {
+      stage = e.name;
+      progress(true);
+    } else if (e.type === 'round') {
+      if (e.round >= 1) {
+        roundsDone = e.round;
+        roundsStartedAt ??= Date.now();
+      }
+      progress();
+    }
+    if (batch.length >= 5000 || Date.now() - lastFlush > 100) flush();
+  });
+  const meta = await o.store.readMeta(o.runId).catch((): RunMeta => ({ id: o.runId, name: o.runId, host: 'local', status: 'running', createdAt: new Date().toISOString() }));
+  const saveMeta = async (patch: Partial<RunMeta>) => {
+    Object.assign(meta, patch, { bytes_received: sink.written, last_seq: sink.lastSeq ?? undefined });
+    await o.store.writeMeta(meta);
+  };
+  await saveMeta({ status: 'running', remote_dir: o.remoteDir, tail_pid: process.pid });
+  const metaTimer = setInterval(() => {
+    flush();
+    void saveMeta({}).catch(() => undefined);
+  }, 1000);
+  let reconnects = 0;
+  let backoff = 250;
+  let downSince: number | null = null;
+  const window = o.reconnectWindowMs ?? 10 * 60_000;
+  let exec: HostExec | undefined = o.initial;
+  let result: TailResult | null = null;
+  try {
+    while (!result) {
+      if (o.signal?.aborted) break;
+      try {
+        if (!exec) {
+          stage = reconnects > 0 ? 'reconnect' : stage;
+          exec = await o.connect();
+        }
+        const startAt = sink.written;
+        sink.resetDecoder();
+        const handle = await exec.stream(shellCommand([o.python, '-', o.remoteDir, String(startAt), String(o.pollSeconds ?? 0.02)]), TAIL_PY, (chunk) => {
+          sink.push(chunk);
+          if (downSince !== null) {
+            downSince = null;
+            backoff = 250;
+          }
+        });
+        const onAbort = () => handle.stop();
+        o.signal?.addEventListener('abort', onAbort);
+        const done = await handle.done;
+        o.signal?.removeEventListener('abort', onAbort);
+        if (o.signal?.aborted) break;
+        const end = parseTailEnd(done.stderr);
+        if (!end) throw new CodedError('ssh_error', done.code === null ? 'connection lost' : `tail ended (exit ${done.code}): ${done.stderr.trim().slice(0, 300)}`);
+        downSince = null;
+        sink.finish();
+        flush();
+        result = finishStatus(end, sink, o.remoteDir, reconnects);
+        if (end.end === 'gone' && o.pgid) {
+          // Nothing of the run may stay alive: its folder is gone, so stop what still writes there.
+          await cancelDetached(exec, o.remoteDir, o.pgid, 2000).catch(() => undefined);
+        }
+      } catch (e) {
+        if (o.signal?.aborted) break;
+        if (e instanceof CodedError && e.code === 'invalid_argument') throw e;
+        exec?.close();
+        exec = undefined;
+        downSince ??= Date.now();
+        if (Date.now() - downSince > window) {
+          result = {
+            status: 'incomplete',
+            error: { code: 'connection_lost', message: `lost the connection to the host for over ${Math.round(window / 1000)} s (${(e as Error).message}); ${sink.written} bytes kept, resume later` },
+            bytes: sink.written,
+            lastSeq: sink.lastSeq,
+            reconnects,
+          };
+          break;
+        }
+        reconnects++;
+        o.onProgress?.({ stage: 'reconnect', fraction: null, etaS: null, message: `connection lost (${(e as Error).message}); reconnecting in ${(backoff / 1000).toFixed(2)} s` });
+        await sleep(backoff, o.signal);
+        backoff = Math.min(backoff * 2, 8000);
+      }
+    }
+  } finally {
+    clearInterval(metaTimer);
+    flush();
+    sink.close();
+    exec?.close();
+  }
+  if (!result) {
+    // Stopped from here (cancel or quit): the caller decides the final status.
+    await saveMeta({ status: 'incomplete' });
+    return { status: 'incomplete', error: null, bytes: sink.written, lastSeq: sink.lastSeq, reconnects };
+  }
+  await saveMeta({ status: result.status, endedAt: new Date().toISOString(), ...(result.error ? { error: result.error } : {}), tail_pid: undefined });
+  progress(true);
+  return result;
+}
+
+function finishStatus(end: TailEnd, sink: LocalEventSink, remoteDir: string, reconnects: number): TailResult {
+  const base = { bytes: sink.written, lastSeq: sink.lastSeq, reconnects };
+  const diskFull = end.free_bytes !== null && end.free_bytes < 256 * 1024;
+  const diskNote = diskFull ? ` The host's disk is full (${end.free_bytes} bytes free where ${remoteDir} is).` : '';
+  const stderrTail = end.stderr.trim().split('\n').slice(-5).join(' | ');
+  if (end.end === 'gone') {
+    return { ...base, status: 'error', error: { code: 'remote_dir_deleted', message: `the run folder ${remoteDir} was deleted on the host while the run was going; kept the ${sink.written} bytes received (seq ≤ ${sink.lastSeq ?? 'none'})` } };
+  }
+  if (end.end === 'dead') {
+    return {
+      ...base,
+      status: 'error',
+      error: { code: diskFull ? 'disk_full' : 'agent_died', message: `the agent stopped without recording an exit status (killed, or out of disk).${diskNote}${stderrTail ? ` Last output: ${stderrTail}` : ''}` },
+    };
+  }
+  const runEnd = sink.runEnd;
+  if (runEnd) {
+    const st = runEnd.status;
+    if (st === 'ok') return { ...base, status: 'ok', error: null };
+    if (st === 'cancelled') return { ...base, status: 'cancelled', error: null };
+    const e = runEnd.error;
+    return { ...base, status: 'error', error: { code: e?.code ?? 'agent_error', message: `${e?.message ?? 'the agent reported an error'}${diskNote}` } };
+  }
+  if (end.code === 143) return { ...base, status: 'cancelled', error: null };
+  return {
+    ...base,
+    status: 'error',
+    error: {
+      code: diskFull ? 'disk_full' : 'agent_error',
+      message: `the agent exited with status ${end.code} without ending the run.${diskNote}${stderrTail ? ` Last output: ${stderrTail}` : ''}`,
+    },
+  };
+}
+
+/** The remote folder of a run under a root. */
+export const remoteRunDir = (root: string, runId: string): string => posix.join(root, 'runs', runId);
+
+interface ActiveRun {
+  runId: string;
+  host: string;
+  remoteDir: string;
+  pgid: number | null;
+  abort: AbortController;
+  done: Promise<TailResult>;
+}
+
+export interface RunManagerOptions {
+  store: RunStore;
+  hosts: HostService;
+  push?: (m: PushMessage) => void;
+  reconnectWindowMs?: number;
+  cancelGraceMs?: number;
+}
+
+/**
+ * Starts, follows, cancels and resumes runs for the app and the CLI. Every state change lands in
+ * the run's meta.json first, so a crash of this process leaves a readable, resumable run.
+ */
+export class RunManager {
+  private readonly active = new Map<string, ActiveRun>();
+
+  constructor(readonly o: RunManagerOptions) {}
+
+  private progress(runId: string, stage: string, fraction: number | null, etaS: number | null, message: string): void {
+    this.o.push?.({ kind: 'progress', runId, stage, fraction, etaS, message });
+  }
+
+  /** Resolves when the run has ended (for the CLI and sweeps); rejects only on a start failure. */
+  wait(runId: string): Promise<TailResult> {
+    const a = this.active.get(runId);
+    if (!a) throw new CodedError('not_found', `run ${runId} is not being followed`);
+    return a.done;
+  }
+
+  async start(req: RunRequest): Promise<RunStarted> {
+    if (!req || typeof req.host !== 'string' || !req.host) throw new CodedError('invalid_argument', 'a run needs a host', { field: 'host' });
+    const agentArgs = agentRunArgs(req.workload ?? {});
+    const { store, hosts } = this.o;
+    const runId = newRunId(req.host, req.workload?.users);
+    const python = await hosts.pythonFor(req.host, req.python);
+    const name = typeof req.name === 'string' && req.name.trim() ? req.name.trim().slice(0, 200) : `${req.host} ${req.workload?.model ?? ''} ${req.workload?.users ?? ''}u`.replace(/\s+/g, ' ').trim();
+    const meta: RunMeta = { id: runId, name, host: req.host, status: 'running', createdAt: new Date().toISOString(), python, workload: req.workload, agent_args: agentArgs };
+    await store.writeMeta(meta);
+    this.o.push?.({ kind: 'run-status', runId, status: 'running', message: 'connecting' });
+    let remoteDir: string;
+    let pgid: number;
+    let exec: HostExec;
+    try {
+      this.progress(runId, 'connect', null, null, `connecting to ${req.host}`);
+      const prepared = await hosts.prepare(req.host, (p) =>
+        this.progress(runId, 'deploy', p.totalBytes ? p.uploadedBytes / p.totalBytes : null, null, p.reused ? 'agent already on the host' : `uploading the agent: ${p.uploadedBytes}/${p.totalBytes} bytes`),
+      );
+      exec = prepared.exec;
+      remoteDir = remoteRunDir(prepared.root, runId);
+      this.progress(runId, 'start', null, null, `starting the agent in ${remoteDir}`);
+      pgid = await launchDetached({ exec, python, agentDir: prepared.agentDir, remoteDir, agentArgs });
+      Object.assign(meta, { remote_dir: remoteDir, remote_pgid: pgid, agent_dir: prepared.agentDir });
+      await store.writeMeta(meta);
+    } catch (e) {
+      const ce = e instanceof CodedError ? e : new CodedError('internal', (e as Error).message);
+      await store.writeMeta({ ...meta, status: 'error', endedAt: new Date().toISOString(), error: { code: ce.code, message: ce.message } });
+      this.o.push?.({ kind: 'run-status', runId, status: 'error', message: ce.message });
+      throw ce;
+    }
+    this.follow(runId, req.host, remoteDir, python, pgid, exec);
+    return { runId, remoteDir };
+  }
+
+  private follow(runId: string, host: string, remoteDir: string, python: string, pgid: number | null, initial?: HostExec): ActiveRun {
+    const abort = new AbortController();
+    const done = tailRun({
+      store: this.o.store,
+      runId,
+      remoteDir,
+      python,
+      pgid,
+      initial,
+      connect: () => this.o.hosts.connect(host),
+      signal: abort.signal,
+      reconnectWindowMs: this.o.reconnectWindowMs,
+      onEvents: (events) => this.o.push?.({ kind: 'run-events', runId, events }),
+      onProgress: (p) => this.progress(runId, p.stage, p.fraction, p.etaS, p.message),
+    }).then(
+      (r) => {
+        this.active.delete(runId);
+        this.o.push?.({ kind: 'run-status', runId, status: r.status, message: r.error?.message });
+        return r;
+      },
+      (e: Error) => {
+        this.active.delete(runId);
+        this.o.push?.({ kind: 'run-status', runId, status: 'incomplete', message: e.message });
+        return { status: 'incomplete' as const, error: { code: 'internal', message: e.message }, bytes: 0, lastSeq: null, reconnects: 0 };
+      },
+    );
+    const a: ActiveRun = { runId, host, remoteDir, pgid, abort, done };
+    this.active.set(runId, a);
+    return a;
+  }
+
+  /** TERM to the run's process group, KILL after the grace period; the tail then collects run.end. */
+  async cancel(runId: string): Promise<void> {
+    const meta = await this.o.store.readMeta(runId);
+    if (!meta.remote_dir) throw new CodedError('invalid_argument', `run ${runId} never started on a host`);
+    const exec = await this.o.hosts.connect(meta.host);
+    try {
+      await cancelDetached(exec, meta.remote_dir, typeof meta.remote_pgid === 'number' ? meta.remote_pgid : null, this.o.cancelGraceMs ?? 5000);
+    } finally {
+      exec.close();
+    }
+    // Not followed here (e.g. after a restart): fetch the rest so the local copy ends with run.end.
+    if (!this.active.has(runId)) await this.resume(runId);
+  }
+
+  /** Follows an incomplete run again from its last stored byte. */
+  async resume(runId: string): Promise<RunStarted> {
+    const a = this.active.get(runId);
+    if (a) return { runId, remoteDir: a.remoteDir };
+    const meta = await this.o.store.readMeta(runId);
+    if (!meta.remote_dir) throw new CodedError('invalid_argument', `run ${runId} has no remote folder to resume from`);
+    const python = typeof meta.python === 'string' ? meta.python : await this.o.hosts.pythonFor(meta.host);
+    this.follow(runId, meta.host, meta.remote_dir, python, typeof meta.remote_pgid === 'number' ? meta.remote_pgid : null);
+    return { runId, remoteDir: meta.remote_dir };
+  }
+
+  /** Stops following every run (app quit); the runs go on and can be resumed. */
+  async detachAll(): Promise<void> {
+    const all = [...this.active.values()];
+    for (const a of all) a.abort.abort();
+    await Promise.all(all.map((a) => a.done));
+  }
+}
+
+/**
+ * Runs left "running" by a process that is gone (an app crash) are marked incomplete, so the
+ * library says so and offers resume. A run whose tailing process is still alive is left alone.
+ */
+export async function markOrphanedRuns(store: RunStore): Promise<string[]> {
+  const marked: string[] = [];
+  for (const l of await store.list()) {
+    if (l.bundled || l.status !== 'running') continue;
+    const meta = await store.readMeta(l.id).catch(() => null);
+    if (!meta || meta.status !== 'running') continue;
+    const pid = typeof meta.tail_pid === 'number' ? meta.tail_pid : null;
+    let alive = false;
+    if (pid !== null && pid !== process.pid) {
+      try {
+        process.kill(pid, 0);
+        alive = true;
+      } catch {
+        alive = false;
+      }
+    }
+    if (alive) continue;
+    await store.writeMeta({ ...meta, status: 'incomplete' });
+    marked.push(l.id);
+  }
+  return marked;
+}
