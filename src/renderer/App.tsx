@@ -1,9 +1,18 @@
-import { useEffect, useState } from 'react';
+import { useEffect, useMemo, useState } from 'react';
 import type { AppInfo } from '../shared/api';
 import { useApi } from './bridge/api-context';
 import { routeHref, useRoute, type Route } from './router';
 import { RunsView } from './features/runs/RunsView';
 import { PlaceholderView } from './features/PlaceholderView';
+import { LiveView } from './features/live/LiveView';
+import { TimelineView } from './features/timeline/TimelineView';
+import { SummaryView } from './features/summary/SummaryView';
+import { CompareView } from './features/compare/CompareView';
+import { HostsView } from './features/hosts/HostsView';
+import { PromptDialog } from './features/hosts/PromptDialog';
+import { NewRunView } from './features/newrun/NewRunView';
+import { RunCacheContext } from './hooks';
+import { RunDataCache } from './run-data';
 
 const NAV: Array<{ label: string; view: Route['view']; key: string }> = [
   { label: 'Hosts', view: 'hosts', key: '1' },
@@ -33,6 +42,27 @@ export function App() {
   const route = useRoute();
   const runId = useCurrentRun(route);
   const [info, setInfo] = useState<AppInfo | null>(null);
+  const cache = useMemo(() => new RunDataCache(api), [api]);
+
+  useEffect(
+    () =>
+      // Menu commands from the desktop shell (issue 10) arrive as pushes.
+      api.onPush((m) => {
+        if (m.kind !== 'menu') return;
+        const go: Partial<Record<typeof m.action, string>> = {
+          'new-run': '#/new',
+          'open-run': '#/runs',
+          settings: '#/settings',
+          'view-compare': '#/compare',
+          'view-live': hrefFor('live', m.runId ?? runId),
+          'view-timeline': hrefFor('timeline', m.runId ?? runId),
+          'show-run': m.runId ? routeHref({ view: 'live', runId: m.runId }) : '#/runs',
+        };
+        const to = go[m.action];
+        if (to) window.location.hash = to;
+      }),
+    [api, runId],
+  );
 
   useEffect(() => {
     void api.getAppInfo().then((r) => r.ok && setInfo(r.value));
@@ -71,10 +101,19 @@ export function App() {
         <span className="spacer" />
         <span className="shell-info">{info ? `v${info.version} · ${info.shell}` : ''}</span>
       </nav>
-      <main className="content" data-view={route.view}>
-        {route.view === 'runs' && <RunsView />}
-        {route.view !== 'runs' && <PlaceholderView route={route} />}
-      </main>
+      <RunCacheContext.Provider value={cache}>
+        <main className="content" data-view={route.view}>
+          {route.view === 'runs' && <RunsView />}
+          {route.view === 'hosts' && <HostsView />}
+          {route.view === 'new' && <NewRunView key={route.host ?? ''} host={route.host} />}
+          {route.view === 'live' && <LiveView key={route.runId} runId={route.runId} />}
+          {route.view === 'timeline' && <TimelineView key={route.runId} runId={route.runId} />}
+          {route.view === 'summary' && <SummaryView key={route.runId} runId={route.runId} />}
+          {route.view === 'compare' && <CompareView runIds={route.runIds} />}
+          {route.view === 'settings' && <PlaceholderView route={route} />}
+        </main>
+        <PromptDialog />
+      </RunCacheContext.Provider>
     </div>
   );
 }

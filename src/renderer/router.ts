@@ -1,6 +1,6 @@
 /**
  * Hash routes, so every view is addressable and survives reloads:
- * #/hosts, #/runs, #/runs/<id>/live, #/runs/<id>/timeline, #/runs/<id>/summary, #/compare?runs=a,b
+ * #/hosts, #/new, #/runs, #/runs/<id>/live, #/runs/<id>/timeline, #/runs/<id>/summary, #/compare?runs=a,b
  */
 import { useEffect, useState } from 'react';
 
@@ -11,6 +11,7 @@ export type Route =
   | { view: 'timeline'; runId: string }
   | { view: 'summary'; runId: string }
   | { view: 'compare'; runIds: string[] }
+  | { view: 'new'; host?: string }
   | { view: 'settings' };
 
 export function parseRoute(hash: string): Route {
@@ -19,6 +20,7 @@ export function parseRoute(hash: string): Route {
   const params = new URLSearchParams(query);
   if (parts[0] === 'hosts') return { view: 'hosts' };
   if (parts[0] === 'settings') return { view: 'settings' };
+  if (parts[0] === 'new') return params.get('host') ? { view: 'new', host: params.get('host')! } : { view: 'new' };
   if (parts[0] === 'compare') return { view: 'compare', runIds: (params.get('runs') ?? '').split(',').filter(Boolean) };
   if (parts[0] === 'runs' && parts[1]) {
     const v = parts[2];
@@ -37,6 +39,8 @@ export function routeHref(route: Route): string {
       return `#/${route.view}`;
     case 'compare':
       return `#/compare?runs=${route.runIds.map(encodeURIComponent).join(',')}`;
+    case 'new':
+      return route.host ? `#/new?host=${encodeURIComponent(route.host)}` : '#/new';
     default:
       return `#/runs/${encodeURIComponent(route.runId)}/${route.view}`;
   }

@@ -1,54 +1,163 @@
-import { useEffect, useState } from 'react';
+/**
+ * The runs library: every run on this machine and the bundled samples; open, rename, delete,
+ * import an events.jsonl(.gz), reveal on disk, and pick runs to compare.
+ */
+import { useCallback, useEffect, useRef, useState } from 'react';
 import type { RunListing } from '../../../shared/api';
 import { formatNs } from '../../../shared/format';
 import { useApi } from '../../bridge/api-context';
+import { useRunCache } from '../../hooks';
 import { routeHref } from '../../router';
+
+function toBase64(bytes: Uint8Array): string {
+  let s = '';
+  for (let i = 0; i < bytes.length; i += 0x8000) s += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  return btoa(s);
+}
 
 export function RunsView() {
   const api = useApi();
+  const cache = useRunCache();
   const [runs, setRuns] = useState<RunListing[] | null>(null);
   const [error, setError] = useState<string | null>(null);
+  const [notice, setNotice] = useState<string | null>(null);
+  const [editing, setEditing] = useState<string | null>(null);
+  const [picked, setPicked] = useState<Set<string>>(new Set());
+  const fileRef = useRef<HTMLInputElement>(null);
 
-  useEffect(() => {
-    void api.listRuns().then((r) => (r.ok ? setRuns(r.value) : setError(r.error.message)));
+  const refresh = useCallback(() => {
+    void api.listRuns().then((r) => (r.ok ? (setRuns(r.value), setError(null)) : setError(r.error.message)));
   }, [api]);
+  useEffect(refresh, [refresh]);
+
+  const importFiles = async (files: FileList | null) => {
+    if (!files) return;
+    for (const f of Array.from(files)) {
+      setNotice(`Importing ${f.name}…`);
+      const bytes = new Uint8Array(await f.arrayBuffer());
+      const r = await api.importRun({ fileName: f.name, bytesBase64: toBase64(bytes) });
+      setNotice(r.ok ? `Imported ${f.name} as “${r.value.name}”.` : `Could not import ${f.name}: ${r.error.message}`);
+    }
+    refresh();
+  };
+  const rename = async (run: RunListing, name: string) => {
+    setEditing(null);
+    if (name.trim() === run.name) return;
+    const r = await api.renameRun(run.id, name);
+    setNotice(r.ok ? `Renamed to “${r.value.name}”.` : `Could not rename: ${r.error.message}`);
+    cache.forget(run.id);
+    refresh();
+  };
+  const remove = async (run: RunListing) => {
+    if (!window.confirm(`Delete the run “${run.name}” and its event log from this machine? This cannot be undone.`)) return;
+    const r = await api.deleteRun(run.id);
+    setNotice(r.ok ? `Deleted “${run.name}”.` : `Could not delete: ${r.error.message}`);
+    cache.forget(run.id);
+    refresh();
+  };
+  const reveal = async (run: RunListing) => {
+    const r = await api.revealRun(run.id);
+    setNotice(r.ok ? `On disk: ${r.value}` : `Could not find it on disk: ${r.error.message}`);
+  };
+  const toggle = (id: string) => {
+    const next = new Set(picked);
+    if (next.has(id)) next.delete(id);
+    else next.add(id);
+    setPicked(next);
+  };
 
   if (error) return <p role="alert" className="error">Could not list runs: {error}</p>;
-  if (!runs) return <p>Loading runs…</p>;
+  if (!runs) return <p className="loading">Loading runs…</p>;
   return (
-    <section>
-      <h1>Runs</h1>
-      <table className="runs-table">
-        <thead>
-          <tr>
-            <th>Name</th>
-            <th>Host</th>
-            <th>GPU</th>
-            <th>Model</th>
-            <th>Users</th>
-            <th>Status</th>
-            <th>TTFT mean</th>
-            <th>E2E</th>
-          </tr>
-        </thead>
-        <tbody>
-          {runs.map((r) => (
-            <tr key={r.id} data-run-id={r.id}>
-              <td>
-                <a href={routeHref({ view: 'live', runId: r.id })}>{r.name}</a>
-              </td>
-              <td>{r.host}</td>
-              <td>{r.gpu ?? '–'}</td>
-              <td>{r.model ?? '–'}</td>
-              <td>{r.users ?? '–'}</td>
-              <td>{r.status}</td>
-              <td>{formatNs(r.ttft_ns_mean)}</td>
-              <td>{formatNs(r.e2e_ns)}</td>
+    <section className="runs-view">
+      <header className="view-header">
+        <h1>Runs</h1>
+        <a className="button" href="#/new" title="Start a run or a sweep on a host">
+          New run…
+        </a>
+        <button type="button" onClick={() => fileRef.current?.click()} title="Import an events.jsonl or .jsonl.gz" data-action="import">
+          Import…
+        </button>
+        <input ref={fileRef} type="file" accept=".jsonl,.gz,.jsonl.gz" multiple hidden onChange={(e) => void importFiles(e.target.files).then(() => (e.target.value = ''))} data-testid="import-input" />
+        <a className={`button${picked.size ? '' : ' disabled'}`} href={picked.size ? routeHref({ view: 'compare', runIds: [...picked] }) : '#/compare'} title="Compare the checked runs (all runs when none is checked)" data-action="compare">
+          Compare {picked.size ? `${picked.size} runs` : 'all'}
+        </a>
+      </header>
+      {notice && (
+        <p className="notice" role="status">
+          {notice}
+        </p>
+      )}
+      {runs.length === 0 ? (
+        <p className="empty">No runs yet. Start one from New run, or import an events.jsonl.</p>
+      ) : (
+        <table className="runs-table">
+          <thead>
+            <tr>
+              <th aria-label="Compare" />
+              <th>Name</th>
+              <th>Host</th>
+              <th>GPU</th>
+              <th>Model</th>
+              <th>Users</th>
+              <th>Status</th>
+              <th>TTFT mean</th>
+              <th>E2E</th>
+              <th>Open</th>
+              <th aria-label="Actions" />
             </tr>
-          ))}
-        </tbody>
-      </table>
-      {runs.length === 0 && <p>No runs yet.</p>}
+          </thead>
+          <tbody>
+            {runs.map((r) => (
+              <tr key={r.id} data-run-id={r.id}>
+                <td>
+                  <input type="checkbox" checked={picked.has(r.id)} onChange={() => toggle(r.id)} aria-label={`compare ${r.name}`} />
+                </td>
+                <td>
+                  {editing === r.id ? (
+                    <input
+                      autoFocus
+                      defaultValue={r.name}
+                      aria-label="Run name"
+                      onKeyDown={(e) => {
+                        if (e.key === 'Enter') void rename(r, e.currentTarget.value);
+                        if (e.key === 'Escape') setEditing(null);
+                      }}
+                      onBlur={(e) => void rename(r, e.currentTarget.value)}
+                    />
+                  ) : (
+                    <a href={routeHref({ view: 'live', runId: r.id })} data-action="open">
+                      {r.name}
+                    </a>
+                  )}
+                  {r.bundled && <span className="badge">sample</span>}
+                </td>
+                <td>{r.host}</td>
+                <td>{r.gpu ?? '–'}</td>
+                <td>{r.model ?? '–'}</td>
+                <td>{r.users ?? '–'}</td>
+                <td className={`status status-${r.status}`}>{r.status}</td>
+                <td>{formatNs(r.ttft_ns_mean)}</td>
+                <td>{formatNs(r.e2e_ns)}</td>
+                <td className="links">
+                  <a href={routeHref({ view: 'live', runId: r.id })}>pools</a> <a href={routeHref({ view: 'timeline', runId: r.id })}>timeline</a> <a href={routeHref({ view: 'summary', runId: r.id })}>summary</a>
+                </td>
+                <td className="actions">
+                  <button type="button" disabled={r.bundled} title={r.bundled ? 'Bundled samples are read-only' : 'Rename'} onClick={() => setEditing(r.id)} data-action="rename">
+                    Rename
+                  </button>
+                  <button type="button" onClick={() => void reveal(r)} title="Show where the run is on disk" data-action="reveal">
+                    Reveal
+                  </button>
+                  <button type="button" disabled={r.bundled} title={r.bundled ? 'Bundled samples are read-only' : 'Delete'} onClick={() => void remove(r)} data-action="delete">
+                    Delete
+                  </button>
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
     </section>
   );
 }

@@ -1,0 +1,334 @@
+/**
+ * Live pools: the GPU pool and the host pool as grids of blocks (one cell per block, coloured by
+ * user) with every move animated, replayed with play/pause, speed 0.25×–16× and a scrubber, or
+ * following the tail of a running run. All per-frame state (time, speed, cursor) lives in refs and
+ * is drawn by the one rAF scheduler; React renders the frame around it.
+ */
+import { useEffect, useRef, useState } from 'react';
+import { formatBandwidth, formatBytes, formatNs } from '../../../shared/format';
+import { POOL_GPU, POOL_HOST, ReplayCursor } from '../../../shared/replay';
+import { registerDraw } from '../../frame-scheduler';
+import { fitCanvas, useRunData, useVizTheme } from '../../hooks';
+import { routeHref } from '../../router';
+import { emptyGrid, hexToPixel, poolsLayout, renderPoolsInto, type PixelBuffer, type PoolsLayout, type PoolsPalette } from '../../viz/pools-render';
+import { renderSparklineInto } from '../../viz/sparkline-render';
+import type { RunData } from '../../run-data';
+import type { VizTheme } from '../../viz/ctx2d';
+
+export const SPEEDS = [0.25, 0.5, 1, 2, 4, 8, 16];
+/** Wall time a move spends in flight, whatever the speed. */
+const ANIM_MS = 400;
+/** Bandwidth readout window (run time). */
+const BW_WINDOW_NS = 250e6;
+/** A pool bigger than this shows only the cells the run used (a 55 GB host pool of small blocks). */
+const MAX_GRID_CELLS = 60_000;
+
+function gridCells(d: RunData, pool: number): number {
+  const cap = d.replay.pools[pool === POOL_GPU ? 'gpu' : 'host']?.capacity_blocks ?? 0;
+  const used = d.replay.usedCells[pool]!;
+  if (cap > 0 && cap <= MAX_GRID_CELLS) return Math.max(cap, used);
+  return Math.max(1, Math.min(Math.max(used, 1), MAX_GRID_CELLS * 4));
+}
+
+function palette(theme: VizTheme): PoolsPalette {
+  return {
+    background: hexToPixel(theme.background),
+    emptyCell: hexToPixel(theme.grid),
+    users: theme.users.map(hexToPixel),
+    unknownUser: hexToPixel(theme.muted),
+    flash: hexToPixel('#ffffff'),
+  };
+}
+
+export function LiveView({ runId }: { runId: string }) {
+  const { data, error, version } = useRunData(runId);
+  if (error) return <p role="alert" className="error">Could not open run {runId}: {error}</p>;
+  if (!data) return <p className="loading">Loading run…</p>;
+  return <LivePools data={data} version={version} />;
+}
+
+function LivePools({ data }: { data: RunData; version: number }) {
+  const theme = useVizTheme();
+  const wrapRef = useRef<HTMLDivElement>(null);
+  const canvasRef = useRef<HTMLCanvasElement>(null);
+  const scrubRef = useRef<HTMLInputElement>(null);
+  const statsRef = useRef<Record<string, HTMLElement | null>>({});
+  const sparkRefs = useRef<Record<string, HTMLCanvasElement | null>>({});
+  const live = data.status === 'running';
+  const r = data.replay;
+  const start = r.startT ?? 0;
+  const st = useRef({ playing: false, speed: 1, now: start, lastWall: 0, follow: live, invalidate: () => {} });
+  const [playing, setPlaying] = useState(false);
+  const [speed, setSpeed] = useState(1);
+  const [follow, setFollow] = useState(live);
+  const hasMoves = r.moveCount > 0;
+
+  useEffect(() => {
+    st.current.follow = live;
+    setFollow(live);
+    if (live) st.current.now = r.endT;
+  }, [live, r]);
+
+  useEffect(() => {
+    const canvas = canvasRef.current!;
+    const wrap = wrapRef.current!;
+    const ctx = canvas.getContext('2d', { alpha: false })!;
+    const cursor = new ReplayCursor(r);
+    const pal = palette(theme);
+    let layout: PoolsLayout | null = null;
+    let bg: Uint32Array = new Uint32Array(0);
+    let image: ImageData | null = null;
+    let buf: PixelBuffer | null = null;
+    let cells: [number, number] = [0, 0];
+    let size = { w: 0, h: 0 };
+    const relayout = () => {
+      const w = Math.max(200, Math.floor(wrap.clientWidth));
+      const h = Math.max(160, Math.floor(wrap.clientHeight));
+      fitCanvas(canvas, w, h, 1);
+      size = { w, h };
+      cells = [gridCells(data, POOL_GPU), gridCells(data, POOL_HOST)];
+      layout = poolsLayout(w, h, cells);
+      bg = emptyGrid(layout, pal);
+      image = ctx.createImageData(w, h);
+      buf = { data: new Uint32Array(image.data.buffer), width: w, height: h };
+    };
+    const ro = new ResizeObserver(() => {
+      relayout();
+      reg.invalidate();
+    });
+    const set = (k: string, text: string) => {
+      const el = statsRef.current[k];
+      if (el && el.textContent !== text) el.textContent = text;
+    };
+    let counters = data.timeline().counters;
+    let seenVersion = data.version;
+    const draw = (wall: number): boolean => {
+      const s = st.current;
+      if (!layout || wrap.clientWidth !== size.w || gridCells(data, POOL_GPU) !== cells[0] || gridCells(data, POOL_HOST) !== cells[1]) relayout();
+      const dt = s.lastWall ? wall - s.lastWall : 0;
+      s.lastWall = wall;
+      const end = Math.max(r.endT, start);
+      if (s.follow) s.now = end;
+      else if (s.playing) {
+        s.now += dt * 1e6 * s.speed;
+        if (s.now >= end) {
+          s.now = end;
+          s.playing = false;
+          setPlaying(false);
+        }
+      }
+      cursor.seek(s.now);
+      const anim = ANIM_MS * 1e6 * (s.follow ? 1 : s.speed);
+      const stats = renderPoolsInto(buf!, layout!, bg, r, cursor, s.now, anim, pal);
+      ctx.putImageData(image!, 0, 0);
+      wrap.dataset.t = String(s.now);
+      wrap.dataset.gpu = String(cursor.counts[POOL_GPU]);
+      wrap.dataset.host = String(cursor.counts[POOL_HOST]);
+      wrap.dataset.applied = String(cursor.applied);
+      const capG = r.pools.gpu?.capacity_blocks ?? 0;
+      const capH = r.pools.host?.capacity_blocks ?? 0;
+      const pct = (n: number, c: number) => (c > 0 ? ` (${((n / c) * 100).toFixed(1)}%)` : '');
+      set('gpu', `${cursor.counts[POOL_GPU].toLocaleString()} / ${capG.toLocaleString()} blocks${pct(cursor.counts[POOL_GPU], capG)}`);
+      set('host', capH > 0 ? `${cursor.counts[POOL_HOST].toLocaleString()} / ${capH.toLocaleString()} blocks${pct(cursor.counts[POOL_HOST], capH)}` : 'no host pool (recompute baseline)');
+      set('time', `${formatNs(s.now - start)} / ${formatNs(end - start)}`);
+      set('h2d', `${formatBytes(r.bytesMovedBy('h2d', s.now))} · ${formatBandwidth(r.bandwidthAt('h2d', s.now, BW_WINDOW_NS))}`);
+      set('d2h', `${formatBytes(r.bytesMovedBy('d2h', s.now))} · ${formatBandwidth(r.bandwidthAt('d2h', s.now, BW_WINDOW_NS))}`);
+      const p = r.progressAt(s.now);
+      set('round', p.round === null ? '–' : p.round === 0 ? '0 (context prefill)' : String(p.round));
+      set('requests', p.running.length ? p.running.slice(0, 6).map((q) => `user ${q.user} R${q.round} ${q.phase}`).join(', ') + (p.running.length > 6 ? ` +${p.running.length - 6}` : '') : 'none');
+      set('inflight', String(stats.inFlight));
+      const scrub = scrubRef.current;
+      if (scrub && document.activeElement !== scrub) {
+        scrub.max = String(end - start);
+        scrub.value = String(s.now - start);
+      }
+      if (data.version !== seenVersion) {
+        seenVersion = data.version;
+        counters = data.timeline().counters;
+      }
+      for (const c of counters) {
+        const el = sparkRefs.current[c.key];
+        if (!el || c.length === 0) continue;
+        const sctx = el.getContext('2d');
+        if (sctx) renderSparklineInto(sctx, c.t, c.v, c.length, start, end, s.now, c.max, el.width, el.height, theme.accent, theme.muted);
+      }
+      // Keep animating while playing, following, or while moves are still in flight.
+      return s.playing || s.follow || stats.inFlight > 0;
+    };
+    const reg = registerDraw(draw);
+    st.current.invalidate = reg.invalidate;
+    ro.observe(wrap);
+    return () => {
+      ro.disconnect();
+      reg.dispose();
+    };
+  }, [data, r, theme, start]);
+
+  useEffect(() => {
+    const scrub = scrubRef.current!;
+    // A native listener (not React's onChange) so any input event moves the replay, scripted ones too.
+    const onInput = () => {
+      const s = st.current;
+      s.now = start + Number(scrub.value);
+      s.follow = false;
+      setFollow(false);
+      s.invalidate();
+    };
+    scrub.addEventListener('input', onInput);
+    return () => scrub.removeEventListener('input', onInput);
+  }, [start]);
+
+  const togglePlay = () => {
+    const s = st.current;
+    if (!s.playing && s.now >= Math.max(r.endT, start)) s.now = start; // play again from the start
+    s.playing = !s.playing;
+    s.follow = false;
+    s.lastWall = 0;
+    setPlaying(s.playing);
+    setFollow(false);
+    s.invalidate();
+  };
+  const changeSpeed = (v: number) => {
+    st.current.speed = v;
+    setSpeed(v);
+  };
+  const seekBy = (frac: number) => {
+    const s = st.current;
+    const end = Math.max(r.endT, start);
+    s.now = Math.min(end, Math.max(start, s.now + frac * (end - start)));
+    s.follow = false;
+    setFollow(false);
+    s.invalidate();
+  };
+  const toggleFollow = () => {
+    const s = st.current;
+    s.follow = !s.follow;
+    setFollow(s.follow);
+    s.invalidate();
+  };
+
+  const onKey = (e: React.KeyboardEvent) => {
+    if ((e.target as HTMLElement).tagName === 'SELECT') return;
+    const i = SPEEDS.indexOf(st.current.speed);
+    if (e.key === ' ') togglePlay();
+    else if (e.key === '[') changeSpeed(SPEEDS[Math.max(0, i - 1)]!);
+    else if (e.key === ']') changeSpeed(SPEEDS[Math.min(SPEEDS.length - 1, i + 1)]!);
+    else if (e.key === 'ArrowLeft' && (e.target as HTMLElement).tagName !== 'INPUT') seekBy(-0.01);
+    else if (e.key === 'ArrowRight' && (e.target as HTMLElement).tagName !== 'INPUT') seekBy(0.01);
+    else if (e.key === 'Home') seekBy(-1);
+    else if (e.key === 'End') seekBy(1);
+    else if ((e.key === 'l' || e.key === 'L') && live) toggleFollow();
+    else return;
+    e.preventDefault();
+  };
+
+  const counters = data.timeline().counters.filter((c) => c.length > 0 && c.key !== 'gpu_pool' && c.key !== 'host_pool');
+  const bb = r.pools.gpu?.block_bytes;
+  return (
+    <section className="live-view" onKeyDown={onKey}>
+      <RunHeader data={data} view="live" />
+      <div className="transport" role="toolbar" aria-label="Replay">
+        <button type="button" onClick={togglePlay} title="Play / pause (Space)" data-action="play" aria-pressed={playing}>
+          {playing ? 'Pause' : 'Play'}
+        </button>
+        <label title="Replay speed ([ slower, ] faster)">
+          Speed{' '}
+          <select value={speed} onChange={(e) => changeSpeed(Number(e.target.value))} data-action="speed">
+            {SPEEDS.map((s) => (
+              <option key={s} value={s}>
+                {s}×
+              </option>
+            ))}
+          </select>
+        </label>
+        <input ref={scrubRef} type="range" className="scrubber" min={0} step="any" defaultValue={0} aria-label="Replay time (← →, Home, End)" title="Replay time (← → step, Home / End)" data-action="scrub" />
+        <span className="time" ref={(el) => void (statsRef.current.time = el)} />
+        {live && (
+          <button type="button" onClick={toggleFollow} aria-pressed={follow} title="Follow the live tail (L)" data-action="follow">
+            {follow ? 'Following live' : 'Follow live'}
+          </button>
+        )}
+      </div>
+      {!hasMoves && <p className="empty">This run has no block moves{data.status === 'running' ? ' yet: they appear as the run goes' : ''}.</p>}
+      <div className="pool-titles">
+        <span>
+          <strong>GPU pool</strong> <span ref={(el) => void (statsRef.current.gpu = el)} data-stat="gpu" />
+        </span>
+        <span>
+          <strong>Host pool</strong> <span ref={(el) => void (statsRef.current.host = el)} data-stat="host" />
+        </span>
+      </div>
+      <div className="live-body">
+        <div className="pools-canvas" ref={wrapRef} data-testid="pools">
+          <canvas ref={canvasRef} aria-label="GPU pool and host pool, one cell per block, coloured by user" />
+        </div>
+        <aside className="live-stats">
+          <dl>
+            <dt>Round</dt>
+            <dd ref={(el) => void (statsRef.current.round = el)} />
+            <dt>Requests running</dt>
+            <dd ref={(el) => void (statsRef.current.requests = el)} />
+            <dt>H2D (onboard) moved · now</dt>
+            <dd ref={(el) => void (statsRef.current.h2d = el)} />
+            <dt>D2H (offload) moved · now</dt>
+            <dd ref={(el) => void (statsRef.current.d2h = el)} />
+            <dt>Blocks in flight</dt>
+            <dd ref={(el) => void (statsRef.current.inflight = el)} />
+            {bb ? (
+              <>
+                <dt>Block</dt>
+                <dd>
+                  {formatBytes(bb)} · {r.pools.gpu?.block_tokens} tokens
+                </dd>
+              </>
+            ) : null}
+          </dl>
+          <div className="legend">
+            {data.loaded.analysis.users.map((u) => (
+              <span key={u} className="legend-item">
+                <i style={{ background: theme.users[u % theme.users.length] }} /> user {u}
+              </span>
+            ))}
+          </div>
+          {counters.length === 0 ? (
+            <p className="muted">No nvidia-smi samples in this run.</p>
+          ) : (
+            counters.map((c) => (
+              <div key={c.key} className="spark">
+                <span>{c.label}</span>
+                <canvas ref={(el) => void (sparkRefs.current[c.key] = el)} width={220} height={34} data-counter={c.key} />
+              </div>
+            ))
+          )}
+        </aside>
+      </div>
+    </section>
+  );
+}
+
+/** Title row shared by the run views: name, host, status, and links between the views. */
+export function RunHeader({ data, view }: { data: RunData; view: 'live' | 'timeline' | 'summary' }) {
+  const l = data.loaded.listing;
+  const a = data.loaded.analysis;
+  return (
+    <header className="run-header">
+      <h1>{l.name}</h1>
+      <span className={`status status-${data.status}`}>{data.status}</span>
+      <span className="muted">
+        {[l.host, l.gpu, l.engine, l.model, a.users.length ? `${a.users.length} users` : null].filter(Boolean).join(' · ')}
+      </span>
+      {data.loaded.badLineTotal > 0 && (
+        <span className="warn" title={data.loaded.badLines.slice(0, 5).map((b) => `line ${b.line}: ${b.message}`).join('\n')}>
+          {data.loaded.badLineTotal} bad line{data.loaded.badLineTotal === 1 ? '' : 's'} skipped
+        </span>
+      )}
+      <nav className="run-tabs" aria-label="Run views">
+        {(['live', 'timeline', 'summary'] as const).map((v) => (
+          <a key={v} href={routeHref({ view: v, runId: data.id })} className={v === view ? 'active' : ''} aria-current={v === view ? 'page' : undefined}>
+            {v === 'live' ? 'Pools' : v === 'timeline' ? 'Timeline' : 'Summary'}
+          </a>
+        ))}
+      </nav>
+    </header>
+  );
+}

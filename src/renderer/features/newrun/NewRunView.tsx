@@ -1,0 +1,202 @@
+/**
+ * New run / sweep: the seed workload's options, validated as you type (each error names its
+ * field), on one or several hosts; then deploy and run progress with ETA, and cancel.
+ */
+import { useEffect, useMemo, useState } from 'react';
+import type { PushMessage, SweepRow } from '../../../shared/api';
+import { formatNs } from '../../../shared/format';
+import { useApi } from '../../bridge/api-context';
+import { useProbes } from '../../host-probes';
+import { routeHref } from '../../router';
+import { DEFAULT_FORM, MODELS, validateRunForm, type FieldError, type RunForm } from '../../model/run-form';
+import { useHosts } from '../hosts/HostsView';
+
+const ENGINES: RunForm['engine'][] = ['torch', 'tensorrt_llm', 'vllm'];
+
+interface Progress {
+  stage: string;
+  fraction: number | null;
+  etaS: number | null;
+  message: string;
+  status: string | null;
+}
+
+function Field({ label, name, form, set, errors, hint, type = 'text' }: { label: string; name: keyof RunForm; form: RunForm; set: (f: Partial<RunForm>) => void; errors: FieldError[]; hint?: string; type?: string }) {
+  const e = errors.find((x) => x.field === name);
+  const id = `f-${name}`;
+  return (
+    <div className={`field${e ? ' invalid' : ''}`}>
+      <label htmlFor={id}>{label}</label>
+      <input id={id} type={type} value={String(form[name])} onChange={(ev) => set({ [name]: ev.target.value } as Partial<RunForm>)} aria-invalid={!!e} aria-describedby={e ? `${id}-err` : undefined} />
+      {hint && !e && <small className="muted">{hint}</small>}
+      {e && (
+        <small id={`${id}-err`} className="error" role="alert">
+          {e.message}
+        </small>
+      )}
+    </div>
+  );
+}
+
+export function NewRunView({ host }: { host?: string }) {
+  const api = useApi();
+  const { hosts } = useHosts();
+  const probes = useProbes();
+  const [form, setForm] = useState<RunForm>({ ...DEFAULT_FORM, hosts: [host ?? 'local'] });
+  const [touched, setTouched] = useState(false);
+  const [submitError, setSubmitError] = useState<string | null>(null);
+  const [started, setStarted] = useState<{ runIds: string[]; sweepId: string | null } | null>(null);
+  const [progress, setProgress] = useState<Record<string, Progress>>({});
+  const [sweepRows, setSweepRows] = useState<SweepRow[]>([]);
+  const set = (f: Partial<RunForm>) => {
+    setTouched(true);
+    setForm((x) => ({ ...x, ...f }));
+  };
+  const result = useMemo(() => validateRunForm(form, probes), [form, probes]);
+  const errors = result.ok ? [] : result.errors;
+  // Engines: only those every probed chosen host has; all while none is probed.
+  const engines = ENGINES.filter((e) => form.hosts.every((h) => !probes[h] || probes[h]!.engines.some((x) => x.name === e && x.available)));
+
+  useEffect(
+    () =>
+      api.onPush((m: PushMessage) => {
+        if (m.kind === 'progress') setProgress((p) => ({ ...p, [m.runId]: { stage: m.stage, fraction: m.fraction, etaS: m.etaS, message: m.message, status: p[m.runId]?.status ?? null } }));
+        else if (m.kind === 'run-status') setProgress((p) => ({ ...p, [m.runId]: { ...(p[m.runId] ?? { stage: '', fraction: null, etaS: null, message: '' }), status: m.status, message: m.message ?? p[m.runId]?.message ?? '' } }));
+        else if (m.kind === 'sweep-status') {
+          setSweepRows(m.rows);
+          setStarted((s) => (s && s.sweepId === m.sweepId ? { ...s, runIds: m.rows.map((r) => r.runId).filter((x): x is string => !!x) } : s));
+        }
+      }),
+    [api],
+  );
+
+  const submit = async (e: React.FormEvent) => {
+    e.preventDefault();
+    setTouched(true);
+    if (!result.ok) return;
+    setSubmitError(null);
+    if (result.run) {
+      const r = await api.startRun(result.run);
+      if (r.ok) setStarted({ runIds: [r.value.runId], sweepId: null });
+      else setSubmitError(`${r.error.code}: ${r.error.message}`);
+    } else if (result.sweep) {
+      const r = await api.startSweep(result.sweep);
+      if (r.ok) setStarted({ runIds: [], sweepId: r.value.sweepId });
+      else setSubmitError(`${r.error.code}: ${r.error.message}`);
+    }
+  };
+  const cancel = (runId: string) => void api.cancelRun(runId).then((r) => !r.ok && setSubmitError(`cancel ${runId}: ${r.error.message}`));
+  const shown = touched ? errors : [];
+  const nRuns = result.ok ? result.users.length * form.hosts.length : null;
+
+  return (
+    <section className="newrun-view">
+      <h1>New run</h1>
+      <form onSubmit={(e) => void submit(e)} className="run-form" noValidate>
+        <fieldset>
+          <legend>Hosts</legend>
+          {hosts.map((h) => (
+            <label key={h.alias} className="check">
+              <input type="checkbox" checked={form.hosts.includes(h.alias)} onChange={(e) => set({ hosts: e.target.checked ? [...form.hosts, h.alias] : form.hosts.filter((x) => x !== h.alias) })} />
+              {h.alias === 'local' ? 'Local' : h.alias}
+              {probes[h.alias]?.gpus[0] ? <span className="muted"> · {probes[h.alias]!.gpus[0]!.name}</span> : <span className="muted"> · not probed</span>}
+            </label>
+          ))}
+          {shown.find((x) => x.field === 'hosts') && <small className="error">{shown.find((x) => x.field === 'hosts')!.message}</small>}
+        </fieldset>
+        <fieldset>
+          <legend>Workload</legend>
+          <div className={`field${shown.some((x) => x.field === 'engine') ? ' invalid' : ''}`}>
+            <label htmlFor="f-engine">Engine</label>
+            <select id="f-engine" value={form.engine} onChange={(e) => set({ engine: e.target.value as RunForm['engine'] })}>
+              {(engines.length ? engines : ENGINES).map((e) => (
+                <option key={e} value={e}>
+                  {e === 'torch' ? 'torch (built in)' : e}
+                </option>
+              ))}
+            </select>
+            {shown.find((x) => x.field === 'engine') ? <small className="error">{shown.find((x) => x.field === 'engine')!.message}</small> : <small className="muted">{form.hosts.some((h) => !probes[h]) ? 'probe the hosts to list only the engines they have' : 'engines the chosen hosts have'}</small>}
+          </div>
+          <div className="field">
+            <label htmlFor="f-model">Model</label>
+            <input id="f-model" list="models" value={form.model} onChange={(e) => set({ model: e.target.value })} />
+            <datalist id="models">
+              {MODELS.map((m) => (
+                <option key={m} value={m} />
+              ))}
+            </datalist>
+          </div>
+          <Field label="Users" name="users" form={form} set={set} errors={shown} hint="4, 2-16, 2-16:2 or 2,4,8 (a sweep: one run per count)" />
+          <Field label="Rounds" name="rounds" form={form} set={set} errors={shown} />
+          <Field label="Context tokens" name="context_tokens" form={form} set={set} errors={shown} />
+          <Field label="New tokens per round" name="new_tokens" form={form} set={set} errors={shown} />
+          <Field label="Output tokens per round" name="output_tokens" form={form} set={set} errors={shown} />
+        </fieldset>
+        <fieldset>
+          <legend>Pools and tracing</legend>
+          <Field label="GPU KV pool" name="gpu_pool" form={form} set={set} errors={shown} hint="fraction of free GPU memory (0.9) or a size (20GB)" />
+          <Field label="Host KV pool" name="host_pool" form={form} set={set} errors={shown} hint="55e9 as in the seed; 0 = no host pool (recompute)" />
+          <label className="check">
+            <input type="checkbox" checked={form.trace} onChange={(e) => set({ trace: e.target.checked })} /> Trace copies (CUPTI)
+          </label>
+          <Field label="nvidia-smi sample period (ms)" name="sample_ms" form={form} set={set} errors={shown} />
+          <Field label="Name (optional)" name="name" form={form} set={set} errors={shown} />
+        </fieldset>
+        <div className="form-actions">
+          <button type="submit" className="primary" disabled={touched && !result.ok} title={!result.ok && touched ? errors.map((x) => x.message).join('\n') : ''}>
+            {nRuns && nRuns > 1 ? `Start sweep (${nRuns} runs)` : 'Start run'}
+          </button>
+          {submitError && (
+            <p className="error" role="alert">
+              Could not start: {submitError}
+            </p>
+          )}
+        </div>
+      </form>
+      {started && (
+        <section className="run-progress" aria-live="polite">
+          <h2>{started.sweepId ? `Sweep ${started.sweepId}` : 'Run'}</h2>
+          {started.sweepId && sweepRows.length > 0 && (
+            <table>
+              <thead>
+                <tr>
+                  <th>Host</th>
+                  <th>Users</th>
+                  <th>Status</th>
+                  <th>TTFT mean</th>
+                  <th>E2E</th>
+                </tr>
+              </thead>
+              <tbody>
+                {sweepRows.map((r) => (
+                  <tr key={`${r.host}/${r.users}`}>
+                    <td>{r.host}</td>
+                    <td>{r.users}</td>
+                    <td>{r.error ? `${r.status}: ${r.error}` : r.status}</td>
+                    <td>{formatNs(r.ttft_ns_mean)}</td>
+                    <td>{formatNs(r.e2e_ns)}</td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          )}
+          {started.runIds.map((id) => {
+            const p = progress[id];
+            return (
+              <div key={id} className="progress-row">
+                <a href={routeHref({ view: 'live', runId: id })}>{id}</a> <span>{p ? `${p.status ?? p.stage}${p.message ? ` · ${p.message}` : ''}` : 'starting…'}</span>
+                {p?.fraction !== null && p?.fraction !== undefined && <progress max={1} value={p.fraction} />}
+                {p?.etaS !== null && p?.etaS !== undefined && <span className="muted"> ETA {formatNs(p.etaS * 1e9)}</span>}
+                {(!p?.status || p.status === 'running') && (
+                  <button type="button" onClick={() => cancel(id)} title="Stop the run's whole process group on the host">
+                    Cancel
+                  </button>
+                )}
+              </div>
+            );
+          })}
+        </section>
+      )}
+    </section>
+  );
+}

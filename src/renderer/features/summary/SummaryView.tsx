@@ -1,0 +1,157 @@
+/**
+ * Run summary: per round TTFT mean/p50/p99 and E2E, blocks and bytes moved, and the bandwidth the
+ * copies achieved against the host's link.
+ */
+import { formatBandwidth, formatBytes, formatNs } from '../../../shared/format';
+import { OP_NAMES } from '../../../shared/replay';
+import { useRunData } from '../../hooks';
+import type { RunData } from '../../run-data';
+import { RunHeader } from '../live/LiveView';
+import { ExportButton } from '../export/ExportButton';
+import { busyTime, linkOf } from '../../model/link-bandwidth';
+
+export function SummaryView({ runId }: { runId: string }) {
+  const { data, error } = useRunData(runId, 1000);
+  if (error) return <p role="alert" className="error">Could not open run {runId}: {error}</p>;
+  if (!data) return <p className="loading">Loading run…</p>;
+  return <Summary data={data} />;
+}
+
+function Summary({ data }: { data: RunData }) {
+  const a = data.loaded.analysis;
+  const r = data.replay;
+  const tm = data.timeline();
+  const bb = r.pools.gpu?.block_bytes ?? 0;
+  // Blocks moved per round and op, from the replay's move columns.
+  const perRound = new Map<number, number[]>();
+  for (let i = 0; i < r.moveCount; i++) {
+    const rd = r.round.data[i]!;
+    const row = perRound.get(rd) ?? [0, 0, 0, 0, 0];
+    row[r.op.data[i]!]!++;
+    perRound.set(rd, row);
+  }
+  const link = linkOf(a.start?.host.gpus[0]);
+  const dirs = tm.lanes.filter((l) => l.dir === 'h2d' || l.dir === 'd2h');
+  return (
+    <section className="summary-view">
+      <RunHeader data={data} view="summary" />
+      <div className="transport">
+        <span className="spacer" />
+        <ExportButton runId={data.id} />
+      </div>
+      {a.error && (
+        <p role="alert" className="error">
+          The run ended with an error ({a.error.code}): {a.error.message}
+        </p>
+      )}
+      <div className="summary-grid">
+        <div>
+          <h2>Rounds</h2>
+          {a.roundRows.length === 0 ? (
+            <p className="empty">No requests in this run.</p>
+          ) : (
+            <table data-testid="rounds-table">
+              <thead>
+                <tr>
+                  <th>Round</th>
+                  <th>Users</th>
+                  <th>TTFT mean</th>
+                  <th>p50</th>
+                  <th>p99</th>
+                  <th>E2E</th>
+                  <th title="stored / offloaded / onboarded / evicted / hit">Blocks s/off/on/ev/hit</th>
+                </tr>
+              </thead>
+              <tbody>
+                {a.roundRows.map((row) => {
+                  const m = perRound.get(row.round) ?? [0, 0, 0, 0, 0];
+                  return (
+                    <tr key={row.round}>
+                      <td>{row.round === 0 ? '0 (context)' : row.round}</td>
+                      <td>{row.users}</td>
+                      <td>{formatNs(row.ttft.mean)}</td>
+                      <td>{formatNs(row.ttft.p50)}</td>
+                      <td>{formatNs(row.ttft.p99)}</td>
+                      <td>{formatNs(row.e2e_ns)}</td>
+                      <td>{m.join(' / ')}</td>
+                    </tr>
+                  );
+                })}
+              </tbody>
+              <tfoot>
+                <tr>
+                  <th>Timed rounds</th>
+                  <th>{a.users.length}</th>
+                  <th>{formatNs(a.ttft.mean)}</th>
+                  <th>{formatNs(a.ttft.p50)}</th>
+                  <th>{formatNs(a.ttft.p99)}</th>
+                  <th>{formatNs(a.e2e_ns)}</th>
+                  <th />
+                </tr>
+              </tfoot>
+            </table>
+          )}
+        </div>
+        <div>
+          <h2>Blocks</h2>
+          <table>
+            <tbody>
+              {OP_NAMES.map((op) => {
+                const n = a.blocks[op === 'store' ? 'stored' : op === 'offload' ? 'offloaded' : op === 'onboard' ? 'onboarded' : op === 'evict' ? 'evicted' : 'hit'];
+                return (
+                  <tr key={op}>
+                    <th>{op}</th>
+                    <td>{n.toLocaleString()}</td>
+                    <td>{bb && (op === 'offload' || op === 'onboard') ? formatBytes(n * bb) : ''}</td>
+                  </tr>
+                );
+              })}
+              <tr>
+                <th>peak GPU pool</th>
+                <td>{a.peakOccupancy.gpu.toLocaleString()}</td>
+                <td>of {r.pools.gpu?.capacity_blocks.toLocaleString() ?? '–'}</td>
+              </tr>
+              <tr>
+                <th>peak host pool</th>
+                <td>{a.peakOccupancy.host.toLocaleString()}</td>
+                <td>of {r.pools.host?.capacity_blocks.toLocaleString() ?? '–'}</td>
+              </tr>
+            </tbody>
+          </table>
+          <h2>Copies against the link</h2>
+          <p>
+            Link: <strong>{link.name}</strong>
+            {link.bytesPerS ? ` · ${formatBandwidth(link.bytesPerS)} each way` : ''}
+          </p>
+          <table data-testid="bandwidth-table">
+            <thead>
+              <tr>
+                <th>Direction</th>
+                <th>Copies</th>
+                <th>Bytes</th>
+                <th>Achieved</th>
+                <th>of link</th>
+              </tr>
+            </thead>
+            <tbody>
+              {dirs.map((l) => {
+                const busy = busyTime(l.start, l.end, l.length);
+                const bw = busy > 0 ? (l.totalBytes / busy) * 1e9 : null;
+                return (
+                  <tr key={l.dir}>
+                    <th>{l.dir.toUpperCase()}</th>
+                    <td>{l.length.toLocaleString()}</td>
+                    <td>{formatBytes(l.totalBytes)}</td>
+                    <td title="bytes over the time the link was busy in this direction">{formatBandwidth(bw)}</td>
+                    <td>{bw && link.bytesPerS ? `${((bw / link.bytesPerS) * 100).toFixed(0)}%` : '–'}</td>
+                  </tr>
+                );
+              })}
+            </tbody>
+          </table>
+          {dirs.every((l) => l.length === 0) && <p className="muted">No copies were traced in this run (tracing off, or no CUPTI on the host).</p>}
+        </div>
+      </div>
+    </section>
+  );
+}

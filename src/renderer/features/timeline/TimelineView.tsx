@@ -1,0 +1,230 @@
+/**
+ * Timeline: requests per user, H2D/D2H copies and counter tracks on one clock, drawn on one canvas
+ * by renderTimelineInto. d3-zoom owns pan/zoom (wheel, drag) and W/A/S/D move it from the keyboard
+ * as in Perfetto (held keys keep moving); the zoom transform lives in a ref, never React state.
+ * Hover shows the copy or request under the pointer; a click on a request highlights its blocks'
+ * moves and the copies that carried them.
+ */
+import { useEffect, useRef, useState } from 'react';
+import { scaleLinear, select, zoom as d3zoom, zoomIdentity, type ZoomBehavior, type ZoomTransform } from 'd3';
+import { formatBandwidth, formatBytes, formatNs } from '../../../shared/format';
+import { linkRequest, type RequestLinks, type TimelineModel } from '../../../shared/timeline-model';
+import { registerDraw } from '../../frame-scheduler';
+import { fitCanvas, useRunData, useVizTheme } from '../../hooks';
+import type { RunData } from '../../run-data';
+import { hitTestTimeline, renderTimelineInto, timelineLayout, type TimelineHit, type TimelineLayout } from '../../viz/timeline-render';
+import { RunHeader } from '../live/LiveView';
+import { ExportButton } from '../export/ExportButton';
+
+export function TimelineView({ runId }: { runId: string }) {
+  const { data, error } = useRunData(runId, 1000);
+  if (error) return <p role="alert" className="error">Could not open run {runId}: {error}</p>;
+  if (!data) return <p className="loading">Loading run…</p>;
+  return <Timeline data={data} />;
+}
+
+const LABEL_W = 130;
+
+function describeHit(model: TimelineModel, hit: TimelineHit): string {
+  if (!hit) return '';
+  if (hit.kind === 'xfer') {
+    const l = model.lanes[hit.lane]!;
+    const d = l.end[hit.index]! - l.start[hit.index]!;
+    const b = l.bytes[hit.index]!;
+    return `${l.dir.toUpperCase()} copy · ${formatBytes(b)} in ${formatNs(d)} · ${d > 0 ? formatBandwidth((b / d) * 1e9) : 'instant'} · at ${formatNs(l.start[hit.index]! - model.t0)}`;
+  }
+  if (hit.kind === 'request') {
+    const r = model.requests[hit.index]!;
+    const ph = (a: number | null, b: number | null) => (a !== null && b !== null ? formatNs(b - a) : '–');
+    return `user ${r.user} · round ${r.round} · queued ${ph(r.queued, r.scheduled)} · prefill ${ph(r.scheduled, r.first_token)} · decode ${ph(r.first_token, r.done)} · TTFT ${formatNs(r.ttft_ns)} (click to trace its blocks)`;
+  }
+  const c = model.counters[hit.counter]!;
+  const v = c.v[hit.index]!;
+  const text = c.unit === 'pct' ? `${v.toFixed(0)}%` : c.unit === 'bytes' ? formatBytes(v) : c.unit === 'bytes/s' ? formatBandwidth(v) : `${v} blocks`;
+  return `${c.label}: ${text} at ${formatNs(c.t[hit.index]! - model.t0)}`;
+}
+
+function Timeline({ data }: { data: RunData }) {
+  const theme = useVizTheme();
+  const wrapRef = useRef<HTMLDivElement>(null);
+  const canvasRef = useRef<HTMLCanvasElement>(null);
+  const tipRef = useRef<HTMLDivElement>(null);
+  const transform = useRef<ZoomTransform>(zoomIdentity);
+  const links = useRef<RequestLinks | null>(null);
+  const keys = useRef(new Set<string>());
+  const api = useRef<{ invalidate: () => void; zoomBy: (k: number) => void; reset: () => void } | null>(null);
+  const [selected, setSelected] = useState<RequestLinks | null>(null);
+  const model = data.timeline();
+  const layout: TimelineLayout = timelineLayout(model, LABEL_W);
+  const empty = model.requests.length === 0 && model.lanes.every((l) => l.length === 0);
+
+  useEffect(() => {
+    const canvas = canvasRef.current!;
+    const wrap = wrapRef.current!;
+    const ctx = canvas.getContext('2d')!;
+    let width = 0;
+    const x0 = scaleLinear().domain([model.t0, model.t1]);
+    const zb: ZoomBehavior<HTMLCanvasElement, unknown> = d3zoom<HTMLCanvasElement, unknown>()
+      // Down to ~1 µs across the view, whatever the run's length.
+      .scaleExtent([1, Math.max(1, (model.t1 - model.t0) / 1e3)])
+      .on('zoom', (ev: { transform: ZoomTransform }) => {
+        transform.current = ev.transform;
+        reg.invalidate();
+      });
+    const sel = select(canvas);
+    const size = () => {
+      width = Math.max(300, wrap.clientWidth);
+      fitCanvas(canvas, width, layout.height);
+      x0.range([LABEL_W, width]);
+      zb.extent([
+        [LABEL_W, 0],
+        [width, layout.height],
+      ]).translateExtent([
+        [LABEL_W, 0],
+        [width, layout.height],
+      ]);
+    };
+    size();
+    sel.call(zb).on('dblclick.zoom', null);
+    let lastWall = 0;
+    const draw = (wall: number): boolean => {
+      const dt = lastWall ? Math.min(100, wall - lastWall) : 16;
+      lastWall = wall;
+      const held = keys.current;
+      if (held.size) {
+        // Perfetto's W/S zoom and A/D pan, smooth while held.
+        const k = Math.pow(1.0025, dt * ((held.has('w') ? 1 : 0) - (held.has('s') ? 1 : 0)));
+        if (k !== 1) zb.scaleBy(sel, k, [LABEL_W + (width - LABEL_W) / 2, 0]);
+        const px = dt * 0.8 * ((held.has('a') ? 1 : 0) - (held.has('d') ? 1 : 0));
+        if (px !== 0) zb.translateBy(sel, px / transform.current.k, 0);
+      } else lastWall = 0;
+      const xs = transform.current.rescaleX(x0);
+      const [t0, t1] = xs.domain() as [number, number];
+      const dpr = window.devicePixelRatio || 1;
+      ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+      const stats = renderTimelineInto(ctx, model, layout, { t0, t1, width, height: layout.height }, theme, { links: links.current });
+      wrap.dataset.t0 = String(t0);
+      wrap.dataset.t1 = String(t1);
+      wrap.dataset.bars = String(stats.bars);
+      wrap.dataset.binned = String(stats.binned);
+      return held.size > 0;
+    };
+    const reg = registerDraw(draw);
+    api.current = {
+      invalidate: reg.invalidate,
+      zoomBy: (k) => zb.scaleBy(sel, k, [LABEL_W + (width - LABEL_W) / 2, 0]),
+      reset: () => zb.transform(sel, zoomIdentity),
+    };
+    const ro = new ResizeObserver(() => {
+      size();
+      reg.invalidate();
+    });
+    ro.observe(wrap);
+
+    const view = () => {
+      const [t0, t1] = transform.current.rescaleX(x0).domain() as [number, number];
+      return { t0, t1, width, height: layout.height };
+    };
+    const pos = (e: MouseEvent) => {
+      const b = canvas.getBoundingClientRect();
+      return [e.clientX - b.left, e.clientY - b.top] as const;
+    };
+    const onMove = (e: MouseEvent) => {
+      const [x, y] = pos(e);
+      const hit = hitTestTimeline(model, layout, view(), x, y);
+      const tip = tipRef.current!;
+      const text = describeHit(model, hit);
+      tip.textContent = text;
+      tip.hidden = !text;
+      if (text) {
+        tip.style.left = `${Math.min(x + 12, width - 360)}px`;
+        tip.style.top = `${y + 16}px`;
+      }
+      canvas.style.cursor = hit?.kind === 'request' ? 'pointer' : '';
+    };
+    const onLeave = () => {
+      tipRef.current!.hidden = true;
+    };
+    const onClick = (e: MouseEvent) => {
+      const [x, y] = pos(e);
+      const hit = hitTestTimeline(model, layout, view(), x, y);
+      if (hit?.kind === 'request') {
+        const l = linkRequest(model, data.replay, hit.user, hit.round);
+        links.current = l;
+        setSelected(l);
+      } else if (!hit) {
+        links.current = null;
+        setSelected(null);
+      }
+      reg.invalidate();
+    };
+    canvas.addEventListener('mousemove', onMove);
+    canvas.addEventListener('mouseleave', onLeave);
+    canvas.addEventListener('click', onClick);
+    return () => {
+      ro.disconnect();
+      reg.dispose();
+      sel.on('.zoom', null);
+      canvas.removeEventListener('mousemove', onMove);
+      canvas.removeEventListener('mouseleave', onLeave);
+      canvas.removeEventListener('click', onClick);
+    };
+  }, [model, layout, theme, data]);
+
+  const onKeyDown = (e: React.KeyboardEvent) => {
+    const k = e.key.toLowerCase();
+    if (['w', 'a', 's', 'd'].includes(k) && !e.ctrlKey && !e.metaKey && !e.altKey) {
+      keys.current.add(k);
+      api.current?.invalidate();
+      e.preventDefault();
+    } else if (k === 'escape') {
+      links.current = null;
+      setSelected(null);
+      api.current?.invalidate();
+    } else if (k === '0') api.current?.reset();
+  };
+  const onKeyUp = (e: React.KeyboardEvent) => keys.current.delete(e.key.toLowerCase());
+  const onBlur = () => keys.current.clear();
+
+  const req = selected ? data.loaded.analysis.requests.find((r) => r.user === selected.user && r.round === selected.round) : null;
+  const bytesOf = (dir: string) => (selected?.xfers[dir] ?? []).reduce((a, i) => a + (model.lanes.find((l) => l.dir === dir)?.bytes[i] ?? 0), 0);
+  return (
+    <section className="timeline-view">
+      <RunHeader data={data} view="timeline" />
+      <div className="transport" role="toolbar" aria-label="Timeline">
+        <button type="button" onClick={() => api.current?.zoomBy(1.5)} title="Zoom in (W, wheel)" data-action="zoom-in">
+          Zoom in
+        </button>
+        <button type="button" onClick={() => api.current?.zoomBy(1 / 1.5)} title="Zoom out (S, wheel)" data-action="zoom-out">
+          Zoom out
+        </button>
+        <button type="button" onClick={() => api.current?.reset()} title="Whole run (0)" data-action="zoom-reset">
+          Whole run
+        </button>
+        <span className="muted">W/S zoom · A/D pan · drag to pan · click a request to trace its blocks · Esc clears</span>
+        <span className="spacer" />
+        <ExportButton runId={data.id} />
+      </div>
+      {empty && <p className="empty">This run has no requests or copies to show{data.status === 'running' ? ' yet' : ''}.</p>}
+      <div className="timeline-scroll">
+        <div className="timeline-canvas" ref={wrapRef} tabIndex={0} onKeyDown={onKeyDown} onKeyUp={onKeyUp} onBlur={onBlur} data-testid="timeline" aria-label="Timeline: W/S zoom, A/D pan" data-selected={selected ? `${selected.user}/${selected.round}` : ''} data-selected-xfers={selected ? Object.values(selected.xfers).reduce((a, v) => a + v.length, 0) : 0}>
+          <canvas ref={canvasRef} />
+          <div className="tooltip" ref={tipRef} hidden role="status" />
+        </div>
+      </div>
+      {selected && (
+        <aside className="request-details" aria-live="polite">
+          <h2>
+            User {selected.user}, round {selected.round}
+          </h2>
+          <p>
+            TTFT {formatNs(req?.ttft_ns)} · prompt {req?.prompt_tokens ?? '–'} tokens · reused on GPU {req?.reused_gpu_tokens ?? '–'}, from host {req?.reused_host_tokens ?? '–'}, computed {req?.computed_tokens ?? '–'}
+          </p>
+          <p>
+            Block moves: {Object.entries(selected.moveTimes).filter(([, v]) => v.length).map(([k, v]) => `${k} ${v.length} line${v.length === 1 ? '' : 's'}`).join(', ') || 'none'} ({selected.moves.length} blocks) · copies carrying them: H2D {selected.xfers.h2d?.length ?? 0} ({formatBytes(bytesOf('h2d'))}), D2H {selected.xfers.d2h?.length ?? 0} ({formatBytes(bytesOf('d2h'))})
+          </p>
+        </aside>
+      )}
+    </section>
+  );
+}

@@ -1,0 +1,136 @@
+/**
+ * The New run / sweep form as data: what the user typed, validated field by field (the error
+ * names the field, as the agent's CLI does for a bad option), turned into a RunRequest or a
+ * SweepRequest. Pure, so it is tested without a browser.
+ */
+import type { AgentWorkload, HostProbe, RunRequest, SweepRequest } from '../../shared/api';
+
+export interface RunForm {
+  hosts: string[];
+  engine: 'torch' | 'tensorrt_llm' | 'vllm';
+  model: string;
+  /** "4", "2-16", "2,4,8,16" or "2-16:2" (range with a step). */
+  users: string;
+  rounds: string;
+  context_tokens: string;
+  new_tokens: string;
+  output_tokens: string;
+  /** "0.9" (fraction of free GPU memory) or a byte size "20e9" / "20GB". */
+  gpu_pool: string;
+  /** Bytes ("55e9", "55GB"); 0 = no host pool (the recompute baseline). */
+  host_pool: string;
+  trace: boolean;
+  sample_ms: string;
+  name: string;
+}
+
+/** The seed workload's defaults (ARCHITECTURE.md). */
+export const DEFAULT_FORM: RunForm = {
+  hosts: [],
+  engine: 'torch',
+  model: 'llama-3.1-70b',
+  users: '2-16',
+  rounds: '10',
+  context_tokens: '16000',
+  new_tokens: '64',
+  output_tokens: '64',
+  gpu_pool: '0.9',
+  host_pool: '55e9',
+  trace: true,
+  sample_ms: '100',
+  name: '',
+};
+
+export const MODELS = ['tiny', 'llama-3.1-8b', 'llama-3.1-70b', 'llama-3.1-70b-fp8'];
+
+export interface FieldError {
+  field: keyof RunForm;
+  message: string;
+}
+
+const UNITS: Record<string, number> = { '': 1, b: 1, kb: 1e3, mb: 1e6, gb: 1e9, tb: 1e12, kib: 1024, mib: 1024 ** 2, gib: 1024 ** 3, tib: 1024 ** 4 };
+
+/** "55e9", "55 GB", "20GiB" → bytes; null when unreadable. */
+export function parseBytes(text: string): number | null {
+  const m = /^\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([a-z]*)\s*$/i.exec(text);
+  if (!m) return null;
+  const unit = UNITS[m[2]!.toLowerCase()];
+  if (unit === undefined) return null;
+  const v = Number(m[1]) * unit;
+  return Number.isFinite(v) ? Math.round(v) : null;
+}
+
+/** "4" | "2-16" | "2-16:2" | "2,4,8" → sorted distinct user counts; a string error otherwise. */
+export function parseUsers(text: string): number[] | string {
+  const out = new Set<number>();
+  for (const part of text.split(',').map((s) => s.trim()).filter(Boolean)) {
+    const m = /^(\d+)(?:\s*-\s*(\d+)(?::(\d+))?)?$/.exec(part);
+    if (!m) return `“${part}” is not a number or a range like 2-16`;
+    const a = Number(m[1]);
+    const b = m[2] ? Number(m[2]) : a;
+    const step = m[3] ? Number(m[3]) : 1;
+    if (a < 1 || b < a || step < 1) return `“${part}”: counts start at 1 and a range goes up`;
+    for (let u = a; u <= b; u += step) out.add(u);
+    if (out.size > 256) return 'more than 256 user counts';
+  }
+  if (out.size === 0) return 'give at least one user count';
+  return [...out].sort((x, y) => x - y);
+}
+
+function int(form: RunForm, field: keyof RunForm, min: number, max: number): number | FieldError {
+  const raw = String(form[field]).trim();
+  if (!/^\d+$/.test(raw)) return { field, message: `${field}: a whole number is needed` };
+  const v = Number(raw);
+  if (v < min || v > max) return { field, message: `${field}: must be ${min}..${max}` };
+  return v;
+}
+
+export type Validated = { ok: true; users: number[]; run: RunRequest | null; sweep: SweepRequest | null } | { ok: false; errors: FieldError[] };
+
+/**
+ * Checks every field; engines a probed host lacks are refused by name. One host and one user
+ * count make a run; anything more makes a sweep (one run per user count per host).
+ */
+export function validateRunForm(form: RunForm, probes: Record<string, HostProbe | undefined> = {}): Validated {
+  const errors: FieldError[] = [];
+  const take = <T,>(v: T | FieldError): T | null => {
+    if (v && typeof v === 'object' && 'field' in (v as object)) {
+      errors.push(v as FieldError);
+      return null;
+    }
+    return v as T;
+  };
+  if (form.hosts.length === 0) errors.push({ field: 'hosts', message: 'hosts: choose at least one host' });
+  for (const h of form.hosts) {
+    const p = probes[h];
+    const e = p?.engines.find((x) => x.name === form.engine);
+    if (p && (!e || !e.available)) errors.push({ field: 'engine', message: `engine: ${form.engine} is not available on ${h}${e?.reason ? ` (${e.reason})` : ''}` });
+  }
+  if (!form.model.trim()) errors.push({ field: 'model', message: 'model: choose a preset or give a config.json path' });
+  const users = parseUsers(form.users);
+  if (typeof users === 'string') errors.push({ field: 'users', message: `users: ${users}` });
+  const rounds = take(int(form, 'rounds', 1, 1000));
+  const ctx = take(int(form, 'context_tokens', 1, 2_000_000));
+  const nt = take(int(form, 'new_tokens', 0, 1_000_000));
+  const ot = take(int(form, 'output_tokens', 1, 1_000_000));
+  const sample = take(int(form, 'sample_ms', 10, 60_000));
+  const workload: AgentWorkload = { engine: form.engine, model: form.model.trim() };
+  const gp = form.gpu_pool.trim();
+  const frac = Number(gp);
+  if (gp !== '' && Number.isFinite(frac) && frac > 0 && frac <= 1) workload.free_gpu_memory_fraction = frac;
+  else {
+    const b = parseBytes(gp);
+    if (b === null || b <= 0) errors.push({ field: 'gpu_pool', message: 'gpu_pool: a fraction of free GPU memory (0..1] or a size like 20GB' });
+    else workload.gpu_kv_bytes = b;
+  }
+  const hb = parseBytes(form.host_pool);
+  if (hb === null || hb < 0) errors.push({ field: 'host_pool', message: 'host_pool: a size like 55e9 or 55GB (0 = no host pool)' });
+  else workload.host_kv_bytes = hb;
+  if (errors.length || typeof users === 'string') return { ok: false, errors };
+  Object.assign(workload, { rounds: rounds!, context_tokens: ctx!, new_tokens: nt!, output_tokens: ot!, trace: form.trace, sample_ms: sample! });
+  const name = form.name.trim() || undefined;
+  if (form.hosts.length === 1 && users.length === 1) {
+    return { ok: true, users, run: { host: form.hosts[0]!, name, workload: { ...workload, users: users[0]! } }, sweep: null };
+  }
+  return { ok: true, users, run: null, sweep: { hosts: form.hosts, users, workload, name } };
+}

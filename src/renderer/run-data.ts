@@ -1,0 +1,130 @@
+/**
+ * Runs opened in the window: loaded once through the API, compiled into the replay model (and the
+ * timeline model on first use), and kept up to date from pushed `run-events` batches. Pushes are
+ * buffered here, outside React, and applied in one batch per animation frame; React only hears a
+ * version number, at most a few times a second (STYLE.md: events from main arrive in batches and
+ * are buffered outside React).
+ */
+import type { KvScopeApi, LoadedRun, PushMessage, RunListing } from '../shared/api';
+import type { KvEvent } from '../shared/protocol';
+import { compileReplay, type ReplayModel } from '../shared/replay';
+import { buildTimelineModel, type TimelineModel } from '../shared/timeline-model';
+
+export interface RunData {
+  id: string;
+  loaded: LoadedRun;
+  events: KvEvent[];
+  replay: ReplayModel;
+  status: RunListing['status'];
+  /** Bumped on every applied batch. */
+  version: number;
+  timeline(): TimelineModel;
+}
+
+type Listener = (d: RunData) => void;
+
+export class RunDataCache {
+  private readonly runs = new Map<string, Promise<RunData>>();
+  private readonly ready = new Map<string, RunData>();
+  private readonly pending = new Map<string, KvEvent[]>();
+  private readonly listeners = new Map<string, Set<Listener>>();
+  private flushScheduled = false;
+  private unsubscribe: (() => void) | null = null;
+
+  constructor(private readonly api: KvScopeApi) {}
+
+  private ensureSubscribed(): void {
+    if (this.unsubscribe) return;
+    this.unsubscribe = this.api.onPush((m: PushMessage) => {
+      if (m.kind === 'run-events') {
+        const buf = this.pending.get(m.runId) ?? [];
+        for (const e of m.events) buf.push(e);
+        this.pending.set(m.runId, buf);
+        this.scheduleFlush();
+      } else if (m.kind === 'run-status') {
+        const d = this.ready.get(m.runId);
+        if (d) {
+          d.status = m.status;
+          d.version++;
+          this.notify(d);
+        }
+      }
+    });
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    requestAnimationFrame(() => {
+      this.flushScheduled = false;
+      for (const [id, batch] of this.pending) {
+        const d = this.ready.get(id);
+        if (!d) continue; // not opened: the next load reads it from disk
+        this.pending.delete(id);
+        let last = d.events.length ? d.events[d.events.length - 1]!.seq : -1;
+        const fresh = batch.filter((e) => e.seq > last && (last = e.seq) >= 0);
+        if (!fresh.length) continue;
+        for (const e of fresh) d.events.push(e);
+        d.replay.append(fresh);
+        timelines.delete(d);
+        d.version++;
+        this.notify(d);
+      }
+    });
+  }
+
+  private notify(d: RunData): void {
+    for (const l of this.listeners.get(d.id) ?? []) l(d);
+  }
+
+  /** Loads (once) and returns the run; rejects with the API's message. */
+  open(id: string): Promise<RunData> {
+    this.ensureSubscribed();
+    let p = this.runs.get(id);
+    if (!p) {
+      p = this.api.loadRun(id).then((r) => {
+        if (!r.ok) {
+          this.runs.delete(id);
+          throw new Error(r.error.message);
+        }
+        const loaded = r.value;
+        const replay = compileReplay(loaded.events);
+        const d: RunData = {
+          id,
+          loaded,
+          events: loaded.events,
+          replay,
+          status: loaded.listing.status,
+          version: 0,
+          timeline: () => {
+            let t = timelines.get(d);
+            if (!t) {
+              t = buildTimelineModel(d.events, d.replay);
+              timelines.set(d, t);
+            }
+            return t;
+          },
+        };
+        this.ready.set(id, d);
+        return d;
+      });
+      this.runs.set(id, p);
+    }
+    return p;
+  }
+
+  /** Forgets a run (deleted or renamed) so the next open reloads it. */
+  forget(id: string): void {
+    this.runs.delete(id);
+    this.ready.delete(id);
+  }
+
+  listen(id: string, l: Listener): () => void {
+    const set = this.listeners.get(id) ?? new Set();
+    set.add(l);
+    this.listeners.set(id, set);
+    return () => set.delete(l);
+  }
+}
+
+const timelines = new WeakMap<RunData, TimelineModel>();

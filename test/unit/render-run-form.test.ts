@@ -1,0 +1,39 @@
+import { describe, expect, it } from 'vitest';
+import { DEFAULT_FORM, parseBytes, parseUsers, validateRunForm } from '../../src/renderer/model/run-form';
+import type { HostProbe } from '../../src/shared/api';
+
+describe('New run form validation', () => {
+  it('reads user counts, ranges and byte sizes', () => {
+    expect(parseUsers('2-8:2, 16')).toEqual([2, 4, 6, 8, 16]);
+    expect(parseUsers('4')).toEqual([4]);
+    expect(typeof parseUsers('8-2')).toBe('string');
+    expect(typeof parseUsers('two')).toBe('string');
+    expect(parseBytes('55e9')).toBe(55e9);
+    expect(parseBytes('20 GiB')).toBe(20 * 1024 ** 3);
+    expect(parseBytes('lots')).toBeNull();
+  });
+
+  it('names the field in every error', () => {
+    const v = validateRunForm({ ...DEFAULT_FORM, hosts: [], rounds: 'ten', host_pool: 'big', gpu_pool: '-1' });
+    expect(v.ok).toBe(false);
+    if (v.ok) return;
+    expect(v.errors.map((e) => e.field).sort()).toEqual(['gpu_pool', 'host_pool', 'hosts', 'rounds']);
+    for (const e of v.errors) expect(e.message.startsWith(`${e.field}:`)).toBe(true);
+  });
+
+  it('makes one run for one host and one user count, a sweep otherwise', () => {
+    const one = validateRunForm({ ...DEFAULT_FORM, hosts: ['local'], users: '4', gpu_pool: '2GB' });
+    expect(one.ok && one.run?.workload).toMatchObject({ users: 4, gpu_kv_bytes: 2e9, host_kv_bytes: 55e9, rounds: 10, context_tokens: 16000 });
+    const sweep = validateRunForm({ ...DEFAULT_FORM, hosts: ['local', 'h100'] });
+    expect(sweep.ok && sweep.sweep).toMatchObject({ hosts: ['local', 'h100'], users: Array.from({ length: 15 }, (_, i) => i + 2) });
+    expect(sweep.ok && sweep.sweep?.workload.free_gpu_memory_fraction).toBe(0.9);
+  });
+
+  it('refuses an engine the probed host does not have, naming the host', () => {
+    const probe = { engines: [{ name: 'torch', available: true, version: '2.5', reason: null }, { name: 'vllm', available: false, version: null, reason: 'No module named vllm' }] } as unknown as HostProbe;
+    const v = validateRunForm({ ...DEFAULT_FORM, hosts: ['gpu1'], engine: 'vllm' }, { gpu1: probe });
+    expect(!v.ok && v.errors[0]).toMatchObject({ field: 'engine' });
+    expect(!v.ok && v.errors[0]!.message).toContain('gpu1');
+    expect(validateRunForm({ ...DEFAULT_FORM, hosts: ['gpu1'], engine: 'torch' }, { gpu1: probe }).ok).toBe(true);
+  });
+});
