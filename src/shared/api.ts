@@ -174,8 +174,8 @@ export interface RunRequest {
 
 export interface RunStarted {
   runId: string;
-  /** The run folder on the host (null for Local until started). */
-  remoteDir: string | null;
+  /** The run folder on the host (on this machine for Local). */
+  remoteDir: string;
 }
 
 export interface SweepRequest {

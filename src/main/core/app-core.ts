@@ -3,7 +3,7 @@
  * Electron's ipc/ layer and the `kvscope serve` WebSocket bridge both wrap exactly this object.
  */
 import type { AppInfo, CoreHandlers, OpenFileDialogOptions, PushMessage, SettingsSnapshot } from '../../shared/api';
-import { err, toResult, type Result } from '../../shared/result';
+import { err, toResult } from '../../shared/result';
 import { VERSION } from '../../shared/version';
 import { RunStore } from './run-store';
 import { deleteRun, importRun, listProjections, renameRun, revealRun } from './runs-library';
@@ -12,6 +12,19 @@ import { exportRunFromStore } from './export/core-export';
 import { saveImage } from './export/image-file';
 import { SecretStore, type SafeStorageLike } from './secrets';
 import { DEFAULT_SETTINGS, SettingsStore } from './settings';
+import { createHostHandlers } from './host-handlers';
+import { appPaths, findAppRoot } from './paths';
+import { dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** resources/agent of this install, or a path that makes runs fail with a clear "no agent" error. */
+function defaultAgentDir(): string {
+  try {
+    return appPaths(findAppRoot(dirname(fileURLToPath(import.meta.url)))).agentDir;
+  } catch {
+    return 'resources/agent';
+  }
+}
 
 export interface CoreOptions {
   runsDir: string;
@@ -27,6 +40,10 @@ export interface CoreOptions {
   /** secrets.json and the OS keychain adapter; absent: secrets stay in memory, never remembered. */
   secretsFile?: string | null;
   keychain?: SafeStorageLike | null;
+  /** Data folder for hosts.json and the Local host's run folders (default: the runs folder's parent). */
+  dataDir?: string;
+  /** The agent package's folder (resources/agent); default: found above this module. */
+  agentDir?: string;
   /** What only a desktop shell can do; absent (kvscope serve): those calls answer `unsupported`. */
   shellActions?: ShellActions;
 }
@@ -49,8 +66,6 @@ export interface Core {
   push(message: PushMessage): void;
 }
 
-const notYet = async (): Promise<Result<never>> => err('unsupported', 'hosts and remote runs are not wired into this build yet');
-
 export async function createCore(options: CoreOptions): Promise<Core> {
   const store = new RunStore(options.runsDir, options.samplesDir);
   await store.ensure();
@@ -61,6 +76,12 @@ export async function createCore(options: CoreOptions): Promise<Core> {
   const settings = options.settingsStore ?? new SettingsStore(options.settingsFile ?? null);
   const secrets = new SecretStore(options.secretsFile ?? null, options.keychain ?? null);
   const shellActions = options.shellActions ?? {};
+  const hostHandlers = createHostHandlers({
+    store,
+    push: pushToAll,
+    dataDir: options.dataDir ?? dirname(options.runsDir),
+    agentSourceDir: options.agentDir ?? defaultAgentDir(),
+  });
   const browserOnly = (what: string) => err('unsupported', `${what} needs the desktop app; this window is served to a browser by kvscope serve`);
   const snapshot = async (): Promise<SettingsSnapshot> => {
     const current = await settings.load();
@@ -94,17 +115,8 @@ export async function createCore(options: CoreOptions): Promise<Core> {
         return path;
       }),
     listProjections: () => toResult(() => listProjections([options.runsDir, options.samplesDir, ...(options.projectionDirs ?? [])])),
-    // Issue 5 (hosts, runs over SSH): placeholders until the host service lands (same session).
-    listHosts: notYet,
-    saveHost: notYet,
-    removeHost: notYet,
-    probeHost: notYet,
-    answerHostKey: notYet,
-    providePassphrase: notYet,
-    startRun: notYet,
-    cancelRun: notYet,
-    resumeRun: notYet,
-    startSweep: notYet,
+    // Issue 5: hosts, probe, prompts, runs over SSH and sweeps (host-handlers.ts).
+    ...hostHandlers.handlers,
     // Issue 10: settings, secrets, files from outside, and what only the desktop shell can do.
     getSettings: () => toResult(snapshot),
     saveSettings: (next) =>

@@ -1,0 +1,110 @@
+/**
+ * The bridge methods of issue 5 (hosts, probe, prompts, runs, sweeps) on top of HostService,
+ * RunManager and the sweep runner. Questions for the user (an unknown host key, a key passphrase, a
+ * password) go out as `{kind:'prompt'}` pushes and come back through answerHostKey /
+ * providePassphrase; an unanswered question times out and the connection attempt fails. Answers
+ * are held in memory only until the waiting connection takes them.
+ */
+import { randomBytes } from 'node:crypto';
+import type { CoreHandlers, HostPrompt, PushMessage } from '../../shared/api';
+import { CodedError, toResult } from '../../shared/result';
+import { HostService, type HostServiceOptions } from './hosts';
+import { markOrphanedRuns, RunManager } from './remote-run';
+import type { RunStore } from './run-store';
+import type { ConnectPrompts } from './ssh/connect';
+import { SweepRunner } from './sweep';
+
+type HostMethods = 'listHosts' | 'saveHost' | 'removeHost' | 'probeHost' | 'answerHostKey' | 'providePassphrase' | 'startRun' | 'cancelRun' | 'resumeRun' | 'startSweep';
+
+export interface HostHandlerOptions {
+  store: RunStore;
+  push: (m: PushMessage) => void;
+  dataDir: string;
+  agentSourceDir: string;
+  /** How long a prompt waits for the user (default 5 minutes). */
+  promptTimeoutMs?: number;
+  host?: Partial<Omit<HostServiceOptions, 'prompts' | 'dataDir' | 'agentSourceDir'>>;
+}
+
+/** Pending questions, answered by id. */
+export class PromptBroker {
+  private readonly pending = new Map<string, { type: HostPrompt['type']; resolve: (v: boolean | string | null) => void }>();
+
+  constructor(
+    private readonly push: (m: PushMessage) => void,
+    private readonly timeoutMs = 300_000,
+  ) {}
+
+  private ask<T extends boolean | string | null>(prompt: HostPrompt, onTimeout: T): Promise<T> {
+    return new Promise<T>((resolve) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(prompt.id);
+        resolve(onTimeout);
+      }, this.timeoutMs);
+      this.pending.set(prompt.id, {
+        type: prompt.type,
+        resolve: (v) => {
+          clearTimeout(timer);
+          this.pending.delete(prompt.id);
+          resolve(v as T);
+        },
+      });
+      this.push({ kind: 'prompt', prompt });
+    });
+  }
+
+  answer(id: string, type: 'host-key' | 'secret', value: boolean | string | null): void {
+    const p = this.pending.get(String(id));
+    if (!p) throw new CodedError('not_found', `no open question ${JSON.stringify(id)} (it was answered or timed out)`);
+    if ((type === 'host-key') !== (p.type === 'host-key')) throw new CodedError('invalid_argument', `question ${id} is a ${p.type} question`);
+    p.resolve(value);
+  }
+
+  prompts(): ConnectPrompts {
+    const id = () => randomBytes(8).toString('hex');
+    return {
+      unknownHostKey: (q) =>
+        this.ask<boolean>(
+          {
+            id: id(),
+            type: 'host-key',
+            host: q.host,
+            hop: q.hop,
+            keyType: q.keyType,
+            fingerprint: q.fingerprint,
+            message: `The authenticity of host ${q.hop} can't be established. ${q.keyType} key fingerprint is ${q.fingerprint}.${q.otherTypes.length ? ` (Keys of other types are known for it: ${q.otherTypes.join(', ')}.)` : ''} Trust it and remember it in known_hosts?`,
+          },
+          false,
+        ),
+      passphrase: (q) =>
+        this.ask<string | null>({ id: id(), type: 'passphrase', host: q.host, keyFile: q.keyFile, message: `${q.attempt > 1 ? 'Wrong passphrase. ' : ''}Passphrase for ${q.keyFile}:` }, null),
+      password: (q) => this.ask<string | null>({ id: id(), type: 'password', host: q.host, user: q.user, message: `${q.attempt > 1 ? 'Permission denied. ' : ''}Password for ${q.user}@${q.host}:` }, null),
+    };
+  }
+}
+
+export function createHostHandlers(o: HostHandlerOptions): { handlers: Pick<CoreHandlers, HostMethods>; hosts: HostService; runs: RunManager; ready: Promise<unknown> } {
+  const broker = new PromptBroker(o.push, o.promptTimeoutMs);
+  const hosts = new HostService({ ...o.host, dataDir: o.dataDir, agentSourceDir: o.agentSourceDir, prompts: broker.prompts() });
+  const runs = new RunManager({ store: o.store, hosts, push: o.push });
+  const sweeps = new SweepRunner(runs, o.push);
+  // Runs left "running" by a crashed app become "incomplete" (and resumable).
+  const ready = markOrphanedRuns(o.store).catch(() => []);
+  const handlers: Pick<CoreHandlers, HostMethods> = {
+    listHosts: () => toResult(() => hosts.listHosts()),
+    saveHost: (input) => toResult(() => hosts.saveHost(input)),
+    removeHost: (alias) => toResult(() => hosts.removeHost(String(alias))),
+    probeHost: (alias, options) => toResult(() => hosts.probe(String(alias), typeof options?.python === 'string' ? options.python : undefined)),
+    answerHostKey: (promptId, accept) => toResult(() => broker.answer(String(promptId), 'host-key', accept === true)),
+    providePassphrase: (promptId, secret) => toResult(() => broker.answer(String(promptId), 'secret', typeof secret === 'string' ? secret : null)),
+    startRun: (request) =>
+      toResult(async () => {
+        await ready;
+        return runs.start(request);
+      }),
+    cancelRun: (runId) => toResult(() => runs.cancel(String(runId))),
+    resumeRun: (runId) => toResult(() => runs.resume(String(runId))),
+    startSweep: (request) => toResult(() => sweeps.start(request)),
+  };
+  return { handlers, hosts, runs, ready };
+}
