@@ -79,6 +79,14 @@ function hardenSession(): void {
 }
 
 async function showOpenDialog(win: BrowserWindow, options: OpenFileDialogOptions): Promise<string | null> {
+  if (options.purpose === 'export') {
+    const saved = await dialog.showSaveDialog(win, { title: options.title ?? 'Export', defaultPath: options.defaultName, properties: ['createDirectory', 'showOverwriteConfirmation'] });
+    return saved.canceled || !saved.filePath ? null : saved.filePath;
+  }
+  if (options.purpose === 'folder') {
+    const picked = await dialog.showOpenDialog(win, { title: options.title ?? 'Choose a folder', properties: ['openDirectory', 'createDirectory'] });
+    return picked.canceled ? null : (picked.filePaths[0] ?? null);
+  }
   const dump = options.purpose === 'engine-dump';
   const result = await dialog.showOpenDialog(win, {
     title: options.title ?? (dump ? 'Import an engine KV-event dump' : 'Open a run'),

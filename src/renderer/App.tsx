@@ -3,7 +3,8 @@ import type { AppInfo } from '../shared/api';
 import { useApi } from './bridge/api-context';
 import { routeHref, useRoute, type Route } from './router';
 import { RunsView } from './features/runs/RunsView';
-import { PlaceholderView } from './features/PlaceholderView';
+import { SettingsView } from './features/settings/SettingsView';
+import { ShellIntegration } from './features/shell/ShellIntegration';
 import { LiveView } from './features/live/LiveView';
 import { TimelineView } from './features/timeline/TimelineView';
 import { SummaryView } from './features/summary/SummaryView';
@@ -20,6 +21,7 @@ const NAV: Array<{ label: string; view: Route['view']; key: string }> = [
   { label: 'Live', view: 'live', key: '3' },
   { label: 'Timeline', view: 'timeline', key: '4' },
   { label: 'Compare', view: 'compare', key: '5' },
+  { label: 'Settings', view: 'settings', key: '6' },
 ];
 
 /** The last run opened, so Live/Timeline in the nav go somewhere useful. */
@@ -110,8 +112,9 @@ export function App() {
           {route.view === 'timeline' && <TimelineView key={route.runId} runId={route.runId} />}
           {route.view === 'summary' && <SummaryView key={route.runId} runId={route.runId} />}
           {route.view === 'compare' && <CompareView runIds={route.runIds} />}
-          {route.view === 'settings' && <PlaceholderView route={route} />}
+          {route.view === 'settings' && <SettingsView />}
         </main>
+        <ShellIntegration runId={runId} />
         <PromptDialog />
       </RunCacheContext.Provider>
     </div>

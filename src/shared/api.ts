@@ -247,8 +247,13 @@ export interface SettingsSnapshot {
 
 export interface OpenFileDialogOptions {
   title?: string;
-  /** "run": .kvscope files, events.jsonl(.gz) and run folders; "engine-dump": JSON / JSON lines. */
-  purpose?: 'run' | 'engine-dump';
+  /**
+   * "run": open a .kvscope file, an events.jsonl(.gz) or a run folder; "engine-dump": open JSON /
+   * JSON lines; "folder": choose a folder (the runs folder); "export": a save dialog for a new file.
+   */
+  purpose?: 'run' | 'engine-dump' | 'folder' | 'export';
+  /** export: the file name offered (e.g. "run-1.trace.json"). */
+  defaultName?: string;
 }
 
 /** A run made viewable by openPath: its id in the library, and whether it was copied in. */

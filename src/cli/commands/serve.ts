@@ -1,10 +1,10 @@
 /** `kvscope serve`: the app in a browser, for machines without a desktop session. */
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { existsSync } from 'node:fs';
 import type { Command } from 'commander';
 import { createCore } from '../../main/core/app-core';
-import { appPaths, defaultRunsDir, findAppRoot } from '../../main/core/paths';
+import { appPaths, defaultDataDir, defaultRunsDir, findAppRoot } from '../../main/core/paths';
 import { startServer } from '../../main/core/serve';
 import { CodedError } from '../../shared/result';
 
@@ -22,7 +22,8 @@ export function registerServe(program: Command): void {
       if (!existsSync(paths.rendererDir)) {
         throw new CodedError('not_found', `the window is not built (${paths.rendererDir} is missing): run \`npm run build\` first`);
       }
-      const core = await createCore({ runsDir: opts.runsDir ?? defaultRunsDir(), samplesDir: paths.samplesDir, shell: 'browser' });
+      // settingsFile: the desktop app's settings.json, so Settings made in either window persist (issue 10).
+      const core = await createCore({ runsDir: opts.runsDir ?? defaultRunsDir(), samplesDir: paths.samplesDir, shell: 'browser', settingsFile: join(defaultDataDir(), 'settings.json') });
       const server = await startServer({ core, staticDir: paths.rendererDir, port: opts.port });
       // The URL is the first stdout line: tests and tunnels read it.
       process.stdout.write(`${server.url}\n`);

@@ -48,8 +48,8 @@ export class SecretStore {
 
   /** Whether remember can work here, and why not when it can't. */
   rememberAvailability(): { available: boolean; reason: string | null } {
+    if (!this.keychain) return { available: false, reason: 'no OS keychain here (kvscope serve and the CLI keep secrets for the session only)' };
     if (!this.file) return { available: false, reason: 'this session has no user data folder to remember secrets in' };
-    if (!this.keychain) return { available: false, reason: 'no OS keychain adapter (kvscope serve and the CLI keep secrets for the session only)' };
     let ok = false;
     try {
       ok = this.keychain.isEncryptionAvailable();
