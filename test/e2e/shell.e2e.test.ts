@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Browser, Page } from 'playwright-core';
 import { createCore } from '../../src/main/core/app-core';
 import { startServer, type RunningServer } from '../../src/main/core/serve';
+import type { PageGlobal } from '../helpers/page-dom';
 import { ARTIFACTS, RENDERER_DIR, browserSkipReason, launchBrowser } from '../helpers/browser';
 
 const skip = browserSkipReason();
@@ -38,10 +39,10 @@ describe.skipIf(skip !== null)(`the app shell in real Chromium${skip ? ` (skippe
     await page.waitForSelector('nav[aria-label="Views"]');
     await expect(page.locator('.shell-info').textContent()).resolves.toContain('browser');
     await page.click('a[data-nav="hosts"]');
-    await page.waitForFunction('window.location.hash === "#/hosts"');
+    await page.waitForFunction(() => (globalThis as unknown as PageGlobal).location.hash === '#/hosts');
     expect(await page.getAttribute('main', 'data-view')).toBe('hosts');
     await page.keyboard.press('Alt+2');
-    await page.waitForFunction('window.location.hash === "#/runs"');
+    await page.waitForFunction(() => (globalThis as unknown as PageGlobal).location.hash === '#/runs');
     await page.waitForSelector('h1:has-text("Runs")');
     await page.screenshot({ path: join(ARTIFACTS, 'shell-runs.png') });
     expect(consoleErrors).toEqual([]);

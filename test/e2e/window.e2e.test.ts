@@ -1,0 +1,280 @@
+/**
+ * The window's views in real Chromium through the `kvscope serve` bridge (startServer), on every
+ * real run found (bundled samples and committed CPU fixtures): each view renders without console
+ * errors, canvases are painted (pixels read back), the replay's pool counts at t equal an
+ * independent replay of the log's blocks lines up to t (BlockLedger), timeline zoom changes the
+ * visible range, clicking a request highlights its copies, Compare draws one line per host, and
+ * the runs library renames, deletes and imports. Screenshots go to test-artifacts/.
+ */
+import { cpSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Browser, Page } from 'playwright-core';
+import { createCore, type Core } from '../../src/main/core/app-core';
+import { startServer, type RunningServer } from '../../src/main/core/serve';
+import { BlockLedger } from '../../src/shared/ledger';
+import type { KvEvent } from '../../src/shared/protocol';
+import { compileReplay } from '../../src/shared/replay';
+import { buildTimelineModel, linkRequest } from '../../src/shared/timeline-model';
+import { timelineLayout, xOf } from '../../src/renderer/viz/timeline-render';
+import { measuredSeries } from '../../src/renderer/model/compare-model';
+import { ARTIFACTS, RENDERER_DIR, browserSkipReason, launchBrowser } from '../helpers/browser';
+import { realRuns, type RealRun } from '../helpers/real-runs';
+import type { PageGlobal } from '../helpers/page-dom';
+
+/** Page-side: distinct colours (up to 64) and pixels unlike the top-left one, of a canvas. */
+function paintStats(sel: string): { colours: number; nonBg: number } {
+  const c = (globalThis as unknown as PageGlobal).document.querySelector(sel);
+  if (!c) return { colours: 0, nonBg: 0 };
+  const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+  const bg = `${d[0]},${d[1]},${d[2]}`;
+  const seen = new Set<string>();
+  let nonBg = 0;
+  for (let i = 0; i < d.length; i += 4) {
+    const k = `${d[i]},${d[i + 1]},${d[i + 2]}`;
+    if (k !== bg) nonBg++;
+    if (seen.size < 64) seen.add(k);
+  }
+  return { colours: seen.size, nonBg };
+}
+
+/** Page-side: counts pixels of one exact colour. */
+function countColour([sel, r, g, b]: [string, number, number, number]): number {
+  const c = (globalThis as unknown as PageGlobal).document.querySelector(sel)!;
+  const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+  let n = 0;
+  for (let i = 0; i < d.length; i += 4) if (d[i] === r && d[i + 1] === g && d[i + 2] === b) n++;
+  return n;
+}
+
+/** Page-side: moves the replay scrubber as a user would (an input event). */
+function scrubTo(value: string): void {
+  const g = globalThis as unknown as PageGlobal;
+  const s = g.document.querySelector('[data-action=scrub]')!;
+  s.value = value;
+  s.dispatchEvent(new g.Event('input', { bubbles: true }));
+}
+
+/** Page-side: a data-* attribute of an element, as a number. */
+function dataNum([sel, key]: [string, string]): number {
+  return Number((globalThis as unknown as PageGlobal).document.querySelector(sel)?.dataset[key]);
+}
+
+
+const skip = browserSkipReason();
+const runs = realRuns({ maxBytes: 20e6 });
+const reason = skip ?? (runs.length === 0 ? 'no real run: no resources/samples/*.jsonl.gz and no test/fixtures/runs/*' : null);
+
+/** Where a real run lands in the library: samples keep their id, fixtures are copied as run folders. */
+function libraryId(r: RealRun): string {
+  return r.name.startsWith('sample:') ? r.name : `fixture-${r.name}`;
+}
+
+describe.skipIf(reason !== null)(`the window's views in real Chromium${reason ? ` (skipped: ${reason})` : ''}`, () => {
+  let server: RunningServer;
+  let browser: Browser;
+  let page: Page;
+  let core: Core;
+  let runsDir: string;
+  const consoleErrors: string[] = [];
+
+  beforeAll(async () => {
+    runsDir = mkdtempSync(join(tmpdir(), 'kvscope-window-e2e-'));
+    for (const r of runs) {
+      if (r.name.startsWith('sample:')) continue;
+      // Two copies of each fixture under two host names: a sweep seen from two hosts for Compare.
+      for (const host of ['host-a', 'host-b']) {
+        const id = host === 'host-a' ? libraryId(r) : `${libraryId(r)}-b`;
+        mkdirSync(join(runsDir, id), { recursive: true });
+        cpSync(r.path, join(runsDir, id, r.path.endsWith('.gz') ? 'events.jsonl.gz' : 'events.jsonl'));
+        writeFileSync(join(runsDir, id, 'meta.json'), JSON.stringify({ id, name: `${r.name} on ${host}`, host, status: 'ok', createdAt: '2026-11-27T23:00:00Z' }));
+      }
+    }
+    core = await createCore({ runsDir, samplesDir: join(process.cwd(), 'resources', 'samples'), shell: 'browser' });
+    server = await startServer({ core, staticDir: RENDERER_DIR });
+    browser = await launchBrowser();
+    page = await browser.newPage({ viewport: { width: 1400, height: 900 }, colorScheme: 'dark' });
+    page.on('console', (m) => m.type() === 'error' && consoleErrors.push(m.text()));
+    page.on('pageerror', (e) => consoleErrors.push(String(e)));
+    page.on('dialog', (d) => void d.accept());
+  }, 120_000);
+
+  afterAll(async () => {
+    await browser?.close();
+    await server?.close();
+  });
+
+  const go = async (hash: string) => {
+    await page.goto(`${server.url}${hash}`);
+  };
+  const loadable = runs.filter((r) => r.events.some((e) => e.type === 'blocks')).slice(0, 2);
+
+  it('lists the bundled samples and the runs folder in the library', async () => {
+    await go('#/runs');
+    await page.waitForSelector('.runs-table');
+    for (const r of runs) expect(await page.locator(`tr[data-run-id="${libraryId(r)}"]`).count()).toBe(1);
+    await page.screenshot({ path: join(ARTIFACTS, 'window-runs.png') });
+    expect(consoleErrors).toEqual([]);
+  });
+
+  for (const run of loadable) {
+    it(`replays ${run.name}: pools painted, counts at t equal the log's blocks lines up to t`, async () => {
+      const id = libraryId(run);
+      await go(`#/runs/${encodeURIComponent(id)}/live`);
+      await page.waitForSelector('[data-testid=pools][data-gpu]');
+      const start = run.events.find((e) => e.type === 'run.start')?.t ?? 0;
+      const times = [...new Set(run.events.filter((e) => e.type === 'blocks').map((e) => e.t))].sort((a, b) => a - b);
+      const probes = [times[0]!, times[Math.floor(times.length / 3)]!, times[Math.floor((2 * times.length) / 3)]!, times[times.length - 1]!];
+      const seen = new Set<string>();
+      for (const t of probes) {
+        await page.evaluate(scrubTo, String(t - start));
+        await page.waitForFunction(([want]) => Number((globalThis as unknown as PageGlobal).document.querySelector('[data-testid=pools]')?.dataset.t) === want, [t]);
+        const ledger = new BlockLedger();
+        for (const e of run.events as KvEvent[]) if (e.type !== 'blocks' || e.t <= t) ledger.apply(e);
+        const got = [await page.evaluate(dataNum, ['[data-testid=pools]', 'gpu'] as [string, string]), await page.evaluate(dataNum, ['[data-testid=pools]', 'host'] as [string, string])];
+        expect(got).toEqual([ledger.gpu.size, ledger.host.size]);
+        seen.add(String(got));
+      }
+      // The log moves blocks between these probes, so the pools must have changed.
+      expect(seen.size).toBeGreaterThan(1);
+      const paint = await page.evaluate(paintStats, '[data-testid=pools] canvas');
+      expect(paint.nonBg).toBeGreaterThan(100);
+      expect(paint.colours).toBeGreaterThan(2);
+      await page.screenshot({ path: join(ARTIFACTS, `window-live-${id.replace(/[^a-z0-9-]/gi, '_')}.png`) });
+
+      // Play from the start at 16×: time advances and blocks move.
+      await page.evaluate(scrubTo, '0');
+      await page.selectOption('[data-action=speed]', '16');
+      await page.click('[data-action=play]');
+      await page.waitForFunction(([s0]) => Number((globalThis as unknown as PageGlobal).document.querySelector('[data-testid=pools]')?.dataset.t) > s0, [start], { timeout: 10_000 });
+      await page.click('[data-action=play]');
+      expect(consoleErrors).toEqual([]);
+    });
+
+    it(`timeline of ${run.name}: painted, zoom changes the range, a clicked request highlights its copies`, async () => {
+      const id = libraryId(run);
+      await go(`#/runs/${encodeURIComponent(id)}/timeline`);
+      await page.waitForSelector('[data-testid=timeline][data-t0]');
+      const range = async (): Promise<[number, number]> => [await page.evaluate(dataNum, ['[data-testid=timeline]', 't0'] as [string, string]), await page.evaluate(dataNum, ['[data-testid=timeline]', 't1'] as [string, string])];
+      const [a0, a1] = await range();
+      const paint = await page.evaluate(paintStats, '[data-testid=timeline] canvas');
+      expect(paint.nonBg).toBeGreaterThan(1000);
+      await page.screenshot({ path: join(ARTIFACTS, `window-timeline-${id.replace(/[^a-z0-9-]/gi, '_')}.png`) });
+
+      // W held: zooms in (the visible span shrinks); S held: zooms back out; 0 resets.
+      await page.focus('[data-testid=timeline]');
+      await page.keyboard.down('w');
+      await page.waitForTimeout(400);
+      await page.keyboard.up('w');
+      await page.waitForTimeout(100);
+      const [b0, b1] = await range();
+      expect(b1 - b0).toBeLessThan((a1 - a0) * 0.9);
+      await page.keyboard.down('d');
+      await page.waitForTimeout(300);
+      await page.keyboard.up('d');
+      await page.waitForTimeout(100);
+      const [c0] = await range();
+      expect(c0).toBeGreaterThan(b0);
+      await page.keyboard.press('0');
+      await page.waitForFunction(
+        ([span]) => {
+          const d = (globalThis as unknown as PageGlobal).document.querySelector('[data-testid=timeline]')!.dataset;
+          return Math.abs(Number(d.t1) - Number(d.t0) - span!) < span! * 1e-6;
+        },
+        [a1 - a0],
+      );
+
+      // Click the request with the most onboarded blocks: its copies are drawn highlighted.
+      const replay = compileReplay(run.events);
+      const tm = buildTimelineModel(run.events, replay);
+      const target = tm.requests
+        .map((r) => ({ r, l: linkRequest(tm, replay, r.user, r.round) }))
+        .filter((x) => x.r.queued !== null && x.r.done !== null)
+        .sort((x, y) => Object.values(y.l.xfers).flat().length - Object.values(x.l.xfers).flat().length)[0]!;
+      const layout = timelineLayout(tm, 130);
+      const row = layout.rows.find((r) => r.kind === 'user' && r.index === target.r.user)!;
+      const box = (await page.locator('[data-testid=timeline] canvas').boundingBox())!;
+      const view = { t0: a0, t1: a1, width: box.width, height: layout.height };
+      const x = xOf(view, 130, target.r.scheduled ?? target.r.queued!) + 2;
+      await page.mouse.click(box.x + x, box.y + row.y + row.h / 2);
+      await page.waitForFunction(([want]) => (globalThis as unknown as PageGlobal).document.querySelector('[data-testid=timeline]')?.dataset.selected === want, [`${target.r.user}/${target.r.round}`]);
+      const linked = Object.values(target.l.xfers).flat().length;
+      expect(Number(await page.getAttribute('[data-testid=timeline]', 'data-selected-xfers'))).toBe(linked);
+      await page.waitForSelector('.request-details');
+      if (linked > 0) {
+        // DARK_THEME.highlight, #ff4fd8.
+        const pink = await page.evaluate(countColour, ['[data-testid=timeline] canvas', 0xff, 0x4f, 0xd8] as [string, number, number, number]);
+        expect(pink).toBeGreaterThan(0);
+      }
+      await page.screenshot({ path: join(ARTIFACTS, `window-timeline-selected-${id.replace(/[^a-z0-9-]/gi, '_')}.png`) });
+      expect(consoleErrors).toEqual([]);
+    });
+
+    it(`summary of ${run.name}: one row per round`, async () => {
+      const id = libraryId(run);
+      await go(`#/runs/${encodeURIComponent(id)}/summary`);
+      await page.waitForSelector('[data-testid=rounds-table]');
+      const rounds = new Set(run.events.filter((e) => e.type === 'req').map((e) => (e as { round: number }).round));
+      expect(await page.locator('[data-testid=rounds-table] tbody tr').count()).toBe(rounds.size);
+      await page.screenshot({ path: join(ARTIFACTS, `window-summary-${id.replace(/[^a-z0-9-]/gi, '_')}.png`) });
+      expect(consoleErrors).toEqual([]);
+    });
+  }
+
+  it('compare draws one line per host and configuration, and a projection dashed and labelled', async () => {
+    mkdirSync(join(runsDir, 'sweep-x'), { recursive: true });
+    writeFileSync(
+      join(runsDir, 'sweep-x', 'projection.json'),
+      JSON.stringify({ kind: 'kvscope.projection', version: 1, label: 'PROJECTION (not measured): copies at 900 GB/s', points: [2, 4].map((u) => ({ users: u, measured: { e2e_ns: u * 1e9, ttft_ns_mean: u * 1e8 }, projected: { e2e_ns: u * 5e8, ttft_ns_mean: u * 5e7 } })) }),
+    );
+    const listed = await core.handlers.listRuns();
+    expect(listed.ok).toBe(true);
+    const want = listed.ok ? measuredSeries(listed.value).length : -1;
+    await go('#/compare');
+    await page.waitForSelector('[data-testid=chart-ttft]');
+    expect(await page.locator('[data-testid=chart-ttft] g.series.measured').count()).toBe(want);
+    expect(await page.locator('[data-testid=chart-e2e] g.series.measured').count()).toBe(want);
+    const hosts = new Set(listed.ok ? listed.value.filter((r) => r.users !== null && (r.e2e_ns !== null || r.ttft_ns_mean !== null)).map((r) => r.host) : []);
+    expect(want).toBeGreaterThanOrEqual(hosts.size);
+    const proj = page.locator('[data-testid=chart-ttft] g.series.projection');
+    expect(await proj.count()).toBe(1);
+    expect(await proj.locator('path').getAttribute('stroke-dasharray')).toBeTruthy();
+    expect(await proj.getAttribute('data-series')).toMatch(/projection/i);
+    await page.screenshot({ path: join(ARTIFACTS, 'window-compare.png') });
+    expect(consoleErrors).toEqual([]);
+  });
+
+  it('hosts shows Local; the new-run form names the field in its errors', async () => {
+    await go('#/hosts');
+    await page.waitForSelector('tr[data-host=local]');
+    await page.screenshot({ path: join(ARTIFACTS, 'window-hosts.png') });
+    await go('#/new');
+    await page.waitForSelector('#f-users');
+    await page.fill('#f-users', '8-2');
+    await page.waitForSelector('#f-users-err');
+    expect(await page.textContent('#f-users-err')).toMatch(/^users:/);
+    await page.fill('#f-users', '4');
+    await page.waitForSelector('#f-users-err', { state: 'detached' });
+    await page.screenshot({ path: join(ARTIFACTS, 'window-new-run.png') });
+    expect(consoleErrors).toEqual([]);
+  });
+
+  it('the library renames, deletes and imports runs', async () => {
+    const fixture = runs.find((r) => !r.name.startsWith('sample:'));
+    if (!fixture) return;
+    const id = `${libraryId(fixture)}-b`;
+    await go('#/runs');
+    await page.click(`tr[data-run-id="${id}"] [data-action=rename]`);
+    await page.fill(`tr[data-run-id="${id}"] input[aria-label="Run name"]`, 'renamed in the window');
+    await page.keyboard.press('Enter');
+    await page.waitForSelector(`tr[data-run-id="${id}"] a:has-text("renamed in the window")`);
+    await page.click(`tr[data-run-id="${id}"] [data-action=delete]`);
+    await page.waitForSelector(`tr[data-run-id="${id}"]`, { state: 'detached' });
+    await page.setInputFiles('[data-testid=import-input]', fixture.path);
+    await page.waitForSelector('.notice:has-text("Imported")');
+    const listed = await core.handlers.listRuns();
+    expect(listed.ok && listed.value.some((r) => r.id.startsWith('imported-'))).toBe(true);
+    expect(consoleErrors).toEqual([]);
+  });
+});
