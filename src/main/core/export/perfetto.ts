@@ -126,6 +126,7 @@ class CopyConveyor {
 
   /** Matches what can be matched now; `now` is the latest `t` read, `final` at end of log. */
   step(now: number, final: boolean, o: Required<PerfettoOptions>): void {
+    if (this.moves.length === 0 && this.copies.length === 0) return;
     for (;;) {
       const m = this.moves[0];
       const c = this.copies[0];
@@ -204,7 +205,18 @@ interface OpenRequest {
  * below n, and truncation then loses 1 ns and breaks exact nesting of touching slices. Writing
  * n + 0.4 ns reads back as n under both rules.
  */
-const us = (ns: number): string => String((Math.round(ns) + 0.4) / 1000);
+const us = (ns: number): string => {
+  const n = Math.round(ns);
+  if (n < 0 || !Number.isSafeInteger(n)) return String((n + 0.4) / 1000);
+  // Integer arithmetic and concatenation: number-to-string of fractions is the exporter's hot spot.
+  const int = Math.floor(n / 1000);
+  const frac = n - int * 1000;
+  return `${int}${frac < 10 ? '.00' : frac < 100 ? '.0' : '.'}${frac}4`;
+};
+
+/** A JSON string literal; names are almost always plain, so skip JSON.stringify for those. */
+const PLAIN = /^[^"\\\u0000-\u001f\u007f-\uffff]*$/;
+const q = (s: string): string => (PLAIN.test(s) ? `"${s}"` : JSON.stringify(s));
 
 /**
  * Turns events (in seq order) into trace-event JSON strings handed to `emit`, one per trace event.
@@ -305,17 +317,20 @@ export class PerfettoTraceBuilder {
     return this.tidFor(pid, track, lane, sortBase);
   }
 
-  private slice(pid: number, tid: number, name: string, cat: string, start: number, end: number, args: Record<string, unknown>, flow = ''): void {
+  /** An X slice; `args` is an object, or its JSON already built (the hot paths build it by hand). */
+  private slice(pid: number, tid: number, name: string, cat: string, start: number, end: number, args: Record<string, unknown> | string, flow = ''): void {
     // Integer ns on both ends, so a child computed from a parent never pokes out by rounding.
     const s = Math.max(0, Math.round(start));
     const dur = Math.max(0, Math.round(end) - s);
     this.out(
-      `{"ph":"X","name":${JSON.stringify(name)},"cat":"${cat}","pid":${pid},"tid":${tid},"ts":${this.ts(start)},"dur":${us(dur)}${flow},"args":${JSON.stringify(args)}}`,
+      `{"ph":"X","name":${q(name)},"cat":"${cat}","pid":${pid},"tid":${tid},"ts":${this.ts(start)},"dur":${us(dur)}${flow},"args":${typeof args === 'string' ? args : JSON.stringify(args)}}`,
     );
   }
 
-  private counter(pid: number, name: string, t: number, args: Record<string, number>): void {
-    this.out(`{"ph":"C","name":${JSON.stringify(name)},"pid":${pid},"ts":${this.ts(t)},"args":${JSON.stringify(args)}}`);
+  /** A counter sample; `name` and `key` are plain identifiers chosen here (no escaping needed). */
+  private counter(pid: number, name: string, t: number, key: string, value: number, key2?: string, value2?: number): void {
+    const more = key2 !== undefined ? `,"${key2}":${value2}` : '';
+    this.out(`{"ph":"C","name":"${name}","pid":${pid},"ts":${this.ts(t)},"args":{"${key}":${value}${more}}}`);
   }
 
   /** A bad line from the decoder: counted, a few kept for the report. */
@@ -336,7 +351,7 @@ export class PerfettoTraceBuilder {
     switch (e.type) {
       case 'pool':
         this.blockBytes[e.pool] = e.block_bytes;
-        this.counter(e.pool === 'gpu' ? PID.gpuPool : PID.hostPool, `${e.pool === 'gpu' ? 'GPU' : 'Host'} pool capacity`, e.t, { blocks: e.capacity_blocks });
+        this.counter(e.pool === 'gpu' ? PID.gpuPool : PID.hostPool, `${e.pool === 'gpu' ? 'GPU' : 'Host'} pool capacity`, e.t, 'blocks', e.capacity_blocks);
         break;
       case 'blocks':
         this.onBlocks(e);
@@ -391,17 +406,17 @@ export class PerfettoTraceBuilder {
     this.nameGpu(e.index);
     const pid = PID.gpuBase + e.index;
     const num = (v: number | null | undefined): v is number => typeof v === 'number' && Number.isFinite(v);
-    if (num(e.mem_used_bytes)) this.counter(pid, 'memory used', e.t, { bytes: e.mem_used_bytes });
-    const util: Record<string, number> = {};
-    if (num(e.util_pct)) util.gpu_pct = e.util_pct;
-    if (num(e.mem_util_pct)) util.memory_pct = e.mem_util_pct;
-    if (Object.keys(util).length) this.counter(pid, 'utilisation', e.t, util);
-    const pcie: Record<string, number> = {};
-    if (num(e.pcie_rx_bytes_per_s)) pcie.rx_bytes_per_s = e.pcie_rx_bytes_per_s;
-    if (num(e.pcie_tx_bytes_per_s)) pcie.tx_bytes_per_s = e.pcie_tx_bytes_per_s;
-    if (Object.keys(pcie).length) this.counter(pid, 'PCIe', e.t, pcie);
-    if (num(e.power_w)) this.counter(pid, 'power', e.t, { watts: e.power_w });
-    if (num(e.sm_clock_mhz)) this.counter(pid, 'SM clock', e.t, { mhz: e.sm_clock_mhz });
+    if (num(e.mem_used_bytes)) this.counter(pid, 'memory used', e.t, 'bytes', e.mem_used_bytes);
+    if (num(e.util_pct) && num(e.mem_util_pct)) this.counter(pid, 'utilisation', e.t, 'gpu_pct', e.util_pct, 'memory_pct', e.mem_util_pct);
+    else if (num(e.util_pct)) this.counter(pid, 'utilisation', e.t, 'gpu_pct', e.util_pct);
+    else if (num(e.mem_util_pct)) this.counter(pid, 'utilisation', e.t, 'memory_pct', e.mem_util_pct);
+    const rx = e.pcie_rx_bytes_per_s;
+    const tx = e.pcie_tx_bytes_per_s;
+    if (num(rx) && num(tx)) this.counter(pid, 'PCIe', e.t, 'rx_bytes_per_s', rx, 'tx_bytes_per_s', tx);
+    else if (num(rx)) this.counter(pid, 'PCIe', e.t, 'rx_bytes_per_s', rx);
+    else if (num(tx)) this.counter(pid, 'PCIe', e.t, 'tx_bytes_per_s', tx);
+    if (num(e.power_w)) this.counter(pid, 'power', e.t, 'watts', e.power_w);
+    if (num(e.sm_clock_mhz)) this.counter(pid, 'SM clock', e.t, 'mhz', e.sm_clock_mhz);
   }
 
   private onBlocks(e: BlocksEvent): void {
@@ -433,8 +448,8 @@ export class PerfettoTraceBuilder {
         return;
     }
     if (e.op === 'store' || e.op === 'offload' || e.op === 'onboard' || e.op === 'evict') {
-      if (e.op !== 'evict' || e.pool !== 'host') this.counter(PID.gpuPool, 'GPU pool occupancy', e.t, { blocks: occ.gpu });
-      if (e.op === 'offload' || e.op === 'onboard' || e.pool === 'host') this.counter(PID.hostPool, 'Host pool occupancy', e.t, { blocks: occ.host });
+      if (e.op !== 'evict' || e.pool !== 'host') this.counter(PID.gpuPool, 'GPU pool occupancy', e.t, 'blocks', occ.gpu);
+      if (e.op === 'offload' || e.op === 'onboard' || e.pool === 'host') this.counter(PID.hostPool, 'Host pool occupancy', e.t, 'blocks', occ.host);
     }
     if (e.op === 'offload' || e.op === 'onboard') {
       const dir = MOVE_DIR[e.op];
@@ -487,17 +502,9 @@ export class PerfettoTraceBuilder {
     const pid = move.op === 'offload' ? PID.gpuPool : PID.hostPool;
     const track = move.op === 'offload' ? 'offloads (GPU → host)' : 'onboards (host → GPU)';
     const tid = this.laneTid(pid, track, 1, start, end);
-    const args = {
-      seq: move.seq,
-      blocks: move.blocks,
-      bytes: move.bytes,
-      user: move.user,
-      round: move.round,
-      line_t_ns: move.t,
-      carried_bytes: move.carried,
-      copies: move.copies,
-      matched,
-    };
+    const c = move.carried;
+    // Built by hand (hot path); every value is a number, null or boolean.
+    const args = `{"seq":${move.seq},"blocks":${move.blocks},"bytes":${move.bytes},"user":${move.user},"round":${move.round},"line_t_ns":${move.t},"carried_bytes":{"engine":${c.engine},"cupti":${c.cupti}},"copies":${move.copies},"matched":${matched}}`;
     const flow = matched ? `,"bind_id":"0x${move.seq.toString(16)}","flow_out":true` : '';
     if (matched) this.report.flows.out++;
     this.slice(pid, tid, `${move.op} ${move.blocks} block${move.blocks === 1 ? '' : 's'}`, 'kv', start, end, args, flow);
@@ -513,18 +520,12 @@ export class PerfettoTraceBuilder {
     const sortBase = { h2d: 1, d2h: 2, d2d: 3, h2h: 4 }[e.dir] * 2 + (source === 'cupti' ? 0 : 1);
     const tid = this.laneTid(PID.copies, track, sortBase, e.start, e.end);
     const durNs = Math.max(0, e.end - e.start);
-    const args: Record<string, unknown> = {
-      bytes: e.bytes,
-      bandwidth_gb_per_s: durNs > 0 ? e.bytes / durNs : null,
-      dir: e.dir,
-      source: e.source,
-      src_mem: e.src_mem ?? null,
-      dst_mem: e.dst_mem ?? null,
-      device: e.device ?? null,
-      stream: e.stream ?? null,
-      seq: e.seq,
-      carries_blocks_of_moves: c.parts.map((p) => p.move.seq),
-    };
+    const bw = durNs > 0 ? e.bytes / durNs : null;
+    const str = (v: string | undefined) => (v === undefined ? 'null' : q(v));
+    const num = (v: number | undefined) => (typeof v === 'number' && Number.isFinite(v) ? v : null);
+    const carried = c.parts.length ? c.parts.map((p) => p.move.seq).join(',') : '';
+    // Built by hand (hot path): numbers, and strings through q().
+    const args = `{"bytes":${e.bytes},"bandwidth_gb_per_s":${bw},"dir":${q(e.dir)},"source":${q(e.source)},"src_mem":${str(e.src_mem)},"dst_mem":${str(e.dst_mem)},"device":${num(e.device)},"stream":${num(e.stream)},"seq":${e.seq},"carries_blocks_of_moves":[${carried}]}`;
     this.slice(PID.copies, tid, `${dirName} ${formatMiB(e.bytes)}`, 'xfer', e.start, e.end, args);
     // One child per carried move, in byte order and proportional to bytes, each ending that move's flow.
     let done = 0;
@@ -540,7 +541,7 @@ export class PerfettoTraceBuilder {
         'xfer.part',
         a,
         b,
-        { move_seq: p.move.seq, bytes: p.bytes, blocks: p.move.bytes > 0 ? (p.bytes / p.move.bytes) * p.move.blocks : 0 },
+        `{"move_seq":${p.move.seq},"bytes":${p.bytes},"blocks":${p.move.bytes > 0 ? (p.bytes / p.move.bytes) * p.move.blocks : 0}}`,
         `,"bind_id":"0x${p.move.seq.toString(16)}","flow_in":true`,
       );
     }
@@ -560,7 +561,7 @@ export class PerfettoTraceBuilder {
     if (e.start < s.lastTs) this.report.lateCopies++;
     s.value += e.bytes;
     s.lastTs = Math.max(s.lastTs, e.start);
-    this.counter(PID.copies, name, e.start, { [e.dir]: s.value });
+    this.counter(PID.copies, name, e.start, e.dir, s.value);
     // Insert the end keeping `ends` sorted ascending by time (value pairs interleaved: [t, bytes]).
     let i = s.ends.length;
     while (i >= 2 && s.ends[i - 2]! > e.end) i -= 2;
@@ -573,7 +574,7 @@ export class PerfettoTraceBuilder {
       s.value -= s.ends[1]!;
       s.ends.splice(0, 2);
       s.lastTs = Math.max(s.lastTs, t);
-      this.counter(PID.copies, name, t, { [dir]: s.value });
+      this.counter(PID.copies, name, t, dir, s.value);
     }
   }
 
@@ -620,7 +621,7 @@ export class PerfettoTraceBuilder {
       ['decode', r.first_token, r.done],
     ];
     for (const [name, a, b] of steps) {
-      if (a !== null && b !== null && b >= a) this.slice(PID.requests, tid, name, 'request.phase', a, b, { user: r.user, round: r.round });
+      if (a !== null && b !== null && b >= a) this.slice(PID.requests, tid, name, 'request.phase', a, b, `{"user":${r.user},"round":${r.round}}`);
     }
   }
 
@@ -679,43 +680,81 @@ export interface StreamProgress {
  * (Node's backpressure contract), so memory stays bounded however fast events are produced.
  */
 export class BatchedWriter {
-  private parts: string[] = [];
-  private size = 0;
+  // Strings are encoded into a preallocated buffer as they come, so each dies young (cheap to
+  // collect); holding megabytes of small strings until a flush made the GC most of the export's time.
+  private buf: Buffer;
+  private pos = 0;
+  private full: Buffer[] = [];
+  private fullBytes = 0;
   constructor(
     private readonly out: Writable,
-    private readonly batchChars = 1 << 20,
-  ) {}
+    private readonly batchBytes = 4 << 20,
+  ) {
+    this.buf = Buffer.allocUnsafe(batchBytes);
+  }
+
+  /** Small strings gather here first: one buffer write per ~64 KB instead of one per event. */
+  private acc = '';
 
   write(s: string): void {
-    this.parts.push(s);
-    this.size += s.length;
+    this.acc += s;
+    if (this.acc.length >= 1 << 16) this.encode();
   }
 
-  get pendingChars(): number {
-    return this.size;
-  }
-
-  /** Hands the batch to the stream once it is big enough (or always with `force`), honouring backpressure. */
-  async flush(force = false): Promise<void> {
-    if (!force && this.size < this.batchChars) return;
-    if (this.size === 0) return;
-    const chunk = this.parts.join('');
-    this.parts = [];
-    this.size = 0;
-    if (!this.out.write(chunk)) {
-      await new Promise<void>((resolve, reject) => {
-        const onDrain = () => {
-          this.out.off('error', onError);
-          resolve();
-        };
-        const onError = (err: Error) => {
-          this.out.off('drain', onDrain);
-          reject(err);
-        };
-        this.out.once('drain', onDrain);
-        this.out.once('error', onError);
-      });
+  private encode(): void {
+    const s = this.acc;
+    this.acc = '';
+    // UTF-8 takes at most 3 bytes per UTF-16 unit.
+    if (this.pos + s.length * 3 > this.buf.length) {
+      this.rotate();
+      if (s.length * 3 > this.buf.length) {
+        const big = Buffer.from(s, 'utf8');
+        this.full.push(big);
+        this.fullBytes += big.length;
+        return;
+      }
     }
+    this.pos += this.buf.write(s, this.pos, 'utf8');
+  }
+
+  private rotate(): void {
+    if (this.pos === 0) return;
+    this.full.push(this.buf.subarray(0, this.pos));
+    this.fullBytes += this.pos;
+    this.buf = Buffer.allocUnsafe(this.batchBytes);
+    this.pos = 0;
+  }
+
+  get pendingBytes(): number {
+    return this.fullBytes + this.pos + this.acc.length;
+  }
+
+  /** Hands full batches to the stream (all of it with `force`), waiting for 'drain' when it is full. */
+  async flush(force = false): Promise<void> {
+    if (force) {
+      this.encode();
+      this.rotate();
+    }
+    while (this.full.length) {
+      const chunk = this.full.shift()!;
+      this.fullBytes -= chunk.length;
+      if (!this.out.write(chunk)) await this.drained();
+    }
+  }
+
+  private drained(): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const onDrain = () => {
+        this.out.off('error', onError);
+        resolve();
+      };
+      const onError = (err: Error) => {
+        this.out.off('drain', onDrain);
+        reject(err);
+      };
+      this.out.once('drain', onDrain);
+      this.out.once('error', onError);
+    });
   }
 
   async end(): Promise<void> {
