@@ -191,7 +191,13 @@ export function occupancyTracks(replay: ReplayModel): CounterTrack[] {
       }
     }
   }
-  const cap = (p: 'gpu' | 'host', seen: number[]) => Math.max(1, replay.pools[p]?.capacity_blocks ?? 0, seen.reduce((m, x) => (x > m ? x : m), 0));
+  // The track's top is the pool's capacity, unless the pool is far larger than the run ever used
+  // (a 55 GB host pool of small blocks): then the peak, so the line is not flat at the bottom.
+  const cap = (p: 'gpu' | 'host', seen: number[]) => {
+    const peak = seen.reduce((m, x) => (x > m ? x : m), 0);
+    const c = replay.pools[p]?.capacity_blocks ?? 0;
+    return Math.max(1, c > 0 && c <= 4 * peak ? c : peak);
+  };
   return [
     { key: 'gpu_pool', label: 'GPU pool', unit: 'blocks', t: Float64Array.from(out[0]!.t), v: Float64Array.from(out[0]!.v), length: out[0]!.t.length, max: cap('gpu', out[0]!.v), step: true },
     { key: 'host_pool', label: 'Host pool', unit: 'blocks', t: Float64Array.from(out[1]!.t), v: Float64Array.from(out[1]!.v), length: out[1]!.t.length, max: cap('host', out[1]!.v), step: true },

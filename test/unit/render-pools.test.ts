@@ -54,11 +54,11 @@ describe('renderPoolsInto', () => {
   it('draws a block in flight between the grids while an offload animates, and not once it landed', () => {
     const events = syntheticRun({ users: 2, rounds: 2, gpuBlocks: 6 });
     const off = events.find((e) => e.type === 'blocks' && e.op === 'offload')!;
+    // Pixels drawn outside both grids: only a block in flight can put them there.
     const gap = (buf: PixelBuffer, layout: ReturnType<typeof poolsLayout>) => {
-      const g0 = layout.panels[0].x + layout.panels[0].w;
-      const g1 = layout.panels[1].x;
+      const inside = (x: number, y: number) => layout.panels.some((p) => x >= p.x && x < p.x + p.w && y >= p.y && y < p.y + p.h);
       let n = 0;
-      for (let y = 0; y < buf.height; y++) for (let x = g0 + 1; x < g1 - 1; x++) if (buf.data[y * buf.width + x] !== palette.background) n++;
+      for (let y = 0; y < buf.height; y++) for (let x = 0; x < buf.width; x++) if (!inside(x, y) && buf.data[y * buf.width + x] !== palette.background) n++;
       return n;
     };
     const mid = paint(events, off.t + 500, 1000);

@@ -66,15 +66,24 @@ function mix(a: number, b: number, k: number): number {
   return rgba(ch(0), ch(8), ch(16));
 }
 
+/** Cells never grow past this pitch: a small pool still reads as a grid of blocks, not tiles. */
+export const MAX_PITCH = 22;
+
 function panelFor(x: number, y: number, w: number, h: number, cells: number): PoolPanel {
   const n = Math.max(1, cells);
-  // Largest pitch whose grid holds every cell inside the panel.
-  let pitch = Math.max(1, Math.floor(Math.sqrt((w * h) / n)));
+  // Largest pitch (up to MAX_PITCH) whose grid holds every cell inside the panel.
+  let pitch = Math.max(1, Math.min(MAX_PITCH, Math.floor(Math.sqrt((w * h) / n))));
   while (pitch > 1 && Math.floor(w / pitch) * Math.floor(h / pitch) < n) pitch--;
-  const cols = Math.max(1, Math.floor(w / pitch));
-  const rows = Math.max(1, Math.floor(h / pitch));
+  let cols = Math.max(1, Math.floor(w / pitch));
+  const rowsFit = Math.max(1, Math.floor(h / pitch));
+  const shown = Math.min(cells, cols * rowsFit);
+  // A pool smaller than the panel is drawn as a block of cells centred in it, not a long strip.
+  if (shown < cols * rowsFit) cols = Math.max(1, Math.min(cols, Math.ceil(Math.sqrt(shown * (w / Math.max(1, h))))));
+  const rows = Math.max(1, Math.ceil(shown / cols));
   const size = pitch >= 4 ? pitch - 1 : pitch;
-  return { x, y, w, h, cols, pitch, size, shown: Math.min(cells, cols * rows), cells };
+  const ox = x + Math.floor((w - cols * pitch) / 2);
+  const oy = y + Math.floor((h - rows * pitch) / 2);
+  return { x: ox, y: oy, w: cols * pitch, h: rows * pitch, cols, pitch, size, shown, cells };
 }
 
 /**
@@ -169,49 +178,63 @@ export function renderPoolsInto(
   const dp = model.dstPool.data;
   const ds = model.dstSlot.data;
   const blk = model.block.data;
+  // Pass 1: what stays in a cell (fades, flashes), and destination cells emptied until landing.
   for (let i = start; i < end; i++) {
     const k = Math.max(0, Math.min(1, (now - t[i]!) / animNs));
     const o = op[i]!;
-    const color = colorOf(blk[i]!);
     if (o === OP_CODE.offload || o === OP_CODE.onboard) {
       const dst = layout.panels[dp[i]!]!;
-      if (ds[i]! >= dst.shown) continue;
-      const [dx, dy] = cellOrigin(dst, ds[i]!);
-      // The destination cell is empty until the block lands.
-      if (k < 1 && cursor.cells[dp[i]!]![ds[i]!] === blk[i]) fillBox(buf, dx, dy, dst.size, palette.emptyCell);
-      let sx: number;
-      let sy: number;
-      if (sp[i]! >= 0 && ss[i]! < layout.panels[sp[i]!]!.shown) [sx, sy] = cellOrigin(layout.panels[sp[i]!]!, ss[i]!);
-      else {
-        const src = layout.panels[1 - dp[i]!]!;
-        sx = src.x + src.w / 2;
-        sy = src.y + src.h / 2;
+      if (k < 1 && ds[i]! < dst.shown && cursor.cells[dp[i]!]![ds[i]!] === blk[i]) {
+        const [dx, dy] = cellOrigin(dst, ds[i]!);
+        fillBox(buf, dx, dy, dst.size, palette.emptyCell);
       }
-      const e = k * k * (3 - 2 * k); // smoothstep: leave and land gently
-      // Quadratic curve bowing up through the gap between the grids.
-      const cx = (sx + dx) / 2;
-      const cy = Math.min(sy, dy) - Math.abs(dx - sx) * 0.25;
-      const x = (1 - e) * (1 - e) * sx + 2 * (1 - e) * e * cx + e * e * dx;
-      const y = (1 - e) * (1 - e) * sy + 2 * (1 - e) * e * cy + e * e * dy;
-      fillBox(buf, x, y, Math.max(2, dst.size), color);
     } else if (o === OP_CODE.evict) {
       if (sp[i]! < 0) continue;
       const p = layout.panels[sp[i]!]!;
       if (ss[i]! >= p.shown || cursor.cells[sp[i]!]![ss[i]!]! >= 0) continue;
       const [x, y] = cellOrigin(p, ss[i]!);
-      fillBox(buf, x, y, p.size, mix(color, palette.emptyCell, k));
+      fillBox(buf, x, y, p.size, mix(colorOf(blk[i]!), palette.emptyCell, k));
     } else if (o === OP_CODE.hit) {
       if (sp[i]! < 0) continue;
       const p = layout.panels[sp[i]!]!;
       if (ss[i]! >= p.shown) continue;
       const [x, y] = cellOrigin(p, ss[i]!);
-      fillBox(buf, x, y, p.size, mix(palette.flash, color, k));
+      fillBox(buf, x, y, p.size, mix(palette.flash, colorOf(blk[i]!), k));
     } else if (o === OP_CODE.store) {
       const p = layout.panels[POOL_GPU]!;
       if (ds[i]! < 0 || ds[i]! >= p.shown || cursor.cells[POOL_GPU]![ds[i]!] !== blk[i]) continue;
       const [x, y] = cellOrigin(p, ds[i]!);
-      fillBox(buf, x, y, p.size, mix(palette.emptyCell, color, 0.3 + 0.7 * k));
+      fillBox(buf, x, y, p.size, mix(palette.emptyCell, colorOf(blk[i]!), 0.3 + 0.7 * k));
     }
+  }
+  // Pass 2: blocks in flight, on top of everything.
+  for (let i = start; i < end; i++) {
+    const o = op[i]!;
+    if (o !== OP_CODE.offload && o !== OP_CODE.onboard) continue;
+    const k = Math.max(0, Math.min(1, (now - t[i]!) / animNs));
+    if (k >= 1) continue;
+    const dst = layout.panels[dp[i]!]!;
+    if (ds[i]! >= dst.shown) continue;
+    const [dx, dy] = cellOrigin(dst, ds[i]!);
+    let sx: number;
+    let sy: number;
+    let size = dst.size;
+    if (sp[i]! >= 0 && ss[i]! < layout.panels[sp[i]!]!.shown) {
+      const src = layout.panels[sp[i]!]!;
+      [sx, sy] = cellOrigin(src, ss[i]!);
+      size = Math.min(size, src.size);
+    } else {
+      const src = layout.panels[1 - dp[i]!]!;
+      sx = src.x + src.w / 2;
+      sy = src.y + src.h / 2;
+    }
+    const e = k * k * (3 - 2 * k); // smoothstep: leave and land gently
+    // Quadratic curve bowing up through the gap between the grids.
+    const cx = (sx + dx) / 2;
+    const cy = Math.min(sy, dy) - Math.abs(dx - sx) * 0.25;
+    const x = (1 - e) * (1 - e) * sx + 2 * (1 - e) * e * cx + e * e * dx;
+    const y = (1 - e) * (1 - e) * sy + 2 * (1 - e) * e * cy + e * e * dy;
+    fillBox(buf, x, y, Math.max(2, size), colorOf(blk[i]!));
   }
   return { inFlight: end - start, drawn };
 }

@@ -243,7 +243,8 @@ export function renderTimelineInto(ctx: Ctx2D, model: TimelineModel, layout: Tim
   ctx.font = '11px system-ui, sans-serif';
   ctx.textBaseline = 'middle';
   ctx.textAlign = 'left';
-  for (let t = Math.ceil(view.t0 / step) * step; t <= view.t1; t += step) {
+  // Ticks at round multiples of the run's own clock (labels read 0, 100 ms, 200 ms, ...).
+  for (let t = model.t0 + Math.ceil((view.t0 - model.t0) / step) * step; t <= view.t1; t += step) {
     const x = Math.round(xOf(view, lw, t)) + 0.5;
     ctx.fillStyle = theme.grid;
     ctx.fillRect(x, AXIS_H, 1, view.height - AXIS_H);

@@ -118,7 +118,9 @@ function LivePools({ data }: { data: RunData; version: number }) {
         }
       }
       cursor.seek(s.now);
-      const anim = ANIM_MS * 1e6 * (s.follow ? 1 : s.speed);
+      // A move stays in flight ANIM_MS of wall time, but never more than 2% of the run, so a
+      // short run at high speed does not show every block in the air at once.
+      const anim = Math.min(ANIM_MS * 1e6 * (s.follow ? 1 : s.speed), Math.max(1, (end - start) / 50));
       const stats = renderPoolsInto(buf!, layout!, bg, r, cursor, s.now, anim, pal);
       ctx.putImageData(image!, 0, 0);
       wrap.dataset.t = String(s.now);
