@@ -8,6 +8,10 @@ import { registerImport } from './commands/import';
 import { registerOpen } from './commands/open';
 import { registerServe } from './commands/serve';
 import { registerValidate } from './commands/validate';
+import { registerHosts } from './commands/hosts';
+import { registerRun } from './commands/run';
+import { registerSweep } from './commands/sweep';
+import { registerClean } from './commands/clean';
 import { VERSION } from '../shared/version';
 
 export function buildProgram(): Command {
@@ -22,6 +26,10 @@ export function buildProgram(): Command {
   registerExport(program);
   registerImport(program);
   registerOpen(program);
+  registerHosts(program);
+  registerRun(program);
+  registerSweep(program);
+  registerClean(program);
   return program;
 }
 

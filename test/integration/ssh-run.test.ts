@@ -4,8 +4,8 @@
  * cancel leaving no process, a deleted run folder and a full disk ending the run with a clear
  * error while keeping what was received.
  */
-import { execSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync, execSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -205,5 +205,76 @@ d('runs over real SSH', () => {
     const r = await fresh.wait(runId);
     expect(r.status).toBe('ok');
     expect(localBytes(runId).equals(remoteBytes(runId))).toBe(true);
+  });
+  it('hostile strings in every field that reaches the host execute nothing', async () => {
+    const canary = join(dir, 'canary');
+    const evil = (tag: string) => [
+      `$(touch ${canary}-${tag})`,
+      `\`touch ${canary}-${tag}\``,
+      `; touch ${canary}-${tag} #`,
+      `' ; touch ${canary}-${tag} ; '`,
+      `" ; touch ${canary}-${tag} ; "`,
+      `x\ntouch ${canary}-${tag}\n`,
+      `--out=/tmp/kvscope-evil-${tag}`,
+      `-- ; touch ${canary}-${tag}`,
+    ];
+    const outcomes: string[] = [];
+    for (const [i, model] of evil('model').entries()) {
+      const { runId } = await runs.start({ host: 'gpu', workload: { ...SHORT, model }, name: evil('name')[i] });
+      const r = await runs.wait(runId);
+      outcomes.push(`${r.status}:${r.error?.code}`);
+      // The agent saw the value as the model name and refused it (bad option), nothing else ran.
+      expect(r.status).toBe('error');
+    }
+    for (const python of evil('python')) {
+      const { runId } = await runs.start({ host: 'gpu', python, workload: SHORT });
+      const r = await runs.wait(runId);
+      expect(r.status).toBe('error');
+      expect(r.error?.message).toBeTruthy();
+    }
+    // Paths: a remote root full of shell syntax is just a folder name.
+    const evilRoot = join(dir, `root $(touch ${canary}-root) \`touch ${canary}-root\` ; touch ${canary}-root '"`);
+    const evilHosts = new HostService({ ...hosts.opts, remoteRoot: evilRoot });
+    const evilRuns = new RunManager({ store, hosts: evilHosts });
+    const { runId, remoteDir } = await evilRuns.start({ host: 'gpu', workload: SHORT });
+    expect((await evilRuns.wait(runId)).status).toBe('ok');
+    expect(remoteDir.startsWith(evilRoot)).toBe(true);
+    expect(readFileSync(join(remoteDir, 'events.jsonl')).equals(localBytes(runId))).toBe(true);
+    // A run id (the CLI's --out name) that is not a plain name is refused before anything runs.
+    await expect(runs.start({ host: 'gpu', workload: SHORT }, { runId: `x;touch ${canary}-id` })).rejects.toMatchObject({ code: 'invalid_argument' });
+    expect(readdirSync(dir).filter((n) => n.startsWith('canary'))).toEqual([]);
+    expect(existsSync('/tmp/kvscope-evil-model')).toBe(false);
+  });
+
+  it('a remote disk that fills ends the run with a clear error and keeps what was received', async () => {
+    const root = join(dir, 'small-disk-root');
+    const runsMount = join(root, 'runs');
+    mkdirSync(runsMount, { recursive: true });
+    const session = (await hosts.connect('gpu')) as SshExec;
+    await deployAgent(session.session, await bundleAgent(AGENT), { root });
+    session.close();
+    // A 96 KiB tmpfs as the host's run area (we are root here); else RLIMIT_FSIZE through a
+    // python wrapper (`ulimit -f`), which kills the agent with SIGXFSZ instead of ENOSPC.
+    const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=96k', 'tmpfs', runsMount]).status === 0;
+    let python = PY;
+    if (!mounted) {
+      python = join(dir, 'python-fsize-limited');
+      writeFileSync(python, `#!/bin/sh\nulimit -f 96\nexec ${PY} "$@"\n`, { mode: 0o755 });
+    }
+    try {
+      const small = new RunManager({ store, hosts: new HostService({ ...hosts.opts, remoteRoot: root }) });
+      const { runId } = await small.start({ host: 'gpu', python, workload: ENDLESS });
+      const r = await small.wait(runId);
+      expect(r.status).toBe('error');
+      if (mounted) expect(r.error?.message).toMatch(/disk is full|No space left/);
+      const local = localBytes(runId);
+      expect(local.length).toBeGreaterThan(1000);
+      expect(decodeAll(local).events.length).toBeGreaterThan(5);
+      const meta = await store.readMeta(runId);
+      expect(meta).toMatchObject({ status: 'error', bytes_received: local.length });
+      expect(processesMentioning(runId)).toEqual([]);
+    } finally {
+      if (mounted) execFileSync('umount', ['-l', runsMount]);
+    }
   });
 });

@@ -178,8 +178,12 @@ export class HostService {
     }
   }
 
-  /** The absolute remote root for an SSH host, given its home. */
-  rootFor(home: string): string {
+  /** The absolute root (agent folders, runs/) on a connected host. */
+  async rootOn(exec: HostExec): Promise<string> {
+    if (exec.isLocal) return this.localRoot();
+    const r = await exec.exec('printf %s "$HOME"');
+    const home = r.stdout.toString();
+    if (r.code !== 0 || !home.startsWith('/')) throw new CodedError('ssh_error', `cannot find the home folder on ${exec.label}`);
     return resolveRoot(home, this.opts.remoteRoot);
   }
 }

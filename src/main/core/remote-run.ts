@@ -27,12 +27,12 @@ import type { AgentWorkload, PushMessage, RunListing, RunRequest, RunStarted } f
 import { EventLineDecoder } from '../../shared/events-reader';
 import type { KvEvent } from '../../shared/protocol';
 import { CodedError } from '../../shared/result';
-import type { RunMeta, RunStore } from './run-store';
+import { checkRunId, type RunMeta, type RunStore } from './run-store';
 import { shellCommand, shellQuote } from './shell-quote';
 import type { HostExec } from './ssh/host-exec';
 import type { HostService } from './hosts';
 
-/** Maps the workload to the agent's options; every value is validated and passed as its own word. */
+/** Maps the workload to the agent's options; every value is validated and fused to its option. */
 export function agentRunArgs(w: AgentWorkload): string[] {
   const args: string[] = [];
   const num = (name: string, v: number | undefined, opts: { int?: boolean; min?: number; max?: number } = {}) => {
@@ -40,12 +40,14 @@ export function agentRunArgs(w: AgentWorkload): string[] {
     if (typeof v !== 'number' || !Number.isFinite(v) || (opts.int && !Number.isInteger(v)) || (opts.min !== undefined && v < opts.min) || (opts.max !== undefined && v > opts.max)) {
       throw new CodedError('invalid_argument', `--${name} must be ${opts.int ? 'an integer' : 'a number'}${opts.min !== undefined ? ` ≥ ${opts.min}` : ''}${opts.max !== undefined ? ` ≤ ${opts.max}` : ''}, not ${JSON.stringify(v)}`, { field: name });
     }
-    args.push(`--${name}`, String(v));
+    args.push(`--${name}=${String(v)}`);
   };
   const str = (name: string, v: string | undefined) => {
     if (v === undefined || v === null) return;
     if (typeof v !== 'string' || v.length === 0 || v.length > 4096) throw new CodedError('invalid_argument', `--${name} must be a non-empty string`, { field: name });
-    args.push(`--${name}`, v);
+    // One word `--name=value`: argparse then takes the whole rest as the value, so a value that
+    // looks like an option (`--out=/elsewhere`, `--help`) can never become one (a `--` trick).
+    args.push(`--${name}=${v}`);
   };
   str('engine', w.engine);
   str('model', w.model);
@@ -60,7 +62,7 @@ export function agentRunArgs(w: AgentWorkload): string[] {
   num('free-gpu-memory-fraction', w.free_gpu_memory_fraction, { min: 0, max: 1 });
   num('host-kv-bytes', w.host_kv_bytes, { min: 0 });
   num('seed', w.seed, { int: true, min: 0 });
-  if (w.trace !== undefined) args.push('--trace', w.trace ? 'on' : 'off');
+  if (w.trace !== undefined) args.push(`--trace=${w.trace ? 'on' : 'off'}`);
   num('sample-ms', w.sample_ms, { int: true, min: 0 });
   return args;
 }
@@ -471,7 +473,20 @@ export async function tailRun(o: TailOptions): Promise<TailResult> {
         o.signal?.removeEventListener('abort', onAbort);
         if (o.signal?.aborted) break;
         const end = parseTailEnd(done.stderr);
-        if (!end) throw new CodedError('ssh_error', done.code === null ? 'connection lost' : `tail ended (exit ${done.code}): ${done.stderr.trim().slice(0, 300)}`);
+        if (!end && done.code !== null) {
+          // The tail program itself failed on a live connection (no python, a broken interpreter):
+          // reconnecting cannot help, so the run ends here with what was received.
+          const why = done.code === 127 ? `${o.python} was not found on the host` : `exit ${done.code}`;
+          result = {
+            status: 'error',
+            error: { code: 'tail_failed', message: `cannot follow the run (${why}): ${done.stderr.trim().slice(-300)}` },
+            bytes: sink.written,
+            lastSeq: sink.lastSeq,
+            reconnects,
+          };
+          break;
+        }
+        if (!end) throw new CodedError('ssh_error', 'connection lost');
         downSince = null;
         sink.finish();
         flush();
@@ -592,11 +607,13 @@ export class RunManager {
     return a.done;
   }
 
-  async start(req: RunRequest): Promise<RunStarted> {
+  /** `options.runId` names the local run folder (the CLI's --out); default: a fresh id. */
+  async start(req: RunRequest, options: { runId?: string } = {}): Promise<RunStarted> {
     if (!req || typeof req.host !== 'string' || !req.host) throw new CodedError('invalid_argument', 'a run needs a host', { field: 'host' });
     const agentArgs = agentRunArgs(req.workload ?? {});
     const { store, hosts } = this.o;
-    const runId = newRunId(req.host, req.workload?.users);
+    const runId = options.runId ?? newRunId(req.host, req.workload?.users);
+    checkRunId(runId);
     const python = await hosts.pythonFor(req.host, req.python);
     const name = typeof req.name === 'string' && req.name.trim() ? req.name.trim().slice(0, 200) : `${req.host} ${req.workload?.model ?? ''} ${req.workload?.users ?? ''}u`.replace(/\s+/g, ' ').trim();
     const meta: RunMeta = { id: runId, name, host: req.host, status: 'running', createdAt: new Date().toISOString(), python, workload: req.workload, agent_args: agentArgs };
@@ -715,4 +732,65 @@ export async function markOrphanedRuns(store: RunStore): Promise<string[]> {
     marked.push(l.id);
   }
   return marked;
+}
+
+/** One run folder found on a host (for `kvscope clean`). */
+export interface RemoteRunFolder {
+  path: string;
+  name: string;
+  /** "running": its process group is alive; "ended": it has an exit file; "dead": neither. */
+  state: 'running' | 'ended' | 'dead';
+  mtime_s: number;
+  bytes: number;
+}
+
+const LIST_RUNS_PY = String.raw`
+import json, os, sys, time
+root = os.path.join(sys.argv[1], "runs")
+out = []
+try:
+    names = sorted(os.listdir(root))
+except OSError:
+    names = []
+for n in names:
+    d = os.path.join(root, n)
+    if not os.path.isdir(d) or os.path.islink(d):
+        continue
+    state = "dead"
+    if os.path.exists(os.path.join(d, "exit")):
+        state = "ended"
+    else:
+        try:
+            with open(os.path.join(d, "pid")) as f:
+                os.kill(-int(f.read().strip()), 0)
+            state = "running"
+        except PermissionError:
+            state = "running"
+        except (OSError, ValueError):
+            pass
+    size = 0; mt = os.lstat(d).st_mtime
+    for dp, dn, fn in os.walk(d):
+        for x in fn:
+            try:
+                st = os.lstat(os.path.join(dp, x)); size += st.st_size; mt = max(mt, st.st_mtime)
+            except OSError:
+                pass
+    out.append({"path": d, "name": n, "state": state, "mtime_s": int(mt), "bytes": size})
+print(json.dumps(out))
+`;
+
+/** Lists the run folders under `<root>/runs` on a host. */
+export async function listRemoteRuns(exec: HostExec, python: string, root: string): Promise<RemoteRunFolder[]> {
+  const r = await exec.exec(shellCommand([python, '-', root]), LIST_RUNS_PY);
+  if (r.code !== 0) throw new CodedError('io_error', `listing runs on ${exec.label} failed (exit ${r.code}): ${r.stderr.toString().trim().slice(-300)}`);
+  return JSON.parse(r.stdout.toString()) as RemoteRunFolder[];
+}
+
+/** Deletes run folders (never one that is still running; each path quoted, `--` before them). */
+export async function removeRemoteRuns(exec: HostExec, folders: RemoteRunFolder[]): Promise<void> {
+  const doomed = folders.filter((f) => f.state !== 'running').map((f) => f.path);
+  for (let i = 0; i < doomed.length; i += 200) {
+    const r = await exec.exec(shellCommand(['rm', '-rf', '--', ...doomed.slice(i, i + 200)]));
+    if (r.code !== 0) throw new CodedError('io_error', `removing run folders on ${exec.label} failed: ${r.stderr.toString().trim().slice(-300)}`);
+  }
 }

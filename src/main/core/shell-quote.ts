@@ -5,9 +5,9 @@
  * escaped quote, reopen). Inside single quotes a POSIX shell gives no character a special meaning
  * (POSIX.1-2017 XCU 2.2.2), so `;`, `$( )`, backticks, `"`, newlines, globs and `--` stay literal
  * bytes of one word. NUL cannot be passed through argv at all, so it is refused rather than
- * silently truncated. Options that take user values are always passed as one word
- * (`--model=<value>` is never built; `--model` and the value are two quoted words), so a value that
- * starts with `-` is still just the option's value for an argparse-style parser.
+ * silently truncated. Quoting stops the shell, not the program: an option value that itself looks
+ * like an option (`--out=/elsewhere`) must also be fused to its option (`--model=<value>`, one
+ * word) by the caller, as remote-run.ts's agentRunArgs does, so argparse can only read it as a value.
  */
 import { CodedError } from '../../shared/result';
 
