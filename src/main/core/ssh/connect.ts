@@ -8,7 +8,12 @@
 import { readFile } from 'node:fs/promises';
 import { connect as tcpConnect, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { Client, utils, type AnyAuthMethod, type AuthenticationType, type ClientChannel, type SFTPWrapper } from 'ssh2';
+import ssh2, { type AnyAuthMethod, type AuthenticationType, type Client as SshClient, type ClientChannel, type SFTPWrapper } from 'ssh2';
+
+// ssh2 is CommonJS: under Node's real ESM loader (the CLI bundle, Electron main) only its default
+// export is guaranteed, so the classes are taken from it rather than imported by name.
+const { Client, utils } = ssh2;
+type Client = SshClient;
 import { CodedError } from '../../../shared/result';
 import { defaultIdentityFiles, parseDestination, resolveHost, type ResolvedHost, type SshConfigSource } from './config';
 import { fingerprintSha256, keyTypeOf, KnownHosts, knownHostsName } from './known-hosts';

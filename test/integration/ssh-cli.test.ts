@@ -1,0 +1,116 @@
+/**
+ * The `kvscope hosts | run | sweep | clean` commands as a user runs them (the bundled CLI in a
+ * child process) against a real sshd on loopback and the real agent on CPU.
+ */
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { build } from 'esbuild';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { currentUser, keygen, sshdSkipReason, startSshd, type TestSshd } from '../helpers/sshd';
+
+const skip = sshdSkipReason();
+const d = skip ? describe.skip : describe;
+if (skip) console.warn(`SSH CLI tests skipped: ${skip}`);
+
+const CLI = resolve('node_modules/.cache/kvscope-test-cli/kvscope.mjs');
+const PY = '/usr/bin/python3';
+const WORKLOAD = ['--model', 'tiny', '--device', 'cpu', '--rounds', '2', '--context-tokens', '256', '--gpu-kv-bytes', '1000000', '--host-kv-bytes', '4000000', '--trace', 'off', '--sample-ms', '0'];
+
+function kvscope(args: string[], env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolvePromise) => {
+    const p = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    p.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
+    p.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
+    p.on('close', (code) => resolvePromise({ code, stdout, stderr }));
+  });
+}
+
+d('kvscope hosts/run/sweep/clean over real SSH', () => {
+  let dir: string;
+  let sshd: TestSshd;
+  let env: Record<string, string>;
+  let conn: string[];
+
+  beforeAll(async () => {
+    await build({ entryPoints: ['src/cli/index.ts'], outfile: CLI, bundle: true, platform: 'node', format: 'esm', target: 'node20', packages: 'external', logLevel: 'warning', footer: { js: 'await main(process.argv);' } });
+    dir = mkdtempSync(join(tmpdir(), 'kvscope-sshcli-'));
+    const key = keygen(join(dir, 'id'));
+    sshd = await startSshd({ authorizedKeys: [key.pub], name: 'cli' });
+    writeFileSync(join(dir, 'ssh_config'), `Host gpu\n  HostName 127.0.0.1\n  Port ${sshd.port}\n  User ${currentUser()}\n  IdentityFile ${key.priv}\n  IdentityAgent none\nHost nowhere\n  HostName 127.0.0.1\n  Port 1\n`, { mode: 0o600 });
+    writeFileSync(join(dir, 'known_hosts'), '');
+    env = { KVSCOPE_DATA_DIR: join(dir, 'data') };
+    conn = ['--ssh-config', join(dir, 'ssh_config'), '--known-hosts', join(dir, 'known_hosts'), '--remote-root', join(dir, 'remote'), '--python', PY];
+  });
+  afterAll(async () => {
+    await sshd?.stop();
+  });
+
+  it('hosts lists the config aliases and Local; --probe reports this machine', async () => {
+    const list = await kvscope(['hosts', '--json', ...conn], env);
+    expect(list.code).toBe(0);
+    const hosts = JSON.parse(list.stdout) as Array<{ alias: string; hostname: string; port: number }>;
+    expect(hosts.map((h) => h.alias)).toEqual(['local', 'gpu', 'nowhere']);
+    expect(hosts[1]).toMatchObject({ hostname: '127.0.0.1', port: sshd.port });
+    const probe = await kvscope(['hosts', '--probe', '--host', 'local', ...conn], env);
+    expect(probe.code).toBe(0);
+    expect(probe.stdout).toMatch(/torch 1\.13/);
+    expect(probe.stdout).toMatch(/no NVIDIA GPU/);
+  });
+
+  it('run refuses an unknown host key without --accept-new, then records it with --accept-new and ends "ok"', async () => {
+    const refused = await kvscope(['run', '--host', 'gpu', ...conn, ...WORKLOAD], env);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/not known \(ssh-ed25519 SHA256:/);
+    expect(refused.stderr).toMatch(/--accept-new/);
+    expect(readFileSync(join(dir, 'known_hosts'), 'utf8')).toBe('');
+
+    const out = join(dir, 'my-run');
+    const ok = await kvscope(['run', '--host', 'gpu', '--accept-new', '--users', '2', '--out', out, ...conn, ...WORKLOAD], env);
+    expect(ok.stderr).toMatch(/recording the new host key/);
+    expect(ok.code).toBe(0);
+    expect(ok.stdout.trim().split('\n').pop()).toBe(out);
+    expect(ok.stderr).toMatch(/deploy/);
+    expect(ok.stderr).toMatch(/round \d+\/2/);
+    expect(readFileSync(join(dir, 'known_hosts'), 'utf8')).toContain(sshd.hostKeyLine);
+    const meta = JSON.parse(readFileSync(join(out, 'meta.json'), 'utf8')) as { status: string; remote_dir: string };
+    expect(meta.status).toBe('ok');
+    expect(readFileSync(join(out, 'events.jsonl')).equals(readFileSync(join(meta.remote_dir, 'events.jsonl')))).toBe(true);
+  });
+
+  it('a bad workload option exits non-zero with the agent\'s message, and 2 for a bad CLI value', async () => {
+    const bad = await kvscope(['run', '--host', 'local', ...conn, ...WORKLOAD, '--model', 'no-such-model', '--runs-dir', join(dir, 'runs')], env);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/no-such-model/);
+    const usage = await kvscope(['run', '--host', 'local', ...conn, '--rounds', 'many'], env);
+    expect(usage.code).toBe(2);
+    expect(usage.stderr).toMatch(/--rounds/);
+  });
+
+  it('sweep runs each user count on each host, survives a host that is down, and prints the table', async () => {
+    const r = await kvscope(['sweep', '--host', 'gpu', '--host', 'local', '--host', 'nowhere', '--users', '1..2', '--runs-dir', join(dir, 'runs'), ...conn, ...WORKLOAD], env);
+    expect(r.code).toBe(1);
+    const table = r.stdout;
+    for (const host of ['gpu', 'local']) for (const u of [1, 2]) expect(table).toMatch(new RegExp(`^${host}\\s+${u}\\s+ok\\s`, 'm'));
+    expect(table).toMatch(/^nowhere\s+1\s+error/m);
+    expect(table).toMatch(/^nowhere\s+2\s+error/m);
+    expect(table).toMatch(/cannot reach 127\.0\.0\.1:1/);
+  });
+
+  it('clean removes the finished run folders on the host', async () => {
+    const runsRoot = join(dir, 'remote', 'runs');
+    const before = readdirSync(runsRoot);
+    expect(before.length).toBeGreaterThanOrEqual(3);
+    const dry = await kvscope(['clean', '--host', 'gpu', '--dry-run', ...conn], env);
+    expect(dry.code).toBe(0);
+    expect(readdirSync(runsRoot)).toEqual(before);
+    const r = await kvscope(['clean', '--host', 'gpu', ...conn], env);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(new RegExp(`removed ${before.length} of ${before.length}`));
+    expect(readdirSync(runsRoot)).toEqual([]);
+    expect(existsSync(join(dir, 'remote'))).toBe(true);
+  });
+});
