@@ -146,6 +146,10 @@ async function start(): Promise<void> {
     samplesDir: paths.samplesDir,
     shell: 'electron',
     versions: { electron: process.versions.electron, chrome: process.versions.chrome, v8: process.versions.v8 },
+    // Explicit, so a runs folder chosen in Settings does not move hosts.json, and a packaged app
+    // (code inside app.asar) finds the agent among its extra resources.
+    dataDir,
+    agentDir: paths.agentDir,
     settingsStore: settings,
     secretsFile: join(dataDir, 'secrets.json'),
     keychain: electronKeychain(),

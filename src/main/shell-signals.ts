@@ -33,8 +33,13 @@ export class ShellSignals {
   handle(m: PushMessage): ShellSignal {
     const out: ShellSignal = {};
     if (m.kind === 'progress') {
-      const run = this.track(m.runId);
-      run.fraction = m.fraction === null ? null : Math.min(1, Math.max(0, m.fraction));
+      // An export of a finished run (core/export: stage "export-<format>") is its own short task:
+      // it ends with fraction 1 and no run-status, so it must not keep the run's bar alive.
+      const exporting = m.stage.startsWith('export');
+      const key = exporting ? `${m.runId}\u0000${m.stage}` : m.runId;
+      const task = this.track(key);
+      task.fraction = m.fraction === null ? null : Math.min(1, Math.max(0, m.fraction));
+      if (exporting && task.fraction === 1) this.runs.delete(key);
     } else if (m.kind === 'run-events') {
       this.track(m.runId);
     } else if (m.kind === 'run-status') {

@@ -99,6 +99,16 @@ describe('dock/taskbar progress and end-of-run notifications', () => {
     expect(s.handle(status('b', 'error')).progress).toBe(PROGRESS_NONE);
   });
 
+  it('an export is a short task of its own: its last progress clears the bar, the run’s bar is untouched', () => {
+    const s = new ShellSignals(() => 0);
+    const exp = (fraction: number): PushMessage => ({ kind: 'progress', runId: 'r1', stage: 'export-perfetto', fraction, etaS: null, message: '' });
+    expect(s.handle(exp(0.4)).progress).toBe(0.4);
+    expect(s.handle(exp(1)).progress).toBe(PROGRESS_NONE);
+    s.handle(progress('r2', 0.2));
+    s.handle(exp(0.6));
+    expect(s.handle(exp(1)).progress).toBe(0.2);
+  });
+
   it('a long run that ends notifies (success and failure); a short one does not', () => {
     let now = 0;
     const s = new ShellSignals(() => now);
