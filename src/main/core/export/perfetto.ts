@@ -100,9 +100,46 @@ interface PendingCopy {
  * unmatched for this source. Since xfer lines may be written up to `late` after the copy started,
  * a move waits until the log's clock passes t + after + late before it is given up.
  */
+/** A first-in first-out queue with O(1) shift (Array.shift is O(n) on the long queues a matching window holds). */
+class Fifo<T> {
+  private items: T[] = [];
+  private head = 0;
+
+  get length(): number {
+    return this.items.length - this.head;
+  }
+
+  first(): T | undefined {
+    return this.items[this.head];
+  }
+
+  push(x: T): void {
+    this.items.push(x);
+  }
+
+  shift(): T | undefined {
+    const x = this.items[this.head];
+    this.items[this.head++] = undefined as T;
+    if (this.head > 1024 && this.head * 2 > this.items.length) {
+      this.items = this.items.slice(this.head);
+      this.head = 0;
+    }
+    return x;
+  }
+
+  /** Inserts keeping `key` ascending, walking back from the tail (items arrive nearly sorted). */
+  insertSorted(x: T, key: (v: T) => number): void {
+    const k = key(x);
+    let i = this.items.length;
+    while (i > this.head && key(this.items[i - 1]!) > k) i--;
+    if (i === this.items.length) this.items.push(x);
+    else this.items.splice(i, 0, x);
+  }
+}
+
 class CopyConveyor {
-  readonly moves: Array<{ move: Move; rem: number }> = [];
-  readonly copies: PendingCopy[] = [];
+  readonly moves = new Fifo<{ move: Move; rem: number }>();
+  readonly copies = new Fifo<PendingCopy>();
 
   constructor(
     private readonly exporter: PerfettoTraceBuilder,
@@ -119,38 +156,43 @@ class CopyConveyor {
     const bb = this.blockBytes();
     const c: PendingCopy = { ev, rem: ev.bytes, blockSized: bb > 0 && ev.bytes > 0 && ev.bytes % bb === 0, parts: [] };
     // Keep copies in start order; they arrive nearly sorted, so this walks back a step or two.
-    let i = this.copies.length;
-    while (i > 0 && this.copies[i - 1]!.ev.start > ev.start) i--;
-    this.copies.splice(i, 0, c);
+    this.copies.insertSorted(c, (x) => x.ev.start);
   }
 
-  /** Matches what can be matched now; `now` is the latest `t` read, `final` at end of log. */
-  step(now: number, final: boolean, o: Required<PerfettoOptions>): void {
-    if (this.moves.length === 0 && this.copies.length === 0) return;
+  /**
+   * Matches what can be matched now; `now` is the latest `t` read, `final` at end of log.
+   * @returns the log time after which waiting items could be released by the clock alone
+   *   (Infinity when nothing waits on the clock), so the caller steps again only then or on new input.
+   */
+  step(now: number, final: boolean, o: Required<PerfettoOptions>): number {
+    if (this.moves.length === 0 && this.copies.length === 0) return Infinity;
     for (;;) {
-      const m = this.moves[0];
-      const c = this.copies[0];
+      const m = this.moves.first();
+      const c = this.copies.first();
       if (c && !c.blockSized) {
         this.copies.shift();
         this.exporter.releaseCopy(c, this.source);
         continue;
       }
       if (!c) {
-        if (m && (final || now > m.move.t + o.matchAfterNs + o.lateNs)) {
+        if (!m) return Infinity;
+        const deadline = m.move.t + o.matchAfterNs + o.lateNs;
+        if (final || now > deadline) {
           this.moves.shift();
           this.exporter.releaseMove(m.move);
           continue;
         }
-        return;
+        return deadline;
       }
       if (!m) {
         // A copy can carry only moves written before start + before; lines come in time order.
-        if (final || now > c.ev.start + o.matchBeforeNs) {
+        const deadline = c.ev.start + o.matchBeforeNs;
+        if (final || now > deadline) {
           this.copies.shift();
           this.exporter.releaseCopy(c, this.source);
           continue;
         }
-        return;
+        return deadline;
       }
       if (c.ev.start < m.move.t - o.matchBeforeNs) {
         this.copies.shift();
@@ -159,12 +201,13 @@ class CopyConveyor {
       }
       if (c.ev.start > m.move.t + o.matchAfterNs) {
         // An earlier-starting copy may still be written late: wait for the clock unless at the end.
-        if (final || now > m.move.t + o.matchAfterNs + o.lateNs) {
+        const deadline = m.move.t + o.matchAfterNs + o.lateNs;
+        if (final || now > deadline) {
           this.moves.shift();
           this.exporter.releaseMove(m.move);
           continue;
         }
-        return;
+        return deadline;
       }
       const k = Math.min(m.rem, c.rem);
       if (k > 0) {
@@ -186,6 +229,17 @@ class CopyConveyor {
       }
     }
   }
+}
+
+/** A logical track (a user, a copy direction, a pool's moves) and the threads of its lanes. */
+class LaneTrack {
+  readonly lanes = new LaneAssigner();
+  readonly tids: number[] = [];
+  constructor(
+    readonly pid: number,
+    readonly name: string,
+    readonly sortBase: number,
+  ) {}
 }
 
 interface OpenRequest {
@@ -214,9 +268,6 @@ const us = (ns: number): string => {
   return `${int}${frac < 10 ? '.00' : frac < 100 ? '.0' : '.'}${frac}4`;
 };
 
-/** A JSON string literal; names are almost always plain, so skip JSON.stringify for those. */
-const PLAIN = /^[^"\\\u0000-\u001f\u007f-\uffff]*$/;
-const q = (s: string): string => (PLAIN.test(s) ? `"${s}"` : JSON.stringify(s));
 
 /**
  * Turns events (in seq order) into trace-event JSON strings handed to `emit`, one per trace event.
@@ -225,12 +276,16 @@ const q = (s: string): string => (PLAIN.test(s) ? `"${s}"` : JSON.stringify(s));
 export class PerfettoTraceBuilder {
   private readonly o: Required<PerfettoOptions>;
   private readonly namedThreads = new Set<string>();
-  private readonly laneSets = new Map<string, LaneAssigner>();
-  private readonly laneTids = new Map<string, number>();
+  private readonly tracks = new Map<string, LaneTrack>();
+  private readonly userTracks: LaneTrack[] = [];
   private nextTid = 1;
   private readonly requests = new Map<string, OpenRequest>();
   private readonly phases = new Map<string, number>();
   private readonly conveyors = new Map<string, CopyConveyor>();
+  private readonly conveyorList: CopyConveyor[] = [];
+  /** Per conveyor, the log time at which its waiting items may be released by the clock. */
+  private readonly deadlines: number[] = [];
+  private nextDeadline = Infinity;
   private readonly inFlight = new Map<string, { value: number; ends: number[]; lastTs: number }>();
   private readonly occupancy = { gpu: 0, host: 0 };
   private readonly blockBytes = { gpu: 0, host: 0 };
@@ -240,7 +295,7 @@ export class PerfettoTraceBuilder {
   readonly report: PerfettoReport;
 
   constructor(
-    private readonly emit: (json: string) => void,
+    private readonly emit: (json: string, ascii: boolean) => void,
     options: PerfettoOptions = {},
   ) {
     this.o = { ...DEFAULTS, ...options };
@@ -267,14 +322,18 @@ export class PerfettoTraceBuilder {
     for (const [pid, name] of processes) this.nameProcess(pid, name, pid);
     for (const source of SOURCES) {
       for (const dir of ['h2d', 'd2h'] as const) {
-        this.conveyors.set(`${dir}/${source}`, new CopyConveyor(this, dir, source, () => this.blockBytes[dir === 'd2h' ? 'gpu' : 'host']));
+        const c = new CopyConveyor(this, dir, source, () => this.blockBytes[dir === 'd2h' ? 'gpu' : 'host']);
+        this.conveyors.set(`${dir}/${source}`, c);
+        this.conveyorList.push(c);
+        this.deadlines.push(Infinity);
       }
     }
   }
 
-  private out(json: string): void {
+  /** Hands one trace event on; `ascii` false when it may hold text from the log (names, messages, ids). */
+  private out(json: string, ascii = true): void {
     this.report.traceEvents++;
-    this.emit(json);
+    this.emit(json, ascii);
   }
 
   private ts(ns: number): string {
@@ -286,44 +345,57 @@ export class PerfettoTraceBuilder {
   }
 
   private nameProcess(pid: number, name: string, sortIndex: number): void {
-    this.out(`{"ph":"M","name":"process_name","pid":${pid},"args":{"name":${JSON.stringify(name)}}}`);
+    this.out(`{"ph":"M","name":"process_name","pid":${pid},"args":{"name":${JSON.stringify(name)}}}`, false);
     this.out(`{"ph":"M","name":"process_sort_index","pid":${pid},"args":{"sort_index":${sortIndex}}}`);
   }
 
-  /** The tid of lane `lane` of a logical track, naming it on first use. */
-  private tidFor(pid: number, track: string, lane: number, sortBase: number): number {
-    const key = `${pid}/${track}/${lane}`;
-    let tid = this.laneTids.get(key);
+  /** The logical track `name` of a process (created on first use). */
+  private track(pid: number, name: string, sortBase: number): LaneTrack {
+    const key = `${pid}/${name}`;
+    let t = this.tracks.get(key);
+    if (!t) {
+      t = new LaneTrack(pid, name, sortBase);
+      this.tracks.set(key, t);
+    }
+    return t;
+  }
+
+  /** The tid of a lane of a track, naming the thread on first use. */
+  private laneThread(t: LaneTrack, lane: number): number {
+    let tid = t.tids[lane];
     if (tid === undefined) {
       tid = this.nextTid++;
-      this.laneTids.set(key, tid);
-      const name = lane === 0 ? track : `${track} (lane ${lane + 1})`;
-      this.out(`{"ph":"M","name":"thread_name","pid":${pid},"tid":${tid},"args":{"name":${JSON.stringify(name)}}}`);
-      this.out(`{"ph":"M","name":"thread_sort_index","pid":${pid},"tid":${tid},"args":{"sort_index":${sortBase * 100 + lane}}}`);
-      this.namedThreads.add(key);
+      t.tids[lane] = tid;
+      const name = lane === 0 ? t.name : `${t.name} (lane ${lane + 1})`;
+      this.out(`{"ph":"M","name":"thread_name","pid":${t.pid},"tid":${tid},"args":{"name":${JSON.stringify(name)}}}`, false);
+      this.out(`{"ph":"M","name":"thread_sort_index","pid":${t.pid},"tid":${tid},"args":{"sort_index":${t.sortBase * 100 + lane}}}`);
     }
     return tid;
   }
 
-  /** Places an interval on a logical track's lanes; returns the lane's tid. */
-  private laneTid(pid: number, track: string, sortBase: number, start: number, end: number): number {
-    const key = `${pid}/${track}`;
-    let lanes = this.laneSets.get(key);
-    if (!lanes) {
-      lanes = new LaneAssigner();
-      this.laneSets.set(key, lanes);
-    }
-    const { lane } = lanes.place(Math.max(0, start), Math.max(0, end));
-    return this.tidFor(pid, track, lane, sortBase);
+  /** Places [start, end] on the first free lane of a track (shared/trace-lanes.ts); returns its tid. */
+  private placeOn(t: LaneTrack, start: number, end: number): number {
+    return this.laneThread(t, t.lanes.place(Math.max(0, start), Math.max(0, end)).lane);
   }
 
-  /** An X slice; `args` is an object, or its JSON already built (the hot paths build it by hand). */
+  private tidFor(pid: number, name: string, lane: number, sortBase: number): number {
+    return this.laneThread(this.track(pid, name, sortBase), lane);
+  }
+
+  private laneTid(pid: number, name: string, sortBase: number, start: number, end: number): number {
+    return this.placeOn(this.track(pid, name, sortBase), start, end);
+  }
+
+  /**
+   * An X slice; `args` is an object, or its JSON already built (the hot paths build it by hand).
+   * `name` is written unescaped: every slice name here is built from numbers and protocol enums.
+   */
   private slice(pid: number, tid: number, name: string, cat: string, start: number, end: number, args: Record<string, unknown> | string, flow = ''): void {
     // Integer ns on both ends, so a child computed from a parent never pokes out by rounding.
     const s = Math.max(0, Math.round(start));
     const dur = Math.max(0, Math.round(end) - s);
     this.out(
-      `{"ph":"X","name":${q(name)},"cat":"${cat}","pid":${pid},"tid":${tid},"ts":${this.ts(start)},"dur":${us(dur)}${flow},"args":${typeof args === 'string' ? args : JSON.stringify(args)}}`,
+      `{"ph":"X","name":"${name}","cat":"${cat}","pid":${pid},"tid":${tid},"ts":${this.ts(start)},"dur":${us(dur)}${flow},"args":${typeof args === 'string' ? args : JSON.stringify(args)}}`,
     );
   }
 
@@ -383,17 +455,28 @@ export class PerfettoTraceBuilder {
       case 'log':
         if (e.level === 'warn' || e.level === 'error') {
           const tid = this.tidFor(PID.run, 'warnings and errors', 0, 3);
-          this.out(`{"ph":"i","s":"t","name":${JSON.stringify(`${e.level}: ${e.msg.slice(0, 120)}`)},"cat":"log","pid":${PID.run},"tid":${tid},"ts":${this.ts(e.t)},"args":${JSON.stringify({ level: e.level, msg: e.msg, seq: e.seq })}}`);
+          this.out(`{"ph":"i","s":"t","name":${JSON.stringify(`${e.level}: ${e.msg.slice(0, 120)}`)},"cat":"log","pid":${PID.run},"tid":${tid},"ts":${this.ts(e.t)},"args":${JSON.stringify({ level: e.level, msg: e.msg, seq: e.seq })}}`, false);
         }
         break;
       case 'run.start':
-        this.out(`{"ph":"M","name":"process_name","pid":${PID.run},"args":{"name":${JSON.stringify(`Run ${e.run_id} (${e.engine.name}, ${e.host.hostname})`)}}}`);
+        this.out(`{"ph":"M","name":"process_name","pid":${PID.run},"args":{"name":${JSON.stringify(`Run ${e.run_id} (${e.engine.name}, ${e.host.hostname})`)}}}`, false);
         for (const g of e.host.gpus) this.nameGpu(g.index, g.name);
         break;
       default:
         break;
     }
-    for (const c of this.conveyors.values()) c.step(this.now, false, this.o);
+    // Step a conveyor when it got input (blocks/xfer lines) or when the clock passed its deadline.
+    if (this.now > this.nextDeadline || e.type === 'blocks' || e.type === 'xfer') this.stepConveyors(false);
+  }
+
+  private stepConveyors(final: boolean): void {
+    let next = Infinity;
+    for (let i = 0; i < this.conveyorList.length; i++) {
+      const d = this.conveyorList[i]!.step(this.now, final, this.o);
+      this.deadlines[i] = d;
+      if (d < next) next = d;
+    }
+    this.nextDeadline = next;
   }
 
   private nameGpu(index: number, name?: string): void {
@@ -441,7 +524,7 @@ export class PerfettoTraceBuilder {
         const pid = pool === 'gpu' ? PID.gpuPool : PID.hostPool;
         const tid = this.tidFor(pid, 'evictions', 0, 2);
         const args = { blocks: n, user: e.user ?? null, round: e.round ?? null, seq: e.seq, ids: e.ids.slice(0, 16) };
-        this.out(`{"ph":"i","s":"t","name":"evict ${n} block${n === 1 ? '' : 's'}","cat":"kv","pid":${pid},"tid":${tid},"ts":${this.ts(e.t)},"args":${JSON.stringify(args)}}`);
+        this.out(`{"ph":"i","s":"t","name":"evict ${n} block${n === 1 ? '' : 's'}","cat":"kv","pid":${pid},"tid":${tid},"ts":${this.ts(e.t)},"args":${JSON.stringify(args)}}`, false);
         break;
       }
       case 'hit':
@@ -521,11 +604,12 @@ export class PerfettoTraceBuilder {
     const tid = this.laneTid(PID.copies, track, sortBase, e.start, e.end);
     const durNs = Math.max(0, e.end - e.start);
     const bw = durNs > 0 ? e.bytes / durNs : null;
-    const str = (v: string | undefined) => (v === undefined ? 'null' : q(v));
+    // dir, source and the memory kinds are protocol enums (validated): safe to write unescaped.
+    const str = (v: string | undefined) => (v === undefined ? 'null' : `"${v}"`);
     const num = (v: number | undefined) => (typeof v === 'number' && Number.isFinite(v) ? v : null);
     const carried = c.parts.length ? c.parts.map((p) => p.move.seq).join(',') : '';
-    // Built by hand (hot path): numbers, and strings through q().
-    const args = `{"bytes":${e.bytes},"bandwidth_gb_per_s":${bw},"dir":${q(e.dir)},"source":${q(e.source)},"src_mem":${str(e.src_mem)},"dst_mem":${str(e.dst_mem)},"device":${num(e.device)},"stream":${num(e.stream)},"seq":${e.seq},"carries_blocks_of_moves":[${carried}]}`;
+    // Built by hand (hot path).
+    const args = `{"bytes":${e.bytes},"bandwidth_gb_per_s":${bw},"dir":"${e.dir}","source":"${e.source}","src_mem":${str(e.src_mem)},"dst_mem":${str(e.dst_mem)},"device":${num(e.device)},"stream":${num(e.stream)},"seq":${e.seq},"carries_blocks_of_moves":[${carried}]}`;
     this.slice(PID.copies, tid, `${dirName} ${formatMiB(e.bytes)}`, 'xfer', e.start, e.end, args);
     // One child per carried move, in byte order and proportional to bytes, each ending that move's flow.
     let done = 0;
@@ -599,7 +683,8 @@ export class PerfettoTraceBuilder {
     const marks = [r.queued, r.scheduled, r.first_token, r.done].filter((v): v is number => v !== null);
     const start = Math.min(...marks);
     const end = Math.max(...marks, r.last);
-    const tid = this.laneTid(PID.requests, `user ${r.user}`, r.user + 1, start, end);
+    const ut = this.userTracks[r.user] ?? (this.userTracks[r.user] = this.track(PID.requests, `user ${r.user}`, r.user + 1));
+    const tid = this.placeOn(ut, start, end);
     const d = r.doneEvent;
     const args = {
       user: r.user,
@@ -621,13 +706,13 @@ export class PerfettoTraceBuilder {
       ['decode', r.first_token, r.done],
     ];
     for (const [name, a, b] of steps) {
-      if (a !== null && b !== null && b >= a) this.slice(PID.requests, tid, name, 'request.phase', a, b, `{"user":${r.user},"round":${r.round}}`);
+      if (a !== null && b !== null && b >= a) this.slice(PID.requests, tid, name, 'request.phase', a, b, '{}');
     }
   }
 
   /** The log is over: flush everything waiting, then the report event. */
   finish(): PerfettoReport {
-    for (const c of this.conveyors.values()) c.step(this.now, true, this.o);
+    this.stepConveyors(true);
     for (const [key, s] of this.inFlight) {
       const [dir, source] = key.split('/') as [string, string];
       this.drainEnds(s, dir, `bytes in flight (${source})`, Infinity);
@@ -640,7 +725,7 @@ export class PerfettoTraceBuilder {
     }
     this.phases.clear();
     // Visible in Perfetto's UI (a global instant at 0) and in the file's top-level metadata.
-    this.out(`{"ph":"i","s":"g","name":"kvscope export report","cat":"kvscope","pid":${PID.run},"ts":${us(0)},"args":${JSON.stringify(this.reportArgs())}}`);
+    this.out(`{"ph":"i","s":"g","name":"kvscope export report","cat":"kvscope","pid":${PID.run},"ts":${us(0)},"args":${JSON.stringify(this.reportArgs())}}`, false);
     return this.report;
   }
 
@@ -696,14 +781,20 @@ export class BatchedWriter {
   /** Small strings gather here first: one buffer write per ~64 KB instead of one per event. */
   private acc = '';
 
-  write(s: string): void {
+  /** Whether everything in `acc` is ASCII: then latin1 encodes it (a plain copy), else UTF-8. */
+  private accAscii = true;
+
+  write(s: string, ascii = false): void {
+    if (!ascii) this.accAscii = false;
     this.acc += s;
     if (this.acc.length >= 1 << 16) this.encode();
   }
 
   private encode(): void {
     const s = this.acc;
+    const encoding = this.accAscii ? 'latin1' : 'utf8';
     this.acc = '';
+    this.accAscii = true;
     // UTF-8 takes at most 3 bytes per UTF-16 unit.
     if (this.pos + s.length * 3 > this.buf.length) {
       this.rotate();
@@ -714,7 +805,7 @@ export class BatchedWriter {
         return;
       }
     }
-    this.pos += this.buf.write(s, this.pos, 'utf8');
+    this.pos += this.buf.write(s, this.pos, encoding);
   }
 
   private rotate(): void {
@@ -778,8 +869,8 @@ export async function writePerfettoTrace(
   const writer = new BatchedWriter(out);
   let first = true;
   writer.write('{"traceEvents":[\n');
-  const builder = new PerfettoTraceBuilder((json) => {
-    writer.write(first ? json : ',\n' + json);
+  const builder = new PerfettoTraceBuilder((json, ascii) => {
+    writer.write(first ? json : ',\n' + json, ascii);
     first = false;
   }, options);
   const decoder = new EventLineDecoder({ onEvent: (e) => builder.push(e), onBadLine: (b) => builder.badLine(b) });
