@@ -432,18 +432,23 @@ export async function tailRun(o: TailOptions): Promise<TailResult> {
       }
       progress();
     }
-    if (batch.length >= 5000 || Date.now() - lastFlush > 100) flush();
+    if (batch.length >= 5000) flush();
   });
   const meta = await o.store.readMeta(o.runId).catch((): RunMeta => ({ id: o.runId, name: o.runId, host: 'local', status: 'running', createdAt: new Date().toISOString() }));
-  const saveMeta = async (patch: Partial<RunMeta>) => {
-    Object.assign(meta, patch, { bytes_received: sink.written, last_seq: sink.lastSeq ?? undefined });
-    await o.store.writeMeta(meta);
+  // One meta write at a time: RunStore.writeMeta renames a per-process temp file, so two at once
+  // would race on it (the periodic save and the final one).
+  let metaChain: Promise<void> = Promise.resolve();
+  const saveMeta = (patch: Partial<RunMeta>): Promise<void> => {
+    Object.assign(meta, patch);
+    metaChain = metaChain
+      .catch(() => undefined)
+      .then(() => o.store.writeMeta({ ...meta, bytes_received: sink.written, last_seq: sink.lastSeq ?? undefined }));
+    return metaChain;
   };
   await saveMeta({ status: 'running', remote_dir: o.remoteDir, tail_pid: process.pid });
-  const metaTimer = setInterval(() => {
-    flush();
-    void saveMeta({}).catch(() => undefined);
-  }, 1000);
+  const metaTimer = setInterval(() => void saveMeta({}).catch(() => undefined), 1000);
+  // Whatever is left after the last chunk goes out within 50 ms.
+  const flushTimer = setInterval(flush, 50);
   let reconnects = 0;
   let backoff = 250;
   let downSince: number | null = null;
@@ -462,6 +467,8 @@ export async function tailRun(o: TailOptions): Promise<TailResult> {
         sink.resetDecoder();
         const handle = await exec.stream(shellCommand([o.python, '-', o.remoteDir, String(startAt), String(o.pollSeconds ?? 0.02)]), TAIL_PY, (chunk) => {
           sink.push(chunk);
+          // Batches of whatever arrived, at most one push per 25 ms (a chunk is up to 1 MiB).
+          if (Date.now() - lastFlush >= 25) flush();
           if (downSince !== null) {
             downSince = null;
             backoff = 250;
@@ -519,6 +526,7 @@ export async function tailRun(o: TailOptions): Promise<TailResult> {
     }
   } finally {
     clearInterval(metaTimer);
+    clearInterval(flushTimer);
     flush();
     sink.close();
     exec?.close();
