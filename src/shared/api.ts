@@ -334,8 +334,11 @@ export interface KvScopeApi {
   probeHost(alias: string, options?: { python?: string }): Promise<Result<HostProbe>>;
   /** The user's answer to a `host-key` prompt: accept records the key in known_hosts. */
   answerHostKey(promptId: string, accept: boolean): Promise<Result<void>>;
-  /** The user's answer to a `passphrase` or `password` prompt; null cancels. */
-  providePassphrase(promptId: string, secret: string | null): Promise<Result<void>>;
+  /**
+   * The user's answer to a `passphrase` or `password` prompt; null cancels. It is kept for the
+   * session; `remember` also stores it encrypted by the OS keychain where there is one (issue 10).
+   */
+  providePassphrase(promptId: string, secret: string | null, options?: { remember?: boolean }): Promise<Result<void>>;
   /** Deploys the agent, starts it detached and tails it; events arrive as `run-events` pushes. */
   startRun(request: RunRequest): Promise<Result<RunStarted>>;
   /** TERM to the run's process group, KILL after a grace period. */

@@ -2,7 +2,7 @@ import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { SecretStore, secretKey, type SafeStorageLike } from '../../src/main/core/secrets';
 
 /**
@@ -113,5 +113,44 @@ describe('secrets', () => {
     expect(await store.get('password:a@b')).toBeNull();
     expect(await store.get('passphrase:/k')).toBeNull();
     expect(readdirSync(d)).toEqual([]);
+  });
+});
+
+describe('SSH prompts keep their answers in the secret store', () => {
+  it('asks once per session, remembers only when told (encrypted), and asks again after a wrong one', async () => {
+    const { PromptBroker } = await import('../../src/main/core/host-handlers');
+    const d = mkdtempSync(join(tmpdir(), 'kvscope-secrets-'));
+    const store = new SecretStore(join(d, 'secrets.json'), fakeKeychain());
+    const pushed: Array<{ id: string; type: string }> = [];
+    const broker = new PromptBroker((m) => m.kind === 'prompt' && pushed.push(m.prompt), 10_000, store);
+    const prompts = broker.prompts();
+    const q = { host: 'gpu-box', keyFile: '/home/ü/.ssh/id_ed25519', attempt: 1 };
+
+    const first = prompts.passphrase(q);
+    await vi.waitFor(() => expect(pushed).toHaveLength(1));
+    broker.answer(pushed[0]!.id, 'secret', SECRET, true);
+    expect(await first).toBe(SECRET);
+    expectNoPlaintext(d, SECRET);
+    expect(await store.rememberedCount()).toBe(1);
+
+    // The next connection this session: no question.
+    expect(await prompts.passphrase(q)).toBe(SECRET);
+    expect(pushed).toHaveLength(1);
+
+    // It was wrong (attempt 2): forgotten, and the user is asked.
+    const retry = prompts.passphrase({ ...q, attempt: 2 });
+    await vi.waitFor(() => expect(pushed).toHaveLength(2));
+    expect(await store.rememberedCount()).toBe(0);
+    broker.answer(pushed[1]!.id, 'secret', 'right-one');
+    expect(await retry).toBe('right-one');
+    expect(await store.rememberedCount()).toBe(0); // not asked to remember this time
+    expect(await prompts.passphrase(q)).toBe('right-one');
+
+    // Passwords alike, keyed by user@host.
+    const pw = prompts.password({ host: 'h', user: 'alice', attempt: 1 });
+    await vi.waitFor(() => expect(pushed).toHaveLength(3));
+    broker.answer(pushed[2]!.id, 'secret', 'pw1');
+    expect(await pw).toBe('pw1');
+    expect(await store.get('password:alice@h')).toBe('pw1');
   });
 });

@@ -81,6 +81,7 @@ export async function createCore(options: CoreOptions): Promise<Core> {
     push: pushToAll,
     dataDir: options.dataDir ?? dirname(options.runsDir),
     agentSourceDir: options.agentDir ?? defaultAgentDir(),
+    secrets,
   });
   const browserOnly = (what: string) => err('unsupported', `${what} needs the desktop app; this window is served to a browser by kvscope serve`);
   const snapshot = async (): Promise<SettingsSnapshot> => {

@@ -23,17 +23,46 @@ export interface HostHandlerOptions {
   agentSourceDir: string;
   /** How long a prompt waits for the user (default 5 minutes). */
   promptTimeoutMs?: number;
+  /** Issue 10: passphrases/passwords kept for the session (and remembered through the keychain when asked). */
+  secrets?: PromptSecrets;
   host?: Partial<Omit<HostServiceOptions, 'prompts' | 'dataDir' | 'agentSourceDir'>>;
+}
+
+/** Where answered secrets are kept (core/secrets.ts SecretStore satisfies it). */
+export interface PromptSecrets {
+  get(key: string): Promise<string | null>;
+  set(key: string, secret: string, options?: { remember?: boolean }): Promise<unknown>;
+  forget(key: string): Promise<void>;
 }
 
 /** Pending questions, answered by id. */
 export class PromptBroker {
   private readonly pending = new Map<string, { type: HostPrompt['type']; resolve: (v: boolean | string | null) => void }>();
+  private readonly rememberAnswer = new Map<string, boolean>();
 
   constructor(
     private readonly push: (m: PushMessage) => void,
     private readonly timeoutMs = 300_000,
+    private readonly secrets?: PromptSecrets,
   ) {}
+
+  /**
+   * A passphrase or password: the one given earlier this session (or remembered) on a first
+   * attempt; a later attempt means it was wrong, so it is forgotten and the user is asked.
+   */
+  private async secretFor(key: string, attempt: number, prompt: HostPrompt): Promise<string | null> {
+    if (this.secrets) {
+      if (attempt <= 1) {
+        const known = await this.secrets.get(key).catch(() => null);
+        if (known !== null) return known;
+      } else await this.secrets.forget(key).catch(() => undefined);
+    }
+    const answer = await this.ask<string | null>(prompt, null);
+    const remember = this.rememberAnswer.get(prompt.id) ?? false;
+    this.rememberAnswer.delete(prompt.id);
+    if (answer !== null && this.secrets) await this.secrets.set(key, answer, { remember }).catch(() => undefined);
+    return answer;
+  }
 
   private ask<T extends boolean | string | null>(prompt: HostPrompt, onTimeout: T): Promise<T> {
     return new Promise<T>((resolve) => {
@@ -53,10 +82,11 @@ export class PromptBroker {
     });
   }
 
-  answer(id: string, type: 'host-key' | 'secret', value: boolean | string | null): void {
+  answer(id: string, type: 'host-key' | 'secret', value: boolean | string | null, remember = false): void {
     const p = this.pending.get(String(id));
     if (!p) throw new CodedError('not_found', `no open question ${JSON.stringify(id)} (it was answered or timed out)`);
     if ((type === 'host-key') !== (p.type === 'host-key')) throw new CodedError('invalid_argument', `question ${id} is a ${p.type} question`);
+    if (remember) this.rememberAnswer.set(String(id), true);
     p.resolve(value);
   }
 
@@ -77,14 +107,15 @@ export class PromptBroker {
           false,
         ),
       passphrase: (q) =>
-        this.ask<string | null>({ id: id(), type: 'passphrase', host: q.host, keyFile: q.keyFile, message: `${q.attempt > 1 ? 'Wrong passphrase. ' : ''}Passphrase for ${q.keyFile}:` }, null),
-      password: (q) => this.ask<string | null>({ id: id(), type: 'password', host: q.host, user: q.user, message: `${q.attempt > 1 ? 'Permission denied. ' : ''}Password for ${q.user}@${q.host}:` }, null),
+        this.secretFor(`passphrase:${q.keyFile}`, q.attempt, { id: id(), type: 'passphrase', host: q.host, keyFile: q.keyFile, message: `${q.attempt > 1 ? 'Wrong passphrase. ' : ''}Passphrase for ${q.keyFile}:` }),
+      password: (q) =>
+        this.secretFor(`password:${q.user}@${q.host}`, q.attempt, { id: id(), type: 'password', host: q.host, user: q.user, message: `${q.attempt > 1 ? 'Permission denied. ' : ''}Password for ${q.user}@${q.host}:` }),
     };
   }
 }
 
 export function createHostHandlers(o: HostHandlerOptions): { handlers: Pick<CoreHandlers, HostMethods>; hosts: HostService; runs: RunManager; ready: Promise<unknown> } {
-  const broker = new PromptBroker(o.push, o.promptTimeoutMs);
+  const broker = new PromptBroker(o.push, o.promptTimeoutMs, o.secrets);
   const hosts = new HostService({ ...o.host, dataDir: o.dataDir, agentSourceDir: o.agentSourceDir, prompts: broker.prompts() });
   const runs = new RunManager({ store: o.store, hosts, push: o.push });
   const sweeps = new SweepRunner(runs, o.push);
@@ -96,7 +127,8 @@ export function createHostHandlers(o: HostHandlerOptions): { handlers: Pick<Core
     removeHost: (alias) => toResult(() => hosts.removeHost(String(alias))),
     probeHost: (alias, options) => toResult(() => hosts.probe(String(alias), typeof options?.python === 'string' ? options.python : undefined)),
     answerHostKey: (promptId, accept) => toResult(() => broker.answer(String(promptId), 'host-key', accept === true)),
-    providePassphrase: (promptId, secret) => toResult(() => broker.answer(String(promptId), 'secret', typeof secret === 'string' ? secret : null)),
+    providePassphrase: (promptId, secret, options) =>
+      toResult(() => broker.answer(String(promptId), 'secret', typeof secret === 'string' ? secret : null, options?.remember === true)),
     startRun: (request) =>
       toResult(async () => {
         await ready;

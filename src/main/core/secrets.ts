@@ -27,7 +27,15 @@ interface SecretsFile {
   entries: Record<string, string>;
 }
 
-const KEY_RE = /^[\x20-\x7e]{1,512}$/;
+/** Any text of 1..1024 characters without control characters (key file paths may be non-ASCII). */
+function validKey(key: string): boolean {
+  if (typeof key !== 'string' || key.length === 0 || key.length > 1024) return false;
+  for (let i = 0; i < key.length; i++) {
+    const c = key.charCodeAt(i);
+    if (c < 0x20 || c === 0x7f) return false;
+  }
+  return true;
+}
 
 /** Secret keys name what they unlock: `passphrase:<key file>` or `password:<user>@<host>`. */
 export function secretKey(kind: 'passphrase' | 'password', what: string): string {
@@ -72,7 +80,7 @@ export class SecretStore {
     try {
       const parsed = JSON.parse(text) as SecretsFile;
       if (parsed?.version === 1 && parsed.entries && typeof parsed.entries === 'object') {
-        for (const [k, v] of Object.entries(parsed.entries)) if (KEY_RE.test(k) && typeof v === 'string') this.remembered[k] = v;
+        for (const [k, v] of Object.entries(parsed.entries)) if (validKey(k) && typeof v === 'string') this.remembered[k] = v;
       } else {
         this.warnings.push('secrets.json has an unknown shape; remembered secrets ignored');
       }
@@ -105,7 +113,7 @@ export class SecretStore {
    * remember (and says why) where the keychain is unavailable: plaintext never reaches the disk.
    */
   async set(key: string, secret: string, options: { remember?: boolean } = {}): Promise<RememberOutcome> {
-    if (!KEY_RE.test(key)) throw new Error('secret key must be 1..512 printable ASCII characters');
+    if (!validKey(key)) throw new Error('secret key must be 1..1024 characters without control characters');
     this.session.set(key, secret);
     if (!options.remember) return { remembered: false, reason: null };
     const availability = this.rememberAvailability();
