@@ -1,8 +1,8 @@
-import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { createCore } from '../../src/main/core/app-core';
 import { DEFAULT_SETTINGS, SettingsStore, validateSettings, writeFileAtomic } from '../../src/main/core/settings';
 import { CodedError } from '../../src/shared/result';
@@ -198,4 +198,27 @@ describe('settings through the core', () => {
     expect((await core.handlers.notify('Run finished', 'r1')).ok).toBe(true);
     expect(shown).toEqual(['Run finished|r1']);
   });
+});
+
+describe('settings feed runs', () => {
+  it.skipIf(!existsSync('/usr/bin/python3'))('a Local run without a python uses the one Settings names for the host, and the sample period', async () => {
+    const d = dir();
+    const core = await createCore({ runsDir: join(d, 'runs'), samplesDir: null, shell: 'browser', settingsFile: join(d, 'settings.json') });
+    const saved = await core.handlers.saveSettings({ ...DEFAULT_SETTINGS, pythonByHost: { local: '/usr/bin/python3' }, sampleMs: 250 });
+    expect(saved.ok).toBe(true);
+    const statuses: string[] = [];
+    core.addPushListener((m) => m.kind === 'run-status' && statuses.push(m.status));
+    const started = await core.handlers.startRun({
+      host: 'local',
+      workload: { model: 'tiny', device: 'cpu', users: 2, rounds: 1, context_tokens: 64, new_tokens: 16, output_tokens: 4, gpu_kv_bytes: 200000, host_kv_bytes: 2000000 },
+    });
+    expect(started.ok ? null : started.error.message).toBeNull();
+    const runId = started.ok ? started.value.runId : '';
+    await vi.waitFor(() => expect(statuses.filter((s) => s !== 'running')).toHaveLength(1), { timeout: 120_000, interval: 100 });
+    expect(statuses.at(-1)).toBe('ok');
+    const loaded = await core.handlers.loadRun(runId);
+    expect(loaded.ok && loaded.value.listing.status).toBe('ok');
+    const config = loaded.ok ? (loaded.value.analysis.start?.config as Record<string, unknown>) : {};
+    expect(config.sample_ms ?? config.sampleMs).toBe(250);
+  }, 150_000);
 });

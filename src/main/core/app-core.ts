@@ -83,6 +83,18 @@ export async function createCore(options: CoreOptions): Promise<Core> {
     agentSourceDir: options.agentDir ?? defaultAgentDir(),
     secrets,
   });
+  const pythonFor = async (alias: unknown): Promise<{ python?: string }> => {
+    const python = typeof alias === 'string' ? (await settings.load()).pythonByHost[alias] : undefined;
+    return python ? { python } : {};
+  };
+  /** Fills python (per host, single-host requests) and workload.sample_ms from Settings; malformed requests pass through to be refused where they are checked. */
+  const withRunDefaults = async <R extends { python?: string; workload?: { sample_ms?: number } }>(request: R): Promise<R> => {
+    if (!request || typeof request !== 'object' || !request.workload || typeof request.workload !== 'object') return request;
+    const current = await settings.load();
+    const host = (request as { host?: unknown }).host;
+    const python = request.python ?? (typeof host === 'string' ? current.pythonByHost[host] : undefined);
+    return { ...request, ...(python ? { python } : {}), workload: { sample_ms: current.sampleMs, ...request.workload } };
+  };
   const browserOnly = (what: string) => err('unsupported', `${what} needs the desktop app; this window is served to a browser by kvscope serve`);
   const snapshot = async (): Promise<SettingsSnapshot> => {
     const current = await settings.load();
@@ -118,6 +130,11 @@ export async function createCore(options: CoreOptions): Promise<Core> {
     listProjections: () => toResult(() => listProjections([options.runsDir, options.samplesDir, ...(options.projectionDirs ?? [])])),
     // Issue 5: hosts, probe, prompts, runs over SSH and sweeps (host-handlers.ts).
     ...hostHandlers.handlers,
+    // Issue 10: Settings supply what a request leaves out: the host's Python and the sample period.
+    probeHost: async (alias, probeOptions) =>
+      hostHandlers.handlers.probeHost(alias, probeOptions?.python ? probeOptions : { ...(probeOptions ?? {}), ...(await pythonFor(alias)) }),
+    startRun: async (request) => hostHandlers.handlers.startRun(await withRunDefaults(request)),
+    startSweep: async (request) => hostHandlers.handlers.startSweep(await withRunDefaults(request)),
     // Issue 10: settings, secrets, files from outside, and what only the desktop shell can do.
     getSettings: () => toResult(snapshot),
     saveSettings: (next) =>
