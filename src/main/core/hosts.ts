@@ -43,7 +43,29 @@ export interface PreparedHost {
 export class HostService {
   private bundle: Promise<AgentBundle> | null = null;
 
-  constructor(readonly opts: HostServiceOptions) {}
+  /**
+   * Passphrases and passwords the user gave in this session, by key file / user@host, so a
+   * reconnect in the middle of a run does not ask again. Memory only: never written anywhere.
+   */
+  private readonly secrets = new Map<string, string>();
+  private readonly prompts: ConnectPrompts;
+
+  constructor(readonly opts: HostServiceOptions) {
+    const ask = opts.prompts;
+    const remembered = async (key: string, attempt: number, askUser: () => Promise<string | null>) => {
+      const known = this.secrets.get(key);
+      if (attempt === 1 && known !== undefined) return known;
+      const v = await askUser();
+      if (v === null) this.secrets.delete(key);
+      else this.secrets.set(key, v);
+      return v;
+    };
+    this.prompts = {
+      unknownHostKey: (q) => ask.unknownHostKey(q),
+      passphrase: (q) => remembered(`key:${q.keyFile}`, q.attempt, () => ask.passphrase(q)),
+      password: (q) => remembered(`pw:${q.user}@${q.host}`, q.attempt, () => ask.password(q)),
+    };
+  }
 
   private get hostsFile(): string {
     return join(this.opts.dataDir, 'hosts.json');
@@ -137,7 +159,7 @@ export class HostService {
       resolved: app ? this.resolvedApp(app, src) : undefined,
       knownHostsFile: this.opts.knownHostsFile,
       identityFile: this.opts.identityFile,
-      prompts: this.opts.prompts,
+      prompts: this.prompts,
     });
     return new SshExec(session);
   }
