@@ -10,7 +10,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { createWriteStream, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import { cpus, tmpdir, totalmem } from 'node:os';
+import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { decodeAll } from '../src/shared/events-reader';
 import type { KvEvent } from '../src/shared/protocol';
@@ -23,9 +23,13 @@ async function child(logFile: string): Promise<void> {
   const t0 = performance.now();
   const r = await exportLog({ logFile, meta: { id: 'bench', name: 'bench', host: 'bench', status: 'ok', createdAt: '' }, format: 'perfetto', dest });
   const seconds = (performance.now() - t0) / 1000;
-  const rssMB = process.resourceUsage().maxRSS / 1024;
+  const u = process.resourceUsage();
+  const rssMB = u.maxRSS / 1024;
+  // CPU seconds of the whole child (startup and GC threads included): on a shared machine the
+  // wall time also counts waiting for a core, and the load average says how busy it was.
+  const cpuSeconds = (u.userCPUTime + u.systemCPUTime) / 1e6;
   process.stdout.write(
-    JSON.stringify({ seconds, rssMB, events: r.events, traceEvents: r.perfetto!.traceEvents, outBytes: statSync(dest).size, moves: r.perfetto!.moves.total, unmatched: r.perfetto!.moves.unmatched }) + '\n',
+    JSON.stringify({ seconds, cpuSeconds, rssMB, load1: loadavg()[0], events: r.events, traceEvents: r.perfetto!.traceEvents, outBytes: statSync(dest).size, moves: r.perfetto!.moves.total, unmatched: r.perfetto!.moves.unmatched }) + '\n',
   );
 }
 
@@ -74,7 +78,7 @@ if (arg1 === '--child') {
   const size = statSync(file).size;
   process.stderr.write(`generated ${n} events, ${(size / 1e6).toFixed(1)} MB\n`);
   const runs: Array<Record<string, number>> = [];
-  for (let i = 0; i < 3; i++) {
+  for (let i = 0; i < 5; i++) {
     const res = spawnSync(process.execPath, ['scripts/run-ts.mjs', 'bench/export-perfetto.bench.ts', '--child', file], { encoding: 'utf8' });
     if (res.status !== 0) throw new Error(res.stderr);
     runs.push(JSON.parse(res.stdout.trim().split('\n').pop()!) as Record<string, number>);
@@ -87,6 +91,8 @@ if (arg1 === '--child') {
     events: n,
     logMB: size / 1e6,
     seconds: runs.map((r) => r.seconds),
+    cpuSeconds: runs.map((r) => r.cpuSeconds),
+    load1: runs.map((r) => r.load1),
     rssMB: runs.map((r) => r.rssMB),
     traceMB: best.outBytes! / 1e6,
     traceEvents: best.traceEvents,

@@ -7,7 +7,8 @@
  *          trailer line = "\n" {"events_sha256":"<hex>"} "\n"  )
  *
  * The byte count sits in the header so a reader knows where the events end without scanning
- * them; the digest sits in the trailer so a writer never reads the log twice. A reader checks
+ * them; the digest sits in the trailer so a writer streams the log once (a .gz log takes one extra
+ * pass to count its decompressed bytes). A reader checks
  * both and refuses a damaged file with a clear error; nothing is written into the runs folder
  * until the digest has matched.
  */

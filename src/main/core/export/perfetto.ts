@@ -278,6 +278,8 @@ export class PerfettoTraceBuilder {
   private readonly namedThreads = new Set<string>();
   private readonly tracks = new Map<string, LaneTrack>();
   private readonly userTracks: LaneTrack[] = [];
+  private readonly moveTracks: Partial<Record<'offload' | 'onboard', LaneTrack>> = {};
+  private readonly copyTracks = new Map<string, LaneTrack>();
   private nextTid = 1;
   private readonly requests = new Map<string, OpenRequest>();
   private readonly phases = new Map<string, number>();
@@ -584,7 +586,8 @@ export class PerfettoTraceBuilder {
     const end = matched ? Math.max(move.t, move.lastEnd) : move.t;
     const pid = move.op === 'offload' ? PID.gpuPool : PID.hostPool;
     const track = move.op === 'offload' ? 'offloads (GPU → host)' : 'onboards (host → GPU)';
-    const tid = this.laneTid(pid, track, 1, start, end);
+    const mt = this.moveTracks[move.op] ?? (this.moveTracks[move.op] = this.track(pid, track, 1));
+    const tid = this.placeOn(mt, start, end);
     const c = move.carried;
     // Built by hand (hot path); every value is a number, null or boolean.
     const args = `{"seq":${move.seq},"blocks":${move.blocks},"bytes":${move.bytes},"user":${move.user},"round":${move.round},"line_t_ns":${move.t},"carried_bytes":{"engine":${c.engine},"cupti":${c.cupti}},"copies":${move.copies},"matched":${matched}}`;
@@ -599,9 +602,14 @@ export class PerfettoTraceBuilder {
     if (c.blockSized) this.report.copies.blockSized++;
     if (c.parts.length) this.report.copies.carrying++;
     const dirName = e.dir.toUpperCase();
-    const track = `${dirName} copies (${source})`;
-    const sortBase = { h2d: 1, d2h: 2, d2d: 3, h2h: 4 }[e.dir] * 2 + (source === 'cupti' ? 0 : 1);
-    const tid = this.laneTid(PID.copies, track, sortBase, e.start, e.end);
+    const key = e.dir + source;
+    let ct = this.copyTracks.get(key);
+    if (!ct) {
+      const sortBase = { h2d: 1, d2h: 2, d2d: 3, h2h: 4 }[e.dir] * 2 + (source === 'cupti' ? 0 : 1);
+      ct = this.track(PID.copies, `${dirName} copies (${source})`, sortBase);
+      this.copyTracks.set(key, ct);
+    }
+    const tid = this.placeOn(ct, e.start, e.end);
     const durNs = Math.max(0, e.end - e.start);
     const bw = durNs > 0 ? e.bytes / durNs : null;
     // dir, source and the memory kinds are protocol enums (validated): safe to write unescaped.
@@ -680,9 +688,13 @@ export class PerfettoTraceBuilder {
 
   private writeRequest(r: OpenRequest, incomplete: boolean): void {
     this.report.requests++;
-    const marks = [r.queued, r.scheduled, r.first_token, r.done].filter((v): v is number => v !== null);
-    const start = Math.min(...marks);
-    const end = Math.max(...marks, r.last);
+    let start = r.last;
+    let end = r.last;
+    for (const v of [r.queued, r.scheduled, r.first_token, r.done]) {
+      if (v === null) continue;
+      if (v < start) start = v;
+      if (v > end) end = v;
+    }
     const ut = this.userTracks[r.user] ?? (this.userTracks[r.user] = this.track(PID.requests, `user ${r.user}`, r.user + 1));
     const tid = this.placeOn(ut, start, end);
     const d = r.doneEvent;
@@ -748,9 +760,14 @@ export class PerfettoTraceBuilder {
   }
 }
 
+/** A short size for slice names ("1.5 MiB"); integer arithmetic, as toFixed is slow on the hot path. */
 function formatMiB(bytes: number): string {
-  if (bytes >= 1 << 20) return `${(bytes / (1 << 20)).toFixed(1)} MiB`;
-  if (bytes >= 1 << 10) return `${(bytes / (1 << 10)).toFixed(1)} KiB`;
+  const tenths = (unit: number, name: string) => {
+    const t = Math.round((bytes * 10) / unit);
+    return `${Math.floor(t / 10)}.${t % 10} ${name}`;
+  };
+  if (bytes >= 1 << 20) return tenths(1 << 20, 'MiB');
+  if (bytes >= 1 << 10) return tenths(1 << 10, 'KiB');
   return `${bytes} B`;
 }
 
