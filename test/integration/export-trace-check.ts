@@ -13,7 +13,7 @@ export interface TraceEvent {
   dur?: number;
   s?: string;
   id?: string;
-  bind_id?: string;
+  bind_id?: number | string;
   flow_in?: boolean;
   flow_out?: boolean;
   args?: Record<string, unknown>;
@@ -29,8 +29,8 @@ export interface TraceCheck {
   slices: TraceEvent[];
   counters: TraceEvent[];
   instants: TraceEvent[];
-  flowsOut: Map<string, TraceEvent>;
-  flowsIn: Map<string, TraceEvent[]>;
+  flowsOut: Map<number | string, TraceEvent>;
+  flowsIn: Map<number | string, TraceEvent[]>;
 }
 
 /** ts/dur are µs with ≤ 3 decimals (ns/1000): compare as integer ns to avoid float noise. */
@@ -45,8 +45,8 @@ export function checkTrace(doc: TraceDoc): TraceCheck {
   const slices: TraceEvent[] = [];
   const counters: TraceEvent[] = [];
   const instants: TraceEvent[] = [];
-  const flowsOut = new Map<string, TraceEvent>();
-  const flowsIn = new Map<string, TraceEvent[]>();
+  const flowsOut = new Map<number | string, TraceEvent>();
+  const flowsIn = new Map<number | string, TraceEvent[]>();
   const byThread = new Map<string, Array<{ s: number; e: number; i: number }>>();
   doc.traceEvents.forEach((e, i) => {
     if (e.ph === 'M') {

@@ -11,7 +11,7 @@
  *   NVML counters). Every pid and (pid, tid) used is named, with sort indices.
  * - `X` slices on one thread nest strictly: overlapping intervals go to separate lanes
  *   (shared/trace-lanes.ts), because the importer moves overlaps to an overflow track (#4280).
- * - Flows v2 (`bind_id` + `flow_out`/`flow_in`) from each block move to the copies that carried it.
+ * - Flows v2 (`bind_id` = the move's seq, + `flow_out`/`flow_in`) from each block move to the copies that carried it.
  *   The importer binds a flow end to the slice it is set on, keeps a flow id open after its first
  *   `flow_in` (so one move may end on several copies), and takes one `bind_id` per slice; so a copy
  *   carrying several moves gets one child slice per move ("part", proportional to the bytes), each
@@ -591,7 +591,7 @@ export class PerfettoTraceBuilder {
     const c = move.carried;
     // Built by hand (hot path); every value is a number, null or boolean.
     const args = `{"seq":${move.seq},"blocks":${move.blocks},"bytes":${move.bytes},"user":${move.user},"round":${move.round},"line_t_ns":${move.t},"carried_bytes":{"engine":${c.engine},"cupti":${c.cupti}},"copies":${move.copies},"matched":${matched}}`;
-    const flow = matched ? `,"bind_id":"0x${move.seq.toString(16)}","flow_out":true` : '';
+    const flow = matched ? `,"bind_id":${move.seq},"flow_out":true` : '';
     if (matched) this.report.flows.out++;
     this.slice(pid, tid, `${move.op} ${move.blocks} block${move.blocks === 1 ? '' : 's'}`, 'kv', start, end, args, flow);
   }
@@ -634,7 +634,7 @@ export class PerfettoTraceBuilder {
         a,
         b,
         `{"move_seq":${p.move.seq},"bytes":${p.bytes},"blocks":${p.move.bytes > 0 ? (p.bytes / p.move.bytes) * p.move.blocks : 0}}`,
-        `,"bind_id":"0x${p.move.seq.toString(16)}","flow_in":true`,
+        `,"bind_id":${p.move.seq},"flow_in":true`,
       );
     }
     this.bytesInFlight(e, source);
