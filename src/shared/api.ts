@@ -363,6 +363,8 @@ export interface KvScopeApi {
    * to an absolute .svg/.png path (extension must match), or into a folder as `<run>-<kind>.<ext>`.
    */
   saveImage(runIdOrName: string, kind: ChartImageKind, dataUrlOrSvg: string, destPath: string): Promise<Result<{ path: string; bytes: number; format: 'png' | 'svg' }>>;
+  /** File → Import Engine Dump: a TensorRT-LLM or vLLM KV-event dump translated by the agent into a run. */
+  importEngineDump(path: string, engine: 'tensorrt_llm' | 'vllm'): Promise<Result<OpenedRun>>;
   /** The desktop file dialog; resolves to a path, or null when cancelled. `unsupported` in a browser. */
   openFileDialog(options?: OpenFileDialogOptions): Promise<Result<string | null>>;
   /** A desktop notification. `unsupported` in a browser (the page may use the Notification API instead). */
@@ -406,6 +408,7 @@ export const CORE_METHODS = [
   'saveSettings',
   'forgetSecrets',
   'openPath',
+  'importEngineDump',
   'openFileDialog',
   'notify',
   'exportRun',

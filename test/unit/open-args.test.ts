@@ -10,6 +10,7 @@ import {
   classifyPath,
   filesFromArgv,
   findElectronBinary,
+  importEngineDump,
   looksLikeRunFile,
   openPath,
   openTarget,
@@ -256,5 +257,35 @@ describe.skipIf(!rendererBuilt)(`kvscope open on the command line${rendererBuilt
     expect(existsSync(join(data, 'runs', 'imported-cpu-tiny-3users', 'events.jsonl'))).toBe(true);
     child.kill('SIGTERM');
     await new Promise((r) => child.once('exit', r));
+  });
+});
+
+describe('File → Import Engine Dump', () => {
+  const dumps = join(process.cwd(), 'resources/agent/tests/fixtures/engine-dumps');
+  const agentDir = join(process.cwd(), 'resources/agent');
+  const python = existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3';
+  it.skipIf(!existsSync(join(dumps, 'trtllm-8users-offload.json')))('a TensorRT-LLM dump is translated by the agent and opens as a run', async () => {
+    const d = tmp('dump');
+    const store = new RunStore(join(d, 'runs'), null);
+    await store.ensure();
+    const opened = await importEngineDump(store, { agentDir, python, path: join(dumps, 'trtllm-8users-offload.json'), engine: 'tensorrt_llm' });
+    expect(opened).toMatchObject({ runId: 'imported-trtllm-8users-offload', imported: true });
+    const run = await store.load(opened.runId);
+    expect(run.analysis.start?.engine.name).toBe('tensorrt_llm');
+    expect(run.analysis.blocks.offloaded).toBeGreaterThan(0);
+    expect(run.analysis.blocks.onboarded).toBeGreaterThan(0);
+  });
+
+  it('refuses a wrong engine, a missing file, and passes the translator’s own reason for a bad dump', async () => {
+    const d = tmp('dump-bad');
+    const store = new RunStore(join(d, 'runs'), null);
+    await store.ensure();
+    expect(await codeOf(importEngineDump(store, { agentDir, python, path: join(d, 'x.json'), engine: 'sglang' }))).toBe('invalid_argument');
+    expect(await codeOf(importEngineDump(store, { agentDir, python, path: join(d, 'missing.json'), engine: 'vllm' }))).toBe('not_found');
+    writeFileSync(join(d, 'garbage.json'), 'this is not a dump');
+    const e = await importEngineDump(store, { agentDir, python, path: join(d, 'garbage.json'), engine: 'tensorrt_llm' }).catch((x: CodedError) => x);
+    expect((e as CodedError).code).toBe('bad_run');
+    expect((e as CodedError).message).toMatch(/could not be translated: .*translate/);
+    expect(await store.list()).toEqual([]);
   });
 });

@@ -7,7 +7,7 @@ import { err, toResult } from '../../shared/result';
 import { VERSION } from '../../shared/version';
 import { RunStore } from './run-store';
 import { deleteRun, importRun, listProjections, renameRun, revealRun } from './runs-library';
-import { openPath } from './open-args';
+import { importEngineDump, openPath } from './open-args';
 import { exportRunFromStore } from './export/core-export';
 import { saveImage } from './export/image-file';
 import { SecretStore, type SafeStorageLike } from './secrets';
@@ -146,6 +146,13 @@ export async function createCore(options: CoreOptions): Promise<Core> {
     openPath: (path) =>
       toResult(async () => {
         const opened = await openPath(store, path);
+        await settings.noteRecent(opened.runId).catch(() => undefined);
+        return opened;
+      }),
+    importEngineDump: (path, engine) =>
+      toResult(async () => {
+        const python = (await settings.load()).pythonByHost.local ?? 'python3';
+        const opened = await importEngineDump(store, { agentDir: options.agentDir ?? defaultAgentDir(), python, path, engine });
         await settings.noteRecent(opened.runId).catch(() => undefined);
         return opened;
       }),

@@ -6,7 +6,9 @@
  * already in the library (or bundled) opens in place; anything else is imported (copied) so it
  * survives the original moving away.
  */
-import { realpath, stat } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { mkdtemp, realpath, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import type { OpenedRun } from '../../shared/api';
 import { CodedError } from '../../shared/result';
@@ -182,4 +184,52 @@ export function findElectronBinary(appRoot: string, readText: (p: string) => str
     return { reason: 'the Electron binary is not installed (no internet to download it; run `npm rebuild electron` where there is)' };
   }
   return { path: binary };
+}
+
+export type DumpEngine = 'tensorrt_llm' | 'vllm';
+
+/**
+ * File → Import Engine Dump: a dump of TensorRT-LLM's or vLLM's KV-cache events becomes a run, by
+ * the agent's own translator (`python3 -m kvscope_agent translate`, standard library only), run
+ * locally on a scratch folder that is then imported like any run folder. The translator's message
+ * comes back verbatim when it refuses the dump.
+ */
+export async function importEngineDump(
+  store: RunStore,
+  options: { agentDir: string; python: string; path: string; engine: string; timeoutMs?: number },
+): Promise<OpenedRun> {
+  const engine = String(options.engine ?? '');
+  if (engine !== 'tensorrt_llm' && engine !== 'vllm') throw new CodedError('invalid_argument', `engine: expected tensorrt_llm or vllm, not ${JSON.stringify(engine)}`, { field: 'engine' });
+  const path = String(options.path ?? '');
+  if (!isAbsolute(path)) throw new CodedError('invalid_argument', `the dump needs an absolute path (got ${JSON.stringify(path)})`);
+  if (!(await statOrNull(path))?.isFile()) throw new CodedError('not_found', `no such dump file: ${path}`);
+  const scratch = await mkdtemp(join(tmpdir(), 'kvscope-dump-'));
+  const name = basename(path).replace(/\.(jsonl|json)$/i, '') || 'engine-dump';
+  const out = join(scratch, name.replace(/[^A-Za-z0-9._-]+/g, '-'));
+  try {
+    const { code, stderr } = await new Promise<{ code: number | null; stderr: string }>((resolveRun, reject) => {
+      const child = spawn(options.python, ['-m', 'kvscope_agent', 'translate', '--engine', engine, '--input', path, '--out', out], {
+        env: { ...process.env, PYTHONPATH: options.agentDir },
+        stdio: ['ignore', 'ignore', 'pipe'],
+      });
+      let err = '';
+      child.stderr.on('data', (b: Buffer) => {
+        if (err.length < 64 * 1024) err += b.toString();
+      });
+      const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 300_000);
+      child.on('error', (e) => {
+        clearTimeout(timer);
+        reject(new CodedError('not_found', `cannot run ${options.python} to translate the dump (${e.message}); set the Python for "local" in Settings`));
+      });
+      child.on('close', (c) => {
+        clearTimeout(timer);
+        resolveRun({ code: c, stderr: err });
+      });
+    });
+    if (code !== 0) throw new CodedError('bad_run', `the ${engine} dump could not be translated: ${stderr.trim().split('\n').slice(-6).join(' | ') || `exit ${code}`}`);
+    const listing = await importRun(store, { path: out });
+    return { runId: listing.id, imported: true, listing };
+  } finally {
+    await rm(scratch, { recursive: true, force: true });
+  }
 }

@@ -55,6 +55,7 @@ export function ShellIntegration({ runId }: { runId: string | null }) {
   const [notice, setNotice] = useState<string | null>(null);
   const [dragging, setDragging] = useState(false);
   const [exporting, setExporting] = useState<string | null>(null);
+  const [dumpPath, setDumpPath] = useState<string | null>(null);
   const fileInput = useRef<HTMLInputElement>(null);
   const runRef = useRef(runId);
   runRef.current = runId;
@@ -84,10 +85,11 @@ export function ShellIntegration({ runId }: { runId: string | null }) {
     };
     const importDump = async () => {
       const r = await api.openFileDialog({ purpose: 'engine-dump' });
-      const dump = r.ok && r.value ? r.value : '<dump.json>';
-      setNotice(
-        `Engine dumps are translated by the agent: python3 -m kvscope_agent translate --engine tensorrt_llm|vllm --input ${dump} --out <run folder>, then File → Open Run on that folder.`,
-      );
+      if (!r.ok) {
+        setNotice(`In a browser window, translate the dump on its machine: python3 -m kvscope_agent translate --engine tensorrt_llm|vllm --input DUMP --out DIR, then kvscope open DIR.`);
+        return;
+      }
+      if (r.value) setDumpPath(r.value);
     };
     const act = (action: MenuAction, target?: string) => {
       window.dispatchEvent(new CustomEvent(MENU_EVENT, { detail: { action, runId: target } }));
@@ -186,6 +188,16 @@ export function ShellIntegration({ runId }: { runId: string | null }) {
           Drop a .kvscope file or an events.jsonl to open it
         </div>
       )}
+      {dumpPath && (
+        <EngineDumpDialog
+          path={dumpPath}
+          onDone={(runId, msg) => {
+            setDumpPath(null);
+            if (msg) setNotice(msg);
+            if (runId) showRun(runId);
+          }}
+        />
+      )}
       {exporting && <ExportDialog runId={exporting} onDone={(msg) => (setExporting(null), msg && setNotice(msg))} />}
       {notice && (
         <div className="shell-notice" role="status" data-testid="shell-notice">
@@ -231,6 +243,45 @@ function ExportDialog({ runId, onDone }: { runId: string; onDone: (message: stri
             {busy ? 'Exporting…' : 'Export…'}
           </button>
           <button type="button" onClick={() => onDone(null)}>
+            Cancel
+          </button>
+        </div>
+      </div>
+    </div>
+  );
+}
+
+/** File → Import Engine Dump: which engine wrote it (guessed from the name), then the agent translates it. */
+function EngineDumpDialog({ path, onDone }: { path: string; onDone: (runId: string | null, message: string | null) => void }) {
+  const api = useApi();
+  const name = path.split(/[\\/]/).pop() ?? path;
+  const [engine, setEngine] = useState<'tensorrt_llm' | 'vllm'>(/vllm/i.test(name) ? 'vllm' : 'tensorrt_llm');
+  const [busy, setBusy] = useState(false);
+  const go = async () => {
+    setBusy(true);
+    const r = await api.importEngineDump(path, engine);
+    onDone(r.ok ? r.value.runId : null, r.ok ? `Imported ${name} as ${r.value.listing.name}.` : `Could not import ${name}: ${r.error.message}`);
+  };
+  return (
+    <div className="shell-dialog" role="dialog" aria-modal="true" aria-label="Import engine dump">
+      <div>
+        <h2>Import {name}</h2>
+        <p className="hint">A dump of the engine’s KV-cache events, translated into a KV Scope run by the agent.</p>
+        {(
+          [
+            ['tensorrt_llm', 'TensorRT-LLM (get_kv_cache_events)'],
+            ['vllm', 'vLLM (KVEventBatch)'],
+          ] as const
+        ).map(([id, label]) => (
+          <label key={id} className="row">
+            <input type="radio" name="dump-engine" checked={engine === id} onChange={() => setEngine(id)} /> {label}
+          </label>
+        ))}
+        <div className="row">
+          <button type="button" disabled={busy} onClick={() => void go()}>
+            {busy ? 'Translating…' : 'Import'}
+          </button>
+          <button type="button" onClick={() => onDone(null, null)}>
             Cancel
           </button>
         </div>
