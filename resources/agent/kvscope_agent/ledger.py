@@ -207,8 +207,9 @@ def check_log(path: str | os.PathLike) -> list[Violation]:
     moves = {"offload": 0, "onboard": 0, "evict": 0}
     first_move_seq: dict[str, int] = {}
     in_rounds = False
+    rounds_window: list[int | None] = [None, None]  # t of rounds begin / end
     rounds_blocks = {"onboard": 0, "offload": 0}
-    rounds_xfer = {"h2d": 0, "d2h": 0}
+    cupti_xfers: list[tuple[str, int, int]] = []  # (dir, bytes, start)
     any_cupti = False
     run_end: tuple[int, dict[str, Any]] | None = None
 
@@ -269,12 +270,16 @@ def check_log(path: str | os.PathLike) -> list[Violation]:
         if typ == "phase":
             if ev["name"] == "rounds":
                 in_rounds = ev["state"] == "begin"
+                if isinstance(t, int):
+                    rounds_window[0 if in_rounds else 1] = t
             continue
         if typ == "xfer":
+            # The collector reports copies late (CUPTI buffers), possibly after the rounds
+            # phase has ended: a copy belongs to the rounds by its start time, not its line.
             if ev.get("source") == "cupti":
                 any_cupti = True
-                if in_rounds and ev.get("dir") in rounds_xfer:
-                    rounds_xfer[ev["dir"]] += int(ev.get("bytes") or 0)
+                if ev.get("dir") in ("h2d", "d2h") and isinstance(ev.get("start"), int):
+                    cupti_xfers.append((ev["dir"], int(ev.get("bytes") or 0), ev["start"]))
             continue
         if typ == "run.end":
             run_end = (seq if seq is not None else -1, ev)
@@ -333,7 +338,13 @@ def check_log(path: str | os.PathLike) -> list[Violation]:
                     f"({ledger.gpu_capacity} blocks) holds all {len(stored_ids)} stored",
                 )
 
-    if any_cupti and "gpu" in pools:
+    if any_cupti and "gpu" in pools and rounds_window[0] is not None:
+        lo = rounds_window[0]
+        hi = rounds_window[1] if rounds_window[1] is not None else float("inf")
+        rounds_xfer = {"h2d": 0, "d2h": 0}
+        for d, nbytes, start in cupti_xfers:
+            if lo <= start <= hi:
+                rounds_xfer[d] += nbytes
         bb = int(pools["gpu"]["block_bytes"])
         for op, d in (("onboard", "h2d"), ("offload", "d2h")):
             need = rounds_blocks[op] * bb

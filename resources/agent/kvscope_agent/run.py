@@ -691,9 +691,14 @@ def run_workload(opts: Options, built: Built, users: int, writer: EventWriter, c
         t_q = min(r.t_queued for r in reqs)
         t_d = max(r.t_done for r in reqs)
         ttfts = [r.t_first - r.t_queued for r in reqs]
+        st = engine.step_stats
         writer.emit("round", round=rnd, e2e_ns=t_d - t_q, ttft_ns=ttfts,
-                    service_ttft_ns=[r.t_first - r.t_scheduled for r in reqs])
+                    service_ttft_ns=[r.t_first - r.t_scheduled for r in reqs],
+                    steps=st["steps"], prefill_steps=st["prefill_steps"],
+                    step_ns_mean=st["step_ns"] // max(1, st["steps"]), step_ns_max=st["step_ns_max"],
+                    sync_ns=st["sync_ns"])
         print(f"round {rnd}: e2e {(t_d - t_q) / 1e6:.1f} ms, ttft mean {sum(ttfts) / len(ttfts) / 1e6:.1f} ms, "
+              f"{st['steps']} steps of {st['step_ns'] / max(1, st['steps']) / 1e6:.1f} ms (sync {st['sync_ns'] / 1e6:.0f} ms), "
               f"blocks on/off/evict {engine.ledger.counts['onboard']}/{engine.ledger.counts['offload']}/"
               f"{engine.ledger.counts['evict']}", file=sys.stderr, flush=True)
         if rnd >= 1:

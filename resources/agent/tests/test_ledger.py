@@ -151,3 +151,35 @@ def test_cli_check_exit_codes(tmp_path):
     assert r.returncode == 2 and "cannot read" in r.stderr
     r = subprocess.run([sys.executable, "-m", "kvscope_agent", "bogus"], env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "unknown command" in r.stderr
+
+
+def test_cupti_bytes_must_cover_moved_blocks_by_copy_start_time(tmp_path):
+    def log(name, h2d_bytes):
+        p = tmp_path / name
+        write_log(
+            p,
+            POOLS
+            + [
+                ("blocks", dict(op="store", ids=["a", "b"])),
+                ("blocks", dict(op="offload", ids=["a"])),
+                ("blocks", dict(op="store", ids=["c"])),
+                ("phase", dict(name="rounds", state="begin")),
+                ("blocks", dict(op="offload", ids=["b"])),
+                ("blocks", dict(op="onboard", ids=["a"])),
+                ("phase", dict(name="rounds", state="end")),
+            ],
+        )
+        evs = [json.loads(x) for x in p.read_text().splitlines()]
+        lo, hi = evs[-2]["t"], evs[-1]["t"]
+        with open(p, "a") as f:  # the collector's late line: emitted after the phase ended
+            for seq, (direction, nbytes, start) in enumerate(
+                # the d2h before the rounds (lo - 1) does not count; the one inside does
+                [("h2d", h2d_bytes, (lo + hi) // 2), ("d2h", 100, lo - 1), ("d2h", 100, hi)], start=len(evs)
+            ):
+                f.write(json.dumps({"seq": seq, "t": hi + 10, "type": "xfer", "dir": direction, "bytes": nbytes,
+                                    "start": start, "end": start + 5, "src_mem": "pinned", "dst_mem": "device",
+                                    "device": 0, "stream": 1, "source": "cupti"}) + "\n")
+        return p
+
+    assert check_log(log("ok.jsonl", 100)) == []
+    assert [v.rule for v in check_log(log("short.jsonl", 99))] == ["xfer-short"]

@@ -143,7 +143,6 @@ class PagedKVCache:
         self.row_elems = kvh * hd
         self.block_elems = L * 2 * block_tokens * self.row_elems
         self.block_bytes = block_bytes_for(cfg, block_tokens, self.dtype)
-        self.layer_stride = 2 * block_tokens  # rows between layer l and l+1 of one block
         shape = (self.num_blocks, L, 2, block_tokens, kvh, hd)
         requested = self.num_blocks * self.block_bytes
         free = None
@@ -178,31 +177,38 @@ class PagedKVCache:
     # ---- rows: where each token's K and V live in the pool -------------------------------
 
     def request_rows(self, table: Sequence[int]) -> torch.Tensor:
-        """Row index (layer 0, K) of every token position a request may hold, from its block
-        table; layer l adds l*layer_stride, V adds block_tokens."""
-        t = torch.tensor(list(table), dtype=torch.long).to(self.device, non_blocking=True)
-        stride = self.cfg.layers * self.layer_stride
-        return (t[:, None] * stride + self._arange_bt[None, :]).reshape(-1)
+        """[layers, 2 × positions] pool rows of a request, from its block table, built once at
+        admission: for layer l, position p, rows[l, 2p] holds K and rows[l, 2p + 1] holds V.
+        Interleaving K and V lets one index_copy_ write and one index_select read both (the step
+        loop is launch-bound at small batch: fewer, larger ops). 8 bytes × 2 × layers per
+        position: 9 MB for a 17k-token request of an 8B model."""
+        t = torch.tensor(list(table), dtype=torch.long)
+        if self.cuda:
+            t = t.pin_memory()
+        t = t.to(self.device, non_blocking=True)
+        L, bt = self.cfg.layers, self.block_tokens
+        pos = (t[:, None] * (L * 2 * bt) + self._arange_bt[None, :]).reshape(-1)  # layer 0, K
+        layer = torch.arange(L, device=self.device, dtype=torch.long) * (2 * bt)
+        kv = torch.arange(2, device=self.device, dtype=torch.long) * bt
+        return (pos[None, :, None] + layer[:, None, None] + kv[None, None, :]).reshape(L, -1)
 
-    def write(self, layer: int, rows: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
-        base = rows + layer * self.layer_stride
+    def write(self, layer: int, rows: torch.Tensor, start: int, k: torch.Tensor, v: torch.Tensor) -> None:
+        """K/V of positions start..start+n-1 (k, v [n, kv_heads, head_dim]) into the pool."""
         n = k.shape[0]
-        kd, vd = k.reshape(n, -1), v.reshape(n, -1)
+        data = torch.stack((k.reshape(n, -1), v.reshape(n, -1)), dim=1).reshape(2 * n, -1)
         if self.fp8:
-            kd = self._to_storage(kd).view(torch.uint8)
-            vd = self._to_storage(vd).view(torch.uint8)
-        self.rows.index_copy_(0, base, kd.to(self.rows.dtype) if not self.fp8 else kd)
-        self.rows.index_copy_(0, base + self.block_tokens, vd.to(self.rows.dtype) if not self.fp8 else vd)
+            data = self._to_storage(data).view(torch.uint8)
+        elif data.dtype != self.rows.dtype:
+            data = data.to(self.rows.dtype)
+        self.rows.index_copy_(0, rows[layer, 2 * start : 2 * (start + n)], data)
 
-    def read(self, layer: int, rows: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        base = rows + layer * self.layer_stride
-        kvh, hd = self.cfg.kv_heads, self.cfg.head_dim
-        k = self.rows.index_select(0, base)
-        v = self.rows.index_select(0, base + self.block_tokens)
+    def read(self, layer: int, rows: torch.Tensor, length: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """K, V of positions 0..length-1 ([length, kv_heads, head_dim] views of one gather)."""
+        kv = self.rows.index_select(0, rows[layer, : 2 * length])
         if self.fp8:
-            k = self._from_storage(k.view(torch.float8_e4m3fn), dtype)
-            v = self._from_storage(v.view(torch.float8_e4m3fn), dtype)
-        return k.view(-1, kvh, hd), v.view(-1, kvh, hd)
+            kv = self._from_storage(kv.view(torch.float8_e4m3fn), dtype)
+        kv = kv.view(length, 2, self.cfg.kv_heads, self.cfg.head_dim)
+        return kv[:, 0], kv[:, 1]
 
     # ---- block copies ---------------------------------------------------------------------
 

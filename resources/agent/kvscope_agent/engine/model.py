@@ -57,7 +57,13 @@ def make_linear(in_features: int, out_features: int, weight_format: str, device:
     return RandomLinear(in_features, out_features, device, dtype, generator)
 
 
+_FUSED_RMS = hasattr(F, "rms_norm")  # PyTorch 2.4+
+
+
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    if _FUSED_RMS and x.is_cuda:
+        # One op instead of eight: the decode step is launch-bound at small batch.
+        return F.rms_norm(x, (x.shape[-1],), weight, eps)
     # Computed in fp32 as Hugging Face LlamaRMSNorm does, then cast back.
     xf = x.float()
     xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
@@ -153,7 +159,7 @@ class Piece:
     token_dev: torch.Tensor | None  # [n] device ids (decode: the last sampled token, never synced)
     start: int
     n: int
-    rows: torch.Tensor  # pool row (layer 0, K) of each of the request's positions (cache.request_rows)
+    rows: torch.Tensor  # the request's pool rows, [layers, 2 × positions] (cache.request_rows)
     want_logits: bool
 
 
@@ -203,35 +209,37 @@ class LlamaModel(torch.nn.Module):
         cfg = self.cfg
         dev = self.device
         hd = cfg.head_dim
+        # No pageable host->device copy in the step: such a copy waits for the stream to drain,
+        # which would serialise the CPU's kernel launches with the GPU's work every step.
         ids_parts: list[torch.Tensor] = []
-        pos_parts: list[int] = []
+        pos_parts: list[torch.Tensor] = []
         for p in pieces:
             if p.token_dev is not None:
                 ids_parts.append(p.token_dev.reshape(-1))
             else:
-                ids_parts.append(torch.tensor(list(p.token_ids), dtype=torch.long).to(dev, non_blocking=True))
-            pos_parts.extend(range(p.start, p.start + p.n))
+                t = torch.tensor(list(p.token_ids), dtype=torch.long)
+                if dev.type == "cuda":
+                    t = t.pin_memory()
+                ids_parts.append(t.to(dev, non_blocking=True))
+            pos_parts.append(torch.arange(p.start, p.start + p.n, device=dev, dtype=torch.long))
         ids = torch.cat(ids_parts) if len(ids_parts) > 1 else ids_parts[0]
-        positions = torch.tensor(pos_parts, dtype=torch.long).to(dev, non_blocking=True)
+        positions = torch.cat(pos_parts) if len(pos_parts) > 1 else pos_parts[0]
         cos, sin = self._rope_tables(positions)
-        # Per piece: pool rows to write this step's K/V into, and rows of its whole context.
-        layouts = [(p.rows[p.start : p.start + p.n], p.rows[: p.start + p.n]) for p in pieces]
         x = self.embed[ids]
         q_size, kv_size = cfg.heads * hd, cfg.kv_heads * hd
         for li, layer in enumerate(self.layers):
             h = rms_norm(x, layer.norm1, cfg.rms_eps)
             qkv = layer.qkv(h)
-            q = qkv[:, :q_size].reshape(-1, cfg.heads, hd)
-            k = qkv[:, q_size : q_size + kv_size].reshape(-1, cfg.kv_heads, hd)
+            # RoPE on q and k in one go (they are adjacent in the fused projection).
+            qk = rope(qkv[:, : q_size + kv_size].reshape(-1, cfg.heads + cfg.kv_heads, hd), cos, sin)
+            q, k = qk[:, : cfg.heads], qk[:, cfg.heads :]
             v = qkv[:, q_size + kv_size :].reshape(-1, cfg.kv_heads, hd)
-            q = rope(q, cos, sin)
-            k = rope(k, cos, sin)
             outs = []
             off = 0
-            for p, lay in zip(pieces, layouts):
+            for p in pieces:
                 sl = slice(off, off + p.n)
-                cache.write(li, lay[0], k[sl], v[sl])
-                kc, vc = cache.read(li, lay[1], self.dtype)
+                cache.write(li, p.rows, p.start, k[sl], v[sl])
+                kc, vc = cache.read(li, p.rows, p.start + p.n, self.dtype)
                 outs.append(attention(q[sl], kc, vc, p.start))
                 off += p.n
             o = torch.cat(outs) if len(outs) > 1 else outs[0]
@@ -247,6 +255,9 @@ class LlamaModel(torch.nn.Module):
                 rows.append(off - 1)
         if not rows:
             return None
-        last = x[torch.tensor(rows, dtype=torch.long).to(dev, non_blocking=True)]
+        if rows == list(range(len(rows))) and len(rows) == x.shape[0]:
+            last = x
+        else:
+            last = torch.stack([x[i] for i in rows])  # views + one kernel: no index upload
         logits = self.lm_head(rms_norm(last, self.norm, cfg.rms_eps)).float()
         return logits if return_logits else torch.argmax(logits, dim=-1)

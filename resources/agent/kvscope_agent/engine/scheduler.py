@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import struct
+import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -378,6 +379,9 @@ class Engine:
     def run_requests(self, reqs: Sequence[Request], now: Callable[[], int]) -> None:
         """Queue all `reqs` together (in order) and run them to completion."""
         queue: deque[Request] = deque()
+        # Step statistics of this call (the round line carries them): the step loop is
+        # launch-bound at small batch, so where its time goes is worth seeing in every run.
+        self.step_stats = {"steps": 0, "step_ns": 0, "step_ns_max": 0, "sync_ns": 0, "prefill_steps": 0}
         for r in reqs:
             r.t_queued = now()
             self._emit("req", t=r.t_queued, user=r.user, round=r.round, phase="queued")
@@ -400,7 +404,13 @@ class Engine:
                 raise CapacityError(
                     f"request of user {queue[0].user} round {queue[0].round} does not fit the gpu pool even when empty"
                 )
+            t0 = time.perf_counter_ns()
             self._step(running, now)
+            dt = time.perf_counter_ns() - t0
+            st = self.step_stats
+            st["steps"] += 1
+            st["step_ns"] += dt
+            st["step_ns_max"] = max(st["step_ns_max"], dt)
             for r in [r for r in running if r.n_gen >= r.output_tokens]:
                 running.remove(r)
             self._emit_copy_records(wait=False)
@@ -444,11 +454,15 @@ class Engine:
             # Decode fills a block at its last position: its id needs the sampled tokens.
             if p.n == 1 and (p.start + 1) % self.bt == 0 and not r.prefilling:
                 need_sync.append(r)
+        if any(p.n > 1 for p in pieces):
+            self.step_stats["prefill_steps"] += 1
         if first or finished or need_sync:
             # One device sync: the first token's time is when it exists on the host (TTFT), and
             # block ids need token values. Other decode steps run without a sync.
+            t0 = time.perf_counter_ns()
             for r in set(first) | set(finished) | set(need_sync):
                 self._flush_tokens(r)
+            self.step_stats["sync_ns"] += time.perf_counter_ns() - t0
         t = now()
         for r in first:
             r.t_first = t
