@@ -1,12 +1,14 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Ajv from 'ajv';
-import { load } from 'js-yaml';
+import { createRequire } from 'node:module';
 import { describe, expect, it } from 'vitest';
 
 // electron-builder reads electron-builder.yml with js-yaml and validates it against this schema
 // (app-builder-lib/scheme.json); the same two steps here catch a typo before `npm run dist` does.
 const root = process.cwd();
+// js-yaml comes with electron-builder (app-builder-lib reads this file with it); untyped here on purpose.
+const { load } = createRequire(join(root, 'node_modules/app-builder-lib/package.json'))('js-yaml') as { load(text: string): unknown };
 const config = load(readFileSync(join(root, 'electron-builder.yml'), 'utf8')) as Record<string, unknown>;
 
 describe('electron-builder configuration', () => {
