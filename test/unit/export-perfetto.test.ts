@@ -192,6 +192,17 @@ describe('Perfetto export, derived cases', () => {
     expect(r.badLineSamples.some((b) => /cut off|damaged|no newline/.test(b.message))).toBe(true);
   });
 
+  it('exports what was readable from a damaged .kvscope file, and says it was cut off', async () => {
+    const { writeKvscopeFile } = await import('../../src/main/core/export/kvscope-file');
+    const whole = join(dir, 'whole.kvscope');
+    await writeKvscopeFile(FIXTURE, meta, whole);
+    const bytes = readFileSync(whole);
+    const { r, doc } = await exportText('cut.kvscope', bytes.subarray(0, bytes.length - 30));
+    expect(checkTrace(doc).problems).toEqual([]);
+    expect(r.events).toBeGreaterThan(fixture.length / 2);
+    expect(r.badLineSamples.some((b) => b.reason === 'truncated' && /cut off|damaged/.test(b.message))).toBe(true);
+  });
+
   it('waits for a slow destination (backpressure) and writes the same bytes as to a fast one', async () => {
     const run = (slow: boolean) =>
       new Promise<{ text: string; maxPending: number }>((resolve, reject) => {

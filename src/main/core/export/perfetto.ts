@@ -909,10 +909,12 @@ export async function writePerfettoTrace(
     }
   } catch (e) {
     const code = (e as { code?: string }).code;
-    if (code !== 'Z_BUF_ERROR' && code !== 'Z_DATA_ERROR') throw e;
-    // A cut-off .gz: export every event that decompressed, and say so.
+    // A cut-off .gz, or a damaged .kvscope (its reader throws bad_run after yielding what it could):
+    // export every event that was readable, and say so.
+    if (code !== 'Z_BUF_ERROR' && code !== 'Z_DATA_ERROR' && code !== 'bad_run') throw e;
     decoder.end();
-    builder.badLine({ reason: 'truncated', offset: bytesRead, line: decoder.lines + 1, seq: null, message: `compressed log is damaged or cut off after ${bytesRead} bytes (${(e as Error).message})` });
+    const what = code === 'bad_run' ? (e as Error).message : `compressed log is damaged or cut off after ${bytesRead} bytes (${(e as Error).message})`;
+    builder.badLine({ reason: 'truncated', offset: bytesRead, line: decoder.lines + 1, seq: null, message: what });
   }
   decoder.end();
   const report = builder.finish();

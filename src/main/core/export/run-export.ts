@@ -114,13 +114,17 @@ export async function exportLog(o: ExportOptions): Promise<ExportResult> {
     const analyzer = new RunAnalyzer();
     const bad: BadLine[] = [];
     let badLines = 0;
-    await readEventFile(o.logFile, {
-      onEvent: (e) => analyzer.push(e),
-      onBadLine: (b) => {
-        badLines++;
-        if (bad.length < 20) bad.push(b);
-      },
-    });
+    const onBadLine = (b: BadLine) => {
+      badLines++;
+      if (bad.length < 20) bad.push(b);
+    };
+    try {
+      await readEventFile(o.logFile, { onEvent: (e) => analyzer.push(e), onBadLine });
+    } catch (e) {
+      // A damaged .kvscope yields what it could, then says why it stopped: tabulate what was read.
+      if (!(e instanceof CodedError && e.code === 'bad_run')) throw e;
+      onBadLine({ reason: 'truncated', offset: -1, line: -1, seq: null, message: e.message });
+    }
     analyzer.finish();
     const a = analyzer.result();
     const files = await writeCsv(a, o.dest, o.table);
