@@ -14,7 +14,8 @@
 #   5. KV round trip: bf16 -> e4m3 -> bf16 error, saturation, bit-exact pinned-host round trip
 #   6. the engine's attention over one user's FP8 KV at 17,280 tokens (decode and prefill chunks):
 #      per-layer time and peak memory, inputs to the issue 9 run-time estimate
-#   7. tests/test_fp8.py (pytest if installed, else its own runner)
+#   7. bench/issue9-fp8-check.py: 70B-shape accuracy and the decode-call time breakdown
+#   8. tests/test_fp8.py (pytest if installed, else its own runner)
 set -u
 cd "$(dirname "$0")/../.."
 OUT="${OUT:-/tmp/kvscope-smoke}"
@@ -215,6 +216,10 @@ with open(os.path.join(out, "smoke-fp8.json"), "w") as f:
 print("SMOKE", "FAIL " + ",".join(res["fails"]) if res["fails"] else "OK", flush=True)
 EOF
 echo "python exit: ${PIPESTATUS[0]}"
+
+# 70B-shape accuracy again plus where a decode-sized FP8 call spends its time (host issue cost,
+# quantisation, product, scale-pointer reuse, bf16 beside, profiler table): ~15 s
+timeout 40 "$PY" bench/issue9-fp8-check.py "$OUT/issue9-fp8-check.json" 2>&1 | tail -40
 
 cd resources/agent
 if "$PY" -c "import pytest" 2>/dev/null; then

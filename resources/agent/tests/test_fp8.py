@@ -146,6 +146,20 @@ def test_cpu_from_random_distribution_and_exact_amax() -> None:
         assert 0.01 < err < 0.04, err
 
 
+def test_cpu_activation_scale_is_exact_in_the_input_dtype() -> None:
+    _need_float8()
+    x = (torch.randn(64, 256, generator=_gen(4)) * 3.7).to(torch.bfloat16)
+    q, s = fp8.quantize_per_tensor(x)
+    assert q.dtype == torch.float8_e4m3fn and s.dtype == torch.float32 and s.dim() == 0
+    # the scale is a bf16 value, so x / scale used exactly the scale the product is rescaled by
+    assert float(s.to(torch.bfloat16).float()) == float(s)
+    assert float(q.float().abs().max()) == fp8.E4M3_MAX and not torch.isnan(q.float()).any()
+    assert rel_err(q.float() * s, x.float()) < 0.035
+    buf = torch.empty((), dtype=torch.float32)
+    q2, s2 = fp8.quantize_per_tensor(x, buf)
+    assert s2 is buf and float(buf) == float(s) and torch.equal(q2.view(torch.uint8), q.view(torch.uint8))
+
+
 def test_cpu_zero_input_gives_zero_output() -> None:
     _need_float8()
     layer = fp8.Fp8Linear.from_random(64, 32, "cpu", _gen(3))
@@ -237,9 +251,13 @@ def test_gpu_from_random_matches_cpu_emulation() -> None:
     x = torch.randn(16, 512, device="cuda").to(torch.bfloat16)
     gpu = layer(x).float().cpu()
     cpu_layer = fp8.Fp8Linear(layer.weight.cpu(), layer.scale.cpu())
-    emu = cpu_layer(x.cpu().float()).float()
-    # same quantised operands; differences are accumulation order and bf16 output rounding
+    # the same bf16 input on both sides, so the same activation scale and e4m3 values; what is
+    # left is accumulation order and bf16 output rounding (an fp32 input would take another
+    # scale and other roundings: 0.016 apart on the H100)
+    emu = cpu_layer(x.cpu()).float()
     assert rel_err(gpu, emu) < 0.01
+    # a second call reuses the layer's activation-scale buffer: results must not change
+    assert torch.equal(layer(x).float().cpu(), gpu)
 
 
 if __name__ == "__main__":

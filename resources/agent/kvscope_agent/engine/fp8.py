@@ -197,17 +197,32 @@ def _require(device: torch.device) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def quantize_per_tensor(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+def quantize_per_tensor(
+    x: torch.Tensor, scale_out: Optional[torch.Tensor] = None
+) -> Tuple[torch.Tensor, torch.Tensor]:
     """x -> (e4m3 tensor, float32 0-dim dequantisation scale) with amax(|x|) mapped to 448.
 
-    amax is taken in x's own dtype (the max of |bf16| is a bf16 value, so nothing is lost) by one
-    reduction kernel. No clamp before the cast: |x / scale| <= 448 up to one rounding of the
-    division, and anything below 464 rounds to 448 in e4m3, never to NaN.
+    amax is taken in x's own dtype (the max of |bf16| is a bf16 value, nothing is lost) by one
+    reduction kernel, and the scale is kept in x's dtype too: `x / scale` would otherwise round a
+    float32 scale to bf16 first (a 0-dim tensor does not promote a bf16 operand), and the product
+    would be rescaled by a slightly different number than the one the quantisation used (up to
+    2^-9 relative, the same for every output). The float32 scale handed back is that bf16 value
+    widened, exactly. No clamp before the cast: |x / scale| <= 448 × (1 + 2^-8) < 464, which
+    rounds to 448 in e4m3, never to NaN.
+
+    `scale_out` (float32, 0-dim): write the scale there and return it, so the caller can pass
+    torch._scaled_mm the same scale tensor on every call (see `Fp8Linear._forward_cuda`).
     """
     dt = fp8_dtype()
-    amax = torch.linalg.vector_norm(x, ord=float("inf")).float()
-    scale = torch.clamp(amax, min=_AMAX_EPS) / E4M3_MAX
-    return (x / scale).to(dt), scale
+    amax = torch.linalg.vector_norm(x, ord=float("inf"))
+    if amax.dtype not in (torch.bfloat16, torch.float16, torch.float32):
+        amax = amax.float()
+    scale = torch.clamp(amax / E4M3_MAX, min=torch.finfo(amax.dtype).tiny)
+    q = (x / scale).to(dt)
+    if scale_out is None:
+        return q, scale.float()
+    scale_out.copy_(scale)
+    return q, scale_out
 
 
 def _quantize_rows(w: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -379,7 +394,7 @@ class Fp8Linear(nn.Module):
         m = x2.shape[0]
         if m == 0:
             return x2.new_empty((0, self.out_features), dtype=out_dtype)
-        x_q, sx = quantize_per_tensor(x2)
+        x_q, sx = quantize_per_tensor(x2, self._scale_buffer(x2.device))
         if _PAD_M and m % 16:
             x_q = torch.nn.functional.pad(x_q.view(torch.uint8), (0, 0, 0, 16 - m % 16)).view(x_q.dtype)
         try:
@@ -393,6 +408,20 @@ class Fp8Linear(nn.Module):
             out = self._mm(x_q, sx, out_dtype)
         return out[:m] if out.shape[0] != m else out
 
+    def _scale_buffer(self, device: torch.device, rows: int = 0) -> torch.Tensor:
+        """A float32 activation-scale tensor that lives as long as the layer: 0-dim, or (rows, 1)
+        for row-wise mode. torch._scaled_mm hands scale *pointers* to cuBLASLt as matmul
+        descriptor attributes; with a fresh tensor per call every call presents a new descriptor,
+        with the same one the library sees an identical problem each decode step. Safe to reuse:
+        each call writes it on the compute stream before its product reads it, and the next call
+        of this layer is queued after that product."""
+        bufs = self.__dict__.setdefault("_act_scale_bufs", {})
+        b = bufs.get(rows)
+        if b is None or b.device != device:
+            shape = (rows, 1) if rows else ()
+            b = bufs[rows] = torch.empty(shape, dtype=torch.float32, device=device)
+        return b
+
     def _mm(self, x_q: torch.Tensor, sx: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
         w_t = self.weight.t()  # (K, N) column-major view, no copy
         if not self.per_channel:
@@ -400,7 +429,8 @@ class Fp8Linear(nn.Module):
         index = _device_index(self.weight.device)
         if _probe(index, "row")[0]:
             # row-wise mode: scale_a (M, 1) and scale_b (1, N), both float32 contiguous
-            sa = sx.reshape(1, 1).expand(x_q.shape[0], 1).contiguous()
+            sa = self._scale_buffer(x_q.device, x_q.shape[0])
+            sa.copy_(sx.reshape(1, 1).expand(x_q.shape[0], 1))
             return _scaled_mm(x_q, w_t, sa, self.scale.reshape(1, -1), torch.bfloat16, self.fast_accum).to(out_dtype)
         # no row-wise kernel (PyTorch < 2.5, or sm_89): tensor-wise product in fp32, channel scales after
         one = torch.ones((), dtype=torch.float32, device=x_q.device)
