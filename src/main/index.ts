@@ -37,6 +37,8 @@ const trusted = trustedRenderer(rendererUrl, pathToFileURL(join(__dirname, '../r
 // package.json's "name" (kvscope), not the product.
 app.setName('KV Scope');
 app.setPath('userData', defaultDataDir());
+// Every renderer sandboxed, whatever its webPreferences say (must run before 'ready').
+app.enableSandbox();
 
 /**
  * The OS keychain for "remember". On Linux without a keyring daemon safeStorage falls back to

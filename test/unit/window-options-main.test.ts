@@ -105,6 +105,7 @@ vi.mock('electron', () => {
   rec.state.notifications = notifications;
   const app = {
     setName: () => undefined,
+    enableSandbox: () => void (rec.state.sandboxAll = true),
     setPath: (k: string, v: string) => void paths.set(k, v),
     getPath: (k: string) => paths.get(k) ?? '/nonexistent',
     requestSingleInstanceLock: () => true,
@@ -181,6 +182,7 @@ describe('index.ts wiring (recording electron stand-in)', () => {
   });
 
   it('builds its one window from the hardened options, centred by the window-state rules', () => {
+    expect(rec.state.sandboxAll).toBe(true);
     expect(win().options.webPreferences).toEqual({ ...HARDENED_WEB_PREFERENCES, preload: expect.stringMatching(/preload[/\\]index\.cjs$/) });
     expect(win().options).toMatchObject({ x: 240, y: 90, width: 1440, height: 900, show: false });
   });
