@@ -13,7 +13,7 @@
  * source is absent only adds, an add to a pool that already holds the block only removes; a pool
  * over its capacity grows cells past capacity_blocks (drawn beyond the grid) instead of losing blocks.
  */
-import type { BlockOp, KvEvent, PoolName, XferEvent } from './protocol';
+import type { BlockOp, KvEvent, PoolName, XferDir, XferEvent } from './protocol';
 
 export const OP_CODE: Record<BlockOp, number> = { store: 0, offload: 1, onboard: 2, evict: 3, hit: 4 };
 export const OP_NAMES: readonly BlockOp[] = ['store', 'offload', 'onboard', 'evict', 'hit'];
@@ -132,10 +132,17 @@ export class ReplayModel {
   /** Compile-time location of each block: slot in gpu / host, or NONE. */
   private readonly where: [Column<Int32Array>, Column<Int32Array>] = [new Column(i32(1024), i32), new Column(i32(1024), i32)];
 
-  readonly xfer: Record<'h2d' | 'd2h', { ends: number[]; bytes: number[]; sorted: XferSeries | null }> = {
-    h2d: { ends: [], bytes: [], sorted: null },
-    d2h: { ends: [], bytes: [], sorted: null },
+  /** Every copy, per direction, as columns in log order (the timeline's lanes are built from them). */
+  readonly xfer: Record<XferDir, { start: Column<Float64Array>; end: Column<Float64Array>; bytes: Column<Float64Array>; sorted: XferSeries | null }> = {
+    h2d: { start: new Column(f64(1024), f64), end: new Column(f64(1024), f64), bytes: new Column(f64(1024), f64), sorted: null },
+    d2h: { start: new Column(f64(1024), f64), end: new Column(f64(1024), f64), bytes: new Column(f64(1024), f64), sorted: null },
+    d2d: { start: new Column(f64(16), f64), end: new Column(f64(16), f64), bytes: new Column(f64(16), f64), sorted: null },
+    h2h: { start: new Column(f64(16), f64), end: new Column(f64(16), f64), bytes: new Column(f64(16), f64), sorted: null },
   };
+  /** Earliest time seen on any line or copy (ns). */
+  minT = Infinity;
+  /** GPU 0's memory, from run.start (the GPU memory track's top). */
+  gpuMemoryTotal: number | null = null;
   /** nvidia-smi samples of GPU 0: mem_used_bytes, util_pct, pcie_rx, pcie_tx (NaN when absent). */
   readonly gpuSamples: ReplaySample[] = [];
   /** Request phases for "round and request in progress". */
@@ -147,6 +154,11 @@ export class ReplayModel {
 
   /** Highest cell ever filled + 1, per pool: the part of a huge pool the run actually used. */
   readonly usedCells: [number, number] = [0, 0];
+
+  /** seq of the last line applied (−1 before any). */
+  get lastSeqSeen(): number {
+    return this.lastSeq;
+  }
 
   get moveCount(): number {
     return this.t.length;
@@ -163,9 +175,11 @@ export class ReplayModel {
       if (e.seq <= this.lastSeq) continue;
       this.lastSeq = e.seq;
       if (e.t > this.endT) this.endT = e.t;
+      if (e.t < this.minT) this.minT = e.t;
       switch (e.type) {
         case 'run.start':
           this.startT = e.t;
+          this.gpuMemoryTotal = e.host.gpus[0]?.memory_total_bytes ?? null;
           break;
         case 'run.end':
           this.ended = true;
@@ -180,6 +194,7 @@ export class ReplayModel {
         case 'xfer':
           this.addXfer(e);
           if (e.end > this.endT) this.endT = e.end;
+          if (e.start < this.minT) this.minT = e.start;
           break;
         case 'gpu':
           if (e.index === 0) {
@@ -295,9 +310,10 @@ export class ReplayModel {
   }
 
   private addXfer(e: XferEvent): void {
-    if (e.dir !== 'h2d' && e.dir !== 'd2h') return;
     const x = this.xfer[e.dir];
-    x.ends.push(e.end);
+    if (!x) return;
+    x.start.push(e.start);
+    x.end.push(e.end);
     x.bytes.push(e.bytes);
     x.sorted = null;
   }
@@ -305,17 +321,31 @@ export class ReplayModel {
   /** The transfers of one direction ordered by end time with running byte totals. */
   xferSeries(dir: 'h2d' | 'd2h'): XferSeries {
     const x = this.xfer[dir];
-    if (x.sorted && x.sorted.length === x.ends.length) return x.sorted;
-    const n = x.ends.length;
-    const order = Array.from({ length: n }, (_, i) => i).sort((a, b) => x.ends[a]! - x.ends[b]!);
+    const n = x.end.length;
+    if (x.sorted && x.sorted.length === n) return x.sorted;
+    const ends = x.end.data;
+    const bytes = x.bytes.data;
+    let ordered = true;
+    for (let i = 1; i < n && ordered; i++) if (ends[i]! < ends[i - 1]!) ordered = false;
     const end = new Float64Array(n);
     const cumBytes = new Float64Array(n);
     let acc = 0;
-    for (let k = 0; k < n; k++) {
-      const i = order[k]!;
-      end[k] = x.ends[i]!;
-      acc += x.bytes[i]!;
-      cumBytes[k] = acc;
+    if (ordered) {
+      for (let i = 0; i < n; i++) {
+        end[i] = ends[i]!;
+        acc += bytes[i]!;
+        cumBytes[i] = acc;
+      }
+    } else {
+      const order = new Uint32Array(n);
+      for (let i = 0; i < n; i++) order[i] = i;
+      order.sort((a, b) => ends[a]! - ends[b]!);
+      for (let k = 0; k < n; k++) {
+        const i = order[k]!;
+        end[k] = ends[i]!;
+        acc += bytes[i]!;
+        cumBytes[k] = acc;
+      }
     }
     x.sorted = { end, cumBytes, length: n };
     return x.sorted;

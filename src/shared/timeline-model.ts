@@ -7,7 +7,7 @@
  * to on a live tail by rebuilding lanes lazily).
  */
 import type { KvEvent, XferDir } from './protocol';
-import { lowerBound, OP_CODE, POOL_GPU, POOL_HOST, type ReplayModel } from './replay';
+import { compileReplay, lowerBound, OP_CODE, POOL_GPU, POOL_HOST, type ReplayModel } from './replay';
 
 export interface XferLane {
   dir: XferDir;
@@ -55,119 +55,87 @@ export interface TimelineModel {
   blockBytes: number | null;
 }
 
-function laneFrom(dir: XferDir, starts: number[], ends: number[], bytes: number[]): XferLane {
-  const n = starts.length;
+function laneFrom(dir: XferDir, starts: Float64Array, ends: Float64Array, bytes: Float64Array, n: number): XferLane {
   let sorted = true;
   for (let i = 1; i < n && sorted; i++) if (starts[i]! < starts[i - 1]!) sorted = false;
-  let order: ArrayLike<number> | null = null;
+  let order: Uint32Array | null = null;
   if (!sorted) {
-    const idx = new Uint32Array(n);
-    for (let i = 0; i < n; i++) idx[i] = i;
-    const s = Float64Array.from(starts);
-    order = idx.sort((a, b) => s[a]! - s[b]!);
+    // CUPTI flushes per stream, so copies of two streams interleave out of start order.
+    order = new Uint32Array(n);
+    for (let i = 0; i < n; i++) order[i] = i;
+    order.sort((a, b) => starts[a]! - starts[b]!);
   }
   const lane: XferLane = { dir, start: new Float64Array(n), end: new Float64Array(n), bytes: new Float64Array(n), length: n, maxDur: 0, totalBytes: 0 };
+  let maxDur = 0;
+  let total = 0;
   for (let k = 0; k < n; k++) {
     const i = order ? order[k]! : k;
     const s = starts[i]!;
-    const e = Math.max(s, ends[i]!);
+    const e0 = ends[i]!;
+    const e = e0 > s ? e0 : s;
     lane.start[k] = s;
     lane.end[k] = e;
     lane.bytes[k] = bytes[i]!;
-    if (e - s > lane.maxDur) lane.maxDur = e - s;
-    lane.totalBytes += bytes[i]!;
+    if (e - s > maxDur) maxDur = e - s;
+    total += bytes[i]!;
   }
+  lane.maxDur = maxDur;
+  lane.totalBytes = total;
   return lane;
 }
 
-/** Builds the model from a run's events and its compiled replay (for pool occupancy). */
+/**
+ * Builds the model from a run's compiled replay, which already holds every copy in typed columns,
+ * the requests and the nvidia-smi samples (one pass over the events, done once when the run
+ * opens); `events` is compiled here only when no replay is given.
+ */
 export function buildTimelineModel(events: readonly KvEvent[], replay: ReplayModel | null): TimelineModel {
-  const xs: Record<string, { s: number[]; e: number[]; b: number[] }> = {};
-  const reqs = new Map<string, RequestBar>();
-  const users = new Set<number>();
-  const gpu: Record<'gpu_mem' | 'gpu_util' | 'pcie_rx' | 'pcie_tx', { t: number[]; v: number[] }> = {
-    gpu_mem: { t: [], v: [] },
-    gpu_util: { t: [], v: [] },
-    pcie_rx: { t: [], v: [] },
-    pcie_tx: { t: [], v: [] },
-  };
-  let t0 = Infinity;
-  let t1 = -Infinity;
-  let memTotal: number | null = null;
-  let blockBytes: number | null = null;
-  for (const e of events) {
-    if (e.t < t0) t0 = e.t;
-    if (e.t > t1) t1 = e.t;
-    switch (e.type) {
-      case 'run.start':
-        memTotal = e.host.gpus[0]?.memory_total_bytes ?? null;
-        break;
-      case 'pool':
-        if (e.pool === 'gpu') blockBytes = e.block_bytes;
-        break;
-      case 'xfer': {
-        const l = (xs[e.dir] ??= { s: [], e: [], b: [] });
-        l.s.push(e.start);
-        l.e.push(e.end);
-        l.b.push(e.bytes);
-        if (e.start < t0) t0 = e.start;
-        if (e.end > t1) t1 = e.end;
-        break;
-      }
-      case 'req': {
-        users.add(e.user);
-        const key = `${e.user}/${e.round}`;
-        let r = reqs.get(key);
-        if (!r) {
-          r = { user: e.user, round: e.round, queued: null, scheduled: null, first_token: null, done: null, ttft_ns: null };
-          reqs.set(key, r);
-        }
-        r[e.phase] = e.t;
-        if (r.queued !== null && r.first_token !== null) r.ttft_ns = r.first_token - r.queued;
-        break;
-      }
-      case 'gpu':
-        if (e.index !== 0) break;
-        for (const [k, v] of [
-          ['gpu_mem', e.mem_used_bytes],
-          ['gpu_util', e.util_pct],
-          ['pcie_rx', e.pcie_rx_bytes_per_s],
-          ['pcie_tx', e.pcie_tx_bytes_per_s],
-        ] as const) {
-          if (typeof v === 'number') {
-            gpu[k].t.push(e.t);
-            gpu[k].v.push(v);
-          }
-        }
-        break;
-      default:
-        break;
-    }
-  }
+  const r = replay ?? compileReplay(events);
+  let t0 = r.minT;
+  let t1 = r.endT;
   if (!Number.isFinite(t0)) {
     t0 = 0;
     t1 = 1;
   }
   if (t1 <= t0) t1 = t0 + 1;
   const laneOrder: XferDir[] = ['h2d', 'd2h', 'd2d', 'h2h'];
-  const lanes = laneOrder.filter((d) => d === 'h2d' || d === 'd2h' || xs[d]).map((d) => laneFrom(d, xs[d]?.s ?? [], xs[d]?.e ?? [], xs[d]?.b ?? []));
-  const requests = [...reqs.values()].sort((a, b) => a.user - b.user || a.round - b.round);
+  const lanes = laneOrder
+    .filter((d) => d === 'h2d' || d === 'd2h' || r.xfer[d].start.length > 0)
+    .map((d) => {
+      const x = r.xfer[d];
+      return laneFrom(d, x.start.data, x.end.data, x.bytes.data, x.start.length);
+    });
+  const requests: RequestBar[] = [...r.requests.values()]
+    .map((q) => ({ ...q, ttft_ns: q.queued !== null && q.first_token !== null ? q.first_token - q.queued : null }))
+    .sort((a, b) => a.user - b.user || a.round - b.round);
+  const users = [...new Set(requests.map((q) => q.user))].sort((a, b) => a - b);
   const firstQueued = new Map<number, number>();
-  for (const r of requests) if (r.queued !== null) firstQueued.set(r.round, Math.min(firstQueued.get(r.round) ?? Infinity, r.queued));
+  for (const q of requests) if (q.queued !== null) firstQueued.set(q.round, Math.min(firstQueued.get(q.round) ?? Infinity, q.queued));
   const rounds = [...firstQueued.entries()].sort((a, b) => a[0] - b[0]).map(([round, t]) => ({ round, t }));
 
-  const counters: CounterTrack[] = [];
-  if (replay) counters.push(...occupancyTracks(replay));
-  const arr = (k: keyof typeof gpu) => ({ t: Float64Array.from(gpu[k].t), v: Float64Array.from(gpu[k].v), length: gpu[k].t.length });
+  const counters: CounterTrack[] = [...occupancyTracks(r)];
+  // gpuSamples values: mem_used_bytes, util_pct, pcie_rx, pcie_tx (NaN where the sample lacks one).
+  const series = (k: number) => {
+    const ts: number[] = [];
+    const vs: number[] = [];
+    for (const smp of r.gpuSamples) {
+      const v = smp.values[k]!;
+      if (!Number.isNaN(v)) {
+        ts.push(smp.t);
+        vs.push(v);
+      }
+    }
+    return { t: Float64Array.from(ts), v: Float64Array.from(vs), length: ts.length };
+  };
   const maxOf = (v: Float64Array) => v.reduce((m, x) => (x > m ? x : m), 0);
-  const mem = arr('gpu_mem');
-  counters.push({ key: 'gpu_mem', label: 'GPU memory', unit: 'bytes', ...mem, max: memTotal ?? Math.max(1, maxOf(mem.v)), step: false });
-  counters.push({ key: 'gpu_util', label: 'GPU utilisation', unit: 'pct', ...arr('gpu_util'), max: 100, step: false });
-  const rx = arr('pcie_rx');
-  const tx = arr('pcie_tx');
+  const mem = series(0);
+  counters.push({ key: 'gpu_mem', label: 'GPU memory', unit: 'bytes', ...mem, max: r.gpuMemoryTotal ?? Math.max(1, maxOf(mem.v)), step: false });
+  counters.push({ key: 'gpu_util', label: 'GPU utilisation', unit: 'pct', ...series(1), max: 100, step: false });
+  const rx = series(2);
+  const tx = series(3);
   counters.push({ key: 'pcie_rx', label: 'PCIe rx', unit: 'bytes/s', ...rx, max: Math.max(1, maxOf(rx.v)), step: false });
   counters.push({ key: 'pcie_tx', label: 'PCIe tx', unit: 'bytes/s', ...tx, max: Math.max(1, maxOf(tx.v)), step: false });
-  return { t0, t1, users: [...users].sort((a, b) => a - b), requests, lanes, counters, rounds, blockBytes };
+  return { t0, t1, users, requests, lanes, counters, rounds, blockBytes: r.pools.gpu?.block_bytes ?? null };
 }
 
 /** GPU-pool and host-pool block counts after each blocks line (a step series per pool). */

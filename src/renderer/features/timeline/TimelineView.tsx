@@ -87,6 +87,7 @@ function Timeline({ data }: { data: RunData }) {
     size();
     sel.call(zb).on('dblclick.zoom', null);
     let lastWall = 0;
+    let drawn = false;
     const draw = (wall: number): boolean => {
       const dt = lastWall ? Math.min(100, wall - lastWall) : 16;
       lastWall = wall;
@@ -107,6 +108,10 @@ function Timeline({ data }: { data: RunData }) {
       wrap.dataset.t1 = String(t1);
       wrap.dataset.bars = String(stats.bars);
       wrap.dataset.binned = String(stats.binned);
+      if (!drawn) {
+        drawn = true;
+        performance.mark(`kvscope:timeline-first-draw:${data.id}`);
+      }
       return held.size > 0;
     };
     const reg = registerDraw(draw);
