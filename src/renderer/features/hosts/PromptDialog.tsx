@@ -12,12 +12,18 @@ export function PromptDialog() {
   const [queue, setQueue] = useState<HostPrompt[]>([]);
   const secret = useRef<HTMLInputElement>(null);
   useEffect(() => api.onPush((m) => m.kind === 'prompt' && setQueue((q) => [...q, m.prompt])), [api]);
+  // Issue 10: "remember" only where the OS keychain can encrypt it (Settings reports whether it can).
+  const remember = useRef<HTMLInputElement>(null);
+  const [keychain, setKeychain] = useState<{ available: boolean; reason: string | null }>({ available: false, reason: null });
+  useEffect(() => {
+    void api.getSettings().then((r) => r.ok && setKeychain({ available: r.value.secrets.rememberAvailable, reason: r.value.secrets.reason }));
+  }, [api]);
   const p = queue[0];
   if (!p) return null;
   const done = () => setQueue((q) => q.slice(1));
   const answerKey = (accept: boolean) => void api.answerHostKey(p.id, accept).then(done);
   const answerSecret = (value: string | null) => {
-    void api.providePassphrase(p.id, value).then(done);
+    void api.providePassphrase(p.id, value, value !== null && remember.current?.checked ? { remember: true } : undefined).then(done);
     if (secret.current) secret.current.value = '';
   };
   return (
@@ -52,6 +58,10 @@ export function PromptDialog() {
             <h2 id="prompt-title">{p.type === 'passphrase' ? `Passphrase for ${p.keyFile}` : `Password for ${p.user}@${p.host}`}</h2>
             <p>{p.message}</p>
             <input ref={secret} type="password" autoFocus autoComplete="off" aria-label={p.type === 'passphrase' ? 'Key passphrase' : 'Password'} />
+            <label className="muted" title={keychain.available ? 'Encrypted by the OS keychain' : (keychain.reason ?? 'No OS keychain')}>
+              <input ref={remember} type="checkbox" name="remember-secret" disabled={!keychain.available} /> Remember in the OS keychain
+              {!keychain.available && ' (unavailable: kept for this session only)'}
+            </label>
             <div className="modal-actions">
               <button type="button" onClick={() => answerSecret(null)}>
                 Cancel
