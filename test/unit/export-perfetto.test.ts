@@ -10,7 +10,7 @@ import { Readable, Writable } from 'node:stream';
 import { gzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { exportLog } from '../../src/main/core/export/run-export';
-import { writePerfettoTrace } from '../../src/main/core/export/perfetto';
+import { PerfettoTraceBuilder, writePerfettoTrace } from '../../src/main/core/export/perfetto';
 import { decodeAll } from '../../src/shared/events-reader';
 import type { KvEvent, XferEvent } from '../../src/shared/protocol';
 import { analyzeEvents } from '../../src/shared/run-analysis';
@@ -201,6 +201,35 @@ describe('Perfetto export, derived cases', () => {
     expect(checkTrace(doc).problems).toEqual([]);
     expect(r.events).toBeGreaterThan(fixture.length / 2);
     expect(r.badLineSamples.some((b) => b.reason === 'truncated' && /cut off|damaged/.test(b.message))).toBe(true);
+  });
+
+  it('holds bounded state: a run 100 times longer leaves no more pending moves, copies, requests or lanes', () => {
+    const span = Math.max(...fixture.map((e) => (e.type === 'xfer' ? e.end : e.t))) + 1_000_000;
+    const sizes: Array<ReturnType<PerfettoTraceBuilder['stateSize']>> = [];
+    // A 1 s matching window (after + late) over reps of ~0.13 s of run time.
+    const b = new PerfettoTraceBuilder(() => undefined, { matchAfterNs: 5e8, lateNs: 5e8 });
+    let seq = 0;
+    for (let rep = 0; rep < 100; rep++) {
+      const dt = rep * span;
+      for (const e of fixture) {
+        if (e.type === 'run.end' || (rep > 0 && (e.type === 'run.start' || e.type === 'pool'))) continue;
+        const x = { ...e, seq: seq++, t: e.t + dt } as KvEvent;
+        if (x.type === 'xfer') Object.assign(x, { start: (e as XferEvent).start + dt, end: (e as XferEvent).end + dt });
+        if ('round' in x && typeof x.round === 'number') x.round += rep * 4;
+        b.push(x);
+      }
+      sizes.push(b.stateSize());
+    }
+    const at10 = sizes[9]!;
+    const at100 = sizes[99]!;
+    expect(at100.pendingMoves).toBeLessThanOrEqual(at10.pendingMoves);
+    expect(at100.pendingCopies).toBeLessThanOrEqual(at10.pendingCopies);
+    expect(at100.openRequests).toBeLessThanOrEqual(at10.openRequests);
+    expect(at100.lanes).toBe(at10.lanes);
+    expect(at100.inFlightEnds).toBeLessThanOrEqual(at10.inFlightEnds);
+    const r = b.finish();
+    expect(r.moves.unmatched).toBe(0);
+    expect(b.stateSize()).toMatchObject({ pendingMoves: 0, pendingCopies: 0, openRequests: 0, openPhases: 0 });
   });
 
   it('waits for a slow destination (backpressure) and writes the same bytes as to a fast one', async () => {

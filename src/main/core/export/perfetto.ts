@@ -722,6 +722,21 @@ export class PerfettoTraceBuilder {
     }
   }
 
+  /** How much state is held now (tests check it stays bounded as a run gets longer). */
+  stateSize(): { pendingMoves: number; pendingCopies: number; openRequests: number; openPhases: number; lanes: number; inFlightEnds: number } {
+    let pendingMoves = 0;
+    let pendingCopies = 0;
+    for (const c of this.conveyorList) {
+      pendingMoves += c.moves.length;
+      pendingCopies += c.copies.length;
+    }
+    let lanes = 0;
+    for (const t of this.tracks.values()) lanes += t.lanes.laneCount;
+    let inFlightEnds = 0;
+    for (const f of this.inFlight.values()) inFlightEnds += f.ends.length / 2;
+    return { pendingMoves, pendingCopies, openRequests: this.requests.size, openPhases: this.phases.size, lanes, inFlightEnds };
+  }
+
   /** The log is over: flush everything waiting, then the report event. */
   finish(): PerfettoReport {
     this.stepConveyors(true);
