@@ -42,7 +42,7 @@ P=$($PY -c 'from kvscope_agent import telemetry as t; print(",".join(t.PROBE_FIE
 { echo "+ nvidia-smi --query-gpu=$P --format=csv,noheader,nounits"; nvidia-smi --query-gpu="$P" --format=csv,noheader,nounits 2>&1; } > "$OUT/fixtures-query-gpu-probe.txt"
 { echo "+ nvidia-smi --query-gpu=index,c2c.mode --format=csv,noheader,nounits"; nvidia-smi --query-gpu=index,c2c.mode --format=csv,noheader,nounits 2>&1; } > "$OUT/fixtures-c2c.txt"
 { echo "+ nvidia-smi dmon -s t -c 3"; timeout 8 nvidia-smi dmon -s t -c 3 2>&1; } > "$OUT/fixtures-dmon-t.txt"
-{ echo "+ nvidia-smi -q -d PCI"; nvidia-smi -q -d PCI 2>&1; } > "$OUT/fixtures-q-pci.txt"
+{ echo "+ nvidia-smi -q"; nvidia-smi -q 2>&1; } > "$OUT/fixtures-q.txt"
 
 # One run: $1 folder, $2 on|off, $3 context tokens. GPU pool = 2.2 users' contexts (so 4 users
 # offload), host pool = 1.5x what all users ever hold (no host eviction).

@@ -50,7 +50,7 @@ timeout 3 nvidia-smi --query-gpu="$Q" --format=csv,noheader,nounits -lms 100 >> 
 echo "lines in 3 s at -lms 100: $(($(wc -l < "$OUT/fixtures-query-gpu-sample.txt") - 1))" | tee -a "$OUT/smoke-info.txt"
 { echo "+ nvidia-smi --query-gpu=$P --format=csv,noheader,nounits"; nvidia-smi --query-gpu="$P" --format=csv,noheader,nounits 2>&1; } > "$OUT/fixtures-query-gpu-probe.txt"
 { echo "+ nvidia-smi --query-gpu=index,c2c.mode --format=csv,noheader,nounits"; nvidia-smi --query-gpu=index,c2c.mode --format=csv,noheader,nounits 2>&1; } > "$OUT/fixtures-c2c.txt"
-{ echo "+ nvidia-smi -q -d PCI"; nvidia-smi -q -d PCI 2>&1; } > "$OUT/fixtures-q-pci.txt"
+{ echo "+ nvidia-smi -q"; nvidia-smi -q 2>&1; } > "$OUT/fixtures-q.txt"
 { echo "+ nvidia-smi dmon -s t -c 3"; timeout 8 nvidia-smi dmon -s t -c 3 2>&1; } > "$OUT/fixtures-dmon-t.txt"
 # Is nvidia-smi's loop output line-buffered into a pipe? (The sampler uses a pty in case not.)
 $PY - <<'EOF' 2>&1 | tee -a "$OUT/smoke-info.txt"
@@ -71,5 +71,5 @@ EOF
 $PY -c 'import json; from kvscope_agent import telemetry; print(json.dumps(telemetry.probe_host([0])))' > "$OUT/probe-host.json" 2>&1
 cat "$OUT/probe-host.json"
 head -5 "$OUT/fixtures-query-gpu-sample.txt" "$OUT/fixtures-query-gpu-probe.txt" "$OUT/fixtures-c2c.txt" "$OUT/fixtures-dmon-t.txt"
-grep -n -A12 "GPU Link Info" "$OUT/fixtures-q-pci.txt" | head -20
+grep -n -A12 "GPU Link Info" "$OUT/fixtures-q.txt" | head -20
 cat "$OUT/smoke-info.txt"

@@ -37,9 +37,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
 MIB = 1 << 20
-# NVML reports PCIe throughput in "KB/s" and dmon in "MB/s". The H100 smoke run
-# (bench/gpu/smoke-tracer.sh) compares both against a copy of known bandwidth to fix the unit;
-# see bench/tracer-units.md.
+# NVML reports PCIe throughput in "KB/s", read as KiB as nvtop and most NVML clients do; dmon in
+# "MB/s". These count link traffic, headers included: on the H100 NVML read 1.11x the payload
+# rate of a pinned H2D copy (bench/tracer-smoke-h100.md), so they sit ~10% above `xfer` rates.
 NVML_PCIE_KB = 1024
 DMON_MB = 1_000_000
 
@@ -608,13 +608,16 @@ class Sampler:
         if self._stopped:
             return self.summary()
         self._stopped = True
+        # Set before the processes end: a reader that sees nvidia-smi go must know it was asked
+        # to (nvidia-smi exits 0 on SIGTERM, which otherwise reads as stopping on its own; the
+        # H100 smoke run showed exactly that false warning).
+        self._stop.set()
         errs = []
         for proc in self._procs:
             early = proc.poll() is not None
             err = _terminate(proc)
             if early and proc.returncode not in (0, None, -15) and "dmon" in proc.args:
                 errs.append(f"nvidia-smi dmon exited {proc.returncode}: {err[:300]}")
-        self._stop.set()
         for th in self._threads:
             th.join(timeout=3)
         for fd in self._fds:
@@ -764,9 +767,22 @@ def probe_host(gpu_indices: Sequence[int] | None = None) -> dict[str, Any]:
     host["gpus"] = gpus
     drivers = {r.get("driver_version") for r in rows if r.get("driver_version")}
     host["driver_version"] = sorted(drivers)[0] if drivers else None
-    rc3, out3, _ = _run_smi(["-q", "-d", "PCI"])
+    # The CUDA version the driver supports is in no --query-gpu field; `nvidia-smi -q` has it
+    # in its header (`-q -d PCI` is refused by driver 580: "Failed to parse --display/-d
+    # flags"), along with the PCI section, which fills PCIe gen/width the query left N/A.
+    rc3, out3, _ = _run_smi(["-q"])
     if rc3 == 0:
         v = parse_versions(out3)
         host["cuda_version"] = v["cuda_version"]
         host["driver_version"] = host["driver_version"] or v["driver_version"]
+        pci = {k.lower(): d for k, d in parse_q_pci(out3).items()}
+        bus_of = {int(i): (r.get("pci.bus_id") or "").lower() for r in rows
+                  for i in [number(r.get("index"))] if i is not None}
+        for g in gpus:
+            d = pci.get(bus_of.get(g["index"], ""))
+            if d:
+                if g["pcie_gen"] is None:
+                    g["pcie_gen"] = d.get("pcie_gen_max")
+                if g["pcie_width"] is None:
+                    g["pcie_width"] = d.get("pcie_width_max")
     return host

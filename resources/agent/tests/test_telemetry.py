@@ -209,6 +209,10 @@ def test_sampler_emits_gpu_events_on_the_run_clock(tmp_path, monkeypatch) -> Non
     assert any("achieved" in e["msg"] for e in infos)
     warns = [e for e in events if e["type"] == "log" and e["level"] == "warn"]
     assert any("libnvidia-ml" in e["msg"] for e in warns)  # why PCIe is only per second
+    # Stopping it is no failure: nvidia-smi exits 0 on SIGTERM, which must not read as a crash
+    # (the H100 smoke run showed a false "sampling stopped" warning before this was fixed).
+    assert not any("sampling stopped" in e["msg"] for e in warns)
+    assert summary["source"] == "nvidia-smi"
 
 
 def test_no_nvidia_smi_no_nvml_degrades_with_a_reason(tmp_path, monkeypatch) -> None:
@@ -267,3 +271,56 @@ def test_nvidia_smi_that_refuses_the_query_is_reported(tmp_path, monkeypatch) ->
     writer.close()
     warns = [e["msg"] for e in _events(log) if e["type"] == "log" and e["level"] == "warn"]
     assert any("exit 2" in w and "not a valid field" in w and "telemetry off" in w for w in warns)
+
+
+def test_h100_sampling_query_at_100ms() -> None:
+    # The agent's exact sampling query, recorded on the H100 for 3 s at -lms 100.
+    rows = telemetry.parse_csv_rows(read("h100-query-gpu-sample-lms100.csv"), telemetry.SAMPLE_FIELDS)
+    assert len(rows) == 30
+    samples = [telemetry.sample_from_row(r) for r in rows]
+    assert all(why is None and ev is not None for ev, why in samples)
+    first = samples[0][0]
+    assert first == {"index": 0, "mem_used_bytes": 0, "util_pct": 0.0, "mem_util_pct": 0.0,
+                     "power_w": 122.65, "sm_clock_mhz": 1980, "pcie_gen": 5, "pcie_width": 16}
+    ts = [telemetry.parse_timestamp_ns(r["timestamp"]) for r in rows]
+    gaps_ms = [(b - a) / 1e6 for a, b in zip(ts, ts[1:])]  # type: ignore[operator]
+    assert statistics.median(gaps_ms) == pytest.approx(100, abs=2)  # the true rate: 10/s
+
+
+def test_h100_probe_query_and_c2c() -> None:
+    rows = telemetry.parse_csv_rows(read("h100-query-gpu-probe-fields.csv"), telemetry.PROBE_FIELDS)
+    c2c_rows = telemetry.parse_csv_rows(read("h100-query-gpu-c2c.csv"), ("index", "c2c.mode"))
+    assert telemetry.parse_c2c_mode(c2c_rows[0]["c2c.mode"]) is False
+    (gpu,) = telemetry.gpus_from_probe(rows, {0: False})
+    assert gpu == {"index": 0, "name": "NVIDIA H100 80GB HBM3", "uuid": "GPU-<uuid>",
+                   "memory_total_bytes": 81559 * MIB, "pcie_gen": 5, "pcie_width": 16, "c2c": False}
+
+
+# Replays the H100's recorded answers to the three commands probe_host runs.
+FAKE_PROBE_SMI = textwrap.dedent(
+    """\
+    #!/bin/sh
+    case "$1" in
+      --query-gpu=index,c2c.mode) cat "{fix}/h100-query-gpu-c2c.csv" ;;
+      --query-gpu={probe}) cat "{fix}/{probe_file}" ;;
+      -q) cat "{fix}/h100-q-head120.txt" ;;
+      *) echo "unexpected: $*" >&2; exit 9 ;;
+    esac
+    """
+)
+
+
+@pytest.mark.parametrize("probe_file", ["h100-query-gpu-probe-fields.csv", "derived-query-gpu-probe-na.csv"])
+def test_probe_host_from_replayed_h100_answers(tmp_path, monkeypatch, probe_file) -> None:
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text(FAKE_PROBE_SMI.format(fix=FIX, probe=",".join(telemetry.PROBE_FIELDS), probe_file=probe_file))
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path) + os.pathsep + os.environ.get("PATH", ""))
+    host = telemetry.probe_host([0])
+    assert "probe_error" not in host
+    assert host["driver_version"] == "580.159.04" and host["cuda_version"] == "13.0"
+    (gpu,) = host["gpus"]
+    # With the query's gen/width N/A (derived file), they come from -q's PCI section.
+    assert (gpu["pcie_gen"], gpu["pcie_width"], gpu["c2c"]) == (5, 16, False)
+    assert host["python_version"] and host["hostname"]
+    assert telemetry.probe_host([1])["gpus"] == []  # a GPU the run does not use is left out

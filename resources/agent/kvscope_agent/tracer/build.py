@@ -162,9 +162,9 @@ def _pip_cuda_includes() -> list[str]:
 def candidate_roots(cuda_home: str | None) -> list[tuple[str, str]]:
     """(root, origin) in search order."""
     roots: list[tuple[str, str]] = []
-    if cuda_home:
-        roots.append((cuda_home, "--cuda-home"))
     env = os.environ.get("CUDA_HOME")
+    if cuda_home and cuda_home != env:
+        roots.append((cuda_home, "--cuda-home"))
     if env:
         roots.append((env, "CUDA_HOME"))
     roots.append(("/usr/local/cuda", "/usr/local/cuda"))
