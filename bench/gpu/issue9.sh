@@ -51,6 +51,9 @@
 #   users  4  16 + 10 x 19.0 s  ~ 205 s     16 + 10 x 10.6 s  ~ 120 s
 #   users  8  32 + 10 x 38.0 s  ~ 410 s     32 + 10 x 21.0 s  ~ 240 s
 #   users 16  64 + 10 x 76 s    ~ 825 s     64 + 10 x 42 s    ~ 480 s
+#   The engine's step was reworked after that smoke (commit 66bff33: interleaved K/V rows, one
+#   gather per layer, fused RMSNorm, no per-step pageable uploads), so the left column is an upper
+#   bound for everything but the FP8 calls; the sweep's own per-round log lines tell the truth.
 #   Users 16 does not fit one 9-minute call either way (its 10 rounds alone are 7-13 min) unless
 #   the engine's decode gets faster (CUDA graphs, attention reading FP8 directly). Splits that fit,
 #   as measured: ISSUE9_USERS=2,4 (~6 min); ISSUE9_USERS=8 ISSUE9_SKIP_CHECK=1 (~7.5 min);
