@@ -147,11 +147,15 @@ export interface CuttableProxy {
   port: number;
   connections: number;
   cut(): number;
+  /** Stops relaying on the live connections without closing them (a silent network black hole). */
+  freeze(): number;
   close(): Promise<void>;
 }
 
 export async function startProxy(targetPort: number): Promise<CuttableProxy> {
   const live = new Set<Socket>();
+  const pairs: Array<[Socket, Socket]> = [];
+  const frozen = new Set<Socket>();
   let connections = 0;
   const server: Server = createServer((client) => {
     connections++;
@@ -160,6 +164,7 @@ export async function startProxy(targetPort: number): Promise<CuttableProxy> {
     live.add(upstream);
     client.pipe(upstream);
     upstream.pipe(client);
+    pairs.push([client, upstream]);
     const drop = () => {
       client.destroy();
       upstream.destroy();
@@ -176,6 +181,22 @@ export async function startProxy(targetPort: number): Promise<CuttableProxy> {
     get connections() {
       return connections;
     },
+    freeze() {
+      let n = 0;
+      for (const [c, u] of pairs.splice(0)) {
+        if (c.destroyed || u.destroyed) continue;
+        c.unpipe(u);
+        u.unpipe(c);
+        c.pause();
+        u.pause();
+        // Keep them open but out of `live`, so a later cut() does not end the black hole early.
+        live.delete(c);
+        live.delete(u);
+        frozen.add(c).add(u);
+        n++;
+      }
+      return n;
+    },
     cut() {
       const n = live.size;
       for (const s of live) s.destroy();
@@ -184,7 +205,7 @@ export async function startProxy(targetPort: number): Promise<CuttableProxy> {
     },
     close: () =>
       new Promise<void>((r) => {
-        for (const s of live) s.destroy();
+        for (const s of [...live, ...frozen]) s.destroy();
         server.close(() => r());
       }),
   };

@@ -2,7 +2,7 @@
  * The `kvscope hosts | run | sweep | clean` commands as a user runs them (the bundled CLI in a
  * child process) against a real sshd on loopback and the real agent on CPU.
  */
-import { spawn } from 'node:child_process';
+import { execSync, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -18,13 +18,20 @@ const CLI = resolve('node_modules/.cache/kvscope-test-cli/kvscope.mjs');
 const PY = '/usr/bin/python3';
 const WORKLOAD = ['--model', 'tiny', '--device', 'cpu', '--rounds', '2', '--context-tokens', '256', '--gpu-kv-bytes', '1000000', '--host-kv-bytes', '4000000', '--trace', 'off', '--sample-ms', '0'];
 
-function kvscope(args: string[], env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function kvscope(
+  args: string[],
+  env: Record<string, string>,
+  onStderr?: (text: string, child: ReturnType<typeof spawn>) => void,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolvePromise) => {
     const p = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     p.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
-    p.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
+    p.stderr.on('data', (b: Buffer) => {
+      stderr += b.toString();
+      onStderr?.(stderr, p);
+    });
     p.on('close', (code) => resolvePromise({ code, stdout, stderr }));
   });
 }
@@ -88,6 +95,29 @@ d('kvscope hosts/run/sweep/clean over real SSH', () => {
     const usage = await kvscope(['run', '--host', 'local', ...conn, '--rounds', 'many'], env);
     expect(usage.code).toBe(2);
     expect(usage.stderr).toMatch(/--rounds/);
+  });
+
+  it('Ctrl+C cancels the run on the host: exit 1, run "cancelled", no process left', async () => {
+    const out = join(dir, 'interrupted');
+    let sent = false;
+    const r = await kvscope(
+      ['run', '--host', 'gpu', '--out', out, ...conn, ...WORKLOAD, '--rounds', '60', '--users', '4', '--context-tokens', '512', '--gpu-kv-bytes', '6000000', '--host-kv-bytes', '60000000'],
+      env,
+      (text, child) => {
+        if (!sent && /round \d+\/60/.test(text)) {
+          sent = true;
+          child.kill('SIGINT');
+        }
+      },
+    );
+    expect(sent).toBe(true);
+    expect(r.stderr).toMatch(/cancelling the run on the host/);
+    expect(r.code).toBe(1);
+    expect(r.stdout.trim().split('\n').pop()).toBe(out);
+    const meta = JSON.parse(readFileSync(join(out, 'meta.json'), 'utf8')) as { status: string; remote_dir: string };
+    expect(meta.status).toBe('cancelled');
+    const ps = execSync('ps -eo args', { encoding: 'utf8' });
+    expect(ps.split('\n').filter((l) => l.includes(meta.remote_dir))).toEqual([]);
   });
 
   it('sweep runs each user count on each host, survives a host that is down, and prints the table', async () => {

@@ -68,6 +68,15 @@ d('runs over real SSH', () => {
         `  User ${currentUser()}`,
         `  IdentityFile ${key.priv}`,
         `  IdentityAgent none`,
+        `Host frozen`,
+        `  HostName 127.0.0.1`,
+        `  Port ${proxy.port}`,
+        `  User ${currentUser()}`,
+        `  IdentityFile ${key.priv}`,
+        `  IdentityAgent none`,
+        // Seconds in ssh_config: a silent link is declared dead after ~2 s (1 s × 2 unanswered).
+        `  ServerAliveInterval 1`,
+        `  ServerAliveCountMax 2`,
         `Host flaky`,
         `  HostName 127.0.0.1`,
         `  Port ${proxy.port}`,
@@ -156,6 +165,21 @@ d('runs over real SSH', () => {
     const { events, bad } = decodeAll(local);
     expect(bad).toEqual([]);
     expect(events.map((e) => e.seq)).toEqual(events.map((_, i) => i));
+    // The remote tail programs of the dropped sessions are gone too (they watch their parent).
+    await until(() => processesMentioning(runId).length === 0, 5000, 'no process of the run left');
+  });
+
+  it('a link that goes silent (no FIN, no RST) is detected by ServerAliveInterval and the tail resumes', async () => {
+    const { runId } = await runs.start({ host: 'frozen', workload: LONG });
+    await until(() => existsSync(join(store.runsDir, runId, 'events.jsonl')) && readFileSync(join(store.runsDir, runId, 'events.jsonl')).length > 2000, 30_000, 'some events');
+    const t0 = Date.now();
+    expect(proxy.freeze()).toBeGreaterThan(0);
+    const r = await runs.wait(runId);
+    expect(r.status).toBe('ok');
+    expect(r.reconnects).toBeGreaterThanOrEqual(1);
+    // Keepalive (1 s × 2) noticed it, not a 45 s default or a TCP timeout.
+    expect(Date.now() - t0).toBeLessThan(25_000);
+    expect(localBytes(runId).equals(remoteBytes(runId))).toBe(true);
   });
 
   it('cancel: TERM to the process group, the run ends "cancelled" and no process of it is left', async () => {

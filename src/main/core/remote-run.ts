@@ -430,7 +430,8 @@ export async function tailRun(o: TailOptions): Promise<TailResult> {
         roundsDone = e.round;
         roundsStartedAt ??= Date.now();
       }
-      progress();
+      // Rounds are few (tens): each one is reported.
+      progress(true);
     }
     if (batch.length >= 5000) flush();
   });

@@ -1,0 +1,55 @@
+/**
+ * What reaches the agent's command line besides quoting: every workload value is validated and
+ * fused to its option (`--model=<value>`), so no value can become another option.
+ */
+import { describe, expect, it } from 'vitest';
+import { agentRunArgs, newRunId } from '../../src/main/core/remote-run';
+import { checkRunId } from '../../src/main/core/run-store';
+import { parseUsers } from '../../src/main/core/sweep';
+
+describe('agentRunArgs', () => {
+  it('maps the workload to the agent\'s options, one word each', () => {
+    expect(agentRunArgs({ model: 'tiny', device: 'cpu', users: 4, rounds: 10, context_tokens: 16000, host_kv_bytes: 55e9, free_gpu_memory_fraction: 0.9, trace: false, sample_ms: 100 })).toEqual([
+      '--model=tiny',
+      '--device=cpu',
+      '--users=4',
+      '--rounds=10',
+      '--context-tokens=16000',
+      '--free-gpu-memory-fraction=0.9',
+      '--host-kv-bytes=55000000000',
+      '--trace=off',
+      '--sample-ms=100',
+    ]);
+  });
+
+  it('a value that looks like an option stays the value of its own option', () => {
+    expect(agentRunArgs({ model: '--out=/etc' })).toEqual(['--model=--out=/etc']);
+  });
+
+  it.each([
+    [{ users: 0 }, /--users must be an integer ≥ 1/],
+    [{ users: 2.5 }, /--users must be an integer/],
+    [{ rounds: Number.NaN }, /--rounds/],
+    [{ free_gpu_memory_fraction: 1.5 }, /≤ 1/],
+    [{ model: '' }, /--model must be a non-empty string/],
+    [{ users: '4' as unknown as number }, /--users/],
+  ])('refuses %j', (w, msg) => {
+    expect(() => agentRunArgs(w)).toThrow(msg);
+  });
+});
+
+describe('run ids and user lists', () => {
+  it('a new run id is a safe folder name even for a hostile host alias', () => {
+    const id = newRunId('a b/../$(x)', 4, new Date('2026-11-27T23:50:01Z'));
+    expect(id).toMatch(/^20261127-235001-a_b_\.\.___x_-u4-[a-z0-9]{1,4}$/);
+    expect(() => checkRunId(id)).not.toThrow();
+  });
+
+  it('parses user-count lists and ranges', () => {
+    expect(parseUsers('2..5')).toEqual([2, 3, 4, 5]);
+    expect(parseUsers('2,4,8,16')).toEqual([2, 4, 8, 16]);
+    expect(parseUsers('2..16:7,3')).toEqual([2, 9, 16, 3]);
+    expect(() => parseUsers('0..3')).toThrow(/LO..HI/);
+    expect(() => parseUsers('many')).toThrow(/not a user count/);
+  });
+});
