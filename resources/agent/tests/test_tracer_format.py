@@ -262,3 +262,54 @@ def test_in_process_flush_finds_only_a_loaded_library(tmp_path) -> None:
     out = subprocess.run([sys.executable, "-c", _NOLOAD, lib, root], capture_output=True,
                          text=True, timeout=60, check=True).stdout.split()
     assert out == ["False", "True", "False"]
+
+
+REAL_TRACE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "cupti-trace",
+                          "h100-smoke-cupti-476.bin")
+
+
+def test_real_h100_trace_file(tmp_path) -> None:
+    """The file the library wrote on the H100 (fixtures/cupti-trace/README.md says what was
+    copied); bytes per direction are what the smoke test copied in that process."""
+    tf = TraceFile(REAL_TRACE)
+    recs = tf.poll()
+    assert tf.error is None and tf.header is not None
+    assert tf.header.pid == 476 and tf.header.cupti_api_version == 130001
+    assert tf.header.flush_period_ms == 100 and tf.header.buffer_bytes == 4 << 20
+    # CUPTI read as CLOCK_REALTIME there (h100-measurements.md); the anchors show it too.
+    assert abs(tf.header.anchor_cupti_ns - tf.header.anchor_realtime_ns) < 1000
+    memcpy = [r for r in recs if r.type == collector.REC_MEMCPY]
+    anchors = [r for r in recs if r.type == collector.REC_ANCHOR]
+    assert len(memcpy) == 814 and len(anchors) >= 5 and len(recs) == len(memcpy) + len(anchors)
+    by_dir: dict[str, int] = {}
+    for r in memcpy:
+        d = copy_direction(r.copy_kind, r.src_kind, r.dst_kind)
+        assert d is not None
+        by_dir[d] = by_dir.get(d, 0) + r.bytes
+    mib = 1 << 20
+    assert by_dir["d2h"] == 4 * 256 * mib + 2 * 64 * mib
+    assert by_dir["d2d"] == 2 * 256 * mib
+    # h2d: 4 × 256 MiB + 2 × 64 MiB + 512 × 2 MiB + n × 256 MiB of the sustained loop.
+    rest = by_dir["h2d"] - (4 * 256 + 2 * 64 + 512 * 2) * mib
+    assert rest > 0 and rest % (256 * mib) == 0
+    assert sum(1 for r in memcpy if r.bytes == 2 * mib and memory_name(r.src_kind) == "pinned") == 512
+    # Anchors a second apart; CUPTI and CLOCK_MONOTONIC drift apart by far less than a copy lasts.
+    drift = [(a.start - tf.header.anchor_cupti_ns) - (a.extra - tf.header.anchor_monotonic_ns)
+             for a in anchors]
+    assert max(abs(d) for d in drift) < 100_000
+
+    # Through the collector: every copy becomes an xfer, ordered start <= end, none dropped.
+    trace_dir = tmp_path / "trace"
+    trace_dir.mkdir()
+    shutil.copy(REAL_TRACE, trace_dir / "cupti-476.bin")
+    clock = RunClock()
+    log = tmp_path / "events.jsonl"
+    writer = EventWriter(str(log), clock)
+    col = Collector(writer, clock, str(trace_dir))
+    col.poll_once()
+    summary = col.stop(settle_s=0.01, timeout_s=0.2)
+    writer.close()
+    xfers = [json.loads(l) for l in log.read_text().splitlines() if '"type":"xfer"' in l]
+    assert len(xfers) == 814 and summary["dropped"] == 0
+    assert all(x["start"] <= x["end"] for x in xfers)
+    assert summary["bytes_by_dir"]["h2d"] == by_dir["h2d"]
