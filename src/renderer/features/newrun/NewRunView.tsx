@@ -10,6 +10,7 @@ import { useProbes } from '../../host-probes';
 import { routeHref } from '../../router';
 import { DEFAULT_FORM, MODELS, validateRunForm, type FieldError, type RunForm } from '../../model/run-form';
 import { useHosts } from '../hosts/HostsView';
+import { runFormDefaults } from '../settings/run-form-defaults';
 
 const ENGINES: RunForm['engine'][] = ['torch', 'tensorrt_llm', 'vllm'];
 
@@ -52,6 +53,10 @@ export function NewRunView({ host }: { host?: string }) {
     setTouched(true);
     setForm((x) => ({ ...x, ...f }));
   };
+  // Issue 10: the form starts from Settings' New run defaults (read once, as the view opens).
+  useEffect(() => {
+    void api.getSettings().then((r) => r.ok && setForm((x) => ({ ...x, ...runFormDefaults(r.value.settings) })));
+  }, [api]);
   const result = useMemo(() => validateRunForm(form, probes), [form, probes]);
   const errors = result.ok ? [] : result.errors;
   // Engines: only those every probed chosen host has; all while none is probed.
