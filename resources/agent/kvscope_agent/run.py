@@ -118,6 +118,8 @@ def build_parser(sweep: bool) -> _Parser:
     p.add_argument("--max-batch", default="16")
     p.add_argument("--dtype", default="auto", help="auto (bf16 on cuda, fp32 on cpu) | bf16 | fp16 | fp32")
     p.add_argument("--no-block-reuse", action="store_true", help="recompute every prompt (no prefix reuse)")
+    p.add_argument("--offload-policy", default="lazy",
+                   help="lazy (copy a block to host when evicted, as TensorRT-LLM) | write-through (copy when computed)")
     if sweep:
         p.add_argument("--deadline-s", default="0", help="start no new run after this many seconds (0 = none)")
     return p
@@ -147,6 +149,7 @@ class Options:
     max_batch: int
     dtype: str
     block_reuse: bool
+    offload_policy: str = "lazy"
     deadline_s: float = 0.0
     raw: dict[str, Any] = field(default_factory=dict)
 
@@ -175,6 +178,7 @@ class Options:
             "max_batch": self.max_batch,
             "dtype": self.dtype,
             "block_reuse": self.block_reuse,
+            "offload_policy": self.offload_policy,
             "model_config": self.model.to_dict(),
             "model_arg": self.model_arg,
         }
@@ -236,6 +240,8 @@ def _resolve(ns: argparse.Namespace, sweep: bool) -> Options:
     sample_ms = parse_int("--sample-ms", ns.sample_ms, 0)
     chunk = parse_int("--prefill-chunk-tokens", ns.prefill_chunk_tokens, 1)
     max_batch = parse_int("--max-batch", ns.max_batch, 1)
+    if ns.offload_policy not in ("lazy", "write-through"):
+        raise OptionError("--offload-policy", f"{ns.offload_policy!r} is not lazy or write-through")
     if ns.dtype not in ("auto", "bf16", "fp16", "fp32"):
         raise OptionError("--dtype", f"{ns.dtype!r} is not auto, bf16, fp16 or fp32")
     model_arg = ns.model or ""
@@ -257,7 +263,8 @@ def _resolve(ns: argparse.Namespace, sweep: bool) -> Options:
         output_tokens=output_tokens, block_tokens=block_tokens, gpu_kv_bytes=gpu_kv_bytes,
         free_gpu_memory_fraction=frac, host_kv_bytes=host, host_kv_labels=host_texts, seed=seed,
         trace=ns.trace == "on", sample_ms=sample_ms, prefill_chunk_tokens=chunk, max_batch=max_batch,
-        dtype=ns.dtype, block_reuse=not ns.no_block_reuse, deadline_s=deadline, raw=vars(ns),
+        dtype=ns.dtype, block_reuse=not ns.no_block_reuse, offload_policy=ns.offload_policy,
+        deadline_s=deadline, raw=vars(ns),
     )
     opts.raw["_model_given"] = ns.model is not None
     return opts
@@ -437,7 +444,7 @@ def build(opts: Options, writer: EventWriter, clock: RunClock, cancel: CancelSta
         ) from e
     finally:
         cancel.raise_now = False
-    engine = Engine(model, cache, opts.prefill_chunk_tokens, opts.max_batch, opts.block_reuse)
+    engine = Engine(model, cache, opts.prefill_chunk_tokens, opts.max_batch, opts.block_reuse, opts.offload_policy)
     return Built(torch, device, dtype, model, cache, engine, weight_bytes, load_ns, gpu_kv_bytes,
                  gpu_blocks, host_blocks_max, block_bytes, note)
 

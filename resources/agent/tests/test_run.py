@@ -89,8 +89,34 @@ def test_short_pool_offloads_and_reuse_keeps_greedy_tokens(tmp_path):
     assert len(with_reuse) == 3 * 4 and all(len(v) == 8 for v in with_reuse.values())
 
 
-def test_ample_pool_offloads_nothing(tmp_path):
-    code, _, log = run_inproc(tmp_path, "ample", ["--gpu-kv-bytes", AMPLE_POOL, "--host-kv-bytes", "1e6"])
+def test_write_through_copies_blocks_once_and_keeps_greedy_tokens(tmp_path):
+    code, lazy, _ = run_inproc(tmp_path, "lazy", ["--gpu-kv-bytes", SHORT_POOL, "--host-kv-bytes", "1e6"])
+    code, wt, log = run_inproc(tmp_path, "wt", ["--gpu-kv-bytes", SHORT_POOL, "--host-kv-bytes", "1e6",
+                                                  "--offload-policy", "write-through"])
+    assert code == 0 and check_log(log) == []
+    evs = events(log)
+    assert evs[0]["config"]["offload_policy"] == "write-through"
+    moves = [e for e in evs if e["type"] == "blocks" and e["op"] in ("offload", "onboard", "evict")]
+    # Once the pool is under pressure, blocks are written through as computed (keep_source);
+    # blocks cached before that are offloaded lazily on eviction.
+    assert any(e["op"] == "offload" and e.get("keep_source") for e in moves)
+    assert all(e.get("keep_source") for e in moves if e["op"] == "onboard")
+    # The host pool (122 blocks) holds every block (54): a block crosses to the host at most
+    # once, and evicting a block that is already on the host costs no copy.
+    offloaded = [i for e in moves if e["op"] == "offload" for i in e["ids"]]
+    assert len(offloaded) == len(set(offloaded))
+    assert any(e["op"] == "evict" and e["pool"] == "gpu" for e in moves)
+    lazy_log = events(tmp_path / "lazy" / "events.jsonl")
+    lazy_off = sum(len(e["ids"]) for e in lazy_log if e["type"] == "blocks" and e["op"] == "offload")
+    assert len(offloaded) < lazy_off
+    assert summary(log)["summary"]["blocks_onboarded"] > 0
+    assert wt.engine.last_outputs == lazy.engine.last_outputs
+
+
+@pytest.mark.parametrize("policy", ["lazy", "write-through"])
+def test_ample_pool_offloads_nothing(tmp_path, policy):
+    code, _, log = run_inproc(tmp_path, "ample", ["--gpu-kv-bytes", AMPLE_POOL, "--host-kv-bytes", "1e6",
+                                                  "--offload-policy", policy])
     assert code == 0 and check_log(log) == []
     s = summary(log)["summary"]
     assert s["blocks_offloaded"] == s["blocks_onboarded"] == s["blocks_evicted"] == 0
@@ -123,6 +149,7 @@ def test_no_host_pool_evicts_and_recomputes(tmp_path):
         (["--gpu-kv-bytes", "10000"], "--gpu-kv-bytes"),  # not one request's blocks
         (["--host-kv-bytes", "lots"], "--host-kv-bytes"),
         (["--model", "no-such-model"], "--model"),
+        (["--offload-policy", "sometimes"], "--offload-policy"),
     ],
 )
 def test_bad_option_exits_2_naming_it_and_logs_run_end(tmp_path, args, option):

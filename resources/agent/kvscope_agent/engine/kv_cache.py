@@ -270,16 +270,23 @@ class PagedKVCache:
         self.pending.append(rec)
         return rec
 
-    def copy_batch(self, offloads: Sequence[tuple[int, int]], onboards: Sequence[tuple[int, int]]) -> None:
+    def copy_batch(self, offloads: Sequence[tuple[int, int]], onboards: Sequence[tuple[int, int]],
+                   order_compute: bool = True) -> None:
         """Offload (gpu_slot -> host_slot) then onboard (host_slot -> gpu_slot), ordered as the
-        module docstring says. Returns once issued (asynchronous on CUDA)."""
-        if not offloads and not onboards:
-            return
+        module docstring says. Returns once issued (asynchronous on CUDA). order_compute=False
+        (write-through copies, which only read blocks that stay in place) lets compute run on
+        without waiting for them; order_compute=True with nothing to copy still orders compute
+        after copies already issued (a slot being reused may still be read by one)."""
         if self.cuda:
-            self.copy_stream.wait_stream(torch.cuda.current_stream(self.device))
+            if offloads or onboards:
+                self.copy_stream.wait_stream(torch.cuda.current_stream(self.device))
+            if not offloads and not onboards and not order_compute:
+                return
+        elif not offloads and not onboards:
+            return
         self._copy("d2h", list(offloads))
         self._copy("h2d", [(g, h) for h, g in onboards])
-        if self.cuda:
+        if self.cuda and (order_compute or onboards):
             torch.cuda.current_stream(self.device).wait_stream(self.copy_stream)
 
     def completed_copies(self, wait: bool = False) -> list[CopyRecord]:

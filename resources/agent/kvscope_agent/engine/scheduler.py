@@ -39,6 +39,16 @@ from .model import LlamaModel, Piece
 
 _ID_MASK = (1 << 53) - 1  # ids stay exact as JSON numbers in JavaScript
 
+# "lazy": a block is copied to the host pool when it is evicted from the GPU pool (TensorRT-LLM's
+# secondary-pool offload): the copy sits in the TTFT of the request that needs the slot.
+# "write-through": a block is copied to the host as soon as it is computed (keep_source: it stays
+# on the GPU too), overlapping the copy with compute, as SGLang HiCache's write_through and vLLM's
+# CPU offloading connector do; evicting it later costs no copy, and an onboarded block keeps its
+# host copy, so only onboarding stays on the critical path. It starts once the GPU pool is under
+# pressure (a request had to wait for space, or blocks had to be evicted): a pool that holds the
+# whole workload copies nothing (PROTOCOL.md: an ample GPU pool offloads nothing).
+OFFLOAD_POLICIES = ("lazy", "write-through")
+
 
 def block_id(parent: int | None, tokens: Sequence[int], salt: bytes = b"") -> int:
     h = hashlib.blake2b(digest_size=8)
@@ -100,8 +110,12 @@ class Engine:
         prefill_chunk_tokens: int = 2048,
         max_batch: int = 16,
         block_reuse: bool = True,
+        offload_policy: str = "lazy",
     ) -> None:
+        if offload_policy not in OFFLOAD_POLICIES:
+            raise ValueError(f"offload_policy must be one of {OFFLOAD_POLICIES}")
         self.model = model
+        self.offload_policy = offload_policy
         self.cache = cache
         self.bt = cache.block_tokens
         self.prefill_chunk_tokens = int(prefill_chunk_tokens)
@@ -142,12 +156,16 @@ class Engine:
         self._copy_offloads: list[tuple[int, int]] = []
         self._copy_onboards: list[tuple[int, int]] = []
         self._deferred_host_free: list[int] = []
+        self._deferred_host_lru: list[int] = []
+        self._slots_reused = False
+        self.pressure = False
 
     def _emit(self, type: str, **fields: Any) -> None:
         if self.writer is not None:
             self.writer.emit(type, **fields)
 
-    def _blocks(self, op: str, ids: list[int], user: int, round: int, pool: str | None = None) -> None:
+    def _blocks(self, op: str, ids: list[int], user: int, round: int, pool: str | None = None,
+                keep_source: bool = False) -> None:
         """Apply a move to the ledger (raises on a rule break) and emit it, one line per owner
         user (the `user` of a blocks line is the user whose conversation the blocks hold)."""
         if not ids:
@@ -155,9 +173,9 @@ class Engine:
         if op == "store":
             self.ledger.store(ids)
         elif op == "offload":
-            self.ledger.offload(ids)
+            self.ledger.offload(ids, keep_source=keep_source)
         elif op == "onboard":
-            self.ledger.onboard(ids)
+            self.ledger.onboard(ids, keep_source=keep_source)
         elif op == "evict":
             self.ledger.evict(pool or "gpu", ids)
         else:
@@ -169,6 +187,8 @@ class Engine:
             fields: dict[str, Any] = {"op": op, "ids": group, "user": u, "round": round}
             if pool is not None:
                 fields["pool"] = pool
+            if keep_source:
+                fields["keep_source"] = True
             self._emit("blocks", **fields)
 
     # ---- admission -----------------------------------------------------------------------
@@ -209,6 +229,7 @@ class Engine:
         cached_hits = sum(1 for h in hits if h in self.gpu_lru)
         need = n_total - len(hits)
         if need > len(self.gpu_free) + len(self.gpu_lru) - cached_hits:
+            self.pressure = True
             return False
 
         # Commit: pin what is reused, then find slots (free first, then LRU victims).
@@ -230,14 +251,19 @@ class Engine:
             else:
                 slot = slots[si]
                 si += 1
-                hslot = self.host_map.pop(h)
+                if self.offload_policy == "write-through":
+                    hslot = self.host_map[h]  # the host copy stays (keep_source)
+                    self._deferred_host_lru.append(h)
+                else:
+                    hslot = self.host_map.pop(h)
+                    self._deferred_host_free.append(hslot)
                 onboard_pairs.append((hslot, slot))
-                self._deferred_host_free.append(hslot)
                 self.gpu_map[h] = slot
                 self.refcount[h] = 1
                 table.append(slot)
             ids.append(h)
-        self._blocks("onboard", onboard_ids, req.user, req.round)
+        self._blocks("onboard", onboard_ids, req.user, req.round,
+                     keep_source=self.offload_policy == "write-through")
         self._copy_onboards.extend(onboard_pairs)
         table.extend(slots[si:])
         ids.extend([None] * (n_total - len(ids)))
@@ -261,14 +287,20 @@ class Engine:
             victims.append(vid)
         if not victims:
             return slots
+        self._slots_reused = True
+        self.pressure = True
         offload: list[int] = []
         dropped: list[int] = []
         host_evicted: list[int] = []
+        already_on_host: list[int] = []
         for vid in victims:
             slot = self.gpu_map.pop(vid)
             self.refcount.pop(vid, None)
             slots.append(slot)
-            hslot = self._host_slot(host_evicted) if self.cache.host is not None else None
+            if vid in self.host_map:
+                already_on_host.append(vid)  # written through earlier: dropping the GPU copy is free
+                continue
+            hslot = self._host_slot(host_evicted) if self.cache.host is not None and self.cache.host_blocks > 0 else None
             if hslot is None:
                 dropped.append(vid)
             else:
@@ -278,9 +310,10 @@ class Engine:
                 offload.append(vid)
         self._blocks("evict", host_evicted, req.user, req.round, pool="host")
         self._blocks("offload", offload, req.user, req.round)
-        self._blocks("evict", dropped, req.user, req.round, pool="gpu")
+        self._blocks("evict", dropped + already_on_host, req.user, req.round, pool="gpu")
         for vid in host_evicted + dropped:
-            self.owner.pop(vid, None)
+            if vid not in self.gpu_map:
+                self.owner.pop(vid, None)
         return slots
 
     def _host_slot(self, host_evicted: list[int]) -> int | None:
@@ -293,11 +326,19 @@ class Engine:
         return None
 
     def issue_copies(self) -> None:
-        self.cache.copy_batch(self._copy_offloads, self._copy_onboards)
+        # A slot taken from an evicted block may still be read by a write-through copy in flight:
+        # the compute that overwrites it waits for the copy stream (copy_batch does when it copies).
+        self.cache.copy_batch(self._copy_offloads, self._copy_onboards, order_compute=self._slots_reused)
         self._copy_offloads, self._copy_onboards = [], []
+        self._slots_reused = False
         for h in self._deferred_host_free:
             heapq.heappush(self.host_free, h)
         self._deferred_host_free = []
+        for h in self._deferred_host_lru:
+            if h in self.host_map:
+                self.host_lru[h] = None
+                self.host_lru.move_to_end(h)
+        self._deferred_host_lru = []
 
     # ---- block registration and release --------------------------------------------------
 
@@ -326,20 +367,37 @@ class Engine:
             slot = req.table[blk]
             if bid in self.gpu_map:
                 continue  # same content already cached elsewhere: this copy stays private
-            if bid in self.host_map:
-                # A stale host copy of content just recomputed (its prefix was gone).
-                self.host_lru.pop(bid, None)
-                heapq.heappush(self.host_free, self.host_map.pop(bid))
-                evicted_host.append(bid)
+            # A host copy of this content may exist (its prefix had been dropped, so it was
+            # recomputed): the block is then in both pools and later evicting it costs no copy.
             self.gpu_map[bid] = slot
             self.refcount[bid] = 1
             self.owner[bid] = req.user
             req.ids[blk] = bid
             stored.append(bid)
         req.hashes_registered = last
-        self._blocks("evict", evicted_host, req.user, req.round, pool="host")
         self._blocks("store", stored, req.user, req.round)
         self.stats["blocks_stored"] += len(stored)
+        if (self.offload_policy == "write-through" and self.pressure and self.cache.host is not None
+                and self.cache.host_blocks > 0):
+            pairs: list[tuple[int, int]] = []
+            through: list[int] = []
+            for bid in stored:
+                if bid in self.host_map:
+                    continue
+                hslot = self._host_slot(evicted_host)
+                if hslot is None:
+                    break
+                self.host_map[bid] = hslot
+                self.host_lru[bid] = None
+                pairs.append((self.gpu_map[bid], hslot))
+                through.append(bid)
+            self._blocks("evict", evicted_host, req.user, req.round, pool="host")
+            for hid in evicted_host:
+                if hid not in self.gpu_map:
+                    self.owner.pop(hid, None)
+            self._blocks("offload", through, req.user, req.round, keep_source=True)
+            # Read-only for the copy: compute does not wait for it (order_compute=False).
+            self.cache.copy_batch(pairs, [], order_compute=False)
 
     def release(self, req: Request) -> None:
         private: list[int] = []
