@@ -76,6 +76,11 @@ describe.skipIf(skip !== null)(`Settings view and drop zone in real Chromium${sk
     expect(await page.inputValue('input[name="workload.rounds"]')).toBe('3');
     await page.check('input[name="theme"][value="dark"]');
     expect(await bg()).toBe('rgb(17, 20, 24)');
+
+    // The New run form starts from the saved defaults.
+    await page.evaluate(() => (window.location.hash = '#/new'));
+    await page.waitForFunction(() => (document.querySelector('#f-rounds') as HTMLInputElement | null)?.value === '3');
+    expect(await page.inputValue('#f-users')).toBe('2-16');
     await page.close();
   });
 
