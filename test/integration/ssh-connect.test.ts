@@ -149,6 +149,18 @@ d('ssh connections against real sshd', () => {
     expect(again.asked).toEqual([]);
   });
 
+  it('HashKnownHosts yes: an accepted key is recorded hashed, and OpenSSH finds it', async () => {
+    const src = config(`Host box\n  HostName 127.0.0.1\n  Port ${a.port}\n  User ${user}\n  IdentityFile ${userKey.priv}\n  IdentityAgent none\n  HashKnownHosts yes\n  UserKnownHostsFile ${join(dir, 'kh-hashed')}\n`);
+    (await connectSsh({ destination: 'box', config: src, prompts: noPrompts({ unknownHostKey: async () => true }) })).close();
+    const text = readFileSync(join(dir, 'kh-hashed'), 'utf8');
+    expect(text.startsWith('|1|')).toBe(true);
+    expect(text).not.toContain('127.0.0.1');
+    expect(execFileSync('ssh-keygen', ['-F', `[127.0.0.1]:${a.port}`, '-f', join(dir, 'kh-hashed')], { encoding: 'utf8' })).toContain('ssh-ed25519');
+    const again = noPrompts();
+    (await connectSsh({ destination: 'box', config: src, prompts: again })).close();
+    expect(again.asked).toEqual([]);
+  });
+
   it('a changed host key is refused with both fingerprints, and the callback is never asked', async () => {
     const other = keygen(join(dir, `other-host-${Date.now()}`));
     const otherLine = other.pub.split(' ').slice(0, 2).join(' ');

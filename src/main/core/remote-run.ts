@@ -22,6 +22,7 @@
  * nothing is duplicated, so the local events.jsonl is a byte-for-byte copy of the remote one.
  */
 import { closeSync, existsSync, fstatSync, ftruncateSync, mkdirSync, openSync, readFileSync, readSync, writeSync } from 'node:fs';
+import { readdir } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import type { AgentWorkload, PushMessage, RunListing, RunRequest, RunStarted } from '../../shared/api';
 import { EventLineDecoder } from '../../shared/events-reader';
@@ -722,9 +723,15 @@ export class RunManager {
  */
 export async function markOrphanedRuns(store: RunStore): Promise<string[]> {
   const marked: string[] = [];
-  for (const l of await store.list()) {
-    if (l.bundled || l.status !== 'running') continue;
-    const meta = await store.readMeta(l.id).catch(() => null);
+  // meta.json only: this runs at startup and must not read every event log.
+  let ids: string[] = [];
+  try {
+    ids = await readdir(store.runsDir);
+  } catch {
+    return marked;
+  }
+  for (const id of ids) {
+    const meta = await store.readMeta(id).catch(() => null);
     if (!meta || meta.status !== 'running') continue;
     const pid = typeof meta.tail_pid === 'number' ? meta.tail_pid : null;
     let alive = false;
@@ -738,7 +745,7 @@ export async function markOrphanedRuns(store: RunStore): Promise<string[]> {
     }
     if (alive) continue;
     await store.writeMeta({ ...meta, status: 'incomplete' });
-    marked.push(l.id);
+    marked.push(id);
   }
   return marked;
 }

@@ -158,6 +158,8 @@ function authSequence(hop: ResolvedHost, opts: ConnectOptions, isTarget: boolean
   if (isTarget && opts.identityFile) keyFiles.push(opts.identityFile);
   keyFiles.push(...(hop.identityFiles.length ? hop.identityFiles : defaultIdentityFiles()));
   const steps: Array<() => Promise<AnyAuthMethod | null>> = [];
+  // IdentitiesOnly: ssh(1) would still use agent keys that match the listed files; we skip the agent
+  // then (the files themselves are tried), which never offers a key the user did not name.
   if (hop.identityAgent && !(hop.identitiesOnly && hop.identityFiles.length)) {
     const agent = hop.identityAgent;
     steps.push(async () => ({ type: 'agent', username: hop.user, agent }));
