@@ -6,6 +6,7 @@ import type { Command } from 'commander';
 import { createCore } from '../../main/core/app-core';
 import { appPaths, defaultDataDir, defaultRunsDir, findAppRoot } from '../../main/core/paths';
 import { startServer } from '../../main/core/serve';
+import { SettingsStore } from '../../main/core/settings';
 import { CodedError } from '../../shared/result';
 
 export function registerServe(program: Command): void {
@@ -22,8 +23,11 @@ export function registerServe(program: Command): void {
       if (!existsSync(paths.rendererDir)) {
         throw new CodedError('not_found', `the window is not built (${paths.rendererDir} is missing): run \`npm run build\` first`);
       }
-      // settingsFile: the desktop app's settings.json, so Settings made in either window persist (issue 10).
-      const core = await createCore({ runsDir: opts.runsDir ?? defaultRunsDir(), samplesDir: paths.samplesDir, shell: 'browser', settingsFile: join(defaultDataDir(), 'settings.json') });
+      // The desktop app's settings.json, so Settings made in either window persist, and the runs
+      // folder chosen there is the one served (issue 10).
+      const settings = new SettingsStore(join(defaultDataDir(), 'settings.json'));
+      const runsDir = opts.runsDir ?? (await settings.load()).runsDir ?? defaultRunsDir();
+      const core = await createCore({ runsDir, samplesDir: paths.samplesDir, shell: 'browser', settingsStore: settings });
       const server = await startServer({ core, staticDir: paths.rendererDir, port: opts.port });
       // The URL is the first stdout line: tests and tunnels read it.
       process.stdout.write(`${server.url}\n`);
