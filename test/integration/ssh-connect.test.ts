@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadSshConfig, resolveHost, serverAliveToKeepaliveMs } from '../../src/main/core/ssh/config';
-import { connectSsh, type ConnectPrompts, type HostKeyQuestion } from '../../src/main/core/ssh/connect';
+import { authSequence, connectSsh, type ConnectPrompts, type HostKeyQuestion } from '../../src/main/core/ssh/connect';
 import { fingerprintSha256, hostFieldMatches } from '../../src/main/core/ssh/known-hosts';
 import { currentUser, keygen, sshdSkipReason, startAgent, startSshd, type TestAgent, type TestSshd } from '../helpers/sshd';
 
@@ -217,6 +217,32 @@ d('ssh connections against real sshd', () => {
       code: 'host_key_changed',
       detail: { hop: `[127.0.0.1]:${jump.port}` },
     });
+  });
+
+  it('tries methods in ssh(1) order: agent, key files (unreadable ones skipped), password last', async () => {
+    // No test sshd accepts passwords (that needs a real account password), so the order is checked
+    // on the handler itself, driven the way ssh2 drives it after each failed method.
+    const hop = resolveHost(config(`Host o\n  HostName 127.0.0.1\n  User ${user}\n  IdentityAgent ${agent.sock}\n  IdentityFile ${join(dir, 'missing')}\n  IdentityFile ${userKey.priv}\n  IdentityFile ${encKey.priv}\n`), 'o');
+    const calls: string[] = [];
+    const prompts = noPrompts({
+      passphrase: async () => {
+        calls.push('ask-passphrase');
+        return 'correct horse';
+      },
+      password: async (q) => {
+        calls.push(`ask-password#${q.attempt}`);
+        return q.attempt < 3 ? 'pw' : null;
+      },
+    });
+    const handler = authSequence(hop, { destination: 'o', config: loadSshConfig(join(dir, 'none')), prompts }, true, []);
+    const tried: string[] = [];
+    for (let i = 0; i < 8; i++) {
+      const m = await new Promise<false | { type: string; key?: Buffer; passphrase?: string }>((r) => handler(i === 0 ? null : ['publickey', 'password'], false, r as never));
+      if (m === false) break;
+      tried.push(m.type === 'publickey' ? `publickey:${m.passphrase ? 'decrypted' : 'plain'}` : m.type);
+    }
+    expect(tried).toEqual(['agent', 'publickey:plain', 'publickey:decrypted', 'password', 'password']);
+    expect(calls).toEqual(['ask-passphrase', 'ask-password#1', 'ask-password#2', 'ask-password#3']);
   });
 
   it('hashed entries match only their own name', () => {

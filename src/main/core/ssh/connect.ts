@@ -152,8 +152,8 @@ function tcp(host: string, port: number, timeoutMs: number): Promise<Socket> {
 
 const ENCRYPTED_RE = /encrypted|passphrase/i;
 
-/** Builds ssh2's authHandler: agent → keys → password, each asked for lazily. */
-function authSequence(hop: ResolvedHost, opts: ConnectOptions, isTarget: boolean, failures: string[]) {
+/** Builds ssh2's authHandler: agent → keys → password, each asked for lazily (exported for its order test). */
+export function authSequence(hop: ResolvedHost, opts: ConnectOptions, isTarget: boolean, failures: string[]) {
   const keyFiles: string[] = [];
   if (isTarget && opts.identityFile) keyFiles.push(opts.identityFile);
   keyFiles.push(...(hop.identityFiles.length ? hop.identityFiles : defaultIdentityFiles()));
