@@ -10,7 +10,12 @@
 # re-run the table here with: python3 bench/agent-issue3-results.py RUNS --copy issue3-copy.json --out DIR).
 # Wall budget ISSUE3_BUDGET_S (default 280 s): the sweep starts no run past the budget less a
 # margin and is stopped (SIGTERM: the run in flight ends "cancelled" with a complete log) at it.
-# Users run in the order ISSUE3_USERS (default 4,2,8,1), each with and without the host pool.
+# Users run in the order ISSUE3_USERS (default 4,2,1,8), each with and without the host pool; then,
+# in the last ISSUE3_WT_S (default 55) seconds, users 4 again with --offload-policy write-through.
+# Estimate (H100, written before a full run): setup ~25 s (torch import, 16 GB of weights, 18 GB
+# pinned, copy baseline); a timed round of 4 users ~2.5 s with the host pool and ~5 s recomputing,
+# if a decode step of 2 users takes ~15 ms (the smoke run before the step was slimmed measured
+# 45-110 ms, launch/sync-bound: see the step_ns_mean of the round lines). 8 users may not fit.
 # Dry run off the GPU (later options win): OUT=/tmp/i3 PYTHON=/usr/bin/python3 ISSUE3_EXTRA="--device cpu
 #   --model tiny --context-tokens 200 --new-tokens 16 --output-tokens 8 --block-tokens 16 --rounds 3
 #   --gpu-kv-bytes 327680 --host-kv-bytes 1e6,0" bash bench/gpu/issue3.sh
@@ -22,7 +27,7 @@ PY=${PYTHON:-python3}
 export PYTHONPATH=resources/agent PYTHONUNBUFFERED=1
 START=$(date +%s)
 BUDGET=${ISSUE3_BUDGET_S:-280}
-USERS=${ISSUE3_USERS:-4,2,8,1}
+USERS=${ISSUE3_USERS:-4,2,1,8}
 WORK=$(mktemp -d); RUNS=$WORK/runs
 CARD=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
 echo "card: ${CARD:-unknown}; $($PY -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)')"
@@ -41,20 +46,33 @@ echo "block $BB bytes; a user's last request $PER blocks; GPU pool $GPU_KV bytes
 echo "== (a) plain pinned copy, $PER blocks of $BB bytes"
 timeout 60 "$PY" bench/agent-copy-bandwidth.py --block-bytes "$BB" --blocks "$PER" --out "$OUT/issue3-copy.json" | tr -d '\n'; echo
 
-LEFT=$(( BUDGET - ($(date +%s) - START) - 25 ))
+# (b) The sweep (lazy offload, the TensorRT-LLM behaviour) with and without the host pool, then,
+# if time is left, users 4 with write-through offload (blocks copied to host as computed).
+LEFT=$(( BUDGET - ($(date +%s) - START) - 20 ))
+A_LIMIT=$(( LEFT - ${ISSUE3_WT_S:-55} ))
 CMD=("$PY" -m kvscope_agent sweep --model llama-3.1-8b --context-tokens 16000 --rounds 10 --users "$USERS"
-     --host-kv-bytes 55e9,0 --gpu-kv-bytes "$GPU_KV" --deadline-s $(( LEFT - 45 )) --out "$RUNS")
+     --host-kv-bytes 55e9,0 --gpu-kv-bytes "$GPU_KV" --deadline-s $(( A_LIMIT - 50 )) --out "$RUNS/lazy")
 # shellcheck disable=SC2206
 EXTRA=(${ISSUE3_EXTRA:-}); CMD+=("${EXTRA[@]}")
-echo "== (b) sweep, ${LEFT} s left: ${CMD[*]}"
-timeout --signal=TERM --kill-after=15 "$LEFT" "${CMD[@]}" > "$OUT/issue3-sweep.log" 2>&1
+echo "== (b) sweep, ${A_LIMIT} s: ${CMD[*]}"
+timeout --signal=TERM --kill-after=15 "$A_LIMIT" "${CMD[@]}" > "$OUT/issue3-sweep.log" 2>&1
 echo "sweep exit $? after $(( $(date +%s) - START )) s"
-grep -E "^sweep|error|Error|Traceback" "$OUT/issue3-sweep.log" | tail -30
-for f in "$RUNS"/*/*/events.jsonl; do echo "check ${f#$RUNS/}: $("$PY" -m kvscope_agent check "$f" 2>&1 | tail -1)"; done
+LEFT=$(( BUDGET - ($(date +%s) - START) - 15 ))
+if [ "$LEFT" -ge 35 ]; then
+  CMD_WT=("$PY" -m kvscope_agent sweep --model llama-3.1-8b --context-tokens 16000 --rounds 10 --users 4
+          --host-kv-bytes 55e9 --gpu-kv-bytes "$GPU_KV" --offload-policy write-through --out "$RUNS/write-through" "${EXTRA[@]}")
+  echo "== (b2) write-through, ${LEFT} s: ${CMD_WT[*]}"
+  timeout --signal=TERM --kill-after=10 "$LEFT" "${CMD_WT[@]}" >> "$OUT/issue3-sweep.log" 2>&1
+  echo "write-through exit $? after $(( $(date +%s) - START )) s"
+else
+  echo "== (b2) write-through skipped: ${LEFT} s left"
+fi
+grep -E "^sweep|^round|error|Error|Traceback|cancelled" "$OUT/issue3-sweep.log" | tail -40
+for f in "$RUNS"/*/*/*/events.jsonl; do echo "check ${f#$RUNS/}: $("$PY" -m kvscope_agent check "$f" 2>&1 | tail -1)"; done
 
 echo "== (c) results"
 "$PY" bench/agent-issue3-results.py "$RUNS" --copy "$OUT/issue3-copy.json" --out "$OUT" --card "${CARD:-unknown}" \
   --command "OUT=\$OUT bash bench/gpu/issue3.sh  (${CMD[*]/$RUNS/RUNS})"
-[ -f "$RUNS/host-55e9/users-4/events.jsonl" ] && gzip -c "$RUNS/host-55e9/users-4/events.jsonl" > "$OUT/sample-8b-h100.jsonl.gz"
+[ -f "$RUNS/lazy/host-55e9/users-4/events.jsonl" ] && gzip -c "$RUNS/lazy/host-55e9/users-4/events.jsonl" > "$OUT/sample-8b-h100.jsonl.gz"
 tar czf "$OUT/issue3-runs.tar.gz" -C "$RUNS" .
 ls -la "$OUT"; echo "total $(( $(date +%s) - START )) s"
