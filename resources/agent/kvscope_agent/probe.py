@@ -18,15 +18,17 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+# The same query as telemetry.PROBE_FIELDS (recorded on an H100 in
+# tests/fixtures/nvidia-smi/h100-query-gpu-probe-fields.csv); free memory is asked separately.
 SMI_FIELDS = (
     "index",
     "name",
     "uuid",
     "memory.total",
-    "memory.free",
     "pcie.link.gen.max",
     "pcie.link.width.max",
     "driver_version",
+    "pci.bus_id",
 )
 
 # An engine import can take tens of seconds (vllm initialises a lot); each runs in its own
@@ -70,7 +72,6 @@ def probe_gpus(notes: list[str]) -> tuple[list[dict[str, Any]], str | None, str 
             continue
         row = dict(zip(SMI_FIELDS, cols))
         total = _num(row["memory.total"])
-        free = _num(row["memory.free"])
         gen = _num(row["pcie.link.gen.max"])
         width = _num(row["pcie.link.width.max"])
         driver = row["driver_version"] or driver
@@ -81,12 +82,20 @@ def probe_gpus(notes: list[str]) -> tuple[list[dict[str, Any]], str | None, str 
                 "uuid": row["uuid"] or None,
                 # nounits: memory is MiB.
                 "memory_total_bytes": int(total * 1024 * 1024) if total is not None else None,
-                "memory_free_bytes": int(free * 1024 * 1024) if free is not None else None,
+                "memory_free_bytes": None,
                 "pcie_gen": int(gen) if gen is not None else None,
                 "pcie_width": int(width) if width is not None else None,
                 "c2c": None,
             }
         )
+    rc, out, _ = _run(["nvidia-smi", "--query-gpu=index,memory.free", "--format=csv,noheader,nounits"])
+    if rc == 0:
+        for line in out.strip().splitlines():
+            idx, _, free = (c.strip() for c in line.partition(","))
+            mib = _num(free)
+            for g in gpus:
+                if str(g["index"]) == idx and mib is not None:
+                    g["memory_free_bytes"] = int(mib * 1024 * 1024)
     # c2c.mode is newer; an older nvidia-smi rejects the whole query when asked for it.
     rc, out, _ = _run(["nvidia-smi", "--query-gpu=index,c2c.mode", "--format=csv,noheader,nounits"])
     if rc == 0:
