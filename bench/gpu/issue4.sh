@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Issue 4 on the GPU host: tracer build time, nvidia-smi fixtures, and the overhead of tracing +
 # sampling on the agent's 8B preset (GPU pool short enough to offload, 10 rounds, users 4):
-# runs with `--trace on --sample-ms 100` and `--trace off --sample-ms 0`, alternating, as many
-# pairs (>= 5 wanted) as fit the time budget. From the repo root:
-#   OUT=/some/dir bash bench/gpu/issue4.sh            (BUDGET_S=270 CTX=16000 by default)
-# If pair 1 at CTX tokens shows that 5 pairs cannot fit the budget, the remaining pairs use a
-# smaller context computed from pair 1's own phase times; the results say so.
+# runs with `--trace on --sample-ms 100` and `--trace off --sample-ms 0`, alternating which goes
+# first, PAIRS pairs (5) within BUDGET_S seconds (270) of wall time. From the repo root:
+#   OUT=/some/dir bash bench/gpu/issue4.sh
+# Sizing: one untraced calibration run at the asked settings (CTX=16000 tokens, OUT_TOKENS=64)
+# measures this host; if 2 x PAIRS such runs cannot fit what is left of the budget, the context
+# shrinks first (down to 2000 tokens), then the output tokens (down to 16), then the pairs (down
+# to 3), from the calibration run's own phase times. The results say what was used and why.
 set -u
 OUT=${OUT:?OUT must be set}
 mkdir -p "$OUT/runs"
@@ -13,6 +15,7 @@ export PYTHONPATH="$PWD/resources/agent${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFF
 PY=${PYTHON:-python3}
 BUDGET_S=${BUDGET_S:-270}
 CTX=${CTX:-16000}
+OUT_TOKENS=${OUT_TOKENS:-64}
 USERS=${USERS:-4}
 ROUNDS=${ROUNDS:-10}
 PAIRS=${PAIRS:-5}
@@ -44,90 +47,104 @@ P=$($PY -c 'from kvscope_agent import telemetry as t; print(",".join(t.PROBE_FIE
 { echo "+ nvidia-smi dmon -s t -c 3"; timeout 8 nvidia-smi dmon -s t -c 3 2>&1; } > "$OUT/fixtures-dmon-t.txt"
 { echo "+ nvidia-smi -q"; nvidia-smi -q 2>&1; } > "$OUT/fixtures-q.txt"
 
-# One run: $1 folder, $2 on|off, $3 context tokens. GPU pool = 2.2 users' contexts (so 4 users
-# offload), host pool = 1.5x what all users ever hold (no host eviction).
+# One run: $1 folder, $2 on|off, $3 context tokens, $4 output tokens, $5 timeout s. GPU pool =
+# 2.2 users' contexts (so 4 users offload), host pool = 1.5x what all users ever hold.
 one_run() {
-  local dir=$1 mode=$2 ctx=$3
-  local kv_tok=$KV_TOK
-  local gpu_kv=$(( ctx * kv_tok * 22 / 10 ))
-  local host_kv=$(( USERS * (ctx + ROUNDS * 128 + 256) * kv_tok * 3 / 2 ))
+  local dir=$1 mode=$2 ctx=$3 otok=$4 limit=${5:-200}
+  local gpu_kv=$(( ctx * KV_TOK * 22 / 10 ))
+  local host_kv=$(( USERS * (ctx + ROUNDS * (64 + otok) + 256) * KV_TOK * 3 / 2 ))
   local extra=(--trace off --sample-ms 0)
   [ "$mode" = on ] && extra=(--trace on --sample-ms 100)
+  mkdir -p "$(dirname "$dir")"
   local t0=$(date +%s%N)
-  timeout 200 $PY -m kvscope_agent run --model "$MODEL" $EXTRA_ARGS --users "$USERS" --rounds "$ROUNDS" \
-    --context-tokens "$ctx" --gpu-kv-bytes "$gpu_kv" --host-kv-bytes "$host_kv" "${extra[@]}" \
-    --out "$dir" > "$dir.log" 2>&1
+  timeout "$limit" $PY -m kvscope_agent run --model "$MODEL" $EXTRA_ARGS --users "$USERS" --rounds "$ROUNDS" \
+    --context-tokens "$ctx" --output-tokens "$otok" --gpu-kv-bytes "$gpu_kv" --host-kv-bytes "$host_kv" \
+    "${extra[@]}" --out "$dir" > "$dir.log" 2>&1
   local rc=$?
-  echo "$(basename "$(dirname "$dir")")/$mode ctx=$ctx rc=$rc wall_ms=$(( ($(date +%s%N) - t0) / 1000000 ))" | tee -a "$OUT/info.txt"
-  tail -n 3 "$dir.log"
-}
-CMD="python3 -m kvscope_agent run --model $MODEL $EXTRA_ARGS --users $USERS --rounds $ROUNDS --context-tokens CTX --gpu-kv-bytes CTX*$KV_TOK*2.2 --host-kv-bytes $USERS*(CTX+$ROUNDS*128+256)*$KV_TOK*1.5 --trace on --sample-ms 100 | --trace off --sample-ms 0"
-
-run_pair() {  # $1 root, $2 pair number, $3 ctx; odd pairs run "on" first, even pairs "off" first
-  local d="$1/pair-$2"; mkdir -p "$d"
-  if [ $(( $2 % 2 )) = 1 ]; then one_run "$d/on" on "$3"; one_run "$d/off" off "$3";
-  else one_run "$d/off" off "$3"; one_run "$d/on" on "$3"; fi
+  echo "$dir $mode ctx=$ctx out=$otok rc=$rc wall_ms=$(( ($(date +%s%N) - t0) / 1000000 ))" | sed "s|$OUT/||" | tee -a "$OUT/info.txt"
+  tail -n 2 "$dir.log"
 }
 
-echo "== pair 1 at context $CTX"
-p0=$(date +%s)
-run_pair "$OUT/runs" 1 "$CTX"
-pair_s=$(( $(date +%s) - p0 ))
+echo "== calibration: one untraced run at context $CTX, $OUT_TOKENS output tokens"
 left=$(( BUDGET_S - ($(date +%s) - T_START) ))
-NOTE=""
-CTX2=$CTX
-if [ $(( pair_s * (PAIRS - 1) )) -gt "$left" ]; then
-  # Scale the context so that the remaining pairs fit: per run, time outside the context and
-  # rounds phases is fixed, time inside them grows with the context (prefill and attention).
-  CTX2=$($PY - "$OUT/runs/pair-1/off/events.jsonl" "$pair_s" "$left" "$PAIRS" "$CTX" <<'EOF'
+c0=$(date +%s)
+one_run "$OUT/calibration" off "$CTX" "$OUT_TOKENS" $(( left / 3 ))
+calib_s=$(( $(date +%s) - c0 ))
+left=$(( BUDGET_S - ($(date +%s) - T_START) ))
+read -r CTX2 OTOK2 PAIRS2 NOTE < <($PY - "$OUT/calibration/events.jsonl" "$calib_s" "$left" "$PAIRS" "$CTX" "$OUT_TOKENS" "$ROUNDS" <<'EOF'
 import json, sys
-path, pair_s, left, pairs, ctx = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-ph = {}
-for line in open(path):
-    e = json.loads(line)
-    if e["type"] == "phase":
-        ph.setdefault(e["name"], {})[e["state"]] = e["t"]
-var = sum((p["end"] - p["begin"]) / 1e9 for n, p in ph.items() if n in ("context", "rounds") and "end" in p and "begin" in p)
-run_s = pair_s / 2
-fixed = max(run_s - var, 1.0)
-target = left / max(pairs - 1, 1) / 2 * 0.9
-scale = (target - fixed) / var if var > 0 else 0.25
-new = int(max(1000, min(ctx, ctx * scale)) // 1000 * 1000)
-print(new)
+path, calib_s, left, pairs, ctx, otok, rounds = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7])
+ph, done_rounds, end_t = {}, 0, None
+try:
+    for line in open(path):
+        e = json.loads(line)
+        if e["type"] == "phase":
+            ph.setdefault(e["name"], {})[e["state"]] = e["t"] / 1e9
+        elif e["type"] == "round" and e["round"] >= 1:
+            done_rounds += 1
+        elif e["type"] == "run.end":
+            end_t = e["t"] / 1e9
+except OSError:
+    pass
+def dur(n):
+    p = ph.get(n, {})
+    return p["end"] - p["begin"] if "begin" in p and "end" in p else None
+prefill = dur("context") or 0.0
+rounds_s = dur("rounds")
+# A calibration cut short by its time limit still tells the time per round it reached.
+per_round = rounds_s / rounds if rounds_s else ((calib_s - prefill) / max(done_rounds, 1) if done_rounds else calib_s)
+fixed = max(calib_s - prefill - per_round * rounds, 2.0)
+def run_s(c, o):
+    return fixed + prefill * c / ctx + per_round * rounds * (0.3 + 0.7 * o / otok)
+budget = left * 0.9
+c, o, p = ctx, otok, pairs
+while 2 * p * run_s(c, o) > budget and c > 2000:
+    c = max(2000, c - 2000)
+while 2 * p * run_s(c, o) > budget and o > 16:
+    o = max(16, o // 2)
+while 2 * p * run_s(c, o) > budget and p > 3:
+    p -= 1
+same = (c, o) == (ctx, otok)
+note = "as asked" if (same and p == pairs) else (
+    f"calibration run at context {ctx}, {otok} output tokens took {calib_s:.0f} s (prefill {prefill:.1f} s, "
+    f"{per_round:.2f} s per round, {fixed:.1f} s fixed); to fit {left:.0f} s left of the budget the pairs use "
+    f"context {c}, {o} output tokens, {p} pairs (predicted {run_s(c, o):.0f} s per run)")
+print(c, o, p, note)
 EOF
 )
-  NOTE="pair 1 took ${pair_s}s at context $CTX: 5 pairs do not fit the ${BUDGET_S}s budget, so pairs 2.. use context $CTX2 (computed from pair 1's phase times) in runs-ctx$CTX2/, and pair 1 at $CTX is reported alone"
-  echo "$NOTE" | tee -a "$OUT/info.txt"
-fi
-ROOT2="$OUT/runs"
-[ "$CTX2" != "$CTX" ] && ROOT2="$OUT/runs-ctx$CTX2" && mkdir -p "$ROOT2"
-n=1
-[ "$CTX2" != "$CTX" ] && n=0
-while [ "$n" -lt "$PAIRS" ]; do
+echo "sizing: ${NOTE}" | tee -a "$OUT/info.txt"
+
+run_pair() {  # $1 pair number; odd pairs run "on" first, even pairs "off" first
+  local d="$OUT/runs/pair-$1"
+  if [ $(( $1 % 2 )) = 1 ]; then one_run "$d/on" on "$CTX2" "$OTOK2"; one_run "$d/off" off "$CTX2" "$OTOK2";
+  else one_run "$d/off" off "$CTX2" "$OTOK2"; one_run "$d/on" on "$CTX2" "$OTOK2"; fi
+}
+n=0
+while [ "$n" -lt "$PAIRS2" ]; do
   n=$(( n + 1 ))
-  elapsed=$(( $(date +%s) - T_START ))
-  est=$pair_s
-  [ "$CTX2" != "$CTX" ] && est=$(( pair_s * CTX2 / CTX + 10 ))
-  if [ $(( elapsed + est )) -gt "$BUDGET_S" ]; then
-    echo "stopping before pair $n: ${elapsed}s used of ${BUDGET_S}s" | tee -a "$OUT/info.txt"; break
+  if [ "$n" = 1 ] && [ "$CTX2" = "$CTX" ] && [ "$OTOK2" = "$OUT_TOKENS" ] && grep -q '"status":"ok"' "$OUT/calibration/events.jsonl" 2>/dev/null; then
+    # Same settings: the calibration run is pair 1's untraced run ("off" then "on" here).
+    mkdir -p "$OUT/runs/pair-1" && mv "$OUT/calibration" "$OUT/runs/pair-1/off" && mv "$OUT/calibration.log" "$OUT/runs/pair-1/off.log"
+    one_run "$OUT/runs/pair-1/on" on "$CTX2" "$OTOK2"
+    continue
   fi
-  run_pair "$ROOT2" "$n" "$CTX2"
-  [ "$CTX2" != "$CTX" ] && pair_s=$(( $(date +%s) - T_START - elapsed ))
+  if [ $(( $(date +%s) - T_START )) -gt $(( BUDGET_S + 20 )) ]; then
+    echo "stopping before pair $n: over the ${BUDGET_S}s budget" | tee -a "$OUT/info.txt"; break
+  fi
+  run_pair "$n"
 done
+CMD="python3 -m kvscope_agent run --model $MODEL $EXTRA_ARGS --users $USERS --rounds $ROUNDS --context-tokens $CTX2 --output-tokens $OTOK2 --gpu-kv-bytes $(( CTX2 * KV_TOK * 22 / 10 )) --host-kv-bytes $(( USERS * (CTX2 + ROUNDS * (64 + OTOK2) + 256) * KV_TOK * 3 / 2 )) --trace on --sample-ms 100 | --trace off --sample-ms 0"
 
 echo "== results"
-$PY bench/tracer-overhead.py "$OUT/runs" --out "$OUT/issue4-results-ctx$CTX.md" --json "$OUT/issue4-results-ctx$CTX.json" --command "${CMD//CTX/$CTX}" --note "$(cat "$OUT/info.txt" | grep -E '^build:' )" > /dev/null
-if [ "$ROOT2" != "$OUT/runs" ]; then
-  $PY bench/tracer-overhead.py "$ROOT2" --out "$OUT/issue4-results-ctx$CTX2.md" --json "$OUT/issue4-results-ctx$CTX2.json" --command "${CMD//CTX/$CTX2}" --note "$NOTE" > /dev/null
-fi
+$PY bench/tracer-overhead.py "$OUT/runs" --out "$OUT/issue4-pairs.md" --json "$OUT/issue4-results.json" \
+  --command "$CMD" --note "sizing: $NOTE" --note "$(grep -E '^build:' "$OUT/info.txt")" > /dev/null
 {
-  echo "# Issue 4 results ($(date -u +%Y-%m-%d), $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1))"
+  echo "# Issue 4 results ($(date -u +%Y-%m-%d), $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1))"
   echo; echo '```'; cat "$OUT/info.txt"; echo '```'; echo
-  [ "$ROOT2" != "$OUT/runs" ] && cat "$OUT/issue4-results-ctx$CTX2.md" && echo
-  cat "$OUT/issue4-results-ctx$CTX.md"
+  cat "$OUT/issue4-pairs.md"
 } > "$OUT/issue4-results.md"
 # Keep what comes back small: event logs compressed, trace files dropped (they are decoded).
 find "$OUT" -path '*/trace' -type d -prune -exec rm -rf {} +
-tar -C "$OUT" -czf "$OUT/issue4-runs.tar.gz" runs $( [ "$ROOT2" != "$OUT/runs" ] && basename "$ROOT2" ) && rm -rf "$OUT/runs" "$ROOT2"
+tar -C "$OUT" -czf "$OUT/issue4-runs.tar.gz" runs $( [ -d "$OUT/calibration" ] && echo calibration ) && rm -rf "$OUT/runs" "$OUT/calibration"
 cat "$OUT/issue4-results.md"
 echo "total wall: $(( $(date +%s) - T_START ))s"
