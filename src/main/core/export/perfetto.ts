@@ -148,11 +148,27 @@ class CopyConveyor {
     private readonly blockBytes: () => number,
   ) {}
 
-  addMove(move: Move): void {
+  /** Whether any copy of this direction and source was read, and when the first move was. */
+  private seenCopy = false;
+  private firstMoveT: number | null = null;
+
+  /**
+   * Queues a move. A source that has written no copy for `after + late` of log time since the
+   * first move is taken to be absent (no CUPTI on a CPU run, tracing off): its moves are released
+   * at once instead of each waiting out the window, which would hold every recent move in memory.
+   * The source turns back on with its first copy.
+   */
+  addMove(move: Move, now: number, o: Required<PerfettoOptions>): void {
+    if (this.firstMoveT === null) this.firstMoveT = move.t;
+    if (!this.seenCopy && now - this.firstMoveT > o.matchAfterNs + o.lateNs && this.moves.length === 0) {
+      this.exporter.releaseMove(move);
+      return;
+    }
     this.moves.push({ move, rem: move.bytes });
   }
 
   addCopy(ev: XferEvent): void {
+    this.seenCopy = true;
     const bb = this.blockBytes();
     const c: PendingCopy = { ev, rem: ev.bytes, blockSized: bb > 0 && ev.bytes > 0 && ev.bytes % bb === 0, parts: [] };
     // Keep copies in start order; they arrive nearly sorted, so this walks back a step or two.
@@ -554,7 +570,7 @@ export class PerfettoTraceBuilder {
         copies: 0,
       };
       this.report.moves.total++;
-      for (const source of SOURCES) this.conveyors.get(`${dir}/${source}`)!.addMove(move);
+      for (const source of SOURCES) this.conveyors.get(`${dir}/${source}`)!.addMove(move, this.now, this.o);
     }
   }
 
