@@ -201,3 +201,15 @@ def test_library_converts_real_cupti_record_structs(tmp_path) -> None:
     assert (p.copy_kind, p.bytes, p.start, p.end, p.stream_id, p.correlation_id) == (10, 1 << 20, 1000, 2000, 9, 42)
     assert (p.src_device_id, p.dst_device_id) == (1, 2)
     assert (s.src_kind, s.bytes, s.start, s.end, s.stream_id, s.correlation_id, s.flags) == (3, 4096, 3000, 3500, 7, 43, 1)
+
+
+def test_result_names_match_the_installed_cupti_header() -> None:
+    import re
+
+    loc = _parts_or_skip()
+    from kvscope_agent.tracer.collector import CUPTI_RESULTS
+
+    with open(os.path.join(loc.include_dirs[0], "cupti_result.h")) as f:
+        header = dict((int(n), name) for name, n in re.findall(r"(CUPTI_ERROR_\w+)\s*=\s*(\d+)", f.read()))
+    assert {k: v for k, v in header.items() if k in CUPTI_RESULTS} == CUPTI_RESULTS
+    assert CUPTI_RESULTS[39] == "CUPTI_ERROR_MULTIPLE_SUBSCRIBERS_NOT_SUPPORTED"
