@@ -133,6 +133,10 @@ while [ "$n" -lt "$PAIRS2" ]; do
   fi
   run_pair "$n"
 done
+if [ $(( $(date +%s) - T_START )) -lt $(( BUDGET_S - 60 )) ]; then
+  echo "== GPU tests of the tracer (time left)"
+  (cd resources/agent && timeout 120 $PY -m pytest -q -rs tests/test_tracer_gpu.py 2>&1 | tail -n 15) | tee "$OUT/test_tracer_gpu.txt"
+fi
 CMD="python3 -m kvscope_agent run --model $MODEL $EXTRA_ARGS --users $USERS --rounds $ROUNDS --context-tokens $CTX2 --output-tokens $OTOK2 --gpu-kv-bytes $(( CTX2 * KV_TOK * 22 / 10 )) --host-kv-bytes $(( USERS * (CTX2 + ROUNDS * (64 + OTOK2) + 256) * KV_TOK * 3 / 2 )) --trace on --sample-ms 100 | --trace off --sample-ms 0"
 
 echo "== results"
