@@ -146,6 +146,9 @@ $PY bench/tracer-overhead.py "$OUT/runs" --out "$OUT/issue4-pairs.md" --json "$O
   echo "# Issue 4 results ($(date -u +%Y-%m-%d), $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1))"
   echo; echo '```'; cat "$OUT/info.txt"; echo '```'; echo
   cat "$OUT/issue4-pairs.md"
+  if [ -f "$OUT/test_tracer_gpu.txt" ]; then
+    echo; echo "## tests/test_tracer_gpu.py on this GPU"; echo; echo '```'; cat "$OUT/test_tracer_gpu.txt"; echo '```'
+  fi
 } > "$OUT/issue4-results.md"
 # Keep what comes back small: event logs compressed, trace files dropped (they are decoded).
 find "$OUT" -path '*/trace' -type d -prune -exec rm -rf {} +
