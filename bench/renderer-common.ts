@@ -49,7 +49,7 @@ export async function openHarness(runsDir = mkdtempSync(join(tmpdir(), 'kvscope-
   const browser = await chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
+    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', ...(process.env.KVSCOPE_BENCH_CHROMIUM_ARGS ?? '').split(' ').filter(Boolean)],
   });
   const page = await browser.newPage({ viewport: { width: 1400, height: 900 }, colorScheme: 'dark' });
   const errors: string[] = [];

@@ -222,6 +222,33 @@ describe.skipIf(reason !== null)(`the window's views in real Chromium${reason ? 
     });
   }
 
+  it('follows the tail of a running run: pushed batches (with a resent overlap) move the pools as the log says', async () => {
+    const run = loadable[loadable.length - 1]!;
+    const cut = Math.floor(run.events.length * 0.4);
+    const id = 'live-tail';
+    mkdirSync(join(runsDir, id), { recursive: true });
+    writeFileSync(join(runsDir, id, 'events.jsonl'), run.events.slice(0, cut).map((e) => JSON.stringify(e)).join('\n') + '\n');
+    writeFileSync(join(runsDir, id, 'meta.json'), JSON.stringify({ id, name: 'live tail', host: 'host-a', status: 'running', createdAt: '2026-11-27T23:00:00Z' }));
+    await go(`#/runs/${id}/live`);
+    await page.waitForSelector('[data-action=follow][aria-pressed=true]');
+    const countsAt = (n: number) => {
+      const l = new BlockLedger();
+      for (const e of run.events.slice(0, n)) l.apply(e);
+      return [l.gpu.size, l.host.size];
+    };
+    const poolsNow = async () => [await page.evaluate(dataNum, ['[data-testid=pools]', 'gpu'] as [string, string]), await page.evaluate(dataNum, ['[data-testid=pools]', 'host'] as [string, string])];
+    // The rest of the log changes the pools, so following it is observable.
+    expect(countsAt(cut)).not.toEqual(countsAt(run.events.length));
+    await expect.poll(poolsNow).toEqual(countsAt(cut));
+    // The rest arrives as batches, the way the SSH tail pushes them; the first batch repeats lines.
+    const rest = run.events.slice(cut - 5);
+    for (let i = 0; i < rest.length; i += 40) core.push({ kind: 'run-events', runId: id, events: rest.slice(i, i + 40) });
+    await expect.poll(poolsNow, { timeout: 10_000 }).toEqual(countsAt(run.events.length));
+    core.push({ kind: 'run-status', runId: id, status: 'ok' });
+    await page.screenshot({ path: join(ARTIFACTS, 'window-live-tail.png') });
+    expect(consoleErrors).toEqual([]);
+  });
+
   it('compare draws one line per host and configuration, and a projection dashed and labelled', async () => {
     mkdirSync(join(runsDir, 'sweep-x'), { recursive: true });
     writeFileSync(
