@@ -141,6 +141,20 @@ def test_no_host_pool_evicts_and_recomputes(tmp_path):
     assert built_h.engine.last_outputs == scratch
 
 
+@pytest.mark.parametrize("policy", ["lazy", "write-through"])
+def test_small_host_pool_evicts_lru_host_blocks_and_stays_correct(tmp_path, policy):
+    # 3 host blocks: the host pool overflows within one batch of victims (the case that once
+    # announced an eviction before the offload it undid).
+    code, built, log = run_inproc(tmp_path, "tinyhost", ["--gpu-kv-bytes", SHORT_POOL, "--host-kv-bytes",
+                                                         str(3 * BLOCK_BYTES), "--offload-policy", policy])
+    assert code == 0 and check_log(log) == []
+    evs = events(log)
+    host_evicts = [e for e in evs if e["type"] == "blocks" and e["op"] == "evict" and e["pool"] == "host"]
+    assert host_evicts
+    _, ref, _ = run_inproc(tmp_path, "ref", ["--gpu-kv-bytes", AMPLE_POOL, "--host-kv-bytes", "0"])
+    assert built.engine.last_outputs == ref.engine.last_outputs
+
+
 @pytest.mark.parametrize(
     "args,option",
     [

@@ -305,9 +305,12 @@ class Engine:
                 dropped.append(vid)
             else:
                 self.host_map[vid] = hslot
-                self.host_lru[vid] = None
                 self._copy_offloads.append((slot, hslot))
                 offload.append(vid)
+        # Into the host LRU only now: a small host pool must not evict a block of this same
+        # batch before its offload is even announced (it drops later victims instead).
+        for vid in offload:
+            self.host_lru[vid] = None
         self._blocks("evict", host_evicted, req.user, req.round, pool="host")
         self._blocks("offload", offload, req.user, req.round)
         self._blocks("evict", dropped + already_on_host, req.user, req.round, pool="gpu")
@@ -388,9 +391,10 @@ class Engine:
                 if hslot is None:
                     break
                 self.host_map[bid] = hslot
-                self.host_lru[bid] = None
                 pairs.append((self.gpu_map[bid], hslot))
                 through.append(bid)
+            for bid in through:  # LRU candidates only after the batch (see _take_slots)
+                self.host_lru[bid] = None
             self._blocks("evict", evicted_host, req.user, req.round, pool="host")
             for hid in evicted_host:
                 if hid not in self.gpu_map:
