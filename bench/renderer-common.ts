@@ -26,7 +26,7 @@ export async function writeRun(runsDir: string, id: string, lines: Iterable<Reco
   for (const l of lines) {
     buf += JSON.stringify({ seq: n++, ...l }) + '\n';
     if (buf.length > 1 << 20) {
-      if (!out.write(buf)) await new Promise((r) => out.once('drain', r));
+      if (!out.write(buf)) await new Promise<void>((r) => out.once('drain', () => r()));
       buf = '';
     }
   }
