@@ -125,6 +125,7 @@ while [ "$n" -lt "$PAIRS2" ]; do
   if [ "$n" = 1 ] && [ "$CTX2" = "$CTX" ] && [ "$OTOK2" = "$OUT_TOKENS" ] && grep -q '"status":"ok"' "$OUT/calibration/events.jsonl" 2>/dev/null; then
     # Same settings: the calibration run is pair 1's untraced run ("off" then "on" here).
     mkdir -p "$OUT/runs/pair-1" && mv "$OUT/calibration" "$OUT/runs/pair-1/off" && mv "$OUT/calibration.log" "$OUT/runs/pair-1/off.log"
+    echo "the calibration run is runs/pair-1/off" | tee -a "$OUT/info.txt"
     one_run "$OUT/runs/pair-1/on" on "$CTX2" "$OTOK2"
     continue
   fi
