@@ -11,11 +11,14 @@
  *   NVML counters). Every pid and (pid, tid) used is named, with sort indices.
  * - `X` slices on one thread nest strictly: overlapping intervals go to separate lanes
  *   (shared/trace-lanes.ts), because the importer moves overlaps to an overflow track (#4280).
- * - Flows v2 (`bind_id` = the move's seq, + `flow_out`/`flow_in`) from each block move to the copies that carried it.
- *   The importer binds a flow end to the slice it is set on, keeps a flow id open after its first
+ * - Flows v2 (`bind_id` = the move's seq, with `flow_out`/`flow_in`) from each block move to the
+ *   copies that carried it. The importer binds a flow end to the slice it is set on, keeps a flow id open after its first
  *   `flow_in` (so one move may end on several copies), and takes one `bind_id` per slice; so a copy
  *   carrying several moves gets one child slice per move ("part", proportional to the bytes), each
  *   ending that move's flow. Matching rule: see `CopyConveyor` and docs/export.md.
+ *
+ * - Parents are written before their children: the importer sorts by `ts` and a parent and its
+ *   first child share one.
  *
  * Streaming: one pass over the log through the shared decoder; output goes through a bounded
  * buffer to a stream with backpressure. State is bounded: open requests and phases, one number per
