@@ -210,9 +210,10 @@ def main(argv: list[str]) -> int:
                  f"{copy['both_directions']['gb_per_s_best']} GB/s in total")
     L.append("")
     L.append("TTFT = queued → first token (includes waiting behind other users); service TTFT = admitted → first token. "
-             "Times in ms; E2E over rounds 1..R in s.\n")
-    L.append("| host pool | offload policy | users | status | TTFT mean | p50 | p99 | service TTFT mean | E2E s | onboarded GB | onboard GB/s | offloaded GB | offload GB/s | evicted blocks | decode step ms | in-run plain H2D/D2H GB/s |")
-    L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+             "Times in ms; E2E over rounds 1..R in s. Step ms: mean engine step (prefill chunk or decode) of the timed "
+             "rounds; telemetry ms: GPU sampling period of that run (off = --sample-ms 0).\n")
+    L.append("| host pool | offload policy | users | status | TTFT mean | p50 | p99 | service TTFT mean | E2E s | onboarded GB | onboard GB/s | offloaded GB | offload GB/s | evicted blocks | step ms | telemetry ms | in-run plain H2D/D2H GB/s |")
+    L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in runs:
         tt = [q.ttft for q in r.timed()]
         st = [q.service_ttft for q in r.timed()]
@@ -225,8 +226,9 @@ def main(argv: list[str]) -> int:
             f"| {r.host_bytes / 1e9:g} GB | {r.policy} | {r.users} | {r.status} | {fmt_ms(statistics.mean(tt) if tt else None)} | "
             f"{fmt_ms(pct(tt, 0.5))} | {fmt_ms(pct(tt, 0.99))} | {fmt_ms(statistics.mean(st) if st else None)} | "
             f"{e2e / 1e9:.2f} | {on_b / 1e9:.2f} | {on_bw or 0:.1f} | {off_b / 1e9:.2f} | {off_bw or 0:.1f} | "
-            f"{r.summary.get('blocks_evicted', 0)} | {steps} | {pc.get('h2d_gb_per_s', '–')} / {pc.get('d2h_gb_per_s', '–')} |"
-            if e2e else f"| {r.host_bytes / 1e9:g} GB | {r.policy} | {r.users} | {r.status} | – | – | – | – | – | – | – | – | – | – | – | – |"
+            f"{r.summary.get('blocks_evicted', 0)} | {steps} | {r.config.get('sample_ms', '–') or 'off'} | "
+            f"{pc.get('h2d_gb_per_s', '–')} / {pc.get('d2h_gb_per_s', '–')} |"
+            if e2e else f"| {r.host_bytes / 1e9:g} GB | {r.policy} | {r.users} | {r.status} | – | – | – | – | – | – | – | – | – | – | – | – | – |"
         )
     L.append("")
     L.append("## TTFT per round kind (timed rounds, all runs pooled by host-pool setting)\n")

@@ -11,7 +11,9 @@
 # Wall budget ISSUE3_BUDGET_S (default 280 s): the sweep starts no run past the budget less a
 # margin and is stopped (SIGTERM: the run in flight ends "cancelled" with a complete log) at it.
 # Users run in the order ISSUE3_USERS (default 4,2,1,8), each with and without the host pool; then,
-# in the last ISSUE3_WT_S (default 55) seconds, users 4 again with --offload-policy write-through.
+# in the last ISSUE3_WT_S (default 55) seconds, users 4 again with --offload-policy write-through
+# and GPU sampling off (--sample-ms 0): its decode steps against the lazy users-4 run's (sampling
+# every 100 ms) show whether NVML/nvidia-smi sampling slows the launch-bound step loop.
 # Estimate (H100, written before a full run): setup ~25 s (torch import, 16 GB of weights, 18 GB
 # pinned, copy baseline); a timed round of 4 users ~2.5 s with the host pool and ~5 s recomputing,
 # if a decode step of 2 users takes ~15 ms (the smoke run before the step was slimmed measured
@@ -60,7 +62,8 @@ echo "sweep exit $? after $(( $(date +%s) - START )) s"
 LEFT=$(( BUDGET - ($(date +%s) - START) - 15 ))
 if [ "$LEFT" -ge 35 ]; then
   CMD_WT=("$PY" -m kvscope_agent sweep --model llama-3.1-8b --context-tokens 16000 --rounds 10 --users 4
-          --host-kv-bytes 55e9 --gpu-kv-bytes "$GPU_KV" --offload-policy write-through --out "$RUNS/write-through" "${EXTRA[@]}")
+          --host-kv-bytes 55e9 --gpu-kv-bytes "$GPU_KV" --offload-policy write-through --sample-ms 0
+          --out "$RUNS/write-through" "${EXTRA[@]}")
   echo "== (b2) write-through, ${LEFT} s: ${CMD_WT[*]}"
   timeout --signal=TERM --kill-after=10 "$LEFT" "${CMD_WT[@]}" >> "$OUT/issue3-sweep.log" 2>&1
   echo "write-through exit $? after $(( $(date +%s) - START )) s"
