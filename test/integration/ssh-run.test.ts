@@ -301,4 +301,36 @@ d('runs over real SSH', () => {
       if (mounted) execFileSync('umount', ['-l', runsMount]);
     }
   });
+  it('a full local disk stops following with a clear error; the stored part is whole lines of the remote log; resume works after space is freed', async (ctx) => {
+    const localRuns = join(dir, 'small-local-runs');
+    mkdirSync(localRuns, { recursive: true });
+    if (spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', localRuns]).status !== 0) {
+      ctx.skip(); // needs a tmpfs mount (root); the remote full-disk test covers the host side
+      return;
+    }
+    try {
+      const smallStore = new RunStore(localRuns, null);
+      const m = new RunManager({ store: smallStore, hosts });
+      const { runId, remoteDir } = await m.start({ host: 'gpu', workload: ENDLESS });
+      const r = await m.wait(runId);
+      expect(r.status).toBe('incomplete');
+      expect(r.error?.code).toBe('local_io');
+      expect(r.error?.message).toMatch(/ENOSPC|no space/i);
+      const local = readFileSync(join(localRuns, runId, 'events.jsonl'));
+      expect(local.length).toBeGreaterThan(1000);
+      expect(local[local.length - 1]).toBe(0x0a);
+      expect(readFileSync(join(remoteDir, 'events.jsonl')).subarray(0, local.length).equals(local)).toBe(true);
+      // Space freed (the tmpfs grows): resume picks up at the last whole line, then the run is
+      // cancelled so nothing of it is left; the local copy is the remote file, byte for byte.
+      execFileSync('mount', ['-o', 'remount,size=64m', localRuns]);
+      await m.resume(runId);
+      await m.cancel(runId);
+      const end = await m.wait(runId);
+      expect(end.status).toBe('cancelled');
+      expect(readFileSync(join(localRuns, runId, 'events.jsonl')).equals(readFileSync(join(remoteDir, 'events.jsonl')))).toBe(true);
+      await until(() => processesMentioning(runId).length === 0, 15_000, 'the run to stop');
+    } finally {
+      execFileSync('umount', ['-l', localRuns]);
+    }
+  });
 });

@@ -322,7 +322,17 @@ export class LocalEventSink {
     if (commit <= 0) return;
     const all = this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending, this.pendingBytes);
     let off = 0;
-    while (off < commit) off += writeSync(this.fd, all, off, commit - off, this.written + off);
+    try {
+      while (off < commit) off += writeSync(this.fd, all, off, commit - off, this.written + off);
+    } catch (e) {
+      // A short write then ENOSPC would leave half a line: cut back to the last whole line.
+      try {
+        ftruncateSync(this.fd, this.written);
+      } catch {
+        /* the next start truncates to the last newline anyway */
+      }
+      throw e;
+    }
     this.written += commit;
     const rest = all.subarray(commit);
     this.pending = rest.length ? [Buffer.from(rest)] : [];
@@ -467,8 +477,18 @@ export async function tailRun(o: TailOptions): Promise<TailResult> {
         }
         const startAt = sink.written;
         sink.resetDecoder();
+        let localError: Error | null = null;
+        let stopTail: (() => void) | null = null;
         const handle = await exec.stream(shellCommand([o.python, '-', o.remoteDir, String(startAt), String(o.pollSeconds ?? 0.02)]), TAIL_PY, (chunk) => {
-          sink.push(chunk);
+          if (localError) return;
+          try {
+            sink.push(chunk);
+          } catch (e) {
+            // This machine's disk (full, read-only): stop; what is stored stays, the run goes on remotely.
+            localError = e as Error;
+            stopTail?.();
+            return;
+          }
           // Batches of whatever arrived, at most one push per 25 ms (a chunk is up to 1 MiB).
           if (Date.now() - lastFlush >= 25) flush();
           if (downSince !== null) {
@@ -476,11 +496,23 @@ export async function tailRun(o: TailOptions): Promise<TailResult> {
             backoff = 250;
           }
         });
+        stopTail = () => handle.stop();
+        if (localError) handle.stop();
         const onAbort = () => handle.stop();
         o.signal?.addEventListener('abort', onAbort);
         const done = await handle.done;
         o.signal?.removeEventListener('abort', onAbort);
         if (o.signal?.aborted) break;
+        if (localError) {
+          result = {
+            status: 'incomplete',
+            error: { code: 'local_io', message: `cannot store the run on this machine (${(localError as Error).message}); ${sink.written} bytes kept, the run goes on on the host: free space, then resume` },
+            bytes: sink.written,
+            lastSeq: sink.lastSeq,
+            reconnects,
+          };
+          break;
+        }
         const end = parseTailEnd(done.stderr);
         if (!end && done.code !== null) {
           // The tail program itself failed on a live connection (no python, a broken interpreter):
@@ -533,12 +565,14 @@ export async function tailRun(o: TailOptions): Promise<TailResult> {
     sink.close();
     exec?.close();
   }
+  // meta.json may be unwritable (a full local disk): the outcome is still returned, and a later
+  // start of the app marks the run incomplete from its stale "running".
   if (!result) {
     // Stopped from here (cancel or quit): the caller decides the final status.
-    await saveMeta({ status: 'incomplete' });
+    await saveMeta({ status: 'incomplete' }).catch(() => undefined);
     return { status: 'incomplete', error: null, bytes: sink.written, lastSeq: sink.lastSeq, reconnects };
   }
-  await saveMeta({ status: result.status, endedAt: new Date().toISOString(), ...(result.error ? { error: result.error } : {}), tail_pid: undefined });
+  await saveMeta({ status: result.status, endedAt: new Date().toISOString(), ...(result.error ? { error: result.error } : {}), tail_pid: undefined }).catch(() => undefined);
   progress(true);
   return result;
 }
