@@ -61,6 +61,7 @@ export function registerExport(program: Command): void {
       const { logFile, meta } = await resolveRunArg(run, opts.runsDir ?? defaultRunsDir());
       const dest = opts.output ?? defaultDest(format, meta, table);
       let lastLine = 0;
+      let lastMessage = '';
       const started = Date.now();
       const result = await exportLog({
         logFile,
@@ -70,8 +71,9 @@ export function registerExport(program: Command): void {
         table,
         onProgress: (p) => {
           const now = Date.now();
-          if (opts.quiet || (now - lastLine < 1000 && p.fraction !== 1)) return;
+          if (opts.quiet || p.message === lastMessage || (now - lastLine < 1000 && p.fraction !== 1)) return;
           lastLine = now;
+          lastMessage = p.message;
           process.stderr.write(`export ${p.stage}: ${p.message}\n`);
         },
       });
