@@ -143,8 +143,8 @@ class Engine:
         self.ledger = BlockLedger(self.cache.num_blocks, self.cache.host_blocks)
         self.run_salt = run_salt
         self.stats = {
-            "blocks_offloaded": 0,
-            "blocks_onboarded": 0,
+            "blocks_d2h": 0,  # blocks copied by the engine (the ledger counts the moves)
+            "blocks_h2d": 0,
             "blocks_evicted": 0,
             "blocks_stored": 0,
             "blocks_hit": 0,
@@ -554,10 +554,7 @@ class Engine:
             key = "h2d" if rec.dir == "h2d" else "d2h"
             self.stats["bytes_" + key] += rec.bytes
             self.stats["copy_ns_" + key] += max(0, (rec.end_ns or 0) - (rec.start_ns or 0))
-            if rec.dir == "h2d":
-                self.stats["blocks_onboarded"] += rec.blocks
-            else:
-                self.stats["blocks_offloaded"] += rec.blocks
+            self.stats["blocks_" + key] += rec.blocks
             dev = self.cache.device
             self._emit(
                 "xfer",
