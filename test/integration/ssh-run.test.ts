@@ -182,6 +182,26 @@ d('runs over real SSH', () => {
     expect(localBytes(runId).equals(remoteBytes(runId))).toBe(true);
   });
 
+  it('a reconnect checks the host key again: a key that changed mid-run stops following at once, resumable', async () => {
+    const kh = join(dir, 'known_hosts');
+    const good = readFileSync(kh, 'utf8');
+    const { runId } = await runs.start({ host: 'flaky', workload: LONG });
+    await until(() => existsSync(join(store.runsDir, runId, 'events.jsonl')) && readFileSync(join(store.runsDir, runId, 'events.jsonl')).length > 2000, 30_000, 'some events');
+    const impostor = keygen(join(dir, `impostor-${Date.now()}`)).pub.split(' ').slice(0, 2).join(' ');
+    writeFileSync(kh, good.replace(`[127.0.0.1]:${proxy.port} ${sshd.hostKeyLine}`, `[127.0.0.1]:${proxy.port} ${impostor}`));
+    const t0 = Date.now();
+    proxy.cut();
+    const r = await runs.wait(runId);
+    writeFileSync(kh, good);
+    expect(r.status).toBe('incomplete');
+    expect(r.error?.code).toBe('host_key_changed');
+    expect(Date.now() - t0).toBeLessThan(10_000);
+    expect((await store.readMeta(runId)).status).toBe('incomplete');
+    await runs.resume(runId);
+    expect((await runs.wait(runId)).status).toBe('ok');
+    expect(localBytes(runId).equals(remoteBytes(runId))).toBe(true);
+  });
+
   it('cancel: TERM to the process group, the run ends "cancelled" and no process of it is left', async () => {
     const { runId, remoteDir } = await runs.start({ host: 'gpu', workload: ENDLESS });
     await until(() => existsSync(join(remoteDir, 'events.jsonl')) && readFileSync(join(remoteDir, 'events.jsonl'), 'utf8').includes('"round"'), 30_000, 'the first round');

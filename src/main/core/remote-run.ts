@@ -541,6 +541,11 @@ export async function tailRun(o: TailOptions): Promise<TailResult> {
         if (e instanceof CodedError && e.code === 'invalid_argument') throw e;
         exec?.close();
         exec = undefined;
+        // Retrying cannot fix a refused host key or refused credentials: say so now, keep the run resumable.
+        if (e instanceof CodedError && ['host_key_changed', 'host_key_unknown', 'auth_failed'].includes(e.code)) {
+          result = { status: 'incomplete', error: { code: e.code, message: `${e.message}; ${sink.written} bytes kept, resume once this is fixed` }, bytes: sink.written, lastSeq: sink.lastSeq, reconnects };
+          break;
+        }
         downSince ??= Date.now();
         if (Date.now() - downSince > window) {
           result = {
