@@ -9,7 +9,7 @@ import { basename, join } from 'node:path';
 import type { Command } from 'commander';
 import { resolveEventLog } from '../../main/core/event-files';
 import { CSV_TABLES, type CsvTable } from '../../main/core/export/csv';
-import { KVSCOPE_EXT, readKvscopeHeader } from '../../main/core/export/kvscope-file';
+import { isKvscopeFile, KVSCOPE_EXT, readKvscopeHeader } from '../../main/core/export/kvscope-file';
 import { EXPORT_FORMATS, exportLog, skippedSummary, type ExportFormat } from '../../main/core/export/run-export';
 import { defaultRunsDir } from '../../main/core/paths';
 import type { RunMeta } from '../../main/core/run-store';
@@ -20,7 +20,7 @@ export async function resolveRunArg(arg: string, runsDir: string): Promise<{ log
   let path = arg;
   if (!existsSync(path) && /^[A-Za-z0-9._-]{1,128}$/.test(arg) && existsSync(join(runsDir, arg))) path = join(runsDir, arg);
   const logFile = await resolveEventLog(path);
-  if (logFile.endsWith(KVSCOPE_EXT)) return { logFile, meta: (await readKvscopeHeader(logFile)).meta };
+  if (isKvscopeFile(logFile)) return { logFile, meta: (await readKvscopeHeader(logFile)).meta };
   const folder = (await stat(path)).isDirectory() ? path : null;
   if (folder) {
     try {

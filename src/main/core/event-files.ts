@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { createGunzip } from 'node:zlib';
 import { EventLineDecoder, type DecoderSink } from '../../shared/events-reader';
 import { CodedError } from '../../shared/result';
-import { KVSCOPE_EXT, readKvscopeFile } from './export/kvscope-file';
+import { isKvscopeFile, readKvscopeFile } from './export/kvscope-file';
 
 /** Resolves a user-given path (run folder or log file) to the log file inside it. */
 export async function resolveEventLog(path: string): Promise<string> {
@@ -33,7 +33,7 @@ export async function resolveEventLog(path: string): Promise<string> {
 /** A byte stream of the (decompressed) log. */
 export function openLogBytes(file: string, start = 0): AsyncIterable<Buffer> {
   // A portable run file (.kvscope, docs/kvscope-file.md) opens wherever a log does: its events section.
-  if (file.endsWith(KVSCOPE_EXT)) {
+  if (isKvscopeFile(file)) {
     if (start !== 0) throw new CodedError('unsupported', `${file}: a .kvscope file is read from its start only`);
     return readKvscopeFile(file);
   }

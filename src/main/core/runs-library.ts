@@ -11,7 +11,7 @@ import { EventLineDecoder } from '../../shared/events-reader';
 import { parseProjection } from '../../shared/projection';
 import { CodedError } from '../../shared/result';
 import { checkRunId, type RunStore } from './run-store';
-import { importKvscopeFile, KVSCOPE_EXT } from './export/kvscope-file';
+import { importKvscopeFile, isKvscopeFile, KVSCOPE_EXT } from './export/kvscope-file';
 import { tmpdir } from 'node:os';
 
 const SAMPLE_PREFIX = 'sample:';
@@ -143,11 +143,11 @@ export async function importRun(store: RunStore, source: ImportRunSource): Promi
 async function importIfKvscopeFile(store: RunStore, source: ImportRunSource): Promise<RunListing | null> {
   const path = (source as { path?: unknown } | null)?.path;
   if (typeof path === 'string') {
-    if (!path.endsWith(KVSCOPE_EXT)) return null;
+    if (!isKvscopeFile(path)) return null;
     return listingOf(store, (await importKvscopeFile(path, store.runsDir)).id);
   }
   const dropped = source as { fileName?: unknown; bytesBase64?: unknown } | null;
-  if (typeof dropped?.fileName !== 'string' || !dropped.fileName.endsWith(KVSCOPE_EXT) || typeof dropped.bytesBase64 !== 'string') return null;
+  if (typeof dropped?.fileName !== 'string' || !isKvscopeFile(dropped.fileName) || typeof dropped.bytesBase64 !== 'string') return null;
   const bytes = Buffer.from(dropped.bytesBase64, 'base64');
   if (bytes.length > MAX_IMPORT_BYTES) throw new CodedError('invalid_argument', `import: ${dropped.fileName} is larger than 1 GiB`);
   const tmp = join(tmpdir(), `kvscope-import-${process.pid}-${Date.now()}${KVSCOPE_EXT}`);

@@ -24,6 +24,8 @@ import type { RunMeta } from '../run-store';
 
 export const KVSCOPE_FILE_VERSION = 1;
 export const KVSCOPE_EXT = '.kvscope';
+/** Whether a path names a run file (the extension in any case, as the shell's open dialog and open-args accept it). */
+export const isKvscopeFile = (path: string): boolean => path.toLowerCase().endsWith(KVSCOPE_EXT);
 /** The header carries only meta.json; anything bigger is not a run file. */
 const MAX_HEADER_BYTES = 1 << 20;
 const MAX_TRAILER_BYTES = 4096;

@@ -12,7 +12,7 @@ import { RunAnalyzer } from '../../../shared/run-analysis';
 import { readEventFile } from '../event-files';
 import type { RunMeta } from '../run-store';
 import { writeCsv, type CsvTable } from './csv';
-import { KVSCOPE_EXT, readKvscopeFile, writeKvscopeFile } from './kvscope-file';
+import { isKvscopeFile, readKvscopeFile, writeKvscopeFile } from './kvscope-file';
 import { writePerfettoTrace, type PerfettoOptions, type PerfettoReport } from './perfetto';
 
 export type ExportFormat = 'perfetto' | 'csv' | 'kvscope';
@@ -62,7 +62,7 @@ export function skippedSummary(r: ExportResult): string[] {
 
 /** A log's decompressed bytes, with a way to ask how far through the file on disk we are. */
 function openWithPosition(file: string): { bytes: AsyncIterable<Uint8Array>; position: () => number; total: Promise<number | null> } {
-  if (file.endsWith(KVSCOPE_EXT)) {
+  if (isKvscopeFile(file)) {
     let total: number | null = null;
     let pos = 0;
     async function* events(): AsyncGenerator<Uint8Array> {
