@@ -787,30 +787,42 @@ def _setup_tracing(opts: Options, out: str) -> dict[str, Any]:
     return {"on": True, "source": "cupti", "reason": reason, "dir": trace_dir}
 
 
-def _early_failure(out: str | None, err: OptionError) -> int:
-    """A bad option found before the run started: log it in DIR/events.jsonl when DIR is usable."""
-    print(f"kvscope-agent: bad option {err}", file=sys.stderr)
+def _early_failure(out: str | None, err: OptionError | None, code: str = "bad_option", message: str = "",
+                   exit_code: int = EXIT_BAD_OPTION) -> int:
+    """A failure before the run started (a bad option, no torch): log it in DIR/events.jsonl
+    when DIR is usable, so whoever tails the log sees why."""
+    message = str(err) if err is not None else message
+    print(f"kvscope-agent: {'bad option ' if err is not None else ''}{message}", file=sys.stderr)
     if not out:
-        return EXIT_BAD_OPTION
+        return exit_code
     path = os.path.join(out, "events.jsonl")
     try:
         os.makedirs(out, exist_ok=True)
         writer = EventWriter(path, RunClock())
     except OSError:
-        return EXIT_BAD_OPTION
+        return exit_code
+    error: dict[str, Any] = {"code": code, "message": message}
+    if err is not None:
+        error["option"] = err.option
     try:
-        writer.emit("log", level="error", msg=f"bad option {err}")
-        writer.emit("run.end", status="error", error={"code": "bad_option", "message": str(err), "option": err.option},
-                    summary=empty_summary())
+        writer.emit("log", level="error", msg=message)
+        writer.emit("run.end", status="error", error=error, summary=empty_summary())
     finally:
         writer.close()
-    return EXIT_BAD_OPTION
+    return exit_code
 
 
 def _main(argv: Sequence[str], sweep: bool) -> int:
     opts, out, err = parse_options(argv, sweep)
     if err is not None or opts is None:
         return _early_failure(out, err or OptionError("arguments", "invalid"))
+    try:
+        import torch  # noqa: F401 - the engine's one dependency; fail here with a clear ending
+    except ImportError as e:
+        return _early_failure(opts.out, None, code="no_torch", message=(
+            f"PyTorch is not importable by {sys.executable} ({e}); the built-in engine needs it "
+            "(install torch for this Python, or point the host's Python setting at one that has it)"),
+            exit_code=EXIT_ERROR)
     cancel = CancelState()
     prev = signal.signal(signal.SIGTERM, cancel.handler)
     try:

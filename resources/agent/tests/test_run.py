@@ -184,6 +184,30 @@ def test_bad_option_without_out_dir_still_exits_2():
     assert r.returncode == 2 and "--out" in r.stderr
 
 
+def _python_without_torch():
+    import shutil
+
+    for cand in ("/root/.pyenv/shims/python3", shutil.which("python3") or "", "/usr/local/bin/python3"):
+        if cand and os.path.exists(cand) and cand != sys.executable:
+            r = subprocess.run([cand, "-c", "import sys; assert sys.version_info >= (3, 9); import torch"],
+                               capture_output=True, text=True, timeout=60)
+            if r.returncode != 0 and "No module named 'torch'" in r.stderr:
+                return cand
+    return None
+
+
+def test_host_without_torch_gets_a_clear_error_in_the_log(tmp_path):
+    py = _python_without_torch()
+    if py is None:
+        pytest.skip("no Python >= 3.9 without torch on this machine (the real part this test needs)")
+    out = tmp_path / "notorch"
+    r = subprocess.run([py, "-m", "kvscope_agent", "run", "--out", str(out)], env=dict(os.environ, PYTHONPATH=AGENT_ROOT),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "PyTorch is not importable" in r.stderr
+    end = events(out / "events.jsonl")[-1]
+    assert end["status"] == "error" and end["error"]["code"] == "no_torch"
+
+
 def test_simulated_gpu_oom_ends_with_gpu_oom_and_sizes(tmp_path):
     # KVSCOPE_SIMULATE_GPU_OOM=1 makes the GPU pool allocation raise what torch raises when
     # cudaMalloc fails (there is no GPU here to exhaust): it tests the handling, not the GPU.
