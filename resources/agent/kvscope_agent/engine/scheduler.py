@@ -159,6 +159,7 @@ class Engine:
         self._deferred_host_lru: list[int] = []
         self._slots_reused = False
         self.pressure = False
+        self._releases = 0
 
     def _emit(self, type: str, **fields: Any) -> None:
         if self.writer is not None:
@@ -404,6 +405,7 @@ class Engine:
             self.cache.copy_batch(pairs, [], order_compute=False)
 
     def release(self, req: Request) -> None:
+        self._releases += 1
         private: list[int] = []
         dropped: list[int] = []
         for blk in range(len(req.table) - 1, -1, -1):
@@ -449,11 +451,14 @@ class Engine:
             self._emit("req", t=r.t_queued, user=r.user, round=r.round, phase="queued")
             queue.append(r)
         running: list[Request] = []
+        released_before = -1  # self._releases when the queue head last failed to fit
         while queue or running:
             self.cancel_check()
             admitted = False
-            while queue and len(running) < self.max_batch:
+            # Space only appears when a request ends: retry a head that did not fit only then.
+            while queue and len(running) < self.max_batch and released_before != self._releases:
                 if not self.try_admit(queue[0]):
+                    released_before = self._releases
                     break
                 r = queue.popleft()
                 r.t_scheduled = now()
