@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import glob
+import gzip
 import json
 import os
 import statistics
@@ -113,7 +114,8 @@ def load(path: str) -> Run:
     onboards: list[tuple[int, int, int]] = []
     card = None
     rounds: list[dict[str, Any]] = []
-    with open(path) as f:
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt") as f:
         for line in f:
             try:
                 e = json.loads(line)
@@ -179,7 +181,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--date", default=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
     a = ap.parse_args(argv)
 
-    paths = sorted(glob.glob(os.path.join(a.runs, "**", "events.jsonl"), recursive=True))
+    paths = sorted(glob.glob(os.path.join(a.runs, "**", "events.jsonl"), recursive=True)
+                   + glob.glob(os.path.join(a.runs, "**", "*.jsonl.gz"), recursive=True))
     runs = [load(p) for p in paths]
     runs = [r for r in runs if r.config]
     if not runs:
