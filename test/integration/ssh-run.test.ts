@@ -325,7 +325,7 @@ d('runs over real SSH', () => {
     const localRuns = join(dir, 'small-local-runs');
     mkdirSync(localRuns, { recursive: true });
     if (spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', localRuns]).status !== 0) {
-      ctx.skip(); // needs a tmpfs mount (root); the remote full-disk test covers the host side
+      ctx.skip('cannot mount a tmpfs here (needs root): the local full-disk case is not exercised; the host-side full-disk test still runs');
       return;
     }
     try {
