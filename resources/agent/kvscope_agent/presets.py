@@ -112,12 +112,16 @@ def load_model_config(name_or_path: str) -> ModelConfig:
 
 
 def describe(cfg: ModelConfig) -> dict[str, Any]:
-    w_elt = 1 if cfg.weight_format == "fp8" else 2
     kv_elt = 1 if cfg.kv_dtype == "fp8" else 2
+    # FP8 presets quantise the decoder's linear layers; embedding, lm_head and norms stay bf16
+    # (engine/model.py, as FP8 checkpoints keep them).
+    unquantised = 2 * cfg.vocab * cfg.hidden + (2 * cfg.layers + 1) * cfg.hidden
+    linear = cfg.param_count() - unquantised
+    weight_bytes = (linear if cfg.weight_format == "fp8" else 2 * linear) + 2 * unquantised
     return {
         **cfg.to_dict(),
         "params": cfg.param_count(),
-        "weight_bytes_gpu": cfg.param_count() * w_elt,
+        "weight_bytes_gpu": weight_bytes,
         "kv_bytes_per_token_gpu": cfg.kv_bytes_per_token(kv_elt),
     }
 
