@@ -245,6 +245,15 @@ d('ssh connections against real sshd', () => {
     expect(calls).toEqual(['ask-passphrase', 'ask-password#1', 'ask-password#2', 'ask-password#3']);
   });
 
+  it('ProxyJump written inline as user@host:port (not an alias) works too', async () => {
+    const src = config(`Host inner2\n  HostName localhost\n  Port ${a.port}\n  User ${user}\n  ProxyJump ${user}@127.0.0.1:${jump.port}\nHost *\n  IdentityAgent ${agent.sock}\n  IdentityFile ${join(dir, 'missing')}\n`);
+    const kh = knownHosts([`[127.0.0.1]:${jump.port} ${jump.hostKeyLine}`, `[localhost]:${a.port} ${a.hostKeyLine}`]);
+    const s = await connectSsh({ destination: 'inner2', config: src, knownHostsFile: kh, prompts: noPrompts() });
+    const r = await s.exec('echo $SSH_CONNECTION');
+    s.close();
+    expect(r.stdout.toString().trim().split(' ')[3]).toBe(String(a.port));
+  });
+
   it('hashed entries match only their own name', () => {
     const h = hashedName('gpu1.example');
     expect(hostFieldMatches(h, 'gpu1.example')).toBe(true);
