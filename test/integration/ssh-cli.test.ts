@@ -3,7 +3,7 @@
  * child process) against a real sshd on loopback and the real agent on CPU.
  */
 import { execSync, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { build } from 'esbuild';
@@ -130,17 +130,40 @@ d('kvscope hosts/run/sweep/clean over real SSH', () => {
     expect(table).toMatch(/cannot reach 127\.0\.0\.1:1/);
   });
 
-  it('clean removes the finished run folders on the host', async () => {
+  it('clean removes finished run folders and old agent versions, never a running run or its agent', async () => {
     const runsRoot = join(dir, 'remote', 'runs');
-    const before = readdirSync(runsRoot);
-    expect(before.length).toBeGreaterThanOrEqual(3);
-    const dry = await kvscope(['clean', '--host', 'gpu', '--dry-run', ...conn], env);
+    const finished = readdirSync(runsRoot);
+    expect(finished.length).toBeGreaterThanOrEqual(3);
+    mkdirSync(join(dir, 'remote', 'agent-0ldversion0000', 'kvscope_agent'), { recursive: true });
+    writeFileSync(join(dir, 'remote', 'agent-0ldversion0000', 'kvscope_agent', '__init__.py'), '');
+    const current = readdirSync(join(dir, 'remote')).find((n) => n.startsWith('agent-') && n !== 'agent-0ldversion0000')!;
+    // A run that is still going while clean runs.
+    let live: ReturnType<typeof spawn> | null = null;
+    const liveRun = kvscope(
+      ['run', '--host', 'gpu', '--out', join(dir, 'live'), ...conn, ...WORKLOAD, '--rounds', '60', '--users', '4', '--context-tokens', '512', '--gpu-kv-bytes', '6000000', '--host-kv-bytes', '60000000'],
+      env,
+      (_text, child) => (live = child),
+    );
+    await new Promise<void>((r) => {
+      const t = setInterval(() => {
+        if (readdirSync(runsRoot).length > finished.length) {
+          clearInterval(t);
+          r();
+        }
+      }, 50);
+    });
+    const dry = await kvscope(['clean', '--host', 'gpu', '--agents', '--dry-run', ...conn], env);
     expect(dry.code).toBe(0);
-    expect(readdirSync(runsRoot)).toEqual(before);
-    const r = await kvscope(['clean', '--host', 'gpu', ...conn], env);
+    expect(dry.stdout).toMatch(/keep\s+running/);
+    expect(readdirSync(runsRoot).length).toBe(finished.length + 1);
+    const r = await kvscope(['clean', '--host', 'gpu', '--agents', ...conn], env);
     expect(r.code).toBe(0);
-    expect(r.stderr).toMatch(new RegExp(`removed ${before.length} of ${before.length}`));
-    expect(readdirSync(runsRoot)).toEqual([]);
-    expect(existsSync(join(dir, 'remote'))).toBe(true);
+    expect(r.stderr).toMatch(new RegExp(`removed ${finished.length + 1} of`));
+    const left = readdirSync(runsRoot);
+    expect(left).toHaveLength(1);
+    expect(finished).not.toContain(left[0]);
+    expect(readdirSync(join(dir, 'remote')).filter((n) => n.startsWith('agent-'))).toEqual([current]);
+    (live as ReturnType<typeof spawn> | null)?.kill('SIGINT');
+    expect((await liveRun).code).toBe(1);
   });
 });

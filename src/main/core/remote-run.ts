@@ -831,14 +831,46 @@ for n in names:
             except OSError:
                 pass
     out.append({"path": d, "name": n, "state": state, "mtime_s": int(mt), "bytes": size})
-print(json.dumps(out))
+# Deployed agent folders, and whether a live process was launched with one on its PYTHONPATH
+# (the launcher's command line names it: PYTHONPATH=<folder>).
+cmdlines = []
+for pid in os.listdir("/proc") if os.path.isdir("/proc") else []:
+    if pid.isdigit():
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                cmdlines.append(f.read().decode("utf-8", "replace"))
+        except OSError:
+            pass
+agents = []
+try:
+    anames = sorted(os.listdir(sys.argv[1]))
+except OSError:
+    anames = []
+for n in anames:
+    d = os.path.join(sys.argv[1], n)
+    if not (n.startswith("agent-") or n.startswith(".agent-")) or not os.path.isdir(d) or os.path.islink(d):
+        continue
+    size = 0
+    for dp, dn, fn in os.walk(d):
+        for x in fn:
+            try:
+                size += os.lstat(os.path.join(dp, x)).st_size
+            except OSError:
+                pass
+    in_use = any(("PYTHONPATH=" + d) in c or ("PYTHONPATH='" + d) in c for c in cmdlines)
+    agents.append({"path": d, "name": n, "state": "running" if in_use else "ended", "mtime_s": int(os.lstat(d).st_mtime), "bytes": size})
+print(json.dumps({"runs": out, "agents": agents}))
 `;
 
-/** Lists the run folders under `<root>/runs` on a host. */
-export async function listRemoteRuns(exec: HostExec, python: string, root: string): Promise<RemoteRunFolder[]> {
+/**
+ * Lists the run folders under `<root>/runs` on a host, and the deployed agent folders
+ * (`agent-<hash>`, and `.agent-*` temp uploads); an agent folder is "running" while a live process
+ * was launched with it.
+ */
+export async function listRemoteRuns(exec: HostExec, python: string, root: string): Promise<{ runs: RemoteRunFolder[]; agents: RemoteRunFolder[] }> {
   const r = await exec.exec(shellCommand([python, '-', root]), LIST_RUNS_PY);
   if (r.code !== 0) throw new CodedError('io_error', `listing runs on ${exec.label} failed (exit ${r.code}): ${r.stderr.toString().trim().slice(-300)}`);
-  return JSON.parse(r.stdout.toString()) as RemoteRunFolder[];
+  return JSON.parse(r.stdout.toString()) as { runs: RemoteRunFolder[]; agents: RemoteRunFolder[] };
 }
 
 /** Deletes run folders (never one that is still running; each path quoted, `--` before them). */
