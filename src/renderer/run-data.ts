@@ -7,7 +7,8 @@
  */
 import type { KvScopeApi, LoadedRun, PushMessage, RunListing } from '../shared/api';
 import type { KvEvent } from '../shared/protocol';
-import { compileReplay, type ReplayModel } from '../shared/replay';
+import { ReplayModel } from '../shared/replay';
+import type { LoadRunStreaming } from './bridge/ws-bridge';
 import { buildTimelineModel, type TimelineModel } from '../shared/timeline-model';
 
 export interface RunData {
@@ -85,7 +86,18 @@ export class RunDataCache {
     this.ensureSubscribed();
     let p = this.runs.get(id);
     if (!p) {
-      p = this.api.loadRun(id).then((r) => {
+      const streaming = (this.api as unknown as { loadRunStreaming?: LoadRunStreaming }).loadRunStreaming;
+      // Through the browser bridge the events arrive in chunks, each compiled into the replay and
+      // dropped; otherwise (Electron IPC) they come whole and are compiled, then dropped.
+      const replay = new ReplayModel();
+      let eventCount = 0;
+      const loading = streaming
+        ? streaming(id, (chunk) => {
+            replay.append(chunk);
+            eventCount += chunk.length;
+          })
+        : this.api.loadRun(id);
+      p = loading.then((r) => {
         if (!r.ok) {
           this.runs.delete(id);
           throw new Error(r.error.message);
@@ -93,9 +105,10 @@ export class RunDataCache {
         const { events, ...rest } = r.value;
         // The benchmarks (bench/renderer-*) time the views from here: the run is in the window.
         performance.mark(`kvscope:run-loaded:${id}`);
-        const replay = compileReplay(events);
+        replay.append(events);
+        eventCount += events.length;
         performance.mark(`kvscope:replay-compiled:${id}`);
-        const loaded = { ...rest, eventCount: events.length };
+        const loaded = { ...rest, eventCount };
         const d: RunData = {
           id,
           loaded,

@@ -10,7 +10,8 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { readFile, stat } from 'node:fs/promises';
 import { extname, join, normalize, sep } from 'node:path';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { CORE_METHODS, type CoreMethod, type PushMessage } from '../../shared/api';
+import { CORE_METHODS, type CoreMethod, type LoadedRun, type PushMessage } from '../../shared/api';
+import type { KvEvent } from '../../shared/protocol';
 import { err, type Result } from '../../shared/result';
 import type { Core } from './app-core';
 
@@ -30,9 +31,17 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-/** Wire messages of the bridge. */
-export type BridgeRequest = { id: number; method: CoreMethod; args: unknown[] };
-export type BridgeMessage = { id: number; result: Result<unknown> } | { push: PushMessage };
+/**
+ * Wire messages of the bridge. A `loadRun` request with `stream: true` gets the run's events as
+ * `{id, events}` chunks of at most STREAM_CHUNK before its result (whose `events` is then empty):
+ * the window compiles each chunk and drops it, so a run of a million copies never exists as a
+ * million objects in the page at once (one 100+ MB message and its objects cost the renderer a
+ * ~0.5 s garbage-collection pause right after loading; bench/renderer-timeline.bench.ts).
+ */
+export type BridgeRequest = { id: number; method: CoreMethod; args: unknown[]; stream?: boolean };
+export type BridgeMessage = { id: number; result: Result<unknown> } | { id: number; events: KvEvent[] } | { push: PushMessage };
+
+export const STREAM_CHUNK = 20_000;
 
 const MIME: Record<string, string> = {
   '.html': 'text/html; charset=utf-8',
@@ -139,7 +148,14 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       }
       const fn = core.handlers[req.method] as (...a: unknown[]) => Promise<Result<unknown>>;
       const args = Array.isArray(req.args) ? req.args : [];
-      send({ id, result: await fn(...args) });
+      const result = await fn(...args);
+      if (req.method === 'loadRun' && req.stream === true && result.ok) {
+        const { events, ...rest } = result.value as LoadedRun;
+        for (let i = 0; i < events.length; i += STREAM_CHUNK) send({ id, events: events.slice(i, i + STREAM_CHUNK) });
+        send({ id, result: { ok: true, value: { ...rest, events: [] } } });
+        return;
+      }
+      send({ id, result });
     });
   }
 

@@ -2,13 +2,21 @@
  * The browser bridge: KvScopeApi over the `kvscope serve` WebSocket. Satisfies the same type as the
  * Electron preload, so the renderer cannot tell which one it has.
  */
-import { CORE_METHODS, type CoreMethod, type KvScopeApi, type PushMessage } from '../../shared/api';
+import { CORE_METHODS, type CoreMethod, type KvScopeApi, type LoadedRun, type PushMessage } from '../../shared/api';
+import type { KvEvent } from '../../shared/protocol';
 import { err, type Result } from '../../shared/result';
 
 type Pending = (r: Result<unknown>) => void;
 
+/**
+ * Loads a run with its events delivered in chunks to `onEvents` (the resolved LoadedRun's `events`
+ * is empty). Offered by the browser bridge only; the window uses it when present (run-data.ts).
+ */
+export type LoadRunStreaming = (runId: string, onEvents: (events: KvEvent[]) => void) => Promise<Result<LoadedRun>>;
+
 export function createWsBridge(url: string): KvScopeApi {
   const pending = new Map<number, Pending>();
+  const streams = new Map<number, (events: KvEvent[]) => void>();
   const listeners = new Set<(m: PushMessage) => void>();
   let nextId = 1;
   let socket: WebSocket | null = null;
@@ -32,20 +40,23 @@ export function createWsBridge(url: string): KvScopeApi {
         socket = null;
         for (const [, p] of pending) p(err('io_error', 'connection to the KV Scope server closed'));
         pending.clear();
+        streams.clear();
       };
       ws.onmessage = (ev: MessageEvent<string>) => {
-        const msg = JSON.parse(ev.data) as { id?: number; result?: Result<unknown>; push?: PushMessage };
+        const msg = JSON.parse(ev.data) as { id?: number; result?: Result<unknown>; events?: KvEvent[]; push?: PushMessage };
         if (msg.push) for (const l of listeners) l(msg.push);
+        else if (typeof msg.id === 'number' && msg.events) streams.get(msg.id)?.(msg.events);
         else if (typeof msg.id === 'number' && msg.result) {
           pending.get(msg.id)?.(msg.result);
           pending.delete(msg.id);
+          streams.delete(msg.id);
         }
       };
     });
     return opening;
   }
 
-  async function call(method: CoreMethod, args: unknown[]): Promise<Result<unknown>> {
+  async function call(method: CoreMethod, args: unknown[], onEvents?: (events: KvEvent[]) => void): Promise<Result<unknown>> {
     let ws: WebSocket;
     try {
       ws = await connect();
@@ -55,7 +66,8 @@ export function createWsBridge(url: string): KvScopeApi {
     const id = nextId++;
     return new Promise((resolve) => {
       pending.set(id, resolve);
-      ws.send(JSON.stringify({ id, method, args }));
+      if (onEvents) streams.set(id, onEvents);
+      ws.send(JSON.stringify(onEvents ? { id, method, args, stream: true } : { id, method, args }));
     });
   }
 
@@ -67,6 +79,9 @@ export function createWsBridge(url: string): KvScopeApi {
     },
   };
   for (const m of CORE_METHODS) api[m] = (...args: unknown[]) => call(m, args);
+  const loadRunStreaming: LoadRunStreaming = (runId, onEvents) => call('loadRun', [runId], onEvents) as Promise<Result<LoadedRun>>;
+  // Not part of KvScopeApi (the preload has no such thing): run-data.ts looks for it by name.
+  Object.defineProperty(api, 'loadRunStreaming', { value: loadRunStreaming, enumerable: false });
   return api as unknown as KvScopeApi;
 }
 
