@@ -25,6 +25,14 @@ commands:
 
 
 def _run(argv: list[str]) -> int:
+    # --engine tensorrt_llm|vllm drives a real engine (engines/runner.py, same options, log life
+    # cycle and exit codes); the built-in torch engine is run.py.
+    from .engines.runner import REAL_ENGINES, engine_of
+
+    if engine_of(argv) in REAL_ENGINES:
+        from .engines.runner import main_run_engine
+
+        return main_run_engine(argv)
     from .run import main_run
 
     return main_run(argv)

@@ -209,8 +209,7 @@ def _resolve(ns: argparse.Namespace, sweep: bool) -> Options:
     if ns.engine != "torch":
         raise OptionError(
             "--engine",
-            f"{ns.engine!r}: this command runs the built-in engine 'torch'; TensorRT-LLM and vLLM runs are "
-            "translated from their own event dumps with `python3 -m kvscope_agent translate`",
+            f"{ns.engine!r}: not an engine of this agent (torch, tensorrt_llm, vllm; a sweep runs torch only)",
         )
     device = ns.device
     if device is not None and not re.fullmatch(r"cpu|cuda(:\d+)?", device):

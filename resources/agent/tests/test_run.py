@@ -179,6 +179,18 @@ def test_bad_option_exits_2_naming_it_and_logs_run_end(tmp_path, args, option):
     assert check_log(out / "events.jsonl") == []
 
 
+def test_run_with_a_real_engine_goes_to_the_engine_runner(tmp_path):
+    # vLLM is not installed here: the engines runner (engines/runner.py) ends the log with
+    # engine_unavailable; the built-in engine's run would have refused --engine vllm as a bad option.
+    out = tmp_path / "vllm"
+    r = cli(["run", "--engine=vllm", "--model", "some/model", "--users", "1", "--out", str(out)])
+    assert r.returncode == 1, r.stderr
+    end = events(out / "events.jsonl")[-1]
+    assert end["status"] == "error" and end["error"]["code"] == "engine_unavailable"
+    r = cli(["run", "--engine", "nonsense", "--out", str(tmp_path / "bad")])
+    assert r.returncode == 2 and "--engine" in r.stderr
+
+
 def test_bad_option_without_out_dir_still_exits_2():
     r = cli(["run", "--users", "2"])
     assert r.returncode == 2 and "--out" in r.stderr
