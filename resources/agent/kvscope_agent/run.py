@@ -215,7 +215,7 @@ def _resolve(ns: argparse.Namespace, sweep: bool) -> Options:
     if device is not None and not re.fullmatch(r"cpu|cuda(:\d+)?", device):
         raise OptionError("--device", f"{device!r} is not cpu, cuda or cuda:N")
     users = parse_int_list("--users", ns.users, 1) if sweep else [parse_int("--users", ns.users, 1)]
-    rounds = parse_int("--rounds", ns.rounds, 1)
+    rounds = parse_int("--rounds", ns.rounds, 0)  # 0: only the context prefill (round 0)
     context_tokens = parse_int("--context-tokens", ns.context_tokens, 1)
     new_tokens = parse_int("--new-tokens", ns.new_tokens, 0)
     output_tokens = parse_int("--output-tokens", ns.output_tokens, 1)
@@ -716,7 +716,8 @@ def run_workload(opts: Options, built: Built, users: int, writer: EventWriter, c
             prompts[r.user] = r.prompt + r.gen + wl.new_input(r.user, rnd + 1)
         if rnd == 0:
             phase("context", "end")
-    phase("rounds", "end")
+    if opts.rounds >= 1:
+        phase("rounds", "end")
     engine._emit_copy_records(wait=True)
     c = engine.ledger.counts
     st = engine.stats
