@@ -49,6 +49,12 @@ def _ratio(a: Optional[float], b: Optional[float]) -> str:
     return "–" if not a or not b else f"{a / b:.2f}×"
 
 
+def _label(path: str) -> str:
+    """The run's folder as the sweep names it (users-4, or host-X/users-4), not the whole path."""
+    parts = os.path.normpath(path).split(os.sep)
+    return "/".join(parts[-3:-1]) if len(parts) >= 3 else path
+
+
 def pick_sample(points: list, want_users: int = 4) -> Optional[dict]:
     """users=want_users if it completed, else the complete run nearest to it (more users first)."""
     ok = [p for p in points if p["measured"]["status"] == "ok" and p["measured"]["e2e_ns"] is not None]
@@ -122,14 +128,15 @@ def render_md(points: list, problems: list, bytes_per_s: float, command: str, fp
              "GB/s: host<->GPU copies from the `xfer` lines (source in the last column), GB/s = bytes of the block copies "
              "(≥ 1 MiB each) ÷ the time the link was busy with them in that direction.")
     L.append("")
-    L.append("| users | status | E2E s | TTFT mean ms | p50 ms | p99 ms | offloaded | onboarded | evicted | D2H GB | H2D GB | D2H GB/s | H2D GB/s | xfer source |")
-    L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    L.append("| users | status | E2E s | TTFT mean ms | p50 ms | p99 ms | offloaded | onboarded | evicted | D2H GB | H2D GB | D2H GB/s | H2D GB/s | xfer source | log |")
+    L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for m in ms:
         b = m["blocks"]
         L.append(
             f"| {m['users']} | {m['status']} | {_s(m['e2e_ns'])} | {_ms(m['ttft']['mean'])} | {_ms(m['ttft']['p50'])} | "
             f"{_ms(m['ttft']['p99'])} | {b.get('offload', 0)} | {b.get('onboard', 0)} | {b.get('evict', 0)} | "
-            f"{_gb(m['bytes_d2h'])} | {_gb(m['bytes_h2d'])} | {_rate(m['gbps_d2h'])} | {_rate(m['gbps_h2d'])} | {m['xfer_source']} |"
+            f"{_gb(m['bytes_d2h'])} | {_gb(m['bytes_h2d'])} | {_rate(m['gbps_d2h'])} | {_rate(m['gbps_h2d'])} | {m['xfer_source']} | "
+            f"{_label(m['path'])} |"
         )
     L.append("")
     L.append("### Where the GPU pool runs out")
@@ -195,6 +202,7 @@ def compare_points(points: list) -> list:
             {
                 "users": p["users"],
                 "run_id": p["run_id"],
+                "log": _label(p["path"]),
                 "status": m["status"],
                 "measured": {"e2e_ns": m["e2e_ns"], "ttft_ns_mean": m["ttft"]["mean"], "ttft_ns_p50": m["ttft"]["p50"], "ttft_ns_p99": m["ttft"]["p99"]},
                 "projected": {"e2e_ns": q["e2e_ns"], "ttft_ns_mean": q["ttft"]["mean"], "ttft_ns_p50": q["ttft"]["p50"], "ttft_ns_p99": q["ttft"]["p99"]},
