@@ -814,6 +814,10 @@ for n in names:
     state = "dead"
     if os.path.exists(os.path.join(d, "exit")):
         state = "ended"
+    elif not os.path.exists(os.path.join(d, "pid")):
+        # Being started (mkdir comes before the launcher writes pid): only an old one is dead.
+        if time.time() - os.lstat(d).st_mtime < 120:
+            state = "running"
     else:
         try:
             with open(os.path.join(d, "pid")) as f:
