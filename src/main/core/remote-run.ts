@@ -86,6 +86,8 @@ export interface LaunchSpec {
   agentArgs: string[];
 }
 
+const SETSID_PY = 'import os, sys; os.setsid(); os.execvp(sys.argv[1], sys.argv[1:])';
+
 /** Starts the agent detached; resolves with its process group id once the pid file exists. */
 export async function launchDetached(spec: LaunchSpec): Promise<number> {
   const { remoteDir } = spec;
@@ -107,7 +109,10 @@ export async function launchDetached(spec: LaunchSpec): Promise<number> {
     `cd ${q}`,
     `if [ -e pid ]; then echo 'kvscope: run folder already in use' >&2; exit 3; fi`,
     // `kvscope-run <folder>` becomes $0/$1 of the launcher: visible in ps, checked by cancel.
-    `(setsid sh -c ${shellQuote(inner)} kvscope-run ${q} > /dev/null 2>&1 < /dev/null &)`,
+    // setsid(1) is util-linux; where it is missing (macOS, busybox) the host's Python calls
+    // setsid(2) and execs the same launcher, so the pid is still the group id.
+    `if command -v setsid > /dev/null 2>&1; then (setsid sh -c ${shellQuote(inner)} kvscope-run ${q} > /dev/null 2>&1 < /dev/null &); ` +
+      `else (${shellQuote(spec.python)} -c ${shellQuote(SETSID_PY)} sh -c ${shellQuote(inner)} kvscope-run ${q} > /dev/null 2>&1 < /dev/null &); fi`,
     'i=0; while [ ! -s pid ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done',
     'cat pid',
   ].join(' && ');
@@ -127,14 +132,17 @@ export async function launchDetached(spec: LaunchSpec): Promise<number> {
 export async function cancelDetached(exec: HostExec, remoteDir: string, pgid: number | null, graceMs = 5000): Promise<'terminated' | 'killed' | 'not-running'> {
   const q = shellQuote(remoteDir);
   const steps = Math.max(1, Math.round(graceMs / 100));
+  // `kill -s SIG -- -PGID`: dash's builtin kill refuses `kill -TERM -- -PGID` ("Illegal number"),
+  // and a host's login shell may be dash; the -s form works in dash, bash, zsh and procps kill.
+  // A group is named by a negative pid after `--` (POSIX kill: "-pid" means process group).
   const script = [
     `pg=$(cat ${q}/pid 2>/dev/null || echo ${pgid ?? ''})`,
     `case "$pg" in ''|*[!0-9]*) echo not-running; exit 0;; esac`,
     // Only our launcher for this folder: `sh -c … kvscope-run <folder>`.
-    `ps -o args= -p "$pg" 2>/dev/null | grep -qF -- ${shellQuote(`kvscope-run ${remoteDir}`)} || { kill -0 -- -"$pg" 2>/dev/null && [ -e ${q}/pid ] || { echo not-running; exit 0; }; }`,
-    `kill -TERM -- -"$pg" 2>/dev/null || { echo not-running; exit 0; }`,
-    `i=0; while kill -0 -- -"$pg" 2>/dev/null && [ $i -lt ${steps} ]; do sleep 0.1; i=$((i+1)); done`,
-    `if kill -0 -- -"$pg" 2>/dev/null; then kill -KILL -- -"$pg" 2>/dev/null; echo killed; else echo terminated; fi`,
+    `ps -o args= -p "$pg" 2>/dev/null | grep -qF -- ${shellQuote(`kvscope-run ${remoteDir}`)} || { kill -s 0 -- -"$pg" 2>/dev/null && [ -e ${q}/pid ] || { echo not-running; exit 0; }; }`,
+    `kill -s TERM -- -"$pg" 2>/dev/null || { echo not-running; exit 0; }`,
+    `i=0; while kill -s 0 -- -"$pg" 2>/dev/null && [ $i -lt ${steps} ]; do sleep 0.1; i=$((i+1)); done`,
+    `if kill -s 0 -- -"$pg" 2>/dev/null; then kill -s KILL -- -"$pg" 2>/dev/null; echo killed; else echo terminated; fi`,
   ].join('\n');
   const r = await exec.exec(script);
   const word = r.stdout.toString().trim().split('\n').pop();
