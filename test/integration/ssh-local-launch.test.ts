@@ -21,7 +21,7 @@ class NoSetsidExec extends LocalExec {
   constructor(private readonly bin: string) {
     super();
   }
-  exec(command: string, stdin?: string | Buffer): Promise<ExecResult> {
+  override exec(command: string, stdin?: string | Buffer): Promise<ExecResult> {
     return super.exec(`PATH=${this.bin}; export PATH; ${command}`, stdin);
   }
 }
