@@ -116,7 +116,9 @@ export async function launchDetached(spec: LaunchSpec): Promise<number> {
     'i=0; while [ ! -s pid ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done',
     'cat pid',
   ].join(' && ');
-  const r = await spec.exec.exec(cmd);
+  // The script goes in on stdin of `sh -s`, so only two plain words meet the user's login shell
+  // (which may be csh or fish, whose syntax differs from POSIX sh's).
+  const r = await spec.exec.exec('sh -s', cmd + '\n');
   const pgid = Number(r.stdout.toString().trim());
   if (r.code !== 0 || !Number.isInteger(pgid) || pgid <= 1) {
     throw new CodedError('io_error', `could not start the agent on ${spec.exec.label} (exit ${r.code}): ${r.stderr.toString().trim().slice(0, 500) || 'no pid written'}`);
@@ -144,7 +146,7 @@ export async function cancelDetached(exec: HostExec, remoteDir: string, pgid: nu
     `i=0; while kill -s 0 -- -"$pg" 2>/dev/null && [ $i -lt ${steps} ]; do sleep 0.1; i=$((i+1)); done`,
     `if kill -s 0 -- -"$pg" 2>/dev/null; then kill -s KILL -- -"$pg" 2>/dev/null; echo killed; else echo terminated; fi`,
   ].join('\n');
-  const r = await exec.exec(script);
+  const r = await exec.exec('sh -s', script + '\n');
   const word = r.stdout.toString().trim().split('\n').pop();
   if (word === 'terminated' || word === 'killed' || word === 'not-running') return word;
   throw new CodedError('io_error', `cancel on ${exec.label} failed (exit ${r.code}): ${r.stderr.toString().trim().slice(0, 300)}`);
