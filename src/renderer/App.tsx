@@ -13,6 +13,7 @@ import { HostsView } from './features/hosts/HostsView';
 import { PromptDialog } from './features/hosts/PromptDialog';
 import { NewRunView } from './features/newrun/NewRunView';
 import { RunCacheContext } from './hooks';
+import { EXPORT_EVENT } from './features/export/ExportButton';
 import { RunDataCache } from './run-data';
 
 const NAV: Array<{ label: string; view: Route['view']; key: string }> = [
@@ -60,6 +61,12 @@ export function App() {
           'view-timeline': hrefFor('timeline', m.runId ?? runId),
           'show-run': m.runId ? routeHref({ view: 'live', runId: m.runId }) : '#/runs',
         };
+        if (m.action === 'export') {
+          // The run views' Export chooser takes it from here (ExportButton); elsewhere open the run list.
+          if (!/^#\/runs\/[^/]+\//.test(window.location.hash)) window.location.hash = '#/runs';
+          window.dispatchEvent(new Event(EXPORT_EVENT));
+          return;
+        }
         const to = go[m.action];
         if (to) window.location.hash = to;
       }),

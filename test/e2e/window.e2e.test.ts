@@ -6,7 +6,7 @@
  * visible range, clicking a request highlights its copies, Compare draws one line per host, and
  * the runs library renames, deletes and imports. Screenshots go to test-artifacts/.
  */
-import { cpSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -97,7 +97,7 @@ describe.skipIf(reason !== null)(`the window's views in real Chromium${reason ? 
     page = await browser.newPage({ viewport: { width: 1400, height: 900 }, colorScheme: 'dark' });
     page.on('console', (m) => m.type() === 'error' && consoleErrors.push(m.text()));
     page.on('pageerror', (e) => consoleErrors.push(String(e)));
-    page.on('dialog', (d) => void d.accept());
+    page.on('dialog', (d) => void d.accept(d.type() === 'prompt' ? d.defaultValue() : undefined));
   }, 120_000);
 
   afterAll(async () => {
@@ -218,6 +218,13 @@ describe.skipIf(reason !== null)(`the window's views in real Chromium${reason ? 
       const rounds = new Set(run.events.filter((e) => e.type === 'req').map((e) => (e as { round: number }).round));
       expect(await page.locator('[data-testid=rounds-table] tbody tr').count()).toBe(rounds.size);
       await page.screenshot({ path: join(ARTIFACTS, `window-summary-${id.replace(/[^a-z0-9-]/gi, '_')}.png`) });
+      // Export → Perfetto: in a browser there is no save dialog, so the path prompt (accepted with
+      // its default, under the data folder) names the file; the exporter writes it.
+      await page.selectOption('[data-action=export]', 'perfetto');
+      await page.waitForSelector('.export [role=status]:has-text("Exported")', { timeout: 30_000 });
+      const written = (await page.textContent('.export [role=status]'))!.replace(/^.*?: /, '').split(', ')[0]!.trim();
+      expect(existsSync(written)).toBe(true);
+      expect(JSON.parse(readFileSync(written, 'utf8'))).toBeTruthy();
       expect(consoleErrors).toEqual([]);
     });
   }

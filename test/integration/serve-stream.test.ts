@@ -22,7 +22,9 @@ describe.skipIf(!run)(`serve streams loadRun in chunks${run ? '' : ' (skipped: n
     mkdirSync(join(runsDir, 'r1'));
     cpSync(run!.path, join(runsDir, 'r1', 'events.jsonl'));
     writeFileSync(join(runsDir, 'r1', 'meta.json'), JSON.stringify({ id: 'r1', name: 'r1', host: 'h', status: 'ok', createdAt: '' }));
-    const core = await createCore({ runsDir, samplesDir: null, shell: 'browser' });
+    const real = await createCore({ runsDir, samplesDir: null, shell: 'browser' });
+    // One handler that throws (a bug elsewhere) must still be answered, with an error Result.
+    const core = { ...real, handlers: { ...real.handlers, revealRun: () => Promise.reject(new Error('boom')) } };
     server = await startServer({ core, staticDir: mkdtempSync(join(tmpdir(), 'kvscope-static-')) });
     ws = new WebSocket(`ws://127.0.0.1:${server.port}/api?token=${server.token}`, { origin: `http://127.0.0.1:${server.port}` });
     await new Promise((r) => ws.once('open', r));
@@ -60,5 +62,10 @@ describe.skipIf(!run)(`serve streams loadRun in chunks${run ? '' : ' (skipped: n
     expect(last.result.ok).toBe(true);
     expect(last.result.value.events).toEqual([]);
     expect(last.result.value.analysis).toBeTruthy();
+  });
+
+  it('answers a handler that rejects with an internal error instead of never', async () => {
+    const got = await ask({ id: 3, method: 'revealRun', args: ['r1'] });
+    expect(got[0]!.result).toMatchObject({ ok: false, error: { code: 'internal', message: 'revealRun failed: boom' } });
   });
 });

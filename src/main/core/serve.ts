@@ -148,7 +148,11 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       }
       const fn = core.handlers[req.method] as (...a: unknown[]) => Promise<Result<unknown>>;
       const args = Array.isArray(req.args) ? req.args : [];
-      const result = await fn(...args);
+      // A handler that throws instead of resolving to a Result must still answer, or the window
+      // would wait on that call forever.
+      const result = await Promise.resolve()
+        .then(() => fn(...args))
+        .catch((e: unknown) => err('internal', `${req.method} failed: ${(e as Error)?.message ?? String(e)}`));
       if (req.method === 'loadRun' && req.stream === true && result.ok) {
         const { events, ...rest } = result.value as LoadedRun;
         for (let i = 0; i < events.length; i += STREAM_CHUNK) send({ id, events: events.slice(i, i + STREAM_CHUNK) });

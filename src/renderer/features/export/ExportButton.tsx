@@ -1,41 +1,62 @@
 /**
- * The place for File → Export in the run views. The export engineer (issue 7) adds export methods
- * to KvScopeApi; this button calls the first one the bridge offers (`exportRun(runId, format)`)
- * and says plainly when this build has none yet.
+ * File → Export in the run views (issue 7's exportRun): a Perfetto trace, CSV tables, or a
+ * portable .kvscope run file. The destination comes from the desktop save dialog; served to a
+ * browser (no dialog), the user types a path on the machine that runs KV Scope. The menu's
+ * File → Export (a `menu` push) opens the same chooser.
  */
-import { useState } from 'react';
+import { useEffect, useRef, useState } from 'react';
+import type { ExportFormat } from '../../../shared/api';
 import { useApi } from '../../bridge/api-context';
 
-type ExportFn = (runId: string, format: string) => Promise<{ ok: boolean; value?: unknown; error?: { message: string } }>;
-
-export const EXPORT_FORMATS = [
-  { id: 'perfetto', label: 'Perfetto trace (.json)' },
-  { id: 'csv', label: 'CSV tables' },
+export const EXPORT_FORMATS: Array<{ id: ExportFormat; label: string; ext: string }> = [
+  { id: 'perfetto', label: 'Perfetto trace (.json)', ext: '.trace.json' },
+  { id: 'csv', label: 'CSV tables (folder)', ext: '-csv' },
+  { id: 'kvscope', label: 'Portable run file (.kvscope)', ext: '.kvscope' },
 ];
 
+/** Fired on window by App when the shell's File → Export menu item is chosen. */
+export const EXPORT_EVENT = 'kvscope:export';
+
 export function ExportButton({ runId }: { runId: string }) {
-  const api = useApi() as unknown as Record<string, unknown>;
-  const fn = typeof api.exportRun === 'function' ? (api.exportRun as ExportFn) : null;
+  const api = useApi();
   const [msg, setMsg] = useState<string | null>(null);
-  if (!fn) {
-    return (
-      <button type="button" disabled title="Export (Perfetto trace, CSV, images) is not in this build yet" data-action="export">
-        Export…
-      </button>
-    );
-  }
+  const selectRef = useRef<HTMLSelectElement>(null);
+  useEffect(() => {
+    const open = () => selectRef.current?.focus();
+    window.addEventListener(EXPORT_EVENT, open);
+    return () => window.removeEventListener(EXPORT_EVENT, open);
+  }, []);
+
+  const run = async (format: ExportFormat) => {
+    const f = EXPORT_FORMATS.find((x) => x.id === format)!;
+    const suggested = `${runId.replace(/[^A-Za-z0-9._-]+/g, '-')}${f.ext}`;
+    let dest: string | null = null;
+    const dialog = await api.openFileDialog({ purpose: format === 'csv' ? 'folder' : 'export', defaultName: suggested, title: `Export ${f.label}` });
+    if (dialog.ok) dest = dialog.value;
+    else {
+      const info = await api.getAppInfo();
+      // Beside the runs folder (in the data folder), which exists.
+      const base = info.ok ? info.value.runsDir.replace(/[\\/][^\\/]+[\\/]?$/, '') : '';
+      dest = window.prompt(`Export ${f.label} to (a path on the machine running KV Scope):`, `${base}/${suggested}`);
+    }
+    if (!dest) return;
+    setMsg('Exporting…');
+    const r = await api.exportRun(runId, format, dest);
+    if (!r.ok) setMsg(`Export failed: ${r.error.message}`);
+    else setMsg(`Exported ${r.value.files.length} file${r.value.files.length === 1 ? '' : 's'}: ${r.value.files.join(', ')}${r.value.badLines ? ` (${r.value.badLines} bad lines skipped)` : ''}`);
+  };
+
   return (
     <span className="export">
       <select
+        ref={selectRef}
         aria-label="Export this run"
         title="Export this run (File → Export)"
         data-action="export"
         value=""
         onChange={(e) => {
-          const format = e.target.value;
-          if (!format) return;
-          setMsg('Exporting…');
-          void fn(runId, format).then((r) => setMsg(r.ok ? `Exported: ${String(r.value ?? '')}` : `Export failed: ${r.error?.message ?? ''}`));
+          const format = e.target.value as ExportFormat;
+          if (format) void run(format);
         }}
       >
         <option value="">Export…</option>
@@ -45,7 +66,12 @@ export function ExportButton({ runId }: { runId: string }) {
           </option>
         ))}
       </select>
-      {msg && <span className="muted"> {msg}</span>}
+      {msg && (
+        <span className="muted" role="status">
+          {' '}
+          {msg}
+        </span>
+      )}
     </span>
   );
 }

@@ -14,6 +14,7 @@ import { emptyGrid, hexToPixel, poolsLayout, renderPoolsInto, type PixelBuffer, 
 import { renderSparklineInto } from '../../viz/sparkline-render';
 import type { RunData } from '../../run-data';
 import type { VizTheme } from '../../viz/ctx2d';
+import { ExportButton } from '../export/ExportButton';
 
 export const SPEEDS = [0.25, 0.5, 1, 2, 4, 8, 16];
 /** Wall time a move spends in flight, whatever the speed. */
@@ -250,6 +251,7 @@ function LivePools({ data }: { data: RunData; version: number }) {
             {follow ? 'Following live' : 'Follow live'}
           </button>
         )}
+        <ExportButton runId={data.id} />
       </div>
       {!hasMoves && <p className="empty">This run has no block moves{data.status === 'running' ? ' yet: they appear as the run goes' : ''}.</p>}
       <div className="pool-titles">
