@@ -294,6 +294,41 @@ describe.skipIf(reason !== null)(`the window's views in real Chromium${reason ? 
     expect(consoleErrors).toEqual([]);
   });
 
+  it.skipIf(!existsSync('/usr/bin/python3'))('starts a real Local CPU run from New run, shows its progress, and opens it in the pools', async () => {
+    await go('#/hosts');
+    await page.click('tr[data-host=local] [data-action=probe]');
+    await page.waitForSelector('tr[data-host=local] [data-testid=probe], tr[data-host=local] .error', { timeout: 60_000 });
+    // In-app navigation (no reload), so the form knows the probe.
+    await page.click('tr[data-host=local] a:has-text("New run here")');
+    await page.waitForSelector('#f-users');
+    // A tiny model on this machine's CPU, with a GPU pool smaller than the users' context, so blocks move.
+    const fill: Array<[string, string]> = [
+      ['#f-model', 'tiny'],
+      ['#f-users', '2'],
+      ['#f-rounds', '2'],
+      ['#f-context_tokens', '256'],
+      ['#f-new_tokens', '32'],
+      ['#f-output_tokens', '8'],
+      ['#f-gpu_pool', '200000'],
+      ['#f-host_pool', '2000000'],
+      ['#f-python', '/usr/bin/python3'],
+      ['#f-name', 'e2e local run'],
+    ];
+    for (const [sel, v] of fill) await page.fill(sel, v);
+    await page.click('button[type=submit]');
+    await page.waitForSelector('.progress-row a', { timeout: 60_000 });
+    const runId = (await page.textContent('.progress-row a'))!.trim();
+    await expect.poll(async () => ((await core.handlers.listRuns()).ok ? ((await core.handlers.listRuns()) as { value: Array<{ id: string; status: string }> }).value.find((r) => r.id === runId)?.status : null), { timeout: 120_000, intervals: [1000] }).toBe('ok');
+    await page.screenshot({ path: join(ARTIFACTS, 'window-new-run-progress.png') });
+    await go(`#/runs/${encodeURIComponent(runId)}/live`);
+    await page.waitForSelector('[data-testid=pools][data-gpu]');
+    const loaded = await core.handlers.loadRun(runId);
+    expect(loaded.ok && loaded.value.analysis.blocks.stored).toBeGreaterThan(0);
+    const paint = await page.evaluate(paintStats, '[data-testid=pools] canvas');
+    expect(paint.colours).toBeGreaterThan(2);
+    expect(consoleErrors).toEqual([]);
+  }, 180_000);
+
   it('the library renames, deletes and imports runs', async () => {
     const fixture = runs.find((r) => !r.name.startsWith('sample:'));
     if (!fixture) return;

@@ -27,6 +27,9 @@ describe('New run form validation', () => {
     const sweep = validateRunForm({ ...DEFAULT_FORM, hosts: ['local', 'h100'] });
     expect(sweep.ok && sweep.sweep).toMatchObject({ hosts: ['local', 'h100'], users: Array.from({ length: 15 }, (_, i) => i + 2) });
     expect(sweep.ok && sweep.sweep?.workload.free_gpu_memory_fraction).toBe(0.9);
+    const py = validateRunForm({ ...DEFAULT_FORM, hosts: ['local'], users: '2', python: ' /usr/bin/python3 ' });
+    expect(py.ok && py.run?.python).toBe('/usr/bin/python3');
+    expect(one.ok && 'python' in one.run!).toBe(false);
   });
 
   it('refuses an engine the probed host does not have, naming the host', () => {
@@ -35,5 +38,9 @@ describe('New run form validation', () => {
     expect(!v.ok && v.errors[0]).toMatchObject({ field: 'engine' });
     expect(!v.ok && v.errors[0]!.message).toContain('gpu1');
     expect(validateRunForm({ ...DEFAULT_FORM, hosts: ['gpu1'], engine: 'torch' }, { gpu1: probe }).ok).toBe(true);
+    // Probed with another interpreter: the probe does not speak for this one.
+    const other = { ...probe, python: { executable: '/usr/bin/python3', version: '3.11' } } as HostProbe;
+    expect(validateRunForm({ ...DEFAULT_FORM, hosts: ['gpu1'], engine: 'vllm', python: '/opt/venv/bin/python' }, { gpu1: other }).ok).toBe(true);
+    expect(validateRunForm({ ...DEFAULT_FORM, hosts: ['gpu1'], engine: 'vllm', python: '/usr/bin/python3' }, { gpu1: other }).ok).toBe(false);
   });
 });

@@ -22,6 +22,8 @@ export interface RunForm {
   trace: boolean;
   sample_ms: string;
   name: string;
+  /** Python on the host(s) for this run; '' = each host's own setting (default python3). */
+  python: string;
 }
 
 /** The seed workload's defaults (ARCHITECTURE.md). */
@@ -39,6 +41,7 @@ export const DEFAULT_FORM: RunForm = {
   trace: true,
   sample_ms: '100',
   name: '',
+  python: '',
 };
 
 export const MODELS = ['tiny', 'llama-3.1-8b', 'llama-3.1-70b', 'llama-3.1-70b-fp8'];
@@ -102,7 +105,9 @@ export function validateRunForm(form: RunForm, probes: Record<string, HostProbe 
   };
   if (form.hosts.length === 0) errors.push({ field: 'hosts', message: 'hosts: choose at least one host' });
   for (const h of form.hosts) {
-    const p = probes[h];
+    // A probe made with another Python says nothing about the engines this run will import.
+    const probed = probes[h];
+    const p = probed && (!form.python.trim() || probed.python?.executable === form.python.trim()) ? probed : undefined;
     const e = p?.engines.find((x) => x.name === form.engine);
     if (p && (!e || !e.available)) errors.push({ field: 'engine', message: `engine: ${form.engine} is not available on ${h}${e?.reason ? ` (${e.reason})` : ''}` });
   }
@@ -129,8 +134,9 @@ export function validateRunForm(form: RunForm, probes: Record<string, HostProbe 
   if (errors.length || typeof users === 'string') return { ok: false, errors };
   Object.assign(workload, { rounds: rounds!, context_tokens: ctx!, new_tokens: nt!, output_tokens: ot!, trace: form.trace, sample_ms: sample! });
   const name = form.name.trim() || undefined;
+  const python = form.python.trim() ? { python: form.python.trim() } : {};
   if (form.hosts.length === 1 && users.length === 1) {
-    return { ok: true, users, run: { host: form.hosts[0]!, name, workload: { ...workload, users: users[0]! } }, sweep: null };
+    return { ok: true, users, run: { host: form.hosts[0]!, name, ...python, workload: { ...workload, users: users[0]! } }, sweep: null };
   }
-  return { ok: true, users, run: null, sweep: { hosts: form.hosts, users, workload, name } };
+  return { ok: true, users, run: null, sweep: { hosts: form.hosts, users, workload, name, ...python } };
 }

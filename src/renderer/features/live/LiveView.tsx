@@ -58,7 +58,8 @@ function LivePools({ data }: { data: RunData; version: number }) {
   const live = data.status === 'running';
   const r = data.replay;
   const start = r.startT ?? 0;
-  const st = useRef({ playing: false, speed: 1, now: start, lastWall: 0, follow: live, invalidate: () => {} });
+  // A finished run opens on its final pools (Play replays it from the start); a running one follows its tail.
+  const st = useRef({ playing: false, speed: 1, now: Math.max(r.endT, start), lastWall: 0, follow: live, invalidate: () => {} });
   const [playing, setPlaying] = useState(false);
   const [speed, setSpeed] = useState(1);
   const [follow, setFollow] = useState(live);

@@ -146,6 +146,7 @@ export function NewRunView({ host }: { host?: string }) {
           </label>
           <Field label="nvidia-smi sample period (ms)" name="sample_ms" form={form} set={set} errors={shown} />
           <Field label="Name (optional)" name="name" form={form} set={set} errors={shown} />
+          <Field label="Python on the host (optional)" name="python" form={form} set={set} errors={shown} hint="default: the host's setting (python3); a venv's python for engines kept there" />
         </fieldset>
         <div className="form-actions">
           <button type="submit" className="primary" disabled={touched && !result.ok} title={!result.ok && touched ? errors.map((x) => x.message).join('\n') : ''}>
