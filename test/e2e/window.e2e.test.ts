@@ -256,6 +256,26 @@ describe.skipIf(reason !== null)(`the window's views in real Chromium${reason ? 
     expect(consoleErrors).toEqual([]);
   });
 
+  it('follows prefers-color-scheme: light theme reaches the canvases; Space plays from the keyboard', async () => {
+    const run = loadable[0]!;
+    await page.emulateMedia({ colorScheme: 'light' });
+    await go(`#/runs/${encodeURIComponent(libraryId(run))}/live`);
+    await page.waitForSelector('[data-testid=pools][data-gpu]');
+    // LIGHT_THEME.background #f7f8fa at the canvas corner (outside both grids).
+    expect(await page.evaluate(countColour, ['[data-testid=pools] canvas', 0xf7, 0xf8, 0xfa] as [string, number, number, number])).toBeGreaterThan(1000);
+    await page.screenshot({ path: join(ARTIFACTS, 'window-live-light.png') });
+    const before = await page.evaluate(dataNum, ['[data-testid=pools]', 'applied'] as [string, string]);
+    expect(before).toBeGreaterThan(0); // a finished run opens on its final pools
+    await page.keyboard.press('Home');
+    await expect.poll(() => page.evaluate(dataNum, ['[data-testid=pools]', 'applied'] as [string, string])).toBe(0);
+    await page.keyboard.press(']'); // 2×
+    expect(await page.inputValue('[data-action=speed]')).toBe('2');
+    await page.keyboard.press(' ');
+    await expect.poll(() => page.evaluate(dataNum, ['[data-testid=pools]', 'applied'] as [string, string]), { timeout: 10_000 }).toBeGreaterThan(0);
+    await page.emulateMedia({ colorScheme: 'dark' });
+    expect(consoleErrors).toEqual([]);
+  });
+
   it('compare draws one line per host and configuration, and a projection dashed and labelled', async () => {
     mkdirSync(join(runsDir, 'sweep-x'), { recursive: true });
     writeFileSync(

@@ -51,6 +51,7 @@ export function LiveView({ runId }: { runId: string }) {
 function LivePools({ data }: { data: RunData; version: number }) {
   const theme = useVizTheme();
   const wrapRef = useRef<HTMLDivElement>(null);
+  const sectionRef = useRef<HTMLElement>(null);
   const canvasRef = useRef<HTMLCanvasElement>(null);
   const scrubRef = useRef<HTMLInputElement>(null);
   const statsRef = useRef<Record<string, HTMLElement | null>>({});
@@ -64,6 +65,9 @@ function LivePools({ data }: { data: RunData; version: number }) {
   const [speed, setSpeed] = useState(1);
   const [follow, setFollow] = useState(live);
   const hasMoves = r.moveCount > 0;
+
+  // Focus the view so its shortcuts work at once (Space, [ ], arrows), without a click first.
+  useEffect(() => sectionRef.current?.focus({ preventScroll: true }), []);
 
   useEffect(() => {
     st.current.follow = live;
@@ -229,7 +233,7 @@ function LivePools({ data }: { data: RunData; version: number }) {
   const counters = data.timeline().counters.filter((c) => c.length > 0 && c.key !== 'gpu_pool' && c.key !== 'host_pool');
   const bb = r.pools.gpu?.block_bytes;
   return (
-    <section className="live-view" onKeyDown={onKey}>
+    <section className="live-view" onKeyDown={onKey} tabIndex={-1} ref={sectionRef} aria-label="Live pools: Space play/pause, [ ] speed, ← → step, Home/End">
       <RunHeader data={data} view="live" />
       <div className="transport" role="toolbar" aria-label="Replay">
         <button type="button" onClick={togglePlay} title="Play / pause (Space)" data-action="play" aria-pressed={playing}>

@@ -104,7 +104,7 @@ export function NewRunView({ host }: { host?: string }) {
             <label key={h.alias} className="check">
               <input type="checkbox" checked={form.hosts.includes(h.alias)} onChange={(e) => set({ hosts: e.target.checked ? [...form.hosts, h.alias] : form.hosts.filter((x) => x !== h.alias) })} />
               {h.alias === 'local' ? 'Local' : h.alias}
-              {probes[h.alias]?.gpus[0] ? <span className="muted"> · {probes[h.alias]!.gpus[0]!.name}</span> : <span className="muted"> · not probed</span>}
+              <span className="muted"> · {probes[h.alias] ? (probes[h.alias]!.gpus[0]?.name ?? 'no GPU (CPU runs)') : 'not probed'}</span>
             </label>
           ))}
           {shown.find((x) => x.field === 'hosts') && <small className="error">{shown.find((x) => x.field === 'hosts')!.message}</small>}
