@@ -208,6 +208,10 @@ describe.skipIf(reason !== null)(`the window's views in real Chromium${reason ? 
         expect(pink).toBeGreaterThan(0);
       }
       await page.screenshot({ path: join(ARTIFACTS, `window-timeline-selected-${id.replace(/[^a-z0-9-]/gi, '_')}.png`) });
+      await page.click('[data-action=save-image]');
+      await page.waitForSelector('.notice:has-text("Saved")');
+      const pngPath = (await page.textContent('.notice'))!.replace(/^Saved /, '').replace(/ \(.*$/, '');
+      expect(readFileSync(pngPath).subarray(1, 4).toString()).toBe('PNG');
       expect(consoleErrors).toEqual([]);
     });
 
@@ -296,6 +300,13 @@ describe.skipIf(reason !== null)(`the window's views in real Chromium${reason ? 
     expect(await proj.locator('path').getAttribute('stroke-dasharray')).toBeTruthy();
     expect(await proj.getAttribute('data-series')).toMatch(/projection/i);
     await page.screenshot({ path: join(ARTIFACTS, 'window-compare.png') });
+    // Save image: the charts as one SVG file, written by the core's saveImage.
+    await page.click('[data-action=save-image]');
+    await page.waitForSelector('.notice:has-text("Saved")');
+    const svgPath = (await page.textContent('.notice'))!.replace(/^Saved /, '').replace(/ \(.*$/, '');
+    const svg = readFileSync(svgPath, 'utf8');
+    expect(svg.startsWith('<svg')).toBe(true);
+    expect(svg).toContain('stroke-dasharray');
     expect(consoleErrors).toEqual([]);
   });
 

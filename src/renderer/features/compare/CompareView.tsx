@@ -3,7 +3,8 @@
  * table beside it (the seed's comparison chart). Projections (issue 9) are dashed and labelled
  * "projection". A few dozen marks, so React draws SVG and d3 supplies scales and paths.
  */
-import { useEffect, useMemo, useState } from 'react';
+import { useEffect, useMemo, useRef, useState } from 'react';
+import { chartsAsSvg, saveChartImage } from '../export/save-image';
 import { line, max, scaleLinear } from 'd3';
 import type { ProjectionFile, RunListing } from '../../../shared/api';
 import { formatNs } from '../../../shared/format';
@@ -70,6 +71,8 @@ export function CompareView({ runIds }: { runIds: string[] }) {
   const [runs, setRuns] = useState<RunListing[] | null>(null);
   const [projections, setProjections] = useState<ProjectionFile[]>([]);
   const [error, setError] = useState<string | null>(null);
+  const [saved, setSaved] = useState<string | null>(null);
+  const chartsRef = useRef<HTMLDivElement>(null);
   useEffect(() => {
     void api.listRuns().then((r) => (r.ok ? setRuns(r.value) : setError(r.error.message)));
     void api.listProjections().then((r) => r.ok && setProjections(r.value));
@@ -87,13 +90,21 @@ export function CompareView({ runIds }: { runIds: string[] }) {
       <h1>Compare</h1>
       <p className="muted">
         {runIds.length ? `${chosen.length} selected run${chosen.length === 1 ? '' : 's'}` : 'All runs with results'} · one line per host and configuration
-        {projected.length ? ' · dashed lines are projections, not measurements' : ''} · <a href="#/runs">choose runs in the library</a>
+        {projected.length ? ' · dashed lines are projections, not measurements' : ''} · <a href="#/runs">choose runs in the library</a>{' '}
+        <button type="button" data-action="save-image" title="Save the charts as SVG" disabled={measured.length + projected.length === 0} onClick={() => chartsRef.current && void saveChartImage(api, 'compare', 'compare', chartsAsSvg(chartsRef.current), 'svg').then(setSaved)}>
+          Save image…
+        </button>
       </p>
+      {saved && (
+        <p className="notice" role="status">
+          {saved}
+        </p>
+      )}
       {measured.length === 0 && projected.length === 0 ? (
         <p className="empty">No finished runs with TTFT or E2E to compare yet. Run a sweep (users 2, 4, 8, …) from New run, or import runs.</p>
       ) : (
         <div className="compare-body">
-          <div className="charts">
+          <div className="charts" ref={chartsRef}>
             <Chart title="TTFT (mean over the timed rounds) vs users" series={all} metric="ttft_ns" colors={colors} testid="chart-ttft" />
             <Chart title="E2E (rounds 1..R) vs users" series={all} metric="e2e_ns" colors={colors} testid="chart-e2e" />
             <ul className="legend">

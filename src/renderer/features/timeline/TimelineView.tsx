@@ -15,6 +15,8 @@ import type { RunData } from '../../run-data';
 import { hitTestTimeline, renderTimelineInto, timelineLayout, type TimelineHit, type TimelineLayout } from '../../viz/timeline-render';
 import { RunHeader } from '../live/LiveView';
 import { ExportButton } from '../export/ExportButton';
+import { saveChartImage } from '../export/save-image';
+import { useApi } from '../../bridge/api-context';
 
 export function TimelineView({ runId }: { runId: string }) {
   const { data, error } = useRunData(runId, 1000);
@@ -54,6 +56,8 @@ function Timeline({ data }: { data: RunData }) {
   const keys = useRef(new Set<string>());
   const api = useRef<{ invalidate: () => void; zoomBy: (k: number) => void; reset: () => void } | null>(null);
   const [selected, setSelected] = useState<RequestLinks | null>(null);
+  const [saved, setSaved] = useState<string | null>(null);
+  const bridge = useApi();
   const model = data.timeline();
   const layout: TimelineLayout = timelineLayout(model, LABEL_W);
   const empty = model.requests.length === 0 && model.lanes.every((l) => l.length === 0);
@@ -208,8 +212,16 @@ function Timeline({ data }: { data: RunData }) {
         </button>
         <span className="muted">W/S zoom · A/D pan · drag to pan · click a request to trace its blocks · Esc clears</span>
         <span className="spacer" />
+        <button type="button" data-action="save-image" title="Save the timeline as it is drawn now (PNG)" onClick={() => canvasRef.current && void saveChartImage(bridge, data.id, 'timeline', canvasRef.current.toDataURL('image/png'), 'png').then(setSaved)}>
+          Save image…
+        </button>
         <ExportButton runId={data.id} />
       </div>
+      {saved && (
+        <p className="notice" role="status">
+          {saved}
+        </p>
+      )}
       {empty && <p className="empty">This run has no requests or copies to show{data.status === 'running' ? ' yet' : ''}.</p>}
       <div className="timeline-scroll">
         <div className="timeline-canvas" ref={wrapRef} tabIndex={0} onKeyDown={onKeyDown} onKeyUp={onKeyUp} onBlur={onBlur} data-testid="timeline" aria-label="Timeline: W/S zoom, A/D pan" data-selected={selected ? `${selected.user}/${selected.round}` : ''} data-selected-xfers={selected ? Object.values(selected.xfers).reduce((a, v) => a + v.length, 0) : 0}>
