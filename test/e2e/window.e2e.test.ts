@@ -349,7 +349,7 @@ describe.skipIf(reason !== null)(`the window's views in real Chromium${reason ? 
     await page.click('button[type=submit]');
     await page.waitForSelector('.progress-row a', { timeout: 60_000 });
     const runId = (await page.textContent('.progress-row a'))!.trim();
-    await expect.poll(async () => ((await core.handlers.listRuns()).ok ? ((await core.handlers.listRuns()) as { value: Array<{ id: string; status: string }> }).value.find((r) => r.id === runId)?.status : null), { timeout: 120_000, intervals: [1000] }).toBe('ok');
+    await expect.poll(async () => ((await core.handlers.listRuns()).ok ? ((await core.handlers.listRuns()) as { value: Array<{ id: string; status: string }> }).value.find((r) => r.id === runId)?.status : null), { timeout: 120_000, interval: 1000 }).toBe('ok');
     await page.screenshot({ path: join(ARTIFACTS, 'window-new-run-progress.png') });
     await go(`#/runs/${encodeURIComponent(runId)}/live`);
     await page.waitForSelector('[data-testid=pools][data-gpu]');
