@@ -13,7 +13,6 @@ import { HostsView } from './features/hosts/HostsView';
 import { PromptDialog } from './features/hosts/PromptDialog';
 import { NewRunView } from './features/newrun/NewRunView';
 import { RunCacheContext } from './hooks';
-import { EXPORT_EVENT } from './features/export/ExportButton';
 import { RunDataCache } from './run-data';
 
 const NAV: Array<{ label: string; view: Route['view']; key: string }> = [
@@ -49,24 +48,18 @@ export function App() {
 
   useEffect(
     () =>
-      // Menu commands from the desktop shell (issue 10) arrive as pushes.
+      // Menu commands from the desktop shell (issue 10) arrive as pushes: navigation here; open,
+      // export and engine dumps (files and dialogs) in ShellIntegration.
       api.onPush((m) => {
         if (m.kind !== 'menu') return;
         const go: Partial<Record<typeof m.action, string>> = {
           'new-run': '#/new',
-          'open-run': '#/runs',
           settings: '#/settings',
           'view-compare': '#/compare',
           'view-live': hrefFor('live', m.runId ?? runId),
           'view-timeline': hrefFor('timeline', m.runId ?? runId),
           'show-run': m.runId ? routeHref({ view: 'live', runId: m.runId }) : '#/runs',
         };
-        if (m.action === 'export') {
-          // The run views' Export chooser takes it from here (ExportButton); elsewhere open the run list.
-          if (!/^#\/runs\/[^/]+\//.test(window.location.hash)) window.location.hash = '#/runs';
-          window.dispatchEvent(new Event(EXPORT_EVENT));
-          return;
-        }
         const to = go[m.action];
         if (to) window.location.hash = to;
       }),

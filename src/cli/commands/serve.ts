@@ -27,7 +27,8 @@ export function registerServe(program: Command): void {
       // folder chosen there is the one served (issue 10).
       const settings = new SettingsStore(join(defaultDataDir(), 'settings.json'));
       const runsDir = opts.runsDir ?? (await settings.load()).runsDir ?? defaultRunsDir();
-      const core = await createCore({ runsDir, samplesDir: paths.samplesDir, shell: 'browser', settingsStore: settings });
+      // bench/ holds recorded sweeps' projection.json (bench/issue9_results.py --out bench/...): Compare draws them dashed.
+      const core = await createCore({ runsDir, samplesDir: paths.samplesDir, shell: 'browser', settingsStore: settings, projectionDirs: [join(paths.root, 'bench')] });
       const server = await startServer({ core, staticDir: paths.rendererDir, port: opts.port });
       // The URL is the first stdout line: tests and tunnels read it.
       process.stdout.write(`${server.url}\n`);

@@ -1,10 +1,10 @@
 /**
  * File → Export in the run views (issue 7's exportRun): a Perfetto trace, CSV tables, or a
  * portable .kvscope run file. The destination comes from the desktop save dialog; served to a
- * browser (no dialog), the user types a path on the machine that runs KV Scope. The menu's
- * File → Export (a `menu` push) opens the same chooser.
+ * browser (no dialog), the user types a path on the machine that runs KV Scope. (The menu's
+ * File → Export is ShellIntegration's dialog.)
  */
-import { useEffect, useRef, useState } from 'react';
+import { useState } from 'react';
 import type { ExportFormat } from '../../../shared/api';
 import { useApi } from '../../bridge/api-context';
 
@@ -14,18 +14,9 @@ export const EXPORT_FORMATS: Array<{ id: ExportFormat; label: string; ext: strin
   { id: 'kvscope', label: 'Portable run file (.kvscope)', ext: '.kvscope' },
 ];
 
-/** Fired on window by App when the shell's File → Export menu item is chosen. */
-export const EXPORT_EVENT = 'kvscope:export';
-
 export function ExportButton({ runId }: { runId: string }) {
   const api = useApi();
   const [msg, setMsg] = useState<string | null>(null);
-  const selectRef = useRef<HTMLSelectElement>(null);
-  useEffect(() => {
-    const open = () => selectRef.current?.focus();
-    window.addEventListener(EXPORT_EVENT, open);
-    return () => window.removeEventListener(EXPORT_EVENT, open);
-  }, []);
 
   const run = async (format: ExportFormat) => {
     const f = EXPORT_FORMATS.find((x) => x.id === format)!;
@@ -49,7 +40,6 @@ export function ExportButton({ runId }: { runId: string }) {
   return (
     <span className="export">
       <select
-        ref={selectRef}
         aria-label="Export this run"
         title="Export this run (File → Export)"
         data-action="export"
