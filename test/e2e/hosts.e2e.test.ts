@@ -79,4 +79,20 @@ describe.skipIf(skip !== null)(`Hosts view against a real sshd${skip ? ` (skippe
     expect(await page.locator('tr[data-host=lockedbox] .error').count()).toBe(0);
     expect(consoleErrors).toEqual([]);
   }, 90_000);
+
+  it('adds a host in the app (then listed, probe-able) and removes it; a bad port is refused by name', async () => {
+    await page.fill('[data-field=alias]', 'added-box');
+    await page.fill('[data-field=hostname]', '127.0.0.1');
+    await page.fill('[data-field=port]', '99999');
+    await page.click('[data-action=add-host]');
+    await page.waitForSelector('.add-host .error');
+    expect(await page.textContent('.add-host .error')).toMatch(/port/i);
+    await page.fill('[data-field=port]', String(sshd.port));
+    await page.click('[data-action=add-host]');
+    await page.waitForSelector('tr[data-host=added-box]');
+    expect(await page.textContent('tr[data-host=added-box]')).toContain('added here');
+    await page.click('tr[data-host=added-box] [data-action=remove-host]');
+    await page.waitForSelector('tr[data-host=added-box]', { state: 'detached' });
+    expect(consoleErrors).toEqual([]);
+  }, 60_000);
 });

@@ -4,7 +4,7 @@
  * Host-key and passphrase questions come as pushes and are answered in PromptDialog.
  */
 import { useEffect, useState } from 'react';
-import type { HostEntry, HostProbe } from '../../../shared/api';
+import type { HostEntry, HostInput, HostProbe } from '../../../shared/api';
 import { formatBytes } from '../../../shared/format';
 import { useApi } from '../../bridge/api-context';
 import { setProbe, useProbes } from '../../host-probes';
@@ -72,9 +72,60 @@ function ProbeResult({ p }: { p: HostProbe }) {
   );
 }
 
+/** A host added in the app (kept in the data folder), for machines not in ~/.ssh/config. */
+function AddHostForm({ onSaved }: { onSaved: () => void }) {
+  const api = useApi();
+  const [f, setF] = useState({ alias: '', hostname: '', user: '', port: '', identityFile: '', proxyJump: '', python: '' });
+  const [error, setError] = useState<{ field: string | null; message: string } | null>(null);
+  const set = (k: keyof typeof f) => (e: React.ChangeEvent<HTMLInputElement>) => setF({ ...f, [k]: e.target.value });
+  const submit = async (e: React.FormEvent) => {
+    e.preventDefault();
+    const input: HostInput = { alias: f.alias.trim(), hostname: f.hostname.trim() };
+    if (f.user.trim()) input.user = f.user.trim();
+    if (f.port.trim()) input.port = Number(f.port);
+    if (f.identityFile.trim()) input.identityFile = f.identityFile.trim();
+    if (f.proxyJump.trim()) input.proxyJump = f.proxyJump.trim();
+    if (f.python.trim()) input.python = f.python.trim();
+    const r = await api.saveHost(input);
+    if (r.ok) {
+      setError(null);
+      setF({ alias: '', hostname: '', user: '', port: '', identityFile: '', proxyJump: '', python: '' });
+      onSaved();
+    } else setError({ field: typeof r.error.detail?.field === 'string' ? r.error.detail.field : null, message: r.error.message });
+  };
+  const field = (k: keyof typeof f, label: string, placeholder = '') => (
+    <label className={`field${error?.field === k ? ' invalid' : ''}`}>
+      {label}
+      <input value={f[k]} onChange={set(k)} placeholder={placeholder} aria-invalid={error?.field === k} data-field={k} />
+    </label>
+  );
+  return (
+    <form className="add-host" onSubmit={(e) => void submit(e)} aria-label="Add a host">
+      <h2>Add a host</h2>
+      <div className="add-host-fields">
+        {field('alias', 'Name', 'gpu-box')}
+        {field('hostname', 'Host name', 'gpu1.example.org')}
+        {field('user', 'User', 'optional')}
+        {field('port', 'Port', '22')}
+        {field('identityFile', 'Key file', '~/.ssh/id_ed25519')}
+        {field('proxyJump', 'ProxyJump', 'bastion,user@jump:22')}
+        {field('python', 'Python', 'python3')}
+        <button type="submit" className="primary" data-action="add-host">
+          Add host
+        </button>
+      </div>
+      {error && (
+        <p className="error" role="alert">
+          {error.message}
+        </p>
+      )}
+    </form>
+  );
+}
+
 export function HostsView() {
   const api = useApi();
-  const { hosts, error } = useHosts();
+  const { hosts, error, reload } = useHosts();
   const probes = useProbes();
   const [busy, setBusy] = useState<Record<string, boolean>>({});
   const [errors, setErrors] = useState<Record<string, string>>({});
@@ -131,6 +182,14 @@ export function HostsView() {
                   {busy[h.alias] ? 'Probing…' : probes[h.alias] ? 'Probe again' : 'Connect & probe'}
                 </button>{' '}
                 <a href={`#/new?host=${encodeURIComponent(h.alias)}`}>New run here</a>
+                {h.source === 'app' && (
+                  <>
+                    {' '}
+                    <button type="button" data-action="remove-host" title="Remove this host from the app's list" onClick={() => void api.removeHost(h.alias).then(reload)}>
+                      Remove
+                    </button>
+                  </>
+                )}
                 {errors[h.alias] && (
                   <p className="error" role="alert">
                     {errors[h.alias]}
@@ -142,6 +201,7 @@ export function HostsView() {
           ))}
         </tbody>
       </table>
+      <AddHostForm onSaved={reload} />
     </section>
   );
 }
