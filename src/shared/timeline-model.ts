@@ -41,6 +41,9 @@ export interface RequestBar {
   first_token: number | null;
   done: number | null;
   ttft_ns: number | null;
+  /** Times of the request's onboard and offload lines (its blocks coming back from, going to, host). */
+  onboards: number[];
+  offloads: number[];
 }
 
 export interface TimelineModel {
@@ -105,8 +108,25 @@ export function buildTimelineModel(events: readonly KvEvent[], replay: ReplayMod
       const x = r.xfer[d];
       return laneFrom(d, x.start.data, x.end.data, x.bytes.data, x.start.length);
     });
+  // One mark per blocks line (not per block) of each request's onboards and offloads.
+  const marks = new Map<string, { onboards: number[]; offloads: number[] }>();
+  let lastSeq = -1;
+  for (let i = 0; i < r.moveCount; i++) {
+    const op = r.op.data[i]!;
+    if ((op !== OP_CODE.onboard && op !== OP_CODE.offload) || r.seq.data[i] === lastSeq) continue;
+    lastSeq = r.seq.data[i]!;
+    const key = `${r.user.data[i]}/${r.round.data[i]}`;
+    let m = marks.get(key);
+    if (!m) marks.set(key, (m = { onboards: [], offloads: [] }));
+    (op === OP_CODE.onboard ? m.onboards : m.offloads).push(r.t.data[i]!);
+  }
   const requests: RequestBar[] = [...r.requests.values()]
-    .map((q) => ({ ...q, ttft_ns: q.queued !== null && q.first_token !== null ? q.first_token - q.queued : null }))
+    .map((q) => ({
+      ...q,
+      ttft_ns: q.queued !== null && q.first_token !== null ? q.first_token - q.queued : null,
+      onboards: marks.get(`${q.user}/${q.round}`)?.onboards ?? [],
+      offloads: marks.get(`${q.user}/${q.round}`)?.offloads ?? [],
+    }))
     .sort((a, b) => a.user - b.user || a.round - b.round);
   const users = [...new Set(requests.map((q) => q.user))].sort((a, b) => a - b);
   const firstQueued = new Map<number, number>();

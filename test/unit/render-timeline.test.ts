@@ -13,6 +13,12 @@ import { syntheticRun } from '../helpers/synthetic-run';
 import { realRuns } from '../helpers/real-runs';
 import { recordingCtx } from '../helpers/recording-ctx';
 
+/** fillRects of `color` inside the lane row of `dir` (onboard ticks in request rows share the colour). */
+function laneRects(ctx: ReturnType<typeof recordingCtx>, layout: ReturnType<typeof timelineLayout>, tm: ReturnType<typeof buildTimelineModel>, dir: string, color: string) {
+  const row = layout.rows.find((r) => r.kind === 'lane' && tm.lanes[r.index]!.dir === dir)!;
+  return ctx.rects(color).filter(([, y]) => y >= row.y && y < row.y + row.h);
+}
+
 function model(events: KvEvent[]) {
   const r = compileReplay(events);
   return { replay: r, tm: buildTimelineModel(events, r) };
@@ -28,7 +34,7 @@ describe('timeline model and renderTimelineInto', () => {
     const stats = renderTimelineInto(ctx, tm, layout, view, DARK_THEME);
     const h2d = tm.lanes.find((l) => l.dir === 'h2d')!;
     expect(stats.bars).toBe(tm.lanes.reduce((a, l) => a + l.length, 0));
-    const bars = ctx.rects(DARK_THEME.h2d);
+    const bars = laneRects(ctx, layout, tm, 'h2d', DARK_THEME.h2d);
     expect(bars.length).toBe(h2d.length);
     expect(bars[0]![0]).toBeCloseTo(xOf(view, layout.labelWidth, h2d.start[0]!), 5);
 
@@ -41,7 +47,7 @@ describe('timeline model and renderTimelineInto', () => {
     const ctx2 = recordingCtx();
     const s2 = renderTimelineInto(ctx2, d, dl, { t0: d.t0, t1: d.t1, width: 800, height: dl.height }, DARK_THEME);
     expect(s2.binned).toBeGreaterThanOrEqual(50_000);
-    expect(ctx2.rects(DARK_THEME.h2d).length).toBeLessThanOrEqual(800 - dl.labelWidth + 1);
+    expect(laneRects(ctx2, dl, d, 'h2d', DARK_THEME.h2d).length).toBeLessThanOrEqual(800 - dl.labelWidth + 1);
   });
 
   it('zooming into a window draws only what overlaps it', () => {
@@ -52,7 +58,7 @@ describe('timeline model and renderTimelineInto', () => {
     const b = h2d.end[1]!;
     const ctx = recordingCtx();
     renderTimelineInto(ctx, tm, layout, { t0: a, t1: b, width: 1000, height: layout.height }, DARK_THEME);
-    expect(ctx.rects(DARK_THEME.h2d).length).toBe(1);
+    expect(laneRects(ctx, layout, tm, 'h2d', DARK_THEME.h2d).length).toBe(1);
   });
 
   it('links a request to its moves and the copies that carried them, and draws them highlighted', () => {
@@ -73,6 +79,20 @@ describe('timeline model and renderTimelineInto', () => {
     const none = recordingCtx();
     renderTimelineInto(none, tm, layout, { t0: tm.t0, t1: tm.t1, width: 1200, height: layout.height }, DARK_THEME);
     expect(none.rects(DARK_THEME.highlight).length).toBe(0);
+  });
+
+  it('marks the onboard lines of each request inside its bar', () => {
+    const events = syntheticRun({ users: 2, rounds: 3 });
+    const { tm } = model(events);
+    const onboardLines = events.filter((e): e is Extract<KvEvent, { type: 'blocks' }> => e.type === 'blocks' && e.op === 'onboard');
+    expect(onboardLines.length).toBeGreaterThan(0);
+    for (const l of onboardLines) expect(tm.requests.find((r) => r.user === l.user && r.round === l.round)!.onboards).toContain(l.t);
+    const layout = timelineLayout(tm);
+    const ctx = recordingCtx();
+    renderTimelineInto(ctx, tm, layout, { t0: tm.t0, t1: tm.t1, width: 4000, height: layout.height }, DARK_THEME);
+    const userRows = layout.rows.filter((r) => r.kind === 'user');
+    const ticks = ctx.rects(DARK_THEME.h2d).filter(([, y]) => userRows.some((r) => y >= r.y && y < r.y + r.h));
+    expect(ticks.length).toBe(onboardLines.length);
   });
 
   it('hit-tests requests and copies where they were drawn', () => {

@@ -296,6 +296,13 @@ export function renderTimelineInto(ctx: Ctx2D, model: TimelineModel, layout: Tim
           ctx.fillStyle = theme.text;
           ctx.fillRect(Math.round(xOf(view, lw, r.first_token)) - 1, row.y - 1, 2, row.h + 2);
         }
+        // Onboarding inside the request (ticks along its foot) and the offloads it caused (along its top).
+        if (x1 - x0 > 4) {
+          ctx.fillStyle = theme.h2d;
+          for (const t of r.onboards) ctx.fillRect(xOf(view, lw, t) - 0.5, row.y + row.h - 4, 1.5, 4);
+          ctx.fillStyle = theme.d2h;
+          for (const t of r.offloads) ctx.fillRect(xOf(view, lw, t) - 0.5, row.y, 1.5, 3);
+        }
         if (selected) {
           ctx.strokeStyle = theme.highlight;
           ctx.lineWidth = 2;
