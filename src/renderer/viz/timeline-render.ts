@@ -44,7 +44,8 @@ const COUNTER_H = 34;
 
 export function timelineLayout(model: TimelineModel, labelWidth = 120): TimelineLayout {
   const rows: TimelineRow[] = [{ kind: 'axis', y: 0, h: AXIS_H, label: '', index: 0 }];
-  let y = AXIS_H + 4;
+  // A strip under the axis for the round labels.
+  let y = AXIS_H + 14;
   for (const u of model.users) {
     rows.push({ kind: 'user', y, h: USER_H, label: `user ${u}`, index: u });
     y += USER_H + 2;
@@ -262,7 +263,7 @@ export function renderTimelineInto(ctx: Ctx2D, model: TimelineModel, layout: Tim
     ctx.lineTo(x, layout.height);
     ctx.stroke();
     ctx.fillStyle = theme.text;
-    ctx.fillText(`R${r.round}`, x + 3, AXIS_H + 8);
+    ctx.fillText(`R${r.round}`, x + 3, AXIS_H + 6);
   }
   ctx.setLineDash([]);
 
