@@ -160,8 +160,9 @@ function LivePools({ data }: { data: RunData; version: number }) {
         const sctx = el.getContext('2d');
         if (sctx) renderSparklineInto(sctx, c.t, c.v, c.length, start, end, s.now, c.max, el.width, el.height, theme.accent, theme.muted);
       }
-      // Keep animating while playing, following, or while moves are still in flight.
-      return s.playing || s.follow || stats.inFlight > 0;
+      // Frames only while time moves (playing or following); a paused replay is one still frame,
+      // moves caught in flight included, and costs nothing until the next change.
+      return s.playing || s.follow;
     };
     const reg = registerDraw(draw);
     st.current.invalidate = reg.invalidate;
