@@ -109,6 +109,7 @@ describe.skipIf(reason !== null)(`the window's views in real Chromium${reason ? 
     await page.goto(`${server.url}${hash}`);
   };
   const loadable = runs.filter((r) => r.events.some((e) => e.type === 'blocks')).slice(0, 2);
+  const run0 = () => runs[0]!.events.find((e) => e.type === 'run.start')!;
 
   it('lists the bundled samples and the runs folder in the library', async () => {
     await go('#/runs');
@@ -277,6 +278,30 @@ describe.skipIf(reason !== null)(`the window's views in real Chromium${reason ? 
     await page.keyboard.press(' ');
     await expect.poll(() => page.evaluate(dataNum, ['[data-testid=pools]', 'applied'] as [string, string]), { timeout: 10_000 }).toBeGreaterThan(0);
     await page.emulateMedia({ colorScheme: 'dark' });
+    expect(consoleErrors).toEqual([]);
+  });
+
+  it('a run that failed before any block moved shows clear empty and error states, no console errors', async () => {
+    const first = run0();
+    const id = 'failed-early';
+    mkdirSync(join(runsDir, id), { recursive: true });
+    const lines = [
+      { ...first, seq: 0 },
+      { seq: 1, t: first.t + 1000, type: 'log', level: 'error', msg: 'CUDA out of memory' },
+      { seq: 2, t: first.t + 2000, type: 'run.end', status: 'error', error: { code: 'oom', message: 'CUDA out of memory while loading the model' }, summary: { e2e_ns: 0, ttft_ns_mean: 0, ttft_ns_p50: 0, ttft_ns_p99: 0, blocks_offloaded: 0, blocks_onboarded: 0, blocks_evicted: 0, bytes_h2d: 0, bytes_d2h: 0 } },
+      'this line is not JSON',
+    ];
+    writeFileSync(join(runsDir, id, 'events.jsonl'), lines.map((l) => (typeof l === 'string' ? l : JSON.stringify(l))).join('\n') + '\n');
+    writeFileSync(join(runsDir, id, 'meta.json'), JSON.stringify({ id, name: 'failed early', host: 'host-a', status: 'error', createdAt: '2026-11-27T23:00:00Z' }));
+    await go(`#/runs/${id}/live`);
+    await page.waitForSelector('.live-view .empty');
+    expect(await page.textContent('.run-header .warn')).toContain('1 bad line');
+    await go(`#/runs/${id}/timeline`);
+    await page.waitForSelector('.timeline-view .empty');
+    await go(`#/runs/${id}/summary`);
+    await page.waitForSelector('.summary-view [role=alert]:has-text("CUDA out of memory")');
+    await go('#/runs/no-such-run/live');
+    await page.waitForSelector('[role=alert]:has-text("no-such-run")');
     expect(consoleErrors).toEqual([]);
   });
 
