@@ -360,12 +360,12 @@ describe.skipIf(reason !== null)(`the window's views in real Chromium${reason ? 
     // A tiny model on this machine's CPU, with a GPU pool smaller than the users' context, so blocks move.
     const fill: Array<[string, string]> = [
       ['#f-model', 'tiny'],
-      ['#f-users', '2'],
-      ['#f-rounds', '2'],
-      ['#f-context_tokens', '256'],
+      ['#f-users', '3'],
+      ['#f-rounds', '6'],
+      ['#f-context_tokens', '512'],
       ['#f-new_tokens', '32'],
       ['#f-output_tokens', '8'],
-      ['#f-gpu_pool', '200000'],
+      ['#f-gpu_pool', '1000000'],
       ['#f-host_pool', '2000000'],
       ['#f-python', '/usr/bin/python3'],
       ['#f-name', 'e2e local run'],
@@ -374,12 +374,27 @@ describe.skipIf(reason !== null)(`the window's views in real Chromium${reason ? 
     await page.click('button[type=submit]');
     await page.waitForSelector('.progress-row a', { timeout: 60_000 });
     const runId = (await page.textContent('.progress-row a'))!.trim();
-    await expect.poll(async () => ((await core.handlers.listRuns()).ok ? ((await core.handlers.listRuns()) as { value: Array<{ id: string; status: string }> }).value.find((r) => r.id === runId)?.status : null), { timeout: 120_000, interval: 1000 }).toBe('ok');
     await page.screenshot({ path: join(ARTIFACTS, 'window-new-run-progress.png') });
-    await go(`#/runs/${encodeURIComponent(runId)}/live`);
-    await page.waitForSelector('[data-testid=pools][data-gpu]');
+    // Open it at once (in-app link): while it runs, the view follows the tail the core pushes.
+    await page.click('.progress-row a');
+    await page.waitForSelector('[data-testid=pools][data-gpu]', { timeout: 60_000 });
+    const followedLive = (await page.locator('[data-action=follow][aria-pressed=true]').count()) > 0;
+    const status = async () => {
+      const l = await core.handlers.listRuns();
+      return l.ok ? l.value.find((r) => r.id === runId)?.status : null;
+    };
+    await expect.poll(async () => ['ok', 'error', 'cancelled'].includes(String(await status())), { timeout: 120_000, interval: 1000 }).toBe(true);
+    const ended = await core.handlers.loadRun(runId);
+    expect(ended.ok && ended.value.analysis.error, 'the agent run failed').toBeNull();
+    expect(await status()).toBe('ok');
+    // Whether it was followed live or loaded after the end, the pools end as the stored log says.
     const loaded = await core.handlers.loadRun(runId);
     expect(loaded.ok && loaded.value.analysis.blocks.stored).toBeGreaterThan(0);
+    const ledger = new BlockLedger();
+    if (loaded.ok) for (const e of loaded.value.events) ledger.apply(e);
+    const poolsNow = async () => [await page.evaluate(dataNum, ['[data-testid=pools]', 'gpu'] as [string, string]), await page.evaluate(dataNum, ['[data-testid=pools]', 'host'] as [string, string])];
+    await expect.poll(poolsNow, { timeout: 15_000 }).toEqual([ledger.gpu.size, ledger.host.size]);
+    console.info(`local run ${runId}: ${followedLive ? 'followed live' : 'finished before the view opened'}`);
     const paint = await page.evaluate(paintStats, '[data-testid=pools] canvas');
     expect(paint.colours).toBeGreaterThan(2);
     expect(consoleErrors).toEqual([]);
