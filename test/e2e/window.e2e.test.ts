@@ -400,6 +400,38 @@ describe.skipIf(reason !== null)(`the window's views in real Chromium${reason ? 
     expect(consoleErrors).toEqual([]);
   }, 180_000);
 
+  it.skipIf(!existsSync('/usr/bin/python3'))('runs a real Local sweep (users 1,2) from New run; Compare draws it as one line with a point per user count', async () => {
+    await go('#/new');
+    await page.waitForSelector('#f-users');
+    const fill: Array<[string, string]> = [
+      ['#f-model', 'tiny'],
+      ['#f-users', '1,2'],
+      ['#f-rounds', '2'],
+      ['#f-context_tokens', '256'],
+      ['#f-new_tokens', '32'],
+      ['#f-output_tokens', '8'],
+      ['#f-gpu_pool', '300000'],
+      ['#f-host_pool', '2000000'],
+      ['#f-python', '/usr/bin/python3'],
+      ['#f-name', 'e2e sweep'],
+    ];
+    for (const [sel, v] of fill) await page.fill(sel, v);
+    expect(await page.textContent('button[type=submit]')).toContain('Start sweep (2 runs)');
+    await page.click('button[type=submit]');
+    // The sweep table (sweep-status pushes) ends with both rows ok.
+    await page.waitForSelector('.run-progress table tbody tr', { timeout: 60_000 });
+    await expect
+      .poll(async () => (await page.locator('.run-progress table tbody tr td:nth-child(3)').allTextContents()).join(','), { timeout: 150_000, interval: 1000 })
+      .toBe('ok,ok');
+    await page.screenshot({ path: join(ARTIFACTS, 'window-sweep.png') });
+    await page.click('[data-action=compare-sweep]');
+    await page.waitForSelector('[data-testid=chart-e2e] g.series.measured');
+    expect(await page.locator('[data-testid=chart-e2e] g.series.measured').count()).toBe(1);
+    expect(await page.locator('[data-testid=chart-e2e] g.series.measured circle').count()).toBe(2);
+    await page.screenshot({ path: join(ARTIFACTS, 'window-compare-sweep.png') });
+    expect(consoleErrors).toEqual([]);
+  }, 240_000);
+
   it('the library renames, deletes and imports runs', async () => {
     const fixture = runs.find((r) => !r.name.startsWith('sample:'));
     if (!fixture) return;

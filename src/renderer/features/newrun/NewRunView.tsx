@@ -186,6 +186,13 @@ export function NewRunView({ host }: { host?: string }) {
               </tbody>
             </table>
           )}
+          {started.sweepId && sweepRows.length > 0 && sweepRows.every((r) => r.status !== 'pending' && r.status !== 'running') && (
+            <p>
+              <a className="button" data-action="compare-sweep" href={routeHref({ view: 'compare', runIds: sweepRows.map((r) => r.runId).filter((x): x is string => !!x) })}>
+                Compare this sweep
+              </a>
+            </p>
+          )}
           {started.runIds.map((id) => {
             const p = progress[id];
             return (
