@@ -180,6 +180,9 @@ function Timeline({ data }: { data: RunData }) {
     };
   }, [model, layout, theme, data]);
 
+  // Focus the timeline so W/A/S/D work at once, as in Perfetto.
+  useEffect(() => wrapRef.current?.focus({ preventScroll: true }), []);
+
   const onKeyDown = (e: React.KeyboardEvent) => {
     const k = e.key.toLowerCase();
     if (['w', 'a', 's', 'd'].includes(k) && !e.ctrlKey && !e.metaKey && !e.altKey) {
