@@ -63,7 +63,12 @@ export class RunDataCache {
       this.flushScheduled = false;
       for (const [id, batch] of this.pending) {
         const d = this.ready.get(id);
-        if (!d) continue; // not opened: the next load reads it from disk
+        if (!d) {
+          // Loading: kept, and applied once the load lands (lines it already has are skipped).
+          // Not opened at all: dropped; opening it later reads them from disk.
+          if (!this.runs.has(id)) this.pending.delete(id);
+          continue;
+        }
         this.pending.delete(id);
         const before = d.replay.lastSeqSeen;
         // The replay skips lines it has (seq ≤ its last), so a resumed tail never double-applies.
@@ -127,6 +132,7 @@ export class RunDataCache {
           },
         };
         this.ready.set(id, d);
+        if (this.pending.has(id)) this.scheduleFlush();
         return d;
       });
       this.runs.set(id, p);
