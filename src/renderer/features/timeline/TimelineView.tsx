@@ -5,7 +5,7 @@
  * Hover shows the copy or request under the pointer; a click on a request highlights its blocks'
  * moves and the copies that carried them.
  */
-import { useEffect, useRef, useState } from 'react';
+import { useEffect, useMemo, useRef, useState } from 'react';
 import { scaleLinear, select, zoom as d3zoom, zoomIdentity, type ZoomBehavior, type ZoomTransform } from 'd3';
 import { formatBandwidth, formatBytes, formatNs } from '../../../shared/format';
 import { linkRequest, type RequestLinks, type TimelineModel } from '../../../shared/timeline-model';
@@ -59,7 +59,7 @@ function Timeline({ data }: { data: RunData }) {
   const [saved, setSaved] = useState<string | null>(null);
   const bridge = useApi();
   const model = data.timeline();
-  const layout: TimelineLayout = timelineLayout(model, LABEL_W);
+  const layout: TimelineLayout = useMemo(() => timelineLayout(model, LABEL_W), [model]);
   const empty = model.requests.length === 0 && model.lanes.every((l) => l.length === 0);
 
   useEffect(() => {
