@@ -37,6 +37,10 @@ export interface RunListing {
   ttft_ns_mean: number | null;
   /** True for runs shipped with the app (read-only). */
   bundled: boolean;
+  /** Workload settings that make a different configuration in Compare (run.start config; null when absent). */
+  context_tokens?: number | null;
+  /** 0: no host pool (the recompute baseline). */
+  host_kv_bytes?: number | null;
 }
 
 /** A run loaded for viewing: all valid events (in seq order), what was skipped, and the summary. */

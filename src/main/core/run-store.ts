@@ -189,5 +189,7 @@ function baseListing(id: string, meta: RunMeta, bundled: boolean, a: RunAnalysis
     e2e_ns: a?.e2e_ns ?? null,
     ttft_ns_mean: a?.ttft.mean ?? null,
     bundled,
+    context_tokens: typeof cfg?.context_tokens === 'number' ? cfg.context_tokens : null,
+    host_kv_bytes: typeof cfg?.host_kv_bytes === 'number' ? cfg.host_kv_bytes : null,
   };
 }

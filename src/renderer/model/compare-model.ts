@@ -19,8 +19,15 @@ export interface Series {
   points: SeriesPoint[];
 }
 
+/**
+ * One line per host and configuration: host, GPU, model, engine, context length, and whether a
+ * host pool was there (the recompute baseline is its own line, as in the seed's with/without runs).
+ */
 export function seriesKey(r: RunListing): string {
-  return [r.host, r.gpu, r.model, r.engine].map((x) => x ?? '?').join(' · ');
+  const parts = [r.host, r.gpu, r.model, r.engine].filter((x): x is string => !!x);
+  if (typeof r.context_tokens === 'number') parts.push(`${r.context_tokens.toLocaleString('en-US')} ctx`);
+  if (r.host_kv_bytes === 0) parts.push('no host pool (recompute)');
+  return parts.join(' · ');
 }
 
 /**
