@@ -26,5 +26,11 @@ for s in "$@"; do
   echo "=== $name: exit $rc after $(( $(date +%s) - start ))s ===" | tee -a "$top/work/$name.log"
   tail -n 25 "$top/work/$name.log"
 done
+# Large outputs (run archives, samples) travel as their own files; the device returns files of
+# up to 16 MiB each and 8 in all, so the rest goes into one archive.
+find "$top/work" -type f -size +4M | while read -r f; do
+  rel=${f#"$top/work/"}
+  mv "$f" "$top/$(echo "$rel" | tr '/' '_')"
+done
 tar -C "$top/work" -czf "$top/results.tar.gz" .
 ls -la "$top"
