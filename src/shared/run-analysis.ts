@@ -50,7 +50,10 @@ export interface RunAnalysis {
   ttft: Distribution;
   /** From the first `req queued` of round 1 to the last `req done` of round R, ns. */
   e2e_ns: number | null;
+  /** Bytes of every xfer line, whatever its source (CUPTI and engine lines may describe the same copy). */
   xferBytes: Record<XferDir, number>;
+  /** The same, split by `source`: CUPTI's traced copies, and copies the engine reported itself. */
+  xferBytesBySource: Record<'cupti' | 'engine', Record<XferDir, number>>;
   /** Bytes of cupti transfers inside the `rounds` phase, per direction (PROTOCOL.md "Transfers and blocks agree"). */
   roundsXferBytes: Record<XferDir, number>;
   roundRows: RoundRow[];
@@ -89,6 +92,7 @@ export class RunAnalyzer {
   private readonly users = new Set<number>();
   private readonly rounds = new Set<number>();
   private readonly xferBytes = emptyDirs();
+  private readonly xferBySource = { cupti: emptyDirs(), engine: emptyDirs() };
   private readonly roundsXferBytes = emptyDirs();
   private inRounds = false;
   private roundsWindow: { begin: number | null; end: number | null } = { begin: null, end: null };
@@ -121,6 +125,7 @@ export class RunAnalyzer {
         break;
       case 'xfer':
         this.xferBytes[e.dir] += e.bytes;
+        this.xferBySource[e.source][e.dir] += e.bytes;
         if (e.source === 'cupti') {
           if (this.inRounds) this.roundsXferBytes[e.dir] += e.bytes;
           else if (this.roundsWindow.begin !== null && e.start >= this.roundsWindow.begin) {
@@ -226,6 +231,7 @@ export class RunAnalyzer {
       ttft: distribution(ttfts),
       e2e_ns: e2e,
       xferBytes: { ...this.xferBytes },
+      xferBytesBySource: { cupti: { ...this.xferBySource.cupti }, engine: { ...this.xferBySource.engine } },
       roundsXferBytes: roundsXfer,
       roundRows,
       requests,

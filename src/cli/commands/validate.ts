@@ -58,7 +58,12 @@ function printSummary(r: ValidationReport, out: (s: string) => void): void {
   out(`blocks: stored ${b.stored}, offloaded ${b.offloaded}, onboarded ${b.onboarded}, evicted ${b.evicted}, hit ${b.hit}`);
   const cap = (p: 'gpu' | 'host') => a.pools[p]?.capacity_blocks ?? 0;
   out(`peak pool occupancy: gpu ${a.peakOccupancy.gpu}/${cap('gpu')} blocks, host ${a.peakOccupancy.host}/${cap('host')} blocks`);
-  out(`transfers: h2d ${formatBytes(a.xferBytes.h2d)}, d2h ${formatBytes(a.xferBytes.d2h)}`);
+  for (const source of ['cupti', 'engine'] as const) {
+    const x = a.xferBytesBySource[source];
+    if (x.h2d + x.d2h + x.d2d + x.h2h > 0) {
+      out(`transfers (${source}): h2d ${formatBytes(x.h2d)}, d2h ${formatBytes(x.d2h)}, d2d ${formatBytes(x.d2d)}`);
+    }
+  }
   const t = a.ttft;
   out(`TTFT (rounds 1..): mean ${formatNs(t.mean)}, p50 ${formatNs(t.p50)}, p99 ${formatNs(t.p99)} over ${t.count} requests`);
   out(`E2E (rounds 1..): ${formatNs(a.e2e_ns)}`);
