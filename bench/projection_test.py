@@ -215,3 +215,21 @@ def test_achieved_bandwidth_counts_block_copies_only(tmp_path) -> None:
     assert m["bytes_h2d"] == 16 * mib + 64
     assert m["gbps_h2d"] == pytest.approx(16 * mib / 150_000)
     assert m["gbps_d2h"] is None and m["e2e_ns"] is None
+
+
+def test_weight_build_chunks_leave_no_reserved_memory() -> None:
+    """The 70B build on the H100 ended with ~4.6 GB more in use than its weights (a 715-block KV
+    pool); bench/issue9-allocator-sim.py replays the build on a model of the caching allocator.
+    The first chunk size reproduces the loss; fp8.default_chunk_elements must not."""
+    import importlib.util
+
+    sys.path.insert(0, AGENT)
+    from kvscope_agent.engine.fp8 import default_chunk_elements
+
+    spec = importlib.util.spec_from_file_location("allocsim", os.path.join(HERE, "issue9-allocator-sim.py"))
+    sim = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sim)  # type: ignore[union-attr]
+    assert sim.reserved_but_free(lambda k, n: 1 << 26, e4m3_temp=True, layers=20) > 0.5e9
+    assert sim.reserved_but_free(default_chunk_elements, e4m3_temp=False, layers=20) < 0.1e9
+    for k, n in ((8192, 10240), (8192, 8192), (8192, 57344), (28672, 8192), (4096, 4096), (64, 32)):
+        assert default_chunk_elements(k, n) * 4 <= n * k // 2 or default_chunk_elements(k, n) == k

@@ -234,6 +234,13 @@ def _quantize_rows(w: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     return q, s
 
 
+def default_chunk_elements(in_features: int, out_features: int) -> int:
+    """fp32 values per chunk of `Fp8Linear.from_random`: at most 8 Mi (32 MiB) and at most an
+    eighth of the weight's elements (half its e4m3 bytes), so no weight is ever carved out of a
+    freed chunk block (see from_random; bench/issue9-allocator-sim.py models it)."""
+    return min(1 << 23, max(in_features, out_features * in_features // 8))
+
+
 class Fp8Linear(nn.Module):
     """A bias-free linear layer with float8_e4m3fn weights: y = x @ (W_q * s_w).T.
 
@@ -306,12 +313,23 @@ class Fp8Linear(nn.Module):
         scaling: str = "tensor",
         std: Optional[float] = None,
         fast_accum: bool = False,
-        chunk_elements: int = 1 << 26,
+        chunk_elements: Optional[int] = None,
     ) -> "Fp8Linear":
         """Random N(0, std²) weights (std = 1/sqrt(in_features) by default, the variance-preserving
         init, so activations keep their scale through 80 layers) quantised to e4m3, built on
-        `device` in row chunks of at most `chunk_elements` fp32 values (256 MiB by default): the
-        full-precision copy of a 70B model never exists, only one chunk at a time.
+        `device` in row chunks: the full-precision copy of a 70B model never exists, only one chunk
+        at a time.
+
+        Chunk size (`chunk_elements` fp32 values; default min(8 Mi, out × in / 8), so at most 32 MiB
+        and at most half the FP8 weight's bytes): the chunks must be smaller than any weight. The
+        caching allocator serves a request from the best-fitting free block it holds; with 256 MiB
+        chunks (the first version), each next weight (67-235 MiB) was carved out of the last
+        chunk's freed block and the next chunk needed a new one. On the H100 the 70B build ended
+        with 77.87 GB in use for 72.66 GB of weights, which the run's `mem_get_info` counted as
+        used: a KV pool of 715 blocks instead of ~1,500. A model of the allocator
+        (bench/issue9-allocator-sim.py) gives 4.45 GB reserved-but-free for 256 MiB chunks and
+        0.03 GB for these. Chunks smaller than every weight are never split by a weight, so they
+        keep reusing one small block.
 
         Per-tensor scaling needs amax over the whole matrix before any chunk is quantised, so it
         draws the matrix twice from the same generator state (pass 1: amax, pass 2: quantise):
@@ -329,6 +347,8 @@ class Fp8Linear(nn.Module):
             generator = torch.Generator(device=dev)
             generator.manual_seed(0)
         sd = float(std) if std is not None else 1.0 / math.sqrt(in_features)
+        if chunk_elements is None:
+            chunk_elements = default_chunk_elements(in_features, out_features)
         rows = max(1, int(chunk_elements) // in_features)
 
         def chunk(r0: int, r1: int) -> torch.Tensor:
@@ -354,7 +374,7 @@ class Fp8Linear(nn.Module):
             scale = torch.clamp(amax, min=_AMAX_EPS) / E4M3_MAX
             for r0 in range(0, out_features, rows):
                 r1 = min(out_features, r0 + rows)
-                weight[r0:r1] = chunk(r0, r1).div_(scale).to(dt)
+                weight[r0:r1].copy_(chunk(r0, r1).div_(scale))  # cast on copy: no e4m3 temporary
         return cls(weight, scale, fast_accum=fast_accum)
 
     # -- use ----------------------------------------------------------------------------------
