@@ -36,29 +36,33 @@
 #   decode attention (engine path: gather FP8 rows, e4m3->bf16, SDPA) at 17,280 tokens:
 #     223 us a layer = 17.8 ms per user per step (80 layers).
 #   decode FP8 linears: 205-345 us a call at M = 1..16 whatever the weight size (84 MB of qkv
-#     weights need ~30 us at 3 TB/s): ~96 ms per step for 320 calls. Cause under investigation
-#     (bench/issue9-fp8-check.py prints the breakdown at the start of every call); if it is host
-#     overhead that goes away, ~30 ms (68 GB of weights at ~3 TB/s).
+#     weights need ~30 us at 3 TB/s): ~96 ms per step for 320 calls; host issue cost (see below;
+#     bench/issue9-fp8-check.py prints the breakdown at the start of every call).
 #   the GPU pool runs 2 last-round requests at once (docs/h100-70b.md), so a round of U users is
 #     ceil(U/2) batches x 64 steps, each step ~ linears + 2 x 17.8 ms + ~15 ms of other ops;
 #     past 2-3 users each user's ~2.8 GB also comes back from host at ~54.5 GB/s (~0.05 s).
 #   fixed per call: start + CUDA ~10 s, weights ~5 s, pinning the host pool for max(users)
 #     (16 users: 45 GB) ~10-30 s, FP8 check ~15 s (ISSUE9_SKIP_CHECK=1 skips it), tracer ~5 s.
 #
-#   point     step ~145 ms (as measured)    step ~80 ms (if the FP8 call overhead goes)
-#   users  2  8 s + 10 x  9.3 s ~ 100 s     8 s + 10 x  5.1 s ~  60 s
-#   users  3  12 + 10 x 17.6 s  ~ 190 s     12 + 10 x  9.3 s  ~ 105 s
-#   users  4  16 + 10 x 19.0 s  ~ 205 s     16 + 10 x 10.6 s  ~ 120 s
-#   users  8  32 + 10 x 38.0 s  ~ 410 s     32 + 10 x 21.0 s  ~ 240 s
-#   users 16  64 + 10 x 76 s    ~ 825 s     64 + 10 x 42 s    ~ 480 s
-#   The engine's step was reworked after that smoke (commit 66bff33: interleaved K/V rows, one
-#   gather per layer, fused RMSNorm, no per-step pageable uploads), so the left column is an upper
-#   bound for everything but the FP8 calls; the sweep's own per-round log lines tell the truth.
-#   Users 16 does not fit one 9-minute call either way (its 10 rounds alone are 7-13 min) unless
-#   the engine's decode gets faster (CUDA graphs, attention reading FP8 directly). Splits that fit,
-#   as measured: ISSUE9_USERS=2,4 (~6 min); ISSUE9_USERS=8 ISSUE9_SKIP_CHECK=1 (~7.5 min);
-#   ISSUE9_USERS=3 (~4 min). If the overhead goes: ISSUE9_USERS=2,4,3 (~6 min), ISSUE9_USERS=8
-#   (~5 min). Estimates are ±50%; the budget guard stops the sweep at ISSUE9_BUDGET_S and
+#   The engine's step was reworked after that smoke (commit 66bff33), and the FP8 check of the
+#   issue 9 call showed the FP8 product itself at 2.5-2.8 TB/s but each decode-sized call costing
+#   120-170 us of host time (60-100 us of it quantising the activations): decode is host-bound.
+#   MEASURED by this script on the H100 (2026-11-28 00:37, /work/notes/gpu-B, pool of 715 blocks
+#   = 1 user because of the weight-build fragmentation since fixed in fp8.from_random):
+#     set-up 34 s (27 s of it pinning 45.5 GB of host pool for 16 users; weights 1.35 s);
+#     users 2: context 25 s + rounds 182 s (15-21 s a round, decode steps 120-163 ms) = ~210 s;
+#     users 4: context 46 s + rounds of 28-35 s -> ~360 s (cut in round 7 by the budget).
+#   Expected with the fixed pool (~1,500 blocks: 2 users' requests run together, no copies at 2):
+#   point     estimate
+#   users  2  25 s + 10 x ~10 s  ~ 125 s
+#   users  3  35 s + 10 x ~15 s  ~ 185 s
+#   users  4  46 s + 10 x ~20 s  ~ 250 s
+#   users  8  90 s + 10 x ~40 s  ~ 490 s
+#   users 16 180 s + 10 x ~80 s  ~ 980 s
+#   Users 16 (and likely 8) do not fit one 9-minute call until the engine's decode step gets
+#   faster (host-bound: CUDA graphs). Splits that fit: ISSUE9_USERS=2,4 (~7 min with set-up),
+#   ISSUE9_USERS=3 ISSUE9_SKIP_CHECK=1 (~4 min), ISSUE9_USERS=8 ISSUE9_SKIP_CHECK=1
+#   ISSUE9_BUDGET_S=520 (borderline). Estimates are ±50%; the budget guard stops the sweep at ISSUE9_BUDGET_S and
 #   --deadline-s starts no point in the budget's last minute, so finished points always come back.
 # -----------------------------------------------------------------------------------------------
 set -u
