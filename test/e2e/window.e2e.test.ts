@@ -275,8 +275,12 @@ describe.skipIf(reason !== null)(`the window's views in real Chromium${reason ? 
     await expect.poll(() => page.evaluate(dataNum, ['[data-testid=pools]', 'applied'] as [string, string])).toBe(0);
     await page.keyboard.press(']'); // 2×
     expect(await page.inputValue('[data-action=speed]')).toBe('2');
+    // Space plays: the replay clock moves on. (A real run may spend its first tens of seconds
+    // loading weights and pinning host memory before any block moves, so the clock is what to watch.)
+    const scrubAt = async () => Number(await page.inputValue('[data-action=scrub]'));
+    const t0 = await scrubAt();
     await page.keyboard.press(' ');
-    await expect.poll(() => page.evaluate(dataNum, ['[data-testid=pools]', 'applied'] as [string, string]), { timeout: 10_000 }).toBeGreaterThan(0);
+    await expect.poll(scrubAt, { timeout: 10_000 }).toBeGreaterThan(t0);
     await page.emulateMedia({ colorScheme: 'dark' });
     expect(consoleErrors).toEqual([]);
   });
@@ -320,10 +324,17 @@ describe.skipIf(reason !== null)(`the window's views in real Chromium${reason ? 
     expect(await page.locator('[data-testid=chart-e2e] g.series.measured').count()).toBe(want);
     const hosts = new Set(listed.ok ? listed.value.filter((r) => r.users !== null && (r.e2e_ns !== null || r.ttft_ns_mean !== null)).map((r) => r.host) : []);
     expect(want).toBeGreaterThanOrEqual(hosts.size);
+    // One dashed series per projection.json the core finds: this test's, plus any bundled with the samples.
+    const projections = await core.handlers.listProjections();
+    expect(projections.ok).toBe(true);
+    const wantProj = projections.ok ? projections.value.length : -1;
+    expect(wantProj).toBeGreaterThanOrEqual(1);
     const proj = page.locator('[data-testid=chart-ttft] g.series.projection');
-    expect(await proj.count()).toBe(1);
-    expect(await proj.locator('path').getAttribute('stroke-dasharray')).toBeTruthy();
-    expect(await proj.getAttribute('data-series')).toMatch(/projection/i);
+    expect(await proj.count()).toBe(wantProj);
+    for (const i of Array.from({ length: wantProj }, (_, k) => k)) {
+      expect(await proj.nth(i).locator('path').first().getAttribute('stroke-dasharray')).toBeTruthy();
+      expect(await proj.nth(i).getAttribute('data-series')).toMatch(/projection/i);
+    }
     await page.screenshot({ path: join(ARTIFACTS, 'window-compare.png') });
     // Save image: the charts as one SVG file, written by the core's saveImage.
     await page.click('[data-action=save-image]');
