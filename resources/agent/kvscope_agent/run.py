@@ -405,6 +405,9 @@ def build(opts: Options, writer: EventWriter, clock: RunClock, cancel: CancelSta
         gpu_kv_bytes = opts.gpu_kv_bytes
         note = f"--gpu-kv-bytes {gpu_kv_bytes}"
     elif device.type == "cuda":
+        # Memory freed while the weights were built sits in PyTorch's cache, which mem_get_info
+        # counts as used: hand it back first, or the pool is sized smaller than what is free.
+        torch.cuda.empty_cache()
         free = int(torch.cuda.mem_get_info(device)[0])
         ws = workspace_bytes(cfg, opts, torch.empty((), dtype=dtype).element_size(), max_tokens)
         gpu_kv_bytes = int(max(0, free - ws) * opts.free_gpu_memory_fraction)
