@@ -164,7 +164,24 @@ def main(argv: list[str]) -> int:
     e2e = [a["e2e_ns"] / b["e2e_ns"] for _, a, b in ok]
     ttft = [a["ttft_ns_mean"] / b["ttft_ns_mean"] for _, a, b in ok
             if a.get("ttft_ns_mean") and b.get("ttft_ns_mean")]
+    # Attribution runs (bench/gpu/issue4.sh CONFIGS="off trace sample on"): tracing only and
+    # sampling only, each against the same pair's untraced run.
+    by_config: dict[str, dict[str, Any]] = {}
+    for cfg in ("trace", "sample"):
+        e2e_c, ttft_c = [], []
+        for d in glob.glob(os.path.join(args.runs_dir, "pair-*")):
+            a_path, b_path = os.path.join(d, cfg, "events.jsonl"), os.path.join(d, "off", "events.jsonl")
+            if not (os.path.isfile(a_path) and os.path.isfile(b_path)):
+                continue
+            a, b = run_metrics(a_path), run_metrics(b_path)
+            if a.get("status") == "ok" and b.get("status") == "ok" and a.get("e2e_ns") and b.get("e2e_ns"):
+                e2e_c.append(a["e2e_ns"] / b["e2e_ns"])
+                if a.get("ttft_ns_mean") and b.get("ttft_ns_mean"):
+                    ttft_c.append(a["ttft_ns_mean"] / b["ttft_ns_mean"])
+        if e2e_c:
+            by_config[cfg] = {"e2e_ratio": spread(e2e_c), "ttft_ratio": spread(ttft_c) if ttft_c else None}
     result: dict[str, Any] = {
+        "by_config": by_config,
         "pairs_found": len(pairs),
         "pairs_ok": len(ok),
         "e2e_ratio": spread(e2e) if e2e else None,
@@ -189,7 +206,12 @@ def main(argv: list[str]) -> int:
                 f"q3 {sp['q3']:.4f}, max {sp['max']:.4f}, n={sp['n']})")
 
     lines += [f"- E2E ratio on/off: {fmt(result['e2e_ratio'])} — target ≤ 1.02",
-              f"- TTFT (mean) ratio on/off: {fmt(result['ttft_ratio'])} — target ≤ 1.02", ""]
+              f"- TTFT (mean) ratio on/off: {fmt(result['ttft_ratio'])} — target ≤ 1.02"]
+    for cfg, label in (("trace", "tracing only"), ("sample", "sampling only")):
+        if cfg in by_config:
+            lines += [f"- E2E ratio {label}/off: {fmt(by_config[cfg]['e2e_ratio'])}",
+                      f"- TTFT (mean) ratio {label}/off: {fmt(by_config[cfg]['ttft_ratio'])}"]
+    lines += [""]
     lines += ["| pair | E2E on s | E2E off s | ratio | TTFT on ms | TTFT off ms | ratio | samples/s | dropped | cupti xfers |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     for n, a, b in pairs:

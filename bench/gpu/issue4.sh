@@ -5,7 +5,7 @@
 # first, PAIRS pairs (5) within BUDGET_S seconds (270) of wall time. From the repo root:
 #   OUT=/some/dir bash bench/gpu/issue4.sh
 # Sizing: one untraced calibration run at the asked settings (CTX=16000 tokens, OUT_TOKENS=64)
-# measures this host; if 2 x PAIRS such runs cannot fit what is left of the budget, the context
+# measures this host; if len(CONFIGS) x PAIRS such runs cannot fit what is left of the budget, the context
 # shrinks first (down to 2000 tokens), then the output tokens (down to 16), then the pairs (down
 # to 3), from the calibration run's own phase times. The results say what was used and why.
 set -u
@@ -19,6 +19,10 @@ OUT_TOKENS=${OUT_TOKENS:-64}
 USERS=${USERS:-4}
 ROUNDS=${ROUNDS:-10}
 PAIRS=${PAIRS:-5}
+# Configurations run in each pair, rotating which goes first: on = tracing + sampling, off =
+# neither; to tell which one costs time add "trace" (tracing only) and "sample" (sampling only),
+# e.g. CONFIGS="off trace sample on" (bench/tracer-overhead-h100.md says why).
+CONFIGS=${CONFIGS:-on off}
 MODEL=${MODEL:-llama-3.1-8b}
 KV_TOK=${KV_TOK:-131072}  # bytes of KV per token of llama-3.1-8b in bf16 (h100-measurements.md)
 EXTRA_ARGS=${EXTRA_ARGS:-}  # e.g. "--device cpu" for a dry run of this script without a GPU
@@ -53,8 +57,13 @@ one_run() {
   local dir=$1 mode=$2 ctx=$3 otok=$4 limit=${5:-200}
   local gpu_kv=$(( ctx * KV_TOK * 22 / 10 ))
   local host_kv=$(( USERS * (ctx + ROUNDS * (64 + otok) + 256) * KV_TOK * 3 / 2 ))
-  local extra=(--trace off --sample-ms 0)
-  [ "$mode" = on ] && extra=(--trace on --sample-ms 100)
+  local extra
+  case "$mode" in
+    on) extra=(--trace on --sample-ms 100) ;;
+    trace) extra=(--trace on --sample-ms 0) ;;
+    sample) extra=(--trace off --sample-ms 100) ;;
+    *) extra=(--trace off --sample-ms 0) ;;
+  esac
   mkdir -p "$(dirname "$dir")"
   local t0=$(date +%s%N)
   timeout "$limit" $PY -m kvscope_agent run --model "$MODEL" $EXTRA_ARGS --users "$USERS" --rounds "$ROUNDS" \
@@ -71,9 +80,10 @@ c0=$(date +%s)
 one_run "$OUT/calibration" off "$CTX" "$OUT_TOKENS" $(( left / 3 ))
 calib_s=$(( $(date +%s) - c0 ))
 left=$(( BUDGET_S - ($(date +%s) - T_START) ))
-read -r CTX2 OTOK2 PAIRS2 NOTE < <($PY - "$OUT/calibration/events.jsonl" "$calib_s" "$left" "$PAIRS" "$CTX" "$OUT_TOKENS" "$ROUNDS" <<'EOF'
+read -r CTX2 OTOK2 PAIRS2 NOTE < <($PY - "$OUT/calibration/events.jsonl" "$calib_s" "$left" "$PAIRS" "$CTX" "$OUT_TOKENS" "$ROUNDS" "$(echo $CONFIGS | wc -w)" <<'EOF'
 import json, sys
 path, calib_s, left, pairs, ctx, otok, rounds = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7])
+per_pair = int(sys.argv[8])
 ph, done_rounds, end_t = {}, 0, None
 try:
     for line in open(path):
@@ -98,11 +108,11 @@ def run_s(c, o):
     return fixed + prefill * c / ctx + per_round * rounds * (0.3 + 0.7 * o / otok)
 budget = left * 0.9
 c, o, p = ctx, otok, pairs
-while 2 * p * run_s(c, o) > budget and c > 2000:
+while per_pair * p * run_s(c, o) > budget and c > 2000:
     c = max(2000, c - 2000)
-while 2 * p * run_s(c, o) > budget and o > 16:
+while per_pair * p * run_s(c, o) > budget and o > 16:
     o = max(16, o // 2)
-while 2 * p * run_s(c, o) > budget and p > 3:
+while per_pair * p * run_s(c, o) > budget and p > 3:
     p -= 1
 same = (c, o) == (ctx, otok)
 note = "as asked" if (same and p == pairs) else (
@@ -114,10 +124,12 @@ EOF
 )
 echo "sizing: ${NOTE}" | tee -a "$OUT/info.txt"
 
-run_pair() {  # $1 pair number; odd pairs run "on" first, even pairs "off" first
-  local d="$OUT/runs/pair-$1"
-  if [ $(( $1 % 2 )) = 1 ]; then one_run "$d/on" on "$CTX2" "$OTOK2"; one_run "$d/off" off "$CTX2" "$OTOK2";
-  else one_run "$d/off" off "$CTX2" "$OTOK2"; one_run "$d/on" on "$CTX2" "$OTOK2"; fi
+run_pair() {  # $1 pair number; the order of CONFIGS rotates by one each pair
+  local d="$OUT/runs/pair-$1" cfgs=($CONFIGS) k=${#cfgs[@]} i
+  for (( i = 0; i < k; i++ )); do
+    local c=${cfgs[$(( (i + $1 - 1) % k ))]}
+    [ -e "$d/$c/events.jsonl" ] || one_run "$d/$c" "$c" "$CTX2" "$OTOK2"
+  done
 }
 n=0
 while [ "$n" -lt "$PAIRS2" ]; do
@@ -126,7 +138,7 @@ while [ "$n" -lt "$PAIRS2" ]; do
     # Same settings: the calibration run is pair 1's untraced run ("off" then "on" here).
     mkdir -p "$OUT/runs/pair-1" && mv "$OUT/calibration" "$OUT/runs/pair-1/off" && mv "$OUT/calibration.log" "$OUT/runs/pair-1/off.log"
     echo "the calibration run is runs/pair-1/off" | tee -a "$OUT/info.txt"
-    one_run "$OUT/runs/pair-1/on" on "$CTX2" "$OTOK2"
+    run_pair 1
     continue
   fi
   if [ $(( $(date +%s) - T_START )) -gt $(( BUDGET_S + 20 )) ]; then
