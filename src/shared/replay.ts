@@ -132,13 +132,19 @@ export class ReplayModel {
   /** Compile-time location of each block: slot in gpu / host, or NONE. */
   private readonly where: [Column<Int32Array>, Column<Int32Array>] = [new Column(i32(1024), i32), new Column(i32(1024), i32)];
 
-  /** Every copy, per direction, as columns in log order (the timeline's lanes are built from them). */
-  readonly xfer: Record<XferDir, { start: Column<Float64Array>; end: Column<Float64Array>; bytes: Column<Float64Array>; sorted: XferSeries | null }> = {
-    h2d: { start: new Column(f64(1024), f64), end: new Column(f64(1024), f64), bytes: new Column(f64(1024), f64), sorted: null },
-    d2h: { start: new Column(f64(1024), f64), end: new Column(f64(1024), f64), bytes: new Column(f64(1024), f64), sorted: null },
-    d2d: { start: new Column(f64(16), f64), end: new Column(f64(16), f64), bytes: new Column(f64(16), f64), sorted: null },
-    h2h: { start: new Column(f64(16), f64), end: new Column(f64(16), f64), bytes: new Column(f64(16), f64), sorted: null },
-  };
+  /**
+   * Every copy, per source and direction, as columns in log order. CUPTI's records and the
+   * engine's own reports can describe the same bytes (a run with tracing has both), so views read
+   * one source through `xfer`: the traced copies when the run has any, else the engine's.
+   */
+  private readonly xferBySource: Record<XferEvent['source'], XferColumns> = { cupti: xferColumns(), engine: xferColumns() };
+  private cuptiSeen = false;
+
+  /** The copies the views show, per direction (the timeline's lanes are built from them). */
+  get xfer(): XferColumns {
+    return this.xferBySource[this.cuptiSeen ? 'cupti' : 'engine'];
+  }
+
   /** Earliest time seen on any line or copy (ns). */
   minT = Infinity;
   /** GPU 0's memory, from run.start (the GPU memory track's top). */
@@ -310,7 +316,8 @@ export class ReplayModel {
   }
 
   private addXfer(e: XferEvent): void {
-    const x = this.xfer[e.dir];
+    if (e.source === 'cupti') this.cuptiSeen = true;
+    const x = this.xferBySource[e.source === 'cupti' ? 'cupti' : 'engine'][e.dir];
     if (!x) return;
     x.start.push(e.start);
     x.end.push(e.end);
@@ -483,4 +490,11 @@ export class ReplayCursor {
       }
     }
   }
+}
+
+type XferColumns = Record<XferDir, { start: Column<Float64Array>; end: Column<Float64Array>; bytes: Column<Float64Array>; sorted: XferSeries | null }>;
+
+function xferColumns(): XferColumns {
+  const dir = (n: number) => ({ start: new Column(f64(n), f64), end: new Column(f64(n), f64), bytes: new Column(f64(n), f64), sorted: null });
+  return { h2d: dir(1024), d2h: dir(1024), d2d: dir(16), h2h: dir(16) };
 }

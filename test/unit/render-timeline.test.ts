@@ -113,7 +113,9 @@ describe('timeline model and renderTimelineInto', () => {
     it(`lane byte totals and request rows agree with the log (${run.name})`, () => {
       const { tm } = model(run.events);
       for (const l of tm.lanes) {
-        const want = run.events.filter((e): e is XferEvent => e.type === 'xfer' && e.dir === l.dir).reduce((a, x) => a + x.bytes, 0);
+        // The lanes show CUPTI's traced copies when the run has any, else the engine's reports.
+        const source = run.events.some((e) => e.type === 'xfer' && e.source === 'cupti') ? 'cupti' : 'engine';
+        const want = run.events.filter((e): e is XferEvent => e.type === 'xfer' && e.dir === l.dir && e.source === source).reduce((a, x) => a + x.bytes, 0);
         expect(l.totalBytes).toBe(want);
       }
       const reqs = new Set(run.events.filter((e) => e.type === 'req').map((e) => `${(e as { user: number }).user}/${(e as { round: number }).round}`));

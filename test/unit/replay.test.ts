@@ -89,6 +89,20 @@ describe('replay model (events → pool state at time t)', () => {
     expect(m.bytesMovedBy('h2d', -1)).toBe(0);
   });
 
+  it('counts one source of copies: CUPTI traces when the run has them, not also the engine reports of the same bytes', () => {
+    const base = syntheticRun();
+    const cupti = base.filter((e): e is Extract<KvEvent, { type: 'xfer' }> => e.type === 'xfer' && e.dir === 'h2d');
+    // The engine reports each traced copy again (as the built-in engine does beside CUPTI).
+    const doubled = base.flatMap((e): KvEvent[] => (e.type === 'xfer' ? [e, { ...e, source: 'engine' }] : [e]));
+    const m = compileReplay(doubled);
+    const end = Math.max(...cupti.map((x) => x.end));
+    expect(m.bytesMovedBy('h2d', end)).toBe(cupti.reduce((a, x) => a + x.bytes, 0));
+    expect(m.xfer.h2d.start.length).toBe(cupti.length);
+    // With no CUPTI lines at all, the engine's reports are what there is.
+    const engineOnly = base.map((e) => (e.type === 'xfer' ? { ...e, source: 'engine' as const } : e));
+    expect(compileReplay(engineOnly).bytesMovedBy('h2d', end)).toBe(cupti.reduce((a, x) => a + x.bytes, 0));
+  });
+
   it('reports the round and the requests running at t', () => {
     const events = syntheticRun({ users: 2, rounds: 2 });
     const m = compileReplay(events);
