@@ -1,7 +1,6 @@
 """Where the traced runs lose time: per-round decode step times of on/off runs, from event logs.
 
-usage: python3 bench/tracer-steps.py LOG.jsonl[.gz] ...   (names containing "-on"/"-off", or
-       pair-N/on|off/events.jsonl paths)
+usage: python3 bench/tracer-steps.py LOG.jsonl[.gz] ...   (the mode comes from run.start's config)
 
 For each run: the mean step time of each timed round (`round.step_ns_mean`), the rounds whose
 step time sits in the slow mode (> SLOW_MS), the fastest round (a floor: what the step costs when
@@ -27,13 +26,16 @@ def load(path: str) -> list[dict[str, Any]]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def mode_of(path: str) -> str:
-    p = path.replace(os.sep, "/")
-    if "/on/" in p or "-on." in p or p.endswith("-on.jsonl"):
-        return "on"
-    if "/off/" in p or "-off." in p or p.endswith("-off.jsonl"):
-        return "off"
-    return "?"
+def mode_of(ev: list[dict[str, Any]]) -> str:
+    """on (tracing + sampling), trace, sample or off, from run.start's resolved config."""
+    start = next((e for e in ev if e["type"] == "run.start"), None)
+    if start is None:
+        return "?"
+    # What was on (capabilities), else what was asked for (config).
+    caps, cfg = start.get("capabilities") or {}, start["config"]
+    trace = bool((caps.get("trace") or {}).get("on", cfg.get("trace")))
+    sample = bool((caps.get("telemetry") or {}).get("on", int(cfg.get("sample_ms") or 0) > 0))
+    return {(True, True): "on", (True, False): "trace", (False, True): "sample"}.get((trace, sample), "off")
 
 
 def summarize(path: str) -> dict[str, Any]:
@@ -44,7 +46,7 @@ def summarize(path: str) -> dict[str, Any]:
            and e["end"] > e["start"]]
     return {
         "run": os.path.basename(os.path.dirname(path)) if path.endswith("events.jsonl") else os.path.basename(path),
-        "mode": mode_of(path),
+        "mode": mode_of(ev),
         "step_ms_by_round": [round(s, 1) for s in steps],
         "slow_rounds": sum(1 for s in steps if s > SLOW_MS),
         "rounds": len(steps),
@@ -64,7 +66,7 @@ def main(paths: list[str]) -> int:
         print(f"| {r['run']} | {r['mode']} | {' '.join(str(s) for s in r['step_ms_by_round'])} | "
               f"{r['slow_rounds']}/{r['rounds']} | {r['step_ms_min']} | {r['step_ms_median']} | "
               f"{r['engine_copy_gbps_median']} | {r['cupti_xfers']} | {r['gpu_samples']} |")
-    for mode in ("on", "off"):
+    for mode in ("on", "trace", "sample", "off"):
         sel = [r for r in rows if r["mode"] == mode]
         if sel:
             slow = sum(r["slow_rounds"] for r in sel)

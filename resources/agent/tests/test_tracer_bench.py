@@ -99,3 +99,19 @@ def test_overhead_and_agreement_from_logs(tmp_path) -> None:
     assert ag["cupti_bytes_by_line_position"] < ag["cupti_bytes"]
     text = (tmp_path / "r.md").read_text()
     assert "E2E ratio on/off: median" in text and "| pair-1 | h2d |" in text
+
+
+def test_steps_script_reads_modes_and_step_times(tmp_path) -> None:
+    script = os.path.join(REPO, "bench", "tracer-steps.py")
+    off = tmp_path / "off"
+    events = _cpu_run(str(off))
+    log = off / "events.jsonl"
+    proc = subprocess.run([sys.executable, script, str(log)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    steps = [round(e["step_ns_mean"] / 1e6, 1) for e in events
+             if e["type"] == "round" and e["round"] >= 1 and "step_ns_mean" in e]
+    if not steps:
+        pytest.skip("the agent's round lines carry no step_ns_mean")
+    row = next(l for l in proc.stdout.splitlines() if l.startswith("| off |") or "| off |" in l)
+    # A CPU run has neither tracing nor sampling on: mode "off", its own step times listed.
+    assert " ".join(str(s) for s in steps) in row
