@@ -167,7 +167,7 @@ def main(argv: list[str]) -> int:
     # Attribution runs (bench/gpu/issue4.sh CONFIGS="off trace sample on"): tracing only and
     # sampling only, each against the same pair's untraced run.
     by_config: dict[str, dict[str, Any]] = {}
-    for cfg in ("trace", "sample"):
+    for cfg in ("trace", "sample", "smi"):
         e2e_c, ttft_c = [], []
         for d in glob.glob(os.path.join(args.runs_dir, "pair-*")):
             a_path, b_path = os.path.join(d, cfg, "events.jsonl"), os.path.join(d, "off", "events.jsonl")
@@ -207,7 +207,8 @@ def main(argv: list[str]) -> int:
 
     lines += [f"- E2E ratio on/off: {fmt(result['e2e_ratio'])} — target ≤ 1.02",
               f"- TTFT (mean) ratio on/off: {fmt(result['ttft_ratio'])} — target ≤ 1.02"]
-    for cfg, label in (("trace", "tracing only"), ("sample", "sampling only")):
+    for cfg, label in (("trace", "tracing only"), ("sample", "sampling only"),
+                       ("smi", "sampling without PCIe reads")):
         if cfg in by_config:
             lines += [f"- E2E ratio {label}/off: {fmt(by_config[cfg]['e2e_ratio'])}",
                       f"- TTFT (mean) ratio {label}/off: {fmt(by_config[cfg]['ttft_ratio'])}"]

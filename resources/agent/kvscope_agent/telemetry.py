@@ -438,7 +438,17 @@ class Sampler:
         self.sample_ms = int(sample_ms)
         self.smi, self.nvml = smi, nvml
         self.source = "nvidia-smi" if smi else "nvml"
-        self.pcie_source = "nvml" if nvml else ("nvidia-smi dmon" if smi else None)
+        # KVSCOPE_PCIE_MS: period of the PCIe reads (default: the sample period; 0 = none). Each
+        # NVML read holds a 20 ms counter window, and on the H100 runs with sampling were slower
+        # than runs with tracing alone (bench/tracer-overhead-h100.md): this lets a run tell
+        # whether the PCIe reads are the cost without touching the other counters.
+        self.pcie_ms = _env_ms("KVSCOPE_PCIE_MS", self.sample_ms)
+        if self.pcie_ms == 0:
+            self.pcie_source: str | None = None
+        else:
+            self.pcie_source = "nvml" if nvml else ("nvidia-smi dmon" if smi else None)
+            if self.pcie_source == "nvidia-smi dmon":
+                self.pcie_ms = 1000  # dmon's shortest period (`-d 1`)
         self.stats = SamplerStats()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -457,6 +467,7 @@ class Sampler:
             "source": self.source,
             "sample_ms": self.sample_ms,
             "pcie_source": self.pcie_source,
+            "pcie_ms": self.pcie_ms if self.pcie_source else None,
             "gpus": self.gpu_indices,
             "reason": "",
         }
@@ -496,7 +507,9 @@ class Sampler:
             self._thread(lambda: self._smi_reader(proc, fd), "kvscope-smi")
         else:
             self._thread(self._nvml_loop, "kvscope-nvml")
-        if self.nvml:
+        if self.pcie_source is None:
+            pass
+        elif self.nvml:
             # One thread per GPU: each NVML throughput call waits out its 20 ms window, so one
             # thread for eight GPUs would stretch the PCIe period to ~320 ms.
             for idx in self.gpu_indices:
@@ -580,7 +593,7 @@ class Sampler:
 
     def _nvml_pcie_loop(self, idx: int) -> None:
         assert self.nvml is not None
-        period = self.sample_ms / 1000.0
+        period = self.pcie_ms / 1000.0
         while not self._stop.is_set():
             t0 = time.monotonic()
             rx, tx = self.nvml.pcie_throughput(idx)
@@ -653,6 +666,17 @@ class Sampler:
             "rate_per_s": {i: n / secs for i, n in self.stats.samples.items()},
             "skipped": dict(self.stats.skipped),
         }
+
+
+def _env_ms(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        v = int(raw)
+    except ValueError:
+        return default
+    return v if v >= 0 else default
 
 
 def start_sampler(

@@ -324,3 +324,26 @@ def test_probe_host_from_replayed_h100_answers(tmp_path, monkeypatch, probe_file
     assert (gpu["pcie_gen"], gpu["pcie_width"], gpu["c2c"]) == (5, 16, False)
     assert host["python_version"] and host["hostname"]
     assert telemetry.probe_host([1])["gpus"] == []  # a GPU the run does not use is left out
+
+
+def test_pcie_reads_can_be_turned_off(tmp_path, monkeypatch) -> None:
+    # KVSCOPE_PCIE_MS=0: the other counters keep coming, no PCIe reader runs, no PCIe keys.
+    if telemetry.Nvml.open()[0] is not None:
+        pytest.skip("NVML present: the sampler would mix real NVML PCIe values into the replay")
+    fake = tmp_path / "bin" / "nvidia-smi"
+    fake.parent.mkdir()
+    fake.write_text(FAKE_SMI.format(python=sys.executable, fields=",".join(telemetry.SAMPLE_FIELDS)))
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(fake.parent) + os.pathsep + os.environ.get("PATH", ""))
+    monkeypatch.setenv("KVSCOPE_PCIE_MS", "0")
+    clock = RunClock()
+    log = tmp_path / "events.jsonl"
+    writer = EventWriter(str(log), clock)
+    sampler = telemetry.start_sampler(writer, clock, [0], 50)
+    assert sampler is not None and sampler.capability["pcie_source"] is None
+    time.sleep(0.6)
+    sampler.stop()
+    writer.close()
+    gpu = [e for e in _events(log) if e["type"] == "gpu"]
+    assert len(gpu) >= 4 and not any("pcie_rx_bytes_per_s" in e for e in gpu)
+    assert not any("dmon" in " ".join(map(str, p.args)) for p in sampler._procs)
