@@ -347,3 +347,17 @@ def test_pcie_reads_can_be_turned_off(tmp_path, monkeypatch) -> None:
     gpu = [e for e in _events(log) if e["type"] == "gpu"]
     assert len(gpu) >= 4 and not any("pcie_rx_bytes_per_s" in e for e in gpu)
     assert not any("dmon" in " ".join(map(str, p.args)) for p in sampler._procs)
+
+
+def test_h100_full_q_and_units_csv() -> None:
+    q = read("h100-q.txt")
+    assert telemetry.parse_versions(q) == {"driver_version": "580.159.04", "cuda_version": "13.0"}
+    (bus, pci), = telemetry.parse_q_pci(q).items()
+    assert bus == "00000000:00:06.0"
+    assert (pci["pcie_gen_max"], pci["pcie_gen_current"], pci["pcie_width_max"], pci["pcie_width_current"]) == (5, 5, 16, 16)
+    assert pci["tx_kb_per_s"] == 938 and pci["rx_kb_per_s"] == 569
+    # With --format=csv (header, units): the header line is skipped, units are stripped.
+    (row,) = telemetry.parse_csv_rows(read("h100-query-gpu-sample-units.csv"), telemetry.SAMPLE_FIELDS)
+    ev, why = telemetry.sample_from_row(row)
+    assert why is None and ev == {"index": 0, "mem_used_bytes": 0, "util_pct": 0.0, "mem_util_pct": 0.0,
+                                  "power_w": 75.53, "sm_clock_mhz": 345, "pcie_gen": 5, "pcie_width": 16}
