@@ -113,6 +113,7 @@ def build_parser(sweep: bool) -> _Parser:
     p.add_argument("--host-kv-bytes", default="55e9", help="host KV pool bytes, 0 = no host pool" + (" (comma list)" if sweep else ""))
     p.add_argument("--seed", default="0")
     p.add_argument("--trace", default="on", help="on | off: CUPTI copy tracing")
+    p.add_argument("--no-trace", dest="trace", action="store_const", const="off", help="same as --trace off")
     p.add_argument("--sample-ms", default="100", help="GPU telemetry period, 0 = off")
     p.add_argument("--prefill-chunk-tokens", default="2048")
     p.add_argument("--max-batch", default="16")
@@ -530,19 +531,16 @@ def run_one(
         import torch
 
         host, gpu_indices = host_block(torch, torch.device(opts.device))
-        capabilities = {
-            "trace": trace_info,
-            "telemetry": {"on": bool(gpu_indices) and opts.sample_ms > 0, "source": "nvidia-smi",
-                          "sample_ms": opts.sample_ms,
-                          "reason": "sampling" if gpu_indices and opts.sample_ms > 0 else
-                          ("device cpu" if not gpu_indices else "--sample-ms 0")},
-        }
+        capabilities = {"trace": trace_info, "telemetry": telemetry_capability(gpu_indices, opts.sample_ms)}
         writer.emit(
             "run.start", run_id=uuid.uuid4().hex, protocol=PROTOCOL_VERSION, agent_version=__version__,
             engine={"name": "torch", "version": __version__}, config=opts.config(users, host_kv_bytes),
             host=host, clock={"unix_ns_at_t0": clock.unix_ns_at_t0, "t0_monotonic_ns": clock.t0_monotonic_ns},
             capabilities=capabilities, argv=sys.argv[1:],
         )
+        warning = tracing_off_warning(opts.trace, trace_info)
+        if warning:
+            writer.emit("log", level="warn", msg=warning)
         if opts.trace and trace_info.get("on"):
             try:
                 from .tracer.collector import Collector, Totals, start_collector
@@ -766,6 +764,31 @@ def _resolve_device(opts: Options) -> None:
     if not opts.raw.get("_model_given"):
         opts.model = PRESETS["llama-3.1-8b" if opts.device.startswith("cuda") else "tiny"]
         opts.model_arg = opts.model.name
+
+
+def tracing_off_warning(trace_asked: bool, trace_info: dict[str, Any]) -> str | None:
+    """Issue 4, "degrading, not failing": tracing was asked for but cannot run here (no compiler,
+    no CUPTI, ...): the run goes on, and the log says what is missing and how to get it. Turning it
+    off on purpose (--trace off) or running on the CPU is not worth a warning."""
+    if not trace_asked or trace_info.get("on"):
+        return None
+    reason = str(trace_info.get("reason") or "unknown reason")
+    if reason in ("--trace off", "device cpu"):
+        return None
+    return f"transfer tracing off: {reason}; the benchmark runs without CUPTI copy records"
+
+
+def telemetry_capability(gpu_indices: list[int], sample_ms: int) -> dict[str, Any]:
+    """run.start `capabilities.telemetry`: what the sampler will use (nvidia-smi or NVML, the PCIe
+    source, the period), or why it is off."""
+    if not gpu_indices:
+        return {"on": False, "source": None, "sample_ms": sample_ms, "pcie_source": None, "reason": "device cpu"}
+    try:
+        from .telemetry import available_sources
+    except ImportError as e:
+        return {"on": False, "source": None, "sample_ms": sample_ms, "pcie_source": None,
+                "reason": f"telemetry module missing: {e}"}
+    return available_sources(sample_ms)
 
 
 def _setup_tracing(opts: Options, out: str) -> dict[str, Any]:

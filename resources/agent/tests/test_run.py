@@ -282,3 +282,34 @@ def test_sweep_runs_each_user_count_into_its_own_log(tmp_path):
     reused = events(out / "host-0" / "users-3" / "events.jsonl")
     assert any(e["type"] == "log" and "reused" in e["msg"] for e in reused)
     assert reused[-1]["summary"]["blocks_evicted"] > 0 and reused[-1]["summary"]["blocks_offloaded"] == 0
+
+
+def test_tracing_that_cannot_start_is_a_warning_not_a_failure():
+    from kvscope_agent.run import tracing_off_warning
+
+    missing = {"on": False, "source": "cupti", "reason": "no C compiler (cc, gcc) on PATH: install gcc"}
+    msg = tracing_off_warning(True, missing)
+    assert msg is not None and "no C compiler" in msg and "install gcc" in msg
+    # Off on purpose, on the CPU, or on: nothing to warn about.
+    assert tracing_off_warning(False, missing) is None
+    assert tracing_off_warning(True, {"on": False, "reason": "--trace off"}) is None
+    assert tracing_off_warning(True, {"on": False, "reason": "device cpu"}) is None
+    assert tracing_off_warning(True, {"on": True, "reason": "built"}) is None
+
+
+def test_telemetry_capability_names_its_sources_or_why_it_is_off(monkeypatch):
+    from kvscope_agent import telemetry
+    from kvscope_agent.run import telemetry_capability
+
+    assert telemetry_capability([], 100)["reason"] == "device cpu"
+    monkeypatch.setattr(telemetry, "available_sources", lambda ms: {"on": ms > 0, "source": "nvml", "sample_ms": ms,
+                                                                    "pcie_source": "nvml", "reason": ""})
+    cap = telemetry_capability([0], 100)
+    assert cap["on"] is True and cap["source"] == "nvml" and cap["pcie_source"] == "nvml"
+
+
+def test_no_trace_is_trace_off():
+    opts, _, err = parse_options(["--model", "tiny", "--device", "cpu", "--no-trace", "--out", "/tmp/x-no-trace"], sweep=False)
+    assert err is None and opts is not None and opts.trace is False
+    opts, _, err = parse_options(["--model", "tiny", "--device", "cpu", "--out", "/tmp/x-trace"], sweep=False)
+    assert err is None and opts is not None and opts.trace is True
