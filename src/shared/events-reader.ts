@@ -28,11 +28,15 @@ export interface DecoderSink {
 }
 
 const NEWLINE = 0x0a;
+/** Whole lines are decoded this many bytes at a time (or one line of the maximum length). */
+const WINDOW_BYTES = 4 << 20;
 const SEQ_RE = /"seq"\s*:\s*(\d+)/;
 
 /** Incremental decoder. Feed it chunks with `push`, then call `end` once the stream is over. */
 export class EventLineDecoder {
   private readonly decoder = new TextDecoder('utf-8', { fatal: false });
+  /** For windows of whole lines; BOMs are dropped per line by `wholeLines`, as `decoder` does. */
+  private readonly windowDecoder = new TextDecoder('utf-8', { fatal: false, ignoreBOM: true });
   private readonly maxLineBytes: number;
   private pending: Uint8Array[] = [];
   private pendingBytes = 0;
@@ -68,64 +72,118 @@ export class EventLineDecoder {
   push(chunk: Uint8Array): void {
     this.counts.bytes += chunk.length;
     let pos = 0;
-    while (pos < chunk.length) {
-      const nl = chunk.indexOf(NEWLINE, pos);
-      const end = nl === -1 ? chunk.length : nl;
-      const piece = chunk.subarray(pos, end);
-      if (this.skipping) {
-        // Discard the rest of an over-long line.
-      } else if (this.pendingBytes + piece.length > this.maxLineBytes) {
+    // A line begun in an earlier chunk (or the rest of an over-long one) ends at the first newline.
+    if (this.skipping || this.pendingBytes > 0) {
+      const nl = chunk.indexOf(NEWLINE);
+      const piece = chunk.subarray(0, nl === -1 ? chunk.length : nl);
+      if (!this.skipping && this.pendingBytes + piece.length > this.maxLineBytes) {
         this.skipping = true;
         this.skipStart = this.lineStart;
         this.pending = [];
         this.pendingBytes = 0;
-      } else if (nl !== -1 && this.pendingBytes === 0) {
-        // Fast path: the whole line is inside this chunk.
-        this.offset += piece.length + 1;
-        this.finishLine(piece);
-        pos = nl + 1;
-        continue;
-      } else if (piece.length > 0) {
+      } else if (!this.skipping && piece.length > 0) {
         // Copy: the caller may reuse its chunk buffer.
         this.pending.push(piece.slice());
         this.pendingBytes += piece.length;
       }
       if (nl === -1) {
         this.offset += piece.length;
-        break;
+        return;
       }
       this.offset += piece.length + 1;
       pos = nl + 1;
-      if (this.skipping) {
-        this.skipping = false;
-        this.lineNo++;
-        this.report({
-          reason: 'too_long',
-          offset: this.skipStart,
-          line: this.lineNo,
-          seq: null,
-          message: `line is longer than ${this.maxLineBytes} bytes`,
-        });
-        this.lineStart = this.offset;
-      } else {
-        const line = this.takePending();
-        this.finishLine(line);
+      if (this.skipping) this.endSkipping();
+      else this.finishLine(this.takePending());
+    }
+    // Lines wholly inside this chunk: decoded a window at a time, not one TextDecoder call per line.
+    const last = chunk.lastIndexOf(NEWLINE);
+    while (pos <= last) {
+      // A window ends at a newline and holds at least one line of any allowed length; bounded so a
+      // huge in-memory chunk (decodeAll of a whole log) never makes a string past V8's length limit.
+      const limit = pos + Math.max(WINDOW_BYTES, this.maxLineBytes + 1);
+      const end = limit > last ? last : chunk.lastIndexOf(NEWLINE, limit);
+      if (end < pos) {
+        // No newline within the limit: the line at `pos` is too long; report it without decoding.
+        const nl = chunk.indexOf(NEWLINE, limit);
+        this.skipStart = this.lineStart;
+        this.offset += nl + 1 - pos;
+        this.endSkipping();
+        pos = nl + 1;
+        continue;
       }
+      this.wholeLines(chunk, pos, end);
+      pos = end + 1;
+    }
+    // The start of a line that ends in a later chunk.
+    if (pos < chunk.length) {
+      const piece = chunk.subarray(pos);
+      if (piece.length > this.maxLineBytes) {
+        this.skipping = true;
+        this.skipStart = this.lineStart;
+      } else {
+        this.pending.push(piece.slice());
+        this.pendingBytes += piece.length;
+      }
+      this.offset += piece.length;
+    }
+  }
+
+  /** Ends an over-long line begun at `skipStart`: reported, never parsed. */
+  private endSkipping(): void {
+    this.skipping = false;
+    this.lineNo++;
+    this.report({
+      reason: 'too_long',
+      offset: this.skipStart,
+      line: this.lineNo,
+      seq: null,
+      message: `line is longer than ${this.maxLineBytes} bytes`,
+    });
+    this.lineStart = this.offset;
+  }
+
+  /**
+   * The lines of chunk[from..last] (`last` is a newline), decoded as one string. The k-th newline
+   * byte is the k-th '\n' of the string (UTF-8 never has 0x0a inside a character, and a malformed
+   * sequence ends before a newline), so each line's text is a slice of it and its byte offset
+   * comes from the bytes. Replacement characters come out as decoding each line alone would give.
+   */
+  private wholeLines(chunk: Uint8Array, from: number, last: number): void {
+    const text = this.windowDecoder.decode(chunk.subarray(from, last + 1));
+    // One UTF-16 unit per byte: every byte is ASCII (or a lone bad byte), positions coincide.
+    const sameIndex = text.length === last + 1 - from;
+    let p = from;
+    let q = 0;
+    while (p <= last) {
+      const nl = chunk.indexOf(NEWLINE, p);
+      const nlc = sameIndex ? nl - from : text.indexOf('\n', q);
+      const bytes = nl - p;
+      this.offset += bytes + 1;
+      if (bytes > this.maxLineBytes) {
+        this.skipStart = this.lineStart;
+        this.endSkipping();
+      } else {
+        const offset = this.lineStart;
+        this.lineStart = this.offset;
+        this.lineNo++;
+        let a = q;
+        let b = nlc;
+        if (b > a && text.charCodeAt(b - 1) === 0x0d) b--;
+        if (b > a) {
+          // A per-line TextDecoder drops a leading byte order mark; so does this.
+          if (text.charCodeAt(a) === 0xfeff) a++;
+          this.parseLine(text.slice(a, b), offset);
+        }
+      }
+      p = nl + 1;
+      q = nlc + 1;
     }
   }
 
   /** The stream is over: a partial last line is reported as truncated. */
   end(): void {
     if (this.skipping) {
-      this.skipping = false;
-      this.lineNo++;
-      this.report({
-        reason: 'too_long',
-        offset: this.skipStart,
-        line: this.lineNo,
-        seq: null,
-        message: `line is longer than ${this.maxLineBytes} bytes`,
-      });
+      this.endSkipping();
     } else if (this.pendingBytes > 0) {
       const text = this.decoder.decode(this.takePending());
       this.lineNo++;
@@ -164,7 +222,11 @@ export class EventLineDecoder {
     let len = bytes.length;
     if (len > 0 && bytes[len - 1] === 0x0d) len--;
     if (len === 0) return;
-    const text = this.decoder.decode(len === bytes.length ? bytes : bytes.subarray(0, len));
+    this.parseLine(this.decoder.decode(len === bytes.length ? bytes : bytes.subarray(0, len)), offset);
+  }
+
+  /** Parses and validates one line's text (CR and blank lines already dropped). */
+  private parseLine(text: string, offset: number): void {
     let value: unknown;
     try {
       value = JSON.parse(text);
