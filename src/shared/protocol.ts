@@ -119,6 +119,9 @@ export interface ReqEvent extends EventBase {
   computed_tokens?: number;
 }
 
+/** When one request (a user's turn in a round) reached each phase, ns on the run clock; null until it does. */
+export type RequestPhaseTimes = { user: number; round: number } & Record<ReqPhase, number | null>;
+
 export interface RoundEvent extends EventBase {
   type: 'round';
   round: number;

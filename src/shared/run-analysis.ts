@@ -4,15 +4,9 @@
  * E2E. Memory grows with the number of requests (users × rounds), never with the number of events.
  */
 import { BlockLedger } from './ledger';
-import type { KvEvent, RunEndEvent, RunStartEvent, XferDir } from './protocol';
+import type { KvEvent, RequestPhaseTimes, RunEndEvent, RunStartEvent, XferDir } from './protocol';
 
-export interface RequestTiming {
-  user: number;
-  round: number;
-  queued: number | null;
-  scheduled: number | null;
-  first_token: number | null;
-  done: number | null;
+export interface RequestTiming extends RequestPhaseTimes {
   prompt_tokens: number | null;
   output_tokens: number | null;
   reused_gpu_tokens: number | null;

@@ -6,7 +6,7 @@
  * GPU memory, utilisation, PCIe rx/tx) and round boundaries. Pure; built once per run (or appended
  * to on a live tail by rebuilding lanes lazily).
  */
-import type { KvEvent, XferDir } from './protocol';
+import type { KvEvent, RequestPhaseTimes, XferDir } from './protocol';
 import { compileReplay, lowerBound, OP_CODE, POOL_GPU, POOL_HOST, type ReplayModel } from './replay';
 
 export interface XferLane {
@@ -33,13 +33,7 @@ export interface CounterTrack {
   step: boolean;
 }
 
-export interface RequestBar {
-  user: number;
-  round: number;
-  queued: number | null;
-  scheduled: number | null;
-  first_token: number | null;
-  done: number | null;
+export interface RequestBar extends RequestPhaseTimes {
   ttft_ns: number | null;
   /** Times of the request's onboard and offload lines (its blocks coming back from, going to, host). */
   onboards: number[];
