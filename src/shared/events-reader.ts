@@ -28,8 +28,8 @@ export interface DecoderSink {
 }
 
 const NEWLINE = 0x0a;
-/** Whole lines are decoded this many bytes at a time (or one line of the maximum length). */
-const WINDOW_BYTES = 4 << 20;
+/** Whole lines are decoded up to this many bytes at a time (a longer line alone). */
+const WINDOW_BYTES = 64 << 10;
 const SEQ_RE = /"seq"\s*:\s*(\d+)/;
 
 /** Incremental decoder. Feed it chunks with `push`, then call `end` once the stream is over. */
@@ -98,18 +98,21 @@ export class EventLineDecoder {
     // Lines wholly inside this chunk: decoded a window at a time, not one TextDecoder call per line.
     const last = chunk.lastIndexOf(NEWLINE);
     while (pos <= last) {
-      // A window ends at a newline and holds at least one line of any allowed length; bounded so a
-      // huge in-memory chunk (decodeAll of a whole log) never makes a string past V8's length limit.
-      const limit = pos + Math.max(WINDOW_BYTES, this.maxLineBytes + 1);
-      const end = limit > last ? last : chunk.lastIndexOf(NEWLINE, limit);
+      // A window ends at a newline. Small windows: text that is all ASCII decodes to a one-byte
+      // string, fast; a window holding one multi-byte character decodes (slower) to a two-byte one,
+      // so a rare non-ASCII line slows only its own window.
+      let end = pos + WINDOW_BYTES >= last ? last : chunk.lastIndexOf(NEWLINE, pos + WINDOW_BYTES);
       if (end < pos) {
-        // No newline within the limit: the line at `pos` is too long; report it without decoding.
-        const nl = chunk.indexOf(NEWLINE, limit);
-        this.skipStart = this.lineStart;
-        this.offset += nl + 1 - pos;
-        this.endSkipping();
-        pos = nl + 1;
-        continue;
+        // The line at `pos` is longer than a window: a window by itself, or too long to read.
+        const nl = chunk.indexOf(NEWLINE, pos);
+        if (nl - pos > this.maxLineBytes) {
+          this.skipStart = this.lineStart;
+          this.offset += nl + 1 - pos;
+          this.endSkipping();
+          pos = nl + 1;
+          continue;
+        }
+        end = nl;
       }
       this.wholeLines(chunk, pos, end);
       pos = end + 1;

@@ -26,7 +26,7 @@
  */
 import type { Writable } from 'node:stream';
 import { EventLineDecoder, type BadLine } from '../../../shared/events-reader';
-import type { BlocksEvent, GpuSampleEvent, KvEvent, ReqEvent, XferDir, XferEvent } from '../../../shared/protocol';
+import type { BlocksEvent, GpuSampleEvent, KvEvent, ReqEvent, RequestPhaseTimes, XferDir, XferEvent } from '../../../shared/protocol';
 import { LaneAssigner } from '../../../shared/trace-lanes';
 
 export interface PerfettoOptions {
@@ -67,6 +67,8 @@ const DEFAULTS = { matchBeforeNs: 50e6, matchAfterNs: 5e9, lateNs: 30e9, keepBad
 const PID = { run: 1, requests: 2, gpuPool: 3, hostPool: 4, copies: 5, gpuBase: 10 } as const;
 const SOURCES = ['engine', 'cupti'] as const;
 type Source = (typeof SOURCES)[number];
+/** Counter names of bytes in flight, one string per source (not rebuilt per copy). */
+const IN_FLIGHT: Record<Source, string> = { engine: 'bytes in flight (engine)', cupti: 'bytes in flight (cupti)' };
 const MOVE_DIR: Record<'offload' | 'onboard', XferDir> = { offload: 'd2h', onboard: 'h2d' };
 
 interface Move {
@@ -261,13 +263,7 @@ class LaneTrack {
   ) {}
 }
 
-interface OpenRequest {
-  user: number;
-  round: number;
-  queued: number | null;
-  scheduled: number | null;
-  first_token: number | null;
-  done: number | null;
+interface OpenRequest extends RequestPhaseTimes {
   last: number;
   doneEvent: ReqEvent | null;
 }
@@ -302,15 +298,21 @@ export class PerfettoTraceBuilder {
   private nextTid = 1;
   private readonly requests = new Map<string, OpenRequest>();
   private readonly phases = new Map<string, number>();
-  private readonly conveyors = new Map<string, CopyConveyor>();
+  /** engine h2d, engine d2h, cupti h2d, cupti d2h (see `conveyorIndex`): the directions blocks move in. */
   private readonly conveyorList: CopyConveyor[] = [];
   /** Per conveyor, the log time at which its waiting items may be released by the clock. */
   private readonly deadlines: number[] = [];
   private nextDeadline = Infinity;
+  /** Per conveyor, whether it got a move or copy since it was last stepped. */
+  private readonly dirty: boolean[] = [];
   private readonly inFlight = new Map<string, { value: number; ends: number[]; lastTs: number }>();
   private readonly occupancy = { gpu: 0, host: 0 };
   private readonly blockBytes = { gpu: 0, host: 0 };
   private readonly gpusNamed = new Set<number>();
+  /** Per pid, per counter name: the JSON of a counter event up to its `ts` value. */
+  private readonly counterHeads: Array<Map<string, string>> = [];
+  /** Per counter key: `,"args":{"key":`. */
+  private readonly counterArgHeads = new Map<string, string>();
   private now = 0;
   private lastSeqSeen = -1;
   readonly report: PerfettoReport;
@@ -344,9 +346,9 @@ export class PerfettoTraceBuilder {
     for (const source of SOURCES) {
       for (const dir of ['h2d', 'd2h'] as const) {
         const c = new CopyConveyor(this, dir, source, () => this.blockBytes[dir === 'd2h' ? 'gpu' : 'host']);
-        this.conveyors.set(`${dir}/${source}`, c);
         this.conveyorList.push(c);
         this.deadlines.push(Infinity);
+        this.dirty.push(false);
       }
     }
   }
@@ -362,8 +364,14 @@ export class PerfettoTraceBuilder {
       this.report.clampedTimestamps++;
       return us(0);
     }
-    return us(ns);
+    // Events often share a time (a GPU sample's five counters, both pools' occupancy): format once.
+    if (ns === this.lastTsNs) return this.lastTs;
+    this.lastTsNs = ns;
+    return (this.lastTs = us(ns));
   }
+
+  private lastTsNs = -1;
+  private lastTs = '';
 
   private nameProcess(pid: number, name: string, sortIndex: number): void {
     this.out(`{"ph":"M","name":"process_name","pid":${pid},"args":{"name":${JSON.stringify(name)}}}`, false);
@@ -422,8 +430,16 @@ export class PerfettoTraceBuilder {
 
   /** A counter sample; `name` and `key` are plain identifiers chosen here (no escaping needed). */
   private counter(pid: number, name: string, t: number, key: string, value: number, key2?: string, value2?: number): void {
-    const more = key2 !== undefined ? `,"${key2}":${value2}` : '';
-    this.out(`{"ph":"C","name":"${name}","pid":${pid},"ts":${this.ts(t)},"args":{"${key}":${value}${more}}}`);
+    // The fixed parts come from a cache: counters are over half the trace events, and each piece
+    // joined per event is one more string to allocate and to flatten when the event is encoded.
+    let heads = this.counterHeads[pid];
+    if (!heads) heads = this.counterHeads[pid] = new Map<string, string>();
+    let head = heads.get(name);
+    if (head === undefined) heads.set(name, (head = `{"ph":"C","name":"${name}","pid":${pid},"ts":`));
+    let argHead = this.counterArgHeads.get(key);
+    if (argHead === undefined) this.counterArgHeads.set(key, (argHead = `,"args":{"${key}":`));
+    if (key2 === undefined) this.out(`${head}${this.ts(t)}${argHead}${value}}}`);
+    else this.out(`${head}${this.ts(t)}${argHead}${value},"${key2}":${value2}}}`);
   }
 
   /** A bad line from the decoder: counted, a few kept for the report. */
@@ -490,14 +506,29 @@ export class PerfettoTraceBuilder {
     if (this.now > this.nextDeadline || e.type === 'blocks' || e.type === 'xfer') this.stepConveyors(false);
   }
 
+  /**
+   * Steps the conveyors that got input or whose deadline the clock passed. One with neither is in
+   * the state its last step left it, waiting on a deadline not yet reached (or on nothing), so
+   * stepping it would do nothing and return the same deadline: skipping it changes no output.
+   */
   private stepConveyors(final: boolean): void {
     let next = Infinity;
     for (let i = 0; i < this.conveyorList.length; i++) {
-      const d = this.conveyorList[i]!.step(this.now, final, this.o);
-      this.deadlines[i] = d;
+      let d = this.deadlines[i]!;
+      if (final || this.dirty[i] || this.now > d) {
+        d = this.conveyorList[i]!.step(this.now, final, this.o);
+        this.deadlines[i] = d;
+        this.dirty[i] = false;
+      }
       if (d < next) next = d;
     }
     this.nextDeadline = next;
+  }
+
+  /** Index of the conveyor for a direction and trace source in `conveyorList`, or -1 (d2d, h2h). */
+  private conveyorIndex(dir: XferDir, source: Source): number {
+    const d = dir === 'h2d' ? 0 : dir === 'd2h' ? 1 : -1;
+    return d < 0 ? -1 : (source === 'engine' ? 0 : 2) + d;
   }
 
   private nameGpu(index: number, name?: string): void {
@@ -573,15 +604,22 @@ export class PerfettoTraceBuilder {
         copies: 0,
       };
       this.report.moves.total++;
-      for (const source of SOURCES) this.conveyors.get(`${dir}/${source}`)!.addMove(move, this.now, this.o);
+      for (const source of SOURCES) {
+        const i = this.conveyorIndex(dir, source);
+        this.dirty[i] = true;
+        this.conveyorList[i]!.addMove(move, this.now, this.o);
+      }
     }
   }
 
   private onXfer(e: XferEvent): void {
     this.report.copies.total++;
     this.report.copies.bytes[e.dir] += e.bytes;
-    const conveyor = this.conveyors.get(`${e.dir}/${e.source}`);
-    if (conveyor) conveyor.addCopy(e);
+    const i = this.conveyorIndex(e.dir, e.source);
+    if (i >= 0) {
+      this.dirty[i] = true;
+      this.conveyorList[i]!.addCopy(e);
+    }
     else this.releaseCopy({ ev: e, rem: e.bytes, blockSized: false, parts: [] }, e.source);
   }
 
@@ -667,7 +705,7 @@ export class PerfettoTraceBuilder {
       s = { value: 0, ends: [], lastTs: -Infinity };
       this.inFlight.set(key, s);
     }
-    const name = `bytes in flight (${source})`;
+    const name = IN_FLIGHT[source as Source] ?? `bytes in flight (${source})`;
     this.drainEnds(s, e.dir, name, e.start);
     if (e.start < s.lastTs) this.report.lateCopies++;
     s.value += e.bytes;

@@ -88,7 +88,7 @@ export async function exportLog(o: ExportOptions): Promise<ExportResult> {
     const src = openWithPosition(o.logFile);
     const totalBytes = await src.total.catch(() => null);
     const tmp = `${o.dest}.${process.pid}.tmp`;
-    const out = createWriteStream(tmp, { highWaterMark: 4 << 20 });
+    const out = createWriteStream(tmp, { highWaterMark: 16 << 20 });
     let report: PerfettoReport;
     try {
       report = await writePerfettoTrace(src.bytes, out, {
