@@ -32,6 +32,14 @@ const NEWLINE = 0x0a;
 const WINDOW_BYTES = 64 << 10;
 const SEQ_RE = /"seq"\s*:\s*(\d+)/;
 
+/**
+ * A copy of the bytes: the caller may reuse its chunk buffer once `push` returns. (Not
+ * `piece.slice()`: on a Node Buffer, `slice` is a view of the same memory, not a copy.)
+ */
+function copyOf(piece: Uint8Array): Uint8Array {
+  return new Uint8Array(piece);
+}
+
 /** Incremental decoder. Feed it chunks with `push`, then call `end` once the stream is over. */
 export class EventLineDecoder {
   private readonly decoder = new TextDecoder('utf-8', { fatal: false });
@@ -82,8 +90,7 @@ export class EventLineDecoder {
         this.pending = [];
         this.pendingBytes = 0;
       } else if (!this.skipping && piece.length > 0) {
-        // Copy: the caller may reuse its chunk buffer.
-        this.pending.push(piece.slice());
+        this.pending.push(copyOf(piece));
         this.pendingBytes += piece.length;
       }
       if (nl === -1) {
@@ -124,7 +131,7 @@ export class EventLineDecoder {
         this.skipping = true;
         this.skipStart = this.lineStart;
       } else {
-        this.pending.push(piece.slice());
+        this.pending.push(copyOf(piece));
         this.pendingBytes += piece.length;
       }
       this.offset += piece.length;

@@ -104,3 +104,23 @@ describe('EventLineDecoder windows', () => {
     expect(whole).toEqual(small);
   });
 });
+
+describe('EventLineDecoder and reused chunk buffers', () => {
+  it('keeps its own copy of a line that spans chunks, even from a Node Buffer the caller then overwrites', () => {
+    const run = syntheticRun();
+    const bytes = Buffer.from(toJsonl(run));
+    const events: KvEvent[] = [];
+    const bad: BadLine[] = [];
+    const d = new EventLineDecoder({ onEvent: (e) => events.push(e), onBadLine: (b) => bad.push(b) });
+    // One reused buffer, as a reader with a fixed read buffer does; chunk ends fall inside lines.
+    const buf = Buffer.alloc(37);
+    for (let i = 0; i < bytes.length; i += buf.length) {
+      const n = bytes.copy(buf, 0, i, i + buf.length);
+      d.push(buf.subarray(0, n));
+      buf.fill(0x7b);
+    }
+    d.end();
+    expect(bad).toEqual([]);
+    expect(events).toEqual(run);
+  });
+});
