@@ -4,7 +4,7 @@
  * skipped (bad lines) rather than failing on them.
  */
 import { createReadStream, createWriteStream, type ReadStream } from 'node:fs';
-import { rename, rm, stat } from 'node:fs/promises';
+import { open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { createGunzip } from 'node:zlib';
 import type { BadLine } from '../../../shared/events-reader';
 import { CodedError } from '../../../shared/result';
@@ -60,6 +60,35 @@ export function skippedSummary(r: ExportResult): string[] {
   return out;
 }
 
+/**
+ * A plain log in 1 MiB chunks, the next read already in flight while the caller works on the
+ * current chunk. (A ReadStream starts its next read only when the caller yields, so the export sat
+ * waiting on every read: ~0.1 s per million events.) Two buffers alternate: the caller is done with
+ * a chunk when it asks for the next one (EventLineDecoder copies the part of a line it keeps).
+ */
+async function* readAhead(file: string, onRead: (bytes: number) => void, chunkBytes = 1 << 20): AsyncGenerator<Uint8Array> {
+  const fh: FileHandle = await open(file, 'r');
+  const bufs = [Buffer.allocUnsafe(chunkBytes), Buffer.allocUnsafe(chunkBytes)];
+  let i = 0;
+  let next: Promise<{ bytesRead: number }> | null = fh.read(bufs[0]!, 0, chunkBytes, null);
+  try {
+    for (;;) {
+      const { bytesRead } = await next;
+      next = null;
+      if (bytesRead === 0) return;
+      const cur = bufs[i]!;
+      i ^= 1;
+      next = fh.read(bufs[i]!, 0, chunkBytes, null);
+      onRead(bytesRead);
+      yield cur.subarray(0, bytesRead);
+    }
+  } finally {
+    // Stopped early (an error downstream): let the read in flight finish before closing.
+    if (next) await next.catch(() => undefined);
+    await fh.close();
+  }
+}
+
 /** A log's decompressed bytes, with a way to ask how far through the file on disk we are. */
 function openWithPosition(file: string): { bytes: AsyncIterable<Uint8Array>; position: () => number; total: Promise<number | null> } {
   if (isKvscopeFile(file)) {
@@ -73,9 +102,12 @@ function openWithPosition(file: string): { bytes: AsyncIterable<Uint8Array>; pos
     }
     return { bytes: events(), position: () => pos, total: Promise.resolve(null).then(() => total) };
   }
-  const raw: ReadStream = createReadStream(file, { highWaterMark: 1 << 20 });
   const total = stat(file).then((s) => s.size);
-  if (!file.endsWith('.gz')) return { bytes: raw, position: () => raw.bytesRead, total };
+  if (!file.endsWith('.gz')) {
+    let pos = 0;
+    return { bytes: readAhead(file, (n) => (pos += n)), position: () => pos, total };
+  }
+  const raw: ReadStream = createReadStream(file, { highWaterMark: 1 << 20 });
   const gunzip = createGunzip();
   raw.on('error', (e) => gunzip.destroy(e));
   return { bytes: raw.pipe(gunzip), position: () => raw.bytesRead, total };
