@@ -632,20 +632,9 @@ def run_one(
         try:
             for name in reversed(list(phase_open)):
                 writer.emit("phase", name=name, state="end")
-            writer.emit("phase", name="teardown", state="begin")
             if engine is not None and summary is None:
                 summary = partial_summary(engine)
-            if sampler is not None:
-                sampler.stop()
-            if collector is not None:
-                collector.stop()
-            writer.emit("phase", name="teardown", state="end")
-            fields: dict[str, Any] = {"status": status}
-            if error is not None:
-                fields["error"] = error
-                writer.emit("log", level="error" if status == "error" else "warn", msg=error["message"])
-            fields["summary"] = summary or empty_summary()
-            writer.emit("run.end", **fields)
+            end_run(writer, sampler, collector, status, error, summary)
         finally:
             writer.close()
     if error is not None:
@@ -656,6 +645,24 @@ def run_one(
 class _NullWriter:
     def emit(self, type: str, t: int | None = None, **fields: Any) -> int:
         return -1
+
+
+def end_run(writer: Any, sampler: Any, collector: Any, status: str, error: dict[str, Any] | None,
+            summary: dict[str, Any] | None) -> None:
+    """The last lines of every run, whatever the engine: teardown (stop sampling, drain the
+    tracer's last copies into the log), the error as a log line, then run.end with the summary."""
+    writer.emit("phase", name="teardown", state="begin")
+    if sampler is not None:
+        sampler.stop()
+    if collector is not None:
+        collector.stop()
+    writer.emit("phase", name="teardown", state="end")
+    fields: dict[str, Any] = {"status": status}
+    if error is not None:
+        fields["error"] = error
+        writer.emit("log", level="error" if status == "error" else "warn", msg=error["message"])
+    fields["summary"] = summary or empty_summary()
+    writer.emit("run.end", **fields)
 
 
 def empty_summary() -> dict[str, Any]:

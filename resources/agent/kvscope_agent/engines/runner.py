@@ -144,18 +144,7 @@ def main_run_engine(argv: Sequence[str]) -> int:
         status, code, error = "error", run.EXIT_ERROR, {"code": "error", "message": f"{type(e).__name__}: {e}"}
     finally:
         try:
-            writer.emit("phase", name="teardown", state="begin")
-            if sampler is not None:
-                sampler.stop()
-            if collector is not None:
-                collector.stop()
-            writer.emit("phase", name="teardown", state="end")
-            fields: dict[str, Any] = {"status": status}
-            if error is not None:
-                fields["error"] = error
-                writer.emit("log", level="error" if status == "error" else "warn", msg=error["message"])
-            fields["summary"] = summary or run.empty_summary()
-            writer.emit("run.end", **fields)
+            run.end_run(writer, sampler, collector, status, error, summary)
         finally:
             writer.close()
             signal.signal(signal.SIGTERM, prev)

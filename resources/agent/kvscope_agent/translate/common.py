@@ -95,6 +95,17 @@ class Report:
             print(line, file=stream)
 
 
+def emit_pool_lines(writer: Any | None, t: int, gpu_blocks: int | None, host_blocks: int | None,
+                    block_tokens: int, block_bytes: int) -> None:
+    """The two `pool` lines PROTOCOL.md wants before any `blocks` line (a missing host pool is
+    written with capacity 0, which readers take as "no host pool")."""
+    if writer is None:
+        return
+    for pool, cap in (("gpu", gpu_blocks), ("host", host_blocks)):
+        writer.emit("pool", t=t, pool=pool, capacity_blocks=int(cap or 0),
+                    block_tokens=int(block_tokens), block_bytes=int(block_bytes))
+
+
 class PoolEmitter:
     """Writes `blocks` lines for residency changes, enforcing PROTOCOL.md's block rules as it goes.
 

@@ -32,7 +32,7 @@ import json
 from collections import Counter
 from typing import Any, Iterable
 
-from .common import IdMap, PoolEmitter, Report
+from .common import IdMap, PoolEmitter, Report, emit_pool_lines
 
 ENGINE = "tensorrt_llm"
 CACHE_LEVEL_GPU = 0  # kPrimaryLevel in kvCacheManager.h
@@ -148,16 +148,8 @@ class TrtllmTranslator:
         emit_lines: bool = True,
     ) -> None:
         self.emitter = PoolEmitter(self.writer, self.report, gpu_blocks, host_blocks)
-        if self.writer is not None and emit_lines:
-            for pool, cap in (("gpu", gpu_blocks), ("host", host_blocks)):
-                self.writer.emit(
-                    "pool",
-                    t=t,
-                    pool=pool,
-                    capacity_blocks=int(cap or 0),
-                    block_tokens=int(block_tokens),
-                    block_bytes=int(block_bytes),
-                )
+        if emit_lines:
+            emit_pool_lines(self.writer, t, gpu_blocks, host_blocks, block_tokens, block_bytes)
         waiting, self.waiting = self.waiting, []
         for ev, et in waiting:
             self._apply(ev, et)

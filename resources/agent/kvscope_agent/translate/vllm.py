@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
-from .common import IdMap, PoolEmitter, Report
+from .common import IdMap, PoolEmitter, Report, emit_pool_lines
 
 ENGINE = "vllm"
 MEDIUM_GPU = "GPU"
@@ -127,16 +127,7 @@ class VllmTranslator:
         t: int | None,
     ) -> None:
         self.emitter = PoolEmitter(self.writer, self.report, gpu_blocks, host_blocks)
-        if self.writer is not None:
-            for pool, cap in (("gpu", gpu_blocks), ("host", host_blocks)):
-                self.writer.emit(
-                    "pool",
-                    t=t,
-                    pool=pool,
-                    capacity_blocks=int(cap or 0),
-                    block_tokens=int(block_tokens),
-                    block_bytes=int(block_bytes),
-                )
+        emit_pool_lines(self.writer, t, gpu_blocks, host_blocks, block_tokens, block_bytes)
 
     def time_of(self, ts: float | None) -> int:
         """Run-clock ns for a batch `ts` (time.time() seconds in the publisher), kept
