@@ -36,7 +36,8 @@ if (existsSync('test-artifacts/vitest.json')) {
 }
 if (existsSync('test-artifacts/pytest.xml')) {
   const x = readFileSync('test-artifacts/pytest.xml', 'utf8');
-  const m = /<testsuite[^>]*>/.exec(x)?.[0] ?? '';
+  // pytest writes <testsuites><testsuite name="pytest" tests=...>: match the inner element.
+  const m = /<testsuite\s[^>]*>/.exec(x)?.[0] ?? '';
   const attr = (k) => Number(new RegExp(`${k}="(\\d+)"`).exec(m)?.[1] ?? 0);
   const total = attr('tests');
   const f = attr('failures') + attr('errors');
