@@ -95,7 +95,7 @@ class Report:
             print(line, file=stream)
 
 
-def emit_pool_lines(writer: Any | None, t: int, gpu_blocks: int | None, host_blocks: int | None,
+def emit_pool_lines(writer: Any | None, t: int | None, gpu_blocks: int | None, host_blocks: int | None,
                     block_tokens: int, block_bytes: int) -> None:
     """The two `pool` lines PROTOCOL.md wants before any `blocks` line (a missing host pool is
     written with capacity 0, which readers take as "no host pool")."""
