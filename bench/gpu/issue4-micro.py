@@ -15,7 +15,9 @@ environment before torch touches CUDA):
 Configurations: off; trace (CUPTI library injected + the agent's collector thread tailing the
 trace files, exactly what run.py starts); sample (telemetry.start_sampler at 100 ms, as run.py
 calls it); on (both); trace200 (trace with KVSCOPE_TRACE_FLUSH_MS=200); lib (library injected,
-no collector: separates the C side from the Python collector thread). Rounds interleave the
+no collector: separates the C side from the Python collector thread); tracenopool (trace with
+KVSCOPE_TRACE_POOL=0: a new CUPTI-zeroed activity buffer per request, as the library was before
+its buffer pool, for A/B against "trace"). Rounds interleave the
 configurations, rotating the order each round.
 
   python3 bench/gpu/issue4-micro.py --out DIR                # on a GPU host (~100 s)
@@ -39,10 +41,10 @@ from typing import Any
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 AGENT = os.path.join(REPO, "resources", "agent")
-ALL_CONFIGS = ("off", "trace", "sample", "on", "trace200", "lib")
-TRACED = {"trace", "on", "trace200", "lib"}
+ALL_CONFIGS = ("off", "trace", "sample", "on", "trace200", "lib", "tracenopool")
+TRACED = {"trace", "on", "trace200", "lib", "tracenopool"}
 SAMPLED = {"sample", "on"}
-COLLECTED = {"trace", "on", "trace200"}
+COLLECTED = {"trace", "on", "trace200", "tracenopool"}
 BIG_COPY_BYTES = 64 << 20
 
 
@@ -176,7 +178,9 @@ def worker(a: argparse.Namespace) -> int:
     if a.worker in TRACED and a.device == "cuda":
         from kvscope_agent.tracer.collector import loaded_tracer, start_collector
 
-        tracer_loaded = loaded_tracer() is not None
+        lib = loaded_tracer()
+        # Loaded and tracing: InitializeInjection enabled MEMCPY activity (kvscope_cupti_active).
+        tracer_loaded = lib is not None and lib.kvscope_cupti_active() == 1
         if a.worker in COLLECTED:
             collector = start_collector(writer, clock, os.environ["KVSCOPE_TRACE_DIR"])
     if a.worker in SAMPLED:
@@ -207,6 +211,18 @@ def worker(a: argparse.Namespace) -> int:
         res["graph"] = loop.run(graph.replay, a.graph_steps)
     else:
         res["graph"] = None
+    if tracer_loaded:
+        # The library's buffer-pool counters: with the pool, "reused" should carry nearly every
+        # buffer request after the first two; with KVSCOPE_TRACE_POOL=0, "allocated" does.
+        import ctypes
+
+        from kvscope_agent.tracer.collector import loaded_tracer
+
+        lib = loaded_tracer()
+        if lib is not None and hasattr(lib, "kvscope_cupti_pool_stats"):
+            vals = [ctypes.c_uint64() for _ in range(3)]
+            lib.kvscope_cupti_pool_stats(*[ctypes.byref(v) for v in vals])
+            res["pool"] = dict(zip(("allocated", "reused", "zeroed_on_request"), (v.value for v in vals)))
     if sampler is not None:
         sampler.stop()
     totals = collector.stop() if collector is not None else {}
@@ -262,7 +278,8 @@ def summarise(results: list[dict[str, Any]], configs: list[str]) -> dict[str, An
                     "xfers_per_run": sorted({r["xfers"] for r in rs}), "gpu_samples_per_run": sorted({r["gpu_samples"] for r in rs}),
                     "tracer_loaded": all(r["tracer_loaded"] for r in rs) if c in TRACED else None,
                     "dropped": sum(r["dropped"] for r in rs),
-                    "trace_file_bytes_per_run": sorted({r["trace_file_bytes"] for r in rs})}
+                    "trace_file_bytes_per_run": sorted({r["trace_file_bytes"] for r in rs}),
+                    "pool_per_run": [r.get("pool") for r in rs]}
     return summary
 
 
@@ -310,7 +327,7 @@ def parent(a: argparse.Namespace) -> int:
         for c in order:
             rundir = os.path.join(a.out, "runs", f"{c}-r{rnd + 1}")
             env = dict(os.environ, PYTHONUNBUFFERED="1")
-            for k in ("CUDA_INJECTION64_PATH", "KVSCOPE_TRACE_DIR", "KVSCOPE_TRACE_FLUSH_MS"):
+            for k in ("CUDA_INJECTION64_PATH", "KVSCOPE_TRACE_DIR", "KVSCOPE_TRACE_FLUSH_MS", "KVSCOPE_TRACE_POOL"):
                 env.pop(k, None)
             if c in TRACED and lib:
                 env["CUDA_INJECTION64_PATH"] = lib
@@ -318,6 +335,8 @@ def parent(a: argparse.Namespace) -> int:
                 os.makedirs(env["KVSCOPE_TRACE_DIR"], exist_ok=True)
                 if c == "trace200":
                     env["KVSCOPE_TRACE_FLUSH_MS"] = "200"
+                if c == "tracenopool":
+                    env["KVSCOPE_TRACE_POOL"] = "0"  # the library as before its buffer pool
             cmd = [sys.executable, os.path.abspath(__file__), "--worker", c, "--rundir", rundir, "--device", a.device,
                    "--steps", str(a.steps), "--graph-steps", str(a.graph_steps), "--warmup", str(a.warmup),
                    "--layers", str(a.layers), "--hidden", str(a.hidden), "--inner", str(a.inner), "--sample-ms", str(a.sample_ms)]

@@ -3,9 +3,10 @@
 # off / trace / sample / on, each in a fresh process, 5 interleaved rounds, eager and CUDA-graph
 # decode-shaped steps; ~4-5 s a worker, so ~90-110 s on an H100. From the repo root:
 #   OUT=/some/dir bash bench/gpu/issue4-micro.sh
-# CONFIGS (comma list of off,trace,sample,on,trace200,lib; default off,trace,sample,on), REPS (5),
+# CONFIGS (comma list of off,trace,sample,on,trace200,lib,tracenopool; default off,trace,sample,on), REPS (5),
 # BUDGET_S (105: no round starts that would end past it) override. trace200 (200 ms flush) and lib
-# (library without the Python collector) add ~25 s each at 5 rounds: raise BUDGET_S with them.
+# (library without the Python collector), tracenopool (the library without its buffer pool) add
+# ~25 s each at 5 rounds: raise BUDGET_S with them.
 # A dry run without a GPU: DEVICE=cpu OUT=/tmp/x bash bench/gpu/issue4-micro.sh
 set -u
 OUT=${OUT:?OUT must be set}

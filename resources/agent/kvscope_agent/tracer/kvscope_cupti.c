@@ -15,10 +15,22 @@
  * returns every buffer whose records are complete, full or not, which the header documents as
  * meant to be called "at a regular interval in a separate thread".
  *
+ * Buffers: CUPTI zeroes every activity buffer it is handed, in the thread that needs it (the
+ * application's, for CUPTI_ACTIVITY_ATTR_ZEROED_OUT_ACTIVITY_BUFFER = 0, the default: "a few stalls
+ * may appear in critical path because CUPTI will zero out the buffer in the main thread",
+ * cupti_activity.h). FlushAll hands back every buffer with complete records, full or not, so at a
+ * 100 ms period CUPTI asks for a fresh buffer ~10 times a second, and each was a new 4 MiB
+ * allocation (new pages, faulted in) zeroed on the launching thread. Instead the library tells
+ * CUPTI that its buffers come zeroed and keeps a small pool: a completed buffer is zeroed by the
+ * flusher thread after the flush, and the next request takes it ready, touched and zeroed.
+ *
  * Environment:
  *   KVSCOPE_TRACE_DIR           folder for the per-process files (required; unset = do nothing)
  *   KVSCOPE_TRACE_FLUSH_MS      flush period, 1..200 ms (default 100)
  *   KVSCOPE_TRACE_BUFFER_BYTES  CUPTI activity buffer size, 1..256 MiB (default 4 MiB)
+ *   KVSCOPE_TRACE_POOL          1 = the buffer pool (default); 0 = a new buffer per request,
+ *                               zeroed by CUPTI (the library before the pool, for A/B timing:
+ *                               bench/gpu/issue4-micro.py's "tracenopool")
  */
 #define _GNU_SOURCE
 #include <cupti.h>
@@ -104,6 +116,21 @@ static int g_flusher_started;
 static pthread_t g_flusher;
 static int g_active;
 static int g_write_failed;
+
+/* The buffer pool (see "Buffers" above). Buffers of g_buffer_bytes only; at most KVS_POOL_MAX
+ * clean (zeroed, ready) and KVS_POOL_MAX dirty (completed, to be zeroed) are kept, the rest freed,
+ * so the pool holds at most 2 x 4 x 4 MiB by default. */
+#define KVS_POOL_MAX 4u
+#define KVS_POOL_PREFILL 2u
+static pthread_mutex_t g_pool_lock = PTHREAD_MUTEX_INITIALIZER;
+static uint8_t *g_clean[KVS_POOL_MAX];
+static uint32_t g_nclean;
+static uint8_t *g_dirty[KVS_POOL_MAX];
+static uint32_t g_ndirty;
+/* Counters for tests and the at-exit note: buffers allocated new, handed out from the pool, and
+ * zeroed in the requesting thread because none was clean (the old, slow path). */
+static uint64_t g_pool_allocated, g_pool_reused, g_pool_zeroed_on_request;
+static uint32_t g_pool_on = 1;
 
 static uint64_t kvs_clock_ns(clockid_t id)
 {
@@ -215,17 +242,112 @@ static void kvs_write_anchor(void)
     kvs_write_record(&r);
 }
 
-static void CUPTIAPI kvs_buffer_requested(uint8_t **buffer, size_t *size, size_t *max_records)
+/* A new zeroed buffer of g_buffer_bytes (8-byte aligned, as CUPTI's samples use ALIGN_SIZE 8),
+ * its pages touched by the memset; NULL when out of memory. */
+static uint8_t *kvs_pool_alloc(void)
 {
     void *p = NULL;
-    /* Activity buffers must be 8-byte aligned (CUPTI's samples use ALIGN_SIZE 8). */
     if (posix_memalign(&p, 8, g_buffer_bytes) != 0)
-        p = NULL;
+        return NULL;
+    memset(p, 0, g_buffer_bytes);
+    return (uint8_t *)p;
+}
+
+/* Zeroes the completed buffers and makes them clean. Called by the flusher thread after each
+ * flush (outside any CUPTI call), so the zeroing is off the application's threads. */
+static void kvs_pool_clean(void)
+{
+    uint8_t *todo[KVS_POOL_MAX];
+    pthread_mutex_lock(&g_pool_lock);
+    uint32_t n = g_ndirty;
+    memcpy(todo, g_dirty, n * sizeof todo[0]);
+    g_ndirty = 0;
+    pthread_mutex_unlock(&g_pool_lock);
+    for (uint32_t i = 0; i < n; i++) {
+        /* The whole buffer, not only valid_size: a zeroed buffer is what CUPTI was promised. */
+        memset(todo[i], 0, g_buffer_bytes);
+        pthread_mutex_lock(&g_pool_lock);
+        if (g_nclean < KVS_POOL_MAX) {
+            g_clean[g_nclean++] = todo[i];
+            todo[i] = NULL;
+        }
+        pthread_mutex_unlock(&g_pool_lock);
+        free(todo[i]);
+    }
+}
+
+static void kvs_pool_prefill(void)
+{
+    for (uint32_t i = 0; i < KVS_POOL_PREFILL; i++) {
+        uint8_t *b = kvs_pool_alloc();
+        if (b == NULL)
+            return;
+        pthread_mutex_lock(&g_pool_lock);
+        g_clean[g_nclean++] = b;
+        g_pool_allocated++;
+        pthread_mutex_unlock(&g_pool_lock);
+    }
+}
+
+static void CUPTIAPI kvs_buffer_requested(uint8_t **buffer, size_t *size, size_t *max_records)
+{
+    uint8_t *p = NULL, *dirty = NULL;
+    if (!g_pool_on) {
+        /* KVSCOPE_TRACE_POOL=0: a new buffer each time, which CUPTI zeroes (its default). */
+        void *q = NULL;
+        if (posix_memalign(&q, 8, g_buffer_bytes) == 0)
+            p = (uint8_t *)q;
+        pthread_mutex_lock(&g_pool_lock);
+        g_pool_allocated++;
+        pthread_mutex_unlock(&g_pool_lock);
+        if (p == NULL)
+            kvs_error(KVS_STEP_BUFFER_ALLOC, CUPTI_ERROR_OUT_OF_MEMORY, "activity buffer allocation");
+        *buffer = p;
+        *size = p ? g_buffer_bytes : 0;
+        *max_records = 0;
+        return;
+    }
+    pthread_mutex_lock(&g_pool_lock);
+    if (g_nclean > 0) {
+        p = g_clean[--g_nclean];
+        g_pool_reused++;
+    } else if (g_ndirty > 0) {
+        dirty = g_dirty[--g_ndirty];
+        g_pool_zeroed_on_request++;
+    } else {
+        g_pool_allocated++;
+    }
+    pthread_mutex_unlock(&g_pool_lock);
+    if (dirty != NULL) {
+        /* No clean buffer yet (the flusher has not run since): zero one here, which still
+         * saves the allocation and page faults of a new one. */
+        memset(dirty, 0, g_buffer_bytes);
+        p = dirty;
+    } else if (p == NULL) {
+        p = kvs_pool_alloc();
+    }
     if (p == NULL)
         kvs_error(KVS_STEP_BUFFER_ALLOC, CUPTI_ERROR_OUT_OF_MEMORY, "activity buffer allocation");
-    *buffer = (uint8_t *)p;
+    *buffer = p;
     *size = p ? g_buffer_bytes : 0;
     *max_records = 0;
+}
+
+/* A completed buffer goes back to the pool to be zeroed by the flusher; one of another size (not
+ * ours) or beyond the pool's bound is freed. */
+static void kvs_pool_return(uint8_t *buffer, size_t size)
+{
+    if (buffer == NULL)
+        return;
+    if (g_pool_on && size == g_buffer_bytes) {
+        pthread_mutex_lock(&g_pool_lock);
+        if (g_ndirty < KVS_POOL_MAX) {
+            g_dirty[g_ndirty++] = buffer;
+            buffer = NULL;
+        }
+        pthread_mutex_unlock(&g_pool_lock);
+    }
+    free(buffer);
 }
 
 static int kvs_convert(const CUpti_Activity *a, struct kvs_record *r)
@@ -290,7 +412,6 @@ static int kvs_convert(const CUpti_Activity *a, struct kvs_record *r)
 static void CUPTIAPI kvs_buffer_completed(CUcontext ctx, uint32_t stream_id, uint8_t *buffer,
                                           size_t size, size_t valid_size)
 {
-    (void)size;
     uint8_t chunk[KVS_CHUNK_RECORDS * KVS_RECORD_BYTES];
     size_t n = 0;
     CUpti_Activity *a = NULL;
@@ -313,7 +434,7 @@ static void CUPTIAPI kvs_buffer_completed(CUcontext ctx, uint32_t stream_id, uin
     }
     if (n > 0)
         kvs_write(chunk, n * KVS_RECORD_BYTES);
-    free(buffer);
+    kvs_pool_return(buffer, size);
 
     size_t dropped = 0;
     if (KVS_CHECK(KVS_STEP_GET_DROPPED,
@@ -343,6 +464,16 @@ int kvscope_cupti_flush(int forced)
 
 int kvscope_cupti_active(void) { return g_active; }
 
+/* The pool's counters (for tests and for reading a run's behaviour through ctypes). */
+void kvscope_cupti_pool_stats(uint64_t *allocated, uint64_t *reused, uint64_t *zeroed_on_request)
+{
+    pthread_mutex_lock(&g_pool_lock);
+    *allocated = g_pool_allocated;
+    *reused = g_pool_reused;
+    *zeroed_on_request = g_pool_zeroed_on_request;
+    pthread_mutex_unlock(&g_pool_lock);
+}
+
 static void *kvs_flusher_main(void *arg)
 {
     (void)arg;
@@ -359,6 +490,7 @@ static void *kvs_flusher_main(void *arg)
             break;
         pthread_mutex_unlock(&g_stop_lock);
         kvscope_cupti_flush(0);
+        kvs_pool_clean();
         since_anchor += g_flush_ms;
         if (since_anchor >= KVS_ANCHOR_EVERY_MS) {
             kvs_write_anchor();
@@ -470,6 +602,19 @@ int InitializeInjection(void)
     if (ts_res != 0)
         kvs_error(KVS_STEP_GET_TIMESTAMP, (CUptiResult)ts_res, "cuptiGetTimestamp");
 
+    g_pool_on = kvs_env_u32("KVSCOPE_TRACE_POOL", 1, 0, 1);
+    if (g_pool_on) {
+        /* Our buffers come zeroed (see "Buffers"). If CUPTI refuses the attribute it zeroes them
+         * itself, the documented default: slower, not wrong, so a note and not an error. */
+        uint8_t zeroed = 1;
+        size_t zeroed_size = sizeof zeroed;
+        CUptiResult zres = cuptiActivitySetAttribute(CUPTI_ACTIVITY_ATTR_ZEROED_OUT_ACTIVITY_BUFFER,
+                                                     &zeroed_size, &zeroed);
+        if (zres != CUPTI_SUCCESS)
+            fprintf(stderr, "kvscope-cupti: CUPTI zeroes each activity buffer itself (%s)\n",
+                    kvs_result_name(zres));
+        kvs_pool_prefill();
+    }
     if (!KVS_CHECK(KVS_STEP_REGISTER_CALLBACKS,
                    cuptiActivityRegisterCallbacks(kvs_buffer_requested, kvs_buffer_completed)))
         return 1;
