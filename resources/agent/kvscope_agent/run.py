@@ -119,6 +119,8 @@ def build_parser(sweep: bool) -> _Parser:
     p.add_argument("--max-batch", default="16")
     p.add_argument("--dtype", default="auto", help="auto (bf16 on cuda, fp32 on cpu) | bf16 | fp16 | fp32")
     p.add_argument("--no-block-reuse", action="store_true", help="recompute every prompt (no prefix reuse)")
+    p.add_argument("--decode-graphs", default="on",
+                   help="on | off: run decode steps as CUDA graphs (on CUDA; engine/decode_graph.py)")
     p.add_argument("--offload-policy", default="lazy",
                    help="lazy (copy a block to host when evicted, as TensorRT-LLM) | write-through (copy when computed)")
     if sweep:
@@ -152,6 +154,7 @@ class Options:
     block_reuse: bool
     offload_policy: str = "lazy"
     deadline_s: float = 0.0
+    decode_graphs: bool = True
     raw: dict[str, Any] = field(default_factory=dict)
 
     def workload(self, users: int, vocab: int) -> Workload:
@@ -180,6 +183,7 @@ class Options:
             "dtype": self.dtype,
             "block_reuse": self.block_reuse,
             "offload_policy": self.offload_policy,
+            "decode_graphs": self.decode_graphs,
             "model_config": self.model.to_dict(),
             "model_arg": self.model_arg,
         }
@@ -242,6 +246,8 @@ def _resolve(ns: argparse.Namespace, sweep: bool) -> Options:
     max_batch = parse_int("--max-batch", ns.max_batch, 1)
     if ns.offload_policy not in ("lazy", "write-through"):
         raise OptionError("--offload-policy", f"{ns.offload_policy!r} is not lazy or write-through")
+    if ns.decode_graphs not in ("on", "off"):
+        raise OptionError("--decode-graphs", f"{ns.decode_graphs!r} is not on or off")
     if ns.dtype not in ("auto", "bf16", "fp16", "fp32"):
         raise OptionError("--dtype", f"{ns.dtype!r} is not auto, bf16, fp16 or fp32")
     model_arg = ns.model or ""
@@ -264,7 +270,7 @@ def _resolve(ns: argparse.Namespace, sweep: bool) -> Options:
         free_gpu_memory_fraction=frac, host_kv_bytes=host, host_kv_labels=host_texts, seed=seed,
         trace=ns.trace == "on", sample_ms=sample_ms, prefill_chunk_tokens=chunk, max_batch=max_batch,
         dtype=ns.dtype, block_reuse=not ns.no_block_reuse, offload_policy=ns.offload_policy,
-        deadline_s=deadline, raw=vars(ns),
+        deadline_s=deadline, decode_graphs=ns.decode_graphs == "on", raw=vars(ns),
     )
     opts.raw["_model_given"] = ns.model is not None
     return opts
@@ -337,7 +343,25 @@ def workspace_bytes(cfg: ModelConfig, opts: Options, elt: int, max_ctx: int) -> 
     kv = 2 * max_ctx * cfg.heads * hd * elt * 2
     mask = opts.prefill_chunk_tokens * max_ctx
     logits = opts.max_batch * cfg.vocab * 4 * 2
-    return int(act + kv + mask + logits + GIB)
+    return int(act + kv + mask + logits + decode_graph_bytes(cfg, opts, elt, max_ctx) + GIB)
+
+
+DECODE_GRAPH_BATCH = 4  # decode batch whose graph memory is kept out of a pool sized by fraction
+
+
+def decode_graph_bytes(cfg: ModelConfig, opts: Options, elt: int, max_ctx: int) -> int:
+    """Memory the CUDA graphs of decode keep in their own pool (engine/decode_graph.py): per
+    request, K/V rows gathered over the context (storage and compute dtype) and the two copies
+    the attention products make, plus fp32 scores; for up to DECODE_GRAPH_BATCH requests (a pool
+    sized by fraction holds few 16,000-token users). 0 when decode runs eagerly."""
+    if not opts.decode_graphs or not opts.device.startswith("cuda"):
+        return 0
+    batch = min(DECODE_GRAPH_BATCH, max(opts.users), opts.max_batch)
+    span = max_ctx + 512
+    row = cfg.kv_heads * cfg.head_dim
+    st = 1 if cfg.kv_dtype == "fp8" else elt
+    per_request = span * 2 * row * (st + 2 * elt) + span * cfg.heads * (3 * 4 + elt)
+    return int(batch * per_request)
 
 
 def build(opts: Options, writer: EventWriter, clock: RunClock, cancel: CancelState) -> Built:
@@ -448,6 +472,11 @@ def build(opts: Options, writer: EventWriter, clock: RunClock, cancel: CancelSta
     finally:
         cancel.raise_now = False
     engine = Engine(model, cache, opts.prefill_chunk_tokens, opts.max_batch, opts.block_reuse, opts.offload_policy)
+    if opts.decode_graphs and device.type == "cuda":
+        from .engine.decode_graph import DecodeGraphs
+
+        model.decode_runner = DecodeGraphs(
+            model, cache, warn=lambda msg: engine._emit("log", level="warn", msg=msg))
     return Built(torch, device, dtype, model, cache, engine, weight_bytes, load_ns, gpu_kv_bytes,
                  gpu_blocks, host_blocks_max, block_bytes, note)
 
@@ -751,6 +780,7 @@ def run_workload(opts: Options, built: Built, users: int, writer: EventWriter, c
         "gpu_kv_bytes": built.gpu_blocks * built.block_bytes,
         "weight_bytes": built.weight_bytes,
         "load_model_ns": built.load_ns,
+        "decode": built.model.decode_runner.describe() if built.model.decode_runner is not None else {"cuda_graphs": False},
     }
 
 

@@ -143,8 +143,11 @@ class PagedKVCache:
         self.row_elems = kvh * hd
         self.block_elems = L * 2 * block_tokens * self.row_elems
         self.block_bytes = block_bytes_for(cfg, block_tokens, self.dtype)
-        shape = (self.num_blocks, L, 2, block_tokens, kvh, hd)
-        requested = self.num_blocks * self.block_bytes
+        # One spare block past the pool, zeroed and never handed out: the fixed-shape decode
+        # step (decode_graph.py) points the rows it masks out at it, so masked keys and values
+        # read as zeros rather than whatever bytes sit in unwritten slots (0 x NaN is NaN).
+        shape = (self.num_blocks + 1, L, 2, block_tokens, kvh, hd)
+        requested = (self.num_blocks + 1) * self.block_bytes
         free = None
         if self.cuda:
             free = int(torch.cuda.mem_get_info(device)[0])
@@ -153,14 +156,17 @@ class PagedKVCache:
                 # Test hook (KVSCOPE_SIMULATE_GPU_OOM=1): raises what torch raises when cudaMalloc
                 # fails, so the gpu_oom path is exercised on machines without a GPU.
                 raise _oom_error(f"simulated: tried to allocate {requested} bytes")
-            self.pool = torch.empty(shape, dtype=self.dtype, device=device)
+            pool_all = torch.empty(shape, dtype=self.dtype, device=device)
         except RuntimeError as e:
             if _is_oom(e):
                 raise PoolAllocationError("gpu", requested, str(e).splitlines()[0], free) from e
             raise
+        pool_all[self.num_blocks].view(torch.uint8).zero_()
+        self.pool = pool_all[: self.num_blocks]  # the slots the block manager hands out
         # Row view for per-token K/V writes and gathers; uint8 for fp8 (index ops on uint8).
-        flat = self.pool.view(-1, self.row_elems)
+        flat = pool_all.view(-1, self.row_elems)
         self.rows = flat.view(torch.uint8) if self.fp8 else flat
+        self.zero_row = self.num_blocks * L * 2 * block_tokens  # first row of the spare block
         self.blocks_view = self.pool.view(self.num_blocks, self.block_elems)
         self.host = HostPool(self.host_blocks, self.block_elems, self.dtype, pin=self.cuda) if self.host_blocks > 0 else None
         self.copy_stream = torch.cuda.Stream(device=device) if self.cuda else None
@@ -194,21 +200,31 @@ class PagedKVCache:
 
     def write(self, layer: int, rows: torch.Tensor, start: int, k: torch.Tensor, v: torch.Tensor) -> None:
         """K/V of positions start..start+n-1 (k, v [n, kv_heads, head_dim]) into the pool."""
+        self.write_rows(rows[layer, 2 * start : 2 * (start + k.shape[0])], k, v)
+
+    def write_rows(self, index: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+        """K/V of n tokens (k, v [n, kv_heads, head_dim]) into pool rows index [2n] (K, V of
+        token 0, K, V of token 1, ...)."""
         n = k.shape[0]
         data = torch.stack((k.reshape(n, -1), v.reshape(n, -1)), dim=1).reshape(2 * n, -1)
         if self.fp8:
             data = self._to_storage(data).view(torch.uint8)
         elif data.dtype != self.rows.dtype:
             data = data.to(self.rows.dtype)
-        self.rows.index_copy_(0, rows[layer, 2 * start : 2 * (start + n)], data)
+        self.rows.index_copy_(0, index, data)
 
     def read(self, layer: int, rows: torch.Tensor, length: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """K, V of positions 0..length-1 ([length, kv_heads, head_dim] views of one gather)."""
-        kv = self.rows.index_select(0, rows[layer, : 2 * length])
-        if self.fp8:
-            kv = self._from_storage(kv.view(torch.float8_e4m3fn), dtype)
+        kv = self.gather_rows(rows[layer, : 2 * length], dtype)
         kv = kv.view(length, 2, self.cfg.kv_heads, self.cfg.head_dim)
         return kv[:, 0], kv[:, 1]
+
+    def gather_rows(self, index: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """Pool rows `index` (any shape) as `dtype`: [*index.shape, kv_heads × head_dim]."""
+        kv = self.rows.index_select(0, index.reshape(-1))
+        if self.fp8:
+            kv = self._from_storage(kv.view(torch.float8_e4m3fn), dtype)
+        return kv.view(*index.shape, self.row_elems)
 
     # ---- block copies ---------------------------------------------------------------------
 

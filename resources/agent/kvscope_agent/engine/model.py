@@ -189,6 +189,9 @@ class LlamaModel(torch.nn.Module):
         # The output projection stays in the compute dtype even for fp8 presets (as FP8
         # checkpoints keep lm_head unquantised).
         self.lm_head = RandomLinear(cfg.hidden, cfg.vocab, device, dtype, g)
+        # engine/decode_graph.DecodeGraphs when decode steps run at fixed shapes (CUDA graphs);
+        # None: every step runs eagerly below.
+        self.decode_runner: Any = None
         self.inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, hd, 2, device=device, dtype=torch.float32) / hd))
 
     def weight_bytes(self) -> int:
@@ -206,6 +209,9 @@ class LlamaModel(torch.nn.Module):
         """Run one batched step; write every piece's K/V into `cache`; return the greedy next
         token (device tensor [m]) of each piece with want_logits, in order (None if none), or
         with return_logits their fp32 logits [m, vocab]."""
+        runner = self.decode_runner
+        if runner is not None and not return_logits and runner.takes(pieces):
+            return runner.step(pieces)
         cfg = self.cfg
         dev = self.device
         hd = cfg.head_dim

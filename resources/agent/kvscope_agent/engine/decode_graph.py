@@ -1,0 +1,245 @@
+"""Decode steps at fixed shapes, replayed as CUDA graphs.
+
+Why: the eager step (`LlamaModel.forward_step`) launches ~12 + 6 × requests small ops per layer
+from Python, one attention per request over exactly that request's length. At small batch the
+GPU finishes each op before Python issues the next: the H100 runs of 2026-11-28 spent 45-100 ms
+a decode step of llama-3.1-8b for 2-4 users, and 120-163 ms for the 70B FP8 preset, where reading
+the weights takes ~5 and ~21 ms (bench/results/h100-2026-11-28). The seed's TensorRT-LLM runs
+decode as CUDA graphs for the same reason.
+
+How: a step of B decode tokens is computed at a fixed shape: each request's K/V rows are
+gathered over S positions (S = its position + 1 rounded up to `bucket_tokens`), the positions a
+request has not reached are masked, and their rows point at the pool's spare zero block, so no
+stale byte of an unwritten slot can reach the softmax (0 × NaN is NaN). With those shapes fixed,
+one CUDA graph per (B, S) records the whole step (embedding, every layer, the K/V writes, the
+greedy pick) and each later step is a few small copies into the graph's inputs and one replay.
+
+Attention here is plain matrix products (grouped-query without expanding K/V): scores in the
+compute dtype, scaled and softmaxed in fp32, as the eager path's fused kernels accumulate. On the
+CPU (fp32) it equals the eager path to rounding (tests/test_engine.py); on CUDA in bf16 it differs
+from the flash kernel by bf16 rounding of the scores.
+
+Anything a graph cannot take (capture fails, memory runs out) turns graphs off for the rest of
+the process with one warning, and steps go back to the eager path: slower, never wrong.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import torch
+
+from .model import Piece, rms_norm, rope
+
+BUCKET_TOKENS = 512  # S rounds up to this: ≤ 3% of gathered rows wasted at 16,000-token contexts
+
+
+def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """One query per request over its keys. q [B, heads, d]; k, v [B, S, kv_heads, d] (views
+    are fine); valid [B, S] bool (False = masked). Returns [B, heads, d]."""
+    b, heads, d = q.shape
+    s, kvh = k.shape[1], k.shape[2]
+    group = heads // kvh
+    qg = q.reshape(b, kvh, group, d)
+    scores = torch.matmul(qg, k.permute(0, 2, 3, 1)).float() * (1.0 / math.sqrt(d))  # [B, kvh, g, S]
+    scores = scores.masked_fill(~valid[:, None, None, :], float("-inf"))
+    probs = torch.softmax(scores, dim=-1).to(v.dtype)
+    out = torch.matmul(probs, v.permute(0, 2, 1, 3))  # [B, kvh, g, d]
+    return out.reshape(b, heads, d)
+
+
+@dataclass(eq=False)
+class _Entry:
+    """The fixed-shape inputs (and, on CUDA, the graph) of one (B, S)."""
+
+    batch: int
+    span: int
+    ids: torch.Tensor  # [B] token ids
+    pos: torch.Tensor  # [B] position of each request's token
+    rows: torch.Tensor  # [layers, B, 2S] pool rows of positions 0..S-1 (K, V interleaved)
+    sources: list[Any] = field(default_factory=list)  # the request rows each slot was filled from
+    graph: Any = None
+    out: torch.Tensor | None = None
+    replays: int = 0
+
+
+class DecodeGraphs:
+    """Pure-decode steps of one model over one paged cache. `use_graphs` False (or a CPU
+    device) runs the same fixed-shape step eagerly (what the CPU tests compare)."""
+
+    def __init__(self, model: Any, cache: Any, use_graphs: bool = True, bucket_tokens: int = BUCKET_TOKENS,
+                 warn: Callable[[str], None] | None = None) -> None:
+        self.model = model
+        self.cache = cache
+        self.bucket = int(bucket_tokens)
+        self.device = model.device
+        self.use_graphs = bool(use_graphs) and self.device.type == "cuda" and hasattr(torch.cuda, "CUDAGraph")
+        self.off_reason: str | None = None if self.use_graphs else (
+            "off" if not use_graphs else "not a CUDA device")
+        self.warn = warn or (lambda msg: None)
+        self.entries: dict[tuple[int, int], _Entry] = {}
+        self.pool = torch.cuda.graph_pool_handle() if self.use_graphs else None
+        self.stats = {"graphs": 0, "capture_ns": 0, "replays": 0, "eager_steps": 0}
+        L = model.cfg.layers
+        self._two = torch.arange(2, device=self.device, dtype=torch.long)
+        self._L = L
+
+    @staticmethod
+    def takes(pieces: Sequence[Piece]) -> bool:
+        """A step this runner computes: every piece one decode token whose id is on the device."""
+        return bool(pieces) and all(p.n == 1 and p.token_dev is not None and p.want_logits for p in pieces)
+
+    def describe(self) -> dict[str, Any]:
+        return {"cuda_graphs": self.use_graphs, "off_reason": self.off_reason, "bucket_tokens": self.bucket,
+                **self.stats}
+
+    # ---- one step ------------------------------------------------------------------------
+
+    def step(self, pieces: Sequence[Piece]) -> torch.Tensor:
+        """Greedy next token of each piece, [B] on the device (a fresh tensor)."""
+        b = len(pieces)
+        span = -(-max(p.start + 1 for p in pieces) // self.bucket) * self.bucket
+        e = self.entries.get((b, span))
+        if e is None:
+            e = self._entry(b, span)
+        self._fill(e, pieces)
+        if self.use_graphs:
+            try:
+                if e.graph is None:
+                    self._capture(e)
+                else:
+                    e.graph.replay()
+                e.replays += 1
+                self.stats["replays"] += 1
+                assert e.out is not None
+                return e.out.clone()
+            except Exception as exc:  # noqa: BLE001 - any capture failure falls back, once
+                self._turn_off(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        self.stats["eager_steps"] += 1
+        return self._forward(e)
+
+    def _entry(self, b: int, span: int) -> _Entry:
+        dev = self.device
+        e = _Entry(
+            batch=b, span=span,
+            ids=torch.zeros(b, dtype=torch.long, device=dev),
+            pos=torch.zeros(b, dtype=torch.long, device=dev),
+            rows=torch.full((self._L, b, 2 * span), self.cache.zero_row, dtype=torch.long, device=dev),
+            sources=[None] * b,
+        )
+        self.entries[(b, span)] = e
+        return e
+
+    def _fill(self, e: _Entry, pieces: Sequence[Piece]) -> None:
+        ids = [p.token_dev.reshape(-1) for p in pieces]  # type: ignore[union-attr]
+        e.ids.copy_(torch.cat(ids) if len(ids) > 1 else ids[0])
+        pos = torch.tensor([p.start for p in pieces], dtype=torch.long)
+        if self.device.type == "cuda":
+            pos = pos.pin_memory()  # a pageable upload would wait for the stream to drain
+        e.pos.copy_(pos, non_blocking=True)
+        for i, p in enumerate(pieces):
+            # A request's rows are fixed from admission to release: copy them in only when the
+            # slot now serves another request (`is`: the entry holds the tensor, so its identity
+            # cannot be reused by a new one).
+            if e.sources[i] is not p.rows:
+                n = min(2 * e.span, p.rows.shape[1])
+                e.rows[:, i, :n].copy_(p.rows[:, :n])
+                if n < 2 * e.span:
+                    e.rows[:, i, n:].fill_(self.cache.zero_row)
+                e.sources[i] = p.rows
+
+    def _capture(self, e: _Entry) -> None:
+        t0 = time.perf_counter_ns()
+        cur = torch.cuda.current_stream(self.device)
+        side = torch.cuda.Stream(device=self.device)
+        side.wait_stream(cur)
+        with torch.cuda.stream(side):
+            # Warm-up outside the graph (cuBLAS picks its kernels, FP8 probes run): it also
+            # writes this step's K/V, which the replay below writes again with the same values.
+            self._forward(e)
+        cur.wait_stream(side)
+        g = torch.cuda.CUDAGraph()
+        kwargs: dict[str, Any] = {"pool": self.pool}
+        try:
+            import inspect
+
+            if "capture_error_mode" in inspect.signature(torch.cuda.graph.__init__).parameters:
+                # Other threads (telemetry, the tracer's flusher) may call CUDA while we capture.
+                kwargs["capture_error_mode"] = "thread_local"
+        except (TypeError, ValueError):
+            pass
+        with torch.cuda.graph(g, **kwargs):
+            out = self._forward(e)
+        e.graph, e.out = g, out
+        g.replay()
+        self.stats["graphs"] += 1
+        self.stats["capture_ns"] += time.perf_counter_ns() - t0
+
+    def _turn_off(self, why: str) -> None:
+        self.use_graphs = False
+        self.off_reason = f"capture or replay failed: {why}"
+        for e in self.entries.values():
+            e.graph, e.out = None, None
+        self.pool = None
+        try:
+            torch.cuda.synchronize(self.device)
+            torch.cuda.empty_cache()
+        except RuntimeError:
+            pass
+        self.warn(f"CUDA graphs for decode turned off ({why}); decode runs eagerly from here on")
+
+    # ---- the fixed-shape forward -----------------------------------------------------------
+
+    @torch.no_grad()
+    def _forward(self, e: _Entry) -> torch.Tensor:
+        m = self.model
+        logits = m.lm_head(self._hidden(e)).float()
+        return torch.argmax(logits, dim=-1)
+
+    @torch.no_grad()
+    def logits(self, pieces: Sequence[Piece]) -> torch.Tensor:
+        """The fixed-shape step's fp32 logits [B, vocab], eagerly (what the tests compare)."""
+        b = len(pieces)
+        span = -(-max(p.start + 1 for p in pieces) // self.bucket) * self.bucket
+        e = self._entry(b, span)
+        del self.entries[(b, span)]
+        self._fill(e, pieces)
+        return self.model.lm_head(self._hidden(e)).float()
+
+    def _hidden(self, e: _Entry) -> torch.Tensor:
+        """Embedding through every layer (writing this step's K/V) to the final norm: [B, hidden]."""
+        m = self.model
+        cfg = m.cfg
+        cache = self.cache
+        hd = cfg.head_dim
+        b, span = e.batch, e.span
+        q_size, kv_size = cfg.heads * hd, cfg.kv_heads * hd
+        cos, sin = m._rope_tables(e.pos)
+        x = m.embed[e.ids]
+        steps = torch.arange(span, device=self.device, dtype=torch.long)
+        valid = steps[None, :] <= e.pos[:, None]  # [B, S]
+        # [B, 2S]: the K and the V row of each position (expand, not repeat_interleave, which
+        # may size its output on the host: no sync may sit inside a captured graph)
+        valid2 = valid[:, :, None].expand(b, span, 2).reshape(b, 2 * span)
+        # Rows this step writes: K and V of position pos of each request, per layer [L, 2B].
+        at = (2 * e.pos)[:, None] + self._two[None, :]  # [B, 2]
+        write = torch.gather(e.rows, 2, at[None].expand(self._L, b, 2)).reshape(self._L, 2 * b)
+        zero = torch.full((), cache.zero_row, dtype=torch.long, device=self.device)
+        for li, layer in enumerate(m.layers):
+            h = rms_norm(x, layer.norm1, cfg.rms_eps)
+            qkv = layer.qkv(h)
+            qk = rope(qkv[:, : q_size + kv_size].reshape(-1, cfg.heads + cfg.kv_heads, hd), cos, sin)
+            q, k = qk[:, : cfg.heads], qk[:, cfg.heads :]
+            v = qkv[:, q_size + kv_size :].reshape(-1, cfg.kv_heads, hd)
+            cache.write_rows(write[li], k, v)
+            idx = torch.where(valid2, e.rows[li], zero)
+            kv = cache.gather_rows(idx, m.dtype).view(b, span, 2, cfg.kv_heads, hd)
+            o = decode_attention(q, kv[:, :, 0], kv[:, :, 1], valid)
+            x = x + layer.o(o.reshape(b, q_size))
+            h = rms_norm(x, layer.norm2, cfg.rms_eps)
+            gu = layer.gate_up(h)
+            x = x + layer.down(torch.nn.functional.silu(gu[:, : cfg.ffn]) * gu[:, cfg.ffn :])
+        return rms_norm(x, m.norm, cfg.rms_eps)
