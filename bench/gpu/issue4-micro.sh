@@ -8,6 +8,7 @@
 # (library without the Python collector), tracenopool (the library without its buffer pool) add
 # ~25 s each at 5 rounds: raise BUDGET_S with them.
 # A dry run without a GPU: DEVICE=cpu OUT=/tmp/x bash bench/gpu/issue4-micro.sh
+# With GPU_TESTS=1 the tracer's GPU tests run after it (see below).
 set -u
 OUT=${OUT:?OUT must be set}
 mkdir -p "$OUT"
@@ -25,6 +26,12 @@ $PY bench/gpu/issue4-micro.py --out "$OUT" --device "$DEVICE" \
   --configs "${CONFIGS:-off,trace,sample,on}" --reps "${REPS:-5}" --budget-s "${BUDGET_S:-105}" "${EXTRA[@]}" \
   > "$OUT/issue4-micro.log" 2>&1
 rc=$?
+# GPU_TESTS=1: also the tracer's GPU tests (known copies traced exactly, 0 dropped; an agent run's
+# copies agree with its blocks) and the buffer-pool self-test, which check the library's buffer
+# pool on this GPU; ~20-40 s more.
+if [ "${GPU_TESTS:-0}" = 1 ] && [ "$DEVICE" = cuda ]; then
+  (cd resources/agent && timeout 150 $PY -m pytest -q -rs tests/test_tracer_gpu.py tests/test_tracer_pool.py 2>&1 | tail -n 15) | tee "$OUT/test_tracer_gpu.txt"
+fi
 # Keep what comes back small: the decoded events logs stay, raw CUPTI trace files go.
 find "$OUT/runs" -path '*/trace' -type d -prune -exec rm -rf {} + 2>/dev/null
 tail -n 40 "$OUT/issue4-micro.log"
