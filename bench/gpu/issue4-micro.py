@@ -356,10 +356,10 @@ def parent(a: argparse.Namespace) -> int:
                 rec["error"] = f"no result ({e}); see logs/{c}-r{rnd + 1}.log"
             # A traced/sampled run that did not trace/sample would pass off as "no overhead".
             if a.device == "cuda" and "error" not in rec:
-                if c in TRACED and not rec.get("tracer_loaded"):
-                    rec["error"] = "the CUPTI library was not loaded in the worker"
-                elif c in SAMPLED and not rec.get("sampler"):
-                    rec["error"] = "the sampler did not start in the worker"
+                missing = ([] if c not in TRACED or rec.get("tracer_loaded") else ["the CUPTI library was not tracing"]) + (
+                    [] if c not in SAMPLED or rec.get("sampler") else ["the sampler did not start"])
+                if missing:
+                    rec["error"] = "; ".join(missing) + " in the worker"
             results.append(rec)
             eg = rec.get("eager") or {}
             gr = rec.get("graph") or {}
