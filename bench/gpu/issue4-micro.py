@@ -84,7 +84,7 @@ class DecodeLoop:
         self.scale = inner ** -0.5
 
     def kernels(self) -> None:
-        """~24 launches a layer + 4: the per-token work of a small decoder, batch 4."""
+        """~25 launches a layer + 7: the per-token work of a small decoder, batch 4."""
         t, F = self.torch, self.torch.nn.functional
         x = self.x + t.index_select(self.emb, 0, self.ids)
         for i in range(self.layers):
@@ -314,7 +314,7 @@ def parent(a: argparse.Namespace) -> int:
     if a.device == "cuda" and TRACED & set(configs):
         lib = a.lib or build_tracer(a.out)
     info = {"argv": sys.argv[1:], "lib": lib, "device": a.device, "configs": configs, "budget_s": a.budget_s,
-            "step": f"{a.layers} layers x ~24 launches + 4 (~{a.layers * 24 + 4} launches), batch 4, hidden {a.hidden}, inner {a.inner}"}
+            "step": f"{a.layers} layers x ~25 launches + 7 (~{a.layers * 25 + 7} launches), batch 4, hidden {a.hidden}, inner {a.inner}"}
     results: list[dict[str, Any]] = []
     last_round_s = 0.0
     stopped = None
@@ -393,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=100, help="eager steps measured per worker")
     p.add_argument("--graph-steps", type=int, default=200, help="graph replays measured per worker")
     p.add_argument("--warmup", type=int, default=10)
-    p.add_argument("--layers", type=int, default=40, help="~24 launches each; 40 = ~1,000 a step")
+    p.add_argument("--layers", type=int, default=40, help="~25 launches each; 40 = ~1,000 a step")
     p.add_argument("--hidden", type=int, default=4096)
     p.add_argument("--inner", type=int, default=1024)
     p.add_argument("--sample-ms", type=int, default=100)
