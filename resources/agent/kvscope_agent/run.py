@@ -605,6 +605,10 @@ def run_one(
             writer.emit("log", level="info", msg="weights and pools reused from the previous run of this sweep")
         cache = built.cache
         engine = built.engine
+        # A sweep reuses the pools across runs, each with its own clock: the copy records must
+        # be timed on this run's clock (they kept the first run's, so every later run's engine
+        # xfer lines sat hundreds of seconds past its requests).
+        cache.clock_now = clock.now
         host_blocks = min(built.host_blocks_max, host_kv_bytes // built.block_bytes)
         cache.host_blocks = host_blocks
         engine.reset(writer, run_salt=b"")

@@ -280,6 +280,13 @@ def test_sweep_runs_each_user_count_into_its_own_log(tmp_path):
             assert evs[0]["type"] == "run.start" and evs[0]["config"]["users"] == users
             assert evs[-1]["status"] == "ok"
             assert check_log(log) == []
+    # The engine's copy records are timed on each run's own clock, also in runs that reuse the
+    # pools: a copy ends before the line reporting it and after the run started.
+    later = events(out / "host-1e6" / "users-3" / "events.jsonl")
+    copies = [e for e in later if e["type"] == "xfer" and e["source"] == "engine"]
+    assert copies, "the short pool offloads in this run"
+    assert all(0 <= e["start"] <= e["end"] <= e["t"] for e in copies), [
+        (e["start"], e["end"], e["t"]) for e in copies if not 0 <= e["start"] <= e["end"] <= e["t"]][:3]
     reused = events(out / "host-0" / "users-3" / "events.jsonl")
     assert any(e["type"] == "log" and "reused" in e["msg"] for e in reused)
     assert reused[-1]["summary"]["blocks_evicted"] > 0 and reused[-1]["summary"]["blocks_offloaded"] == 0
