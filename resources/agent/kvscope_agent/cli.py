@@ -95,11 +95,25 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
 }
 
 
+def _enable_faulthandler() -> None:
+    """A native crash (CUDA, CUPTI, a torch kernel launch) kills the process before any run.end
+    can be written; Python's fault handler at least prints each thread's stack to stderr, which
+    the app keeps with the run, so the log says where it died."""
+    import faulthandler
+
+    try:
+        if not faulthandler.is_enabled():
+            faulthandler.enable(file=sys.stderr, all_threads=True)
+    except (AttributeError, ValueError, OSError):  # stderr without a file descriptor
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help", "help"):
         print(USAGE, end="", file=sys.stdout if args else sys.stderr)
         return 0 if args else 2
+    _enable_faulthandler()
     cmd = COMMANDS.get(args[0])
     if cmd is None:
         print(f"unknown command {args[0]!r}\n{USAGE}", end="", file=sys.stderr)

@@ -41,7 +41,7 @@ def test_builds_once_and_reuses_the_cached_library(tmp_path) -> None:
     if shutil.which("nm"):
         syms = subprocess.run(["nm", "-D", "--defined-only", path], capture_output=True,
                               text=True, check=True).stdout
-        for name in ("InitializeInjection", "kvscope_cupti_flush", "kvscope_cupti_active"):
+        for name in ("InitializeInjection", "kvscope_cupti_flush", "kvscope_cupti_active", "kvscope_cupti_hold"):
             assert f" T {name}" in syms
     # The library must find libcupti wherever it is loaded: rpath to CUPTI's folder.
     if shutil.which("readelf"):
@@ -213,3 +213,26 @@ def test_result_names_match_the_installed_cupti_header() -> None:
         header = dict((int(n), name) for name, n in re.findall(r"(CUPTI_ERROR_\w+)\s*=\s*(\d+)", f.read()))
     assert {k: v for k, v in header.items() if k in CUPTI_RESULTS} == CUPTI_RESULTS
     assert CUPTI_RESULTS[39] == "CUPTI_ERROR_MULTIPLE_SUBSCRIBERS_NOT_SUPPORTED"
+
+
+_HOLD = r"""
+import ctypes, json, sys
+lib = ctypes.CDLL(sys.argv[1])
+out = {"hold": lib.kvscope_cupti_hold(1), "periodic_held": lib.kvscope_cupti_flush(0),
+       "forced_held": lib.kvscope_cupti_flush(1)}
+lib.kvscope_cupti_hold(0)
+out["periodic_released"] = lib.kvscope_cupti_flush(0)
+print(json.dumps(out))
+"""
+
+
+def test_held_flushes_skip_periodic_and_keep_forced(tmp_path) -> None:
+    """kvscope_cupti_hold (the decode runner holds flushes while it captures a CUDA graph): a
+    periodic flush returns 2 (skipped) while held; a forced one still runs (here, with no GPU,
+    it reaches the "tracer not active" answer, -1); after the release periodic flushes run."""
+    _parts_or_skip()
+    path, _, _, _ = build.build(str(tmp_path / "lib"))
+    proc = subprocess.run([sys.executable, "-c", _HOLD, path], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout.splitlines()[-1])
+    assert got == {"hold": 0, "periodic_held": 2, "forced_held": -1, "periodic_released": -1}, got

@@ -37,6 +37,16 @@ from .model import Piece, rms_norm, rope
 BUCKET_TOKENS = 512  # S rounds up to this: ≤ 3% of gathered rows wasted at 16,000-token contexts
 
 
+def _hold_tracer_flushes(on: bool) -> bool:
+    """Hold the CUPTI tracer's periodic flushes during a graph capture (tracer/kvscope_cupti.c,
+    kvscope_cupti_hold); False when no tracer is loaded in this process."""
+    try:
+        from ..tracer.collector import hold_flushes
+    except ImportError:
+        return False
+    return hold_flushes(on)
+
+
 def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """One query per request over its keys. q [B, heads, d]; k, v [B, S, kv_heads, d] (views
     are fine); valid [B, S] bool (False = masked). Returns [B, heads, d]."""
@@ -171,8 +181,13 @@ class DecodeGraphs:
                 kwargs["capture_error_mode"] = "thread_local"
         except (TypeError, ValueError):
             pass
-        with torch.cuda.graph(g, **kwargs):
-            out = self._forward(e)
+        held = _hold_tracer_flushes(True)
+        try:
+            with torch.cuda.graph(g, **kwargs):
+                out = self._forward(e)
+        finally:
+            if held:
+                _hold_tracer_flushes(False)
         e.graph, e.out = g, out
         g.replay()
         self.stats["graphs"] += 1

@@ -477,6 +477,19 @@ def loaded_tracer() -> ctypes.CDLL | None:
         return None
 
 
+def hold_flushes(on: bool) -> bool:
+    """Holds (or releases) the loaded CUPTI library's periodic flushes in this process; True when
+    a library that can took the request. The decode runner holds them while it captures a CUDA
+    graph (kvscope_cupti.c, kvscope_cupti_hold, says why)."""
+    lib = loaded_tracer()
+    if lib is None:
+        return False
+    try:
+        return lib.kvscope_cupti_hold(1 if on else 0) == 0
+    except AttributeError:
+        return False  # an older build of the library, or some other injection library
+
+
 def flush_in_process(forced: bool = True) -> bool:
     """Flushes the CUPTI buffers of this process when the library is loaded in it (forced: also
     buffers with copies still in flight, which come back without timestamps).

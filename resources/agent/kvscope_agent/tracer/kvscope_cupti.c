@@ -115,6 +115,7 @@ static int g_stop;
 static int g_flusher_started;
 static pthread_t g_flusher;
 static int g_active;
+static volatile int g_hold; /* periodic flushes held (kvscope_cupti_hold); set under g_flush_lock */
 static int g_write_failed;
 
 /* The buffer pool (see "Buffers" above). Buffers of g_buffer_bytes only; at most KVS_POOL_MAX
@@ -453,9 +454,15 @@ static void CUPTIAPI kvs_buffer_completed(CUcontext ctx, uint32_t stream_id, uin
  * collector can drain its process before it stops (collector.py calls it through ctypes). */
 int kvscope_cupti_flush(int forced)
 {
+    if (!forced && g_hold)
+        return 2; /* held (kvscope_cupti_hold): a periodic flush waits for the release */
     if (!g_active)
         return -1;
     pthread_mutex_lock(&g_flush_lock);
+    if (!forced && g_hold) { /* held while this call waited for the lock */
+        pthread_mutex_unlock(&g_flush_lock);
+        return 2;
+    }
     int ok = KVS_CHECK(KVS_STEP_FLUSH_ALL,
                        cuptiActivityFlushAll(forced ? CUPTI_ACTIVITY_FLAG_FLUSH_FORCED : 0));
     pthread_mutex_unlock(&g_flush_lock);
@@ -463,6 +470,21 @@ int kvscope_cupti_flush(int forced)
 }
 
 int kvscope_cupti_active(void) { return g_active; }
+
+/* Holds (on = 1) or releases (0) the periodic flushes; forced flushes still run. The agent holds
+ * them while it captures a CUDA graph (engine/decode_graph.py): a capture is a short window
+ * (tens of ms) and a FlushAll from the flusher thread racing a stream capture was the prime
+ * suspect of a traced 70B run that died at its first capture (bench/results/h100-2026-11-28b).
+ * Taking g_flush_lock to set the flag waits out a flush already in progress, so once this
+ * returns no periodic flush runs until the release. Records are not lost: the next flush after
+ * the release hands them over. */
+int kvscope_cupti_hold(int on)
+{
+    pthread_mutex_lock(&g_flush_lock);
+    g_hold = on ? 1 : 0;
+    pthread_mutex_unlock(&g_flush_lock);
+    return 0;
+}
 
 /* The pool's counters (for tests and for reading a run's behaviour through ctypes). */
 void kvscope_cupti_pool_stats(uint64_t *allocated, uint64_t *reused, uint64_t *zeroed_on_request)
