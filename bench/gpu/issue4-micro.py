@@ -41,8 +41,8 @@ from typing import Any
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 AGENT = os.path.join(REPO, "resources", "agent")
-ALL_CONFIGS = ("off", "trace", "sample", "on", "trace200", "lib", "tracenopool")
-TRACED = {"trace", "on", "trace200", "lib", "tracenopool"}
+ALL_CONFIGS = ("off", "trace", "sample", "on", "trace200", "lib", "tracenopool", "tracegraph", "tracenomemset")
+TRACED = {"trace", "on", "trace200", "lib", "tracenopool", "tracegraph", "tracenomemset"}
 SAMPLED = {"sample", "on"}
 COLLECTED = {"trace", "on", "trace200", "tracenopool"}
 BIG_COPY_BYTES = 64 << 20
@@ -327,7 +327,8 @@ def parent(a: argparse.Namespace) -> int:
         for c in order:
             rundir = os.path.join(a.out, "runs", f"{c}-r{rnd + 1}")
             env = dict(os.environ, PYTHONUNBUFFERED="1")
-            for k in ("CUDA_INJECTION64_PATH", "KVSCOPE_TRACE_DIR", "KVSCOPE_TRACE_FLUSH_MS", "KVSCOPE_TRACE_POOL"):
+            for k in ("CUDA_INJECTION64_PATH", "KVSCOPE_TRACE_DIR", "KVSCOPE_TRACE_FLUSH_MS", "KVSCOPE_TRACE_POOL",
+                      "KVSCOPE_TRACE_GRAPH_LEVEL", "KVSCOPE_TRACE_MEMSET"):
                 env.pop(k, None)
             if c in TRACED and lib:
                 env["CUDA_INJECTION64_PATH"] = lib
@@ -337,6 +338,10 @@ def parent(a: argparse.Namespace) -> int:
                     env["KVSCOPE_TRACE_FLUSH_MS"] = "200"
                 if c == "tracenopool":
                     env["KVSCOPE_TRACE_POOL"] = "0"  # the library as before its buffer pool
+                if c == "tracegraph":
+                    env["KVSCOPE_TRACE_GRAPH_LEVEL"] = "1"  # graphs traced whole, not per node
+                if c == "tracenomemset":
+                    env["KVSCOPE_TRACE_MEMSET"] = "0"
             cmd = [sys.executable, os.path.abspath(__file__), "--worker", c, "--rundir", rundir, "--device", a.device,
                    "--steps", str(a.steps), "--graph-steps", str(a.graph_steps), "--warmup", str(a.warmup),
                    "--layers", str(a.layers), "--hidden", str(a.hidden), "--inner", str(a.inner), "--sample-ms", str(a.sample_ms)]

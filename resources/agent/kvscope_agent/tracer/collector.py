@@ -65,6 +65,7 @@ STEP_NAMES = {
     9: "cuptiActivityGetNumDroppedRecords",
     10: "activity buffer allocation",
     11: "trace file write",
+    12: "cuptiActivityEnable(GRAPH_TRACE)",
 }
 # CUptiResult names (cupti_result.h of CUDA 13.0; the numbers are stable across versions, and
 # the library also prints the name CUPTI gives on stderr).

@@ -28,6 +28,8 @@
  *   KVSCOPE_TRACE_DIR           folder for the per-process files (required; unset = do nothing)
  *   KVSCOPE_TRACE_FLUSH_MS      flush period, 1..200 ms (default 100)
  *   KVSCOPE_TRACE_BUFFER_BYTES  CUPTI activity buffer size, 1..256 MiB (default 4 MiB)
+ *   KVSCOPE_TRACE_MEMSET        0 = do not enable MEMSET activity (A/B of its cost; default 1)
+ *   KVSCOPE_TRACE_GRAPH_LEVEL   1 = also enable GRAPH_TRACE (experiment; see InitializeInjection)
  *   KVSCOPE_TRACE_POOL          1 = the buffer pool (default); 0 = a new buffer per request,
  *                               zeroed by CUPTI (the library before the pool, for A/B timing:
  *                               bench/gpu/issue4-micro.py's "tracenopool")
@@ -644,8 +646,19 @@ int InitializeInjection(void)
         return 1;
     g_active = 1;
     /* Memsets and peer copies are wanted but not essential: their failure is recorded only. */
-    KVS_CHECK(KVS_STEP_ENABLE_MEMSET, cuptiActivityEnable(CUPTI_ACTIVITY_KIND_MEMSET));
+    if (kvs_env_u32("KVSCOPE_TRACE_MEMSET", 1, 0, 1))
+        KVS_CHECK(KVS_STEP_ENABLE_MEMSET, cuptiActivityEnable(CUPTI_ACTIVITY_KIND_MEMSET));
     KVS_CHECK(KVS_STEP_ENABLE_MEMCPY2, cuptiActivityEnable(CUPTI_ACTIVITY_KIND_MEMCPY2));
+#if defined(CUPTI_API_VERSION) && CUPTI_API_VERSION >= 17
+    /* KVSCOPE_TRACE_GRAPH_LEVEL=1 (experiment, off by default): CUPTI records each CUDA graph
+     * launch as one GRAPH_TRACE record, "without giving visibility about the execution of its
+     * nodes ... to reduce overheads in tracing each node" (cupti_activity.h). The 2026-11-28
+     * microbenchmark saw ~1.3 ms of host time per traced launch of a ~1,000-node graph against
+     * 0.02 ms untraced (bench/tracer-overhead-h100.md). Off by default because a copy inside a
+     * graph would then go unrecorded; this library skips GRAPH_TRACE records (kvs_convert). */
+    if (kvs_env_u32("KVSCOPE_TRACE_GRAPH_LEVEL", 0, 0, 1))
+        KVS_CHECK(KVS_STEP_ENABLE_GRAPH_TRACE, cuptiActivityEnable(CUPTI_ACTIVITY_KIND_GRAPH_TRACE));
+#endif
     KVS_CHECK(KVS_STEP_FLUSH_PERIOD, cuptiActivityFlushPeriod(g_flush_ms));
 
     if (pthread_create(&g_flusher, NULL, kvs_flusher_main, NULL) == 0)

@@ -78,6 +78,7 @@ enum kvs_step {
     KVS_STEP_GET_DROPPED = 9,
     KVS_STEP_BUFFER_ALLOC = 10,
     KVS_STEP_WRITE = 11,
+    KVS_STEP_ENABLE_GRAPH_TRACE = 12,
 };
 
 struct kvs_record {
