@@ -128,17 +128,37 @@ def render_md(points: list, problems: list, bytes_per_s: float, command: str, fp
              "GB/s: host<->GPU copies from the `xfer` lines (source in the last column), GB/s = bytes of the block copies "
              "(≥ 1 MiB each) ÷ the time the link was busy with them in that direction.")
     L.append("")
-    L.append("| users | status | E2E s | TTFT mean ms | p50 ms | p99 ms | offloaded | onboarded | evicted | D2H GB | H2D GB | D2H GB/s | H2D GB/s | xfer source | log |")
-    L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    L.append("| users | status | rounds done | E2E s | TTFT mean ms | p50 ms | p99 ms | offloaded | onboarded | evicted | D2H GB | H2D GB | D2H GB/s | H2D GB/s | xfer source | log |")
+    L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    partial = [m for m in ms if _is_partial(m)]
     for m in ms:
         b = m["blocks"]
+        # a partial run's TTFT is over its complete rounds only (marked †); its E2E is not a 10-round E2E
+        tt, mark = (m["ttft_rounds_done"], " †") if _is_partial(m) else (m["ttft"], "")
         L.append(
-            f"| {m['users']} | {m['status']} | {_s(m['e2e_ns'])} | {_ms(m['ttft']['mean'])} | {_ms(m['ttft']['p50'])} | "
-            f"{_ms(m['ttft']['p99'])} | {b.get('offload', 0)} | {b.get('onboard', 0)} | {b.get('evict', 0)} | "
+            f"| {m['users']} | {m['status']}{' (partial)' if _is_partial(m) else ''} | {m['rounds_done']} of {m['rounds']} | {_s(m['e2e_ns'])} | "
+            f"{_ms(tt['mean'])}{mark} | {_ms(tt['p50'])}{mark} | "
+            f"{_ms(tt['p99'])}{mark} | {b.get('offload', 0)} | {b.get('onboard', 0)} | {b.get('evict', 0)} | "
             f"{_gb(m['bytes_d2h'])} | {_gb(m['bytes_h2d'])} | {_rate(m['gbps_d2h'])} | {_rate(m['gbps_h2d'])} | {m['xfer_source']} | "
             f"{_label(m['path'])} |"
         )
     L.append("")
+    if partial:
+        L.append("### Partial runs (stopped before their last round)")
+        L.append("")
+        for m in partial:
+            rs = ", ".join(_s(x) for x in m["round_e2e_ns"][: m["rounds_done"]])
+            L.append(
+                f"- users {m['users']}: {m['status']}"
+                + (f" ({(m.get('error') or {}).get('message')})" if m.get("error") else "")
+                + f" after {m['rounds_done']} of {m['rounds']} timed rounds. Measured over rounds 1..{m['rounds_done']} only: "
+                f"E2E {_s(m['e2e_ns_rounds_done'])} s (per round, from the `round` lines: {rs} s); "
+                f"† TTFT over the {m['ttft_rounds_done']['count']} requests of those rounds "
+                f"(over every request with a first token, {m['ttft']['count']} incl. the unfinished round's first-served ones, the mean would read {_ms(m['ttft']['mean'])} ms). "
+                "Blocks and bytes count the whole run up to the stop (round 0 and the unfinished round included). "
+                f"No {m['rounds']}-round E2E is given: it was not measured, and none is extrapolated."
+            )
+        L.append("")
     L.append("### Where the GPU pool runs out")
     L.append("")
     g = next((m for m in ms if m["gpu_pool_blocks"]), None)
@@ -171,6 +191,9 @@ def render_md(points: list, problems: list, bytes_per_s: float, command: str, fp
     L.append("|---|---|---|---|---|---|---|---|---|---|---|")
     for p in points:
         m, q, q2 = p["measured"], p["projected"], p["projected_per_direction"]
+        if _is_partial(m):
+            # its own table below: a partial run's numbers cover fewer rounds than the others'
+            continue
         L.append(
             f"| {p['users']} | {_s(m['e2e_ns'])} | {_s(q['e2e_ns'])} | {_ratio(m['e2e_ns'], q['e2e_ns'])} | "
             f"{_ms(m['ttft']['mean'])} | {_ms(q['ttft']['mean'])} | {_ratio(m['ttft']['mean'], q['ttft']['mean'])} | "
@@ -178,6 +201,22 @@ def render_md(points: list, problems: list, bytes_per_s: float, command: str, fp
             f"{_s(q['link_ns_replaced_in_e2e'])} | {q['method']} |"
         )
     L.append("")
+    part = [p for p in points if _is_partial(p["measured"])]
+    if part:
+        L.append("Partial runs, over their complete rounds only (measured there, then projected the same way; not comparable "
+                 "with the 10-round rows above and not drawn in Compare):")
+        L.append("")
+        L.append("| users | rounds | E2E s measured | E2E s projected | E2E ratio | TTFT mean ms measured | TTFT mean ms projected | TTFT ratio | link s replaced |")
+        L.append("|---|---|---|---|---|---|---|---|---|")
+        for p in part:
+            m, q = p["measured"], p["projected"]
+            L.append(
+                f"| {p['users']} | 1..{m['rounds_done']} of {m['rounds']} | {_s(m['e2e_ns_rounds_done'])} | {_s(q['e2e_ns_rounds_done'])} | "
+                f"{_ratio(m['e2e_ns_rounds_done'], q['e2e_ns_rounds_done'])} | {_ms(m['ttft_rounds_done']['mean'])} | "
+                f"{_ms(q['ttft_rounds_done']['mean'])} | {_ratio(m['ttft_rounds_done']['mean'], q['ttft_rounds_done']['mean'])} | "
+                f"{_s(q['link_ns_replaced_in_rounds_done'])} |"
+            )
+        L.append("")
     sr = pj.SEED_RATIOS
     L.append(f"Seed's published ratios, measured on real hardware (not projected): GH200 vs H100 {sr['ttft']}× TTFT and "
              f"~{sr['e2e']:.0f}× E2E past {sr['past_users']} users ({sr['source']}).")
@@ -194,10 +233,43 @@ def render_md(points: list, problems: list, bytes_per_s: float, command: str, fp
     return "\n".join(L) + "\n"
 
 
+def _is_partial(m: dict) -> bool:
+    """Stopped before its last round but with at least one complete timed round."""
+    return m["e2e_ns"] is None and (m.get("rounds_done") or 0) > 0
+
+
+def partial_points(points: list) -> list:
+    """Runs stopped early, over their complete rounds: kept out of `points` (which Compare draws as
+    a curve of 10-round runs) so a 3-round number is never plotted as a full run's."""
+    out = []
+    for p in points:
+        m, q = p["measured"], p["projected"]
+        if not _is_partial(m):
+            continue
+        out.append(
+            {
+                "users": p["users"],
+                "run_id": p["run_id"],
+                "log": _label(p["path"]),
+                "status": m["status"],
+                "rounds_done": m["rounds_done"],
+                "rounds": m["rounds"],
+                "measured": {"e2e_ns": m["e2e_ns_rounds_done"], "ttft_ns_mean": m["ttft_rounds_done"]["mean"], "ttft_ns_p50": m["ttft_rounds_done"]["p50"], "ttft_ns_p99": m["ttft_rounds_done"]["p99"]},
+                "projected": {"e2e_ns": q["e2e_ns_rounds_done"], "ttft_ns_mean": q["ttft_rounds_done"]["mean"], "ttft_ns_p50": q["ttft_rounds_done"]["p50"], "ttft_ns_p99": q["ttft_rounds_done"]["p99"]},
+                "round_e2e_ns": m["round_e2e_ns"][: m["rounds_done"]],
+                "link_ns_replaced": q["link_ns_replaced_in_rounds_done"],
+                "note": f"cancelled after {m['rounds_done']} of {m['rounds']} rounds: E2E and TTFT over rounds 1..{m['rounds_done']} only, not extrapolated",
+            }
+        )
+    return out
+
+
 def compare_points(points: list) -> list:
     out = []
     for p in points:
         m, q = p["measured"], p["projected"]
+        if _is_partial(m):
+            continue
         out.append(
             {
                 "users": p["users"],
@@ -247,7 +319,11 @@ def main(argv: Optional[list] = None) -> int:
     doc = pj.projection_doc(
         compare_points(points),
         bps,
-        {"measured_on": {"card": m0["card"], "dates": sorted({p["measured"]["date_utc"] for p in points if p["measured"]["date_utc"]})}, "command": a.command},
+        {
+            "measured_on": {"card": m0["card"], "dates": sorted({p["measured"]["date_utc"] for p in points if p["measured"]["date_utc"]})},
+            "command": a.command,
+            **({"partial_points": partial_points(points)} if partial_points(points) else {}),
+        },
     )
     with open(os.path.join(a.out, "projection.json"), "w", encoding="utf-8") as f:
         json.dump(doc, f, indent=1)

@@ -231,6 +231,30 @@ def timed_window(run: RunLog) -> Optional[tuple]:
     return min(q1), max(dl)
 
 
+def rounds_done_window(run: RunLog) -> Optional[tuple]:
+    """For a run stopped before its last round (cancelled, out of time): (first queued of round 1,
+    last done of round k, k) where k is the last round whose every request finished, rounds 1..k
+    all complete; None if not even round 1 finished. On a complete run k is the last round and the
+    window is `timed_window`'s. What it covers is measured; nothing past round k is inferred."""
+    timed = [r for (u, rd), r in run.reqs.items() if rd >= 1]
+    if not timed:
+        return None
+    users = int(run.config.get("users") or len({r.user for r in timed}))
+    last = int(run.config.get("rounds") or max(r.round for r in timed))
+    k = 0
+    for rd in range(1, last + 1):
+        if len([r for r in timed if r.round == rd and r.done is not None]) < users:
+            break
+        k = rd
+    if k == 0:
+        return None
+    q1 = [r.queued for r in timed if r.round == 1 and r.queued is not None]
+    dk = [r.done for r in timed if r.round == k and r.done is not None]
+    if not q1 or not dk:
+        return None
+    return min(q1), max(dk), k
+
+
 def busy_in(xs: list, a: int, b: int) -> tuple:
     """(ns the link was busy within [a, b], bytes carried within [a, b] prorated by overlap)."""
     busy = sum(_overlap(i0, i1, a, b) for i0, i1 in merge_intervals((x.start, x.end) for x in xs))
@@ -261,6 +285,11 @@ def summarize(run: RunLog) -> dict:
     # what the agent's scheduler reserves for a request of the last round (prompt + output)
     blocks_end = -(-(ctx + rounds * grow + int(cfg.get("output_tokens") or 0) - 1) // bt) if ctx else None
     cap = gpu.get("capacity_blocks")
+    part = rounds_done_window(run)
+    k = part[2] if part else 0
+    # TTFT over the complete rounds only: a cancelled run's last, unfinished round has first tokens
+    # only for the requests served first (the shortest waits), which would bias the mean low
+    ttft_done = distribution(r.first_token - r.queued for r in timed if r.round <= k)
     out: dict = {
         "path": run.path,
         "run_id": run.run_id,
@@ -271,6 +300,12 @@ def summarize(run: RunLog) -> dict:
         "e2e_ns": (win[1] - win[0]) if win else None,
         "ttft": ttft,
         "rounds_completed": len({r.round for r in run.reqs.values() if r.round >= 1 and r.done is not None}),
+        # rounds 1..k all finished (k = rounds on a complete run); E2E and TTFT over just those rounds
+        "rounds_done": k,
+        "e2e_ns_rounds_done": (part[1] - part[0]) if part else None,
+        "ttft_rounds_done": ttft_done,
+        # the agent's own per-round E2E (`round` lines), rounds 1.. in order
+        "round_e2e_ns": [run.rounds[rd].get("e2e_ns") for rd in sorted(x for x in run.rounds if isinstance(x, int) and x >= 1)],
         "gpu_pool_blocks": cap,
         "host_pool_blocks": host.get("capacity_blocks"),
         "block_bytes": gpu.get("block_bytes"),
@@ -355,7 +390,24 @@ def project(run: RunLog, bytes_per_s: float) -> dict:
     if win:
         replaced, moved = busy_in(xs, *win)
         e2e = (win[1] - win[0]) - replaced + moved / bytes_per_s * 1e9
+    # the same over the rounds that finished (a cancelled run's measured part; nothing extrapolated)
+    part = rounds_done_window(run)
+    e2e_done = None
+    replaced_done = 0
+    k = part[2] if part else 0
+    if part:
+        replaced_done, moved_done = busy_in(xs, part[0], part[1])
+        e2e_done = (part[1] - part[0]) - replaced_done + moved_done / bytes_per_s * 1e9
+    ttfts_done = []
+    for r in timed:
+        if r.round <= k:
+            busy, by = busy_in(xs, r.queued, r.first_token)
+            ttfts_done.append(r.first_token - r.queued - busy + by / bytes_per_s * 1e9)
     return {
+        "rounds_done": k,
+        "e2e_ns_rounds_done": e2e_done,
+        "ttft_rounds_done": distribution(ttfts_done),
+        "link_ns_replaced_in_rounds_done": replaced_done,
         "bytes_per_s": bytes_per_s,
         "method": method,
         "xfer_source": src,

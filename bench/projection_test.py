@@ -233,3 +233,33 @@ def test_weight_build_chunks_leave_no_reserved_memory() -> None:
     assert sim.reserved_but_free(default_chunk_elements, e4m3_temp=False, layers=20) < 0.1e9
     for k, n in ((8192, 10240), (8192, 8192), (8192, 57344), (28672, 8192), (4096, 4096), (64, 32)):
         assert default_chunk_elements(k, n) * 4 <= n * k // 2 or default_chunk_elements(k, n) == k
+
+
+def test_partial_run_reports_its_complete_rounds_only(tmp_path) -> None:
+    """A run cancelled in round 2 (u1r2 never done): E2E and TTFT over round 1 alone, kept out of
+    the Compare points, and nothing claimed for the rounds it did not finish."""
+    runs = tmp_path / "runs"
+    for users, complete in ((2, True), (4, False)):
+        d = runs / f"users-{users}"
+        d.mkdir(parents=True)
+        synthetic_log(str(d / "events.jsonl"), users=users, complete=complete)
+    run = pj.load(str(runs / "users-4" / "events.jsonl"))
+    m = pj.summarize(run)
+    assert m["e2e_ns"] is None and m["rounds_done"] == 1
+    assert m["e2e_ns_rounds_done"] == 10000 - 1000  # first queued of round 1 .. last done of round 1
+    assert m["ttft_rounds_done"]["count"] == 4 and m["ttft"]["count"] == 8  # round 1's four requests only
+    assert m["ttft_rounds_done"]["mean"] == pytest.approx((4000 + 5000 + 4000 + 5000) / 4)
+    q = pj.project(run, 9e9)
+    # round 1's window [1000, 10000] holds copy A only: 2000 ns busy, 1800 B
+    assert q["e2e_ns_rounds_done"] == pytest.approx(9000 - 2000 + 1800 / 9) and q["link_ns_replaced_in_rounds_done"] == 2000
+    out = tmp_path / "out"
+    assert issue9_results.main([str(runs), "--out", str(out)]) == 0
+    doc = json.loads((out / "projection.json").read_text())
+    assert [pt["users"] for pt in doc["points"]] == [2]
+    (pp,) = doc["partial_points"]
+    assert pp["users"] == 4 and pp["rounds_done"] == 1 and pp["measured"]["e2e_ns"] == 9000
+    md = (out / "issue9-results.md").read_text()
+    assert "| 4 | ok (partial) | 1 of 2 | – |" in md and "none is extrapolated" in md
+    # complete runs: rounds_done is every round and the window is the timed one
+    full = pj.summarize(pj.load(str(runs / "users-2" / "events.jsonl")))
+    assert full["rounds_done"] == 2 and full["e2e_ns_rounds_done"] == full["e2e_ns"] == 15000
