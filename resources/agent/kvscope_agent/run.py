@@ -612,6 +612,8 @@ def run_one(
         host_blocks = min(built.host_blocks_max, host_kv_bytes // built.block_bytes)
         cache.host_blocks = host_blocks
         engine.reset(writer, run_salt=b"")
+        if built.model.decode_runner is not None:
+            built.model.decode_runner.reset_stats()
         engine.cancel_check = cancel.check
         per_request = engine.blocks_needed(opts.workload(1, opts.model.vocab).prompt_tokens(opts.rounds), opts.output_tokens)
         writer.emit("log", level="info", msg=(

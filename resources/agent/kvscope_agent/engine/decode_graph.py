@@ -102,9 +102,15 @@ class DecodeGraphs:
         """A step this runner computes: every piece one decode token whose id is on the device."""
         return bool(pieces) and all(p.n == 1 and p.token_dev is not None and p.want_logits for p in pieces)
 
+    def reset_stats(self) -> None:
+        """Counts start over for the next run of a sweep (captured graphs stay and are reused)."""
+        self.stats = {k: 0 for k in self.stats}
+
     def describe(self) -> dict[str, Any]:
+        """This run's counts (`graphs` captured in it, `graphs_held` reused from earlier runs too)."""
+        held = sum(1 for e in self.entries.values() if e.graph is not None)
         return {"cuda_graphs": self.use_graphs, "off_reason": self.off_reason, "bucket_tokens": self.bucket,
-                **self.stats}
+                **self.stats, "graphs_held": held}
 
     # ---- one step ------------------------------------------------------------------------
 
