@@ -89,6 +89,32 @@ def test_short_pool_offloads_and_reuse_keeps_greedy_tokens(tmp_path):
     assert len(with_reuse) == 3 * 4 and all(len(v) == 8 for v in with_reuse.values())
 
 
+def test_one_copying_admission_per_step(tmp_path):
+    """A request whose admission copies blocks (onboard, or lazy offload to make room) is the
+    only one admitted in its step, so its first token waits for its own copies only: the next
+    copying request is scheduled after that first token. Users 4 on a 2-user pool: every timed
+    round admits two requests that onboard."""
+    code, _, log = run_inproc(tmp_path, "one-per-step", ["--users", "4", "--gpu-kv-bytes", SHORT_POOL,
+                                                         "--host-kv-bytes", "1e6"])
+    assert code == 0 and check_log(log) == []
+    evs = events(log)
+    copying = set()  # (user, round) of requests whose admission moved blocks
+    for e in evs:
+        if e["type"] == "blocks" and e["op"] in ("onboard", "offload"):
+            copying.add((e["user"], e["round"]))
+    t = {(e["user"], e["round"], e["phase"]): e["t"] for e in evs if e["type"] == "req"}
+    checked = 0
+    for rnd in range(1, 4):
+        onboarding = sorted((t[(u, r, "scheduled")], u) for (u, r) in copying
+                            if r == rnd and (u, r, "scheduled") in t and any(
+                                e["type"] == "blocks" and e["op"] == "onboard" and e["user"] == u and e["round"] == r
+                                for e in evs))
+        for (_, a), (sched_b, b) in zip(onboarding, onboarding[1:]):
+            assert t[(a, rnd, "first_token")] <= sched_b, (rnd, a, b)
+            checked += 1
+    assert checked >= 3, "the short pool should make several requests of a round onboard"
+
+
 def test_write_through_copies_blocks_once_and_keeps_greedy_tokens(tmp_path):
     code, lazy, _ = run_inproc(tmp_path, "lazy", ["--gpu-kv-bytes", SHORT_POOL, "--host-kv-bytes", "1e6"])
     code, wt, log = run_inproc(tmp_path, "wt", ["--gpu-kv-bytes", SHORT_POOL, "--host-kv-bytes", "1e6",

@@ -465,6 +465,14 @@ class Engine:
                 self._emit("req", t=r.t_scheduled, user=r.user, round=r.round, phase="scheduled")
                 running.append(r)
                 admitted = True
+                if self._copy_onboards or self._copy_offloads:
+                    # One copying admission per step: its prefill then waits only for its own
+                    # blocks' copies (they share one copy stream, in issue order), and the next
+                    # request is admitted, and copies, in the next step. Admitted together, both
+                    # first tokens waited for both users' copies: the H100 runs of 2026-11-28
+                    # showed two requests' 4.3 GB of offload + onboard (~160 ms) in each one's
+                    # TTFT, against the issue's bound of its own onboarded bytes ÷ bandwidth.
+                    break
             if admitted:
                 self.issue_copies()
             if not running:
