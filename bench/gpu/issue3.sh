@@ -78,4 +78,12 @@ echo "== (c) results"
   --command "OUT=\$OUT bash bench/gpu/issue3.sh  (${CMD[*]/$RUNS/RUNS})"
 [ -f "$RUNS/lazy/host-55e9/users-4/events.jsonl" ] && gzip -c "$RUNS/lazy/host-55e9/users-4/events.jsonl" > "$OUT/sample-8b-h100.jsonl.gz"
 tar czf "$OUT/issue3-runs.tar.gz" -C "$RUNS" .
+# The device tool returns files of at most 16 MiB (the 2026-11-28 archive, 23.7 MB, was lost):
+# xz packs these logs tighter; parts of 15 MiB if still too big (cat issue3-runs.tar.xz.* > x).
+if [ "$(stat -c %s "$OUT/issue3-runs.tar.gz")" -gt $(( 15 * 1024 * 1024 )) ]; then
+  tar cJf "$OUT/issue3-runs.tar.xz" -C "$RUNS" . && rm -f "$OUT/issue3-runs.tar.gz"
+  if [ "$(stat -c %s "$OUT/issue3-runs.tar.xz")" -gt $(( 15 * 1024 * 1024 )) ]; then
+    split -b 15M -d "$OUT/issue3-runs.tar.xz" "$OUT/issue3-runs.tar.xz." && rm -f "$OUT/issue3-runs.tar.xz"
+  fi
+fi
 ls -la "$OUT"; echo "total $(( $(date +%s) - START )) s"

@@ -174,5 +174,10 @@ $PY bench/tracer-overhead.py "$OUT/runs" --out "$OUT/issue4-pairs.md" --json "$O
 # Keep what comes back small: event logs compressed, trace files dropped (they are decoded).
 find "$OUT" -path '*/trace' -type d -prune -exec rm -rf {} +
 tar -C "$OUT" -czf "$OUT/issue4-runs.tar.gz" runs $( [ -d "$OUT/calibration" ] && echo calibration ) && rm -rf "$OUT/runs" "$OUT/calibration"
+# The device tool returns at most 8 files: everything but the results goes into one archive (the
+# 2026-11-28 call left 14 files and lost its results to that limit).
+( cd "$OUT" && tar -czf issue4-extras.tar.gz --exclude=issue4-results.md --exclude=issue4-runs.tar.gz \
+    --exclude=issue4-extras.tar.gz . && find . -maxdepth 1 -type f ! -name issue4-results.md \
+    ! -name issue4-runs.tar.gz ! -name issue4-extras.tar.gz -delete && find . -mindepth 1 -maxdepth 1 -type d -exec rm -rf {} + )
 cat "$OUT/issue4-results.md"
 echo "total wall: $(( $(date +%s) - T_START ))s"
