@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import os
 import statistics
 import sys
 from dataclasses import dataclass, field
@@ -107,10 +108,18 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--slack", type=float, default=1.15)
     a = ap.parse_args(argv)
 
-    with open(a.copy) as f:
-        copy = json.load(f)
-    h2d = float(copy["h2d_whole"]["gb_per_s_best"])  # GB/s == bytes/ns
-    d2h = float(copy["d2h_whole"]["gb_per_s_best"])
+    for path in (a.log, a.copy):
+        if not os.path.isfile(path):
+            raise SystemExit(f"no such file: {path}")
+    try:
+        with open(a.copy) as f:
+            copy = json.load(f)
+        h2d = float(copy["h2d_whole"]["gb_per_s_best"])  # GB/s == bytes/ns
+        d2h = float(copy["d2h_whole"]["gb_per_s_best"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise SystemExit(f"{a.copy}: not a bench/agent-copy-bandwidth.py result ({err!r})")
+    if a.gpu_ttft_ms <= 0:
+        raise SystemExit("--gpu-ttft-ms must be > 0")
     base_ns = a.gpu_ttft_ms * 1e6
     config, bb, reqs, xfers = load(a.log)
 
