@@ -1,6 +1,7 @@
 /**
- * Run summary: per round TTFT mean/p50/p99 and E2E, blocks and bytes moved, and the bandwidth the
- * copies achieved against the host's link.
+ * Run summary: per round TTFT mean/p50/p99 and E2E, blocks and bytes moved, the bandwidth the
+ * copies achieved against the host's link, and the run's settings beside them (as a profiler shows
+ * its capture settings with its results, so two runs' differences have their cause in view).
  */
 import { formatBandwidth, formatBytes, formatNs } from '../../../shared/format';
 import { OP_NAMES } from '../../../shared/replay';
@@ -9,6 +10,7 @@ import type { RunData } from '../../run-data';
 import { RunHeader } from '../live/LiveView';
 import { ExportButton } from '../export/ExportButton';
 import { busyTime, linkOf } from '../../model/link-bandwidth';
+import { runSettings } from '../../model/run-settings';
 
 export function SummaryView({ runId }: { runId: string }) {
   const { data, error } = useRunData(runId, 1000);
@@ -32,6 +34,7 @@ function Summary({ data }: { data: RunData }) {
   }
   const link = linkOf(a.start?.host.gpus[0]);
   const dirs = tm.lanes.filter((l) => l.dir === 'h2d' || l.dir === 'd2h');
+  const settings = runSettings(a.start, a.endSummary, r.pools);
   return (
     <section className="summary-view">
       <RunHeader data={data} view="summary" />
@@ -150,6 +153,28 @@ function Summary({ data }: { data: RunData }) {
             </tbody>
           </table>
           {dirs.every((l) => l.length === 0) && <p className="muted">No copies were traced in this run (tracing off, or no CUPTI on the host).</p>}
+        </div>
+        <div className="run-settings">
+          <h2>Run settings</h2>
+          {settings.length === 0 ? (
+            <p className="empty">This log records no settings (no run.start line).</p>
+          ) : (
+            <table data-testid="settings-table">
+              {settings.map((section) => (
+                <tbody key={section.title}>
+                  <tr className="settings-group">
+                    <th colSpan={2} scope="colgroup">{section.title}</th>
+                  </tr>
+                  {section.rows.map((row) => (
+                    <tr key={row.key} data-setting={row.key}>
+                      <th scope="row">{row.label}</th>
+                      <td title={row.title}>{row.value}</td>
+                    </tr>
+                  ))}
+                </tbody>
+              ))}
+            </table>
+          )}
         </div>
       </div>
     </section>

@@ -1,0 +1,260 @@
+/**
+ * The run's settings beside its results (the Summary view's "Run settings" panel): workload, pools,
+ * engine execution and capture, read from `run.start` (`config`, `host`, `capabilities`), the
+ * `pool` lines and `run.end.summary` (PROTOCOL.md, docs/protocol.md).
+ *
+ * Every field is optional: older logs, the TensorRT-LLM/vLLM runners and CPU fixtures lack many.
+ * A row is made only from what the log says, never a default guessed here, and no value is ever
+ * "undefined", "null" or "NaN" (each field is type-checked before it is formatted).
+ */
+import { formatBandwidth, formatBytes, formatNs } from '../../shared/format';
+import type { PoolName, RunStartEvent, RunSummary } from '../../shared/protocol';
+import { linkOf } from './link-bandwidth';
+
+export interface SettingRow {
+  /** Stable name of the row (for tests and `data-setting`), e.g. "users", "gpu_pool". */
+  key: string;
+  label: string;
+  value: string;
+  /** Longer text for a tooltip (a build log line, a probe error), when the log has one. */
+  title?: string;
+}
+
+export interface SettingSection {
+  title: 'Workload' | 'Pools' | 'Engine execution' | 'Capture';
+  rows: SettingRow[];
+}
+
+/** A pool as the `pool` line declares it (the replay's and the ledger's `pools`). */
+export interface PoolDecl {
+  capacity_blocks: number;
+  block_tokens: number;
+  block_bytes: number;
+}
+
+type Obj = Record<string, unknown>;
+
+/** A finite number, else null (JSON may carry null, strings or nothing where a number belongs). */
+function num(v: unknown): number | null {
+  return typeof v === 'number' && Number.isFinite(v) ? v : null;
+}
+
+/** A non-empty string, else null. */
+function str(v: unknown): string | null {
+  return typeof v === 'string' && v.trim() !== '' ? v : null;
+}
+
+function obj(v: unknown): Obj | null {
+  return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Obj) : null;
+}
+
+/** Counts with thousands separators, the same on every machine (tests compare strings). */
+export function formatCount(n: number): string {
+  return n.toLocaleString('en-US');
+}
+
+function plural(n: number, one: string, many = `${one}s`): string {
+  return `${formatCount(n)} ${n === 1 ? one : many}`;
+}
+
+function onOff(v: unknown): string | null {
+  return v === true ? 'on' : v === false ? 'off' : null;
+}
+
+/** "1,084 blocks · 4.55 GB (4.19 MB a block)". */
+function poolText(p: PoolDecl): string {
+  return `${plural(p.capacity_blocks, 'block')} · ${formatBytes(p.capacity_blocks * p.block_bytes)} (${formatBytes(p.block_bytes)} a block)`;
+}
+
+/** The model's shape from `config.model_config` (the built-in engine writes it; others may not). */
+function modelShape(mc: Obj | null): string | null {
+  if (!mc) return null;
+  const parts: string[] = [];
+  const layers = num(mc.layers);
+  const hidden = num(mc.hidden);
+  const kvHeads = num(mc.kv_heads);
+  const heads = num(mc.heads);
+  if (layers !== null) parts.push(plural(layers, 'layer'));
+  if (hidden !== null) parts.push(`hidden ${formatCount(hidden)}`);
+  if (kvHeads !== null) parts.push(`${plural(kvHeads, 'KV head')}${heads !== null ? ` (of ${formatCount(heads)})` : ''}`);
+  const w = str(mc.weight_format);
+  const kv = str(mc.kv_dtype);
+  // "native" means the checkpoint's own dtype: only a quantised format says something here.
+  if (w && w !== 'native') parts.push(`${w} weights`);
+  if (kv && kv !== 'native') parts.push(`${kv} KV`);
+  return parts.length ? parts.join(' · ') : null;
+}
+
+/**
+ * Decode as the engine ran it: `summary.decode` {cuda_graphs, off_reason, bucket_tokens, graphs,
+ * capture_ns, replays, eager_steps} at run end, else what `config.decode_graphs` asked for.
+ */
+function decodeText(decode: Obj | null, asked: unknown): { value: string; title?: string } | null {
+  if (decode) {
+    const graphs = num(decode.graphs);
+    const capture = num(decode.capture_ns);
+    const replays = num(decode.replays);
+    const eager = num(decode.eager_steps);
+    const bucket = num(decode.bucket_tokens);
+    const title = bucket !== null ? `graphs are captured per batch size and ${formatCount(bucket)}-token context bucket` : undefined;
+    const eagerSteps = eager ? `, ${plural(eager, 'eager step')}` : '';
+    if (decode.cuda_graphs === true) {
+      const captured = graphs !== null ? `${formatCount(graphs)} captured${capture !== null ? ` (${formatNs(capture)})` : ''}` : 'on';
+      return { value: `CUDA graphs: ${captured}${replays !== null ? `, ${plural(replays, 'replay')}` : ''}${eagerSteps}`, title };
+    }
+    if (decode.cuda_graphs === false) {
+      // The agent's reasons: "off" (--decode-graphs off), "not a CUDA device", "capture or replay
+      // failed: …" (engine/decode_graph.py); an older agent wrote no reason when graphs were off.
+      const reason = str(decode.off_reason) ?? (asked === false ? 'off' : null);
+      // A run whose capture failed mid-run fell back to eager after some graph steps.
+      const before = graphs ? ` after ${formatCount(graphs)} captured, ${plural(replays ?? 0, 'replay')}` : '';
+      return { value: `eager${reason ? ` (${reason === 'off' ? '--decode-graphs off' : reason})` : ''}${before}${eagerSteps}`, title };
+    }
+  }
+  if (asked === true) return { value: 'CUDA graphs requested (counts come with run.end)' };
+  if (asked === false) return { value: 'eager (--decode-graphs off)' };
+  return null;
+}
+
+/** `summary.plain_copy`: the plain pinned-copy baseline the agent measures before the rounds. */
+function plainCopyText(pc: Obj | null): string | null {
+  if (!pc) return null;
+  const h2d = num(pc.h2d_gb_per_s);
+  const d2h = num(pc.d2h_gb_per_s);
+  if (h2d === null && d2h === null) return null;
+  const rates = [h2d !== null ? `H2D ${formatBandwidth(h2d * 1e9)}` : null, d2h !== null ? `D2H ${formatBandwidth(d2h * 1e9)}` : null].filter(Boolean).join(' · ');
+  const blocks = num(pc.blocks);
+  const bytes = num(pc.bytes);
+  const over = blocks !== null ? ` over ${plural(blocks, 'block')}${bytes !== null ? ` (${formatBytes(bytes)})` : ''}` : bytes !== null ? ` over ${formatBytes(bytes)}` : '';
+  return `${rates}${over}`;
+}
+
+/** A capability: "on (cupti)" or "off (cupti): device cpu". `detail` adds what is on. */
+function capabilityText(c: Obj | null, detail: (c: Obj) => string | null): { value: string; title?: string } | null {
+  if (!c) return null;
+  const source = str(c.source);
+  const reason = str(c.reason);
+  if (c.on === true) {
+    const d = detail(c);
+    // When on, `reason` is how it came up (the tracer's build line): a tooltip, not the value.
+    return { value: `on${source ? ` (${source})` : ''}${d ? ` · ${d}` : ''}`, ...(reason ? { title: reason } : {}) };
+  }
+  if (c.on === false) return { value: `off${source ? ` (${source})` : ''}${reason ? `: ${reason}` : ''}` };
+  return null;
+}
+
+/**
+ * The settings of one run, in sections of rows; sections with no row are left out.
+ * @param start the run's `run.start` line (null: not read yet, or the log has none)
+ * @param summary `run.end.summary` (null while running or when the run never ended)
+ * @param pools the `pool` lines seen so far (the replay's or the ledger's `pools`)
+ */
+export function runSettings(
+  start: RunStartEvent | null,
+  summary: RunSummary | null,
+  pools: Partial<Record<PoolName, PoolDecl>>,
+): SettingSection[] {
+  const cfg: Obj = obj(start?.config) ?? {};
+  const sum: Obj = obj(summary) ?? {};
+  const host = obj(start?.host);
+  const caps = obj(start?.capabilities);
+  const row = (rows: SettingRow[], key: string, label: string, value: string | null, title?: string | null) => {
+    if (value !== null) rows.push({ key, label, value, ...(title ? { title } : {}) });
+  };
+
+  // ---- workload ----
+  const workload: SettingRow[] = [];
+  const users = num(cfg.users);
+  const rounds = num(cfg.rounds);
+  const ctx = num(cfg.context_tokens);
+  const newT = num(cfg.new_tokens);
+  const outT = num(cfg.output_tokens);
+  const blockTokens = num(cfg.block_tokens) ?? pools.gpu?.block_tokens ?? null;
+  const engineName = str(start?.engine?.name);
+  const engineVersion = str(start?.engine?.version);
+  row(workload, 'users', 'Users', users !== null ? formatCount(users) : null);
+  row(workload, 'rounds', 'Rounds', rounds !== null ? `${formatCount(rounds)} timed (after the context round)` : null);
+  row(workload, 'context_tokens', 'Context', ctx !== null ? `${plural(ctx, 'token')} a user` : null);
+  const perRound = [newT !== null ? `${formatCount(newT)} new` : null, outT !== null ? `${formatCount(outT)} output` : null].filter(Boolean);
+  row(workload, 'round_tokens', 'Each round', perRound.length ? `${perRound.join(' + ')} tokens a user` : null);
+  row(workload, 'block_tokens', 'Block', blockTokens !== null ? plural(blockTokens, 'token') : null);
+  row(workload, 'engine', 'Engine', engineName ? `${engineName}${engineVersion ? ` ${engineVersion}` : ''}` : null);
+  const model = str(cfg.model);
+  const mc = obj(cfg.model_config);
+  const shape = modelShape(mc);
+  row(workload, 'model', 'Model', model ? `${model}${shape ? ` · ${shape}` : ''}` : shape);
+  row(workload, 'device', 'Device', str(cfg.device));
+  const seed = num(cfg.seed);
+  row(workload, 'seed', 'Seed', seed !== null ? String(seed) : null);
+
+  // ---- pools ----
+  const poolRows: SettingRow[] = [];
+  const gpuKv = num(cfg.gpu_kv_bytes);
+  const frac = num(cfg.free_gpu_memory_fraction);
+  // gpu_kv_bytes null means the engine sized the pool from the fraction of free memory.
+  const sizedBy = gpuKv !== null ? `--gpu-kv-bytes ${formatBytes(gpuKv)}` : frac !== null && cfg.gpu_kv_bytes === null ? `${frac} of free GPU memory` : null;
+  if (pools.gpu) row(poolRows, 'gpu_pool', 'GPU pool', poolText(pools.gpu), sizedBy ? `sized by ${sizedBy}` : null);
+  else if (gpuKv !== null) row(poolRows, 'gpu_pool', 'GPU pool', `${formatBytes(gpuKv)} asked (no pool line yet)`);
+  const hostKv = num(cfg.host_kv_bytes);
+  // PROTOCOL.md: capacity 0 (or host_kv_bytes 0) is no host pool, the recompute baseline.
+  if (hostKv === 0 || pools.host?.capacity_blocks === 0) row(poolRows, 'host_pool', 'Host pool', 'none — recompute baseline');
+  else if (pools.host) row(poolRows, 'host_pool', 'Host pool', poolText(pools.host), hostKv !== null ? `--host-kv-bytes ${formatBytes(hostKv)}` : null);
+  else if (hostKv !== null) row(poolRows, 'host_pool', 'Host pool', `${formatBytes(hostKv)} asked (no pool line yet)`);
+  row(poolRows, 'offload_policy', 'Offload policy', str(cfg.offload_policy));
+  row(poolRows, 'block_reuse', 'Block reuse', onOff(cfg.block_reuse));
+
+  // ---- engine execution ----
+  const exec: SettingRow[] = [];
+  const decode = decodeText(obj(sum.decode), cfg.decode_graphs);
+  if (decode) row(exec, 'decode', 'Decode', decode.value, decode.title);
+  const chunk = num(cfg.prefill_chunk_tokens);
+  row(exec, 'prefill_chunk', 'Prefill chunk', chunk !== null ? plural(chunk, 'token') : null);
+  const maxBatch = num(cfg.max_batch);
+  row(exec, 'max_batch', 'Max batch', maxBatch !== null ? plural(maxBatch, 'request') : null);
+  const dtype = str(cfg.dtype);
+  row(exec, 'dtype', 'Compute dtype', dtype);
+  row(exec, 'plain_copy', 'Plain pinned copy', plainCopyText(obj(sum.plain_copy)), 'the agent\'s baseline before the rounds: that many blocks copied GPU pool → pinned host pool and back as plain copies, best of its reps (kv_cache.measure_plain_copy)');
+
+  // ---- capture ----
+  const capture: SettingRow[] = [];
+  const trace = capabilityText(obj(caps?.trace), () => null);
+  if (trace) row(capture, 'trace', 'Transfer tracing', trace.value, trace.title);
+  else row(capture, 'trace', 'Transfer tracing', cfg.trace === true ? 'requested' : cfg.trace === false ? 'off' : null);
+  const telemetry = capabilityText(obj(caps?.telemetry), (c) => {
+    const every = num(c.sample_ms);
+    const pcie = str(c.pcie_source);
+    return [every !== null ? `every ${formatCount(every)} ms` : null, pcie ? `PCIe counters from ${pcie}` : null].filter(Boolean).join(' · ') || null;
+  });
+  const sampleMs = num(cfg.sample_ms);
+  if (telemetry) row(capture, 'telemetry', 'GPU telemetry', telemetry.value, telemetry.title);
+  else row(capture, 'telemetry', 'GPU telemetry', sampleMs !== null ? (sampleMs > 0 ? `every ${formatCount(sampleMs)} ms asked` : 'off') : null);
+  const gpus = Array.isArray(host?.gpus) ? (host.gpus as unknown[]).map(obj).filter((g): g is Obj => g !== null) : [];
+  const g0 = gpus[0];
+  if (g0) {
+    const name = str(g0.name) ?? 'GPU';
+    const mem = num(g0.memory_total_bytes);
+    const link = linkOf(g0 as unknown as Parameters<typeof linkOf>[0]);
+    const linkText = link.bytesPerS !== null || g0.c2c === true ? link.name : null;
+    const value = [`${gpus.length > 1 ? `${gpus.length} × ` : ''}${name}`, mem !== null ? formatBytes(mem) : null, linkText].filter(Boolean).join(' · ');
+    row(capture, 'gpu', 'GPU', value, str(g0.uuid));
+  } else if (host && Array.isArray(host.gpus)) {
+    const probe = str(host.probe_error);
+    row(capture, 'gpu', 'GPU', probe ? 'none found' : 'none', probe);
+  }
+  const driver = str(host?.driver_version);
+  const cuda = str(host?.cuda_version);
+  row(capture, 'driver', 'Driver / CUDA', driver || cuda ? [driver ? `driver ${driver}` : null, cuda ? `CUDA ${cuda}` : null].filter(Boolean).join(' · ') : null);
+  const py = str(host?.python_version);
+  const torch = str(host?.torch_version);
+  row(capture, 'python', 'Python / torch', py || torch ? [py ? `Python ${py}` : null, torch ? `torch ${torch}` : null].filter(Boolean).join(' · ') : null);
+  row(capture, 'hostname', 'Host', str(host?.hostname));
+  row(capture, 'agent', 'Agent', str(start?.agent_version));
+
+  const sections: SettingSection[] = [
+    { title: 'Workload', rows: workload },
+    { title: 'Pools', rows: poolRows },
+    { title: 'Engine execution', rows: exec },
+    { title: 'Capture', rows: capture },
+  ];
+  return sections.filter((s) => s.rows.length > 0);
+}
