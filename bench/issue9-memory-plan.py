@@ -48,7 +48,11 @@ def plan(context_mib: int, fraction: float, ctx_tokens: int, rounds: int, new: i
     usable = (total_mib - RESERVED_MIB) * MIB
     free = usable - context_mib * MIB - weights
     max_tokens = ctx_tokens + rounds * (new + out) + out
-    ws = workspace_bytes(cfg, SimpleNamespace(prefill_chunk_tokens=chunk, max_batch=max_batch), 2, max_tokens)
+    # As the agent sizes it for the seed's sweep on CUDA with decode graphs on (their memory is
+    # kept out of the pool: run.decode_graph_bytes).
+    opts = SimpleNamespace(prefill_chunk_tokens=chunk, max_batch=max_batch, decode_graphs=True, device="cuda",
+                           users=[2, 3, 4, 8, 16])
+    ws = workspace_bytes(cfg, opts, 2, max_tokens)
     pool = int(max(0, free - ws) * fraction)
     kv_per_token = cfg.kv_bytes_per_token(1)  # FP8 KV: 1 byte a value
     block = kv_per_token * block_tokens
