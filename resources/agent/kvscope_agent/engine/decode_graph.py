@@ -25,6 +25,7 @@ the process with one warning, and steps go back to the eager path: slower, never
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from dataclasses import dataclass, field
@@ -34,6 +35,14 @@ import torch
 
 from .model import Piece, rms_norm, rope
 
+def _takes_capture_error_mode() -> bool:
+    try:
+        return "capture_error_mode" in inspect.signature(torch.cuda.graph.__init__).parameters
+    except (AttributeError, TypeError, ValueError):
+        return False
+
+
+_THREAD_LOCAL_CAPTURE = _takes_capture_error_mode()  # PyTorch 2.1+
 BUCKET_TOKENS = 512  # S rounds up to this: ≤ 3% of gathered rows wasted at 16,000-token contexts
 
 
@@ -179,14 +188,9 @@ class DecodeGraphs:
         cur.wait_stream(side)
         g = torch.cuda.CUDAGraph()
         kwargs: dict[str, Any] = {"pool": self.pool}
-        try:
-            import inspect
-
-            if "capture_error_mode" in inspect.signature(torch.cuda.graph.__init__).parameters:
-                # Other threads (telemetry, the tracer's flusher) may call CUDA while we capture.
-                kwargs["capture_error_mode"] = "thread_local"
-        except (TypeError, ValueError):
-            pass
+        if _THREAD_LOCAL_CAPTURE:
+            # Other threads (telemetry, the tracer's collector) may call CUDA while we capture.
+            kwargs["capture_error_mode"] = "thread_local"
         held = _hold_tracer_flushes(True)
         try:
             with torch.cuda.graph(g, **kwargs):
