@@ -33,7 +33,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from .model import Piece, rms_norm, rope
+from .model import Piece, rms_norm
 
 def _takes_capture_error_mode() -> bool:
     try:
@@ -239,9 +239,7 @@ class DecodeGraphs:
         m = self.model
         cfg = m.cfg
         cache = self.cache
-        hd = cfg.head_dim
         b, span = e.batch, e.span
-        q_size, kv_size = cfg.heads * hd, cfg.kv_heads * hd
         cos, sin = m._rope_tables(e.pos)
         x = m.embed[e.ids]
         steps = torch.arange(span, device=self.device, dtype=torch.long)
@@ -254,17 +252,9 @@ class DecodeGraphs:
         write = torch.gather(e.rows, 2, at[None].expand(self._L, b, 2)).reshape(self._L, 2 * b)
         zero = torch.full((), cache.zero_row, dtype=torch.long, device=self.device)
         for li, layer in enumerate(m.layers):
-            h = rms_norm(x, layer.norm1, cfg.rms_eps)
-            qkv = layer.qkv(h)
-            qk = rope(qkv[:, : q_size + kv_size].reshape(-1, cfg.heads + cfg.kv_heads, hd), cos, sin)
-            q, k = qk[:, : cfg.heads], qk[:, cfg.heads :]
-            v = qkv[:, q_size + kv_size :].reshape(-1, cfg.kv_heads, hd)
+            q, k, v = m.layer_qkv(layer, x, cos, sin)
             cache.write_rows(write[li], k, v)
             idx = torch.where(valid2, e.rows[li], zero)
-            kv = cache.gather_rows(idx, m.dtype).view(b, span, 2, cfg.kv_heads, hd)
-            o = decode_attention(q, kv[:, :, 0], kv[:, :, 1], valid)
-            x = x + layer.o(o.reshape(b, q_size))
-            h = rms_norm(x, layer.norm2, cfg.rms_eps)
-            gu = layer.gate_up(h)
-            x = x + layer.down(torch.nn.functional.silu(gu[:, : cfg.ffn]) * gu[:, cfg.ffn :])
+            kv = cache.gather_rows(idx, m.dtype).view(b, span, 2, cfg.kv_heads, cfg.head_dim)
+            x = m.layer_out(layer, x, decode_attention(q, kv[:, :, 0], kv[:, :, 1], valid))
         return rms_norm(x, m.norm, cfg.rms_eps)

@@ -204,6 +204,26 @@ class LlamaModel(torch.nn.Module):
         ang = torch.cat((ang, ang), dim=-1)[:, None, :]  # [tokens, 1, head_dim]
         return ang.cos().to(self.dtype), ang.sin().to(self.dtype)
 
+    def layer_qkv(self, layer: Any, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A layer's attention inputs for tokens x [n, hidden]: q [n, heads, d] and k [n, kv_heads,
+        d] with RoPE applied, v [n, kv_heads, d]. Shared by the eager step and the fixed-shape
+        decode step (decode_graph.py)."""
+        cfg = self.cfg
+        hd = cfg.head_dim
+        q_size, kv_size = cfg.heads * hd, cfg.kv_heads * hd
+        qkv = layer.qkv(rms_norm(x, layer.norm1, cfg.rms_eps))
+        # RoPE on q and k in one go (they are adjacent in the fused projection).
+        qk = rope(qkv[:, : q_size + kv_size].reshape(-1, cfg.heads + cfg.kv_heads, hd), cos, sin)
+        return qk[:, : cfg.heads], qk[:, cfg.heads :], qkv[:, q_size + kv_size :].reshape(-1, cfg.kv_heads, hd)
+
+    def layer_out(self, layer: Any, x: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
+        """The rest of a layer after attention (o [n, heads, d]): output projection and SwiGLU
+        feed-forward, each added to the residual x [n, hidden]."""
+        cfg = self.cfg
+        x = x + layer.o(o.reshape(-1, cfg.heads * cfg.head_dim))
+        gu = layer.gate_up(rms_norm(x, layer.norm2, cfg.rms_eps))
+        return x + layer.down(F.silu(gu[:, : cfg.ffn]) * gu[:, cfg.ffn :])
+
     @torch.no_grad()
     def forward_step(self, pieces: Sequence[Piece], cache: Any, return_logits: bool = False) -> torch.Tensor | None:
         """Run one batched step; write every piece's K/V into `cache`; return the greedy next
@@ -214,7 +234,6 @@ class LlamaModel(torch.nn.Module):
             return runner.step(pieces)
         cfg = self.cfg
         dev = self.device
-        hd = cfg.head_dim
         # No pageable host->device copy in the step: such a copy waits for the stream to drain,
         # which would serialise the CPU's kernel launches with the GPU's work every step.
         ids_parts: list[torch.Tensor] = []
@@ -232,14 +251,8 @@ class LlamaModel(torch.nn.Module):
         positions = torch.cat(pos_parts) if len(pos_parts) > 1 else pos_parts[0]
         cos, sin = self._rope_tables(positions)
         x = self.embed[ids]
-        q_size, kv_size = cfg.heads * hd, cfg.kv_heads * hd
         for li, layer in enumerate(self.layers):
-            h = rms_norm(x, layer.norm1, cfg.rms_eps)
-            qkv = layer.qkv(h)
-            # RoPE on q and k in one go (they are adjacent in the fused projection).
-            qk = rope(qkv[:, : q_size + kv_size].reshape(-1, cfg.heads + cfg.kv_heads, hd), cos, sin)
-            q, k = qk[:, : cfg.heads], qk[:, cfg.heads :]
-            v = qkv[:, q_size + kv_size :].reshape(-1, cfg.kv_heads, hd)
+            q, k, v = self.layer_qkv(layer, x, cos, sin)
             outs = []
             off = 0
             for p in pieces:
@@ -248,11 +261,7 @@ class LlamaModel(torch.nn.Module):
                 kc, vc = cache.read(li, p.rows, p.start + p.n, self.dtype)
                 outs.append(attention(q[sl], kc, vc, p.start))
                 off += p.n
-            o = torch.cat(outs) if len(outs) > 1 else outs[0]
-            x = x + layer.o(o.reshape(-1, q_size))
-            h = rms_norm(x, layer.norm2, cfg.rms_eps)
-            gu = layer.gate_up(h)
-            x = x + layer.down(F.silu(gu[:, : cfg.ffn]) * gu[:, cfg.ffn :])
+            x = self.layer_out(layer, x, torch.cat(outs) if len(outs) > 1 else outs[0])
         rows = []
         off = 0
         for p in pieces:
