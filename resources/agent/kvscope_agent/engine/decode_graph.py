@@ -125,8 +125,7 @@ class DecodeGraphs:
 
     def step(self, pieces: Sequence[Piece]) -> torch.Tensor:
         """Greedy next token of each piece, [B] on the device (a fresh tensor)."""
-        b = len(pieces)
-        span = -(-max(p.start + 1 for p in pieces) // self.bucket) * self.bucket
+        b, span = len(pieces), self._span(pieces)
         e = self.entries.get((b, span))
         if e is None:
             e = self._entry(b, span)
@@ -145,6 +144,10 @@ class DecodeGraphs:
                 self._turn_off(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
         self.stats["eager_steps"] += 1
         return self._forward(e)
+
+    def _span(self, pieces: Sequence[Piece]) -> int:
+        """Positions gathered per request: the furthest one's position + 1, up to a bucket."""
+        return -(-max(p.start + 1 for p in pieces) // self.bucket) * self.bucket
 
     def _entry(self, b: int, span: int) -> _Entry:
         dev = self.device
@@ -227,8 +230,7 @@ class DecodeGraphs:
     @torch.no_grad()
     def logits(self, pieces: Sequence[Piece]) -> torch.Tensor:
         """The fixed-shape step's fp32 logits [B, vocab], eagerly (what the tests compare)."""
-        b = len(pieces)
-        span = -(-max(p.start + 1 for p in pieces) // self.bucket) * self.bucket
+        b, span = len(pieces), self._span(pieces)
         e = self._entry(b, span)
         del self.entries[(b, span)]
         self._fill(e, pieces)

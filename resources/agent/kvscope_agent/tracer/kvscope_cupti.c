@@ -353,6 +353,22 @@ static void kvs_pool_return(uint8_t *buffer, size_t size)
     free(buffer);
 }
 
+/* The fields a memcpy and a peer memcpy record share (two CUPTI structs, same member names). */
+#define KVS_COPY_FIELDS(r, m)                                                                      \
+    do {                                                                                           \
+        (r)->copy_kind = (m)->copyKind;                                                            \
+        (r)->src_kind = (m)->srcKind;                                                              \
+        (r)->dst_kind = (m)->dstKind;                                                              \
+        (r)->flags = (m)->flags;                                                                   \
+        (r)->bytes = (m)->bytes;                                                                   \
+        (r)->start = (m)->start;                                                                   \
+        (r)->end = (m)->end;                                                                       \
+        (r)->device_id = (m)->deviceId;                                                            \
+        (r)->context_id = (m)->contextId;                                                          \
+        (r)->stream_id = (m)->streamId;                                                            \
+        (r)->correlation_id = (m)->correlationId;                                                  \
+    } while (0)
+
 static int kvs_convert(const CUpti_Activity *a, struct kvs_record *r)
 {
     memset(r, 0, sizeof *r);
@@ -361,34 +377,14 @@ static int kvs_convert(const CUpti_Activity *a, struct kvs_record *r)
     case CUPTI_ACTIVITY_KIND_MEMCPY: {
         const kvs_memcpy_prefix *m = (const kvs_memcpy_prefix *)a;
         r->type = KVS_REC_MEMCPY;
-        r->copy_kind = m->copyKind;
-        r->src_kind = m->srcKind;
-        r->dst_kind = m->dstKind;
-        r->flags = m->flags;
-        r->bytes = m->bytes;
-        r->start = m->start;
-        r->end = m->end;
-        r->device_id = m->deviceId;
-        r->context_id = m->contextId;
-        r->stream_id = m->streamId;
-        r->correlation_id = m->correlationId;
+        KVS_COPY_FIELDS(r, m);
         r->extra = KVS_COPY_COUNT(a);
         return 1;
     }
     case CUPTI_ACTIVITY_KIND_MEMCPY2: {
         const kvs_peer_prefix *m = (const kvs_peer_prefix *)a;
         r->type = KVS_REC_MEMCPY_PEER;
-        r->copy_kind = m->copyKind;
-        r->src_kind = m->srcKind;
-        r->dst_kind = m->dstKind;
-        r->flags = m->flags;
-        r->bytes = m->bytes;
-        r->start = m->start;
-        r->end = m->end;
-        r->device_id = m->deviceId;
-        r->context_id = m->contextId;
-        r->stream_id = m->streamId;
-        r->correlation_id = m->correlationId;
+        KVS_COPY_FIELDS(r, m);
         r->src_device_id = m->srcDeviceId;
         r->dst_device_id = m->dstDeviceId;
         return 1;
