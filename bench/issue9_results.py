@@ -238,6 +238,11 @@ def _is_partial(m: dict) -> bool:
     return m["e2e_ns"] is None and (m.get("rounds_done") or 0) > 0
 
 
+def _figures(e2e_ns, ttft: dict) -> dict:
+    """The E2E and TTFT figures a projection.json point carries, measured or projected."""
+    return {"e2e_ns": e2e_ns, "ttft_ns_mean": ttft["mean"], "ttft_ns_p50": ttft["p50"], "ttft_ns_p99": ttft["p99"]}
+
+
 def partial_points(points: list) -> list:
     """Runs stopped early, over their complete rounds: kept out of `points` (which Compare draws as
     a curve of 10-round runs) so a 3-round number is never plotted as a full run's."""
@@ -254,8 +259,8 @@ def partial_points(points: list) -> list:
                 "status": m["status"],
                 "rounds_done": m["rounds_done"],
                 "rounds": m["rounds"],
-                "measured": {"e2e_ns": m["e2e_ns_rounds_done"], "ttft_ns_mean": m["ttft_rounds_done"]["mean"], "ttft_ns_p50": m["ttft_rounds_done"]["p50"], "ttft_ns_p99": m["ttft_rounds_done"]["p99"]},
-                "projected": {"e2e_ns": q["e2e_ns_rounds_done"], "ttft_ns_mean": q["ttft_rounds_done"]["mean"], "ttft_ns_p50": q["ttft_rounds_done"]["p50"], "ttft_ns_p99": q["ttft_rounds_done"]["p99"]},
+                "measured": _figures(m["e2e_ns_rounds_done"], m["ttft_rounds_done"]),
+                "projected": _figures(q["e2e_ns_rounds_done"], q["ttft_rounds_done"]),
                 "round_e2e_ns": m["round_e2e_ns"][: m["rounds_done"]],
                 "link_ns_replaced": q["link_ns_replaced_in_rounds_done"],
                 "note": f"cancelled after {m['rounds_done']} of {m['rounds']} rounds: E2E and TTFT over rounds 1..{m['rounds_done']} only, not extrapolated",
@@ -276,8 +281,8 @@ def compare_points(points: list) -> list:
                 "run_id": p["run_id"],
                 "log": _label(p["path"]),
                 "status": m["status"],
-                "measured": {"e2e_ns": m["e2e_ns"], "ttft_ns_mean": m["ttft"]["mean"], "ttft_ns_p50": m["ttft"]["p50"], "ttft_ns_p99": m["ttft"]["p99"]},
-                "projected": {"e2e_ns": q["e2e_ns"], "ttft_ns_mean": q["ttft"]["mean"], "ttft_ns_p50": q["ttft"]["p50"], "ttft_ns_p99": q["ttft"]["p99"]},
+                "measured": _figures(m["e2e_ns"], m["ttft"]),
+                "projected": _figures(q["e2e_ns"], q["ttft"]),
                 "bytes_h2d": m["bytes_h2d"],
                 "bytes_d2h": m["bytes_d2h"],
                 "link_ns_replaced_in_e2e": q["link_ns_replaced_in_e2e"],
