@@ -18,7 +18,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-# The same query as telemetry.PROBE_FIELDS (recorded on an H100 in
+# The probe's nvidia-smi query, also telemetry.PROBE_FIELDS (recorded on an H100 in
 # tests/fixtures/nvidia-smi/h100-query-gpu-probe-fields.csv); free memory is asked separately.
 SMI_FIELDS = (
     "index",

@@ -36,6 +36,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
+from .probe import SMI_FIELDS
+
 MIB = 1 << 20
 # NVML reports PCIe throughput in "KB/s", read as KiB as nvtop and most NVML clients do; dmon in
 # "MB/s". These count link traffic, headers included: on the H100 NVML read 1.11x the payload
@@ -54,16 +56,8 @@ SAMPLE_FIELDS = (
     "pcie.link.gen.current",
     "pcie.link.width.current",
 )
-PROBE_FIELDS = (
-    "index",
-    "name",
-    "uuid",
-    "memory.total",
-    "pcie.link.gen.max",
-    "pcie.link.width.max",
-    "driver_version",
-    "pci.bus_id",
-)
+# The probe's query: probe.py is sent alone to hosts without the agent, so the list lives there.
+PROBE_FIELDS = SMI_FIELDS
 NVIDIA_SMI_MISSING = (
     "nvidia-smi not found on PATH: it ships with the NVIDIA driver (e.g. the nvidia-utils "
     "package); install the driver's utilities or add their folder to PATH"
