@@ -28,3 +28,8 @@ export function formatBandwidth(bytesPerS: number | null | undefined): string {
   if (bytesPerS === null || bytesPerS === undefined || !Number.isFinite(bytesPerS)) return '–';
   return `${formatBytes(bytesPerS)}/s`;
 }
+
+/** Counts with thousands separators, the same on every machine (tests compare strings). */
+export function formatCount(n: number): string {
+  return n.toLocaleString('en-US');
+}

@@ -8,7 +8,8 @@ import { describe, expect, it } from 'vitest';
 import { formatBandwidth, formatBytes, formatNs } from '../../src/shared/format';
 import type { PoolEvent, RunStartEvent, RunSummary } from '../../src/shared/protocol';
 import { analyzeEvents } from '../../src/shared/run-analysis';
-import { formatCount, runSettings, type SettingSection } from '../../src/renderer/model/run-settings';
+import { formatCount } from '../../src/shared/format';
+import { runSettings, type SettingSection } from '../../src/renderer/model/run-settings';
 import { realRuns } from '../helpers/real-runs';
 
 const runs = realRuns();

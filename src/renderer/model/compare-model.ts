@@ -4,6 +4,7 @@
  * and labelled so a projection is never read as a measurement. Pure.
  */
 import type { ProjectionFile, RunListing } from '../../shared/api';
+import { formatCount } from '../../shared/format';
 
 export interface SeriesPoint {
   users: number;
@@ -25,7 +26,7 @@ export interface Series {
  */
 export function seriesKey(r: RunListing): string {
   const parts = [r.host, r.gpu, r.model, r.engine].filter((x): x is string => !!x);
-  if (typeof r.context_tokens === 'number') parts.push(`${r.context_tokens.toLocaleString('en-US')} ctx`);
+  if (typeof r.context_tokens === 'number') parts.push(`${formatCount(r.context_tokens)} ctx`);
   if (r.host_kv_bytes === 0) parts.push('no host pool (recompute)');
   return parts.join(' · ');
 }

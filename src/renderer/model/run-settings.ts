@@ -7,7 +7,7 @@
  * A row is made only from what the log says, never a default guessed here, and no value is ever
  * "undefined", "null" or "NaN" (each field is type-checked before it is formatted).
  */
-import { formatBandwidth, formatBytes, formatNs } from '../../shared/format';
+import { formatBandwidth, formatBytes, formatCount, formatNs } from '../../shared/format';
 import type { PoolName, RunStartEvent, RunSummary } from '../../shared/protocol';
 import { linkOf } from './link-bandwidth';
 
@@ -46,11 +46,6 @@ function str(v: unknown): string | null {
 
 function obj(v: unknown): Obj | null {
   return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Obj) : null;
-}
-
-/** Counts with thousands separators, the same on every machine (tests compare strings). */
-export function formatCount(n: number): string {
-  return n.toLocaleString('en-US');
 }
 
 function plural(n: number, one: string, many = `${one}s`): string {
