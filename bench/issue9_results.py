@@ -92,16 +92,27 @@ def render_md(points: list, problems: list, bytes_per_s: float, command: str, fp
     card = next((m["card"] for m in ms if m["card"]), "unknown")
     dates = sorted({m["date_utc"] for m in ms if m["date_utc"]})
     cfg = ms[0]["config"] if ms else {}
+
+    def c(key: str) -> str:
+        """A config field as the runs have it: one value, or each value with its user counts when
+        the runs differ (a combined sweep may mix traced and untraced runs: ms[0] alone misreports)."""
+        vals: dict = {}
+        for m in ms:
+            vals.setdefault(repr((m["config"] or {}).get(key)), []).append(m["users"])
+        if len(vals) <= 1:
+            return str(cfg.get(key))
+        return ", ".join(f"{str((next(m for m in ms if m['users'] in us)['config'] or {}).get(key))} (users {', '.join(str(u) for u in us)})"
+                         for us in vals.values())
     L: list = []
     L.append("# Issue 9: Llama-3.1-70B-shaped model, FP8 weights and FP8 KV, one 80 GB H100, users 2..16")
     L.append("")
     L.append(f"- Card: {card}; runs started {', '.join(dates) or 'unknown'}")
     L.append(f"- Command: `{command}`" if command else "- Command: (not given)")
     L.append(
-        f"- Config (from run.start): model `{cfg.get('model')}`, rounds {cfg.get('rounds')}, context "
-        f"{cfg.get('context_tokens')} tokens, new {cfg.get('new_tokens')} + output {cfg.get('output_tokens')} "
-        f"tokens a round, block {cfg.get('block_tokens')} tokens, host pool {cfg.get('host_kv_bytes')} B, "
-        f"free_gpu_memory_fraction {cfg.get('free_gpu_memory_fraction')}, trace {cfg.get('trace')}"
+        f"- Config (from run.start): model `{c('model')}`, rounds {c('rounds')}, context "
+        f"{c('context_tokens')} tokens, new {c('new_tokens')} + output {c('output_tokens')} "
+        f"tokens a round, block {c('block_tokens')} tokens, host pool {c('host_kv_bytes')} B, "
+        f"free_gpu_memory_fraction {c('free_gpu_memory_fraction')}, trace {c('trace')}"
     )
     L.append("- Weights are random (ARCHITECTURE.md): compute and memory traffic are the real model's, tokens are not.")
     L.append("")
@@ -171,6 +182,13 @@ def render_md(points: list, problems: list, bytes_per_s: float, command: str, fp
         )
         for line in g.get("memory_logs") or []:
             L.append(f"- agent log: {line}")
+        # runs of another session build the weights into a slightly different free-memory remainder
+        other = [m for m in ms if m["gpu_pool_blocks"] and m["gpu_pool_blocks"] != g["gpu_pool_blocks"]]
+        if other:
+            L.append("GPU pool of the other runs: " + "; ".join(
+                f"users {m['users']}: {m['gpu_pool_blocks']} blocks ({_gb(m['gpu_pool_blocks'] * (m['block_bytes'] or 0))} GB), "
+                f"holds {m['users_fit_gpu_at_context']} users' contexts, {m['users_fit_gpu_at_last_round']} last-round requests"
+                for m in other) + ".")
         first = next((m["users"] for m in ms if (m["blocks"].get("offload", 0) or 0) > 0), None)
         none = [m["users"] for m in ms if (m["blocks"].get("offload", 0) or 0) == 0 and m["status"] == "ok"]
         L.append(f"Measured: no offload at users {none or '–'}; offload from users {first if first is not None else '– (none offloaded)'} on. "

@@ -263,3 +263,26 @@ def test_partial_run_reports_its_complete_rounds_only(tmp_path) -> None:
     # complete runs: rounds_done is every round and the window is the timed one
     full = pj.summarize(pj.load(str(runs / "users-2" / "events.jsonl")))
     assert full["rounds_done"] == 2 and full["e2e_ns_rounds_done"] == full["e2e_ns"] == 15000
+
+
+def test_combined_runs_name_each_differing_config_and_pool(tmp_path) -> None:
+    """Runs of two sessions read together (untraced users 2, traced users 4 with a 3-block pool):
+    the config line and the pool section must say which run had what, not repeat the first run's."""
+    runs = tmp_path / "runs"
+    for users, trace, gpu_blocks in ((2, False, 4), (4, True, 3)):
+        d = runs / f"users-{users}"
+        d.mkdir(parents=True)
+        p = d / "events.jsonl"
+        synthetic_log(str(p), users=users)
+        lines = p.read_text().splitlines()
+        start, pool = json.loads(lines[0]), json.loads(lines[1])
+        assert start["type"] == "run.start" and pool["type"] == "pool" and pool["pool"] == "gpu"
+        start["config"]["trace"] = trace
+        pool["capacity_blocks"] = gpu_blocks
+        p.write_text("\n".join([json.dumps(start), json.dumps(pool), *lines[2:]]) + "\n")
+    out = tmp_path / "out"
+    assert issue9_results.main([str(runs), "--out", str(out)]) == 0
+    md = (out / "issue9-results.md").read_text()
+    assert "trace False (users 2), True (users 4)" in md
+    assert "rounds 2," in md  # a field every run shares keeps its single value
+    assert "GPU pool: 4 blocks" in md and "GPU pool of the other runs: users 4: 3 blocks" in md
