@@ -86,7 +86,8 @@ describe.skipIf(runs.length === 0)('run settings of the real logs', () => {
 
       // Capture: tracing and telemetry as capabilities says, the card, driver and CUDA.
       const trace = start.capabilities?.trace;
-      if (trace?.on) expect(value(s, 'trace')).toBe(`on (${trace.source})`);
+      const graphs = trace?.cuda_graphs === 'launch' ? ' · CUDA graphs traced per launch' : trace?.cuda_graphs === 'nodes' ? ' · CUDA graphs traced per node' : '';
+      if (trace?.on) expect(value(s, 'trace')).toBe(`on (${trace.source})${graphs}`);
       else if (trace) expect(value(s, 'trace')).toBe(`off (${trace.source}): ${trace.reason}`);
       const tel = start.capabilities?.telemetry;
       if (tel?.on) expect(value(s, 'telemetry')).toContain(`every ${formatCount(tel.sample_ms as number)} ms`);
@@ -153,6 +154,21 @@ describe('run settings of logs that lack fields', () => {
     expect(value(s, 'driver')).toBe('CUDA 12.4');
     expect(value(s, 'trace')).toBe('off (cupti): no libcupti');
     expect(value(s, 'hostname')).toBeUndefined();
+  });
+
+  it('tracing: how CUDA graph launches were traced, with what that leaves out', () => {
+    const withTrace = (trace: Record<string, unknown>) => ({ ...minimalStart, capabilities: { trace } } as unknown as RunStartEvent);
+    const launch = runSettings(withTrace({ on: true, source: 'cupti', reason: 'built', cuda_graphs: 'launch' }), null, {});
+    expect(value(launch, 'trace')).toBe('on (cupti) · CUDA graphs traced per launch');
+    const row = launch.flatMap((x) => x.rows).find((r) => r.key === 'trace')!;
+    expect(row.title).toContain('built');
+    expect(row.title).toContain('inside a CUDA graph are not recorded');
+    const nodes = runSettings(withTrace({ on: true, source: 'cupti', cuda_graphs: 'nodes' }), null, {});
+    expect(value(nodes, 'trace')).toBe('on (cupti) · CUDA graphs traced per node');
+    expect(nodes.flatMap((x) => x.rows).find((r) => r.key === 'trace')!.title).toBeUndefined();
+    // An older agent (no field) or a junk value: no claim either way.
+    expect(value(runSettings(withTrace({ on: true, source: 'cupti' }), null, {}), 'trace')).toBe('on (cupti)');
+    expect(value(runSettings(withTrace({ on: true, source: 'cupti', cuda_graphs: 3 }), null, {}), 'trace')).toBe('on (cupti)');
   });
 
   it('no host pool: the recompute baseline, from config or from a pool line of capacity 0', () => {

@@ -331,6 +331,21 @@ def test_tracing_that_cannot_start_is_a_warning_not_a_failure():
     assert tracing_off_warning(True, {"on": True, "reason": "built"}) is None
 
 
+def test_trace_capability_says_how_cuda_graphs_are_traced(monkeypatch):
+    # run.start reports what kvscope_cupti.c will do with KVSCOPE_TRACE_GRAPH_LEVEL: unset or 1 ->
+    # each graph launch one record ("launch", the default since the H100 overhead runs), 0 -> every
+    # node ("nodes"); a value the library rejects (it keeps its default) reads as the default.
+    from kvscope_agent.run import trace_graph_level
+
+    for raw, want in ((None, "launch"), ("", "launch"), ("1", "launch"), ("0", "nodes"), (" 0", "nodes"),
+                      ("00", "nodes"), ("2", "launch"), ("yes", "launch")):
+        if raw is None:
+            monkeypatch.delenv("KVSCOPE_TRACE_GRAPH_LEVEL", raising=False)
+        else:
+            monkeypatch.setenv("KVSCOPE_TRACE_GRAPH_LEVEL", raw)
+        assert trace_graph_level() == want, (raw, trace_graph_level())
+
+
 def test_telemetry_capability_names_its_sources_or_why_it_is_off(monkeypatch):
     from kvscope_agent import telemetry
     from kvscope_agent.run import telemetry_capability

@@ -99,6 +99,8 @@ def test_agent_run_transfers_agree_with_blocks(library: str, tmp_path) -> None:
     events = [json.loads(l) for l in (out / "events.jsonl").read_text().splitlines()]
     start = next(e for e in events if e["type"] == "run.start")
     assert start["capabilities"]["trace"]["on"], start["capabilities"]
+    # The default since the H100 overhead runs: graph launches traced whole (kvscope_cupti.c).
+    assert start["capabilities"]["trace"]["cuda_graphs"] == "launch", start["capabilities"]
     spec = importlib.util.spec_from_file_location("tracer_overhead", os.path.join(REPO, "bench", "tracer-overhead.py"))
     assert spec and spec.loader
     mod = importlib.util.module_from_spec(spec)

@@ -29,7 +29,8 @@
  *   KVSCOPE_TRACE_FLUSH_MS      flush period, 1..200 ms (default 100)
  *   KVSCOPE_TRACE_BUFFER_BYTES  CUPTI activity buffer size, 1..256 MiB (default 4 MiB)
  *   KVSCOPE_TRACE_MEMSET        0 = do not enable MEMSET activity (A/B of its cost; default 1)
- *   KVSCOPE_TRACE_GRAPH_LEVEL   1 = also enable GRAPH_TRACE (experiment; see InitializeInjection)
+ *   KVSCOPE_TRACE_GRAPH_LEVEL   1 = enable GRAPH_TRACE: a CUDA graph launch traced whole (default);
+ *                               0 = per-node graph tracing (see InitializeInjection)
  *   KVSCOPE_TRACE_POOL          1 = the buffer pool (default); 0 = a new buffer per request,
  *                               zeroed by CUPTI (the library before the pool, for A/B timing:
  *                               bench/gpu/issue4-micro.py's "tracenopool")
@@ -646,13 +647,19 @@ int InitializeInjection(void)
         KVS_CHECK(KVS_STEP_ENABLE_MEMSET, cuptiActivityEnable(CUPTI_ACTIVITY_KIND_MEMSET));
     KVS_CHECK(KVS_STEP_ENABLE_MEMCPY2, cuptiActivityEnable(CUPTI_ACTIVITY_KIND_MEMCPY2));
 #if defined(CUPTI_API_VERSION) && CUPTI_API_VERSION >= 17
-    /* KVSCOPE_TRACE_GRAPH_LEVEL=1 (experiment, off by default): CUPTI records each CUDA graph
-     * launch as one GRAPH_TRACE record, "without giving visibility about the execution of its
-     * nodes ... to reduce overheads in tracing each node" (cupti_activity.h). The 2026-11-28
-     * microbenchmark saw ~1.3 ms of host time per traced launch of a ~1,000-node graph against
-     * 0.02 ms untraced (bench/tracer-overhead-h100.md). Off by default because a copy inside a
-     * graph would then go unrecorded; this library skips GRAPH_TRACE records (kvs_convert). */
-    if (kvs_env_u32("KVSCOPE_TRACE_GRAPH_LEVEL", 0, 0, 1))
+    /* KVSCOPE_TRACE_GRAPH_LEVEL=1 (the default): CUPTI records each CUDA graph launch as one
+     * GRAPH_TRACE record, "without giving visibility about the execution of its nodes ... to reduce
+     * overheads in tracing each node" (cupti_activity.h); this library skips those records
+     * (kvs_convert). Measured on the H100 (bench/tracer-overhead-h100.md, 2026-11-28): with memcpy
+     * and memset activity on, every launch of a ~1,000-node decode graph cost ~1.3 ms of host time
+     * traced per node (1.066x a graph-decode step) against 1.016x traced per launch; a whole 8B
+     * run's E2E ratio traced/untraced went from 1.168 to 1.016. The price: a copy issued INSIDE a
+     * graph goes unrecorded. KV offload/onboard copies are issued outside graphs (the built-in
+     * engine's copy stream; TensorRT-LLM's and vLLM's transfer paths), and every agreement check
+     * since still balanced. Per-node tracing (0) also coincided with native crashes (SIGSEGV) around
+     * graph capture: one traced 70B run, and one traced microbenchmark worker in each of two calls;
+     * none in the 19 runs and workers traced at graph level since. */
+    if (kvs_env_u32("KVSCOPE_TRACE_GRAPH_LEVEL", 1, 0, 1))
         KVS_CHECK(KVS_STEP_ENABLE_GRAPH_TRACE, cuptiActivityEnable(CUPTI_ACTIVITY_KIND_GRAPH_TRACE));
 #endif
     KVS_CHECK(KVS_STEP_FLUSH_PERIOD, cuptiActivityFlushPeriod(g_flush_ms));
