@@ -41,10 +41,13 @@ from typing import Any
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 AGENT = os.path.join(REPO, "resources", "agent")
-ALL_CONFIGS = ("off", "trace", "sample", "on", "trace200", "lib", "tracenopool", "tracegraph", "tracenomemset")
-TRACED = {"trace", "on", "trace200", "lib", "tracenopool", "tracegraph", "tracenomemset"}
+ALL_CONFIGS = ("off", "trace", "sample", "on", "trace200", "lib", "tracenopool", "tracegraph", "tracenomemset", "tracenodes")
+TRACED = {"trace", "on", "trace200", "lib", "tracenopool", "tracegraph", "tracenomemset", "tracenodes"}
 SAMPLED = {"sample", "on"}
-COLLECTED = {"trace", "on", "trace200", "tracenopool"}
+# Every traced config but "lib" runs the Python collector, as a real run does. (Until 2026-11-28c
+# tracegraph/tracenomemset were missing here, so those two ran without it: their rows in
+# bench/results/h100-2026-11-28c/micro compare with each other, not with "trace".)
+COLLECTED = {"trace", "on", "trace200", "tracenopool", "tracegraph", "tracenomemset", "tracenodes"}
 BIG_COPY_BYTES = 64 << 20
 
 
@@ -164,6 +167,9 @@ def worker(a: argparse.Namespace) -> int:
     from kvscope_agent.emit import EventWriter
     from kvscope_agent.run import host_block
 
+    import faulthandler
+
+    faulthandler.enable()  # a native crash (two traced workers died rc -11) leaves its stacks in the log
     os.makedirs(a.rundir, exist_ok=True)
     t_start = time.perf_counter()
     device = "cuda:0" if a.device == "cuda" else "cpu"
@@ -339,7 +345,9 @@ def parent(a: argparse.Namespace) -> int:
                 if c == "tracenopool":
                     env["KVSCOPE_TRACE_POOL"] = "0"  # the library as before its buffer pool
                 if c == "tracegraph":
-                    env["KVSCOPE_TRACE_GRAPH_LEVEL"] = "1"  # graphs traced whole, not per node
+                    env["KVSCOPE_TRACE_GRAPH_LEVEL"] = "1"  # graphs traced whole (the default since 2026-11-28c)
+                if c == "tracenodes":
+                    env["KVSCOPE_TRACE_GRAPH_LEVEL"] = "0"  # every graph node traced (the default before)
                 if c == "tracenomemset":
                     env["KVSCOPE_TRACE_MEMSET"] = "0"
             cmd = [sys.executable, os.path.abspath(__file__), "--worker", c, "--rundir", rundir, "--device", a.device,

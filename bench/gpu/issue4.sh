@@ -176,8 +176,14 @@ find "$OUT" -path '*/trace' -type d -prune -exec rm -rf {} +
 tar -C "$OUT" -czf "$OUT/issue4-runs.tar.gz" runs $( [ -d "$OUT/calibration" ] && echo calibration ) && rm -rf "$OUT/runs" "$OUT/calibration"
 # The device tool returns at most 8 files: everything but the results goes into one archive (the
 # 2026-11-28 call left 14 files and lost its results to that limit).
-( cd "$OUT" && tar -czf issue4-extras.tar.gz --exclude=issue4-results.md --exclude=issue4-runs.tar.gz \
-    --exclude=issue4-extras.tar.gz . && find . -maxdepth 1 -type f ! -name issue4-results.md \
-    ! -name issue4-runs.tar.gz ! -name issue4-extras.tar.gz -delete && find . -mindepth 1 -maxdepth 1 -type d -exec rm -rf {} + )
+# Written outside $OUT first: tar of "." into a file inside it exits 1 ("file changed as we read
+# it"), which on 2026-11-28c skipped the cleanup, so 14 files came back and the results did not.
+EXTRAS=$(mktemp /tmp/issue4-extras.XXXXXX.tar.gz)
+if ( cd "$OUT" && tar -czf "$EXTRAS" --exclude=issue4-results.md --exclude=issue4-runs.tar.gz --exclude=issue4-results.json . ); then
+  ( cd "$OUT" && find . -maxdepth 1 -type f ! -name issue4-results.md ! -name issue4-runs.tar.gz ! -name issue4-results.json -delete \
+      && find . -mindepth 1 -maxdepth 1 -type d -exec rm -rf {} + ) && mv "$EXTRAS" "$OUT/issue4-extras.tar.gz"
+else
+  echo "packing the extras failed; they stay as files" >&2
+fi
 cat "$OUT/issue4-results.md"
 echo "total wall: $(( $(date +%s) - T_START ))s"
