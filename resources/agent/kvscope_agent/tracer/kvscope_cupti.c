@@ -652,8 +652,9 @@ int InitializeInjection(void)
      * overheads in tracing each node" (cupti_activity.h); this library skips those records
      * (kvs_convert). Measured on the H100 (bench/tracer-overhead-h100.md, 2026-11-28): with memcpy
      * and memset activity on, every launch of a ~1,000-node decode graph cost ~1.3 ms of host time
-     * traced per node (1.066x a graph-decode step) against 1.016x traced per launch; a whole 8B
-     * run's E2E ratio traced/untraced went from 1.168 to 1.016. The price: a copy issued INSIDE a
+     * traced per node (1.066x a graph-decode step) against 1.016x traced per launch, same call; an
+     * 8B run's E2E ratio traced/untraced read 1.016 at graph level (1.168 per node in an earlier
+     * call, sized differently). The price: a copy issued INSIDE a
      * graph goes unrecorded. KV offload/onboard copies are issued outside graphs (the built-in
      * engine's copy stream; TensorRT-LLM's and vLLM's transfer paths), and every agreement check
      * since still balanced. Per-node tracing (0) also coincided with native crashes (SIGSEGV) around
