@@ -195,17 +195,8 @@ class CopyConveyor {
         this.exporter.releaseCopy(c, this.source);
         continue;
       }
-      if (!c) {
-        if (!m) return Infinity;
-        const deadline = m.move.t + o.matchAfterNs + o.lateNs;
-        if (final || now > deadline) {
-          this.moves.shift();
-          this.exporter.releaseMove(m.move);
-          continue;
-        }
-        return deadline;
-      }
       if (!m) {
+        if (!c) return Infinity;
         // A copy can carry only moves written before start + before; lines come in time order.
         const deadline = c.ev.start + o.matchBeforeNs;
         if (final || now > deadline) {
@@ -215,13 +206,14 @@ class CopyConveyor {
         }
         return deadline;
       }
-      if (c.ev.start < m.move.t - o.matchBeforeNs) {
+      if (c && c.ev.start < m.move.t - o.matchBeforeNs) {
         this.copies.shift();
         this.exporter.releaseCopy(c, this.source);
         continue;
       }
-      if (c.ev.start > m.move.t + o.matchAfterNs) {
-        // An earlier-starting copy may still be written late: wait for the clock unless at the end.
+      if (!c || c.ev.start > m.move.t + o.matchAfterNs) {
+        // No copy yet, or the next one starts past this move's window: an earlier-starting copy
+        // may still be written late, so wait for the clock unless at the end.
         const deadline = m.move.t + o.matchAfterNs + o.lateNs;
         if (final || now > deadline) {
           this.moves.shift();
