@@ -143,6 +143,56 @@ def test_offloaded_and_onboarded_block_is_bit_identical(device):
     assert cache.pool[1].data_ptr() - cache.pool[0].data_ptr() == cache.block_bytes
 
 
+@devices
+def test_overlapped_copy_batch_equals_the_sequential_one(device):
+    """--copy-overlap on: offloads in chunks on the copy stream, onboards on their own stream
+    waiting for the chunk that frees each slot. Same bytes as the sequential batch, read on the
+    compute stream with no synchronize (compute must wait for both streams); on CUDA the
+    records name the two streams. Blocks of 256 tokens (128 KiB) on CUDA, so the offload of
+    256 blocks lasts long enough for an onboard that did not wait to overtake it."""
+    cuda = device == "cuda"
+    bt, n, victims = (256, 512, 256) if cuda else (8, 64, 32)
+    caches = []
+    for overlap in (False, True):
+        torch.manual_seed(0)
+        dev = torch.device(device)
+        cache = PagedKVCache(TINY, dev, torch.float32, "native", bt, n, 2 * victims + 8, RunClock().now,
+                             copy_overlap=overlap)
+        g = torch.Generator().manual_seed(9)
+        cache.pool.copy_(torch.randn(cache.pool.shape, generator=g).to(dev))
+        cache.host.ensure(2 * victims + 8)
+        for c in cache.host.chunks:
+            c.copy_(torch.randn(c.shape, generator=g))
+        cache.overlap_chunk_blocks = 16
+        caches.append(cache)
+    rng = random.Random(4)
+    slots = list(range(n))
+    rng.shuffle(slots)
+    offloads = [(g, h) for h, g in enumerate(slots[:victims])]  # victim slots -> host 0..victims-1
+    # The request's host blocks (host victims.. on) into victim slots and two free slots.
+    targets = slots[:victims] + slots[victims : victims + 2]
+    onboards = [(victims + i, g) for i, g in enumerate(reversed(targets))]
+    for cache in caches:
+        cache.copy_batch(offloads, onboards)
+    seq, ovl = caches
+    assert ovl.overlap_stats["batches"] == 1 and ovl.overlap_stats["onboard_waits"] >= victims // 16 - 1
+    assert torch.equal(seq.pool, ovl.pool)  # on the compute stream, no synchronize before
+    seq.synchronize()
+    ovl.synchronize()
+    assert torch.equal(torch.cat(seq.host.chunks), torch.cat(ovl.host.chunks))
+    recs = ovl.completed_copies(wait=True)
+    assert recs[0].dir == "d2h" and recs[0].blocks == victims and all(r.dir == "h2d" for r in recs[1:])
+    assert sum(r.blocks for r in recs[1:]) == len(onboards)
+    assert all(r.start_ns <= r.end_ns for r in recs)
+    if cuda:
+        assert recs[0].stream == int(ovl.copy_stream.cuda_stream)
+        assert {r.stream for r in recs[1:]} == {int(ovl.onboard_stream.cuda_stream)} != {recs[0].stream}
+        # An onboard group that waited for a chunk starts after the offload started.
+        assert all(r.start_ns >= recs[0].start_ns for r in recs[1:])
+    else:
+        assert {r.stream for r in recs} == {0}
+
+
 def test_block_ids_are_content_addressed():
     a = block_id(None, [1, 2, 3, 4])
     assert a == block_id(None, [1, 2, 3, 4])

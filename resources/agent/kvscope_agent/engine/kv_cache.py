@@ -16,6 +16,22 @@ issue order):
     onboarded blocks or writes into the freed slots.
 Host slots freed by onboarding are handed back only after the batch is issued, so an offload of
 the same batch never overwrites a host block that is still to be read.
+
+With copy overlap on (`--copy-overlap on`, off by default until measured on a GPU), a batch with
+both offloads and onboards runs them as a pipeline on two streams, since PCIe is full duplex
+(issue 3's H100 copy check: H2D 54.8 GB/s and D2H 55.1 GB/s alone, 87.5 GB/s both at once):
+  * the offloads go on the copy stream in chunks of OVERLAP_CHUNK_BYTES, an event after each;
+  * the onboards go on the onboard stream, grouped by the last chunk they depend on (an onboard
+    into a GPU slot whose offload is in chunk k, or from a host slot that chunk k writes, waits
+    for chunk k's event; one into a slot that was already free waits for none), so each onboard
+    starts once what it overwrites has left (plan_overlap, the pure planning);
+  * before the batch the onboard stream waits for the copy stream (which waited for compute):
+    earlier copies still reading a reused slot (write-through) finish first;
+  * after the batch the compute stream waits for both streams.
+The result equals the sequential order above (all offloads, then all onboards) byte for byte. On
+the CPU there are no streams: the plan runs serially in its most eager legal order (onboards that
+wait for nothing first, then chunk 0, the onboards waiting for chunk 0, chunk 1, ...), so the CPU
+tests run the plan's dependencies on real blocks.
 """
 
 from __future__ import annotations
@@ -29,6 +45,12 @@ import torch
 from ..presets import ModelConfig
 
 HOST_CHUNK_BYTES = 1 << 30
+# Offload chunk of the overlapped copy pipeline. The first onboard that depends on an offload waits
+# for one chunk's D2H (64 MiB: ~1.2 ms at 55 GB/s; 256 MiB would be ~5 ms of a ~50 ms batch).
+# Smaller is not better by much: each chunk costs one event record and one cross-stream wait
+# (microseconds), and its copies stay large (16 blocks of the 8B preset's 4 MiB; copies of 2 MiB
+# already reach 51.6 GB/s, h100-measurements.md), so ~33 chunks for issue 3's 2.1 GB offload.
+OVERLAP_CHUNK_BYTES = 64 << 20
 
 
 class PoolAllocationError(RuntimeError):
@@ -63,9 +85,99 @@ class CopyRecord:
     blocks: int
     bytes: int
     runs: int
+    stream: int = 0  # the CUDA stream it ran on (cudaStream_t as an int; 0 on the CPU)
     start_ns: int | None = None
     end_ns: int | None = None
     _ev: Any = None
+
+
+Run = tuple[int, int, int]  # (gpu_start, host_start, count): adjacent blocks on both sides
+
+
+def block_runs(pairs: Sequence[tuple[int, int]], host_is_src: bool, host_chunk_blocks: int | None) -> list[Run]:
+    """Group (gpu_slot, host_slot) pairs into runs adjacent on both sides and within one host
+    chunk of `host_chunk_blocks` (None: no host pool, no runs), in order of the source side."""
+    runs: list[Run] = []
+    for g, h in sorted(pairs, key=lambda p: p[1] if host_is_src else p[0]):
+        if runs:
+            g0, h0, c = runs[-1]
+            if (g == g0 + c and h == h0 + c and host_chunk_blocks is not None
+                    and h0 // host_chunk_blocks == h // host_chunk_blocks):
+                runs[-1] = (g0, h0, c + 1)
+                continue
+        runs.append((g, h, 1))
+    return runs
+
+
+def split_runs(runs: Sequence[Run], chunk_blocks: int) -> list[list[Run]]:
+    """Runs cut into chunks of `chunk_blocks` blocks (the last may be shorter), in order; a run
+    that straddles a chunk boundary is split there (both pieces stay contiguous)."""
+    if chunk_blocks < 1:
+        raise ValueError(f"chunk_blocks must be at least 1, not {chunk_blocks}")
+    chunks: list[list[Run]] = []
+    cur: list[Run] = []
+    n = 0
+    for g, h, c in runs:
+        while c > 0:
+            take = min(c, chunk_blocks - n)
+            cur.append((g, h, take))
+            g, h, c, n = g + take, h + take, c - take, n + take
+            if n == chunk_blocks:
+                chunks.append(cur)
+                cur, n = [], 0
+    if cur:
+        chunks.append(cur)
+    return chunks
+
+
+@dataclass
+class OverlapPlan:
+    """One batch's copies as a pipeline: offload chunks on the copy stream (an event after
+    each), onboard groups on the onboard stream, each after waiting for chunk `wait` (None: no
+    wait). Groups are in stream order: no wait first, then by ascending chunk."""
+
+    offload_chunks: list[list[Run]]
+    onboard_groups: list[tuple[int | None, list[Run]]]
+
+    def eager_order(self) -> list[tuple[str, int | None, list[Run]]]:
+        """A serial order that the events allow, with every onboard as early as its wait lets
+        it: ("h2d", None, runs) groups, then ("d2h", 0, chunk 0), the ("h2d", 0, ...) groups,
+        ("d2h", 1, chunk 1), ... The CPU runs the batch in this order, and the GPU issues it in
+        this order (a chunk's event is recorded before any wait on it is issued: a wait on an
+        event not yet recorded would not wait at all)."""
+        by_wait: dict[int | None, list[list[Run]]] = {}
+        for w, runs in self.onboard_groups:
+            by_wait.setdefault(w, []).append(runs)
+        out: list[tuple[str, int | None, list[Run]]] = [("h2d", None, r) for r in by_wait.pop(None, [])]
+        for k, chunk in enumerate(self.offload_chunks):
+            out.append(("d2h", k, chunk))
+            out.extend(("h2d", k, r) for r in by_wait.pop(k, []))
+        if by_wait:
+            raise ValueError(f"onboard groups wait for chunks that do not exist: {sorted(by_wait)}")
+        return out
+
+
+def plan_overlap(offloads: Sequence[tuple[int, int]], onboards: Sequence[tuple[int, int]],
+                 chunk_blocks: int, host_chunk_blocks: int | None) -> OverlapPlan:
+    """Plan a batch of offloads and onboards, both as (gpu_slot, host_slot) pairs, so that the
+    pipeline leaves the same bytes as every offload followed by every onboard: an onboard waits
+    for the last offload chunk that reads its GPU slot (the slot's old block must leave first)
+    or writes its host slot (a block offloaded and onboarded in one batch must arrive first).
+    Pure (no torch): unit-tested on the CPU (tests/test_copy_overlap.py)."""
+    chunks = split_runs(block_runs(offloads, False, host_chunk_blocks), chunk_blocks)
+    reads_gpu: dict[int, int] = {}
+    writes_host: dict[int, int] = {}
+    for k, chunk in enumerate(chunks):
+        for g, h, c in chunk:
+            for i in range(c):
+                reads_gpu[g + i] = k
+                writes_host[h + i] = k
+    groups: dict[int | None, list[tuple[int, int]]] = {}
+    for g, h in onboards:
+        deps = [d for d in (reads_gpu.get(g), writes_host.get(h)) if d is not None]
+        groups.setdefault(max(deps) if deps else None, []).append((g, h))
+    order = sorted(groups, key=lambda d: -1 if d is None else d)
+    return OverlapPlan(chunks, [(d, block_runs(groups[d], True, host_chunk_blocks)) for d in order])
 
 
 class HostPool:
@@ -128,6 +240,7 @@ class PagedKVCache:
         host_blocks: int,
         clock_now: Callable[[], int],
         simulate_gpu_oom: bool = False,
+        copy_overlap: bool = False,
     ) -> None:
         self.cfg = cfg
         self.device = device
@@ -170,6 +283,12 @@ class PagedKVCache:
         self.blocks_view = self.pool.view(self.num_blocks, self.block_elems)
         self.host = HostPool(self.host_blocks, self.block_elems, self.dtype, pin=self.cuda) if self.host_blocks > 0 else None
         self.copy_stream = torch.cuda.Stream(device=device) if self.cuda else None
+        # Copy overlap (module docstring): onboards of a batch that also offloads run on their
+        # own stream, pipelined behind the offload chunks they depend on.
+        self.copy_overlap = bool(copy_overlap)
+        self.onboard_stream = torch.cuda.Stream(device=device) if self.cuda and self.copy_overlap else None
+        self.overlap_chunk_blocks = max(1, OVERLAP_CHUNK_BYTES // self.block_bytes)
+        self.overlap_stats = {"batches": 0, "chunks": 0, "onboard_groups": 0, "onboard_waits": 0}
         self._arange_bt = torch.arange(block_tokens, device=device, dtype=torch.long)
         self.pending: list[CopyRecord] = []
         self._anchor_ev: Any = None
@@ -242,15 +361,22 @@ class PagedKVCache:
     def _runs(self, pairs: Sequence[tuple[int, int]], host_is_src: bool) -> list[tuple[int, int, int]]:
         """Group (gpu_slot, host_slot) pairs into runs adjacent on both sides (and within one
         host chunk): (gpu_start, host_start, count)."""
-        runs: list[tuple[int, int, int]] = []
-        for g, h in sorted(pairs, key=lambda p: p[1] if host_is_src else p[0]):
-            if runs:
-                g0, h0, c = runs[-1]
-                if g == g0 + c and h == h0 + c and self.host is not None and self.host.same_chunk(h0, h):
-                    runs[-1] = (g0, h0, c + 1)
-                    continue
-            runs.append((g, h, 1))
-        return runs
+        return block_runs(pairs, host_is_src, self.host.chunk_blocks if self.host is not None else None)
+
+    def _copy_runs(self, direction: str, runs: Sequence[Run]) -> None:
+        """Copy `runs` on the current stream (asynchronous on CUDA)."""
+        assert self.host is not None
+        for g, h, c in runs:
+            gpu = self.blocks_view[g : g + c]
+            host = self.host.view(h, c)
+            if direction == "d2h":
+                host.copy_(gpu, non_blocking=self.cuda)
+            else:
+                gpu.copy_(host, non_blocking=self.cuda)
+
+    @staticmethod
+    def _stream_id(stream: Any) -> int:
+        return int(stream.cuda_stream) if stream is not None else 0
 
     def _copy(self, direction: str, pairs: Sequence[tuple[int, int]]) -> CopyRecord | None:
         if not pairs:
@@ -258,33 +384,90 @@ class PagedKVCache:
         assert self.host is not None
         self.host.ensure(max(h for _, h in pairs) + 1)
         runs = self._runs(pairs, host_is_src=direction == "h2d")
-        rec = CopyRecord(direction, len(pairs), len(pairs) * self.block_bytes, len(runs))
+        rec = CopyRecord(direction, len(pairs), len(pairs) * self.block_bytes, len(runs),
+                         stream=self._stream_id(self.copy_stream))
         if self.cuda:
             start = torch.cuda.Event(enable_timing=True)
             end = torch.cuda.Event(enable_timing=True)
             with torch.cuda.stream(self.copy_stream):
                 start.record(self.copy_stream)
-                for g, h, c in runs:
-                    gpu = self.blocks_view[g : g + c]
-                    host = self.host.view(h, c)
-                    if direction == "d2h":
-                        host.copy_(gpu, non_blocking=True)
-                    else:
-                        gpu.copy_(host, non_blocking=True)
+                self._copy_runs(direction, runs)
                 end.record(self.copy_stream)
             rec._ev = (start, end)
         else:
             rec.start_ns = self.clock_now()
-            for g, h, c in runs:
-                gpu = self.blocks_view[g : g + c]
-                host = self.host.view(h, c)
-                if direction == "d2h":
-                    host.copy_(gpu)
-                else:
-                    gpu.copy_(host)
+            self._copy_runs(direction, runs)
             rec.end_ns = self.clock_now()
         self.pending.append(rec)
         return rec
+
+    def _copy_overlapped(self, offloads: Sequence[tuple[int, int]], onboards: Sequence[tuple[int, int]]) -> None:
+        """Offloads and onboards (both (gpu_slot, host_slot)) of one batch as the pipeline of
+        the module docstring. Records: one d2h record for all offload chunks (they run back to
+        back on the copy stream), then one h2d record per onboard group, timed from after its
+        wait, so neither includes time spent waiting on the other stream."""
+        assert self.host is not None
+        plan = plan_overlap(offloads, onboards, self.overlap_chunk_blocks, self.host.chunk_blocks)
+        self.host.ensure(max(h for _, h in list(offloads) + list(onboards)) + 1)
+        st = self.overlap_stats
+        st["batches"] += 1
+        st["chunks"] += len(plan.offload_chunks)
+        st["onboard_groups"] += len(plan.onboard_groups)
+        st["onboard_waits"] += sum(1 for w, _ in plan.onboard_groups if w is not None)
+        d2h = CopyRecord("d2h", len(offloads), len(offloads) * self.block_bytes,
+                         sum(len(c) for c in plan.offload_chunks), stream=self._stream_id(self.copy_stream))
+        self.pending.append(d2h)
+        cur = torch.cuda.current_stream(self.device) if self.cuda else None
+        chunk_events: list[Any] = []  # chunk k's event: recorded on the copy stream after it
+        d2h_start: Any = None
+        if self.cuda:
+            assert self.copy_stream is not None and self.onboard_stream is not None and cur is not None
+            # copy_batch made the copy stream wait for compute. Through the copy stream, the
+            # onboard stream waits for compute and for copies issued earlier that may still read a
+            # slot this batch onboards into (a write-through copy of an evicted block).
+            self.onboard_stream.wait_stream(self.copy_stream)
+            d2h_start = torch.cuda.Event(enable_timing=True)
+            d2h_start.record(self.copy_stream)
+        for direction, k, runs in plan.eager_order():
+            if direction == "d2h":
+                if self.cuda:
+                    with torch.cuda.stream(self.copy_stream):
+                        self._copy_runs("d2h", runs)
+                        ev = torch.cuda.Event()
+                        ev.record(self.copy_stream)
+                    chunk_events.append(ev)
+                else:
+                    # CPU: the d2h record spans first to last chunk, onboard groups between.
+                    if d2h.start_ns is None:
+                        d2h.start_ns = self.clock_now()
+                    self._copy_runs("d2h", runs)
+                    d2h.end_ns = self.clock_now()
+                continue
+            blocks = sum(c for _, _, c in runs)
+            rec = CopyRecord("h2d", blocks, blocks * self.block_bytes, len(runs),
+                             stream=self._stream_id(self.onboard_stream))
+            if self.cuda:
+                with torch.cuda.stream(self.onboard_stream):
+                    if k is not None:
+                        self.onboard_stream.wait_event(chunk_events[k])
+                    start = torch.cuda.Event(enable_timing=True)
+                    end = torch.cuda.Event(enable_timing=True)
+                    start.record(self.onboard_stream)
+                    self._copy_runs("h2d", runs)
+                    end.record(self.onboard_stream)
+                rec._ev = (start, end)
+            else:
+                rec.start_ns = self.clock_now()
+                self._copy_runs("h2d", runs)
+                rec.end_ns = self.clock_now()
+            self.pending.append(rec)
+        if self.cuda:
+            assert cur is not None and self.copy_stream is not None and self.onboard_stream is not None
+            d2h_end = torch.cuda.Event(enable_timing=True)
+            d2h_end.record(self.copy_stream)
+            d2h._ev = (d2h_start, d2h_end)
+            cur.wait_stream(self.copy_stream)
+            cur.wait_stream(self.onboard_stream)
 
     def copy_batch(self, offloads: Sequence[tuple[int, int]], onboards: Sequence[tuple[int, int]],
                    order_compute: bool = True) -> None:
@@ -299,6 +482,11 @@ class PagedKVCache:
             if not offloads and not onboards and not order_compute:
                 return
         elif not offloads and not onboards:
+            return
+        if self.copy_overlap and offloads and onboards:
+            # Orders compute after both streams itself (also with order_compute=False: onboarded
+            # blocks are read by the next prefill).
+            self._copy_overlapped(list(offloads), [(g, h) for h, g in onboards])
             return
         self._copy("d2h", list(offloads))
         self._copy("h2d", [(g, h) for h, g in onboards])

@@ -578,7 +578,7 @@ class Engine:
                 src_mem="device" if rec.dir == "d2h" else ("pinned" if self.cache.cuda else "pageable"),
                 dst_mem="pinned" if rec.dir == "d2h" and self.cache.cuda else ("pageable" if rec.dir == "d2h" else "device"),
                 device=dev.index if dev.index is not None else (0 if self.cache.cuda else -1),
-                stream=int(self.cache.copy_stream.cuda_stream) if self.cache.copy_stream is not None else 0,
+                stream=rec.stream,  # the copy stream, or the onboard stream with --copy-overlap on
                 source="engine",
                 blocks=rec.blocks,
                 runs=rec.runs,
