@@ -121,6 +121,10 @@ def build_parser(sweep: bool) -> _Parser:
     p.add_argument("--no-block-reuse", action="store_true", help="recompute every prompt (no prefix reuse)")
     p.add_argument("--decode-graphs", default="on",
                    help="on | off: run decode steps as CUDA graphs (on CUDA; engine/decode_graph.py)")
+    p.add_argument("--copy-overlap", default="off",
+                   help="on | off: on CUDA, a batch's onboards run on a second stream, pipelined behind the "
+                        "offload chunks whose slots they reuse (engine/kv_cache.py); off until A/B-measured "
+                        "on a GPU; the CPU runs the same plan serially")
     p.add_argument("--offload-policy", default="lazy",
                    help="lazy (copy a block to host when evicted, as TensorRT-LLM) | write-through (copy when computed)")
     if sweep:
@@ -155,6 +159,7 @@ class Options:
     offload_policy: str = "lazy"
     deadline_s: float = 0.0
     decode_graphs: bool = True
+    copy_overlap: bool = False
     raw: dict[str, Any] = field(default_factory=dict)
 
     def workload(self, users: int, vocab: int) -> Workload:
@@ -184,6 +189,7 @@ class Options:
             "block_reuse": self.block_reuse,
             "offload_policy": self.offload_policy,
             "decode_graphs": self.decode_graphs,
+            "copy_overlap": self.copy_overlap,
             "model_config": self.model.to_dict(),
             "model_arg": self.model_arg,
         }
@@ -248,6 +254,8 @@ def _resolve(ns: argparse.Namespace, sweep: bool) -> Options:
         raise OptionError("--offload-policy", f"{ns.offload_policy!r} is not lazy or write-through")
     if ns.decode_graphs not in ("on", "off"):
         raise OptionError("--decode-graphs", f"{ns.decode_graphs!r} is not on or off")
+    if ns.copy_overlap not in ("on", "off"):
+        raise OptionError("--copy-overlap", f"{ns.copy_overlap!r} is not on or off")
     if ns.dtype not in ("auto", "bf16", "fp16", "fp32"):
         raise OptionError("--dtype", f"{ns.dtype!r} is not auto, bf16, fp16 or fp32")
     model_arg = ns.model or ""
@@ -270,7 +278,8 @@ def _resolve(ns: argparse.Namespace, sweep: bool) -> Options:
         free_gpu_memory_fraction=frac, host_kv_bytes=host, host_kv_labels=host_texts, seed=seed,
         trace=ns.trace == "on", sample_ms=sample_ms, prefill_chunk_tokens=chunk, max_batch=max_batch,
         dtype=ns.dtype, block_reuse=not ns.no_block_reuse, offload_policy=ns.offload_policy,
-        deadline_s=deadline, decode_graphs=ns.decode_graphs == "on", raw=vars(ns),
+        deadline_s=deadline, decode_graphs=ns.decode_graphs == "on",
+        copy_overlap=ns.copy_overlap == "on", raw=vars(ns),
     )
     opts.raw["_model_given"] = ns.model is not None
     return opts
@@ -456,6 +465,7 @@ def build(opts: Options, writer: EventWriter, clock: RunClock, cancel: CancelSta
         cache = PagedKVCache(
             cfg, device, dtype, cfg.kv_dtype, opts.block_tokens, gpu_blocks, host_blocks_max,
             clock_now=clock.now, simulate_gpu_oom=os.environ.get("KVSCOPE_SIMULATE_GPU_OOM") == "1",
+            copy_overlap=opts.copy_overlap,
         )
         # Pin what the largest run can use now (pinning later would land inside a timed
         # round); the rest of the host pool is pinned on demand.
@@ -472,6 +482,11 @@ def build(opts: Options, writer: EventWriter, clock: RunClock, cancel: CancelSta
     finally:
         cancel.raise_now = False
     engine = Engine(model, cache, opts.prefill_chunk_tokens, opts.max_batch, opts.block_reuse, opts.offload_policy)
+    if opts.copy_overlap and cache.host is not None:
+        writer.emit("log", level="info", msg=(
+            f"copy overlap on: a batch's onboards pipelined behind its offload chunks of "
+            f"{cache.overlap_chunk_blocks} blocks ({cache.overlap_chunk_blocks * block_bytes} bytes)"
+            + ("" if cache.cuda else "; on the CPU the same plan runs serially")))
     if opts.decode_graphs and device.type == "cuda":
         from .engine.decode_graph import DecodeGraphs
 

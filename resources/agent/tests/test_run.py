@@ -191,6 +191,7 @@ def test_small_host_pool_evicts_lru_host_blocks_and_stays_correct(tmp_path, poli
         (["--model", "no-such-model"], "--model"),
         (["--offload-policy", "sometimes"], "--offload-policy"),
         (["--decode-graphs", "maybe"], "--decode-graphs"),
+        (["--copy-overlap", "yes"], "--copy-overlap"),
     ],
 )
 def test_bad_option_exits_2_naming_it_and_logs_run_end(tmp_path, args, option):
