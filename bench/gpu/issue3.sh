@@ -18,6 +18,16 @@
 # pinned, copy baseline); a timed round of 4 users ~2.5 s with the host pool and ~5 s recomputing,
 # if a decode step of 2 users takes ~15 ms (the smoke run before the step was slimmed measured
 # 45-110 ms, launch/sync-bound: see the step_ns_mean of the round lines). 8 users may not fit.
+# A/B of --copy-overlap (agent option, default off: a batch's onboards on a second stream,
+# pipelined behind its offload chunks; engine/kv_cache.py). Two commands on the same warm machine
+# (each run fills most of one 600 s device command), same card for both:
+#   OUT=$OUT/off bash bench/gpu/issue3.sh
+#   OUT=$OUT/on ISSUE3_EXTRA="--copy-overlap on" bash bench/gpu/issue3.sh
+# then per side, on the users-4 host-pool log (lazy/host-55e9/users-4/events.jsonl in the archive):
+#   python3 bench/issue3-ttft-bound.py LOG --copy issue3-copy.json --gpu-ttft-ms <on-GPU TTFT>
+# "on" should show the d2h and h2d xfer lines of one admission on two streams, overlapping in time,
+# and its copy span near max(D2H, H2D) at duplex rates instead of D2H + H2D. run.start's config
+# says which side a log is (copy_overlap).
 # Dry run off the GPU (later options win): OUT=/tmp/i3 PYTHON=/usr/bin/python3 ISSUE3_EXTRA="--device cpu
 #   --model tiny --context-tokens 200 --new-tokens 16 --output-tokens 8 --block-tokens 16 --rounds 3
 #   --gpu-kv-bytes 327680 --host-kv-bytes 1e6,0" bash bench/gpu/issue3.sh
