@@ -4,10 +4,30 @@
 export function formatNs(ns: number | null | undefined): string {
   if (ns === null || ns === undefined || !Number.isFinite(ns)) return '–';
   const abs = Math.abs(ns);
-  if (abs >= 1e9) return `${(ns / 1e9).toFixed(abs >= 1e11 ? 1 : 3)} s`;
+  // Four significant digits from 1 s up (3.573 s, 36.05 s, 125.0 s), as below it (50.09 ms).
+  if (abs >= 1e9) return `${(ns / 1e9).toFixed(abs >= 1e11 ? 1 : abs >= 1e10 ? 2 : 3)} s`;
   if (abs >= 1e6) return `${(ns / 1e6).toFixed(abs >= 1e8 ? 1 : 2)} ms`;
   if (abs >= 1e3) return `${(ns / 1e3).toFixed(1)} µs`;
   return `${Math.round(ns)} ns`;
+}
+
+/**
+ * A formatter for the ticks of one time axis: one unit for the whole axis, chosen by its largest
+ * value, and as many decimals as the tick step needs (0 s, 2 s, … 12 s; 0 ms, 50 ms, … 250 ms),
+ * where formatNs per tick gave "0 ns", "2.000 s", "12.00 s" on one axis.
+ * @param maxNs the axis's largest value (ns)
+ * @param stepNs the distance between ticks (ns)
+ */
+export function axisNsFormat(maxNs: number, stepNs: number): (ns: number) => string {
+  const abs = Math.abs(maxNs);
+  const [unit, name] = abs >= 1e9 ? [1e9, 's'] : abs >= 1e6 ? [1e6, 'ms'] : abs >= 1e3 ? [1e3, 'µs'] : [1, 'ns'];
+  const step = Math.abs(stepNs) / unit;
+  // The fewest decimals that write the step exactly (0.25 → 2, 2 → 0), at most 6.
+  let decimals = 0;
+  if (step > 0 && Number.isFinite(step)) {
+    while (decimals < 6 && Math.abs(Math.round(step * 10 ** decimals) - step * 10 ** decimals) > 1e-6 * 10 ** decimals) decimals++;
+  }
+  return (ns) => `${(ns / unit).toFixed(decimals)} ${name}`;
 }
 
 /** Decimal units, as GPU vendors quote bandwidth (GB = 1e9 bytes). */

@@ -335,6 +335,16 @@ describe.skipIf(reason !== null)(`the window's views in real Chromium${reason ? 
       expect(await proj.nth(i).locator('path').first().getAttribute('stroke-dasharray')).toBeTruthy();
       expect(await proj.nth(i).getAttribute('data-series')).toMatch(/projection/i);
     }
+    // Each time axis has one unit and one precision on all its ticks ("0 s … 10 s"; per-tick
+    // formatting once gave "0 ns", "2.000 s", "12.00 s" on one axis).
+    for (const chart of ['chart-ttft', 'chart-e2e']) {
+      const ticks = await page.locator(`[data-testid=${chart}] text.tick[text-anchor=end]`).allTextContents();
+      expect(ticks.length, chart).toBeGreaterThanOrEqual(2);
+      const parts = ticks.map((t) => /^(-?\d+(?:\.(\d+))?) (ns|µs|ms|s)$/.exec(t));
+      expect(parts.every(Boolean), ticks.join(' | ')).toBe(true);
+      expect(new Set(parts.map((m) => m![3])).size, ticks.join(' | ')).toBe(1);
+      expect(new Set(parts.map((m) => (m![2] ?? '').length)).size, ticks.join(' | ')).toBe(1);
+    }
     await page.screenshot({ path: join(ARTIFACTS, 'window-compare.png') });
     // Save image: the charts as one SVG file, written by the core's saveImage.
     await page.click('[data-action=save-image]');

@@ -7,7 +7,7 @@ import { useEffect, useMemo, useRef, useState } from 'react';
 import { chartsAsSvg, saveChartImage } from '../export/save-image';
 import { line, max, scaleLinear } from 'd3';
 import type { ProjectionFile, RunListing } from '../../../shared/api';
-import { formatNs } from '../../../shared/format';
+import { axisNsFormat, formatNs } from '../../../shared/format';
 import { useApi } from '../../bridge/api-context';
 import { useVizTheme } from '../../hooks';
 import { routeHref } from '../../router';
@@ -23,6 +23,8 @@ function Chart({ title, series, metric, colors, testid }: { title: string; serie
   const yMax = max(pts, (p) => p[metric]!) ?? 1;
   const x = scaleLinear().domain([0, Math.max(2, xMax)]).nice().range([M.l, W - M.r]);
   const y = scaleLinear().domain([0, yMax * 1.08 || 1]).nice().range([H - M.b, M.t]);
+  const yTicks = y.ticks(5);
+  const yTick = axisNsFormat(yTicks[yTicks.length - 1] ?? 0, yTicks.length > 1 ? yTicks[1]! - yTicks[0]! : 0);
   const path = line<{ users: number; v: number }>()
     .x((p) => x(p.users))
     .y((p) => y(p.v));
@@ -30,11 +32,11 @@ function Chart({ title, series, metric, colors, testid }: { title: string; serie
     <figure className="chart" data-testid={testid}>
       <figcaption>{title}</figcaption>
       <svg width={W} height={H} role="img" aria-label={title}>
-        {y.ticks(5).map((t) => (
+        {yTicks.map((t) => (
           <g key={t}>
             <line x1={M.l} x2={W - M.r} y1={y(t)} y2={y(t)} className="gridline" />
             <text x={M.l - 6} y={y(t)} textAnchor="end" dominantBaseline="middle" className="tick">
-              {formatNs(t)}
+              {yTick(t)}
             </text>
           </g>
         ))}
@@ -54,7 +56,7 @@ function Chart({ title, series, metric, colors, testid }: { title: string; serie
               <path d={path(ps) ?? ''} fill="none" stroke={color} strokeWidth={2} strokeDasharray={s.kind === 'projection' ? '6 4' : undefined} />
               {ps.map((p) => (
                 <circle key={p.users} cx={x(p.users)} cy={y(p.v)} r={3.5} fill={s.kind === 'projection' ? 'none' : color} stroke={color}>
-                  <title>{`${s.kind === 'projection' ? 'PROJECTION · ' : ''}${s.label}: ${p.users} users, ${formatNs(p.v)}`}</title>
+                  <title>{`${s.label}: ${p.users} users, ${formatNs(p.v)}`}</title>
                 </circle>
               ))}
             </g>
@@ -110,7 +112,8 @@ export function CompareView({ runIds }: { runIds: string[] }) {
             <ul className="legend">
               {all.map((s) => (
                 <li key={s.key} className={s.kind}>
-                  <i style={{ borderColor: colors.get(s.key), borderStyle: s.kind === 'projection' ? 'dashed' : 'solid' }} /> {s.kind === 'projection' ? <strong>projection</strong> : null} {s.label}
+                  {/* A projection's label always says so (parseProjection sees to it): no second prefix. */}
+                  <i style={{ borderColor: colors.get(s.key), borderStyle: s.kind === 'projection' ? 'dashed' : 'solid' }} /> {s.label}
                 </li>
               ))}
             </ul>
@@ -119,9 +122,9 @@ export function CompareView({ runIds }: { runIds: string[] }) {
             <thead>
               <tr>
                 <th>Series</th>
-                <th>Users</th>
-                <th>TTFT mean</th>
-                <th>E2E</th>
+                <th className="num">Users</th>
+                <th className="num">TTFT mean</th>
+                <th className="num">E2E</th>
               </tr>
             </thead>
             <tbody>
@@ -130,12 +133,11 @@ export function CompareView({ runIds }: { runIds: string[] }) {
                   <tr key={`${s.key}/${p.users}`} className={s.kind}>
                     <td>
                       <i className="swatch" style={{ background: colors.get(s.key) }} />
-                      {s.kind === 'projection' ? 'projection: ' : ''}
                       {p.runId ? <a href={routeHref({ view: 'summary', runId: p.runId })}>{s.label}</a> : s.label}
                     </td>
-                    <td>{p.users}</td>
-                    <td>{formatNs(p.ttft_ns)}</td>
-                    <td>{formatNs(p.e2e_ns)}</td>
+                    <td className="num">{p.users}</td>
+                    <td className="num">{formatNs(p.ttft_ns)}</td>
+                    <td className="num">{formatNs(p.e2e_ns)}</td>
                   </tr>
                 )),
               )}
