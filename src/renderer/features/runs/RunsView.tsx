@@ -99,10 +99,10 @@ export function RunsView() {
               <th>Host</th>
               <th>GPU</th>
               <th>Model</th>
-              <th>Users</th>
+              <th className="num">Users</th>
               <th>Status</th>
-              <th>TTFT mean</th>
-              <th>E2E</th>
+              <th className="num">TTFT mean</th>
+              <th className="num">E2E</th>
               <th>Open</th>
               <th aria-label="Actions" />
             </tr>
@@ -135,10 +135,12 @@ export function RunsView() {
                 <td>{r.host}</td>
                 <td>{r.gpu ?? '–'}</td>
                 <td>{r.model ?? '–'}</td>
-                <td>{r.users ?? '–'}</td>
-                <td className={`status status-${r.status}`}>{r.status}</td>
-                <td>{formatNs(r.ttft_ns_mean)}</td>
-                <td>{formatNs(r.e2e_ns)}</td>
+                <td className="num">{r.users ?? '–'}</td>
+                <td>
+                  <span className={`status status-${r.status}`}>{r.status}</span>
+                </td>
+                <td className="num">{formatNs(r.ttft_ns_mean)}</td>
+                <td className="num">{formatNs(r.e2e_ns)}</td>
                 <td className="links">
                   <a href={routeHref({ view: 'live', runId: r.id })}>pools</a> <a href={routeHref({ view: 'timeline', runId: r.id })}>timeline</a> <a href={routeHref({ view: 'summary', runId: r.id })}>summary</a>
                 </td>
