@@ -368,3 +368,183 @@ def test_cpu_run_comparison_can_fail(tmp_path, monkeypatch):
     monkeypatch.setattr(kv_cache, "plan_overlap", no_waits)
     _, broken, _ = _run(tmp_path, "broken", ["--copy-overlap", "on"], chunk_blocks=3)
     assert broken.engine.last_outputs != off.engine.last_outputs
+
+
+# ---- the CUDA issue order, on fake streams ------------------------------------------------------
+
+
+class _FakeCuda:
+    """Stands in for torch.cuda's streams and events so the CUDA branch of the cache can be run
+    here: every stream op is logged in issue order, copies included (the cache's _copy_runs is
+    replaced), and `simulate` then runs the streams with CUDA's rules (in order per stream; a
+    wait on an event waits for the record issued last before the wait call, none if none) and
+    the timing they allow under each priority order of the three streams (the first runs as far
+    ahead as it may, the last as late): an onboard racing an offload, and a compute read racing
+    an onboard, both get their hostile case."""
+
+    def __init__(self) -> None:
+        self.log: list[tuple] = []
+        self.records = 0
+        self.compute = self.Stream(self, "compute")
+        self.current = self.compute
+
+    class Stream:
+        def __init__(self, fake: "_FakeCuda", name: str) -> None:
+            self.fake, self.name = fake, name
+            self.cuda_stream = 1000 + len(name)  # distinct per name below
+
+        def wait_stream(self, other: "_FakeCuda.Stream") -> None:
+            ev = _FakeCuda.Event(self.fake)
+            ev.record(other)
+            self.wait_event(ev)
+
+        def wait_event(self, ev: "_FakeCuda.Event") -> None:
+            self.fake.log.append(("wait", self.name, ev.rec))
+
+    class Event:
+        def __init__(self, fake: "_FakeCuda", enable_timing: bool = False) -> None:
+            self.fake, self.rec = fake, None
+
+        def record(self, stream: "_FakeCuda.Stream | None" = None) -> None:
+            self.fake.records += 1
+            self.rec = self.fake.records
+            self.fake.log.append(("record", (stream or self.fake.current).name, self.rec))
+
+    def install(self, monkeypatch, cache: PagedKVCache) -> None:
+        import contextlib
+
+        fake = self
+
+        @contextlib.contextmanager
+        def stream_ctx(s):
+            prev, fake.current = fake.current, s
+            try:
+                yield
+            finally:
+                fake.current = prev
+
+        monkeypatch.setattr(torch.cuda, "Event", lambda enable_timing=False: _FakeCuda.Event(fake, enable_timing))
+        monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: fake.current)
+        monkeypatch.setattr(torch.cuda, "stream", stream_ctx)
+        cache.cuda = True
+        cache.copy_stream = self.Stream(self, "copy")
+        cache.copy_stream.cuda_stream = 7
+        if cache.copy_overlap:
+            cache.onboard_stream = self.Stream(self, "onboard")
+            cache.onboard_stream.cuda_stream = 8
+        monkeypatch.setattr(cache, "_copy_runs", lambda d, runs: fake.log.append(("copy", fake.current.name, d, list(runs))))
+
+    def simulate(self, gpu: dict, host: dict) -> tuple[dict, dict, dict]:
+        """Run the log under every priority order; returns (gpu, host, gpu as the compute
+        stream's `read` op saw it) when all orders agree, else fails naming the orders."""
+        import itertools
+
+        results = {order: self._simulate(gpu, host, order)
+                   for order in itertools.permutations(("onboard", "compute", "copy"))}
+        first = next(iter(results.values()))
+        differ = [order for order, r in results.items() if r != first]
+        assert not differ, f"stream timing changes the result: {differ} vs {next(iter(results))}"
+        return first
+
+    def _simulate(self, gpu: dict, host: dict, priority: tuple[str, ...]) -> tuple[dict, dict, dict]:
+        gpu, host = dict(gpu), dict(host)
+        queues: dict[str, list[tuple]] = {}
+        for op in self.log:
+            queues.setdefault(op[1], []).append(op)
+        done: set[int] = set()
+        seen: dict = {}
+        while any(queues.values()):
+            for name in priority:
+                q = queues.get(name)
+                if not q:
+                    continue
+                op = q[0]
+                if op[0] == "wait" and op[2] is not None and op[2] not in done:
+                    continue
+                q.pop(0)
+                if op[0] == "record":
+                    done.add(op[2])
+                elif op[0] == "copy":
+                    for g, h in expand(op[3]):
+                        if op[2] == "d2h":
+                            host[h] = gpu[g]
+                        else:
+                            gpu[g] = host[h]
+                elif op[0] == "read":
+                    seen = dict(gpu)
+                break
+            else:
+                raise AssertionError(f"streams deadlock: {queues}")
+        return gpu, host, seen
+
+
+def _fake_cuda_batch(monkeypatch, overlap: bool, offloads, onboards, chunk_blocks: int = 3):
+    cache = make_cache(overlap, gpu_blocks=64, host_blocks=128)
+    cache.overlap_chunk_blocks = chunk_blocks
+    fake = _FakeCuda()
+    fake.install(monkeypatch, cache)
+    cache.copy_batch(offloads, onboards)
+    fake.log.append(("read", "compute"))  # the next prefill reads the onboarded blocks
+    gpu = {g: f"gpu{g}" for g in range(64)}
+    host = {h: f"host{h}" for h in range(128)}
+    seq_gpu, seq_host = run_sequential(offloads, [(g, h) for h, g in onboards], gpu, host)
+    return cache, fake, fake.simulate(gpu, host), (seq_gpu, seq_host)
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_cuda_issue_order_keeps_the_sequential_bytes_under_hostile_timing(monkeypatch, overlap):
+    cache, fake, (gpu, host, seen), (seq_gpu, seq_host) = _fake_cuda_batch(monkeypatch, overlap, BATCH_OFF, BATCH_ON)
+    assert gpu == seq_gpu and host == seq_host
+    assert seen == seq_gpu  # compute waited for every copy of the batch
+    streams = {op[1] for op in fake.log if op[0] == "copy"}
+    assert streams == ({"copy", "onboard"} if overlap else {"copy"})
+    recs = cache.pending
+    # Chunks of 3: slots 4-6, 7-9, 10-12, 13-15; onboard groups wait for none (slot 30), 0 (host 2,
+    # offloaded from slot 6), 1 (slot 9), 2 (10-12), 3 (13-15).
+    assert [(r.dir, r.stream) for r in recs] == ([("d2h", 7)] + [("h2d", 8)] * 5 if overlap else [("d2h", 7), ("h2d", 7)])
+    if overlap:
+        waits = [op for op in fake.log if op[0] == "wait" and op[1] == "onboard"]
+        assert len(waits) == 1 + 4  # the copy stream once (before the batch), then chunks 0..3
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_cuda_issue_order_on_random_batches(monkeypatch, seed):
+    rng = random.Random(1000 + seed)
+    offloads, onboards = scheduler_like_batch(rng, gpu_blocks=64, host_blocks=128)
+    _, _, (gpu, host, seen), (seq_gpu, seq_host) = _fake_cuda_batch(
+        monkeypatch, True, offloads, [(h, g) for g, h in onboards], chunk_blocks=rng.choice([1, 2, 5]))
+    assert gpu == seq_gpu and host == seq_host and seen == seq_gpu
+
+
+def test_fake_cuda_simulation_catches_a_dropped_dependency(monkeypatch):
+    real = kv_cache.plan_overlap
+
+    def no_waits(*args, **kwargs):
+        plan = real(*args, **kwargs)
+        return OverlapPlan(plan.offload_chunks, [(None, [r for _, runs in plan.onboard_groups for r in runs])])
+
+    monkeypatch.setattr(kv_cache, "plan_overlap", no_waits)
+    # The onboard stream racing ahead of the offloads changes the bytes.
+    with pytest.raises(AssertionError, match="stream timing changes the result"):
+        _fake_cuda_batch(monkeypatch, True, BATCH_OFF, BATCH_ON)
+
+
+def test_onboard_into_a_slot_an_earlier_write_through_copy_still_reads(monkeypatch):
+    """A write-through copy (order_compute=False: compute does not wait for it) still reads slot
+    20 when a later batch onboards into slot 20 (its block was evicted, already on host): the
+    onboard stream must wait for the copy stream's earlier work, not only for this batch's chunks."""
+    cache = make_cache(True, gpu_blocks=64, host_blocks=128)
+    cache.overlap_chunk_blocks = 3
+    fake = _FakeCuda()
+    fake.install(monkeypatch, cache)
+    cache.copy_batch([(20, 50)], [], order_compute=False)
+    onboards = BATCH_ON + [(60, 20)]
+    cache.copy_batch(BATCH_OFF, onboards)
+    fake.log.append(("read", "compute"))
+    gpu = {g: f"gpu{g}" for g in range(64)}
+    host = {h: f"host{h}" for h in range(128)}
+    g1, h1 = run_sequential([(20, 50)], [], gpu, host)
+    seq_gpu, seq_host = run_sequential(BATCH_OFF, [(g, h) for h, g in onboards], g1, h1)
+    got_gpu, got_host, seen = fake.simulate(gpu, host)
+    assert got_host[50] == "gpu20" and got_gpu[20] == "host60"
+    assert (got_gpu, got_host, seen) == (seq_gpu, seq_host, seq_gpu)

@@ -422,12 +422,13 @@ class PagedKVCache:
         d2h_start: Any = None
         if self.cuda:
             assert self.copy_stream is not None and self.onboard_stream is not None and cur is not None
-            # copy_batch made the copy stream wait for compute. Through the copy stream, the
-            # onboard stream waits for compute and for copies issued earlier that may still read a
-            # slot this batch onboards into (a write-through copy of an evicted block).
-            self.onboard_stream.wait_stream(self.copy_stream)
             d2h_start = torch.cuda.Event(enable_timing=True)
             d2h_start.record(self.copy_stream)
+            # copy_batch made the copy stream wait for compute. Through the copy stream, the
+            # onboard stream waits for compute and for copies issued earlier that may still read a
+            # slot this batch onboards into (a write-through copy of an evicted block); after the
+            # d2h record's start, so no onboard of the batch starts before it.
+            self.onboard_stream.wait_stream(self.copy_stream)
         for direction, k, runs in plan.eager_order():
             if direction == "d2h":
                 if self.cuda:
