@@ -22,10 +22,13 @@ export function axisNsFormat(maxNs: number, stepNs: number): (ns: number) => str
   const abs = Math.abs(maxNs);
   const [unit, name] = abs >= 1e9 ? [1e9, 's'] : abs >= 1e6 ? [1e6, 'ms'] : abs >= 1e3 ? [1e3, 'µs'] : [1, 'ns'];
   const step = Math.abs(stepNs) / unit;
-  // The fewest decimals that write the step exactly (0.25 → 2, 2 → 0), at most 6.
+  // The fewest decimals that write the step exactly (0.25 → 2, 2 → 0), at most 9 (ns in seconds).
   let decimals = 0;
   if (step > 0 && Number.isFinite(step)) {
-    while (decimals < 6 && Math.abs(Math.round(step * 10 ** decimals) - step * 10 ** decimals) > 1e-6 * 10 ** decimals) decimals++;
+    for (; decimals < 9; decimals++) {
+      const x = step * 10 ** decimals;
+      if (Math.round(x) >= 1 && Math.abs(Math.round(x) - x) <= 1e-6 * x) break;
+    }
   }
   return (ns) => `${(ns / unit).toFixed(decimals)} ${name}`;
 }

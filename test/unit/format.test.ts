@@ -48,6 +48,13 @@ describe('axisNsFormat', () => {
     const k = axisNsFormat(3e9, 0.25e9);
     expect(k(0.25e9)).toBe('0.25 s');
   });
+  it('zoomed far into a long run: seconds with as many decimals as the step needs', () => {
+    const f = axisNsFormat(100.5e9, 50e6);
+    expect(f(100.05e9)).toBe('100.05 s');
+    const g = axisNsFormat(100e9, 1);
+    expect(g(100e9 + 1)).toBe('100.000000001 s');
+    expect(g(100e9 + 2)).not.toBe(g(100e9 + 1));
+  });
   it('survives a flat axis', () => {
     expect(axisNsFormat(0, 0)(0)).toBe('0 ns');
   });

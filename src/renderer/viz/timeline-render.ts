@@ -8,7 +8,7 @@
  * pixels, copies are binned per pixel column and drawn as a density (busy fraction of the column),
  * so 1,000,000 copies cost one pass over the visible ones and at most one rect per column.
  */
-import { formatBytes, formatNs } from '../../shared/format';
+import { axisNsFormat, formatBytes, formatNs } from '../../shared/format';
 import { laneWindow, type CounterTrack, type RequestLinks, type TimelineModel, type XferLane } from '../../shared/timeline-model';
 import type { Ctx2D, VizTheme } from './ctx2d';
 
@@ -244,13 +244,15 @@ export function renderTimelineInto(ctx: Ctx2D, model: TimelineModel, layout: Tim
   ctx.font = '11px system-ui, sans-serif';
   ctx.textBaseline = 'middle';
   ctx.textAlign = 'left';
-  // Ticks at round multiples of the run's own clock (labels read 0, 100 ms, 200 ms, ...).
+  // Ticks at round multiples of the run's own clock (labels read 0 ms, 100 ms, 200 ms, ...), one
+  // unit and precision for the whole axis (per-tick formatNs read "0 ns", "20.00 s", "100.0 s").
+  const tickLabel = axisNsFormat(Math.max(Math.abs(view.t0 - model.t0), Math.abs(view.t1 - model.t0)), step);
   for (let t = model.t0 + Math.ceil((view.t0 - model.t0) / step) * step; t <= view.t1; t += step) {
     const x = Math.round(xOf(view, lw, t)) + 0.5;
     ctx.fillStyle = theme.grid;
     ctx.fillRect(x, AXIS_H, 1, view.height - AXIS_H);
     ctx.fillStyle = theme.muted;
-    ctx.fillText(formatNs(t - model.t0), x + 3, AXIS_H / 2);
+    ctx.fillText(tickLabel(t - model.t0), x + 3, AXIS_H / 2);
   }
   // Round boundaries.
   ctx.setLineDash([4, 3]);
