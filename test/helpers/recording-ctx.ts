@@ -19,6 +19,10 @@ export function recordingCtx(): Ctx2D & { calls: Call[]; rects(style?: string): 
     textAlign: 'left',
     textBaseline: 'alphabetic',
     calls,
+    // 11px system-ui averages ~6 px a character; tests compare against this same measure.
+    measureText(text: string) {
+      return { width: text.length * 6 };
+    },
     rects(style?: string) {
       return calls.filter((c) => c.fn === 'fillRect' && (style === undefined || c.fillStyle === style)).map((c) => c.args as [number, number, number, number]);
     },

@@ -23,6 +23,7 @@ export interface Ctx2D {
   save(): void;
   restore(): void;
   fillText(text: string, x: number, y: number): void;
+  measureText(text: string): { width: number };
   setLineDash(segments: number[]): void;
 }
 

@@ -312,9 +312,14 @@ export function renderTimelineInto(ctx: Ctx2D, model: TimelineModel, layout: Tim
           ctx.strokeRect(x0 - 1, row.y - 1, Math.max(2, x1 - x0 + 2), row.h + 2);
           ctx.lineWidth = 1;
         }
-        if (x1 - x0 > 60) {
+        // The label stays inside its bar (a long label ran into the next round's bar): the full
+        // one if it fits, else the round alone, else none.
+        const room = Math.min(x1, view.width) - Math.max(lw, x0) - 6;
+        const short = `R${r.round}`;
+        const label = [r.ttft_ns !== null ? `${short} · TTFT ${formatNs(r.ttft_ns)}` : short, short].find((t) => ctx.measureText(t).width <= room);
+        if (label) {
           ctx.fillStyle = theme.text;
-          ctx.fillText(`R${r.round}${r.ttft_ns !== null ? ` · TTFT ${formatNs(r.ttft_ns)}` : ''}`, Math.max(lw, x0) + 3, row.y + row.h / 2);
+          ctx.fillText(label, Math.max(lw, x0) + 3, row.y + row.h / 2);
         }
       }
       // Onboarding inside the request: a tick per onboard line of the selected request.
