@@ -156,6 +156,13 @@ describe('run settings of logs that lack fields', () => {
     expect(value(s, 'hostname')).toBeUndefined();
   });
 
+  it('copy overlap: said when the agent echoed it, absent for older logs', () => {
+    expect(value(runSettings({ ...minimalStart, config: { copy_overlap: true } }, null, {}), 'copy_overlap')).toMatch(/^on — /);
+    expect(value(runSettings({ ...minimalStart, config: { copy_overlap: false } }, null, {}), 'copy_overlap')).toMatch(/^off — /);
+    expect(value(runSettings(minimalStart, null, {}), 'copy_overlap')).toBeUndefined();
+    expect(value(runSettings({ ...minimalStart, config: { copy_overlap: 'yes' } }, null, {}), 'copy_overlap')).toBeUndefined();
+  });
+
   it('tracing: how CUDA graph launches were traced, with what that leaves out', () => {
     const withTrace = (trace: Record<string, unknown>) => ({ ...minimalStart, capabilities: { trace } } as unknown as RunStartEvent);
     const launch = runSettings(withTrace({ on: true, source: 'cupti', reason: 'built', cuda_graphs: 'launch' }), null, {});

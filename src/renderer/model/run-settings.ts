@@ -197,6 +197,10 @@ export function runSettings(
   else if (hostKv !== null) row(poolRows, 'host_pool', 'Host pool', `${formatBytes(hostKv)} asked (no pool line yet)`);
   row(poolRows, 'offload_policy', 'Offload policy', str(cfg.offload_policy));
   row(poolRows, 'block_reuse', 'Block reuse', onOff(cfg.block_reuse));
+  // --copy-overlap (agents since 2026-11-28): onboards on a second stream behind the offload
+  // chunks they need, instead of every offload then every onboard on one copy stream.
+  const overlap = onOff(cfg.copy_overlap);
+  row(poolRows, 'copy_overlap', 'Copy overlap', overlap === 'on' ? 'on — onboards pipelined behind the offloads (two streams)' : overlap === 'off' ? 'off — offloads, then onboards, on one copy stream' : null);
 
   // ---- engine execution ----
   const exec: SettingRow[] = [];
