@@ -732,6 +732,39 @@ def partial_summary(engine: Any) -> dict[str, Any]:
     return s
 
 
+# Caching-allocator counters a round line carries as differences (issue 3's write-through stall:
+# requests whose prefill waited 76-133 ms after their copies, in rounds where the growing contexts
+# change allocation sizes; a new device segment or pinned block may synchronise the host).
+_ALLOC_COUNTERS = ("num_device_alloc", "num_device_free", "num_sync_all_streams", "num_alloc_retries")
+
+
+def alloc_counters(cache: Any) -> dict[str, int]:
+    """The CUDA caching allocators' cumulative counters (device: torch.cuda.memory_stats; pinned
+    host: torch.cuda.host_memory_stats where this torch has it); {} on the CPU. Keys a torch
+    version lacks are left out."""
+    if not getattr(cache, "cuda", False):
+        return {}
+    import torch
+
+    out: dict[str, int] = {}
+    try:
+        st = torch.cuda.memory_stats(cache.device)
+        out.update({k: int(st[k]) for k in _ALLOC_COUNTERS if k in st})
+        host = getattr(torch.cuda, "host_memory_stats", None)
+        if host is not None:
+            hs = host()
+            if "num_host_alloc" in hs:
+                out["num_host_alloc"] = int(hs["num_host_alloc"])
+    except (RuntimeError, AttributeError, TypeError):
+        pass
+    return out
+
+
+def alloc_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """What the allocators did between two alloc_counters() readings (keys in both)."""
+    return {k.removeprefix("num_"): after[k] - before[k] for k in after if k in before}
+
+
 def run_workload(opts: Options, built: Built, users: int, writer: EventWriter, clock: RunClock,
                  cancel: CancelState, phase: Callable[[str, str], None]) -> dict[str, Any]:
     from .engine.scheduler import Request
@@ -751,7 +784,9 @@ def run_workload(opts: Options, built: Built, users: int, writer: EventWriter, c
             phase("rounds", "begin")
         cache.anchor()
         reqs = [Request(u, rnd, prompts[u], opts.output_tokens) for u in range(users)]
+        alloc0 = alloc_counters(cache)
         engine.run_requests(reqs, clock.now)
+        alloc = alloc_delta(alloc0, alloc_counters(cache))
         t_q = min(r.t_queued for r in reqs)
         t_d = max(r.t_done for r in reqs)
         ttfts = [r.t_first - r.t_queued for r in reqs]
@@ -760,7 +795,7 @@ def run_workload(opts: Options, built: Built, users: int, writer: EventWriter, c
                     service_ttft_ns=[r.t_first - r.t_scheduled for r in reqs],
                     steps=st["steps"], prefill_steps=st["prefill_steps"],
                     step_ns_mean=st["step_ns"] // max(1, st["steps"]), step_ns_max=st["step_ns_max"],
-                    sync_ns=st["sync_ns"])
+                    sync_ns=st["sync_ns"], **({"alloc": alloc} if alloc else {}))
         print(f"round {rnd}: e2e {(t_d - t_q) / 1e6:.1f} ms, ttft mean {sum(ttfts) / len(ttfts) / 1e6:.1f} ms, "
               f"{st['steps']} steps of {st['step_ns'] / max(1, st['steps']) / 1e6:.1f} ms (sync {st['sync_ns'] / 1e6:.0f} ms), "
               f"blocks on/off/evict {engine.ledger.counts['onboard']}/{engine.ledger.counts['offload']}/"

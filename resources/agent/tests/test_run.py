@@ -332,6 +332,33 @@ def test_tracing_that_cannot_start_is_a_warning_not_a_failure():
     assert tracing_off_warning(True, {"on": True, "reason": "built"}) is None
 
 
+def test_round_lines_carry_allocator_counters_only_on_cuda(monkeypatch):
+    # The write-through stall (issue 3) may be an allocation that synchronises: round lines carry
+    # what the caching allocators did in the round, as differences, when there is a GPU.
+    import types
+
+    import torch
+
+    from kvscope_agent.run import alloc_counters, alloc_delta
+
+    assert alloc_counters(types.SimpleNamespace(cuda=False, device=torch.device("cpu"))) == {}
+    stats = {"num_device_alloc": 10, "num_device_free": 2, "num_sync_all_streams": 0, "num_alloc_retries": 0,
+             "allocated_bytes.all.current": 5}
+    monkeypatch.setattr(torch.cuda, "memory_stats", lambda device=None: dict(stats), raising=False)
+    monkeypatch.setattr(torch.cuda, "host_memory_stats", lambda: {"num_host_alloc": 7}, raising=False)
+    gpu = types.SimpleNamespace(cuda=True, device="cuda:0")
+    before = alloc_counters(gpu)
+    assert before == {"num_device_alloc": 10, "num_device_free": 2, "num_sync_all_streams": 0,
+                      "num_alloc_retries": 0, "num_host_alloc": 7}
+    stats["num_device_alloc"] = 13
+    stats["num_sync_all_streams"] = 1
+    assert alloc_delta(before, alloc_counters(gpu)) == {"device_alloc": 3, "device_free": 0, "sync_all_streams": 1,
+                                                        "alloc_retries": 0, "host_alloc": 0}
+    # A torch without a counter: left out, not guessed.
+    del stats["num_alloc_retries"]
+    assert "num_alloc_retries" not in alloc_counters(gpu)
+
+
 def test_trace_capability_says_how_cuda_graphs_are_traced(monkeypatch):
     # run.start reports what kvscope_cupti.c will do with KVSCOPE_TRACE_GRAPH_LEVEL: unset or 1 ->
     # each graph launch one record ("launch", the default since the H100 overhead runs), 0 -> every
