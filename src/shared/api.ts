@@ -149,7 +149,7 @@ export type HostPrompt =
 /** The agent's workload options (`python3 -m kvscope_agent run`), snake_case as in run.start.config. */
 export interface AgentWorkload {
   engine?: 'torch' | 'tensorrt_llm' | 'vllm';
-  /** "tiny", "llama-3.1-8b", "llama-3.1-70b" or a config.json path on the host. */
+  /** "tiny", "llama-3.1-8b", "llama-3.1-70b", "llama-3.1-70b-fp8" or a config.json path on the host. */
   model?: string;
   device?: 'cuda' | 'cpu';
   users?: number;

@@ -1,8 +1,13 @@
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_FORM, parseBytes, parseUsers, validateRunForm } from '../../src/renderer/model/run-form';
+import { DEFAULT_FORM, MODELS, parseBytes, parseUsers, validateRunForm } from '../../src/renderer/model/run-form';
 import type { HostProbe } from '../../src/shared/api';
 
 describe('New run form validation', () => {
+  it('defaults to the seed model, a preset that fits one 80 GB GPU (70B in FP8, not bf16)', () => {
+    expect(DEFAULT_FORM.model).toBe('llama-3.1-70b-fp8');
+    expect(MODELS).toContain(DEFAULT_FORM.model);
+  });
+
   it('reads user counts, ranges and byte sizes', () => {
     expect(parseUsers('2-8:2, 16')).toEqual([2, 4, 6, 8, 16]);
     expect(parseUsers('4')).toEqual([4]);

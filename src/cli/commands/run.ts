@@ -37,7 +37,7 @@ export interface WorkloadCliOptions {
 export function addWorkloadOptions(cmd: Command): Command {
   return cmd
     .addOption(new Option('--engine <name>', 'torch (built in), tensorrt_llm or vllm').choices(['torch', 'tensorrt_llm', 'vllm']))
-    .option('--model <name>', 'tiny | llama-3.1-8b | llama-3.1-70b | a config.json path on the host')
+    .option('--model <name>', 'tiny | llama-3.1-8b | llama-3.1-70b | llama-3.1-70b-fp8 | a config.json path on the host')
     .addOption(new Option('--device <d>', 'cuda or cpu (default: cuda if available)').choices(['cuda', 'cpu']))
     .option('--rounds <n>', 'timed rounds (default 10)')
     .option('--context-tokens <n>', 'context tokens per user (default 16000)')
