@@ -181,7 +181,7 @@ tar -C "$OUT" -czf "$OUT/issue4-runs.tar.gz" runs $( [ -d "$OUT/calibration" ] &
 EXTRAS=$(mktemp /tmp/issue4-extras.XXXXXX.tar.gz)
 if ( cd "$OUT" && tar -czf "$EXTRAS" --exclude=issue4-results.md --exclude=issue4-runs.tar.gz --exclude=issue4-results.json . ); then
   ( cd "$OUT" && find . -maxdepth 1 -type f ! -name issue4-results.md ! -name issue4-runs.tar.gz ! -name issue4-results.json -delete \
-      && find . -mindepth 1 -maxdepth 1 -type d -exec rm -rf {} + ) && mv "$EXTRAS" "$OUT/issue4-extras.tar.gz"
+      && find . -mindepth 1 -maxdepth 1 -type d -exec rm -rf {} + ) && chmod 644 "$EXTRAS" && mv "$EXTRAS" "$OUT/issue4-extras.tar.gz"
 else
   echo "packing the extras failed; they stay as files" >&2
 fi
