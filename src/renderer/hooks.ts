@@ -1,5 +1,5 @@
 import { createContext, useContext, useEffect, useState } from 'react';
-import { DARK_THEME, LIGHT_THEME, type VizTheme } from './viz/ctx2d';
+import { resolveVizTheme, type VizTheme } from './viz/ctx2d';
 import type { RunData, RunDataCache } from './run-data';
 
 export const RunCacheContext = createContext<RunDataCache | null>(null);
@@ -42,17 +42,28 @@ export function useRunData(runId: string | null, throttleMs = 250): { data: RunD
   return state;
 }
 
-/** Dark or light, following prefers-color-scheme live. */
+/** Dark or light: the Settings theme when pinned, else prefers-color-scheme; both followed live. */
 export function useVizTheme(): VizTheme {
-  const q = typeof window !== 'undefined' && window.matchMedia ? window.matchMedia('(prefers-color-scheme: light)') : null;
-  const [light, setLight] = useState(q?.matches ?? false);
+  const [theme, setTheme] = useState<VizTheme>(currentVizTheme);
   useEffect(() => {
-    if (!q) return;
-    const on = () => setLight(q.matches);
-    q.addEventListener('change', on);
-    return () => q.removeEventListener('change', on);
-  }, [q]);
-  return light ? LIGHT_THEME : DARK_THEME;
+    const q = window.matchMedia?.('(prefers-color-scheme: light)') ?? null;
+    const on = () => setTheme(currentVizTheme());
+    on();
+    q?.addEventListener('change', on);
+    // applyTheme pins <html data-theme>: an attribute observer sees Settings' preview and startup alike.
+    const mo = new MutationObserver(on);
+    mo.observe(document.documentElement, { attributes: true, attributeFilter: ['data-theme'] });
+    return () => {
+      q?.removeEventListener('change', on);
+      mo.disconnect();
+    };
+  }, []);
+  return theme;
+}
+
+function currentVizTheme(): VizTheme {
+  if (typeof window === 'undefined') return resolveVizTheme(undefined, false);
+  return resolveVizTheme(document.documentElement.dataset.theme, window.matchMedia?.('(prefers-color-scheme: light)').matches ?? false);
 }
 
 /** Canvas backing size for its CSS size and the device pixel ratio. */

@@ -71,3 +71,14 @@ export const LIGHT_THEME: VizTheme = {
   d2h: '#9a6700',
   highlight: '#d300a6',
 };
+
+/**
+ * The canvases' theme: the one pinned in Settings (`<html data-theme>`, set by applyTheme) wins;
+ * without a pin, the OS preference. Reading prefers-color-scheme alone left the pools and the
+ * timeline light on a dark window when the user picked Dark on a light OS.
+ */
+export function resolveVizTheme(pinned: string | undefined, prefersLight: boolean): VizTheme {
+  if (pinned === 'light') return LIGHT_THEME;
+  if (pinned === 'dark') return DARK_THEME;
+  return prefersLight ? LIGHT_THEME : DARK_THEME;
+}

@@ -1,0 +1,77 @@
+/// <reference lib="dom" />
+// page.evaluate bodies run in Chromium: DOM types for them, in this file only.
+/**
+ * What a daily user of the window trips over, checked in real Chromium through `kvscope serve`
+ * on the bundled H100 sample runs: the Settings theme reaching the canvases, pool titles over
+ * their own grids, and the tables' number formats.
+ */
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Browser, Page } from 'playwright-core';
+import { createCore } from '../../src/main/core/app-core';
+import { startServer, type RunningServer } from '../../src/main/core/serve';
+import { ARTIFACTS, RENDERER_DIR, browserSkipReason, launchBrowser } from '../helpers/browser';
+import { realRuns } from '../helpers/real-runs';
+
+const SAMPLE = 'sample:h100-llama-3.1-8b-users4-host55e9';
+const skip = browserSkipReason() ?? (realRuns({ maxBytes: 20e6 }).some((r) => r.name === SAMPLE) ? null : `no bundled sample ${SAMPLE} in resources/samples`);
+
+/** Page-side: pixels of one exact colour in a canvas. */
+function countColour([sel, r, g, b]: [string, number, number, number]): number {
+  const c = document.querySelector<HTMLCanvasElement>(sel)!;
+  const d = c.getContext('2d')!.getImageData(0, 0, c.width, c.height).data;
+  let n = 0;
+  for (let i = 0; i < d.length; i += 4) if (d[i] === r && d[i + 1] === g && d[i + 2] === b) n++;
+  return n;
+}
+
+describe.skipIf(skip !== null)(`the window as a user sees it, in real Chromium${skip ? ` (skipped: ${skip})` : ''}`, () => {
+  let server: RunningServer;
+  let browser: Browser;
+  const errors: string[] = [];
+
+  beforeAll(async () => {
+    const core = await createCore({ runsDir: mkdtempSync(join(tmpdir(), 'kvscope-review-e2e-')), samplesDir: join(process.cwd(), 'resources', 'samples'), shell: 'browser' });
+    server = await startServer({ core, staticDir: RENDERER_DIR });
+    browser = await launchBrowser();
+  }, 60_000);
+  afterAll(async () => {
+    await browser?.close();
+    await server?.close();
+  });
+
+  async function open(hash: string, opts: { width?: number; height?: number; os?: 'dark' | 'light' } = {}): Promise<Page> {
+    const page = await browser.newPage({ viewport: { width: opts.width ?? 1500, height: opts.height ?? 950 }, colorScheme: opts.os ?? 'dark' });
+    page.on('pageerror', (e) => errors.push(String(e)));
+    page.on('console', (m) => m.type() === 'error' && errors.push(m.text()));
+    await page.goto(`${server.url}${hash}`);
+    return page;
+  }
+  const run = (view: string) => `#/runs/${encodeURIComponent(SAMPLE)}/${view}`;
+
+  for (const [os, pin, bg] of [
+    ['light', 'dark', [0x11, 0x14, 0x18]],
+    ['dark', 'light', [0xf7, 0xf8, 0xfa]],
+  ] as const) {
+    it(`Settings → ${pin} on a ${os} OS reaches the pools and timeline canvases and the accent colour`, async () => {
+      const page = await open('#/settings', { os });
+      await page.check(`input[name="theme"][value="${pin}"]`);
+      await page.click('button[type="submit"]');
+      await page.waitForFunction((t) => document.documentElement.dataset.theme === t, pin);
+      await page.evaluate((h) => (window.location.hash = h), run('live'));
+      await page.waitForSelector('[data-testid=pools][data-gpu]');
+      // The canvas background outside both grids is the pinned theme's background.
+      await expect.poll(() => page.evaluate(countColour, ['[data-testid=pools] canvas', ...bg] as [string, number, number, number])).toBeGreaterThan(1000);
+      const accent = await page.evaluate(() => getComputedStyle(document.documentElement).getPropertyValue('--accent').trim());
+      expect(accent).toBe(pin === 'dark' ? '#4ea1ff' : '#1f6feb');
+      await page.screenshot({ path: join(ARTIFACTS, `review-live-${pin}-on-${os}.png`) });
+      await page.evaluate((h) => (window.location.hash = h), run('timeline'));
+      await page.waitForSelector('[data-testid=timeline][data-t0]');
+      await expect.poll(() => page.evaluate(countColour, ['[data-testid=timeline] canvas', ...bg] as [string, number, number, number])).toBeGreaterThan(1000);
+      await page.close();
+      expect(errors).toEqual([]);
+    });
+  }
+});
