@@ -74,4 +74,25 @@ describe.skipIf(skip !== null)(`the window as a user sees it, in real Chromium${
       expect(errors).toEqual([]);
     });
   }
+  for (const [width, height] of [
+    [1500, 950],
+    [1100, 750],
+  ] as const) {
+    it(`Live at ${width}×${height}: each pool's title sits over the pools canvas, not over the stats panel`, async () => {
+      const page = await open(run('live'), { width, height });
+      await page.waitForSelector('[data-testid=pools][data-gpu]');
+      const canvas = (await page.locator('[data-testid=pools]').boundingBox())!;
+      const stats = (await page.locator('.live-stats').boundingBox())!;
+      for (const pool of ['gpu', 'host']) {
+        const title = (await page.locator(`[data-stat=${pool}]`).locator('..').boundingBox())!;
+        expect(title.x, pool).toBeGreaterThanOrEqual(canvas.x - 1);
+        expect(title.x + title.width, pool).toBeLessThanOrEqual(canvas.x + canvas.width + 1);
+        expect(title.x + title.width, pool).toBeLessThan(stats.x);
+        expect(title.y + title.height, pool).toBeLessThanOrEqual(canvas.y + 1);
+      }
+      await page.screenshot({ path: join(ARTIFACTS, `review-live-${width}.png`) });
+      await page.close();
+      expect(errors).toEqual([]);
+    });
+  }
 });

@@ -260,17 +260,21 @@ function LivePools({ data }: { data: RunData; version: number }) {
         <ExportButton runId={data.id} />
       </div>
       {!hasMoves && <p className="empty">This run has no block moves{data.status === 'running' ? ' yet: they appear as the run goes' : ''}.</p>}
-      <div className="pool-titles">
-        <span>
-          <strong>GPU pool</strong> <span ref={(el) => void (statsRef.current.gpu = el)} data-stat="gpu" />
-        </span>
-        <span>
-          <strong>Host pool</strong> <span ref={(el) => void (statsRef.current.host = el)} data-stat="host" />
-        </span>
-      </div>
       <div className="live-body">
-        <div className="pools-canvas" ref={wrapRef} data-testid="pools">
-          <canvas ref={canvasRef} aria-label="GPU pool and host pool, one cell per block, coloured by user" />
+        {/* The titles share the canvas's column: across the whole row, the host pool's title sat
+            over the stats panel instead of over its grid. */}
+        <div className="pools-column">
+          <div className="pool-titles">
+            <span data-title="gpu">
+              <strong>GPU pool</strong> <span ref={(el) => void (statsRef.current.gpu = el)} data-stat="gpu" />
+            </span>
+            <span data-title="host">
+              <strong>Host pool</strong> <span ref={(el) => void (statsRef.current.host = el)} data-stat="host" />
+            </span>
+          </div>
+          <div className="pools-canvas" ref={wrapRef} data-testid="pools">
+            <canvas ref={canvasRef} aria-label="GPU pool and host pool, one cell per block, coloured by user" />
+          </div>
         </div>
         <aside className="live-stats">
           <dl>
