@@ -95,4 +95,25 @@ describe.skipIf(skip !== null)(`the window as a user sees it, in real Chromium${
       expect(errors).toEqual([]);
     });
   }
+  it('Summary: the rounds, blocks and bandwidth tables right-align their numbers, and block counts have thousands separators', async () => {
+    const page = await open(run('summary'));
+    await page.waitForSelector('[data-testid=rounds-table]');
+    const cells = await page.evaluate(() =>
+      // The round number is the row's name, left as a label.
+      [...document.querySelectorAll('.summary-view table:not([data-testid=settings-table]) td:not([data-testid=rounds-table] td:first-child)')].map((td) => ({
+        text: (td.textContent ?? '').trim(),
+        align: getComputedStyle(td).textAlign,
+      })),
+    );
+    const numeric = cells.filter((c) => /^[\d,.]+( [a-zA-Z/%]+)?$|^\d+%$/.test(c.text));
+    // 11 rounds × (5 times + 5 op counts), 7 block rows, 2 directions × 4: nearly every cell is a number.
+    expect(numeric.length).toBeGreaterThan(100);
+    expect(numeric.filter((c) => c.align !== 'right').map((c) => c.text)).toEqual([]);
+    // The context round offloads thousands of blocks on this sample (the log says 922 and 2,004 stored).
+    const round0 = await page.locator('[data-testid=rounds-table] tbody tr').first().locator('td').allTextContents();
+    expect(round0.slice(6)).toEqual(['2,004', '922', '0', '0', '0']);
+    await page.screenshot({ path: join(ARTIFACTS, 'review-summary.png') });
+    await page.close();
+    expect(errors).toEqual([]);
+  });
 });

@@ -57,12 +57,18 @@ function Summary({ data }: { data: RunData }) {
               <thead>
                 <tr>
                   <th>Round</th>
-                  <th>Users</th>
-                  <th>TTFT mean</th>
-                  <th>p50</th>
-                  <th>p99</th>
-                  <th>E2E</th>
-                  <th title="stored / offloaded / onboarded / evicted / hit">Blocks s/off/on/ev/hit</th>
+                  <th className="num">Users</th>
+                  <th className="num">TTFT mean</th>
+                  <th className="num">p50</th>
+                  <th className="num">p99</th>
+                  <th className="num">E2E</th>
+                  {/* One column per op, named as in the Blocks table: one cell of "2004 / 922 / 0 / 0 / 0"
+                      under "s/off/on/ev/hit" had no thousands separators and had to be decoded. */}
+                  {OP_NAMES.map((op) => (
+                    <th key={op} className="num" title={`blocks: ${op}`}>
+                      {op}
+                    </th>
+                  ))}
                 </tr>
               </thead>
               <tbody>
@@ -71,12 +77,16 @@ function Summary({ data }: { data: RunData }) {
                   return (
                     <tr key={row.round}>
                       <td>{row.round === 0 ? '0 (context)' : row.round}</td>
-                      <td>{row.users}</td>
-                      <td>{formatNs(row.ttft.mean)}</td>
-                      <td>{formatNs(row.ttft.p50)}</td>
-                      <td>{formatNs(row.ttft.p99)}</td>
-                      <td>{formatNs(row.e2e_ns)}</td>
-                      <td>{m.join(' / ')}</td>
+                      <td className="num">{row.users}</td>
+                      <td className="num">{formatNs(row.ttft.mean)}</td>
+                      <td className="num">{formatNs(row.ttft.p50)}</td>
+                      <td className="num">{formatNs(row.ttft.p99)}</td>
+                      <td className="num">{formatNs(row.e2e_ns)}</td>
+                      {m.map((n, op) => (
+                        <td key={op} className="num">
+                          {n.toLocaleString()}
+                        </td>
+                      ))}
                     </tr>
                   );
                 })}
@@ -84,12 +94,12 @@ function Summary({ data }: { data: RunData }) {
               <tfoot>
                 <tr>
                   <th>Timed rounds</th>
-                  <th>{a.users.length}</th>
-                  <th>{formatNs(a.ttft.mean)}</th>
-                  <th>{formatNs(a.ttft.p50)}</th>
-                  <th>{formatNs(a.ttft.p99)}</th>
-                  <th>{formatNs(a.e2e_ns)}</th>
-                  <th />
+                  <th className="num">{a.users.length}</th>
+                  <th className="num">{formatNs(a.ttft.mean)}</th>
+                  <th className="num">{formatNs(a.ttft.p50)}</th>
+                  <th className="num">{formatNs(a.ttft.p99)}</th>
+                  <th className="num">{formatNs(a.e2e_ns)}</th>
+                  <th colSpan={OP_NAMES.length} />
                 </tr>
               </tfoot>
             </table>
@@ -104,19 +114,19 @@ function Summary({ data }: { data: RunData }) {
                 return (
                   <tr key={op}>
                     <th>{op}</th>
-                    <td>{n.toLocaleString()}</td>
-                    <td>{bb && (op === 'offload' || op === 'onboard') ? formatBytes(n * bb) : ''}</td>
+                    <td className="num">{n.toLocaleString()}</td>
+                    <td className="num">{bb && (op === 'offload' || op === 'onboard') ? formatBytes(n * bb) : ''}</td>
                   </tr>
                 );
               })}
               <tr>
                 <th>peak GPU pool</th>
-                <td>{a.peakOccupancy.gpu.toLocaleString()}</td>
+                <td className="num">{a.peakOccupancy.gpu.toLocaleString()}</td>
                 <td>of {r.pools.gpu?.capacity_blocks.toLocaleString() ?? '–'}</td>
               </tr>
               <tr>
                 <th>peak host pool</th>
-                <td>{a.peakOccupancy.host.toLocaleString()}</td>
+                <td className="num">{a.peakOccupancy.host.toLocaleString()}</td>
                 <td>of {r.pools.host?.capacity_blocks.toLocaleString() ?? '–'}</td>
               </tr>
             </tbody>
@@ -130,10 +140,10 @@ function Summary({ data }: { data: RunData }) {
             <thead>
               <tr>
                 <th>Direction</th>
-                <th>Copies</th>
-                <th>Bytes</th>
-                <th>Achieved</th>
-                <th>of link</th>
+                <th className="num">Copies</th>
+                <th className="num">Bytes</th>
+                <th className="num">Achieved</th>
+                <th className="num">of link</th>
               </tr>
             </thead>
             <tbody>
@@ -143,10 +153,12 @@ function Summary({ data }: { data: RunData }) {
                 return (
                   <tr key={l.dir}>
                     <th>{l.dir.toUpperCase()}</th>
-                    <td>{l.length.toLocaleString()}</td>
-                    <td>{formatBytes(l.totalBytes)}</td>
-                    <td title="bytes over the time the link was busy in this direction">{formatBandwidth(bw)}</td>
-                    <td>{bw && link.bytesPerS ? `${((bw / link.bytesPerS) * 100).toFixed(0)}%` : '–'}</td>
+                    <td className="num">{l.length.toLocaleString()}</td>
+                    <td className="num">{formatBytes(l.totalBytes)}</td>
+                    <td className="num" title="bytes over the time the link was busy in this direction">
+                      {formatBandwidth(bw)}
+                    </td>
+                    <td className="num">{bw && link.bytesPerS ? `${((bw / link.bytesPerS) * 100).toFixed(0)}%` : '–'}</td>
                   </tr>
                 );
               })}
