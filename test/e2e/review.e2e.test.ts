@@ -100,7 +100,7 @@ describe.skipIf(skip !== null)(`the window as a user sees it, in real Chromium${
     await page.waitForSelector('[data-testid=rounds-table]');
     const cells = await page.evaluate(() =>
       // The round number is the row's name, left as a label.
-      [...document.querySelectorAll('.summary-view table:not([data-testid=settings-table]) td:not([data-testid=rounds-table] td:first-child)')].map((td) => ({
+      Array.from(document.querySelectorAll('.summary-view table:not([data-testid=settings-table]) td:not([data-testid=rounds-table] td:first-child)')).map((td) => ({
         text: (td.textContent ?? '').trim(),
         align: getComputedStyle(td).textAlign,
       })),
