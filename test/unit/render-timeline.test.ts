@@ -134,6 +134,20 @@ describe('timeline model and renderTimelineInto', () => {
       }
     });
 
+    it(`pool tracks' scale labels read as block counts with separators (${run.name})`, () => {
+      const { tm } = model(run.events);
+      const layout = timelineLayout(tm);
+      const ctx = recordingCtx();
+      renderTimelineInto(ctx, tm, layout, { t0: tm.t0, t1: tm.t1, width: 1400, height: layout.height }, DARK_THEME);
+      for (const row of layout.rows.filter((r) => r.kind === 'counter' && tm.counters[r.index]!.unit === 'blocks')) {
+        const c = tm.counters[row.index]!;
+        // The scale label is the text drawn in the labels column below the track's name.
+        const under = ctx.calls.filter((k) => k.fn === 'fillText' && Number(k.args[1]) === 6 && Number(k.args[2]) === row.y + row.h - 6).map((k) => String(k.args[0]));
+        // A bare "1084" under "GPU pool" named neither the unit nor matched "1,084 blocks" in the Live view.
+        expect(under, c.label).toEqual([`${c.max.toLocaleString('en-US')} blocks`]);
+      }
+    });
+
     it(`lane byte totals and request rows agree with the log (${run.name})`, () => {
       const { tm } = model(run.events);
       for (const l of tm.lanes) {

@@ -8,7 +8,7 @@
  * pixels, copies are binned per pixel column and drawn as a density (busy fraction of the column),
  * so 1,000,000 copies cost one pass over the visible ones and at most one rect per column.
  */
-import { axisNsFormat, formatBytes, formatNs } from '../../shared/format';
+import { axisNsFormat, formatBandwidth, formatBytes, formatCount, formatNs } from '../../shared/format';
 import { laneWindow, type CounterTrack, type RequestLinks, type TimelineModel, type XferLane } from '../../shared/timeline-model';
 import type { Ctx2D, VizTheme } from './ctx2d';
 
@@ -227,6 +227,18 @@ function drawCounter(ctx: Ctx2D, c: CounterTrack, row: TimelineRow, view: Timeli
   ctx.stroke();
 }
 
+/**
+ * A counter track's value in its unit, for the scale label under the track's name and the hover
+ * tooltip alike. Pool tracks read "1,084 blocks" as the Live view and the Summary do (the scale
+ * label was a bare "1084", with no unit, under "GPU pool").
+ */
+export function formatCounterValue(unit: CounterTrack['unit'], v: number): string {
+  if (unit === 'pct') return `${v.toFixed(0)}%`;
+  if (unit === 'bytes') return formatBytes(v);
+  if (unit === 'bytes/s') return formatBandwidth(v);
+  return `${formatCount(v)} blocks`;
+}
+
 /** Paints the whole timeline for the window in `view`. */
 export function renderTimelineInto(ctx: Ctx2D, model: TimelineModel, layout: TimelineLayout, view: TimelineView, theme: VizTheme, highlight: Highlight = { links: null }): TimelineDrawStats {
   const stats: TimelineDrawStats = { bars: 0, binned: 0 };
@@ -353,7 +365,7 @@ export function renderTimelineInto(ctx: Ctx2D, model: TimelineModel, layout: Tim
     if (row.kind === 'counter') {
       const c = model.counters[row.index]!;
       ctx.fillStyle = theme.muted;
-      ctx.fillText(c.unit === 'pct' ? '100%' : c.unit === 'blocks' ? `${c.max}` : c.unit === 'bytes' ? formatBytes(c.max) : `${formatBytes(c.max)}/s`, 6, row.y + row.h - 6);
+      ctx.fillText(formatCounterValue(c.unit, c.unit === 'pct' ? 100 : c.max), 6, row.y + row.h - 6);
     }
   }
   return stats;

@@ -12,7 +12,7 @@ import { linkRequest, type RequestLinks, type TimelineModel } from '../../../sha
 import { registerDraw } from '../../frame-scheduler';
 import { fitCanvas, useRunData, useVizTheme } from '../../hooks';
 import type { RunData } from '../../run-data';
-import { hitTestTimeline, renderTimelineInto, timelineLayout, type TimelineHit, type TimelineLayout } from '../../viz/timeline-render';
+import { formatCounterValue, hitTestTimeline, renderTimelineInto, timelineLayout, type TimelineHit, type TimelineLayout } from '../../viz/timeline-render';
 import { RunHeader } from '../live/LiveView';
 import { ExportButton } from '../export/ExportButton';
 import { saveChartImage } from '../export/save-image';
@@ -42,8 +42,7 @@ function describeHit(model: TimelineModel, hit: TimelineHit): string {
   }
   const c = model.counters[hit.counter]!;
   const v = c.v[hit.index]!;
-  const text = c.unit === 'pct' ? `${v.toFixed(0)}%` : c.unit === 'bytes' ? formatBytes(v) : c.unit === 'bytes/s' ? formatBandwidth(v) : `${v} blocks`;
-  return `${c.label}: ${text} at ${formatNs(c.t[hit.index]! - model.t0)}`;
+  return `${c.label}: ${formatCounterValue(c.unit, v)} at ${formatNs(c.t[hit.index]! - model.t0)}`;
 }
 
 function Timeline({ data }: { data: RunData }) {
