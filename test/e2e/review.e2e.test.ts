@@ -116,4 +116,25 @@ describe.skipIf(skip !== null)(`the window as a user sees it, in real Chromium${
     await page.close();
     expect(errors).toEqual([]);
   });
+  it('keyboard: a nav link with the focus looks unlike the current view\'s tab, and Alt+digit switches views', async () => {
+    const page = await open('#/runs');
+    await page.waitForSelector('.runs-table');
+    await page.keyboard.press('Tab');
+    expect(await page.evaluate(() => document.activeElement?.getAttribute('data-nav'))).toBe('hosts');
+    const look = (sel: string) =>
+      page.evaluate((q) => {
+        const cs = getComputedStyle(document.querySelector(q)!);
+        return `${cs.outlineStyle} ${cs.outlineWidth} ${cs.outlineColor} | ${cs.backgroundColor} | ${cs.color}`;
+      }, sel);
+    const focused = await look('.nav a[data-nav=hosts]');
+    const current = await look('.nav a[data-nav=runs]');
+    expect(focused).not.toBe(current);
+    expect(focused).toMatch(/^solid 2px/);
+    await page.keyboard.press('Enter');
+    await page.waitForSelector('tr[data-host=local]');
+    await page.keyboard.press('Alt+5');
+    await page.waitForSelector('[data-testid=chart-ttft]');
+    await page.close();
+    expect(errors).toEqual([]);
+  });
 });
