@@ -130,6 +130,12 @@ describe('timeline model and renderTimelineInto', () => {
           const x1 = Math.min(xOf(view, lw, req.done ?? tm.t1), width);
           // A label that ran past its bar overlapped the next round's label (seen on the 8B sample).
           expect(x + ctx.measureText(text).width, `${text} at width ${width}`).toBeLessThanOrEqual(x1 - 3 + 1e-9);
+          // Nor over the TTFT mark (a 2 px bar in the text colour at first token), which struck the label through.
+          if (req.first_token !== null) {
+            const mark = Math.round(xOf(view, lw, req.first_token));
+            const crosses = x < mark + 1 && x + ctx.measureText(text).width > mark - 1;
+            expect(crosses, `${text} at ${x.toFixed(1)} over the TTFT mark at ${mark}, width ${width}`).toBe(false);
+          }
         }
       }
     });

@@ -324,14 +324,26 @@ export function renderTimelineInto(ctx: Ctx2D, model: TimelineModel, layout: Tim
           ctx.strokeRect(x0 - 1, row.y - 1, Math.max(2, x1 - x0 + 2), row.h + 2);
           ctx.lineWidth = 1;
         }
-        // The label stays inside its bar (a long label ran into the next round's bar): the full
-        // one if it fits, else the round alone, else none.
-        const room = Math.min(x1, view.width) - Math.max(lw, x0) - 6;
+        // The label stays inside its bar (a long label ran into the next round's bar) and off the
+        // TTFT mark, drawn in the text colour, which struck through it ("R2 · TTF|T 1.969 s"): the
+        // full label before the mark, else after it, else the round alone likewise, else none.
+        const left = Math.max(lw, x0);
+        const right = Math.min(x1, view.width);
+        const mark = r.first_token !== null ? Math.round(xOf(view, lw, r.first_token)) : null;
+        const spans: Array<[number, number]> = mark !== null && mark > left && mark < right ? [[left, mark - 2], [mark + 2, right]] : [[left, right]];
         const short = `R${r.round}`;
-        const label = [r.ttft_ns !== null ? `${short} · TTFT ${formatNs(r.ttft_ns)}` : short, short].find((t) => ctx.measureText(t).width <= room);
-        if (label) {
+        const texts = r.ttft_ns !== null ? [`${short} · TTFT ${formatNs(r.ttft_ns)}`, short] : [short];
+        let placed: [string, number] | null = null;
+        for (const t of texts) {
+          const span = spans.find(([a, b]) => ctx.measureText(t).width <= b - a - 6);
+          if (span) {
+            placed = [t, span[0] + 3];
+            break;
+          }
+        }
+        if (placed) {
           ctx.fillStyle = theme.text;
-          ctx.fillText(label, Math.max(lw, x0) + 3, row.y + row.h / 2);
+          ctx.fillText(placed[0], placed[1], row.y + row.h / 2);
         }
       }
       // Onboarding inside the request: a tick per onboard line of the selected request.
