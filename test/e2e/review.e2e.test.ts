@@ -137,4 +137,15 @@ describe.skipIf(skip !== null)(`the window as a user sees it, in real Chromium${
     await page.close();
     expect(errors).toEqual([]);
   });
+  it('Timeline at 1100×750: the toolbar stays one row (the hint yields, Export stays beside the zoom buttons)', async () => {
+    const page = await open(run('timeline'), { width: 1100, height: 750 });
+    await page.waitForSelector('[data-testid=timeline][data-t0]');
+    const top = async (sel: string) => (await page.locator(sel).first().boundingBox())!.y;
+    const zoom = await top('.transport button');
+    expect(Math.abs((await top('.transport [data-action=export]')) - zoom)).toBeLessThan(8);
+    expect(Math.abs((await top('.transport [data-action=save-image]')) - zoom)).toBeLessThan(8);
+    await page.screenshot({ path: join(ARTIFACTS, 'review-timeline-1100.png') });
+    await page.close();
+    expect(errors).toEqual([]);
+  });
 });

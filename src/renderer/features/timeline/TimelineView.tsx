@@ -212,7 +212,10 @@ function Timeline({ data }: { data: RunData }) {
         <button type="button" onClick={() => api.current?.reset()} title="Whole run (0)" data-action="zoom-reset">
           Whole run
         </button>
-        <span className="muted">W/S zoom · A/D pan · drag to pan · click a request to trace its blocks · Esc clears</span>
+        {/* The hint yields its width (ellipsis, full text on hover): at 1100 px it pushed Export onto a row of its own. */}
+        <span className="muted hint-line" title="W/S zoom · A/D pan · drag to pan · click a request to trace its blocks · Esc clears">
+          W/S zoom · A/D pan · drag to pan · click a request to trace its blocks · Esc clears
+        </span>
         <span className="spacer" />
         <button type="button" data-action="save-image" title="Save the timeline as it is drawn now (PNG)" onClick={() => canvasRef.current && void saveChartImage(bridge, data.id, 'timeline', canvasRef.current.toDataURL('image/png'), 'png').then(setSaved)}>
           Save image…
