@@ -148,4 +148,22 @@ describe.skipIf(skip !== null)(`the window as a user sees it, in real Chromium${
     await page.close();
     expect(errors).toEqual([]);
   });
+  it('Timeline: the focused timeline shows its whole focus ring inside the scroll box (W/S/A/D go to it)', async () => {
+    const page = await open(run('timeline'));
+    await page.waitForSelector('[data-testid=timeline][data-t0]');
+    // The view focuses the timeline on open so its keys work at once.
+    expect(await page.evaluate(() => document.activeElement?.getAttribute('data-testid'))).toBe('timeline');
+    const ring = await page.evaluate(() => {
+      const el = document.querySelector('[data-testid=timeline]')!;
+      const cs = getComputedStyle(el);
+      const grow = parseFloat(cs.outlineOffset) + parseFloat(cs.outlineWidth);
+      const r = el.getBoundingClientRect();
+      const box = el.closest('.timeline-scroll')!.getBoundingClientRect();
+      return { style: cs.outlineStyle, left: r.left - grow - box.left, top: r.top - grow - box.top, right: box.right - (r.right + grow), bottom: box.bottom - (r.bottom + grow) };
+    });
+    expect(ring.style).toBe('solid');
+    for (const side of ['left', 'top', 'right', 'bottom'] as const) expect(ring[side], side).toBeGreaterThanOrEqual(0);
+    await page.close();
+    expect(errors).toEqual([]);
+  });
 });
