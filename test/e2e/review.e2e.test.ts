@@ -166,4 +166,20 @@ describe.skipIf(skip !== null)(`the window as a user sees it, in real Chromium${
     await page.close();
     expect(errors).toEqual([]);
   });
+  it('Live: each nvidia-smi sparkline prints its value at the replay time, GPU memory against the card', async () => {
+    const page = await open(run('live'));
+    await page.waitForSelector('[data-testid=pools][data-gpu]');
+    const value = (key: string) => page.locator(`[data-spark-value=${key}]`).textContent();
+    // A finished run opens at its end: this sample holds 85.5 GB of weights and KV on an 85.5 GB card's scale.
+    await expect.poll(() => value('gpu_mem')).toMatch(/^\d+(\.\d+)? GB of \d+(\.\d+)? GB$/);
+    expect(await value('gpu_util')).toMatch(/^\d+%$/);
+    expect(await value('pcie_rx')).toMatch(/^\d+(\.\d+)? [kMG]?B\/s$/);
+    const atEnd = await value('gpu_mem');
+    await page.keyboard.press('Home');
+    // Before the first nvidia-smi sample there is no value ("–"): the value follows the replay time.
+    await expect.poll(() => value('gpu_mem')).not.toBe(atEnd);
+    await page.screenshot({ path: join(ARTIFACTS, 'review-live-sparks.png') });
+    await page.close();
+    expect(errors).toEqual([]);
+  });
 });

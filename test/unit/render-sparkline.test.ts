@@ -1,6 +1,6 @@
 /** Sparklines of nvidia-smi counters draw the samples up to the replay's time, one point per column. */
 import { describe, expect, it } from 'vitest';
-import { renderSparklineInto } from '../../src/renderer/viz/sparkline-render';
+import { renderSparklineInto, sampleAt } from '../../src/renderer/viz/sparkline-render';
 import { recordingCtx } from '../helpers/recording-ctx';
 
 describe('renderSparklineInto', () => {
@@ -24,5 +24,15 @@ describe('renderSparklineInto', () => {
     const ys = ctx.calls.filter((c) => c.fn === 'lineTo' || c.fn === 'moveTo').map((c) => c.args[1] as number);
     expect(ys[0]).toBe(19); // 0 at the bottom
     expect(ys[1]).toBe(1); // max at the top
+  });
+
+  it('sampleAt gives the sample in force at now (the value printed beside the sparkline)', () => {
+    expect(sampleAt(t, v, t.length, -1)).toBeNull();
+    expect(sampleAt(t, v, t.length, 0)).toBe(1);
+    expect(sampleAt(t, v, t.length, 1.5e6)).toBe(2);
+    expect(sampleAt(t, v, t.length, 499e6)).toBe(100);
+    expect(sampleAt(t, v, t.length, 5e12)).toBe(100);
+    // Only the first n samples count (a live tail's columns are longer than what has arrived).
+    expect(sampleAt(t, v, 10, 5e12)).toBe(10);
   });
 });

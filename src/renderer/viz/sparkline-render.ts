@@ -27,3 +27,18 @@ export function renderSparklineInto(ctx: Ctx2D, t: Float64Array, v: Float64Array
   ctx.fillRect(Math.min(w - 1, Math.max(0, Math.floor((now - t0) * sx))), 0, 1, h);
   return drawn;
 }
+
+/**
+ * The sample in force at `now` (the last at or before it), or null before the first: the Live
+ * view prints it beside each sparkline, which otherwise showed a shape with no value and no scale.
+ */
+export function sampleAt(t: Float64Array, v: Float64Array, n: number, now: number): number | null {
+  let lo = 0;
+  let hi = n;
+  while (lo < hi) {
+    const m = (lo + hi) >>> 1;
+    if (t[m]! <= now) lo = m + 1;
+    else hi = m;
+  }
+  return lo === 0 ? null : v[lo - 1]!;
+}

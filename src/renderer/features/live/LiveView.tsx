@@ -11,7 +11,8 @@ import { registerDraw } from '../../frame-scheduler';
 import { fitCanvas, useRunData, useVizTheme } from '../../hooks';
 import { routeHref } from '../../router';
 import { emptyGrid, hexToPixel, poolsLayout, renderPoolsInto, type PixelBuffer, type PoolsLayout, type PoolsPalette } from '../../viz/pools-render';
-import { renderSparklineInto } from '../../viz/sparkline-render';
+import { renderSparklineInto, sampleAt } from '../../viz/sparkline-render';
+import { formatCounterValue } from '../../viz/timeline-render';
 import type { RunData } from '../../run-data';
 import type { VizTheme } from '../../viz/ctx2d';
 import { ExportButton } from '../export/ExportButton';
@@ -159,6 +160,9 @@ function LivePools({ data }: { data: RunData; version: number }) {
         if (!el || c.length === 0) continue;
         const sctx = el.getContext('2d');
         if (sctx) renderSparklineInto(sctx, c.t, c.v, c.length, start, end, s.now, c.max, el.width, el.height, theme.accent, theme.muted);
+        const v = sampleAt(c.t, c.v, c.length, s.now);
+        // Memory against the card's total; rates and % alone (their track max is only the largest sample).
+        set(`spark-${c.key}`, v === null ? '–' : `${formatCounterValue(c.unit, v)}${c.unit === 'bytes' ? ` of ${formatCounterValue(c.unit, c.max)}` : ''}`);
       }
       // Frames only while time moves (playing or following); a paused replay is one still frame,
       // moves caught in flight included, and costs nothing until the next change.
@@ -309,7 +313,9 @@ function LivePools({ data }: { data: RunData; version: number }) {
           ) : (
             counters.map((c) => (
               <div key={c.key} className="spark">
-                <span>{c.label}</span>
+                <span>
+                  {c.label} <span className="spark-value" ref={(el) => void (statsRef.current[`spark-${c.key}`] = el)} data-spark-value={c.key} />
+                </span>
                 <canvas ref={(el) => void (sparkRefs.current[c.key] = el)} width={220} height={34} data-counter={c.key} />
               </div>
             ))
