@@ -56,3 +56,14 @@ export function formatBandwidth(bytesPerS: number | null | undefined): string {
 export function formatCount(n: number): string {
   return n.toLocaleString('en-US');
 }
+
+/**
+ * A replay clock, "elapsed / total": both in the total's unit and precision (formatNs's four
+ * significant digits), so the readout keeps its width while it runs. Each formatted on its own
+ * read "0 ns / 58.15 s" at the start and "999.6 ms / 58.15 s" a second in.
+ */
+export function formatNsClock(elapsedNs: number, totalNs: number): string {
+  if (!(totalNs > 0) || !Number.isFinite(totalNs)) return `${formatNs(elapsedNs)} / ${formatNs(totalNs)}`;
+  const f = axisNsFormat(totalNs, 10 ** (Math.floor(Math.log10(totalNs)) - 3));
+  return `${f(elapsedNs)} / ${f(totalNs)}`;
+}

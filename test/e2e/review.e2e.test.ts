@@ -178,6 +178,8 @@ describe.skipIf(skip !== null)(`the window as a user sees it, in real Chromium${
     await page.keyboard.press('Home');
     // Before the first nvidia-smi sample there is no value ("–"): the value follows the replay time.
     await expect.poll(() => value('gpu_mem')).not.toBe(atEnd);
+    // The clock beside the scrubber keeps the total's unit at the start ("0 ns / 58.15 s" before).
+    expect(await page.locator('.transport .time').textContent()).toMatch(/^0\.00 s \/ \d+\.\d\d s$/);
     await page.screenshot({ path: join(ARTIFACTS, 'review-live-sparks.png') });
     await page.close();
     expect(errors).toEqual([]);

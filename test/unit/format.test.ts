@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { axisNsFormat, formatBandwidth, formatBytes, formatCount, formatNs } from '../../src/shared/format';
+import { axisNsFormat, formatBandwidth, formatBytes, formatCount, formatNs, formatNsClock } from '../../src/shared/format';
 
 describe('formatNs', () => {
   it('keeps four significant digits from microseconds to minutes', () => {
@@ -57,5 +57,20 @@ describe('axisNsFormat', () => {
   });
   it('survives a flat axis', () => {
     expect(axisNsFormat(0, 0)(0)).toBe('0 ns');
+  });
+});
+
+describe('formatNsClock', () => {
+  it("writes elapsed in the total's unit and precision (the total as formatNs writes it)", () => {
+    expect(formatNsClock(0, 58.15e9)).toBe('0.00 s / 58.15 s');
+    expect(formatNsClock(999.6e6, 58.15e9)).toBe('1.00 s / 58.15 s');
+    expect(formatNsClock(12.345e9, 321.8e9)).toBe('12.3 s / 321.8 s');
+    expect(formatNsClock(1.5e9, 3.573e9)).toBe('1.500 s / 3.573 s');
+    expect(formatNsClock(0, 50.09e6)).toBe('0.00 ms / 50.09 ms');
+    for (const total of [58.15e9, 321.8e9, 3.573e9, 50.09e6, 125e9]) expect(formatNsClock(total, total).split(' / ')[1]).toBe(formatNs(total));
+  });
+
+  it('an empty run still reads', () => {
+    expect(formatNsClock(0, 0)).toBe('0 ns / 0 ns');
   });
 });

@@ -5,7 +5,7 @@
  * is drawn by the one rAF scheduler; React renders the frame around it.
  */
 import { useEffect, useRef, useState } from 'react';
-import { formatBandwidth, formatBytes, formatNs } from '../../../shared/format';
+import { formatBandwidth, formatBytes, formatNsClock } from '../../../shared/format';
 import { POOL_GPU, POOL_HOST, ReplayCursor } from '../../../shared/replay';
 import { registerDraw } from '../../frame-scheduler';
 import { fitCanvas, useRunData, useVizTheme } from '../../hooks';
@@ -139,7 +139,7 @@ function LivePools({ data }: { data: RunData; version: number }) {
       const pct = (n: number, c: number) => (c > 0 ? ` (${((n / c) * 100).toFixed(1)}%)` : '');
       set('gpu', `${cursor.counts[POOL_GPU].toLocaleString()} / ${capG.toLocaleString()} blocks${pct(cursor.counts[POOL_GPU], capG)}`);
       set('host', capH > 0 ? `${cursor.counts[POOL_HOST].toLocaleString()} / ${capH.toLocaleString()} blocks${pct(cursor.counts[POOL_HOST], capH)}` : 'no host pool (recompute baseline)');
-      set('time', `${formatNs(s.now - start)} / ${formatNs(end - start)}`);
+      set('time', formatNsClock(s.now - start, end - start));
       set('h2d', `${formatBytes(r.bytesMovedBy('h2d', s.now))} · ${formatBandwidth(r.bandwidthAt('h2d', s.now, BW_WINDOW_NS))}`);
       set('d2h', `${formatBytes(r.bytesMovedBy('d2h', s.now))} · ${formatBandwidth(r.bandwidthAt('d2h', s.now, BW_WINDOW_NS))}`);
       const p = r.progressAt(s.now);
