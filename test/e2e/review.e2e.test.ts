@@ -184,4 +184,14 @@ describe.skipIf(skip !== null)(`the window as a user sees it, in real Chromium${
     await page.close();
     expect(errors).toEqual([]);
   });
+  it('Compare names the selected runs it cannot find instead of charting "0 selected runs" silently', async () => {
+    const page = await open(`#/compare?runs=${encodeURIComponent('gone-run')},${encodeURIComponent(SAMPLE)}`);
+    await page.waitForSelector('[data-testid=chart-ttft]');
+    expect(await page.locator('[data-testid=chart-ttft] g.series.measured').count()).toBe(1);
+    expect(await page.textContent('[data-testid=compare-missing]')).toMatch(/^1 selected run is not in the library.*: gone-run$/);
+    await page.evaluate((h) => (window.location.hash = h), '#/compare');
+    await page.waitForSelector('[data-testid=compare-missing]', { state: 'detached' });
+    await page.close();
+    expect(errors).toEqual([]);
+  });
 });

@@ -87,6 +87,8 @@ export function CompareView({ runIds }: { runIds: string[] }) {
   if (error) return <p role="alert" className="error">Could not list runs: {error}</p>;
   if (!runs) return <p className="loading">Loading runs…</p>;
   const bad = projections.filter((p) => !p.ok);
+  // A link can name runs since deleted or renamed away: say which, not just "0 selected runs".
+  const missing = runIds.filter((id) => !runs.some((r) => r.id === id));
   return (
     <section className="compare-view">
       <h1>Compare</h1>
@@ -97,6 +99,11 @@ export function CompareView({ runIds }: { runIds: string[] }) {
           Save image…
         </button>
       </p>
+      {missing.length > 0 && (
+        <p className="warn" data-testid="compare-missing">
+          {missing.length === 1 ? '1 selected run is' : `${missing.length} selected runs are`} not in the library (deleted, or a link from elsewhere): {missing.join(', ')}
+        </p>
+      )}
       {saved && (
         <p className="notice" role="status">
           {saved}
