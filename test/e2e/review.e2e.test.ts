@@ -194,4 +194,20 @@ describe.skipIf(skip !== null)(`the window as a user sees it, in real Chromium${
     await page.close();
     expect(errors).toEqual([]);
   });
+  it('Settings: a theme previewed but not saved is dropped on leaving Settings, so the window and the form agree', async () => {
+    const page = await open('#/settings');
+    await page.waitForSelector('input[name="theme"]:checked');
+    const saved = await page.getAttribute('input[name="theme"]:checked', 'value');
+    const other = saved === 'dark' ? 'light' : 'dark';
+    await page.check(`input[name="theme"][value="${other}"]`);
+    expect(await page.evaluate(() => document.documentElement.dataset.theme)).toBe(other);
+    await page.evaluate(() => (window.location.hash = '#/runs'));
+    await page.waitForSelector('.runs-table');
+    // "system" removes the pin; dark and light set it.
+    expect(await page.evaluate(() => document.documentElement.dataset.theme ?? 'system')).toBe(saved);
+    await page.evaluate(() => (window.location.hash = '#/settings'));
+    expect(await page.getAttribute('input[name="theme"]:checked', 'value')).toBe(saved);
+    await page.close();
+    expect(errors).toEqual([]);
+  });
 });

@@ -4,7 +4,7 @@
  * (Ajv, the same schema that guards settings.json); an error comes back naming its field, which is
  * marked here. Nothing is saved until Save.
  */
-import { useEffect, useState } from 'react';
+import { useEffect, useRef, useState } from 'react';
 import type { Settings, SettingsSnapshot, Theme, WorkloadDefaults } from '../../../shared/api';
 import { useApi } from '../../bridge/api-context';
 import { applyTheme, SETTINGS_CHANGED_EVENT } from './theme';
@@ -41,6 +41,16 @@ export function SettingsView() {
   const [status, setStatus] = useState<string | null>(null);
   const [loadError, setLoadError] = useState<string | null>(null);
   const [desktop, setDesktop] = useState(false);
+  // Leaving Settings drops an unsaved theme preview: it stayed on the window while the form,
+  // opened again, showed the saved choice ("Follow the OS" checked on a Dark window).
+  const savedTheme = useRef<Theme | null>(null);
+  savedTheme.current = snap?.settings.theme ?? null;
+  useEffect(
+    () => () => {
+      if (savedTheme.current) applyTheme(savedTheme.current);
+    },
+    [],
+  );
 
   useEffect(() => {
     void api.getSettings().then((r) => {
