@@ -112,6 +112,8 @@ describe.skipIf(skip !== null)(`the window as a user sees it, in real Chromium${
     // The context round offloads thousands of blocks on this sample (the log says 922 and 2,004 stored).
     const round0 = await page.locator('[data-testid=rounds-table] tbody tr').first().locator('td').allTextContents();
     expect(round0.slice(6)).toEqual(['2,004', '922', '0', '0', '0']);
+    // The foot's E2E is the whole timed span (the rows' E2E summed), and says so.
+    expect(await page.locator('[data-testid=rounds-table] tfoot th').first().textContent()).toMatch(/E2E total/);
     await page.screenshot({ path: join(ARTIFACTS, 'review-summary.png') });
     await page.close();
     expect(errors).toEqual([]);

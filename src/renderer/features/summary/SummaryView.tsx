@@ -93,7 +93,9 @@ function Summary({ data }: { data: RunData }) {
               </tbody>
               <tfoot>
                 <tr>
-                  <th>Timed rounds</th>
+                  {/* The foot mixes a mean (TTFT over every timed request) with a sum (E2E over rounds
+                      1..R, the seed's E2E): "252.2 s" under rows of ~25 s read as a misprint unlabelled. */}
+                  <th title="TTFT: over every request of rounds 1..R; E2E: rounds 1..R end to end">Timed rounds (E2E total)</th>
                   <th className="num">{a.users.length}</th>
                   <th className="num">{formatNs(a.ttft.mean)}</th>
                   <th className="num">{formatNs(a.ttft.p50)}</th>
