@@ -147,6 +147,9 @@ describe.skipIf(skip !== null)(`the window as a user sees it, in real Chromium${
     expect(Math.abs((await top('.transport [data-action=export]')) - zoom)).toBeLessThan(8);
     expect(Math.abs((await top('.transport [data-action=save-image]')) - zoom)).toBeLessThan(8);
     await page.screenshot({ path: join(ARTIFACTS, 'review-timeline-1100.png') });
+    // Where there is room, the hint reads in full (it is cut only when the row is short of space).
+    await page.setViewportSize({ width: 1500, height: 950 });
+    await expect.poll(() => page.evaluate(() => { const h = document.querySelector('.transport .hint-line')!; return h.scrollWidth <= h.clientWidth; })).toBe(true);
     await page.close();
     expect(errors).toEqual([]);
   });
