@@ -14,6 +14,9 @@ import { createCore } from '../../src/main/core/app-core';
 import { startServer, type RunningServer } from '../../src/main/core/serve';
 import { ARTIFACTS, RENDERER_DIR, browserSkipReason, launchBrowser } from '../helpers/browser';
 import { realRuns } from '../helpers/real-runs';
+import { compileReplay } from '../../src/shared/replay';
+import { buildTimelineModel } from '../../src/shared/timeline-model';
+import { timelineLayout, xOf } from '../../src/renderer/viz/timeline-render';
 
 const SAMPLE = 'sample:h100-llama-3.1-8b-users4-host55e9';
 const skip = browserSkipReason() ?? (realRuns({ maxBytes: 20e6 }).some((r) => r.name === SAMPLE) ? null : `no bundled sample ${SAMPLE} in resources/samples`);
@@ -212,6 +215,32 @@ describe.skipIf(skip !== null)(`the window as a user sees it, in real Chromium${
     expect(await page.evaluate(() => document.documentElement.dataset.theme ?? 'system')).toBe(saved);
     await page.evaluate(() => (window.location.hash = '#/settings'));
     expect(await page.getAttribute('input[name="theme"]:checked', 'value')).toBe(saved);
+    await page.close();
+    expect(errors).toEqual([]);
+  });
+  it('Timeline: a clicked request\'s details write counts with separators and lead with the block total', async () => {
+    const events = realRuns({ maxBytes: 20e6 }).find((r) => r.name === SAMPLE)!.events;
+    const tm = buildTimelineModel(events, compileReplay(events));
+    // A timed round's request: its prompt is the user's whole context, thousands of tokens.
+    const req = tm.requests.find((r) => r.round === 3 && r.user === 3 && r.queued !== null)!;
+    const prompt = (events.find((e) => e.type === 'req' && e.user === req.user && e.round === req.round && e.prompt_tokens !== undefined) as { prompt_tokens: number }).prompt_tokens;
+    expect(prompt).toBeGreaterThan(999);
+    const page = await open(run('timeline'));
+    await page.waitForSelector('[data-testid=timeline][data-t0]');
+    const t0 = Number(await page.getAttribute('[data-testid=timeline]', 'data-t0'));
+    const t1 = Number(await page.getAttribute('[data-testid=timeline]', 'data-t1'));
+    const layout = timelineLayout(tm, 130);
+    const row = layout.rows.find((r) => r.kind === 'user' && r.index === req.user)!;
+    const box = (await page.locator('[data-testid=timeline] canvas').boundingBox())!;
+    const x = xOf({ t0, t1, width: box.width, height: layout.height }, 130, (req.first_token! + req.done!) / 2);
+    await page.mouse.click(box.x + x, box.y + row.y + row.h / 2);
+    await page.waitForSelector('.request-details');
+    const text = (await page.textContent('.request-details'))!;
+    expect(text).toContain(`prompt ${prompt.toLocaleString('en-US')} tokens`);
+    expect(text).toMatch(/Block moves: [\d,]+ blocks in (store|offload|onboard)/);
+    // No bare four-digit-or-longer number anywhere in the panel.
+    expect(text.match(/(?<![\d,.])\d{4,}(?![\d,.])/g)).toBeNull();
+    await page.screenshot({ path: join(ARTIFACTS, 'review-timeline-details.png') });
     await page.close();
     expect(errors).toEqual([]);
   });

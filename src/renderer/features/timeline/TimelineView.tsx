@@ -7,7 +7,7 @@
  */
 import { useEffect, useMemo, useRef, useState } from 'react';
 import { scaleLinear, select, zoom as d3zoom, zoomIdentity, type ZoomBehavior, type ZoomTransform } from 'd3';
-import { formatBandwidth, formatBytes, formatNs } from '../../../shared/format';
+import { formatBandwidth, formatBytes, formatCount, formatNs } from '../../../shared/format';
 import { linkRequest, type RequestLinks, type TimelineModel } from '../../../shared/timeline-model';
 import { registerDraw } from '../../frame-scheduler';
 import { fitCanvas, useRunData, useVizTheme } from '../../hooks';
@@ -43,6 +43,11 @@ function describeHit(model: TimelineModel, hit: TimelineHit): string {
   const c = model.counters[hit.counter]!;
   const v = c.v[hit.index]!;
   return `${c.label}: ${formatCounterValue(c.unit, v)} at ${formatNs(c.t[hit.index]! - model.t0)}`;
+}
+
+/** A token count from a req line, or "–" where the engine did not report it. */
+function tokens(n: number | null | undefined): string {
+  return n === null || n === undefined ? '–' : formatCount(n);
 }
 
 function Timeline({ data }: { data: RunData }) {
@@ -240,10 +245,12 @@ function Timeline({ data }: { data: RunData }) {
             User {selected.user}, round {selected.round}
           </h2>
           <p>
-            TTFT {formatNs(req?.ttft_ns)} · prompt {req?.prompt_tokens ?? '–'} tokens · reused on GPU {req?.reused_gpu_tokens ?? '–'}, from host {req?.reused_host_tokens ?? '–'}, computed {req?.computed_tokens ?? '–'}
+            {/* Counts with separators, as everywhere else ("16,384 tokens", not "16384"). */}
+            TTFT {formatNs(req?.ttft_ns)} · prompt {tokens(req?.prompt_tokens)} tokens · reused on GPU {tokens(req?.reused_gpu_tokens)}, from host {tokens(req?.reused_host_tokens)}, computed {tokens(req?.computed_tokens)}
           </p>
           <p>
-            Block moves: {Object.entries(selected.moveTimes).filter(([, v]) => v.length).map(([k, v]) => `${k} ${v.length} line${v.length === 1 ? '' : 's'}`).join(', ') || 'none'} ({selected.moves.length} blocks) · copies carrying them: H2D {selected.xfers.h2d?.length ?? 0} ({formatBytes(bytesOf('h2d'))}), D2H {selected.xfers.d2h?.length ?? 0} ({formatBytes(bytesOf('d2h'))})
+            {/* The block total first: after the list, "onboard 1 line (1022 blocks)" read as the onboard count. */}
+            Block moves: {formatCount(selected.moves.length)} blocks in {Object.entries(selected.moveTimes).filter(([, v]) => v.length).map(([k, v]) => `${k} ${v.length} line${v.length === 1 ? '' : 's'}`).join(', ') || 'no lines'} · copies carrying them: H2D {selected.xfers.h2d?.length ?? 0} ({formatBytes(bytesOf('h2d'))}), D2H {selected.xfers.d2h?.length ?? 0} ({formatBytes(bytesOf('d2h'))})
           </p>
         </aside>
       )}
