@@ -244,4 +244,19 @@ describe.skipIf(skip !== null)(`the window as a user sees it, in real Chromium${
     await page.close();
     expect(errors).toEqual([]);
   });
+  for (const view of ['live', 'timeline', 'summary']) {
+    it(`${view} at 1100×750: the run tabs stay on the title row`, async () => {
+      const page = await open(run(view), { width: 1100, height: 750 });
+      await page.waitForSelector('.run-header .run-tabs');
+      const mid = async (sel: string) => {
+        const b = (await page.locator(sel).first().boundingBox())!;
+        return b.y + b.height / 2;
+      };
+      expect(Math.abs((await mid('.run-header .run-tabs')) - (await mid('.run-header h1')))).toBeLessThan(8);
+      // Cut short, the line still starts with what tells runs apart: the model and the users.
+      expect(await page.textContent('.run-header .run-meta')).toMatch(/^llama-3\.1-8b · 4 users · /);
+      await page.close();
+      expect(errors).toEqual([]);
+    });
+  }
 });

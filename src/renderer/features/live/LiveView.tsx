@@ -330,12 +330,16 @@ function LivePools({ data }: { data: RunData; version: number }) {
 export function RunHeader({ data, view }: { data: RunData; view: 'live' | 'timeline' | 'summary' }) {
   const l = data.loaded.listing;
   const a = data.loaded.analysis;
+  // What tells runs apart first (model, users), so a cut line keeps it; the host last.
+  const meta = [l.model, a.users.length ? `${a.users.length} users` : null, l.gpu, l.engine, l.host].filter(Boolean).join(' · ');
   return (
     <header className="run-header">
       <h1>{l.name}</h1>
       <span className={`status status-${data.status}`}>{data.status}</span>
-      <span className="muted">
-        {[l.host, l.gpu, l.engine, l.model, a.users.length ? `${a.users.length} users` : null].filter(Boolean).join(' · ')}
+      {/* The meta line yields its width (ellipsis, full text on hover): at 1100 px it pushed the
+          Pools/Timeline/Summary tabs onto a row of their own. */}
+      <span className="muted run-meta" title={meta}>
+        {meta}
       </span>
       {data.loaded.badLineTotal > 0 && (
         <span className="warn" title={data.loaded.badLines.slice(0, 5).map((b) => `line ${b.line}: ${b.message}`).join('\n')}>
