@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { compileReplay } from '../../src/shared/replay';
 import { buildTimelineModel, linkRequest } from '../../src/shared/timeline-model';
 import { hitTestTimeline, renderTimelineInto, timelineLayout, xOf, type TimelineView } from '../../src/renderer/viz/timeline-render';
-import { DARK_THEME } from '../../src/renderer/viz/ctx2d';
+import { DARK_THEME, LIGHT_THEME } from '../../src/renderer/viz/ctx2d';
 import type { KvEvent, XferEvent } from '../../src/shared/protocol';
 import { syntheticRun } from '../helpers/synthetic-run';
 import { realRuns } from '../helpers/real-runs';
@@ -93,6 +93,24 @@ describe('timeline model and renderTimelineInto', () => {
     const userRows = layout.rows.filter((r) => r.kind === 'user');
     const ticks = ctx.rects(DARK_THEME.h2d).filter(([, y]) => userRows.some((r) => y >= r.y && y < r.y + r.h));
     expect(ticks.length).toBe(onboardLines.length);
+  });
+
+  it('names user rows in the text colour beside a swatch of the user colour (light theme legible)', () => {
+    const events = syntheticRun({ users: 6, rounds: 2 });
+    const { tm } = model(events);
+    const layout = timelineLayout(tm);
+    const ctx = recordingCtx();
+    renderTimelineInto(ctx, tm, layout, { t0: tm.t0, t1: tm.t1, width: 900, height: layout.height }, LIGHT_THEME);
+    const userRows = layout.rows.filter((r) => r.kind === 'user');
+    expect(userRows.length).toBe(6);
+    for (const row of userRows) {
+      const name = ctx.calls.find((c) => c.fn === 'fillText' && c.args[0] === row.label && Number(c.args[1]) < layout.labelWidth)!;
+      // #edc949 on #f7f8fa is 1.6:1; the text colour is what the names are read in.
+      expect(name.fillStyle, row.label).toBe(LIGHT_THEME.text);
+      const colour = LIGHT_THEME.users[row.index % LIGHT_THEME.users.length]!;
+      const swatch = ctx.rects(colour).filter(([x, y]) => x < Number(name.args[1]) && y >= row.y && y < row.y + row.h);
+      expect(swatch.length, row.label).toBe(1);
+    }
   });
 
   it('hit-tests requests and copies where they were drawn', () => {

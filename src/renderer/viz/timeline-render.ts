@@ -372,8 +372,17 @@ export function renderTimelineInto(ctx: Ctx2D, model: TimelineModel, layout: Tim
   ctx.textAlign = 'left';
   for (const row of layout.rows) {
     if (row.kind === 'axis') continue;
-    ctx.fillStyle = row.kind === 'user' ? theme.users[row.index % theme.users.length]! : theme.text;
-    ctx.fillText(row.label, 6, row.y + row.h / 2);
+    if (row.kind === 'user') {
+      // The user's colour as a swatch, the name in the text colour: drawn in the colour itself,
+      // "user 3" (#76b7b2) and "user 5" (#edc949) were near-invisible on the light background.
+      ctx.fillStyle = theme.users[row.index % theme.users.length]!;
+      ctx.fillRect(6, Math.round(row.y + row.h / 2 - 4), 8, 8);
+      ctx.fillStyle = theme.text;
+      ctx.fillText(row.label, 18, row.y + row.h / 2);
+    } else {
+      ctx.fillStyle = theme.text;
+      ctx.fillText(row.label, 6, row.y + row.h / 2);
+    }
     if (row.kind === 'counter') {
       const c = model.counters[row.index]!;
       ctx.fillStyle = theme.muted;
