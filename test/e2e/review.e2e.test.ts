@@ -259,4 +259,29 @@ describe.skipIf(skip !== null)(`the window as a user sees it, in real Chromium${
       expect(errors).toEqual([]);
     });
   }
+  it('Timeline from the keyboard: arrow keys choose a request (details shown, view follows), Esc clears', async () => {
+    const page = await open(run('timeline'));
+    await page.waitForSelector('[data-testid=timeline][data-t0]');
+    const selected = () => page.getAttribute('[data-testid=timeline]', 'data-selected');
+    // Zoomed in on the start: the requests lie later, off screen.
+    for (let i = 0; i < 4; i++) await page.click('[data-action=zoom-in]');
+    await page.focus('[data-testid=timeline]');
+    await page.keyboard.press('ArrowRight');
+    await expect.poll(selected).toMatch(/^\d+\/0$/);
+    await page.waitForSelector('.request-details');
+    const [user] = (await selected())!.split('/').map(Number);
+    await page.keyboard.press('ArrowDown');
+    await expect.poll(selected).toBe(`${user! + 1}/0`);
+    // The chosen request is in view.
+    const t0 = Number(await page.getAttribute('[data-testid=timeline]', 'data-t0'));
+    const t1 = Number(await page.getAttribute('[data-testid=timeline]', 'data-t1'));
+    const events = realRuns({ maxBytes: 20e6 }).find((r) => r.name === SAMPLE)!.events;
+    const tm = buildTimelineModel(events, compileReplay(events));
+    const r = tm.requests.find((q) => q.user === user! + 1 && q.round === 0)!;
+    expect(r.queued! < t1 && (r.done ?? tm.t1) > t0).toBe(true);
+    await page.keyboard.press('Escape');
+    await expect.poll(selected).toBe('');
+    await page.close();
+    expect(errors).toEqual([]);
+  });
 });

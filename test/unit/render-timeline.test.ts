@@ -6,7 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { compileReplay } from '../../src/shared/replay';
 import { buildTimelineModel, linkRequest } from '../../src/shared/timeline-model';
-import { hitTestTimeline, renderTimelineInto, timelineLayout, xOf, type TimelineView } from '../../src/renderer/viz/timeline-render';
+import { hitTestTimeline, renderTimelineInto, stepRequest, timelineLayout, xOf, type TimelineView } from '../../src/renderer/viz/timeline-render';
 import { DARK_THEME, LIGHT_THEME } from '../../src/renderer/viz/ctx2d';
 import type { KvEvent, XferEvent } from '../../src/shared/protocol';
 import { syntheticRun } from '../helpers/synthetic-run';
@@ -169,6 +169,35 @@ describe('timeline model and renderTimelineInto', () => {
         const under = ctx.calls.filter((k) => k.fn === 'fillText' && Number(k.args[1]) === 6 && Number(k.args[2]) === row.y + row.h - 6).map((k) => String(k.args[0]));
         // A bare "1084" under "GPU pool" named neither the unit nor matched "1,084 blocks" in the Live view.
         expect(under, c.label).toEqual([`${c.max.toLocaleString('en-US')} blocks`]);
+      }
+    });
+
+    it(`arrow keys step through every request bar in time order and across users (${run.name})`, () => {
+      const { tm } = model(run.events);
+      const start = (r: (typeof tm.requests)[number]) => r.queued ?? r.scheduled ?? r.first_token;
+      const bars = tm.requests.filter((r) => start(r) !== null);
+      if (bars.length === 0) return;
+      // → from nothing, then → until the end: every bar once, never back in time.
+      const seen: string[] = [];
+      let at = stepRequest(tm, null, 'ArrowRight');
+      let lastT = -Infinity;
+      while (at) {
+        const r = tm.requests.find((q) => q.user === at!.user && q.round === at!.round)!;
+        expect(start(r)!).toBeGreaterThanOrEqual(lastT);
+        lastT = start(r)!;
+        seen.push(`${at.user}/${at.round}`);
+        at = stepRequest(tm, at, 'ArrowRight');
+      }
+      expect(new Set(seen).size).toBe(bars.length);
+      expect(seen.length).toBe(bars.length);
+      // ← from the last goes back one; ← from nothing is the last.
+      expect(stepRequest(tm, null, 'ArrowLeft')).toEqual({ user: Number(seen.at(-1)!.split('/')[0]), round: Number(seen.at(-1)!.split('/')[1]) });
+      // ↓ keeps the round and moves to the next user row; ↑ from the top row goes nowhere.
+      const top = tm.users[0]!;
+      const r0 = bars.find((b) => b.user === top)!;
+      expect(stepRequest(tm, { user: top, round: r0.round }, 'ArrowUp')).toBeNull();
+      if (tm.users.length > 1 && bars.some((b) => b.user === tm.users[1] && b.round === r0.round)) {
+        expect(stepRequest(tm, { user: top, round: r0.round }, 'ArrowDown')).toEqual({ user: tm.users[1], round: r0.round });
       }
     });
 

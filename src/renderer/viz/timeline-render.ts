@@ -239,6 +239,35 @@ export function formatCounterValue(unit: CounterTrack['unit'], v: number): strin
   return `${formatCount(v)} blocks`;
 }
 
+/** Where a request's bar starts (as drawn: queued, else scheduled, else first token). */
+function barStart(r: TimelineModel['requests'][number]): number | null {
+  return r.queued ?? r.scheduled ?? r.first_token;
+}
+
+/**
+ * The request the arrow keys move the selection to, so a request can be traced without a mouse:
+ * ← → the previous / next bar in time (ties by user), ↑ ↓ the same round on the user above /
+ * below. From no selection, → and ↓ take the first bar and ← and ↑ the last. Null where there is
+ * nowhere to go.
+ */
+export function stepRequest(model: TimelineModel, from: { user: number; round: number } | null, key: 'ArrowLeft' | 'ArrowRight' | 'ArrowUp' | 'ArrowDown'): { user: number; round: number } | null {
+  const bars = model.requests.filter((r) => barStart(r) !== null).sort((a, b) => barStart(a)! - barStart(b)! || a.user - b.user);
+  if (bars.length === 0) return null;
+  const pick = (r: (typeof bars)[number] | undefined) => (r ? { user: r.user, round: r.round } : null);
+  const i = from ? bars.findIndex((r) => r.user === from.user && r.round === from.round) : -1;
+  if (i < 0) return pick(key === 'ArrowRight' || key === 'ArrowDown' ? bars[0] : bars[bars.length - 1]);
+  if (key === 'ArrowRight') return pick(bars[i + 1]);
+  if (key === 'ArrowLeft') return pick(bars[i - 1]);
+  // Up and down walk the rows as drawn (users in model.users order), keeping the round.
+  const row = model.users.indexOf(from!.user);
+  const users = key === 'ArrowDown' ? model.users.slice(row + 1) : model.users.slice(0, row).reverse();
+  for (const u of users) {
+    const r = bars.find((b) => b.user === u && b.round === from!.round);
+    if (r) return pick(r);
+  }
+  return null;
+}
+
 /** Paints the whole timeline for the window in `view`. */
 export function renderTimelineInto(ctx: Ctx2D, model: TimelineModel, layout: TimelineLayout, view: TimelineView, theme: VizTheme, highlight: Highlight = { links: null }): TimelineDrawStats {
   const stats: TimelineDrawStats = { bars: 0, binned: 0 };

@@ -12,7 +12,7 @@ import { linkRequest, type RequestLinks, type TimelineModel } from '../../../sha
 import { registerDraw } from '../../frame-scheduler';
 import { fitCanvas, useRunData, useVizTheme } from '../../hooks';
 import type { RunData } from '../../run-data';
-import { formatCounterValue, hitTestTimeline, renderTimelineInto, timelineLayout, type TimelineHit, type TimelineLayout } from '../../viz/timeline-render';
+import { formatCounterValue, hitTestTimeline, renderTimelineInto, stepRequest, timelineLayout, type TimelineHit, type TimelineLayout } from '../../viz/timeline-render';
 import { RunHeader } from '../live/LiveView';
 import { ExportButton } from '../export/ExportButton';
 import { saveChartImage } from '../export/save-image';
@@ -58,7 +58,7 @@ function Timeline({ data }: { data: RunData }) {
   const transform = useRef<ZoomTransform>(zoomIdentity);
   const links = useRef<RequestLinks | null>(null);
   const keys = useRef(new Set<string>());
-  const api = useRef<{ invalidate: () => void; zoomBy: (k: number) => void; reset: () => void } | null>(null);
+  const api = useRef<{ invalidate: () => void; zoomBy: (k: number) => void; reset: () => void; reveal: (t0: number, t1: number) => void } | null>(null);
   const [selected, setSelected] = useState<RequestLinks | null>(null);
   const [saved, setSaved] = useState<string | null>(null);
   const bridge = useApi();
@@ -127,6 +127,11 @@ function Timeline({ data }: { data: RunData }) {
       invalidate: reg.invalidate,
       zoomBy: (k) => zb.scaleBy(sel, k, [LABEL_W + (width - LABEL_W) / 2, 0]),
       reset: () => zb.transform(sel, zoomIdentity),
+      // Pans (zoom kept) so a span off screen comes to the middle: a request chosen from the keyboard.
+      reveal: (a, b) => {
+        const [v0, v1] = transform.current.rescaleX(x0).domain() as [number, number];
+        if (a < v0 || b > v1) zb.translateTo(sel, x0((a + b) / 2), 0);
+      },
     };
     const ro = new ResizeObserver(() => {
       size();
@@ -198,6 +203,18 @@ function Timeline({ data }: { data: RunData }) {
       setSelected(null);
       api.current?.invalidate();
     } else if (k === '0') api.current?.reset();
+    else if (e.key === 'ArrowLeft' || e.key === 'ArrowRight' || e.key === 'ArrowUp' || e.key === 'ArrowDown') {
+      // The keyboard's way to trace a request (clicking was the only one).
+      const next = stepRequest(model, links.current, e.key);
+      e.preventDefault();
+      if (!next) return;
+      const l = linkRequest(model, data.replay, next.user, next.round);
+      links.current = l;
+      setSelected(l);
+      const r = model.requests.find((q) => q.user === next.user && q.round === next.round)!;
+      api.current?.reveal(r.queued ?? r.scheduled ?? r.first_token ?? model.t0, r.done ?? model.t1);
+      api.current?.invalidate();
+    }
   };
   const onKeyUp = (e: React.KeyboardEvent) => keys.current.delete(e.key.toLowerCase());
   const onBlur = () => keys.current.clear();
@@ -218,8 +235,8 @@ function Timeline({ data }: { data: RunData }) {
           Whole run
         </button>
         {/* The hint yields its width (ellipsis, full text on hover): at 1100 px it pushed Export onto a row of its own. */}
-        <span className="muted hint-line" title="W/S zoom · A/D pan · drag to pan · click a request to trace its blocks · Esc clears">
-          W/S zoom · A/D pan · drag to pan · click a request to trace its blocks · Esc clears
+        <span className="muted hint-line" title="W/S zoom · A/D pan · drag to pan · click a request (or ← → ↑ ↓) to trace its blocks · Esc clears">
+          W/S zoom · A/D pan · drag to pan · click a request (or ← → ↑ ↓) to trace its blocks · Esc clears
         </span>
         <span className="spacer" />
         <button type="button" data-action="save-image" title="Save the timeline as it is drawn now (PNG)" onClick={() => canvasRef.current && void saveChartImage(bridge, data.id, 'timeline', canvasRef.current.toDataURL('image/png'), 'png').then(setSaved)}>
@@ -234,7 +251,7 @@ function Timeline({ data }: { data: RunData }) {
       )}
       {empty && <p className="empty">This run has no requests or copies to show{data.status === 'running' ? ' yet' : ''}.</p>}
       <div className="timeline-scroll">
-        <div className="timeline-canvas" ref={wrapRef} tabIndex={0} onKeyDown={onKeyDown} onKeyUp={onKeyUp} onBlur={onBlur} data-testid="timeline" aria-label="Timeline: W/S zoom, A/D pan" data-selected={selected ? `${selected.user}/${selected.round}` : ''} data-selected-xfers={selected ? Object.values(selected.xfers).reduce((a, v) => a + v.length, 0) : 0}>
+        <div className="timeline-canvas" ref={wrapRef} tabIndex={0} onKeyDown={onKeyDown} onKeyUp={onKeyUp} onBlur={onBlur} data-testid="timeline" aria-label="Timeline: W/S zoom, A/D pan, arrow keys choose a request, Esc clears" data-selected={selected ? `${selected.user}/${selected.round}` : ''} data-selected-xfers={selected ? Object.values(selected.xfers).reduce((a, v) => a + v.length, 0) : 0}>
           <canvas ref={canvasRef} />
           <div className="tooltip" ref={tipRef} hidden role="status" />
         </div>
