@@ -284,4 +284,18 @@ describe.skipIf(skip !== null)(`the window as a user sees it, in real Chromium${
     await page.close();
     expect(errors).toEqual([]);
   });
+  it('Runs: "Compare all" looks as usable as it is, and one checked run reads "Compare 1 run"', async () => {
+    const page = await open('#/runs');
+    await page.waitForSelector('.runs-table');
+    const compare = page.locator('[data-action=compare]');
+    expect(await compare.textContent()).toBe('Compare all');
+    expect(await compare.evaluate((el) => getComputedStyle(el).opacity)).toBe('1');
+    await page.check(`tr[data-run-id="${SAMPLE}"] input[type=checkbox]`);
+    expect(await compare.textContent()).toBe('Compare 1 run');
+    await page.uncheck(`tr[data-run-id="${SAMPLE}"] input[type=checkbox]`);
+    await compare.click();
+    await page.waitForSelector('[data-testid=chart-ttft] g.series.measured');
+    await page.close();
+    expect(errors).toEqual([]);
+  });
 });

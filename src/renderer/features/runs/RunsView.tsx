@@ -79,8 +79,9 @@ export function RunsView() {
           Import…
         </button>
         <input ref={fileRef} type="file" accept=".jsonl,.gz,.jsonl.gz" multiple hidden onChange={(e) => void importFiles(e.target.files).then(() => (e.target.value = ''))} data-testid="import-input" />
-        <a className={`button${picked.size ? '' : ' disabled'}`} href={picked.size ? routeHref({ view: 'compare', runIds: [...picked] }) : '#/compare'} title="Compare the checked runs (all runs when none is checked)" data-action="compare">
-          Compare {picked.size ? `${picked.size} runs` : 'all'}
+        {/* With none checked it compares every run: it works, so it must not look disabled (it was dimmed). */}
+        <a className="button" href={picked.size ? routeHref({ view: 'compare', runIds: [...picked] }) : '#/compare'} title="Compare the checked runs (all runs when none is checked)" data-action="compare">
+          Compare {picked.size ? `${picked.size} run${picked.size === 1 ? '' : 's'}` : 'all'}
         </a>
       </header>
       {notice && (
