@@ -34,7 +34,8 @@ function useCurrentRun(route: Route): string | null {
 }
 
 function hrefFor(view: Route['view'], runId: string | null): string {
-  if (view === 'live' || view === 'timeline' || view === 'summary') return runId ? routeHref({ view, runId }) : '#/runs';
+  // No run open yet: the library, saying why the user landed there (it was a silent detour).
+  if (view === 'live' || view === 'timeline' || view === 'summary') return routeHref(runId ? { view, runId } : { view: 'runs', pick: view });
   if (view === 'compare') return '#/compare';
   return routeHref({ view } as Route);
 }
@@ -105,7 +106,7 @@ export function App() {
       </nav>
       <RunCacheContext.Provider value={cache}>
         <main className="content" data-view={route.view}>
-          {route.view === 'runs' && <RunsView />}
+          {route.view === 'runs' && <RunsView pick={route.pick} />}
           {route.view === 'hosts' && <HostsView />}
           {route.view === 'new' && <NewRunView key={route.host ?? ''} host={route.host} />}
           {route.view === 'live' && <LiveView key={route.runId} runId={route.runId} />}

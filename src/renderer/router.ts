@@ -1,12 +1,13 @@
 /**
  * Hash routes, so every view is addressable and survives reloads:
- * #/hosts, #/new, #/runs, #/runs/<id>/live, #/runs/<id>/timeline, #/runs/<id>/summary, #/compare?runs=a,b
+ * #/hosts, #/new, #/runs (?pick=live when asked for a run view with none open), #/runs/<id>/live, #/runs/<id>/timeline, #/runs/<id>/summary, #/compare?runs=a,b
  */
 import { useEffect, useState } from 'react';
 
 export type Route =
   | { view: 'hosts' }
-  | { view: 'runs' }
+  /** pick: the run view the user asked for (nav Live/Timeline) before any run was open. */
+  | { view: 'runs'; pick?: 'live' | 'timeline' | 'summary' }
   | { view: 'live'; runId: string }
   | { view: 'timeline'; runId: string }
   | { view: 'summary'; runId: string }
@@ -28,15 +29,17 @@ export function parseRoute(hash: string): Route {
     if (v === 'summary') return { view: 'summary', runId: parts[1] };
     return { view: 'live', runId: parts[1] };
   }
-  return { view: 'runs' };
+  const pick = params.get('pick');
+  return pick === 'live' || pick === 'timeline' || pick === 'summary' ? { view: 'runs', pick } : { view: 'runs' };
 }
 
 export function routeHref(route: Route): string {
   switch (route.view) {
     case 'hosts':
-    case 'runs':
     case 'settings':
       return `#/${route.view}`;
+    case 'runs':
+      return route.pick ? `#/runs?pick=${route.pick}` : '#/runs';
     case 'compare':
       return `#/compare?runs=${route.runIds.map(encodeURIComponent).join(',')}`;
     case 'new':

@@ -298,4 +298,22 @@ describe.skipIf(skip !== null)(`the window as a user sees it, in real Chromium${
     await page.close();
     expect(errors).toEqual([]);
   });
+  it('Live in the nav with no run open lands on Runs saying why, and the hint goes once a run is opened', async () => {
+    const page = await open('#/hosts');
+    await page.waitForSelector('tr[data-host=local]');
+    await page.keyboard.press('Alt+3');
+    await page.waitForSelector('.runs-table');
+    expect(await page.textContent('[data-testid=pick-hint]')).toMatch(/No run is open yet.*pools.*“pools” link/);
+    expect(await page.getAttribute('.nav a[data-nav=runs]', 'aria-current')).toBe('page');
+    await page.click(`tr[data-run-id="${SAMPLE}"] a:has-text("pools")`);
+    await page.waitForSelector('[data-testid=pools][data-gpu]');
+    // With a run open, the nav's Timeline goes to it (no hint).
+    await page.click('.nav a[data-nav=timeline]');
+    await page.waitForSelector('[data-testid=timeline][data-t0]');
+    await page.click('.nav a[data-nav=runs]');
+    await page.waitForSelector('.runs-table');
+    expect(await page.locator('[data-testid=pick-hint]').count()).toBe(0);
+    await page.close();
+    expect(errors).toEqual([]);
+  });
 });

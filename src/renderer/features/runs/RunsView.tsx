@@ -15,7 +15,7 @@ function toBase64(bytes: Uint8Array): string {
   return btoa(s);
 }
 
-export function RunsView() {
+export function RunsView({ pick }: { pick?: 'live' | 'timeline' | 'summary' } = {}) {
   const api = useApi();
   const cache = useRunCache();
   const [runs, setRuns] = useState<RunListing[] | null>(null);
@@ -84,6 +84,11 @@ export function RunsView() {
           Compare {picked.size ? `${picked.size} run${picked.size === 1 ? '' : 's'}` : 'all'}
         </a>
       </header>
+      {pick && runs.length > 0 && (
+        <p className="notice" role="status" data-testid="pick-hint">
+          No run is open yet: pick one below and open its {pick === 'live' ? 'pools' : pick} (the “{pick === 'live' ? 'pools' : pick}” link in its row).
+        </p>
+      )}
       {notice && (
         <p className="notice" role="status">
           {notice}
