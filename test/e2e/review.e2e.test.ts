@@ -316,4 +316,29 @@ describe.skipIf(skip !== null)(`the window as a user sees it, in real Chromium${
     await page.close();
     expect(errors).toEqual([]);
   });
+  it('Live: blocks in flight read with a thousands separator when a big offload is in the air', async () => {
+    const id = 'sample:h100-llama-3.1-70b-fp8-users4-host55e9';
+    const events = realRuns({ maxBytes: 20e6 }).find((r) => r.name === id)?.events;
+    if (!events) return; // the 8B sample moves at most a few hundred blocks at once
+    const start = events.find((e) => e.type === 'run.start')!.t;
+    // A paused replay shows the moves of the last 400 ms in flight: find the time with the most.
+    const moves = events.filter((e) => e.type === 'blocks' && (e.op === 'offload' || e.op === 'onboard')) as Array<{ t: number; ids: unknown[] }>;
+    let best = { t: 0, n: 0 };
+    for (const m of moves) {
+      const n = moves.filter((o) => o.t > m.t - 400e6 && o.t <= m.t).reduce((a, o) => a + o.ids.length, 0);
+      if (n > best.n) best = { t: m.t, n };
+    }
+    expect(best.n).toBeGreaterThan(999);
+    const page = await open(`#/runs/${encodeURIComponent(id)}/live`);
+    await page.waitForSelector('[data-testid=pools][data-gpu]');
+    await page.evaluate((v) => {
+      const s = document.querySelector<HTMLInputElement>('[data-action=scrub]')!;
+      s.value = v;
+      s.dispatchEvent(new Event('input', { bubbles: true }));
+    }, String(best.t - start));
+    const inflight = page.locator('.live-stats dd').nth(4);
+    await expect.poll(() => inflight.textContent()).toMatch(/^\d{1,3}(,\d{3})+$/);
+    await page.close();
+    expect(errors).toEqual([]);
+  });
 });

@@ -5,7 +5,7 @@
  * is drawn by the one rAF scheduler; React renders the frame around it.
  */
 import { useEffect, useRef, useState } from 'react';
-import { formatBandwidth, formatBytes, formatNsClock } from '../../../shared/format';
+import { formatBandwidth, formatBytes, formatCount, formatNsClock } from '../../../shared/format';
 import { POOL_GPU, POOL_HOST, ReplayCursor } from '../../../shared/replay';
 import { registerDraw } from '../../frame-scheduler';
 import { fitCanvas, useRunData, useVizTheme } from '../../hooks';
@@ -145,7 +145,7 @@ function LivePools({ data }: { data: RunData; version: number }) {
       const p = r.progressAt(s.now);
       set('round', p.round === null ? '–' : p.round === 0 ? '0 (context prefill)' : String(p.round));
       set('requests', p.running.length ? p.running.slice(0, 6).map((q) => `user ${q.user} R${q.round} ${q.phase}`).join(', ') + (p.running.length > 6 ? ` +${p.running.length - 6}` : '') : 'none');
-      set('inflight', String(stats.inFlight));
+      set('inflight', formatCount(stats.inFlight)); // "2,034", as every other count (was "2034")
       const scrub = scrubRef.current;
       if (scrub && document.activeElement !== scrub) {
         scrub.max = String(end - start);
