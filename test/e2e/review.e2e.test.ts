@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Browser, Page } from 'playwright-core';
-import { createCore } from '../../src/main/core/app-core';
+import { createCore, type Core } from '../../src/main/core/app-core';
 import { startServer, type RunningServer } from '../../src/main/core/serve';
 import { ARTIFACTS, RENDERER_DIR, browserSkipReason, launchBrowser } from '../helpers/browser';
 import { realRuns } from '../helpers/real-runs';
@@ -33,10 +33,11 @@ function countColour([sel, r, g, b]: [string, number, number, number]): number {
 describe.skipIf(skip !== null)(`the window as a user sees it, in real Chromium${skip ? ` (skipped: ${skip})` : ''}`, () => {
   let server: RunningServer;
   let browser: Browser;
+  let core: Core;
   const errors: string[] = [];
 
   beforeAll(async () => {
-    const core = await createCore({ runsDir: mkdtempSync(join(tmpdir(), 'kvscope-review-e2e-')), samplesDir: join(process.cwd(), 'resources', 'samples'), shell: 'browser' });
+    core = await createCore({ runsDir: mkdtempSync(join(tmpdir(), 'kvscope-review-e2e-')), samplesDir: join(process.cwd(), 'resources', 'samples'), shell: 'browser' });
     server = await startServer({ core, staticDir: RENDERER_DIR });
     browser = await launchBrowser();
   }, 60_000);
@@ -338,6 +339,20 @@ describe.skipIf(skip !== null)(`the window as a user sees it, in real Chromium${
     }, String(best.t - start));
     const inflight = page.locator('.live-stats dd').nth(4);
     await expect.poll(() => inflight.textContent()).toMatch(/^\d{1,3}(,\d{3})+$/);
+    await page.close();
+    expect(errors).toEqual([]);
+  });
+  it('Escape answers a host-key or password prompt with no (refuse / cancel), and the page has the keyboard again', async () => {
+    const page = await open('#/hosts');
+    await page.waitForSelector('tr[data-host=local]');
+    core.push({ kind: 'prompt', prompt: { id: 'review-key', type: 'host-key', host: 'gpu-box', hop: 'gpu-box:22', keyType: 'ssh-ed25519', fingerprint: 'SHA256:reviewreviewreviewreviewreviewreviewrevi', message: 'The authenticity of host gpu-box:22 cannot be established.' } });
+    core.push({ kind: 'prompt', prompt: { id: 'review-pw', type: 'password', host: 'gpu-box', user: 'me', message: 'Password needed.' } });
+    await page.waitForSelector('[data-testid=prompt]:has-text("Unknown host key")');
+    await page.keyboard.press('Escape');
+    // The next question in the queue, then nothing.
+    await page.waitForSelector('[data-testid=prompt]:has-text("Password for me@gpu-box")');
+    await page.keyboard.press('Escape');
+    await page.waitForSelector('[data-testid=prompt]', { state: 'detached' });
     await page.close();
     expect(errors).toEqual([]);
   });

@@ -26,8 +26,16 @@ export function PromptDialog() {
     void api.providePassphrase(p.id, value, value !== null && remember.current?.checked ? { remember: true } : undefined).then(done);
     if (secret.current) secret.current.value = '';
   };
+  // Escape answers no, as closing ssh(1)'s prompt does: refuse the key, cancel the secret. The
+  // dialog is modal, and without it the keyboard had no way out but Tab to a button.
+  const onKeyDown = (e: React.KeyboardEvent) => {
+    if (e.key !== 'Escape') return;
+    e.preventDefault();
+    if (p.type === 'host-key') answerKey(false);
+    else answerSecret(null);
+  };
   return (
-    <div className="modal-backdrop">
+    <div className="modal-backdrop" onKeyDown={onKeyDown}>
       <div className="modal" role="dialog" aria-modal="true" aria-labelledby="prompt-title" data-testid="prompt">
         {p.type === 'host-key' ? (
           <>
