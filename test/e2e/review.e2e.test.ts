@@ -356,4 +356,15 @@ describe.skipIf(skip !== null)(`the window as a user sees it, in real Chromium${
     await page.close();
     expect(errors).toEqual([]);
   });
+  it('File → Export from the menu: the dialog takes the focus and Escape cancels it', async () => {
+    const page = await open(run('summary'));
+    await page.waitForSelector('[data-testid=rounds-table]');
+    core.push({ kind: 'menu', action: 'export' });
+    await page.waitForSelector('.shell-dialog[aria-label="Export run"]');
+    await expect.poll(() => page.evaluate(() => !!document.activeElement?.closest('.shell-dialog'))).toBe(true);
+    await page.keyboard.press('Escape');
+    await page.waitForSelector('.shell-dialog', { state: 'detached' });
+    await page.close();
+    expect(errors).toEqual([]);
+  });
 });

@@ -230,7 +230,7 @@ function ExportDialog({ runId, onDone }: { runId: string; onDone: (message: stri
     onDone(r.ok ? `Exported to ${dest.value}` : `Export failed: ${r.error.message}`);
   };
   return (
-    <div className="shell-dialog" role="dialog" aria-modal="true" aria-label="Export run">
+    <div className="shell-dialog" role="dialog" aria-modal="true" aria-label="Export run" onKeyDown={(e) => e.key === 'Escape' && !busy && onDone(null)}>
       <div>
         <h2>Export {runId}</h2>
         {FORMATS.map((f) => (
@@ -239,7 +239,9 @@ function ExportDialog({ runId, onDone }: { runId: string; onDone: (message: stri
           </label>
         ))}
         <div className="row">
-          <button type="button" disabled={busy} onClick={() => void go()}>
+          {/* Focus starts in the dialog and Escape cancels: opened from the menu, the keyboard
+              was left on the page behind it with no way to reach or dismiss it but the mouse. */}
+          <button type="button" disabled={busy} onClick={() => void go()} autoFocus>
             {busy ? 'Exporting…' : 'Export…'}
           </button>
           <button type="button" onClick={() => onDone(null)}>
@@ -263,7 +265,7 @@ function EngineDumpDialog({ path, onDone }: { path: string; onDone: (runId: stri
     onDone(r.ok ? r.value.runId : null, r.ok ? `Imported ${name} as ${r.value.listing.name}.` : `Could not import ${name}: ${r.error.message}`);
   };
   return (
-    <div className="shell-dialog" role="dialog" aria-modal="true" aria-label="Import engine dump">
+    <div className="shell-dialog" role="dialog" aria-modal="true" aria-label="Import engine dump" onKeyDown={(e) => e.key === 'Escape' && !busy && onDone(null, null)}>
       <div>
         <h2>Import {name}</h2>
         <p className="hint">A dump of the engine’s KV-cache events, translated into a KV Scope run by the agent.</p>
@@ -278,7 +280,7 @@ function EngineDumpDialog({ path, onDone }: { path: string; onDone: (runId: stri
           </label>
         ))}
         <div className="row">
-          <button type="button" disabled={busy} onClick={() => void go()}>
+          <button type="button" disabled={busy} onClick={() => void go()} autoFocus>
             {busy ? 'Translating…' : 'Import'}
           </button>
           <button type="button" onClick={() => onDone(null, null)}>
