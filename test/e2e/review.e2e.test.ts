@@ -367,4 +367,16 @@ describe.skipIf(skip !== null)(`the window as a user sees it, in real Chromium${
     await page.close();
     expect(errors).toEqual([]);
   });
+  it('Live: the legend keys the free-slot colour the grids are mostly drawn in', async () => {
+    const page = await open(run('live'));
+    await page.waitForSelector('[data-testid=pools][data-gpu]');
+    const swatch = await page.locator('[data-legend=free] i').evaluate((el) => getComputedStyle(el).backgroundColor);
+    const grid = await page.evaluate(() => getComputedStyle(document.documentElement).getPropertyValue('--grid').trim());
+    const hex = (rgb: string) => '#' + rgb.match(/\d+/g)!.slice(0, 3).map((n) => Number(n).toString(16).padStart(2, '0')).join('');
+    // The canvas paints free cells in the theme's grid colour, the same value as --grid.
+    expect(hex(swatch)).toBe(grid);
+    expect(await page.textContent('[data-legend=free]')).toContain('free slot');
+    await page.close();
+    expect(errors).toEqual([]);
+  });
 });

@@ -307,6 +307,11 @@ function LivePools({ data }: { data: RunData; version: number }) {
                 <i style={{ background: theme.users[u % theme.users.length] }} /> user {u}
               </span>
             ))}
+            {/* The grids' other colour: a slot with no block (it had no key, so half a host pool of
+                grey read as unexplained). */}
+            <span className="legend-item" data-legend="free">
+              <i style={{ background: theme.grid, outline: `1px solid ${theme.muted}` }} /> free slot
+            </span>
           </div>
           {counters.length === 0 ? (
             <p className="muted">No nvidia-smi samples in this run.</p>
