@@ -67,3 +67,9 @@ export function formatNsClock(elapsedNs: number, totalNs: number): string {
   const f = axisNsFormat(totalNs, 10 ** (Math.floor(Math.log10(totalNs)) - 3));
   return `${f(elapsedNs)} / ${f(totalNs)}`;
 }
+
+/** "NVIDIA H100 80GB HBM3" → "H100 80GB HBM3": every card in the column is NVIDIA's, and the
+ * prefix made the column wrap to four lines at 1100 px (the full name stays in the tooltip). */
+export function shortGpuName(name: string): string {
+  return name.replace(/^NVIDIA\s+/i, '');
+}

@@ -299,6 +299,29 @@ describe.skipIf(skip !== null)(`the window as a user sees it, in real Chromium${
     await page.close();
     expect(errors).toEqual([]);
   });
+  it('Runs at 1100×750: the table fits the window, and card and model names stay on one line', async () => {
+    const page = await open('#/runs', { width: 1100, height: 750 });
+    await page.waitForSelector('.runs-table tbody tr');
+    const fit = await page.locator('.runs-table').evaluate((t) => [t.getBoundingClientRect().right, document.documentElement.clientWidth]);
+    expect(fit[0]).toBeLessThanOrEqual(fit[1]!);
+    // A cell of one line is about one line-height tall (text + padding); "llama-3.1-70b-fp8" broke at
+    // its hyphens and "NVIDIA H100 80GB HBM3" over four lines.
+    const tall = await page.locator('.runs-table tbody td.nowrap').evaluateAll((tds) =>
+      tds.map((td) => {
+        const range = document.createRange();
+        range.selectNodeContents(td);
+        const lines = new Set(Array.from(range.getClientRects()).map((r) => Math.round(r.top)));
+        return { text: td.textContent, lines: lines.size };
+      }).filter((x) => x.lines > 1));
+    expect(tall).toEqual([]);
+    expect(await page.locator('.runs-table tbody td.nowrap').count()).toBeGreaterThanOrEqual(2);
+    const gpu = page.locator(`tr[data-run-id="${SAMPLE}"] td.nowrap`).first();
+    expect(await gpu.textContent()).not.toMatch(/^NVIDIA/);
+    expect(await gpu.getAttribute('title')).toMatch(/^NVIDIA /);
+    await page.close();
+    expect(errors).toEqual([]);
+  });
+
   it('Live in the nav with no run open lands on Runs saying why, and the hint goes once a run is opened', async () => {
     const page = await open('#/hosts');
     await page.waitForSelector('tr[data-host=local]');

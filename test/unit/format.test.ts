@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { axisNsFormat, formatBandwidth, formatBytes, formatCount, formatNs, formatNsClock } from '../../src/shared/format';
+import { axisNsFormat, formatBandwidth, formatBytes, formatCount, formatNs, shortGpuName, formatNsClock } from '../../src/shared/format';
 
 describe('formatNs', () => {
   it('keeps four significant digits from microseconds to minutes', () => {
@@ -72,5 +72,13 @@ describe('formatNsClock', () => {
 
   it('an empty run still reads', () => {
     expect(formatNsClock(0, 0)).toBe('0 ns / 0 ns');
+  });
+});
+
+describe('shortGpuName', () => {
+  it('drops the vendor prefix every card in the column shares', () => {
+    expect(shortGpuName('NVIDIA H100 80GB HBM3')).toBe('H100 80GB HBM3');
+    expect(shortGpuName('NVIDIA GH200 480GB')).toBe('GH200 480GB');
+    expect(shortGpuName('Tesla T4')).toBe('Tesla T4');
   });
 });

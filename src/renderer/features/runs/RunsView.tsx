@@ -4,7 +4,7 @@
  */
 import { useCallback, useEffect, useRef, useState } from 'react';
 import type { RunListing } from '../../../shared/api';
-import { formatNs } from '../../../shared/format';
+import { formatNs, shortGpuName } from '../../../shared/format';
 import { useApi } from '../../bridge/api-context';
 import { useRunCache } from '../../hooks';
 import { routeHref } from '../../router';
@@ -139,8 +139,10 @@ export function RunsView({ pick }: { pick?: 'live' | 'timeline' | 'summary' } = 
                   {r.bundled && <span className="badge">sample</span>}
                 </td>
                 <td>{r.host}</td>
-                <td>{r.gpu ?? '–'}</td>
-                <td>{r.model ?? '–'}</td>
+                <td className="nowrap" title={r.gpu ?? undefined}>
+                  {r.gpu ? shortGpuName(r.gpu) : '–'}
+                </td>
+                <td className="nowrap">{r.model ?? '–'}</td>
                 <td className="num">{r.users ?? '–'}</td>
                 <td>
                   <span className={`status status-${r.status}`}>{r.status}</span>
