@@ -72,7 +72,7 @@ export function App() {
   }, [api]);
 
   useEffect(() => {
-    // Alt+1..5 switch views from anywhere (keyboard-first, like the profilers this mirrors).
+    // Alt+1..6 switch views from anywhere (keyboard-first, like the profilers this mirrors).
     const onKey = (e: KeyboardEvent) => {
       if (!e.altKey) return;
       const item = NAV.find((n) => n.key === e.key);
