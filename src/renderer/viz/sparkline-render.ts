@@ -3,6 +3,7 @@
  * Pure; min/max per pixel column so a long run still costs one segment per column.
  */
 import type { Ctx2D } from './ctx2d';
+import { upperBound } from '../../shared/replay';
 
 export function renderSparklineInto(ctx: Ctx2D, t: Float64Array, v: Float64Array, n: number, t0: number, t1: number, now: number, max: number, w: number, h: number, color: string, cursorColor: string): number {
   ctx.clearRect(0, 0, w, h);
@@ -33,12 +34,6 @@ export function renderSparklineInto(ctx: Ctx2D, t: Float64Array, v: Float64Array
  * view prints it beside each sparkline, which otherwise showed a shape with no value and no scale.
  */
 export function sampleAt(t: Float64Array, v: Float64Array, n: number, now: number): number | null {
-  let lo = 0;
-  let hi = n;
-  while (lo < hi) {
-    const m = (lo + hi) >>> 1;
-    if (t[m]! <= now) lo = m + 1;
-    else hi = m;
-  }
-  return lo === 0 ? null : v[lo - 1]!;
+  const i = upperBound(t, n, now);
+  return i === 0 ? null : v[i - 1]!;
 }
