@@ -29,6 +29,10 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import agentlog  # noqa: E402
+
 
 def pct(values: list[float], q: float) -> float:
     s = sorted(values)
@@ -41,23 +45,8 @@ def pct(values: list[float], q: float) -> float:
 
 
 @dataclass
-class Req:
-    user: int
-    round: int
-    queued: int = 0
-    scheduled: int = 0
-    first: int = 0
-    done: int = 0
-    fields: dict[str, Any] = field(default_factory=dict)
-    kind: str = ""
-
-    @property
-    def ttft(self) -> int:
-        return self.first - self.queued
-
-    @property
-    def service_ttft(self) -> int:
-        return self.first - self.scheduled
+class Req(agentlog.Req):
+    kind: str = ""  # "gpu", "host" or "recompute": where its prefix came from (its done line)
 
 
 @dataclass
@@ -129,17 +118,7 @@ def load(path: str) -> Run:
             elif t == "pool":
                 pools[e["pool"]] = e
             elif t == "req":
-                r = reqs.setdefault((e["user"], e["round"]), Req(e["user"], e["round"]))
-                ph = e["phase"]
-                if ph == "queued":
-                    r.queued = e["t"]
-                elif ph == "scheduled":
-                    r.scheduled = e["t"]
-                elif ph == "first_token":
-                    r.first = e["t"]
-                elif ph == "done":
-                    r.done = e["t"]
-                    r.fields = e
+                agentlog.note_req(reqs, e, Req)
             elif t == "xfer":
                 xfers.append(e)
             elif t == "round":

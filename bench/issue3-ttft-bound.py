@@ -37,21 +37,18 @@ import json
 import os
 import statistics
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import agentlog  # noqa: E402
 
 
 @dataclass
-class Req:
-    user: int
-    round: int
-    queued: int = 0
-    scheduled: int = 0
-    first: int = 0
-    reused_host_tokens: int = 0
+class Req(agentlog.Req):
     onboard_blocks: int = 0
     first_onboard_t: int | None = None  # t of this request's first onboard line at admission
-    done_fields: dict[str, Any] = field(default_factory=dict)
 
 
 def load(path: str) -> tuple[dict[str, Any], int, dict[tuple[int, int], Req], list[dict[str, Any]]]:
@@ -72,22 +69,12 @@ def load(path: str) -> tuple[dict[str, Any], int, dict[tuple[int, int], Req], li
             elif t == "pool" and e.get("pool") == "gpu":
                 block_bytes = int(e["block_bytes"])
             elif t == "req":
-                r = reqs.setdefault((e["user"], e["round"]), Req(e["user"], e["round"]))
-                ph = e["phase"]
-                if ph == "queued":
-                    r.queued = e["t"]
-                elif ph == "scheduled":
-                    r.scheduled = e["t"]
-                elif ph == "first_token":
-                    r.first = e["t"]
-                elif ph == "done":
-                    r.reused_host_tokens = int(e.get("reused_host_tokens", 0))
-                    r.done_fields = e
+                agentlog.note_req(reqs, e, Req)
             elif t == "blocks" and e.get("op") == "onboard" and "user" in e and "round" in e:
                 # An onboard line names the request that needs the blocks. (An offload line names
                 # the blocks' owner, not the request whose admission made room, so offloads are
                 # counted from the engine's copy records in the window instead.)
-                r = reqs.setdefault((e["user"], e["round"]), Req(e["user"], e["round"]))
+                r = agentlog.request(reqs, e["user"], e["round"], Req)
                 if r.first:
                     continue
                 r.onboard_blocks += len(e["ids"])

@@ -1,0 +1,52 @@
+"""Request timings from an agent log's `req` lines, shared by the issue-3 bench scripts
+(agent-issue3-results.py over a sweep, issue3-ttft-bound.py over one log). Standard library only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, TypeVar
+
+
+@dataclass
+class Req:
+    """One request's phase times on the run clock (0 = not seen) and its `done` line."""
+
+    user: int
+    round: int
+    queued: int = 0
+    scheduled: int = 0
+    first: int = 0
+    done: int = 0
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ttft(self) -> int:
+        return self.first - self.queued
+
+    @property
+    def service_ttft(self) -> int:
+        return self.first - self.scheduled
+
+
+R = TypeVar("R", bound=Req)
+
+
+def request(reqs: dict[tuple[int, int], R], user: int, round: int, make: Callable[[int, int], R]) -> R:
+    """The request (user, round) of `reqs`, made with `make` the first time it is named."""
+    return reqs.setdefault((user, round), make(user, round))
+
+
+def note_req(reqs: dict[tuple[int, int], R], e: dict[str, Any], make: Callable[[int, int], R]) -> R:
+    """Record one `req` line: its phase's time (and, for `done`, the whole line)."""
+    r = request(reqs, e["user"], e["round"], make)
+    ph = e["phase"]
+    if ph == "queued":
+        r.queued = e["t"]
+    elif ph == "scheduled":
+        r.scheduled = e["t"]
+    elif ph == "first_token":
+        r.first = e["t"]
+    elif ph == "done":
+        r.done = e["t"]
+        r.fields = e
+    return r
