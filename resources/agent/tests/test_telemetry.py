@@ -174,7 +174,8 @@ def _events(path) -> list[dict]:
     return [json.loads(line) for line in open(path, encoding="utf-8")]
 
 
-def test_sampler_emits_gpu_events_on_the_run_clock(tmp_path, monkeypatch) -> None:
+def _fake_smi_on_path(tmp_path, monkeypatch) -> None:
+    """FAKE_SMI as the only nvidia-smi on PATH; skips where real NVML would mix into the replay."""
     if telemetry.Nvml.open()[0] is not None:
         pytest.skip("NVML present: the sampler would mix real NVML PCIe values into the replay")
     fake = tmp_path / "bin" / "nvidia-smi"
@@ -182,6 +183,10 @@ def test_sampler_emits_gpu_events_on_the_run_clock(tmp_path, monkeypatch) -> Non
     fake.write_text(FAKE_SMI.format(python=sys.executable, fields=",".join(telemetry.SAMPLE_FIELDS)))
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", str(fake.parent) + os.pathsep + os.environ.get("PATH", ""))
+
+
+def test_sampler_emits_gpu_events_on_the_run_clock(tmp_path, monkeypatch) -> None:
+    _fake_smi_on_path(tmp_path, monkeypatch)
     clock = RunClock()
     log = tmp_path / "events.jsonl"
     writer = EventWriter(str(log), clock)
@@ -328,13 +333,7 @@ def test_probe_host_from_replayed_h100_answers(tmp_path, monkeypatch, probe_file
 
 def test_pcie_reads_can_be_turned_off(tmp_path, monkeypatch) -> None:
     # KVSCOPE_PCIE_MS=0: the other counters keep coming, no PCIe reader runs, no PCIe keys.
-    if telemetry.Nvml.open()[0] is not None:
-        pytest.skip("NVML present: the sampler would mix real NVML PCIe values into the replay")
-    fake = tmp_path / "bin" / "nvidia-smi"
-    fake.parent.mkdir()
-    fake.write_text(FAKE_SMI.format(python=sys.executable, fields=",".join(telemetry.SAMPLE_FIELDS)))
-    fake.chmod(0o755)
-    monkeypatch.setenv("PATH", str(fake.parent) + os.pathsep + os.environ.get("PATH", ""))
+    _fake_smi_on_path(tmp_path, monkeypatch)
     monkeypatch.setenv("KVSCOPE_PCIE_MS", "0")
     clock = RunClock()
     log = tmp_path / "events.jsonl"
