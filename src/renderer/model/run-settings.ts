@@ -218,11 +218,12 @@ export function runSettings(
   const capture: SettingRow[] = [];
   // cuda_graphs (agents since 2026-11-28): "launch" = a CUDA graph launch is one CUPTI record and
   // a copy inside a graph is not recorded (the cheap default); "nodes" = every node traced.
-  const trace = capabilityText(obj(caps?.trace), (c) => {
-    const g = str(c.cuda_graphs);
-    return g === 'launch' ? 'CUDA graphs traced per launch' : g === 'nodes' ? 'CUDA graphs traced per node' : null;
-  });
-  const graphNote = str(obj(caps?.trace)?.cuda_graphs) === 'launch'
+  const traceCap = obj(caps?.trace);
+  const graphs = str(traceCap?.cuda_graphs);
+  const trace = capabilityText(traceCap, () =>
+    graphs === 'launch' ? 'CUDA graphs traced per launch' : graphs === 'nodes' ? 'CUDA graphs traced per node' : null,
+  );
+  const graphNote = graphs === 'launch'
     ? 'copies issued inside a CUDA graph are not recorded (KV copies are issued outside graphs); KVSCOPE_TRACE_GRAPH_LEVEL=0 traces every node at ~1.3 ms of host time per launch of a 1,000-node graph (H100)'
     : null;
   if (trace) row(capture, 'trace', 'Transfer tracing', trace.value, [trace.title, graphNote].filter(Boolean).join(' · ') || null);
