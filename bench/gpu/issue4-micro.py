@@ -47,7 +47,7 @@ SAMPLED = {"sample", "on"}
 # Every traced config but "lib" runs the Python collector, as a real run does. (Until 2026-11-28c
 # tracegraph/tracenomemset were missing here, so those two ran without it: their rows in
 # bench/results/h100-2026-11-28c/micro compare with each other, not with "trace".)
-COLLECTED = {"trace", "on", "trace200", "tracenopool", "tracegraph", "tracenomemset", "tracenodes"}
+COLLECTED = TRACED - {"lib"}
 BIG_COPY_BYTES = 64 << 20
 
 
