@@ -4,11 +4,15 @@
 export function formatNs(ns: number | null | undefined): string {
   if (ns === null || ns === undefined || !Number.isFinite(ns)) return '–';
   const abs = Math.abs(ns);
+  const [unit, name] = nsUnit(abs);
   // Four significant digits from 1 s up (3.573 s, 36.05 s, 125.0 s), as below it (50.09 ms).
-  if (abs >= 1e9) return `${(ns / 1e9).toFixed(abs >= 1e11 ? 1 : abs >= 1e10 ? 2 : 3)} s`;
-  if (abs >= 1e6) return `${(ns / 1e6).toFixed(abs >= 1e8 ? 1 : 2)} ms`;
-  if (abs >= 1e3) return `${(ns / 1e3).toFixed(1)} µs`;
-  return `${Math.round(ns)} ns`;
+  const decimals = unit === 1e9 ? (abs >= 1e11 ? 1 : abs >= 1e10 ? 2 : 3) : unit === 1e6 ? (abs >= 1e8 ? 1 : 2) : unit === 1e3 ? 1 : 0;
+  return `${unit === 1 ? Math.round(ns) : (ns / unit).toFixed(decimals)} ${name}`;
+}
+
+/** The unit a time of magnitude `absNs` is written in: s from 1 s, ms from 1 ms, µs from 1 µs. */
+function nsUnit(absNs: number): [number, string] {
+  return absNs >= 1e9 ? [1e9, 's'] : absNs >= 1e6 ? [1e6, 'ms'] : absNs >= 1e3 ? [1e3, 'µs'] : [1, 'ns'];
 }
 
 /**
@@ -19,8 +23,7 @@ export function formatNs(ns: number | null | undefined): string {
  * @param stepNs the distance between ticks (ns)
  */
 export function axisNsFormat(maxNs: number, stepNs: number): (ns: number) => string {
-  const abs = Math.abs(maxNs);
-  const [unit, name] = abs >= 1e9 ? [1e9, 's'] : abs >= 1e6 ? [1e6, 'ms'] : abs >= 1e3 ? [1e3, 'µs'] : [1, 'ns'];
+  const [unit, name] = nsUnit(Math.abs(maxNs));
   const step = Math.abs(stepNs) / unit;
   // The fewest decimals that write the step exactly (0.25 → 2, 2 → 0), at most 9 (ns in seconds).
   let decimals = 0;
