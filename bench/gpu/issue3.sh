@@ -31,6 +31,8 @@
 # >= 90% of plain pinned copy") to read lower with overlap on: each direction then shares PCIe with
 # the other (the copy check's 87.5 GB/s both ways is ~44 GB/s each, ~80% of 54.8); the engine's h2d
 # xfer lines are timed per onboard group from after its wait, so waiting is not counted as copying.
+# KVSCOPE_STEP_TRACE=FILE (exported) adds a line per engine step (engine/scheduler.py): host time
+# of admission, copy issue, launch and sync, and device segments allocated in the step.
 # Dry run off the GPU (later options win): OUT=/tmp/i3 PYTHON=/usr/bin/python3 ISSUE3_EXTRA="--device cpu
 #   --model tiny --context-tokens 200 --new-tokens 16 --output-tokens 8 --block-tokens 16 --rounds 3
 #   --gpu-kv-bytes 327680 --host-kv-bytes 1e6,0" bash bench/gpu/issue3.sh
@@ -78,7 +80,11 @@ if [ "$LEFT" -ge 35 ]; then
           --host-kv-bytes 55e9 --gpu-kv-bytes "$GPU_KV" --offload-policy write-through --sample-ms 0
           --out "$RUNS/write-through" "${EXTRA[@]}")
   echo "== (b2) write-through, ${LEFT} s: ${CMD_WT[*]}"
-  timeout --signal=TERM --kill-after=10 "$LEFT" "${CMD_WT[@]}" >> "$OUT/issue3-sweep.log" 2>&1
+  # ISSUE3_WT_ENV: environment for this run only (an allocator setting to A/B, for example).
+  # shellcheck disable=SC2206
+  WT_ENV=(${ISSUE3_WT_ENV:-})
+  [ ${#WT_ENV[@]} -gt 0 ] && echo "   with ${WT_ENV[*]}"
+  timeout --signal=TERM --kill-after=10 "$LEFT" env "${WT_ENV[@]}" "${CMD_WT[@]}" >> "$OUT/issue3-sweep.log" 2>&1
   echo "write-through exit $? after $(( $(date +%s) - START )) s"
 else
   echo "== (b2) write-through skipped: ${LEFT} s left"

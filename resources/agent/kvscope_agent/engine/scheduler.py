@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import json
+import os
 import struct
 import time
 from collections import OrderedDict, deque
@@ -123,6 +125,13 @@ class Engine:
         self.block_reuse = block_reuse
         self.writer: EventWriter | None = None
         self.cancel_check: Callable[[], None] = lambda: None
+        # Diagnostics for bench/ (issue 3's write-through stall), off unless asked: one JSON line
+        # per step with where its host time went (admission, issuing copies, launching, syncing)
+        # and the device allocator's segment counts, to KVSCOPE_STEP_TRACE (a path). Not a
+        # protocol event: the app never sees it.
+        path = os.environ.get("KVSCOPE_STEP_TRACE")
+        self._step_trace = open(path, "a", buffering=1 << 16) if path else None
+        self._step_rec: dict[str, Any] | None = None
         self.reset(None)
 
     # ---- state ---------------------------------------------------------------------------
@@ -130,6 +139,8 @@ class Engine:
     def reset(self, writer: EventWriter | None, run_salt: bytes = b"") -> None:
         self.writer = writer
         self.cache.reset()
+        if getattr(self, "_step_trace", None) is not None and writer is not None:
+            self._step_trace.write(json.dumps({"run": writer.path}) + "\n")
         self.gpu_free = list(range(self.cache.num_blocks))
         heapq.heapify(self.gpu_free)
         self.gpu_map: dict[int, int] = {}  # id -> slot
@@ -455,6 +466,7 @@ class Engine:
         while queue or running:
             self.cancel_check()
             admitted = False
+            t_admit = time.perf_counter_ns()
             # Space only appears when a request ends: retry a head that did not fit only then.
             while queue and len(running) < self.max_batch and released_before != self._releases:
                 if not self.try_admit(queue[0]):
@@ -473,8 +485,13 @@ class Engine:
                     # showed two requests' 4.3 GB of offload + onboard (~160 ms) in each one's
                     # TTFT, against the issue's bound of its own onboarded bytes ÷ bandwidth.
                     break
+            t_copies = time.perf_counter_ns()
             if admitted:
                 self.issue_copies()
+            if self._step_trace is not None:
+                self._step_rec = {"t": now(), "admit_ns": t_copies - t_admit,
+                                  "copies_ns": time.perf_counter_ns() - t_copies,
+                                  "admitted": admitted, "alloc0": self._device_allocs()}
             if not running:
                 raise CapacityError(
                     f"request of user {queue[0].user} round {queue[0].round} does not fit the gpu pool even when empty"
@@ -486,10 +503,24 @@ class Engine:
             st["steps"] += 1
             st["step_ns"] += dt
             st["step_ns_max"] = max(st["step_ns_max"], dt)
+            if self._step_rec is not None:
+                rec, self._step_rec = self._step_rec, None
+                rec["step_ns"] = dt
+                rec["alloc"] = self._device_allocs() - rec.pop("alloc0")
+                assert self._step_trace is not None
+                self._step_trace.write(json.dumps(rec) + "\n")
             for r in [r for r in running if r.n_gen >= r.output_tokens]:
                 running.remove(r)
             self._emit_copy_records(wait=False)
         self._emit_copy_records(wait=True)
+        if self._step_trace is not None:
+            self._step_trace.flush()
+
+    def _device_allocs(self) -> int:
+        """cudaMalloc calls of the caching allocator so far (0 on the CPU)."""
+        if not self.cache.cuda:
+            return 0
+        return int(torch.cuda.memory_stats(self.cache.device).get("num_device_alloc", 0))
 
     def _step(self, running: list[Request], now: Callable[[], int]) -> None:
         pieces: list[Piece] = []
@@ -507,7 +538,11 @@ class Engine:
                 ends = r.computed + n == len(r.prompt)
                 pieces.append(Piece(r.prompt[r.computed : r.computed + n], None, r.computed, n, r.rows, ends))
                 owners.append(r)
+        t_launch = time.perf_counter_ns()
         nxt = self.model.forward_step(pieces, self.cache)
+        if self._step_rec is not None:
+            self._step_rec["launch_ns"] = time.perf_counter_ns() - t_launch
+            self._step_rec["pieces"] = [[r.user, r.round, p.start, p.n] for p, r in zip(pieces, owners)]
         sampled = 0
         need_sync: list[Request] = []
         first: list[Request] = []
@@ -538,6 +573,8 @@ class Engine:
             for r in set(first) | set(finished) | set(need_sync):
                 self._flush_tokens(r)
             self.step_stats["sync_ns"] += time.perf_counter_ns() - t0
+            if self._step_rec is not None:
+                self._step_rec["sync_ns"] = time.perf_counter_ns() - t0
         t = now()
         for r in first:
             r.t_first = t
