@@ -42,7 +42,15 @@ def _takes_capture_error_mode() -> bool:
         return False
 
 
+def _begin_takes_capture_error_mode() -> bool:
+    try:
+        return "capture_error_mode" in inspect.signature(torch.cuda.CUDAGraph.capture_begin).parameters
+    except (AttributeError, TypeError, ValueError):
+        return False
+
+
 _THREAD_LOCAL_CAPTURE = _takes_capture_error_mode()  # PyTorch 2.1+
+_BEGIN_TAKES_MODE = _begin_takes_capture_error_mode()
 BUCKET_TOKENS = 512  # S rounds up to this: ≤ 3% of gathered rows wasted at 16,000-token contexts
 
 
@@ -190,14 +198,28 @@ class DecodeGraphs:
             self._forward(e)
         cur.wait_stream(side)
         g = torch.cuda.CUDAGraph()
-        kwargs: dict[str, Any] = {"pool": self.pool}
-        if _THREAD_LOCAL_CAPTURE:
-            # Other threads (telemetry, the tracer's collector) may call CUDA while we capture.
-            kwargs["capture_error_mode"] = "thread_local"
         held = _hold_tracer_flushes(True)
         try:
-            with torch.cuda.graph(g, **kwargs):
-                out = self._forward(e)
+            # capture_begin/capture_end on the side stream, not the torch.cuda.graph context
+            # manager: its __enter__ synchronises the device and empties the caching allocator
+            # (and on older PyTorch runs gc.collect()) to free memory for the graph. Graphs are
+            # captured inside timed rounds (a new one each time the contexts cross a 512-token
+            # bucket), so that meant the CPU waiting there for every copy in flight
+            # (bench/gpu/sync-probe.py: cudaFree waits for a copy) and the next steps
+            # cudaMalloc-ing again what was freed: the H100 round lines of 2026-11-28 show
+            # sync_all_streams 2, device_free 26-27, device_alloc 21-22 in rounds 3 and 7 (users 4),
+            # the rounds whose decode crossed 16,384 and 16,896 positions, and 0-9 allocations in
+            # the others. This graph takes its memory from its own pool (`self.pool`) either way.
+            with torch.cuda.stream(side):
+                if _BEGIN_TAKES_MODE and _THREAD_LOCAL_CAPTURE:
+                    # Other threads (telemetry, the tracer's collector) may call CUDA meanwhile.
+                    g.capture_begin(pool=self.pool, capture_error_mode="thread_local")
+                else:
+                    g.capture_begin(pool=self.pool)
+                try:
+                    out = self._forward(e)
+                finally:
+                    g.capture_end()
         finally:
             if held:
                 _hold_tracer_flushes(False)
