@@ -22,7 +22,9 @@ PAIRS=${PAIRS:-5}
 # Configurations run in each pair, rotating which goes first: on = tracing + sampling, off =
 # neither; to tell which one costs time add "trace" (tracing only) and "sample" (sampling only),
 # e.g. CONFIGS="off trace sample on" (bench/tracer-overhead-h100.md says why); "smi" is sampling
-# without NVML's PCIe reads (KVSCOPE_PCIE_MS=0).
+# without NVML's PCIe reads (KVSCOPE_PCIE_MS=0); "traceslow" is tracing only with the library's
+# flush and the collector's poll at 200 ms (KVSCOPE_TRACE_FLUSH_MS, KVSCOPE_TRACE_POLL_MS) instead
+# of 100 and 50: if the cost is the flusher or the Python collector waking, it falls.
 CONFIGS=${CONFIGS:-on off}
 MODEL=${MODEL:-llama-3.1-8b}
 KV_TOK=${KV_TOK:-131072}  # bytes of KV per token of llama-3.1-8b in bf16 (h100-measurements.md)
@@ -64,13 +66,16 @@ one_run() {
     trace) extra=(--trace on --sample-ms 0) ;;
     sample) extra=(--trace off --sample-ms 100) ;;
     smi) extra=(--trace off --sample-ms 100) ;;  # sampling without the PCIe reads (KVSCOPE_PCIE_MS=0)
+    traceslow) extra=(--trace on --sample-ms 0) ;;  # with the 200 ms periods below
     *) extra=(--trace off --sample-ms 0) ;;
   esac
   mkdir -p "$(dirname "$dir")"
   local t0=$(date +%s%N)
   local pcie_ms=""
   [ "$mode" = smi ] && pcie_ms=0
-  KVSCOPE_PCIE_MS=$pcie_ms timeout "$limit" $PY -m kvscope_agent run --model "$MODEL" $EXTRA_ARGS --users "$USERS" --rounds "$ROUNDS" \
+  local flush_ms="" poll_ms=""
+  [ "$mode" = traceslow ] && flush_ms=200 && poll_ms=200
+  KVSCOPE_TRACE_FLUSH_MS=$flush_ms KVSCOPE_TRACE_POLL_MS=$poll_ms KVSCOPE_PCIE_MS=$pcie_ms timeout "$limit" $PY -m kvscope_agent run --model "$MODEL" $EXTRA_ARGS --users "$USERS" --rounds "$ROUNDS" \
     --context-tokens "$ctx" --output-tokens "$otok" --gpu-kv-bytes "$gpu_kv" --host-kv-bytes "$host_kv" \
     "${extra[@]}" --out "$dir" > "$dir.log" 2>&1
   local rc=$?

@@ -313,3 +313,10 @@ def test_real_h100_trace_file(tmp_path) -> None:
     assert len(xfers) == 814 and summary["dropped"] == 0
     assert all(x["start"] <= x["end"] for x in xfers)
     assert summary["bytes_by_dir"]["h2d"] == by_dir["h2d"]
+
+
+@pytest.mark.parametrize("raw, expect", [("", collector.POLL_S), ("200", 0.2), ("1", 0.001), ("0", collector.POLL_S),
+                                         ("1001", collector.POLL_S), ("fast", collector.POLL_S)])
+def test_poll_period_comes_from_the_environment_within_range(monkeypatch, raw, expect) -> None:
+    monkeypatch.setenv("KVSCOPE_TRACE_POLL_MS", raw)
+    assert collector.poll_period_s() == expect

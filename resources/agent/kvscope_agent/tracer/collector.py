@@ -516,4 +516,16 @@ def start_collector(writer: Any, clock: Any, trace_dir: str) -> Collector | None
     except OSError as e:
         writer.emit("log", level="warn", msg=f"transfer tracing off: cannot create {trace_dir}: {e}")
         return None
-    return Collector(writer, clock, trace_dir).start()
+    return Collector(writer, clock, trace_dir, poll_period_s()).start()
+
+
+def poll_period_s() -> float:
+    """The collector's poll period: KVSCOPE_TRACE_POLL_MS (1..1000 ms) or POLL_S. A knob for the
+    overhead attribution in bench/gpu/issue4.sh ("traceslow"); longer periods delay the live view
+    by as much. A value that is not a number in range is ignored (POLL_S), not an error."""
+    raw = os.environ.get("KVSCOPE_TRACE_POLL_MS", "")
+    try:
+        ms = int(raw)
+    except ValueError:
+        return POLL_S
+    return ms / 1000 if 1 <= ms <= 1000 else POLL_S
