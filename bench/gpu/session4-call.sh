@@ -3,7 +3,8 @@
 # command: card, sync probe, engine tests on CUDA (PART=1 only), then issue 3's sweep (users 2, 4,
 # 8 with the host pool; the recompute baseline was measured in the third session) and users 4
 # with write-through, with a step trace. PART=1: copy overlap off, write-through as is.
-# PART=2: copy overlap on, write-through with expandable segments (an allocator A/B).
+# PART=2: copy overlap on. WT_ENV: environment of the write-through run only (the fourth
+# session ran PART=2 with WT_ENV=PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True: slower).
 # Leaves $OUT/part$PART.tar.gz plus issue3-runs.tar.* (the device returns 8 files of <= 16 MiB).
 set -u
 cd "$(dirname "$0")/../.." || exit 1
@@ -15,10 +16,11 @@ if [ "$PART" = 1 ]; then
   echo "sync probe exit $?"
   timeout 200 python3 resources/agent/tests/test_engine.py > "$O/engine-tests-cuda.log" 2>&1
   echo "engine tests exit $?: $(tail -1 "$O/engine-tests-cuda.log")"
-  EXTRA="--host-kv-bytes 55e9"; WT_ENV=""
+  EXTRA="--host-kv-bytes 55e9"
 else
-  EXTRA="--host-kv-bytes 55e9 --copy-overlap on"; WT_ENV="PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True"
+  EXTRA="--host-kv-bytes 55e9 --copy-overlap on"
 fi
+WT_ENV=${WT_ENV:-}
 KVSCOPE_STEP_TRACE=$O/steps.jsonl OUT=$O/issue3 ISSUE3_USERS=2,4,8 ISSUE3_EXTRA="$EXTRA" ISSUE3_WT_ENV="$WT_ENV" \
   ISSUE3_BUDGET_S=${BUDGET_S:-380} ISSUE3_WT_S=90 bash bench/gpu/issue3.sh > "$O/issue3.txt" 2>&1
 echo "issue3 exit $?"
