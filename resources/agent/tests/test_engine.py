@@ -303,13 +303,67 @@ def test_fixed_shape_decode_equals_the_eager_step(device):
     assert runner.stats["eager_steps"] == 1 and runner.stats["graphs"] == 0
     runner.reset_stats()  # the next run of a sweep counts from zero
     assert runner.describe() == {"cuda_graphs": False, "off_reason": "off", "bucket_tokens": 32, "graphs": 0,
-                                 "capture_ns": 0, "replays": 0, "eager_steps": 0, "graphs_held": 0}
+                                 "capture_ns": 0, "replays": 0, "eager_steps": 0, "inputs_carried": 0,
+                                 "graphs_held": 0}
     # And the check can fail: requests whose rows point at other requests' blocks are far off
     # (or NaN, where those blocks were never written).
     good = runner.logits(pieces)
     wrong = [Piece(p.token_ids, p.token_dev, p.start, 1, rows[(i + 1) % 3], True) for i, p in enumerate(pieces)]
     bad = runner.logits(wrong)
     assert not torch.allclose(bad, good, atol=100 * LOGIT_ATOL, rtol=0)
+
+
+@devices
+def test_decode_steps_carry_their_inputs_and_keep_the_eager_tokens(device):
+    """engine/decode_graph.py `_carries`: a decode step whose requests are the last step's, in
+    the same order, each fed that step's token, reuses the ids and positions the last step left
+    in its entry (nothing uploaded); any change (a batch that shrinks, a token from an eager
+    mixed step) refills them. Greedy tokens equal the eager step's throughout."""
+    from kvscope_agent.engine.decode_graph import DecodeGraphs
+
+    model, cache = make(device, gpu_blocks=64, block_tokens=8)
+    rng = random.Random(13)
+    tables = [list(range(0, 12)), list(range(20, 32)), list(range(40, 52))]
+    rows = [cache.request_rows(t) for t in tables]
+    prompts = [[rng.randrange(TINY.vocab) for _ in range(n)] for n in (27, 9, 14)]
+    results = []
+    for runner in (None, DecodeGraphs(model, cache, use_graphs=False, bucket_tokens=16)):
+        model.decode_runner = runner
+        toks: list[list[int]] = [[], [], []]
+        last = [model.forward_step([Piece(p, None, 0, len(p), r, True)], cache) for r, p in zip(rows[:2], prompts[:2])]
+        pos = [len(prompts[0]), len(prompts[1])]
+        for step in range(20):
+            if step == 10:
+                # A mixed step (eager): a third request's prefill beside both decode tokens.
+                pieces = [Piece(None, last[i], pos[i], 1, rows[i], True) for i in range(2)]
+                pieces.append(Piece(prompts[2], None, 0, len(prompts[2]), rows[2], True))
+                nxt = model.forward_step(pieces, cache)
+                for i in range(2):
+                    last[i] = nxt[i : i + 1]
+                    toks[i].append(int(nxt[i]))
+                    pos[i] += 1
+                continue
+            if step == 7:
+                # A token from elsewhere at the expected position (not the last step's output):
+                # the runner must take it, not what its entry holds.
+                last[1] = torch.tensor([(int(last[1]) + 1) % TINY.vocab], device=model.device)
+            active = [0, 1] if step < 15 else [0]  # then the batch shrinks
+            pieces = [Piece(None, last[i], pos[i], 1, rows[i], True) for i in active]
+            nxt = model.forward_step(pieces, cache)
+            for j, i in enumerate(active):
+                last[i] = nxt[j : j + 1]
+                toks[i].append(int(nxt[j]))
+                pos[i] += 1
+        results.append(toks)
+        if runner is not None:
+            # 14 of 19 runner steps carry. Refilled: step 0 (tokens from the prefill), step 5
+            # (request 0 reaches position 32: the span grows from 32 to 48, another entry), step 7
+            # (a token from elsewhere), step 11 (tokens from the mixed step), step 15 (the batch
+            # shrinks: another entry).
+            assert runner.stats["eager_steps"] == 19 and runner.stats["inputs_carried"] == 14, runner.stats
+    model.decode_runner = None
+    assert results[1] == results[0]
+    assert len(results[0][0]) == 20 and len(results[0][1]) == 15
 
 
 def test_cuda_graph_decode_replays_the_eager_tokens():
@@ -344,6 +398,7 @@ def test_cuda_graph_decode_replays_the_eager_tokens():
         if runner is not None:
             assert runner.use_graphs, runner.off_reason
             assert runner.stats["graphs"] >= 3 and runner.stats["replays"] == 24, runner.stats
+            assert runner.stats["inputs_carried"] >= 18, runner.stats  # all but a batch's first step
     model.decode_runner = None
     assert toks_graph == toks_eager
 
