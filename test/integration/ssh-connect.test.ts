@@ -4,6 +4,7 @@
  * unknown and changed host keys, and a ProxyJump chain with every hop verified.
  */
 import { execFileSync } from 'node:child_process';
+import { createServer, type Server, type Socket } from 'node:net';
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -261,4 +262,50 @@ d('ssh connections against real sshd', () => {
     expect(hostFieldMatches('*.example,!bad.example', 'bad.example')).toBe(false);
     expect(hostFieldMatches('*.example,!bad.example', 'ok.example')).toBe(true);
   });
+});
+
+// No sshd needed: a TCP server that drops the link during the SSH handshake, as a flaky network,
+// a proxy being cut or an sshd over MaxStartups does. ssh2 may then end with 'close' and no
+// 'error', and it clears its readyTimeout on close: the connect used to wait forever (the
+// cut-connection run test hung in a reconnect whose handshake a cut landed in).
+describe('a link dropped during the SSH handshake', () => {
+  let server: Server;
+  let port: number;
+  let mode: 'at-once' | 'after-banner' = 'at-once';
+  const sockets: Socket[] = [];
+  beforeAll(async () => {
+    server = createServer((sock) => {
+      sockets.push(sock);
+      sock.on('error', () => undefined);
+      if (mode === 'at-once') sock.end();
+      else {
+        sock.write('SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n');
+        setTimeout(() => sock.end(), 100);
+      }
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    port = (server.address() as { port: number }).port;
+  });
+  afterAll(async () => {
+    for (const s of sockets) s.destroy();
+    await new Promise((r) => server.close(r));
+  });
+
+  for (const m of ['at-once', 'after-banner'] as const) {
+    it(`ends the connect with a clear error, not a hang (closed ${m})`, async () => {
+      mode = m;
+      const dir = mkdtempSync(join(tmpdir(), 'kvscope-drop-'));
+      const cfg = join(dir, 'config');
+      writeFileSync(cfg, `Host dropper\n  HostName 127.0.0.1\n  Port ${port}\n  User nobody\n  IdentityAgent none\n`, { mode: 0o600 });
+      const attempt = connectSsh({ destination: 'dropper', config: loadSshConfig(cfg), knownHostsFile: join(dir, 'kh'), prompts: noPrompts() });
+      const outcome = await Promise.race([
+        attempt.then(
+          () => 'connected',
+          (e: Error & { code?: string }) => `${e.code}: ${e.message}`,
+        ),
+        new Promise<string>((r) => setTimeout(() => r('still waiting after 10 s'), 10_000)),
+      ]);
+      expect(outcome).toMatch(/^ssh_error: dropper \(127\.0\.0\.1:\d+\): /);
+    });
+  }
 });
