@@ -205,8 +205,10 @@ describe.skipIf(reason !== null)(`the window's views in real Chromium${reason ? 
       await page.waitForSelector('.request-details');
       if (linked > 0) {
         // DARK_THEME.highlight, #ff4fd8.
-        const pink = await page.evaluate(countColour, ['[data-testid=timeline] canvas', 0xff, 0x4f, 0xd8] as [string, number, number, number]);
-        expect(pink).toBeGreaterThan(0);
+        // Polled: the selection is in the dataset before the canvas has repainted (next frame).
+        await expect
+          .poll(() => page.evaluate(countColour, ['[data-testid=timeline] canvas', 0xff, 0x4f, 0xd8] as [string, number, number, number]))
+          .toBeGreaterThan(0);
       }
       await page.screenshot({ path: join(ARTIFACTS, `window-timeline-selected-${id.replace(/[^a-z0-9-]/gi, '_')}.png`) });
       await page.click('[data-action=save-image]');
@@ -267,7 +269,7 @@ describe.skipIf(reason !== null)(`the window's views in real Chromium${reason ? 
     await go(`#/runs/${encodeURIComponent(libraryId(run))}/live`);
     await page.waitForSelector('[data-testid=pools][data-gpu]');
     // LIGHT_THEME.background #f7f8fa at the canvas corner (outside both grids).
-    expect(await page.evaluate(countColour, ['[data-testid=pools] canvas', 0xf7, 0xf8, 0xfa] as [string, number, number, number])).toBeGreaterThan(1000);
+    await expect.poll(() => page.evaluate(countColour, ['[data-testid=pools] canvas', 0xf7, 0xf8, 0xfa] as [string, number, number, number])).toBeGreaterThan(1000);
     await page.screenshot({ path: join(ARTIFACTS, 'window-live-light.png') });
     const before = await page.evaluate(dataNum, ['[data-testid=pools]', 'applied'] as [string, string]);
     expect(before).toBeGreaterThan(0); // a finished run opens on its final pools
