@@ -87,6 +87,42 @@ class EventWriter:
                 self._flush_locked()
         return seq
 
+    def emit_bodies(self, type: str, bodies: "list[str]") -> int:
+        """Thread-safe. One line per body, all with the same `t` (now), under one lock and in one
+        write: {"seq","t","type", then the body}. A body is the caller's JSON text of the other
+        fields without the braces ('"dir":"h2d","bytes":4096'), built from values it controls
+        (numbers, strings it encoded with json.dumps); the CUPTI collector writes thousands of
+        xfer lines a second this way, where emit()'s json.dumps and lock per line held the GIL
+        that the engine's step loop waits for (bench/collector-gil.py). Returns the first seq.
+        A body with a newline, or a line over 1 MiB, is refused (ValueError) before anything is
+        written."""
+        if not isinstance(type, str) or not type:
+            raise ValueError("event type must be a non-empty string")
+        type_json = json.dumps(type, ensure_ascii=False)
+        for b in bodies:
+            if not b or "\n" in b or "\r" in b:
+                raise ValueError("an event body must be non-empty and on one line")
+        with self._lock:
+            if self._closed or self._file is None:
+                raise ValueError("event writer is closed")
+            first = self._seq
+            if not bodies:
+                return first
+            stamp = self.clock.now()
+            lines = []
+            for i, b in enumerate(bodies):
+                line = '{"seq":%d,"t":%d,"type":%s,%s}\n' % (first + i, stamp, type_json, b)
+                data = line.encode("utf-8")
+                if len(data) > MAX_LINE_BYTES:
+                    raise ValueError(f"event line of {len(data)} bytes exceeds the {MAX_LINE_BYTES}-byte limit")
+                lines.append(data)
+            self._file.write(b"".join(lines))
+            self._seq = first + len(bodies)
+            self._dirty = True
+            if time.monotonic() - self._last_flush >= self.flush_interval_s:
+                self._flush_locked()
+        return first
+
     def flush(self) -> None:
         with self._lock:
             self._flush_locked()

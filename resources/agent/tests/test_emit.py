@@ -99,3 +99,24 @@ def test_timer_flushes_for_tails_and_close_is_idempotent(tmp_path):
     with pytest.raises(ValueError):
         w.emit("log", level="info", msg="late")
     assert os.path.getsize(p) > 0
+
+
+def test_emit_bodies_writes_a_batch_with_contiguous_seq_and_one_time(tmp_path):
+    p = tmp_path / "events.jsonl"
+    w = EventWriter(p, RunClock())
+    assert w.emit("log", level="info", msg="before") == 0
+    assert w.emit_bodies("xfer", ['"dir":"h2d","bytes":1', '"dir":"d2h","bytes":2']) == 1
+    assert w.emit_bodies("xfer", []) == 3  # nothing written, the next seq
+    assert w.emit("log", level="info", msg="after") == 3
+    # A body that would break the one-line rule is refused and nothing of the batch is written.
+    with pytest.raises(ValueError):
+        w.emit_bodies("xfer", ['"dir":"h2d","bytes":3', '"x":1\n{"seq":99}'])
+    with pytest.raises(ValueError):
+        w.emit_bodies("xfer", ['"big":"' + "x" * MAX_LINE_BYTES + '"'])
+    w.close()
+    with pytest.raises(ValueError):
+        w.emit_bodies("xfer", ['"dir":"h2d","bytes":4'])
+    ev = read(p)
+    assert [e["seq"] for e in ev] == [0, 1, 2, 3]
+    assert [e["type"] for e in ev] == ["log", "xfer", "xfer", "log"]
+    assert ev[1]["t"] == ev[2]["t"] and ev[1]["bytes"] == 1 and ev[2]["dir"] == "d2h"

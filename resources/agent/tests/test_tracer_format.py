@@ -166,6 +166,30 @@ def test_collector_emits_xfers_on_the_run_clock_and_reports_what_it_could_not(
     assert seqs == list(range(len(events)))
 
 
+def test_batched_xfer_lines_are_the_bytes_emit_writes(selftest: str, tmp_path) -> None:
+    """Collector.batch_lines formats xfer bodies itself (one write a poll): every line must be
+    what the per-record emit() path writes, byte for byte apart from seq and emission time."""
+    import re
+
+    trace_dir = tmp_path / "trace"
+    trace_dir.mkdir()
+    _write(selftest, str(trace_dir / "cupti-4242.bin"))
+    out = {}
+    clock = RunClock()  # one clock: the same records map to the same run times
+    for batch in (False, True):
+        log = tmp_path / f"events-{batch}.jsonl"
+        writer = EventWriter(str(log), clock)
+        col = collector.Collector(writer, clock, str(trace_dir))
+        col.batch_lines = batch
+        col.poll_once()
+        writer.close()
+        lines = [x for x in log.read_text().splitlines() if '"type":"xfer"' in x]
+        # seq differs (the batch goes out after the poll's log lines), t is the emission time.
+        out[batch] = [re.sub(r'^\{"seq":\d+,"t":\d+,', '{', x) for x in lines]
+    assert len(out[True]) == 6
+    assert out[True] == out[False]
+
+
 def test_collector_tails_a_growing_file_live(selftest: str, tmp_path) -> None:
     # Records appended after start() reach the event log without stop(): the app sees them live.
     import time

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import glob
+import json
 import os
 import struct
 import threading
@@ -292,8 +293,30 @@ def describe_error(rec: TraceRecord) -> str:
     return f"{step} failed: {code} ({rec.flags}){hint}"
 
 
+# The JSON text of every string an xfer body can hold (directions, memory kinds): bodies are
+# assembled with % formatting from these and from integers (Collector.batch_lines).
+_JSON_TEXT: dict[str, str] = {}
+
+
+def _json_text(s: str) -> str:
+    j = _JSON_TEXT.get(s)
+    if j is None:
+        j = _JSON_TEXT[s] = json.dumps(s, ensure_ascii=False)
+    return j
+
+
+_XFER_BODY = '"dir":%s,"bytes":%d,"start":%d,"end":%d,"src_mem":%s,"dst_mem":%s,"device":%d,"stream":%d,"source":"cupti","pid":%d'
+
+
 class Collector:
-    """A thread that tails `trace_dir/cupti-*.bin` and emits one `xfer` per copy."""
+    """A thread that tails `trace_dir/cupti-*.bin` and emits one `xfer` per copy.
+
+    batch_lines (default): a poll's xfer lines are formatted here and written through
+    EventWriter.emit_bodies, one lock and one write for the batch, with the same bytes per line as
+    emit() writes (tests/test_tracer_format.py checks). False: one emit() per record, as before
+    (kept for bench/collector-gil.py's side-by-side)."""
+
+    batch_lines = True
 
     def __init__(self, writer: Any, clock: Any, trace_dir: str, poll_s: float = POLL_S) -> None:
         self.writer = writer
@@ -345,12 +368,18 @@ class Collector:
                 cmap = self._maps.get(path)
                 if cmap is None:
                     cmap = self._maps[path] = ClockMap(self.clock, tf.header)
+                bodies: list[str] | None = [] if self.batch_lines else None
                 for rec in records:
-                    self._handle(tf.header, cmap, rec)
+                    self._handle(tf.header, cmap, rec, bodies)
+                if bodies:
+                    try:
+                        self.writer.emit_bodies("xfer", bodies)
+                    except ValueError:
+                        self._stop.set()  # the writer is closed (the run is ending)
                 n += len(records)
             return n
 
-    def _handle(self, header: TraceHeader, cmap: ClockMap, rec: TraceRecord) -> None:
+    def _handle(self, header: TraceHeader, cmap: ClockMap, rec: TraceRecord, bodies: list[str] | None = None) -> None:
         t = self.totals
         if rec.type in (REC_MEMCPY, REC_MEMCPY_PEER):
             direction = copy_direction(rec.copy_kind, rec.src_kind, rec.dst_kind)
@@ -366,6 +395,12 @@ class Collector:
             t.xfers += 1
             t.bytes_by_dir[direction] += rec.bytes
             t.count_by_dir[direction] += 1
+            if bodies is not None:
+                bodies.append(_XFER_BODY % (
+                    _json_text(direction), rec.bytes, cmap.to_run(rec.start), cmap.to_run(rec.end),
+                    _json_text(memory_name(rec.src_kind)), _json_text(memory_name(rec.dst_kind)),
+                    rec.device_id, rec.stream_id, header.pid))
+                return
             self._emit(
                 "xfer",
                 dir=direction,
