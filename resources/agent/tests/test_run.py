@@ -131,6 +131,20 @@ def test_a_conversations_blocks_move_in_long_runs(tmp_path):
     assert blocks / runs >= 2.5, f"{blocks} blocks in {runs} copies"
 
 
+def test_slot_order_lru_is_the_old_order_for_an_a_b(tmp_path, monkeypatch):
+    """KVSCOPE_SLOT_ORDER=lru hands out slots as before (for a same-card A/B on a GPU): the same
+    workload then moves blocks in short runs again; a misspelt value is an error, not a default."""
+    monkeypatch.setenv("KVSCOPE_SLOT_ORDER", "lru")
+    code, _, log = run_inproc(tmp_path, "lru", ["--users", "4", "--gpu-kv-bytes", SHORT_POOL, "--host-kv-bytes", "1e6"])
+    assert code == 0 and check_log(log) == []
+    xfers = [e for e in events(log) if e["type"] == "xfer" and e["source"] == "engine"]
+    assert sum(e["blocks"] for e in xfers) / sum(e["runs"] for e in xfers) < 2.0
+    monkeypatch.setenv("KVSCOPE_SLOT_ORDER", "sorted")
+    code, _, log = run_inproc(tmp_path, "bad", ["--gpu-kv-bytes", SHORT_POOL, "--host-kv-bytes", "1e6"])
+    end = summary(log)
+    assert code != 0 and end["status"] == "error" and "KVSCOPE_SLOT_ORDER" in end["error"]["message"]
+
+
 def test_step_trace_writes_a_line_per_step(tmp_path, monkeypatch):
     """KVSCOPE_STEP_TRACE (bench diagnostics): a line naming the run, then one per engine step
     with the host time of admission, copy issue, launch and step, and the pieces it ran."""

@@ -129,6 +129,11 @@ class Engine:
         # per step with where its host time went (admission, issuing copies, launching, syncing)
         # and the device allocator's segment counts, to KVSCOPE_STEP_TRACE (a path). Not a
         # protocol event: the app never sees it.
+        # Slot order (see _take_slots): "ascending" (default) or "lru", the order before
+        # 2026-11-28d, kept so a GPU session can A/B the two on one card (NEXT.md).
+        self.slot_order = os.environ.get("KVSCOPE_SLOT_ORDER", "ascending")
+        if self.slot_order not in ("ascending", "lru"):
+            raise ValueError(f"KVSCOPE_SLOT_ORDER must be ascending or lru, not {self.slot_order!r}")
         path = os.environ.get("KVSCOPE_STEP_TRACE")
         self._step_trace = open(path, "a", buffering=1 << 16) if path else None
         self._step_rec: dict[str, Any] | None = None
@@ -305,7 +310,8 @@ class Engine:
         # later offload or onboard of them is a few long copies. In LRU order (a finished
         # request's blocks enter it tail-first) the runs averaged 1.6 blocks: the H100 runs of
         # 2026-11-28 issued ~500 copies a 2.1 GB admission, each one a CUPTI record.
-        victims.sort(key=self.gpu_map.__getitem__)
+        if self.slot_order == "ascending":
+            victims.sort(key=self.gpu_map.__getitem__)
         self._slots_reused = True
         self.pressure = True
         offload: list[int] = []
@@ -336,7 +342,8 @@ class Engine:
         for vid in host_evicted + dropped:
             if vid not in self.gpu_map:
                 self.owner.pop(vid, None)
-        slots.sort()
+        if self.slot_order == "ascending":
+            slots.sort()
         return slots
 
     def _host_slot(self, host_evicted: list[int]) -> int | None:
