@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One device call of the fourth GPU session (2026-11-28), what NEXT.md step 1 and 3 ask, in one
-# command: card, sync probe, engine tests on CUDA (PART=1 only), then issue 3's sweep (users 2, 4,
+# command: card, sync probe, engine tests on CUDA and the launch-cost probe (PART=1 only), then
+# issue 3's sweep (users 2, 4,
 # 8 with the host pool; the recompute baseline was measured in the third session) and users 4
 # with write-through, with a step trace. PART=1: copy overlap off, write-through as is.
 # PART=2: copy overlap on. WT_ENV: environment of the write-through run only (the fourth
@@ -16,6 +17,9 @@ if [ "$PART" = 1 ]; then
   echo "sync probe exit $?"
   timeout 200 python3 resources/agent/tests/test_engine.py > "$O/engine-tests-cuda.log" 2>&1
   echo "engine tests exit $?: $(tail -1 "$O/engine-tests-cuda.log")"
+  # Host cost of a launch / small upload / small device copy, tracer loaded vs not (issue 4).
+  OUT=$O timeout 120 bash bench/gpu/launch-cost.sh > /dev/null 2>&1
+  echo "launch cost: $(grep -c traced "$O/launch-cost.txt" 2>/dev/null) lines"; cat "$O/launch-cost.txt" 2>/dev/null
   EXTRA="--host-kv-bytes 55e9"
 else
   EXTRA="--host-kv-bytes 55e9 --copy-overlap on"
