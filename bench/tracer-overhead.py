@@ -164,10 +164,10 @@ def main(argv: list[str]) -> int:
     e2e = [a["e2e_ns"] / b["e2e_ns"] for _, a, b in ok]
     ttft = [a["ttft_ns_mean"] / b["ttft_ns_mean"] for _, a, b in ok
             if a.get("ttft_ns_mean") and b.get("ttft_ns_mean")]
-    # Attribution runs (bench/gpu/issue4.sh CONFIGS="off trace sample on"): tracing only and
-    # sampling only, each against the same pair's untraced run.
+    # Attribution runs (bench/gpu/issue4.sh CONFIGS="off trace sample traceslow on"): tracing only,
+    # sampling only, tracing with slower flush/poll, each against the same pair's untraced run.
     by_config: dict[str, dict[str, Any]] = {}
-    for cfg in ("trace", "sample", "smi"):
+    for cfg in ("trace", "sample", "smi", "traceslow"):
         e2e_c, ttft_c = [], []
         for d in glob.glob(os.path.join(args.runs_dir, "pair-*")):
             a_path, b_path = os.path.join(d, cfg, "events.jsonl"), os.path.join(d, "off", "events.jsonl")
@@ -208,7 +208,8 @@ def main(argv: list[str]) -> int:
     lines += [f"- E2E ratio on/off: {fmt(result['e2e_ratio'])} — target ≤ 1.02",
               f"- TTFT (mean) ratio on/off: {fmt(result['ttft_ratio'])} — target ≤ 1.02"]
     for cfg, label in (("trace", "tracing only"), ("sample", "sampling only"),
-                       ("smi", "sampling without PCIe reads")):
+                       ("smi", "sampling without PCIe reads"),
+                       ("traceslow", "tracing only, flush and poll at 200 ms")):
         if cfg in by_config:
             lines += [f"- E2E ratio {label}/off: {fmt(by_config[cfg]['e2e_ratio'])}",
                       f"- TTFT (mean) ratio {label}/off: {fmt(by_config[cfg]['ttft_ratio'])}"]

@@ -67,12 +67,19 @@ def test_overhead_and_agreement_from_logs(tmp_path) -> None:
             originals[(i, mode)] = events
             if mode == "on":
                 (d / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in _as_traced(events)))
+    # An attribution config beside them (issue4.sh CONFIGS="... traceslow"): its logs here are
+    # the pair's "on" logs, so its ratios to "off" must equal the on/off ones.
+    for i in (1, 2):
+        slow = runs / f"pair-{i}" / "traceslow"
+        slow.mkdir()
+        (slow / "events.jsonl").write_text((runs / f"pair-{i}" / "on" / "events.jsonl").read_text())
     proc = subprocess.run([sys.executable, SCRIPT, str(runs), "--json", str(tmp_path / "r.json"),
                            "--out", str(tmp_path / "r.md"), "--command", "test"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     r = json.loads((tmp_path / "r.json").read_text())
     assert r["pairs_ok"] == 2
+    assert r["by_config"]["traceslow"]["e2e_ratio"] == r["e2e_ratio"]
     want = sorted(
         next(e for e in originals[(i, "on")] if e["type"] == "run.end")["summary"]["e2e_ns"]
         / next(e for e in originals[(i, "off")] if e["type"] == "run.end")["summary"]["e2e_ns"]
@@ -99,6 +106,7 @@ def test_overhead_and_agreement_from_logs(tmp_path) -> None:
     assert ag["cupti_bytes_by_line_position"] < ag["cupti_bytes"]
     text = (tmp_path / "r.md").read_text()
     assert "E2E ratio on/off: median" in text and "| pair-1 | h2d |" in text
+    assert "E2E ratio tracing only, flush and poll at 200 ms/off: median" in text
 
 
 def test_steps_script_reads_modes_and_step_times(tmp_path) -> None:
