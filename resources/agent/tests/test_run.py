@@ -161,6 +161,9 @@ def test_step_trace_writes_a_line_per_step(tmp_path, monkeypatch):
     for s in steps:
         assert s["step_ns"] >= s["launch_ns"] > 0 and s["admit_ns"] >= 0 and s["alloc"] == 0
         assert all(len(p) == 4 for p in s["pieces"])
+        # Eager steps (all of them on the CPU): host ms at each layer's start, rising, within launch.
+        lm = s["layer_ms"]
+        assert len(lm) == 2 and lm == sorted(lm) and lm[-1] <= s["launch_ns"] / 1e6
     assert 4 <= sum(1 for s in steps if s["admitted"]) <= 3 * 4  # a step admits one or more
     prefill = [p for s in steps for p in s["pieces"] if p[3] > 1]
     assert {(p[0], p[1]) for p in prefill} == {(u, r) for u in range(3) for r in range(4)}

@@ -10,6 +10,7 @@ request is not contiguous); the linear layers run once over all tokens of the st
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -192,6 +193,10 @@ class LlamaModel(torch.nn.Module):
         # engine/decode_graph.DecodeGraphs when decode steps run at fixed shapes (CUDA graphs);
         # None: every step runs eagerly below.
         self.decode_runner: Any = None
+        # Diagnostics (the engine's step trace, KVSCOPE_STEP_TRACE): when a list, each eager step
+        # appends its host time after every layer (ns from the step's start), to show where a step
+        # whose launch waited behind a copy stopped: the layer at which the queue filled.
+        self.layer_times: list[int] | None = None
         self.inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, hd, 2, device=device, dtype=torch.float32) / hd))
 
     def weight_bytes(self) -> int:
@@ -251,7 +256,13 @@ class LlamaModel(torch.nn.Module):
         positions = torch.cat(pos_parts) if len(pos_parts) > 1 else pos_parts[0]
         cos, sin = self._rope_tables(positions)
         x = self.embed[ids]
+        times = self.layer_times
+        if times is not None:
+            times.clear()
+            t0 = time.perf_counter_ns()
         for li, layer in enumerate(self.layers):
+            if times is not None:
+                times.append(time.perf_counter_ns() - t0)
             q, k, v = self.layer_qkv(layer, x, cos, sin)
             outs = []
             off = 0

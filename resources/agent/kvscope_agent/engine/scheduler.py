@@ -137,6 +137,8 @@ class Engine:
         path = os.environ.get("KVSCOPE_STEP_TRACE")
         self._step_trace = open(path, "a", buffering=1 << 16) if path else None
         self._step_rec: dict[str, Any] | None = None
+        if self._step_trace is not None:
+            model.layer_times = []  # eager steps: host ms at each layer's start ("layer_ms")
         self.reset(None)
 
     # ---- state ---------------------------------------------------------------------------
@@ -554,10 +556,15 @@ class Engine:
                 pieces.append(Piece(r.prompt[r.computed : r.computed + n], None, r.computed, n, r.rows, ends))
                 owners.append(r)
         t_launch = time.perf_counter_ns()
+        layer_times = self.model.layer_times
+        if layer_times is not None:
+            layer_times.clear()  # a graph-replayed step leaves it empty
         nxt = self.model.forward_step(pieces, self.cache)
         if self._step_rec is not None:
             self._step_rec["launch_ns"] = time.perf_counter_ns() - t_launch
             self._step_rec["pieces"] = [[r.user, r.round, p.start, p.n] for p, r in zip(pieces, owners)]
+            if layer_times:
+                self._step_rec["layer_ms"] = [round(t / 1e6, 2) for t in layer_times]
         sampled = 0
         need_sync: list[Request] = []
         first: list[Request] = []
