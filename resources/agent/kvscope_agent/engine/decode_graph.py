@@ -37,20 +37,12 @@ from .model import Piece, rms_norm
 
 def _takes_capture_error_mode() -> bool:
     try:
-        return "capture_error_mode" in inspect.signature(torch.cuda.graph.__init__).parameters
-    except (AttributeError, TypeError, ValueError):
-        return False
-
-
-def _begin_takes_capture_error_mode() -> bool:
-    try:
         return "capture_error_mode" in inspect.signature(torch.cuda.CUDAGraph.capture_begin).parameters
     except (AttributeError, TypeError, ValueError):
         return False
 
 
 _THREAD_LOCAL_CAPTURE = _takes_capture_error_mode()  # PyTorch 2.1+
-_BEGIN_TAKES_MODE = _begin_takes_capture_error_mode()
 BUCKET_TOKENS = 512  # S rounds up to this: ≤ 3% of gathered rows wasted at 16,000-token contexts
 
 
@@ -246,7 +238,7 @@ class DecodeGraphs:
             # the rounds whose decode crossed 16,384 and 16,896 positions, and 0-9 allocations in
             # the others. This graph takes its memory from its own pool (`self.pool`) either way.
             with torch.cuda.stream(side):
-                if _BEGIN_TAKES_MODE and _THREAD_LOCAL_CAPTURE:
+                if _THREAD_LOCAL_CAPTURE:
                     # Other threads (telemetry, the tracer's collector) may call CUDA meanwhile.
                     g.capture_begin(pool=self.pool, capture_error_mode="thread_local")
                 else:
