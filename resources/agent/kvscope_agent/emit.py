@@ -58,66 +58,49 @@ class EventWriter:
         order first), seq 0,1,2,... assigned under a lock in write order; t defaults to
         clock.now(). Returns the seq. Lines over 1 MiB are refused (ValueError) before anything
         is written."""
-        if not isinstance(type, str) or not type:
-            raise ValueError("event type must be a non-empty string")
         for key in _RESERVED:
             if key in fields:
                 raise ValueError(f"field {key!r} is set by the writer")
         # Serialise outside the lock; allow_nan=False keeps every line valid JSON (NaN is not).
-        body = json.dumps(fields, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
-        type_json = json.dumps(type, ensure_ascii=False)
-        if t is not None:
-            t = int(t)
-        with self._lock:
-            if self._closed or self._file is None:
-                raise ValueError("event writer is closed")
-            seq = self._seq
-            stamp = self.clock.now() if t is None else t
-            head = '{"seq":%d,"t":%d,"type":%s' % (seq, stamp, type_json)
-            line = head + ("}" if body == "{}" else "," + body[1:]) + "\n"
-            data = line.encode("utf-8")
-            if len(data) > MAX_LINE_BYTES:
-                raise ValueError(
-                    f"event line of {len(data)} bytes exceeds the {MAX_LINE_BYTES}-byte limit"
-                )
-            self._file.write(data)
-            self._seq = seq + 1
-            self._dirty = True
-            if time.monotonic() - self._last_flush >= self.flush_interval_s:
-                self._flush_locked()
-        return seq
+        body = json.dumps(fields, separators=(",", ":"), allow_nan=False, ensure_ascii=False)[1:-1]
+        return self._write(type, [body], None if t is None else int(t))
 
     def emit_bodies(self, type: str, bodies: "list[str]") -> int:
         """Thread-safe. One line per body, all with the same `t` (now), under one lock and in one
         write: {"seq","t","type", then the body}. A body is the caller's JSON text of the other
         fields without the braces ('"dir":"h2d","bytes":4096'), built from values it controls
         (numbers, strings it encoded with json.dumps); the CUPTI collector writes thousands of
-        xfer lines a second this way, where emit()'s json.dumps and lock per line held the GIL
-        that the engine's step loop waits for (bench/collector-gil.py). Returns the first seq.
-        A body with a newline, or a line over 1 MiB, is refused (ValueError) before anything is
-        written."""
-        if not isinstance(type, str) or not type:
-            raise ValueError("event type must be a non-empty string")
-        type_json = json.dumps(type, ensure_ascii=False)
+        xfer lines a second this way, where emit()'s json.dumps and lock per line cost 2.3 times
+        the host time (bench/collector-gil-results.md). Returns the first seq. A body with a
+        newline, or a line over 1 MiB, is refused (ValueError) before anything is written."""
         for b in bodies:
             if not b or "\n" in b or "\r" in b:
                 raise ValueError("an event body must be non-empty and on one line")
+        return self._write(type, bodies, None)
+
+    def _write(self, type: str, bodies: "list[str]", t: int | None) -> int:
+        """The one writer of lines: seq assigned under the lock, every line checked against the
+        size limit before any is written, then one write. An empty body is a line of seq, t and
+        type only. Returns the first seq."""
+        if not isinstance(type, str) or not type:
+            raise ValueError("event type must be a non-empty string")
+        type_json = json.dumps(type, ensure_ascii=False)
         with self._lock:
             if self._closed or self._file is None:
                 raise ValueError("event writer is closed")
             first = self._seq
             if not bodies:
                 return first
-            stamp = self.clock.now()
+            stamp = self.clock.now() if t is None else t
             lines = []
             for i, b in enumerate(bodies):
-                line = '{"seq":%d,"t":%d,"type":%s,%s}\n' % (first + i, stamp, type_json, b)
+                line = '{"seq":%d,"t":%d,"type":%s%s}\n' % (first + i, stamp, type_json, "," + b if b else "")
                 data = line.encode("utf-8")
                 if len(data) > MAX_LINE_BYTES:
                     raise ValueError(f"event line of {len(data)} bytes exceeds the {MAX_LINE_BYTES}-byte limit")
                 lines.append(data)
             self._file.write(b"".join(lines))
-            self._seq = first + len(bodies)
+            self._seq = first + len(lines)
             self._dirty = True
             if time.monotonic() - self._last_flush >= self.flush_interval_s:
                 self._flush_locked()
