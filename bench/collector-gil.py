@@ -5,11 +5,10 @@ A main thread runs a fixed amount of Python work shaped like the engine's launch
 (small objects, attribute lookups, calls); the collector (tracer/collector.py, unchanged) tails a
 trace file that another *process* appends CUPTI-format records to at a set rate, as the C library
 does without holding our GIL; the events go to a real EventWriter. Configs alternate in one run:
-"off" (no collector, no appender), and collector + appender at --rate records/s. Reports the
-main loop's time ratio to "off" per round and the median. Two "on" configs side by side: "batch"
-(the collector as it is: a poll's xfer lines formatted by hand and written in one go,
-EventWriter.emit_bodies) and "per-line" (Collector.batch_lines = False: one emit() a record, with
-json.dumps and the lock each time, as before 2026-11-28).
+"off" (no collector, no appender), "on" (collector + appender at --rate records/s). Reports the
+main loop's time ratio on/off per round and the median. (The side-by-side with the collector's
+earlier path, one emit() a record, was run at 1340e9c, where that path still existed:
+bench/collector-gil-results.md.)
 
     /usr/bin/python3 bench/collector-gil.py [--rate 1500] [--rounds 5] [--seconds 3]
 """
@@ -81,38 +80,33 @@ def main() -> None:
     while work(n) < 0.2:
         n *= 2
     iters = int(n * a.seconds / work(n))
-    configs = ["off", "per-line", "batch"]
-    ratios: dict[str, list[float]] = {"per-line": [], "batch": []}
+    ratios = []
     for r in range(a.rounds):
         times = {}
-        written = {}
-        for cfg in configs[r % 3:] + configs[: r % 3]:  # rotate which goes first
+        written = 0
+        for cfg in (("off", "on") if r % 2 == 0 else ("on", "off")):  # alternate which goes first
             d = tempfile.mkdtemp(prefix="kvscope-gil-")
             proc = None
             col = None
             w = EventWriter(os.path.join(d, "events.jsonl"), RunClock())
-            if cfg != "off":
-                C.Collector.batch_lines = cfg == "batch"
+            if cfg == "on":
                 proc = subprocess.Popen([sys.executable, "-c", APPENDER, os.path.join(d, "cupti-4242.bin"), str(a.rate), agent_root])
                 col = C.start_collector(w, w.clock, d)
                 time.sleep(0.3)
             n0 = w.count
             times[cfg] = work(iters)
-            written[cfg] = w.count - n0
+            if cfg == "on":
+                written = w.count - n0
             if col is not None:
                 col.stop(settle_s=0.05, timeout_s=0.5)
             if proc is not None:
                 proc.kill()
                 proc.wait()
             w.close()
-        C.Collector.batch_lines = True
-        for cfg in ratios:
-            ratios[cfg].append(times[cfg] / times["off"])
-        print(f"round {r}: off {times['off']:.3f} s, per-line {times['per-line']:.3f} s ({written['per-line']} lines), "
-              f"batch {times['batch']:.3f} s ({written['batch']} lines)")
-    for cfg, rs in ratios.items():
-        print(f"{cfg}: median ratio to off {statistics.median(rs):.4f} (min {min(rs):.4f}, max {max(rs):.4f})")
-    print(f"rate {a.rate:.0f} records/s, {iters} iterations a config, python {sys.version.split()[0]}")
+        ratios.append(times["on"] / times["off"])
+        print(f"round {r}: off {times['off']:.3f} s, on {times['on']:.3f} s ({written} lines), ratio {ratios[-1]:.4f}")
+    print(f"median ratio on/off {statistics.median(ratios):.4f} (min {min(ratios):.4f}, max {max(ratios):.4f}); "
+          f"rate {a.rate:.0f} records/s, {iters} iterations a config, python {sys.version.split()[0]}")
 
 
 if __name__ == "__main__":

@@ -166,28 +166,27 @@ def test_collector_emits_xfers_on_the_run_clock_and_reports_what_it_could_not(
     assert seqs == list(range(len(events)))
 
 
-def test_batched_xfer_lines_are_the_bytes_emit_writes(selftest: str, tmp_path) -> None:
-    """Collector.batch_lines formats xfer bodies itself (one write a poll): every line must be
-    what the per-record emit() path writes, byte for byte apart from seq and emission time."""
-    import re
-
+def test_xfer_lines_are_the_bytes_emit_would_write(selftest: str, tmp_path) -> None:
+    """The collector formats xfer bodies itself (one write a poll, EventWriter.emit_bodies): every
+    line must be byte for byte what emit() writes for the same fields, in the same order (compact
+    JSON: seq, t, type first)."""
     trace_dir = tmp_path / "trace"
     trace_dir.mkdir()
     _write(selftest, str(trace_dir / "cupti-4242.bin"))
-    out = {}
-    clock = RunClock()  # one clock: the same records map to the same run times
-    for batch in (False, True):
-        log = tmp_path / f"events-{batch}.jsonl"
-        writer = EventWriter(str(log), clock)
-        col = collector.Collector(writer, clock, str(trace_dir))
-        col.batch_lines = batch
-        col.poll_once()
-        writer.close()
-        lines = [x for x in log.read_text().splitlines() if '"type":"xfer"' in x]
-        # seq differs (the batch goes out after the poll's log lines), t is the emission time.
-        out[batch] = [re.sub(r'^\{"seq":\d+,"t":\d+,', '{', x) for x in lines]
-    assert len(out[True]) == 6
-    assert out[True] == out[False]
+    clock = RunClock()
+    log = tmp_path / "events.jsonl"
+    writer = EventWriter(str(log), clock)
+    collector.Collector(writer, clock, str(trace_dir)).poll_once()
+    writer.close()
+    lines = [x for x in log.read_text().splitlines() if '"type":"xfer"' in x]
+    assert len(lines) == 6
+    for line in lines:
+        e = json.loads(line)
+        fields = {k: v for k, v in e.items() if k not in ("seq", "t", "type")}
+        assert list(fields) == ["dir", "bytes", "start", "end", "src_mem", "dst_mem", "device", "stream", "source", "pid"]
+        emitted = '{"seq":%d,"t":%d,"type":"xfer",' % (e["seq"], e["t"]) + json.dumps(
+            fields, separators=(",", ":"), allow_nan=False, ensure_ascii=False)[1:]
+        assert line == emitted
 
 
 def test_collector_tails_a_growing_file_live(selftest: str, tmp_path) -> None:

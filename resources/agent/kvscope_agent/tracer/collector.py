@@ -10,6 +10,7 @@ CLOCK_REALTIME (shared/reference/h100-measurements.md), but that is CUPTI's defa
 from __future__ import annotations
 
 import ctypes
+import functools
 import glob
 import json
 import os
@@ -293,30 +294,20 @@ def describe_error(rec: TraceRecord) -> str:
     return f"{step} failed: {code} ({rec.flags}){hint}"
 
 
-# The JSON text of every string an xfer body can hold (directions, memory kinds): bodies are
-# assembled with % formatting from these and from integers (Collector.batch_lines).
-_JSON_TEXT: dict[str, str] = {}
-
-
+@functools.cache
 def _json_text(s: str) -> str:
-    j = _JSON_TEXT.get(s)
-    if j is None:
-        j = _JSON_TEXT[s] = json.dumps(s, ensure_ascii=False)
-    return j
+    """The JSON text of a string an xfer body holds (a direction, a memory kind)."""
+    return json.dumps(s, ensure_ascii=False)
 
 
+# One xfer line's fields after seq, t and type, in the order emit() would write them: a poll's lines
+# are formatted with this from integers and _json_text and written in one go (EventWriter.emit_bodies;
+# 2.6 µs a record against emit()'s 6.0, bench/collector-gil-results.md).
 _XFER_BODY = '"dir":%s,"bytes":%d,"start":%d,"end":%d,"src_mem":%s,"dst_mem":%s,"device":%d,"stream":%d,"source":"cupti","pid":%d'
 
 
 class Collector:
-    """A thread that tails `trace_dir/cupti-*.bin` and emits one `xfer` per copy.
-
-    batch_lines (default): a poll's xfer lines are formatted here and written through
-    EventWriter.emit_bodies, one lock and one write for the batch, with the same bytes per line as
-    emit() writes (tests/test_tracer_format.py checks). False: one emit() per record, as before
-    (kept for bench/collector-gil.py's side-by-side)."""
-
-    batch_lines = True
+    """A thread that tails `trace_dir/cupti-*.bin` and emits one `xfer` per copy."""
 
     def __init__(self, writer: Any, clock: Any, trace_dir: str, poll_s: float = POLL_S) -> None:
         self.writer = writer
@@ -368,7 +359,7 @@ class Collector:
                 cmap = self._maps.get(path)
                 if cmap is None:
                     cmap = self._maps[path] = ClockMap(self.clock, tf.header)
-                bodies: list[str] | None = [] if self.batch_lines else None
+                bodies: list[str] = []
                 for rec in records:
                     self._handle(tf.header, cmap, rec, bodies)
                 if bodies:
@@ -379,7 +370,8 @@ class Collector:
                 n += len(records)
             return n
 
-    def _handle(self, header: TraceHeader, cmap: ClockMap, rec: TraceRecord, bodies: list[str] | None = None) -> None:
+    def _handle(self, header: TraceHeader, cmap: ClockMap, rec: TraceRecord, bodies: list[str]) -> None:
+        """Counts `rec`; a copy's xfer line goes into `bodies` (written by poll_once)."""
         t = self.totals
         if rec.type in (REC_MEMCPY, REC_MEMCPY_PEER):
             direction = copy_direction(rec.copy_kind, rec.src_kind, rec.dst_kind)
@@ -395,25 +387,10 @@ class Collector:
             t.xfers += 1
             t.bytes_by_dir[direction] += rec.bytes
             t.count_by_dir[direction] += 1
-            if bodies is not None:
-                bodies.append(_XFER_BODY % (
-                    _json_text(direction), rec.bytes, cmap.to_run(rec.start), cmap.to_run(rec.end),
-                    _json_text(memory_name(rec.src_kind)), _json_text(memory_name(rec.dst_kind)),
-                    rec.device_id, rec.stream_id, header.pid))
-                return
-            self._emit(
-                "xfer",
-                dir=direction,
-                bytes=rec.bytes,
-                start=cmap.to_run(rec.start),
-                end=cmap.to_run(rec.end),
-                src_mem=memory_name(rec.src_kind),
-                dst_mem=memory_name(rec.dst_kind),
-                device=rec.device_id,
-                stream=rec.stream_id,
-                source="cupti",
-                pid=header.pid,
-            )
+            bodies.append(_XFER_BODY % (
+                _json_text(direction), rec.bytes, cmap.to_run(rec.start), cmap.to_run(rec.end),
+                _json_text(memory_name(rec.src_kind)), _json_text(memory_name(rec.dst_kind)),
+                rec.device_id, rec.stream_id, header.pid))
         elif rec.type == REC_MEMSET:
             # A memset moves no data between memories, so it is no `xfer`; it is counted only.
             t.memsets += 1
