@@ -29,6 +29,7 @@ from typing import Any, Callable, Sequence
 from . import PROTOCOL_VERSION, __version__
 from .clock import RunClock
 from .emit import EventWriter
+from .engine.alloc_stats import alloc_counters, alloc_delta
 from .presets import PRESETS, ModelConfig, ModelConfigError, load_model_config
 from .workload import Workload
 
@@ -730,39 +731,6 @@ def partial_summary(engine: Any) -> dict[str, Any]:
     s.update(blocks_offloaded=c["offload"], blocks_onboarded=c["onboard"], blocks_evicted=c["evict"],
              bytes_h2d=engine.stats["bytes_h2d"], bytes_d2h=engine.stats["bytes_d2h"])
     return s
-
-
-# Caching-allocator counters a round line carries as differences (issue 3's write-through stall:
-# requests whose prefill waited 76-133 ms after their copies, in rounds where the growing contexts
-# change allocation sizes; a new device segment or pinned block may synchronise the host).
-_ALLOC_COUNTERS = ("num_device_alloc", "num_device_free", "num_sync_all_streams", "num_alloc_retries")
-
-
-def alloc_counters(cache: Any) -> dict[str, int]:
-    """The CUDA caching allocators' cumulative counters (device: torch.cuda.memory_stats; pinned
-    host: torch.cuda.host_memory_stats where this torch has it); {} on the CPU. Keys a torch
-    version lacks are left out."""
-    if not getattr(cache, "cuda", False):
-        return {}
-    import torch
-
-    out: dict[str, int] = {}
-    try:
-        st = torch.cuda.memory_stats(cache.device)
-        out.update({k: int(st[k]) for k in _ALLOC_COUNTERS if k in st})
-        host = getattr(torch.cuda, "host_memory_stats", None)
-        if host is not None:
-            hs = host()
-            if "num_host_alloc" in hs:
-                out["num_host_alloc"] = int(hs["num_host_alloc"])
-    except (RuntimeError, AttributeError, TypeError):
-        pass
-    return out
-
-
-def alloc_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
-    """What the allocators did between two alloc_counters() readings (keys in both)."""
-    return {k.removeprefix("num_"): after[k] - before[k] for k in after if k in before}
 
 
 def run_workload(opts: Options, built: Built, users: int, writer: EventWriter, clock: RunClock,

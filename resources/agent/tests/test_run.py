@@ -159,7 +159,7 @@ def test_step_trace_writes_a_line_per_step(tmp_path, monkeypatch):
     rounds = [e for e in events(log) if e["type"] == "round"]
     assert len(steps) == sum(r["steps"] for r in rounds)
     for s in steps:
-        assert s["step_ns"] >= s["launch_ns"] > 0 and s["admit_ns"] >= 0 and s["alloc"] == 0
+        assert s["step_ns"] >= s["launch_ns"] > 0 and s["admit_ns"] >= 0 and s["alloc"] == {}  # no CUDA counters
         assert all(len(p) == 4 for p in s["pieces"])
         # Eager steps (all of them on the CPU): host ms at each layer's start, rising, within launch.
         lm = s["layer_ms"]

@@ -36,6 +36,7 @@ import torch
 
 from ..emit import EventWriter
 from ..ledger import BlockLedger
+from .alloc_stats import alloc_counters, alloc_delta
 from .kv_cache import PagedKVCache
 from .model import LlamaModel, Piece
 
@@ -127,7 +128,7 @@ class Engine:
         self.cancel_check: Callable[[], None] = lambda: None
         # Diagnostics for bench/ (issue 3's write-through stall), off unless asked: one JSON line
         # per step with where its host time went (admission, issuing copies, launching, syncing)
-        # and the device allocator's segment counts, to KVSCOPE_STEP_TRACE (a path). Not a
+        # and what the allocators did in it (as a round line's `alloc`), to KVSCOPE_STEP_TRACE (a path). Not a
         # protocol event: the app never sees it.
         # Slot order (see _take_slots): "ascending" (default) or "lru", the order before
         # 2026-11-28d, kept so a GPU session can A/B the two on one card (NEXT.md).
@@ -508,7 +509,7 @@ class Engine:
             if self._step_trace is not None:
                 self._step_rec = {"t": now(), "admit_ns": t_copies - t_admit,
                                   "copies_ns": time.perf_counter_ns() - t_copies,
-                                  "admitted": admitted, "alloc0": self._device_allocs()}
+                                  "admitted": admitted, "alloc0": alloc_counters(self.cache)}
             if not running:
                 raise CapacityError(
                     f"request of user {queue[0].user} round {queue[0].round} does not fit the gpu pool even when empty"
@@ -523,7 +524,7 @@ class Engine:
             if self._step_rec is not None:
                 rec, self._step_rec = self._step_rec, None
                 rec["step_ns"] = dt
-                rec["alloc"] = self._device_allocs() - rec.pop("alloc0")
+                rec["alloc"] = alloc_delta(rec.pop("alloc0"), alloc_counters(self.cache))
                 assert self._step_trace is not None
                 self._step_trace.write(json.dumps(rec) + "\n")
             for r in [r for r in running if r.n_gen >= r.output_tokens]:
@@ -532,12 +533,6 @@ class Engine:
         self._emit_copy_records(wait=True)
         if self._step_trace is not None:
             self._step_trace.flush()
-
-    def _device_allocs(self) -> int:
-        """cudaMalloc calls of the caching allocator so far (0 on the CPU)."""
-        if not self.cache.cuda:
-            return 0
-        return int(torch.cuda.memory_stats(self.cache.device).get("num_device_alloc", 0))
 
     def _step(self, running: list[Request], now: Callable[[], int]) -> None:
         pieces: list[Piece] = []
