@@ -194,8 +194,8 @@ class LlamaModel(torch.nn.Module):
         # None: every step runs eagerly below.
         self.decode_runner: Any = None
         # Diagnostics (the engine's step trace, KVSCOPE_STEP_TRACE): when a list, each eager step
-        # appends its host time after every layer (ns from the step's start), to show where a step
-        # whose launch waited behind a copy stopped: the layer at which the queue filled.
+        # fills it with the host time at each layer's start (ns from the first layer's), to show
+        # where a step whose launch waited behind a copy stopped: the layer at which the queue filled.
         self.layer_times: list[int] | None = None
         self.inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, hd, 2, device=device, dtype=torch.float32) / hd))
 

@@ -126,15 +126,15 @@ class Engine:
         self.block_reuse = block_reuse
         self.writer: EventWriter | None = None
         self.cancel_check: Callable[[], None] = lambda: None
-        # Diagnostics for bench/ (issue 3's write-through stall), off unless asked: one JSON line
-        # per step with where its host time went (admission, issuing copies, launching, syncing)
-        # and what the allocators did in it (as a round line's `alloc`), to KVSCOPE_STEP_TRACE (a path). Not a
-        # protocol event: the app never sees it.
         # Slot order (see _take_slots): "ascending" (default) or "lru", the order before
         # 2026-11-28d, kept so a GPU session can A/B the two on one card (NEXT.md).
         self.slot_order = os.environ.get("KVSCOPE_SLOT_ORDER", "ascending")
         if self.slot_order not in ("ascending", "lru"):
             raise ValueError(f"KVSCOPE_SLOT_ORDER must be ascending or lru, not {self.slot_order!r}")
+        # Diagnostics for bench/ (issue 3's write-through stall), off unless asked: one JSON line
+        # per step with where its host time went (admission, issuing copies, launching, syncing)
+        # and what the allocators did in it (as a round line's `alloc`), to KVSCOPE_STEP_TRACE (a
+        # path). Not a protocol event: the app never sees it.
         path = os.environ.get("KVSCOPE_STEP_TRACE")
         self._step_trace = open(path, "a", buffering=1 << 16) if path else None
         self._step_rec: dict[str, Any] | None = None
@@ -147,7 +147,7 @@ class Engine:
     def reset(self, writer: EventWriter | None, run_salt: bytes = b"") -> None:
         self.writer = writer
         self.cache.reset()
-        if getattr(self, "_step_trace", None) is not None and writer is not None:
+        if self._step_trace is not None and writer is not None:
             self._step_trace.write(json.dumps({"run": writer.path}) + "\n")
         self.gpu_free = list(range(self.cache.num_blocks))
         heapq.heapify(self.gpu_free)
@@ -589,9 +589,10 @@ class Engine:
             t0 = time.perf_counter_ns()
             for r in set(first) | set(finished) | set(need_sync):
                 self._flush_tokens(r)
-            self.step_stats["sync_ns"] += time.perf_counter_ns() - t0
+            sync_ns = time.perf_counter_ns() - t0
+            self.step_stats["sync_ns"] += sync_ns
             if self._step_rec is not None:
-                self._step_rec["sync_ns"] = time.perf_counter_ns() - t0
+                self._step_rec["sync_ns"] = sync_ns
         t = now()
         for r in first:
             r.t_first = t
