@@ -217,18 +217,15 @@ async function connectHop(hop: ResolvedHost, sock: Duplex, opts: ConnectOptions,
   let refusal: CodedError | null = null;
   const failures: string[] = [];
   return new Promise<Client>((resolve, reject) => {
-    let ready = false;
-    client.once('ready', () => {
-      ready = true;
-      resolve(client);
-    });
+    client.once('ready', () => resolve(client));
     // A link closed before the handshake ends (a dropped network, sshd shedding unauthenticated
     // connections over MaxStartups, a proxy restarting) may end with 'close' and no 'error', and
     // ssh2 then clears its readyTimeout: without this the connect would wait forever. Seen in the
-    // cut-connection test: a reconnect whose handshake a cut landed in never came back.
-    client.once('close', () => {
-      if (!ready) reject(refusal ?? new CodedError('ssh_error', `${hop.alias} (${hop.hostname}:${hop.port}): the connection closed during the SSH handshake`));
-    });
+    // cut-connection test: a reconnect whose handshake a cut landed in never came back. After
+    // 'ready' the promise is settled and this reject does nothing.
+    client.once('close', () =>
+      reject(refusal ?? new CodedError('ssh_error', `${hop.alias} (${hop.hostname}:${hop.port}): the connection closed during the SSH handshake`)),
+    );
     client.once('error', (e: Error & { level?: string }) => {
       if (refusal) return reject(refusal);
       if (e.level === 'client-authentication') {
