@@ -588,17 +588,15 @@ def run_one(
             writer.emit("log", level="warn", msg=warning)
         if opts.trace and trace_info.get("on"):
             try:
-                from .tracer.collector import Collector, Totals, start_collector
+                from .tracer.collector import Collector, start_collector
 
                 if built is None:
                     collector = start_collector(writer, clock, trace_info["dir"])
                 else:
                     # A later run of a sweep: skip the records earlier runs left in the trace
-                    # files (read them into a discarding writer), then tail into this log.
-                    collector = Collector(_NullWriter(), clock, trace_info["dir"])
-                    collector.poll_once()
-                    collector.writer = writer
-                    collector.totals = Totals()
+                    # files, then tail into this log.
+                    collector = Collector(writer, clock, trace_info["dir"])
+                    collector.skip_existing()
                     collector.start()
             except ImportError as e:
                 writer.emit("log", level="warn", msg=f"transfer tracing off: tracer collector missing ({e})")
@@ -691,11 +689,6 @@ def run_one(
     if error is not None:
         print(f"kvscope-agent: {status}: {error['message']}", file=sys.stderr)
     return exit_code, built
-
-
-class _NullWriter:
-    def emit(self, type: str, t: int | None = None, **fields: Any) -> int:
-        return -1
 
 
 def end_run(writer: Any, sampler: Any, collector: Any, status: str, error: dict[str, Any] | None,

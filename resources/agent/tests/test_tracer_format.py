@@ -189,6 +189,26 @@ def test_xfer_lines_are_the_bytes_emit_would_write(selftest: str, tmp_path) -> N
         assert line == emitted
 
 
+def test_a_later_run_of_a_sweep_skips_what_earlier_runs_left(selftest: str, tmp_path) -> None:
+    # run.py's sweep: every run after the first shares the trace files; skip_existing() reads past
+    # the old records (through both write paths: xfer bodies and the warnings) and counts afresh.
+    trace_dir = tmp_path / "trace"
+    trace_dir.mkdir()
+    _write(selftest, str(trace_dir / "cupti-4242.bin"))
+    clock = RunClock()
+    log = tmp_path / "events.jsonl"
+    writer = EventWriter(str(log), clock)
+    col = Collector(writer, clock, str(trace_dir))
+    assert col.skip_existing() == 12
+    assert col.totals.xfers == 0 and col.writer is writer
+    assert col.poll_once() == 0
+    _write(selftest, str(trace_dir / "cupti-4243.bin"))  # this run's process
+    assert col.poll_once() == 12
+    writer.close()
+    xfers = [json.loads(l) for l in log.read_text().splitlines() if '"type":"xfer"' in l]
+    assert len(xfers) == 6 and col.totals.xfers == 6
+
+
 def test_collector_tails_a_growing_file_live(selftest: str, tmp_path) -> None:
     # Records appended after start() reach the event log without stop(): the app sees them live.
     import time

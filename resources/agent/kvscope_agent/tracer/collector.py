@@ -306,6 +306,16 @@ def _json_text(s: str) -> str:
 _XFER_BODY = '"dir":%s,"bytes":%d,"start":%d,"end":%d,"src_mem":%s,"dst_mem":%s,"device":%d,"stream":%d,"source":"cupti","pid":%d'
 
 
+class _Discard:
+    """The writer while skip_existing() reads past old records: both of EventWriter's write paths."""
+
+    def emit(self, type: str, t: int | None = None, **fields: Any) -> int:
+        return -1
+
+    def emit_bodies(self, type: str, bodies: "list[str]") -> int:
+        return -1
+
+
 class Collector:
     """A thread that tails `trace_dir/cupti-*.bin` and emits one `xfer` per copy."""
 
@@ -369,6 +379,18 @@ class Collector:
                         self._stop.set()  # the writer is closed (the run is ending)
                 n += len(records)
             return n
+
+    def skip_existing(self) -> int:
+        """A later run of a sweep shares the trace files of the first: reads past the records earlier
+        runs left there, writing nothing and counting afresh, so this run's log holds only its own
+        copies. Returns the number of records skipped."""
+        writer, self.writer = self.writer, _Discard()
+        try:
+            n = self.poll_once()
+        finally:
+            self.writer = writer
+        self.totals = Totals()
+        return n
 
     def _handle(self, header: TraceHeader, cmap: ClockMap, rec: TraceRecord, bodies: list[str]) -> None:
         """Counts `rec`; a copy's xfer line goes into `bodies` (written by poll_once)."""
