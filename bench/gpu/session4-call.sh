@@ -4,7 +4,7 @@
 # issue 3's sweep (users 2, 4,
 # 8 with the host pool; the recompute baseline was measured in the third session) and users 4
 # with write-through, with a step trace. PART=1: copy overlap off, write-through as is.
-# PART=2: copy overlap on. WT_ENV: environment of the write-through run only (the fourth
+# PART=2: copy overlap on. SKIP_PROBES=1: PART=1 without the probes and tests. WT_ENV: environment of the write-through run only (the fourth
 # session ran PART=2 with WT_ENV=PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True: slower).
 # Leaves $OUT/part$PART.tar.gz plus issue3-runs.tar.* (the device returns 8 files of <= 16 MiB).
 set -u
@@ -12,7 +12,7 @@ cd "$(dirname "$0")/../.." || exit 1
 : "${OUT:?}" "${PART:?}"
 O=$OUT/part$PART; mkdir -p "$O"
 nvidia-smi --query-gpu=name,uuid,pci.bus_id,driver_version --format=csv > "$O/card.csv" 2>&1
-if [ "$PART" = 1 ]; then
+if [ "$PART" = 1 ] && [ -z "${SKIP_PROBES:-}" ]; then
   timeout 90 python3 bench/gpu/sync-probe.py --out "$O/sync-probe.json" > "$O/sync-probe.txt" 2>&1
   echo "sync probe exit $?"
   timeout 200 python3 resources/agent/tests/test_engine.py > "$O/engine-tests-cuda.log" 2>&1
@@ -20,6 +20,8 @@ if [ "$PART" = 1 ]; then
   # Host cost of a launch / small upload / small device copy, tracer loaded vs not (issue 4).
   OUT=$O timeout 120 bash bench/gpu/launch-cost.sh > /dev/null 2>&1
   echo "launch cost: $(grep -c traced "$O/launch-cost.txt" 2>/dev/null) lines"; cat "$O/launch-cost.txt" 2>/dev/null
+fi
+if [ "$PART" = 1 ]; then
   EXTRA="--host-kv-bytes 55e9"
 else
   EXTRA="--host-kv-bytes 55e9 --copy-overlap on"
