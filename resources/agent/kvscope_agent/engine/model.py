@@ -197,6 +197,9 @@ class LlamaModel(torch.nn.Module):
         # fills it with the host time at each layer's start (ns from the first layer's), to show
         # where a step whose launch waited behind a copy stopped: the layer at which the queue filled.
         self.layer_times: list[int] | None = None
+        # With layer_times: the host time after each op of layer 0 ((name, ns) from the layer's
+        # start), to name the op a blocked launch waited in.
+        self.layer0_ops: list[tuple[str, int]] = []
         self.inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, hd, 2, device=device, dtype=torch.float32) / hd))
 
     def weight_bytes(self) -> int:
@@ -260,19 +263,33 @@ class LlamaModel(torch.nn.Module):
         if times is not None:
             times.clear()
             t0 = time.perf_counter_ns()
+        ops = self.layer0_ops if times is not None else None
+        if ops is not None:
+            ops.clear()
         for li, layer in enumerate(self.layers):
             if times is not None:
                 times.append(time.perf_counter_ns() - t0)
+            mark = ops is not None and li == 0  # layer 0: host time after each of its ops
             q, k, v = self.layer_qkv(layer, x, cos, sin)
+            if mark:
+                ops.append(("qkv", time.perf_counter_ns() - t0))
             outs = []
             off = 0
-            for p in pieces:
+            for i, p in enumerate(pieces):
                 sl = slice(off, off + p.n)
                 cache.write(li, p.rows, p.start, k[sl], v[sl])
+                if mark:
+                    ops.append((f"write{i}", time.perf_counter_ns() - t0))
                 kc, vc = cache.read(li, p.rows, p.start + p.n, self.dtype)
+                if mark:
+                    ops.append((f"read{i}", time.perf_counter_ns() - t0))
                 outs.append(attention(q[sl], kc, vc, p.start))
+                if mark:
+                    ops.append((f"attn{i}", time.perf_counter_ns() - t0))
                 off += p.n
             x = self.layer_out(layer, x, torch.cat(outs) if len(outs) > 1 else outs[0])
+            if mark:
+                ops.append(("out", time.perf_counter_ns() - t0))
         rows = []
         off = 0
         for p in pieces:
