@@ -276,6 +276,7 @@ def test_fixed_shape_decode_equals_the_eager_step(device):
         if not written[slot]:
             cache.pool[slot].fill_(float("nan"))
     runner = DecodeGraphs(model, cache, use_graphs=False, bucket_tokens=32)
+    assert not runner.would_capture(len(rows), max(lengths))  # no graphs: never a capture
     for step in range(3):
         pieces = [Piece(None, torch.tensor([toks[n + step]], device=model.device), n + step, 1, r, True)
                   for r, toks, n in zip(rows, tokens, lengths)]
@@ -391,7 +392,11 @@ def test_cuda_graph_decode_replays_the_eager_tokens():
         for step in range(24):
             active = [0, 1] if step < 16 else [0]  # the batch shrinks: another graph
             pieces = [Piece(None, last[i], len(prompts[i]) + step, 1, rows[i], True) for i in active]
+            if runner is not None:  # the scheduler's forecast of a capture (host time) is right
+                will, graphs = runner.would_capture(len(active), max(p.start for p in pieces)), runner.stats["graphs"]
             nxt = model.forward_step(pieces, cache)
+            if runner is not None:
+                assert will == (runner.stats["graphs"] == graphs + 1), (step, will, runner.stats)
             for j, i in enumerate(active):
                 last[i] = nxt[j : j + 1]
                 out[i].append(int(nxt[j]))

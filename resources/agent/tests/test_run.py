@@ -115,6 +115,41 @@ def test_one_copying_admission_per_step(tmp_path):
     assert checked >= 3, "the short pool should make several requests of a round onboard"
 
 
+def test_decoders_step_before_an_admissions_copies(tmp_path, monkeypatch):
+    """When an admission copies blocks while other requests decode, their decode token runs in a
+    step of its own launched before the copies, not mixed into the admitted request's prefill
+    (on the H100 the mixed step's decode attention held the CPU until the copies ended). Same
+    greedy tokens either way; KVSCOPE_DECODE_BEFORE_COPIES=0 (the old mixing) is the control."""
+    seen = {}
+    for flag in ("1", "0"):
+        path = tmp_path / f"steps-{flag}.jsonl"
+        monkeypatch.setenv("KVSCOPE_STEP_TRACE", str(path))
+        monkeypatch.setenv("KVSCOPE_DECODE_BEFORE_COPIES", flag)
+        code, built, log = run_inproc(tmp_path, f"mix{flag}", ["--users", "4", "--gpu-kv-bytes", SHORT_POOL,
+                                                               "--host-kv-bytes", "1e6"])
+        assert code == 0 and check_log(log) == []
+        built.engine._step_trace.flush()
+        steps = [json.loads(x) for x in path.read_text().splitlines()][1:]
+        onboarded = {(e["user"], e["round"]) for e in events(log) if e["type"] == "blocks" and e["op"] == "onboard"}
+        admitting = [(i, s) for i, s in enumerate(steps) if s["admitted"]
+                     and any(p[3] > 1 and (p[0], p[1]) in onboarded for p in s["pieces"])]
+        mixed = [s for _, s in admitting if any(p[3] == 1 for p in s["pieces"])]
+        decode_only = lambda st: not st["admitted"] and all(p[3] == 1 for p in st["pieces"])  # noqa: E731
+        before = [i for i, _ in admitting if steps[i - 1].get("decode") == "before_copies"
+                  and decode_only(steps[i - 1])]
+        # A decode step that would hold the host (here: a token that ends a request or fills a
+        # block, so a sync) runs right after the prefill step instead.
+        after = [i for i, _ in admitting if i + 1 < len(steps) and steps[i + 1].get("decode") == "after_prefill"
+                 and decode_only(steps[i + 1])]
+        assert len(before) + len(after) == sum(1 for st in steps if "decode" in st)
+        seen[flag] = (len(admitting), len(mixed), len(before), len(after), built.engine.last_outputs)
+    n_adm, n_mixed, n_before, n_after, tokens = seen["1"]
+    assert n_adm >= 6 and n_mixed == 0 and n_before >= 3 and n_after >= 1
+    old_adm, old_mixed, old_before, old_after, old_tokens = seen["0"]
+    assert old_mixed >= 3 and old_before == old_after == 0  # mixed: the check can fail
+    assert tokens == old_tokens
+
+
 def test_a_conversations_blocks_move_in_long_runs(tmp_path):
     """Slots are handed out in ascending order and victims offloaded in slot order, so the blocks
     of one conversation stay in ascending runs on the GPU and on the host and an offload or an
@@ -164,6 +199,11 @@ def test_step_trace_writes_a_line_per_step(tmp_path, monkeypatch):
         # Eager steps (all of them on the CPU): host ms at each layer's start, rising, within launch.
         lm = s["layer_ms"]
         assert len(lm) == 2 and lm == sorted(lm) and lm[-1] <= s["launch_ns"] / 1e6
+        # ... and after each op of layer 0, in order, ending before layer 1 starts.
+        names = [n for n, _ in s["layer0_ms"]]
+        assert names == ["qkv"] + [f"{op}{i}" for i in range(len(s["pieces"])) for op in ("write", "read", "attn")] + ["out"]
+        ms = [t for _, t in s["layer0_ms"]]
+        assert ms == sorted(ms) and ms[-1] <= lm[1]
     assert 4 <= sum(1 for s in steps if s["admitted"]) <= 3 * 4  # a step admits one or more
     prefill = [p for s in steps for p in s["pieces"] if p[3] > 1]
     assert {(p[0], p[1]) for p in prefill} == {(u, r) for u in range(3) for r in range(4)}

@@ -157,6 +157,14 @@ class DecodeGraphs:
         self._last = (e, out, starts)
         return out
 
+    def would_capture(self, batch: int, furthest: int) -> bool:
+        """Whether a step of `batch` decode tokens, the furthest at position `furthest`, would
+        capture a graph (tens of ms of host time) rather than replay one."""
+        if not self.use_graphs:
+            return False
+        e = self.entries.get((batch, -(-(furthest + 1) // self.bucket) * self.bucket))
+        return e is None or e.graph is None
+
     def _carries(self, e: _Entry, pieces: Sequence[Piece]) -> bool:
         """True when `e` already holds this step's inputs: the last step ran on `e` with the same
         requests in the same order, each piece's token is that step's output for its slot (a

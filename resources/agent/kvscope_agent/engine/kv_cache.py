@@ -470,16 +470,26 @@ class PagedKVCache:
             cur.wait_stream(self.copy_stream)
             cur.wait_stream(self.onboard_stream)
 
+    def compute_mark(self) -> Any:
+        """A point in the compute stream's work (a recorded event; None on CPU): copy_batch(after=)
+        then starts after it instead of after everything queued when it is called."""
+        return torch.cuda.current_stream(self.device).record_event() if self.cuda else None
+
     def copy_batch(self, offloads: Sequence[tuple[int, int]], onboards: Sequence[tuple[int, int]],
-                   order_compute: bool = True) -> None:
+                   order_compute: bool = True, after: Any = None) -> None:
         """Offload (gpu_slot -> host_slot) then onboard (host_slot -> gpu_slot), ordered as the
         module docstring says. Returns once issued (asynchronous on CUDA). order_compute=False
         (write-through copies, which only read blocks that stay in place) lets compute run on
         without waiting for them; order_compute=True with nothing to copy still orders compute
-        after copies already issued (a slot being reused may still be read by one)."""
+        after copies already issued (a slot being reused may still be read by one). `after`
+        (compute_mark()): the copies wait only for compute queued before it, for a caller that
+        has since queued work touching none of these slots."""
         if self.cuda:
             if offloads or onboards:
-                self.copy_stream.wait_stream(torch.cuda.current_stream(self.device))
+                if after is not None:
+                    self.copy_stream.wait_event(after)
+                else:
+                    self.copy_stream.wait_stream(torch.cuda.current_stream(self.device))
             if not offloads and not onboards and not order_compute:
                 return
         elif not offloads and not onboards:

@@ -28,6 +28,8 @@ import json
 import os
 import struct
 import time
+import traceback
+import warnings
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -129,6 +131,13 @@ class Engine:
         # Slot order (see _take_slots): "ascending" (default) or "lru", the order before
         # 2026-11-28d, kept so a GPU session can A/B the two on one card (NEXT.md).
         self.slot_order = os.environ.get("KVSCOPE_SLOT_ORDER", "ascending")
+        # A decode step of the running requests before an admission's copies are queued (see
+        # run_requests); KVSCOPE_DECODE_BEFORE_COPIES=0 mixes them into the admitted request's
+        # prefill step as before 2026-11-28e, for a same-card A/B.
+        flag = os.environ.get("KVSCOPE_DECODE_BEFORE_COPIES", "1")
+        if flag not in ("0", "1"):
+            raise ValueError(f"KVSCOPE_DECODE_BEFORE_COPIES must be 0 or 1, not {flag!r}")
+        self.decode_before_copies = flag == "1"
         if self.slot_order not in ("ascending", "lru"):
             raise ValueError(f"KVSCOPE_SLOT_ORDER must be ascending or lru, not {self.slot_order!r}")
         # Diagnostics for bench/ (issue 3's write-through stall), off unless asked: one JSON line
@@ -140,7 +149,21 @@ class Engine:
         self._step_rec: dict[str, Any] | None = None
         if self._step_trace is not None:
             model.layer_times = []  # eager steps: host ms at each layer's start ("layer_ms")
+            if os.environ.get("KVSCOPE_SYNC_DEBUG") == "1" and torch.cuda.is_available():
+                # Every op that synchronises with the device is named in its step's record
+                # ("syncs": the engine's frames above it), the engine's own token syncs included:
+                # what a blocked launch waited in, if it was a synchronising call.
+                warnings.filterwarnings("always", message=".*synchroniz")
+                warnings.showwarning = self._note_sync
+                torch.cuda.set_sync_debug_mode("warn")
         self.reset(None)
+
+    def _note_sync(self, message: Any, category: Any, filename: str, lineno: int, file: Any = None,
+                   line: Any = None) -> None:
+        frames = [f"{os.path.basename(f.filename)}:{f.lineno}:{f.name}" for f in traceback.extract_stack()[:-1]
+                  if "kvscope_agent" in f.filename and "_note_sync" != f.name]
+        if self._step_rec is not None:
+            self._step_rec.setdefault("syncs", []).append(" < ".join(reversed(frames[-4:])))
 
     # ---- state ---------------------------------------------------------------------------
 
@@ -358,10 +381,11 @@ class Engine:
             return self.host_map.pop(hid)
         return None
 
-    def issue_copies(self) -> None:
+    def issue_copies(self, after: Any = None) -> None:
         # A slot taken from an evicted block may still be read by a write-through copy in flight:
         # the compute that overwrites it waits for the copy stream (copy_batch does when it copies).
-        self.cache.copy_batch(self._copy_offloads, self._copy_onboards, order_compute=self._slots_reused)
+        self.cache.copy_batch(self._copy_offloads, self._copy_onboards, order_compute=self._slots_reused,
+                              after=after)
         self._copy_offloads, self._copy_onboards = [], []
         self._slots_reused = False
         for h in self._deferred_host_free:
@@ -504,35 +528,84 @@ class Engine:
                     # TTFT, against the issue's bound of its own onboarded bytes ÷ bandwidth.
                     break
             t_copies = time.perf_counter_ns()
+            mark = None
+            stepped: list[Request] = []  # decoded before the copies
+            late: list[Request] = []  # decoded after the admitted request's prefill step
+            if admitted and self.decode_before_copies and (self._copy_onboards or self._copy_offloads):
+                # The requests already decoding take their step before this admission's copies
+                # are queued: on CUDA everything launched after them waits for the copies, and a
+                # decode token mixed into the admitted request's prefill held the CPU in its first
+                # layer until they ended (the decode attention's launch blocks after graph
+                # replays, measured on the H100 2026-11-28: ~40-80 ms, then the remaining layers
+                # launched against an idle GPU). Alone, the prefill launches while the copies run.
+                # The copies need not wait for that step either: it touches only its requests'
+                # slots, and the copies only the admitted request's and the evicted blocks'.
+                # A decode step that holds the host (it captures a graph, ~50-90 ms, or syncs for
+                # a finished request's or a full block's tokens) would delay the copies instead:
+                # it runs after the admitted request's prefill step (H100, 2026-11-28e: the two
+                # requests over the TTFT bound were those whose decode step captured first).
+                decoding = [r for r in running if not r.prefilling]
+                if decoding and self._decode_holds_host(decoding):
+                    late = decoding
+                elif decoding:
+                    mark = self.cache.compute_mark()
+                    self._run_step(running, decoding, now, False, t_copies - t_admit, 0, "before_copies")
+                    stepped = decoding
+                    t_copies = time.perf_counter_ns()
             if admitted:
-                self.issue_copies()
-            if self._step_trace is not None:
-                self._step_rec = {"t": now(), "admit_ns": t_copies - t_admit,
-                                  "copies_ns": time.perf_counter_ns() - t_copies,
-                                  "admitted": admitted, "alloc0": alloc_counters(self.cache)}
+                self.issue_copies(mark)
             if not running:
                 raise CapacityError(
                     f"request of user {queue[0].user} round {queue[0].round} does not fit the gpu pool even when empty"
                 )
-            t0 = time.perf_counter_ns()
-            self._step(running, now)
-            dt = time.perf_counter_ns() - t0
-            st = self.step_stats
-            st["steps"] += 1
-            st["step_ns"] += dt
-            st["step_ns_max"] = max(st["step_ns_max"], dt)
-            if self._step_rec is not None:
-                rec, self._step_rec = self._step_rec, None
-                rec["step_ns"] = dt
-                rec["alloc"] = alloc_delta(rec.pop("alloc0"), alloc_counters(self.cache))
-                assert self._step_trace is not None
-                self._step_trace.write(json.dumps(rec) + "\n")
-            for r in [r for r in running if r.n_gen >= r.output_tokens]:
-                running.remove(r)
+            copies_ns = time.perf_counter_ns() - t_copies
+            self._run_step(running, [r for r in running if r not in stepped and r not in late], now, admitted,
+                           t_copies - t_admit, copies_ns)
+            if late:
+                self._run_step(running, late, now, False, 0, 0, "after_prefill")
             self._emit_copy_records(wait=False)
         self._emit_copy_records(wait=True)
         if self._step_trace is not None:
             self._step_trace.flush()
+
+    def _decode_holds_host(self, decoding: list[Request]) -> bool:
+        """Whether the decode step of `decoding` would hold the host: a token that finishes a
+        request or fills a block makes _step sync with the device, and a new (batch, span)
+        makes the decode runner capture a graph."""
+        furthest = 0
+        for r in decoding:
+            pos = len(r.prompt) + r.n_gen - 1
+            if r.n_gen + 1 >= r.output_tokens or (pos + 1) % self.bt == 0:
+                return True
+            furthest = max(furthest, pos)
+        runner = self.model.decode_runner
+        return runner is not None and runner.would_capture(len(decoding), furthest)
+
+    def _run_step(self, running: list[Request], reqs: list[Request], now: Callable[[], int], admitted: bool,
+                  admit_ns: int, copies_ns: int, decode: str | None = None) -> None:
+        """One engine step of `reqs` (of `running`, which loses those that finish in it), counted
+        in step_stats and, with KVSCOPE_STEP_TRACE, traced (`decode`: "before_copies" or
+        "after_prefill" for the decode step split off an admission that copies)."""
+        if self._step_trace is not None:
+            self._step_rec = {"t": now(), "admit_ns": admit_ns, "copies_ns": copies_ns,
+                              "admitted": admitted, "alloc0": alloc_counters(self.cache)}
+            if decode is not None:
+                self._step_rec["decode"] = decode
+        t0 = time.perf_counter_ns()
+        self._step(reqs, now)
+        dt = time.perf_counter_ns() - t0
+        st = self.step_stats
+        st["steps"] += 1
+        st["step_ns"] += dt
+        st["step_ns_max"] = max(st["step_ns_max"], dt)
+        if self._step_rec is not None:
+            rec, self._step_rec = self._step_rec, None
+            rec["step_ns"] = dt
+            rec["alloc"] = alloc_delta(rec.pop("alloc0"), alloc_counters(self.cache))
+            assert self._step_trace is not None
+            self._step_trace.write(json.dumps(rec) + "\n")
+        for r in [r for r in reqs if r.n_gen >= r.output_tokens]:
+            running.remove(r)
 
     def _step(self, running: list[Request], now: Callable[[], int]) -> None:
         pieces: list[Piece] = []
@@ -560,6 +633,7 @@ class Engine:
             self._step_rec["pieces"] = [[r.user, r.round, p.start, p.n] for p, r in zip(pieces, owners)]
             if layer_times:
                 self._step_rec["layer_ms"] = [round(t / 1e6, 2) for t in layer_times]
+                self._step_rec["layer0_ms"] = [[n, round(t / 1e6, 2)] for n, t in self.model.layer0_ops]
         sampled = 0
         need_sync: list[Request] = []
         first: list[Request] = []
