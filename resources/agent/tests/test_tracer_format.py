@@ -41,6 +41,17 @@ def _write(selftest: str, path: str, *extra: str) -> list[dict]:
     return [json.loads(line) for line in out.stdout.splitlines()]
 
 
+def _traced_log(selftest: str, tmp_path):
+    """A trace folder holding the self-test's records of one process, and an event log to read
+    them into: (trace_dir, clock, log path, writer)."""
+    trace_dir = tmp_path / "trace"
+    trace_dir.mkdir()
+    _write(selftest, str(trace_dir / "cupti-4242.bin"))
+    clock = RunClock()
+    log = tmp_path / "events.jsonl"
+    return trace_dir, clock, log, EventWriter(str(log), clock)
+
+
 def test_decoder_reads_exactly_what_the_c_writer_wrote(selftest: str, tmp_path) -> None:
     path = str(tmp_path / "cupti-4242.bin")
     written = _write(selftest, path)
@@ -170,12 +181,7 @@ def test_xfer_lines_are_the_bytes_emit_would_write(selftest: str, tmp_path) -> N
     """The collector formats xfer bodies itself (one write a poll, EventWriter.emit_bodies): every
     line must be byte for byte what emit() writes for the same fields, in the same order (compact
     JSON: seq, t, type first)."""
-    trace_dir = tmp_path / "trace"
-    trace_dir.mkdir()
-    _write(selftest, str(trace_dir / "cupti-4242.bin"))
-    clock = RunClock()
-    log = tmp_path / "events.jsonl"
-    writer = EventWriter(str(log), clock)
+    trace_dir, clock, log, writer = _traced_log(selftest, tmp_path)
     collector.Collector(writer, clock, str(trace_dir)).poll_once()
     writer.close()
     lines = [x for x in log.read_text().splitlines() if '"type":"xfer"' in x]
@@ -192,12 +198,7 @@ def test_xfer_lines_are_the_bytes_emit_would_write(selftest: str, tmp_path) -> N
 def test_a_later_run_of_a_sweep_skips_what_earlier_runs_left(selftest: str, tmp_path) -> None:
     # run.py's sweep: every run after the first shares the trace files; skip_existing() reads past
     # the old records (through both write paths: xfer bodies and the warnings) and counts afresh.
-    trace_dir = tmp_path / "trace"
-    trace_dir.mkdir()
-    _write(selftest, str(trace_dir / "cupti-4242.bin"))
-    clock = RunClock()
-    log = tmp_path / "events.jsonl"
-    writer = EventWriter(str(log), clock)
+    trace_dir, clock, log, writer = _traced_log(selftest, tmp_path)
     col = Collector(writer, clock, str(trace_dir))
     assert col.skip_existing() == 12
     assert col.totals.xfers == 0 and col.writer is writer
