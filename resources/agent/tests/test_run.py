@@ -484,3 +484,22 @@ def test_no_trace_is_trace_off():
     assert err is None and opts is not None and opts.trace is False
     opts, _, err = parse_options(["--model", "tiny", "--device", "cpu", "--out", "/tmp/x-trace"], sweep=False)
     assert err is None and opts is not None and opts.trace is True
+
+
+def test_sync_debug_records_sync_warnings_and_shows_the_others():
+    """KVSCOPE_SYNC_DEBUG's warning hook (on CUDA only, so called directly here): a warning about
+    a synchronising call goes into the current step's record, naming the engine frames above it;
+    any other warning reaches the previous showwarning untouched."""
+    import types
+
+    from kvscope_agent.engine.scheduler import Engine
+
+    shown = []
+    fake = types.SimpleNamespace(_step_rec={}, _show_warning=lambda *a: shown.append(str(a[0])))
+    # A caller whose frame is in an engine file (the hook keeps only kvscope_agent frames).
+    code = compile("def flush(hook, w):\n    hook(w, UserWarning, 'x.py', 1)\n", "/x/kvscope_agent/engine/fake.py", "exec")
+    ns: dict = {}
+    exec(code, ns)
+    ns["flush"](lambda *a: Engine._note_sync(fake, *a), UserWarning("called a synchronizing CUDA operation"))
+    Engine._note_sync(fake, UserWarning("something else"), UserWarning, __file__, 2)
+    assert fake._step_rec == {"syncs": ["fake.py:2:flush"]} and shown == ["something else"]

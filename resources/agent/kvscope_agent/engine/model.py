@@ -195,7 +195,7 @@ class LlamaModel(torch.nn.Module):
         self.decode_runner: Any = None
         # Diagnostics (the engine's step trace, KVSCOPE_STEP_TRACE): when a list, each eager step
         # fills it with the host time at each layer's start (ns from the first layer's), to show
-        # where a step whose launch waited behind a copy stopped: the layer at which the queue filled.
+        # where a step whose launch waited behind a copy stopped.
         self.layer_times: list[int] | None = None
         # With layer_times: the host time after each op of layer 0 ((name, ns) from the layer's
         # start), to name the op a blocked launch waited in.

@@ -131,6 +131,8 @@ class Engine:
         # Slot order (see _take_slots): "ascending" (default) or "lru", the order before
         # 2026-11-28d, kept so a GPU session can A/B the two on one card (NEXT.md).
         self.slot_order = os.environ.get("KVSCOPE_SLOT_ORDER", "ascending")
+        if self.slot_order not in ("ascending", "lru"):
+            raise ValueError(f"KVSCOPE_SLOT_ORDER must be ascending or lru, not {self.slot_order!r}")
         # A decode step of the running requests before an admission's copies are queued (see
         # run_requests); KVSCOPE_DECODE_BEFORE_COPIES=0 mixes them into the admitted request's
         # prefill step as before 2026-11-28e, for a same-card A/B.
@@ -138,8 +140,6 @@ class Engine:
         if flag not in ("0", "1"):
             raise ValueError(f"KVSCOPE_DECODE_BEFORE_COPIES must be 0 or 1, not {flag!r}")
         self.decode_before_copies = flag == "1"
-        if self.slot_order not in ("ascending", "lru"):
-            raise ValueError(f"KVSCOPE_SLOT_ORDER must be ascending or lru, not {self.slot_order!r}")
         # Diagnostics for bench/ (issue 3's write-through stall), off unless asked: one JSON line
         # per step with where its host time went (admission, issuing copies, launching, syncing)
         # and what the allocators did in it (as a round line's `alloc`), to KVSCOPE_STEP_TRACE (a
@@ -154,14 +154,20 @@ class Engine:
                 # ("syncs": the engine's frames above it), the engine's own token syncs included:
                 # what a blocked launch waited in, if it was a synchronising call.
                 warnings.filterwarnings("always", message=".*synchroniz")
+                self._show_warning = warnings.showwarning
                 warnings.showwarning = self._note_sync
                 torch.cuda.set_sync_debug_mode("warn")
         self.reset(None)
 
     def _note_sync(self, message: Any, category: Any, filename: str, lineno: int, file: Any = None,
                    line: Any = None) -> None:
+        """warnings.showwarning under KVSCOPE_SYNC_DEBUG: a sync warning goes into the step's
+        record; any other warning is shown as before."""
+        if "synchroniz" not in str(message):
+            self._show_warning(message, category, filename, lineno, file, line)
+            return
         frames = [f"{os.path.basename(f.filename)}:{f.lineno}:{f.name}" for f in traceback.extract_stack()[:-1]
-                  if "kvscope_agent" in f.filename and "_note_sync" != f.name]
+                  if "kvscope_agent" in f.filename and f.name != "_note_sync"]
         if self._step_rec is not None:
             self._step_rec.setdefault("syncs", []).append(" < ".join(reversed(frames[-4:])))
 
