@@ -503,3 +503,32 @@ def test_sync_debug_records_sync_warnings_and_shows_the_others():
     ns["flush"](lambda *a: Engine._note_sync(fake, *a), UserWarning("called a synchronizing CUDA operation"))
     Engine._note_sync(fake, UserWarning("something else"), UserWarning, __file__, 2)
     assert fake._step_rec == {"syncs": ["fake.py:2:flush"]} and shown == ["something else"]
+
+
+def test_a_sweeps_later_run_reads_past_the_trace_records_earlier_runs_left(tmp_path):
+    """A sweep shares one trace folder across its runs (CPU runs here, with the C writer's
+    self-test records standing in for CUPTI's): the first run logs what it finds; a later run
+    first reads past those records, then tails. The H100 sweep of 2026-11-28 crashed right there
+    (the discarding writer lacked emit_bodies) on every run after the first."""
+    from kvscope_agent.tracer import build as tracer_build
+
+    try:
+        exe = tracer_build.build_selftest(str(tmp_path / "selftest"))
+    except tracer_build.TracerBuildError as e:
+        pytest.skip(f"no C compiler to build the trace format's self-test writer: {e}")
+    trace = tmp_path / "trace"
+    trace.mkdir()
+    subprocess.run([exe, str(trace / "cupti-4242.bin")], check=True, capture_output=True)
+    info = {"on": True, "source": "cupti", "dir": str(trace)}
+    opts, _, err = parse_options(SMALL + ["--out", str(tmp_path / "sweep")], sweep=True)
+    assert err is None, err
+    _resolve_device(opts)
+    built = None
+    xfers = []
+    for i in range(2):
+        out = str(tmp_path / "sweep" / f"run-{i}")
+        code, built = run_one(opts, built, opts.users[0], opts.host_kv_bytes[0], out, CancelState(), info, build)
+        log = os.path.join(out, "events.jsonl")
+        assert code == 0 and summary(log)["status"] == "ok" and check_log(log) == []
+        xfers.append([e for e in events(log) if e["type"] == "xfer" and e.get("source") == "cupti"])
+    assert len(xfers[0]) == 6 and xfers[1] == []
