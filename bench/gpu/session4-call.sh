@@ -4,9 +4,11 @@
 # issue 3's sweep (users 2, 4,
 # 8 with the host pool; the recompute baseline was measured in the third session) and users 4
 # with write-through, with a step trace. PART=1: copy overlap off, write-through as is.
-# PART=2: copy overlap on. SKIP_PROBES=1: PART=1 without the probes and tests. USERS: the sweep's users (2,4,8). WT_ENV: environment of the write-through run only (the fourth
+# PART=2: copy overlap on. SKIP_PROBES=1: PART=1 without the probes and tests. USERS: the sweep's users (2,4,8).
+# DRY_EXTRA: options appended to the runs' (a CPU dry run: see bench/gpu/issue3.sh's header). WT_ENV: environment of the write-through run only (the fourth
 # session ran PART=2 with WT_ENV=PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True: slower).
-# Leaves $OUT/part$PART.tar.gz plus issue3-runs.tar.* (the device returns 8 files of <= 16 MiB).
+# Leaves $OUT/part$PART.tar.gz plus part$PART-issue3-runs.tar.* (the device returns 8 files of <= 16
+# MiB; both parts in one call keep their own names).
 set -u
 cd "$(dirname "$0")/../.." || exit 1
 : "${OUT:?}" "${PART:?}"
@@ -26,11 +28,12 @@ if [ "$PART" = 1 ]; then
 else
   EXTRA="--host-kv-bytes 55e9 --copy-overlap on"
 fi
+EXTRA="$EXTRA ${DRY_EXTRA:-}"  # a dry run off the GPU: issue3.sh's header gives the options
 WT_ENV=${WT_ENV:-}
 KVSCOPE_STEP_TRACE=$O/steps.jsonl OUT=$O/issue3 ISSUE3_USERS=${USERS:-2,4,8} ISSUE3_EXTRA="$EXTRA" ISSUE3_WT_ENV="$WT_ENV" \
   ISSUE3_BUDGET_S=${BUDGET_S:-380} ISSUE3_WT_S=90 bash bench/gpu/issue3.sh > "$O/issue3.txt" 2>&1
 echo "issue3 exit $?"
 tail -25 "$O/issue3.txt"
-mv "$O"/issue3/issue3-runs.tar.* "$OUT/" 2>/dev/null
+for f in "$O"/issue3/issue3-runs.tar.*; do [ -e "$f" ] && mv "$f" "$OUT/part$PART-$(basename "$f")"; done
 tar czf "$OUT/part$PART.tar.gz" -C "$OUT" "part$PART" && rm -rf "$O"
 ls -la "$OUT"

@@ -5,7 +5,8 @@
 # engine's step trace (KVSCOPE_STEP_TRACE: per step layer_ms and layer 0's per-op host times
 # layer0_ms) and, where asked, torch's sync debug mode (KVSCOPE_SYNC_DEBUG=1: each step's record
 # names every synchronising call, "syncs"). Runs: write-through with sync debug, write-through
-# without it (the debug mode's own cost), lazy with it (PROBE_RUNS picks: wt-sync wt lazy-sync lazy). Leaves $OUT/stall-probe.tar.gz.
+# without it (the debug mode's own cost), lazy with it (PROBE_RUNS picks: wt-sync wt lazy-sync lazy). Leaves $OUT/stall-probe$TAG.tar.gz
+# (TAG: a suffix, so two probes in one call keep their own tarballs).
 set -u
 cd "$(dirname "$0")/../.." || exit 1
 : "${OUT:?}"
@@ -29,4 +30,4 @@ for r in ${PROBE_RUNS:-wt-sync wt lazy-sync}; do  # PROBE_RUNS: a subset, in thi
     lazy) run lazy lazy 0 ;;
   esac
 done
-tar czf "$OUT/stall-probe.tar.gz" -C "$OUT" stall && rm -rf "$O"
+tar czf "$OUT/stall-probe${TAG:-}.tar.gz" -C "$OUT" stall && rm -rf "$O"
