@@ -29,6 +29,7 @@ from typing import Any, Callable, Sequence
 from . import PROTOCOL_VERSION, __version__
 from .clock import RunClock
 from .emit import EventWriter
+from .engine import OFFLOAD_POLICIES
 from .engine.alloc_stats import alloc_counters, alloc_delta
 from .presets import PRESETS, ModelConfig, ModelConfigError, load_model_config
 from .workload import Workload
@@ -127,7 +128,9 @@ def build_parser(sweep: bool) -> _Parser:
                         "offload chunks whose slots they reuse (engine/kv_cache.py); off until A/B-measured "
                         "on a GPU; the CPU runs the same plan serially")
     p.add_argument("--offload-policy", default="lazy",
-                   help="lazy (copy a block to host when evicted, as TensorRT-LLM) | write-through (copy when computed)")
+                   help="lazy (copy a block to host when evicted, as TensorRT-LLM) | lazy-keep (the same, and the host "
+                        "keeps its copy when the block is onboarded, so evicting it unchanged costs no copy) | "
+                        "write-through (copy when computed)")
     if sweep:
         p.add_argument("--deadline-s", default="0", help="start no new run after this many seconds (0 = none)")
     return p
@@ -251,8 +254,8 @@ def _resolve(ns: argparse.Namespace, sweep: bool) -> Options:
     sample_ms = parse_int("--sample-ms", ns.sample_ms, 0)
     chunk = parse_int("--prefill-chunk-tokens", ns.prefill_chunk_tokens, 1)
     max_batch = parse_int("--max-batch", ns.max_batch, 1)
-    if ns.offload_policy not in ("lazy", "write-through"):
-        raise OptionError("--offload-policy", f"{ns.offload_policy!r} is not lazy or write-through")
+    if ns.offload_policy not in OFFLOAD_POLICIES:
+        raise OptionError("--offload-policy", f"{ns.offload_policy!r} is not one of {', '.join(OFFLOAD_POLICIES)}")
     if ns.decode_graphs not in ("on", "off"):
         raise OptionError("--decode-graphs", f"{ns.decode_graphs!r} is not on or off")
     if ns.copy_overlap not in ("on", "off"):

@@ -233,7 +233,33 @@ def test_write_through_copies_blocks_once_and_keeps_greedy_tokens(tmp_path):
     assert wt.engine.last_outputs == lazy.engine.last_outputs
 
 
-@pytest.mark.parametrize("policy", ["lazy", "write-through"])
+def test_lazy_keep_offloads_only_what_the_host_lacks(tmp_path):
+    """lazy-keep: blocks go to the host only when evicted (as lazy), but an onboarded block's host
+    copy stays, so evicting it again unchanged costs no copy: each block crosses to the host at
+    most once while the host pool holds it (122 blocks here, more than the 54 the run makes),
+    and every later eviction of a block with a host copy is a plain GPU evict."""
+    users = ["--users", "4", "--gpu-kv-bytes", SHORT_POOL, "--host-kv-bytes", "1e6"]
+    _, lazy, lazy_log = run_inproc(tmp_path, "lazy", users)
+    code, keep, log = run_inproc(tmp_path, "keep", users + ["--offload-policy", "lazy-keep"])
+    assert code == 0 and check_log(log) == []
+    evs = events(log)
+    assert evs[0]["config"]["offload_policy"] == "lazy-keep"
+    moves = [e for e in evs if e["type"] == "blocks" and e["op"] in ("offload", "onboard", "evict")]
+    offloads = [e for e in moves if e["op"] == "offload"]
+    assert offloads and not any(e.get("keep_source") for e in offloads)  # copied at eviction only
+    onboards = [e for e in moves if e["op"] == "onboard"]
+    assert onboards and all(e.get("keep_source") for e in onboards)
+    offloaded = [i for e in offloads for i in e["ids"]]
+    assert len(offloaded) == len(set(offloaded))
+    lazy_offloaded = [i for e in events(lazy_log) if e["type"] == "blocks" and e["op"] == "offload" for i in e["ids"]]
+    assert len(lazy_offloaded) > len(set(lazy_offloaded))  # lazy copies the same blocks out again
+    assert len(offloaded) < len(lazy_offloaded)
+    s = summary(log)["summary"]
+    assert s["bytes_d2h"] == s["blocks_offloaded"] * BLOCK_BYTES and s["blocks_onboarded"] > 0
+    assert keep.engine.last_outputs == lazy.engine.last_outputs
+
+
+@pytest.mark.parametrize("policy", ["lazy", "lazy-keep", "write-through"])
 def test_ample_pool_offloads_nothing(tmp_path, policy):
     code, _, log = run_inproc(tmp_path, "ample", ["--gpu-kv-bytes", AMPLE_POOL, "--host-kv-bytes", "1e6",
                                                   "--offload-policy", policy])
@@ -261,7 +287,7 @@ def test_no_host_pool_evicts_and_recomputes(tmp_path):
     assert built_h.engine.last_outputs == scratch
 
 
-@pytest.mark.parametrize("policy", ["lazy", "write-through"])
+@pytest.mark.parametrize("policy", ["lazy", "lazy-keep", "write-through"])
 def test_small_host_pool_evicts_lru_host_blocks_and_stays_correct(tmp_path, policy):
     # 3 host blocks: the host pool overflows within one batch of victims (the case that once
     # announced an eviction before the offload it undid).

@@ -38,6 +38,7 @@ import torch
 
 from ..emit import EventWriter
 from ..ledger import BlockLedger
+from . import OFFLOAD_POLICIES
 from .alloc_stats import alloc_counters, alloc_delta
 from .kv_cache import PagedKVCache
 from .model import LlamaModel, Piece
@@ -52,7 +53,6 @@ _ID_MASK = (1 << 53) - 1  # ids stay exact as JSON numbers in JavaScript
 # host copy, so only onboarding stays on the critical path. It starts once the GPU pool is under
 # pressure (a request had to wait for space, or blocks had to be evicted): a pool that holds the
 # whole workload copies nothing (PROTOCOL.md: an ample GPU pool offloads nothing).
-OFFLOAD_POLICIES = ("lazy", "write-through")
 
 
 def block_id(parent: int | None, tokens: Sequence[int], salt: bytes = b"") -> int:
@@ -121,6 +121,10 @@ class Engine:
             raise ValueError(f"offload_policy must be one of {OFFLOAD_POLICIES}")
         self.model = model
         self.offload_policy = offload_policy
+        # lazy: a block onboarded leaves the host pool (TensorRT-LLM moves it between levels), so
+        # evicting it again copies it out again. lazy-keep and write-through keep the host copy
+        # (until the host pool's LRU evicts it): a block evicted unchanged costs no copy.
+        self.keep_host_copies = offload_policy in ("lazy-keep", "write-through")
         self.cache = cache
         self.bt = cache.block_tokens
         self.prefill_chunk_tokens = int(prefill_chunk_tokens)
@@ -300,7 +304,7 @@ class Engine:
             else:
                 slot = slots[si]
                 si += 1
-                if self.offload_policy == "write-through":
+                if self.keep_host_copies:
                     hslot = self.host_map[h]  # the host copy stays (keep_source)
                     self._deferred_host_lru.append(h)
                 else:
@@ -312,7 +316,7 @@ class Engine:
                 table.append(slot)
             ids.append(h)
         self._blocks("onboard", onboard_ids, req.user, req.round,
-                     keep_source=self.offload_policy == "write-through")
+                     keep_source=self.keep_host_copies)
         self._copy_onboards.extend(onboard_pairs)
         table.extend(slots[si:])
         ids.extend([None] * (n_total - len(ids)))
@@ -355,7 +359,7 @@ class Engine:
             self.refcount.pop(vid, None)
             slots.append(slot)
             if vid in self.host_map:
-                already_on_host.append(vid)  # written through earlier: dropping the GPU copy is free
+                already_on_host.append(vid)  # its host copy was kept: dropping the GPU copy is free
                 continue
             hslot = self._host_slot(host_evicted) if self.cache.host is not None and self.cache.host_blocks > 0 else None
             if hslot is None:
