@@ -11,7 +11,7 @@
 # Wall budget ISSUE3_BUDGET_S (default 280 s): the sweep starts no run past the budget less a
 # margin and is stopped (SIGTERM: the run in flight ends "cancelled" with a complete log) at it.
 # Users run in the order ISSUE3_USERS (default 4,2,1,8), each with and without the host pool; then,
-# in the last ISSUE3_WT_S (default 55) seconds, users 4 again with --offload-policy write-through
+# in the last ISSUE3_WT_S (default 55; 0 = no such run) seconds, users 4 again with --offload-policy write-through
 # and GPU sampling off (--sample-ms 0): its decode steps against the lazy users-4 run's (sampling
 # every 100 ms) show whether NVML/nvidia-smi sampling slows the launch-bound step loop.
 # Estimate (H100, written before a full run): setup ~25 s (torch import, 16 GB of weights, 18 GB
@@ -68,14 +68,14 @@ timeout 60 "$PY" bench/agent-copy-bandwidth.py --block-bytes "$BB" --blocks "$PE
 LEFT=$(( BUDGET - ($(date +%s) - START) - 20 ))
 A_LIMIT=$(( LEFT - ${ISSUE3_WT_S:-55} ))
 CMD=("$PY" -m kvscope_agent sweep --model llama-3.1-8b --context-tokens 16000 --rounds 10 --users "$USERS"
-     --host-kv-bytes 55e9,0 --gpu-kv-bytes "$GPU_KV" --deadline-s $(( A_LIMIT - 50 )) --out "$RUNS/lazy")
+     --host-kv-bytes 55e9,0 --gpu-kv-bytes "$GPU_KV" --deadline-s $(( A_LIMIT - 50 )) --out "$RUNS/${ISSUE3_SWEEP_DIR:-lazy}")
 # shellcheck disable=SC2206
 EXTRA=(${ISSUE3_EXTRA:-}); CMD+=("${EXTRA[@]}")
 echo "== (b) sweep, ${A_LIMIT} s: ${CMD[*]}"
 timeout --signal=TERM --kill-after=15 "$A_LIMIT" "${CMD[@]}" > "$OUT/issue3-sweep.log" 2>&1
 echo "sweep exit $? after $(( $(date +%s) - START )) s"
 LEFT=$(( BUDGET - ($(date +%s) - START) - 15 ))
-if [ "$LEFT" -ge 35 ]; then
+if [ "${ISSUE3_WT_S:-55}" -gt 0 ] && [ "$LEFT" -ge 35 ]; then
   CMD_WT=("$PY" -m kvscope_agent sweep --model llama-3.1-8b --context-tokens 16000 --rounds 10 --users 4
           --host-kv-bytes 55e9 --gpu-kv-bytes "$GPU_KV" --offload-policy write-through --sample-ms 0
           --out "$RUNS/write-through" "${EXTRA[@]}")
