@@ -164,7 +164,19 @@ export interface AgentWorkload {
   seed?: number;
   trace?: boolean;
   sample_ms?: number;
+  /** The built-in engine's offload (engine "torch" only; the agent's default is "lazy"). */
+  offload_policy?: OffloadPolicy;
+  /** The built-in engine's onboards run beside the offload that makes room (engine "torch" only). */
+  copy_overlap?: boolean;
 }
+
+/**
+ * lazy: a block goes to the host when evicted and leaves it when onboarded (TensorRT-LLM);
+ * lazy-keep: the same, but the host keeps its copy, so evicting it again unchanged copies nothing;
+ * write-through: blocks are copied to the host as they are computed once the GPU pool is full.
+ */
+export type OffloadPolicy = 'lazy' | 'lazy-keep' | 'write-through';
+export const OFFLOAD_POLICIES: readonly OffloadPolicy[] = ['lazy', 'lazy-keep', 'write-through'];
 
 export interface RunRequest {
   /** A host alias, or "local". */

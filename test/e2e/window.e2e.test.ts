@@ -394,6 +394,7 @@ describe.skipIf(reason !== null)(`the window's views in real Chromium${reason ? 
       ['#f-name', 'e2e local run'],
     ];
     for (const [sel, v] of fill) await page.fill(sel, v);
+    await page.selectOption('#f-offload', 'lazy-keep'); // the built-in engine's policy reaches the agent
     await page.click('button[type=submit]');
     await page.waitForSelector('.progress-row a', { timeout: 60_000 });
     const runId = (await page.textContent('.progress-row a'))!.trim();
@@ -413,6 +414,8 @@ describe.skipIf(reason !== null)(`the window's views in real Chromium${reason ? 
     // Whether it was followed live or loaded after the end, the pools end as the stored log says.
     const loaded = await core.handlers.loadRun(runId);
     expect(loaded.ok && loaded.value.analysis.blocks.stored).toBeGreaterThan(0);
+    const start = loaded.ok ? loaded.value.events[0] : null;
+    expect(start?.type === 'run.start' && start.config.offload_policy).toBe('lazy-keep');
     const ledger = new BlockLedger();
     if (loaded.ok) for (const e of loaded.value.events) ledger.apply(e);
     const poolsNow = async () => [await page.evaluate(dataNum, ['[data-testid=pools]', 'gpu'] as [string, string]), await page.evaluate(dataNum, ['[data-testid=pools]', 'host'] as [string, string])];

@@ -76,7 +76,7 @@ d('kvscope hosts/run/sweep/clean over real SSH', () => {
     expect(readFileSync(join(dir, 'known_hosts'), 'utf8')).toBe('');
 
     const out = join(dir, 'my-run');
-    const ok = await kvscope(['run', '--host', 'gpu', '--accept-new', '--users', '2', '--out', out, ...conn, ...WORKLOAD], env);
+    const ok = await kvscope(['run', '--host', 'gpu', '--accept-new', '--users', '2', '--out', out, ...conn, ...WORKLOAD, '--offload-policy', 'lazy-keep'], env);
     expect(ok.stderr).toMatch(/recording the new host key/);
     expect(ok.code).toBe(0);
     expect(ok.stdout.trim().split('\n').pop()).toBe(out);
@@ -86,6 +86,10 @@ d('kvscope hosts/run/sweep/clean over real SSH', () => {
     const meta = JSON.parse(readFileSync(join(out, 'meta.json'), 'utf8')) as { status: string; remote_dir: string };
     expect(meta.status).toBe('ok');
     expect(readFileSync(join(out, 'events.jsonl')).equals(readFileSync(join(meta.remote_dir, 'events.jsonl')))).toBe(true);
+    // The built-in engine's offload policy reached the agent (its run.start says what it ran).
+    const start = JSON.parse(readFileSync(join(out, 'events.jsonl'), 'utf8').split('\n')[0]!) as { type: string; config: { offload_policy: string } };
+    expect(start.type).toBe('run.start');
+    expect(start.config.offload_policy).toBe('lazy-keep');
   });
 
   it('a bad workload option exits non-zero with the agent\'s message, and 2 for a bad CLI value', async () => {

@@ -37,6 +37,15 @@ describe('New run form validation', () => {
     expect(one.ok && 'python' in one.run!).toBe(false);
   });
 
+  it('sends the offload policy and copy overlap for the built-in engine only', () => {
+    const torch = validateRunForm({ ...DEFAULT_FORM, hosts: ['local'], users: '4', offload_policy: 'lazy-keep', copy_overlap: true });
+    expect(torch.ok && torch.run?.workload).toMatchObject({ offload_policy: 'lazy-keep', copy_overlap: true });
+    expect(DEFAULT_FORM.offload_policy).toBe('lazy'); // the agent's default, TensorRT-LLM's behaviour
+    const real = validateRunForm({ ...DEFAULT_FORM, hosts: ['local'], users: '4', engine: 'vllm', offload_policy: 'write-through' });
+    expect(real.ok && real.run?.workload).not.toHaveProperty('offload_policy');
+    expect(real.ok && real.run?.workload).not.toHaveProperty('copy_overlap');
+  });
+
   it('refuses an engine the probed host does not have, naming the host', () => {
     const probe = { engines: [{ name: 'torch', available: true, version: '2.5', reason: null }, { name: 'vllm', available: false, version: null, reason: 'No module named vllm' }] } as unknown as HostProbe;
     const v = validateRunForm({ ...DEFAULT_FORM, hosts: ['gpu1'], engine: 'vllm' }, { gpu1: probe });

@@ -22,6 +22,11 @@ describe('agentRunArgs', () => {
     ]);
   });
 
+  it('maps the built-in engine\'s offload policy and copy overlap', () => {
+    expect(agentRunArgs({ offload_policy: 'lazy-keep', copy_overlap: true })).toEqual(['--offload-policy=lazy-keep', '--copy-overlap=on']);
+    expect(agentRunArgs({ offload_policy: 'write-through', copy_overlap: false })).toEqual(['--offload-policy=write-through', '--copy-overlap=off']);
+  });
+
   it('a value that looks like an option stays the value of its own option', () => {
     expect(agentRunArgs({ model: '--out=/etc' })).toEqual(['--model=--out=/etc']);
   });
@@ -33,6 +38,9 @@ describe('agentRunArgs', () => {
     [{ free_gpu_memory_fraction: 1.5 }, /≤ 1/],
     [{ model: '' }, /--model must be a non-empty string/],
     [{ users: '4' as unknown as number }, /--users/],
+    [{ offload_policy: 'sometimes' as unknown as 'lazy' }, /--offload-policy must be one of lazy, lazy-keep, write-through/],
+    [{ offload_policy: 'lazy; rm -rf /' as unknown as 'lazy' }, /--offload-policy/],
+    [{ copy_overlap: 'on' as unknown as boolean }, /--copy-overlap must be true or false/],
   ])('refuses %j', (w, msg) => {
     expect(() => agentRunArgs(w)).toThrow(msg);
   });

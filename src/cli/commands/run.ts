@@ -8,7 +8,7 @@
 import { existsSync, readdirSync } from 'node:fs';
 import { basename, dirname, resolve } from 'node:path';
 import { Option, type Command } from 'commander';
-import type { AgentWorkload, PushMessage } from '../../shared/api';
+import { OFFLOAD_POLICIES, type AgentWorkload, type OffloadPolicy, type PushMessage } from '../../shared/api';
 import { CodedError } from '../../shared/result';
 import { formatNs } from '../../shared/format';
 import { defaultDataDir, defaultRunsDir } from '../../main/core/paths';
@@ -31,6 +31,8 @@ export interface WorkloadCliOptions {
   seed?: string;
   trace?: string;
   sampleMs?: string;
+  offloadPolicy?: string;
+  copyOverlap?: string;
 }
 
 /** The agent's workload options (issue 3), same names and defaults (left to the agent). */
@@ -49,7 +51,9 @@ export function addWorkloadOptions(cmd: Command): Command {
     .option('--host-kv-bytes <n>', 'host KV pool bytes, 0 = no host pool (default 55e9)')
     .option('--seed <n>', 'random seed')
     .addOption(new Option('--trace <on|off>', 'CUPTI copy tracing').choices(['on', 'off']))
-    .option('--sample-ms <n>', 'GPU telemetry period in ms, 0 = off');
+    .option('--sample-ms <n>', 'GPU telemetry period in ms, 0 = off')
+    .addOption(new Option('--offload-policy <p>', 'built-in engine: when blocks go to the host (default lazy)').choices([...OFFLOAD_POLICIES]))
+    .addOption(new Option('--copy-overlap <on|off>', 'built-in engine: onboard beside the offload that makes room (default off)').choices(['on', 'off']));
 }
 
 function num(name: string, v: string | undefined): number | undefined {
@@ -78,6 +82,8 @@ export function workloadFromCli(o: WorkloadCliOptions): Omit<AgentWorkload, 'use
   set('seed', num('seed', o.seed));
   if (o.trace) w.trace = o.trace === 'on';
   set('sample_ms', num('sample-ms', o.sampleMs));
+  if (o.offloadPolicy) w.offload_policy = o.offloadPolicy as OffloadPolicy;
+  if (o.copyOverlap) w.copy_overlap = o.copyOverlap === 'on';
   return w;
 }
 

@@ -24,7 +24,7 @@
 import { closeSync, existsSync, fstatSync, ftruncateSync, mkdirSync, openSync, readFileSync, readSync, writeSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { join, posix } from 'node:path';
-import type { AgentWorkload, PushMessage, RunListing, RunRequest, RunStarted } from '../../shared/api';
+import { OFFLOAD_POLICIES, type AgentWorkload, type PushMessage, type RunListing, type RunRequest, type RunStarted } from '../../shared/api';
 import { EventLineDecoder } from '../../shared/events-reader';
 import type { KvEvent } from '../../shared/protocol';
 import { CodedError } from '../../shared/result';
@@ -65,6 +65,16 @@ export function agentRunArgs(w: AgentWorkload): string[] {
   num('seed', w.seed, { int: true, min: 0 });
   if (w.trace !== undefined) args.push(`--trace=${w.trace ? 'on' : 'off'}`);
   num('sample-ms', w.sample_ms, { int: true, min: 0 });
+  if (w.offload_policy !== undefined && w.offload_policy !== null) {
+    if (!OFFLOAD_POLICIES.includes(w.offload_policy)) {
+      throw new CodedError('invalid_argument', `--offload-policy must be one of ${OFFLOAD_POLICIES.join(', ')}, not ${JSON.stringify(w.offload_policy)}`, { field: 'offload-policy' });
+    }
+    args.push(`--offload-policy=${w.offload_policy}`);
+  }
+  if (w.copy_overlap !== undefined && w.copy_overlap !== null) {
+    if (typeof w.copy_overlap !== 'boolean') throw new CodedError('invalid_argument', `--copy-overlap must be true or false, not ${JSON.stringify(w.copy_overlap)}`, { field: 'copy-overlap' });
+    args.push(`--copy-overlap=${w.copy_overlap ? 'on' : 'off'}`);
+  }
   return args;
 }
 

@@ -3,7 +3,7 @@
  * names the field, as the agent's CLI does for a bad option), turned into a RunRequest or a
  * SweepRequest. Pure, so it is tested without a browser.
  */
-import type { AgentWorkload, HostProbe, RunRequest, SweepRequest } from '../../shared/api';
+import type { AgentWorkload, HostProbe, OffloadPolicy, RunRequest, SweepRequest } from '../../shared/api';
 
 export interface RunForm {
   hosts: string[];
@@ -21,6 +21,10 @@ export interface RunForm {
   host_pool: string;
   trace: boolean;
   sample_ms: string;
+  /** The built-in engine's offload policy and copy overlap (sent for engine "torch" only: the
+   * real engines offload their own way). */
+  offload_policy: OffloadPolicy;
+  copy_overlap: boolean;
   name: string;
   /** Python on the host(s) for this run; '' = each host's own setting (default python3). */
   python: string;
@@ -42,6 +46,8 @@ export const DEFAULT_FORM: RunForm = {
   host_pool: '55e9',
   trace: true,
   sample_ms: '100',
+  offload_policy: 'lazy',
+  copy_overlap: false,
   name: '',
   python: '',
 };
@@ -135,6 +141,7 @@ export function validateRunForm(form: RunForm, probes: Record<string, HostProbe 
   else workload.host_kv_bytes = hb;
   if (errors.length || typeof users === 'string') return { ok: false, errors };
   Object.assign(workload, { rounds: rounds!, context_tokens: ctx!, new_tokens: nt!, output_tokens: ot!, trace: form.trace, sample_ms: sample! });
+  if (form.engine === 'torch') Object.assign(workload, { offload_policy: form.offload_policy, copy_overlap: form.copy_overlap });
   const name = form.name.trim() || undefined;
   const python = form.python.trim() ? { python: form.python.trim() } : {};
   if (form.hosts.length === 1 && users.length === 1) {

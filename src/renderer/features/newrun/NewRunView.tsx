@@ -3,7 +3,7 @@
  * field), on one or several hosts; then deploy and run progress with ETA, and cancel.
  */
 import { useEffect, useMemo, useState } from 'react';
-import type { PushMessage, SweepRow } from '../../../shared/api';
+import { OFFLOAD_POLICIES, type OffloadPolicy, type PushMessage, type SweepRow } from '../../../shared/api';
 import { formatNs } from '../../../shared/format';
 import { useApi } from '../../bridge/api-context';
 import { useProbes } from '../../host-probes';
@@ -13,6 +13,11 @@ import { useHosts } from '../hosts/HostsView';
 import { runFormDefaults } from '../settings/run-form-defaults';
 
 const ENGINES: RunForm['engine'][] = ['torch', 'tensorrt_llm', 'vllm'];
+const OFFLOAD_HINTS: Record<OffloadPolicy, string> = {
+  lazy: 'to the host when evicted; an onboarded block leaves the host (TensorRT-LLM)',
+  'lazy-keep': 'to the host when evicted; the host keeps an onboarded block, so evicting it again copies nothing',
+  'write-through': 'to the host as computed, once the GPU pool is full; the host keeps its copies',
+};
 
 interface Progress {
   stage: string;
@@ -141,6 +146,20 @@ export function NewRunView({ host }: { host?: string }) {
           <legend>Pools and tracing</legend>
           <Field label="GPU KV pool" name="gpu_pool" form={form} set={set} errors={shown} hint="fraction of free GPU memory (0.9) or a size (20GB)" />
           <Field label="Host KV pool" name="host_pool" form={form} set={set} errors={shown} hint="55e9 as in the seed; 0 = no host pool (recompute)" />
+          <div className="field">
+            <label htmlFor="f-offload">Offload policy</label>
+            <select id="f-offload" value={form.offload_policy} disabled={form.engine !== 'torch'} onChange={(e) => set({ offload_policy: e.target.value as RunForm['offload_policy'] })}>
+              {OFFLOAD_POLICIES.map((p) => (
+                <option key={p} value={p}>
+                  {p}
+                </option>
+              ))}
+            </select>
+            <small className="muted">{form.engine !== 'torch' ? 'the built-in engine only: real engines offload their own way' : OFFLOAD_HINTS[form.offload_policy]}</small>
+          </div>
+          <label className="check">
+            <input type="checkbox" checked={form.copy_overlap} disabled={form.engine !== 'torch'} onChange={(e) => set({ copy_overlap: e.target.checked })} /> Onboard beside the offload that makes room (copy overlap)
+          </label>
           <label className="check">
             <input type="checkbox" checked={form.trace} onChange={(e) => set({ trace: e.target.checked })} /> Trace copies (CUPTI)
           </label>
