@@ -2,7 +2,10 @@
  * What reaches the agent's command line besides quoting: every workload value is validated and
  * fused to its option (`--model=<value>`), so no value can become another option.
  */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { OFFLOAD_POLICIES } from '../../src/shared/api';
 import { agentRunArgs, newRunId } from '../../src/main/core/remote-run';
 import { checkRunId } from '../../src/main/core/run-store';
 import { parseUsers } from '../../src/main/core/sweep';
@@ -25,6 +28,13 @@ describe('agentRunArgs', () => {
   it('maps the built-in engine\'s offload policy and copy overlap', () => {
     expect(agentRunArgs({ offload_policy: 'lazy-keep', copy_overlap: true })).toEqual(['--offload-policy=lazy-keep', '--copy-overlap=on']);
     expect(agentRunArgs({ offload_policy: 'write-through', copy_overlap: false })).toEqual(['--offload-policy=write-through', '--copy-overlap=off']);
+  });
+
+  it('offers exactly the offload policies the bundled agent takes', () => {
+    const py = readFileSync(join(__dirname, '../../resources/agent/kvscope_agent/engine/__init__.py'), 'utf8');
+    const tuple = /^OFFLOAD_POLICIES = \(([^)]*)\)/m.exec(py);
+    expect(tuple).not.toBeNull();
+    expect([...tuple![1]!.matchAll(/"([^"]+)"/g)].map((m) => m[1])).toEqual([...OFFLOAD_POLICIES]);
   });
 
   it('a value that looks like an option stays the value of its own option', () => {
