@@ -585,11 +585,17 @@ class Engine:
         furthest = 0
         for r in decoding:
             pos = len(r.prompt) + r.n_gen - 1
-            if r.n_gen + 1 >= r.output_tokens or (pos + 1) % self.bt == 0:
+            if self._decode_token_syncs(r, pos):
                 return True
             furthest = max(furthest, pos)
         runner = self.model.decode_runner
         return runner is not None and runner.would_capture(len(decoding), furthest)
+
+    def _decode_token_syncs(self, r: Request, pos: int) -> bool:
+        """Whether `r`'s decode token at position `pos` (not yet sampled) makes its step sync with
+        the device: it is the request's last (its tokens go to the host) or it fills a block
+        (the block's id needs the token values). _step syncs on exactly these."""
+        return r.n_gen + 1 >= r.output_tokens or (pos + 1) % self.bt == 0
 
     def _run_step(self, running: list[Request], reqs: list[Request], now: Callable[[], int], admitted: bool,
                   admit_ns: int, copies_ns: int, decode: str | None = None) -> None:
@@ -653,6 +659,8 @@ class Engine:
             if not p.want_logits:
                 continue
             assert nxt is not None
+            if p.n == 1 and not r.prefilling and self._decode_token_syncs(r, p.start):
+                need_sync.append(r)
             tok = nxt[sampled : sampled + 1]
             sampled += 1
             r.pending.append(tok)
@@ -662,9 +670,6 @@ class Engine:
                 first.append(r)
             if r.n_gen >= r.output_tokens:
                 finished.append(r)
-            # Decode fills a block at its last position: its id needs the sampled tokens.
-            if p.n == 1 and (p.start + 1) % self.bt == 0 and not r.prefilling:
-                need_sync.append(r)
         if any(p.n > 1 for p in pieces):
             self.step_stats["prefill_steps"] += 1
         if first or finished or need_sync:
