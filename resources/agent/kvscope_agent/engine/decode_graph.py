@@ -128,7 +128,7 @@ class DecodeGraphs:
 
     def step(self, pieces: Sequence[Piece]) -> torch.Tensor:
         """Greedy next token of each piece, [B] on the device (a fresh tensor)."""
-        b, span = len(pieces), self._span(pieces)
+        b, span = len(pieces), self._span(max(p.start for p in pieces))
         e = self.entries.get((b, span))
         if e is None:
             e = self._entry(b, span)
@@ -162,7 +162,7 @@ class DecodeGraphs:
         capture a graph (tens of ms of host time) rather than replay one."""
         if not self.use_graphs:
             return False
-        e = self.entries.get((batch, -(-(furthest + 1) // self.bucket) * self.bucket))
+        e = self.entries.get((batch, self._span(furthest)))
         return e is None or e.graph is None
 
     def _carries(self, e: _Entry, pieces: Sequence[Piece]) -> bool:
@@ -184,9 +184,9 @@ class DecodeGraphs:
                 return False
         return True
 
-    def _span(self, pieces: Sequence[Piece]) -> int:
+    def _span(self, furthest: int) -> int:
         """Positions gathered per request: the furthest one's position + 1, up to a bucket."""
-        return -(-max(p.start + 1 for p in pieces) // self.bucket) * self.bucket
+        return -(-(furthest + 1) // self.bucket) * self.bucket
 
     def _entry(self, b: int, span: int) -> _Entry:
         dev = self.device
@@ -292,7 +292,7 @@ class DecodeGraphs:
     @torch.no_grad()
     def logits(self, pieces: Sequence[Piece]) -> torch.Tensor:
         """The fixed-shape step's fp32 logits [B, vocab], eagerly (what the tests compare)."""
-        b, span = len(pieces), self._span(pieces)
+        b, span = len(pieces), self._span(max(p.start for p in pieces))
         e = self._entry(b, span)
         del self.entries[(b, span)]
         self._fill(e, pieces)
