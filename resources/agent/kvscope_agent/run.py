@@ -591,16 +591,10 @@ def run_one(
             writer.emit("log", level="warn", msg=warning)
         if opts.trace and trace_info.get("on"):
             try:
-                from .tracer.collector import Collector, start_collector
+                from .tracer.collector import start_collector
 
-                if built is None:
-                    collector = start_collector(writer, clock, trace_info["dir"])
-                else:
-                    # A later run of a sweep: skip the records earlier runs left in the trace
-                    # files, then tail into this log.
-                    collector = Collector(writer, clock, trace_info["dir"])
-                    collector.skip_existing()
-                    collector.start()
+                # A later run of a sweep skips the records earlier runs left in the trace files.
+                collector = start_collector(writer, clock, trace_info["dir"], skip_existing=built is not None)
             except ImportError as e:
                 writer.emit("log", level="warn", msg=f"transfer tracing off: tracer collector missing ({e})")
         if gpu_indices and opts.sample_ms > 0:

@@ -543,14 +543,18 @@ def flush_in_process(forced: bool = True) -> bool:
         return False  # some other injection library
 
 
-def start_collector(writer: Any, clock: Any, trace_dir: str) -> Collector | None:
-    """The agent's hook: starts tailing trace_dir, or returns None after a `log` warn."""
+def start_collector(writer: Any, clock: Any, trace_dir: str, skip_existing: bool = False) -> Collector | None:
+    """The agent's hook: starts tailing trace_dir, or returns None after a `log` warn.
+    skip_existing: a later run of a sweep, whose trace files hold earlier runs' records."""
     try:
         os.makedirs(trace_dir, exist_ok=True)
     except OSError as e:
         writer.emit("log", level="warn", msg=f"transfer tracing off: cannot create {trace_dir}: {e}")
         return None
-    return Collector(writer, clock, trace_dir, poll_period_s()).start()
+    col = Collector(writer, clock, trace_dir, poll_period_s())
+    if skip_existing:
+        col.skip_existing()
+    return col.start()
 
 
 def poll_period_s() -> float:
