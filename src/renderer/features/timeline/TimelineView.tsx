@@ -60,6 +60,11 @@ function Timeline({ data }: { data: RunData }) {
   const keys = useRef(new Set<string>());
   const api = useRef<{ invalidate: () => void; zoomBy: (k: number) => void; reset: () => void; reveal: (t0: number, t1: number) => void } | null>(null);
   const [selected, setSelected] = useState<RequestLinks | null>(null);
+  // The traced request (or none): the ref feeds the drawing, the state the side panel.
+  const selectRequest = (l: RequestLinks | null) => {
+    links.current = l;
+    setSelected(l);
+  };
   const [saved, setSaved] = useState<string | null>(null);
   const bridge = useApi();
   const model = data.timeline();
@@ -166,14 +171,8 @@ function Timeline({ data }: { data: RunData }) {
     const onClick = (e: MouseEvent) => {
       const [x, y] = pos(e);
       const hit = hitTestTimeline(model, layout, view(), x, y);
-      if (hit?.kind === 'request') {
-        const l = linkRequest(model, data.replay, hit.user, hit.round);
-        links.current = l;
-        setSelected(l);
-      } else if (!hit) {
-        links.current = null;
-        setSelected(null);
-      }
+      if (hit?.kind === 'request') selectRequest(linkRequest(model, data.replay, hit.user, hit.round));
+      else if (!hit) selectRequest(null);
       reg.invalidate();
     };
     canvas.addEventListener('mousemove', onMove);
@@ -199,8 +198,7 @@ function Timeline({ data }: { data: RunData }) {
       api.current?.invalidate();
       e.preventDefault();
     } else if (k === 'escape') {
-      links.current = null;
-      setSelected(null);
+      selectRequest(null);
       api.current?.invalidate();
     } else if (k === '0') api.current?.reset();
     else if (e.key === 'ArrowLeft' || e.key === 'ArrowRight' || e.key === 'ArrowUp' || e.key === 'ArrowDown') {
@@ -208,9 +206,7 @@ function Timeline({ data }: { data: RunData }) {
       const next = stepRequest(model, links.current, e.key);
       e.preventDefault();
       if (!next) return;
-      const l = linkRequest(model, data.replay, next.user, next.round);
-      links.current = l;
-      setSelected(l);
+      selectRequest(linkRequest(model, data.replay, next.user, next.round));
       const r = model.requests.find((q) => q.user === next.user && q.round === next.round)!;
       api.current?.reveal(r.queued ?? r.scheduled ?? r.first_token ?? model.t0, r.done ?? model.t1);
       api.current?.invalidate();
