@@ -240,7 +240,7 @@ export function formatCounterValue(unit: CounterTrack['unit'], v: number): strin
 }
 
 /** Where a request's bar starts (as drawn: queued, else scheduled, else first token). */
-function barStart(r: TimelineModel['requests'][number]): number | null {
+export function barStart(r: TimelineModel['requests'][number]): number | null {
   return r.queued ?? r.scheduled ?? r.first_token;
 }
 
@@ -316,7 +316,7 @@ export function renderTimelineInto(ctx: Ctx2D, model: TimelineModel, layout: Tim
       const color = theme.users[row.index % theme.users.length]!;
       for (const r of model.requests) {
         if (r.user !== row.index) continue;
-        const q = r.queued ?? r.scheduled ?? r.first_token;
+        const q = barStart(r);
         const d = r.done ?? model.t1;
         if (q === null) continue;
         const x0 = xOf(view, lw, q);

@@ -12,7 +12,7 @@ import { linkRequest, type RequestLinks, type TimelineModel } from '../../../sha
 import { registerDraw } from '../../frame-scheduler';
 import { fitCanvas, useRunData, useVizTheme } from '../../hooks';
 import type { RunData } from '../../run-data';
-import { formatCounterValue, hitTestTimeline, renderTimelineInto, stepRequest, timelineLayout, type TimelineHit, type TimelineLayout } from '../../viz/timeline-render';
+import { barStart, formatCounterValue, hitTestTimeline, renderTimelineInto, stepRequest, timelineLayout, type TimelineHit, type TimelineLayout } from '../../viz/timeline-render';
 import { RunHeader } from '../live/LiveView';
 import { ExportButton } from '../export/ExportButton';
 import { saveChartImage } from '../export/save-image';
@@ -208,7 +208,7 @@ function Timeline({ data }: { data: RunData }) {
       if (!next) return;
       selectRequest(linkRequest(model, data.replay, next.user, next.round));
       const r = model.requests.find((q) => q.user === next.user && q.round === next.round)!;
-      api.current?.reveal(r.queued ?? r.scheduled ?? r.first_token ?? model.t0, r.done ?? model.t1);
+      api.current?.reveal(barStart(r) ?? model.t0, r.done ?? model.t1);
       api.current?.invalidate();
     }
   };
