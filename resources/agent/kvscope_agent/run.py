@@ -29,7 +29,7 @@ from typing import Any, Callable, Sequence
 from . import PROTOCOL_VERSION, __version__
 from .clock import RunClock
 from .emit import EventWriter
-from .engine import OFFLOAD_POLICIES
+from .engine import OFFLOAD_POLICIES, default_copy_overlap
 from .engine.alloc_stats import alloc_counters, alloc_delta
 from .presets import PRESETS, ModelConfig, ModelConfigError, load_model_config
 from .workload import Workload
@@ -123,10 +123,11 @@ def build_parser(sweep: bool) -> _Parser:
     p.add_argument("--no-block-reuse", action="store_true", help="recompute every prompt (no prefix reuse)")
     p.add_argument("--decode-graphs", default="on",
                    help="on | off: run decode steps as CUDA graphs (on CUDA; engine/decode_graph.py)")
-    p.add_argument("--copy-overlap", default="off",
-                   help="on | off: on CUDA, a batch's onboards run on a second stream, pipelined behind the "
-                        "offload chunks whose slots they reuse (engine/kv_cache.py); off until A/B-measured "
-                        "on a GPU; the CPU runs the same plan serially")
+    p.add_argument("--copy-overlap", default="auto",
+                   help="auto | on | off: on CUDA, a batch's onboards run on a second stream, pipelined behind the "
+                        "offload chunks whose slots they reuse (engine/kv_cache.py); auto = on for lazy offload, "
+                        "off for lazy-keep and write-through (measured: engine/__init__.py); the CPU runs the "
+                        "same plan serially")
     p.add_argument("--offload-policy", default="lazy",
                    help="lazy (copy a block to host when evicted, as TensorRT-LLM) | lazy-keep (the same, and the host "
                         "keeps its copy when the block is onboarded, so evicting it unchanged costs no copy) | "
@@ -258,8 +259,8 @@ def _resolve(ns: argparse.Namespace, sweep: bool) -> Options:
         raise OptionError("--offload-policy", f"{ns.offload_policy!r} is not one of {', '.join(OFFLOAD_POLICIES)}")
     if ns.decode_graphs not in ("on", "off"):
         raise OptionError("--decode-graphs", f"{ns.decode_graphs!r} is not on or off")
-    if ns.copy_overlap not in ("on", "off"):
-        raise OptionError("--copy-overlap", f"{ns.copy_overlap!r} is not on or off")
+    if ns.copy_overlap not in ("auto", "on", "off"):
+        raise OptionError("--copy-overlap", f"{ns.copy_overlap!r} is not auto, on or off")
     if ns.dtype not in ("auto", "bf16", "fp16", "fp32"):
         raise OptionError("--dtype", f"{ns.dtype!r} is not auto, bf16, fp16 or fp32")
     model_arg = ns.model or ""
@@ -283,7 +284,8 @@ def _resolve(ns: argparse.Namespace, sweep: bool) -> Options:
         trace=ns.trace == "on", sample_ms=sample_ms, prefill_chunk_tokens=chunk, max_batch=max_batch,
         dtype=ns.dtype, block_reuse=not ns.no_block_reuse, offload_policy=ns.offload_policy,
         deadline_s=deadline, decode_graphs=ns.decode_graphs == "on",
-        copy_overlap=ns.copy_overlap == "on", raw=vars(ns),
+        copy_overlap=(default_copy_overlap(ns.offload_policy) if ns.copy_overlap == "auto"
+                      else ns.copy_overlap == "on"), raw=vars(ns),
     )
     opts.raw["_model_given"] = ns.model is not None
     return opts

@@ -333,7 +333,7 @@ def _blocks_lines(log: str) -> list[dict]:
 
 
 def test_cpu_run_with_copy_overlap_on_equals_off(tmp_path):
-    code_off, off, log_off = _run(tmp_path, "off", [])
+    code_off, off, log_off = _run(tmp_path, "off", ["--copy-overlap", "off"])
     code_on, on, log_on = _run(tmp_path, "on", ["--copy-overlap", "on"], chunk_blocks=3)
     assert code_off == 0 and code_on == 0
     assert check_log(log_off) == [] and check_log(log_on) == []
@@ -548,3 +548,23 @@ def test_onboard_into_a_slot_an_earlier_write_through_copy_still_reads(monkeypat
     got_gpu, got_host, seen = fake.simulate(gpu, host)
     assert got_host[50] == "gpu20" and got_gpu[20] == "host60"
     assert (got_gpu, got_host, seen) == (seq_gpu, seq_host, seq_gpu)
+
+
+@pytest.mark.parametrize("args, overlap", [
+    ([], True),  # auto: lazy offload is the default policy
+    (["--copy-overlap", "auto", "--offload-policy", "lazy"], True),
+    (["--offload-policy", "lazy-keep"], False),
+    (["--offload-policy", "write-through"], False),
+    (["--copy-overlap", "off"], False),
+    (["--copy-overlap", "on", "--offload-policy", "write-through"], True),
+])
+def test_copy_overlap_auto_follows_the_offload_policy(tmp_path, args, overlap):
+    """--copy-overlap auto (the default) is on for lazy offload only, what the H200 sweep of
+    2026-11-28 measured (engine/__init__.py); an explicit on/off wins; run.start says which."""
+    from kvscope_agent.run import parse_options
+    from test_run import SMALL
+
+    opts, _, err = parse_options(SMALL + args + ["--out", str(tmp_path)], sweep=False)
+    assert err is None, err
+    assert opts.copy_overlap is overlap
+    assert opts.config(opts.users[0], opts.host_kv_bytes[0])["copy_overlap"] is overlap

@@ -17,7 +17,7 @@ issue order):
 Host slots freed by onboarding are handed back only after the batch is issued, so an offload of
 the same batch never overwrites a host block that is still to be read.
 
-With copy overlap on (`--copy-overlap on`, off by default until measured on a GPU), a batch with
+With copy overlap on (`--copy-overlap on`; `auto`, the default, turns it on for lazy offload), a batch with
 both offloads and onboards runs them as a pipeline on two streams, since PCIe is full duplex
 (issue 3's H100 copy check: H2D 54.8 GB/s and D2H 55.1 GB/s alone, 87.5 GB/s both at once):
   * the offloads go on the copy stream in chunks of OVERLAP_CHUNK_BYTES, an event after each;
