@@ -166,7 +166,8 @@ export interface AgentWorkload {
   sample_ms?: number;
   /** The built-in engine's offload (engine "torch" only; the agent's default is "lazy"). */
   offload_policy?: OffloadPolicy;
-  /** The built-in engine's onboards run beside the offload that makes room (engine "torch" only). */
+  /** The built-in engine's onboards run beside the offload that makes room (engine "torch" only);
+   * absent = the agent's auto (copyOverlapAuto). */
   copy_overlap?: boolean;
 }
 
@@ -177,6 +178,13 @@ export interface AgentWorkload {
  */
 export type OffloadPolicy = 'lazy' | 'lazy-keep' | 'write-through';
 export const OFFLOAD_POLICIES: readonly OffloadPolicy[] = ['lazy', 'lazy-keep', 'write-through'];
+
+/** What the bundled agent's `--copy-overlap auto` (its default) picks for each policy: on where an
+ * admission both offloads and onboards a whole conversation (lazy), measured on an H200
+ * (engine/__init__.py, default_copy_overlap; a unit test holds the two equal). */
+export function copyOverlapAuto(policy: OffloadPolicy): boolean {
+  return policy === 'lazy';
+}
 
 export interface RunRequest {
   /** A host alias, or "local". */

@@ -395,6 +395,8 @@ describe.skipIf(reason !== null)(`the window's views in real Chromium${reason ? 
     ];
     for (const [sel, v] of fill) await page.fill(sel, v);
     await page.selectOption('#f-offload', 'lazy-keep'); // the built-in engine's policy reaches the agent
+    // Copy overlap left at auto names what the agent will pick for that policy (off for lazy-keep).
+    expect(await page.locator('#f-overlap option[value=auto]').textContent()).toBe('auto (off for lazy-keep)');
     await page.click('button[type=submit]');
     await page.waitForSelector('.progress-row a', { timeout: 60_000 });
     const runId = (await page.textContent('.progress-row a'))!.trim();
@@ -416,6 +418,7 @@ describe.skipIf(reason !== null)(`the window's views in real Chromium${reason ? 
     expect(loaded.ok && loaded.value.analysis.blocks.stored).toBeGreaterThan(0);
     const start = loaded.ok ? loaded.value.events[0] : null;
     expect(start?.type === 'run.start' && start.config.offload_policy).toBe('lazy-keep');
+    expect(start?.type === 'run.start' && start.config.copy_overlap).toBe(false); // auto, resolved by the agent
     const ledger = new BlockLedger();
     if (loaded.ok) for (const e of loaded.value.events) ledger.apply(e);
     const poolsNow = async () => [await page.evaluate(dataNum, ['[data-testid=pools]', 'gpu'] as [string, string]), await page.evaluate(dataNum, ['[data-testid=pools]', 'host'] as [string, string])];

@@ -38,9 +38,16 @@ describe('New run form validation', () => {
   });
 
   it('sends the offload policy and copy overlap for the built-in engine only', () => {
-    const torch = validateRunForm({ ...DEFAULT_FORM, hosts: ['local'], users: '4', offload_policy: 'lazy-keep', copy_overlap: true });
+    const torch = validateRunForm({ ...DEFAULT_FORM, hosts: ['local'], users: '4', offload_policy: 'lazy-keep', copy_overlap: 'on' });
     expect(torch.ok && torch.run?.workload).toMatchObject({ offload_policy: 'lazy-keep', copy_overlap: true });
+    const off = validateRunForm({ ...DEFAULT_FORM, hosts: ['local'], users: '4', copy_overlap: 'off' });
+    expect(off.ok && off.run?.workload).toMatchObject({ offload_policy: 'lazy', copy_overlap: false });
     expect(DEFAULT_FORM.offload_policy).toBe('lazy'); // the agent's default, TensorRT-LLM's behaviour
+    // auto (the default) leaves the choice to the agent's --copy-overlap auto: nothing is sent.
+    expect(DEFAULT_FORM.copy_overlap).toBe('auto');
+    const auto = validateRunForm({ ...DEFAULT_FORM, hosts: ['local'], users: '4' });
+    expect(auto.ok && auto.run?.workload).toMatchObject({ offload_policy: 'lazy' });
+    expect(auto.ok && auto.run?.workload).not.toHaveProperty('copy_overlap');
     const real = validateRunForm({ ...DEFAULT_FORM, hosts: ['local'], users: '4', engine: 'vllm', offload_policy: 'write-through' });
     expect(real.ok && real.run?.workload).not.toHaveProperty('offload_policy');
     expect(real.ok && real.run?.workload).not.toHaveProperty('copy_overlap');

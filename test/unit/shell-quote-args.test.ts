@@ -2,10 +2,11 @@
  * What reaches the agent's command line besides quoting: every workload value is validated and
  * fused to its option (`--model=<value>`), so no value can become another option.
  */
+import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { OFFLOAD_POLICIES } from '../../src/shared/api';
+import { OFFLOAD_POLICIES, copyOverlapAuto } from '../../src/shared/api';
 import { agentRunArgs, newRunId } from '../../src/main/core/remote-run';
 import { checkRunId } from '../../src/main/core/run-store';
 import { parseUsers } from '../../src/main/core/sweep';
@@ -35,6 +36,16 @@ describe('agentRunArgs', () => {
     const tuple = /^OFFLOAD_POLICIES = \(([^)]*)\)/m.exec(py);
     expect(tuple).not.toBeNull();
     expect([...tuple![1]!.matchAll(/"([^"]+)"/g)].map((m) => m[1])).toEqual([...OFFLOAD_POLICIES]);
+  });
+
+  it('says what the bundled agent\'s --copy-overlap auto picks for each policy', () => {
+    // The agent's own function, asked through Debian's python3 (engine/__init__.py imports no torch).
+    const out = execFileSync('python3', ['-c', 'import json, sys\nfrom kvscope_agent.engine import OFFLOAD_POLICIES, default_copy_overlap\nprint(json.dumps({p: default_copy_overlap(p) for p in OFFLOAD_POLICIES}))'], {
+      env: { ...process.env, PYTHONPATH: join(__dirname, '../../resources/agent') },
+      encoding: 'utf8',
+    });
+    expect(JSON.parse(out)).toEqual(Object.fromEntries(OFFLOAD_POLICIES.map((p) => [p, copyOverlapAuto(p)])));
+    expect(copyOverlapAuto('lazy')).toBe(true);
   });
 
   it('a value that looks like an option stays the value of its own option', () => {

@@ -53,7 +53,7 @@ export function addWorkloadOptions(cmd: Command): Command {
     .addOption(new Option('--trace <on|off>', 'CUPTI copy tracing').choices(['on', 'off']))
     .option('--sample-ms <n>', 'GPU telemetry period in ms, 0 = off')
     .addOption(new Option('--offload-policy <p>', 'built-in engine: when blocks go to the host (default lazy)').choices([...OFFLOAD_POLICIES]))
-    .addOption(new Option('--copy-overlap <on|off>', 'built-in engine: onboard beside the offload that makes room (default off)').choices(['on', 'off']));
+    .addOption(new Option('--copy-overlap <auto|on|off>', 'built-in engine: onboard beside the offload that makes room (default auto: on for lazy offload)').choices(['auto', 'on', 'off']));
 }
 
 function num(name: string, v: string | undefined): number | undefined {
@@ -83,7 +83,7 @@ export function workloadFromCli(o: WorkloadCliOptions): Omit<AgentWorkload, 'use
   if (o.trace) w.trace = o.trace === 'on';
   set('sample_ms', num('sample-ms', o.sampleMs));
   if (o.offloadPolicy) w.offload_policy = o.offloadPolicy as OffloadPolicy;
-  if (o.copyOverlap) w.copy_overlap = o.copyOverlap === 'on';
+  if (o.copyOverlap && o.copyOverlap !== 'auto') w.copy_overlap = o.copyOverlap === 'on';
   return w;
 }
 

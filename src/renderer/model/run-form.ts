@@ -24,7 +24,8 @@ export interface RunForm {
   /** The built-in engine's offload policy and copy overlap (sent for engine "torch" only: the
    * real engines offload their own way). */
   offload_policy: OffloadPolicy;
-  copy_overlap: boolean;
+  /** auto = the agent's choice for the policy (copyOverlapAuto), not sent. */
+  copy_overlap: 'auto' | 'on' | 'off';
   name: string;
   /** Python on the host(s) for this run; '' = each host's own setting (default python3). */
   python: string;
@@ -47,7 +48,7 @@ export const DEFAULT_FORM: RunForm = {
   trace: true,
   sample_ms: '100',
   offload_policy: 'lazy',
-  copy_overlap: false,
+  copy_overlap: 'auto',
   name: '',
   python: '',
 };
@@ -141,7 +142,10 @@ export function validateRunForm(form: RunForm, probes: Record<string, HostProbe 
   else workload.host_kv_bytes = hb;
   if (errors.length || typeof users === 'string') return { ok: false, errors };
   Object.assign(workload, { rounds: rounds!, context_tokens: ctx!, new_tokens: nt!, output_tokens: ot!, trace: form.trace, sample_ms: sample! });
-  if (form.engine === 'torch') Object.assign(workload, { offload_policy: form.offload_policy, copy_overlap: form.copy_overlap });
+  if (form.engine === 'torch') {
+    workload.offload_policy = form.offload_policy;
+    if (form.copy_overlap !== 'auto') workload.copy_overlap = form.copy_overlap === 'on';
+  }
   const name = form.name.trim() || undefined;
   const python = form.python.trim() ? { python: form.python.trim() } : {};
   if (form.hosts.length === 1 && users.length === 1) {

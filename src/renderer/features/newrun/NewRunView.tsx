@@ -3,7 +3,7 @@
  * field), on one or several hosts; then deploy and run progress with ETA, and cancel.
  */
 import { useEffect, useMemo, useState } from 'react';
-import { OFFLOAD_POLICIES, type OffloadPolicy, type PushMessage, type SweepRow } from '../../../shared/api';
+import { OFFLOAD_POLICIES, copyOverlapAuto, type OffloadPolicy, type PushMessage, type SweepRow } from '../../../shared/api';
 import { formatNs } from '../../../shared/format';
 import { useApi } from '../../bridge/api-context';
 import { useProbes } from '../../host-probes';
@@ -157,9 +157,15 @@ export function NewRunView({ host }: { host?: string }) {
             </select>
             <small className="muted">{form.engine !== 'torch' ? 'the built-in engine only: real engines offload their own way' : OFFLOAD_HINTS[form.offload_policy]}</small>
           </div>
-          <label className="check">
-            <input type="checkbox" checked={form.copy_overlap} disabled={form.engine !== 'torch'} onChange={(e) => set({ copy_overlap: e.target.checked })} /> Onboard beside the offload that makes room (copy overlap)
-          </label>
+          <div className="field">
+            <label htmlFor="f-overlap">Copy overlap</label>
+            <select id="f-overlap" value={form.copy_overlap} disabled={form.engine !== 'torch'} onChange={(e) => set({ copy_overlap: e.target.value as RunForm['copy_overlap'] })}>
+              <option value="auto">auto ({copyOverlapAuto(form.offload_policy) ? 'on' : 'off'} for {form.offload_policy})</option>
+              <option value="on">on</option>
+              <option value="off">off</option>
+            </select>
+            <small className="muted">{form.engine !== 'torch' ? 'the built-in engine only' : 'onboard beside the offload that makes room, on a second copy stream; auto turns it on for lazy offload'}</small>
+          </div>
           <label className="check">
             <input type="checkbox" checked={form.trace} onChange={(e) => set({ trace: e.target.checked })} /> Trace copies (CUPTI)
           </label>
