@@ -75,7 +75,11 @@ one_run() {
   [ "$mode" = smi ] && pcie_ms=0
   local flush_ms="" poll_ms=""
   [ "$mode" = traceslow ] && flush_ms=200 && poll_ms=200
-  KVSCOPE_TRACE_FLUSH_MS=$flush_ms KVSCOPE_TRACE_POLL_MS=$poll_ms KVSCOPE_PCIE_MS=$pcie_ms timeout "$limit" $PY -m kvscope_agent run --model "$MODEL" $EXTRA_ARGS --users "$USERS" --rounds "$ROUNDS" \
+  # STEP_TRACE=1: each run's engine step trace beside its folder (<config>-steps.jsonl, in the
+  # runs tarball), for bench/step-trace-compare.py: which steps a configuration makes slower.
+  local steps=""
+  [ -n "${STEP_TRACE:-}" ] && steps="$dir-steps.jsonl"
+  KVSCOPE_STEP_TRACE=$steps KVSCOPE_TRACE_FLUSH_MS=$flush_ms KVSCOPE_TRACE_POLL_MS=$poll_ms KVSCOPE_PCIE_MS=$pcie_ms timeout "$limit" $PY -m kvscope_agent run --model "$MODEL" $EXTRA_ARGS --users "$USERS" --rounds "$ROUNDS" \
     --context-tokens "$ctx" --output-tokens "$otok" --gpu-kv-bytes "$gpu_kv" --host-kv-bytes "$host_kv" \
     "${extra[@]}" --out "$dir" > "$dir.log" 2>&1
   local rc=$?
@@ -146,6 +150,7 @@ while [ "$n" -lt "$PAIRS2" ]; do
   if [ "$n" = 1 ] && [ "$CTX2" = "$CTX" ] && [ "$OTOK2" = "$OUT_TOKENS" ] && grep -q '"status":"ok"' "$OUT/calibration/events.jsonl" 2>/dev/null; then
     # Same settings: the calibration run is pair 1's untraced run ("off" then "on" here).
     mkdir -p "$OUT/runs/pair-1" && mv "$OUT/calibration" "$OUT/runs/pair-1/off" && mv "$OUT/calibration.log" "$OUT/runs/pair-1/off.log"
+    [ -f "$OUT/calibration-steps.jsonl" ] && mv "$OUT/calibration-steps.jsonl" "$OUT/runs/pair-1/off-steps.jsonl"
     echo "the calibration run is runs/pair-1/off" | tee -a "$OUT/info.txt"
     run_pair 1
     continue
