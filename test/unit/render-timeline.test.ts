@@ -127,6 +127,20 @@ describe('timeline model and renderTimelineInto', () => {
     expect(xh).toMatchObject({ kind: 'xfer', lane: laneRow.index });
   });
 
+  it('hit-tests a request known only from its first token where its bar is drawn', () => {
+    // A log that begins mid-request (a tail, or a request whose queued/scheduled lines were
+    // lost) has a bar from the first token on: it is drawn, so it must be clickable there too.
+    const { tm } = model(syntheticRun({ users: 2, rounds: 2 }));
+    const k = tm.requests.findIndex((q) => q.round === 1);
+    const r = { ...tm.requests[k]!, queued: null, scheduled: null };
+    const cut = { ...tm, requests: tm.requests.map((q, i) => (i === k ? r : q)) };
+    const layout = timelineLayout(cut);
+    const view: TimelineView = { t0: cut.t0, t1: cut.t1, width: 1200, height: layout.height };
+    const row = layout.rows.find((x) => x.kind === 'user' && x.index === r.user)!;
+    const hit = hitTestTimeline(cut, layout, view, xOf(view, layout.labelWidth, (r.first_token! + r.done!) / 2), row.y + 5);
+    expect(hit).toMatchObject({ kind: 'request', user: r.user, round: r.round, index: k });
+  });
+
   for (const run of realRuns({ maxBytes: 5e6 })) {
     it(`request labels stay inside their bars at any width (${run.name})`, () => {
       const { tm } = model(run.events);

@@ -435,7 +435,7 @@ export function hitTestTimeline(model: TimelineModel, layout: TimelineLayout, vi
   const t = tOf(view, layout.labelWidth, x);
   const tol = (3 / (view.width - layout.labelWidth)) * (view.t1 - view.t0);
   if (row.kind === 'user') {
-    const i = model.requests.findIndex((r) => r.user === row.index && (r.queued ?? r.scheduled ?? Infinity) - tol <= t && t <= (r.done ?? model.t1) + tol);
+    const i = model.requests.findIndex((r) => r.user === row.index && (barStart(r) ?? Infinity) - tol <= t && t <= (r.done ?? model.t1) + tol);
     return i >= 0 ? { kind: 'request', user: model.requests[i]!.user, round: model.requests[i]!.round, index: i } : null;
   }
   if (row.kind === 'lane') {
