@@ -3,11 +3,18 @@
 # --offload-policy values (here, free of torch, for the CLI's option check and the engine's).
 OFFLOAD_POLICIES = ("lazy", "lazy-keep", "write-through")
 
+# The policies whose host pool keeps a block's copy once it is onboarded (until the host LRU
+# evicts it), so evicting that block again unchanged copies nothing. Under lazy, TensorRT-LLM's
+# behaviour, an onboarded block leaves the host and each eviction copies it out again.
+KEEPS_HOST_COPIES = ("lazy-keep", "write-through")
+
+
 # --copy-overlap auto (the default): overlap where an admission both offloads and onboards a whole
-# conversation. Lazy offload copies another user's blocks out in the same batch that brings the
-# admitted user's back, so serial copies cost both transfers; overlapped, the link carries them
-# at once (H200, 2026-11-28, 8B sweep users 2/4/8: lazy with overlap met the TTFT bound, 0 of
-# 120 over, without it 45 over; write-through with overlap missed it, 13 of 40 over, without it
-# 0). lazy-keep and write-through offload little at admission, so they keep one copy stream.
+# conversation, i.e. where the host keeps no copies. Lazy offload copies another user's blocks out
+# in the same batch that brings the admitted user's back, so serial copies cost both transfers;
+# overlapped, the link carries them at once (H200, 2026-11-28, 8B sweep users 2/4/8: lazy with
+# overlap met the TTFT bound, 0 of 120 over, without it 45 over; write-through with overlap missed
+# it, 13 of 40 over, without it 0). The policies that keep host copies offload little at
+# admission, so they keep one copy stream.
 def default_copy_overlap(policy: str) -> bool:
-    return policy == "lazy"
+    return policy not in KEEPS_HOST_COPIES

@@ -38,7 +38,7 @@ import torch
 
 from ..emit import EventWriter
 from ..ledger import BlockLedger
-from . import OFFLOAD_POLICIES
+from . import KEEPS_HOST_COPIES, OFFLOAD_POLICIES
 from .alloc_stats import alloc_counters, alloc_delta
 from .kv_cache import PagedKVCache
 from .model import LlamaModel, Piece
@@ -121,10 +121,7 @@ class Engine:
             raise ValueError(f"offload_policy must be one of {OFFLOAD_POLICIES}")
         self.model = model
         self.offload_policy = offload_policy
-        # lazy: a block onboarded leaves the host pool (TensorRT-LLM moves it between levels), so
-        # evicting it again copies it out again. lazy-keep and write-through keep the host copy
-        # (until the host pool's LRU evicts it): a block evicted unchanged costs no copy.
-        self.keep_host_copies = offload_policy in ("lazy-keep", "write-through")
+        self.keep_host_copies = offload_policy in KEEPS_HOST_COPIES
         self.cache = cache
         self.bt = cache.block_tokens
         self.prefill_chunk_tokens = int(prefill_chunk_tokens)
