@@ -101,6 +101,17 @@ d('kvscope hosts/run/sweep/clean over real SSH', () => {
     expect(usage.stderr).toMatch(/--rounds/);
   });
 
+  it('a run whose agent cannot start on the host exits with the error (the SSH connection is closed, not left holding the process)', async () => {
+    // The host's runs folder is a file: the launch fails after the connection and the deploy
+    // succeeded. The CLI used to print the error and then hang on the open connection.
+    const root = join(dir, 'remote-runs-is-a-file');
+    mkdirSync(root, { recursive: true });
+    writeFileSync(join(root, 'runs'), 'not a folder\n');
+    const r = await kvscope(['run', '--host', 'gpu', ...conn, ...WORKLOAD, '--remote-root', root, '--runs-dir', join(dir, 'runs')], env);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/could not start the agent on gpu/);
+  });
+
   it('Ctrl+C cancels the run on the host: exit 1, run "cancelled", no process left', async () => {
     const out = join(dir, 'interrupted');
     let sent = false;

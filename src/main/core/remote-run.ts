@@ -690,7 +690,7 @@ export class RunManager {
     this.o.push?.({ kind: 'run-status', runId, status: 'running', message: 'connecting' });
     let remoteDir: string;
     let pgid: number;
-    let exec: HostExec;
+    let exec: HostExec | undefined;
     try {
       this.progress(runId, 'connect', null, null, `connecting to ${req.host}`);
       const prepared = await hosts.prepare(req.host, (p) =>
@@ -703,6 +703,9 @@ export class RunManager {
       Object.assign(meta, { remote_dir: remoteDir, remote_pgid: pgid, agent_dir: prepared.agentDir });
       await store.writeMeta(meta);
     } catch (e) {
+      // A launch that failed after the connection opened must not leave it open: the CLI would
+      // print the error and then never exit (its event loop held by the idle connection).
+      exec?.close();
       const ce = e instanceof CodedError ? e : new CodedError('internal', (e as Error).message);
       await store.writeMeta({ ...meta, status: 'error', endedAt: new Date().toISOString(), error: { code: ce.code, message: ce.message } });
       this.o.push?.({ kind: 'run-status', runId, status: 'error', message: ce.message });
