@@ -85,9 +85,11 @@ PermitRootLogin yes
 Subsystem sftp $SFTP
 LogLevel ERROR
 EOF
-run_ssh_tool "$SSHD" -D -e -f "$W/sshd_config" 2> "$R/sshd.err" &
+# `env` execs sshd in the background job itself, so $! is sshd's pid; no background process may
+# keep this script's stdout open (a caller's pipe would then never see its end).
+env ${SSHD_LD:+LD_LIBRARY_PATH="$SSHD_LD"} "$SSHD" -D -e -f "$W/sshd_config" > /dev/null 2> "$R/sshd.err" &
 SSHD_PID=$!
-trap 'kill $SSHD_PID 2>/dev/null' EXIT
+trap 'kill $SSHD_PID 2>/dev/null; pkill -f "$W/sshd_config" 2>/dev/null' EXIT
 for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break; sleep 0.1; done
 (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null || { log "sshd did not listen: $(cat "$R/sshd.err")"; exit 1; }
 log "sshd listening on 127.0.0.1:$PORT"
@@ -112,29 +114,30 @@ env_rec SSH_PYTHON3 "$(echo "$SSH_PY" | head -c 300)"
 # --- 2. the default interpreter ---------------------------------------------------------------
 log "run with the default interpreter"
 timeout 300 "${K[@]}" run --host gpuhost "${HOSTOPTS[@]}" --model tiny --users 2 --rounds 1 --context-tokens 512 \
-  --out "$W/runs/default-python" > "$R/default-python.out" 2> "$R/default-python.err"
+  --out "$W/runs/default-python-$(date +%s)" > "$R/default-python.out" 2> "$R/default-python.err"
 echo $? > "$R/default-python.rc"
 log "default interpreter: rc $(cat "$R/default-python.rc"): $(tail -3 "$R/default-python.err" | tr '\n' ' ' | head -c 400)"
 
 # --- 3. the traced 8B run with the interpreter that has torch --------------------------------
 TORCH_PY=${TORCH_PY:-$(python3 -c 'import sys, torch; print(sys.executable)' 2>/dev/null)}
 env_rec TORCH_PY "$TORCH_PY"
-LOCAL_LOG=$W/runs/traced/events.jsonl
+TRACED=$W/runs/traced-$(date +%s)
+LOCAL_LOG=$TRACED/events.jsonl
 env_rec LOCAL_LOG "$LOCAL_LOG"
 python3 bench/ssh-path-report.py watch --host-glob "/root/.cache/kvscope/runs/*/events.jsonl" \
-  --local "$LOCAL_LOG" --out "$R/watch.json" --max-s 560 &
+  --local "$LOCAL_LOG" --out "$R/watch.json" --max-s 560 > /dev/null 2> "$R/watch.err" &
 WATCH=$!
 log "traced run: $MODEL users $USERS rounds $ROUNDS ctx $CTX, --python $TORCH_PY"
 timeout 480 "${K[@]}" run --host gpuhost "${HOSTOPTS[@]}" --python "$TORCH_PY" --model "$MODEL" --users "$USERS" \
   --rounds "$ROUNDS" --context-tokens "$CTX" --trace on --sample-ms 100 --gpu-kv-bytes "$GPU_KV_BYTES" ${DEVICE:+--device "$DEVICE"} \
-  --out "$W/runs/traced" > "$R/traced.out" 2> >(stamp > "$R/traced.err")
+  --out "$TRACED" > "$R/traced.out" 2> >(stamp > "$R/traced.err")
 echo $? > "$R/traced.rc"
 log "traced run rc $(cat "$R/traced.rc"): $(tail -2 "$R/traced.err" | tr '\n' ' ' | head -c 300)"
 sleep 1
 kill -TERM $WATCH 2>/dev/null; wait $WATCH 2>/dev/null
 HOST_DIR=$(grep -o 'in /[^ ]*' "$R/traced.err" | head -1 | cut -c4-)
 env_rec HOST_LOG "$HOST_DIR/events.jsonl"
-"${K[@]}" validate "$W/runs/traced" > "$R/validate.txt" 2>&1
+"${K[@]}" validate "$TRACED" > "$R/validate.txt" 2>&1
 log "validate rc $?: $(head -5 "$R/validate.txt" | tr '\n' ' ' | head -c 300)"
 python3 bench/ssh-path-report.py report --record "$R" | tee -a "$R/steps.log"
 gzip -c "$LOCAL_LOG" > "$OUT/ssh-path-traced.jsonl.gz" 2>/dev/null
