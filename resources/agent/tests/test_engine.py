@@ -303,7 +303,8 @@ def test_fixed_shape_decode_equals_the_eager_step(device):
     assert torch.equal(got_tok, want_tok)
     assert runner.stats["eager_steps"] == 1 and runner.stats["graphs"] == 0
     runner.reset_stats()  # the next run of a sweep counts from zero
-    assert runner.describe() == {"cuda_graphs": False, "off_reason": "off", "bucket_tokens": 32, "graphs": 0,
+    assert runner.describe() == {"cuda_graphs": False, "off_reason": "off", "bucket_tokens": 32,
+                                 "attention": "paged" if model.paged_kernel else "gather", "graphs": 0,
                                  "capture_ns": 0, "replays": 0, "eager_steps": 0, "inputs_carried": 0,
                                  "graphs_held": 0}
     # And the check can fail: requests whose rows point at other requests' blocks are far off

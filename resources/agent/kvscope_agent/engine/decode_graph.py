@@ -14,10 +14,20 @@ stale byte of an unwritten slot can reach the softmax (0 × NaN is NaN). With th
 one CUDA graph per (B, S) records the whole step (embedding, every layer, the K/V writes, the
 greedy pick) and each later step is a few small copies into the graph's inputs and one replay.
 
-Attention here is plain matrix products (grouped-query without expanding K/V): scores in the
-compute dtype, scaled and softmaxed in fp32, as the eager path's fused kernels accumulate. On the
-CPU (fp32) it equals the eager path to rounding (tests/test_engine.py); on CUDA in bf16 it differs
-from the flash kernel by bf16 rounding of the scores.
+Attention, where `paged_attention.available` (Triton on CUDA): the paged kernel reads each
+request's K/V in place through its block table, over the keys each request has (its length is
+read on the device), with the key splits fixed per (B, S). Nothing is gathered and the work is
+proportional to the real lengths, not to S, so S only sizes the block table: buckets are
+PAGED_BUCKET_TOKENS wide (a 16,000-token run captures ~4 graphs per batch size instead of ~32,
+each capture tens of ms of host time inside a timed round). One step is then per layer the
+projections, one K/V write and two attention kernels.
+
+Elsewhere (the fallback and the reference): the K/V rows are gathered over S (masked positions
+point at the zero block) and attention is plain matrix products (grouped-query without
+expanding K/V): scores in the compute dtype, scaled and softmaxed in fp32, as the eager path's
+fused kernels accumulate. On the CPU (fp32) it equals the eager path to rounding
+(tests/test_engine.py); on CUDA in bf16 it differs from the flash kernel by bf16 rounding of the
+scores.
 
 Anything a graph cannot take (capture fails, memory runs out) turns graphs off for the rest of
 the process with one warning, and steps go back to the eager path: slower, never wrong.
@@ -33,6 +43,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from . import paged_attention
 from .model import Piece, rms_norm
 
 def _takes_capture_error_mode() -> bool:
@@ -44,6 +55,7 @@ def _takes_capture_error_mode() -> bool:
 
 _THREAD_LOCAL_CAPTURE = _takes_capture_error_mode()  # PyTorch 2.1+
 BUCKET_TOKENS = 512  # S rounds up to this: ≤ 3% of gathered rows wasted at 16,000-token contexts
+PAGED_BUCKET_TOKENS = 4096  # with the paged kernel S only sizes the block table (module docstring)
 
 
 def _hold_tracer_flushes(on: bool) -> bool:
@@ -78,7 +90,9 @@ class _Entry:
     span: int
     ids: torch.Tensor  # [B] token ids
     pos: torch.Tensor  # [B] position of each request's token
-    rows: torch.Tensor  # [layers, B, 2S] pool rows of positions 0..S-1 (K, V interleaved)
+    rows: torch.Tensor | None  # gather path: [layers, B, 2S] pool rows of positions 0..S-1 (K, V interleaved)
+    table: torch.Tensor | None  # paged kernel: [B, S / block_tokens] int32 block tables
+    splits: int  # paged kernel: key splits per request and KV head (fixed per entry)
     sources: list[Any] = field(default_factory=list)  # the request rows each slot was filled from
     graph: Any = None
     out: torch.Tensor | None = None
@@ -89,10 +103,14 @@ class DecodeGraphs:
     """Pure-decode steps of one model over one paged cache. `use_graphs` False (or a CPU
     device) runs the same fixed-shape step eagerly (what the CPU tests compare)."""
 
-    def __init__(self, model: Any, cache: Any, use_graphs: bool = True, bucket_tokens: int = BUCKET_TOKENS,
-                 warn: Callable[[str], None] | None = None) -> None:
+    def __init__(self, model: Any, cache: Any, use_graphs: bool = True, bucket_tokens: int | None = None,
+                 warn: Callable[[str], None] | None = None, paged: bool | None = None) -> None:
         self.model = model
         self.cache = cache
+        # The paged kernel (default: where the model runs it) or the gather path.
+        self.paged = bool(model.paged_kernel if paged is None else paged)
+        if bucket_tokens is None:
+            bucket_tokens = PAGED_BUCKET_TOKENS if self.paged else BUCKET_TOKENS
         self.bucket = int(bucket_tokens)
         self.device = model.device
         self.use_graphs = bool(use_graphs) and self.device.type == "cuda" and hasattr(torch.cuda, "CUDAGraph")
@@ -107,6 +125,11 @@ class DecodeGraphs:
         L = model.cfg.layers
         self._two = torch.arange(2, device=self.device, dtype=torch.long)
         self._L = L
+        bt = cache.block_tokens
+        # Paged kernel: pool rows of a token's K and V in each layer, from its block's first row:
+        # layer l's K at + 2·l·bt, its V bt rows further (kv_cache.request_rows' layout).
+        self._layer_kv_rows = (torch.arange(L, device=self.device, dtype=torch.long)[:, None] * (2 * bt)
+                               + torch.tensor([0, bt], device=self.device, dtype=torch.long)[None, :])
 
     @staticmethod
     def takes(pieces: Sequence[Piece]) -> bool:
@@ -122,7 +145,7 @@ class DecodeGraphs:
         """This run's counts (`graphs` captured in it, `graphs_held` reused from earlier runs too)."""
         held = sum(1 for e in self.entries.values() if e.graph is not None)
         return {"cuda_graphs": self.use_graphs, "off_reason": self.off_reason, "bucket_tokens": self.bucket,
-                **self.stats, "graphs_held": held}
+                "attention": "paged" if self.paged else "gather", **self.stats, "graphs_held": held}
 
     # ---- one step ------------------------------------------------------------------------
 
@@ -190,11 +213,22 @@ class DecodeGraphs:
 
     def _entry(self, b: int, span: int) -> _Entry:
         dev = self.device
+        cache, cfg = self.cache, self.model.cfg
+        if self.paged:
+            # Blocks past a request's own are never read (its length bounds the keys): the
+            # spare zero block fills them.
+            blocks = -(-span // cache.block_tokens)
+            table = torch.full((b, blocks), cache.num_blocks, dtype=torch.int32, device=dev)
+            rows = None
+            splits = paged_attention.plan(b, 1, cfg.heads, cfg.kv_heads, span, dev)[1]
+        else:
+            table, splits = None, 1
+            rows = torch.full((self._L, b, 2 * span), cache.zero_row, dtype=torch.long, device=dev)
         e = _Entry(
             batch=b, span=span,
             ids=torch.zeros(b, dtype=torch.long, device=dev),
             pos=torch.zeros(b, dtype=torch.long, device=dev),
-            rows=torch.full((self._L, b, 2 * span), self.cache.zero_row, dtype=torch.long, device=dev),
+            rows=rows, table=table, splits=splits,
             sources=[None] * b,
         )
         self.entries[(b, span)] = e
@@ -212,10 +246,18 @@ class DecodeGraphs:
             # slot now serves another request (`is`: the entry holds the tensor, so its identity
             # cannot be reused by a new one).
             if e.sources[i] is not p.rows:
-                n = min(2 * e.span, p.rows.shape[1])
-                e.rows[:, i, :n].copy_(p.rows[:, :n])
-                if n < 2 * e.span:
-                    e.rows[:, i, n:].fill_(self.cache.zero_row)
+                if e.table is not None:
+                    table = self.cache.block_table(p.rows)
+                    n = min(e.table.shape[1], table.shape[0])
+                    e.table[i, :n].copy_(table[:n])
+                    if n < e.table.shape[1]:
+                        e.table[i, n:].fill_(self.cache.num_blocks)
+                else:
+                    assert e.rows is not None
+                    n = min(2 * e.span, p.rows.shape[1])
+                    e.rows[:, i, :n].copy_(p.rows[:, :n])
+                    if n < 2 * e.span:
+                        e.rows[:, i, n:].fill_(self.cache.zero_row)
                 e.sources[i] = p.rows
 
     def _capture(self, e: _Entry) -> None:
@@ -306,6 +348,9 @@ class DecodeGraphs:
         b, span = e.batch, e.span
         cos, sin = m._rope_tables(e.pos)
         x = m.embed[e.ids]
+        if e.table is not None:
+            return self._hidden_paged(e, x, cos, sin)
+        assert e.rows is not None
         steps = torch.arange(span, device=self.device, dtype=torch.long)
         valid = steps[None, :] <= e.pos[:, None]  # [B, S]
         # [B, 2S]: the K and the V row of each position (expand, not repeat_interleave, which
@@ -322,3 +367,21 @@ class DecodeGraphs:
             kv = cache.gather_rows(idx, m.dtype).view(b, span, 2, cfg.kv_heads, cfg.head_dim)
             x = m.layer_out(layer, x, decode_attention(q, kv[:, :, 0], kv[:, :, 1], valid))
         return rms_norm(x, m.norm, cfg.rms_eps)
+
+    def _hidden_paged(self, e: _Entry, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """`_hidden` with the paged kernel: K/V read in place through the entry's block tables."""
+        m = self.model
+        cache = self.cache
+        b, bt = e.batch, cache.block_tokens
+        assert e.table is not None
+        lens = (e.pos + 1).to(torch.int32)  # keys per request, this step's token included
+        # Rows this step writes, [L, 2B]: K and V of each request's position in each layer.
+        blk = torch.gather(e.table, 1, torch.div(e.pos, bt, rounding_mode="floor")[:, None])[:, 0].long()
+        first = blk * (self._L * 2 * bt) + torch.remainder(e.pos, bt)  # [B]: layer 0's K row
+        write = (first[None, :, None] + self._layer_kv_rows[:, None, :]).reshape(self._L, 2 * b)
+        for li, layer in enumerate(m.layers):
+            q, k, v = m.layer_qkv(layer, x, cos, sin)
+            cache.write_rows(write[li], k, v)
+            o = paged_attention.attend(q[:, None], cache, li, e.table, lens, splits=e.splits)
+            x = m.layer_out(layer, x, o[:, 0])
+        return rms_norm(x, m.norm, m.cfg.rms_eps)

@@ -317,6 +317,14 @@ class PagedKVCache:
         kv = torch.arange(2, device=self.device, dtype=torch.long) * bt
         return (pos[None, :, None] + layer[:, None, None] + kv[None, None, :]).reshape(L, -1)
 
+    def block_table(self, rows: torch.Tensor) -> torch.Tensor:
+        """The block table [blocks] int32 (on the device) that `request_rows` made `rows` from:
+        rows[0, 2 × block × block_tokens] is the block's first K row of layer 0, block ×
+        layers × 2 × block_tokens. What the paged attention kernel reads (paged_attention.py)."""
+        bt = self.block_tokens
+        first = rows[0, 0 :: 2 * bt]
+        return torch.div(first, self.cfg.layers * 2 * bt, rounding_mode="floor").to(torch.int32)
+
     def write(self, layer: int, rows: torch.Tensor, start: int, k: torch.Tensor, v: torch.Tensor) -> None:
         """K/V of positions start..start+n-1 (k, v [n, kv_heads, head_dim]) into the pool."""
         self.write_rows(rows[layer, 2 * start : 2 * (start + k.shape[0])], k, v)

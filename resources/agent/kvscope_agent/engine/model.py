@@ -2,9 +2,19 @@
 weights initialised on the device from a seeded generator, reading and writing its KV through a
 paged cache (`kv_cache.PagedKVCache`).
 
-Attention runs per request over that request's blocks, gathered from the pool by block table
+Attention runs per request over that request's blocks; the linear layers run once over all
+tokens of the step's batch. Where `paged_attention.available` (Triton on CUDA), a decode token and
+a prefill chunk over a cached prefix read their K/V in place from the pool through the block table
 (the pool keeps each block as one contiguous chunk for the copy engine, so a layer's K/V for a
-request is not contiguous); the linear layers run once over all tokens of the step's batch.
+request is not contiguous); a first chunk (no prefix) and every piece elsewhere gather its K/V
+from the pool by block table and run `attention` (SDPA, or an explicit softmax on torch 1.13).
+
+Why the kernel and not a gather for prefill too: a chunk of n tokens over s cached ones spends
+~2·s·kv_bytes copying (read + write) against 4·heads·head_dim·n·s FLOPs of attention, a ratio of
+kv_heads·elt·FLOP/s / (heads·n·bytes/s) ≈ 100 / n for the 8B preset on an H100 (5% at the
+default 2,048-token chunk, but 20-100% for the short chunks of a conversation's later rounds);
+and the fused SDPA kernels cannot take a bottom-right causal mask with grouped-query K/V without
+expanding K/V to every head (4-8× the bytes). The kernel needs neither.
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from ..presets import ModelConfig
+from . import paged_attention
 
 _HAS_SDPA = hasattr(F, "scaled_dot_product_attention")
 
@@ -200,6 +211,9 @@ class LlamaModel(torch.nn.Module):
         # With layer_times: the host time after each op of layer 0 ((name, ns) from the layer's
         # start), to name the op a blocked launch waited in.
         self.layer0_ops: list[tuple[str, int]] = []
+        # Whether attention over the paged pool runs the Triton kernel (paged_attention.py); the
+        # reason either way, for the run's log. Set it False to run the gather path (the A/B).
+        self.paged_kernel, self.paged_kernel_why = paged_attention.available(device)
         self.inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, hd, 2, device=device, dtype=torch.float32) / hd))
 
     def weight_bytes(self) -> int:
@@ -266,6 +280,15 @@ class LlamaModel(torch.nn.Module):
         ops = self.layer0_ops if times is not None else None
         if ops is not None:
             ops.clear()
+        # Pieces over a cached prefix (a decode token, a later prefill chunk) read the pool in
+        # place when the kernel runs: their block table and key count, made once per step.
+        paged: list[Any] = [None] * len(pieces)
+        if self.paged_kernel:
+            for i, p in enumerate(pieces):
+                if p.start > 0:
+                    table = cache.block_table(p.rows)[None]
+                    lens = torch.full((1,), p.start + p.n, dtype=torch.int32, device=dev)
+                    paged[i] = (table, lens)
         for li, layer in enumerate(self.layers):
             if times is not None:
                 times.append(time.perf_counter_ns() - t0)
@@ -280,10 +303,14 @@ class LlamaModel(torch.nn.Module):
                 cache.write(li, p.rows, p.start, k[sl], v[sl])
                 if mark:
                     ops.append((f"write{i}", time.perf_counter_ns() - t0))
-                kc, vc = cache.read(li, p.rows, p.start + p.n, self.dtype)
-                if mark:
-                    ops.append((f"read{i}", time.perf_counter_ns() - t0))
-                outs.append(attention(q[sl], kc, vc, p.start))
+                if paged[i] is not None:
+                    table, lens = paged[i]
+                    outs.append(paged_attention.attend(q[sl][None], cache, li, table, lens, max_keys=p.start + p.n)[0])
+                else:
+                    kc, vc = cache.read(li, p.rows, p.start + p.n, self.dtype)
+                    if mark:
+                        ops.append((f"read{i}", time.perf_counter_ns() - t0))
+                    outs.append(attention(q[sl], kc, vc, p.start))
                 if mark:
                     ops.append((f"attn{i}", time.perf_counter_ns() - t0))
                 off += p.n

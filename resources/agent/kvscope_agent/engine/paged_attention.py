@@ -1,0 +1,226 @@
+"""Attention that reads the paged KV pool in place: a Triton kernel for decode and for prefill
+over a cached prefix, with no gather copy.
+
+Why: the gather path (`kv_cache.PagedKVCache.gather_rows` + two matrix products, or SDPA) copies
+every request's whole K/V into a contiguous buffer each layer of each step and reads it back: at
+16,000-token contexts that is three passes over the KV bytes where one suffices, the grey D2D
+track that is never idle in the timeline, and on FP8 KV a bf16 copy twice the size.
+
+The kernel (flash-decoding):
+  * one program per (request, KV head, query tile, split of the keys): it loads each K/V tile
+    once for every query head of its group (grouped-query attention: the tile is shared, the
+    query heads are rows of the matrix product) and for every query token of its tile;
+  * K/V are read from `cache.rows` through the request's block table ([B, max_blocks] int32:
+    token p of layer l lives at row ((table[p // bt] * layers + l) * 2 + kv) * bt + p % bt), as
+    the compute dtype or as float8_e4m3fn bytes converted in registers (unit scale, as
+    `fp8.kv_from_storage`);
+  * key lengths come from a device tensor and the grid depends only on shapes, so a decode step
+    captured in a CUDA graph replays at any length up to its bucket: no host sync, no recapture;
+  * the keys are split across programs (`splits`) so that a batch of one request still fills the
+    GPU; each split leaves its normalised partial output and log-sum-exp, and a second small
+    kernel combines them. With one split the first kernel writes the output itself.
+  * queries are bottom-right aligned: query i of n sits at position kv_len - n + i and sees keys
+    0..kv_len - n + i. A decode step is n = 1; a prefill chunk over a cached prefix is n > 1.
+
+Used where `available(device)` says so: on CUDA when Triton imports (it ships with PyTorch's CUDA
+builds) and a probe product matches the reference, and on the CPU only under Triton's interpreter
+(TRITON_INTERPRET=1, how the tests run it). KVSCOPE_PAGED_ATTENTION=off turns it off. Everywhere
+else (no Triton, torch 1.13, a CPU run) the gather path runs, and it stays the reference the
+kernel is tested against (tests/test_paged_attention.py).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import threading
+from typing import Any
+
+import torch
+
+ENV_SWITCH = "KVSCOPE_PAGED_ATTENTION"  # "off" turns the kernel off (the gather path runs)
+
+# Tiles: keys per inner iteration, query rows (token × head of a group) per program. On an H100
+# the decode config keeps 3 stages of a 64-token K and V tile in flight (48 KiB of bf16); the
+# prefill config is the flash-attention forward shape (128 × 64, 8 warps).
+DECODE_CONFIG = {"block_n": 64, "num_warps": 4, "num_stages": 3}
+PREFILL_CONFIG = {"block_m": 128, "block_n": 64, "num_warps": 8, "num_stages": 3}
+MIN_SPLIT_TOKENS = 256  # a split reads at least this many keys (fewer: the combine costs more)
+MAX_SPLITS = 64
+PROGRAMS_PER_SM = 4  # splits are chosen so that about this many programs per SM run
+
+_lock = threading.Lock()
+_state: dict[str, Any] = {}  # "kernels": (triton, tl, fwd, combine); "avail": {device str: (ok, why)}
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << max(0, int(n) - 1).bit_length()
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "") == "1"
+
+
+def _kernels() -> tuple[Any, ...]:
+    """(triton, tl, forward kernel, combine kernel), defined at first use (Triton decides at
+    definition whether a kernel is compiled or interpreted: TRITON_INTERPRET is read then).
+    Raises ImportError without Triton."""
+    with _lock:
+        k = _state.get("kernels")
+        if k is None:
+            from . import paged_attention_kernels as pk  # imports triton
+
+            k = _state["kernels"] = (pk.triton, pk.tl, pk.paged_attention_fwd, pk.paged_attention_combine)
+        return k
+
+
+# ---- where it runs -----------------------------------------------------------------------------
+
+
+def available(device: Any) -> tuple[bool, str]:
+    """Whether `attend` runs on `device`, and why (not). Cached per device; on CUDA the first
+    call compiles and checks a small product against the gather reference."""
+    if os.environ.get(ENV_SWITCH, "").strip().lower() in ("off", "0", "no", "false"):
+        return False, f"turned off ({ENV_SWITCH}={os.environ[ENV_SWITCH]})"
+    dev = torch.device(device)
+    key = str(dev)
+    cached = _state.setdefault("avail", {}).get(key)
+    if cached is not None:
+        return cached
+    res = _check(dev)
+    _state["avail"][key] = res
+    return res
+
+
+def _check(dev: torch.device) -> tuple[bool, str]:
+    if importlib.util.find_spec("triton") is None:
+        return False, f"Triton is not importable with PyTorch {torch.__version__} (not installed)"
+    if dev.type == "cpu" and not _interpreting():
+        return False, "CPU: the Triton kernel runs on CUDA (on the CPU only under TRITON_INTERPRET=1, for tests)"
+    if dev.type not in ("cpu", "cuda"):
+        return False, f"device {dev.type}: the kernel is written for CUDA"
+    if dev.type == "cuda" and getattr(torch.version, "hip", None):
+        return False, "ROCm build: the kernel's FP8 path is written for NVIDIA e4m3fn"
+    try:
+        triton = _kernels()[0]
+    except ImportError as e:
+        return False, f"Triton is not importable with PyTorch {torch.__version__} ({e})"
+    except Exception as e:  # noqa: BLE001 - a broken Triton install must not stop the engine
+        return False, f"Triton kernels could not be defined: {type(e).__name__}: {e}"
+    if dev.type == "cpu":
+        return True, f"Triton {triton.__version__} interpreter (TRITON_INTERPRET=1) on the CPU"
+    try:
+        err = _probe(dev)
+    except Exception as e:  # noqa: BLE001 - compile or launch failure: the gather path runs
+        return False, f"Triton {triton.__version__} probe failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    if not err < 5e-2:  # bf16 rounding is ~1e-2 at most here; a wrong kernel is off by O(1)
+        return False, f"Triton {triton.__version__} probe disagreed with the reference (max error {err})"
+    return True, f"Triton {triton.__version__} paged attention on {torch.cuda.get_device_name(dev)}"
+
+
+def _probe(dev: torch.device) -> float:
+    """Max abs error of the kernel against the gather path (`model.attention` over
+    `PagedKVCache.read`) on a small scattered bf16 pool: a prefill chunk of 3 tokens over 47."""
+    from ..presets import ModelConfig
+    from .kv_cache import PagedKVCache
+    from .model import attention
+
+    cfg = ModelConfig("probe", layers=2, hidden=512, heads=8, kv_heads=2, ffn=64, vocab=16, max_position=64)
+    cache = PagedKVCache(cfg, dev, torch.bfloat16, "native", 16, 8, 0, clock_now=lambda: 0)
+    g = torch.Generator(device="cpu")
+    g.manual_seed(0)
+    cache.pool.copy_(torch.randn(cache.pool.shape, generator=g))
+    table = [5, 2, 7, 0]
+    q = torch.randn(1, 3, cfg.heads, cfg.head_dim, generator=g).to(dev, torch.bfloat16)
+    lens = torch.full((1,), 50, dtype=torch.int32, device=dev)
+    got = attend(q, cache, 1, torch.tensor([table], dtype=torch.int32, device=dev), lens, splits=2)
+    k, v = cache.read(1, cache.request_rows(table), 50, torch.bfloat16)
+    want = attention(q[0], k, v, 47)
+    return float((got[0].float() - want.float()).abs().max())
+
+
+# ---- launching ---------------------------------------------------------------------------------
+
+
+def _sm_count(dev: torch.device) -> int:
+    if dev.type != "cuda":
+        return 4
+    key = ("sms", str(dev))
+    n = _state.get(key)
+    if n is None:
+        n = _state[key] = int(torch.cuda.get_device_properties(dev).multi_processor_count)
+    return n
+
+
+def plan(batch: int, n_query: int, heads: int, kv_heads: int, max_keys: int, device: Any) -> tuple[int, int]:
+    """(query rows per program, key splits) for a launch: shapes only, so a captured graph keeps
+    them. Decode: splits so that ~PROGRAMS_PER_SM programs per SM run, each over ≥
+    MIN_SPLIT_TOKENS keys. Prefill: split only a chunk whose query tiles leave SMs idle (a split
+    costs its partial outputs' fp32 round trip)."""
+    group = heads // kv_heads
+    if n_query == 1:
+        block_m = max(16, _next_pow2(group))
+    else:
+        block_m = max(16, min(PREFILL_CONFIG["block_m"], _next_pow2(n_query * group)), _next_pow2(group))
+    tiles = -(-n_query // (block_m // group))
+    programs = batch * kv_heads * tiles
+    target = (PROGRAMS_PER_SM if n_query == 1 else 1) * _sm_count(torch.device(device))
+    splits = max(1, min(MAX_SPLITS, -(-target // programs), -(-max(1, max_keys) // MIN_SPLIT_TOKENS)))
+    return block_m, splits
+
+
+def _launch(q: torch.Tensor, rows: torch.Tensor, table: torch.Tensor, lens: torch.Tensor, *, layer: int,
+            layers: int, block_tokens: int, kv_heads: int, fp8: bool, splits: int, block_m: int | None = None,
+            out: torch.Tensor | None = None, config: dict[str, int] | None = None) -> torch.Tensor:
+    _, _, fwd, combine = _kernels()
+    b, n, heads, hd = q.shape
+    group = heads // kv_heads
+    if heads % kv_heads:
+        raise ValueError(f"{heads} query heads do not divide into {kv_heads} KV heads")
+    if q.stride(3) != 1:
+        raise ValueError("q's last dimension must be contiguous")
+    if block_m is None:
+        block_m = plan(b, n, heads, kv_heads, 1, q.device)[0]
+    if out is None:
+        out = torch.empty((b, n, heads, hd), dtype=q.dtype, device=q.device)
+    cfg = dict(DECODE_CONFIG if n == 1 else PREFILL_CONFIG)
+    if config:
+        cfg.update(config)
+    tiles = -(-n // (block_m // group))
+    block_d = max(16, _next_pow2(hd))
+    split = splits > 1
+    if split:
+        mid_o = torch.empty((b, n, heads, splits, hd), dtype=torch.float32, device=q.device)
+        mid_lse = torch.empty((b, n, heads, splits), dtype=torch.float32, device=q.device)
+    else:
+        mid_o = mid_lse = out  # unused
+    fwd[(b * kv_heads, tiles, splits)](
+        q, rows, table, lens, out, mid_o, mid_lse,
+        q.stride(0), q.stride(1), q.stride(2), out.stride(0), out.stride(1), out.stride(2), table.stride(0),
+        n, layer * 2 * block_tokens, layers * 2 * block_tokens, (1.0 / math.sqrt(hd)) * 1.4426950408889634, splits,
+        HEADS=heads, GROUP=group, KV_HEADS=kv_heads, HEAD_DIM=hd, BLOCK_D=block_d, BLOCK_M=block_m,
+        BLOCK_N=cfg["block_n"], BLOCK_TOKENS=block_tokens, KV_FP8=fp8, SPLIT=split,
+        IEEE=q.dtype == torch.float32, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+    )
+    if split:
+        combine[(b * n * heads,)](
+            mid_o, mid_lse, out, out.stride(0), out.stride(1), out.stride(2), n, splits,
+            HEADS=heads, HEAD_DIM=hd, BLOCK_D=block_d, BLOCK_S=max(2, _next_pow2(splits)), num_warps=1,
+        )
+    return out
+
+
+def attend(q: torch.Tensor, cache: Any, layer: int, table: torch.Tensor, lens: torch.Tensor,
+           splits: int | None = None, max_keys: int | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Attention of q [B, n, heads, head_dim] (n query tokens per request, bottom-right aligned:
+    token i at position lens[b] - n + i) over layer `layer` of the paged pool `cache`
+    (`kv_cache.PagedKVCache`), request b's blocks being table[b] ([B, max_blocks] int32) and its
+    key count lens[b] ([B] int32, on the device). `splits` (default: from `plan` with
+    `max_keys`, the host's bound on lens) fixes the launch for a graph. Returns [B, n, heads, d]
+    in q's dtype (into `out` when given)."""
+    b, n, heads, _ = q.shape
+    kvh = cache.cfg.kv_heads
+    block_m, planned = plan(b, n, heads, kvh, max_keys if max_keys is not None else n, q.device)
+    return _launch(q, cache.rows, table, lens, layer=layer, layers=cache.cfg.layers, block_tokens=cache.block_tokens,
+                   kv_heads=kvh, fp8=cache.fp8, splits=splits if splits is not None else planned, block_m=block_m, out=out)

@@ -1,0 +1,130 @@
+"""The Triton kernels of `paged_attention` (see there for what they compute and why). A module of
+its own because Triton reads a kernel's globals and TRITON_INTERPRET when the kernel is defined:
+`paged_attention` imports it at first use, and never where Triton is missing."""
+
+import triton
+import triton.language as tl
+
+@triton.jit
+def _tile(acc, l_i, m_i, q, rows_ptr, table_ptr, start_n, hi, q_pos, head_off, layer_row0,
+          block_rows, qk_scale, d, d_ok,
+          BLOCK_N: tl.constexpr, BLOCK_TOKENS: tl.constexpr, ROW_ELEMS: tl.constexpr,
+          KV_FP8: tl.constexpr, EVEN_D: tl.constexpr, MASKED: tl.constexpr, IEEE: tl.constexpr):
+    keys = start_n + tl.arange(0, BLOCK_N)
+    if MASKED:
+        k_ok = keys < hi
+        blk = tl.load(table_ptr + keys // BLOCK_TOKENS, mask=k_ok, other=0)
+    else:
+        blk = tl.load(table_ptr + keys // BLOCK_TOKENS)
+    row = blk.to(tl.int64) * block_rows + layer_row0 + (keys % BLOCK_TOKENS)
+    k_ptrs = rows_ptr + row[:, None] * ROW_ELEMS + head_off + d[None, :]
+    v_ptrs = k_ptrs + BLOCK_TOKENS * ROW_ELEMS  # V rows follow the block's K rows
+    if MASKED:
+        ld = k_ok[:, None] & d_ok[None, :]
+        k = tl.load(k_ptrs, mask=ld, other=0)
+        v = tl.load(v_ptrs, mask=ld, other=0)
+    elif EVEN_D:
+        k = tl.load(k_ptrs)
+        v = tl.load(v_ptrs)
+    else:
+        k = tl.load(k_ptrs, mask=d_ok[None, :], other=0)
+        v = tl.load(v_ptrs, mask=d_ok[None, :], other=0)
+    if KV_FP8:  # e4m3 bytes, unit scale (fp8.kv_from_storage)
+        k = k.to(tl.float8e4nv, bitcast=True)
+        v = v.to(tl.float8e4nv, bitcast=True)
+    k = k.to(q.dtype)
+    v = v.to(q.dtype)
+    if IEEE:  # fp32 compute: no TF32 (the reference keeps fp32 products)
+        s = tl.dot(q, tl.trans(k), input_precision="ieee")
+    else:
+        s = tl.dot(q, tl.trans(k))
+    s = s * qk_scale
+    if MASKED:
+        s = tl.where(k_ok[None, :] & (keys[None, :] <= q_pos[:, None]), s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    p = tl.exp2(s - m_new[:, None])
+    alpha = tl.exp2(m_i - m_new)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    if IEEE:
+        pv = tl.dot(p.to(v.dtype), v, input_precision="ieee")
+    else:
+        pv = tl.dot(p.to(v.dtype), v)
+    acc = acc * alpha[:, None] + pv
+    return acc, l_i, m_new
+
+@triton.jit
+def paged_attention_fwd(q_ptr, rows_ptr, table_ptr, lens_ptr, out_ptr, mid_o_ptr, mid_lse_ptr,
+         stride_qb, stride_qt, stride_qh, stride_ob, stride_ot, stride_oh, stride_tb,
+         n_query, layer_row0, block_rows, qk_scale, num_splits,
+         HEADS: tl.constexpr, GROUP: tl.constexpr, KV_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr,
+         BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+         BLOCK_TOKENS: tl.constexpr, KV_FP8: tl.constexpr, SPLIT: tl.constexpr, IEEE: tl.constexpr):
+    pid_bh = tl.program_id(0)
+    pid_m = tl.program_id(1)
+    pid_s = tl.program_id(2)
+    b = pid_bh // KV_HEADS
+    kvh = pid_bh % KV_HEADS
+    TOKENS: tl.constexpr = BLOCK_M // GROUP  # query tokens per tile, all heads of the group
+    r = tl.arange(0, BLOCK_M)
+    t = pid_m * TOKENS + r // GROUP
+    head = kvh * GROUP + r % GROUP
+    row_ok = (r < TOKENS * GROUP) & (t < n_query)
+    d = tl.arange(0, BLOCK_D)
+    d_ok = d < HEAD_DIM
+    kv_len = tl.load(lens_ptr + b).to(tl.int32)
+    first = kv_len - n_query  # position of query token 0
+    q_pos = first + t
+    t0 = pid_m * TOKENS
+    t_end = tl.minimum(t0 + TOKENS, n_query)
+    tile_hi = first + t_end  # keys this tile needs: [0, tile_hi)
+    free_end = first + t0 + 1  # keys below it are seen by every token of the tile
+    per_split = tl.cdiv(tl.cdiv(tile_hi, num_splits), BLOCK_N) * BLOCK_N
+    lo = pid_s * per_split
+    hi = tl.minimum(lo + per_split, tile_hi)
+    mid = tl.maximum(tl.minimum((free_end // BLOCK_N) * BLOCK_N, (hi // BLOCK_N) * BLOCK_N), lo)
+    q = tl.load(q_ptr + b * stride_qb + t[:, None] * stride_qt + head[:, None] * stride_qh + d[None, :],
+                mask=row_ok[:, None] & d_ok[None, :], other=0.0)
+    m_i = tl.full([BLOCK_M], -1.0e30, tl.float32)  # finite: a fully masked tile gives p = 0, not NaN
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    table_b = table_ptr + b * stride_tb
+    head_off = kvh * HEAD_DIM
+    ROW_ELEMS: tl.constexpr = KV_HEADS * HEAD_DIM
+    EVEN_D: tl.constexpr = BLOCK_D == HEAD_DIM
+    for start_n in range(lo, mid, BLOCK_N):
+        acc, l_i, m_i = _tile(acc, l_i, m_i, q, rows_ptr, table_b, start_n, hi, q_pos, head_off,
+                              layer_row0, block_rows, qk_scale, d, d_ok,
+                              BLOCK_N, BLOCK_TOKENS, ROW_ELEMS, KV_FP8, EVEN_D, False, IEEE)
+    for start_n in range(mid, hi, BLOCK_N):
+        acc, l_i, m_i = _tile(acc, l_i, m_i, q, rows_ptr, table_b, start_n, hi, q_pos, head_off,
+                              layer_row0, block_rows, qk_scale, d, d_ok,
+                              BLOCK_N, BLOCK_TOKENS, ROW_ELEMS, KV_FP8, EVEN_D, True, IEEE)
+    seen = l_i > 0
+    o = acc / tl.where(seen, l_i, 1.0)[:, None]
+    if SPLIT:
+        lse = tl.where(seen, m_i + tl.log2(tl.where(seen, l_i, 1.0)), float("-inf"))
+        idx = ((b * n_query + t) * HEADS + head) * num_splits + pid_s
+        tl.store(mid_lse_ptr + idx, lse, mask=row_ok)
+        tl.store(mid_o_ptr + idx[:, None] * HEAD_DIM + d[None, :], o, mask=row_ok[:, None] & d_ok[None, :])
+    else:
+        tl.store(out_ptr + b * stride_ob + t[:, None] * stride_ot + head[:, None] * stride_oh + d[None, :],
+                 o.to(out_ptr.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
+
+@triton.jit
+def paged_attention_combine(mid_o_ptr, mid_lse_ptr, out_ptr, stride_ob, stride_ot, stride_oh, n_query, num_splits,
+             HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr):
+    pid = tl.program_id(0)  # (b * n_query + t) * HEADS + head
+    head = pid % HEADS
+    bt = pid // HEADS
+    t = bt % n_query
+    b = bt // n_query
+    s = tl.arange(0, BLOCK_S)
+    s_ok = s < num_splits
+    d = tl.arange(0, BLOCK_D)
+    d_ok = d < HEAD_DIM
+    lse = tl.load(mid_lse_ptr + pid * num_splits + s, mask=s_ok, other=float("-inf"))
+    w = tl.exp2(lse - tl.max(lse, 0))  # an empty split (lse -inf) weighs 0
+    o = tl.load(mid_o_ptr + (pid * num_splits + s[:, None]) * HEAD_DIM + d[None, :],
+                mask=s_ok[:, None] & d_ok[None, :], other=0.0)
+    out = tl.sum(o * w[:, None], 0) / tl.sum(w, 0)
+    tl.store(out_ptr + b * stride_ob + t * stride_ot + head * stride_oh + d, out.to(out_ptr.dtype.element_ty), mask=d_ok)
