@@ -1,17 +1,21 @@
 // `npm test`: everything CI checks, in order, with one summary line at the end.
 // typecheck → lint → build (window + CLI) → vitest (unit, integration with real sshd, e2e in
-// real Chromium) → pytest (the Python agent). Every step runs even if an earlier one failed, so
+// real Chromium) → pytest (the Python agent) → pytest-triton (the Triton kernel tests in the venv of
+// scripts/triton-venv.sh, under the CPU interpreter). Every step runs even if an earlier one failed, so
 // one run shows every failure; the exit code is non-zero if any step failed.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 
 mkdirSync('test-artifacts', { recursive: true });
+// A skipped pytest-triton step (no venv) writes no report: an old one must not be counted.
+rmSync('test-artifacts/pytest-triton.xml', { force: true });
 const steps = [
   ['typecheck', 'npx', ['tsc', '-b']],
   ['lint', 'npx', ['eslint', '.']],
   ['build', 'npm', ['run', 'build', '--silent']],
   ['vitest', 'npx', ['vitest', 'run', '--reporter=default', '--reporter=json', '--outputFile.json=test-artifacts/vitest.json']],
   ['pytest', 'node', ['scripts/run-pytest.mjs', '--junitxml=test-artifacts/pytest.xml']],
+  ['pytest-triton', 'node', ['scripts/run-pytest.mjs', '--triton', '--junitxml=test-artifacts/pytest-triton.xml']],
 ];
 const only = process.argv.slice(2);
 const failed = [];
@@ -34,8 +38,9 @@ if (existsSync('test-artifacts/vitest.json')) {
   fails += v.numFailedTests ?? 0;
   skipped += (v.numPendingTests ?? 0) + (v.numTodoTests ?? 0);
 }
-if (existsSync('test-artifacts/pytest.xml')) {
-  const x = readFileSync('test-artifacts/pytest.xml', 'utf8');
+for (const xml of ['test-artifacts/pytest.xml', 'test-artifacts/pytest-triton.xml']) {
+  if (!existsSync(xml)) continue;
+  const x = readFileSync(xml, 'utf8');
   // pytest writes <testsuites><testsuite name="pytest" tests=...>: match the inner element.
   const m = /<testsuite\s[^>]*>/.exec(x)?.[0] ?? '';
   const attr = (k) => Number(new RegExp(`${k}="(\\d+)"`).exec(m)?.[1] ?? 0);
