@@ -440,6 +440,8 @@ def build(opts: Options, writer: EventWriter, clock: RunClock, cancel: CancelSta
     weight_bytes = model.weight_bytes()
     writer.emit("phase", name="load_model", state="end")
     writer.emit("log", level="info", msg=f"{cfg.name}: {weight_bytes} bytes of random {dtype} weights built on {device} in {load_ns / 1e9:.2f} s")
+    writer.emit("log", level="info", msg=(
+        f"attention over the KV pool: {'paged kernel' if model.paged_kernel else 'gather path'} ({model.paged_kernel_why})"))
 
     if opts.gpu_kv_bytes is not None:
         gpu_kv_bytes = opts.gpu_kv_bytes
