@@ -386,6 +386,14 @@ def attention_decode_ab(torch: Any, dev: Any, t: Timer, model: Any, cache: Any, 
 
         out["splits"] = splits
         out["ms_paged"] = statistics.median(t.each(t.graph(paged), 10)) * 1e3
+        if a.tune and b in (a.batches[0], a.batches[-1]):
+            def call(c: dict[str, int], sp: int) -> None:
+                for li in range(cfg.layers):
+                    paged_attention._launch(q[:, None], cache.rows, table, lens, layer=li, layers=cfg.layers,
+                                            block_tokens=cache.block_tokens, kv_heads=cfg.kv_heads, fp8=cache.fp8,
+                                            splits=sp, config=c)
+
+            out["tune"] = tune(t, call, DECODE_CANDIDATES, splits)
     if a.no_gather and model.paged_kernel:
         return finish_ab(out)
     valid = torch.arange(span, device=dev)[None, :] < kv_len
@@ -432,6 +440,17 @@ def attention_prefill_ab(torch: Any, dev: Any, t: Timer, model: Any, cache: Any,
                 paged_attention.attend(q[None], cache, li, table, lens, max_keys=a.context)
 
         out["ms_paged"] = statistics.median(t.each(paged, 3)) * 1e3
+        if a.tune:
+            planned_m = paged_attention.plan(1, n, cfg.heads, cfg.kv_heads, a.context, dev)[0]
+
+            def call(c: dict[str, int], sp: int) -> None:
+                for li in range(cfg.layers):
+                    paged_attention._launch(q[None], cache.rows, table, lens, layer=li, layers=cfg.layers,
+                                            block_tokens=cache.block_tokens, kv_heads=cfg.kv_heads, fp8=cache.fp8,
+                                            splits=sp, block_m=max(c.get("block_m", planned_m), cfg.heads // cfg.kv_heads),
+                                            config=c)
+
+            out["tune"] = tune(t, call, PREFILL_CANDIDATES, 1, graph=False)
     if not (a.no_gather and model.paged_kernel):
         def gather() -> None:
             for li in range(cfg.layers):
@@ -448,6 +467,31 @@ def attention_prefill_ab(torch: Any, dev: Any, t: Timer, model: Any, cache: Any,
     if t.cuda:
         torch.cuda.empty_cache()
     return finish_ab(out)
+
+
+# Kernel configurations --tune tries (the defaults are paged_attention.DECODE_CONFIG / PREFILL_CONFIG).
+DECODE_CANDIDATES = [{"block_n": bn, "num_warps": w, "num_stages": st}
+                     for bn, w, st in [(32, 4, 2), (64, 4, 2), (64, 4, 3), (64, 4, 4), (128, 4, 2), (128, 8, 2), (64, 8, 3)]]
+PREFILL_CANDIDATES = [{"block_m": bm, "block_n": bn, "num_warps": w, "num_stages": st}
+                      for bm, bn, w, st in [(128, 64, 8, 3), (128, 64, 4, 3), (128, 128, 8, 2), (64, 64, 4, 3), (128, 32, 4, 4)]]
+
+
+def tune(t: Timer, call: Callable[[dict[str, int], int], Any], candidates: list[dict[str, int]], splits: int,
+         graph: bool = True) -> list[dict[str, Any]]:
+    """ms of every layer's attention for each kernel configuration (and, for decode, at half and
+    double the planned splits with the default configuration), fastest first."""
+    trials = [(c, splits) for c in candidates]
+    if graph:
+        trials += [({}, max(1, splits // 2)), ({}, splits * 2)]
+    out = []
+    for c, sp in trials:
+        try:
+            fn = (lambda c=c, sp=sp: call(c, sp))
+            ms = statistics.median(t.each(t.graph(fn) if graph else fn, 5)) * 1e3
+            out.append({"config": c, "splits": sp, "ms": ms})
+        except Exception as e:  # noqa: BLE001 - a configuration that does not compile (shared memory) is skipped
+            out.append({"config": c, "splits": sp, "error": str(e).splitlines()[0][:160] if str(e) else type(e).__name__})
+    return sorted(out, key=lambda r: r.get("ms", math.inf))
 
 
 def finish_ab(out: dict[str, Any]) -> dict[str, Any]:
@@ -501,6 +545,16 @@ def markdown(r: dict[str, Any]) -> str:
                  f"{fmt(p['ratio'], 3)} | {fmt(p['bound_ms_one_rate'], 1)} | {fmt(p.get('ms_gather'), 1)} | "
                  f"{fmt(c.get('ms_paged'))} | {fmt(c.get('ms_gather'))} | {fmt(c.get('tflops_paged'), 0)} | "
                  f"{fmt(c.get('tflops_gather'), 0)} |")
+    tuned = []
+    for m in r["models"]:
+        for where, ab in [(f"decode, {d['users']} users", d.get("attention", {})) for d in m.get("decode", [])] + [
+                ("prefill chunk", m.get("prefill_chunk_attention", {}))]:
+            if ab.get("tune") and "ms" in ab["tune"][0]:
+                best = ab["tune"][0]
+                tuned.append(f"{m['model']}, {where}: default {fmt(ab.get('ms_paged'), 3)} ms; fastest "
+                             f"{best['config'] or 'default'} at {best['splits']} splits {best['ms']:.3f} ms")
+    if tuned:
+        L += ["", "## Kernel configurations (--tune)", ""] + [f"- {x}" for x in tuned]
     notes = [n for m in r["models"] for n in m.get("notes", [])] + [m["skipped"] for m in r["models"] if m.get("skipped")]
     notes += [f"{m['model']}: {m['error']}" for m in r["models"] if m.get("error")]
     if notes:
@@ -535,6 +589,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--reserve-gib", type=float, default=1.0,
                     help="GPU memory kept free beside weights and KV (a 2,048-token 70B prefill chunk peaks at ~0.6 GB)")
     ap.add_argument("--no-gather", action="store_true", help="skip the gather-path A/B")
+    ap.add_argument("--tune", action="store_true", help="time a few kernel configurations too (~30 s more a model)")
     ap.add_argument("--budget-s", type=float, default=420, help="start no new part after this many seconds")
     ap.add_argument("--expected", action="store_true", help="print the presets' decode bounds at 3.35 and 3.0 TB/s and exit")
     a = ap.parse_args(argv)

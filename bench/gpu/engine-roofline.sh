@@ -16,5 +16,5 @@ if [ "${ENGINE_TESTS:-1}" != 0 ]; then
   echo "tests rc=$?"; grep -Ev '^(PASS|SKIP)' "$OUT/tests.log" | tail -n 25
 fi
 echo "== roofline"
-timeout 500 $PY bench/engine-roofline.py --out "$OUT" "$@"
+timeout 540 $PY bench/engine-roofline.py --out "$OUT" "$@"
 echo "roofline rc=$?"
