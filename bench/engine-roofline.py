@@ -7,7 +7,8 @@ hardware rates measured in the same process:
     CUDA graph of decode_graph.DecodeGraphs, replayed; median over --decode-reps replays) against
     its bandwidth bound = (weight bytes read + KV bytes read) / HBM bandwidth, where the
     bandwidth is a large device-to-device copy's (bytes read + bytes written) / time;
-    the same step through the gather path (the kernel off) for the A/B;
+    the same step with the paged kernel and the fused ops off (the gather path: the step as it
+    was before them) for the A/B;
   * attention alone (kernel A/B): one decode step's attention over all layers, the paged Triton
     kernel against the gather path (index_select + two products), each captured as one graph;
     and one prefill chunk (--prefill-chunk queries over the rest of the context) the same way;
@@ -250,6 +251,7 @@ def run_model(torch: Any, dev: Any, t: Timer, name: str, a: argparse.Namespace, 
     res["weight_bytes"] = model.weight_bytes()
     res["paged_kernel"] = model.paged_kernel
     res["paged_kernel_why"] = model.paged_kernel_why
+    res["fused_ops"] = model.fused_ops
     log(f"{name}: weights {res['weight_bytes'] / 1e9:.2f} GB in {res['build_s']} s; paged kernel: {model.paged_kernel_why}")
     cache = PagedKVCache(cfg, dev, dtype, cfg.kv_dtype, bt, users * per_user, 0, RunClock().now)
     tables = [list(range(u * per_user, (u + 1) * per_user)) for u in range(users)]
@@ -261,6 +263,7 @@ def run_model(torch: Any, dev: Any, t: Timer, name: str, a: argparse.Namespace, 
 
     def prefill(kernel: bool) -> None:
         model.paged_kernel = kernel and res["paged_kernel"]
+        model.fused_ops = kernel and res["fused_ops"]
         for s in range(0, a.context, chunk):
             e = min(a.context, s + chunk)
             model.forward_step([Piece(prompt[s:e], None, s, e - s, rows[0], e == a.context)], cache)
@@ -280,7 +283,8 @@ def run_model(torch: Any, dev: Any, t: Timer, name: str, a: argparse.Namespace, 
         e = min(a.context, s + chunk)
         model.forward_step([Piece(prompt[s:e], None, s, e - s, rows[0], False)], cache)
     t.sync()
-    # "engine": as the engine runs (the paged kernel where available); "gather": the kernel off.
+    # "engine": as the engine runs (the paged kernel, the fused ops where available); "gather":
+    # both off.
     modes = [("engine", True)] + ([("gather", False)] if res["paged_kernel"] and not a.no_gather else [])
     for mode, kernel in modes:
         key = "ms" if mode == "engine" else "ms_gather"
@@ -288,7 +292,7 @@ def run_model(torch: Any, dev: Any, t: Timer, name: str, a: argparse.Namespace, 
         pre[key] = min(times) * 1e3
         pre[f"{key}_all"] = [round(x * 1e3, 2) for x in times]
         log(f"{name}: prefill {a.context} tokens ({mode}): {pre[key]:.1f} ms, bound {bound * 1e3:.1f} ms")
-    model.paged_kernel = res["paged_kernel"]
+    model.paged_kernel, model.fused_ops = res["paged_kernel"], res["fused_ops"]
     pre["ratio"] = pre["ms"] / pre["bound_ms"]
     res["prefill"] = pre
     # Every other user's context: user 0's blocks copied (real K/V values, each user its own bytes).
@@ -312,9 +316,10 @@ def run_model(torch: Any, dev: Any, t: Timer, name: str, a: argparse.Namespace, 
             res["notes"].append(f"decode at {b} users not run: past --budget-s")
             continue
         row: dict[str, Any] = {"users": b}
-        # "engine": the step as the engine runs it; "gather": the same with the kernel off.
+        # "engine": the step as the engine runs it; "gather": the kernel and the fused ops off.
         for mode in ["engine"] + (["gather"] if res["paged_kernel"] and not a.no_gather else []):
             key = "ms" if mode == "engine" else "ms_gather"
+            model.fused_ops = res["fused_ops"] and mode == "engine"
             try:
                 ms, mean_kv = time_decode(torch, dev, t, model, cache, rows[:b], a,
                                           paged=res["paged_kernel"] and mode == "engine",
@@ -330,6 +335,7 @@ def run_model(torch: Any, dev: Any, t: Timer, name: str, a: argparse.Namespace, 
             if mode == "engine":
                 by = decode_bytes(cfg, res["weight_bytes"], kv_elt, b, mean_kv)
                 row.update(kv_tokens=mean_kv, bytes=by, bound_ms=by["total"] / bw * 1e3, ratio=ms / (by["total"] / bw * 1e3))
+        model.fused_ops = res["fused_ops"]
         if time.monotonic() < deadline:
             row["attention"] = attention_decode_ab(torch, dev, t, model, cache, rows[:b], a, paged_attention, decode_attention)
         log(f"{name}: decode {b} users: {fmt(row.get('ms'))} ms (gather path {fmt(row.get('ms_gather'))} ms), "

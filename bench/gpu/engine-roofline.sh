@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The built-in engine against the hardware's limits, in one device call (~5-7 min on an H100):
-# (1) the paged-attention kernel tests and the engine tests on CUDA (bf16 and fp32, CUDA graphs);
+# (1) the Triton kernels' tests and the engine tests on CUDA (bf16 and fp32, CUDA graphs);
 # (2) bench/engine-roofline.py: decode step vs bandwidth bound, prefill vs FLOP bound, kernel A/B,
 #     for llama-3.1-8b and llama-3.1-70b-fp8 at 1, 2, 4, 8 users of 16,000 tokens.
 # From the repo root: OUT=/some/dir bash bench/gpu/engine-roofline.sh [roofline options]
@@ -12,7 +12,7 @@ export PYTHONPATH="$PWD/resources/agent${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFF
 PY=${PYTHON:-python3}
 if [ "${ENGINE_TESTS:-1}" != 0 ]; then
   echo "== kernel and engine tests on CUDA"
-  (cd resources/agent && timeout 150 $PY tests/test_paged_attention.py && timeout 90 $PY tests/test_engine.py) > "$OUT/tests.log" 2>&1
+  (cd resources/agent && timeout 150 $PY tests/test_paged_attention.py && timeout 60 $PY tests/test_fused_ops.py && timeout 90 $PY tests/test_engine.py) > "$OUT/tests.log" 2>&1
   echo "tests rc=$?"; grep -Ev '^(PASS|SKIP)' "$OUT/tests.log" | tail -n 25
 fi
 echo "== roofline"

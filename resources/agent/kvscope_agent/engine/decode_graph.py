@@ -44,7 +44,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from . import paged_attention
-from .model import Piece, rms_norm
+from .model import Piece
 
 def _takes_capture_error_mode() -> bool:
     try:
@@ -348,8 +348,9 @@ class DecodeGraphs:
         b, span = e.batch, e.span
         cos, sin = m._rope_tables(e.pos)
         x = m.embed[e.ids]
+        h = m.first_norm(x)
         if e.table is not None:
-            return self._hidden_paged(e, x, cos, sin)
+            return self._hidden_paged(e, x, h, cos, sin)
         assert e.rows is not None
         steps = torch.arange(span, device=self.device, dtype=torch.long)
         valid = steps[None, :] <= e.pos[:, None]  # [B, S]
@@ -361,14 +362,13 @@ class DecodeGraphs:
         write = torch.gather(e.rows, 2, at[None].expand(self._L, b, 2)).reshape(self._L, 2 * b)
         zero = torch.full((), cache.zero_row, dtype=torch.long, device=self.device)
         for li, layer in enumerate(m.layers):
-            q, k, v = m.layer_qkv(layer, x, cos, sin)
-            cache.write_rows(write[li], k, v)
+            q = m.layer_q(layer, h, cos, sin, cache, write[li])
             idx = torch.where(valid2, e.rows[li], zero)
             kv = cache.gather_rows(idx, m.dtype).view(b, span, 2, cfg.kv_heads, cfg.head_dim)
-            x = m.layer_out(layer, x, decode_attention(q, kv[:, :, 0], kv[:, :, 1], valid))
-        return rms_norm(x, m.norm, cfg.rms_eps)
+            x, h = m.layer_out(li, x, decode_attention(q, kv[:, :, 0], kv[:, :, 1], valid))
+        return h
 
-    def _hidden_paged(self, e: _Entry, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def _hidden_paged(self, e: _Entry, x: torch.Tensor, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         """`_hidden` with the paged kernel: K/V read in place through the entry's block tables."""
         m = self.model
         cache = self.cache
@@ -380,8 +380,7 @@ class DecodeGraphs:
         first = blk * (self._L * 2 * bt) + torch.remainder(e.pos, bt)  # [B]: layer 0's K row
         write = (first[None, :, None] + self._layer_kv_rows[:, None, :]).reshape(self._L, 2 * b)
         for li, layer in enumerate(m.layers):
-            q, k, v = m.layer_qkv(layer, x, cos, sin)
-            cache.write_rows(write[li], k, v)
+            q = m.layer_q(layer, h, cos, sin, cache, write[li])
             o = paged_attention.attend(q[:, None], cache, li, e.table, lens, splits=e.splits)
-            x = m.layer_out(layer, x, o[:, 0])
-        return rms_norm(x, m.norm, m.cfg.rms_eps)
+            x, h = m.layer_out(li, x, o[:, 0])
+        return h

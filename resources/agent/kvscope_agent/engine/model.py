@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from ..presets import ModelConfig
-from . import paged_attention
+from . import fused_ops, paged_attention
 
 _HAS_SDPA = hasattr(F, "scaled_dot_product_attention")
 
@@ -214,6 +214,9 @@ class LlamaModel(torch.nn.Module):
         # Whether attention over the paged pool runs the Triton kernel (paged_attention.py); the
         # reason either way, for the run's log. Set it False to run the gather path (the A/B).
         self.paged_kernel, self.paged_kernel_why = paged_attention.available(device)
+        # Whether RoPE + K/V write, residual add + norm and SiLU × up run as fused kernels
+        # (fused_ops.py); False runs the unfused ops (the A/B and the reference).
+        self.fused_ops, self.fused_ops_why = fused_ops.available(device)
         self.inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, hd, 2, device=device, dtype=torch.float32) / hd))
 
     def weight_bytes(self) -> int:
@@ -226,25 +229,50 @@ class LlamaModel(torch.nn.Module):
         ang = torch.cat((ang, ang), dim=-1)[:, None, :]  # [tokens, 1, head_dim]
         return ang.cos().to(self.dtype), ang.sin().to(self.dtype)
 
-    def layer_qkv(self, layer: Any, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """A layer's attention inputs for tokens x [n, hidden]: q [n, heads, d] and k [n, kv_heads,
-        d] with RoPE applied, v [n, kv_heads, d]. Shared by the eager step and the fixed-shape
-        decode step (decode_graph.py)."""
+    # A layer, as the eager step and the fixed-shape decode step (decode_graph.py) run it: the
+    # residual stream x and its normed copy h travel between layers, so that each residual add
+    # and the norm after it are one op where the fused ops run (fused_ops.py).
+
+    def first_norm(self, x: torch.Tensor) -> torch.Tensor:
+        """The first layer's input norm of the embeddings x [n, hidden]."""
+        if self.fused_ops:
+            return fused_ops.add_rms_norm(x, None, self.layers[0].norm1, self.cfg.rms_eps)[1]
+        return rms_norm(x, self.layers[0].norm1, self.cfg.rms_eps)
+
+    def add_norm(self, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x + y, rms_norm(x + y) × weight)."""
+        if self.fused_ops:
+            return fused_ops.add_rms_norm(x, y, weight, self.cfg.rms_eps)
+        x = x + y
+        return x, rms_norm(x, weight, self.cfg.rms_eps)
+
+    def layer_q(self, layer: Any, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: Any,
+                write: torch.Tensor) -> torch.Tensor:
+        """A layer's queries [n, heads, d] (RoPE applied) for normed tokens h [n, hidden]; their
+        keys (RoPE applied) and values written to the pool rows `write` [2n] (K, V of each token,
+        `PagedKVCache.write_rows`)."""
         cfg = self.cfg
         hd = cfg.head_dim
+        qkv = layer.qkv(h)
+        if self.fused_ops:
+            return fused_ops.rope_write(qkv, cos, sin, cache, write, cfg.heads)
         q_size, kv_size = cfg.heads * hd, cfg.kv_heads * hd
-        qkv = layer.qkv(rms_norm(x, layer.norm1, cfg.rms_eps))
         # RoPE on q and k in one go (they are adjacent in the fused projection).
         qk = rope(qkv[:, : q_size + kv_size].reshape(-1, cfg.heads + cfg.kv_heads, hd), cos, sin)
-        return qk[:, : cfg.heads], qk[:, cfg.heads :], qkv[:, q_size + kv_size :].reshape(-1, cfg.kv_heads, hd)
+        cache.write_rows(write, qk[:, cfg.heads :], qkv[:, q_size + kv_size :].reshape(-1, cfg.kv_heads, hd))
+        return qk[:, : cfg.heads]
 
-    def layer_out(self, layer: Any, x: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
-        """The rest of a layer after attention (o [n, heads, d]): output projection and SwiGLU
-        feed-forward, each added to the residual x [n, hidden]."""
+    def layer_out(self, li: int, x: torch.Tensor, o: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rest of layer li after attention (o [n, heads, d]): output projection and SwiGLU
+        feed-forward, each added to the residual x [n, hidden]. Returns the new residual and its
+        norm for what follows (the next layer's input norm, or the final norm after the last)."""
         cfg = self.cfg
-        x = x + layer.o(o.reshape(-1, cfg.heads * cfg.head_dim))
-        gu = layer.gate_up(rms_norm(x, layer.norm2, cfg.rms_eps))
-        return x + layer.down(F.silu(gu[:, : cfg.ffn]) * gu[:, cfg.ffn :])
+        layer = self.layers[li]
+        x, h = self.add_norm(x, layer.o(o.reshape(-1, cfg.heads * cfg.head_dim)), layer.norm2)
+        gu = layer.gate_up(h)
+        act = fused_ops.silu_mul(gu, cfg.ffn) if self.fused_ops else F.silu(gu[:, : cfg.ffn]) * gu[:, cfg.ffn :]
+        nxt = self.layers[li + 1].norm1 if li + 1 < len(self.layers) else self.norm
+        return self.add_norm(x, layer.down(act), nxt)
 
     @torch.no_grad()
     def forward_step(self, pieces: Sequence[Piece], cache: Any, return_logits: bool = False) -> torch.Tensor | None:
@@ -273,6 +301,10 @@ class LlamaModel(torch.nn.Module):
         positions = torch.cat(pos_parts) if len(pos_parts) > 1 else pos_parts[0]
         cos, sin = self._rope_tables(positions)
         x = self.embed[ids]
+        h = self.first_norm(x)
+        # Pool rows of every token's K and V, per layer [L, 2 × tokens]: one write per layer.
+        wparts = [p.rows[:, 2 * p.start : 2 * (p.start + p.n)] for p in pieces]
+        write = torch.cat(wparts, dim=1) if len(wparts) > 1 else wparts[0]
         times = self.layer_times
         if times is not None:
             times.clear()
@@ -293,16 +325,13 @@ class LlamaModel(torch.nn.Module):
             if times is not None:
                 times.append(time.perf_counter_ns() - t0)
             mark = ops is not None and li == 0  # layer 0: host time after each of its ops
-            q, k, v = self.layer_qkv(layer, x, cos, sin)
+            q = self.layer_q(layer, h, cos, sin, cache, write[li])
             if mark:
-                ops.append(("qkv", time.perf_counter_ns() - t0))
+                ops.append(("qkv_write", time.perf_counter_ns() - t0))
             outs = []
             off = 0
             for i, p in enumerate(pieces):
                 sl = slice(off, off + p.n)
-                cache.write(li, p.rows, p.start, k[sl], v[sl])
-                if mark:
-                    ops.append((f"write{i}", time.perf_counter_ns() - t0))
                 if paged[i] is not None:
                     table, lens = paged[i]
                     outs.append(paged_attention.attend(q[sl][None], cache, li, table, lens, max_keys=p.start + p.n)[0])
@@ -314,7 +343,7 @@ class LlamaModel(torch.nn.Module):
                 if mark:
                     ops.append((f"attn{i}", time.perf_counter_ns() - t0))
                 off += p.n
-            x = self.layer_out(layer, x, torch.cat(outs) if len(outs) > 1 else outs[0])
+            x, h = self.layer_out(li, x, torch.cat(outs) if len(outs) > 1 else outs[0])
             if mark:
                 ops.append(("out", time.perf_counter_ns() - t0))
         rows = []
@@ -325,9 +354,9 @@ class LlamaModel(torch.nn.Module):
                 rows.append(off - 1)
         if not rows:
             return None
-        if rows == list(range(len(rows))) and len(rows) == x.shape[0]:
-            last = x
+        if rows == list(range(len(rows))) and len(rows) == h.shape[0]:
+            last = h  # after the last layer h is the final norm of x
         else:
-            last = torch.stack([x[i] for i in rows])  # views + one kernel: no index upload
-        logits = self.lm_head(rms_norm(last, self.norm, cfg.rms_eps)).float()
+            last = torch.stack([h[i] for i in rows])  # views + one kernel: no index upload
+        logits = self.lm_head(last).float()
         return logits if return_logits else torch.argmax(logits, dim=-1)

@@ -63,15 +63,15 @@ def _interpreting() -> bool:
 
 
 def _kernels() -> tuple[Any, ...]:
-    """(triton, tl, forward kernel, combine kernel), defined at first use (Triton decides at
+    """(triton, tl, forward kernel, combine kernel, the kernels' module), defined at first use (Triton decides at
     definition whether a kernel is compiled or interpreted: TRITON_INTERPRET is read then).
     Raises ImportError without Triton."""
     with _lock:
         k = _state.get("kernels")
         if k is None:
-            from . import paged_attention_kernels as pk  # imports triton
+            from . import triton_kernels as pk  # imports triton
 
-            k = _state["kernels"] = (pk.triton, pk.tl, pk.paged_attention_fwd, pk.paged_attention_combine)
+            k = _state["kernels"] = (pk.triton, pk.tl, pk.paged_attention_fwd, pk.paged_attention_combine, pk)
         return k
 
 
@@ -173,7 +173,7 @@ def plan(batch: int, n_query: int, heads: int, kv_heads: int, max_keys: int, dev
 def _launch(q: torch.Tensor, rows: torch.Tensor, table: torch.Tensor, lens: torch.Tensor, *, layer: int,
             layers: int, block_tokens: int, kv_heads: int, fp8: bool, splits: int, block_m: int | None = None,
             out: torch.Tensor | None = None, config: dict[str, int] | None = None) -> torch.Tensor:
-    _, _, fwd, combine = _kernels()
+    _, _, fwd, combine, _ = _kernels()
     b, n, heads, hd = q.shape
     group = heads // kv_heads
     if heads % kv_heads:

@@ -1,6 +1,7 @@
-"""The Triton kernels of `paged_attention` (see there for what they compute and why). A module of
-its own because Triton reads a kernel's globals and TRITON_INTERPRET when the kernel is defined:
-`paged_attention` imports it at first use, and never where Triton is missing."""
+"""The engine's Triton kernels: paged attention (`paged_attention.py` says what it computes and
+why) and the decode step's fused small ops (`fused_ops.py`). A module of its own because Triton
+reads a kernel's globals and TRITON_INTERPRET when the kernel is defined: the callers import it
+at first use, and never where Triton is missing."""
 
 import triton
 import triton.language as tl
@@ -128,3 +129,90 @@ def paged_attention_combine(mid_o_ptr, mid_lse_ptr, out_ptr, stride_ob, stride_o
                 mask=s_ok[:, None] & d_ok[None, :], other=0.0)
     out = tl.sum(o * w[:, None], 0) / tl.sum(w, 0)
     tl.store(out_ptr + b * stride_ob + t * stride_ot + head * stride_oh + d, out.to(out_ptr.dtype.element_ty), mask=d_ok)
+
+
+# ---- fused small ops (fused_ops.py) --------------------------------------------------------------
+
+
+@triton.jit
+def _e4m3_bits(y):
+    """fp32 -> float8_e4m3fn bytes as `fp8.kv_to_storage` makes them: saturated to ±448, rounded
+    to nearest even, subnormals kept. The rounding is done in fp32 first ((y + C) - C with C a
+    power of two times 1.5 whose ulp is e4m3's at y), so the cast itself is exact: Triton 3.6's
+    interpreter rounds a cast to fp8 half up without carrying into the exponent (7.9 -> 4)."""
+    bits = y.to(tl.int32, bitcast=True)
+    a = tl.minimum(tl.abs(y), 448.0)
+    e = ((a.to(tl.int32, bitcast=True) >> 23) & 0xFF) - 127  # binade of |y|
+    k = tl.maximum(e, -6) - 3  # log2 of e4m3's spacing there (subnormals below 2^-6: 2^-9)
+    c = (((k + 150) << 23) | (1 << 22)).to(tl.float32, bitcast=True)  # 1.5 * 2^(23 + k)
+    r = (a + c) - c
+    # y's sign bit (so that -0.0 and negatives rounding to zero give -0, as torch's cast; a
+    # negation would not: Triton's -x is 0 - x)
+    r = (r.to(tl.int32, bitcast=True) | (bits & -2147483648)).to(tl.float32, bitcast=True)
+    return r.to(tl.float8e4nv).to(tl.uint8, bitcast=True)
+
+
+@triton.jit
+def rope_write_kv(qkv_ptr, cos_ptr, sin_ptr, index_ptr, q_ptr, rows_ptr,
+                  stride_qkv, stride_cos, stride_qt, stride_qh,
+                  HEADS: tl.constexpr, KV_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+                  BLOCK_H: tl.constexpr, KV_FP8: tl.constexpr):
+    """One token's heads of the fused QKV projection: RoPE (rotate-half) on its query and key heads,
+    the query to q, the key and value to the pool rows index[2t] and index[2t + 1]."""
+    t = tl.program_id(0)
+    h = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)  # over heads + 2 × kv_heads
+    d = tl.arange(0, BLOCK_D)
+    HALF: tl.constexpr = HEAD_DIM // 2
+    d_ok = d < HEAD_DIM
+    ok = (h < HEADS + 2 * KV_HEADS)[:, None] & d_ok[None, :]
+    base = qkv_ptr + t * stride_qkv + h[:, None] * HEAD_DIM
+    x = tl.load(base + d[None, :], mask=ok, other=0.0).to(tl.float32)
+    partner = tl.where(d < HALF, d + HALF, d - HALF)
+    xp = tl.load(base + partner[None, :], mask=ok, other=0.0).to(tl.float32)
+    rot = tl.where((d < HALF)[None, :], -xp, xp)
+    c = tl.load(cos_ptr + t * stride_cos + d, mask=d_ok, other=0.0).to(tl.float32)
+    s = tl.load(sin_ptr + t * stride_cos + d, mask=d_ok, other=0.0).to(tl.float32)
+    is_v = h >= HEADS + KV_HEADS
+    y = tl.where(is_v[:, None], x, x * c[None, :] + rot * s[None, :])
+    is_q = h < HEADS
+    tl.store(q_ptr + t * stride_qt + h[:, None] * stride_qh + d[None, :], y.to(q_ptr.dtype.element_ty),
+             mask=ok & is_q[:, None])
+    k_row = tl.load(index_ptr + 2 * t).to(tl.int64)
+    v_row = tl.load(index_ptr + 2 * t + 1).to(tl.int64)
+    row = tl.where(is_v, v_row, k_row)
+    kvh = tl.where(is_v, h - HEADS - KV_HEADS, h - HEADS)
+    dst = rows_ptr + row[:, None] * (KV_HEADS * HEAD_DIM) + kvh[:, None] * HEAD_DIM + d[None, :]
+    if KV_FP8:
+        val = _e4m3_bits(y)
+    else:
+        val = y.to(rows_ptr.dtype.element_ty)
+    tl.store(dst, val, mask=ok & (~is_q)[:, None])
+
+
+@triton.jit
+def add_rms_norm(x_ptr, y_ptr, w_ptr, x_out_ptr, h_ptr, stride_x, stride_y, stride_xo, stride_h, n, eps,
+                 HAS_Y: tl.constexpr, BLOCK: tl.constexpr):
+    """One row: x + y (rounded to x's dtype, the new residual) and its RMS norm times w."""
+    r = tl.program_id(0)
+    c = tl.arange(0, BLOCK)
+    m = c < n
+    x = tl.load(x_ptr + r * stride_x + c, mask=m, other=0.0).to(tl.float32)
+    if HAS_Y:
+        x = x + tl.load(y_ptr + r * stride_y + c, mask=m, other=0.0).to(tl.float32)
+        xr = x.to(x_out_ptr.dtype.element_ty)
+        tl.store(x_out_ptr + r * stride_xo + c, xr, mask=m)
+        x = xr.to(tl.float32)
+    inv = 1.0 / tl.sqrt(tl.sum(x * x, 0) / n + eps)
+    w = tl.load(w_ptr + c, mask=m, other=0.0).to(tl.float32)
+    tl.store(h_ptr + r * stride_h + c, (x * inv * w).to(h_ptr.dtype.element_ty), mask=m)
+
+
+@triton.jit
+def silu_mul(gu_ptr, out_ptr, stride_gu, stride_out, n, BLOCK: tl.constexpr):
+    """silu(gate) × up of one row block: gate = gu[:, :n], up = gu[:, n:]."""
+    r = tl.program_id(0)
+    c = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    m = c < n
+    g = tl.load(gu_ptr + r * stride_gu + c, mask=m, other=0.0).to(tl.float32)
+    u = tl.load(gu_ptr + r * stride_gu + n + c, mask=m, other=0.0).to(tl.float32)
+    tl.store(out_ptr + r * stride_out + c, (g / (1.0 + tl.exp(-g)) * u).to(out_ptr.dtype.element_ty), mask=m)
