@@ -517,6 +517,12 @@ def fmt(x: Any, nd: int = 2) -> str:
     return "-" if x is None else f"{x:.{nd}f}"
 
 
+def table_rows(header: list[str], rows: list[list[Any]]) -> list[str]:
+    """A markdown table: the header, a rule (first column left, the rest right), the rows."""
+    line = lambda cells: "| " + " | ".join(str(c) for c in cells) + " |"  # noqa: E731
+    return [line(header), "|---|" + "---:|" * (len(header) - 1)] + [line(row) for row in rows]
+
+
 def markdown(r: dict[str, Any]) -> str:
     hw = r["hardware"]
     L = [f"# Engine roofline: {r['device']}", "",
@@ -527,30 +533,22 @@ def markdown(r: dict[str, Any]) -> str:
          + (f", FP8 {hw['gemm']['fp8_flops'] / 1e12:.0f} TFLOP/s" if "fp8_flops" in hw["gemm"] else "")
          + " (best of a square and a prefill-chunk-shaped product).", "",
          "## Decode step (CUDA graph replay, median) vs (weights + KV read) / copy bandwidth", "",
-         "| model | users | KV tokens/user | step ms | bound ms | ratio | gather-path step ms | attention ms/step paged | gather | speedup | KV GB/s paged |",
-         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for m in r["models"]:
-        for d in m.get("decode", []):
-            if d.get("skipped"):
-                L.append(f"| {m['model']} | {d['users']} | skipped (memory: see notes) | | | | | | | | |")
-                continue
-            at = d.get("attention", {})
-            L.append(f"| {m['model']} | {d['users']} | {fmt(d.get('kv_tokens'), 0)} | {fmt(d.get('ms'))} | "
-                     f"{fmt(d.get('bound_ms'))} | {fmt(d.get('ratio'), 3)} | {fmt(d.get('ms_gather'))} | "
-                     f"{fmt(at.get('ms_paged'), 3)} | {fmt(at.get('ms_gather'), 3)} | {fmt(at.get('speedup'))} | "
-                     f"{fmt(at.get('kv_gb_per_s_paged'), 0)} |")
-    L += ["", "## Prefill vs FLOP bound (linear FLOPs at the weights' GEMM rate, attention at the bf16 rate)", "",
-          "| model | tokens | chunk | ms | bound ms | ratio | bound ms, one rate | gather-path ms | chunk attention ms paged | gather | TFLOP/s paged | gather |",
-          "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for m in r["models"]:
-        p = m.get("prefill")
-        if not p:
-            continue
-        c = m.get("prefill_chunk_attention", {})
-        L.append(f"| {m['model']} | {p['tokens']} | {p['chunk']} | {fmt(p['ms'], 1)} | {fmt(p['bound_ms'], 1)} | "
-                 f"{fmt(p['ratio'], 3)} | {fmt(p['bound_ms_one_rate'], 1)} | {fmt(p.get('ms_gather'), 1)} | "
-                 f"{fmt(c.get('ms_paged'))} | {fmt(c.get('ms_gather'))} | {fmt(c.get('tflops_paged'), 0)} | "
-                 f"{fmt(c.get('tflops_gather'), 0)} |")
+         *table_rows(["model", "users", "KV tokens/user", "step ms", "bound ms", "ratio", "gather-path step ms",
+                      "attention ms/step paged", "gather", "speedup", "KV GB/s paged"], [
+             [m["model"], d["users"], "skipped (memory: see notes)"] if d.get("skipped") else
+             [m["model"], d["users"], fmt(d.get("kv_tokens"), 0), fmt(d.get("ms")), fmt(d.get("bound_ms")),
+              fmt(d.get("ratio"), 3), fmt(d.get("ms_gather")), fmt(d.get("attention", {}).get("ms_paged"), 3),
+              fmt(d.get("attention", {}).get("ms_gather"), 3), fmt(d.get("attention", {}).get("speedup")),
+              fmt(d.get("attention", {}).get("kv_gb_per_s_paged"), 0)]
+             for m in r["models"] for d in m.get("decode", [])])]
+    L += ["", "## Prefill vs FLOP bound (linear FLOPs at the weights' GEMM rate, attention at the bf16 rate)", ""]
+    L += table_rows(["model", "tokens", "chunk", "ms", "bound ms", "ratio", "bound ms, one rate", "gather-path ms",
+                     "chunk attention ms paged", "gather", "TFLOP/s paged", "gather"], [
+        [m["model"], p["tokens"], p["chunk"], fmt(p["ms"], 1), fmt(p["bound_ms"], 1), fmt(p["ratio"], 3),
+         fmt(p["bound_ms_one_rate"], 1), fmt(p.get("ms_gather"), 1), fmt(c.get("ms_paged")), fmt(c.get("ms_gather")),
+         fmt(c.get("tflops_paged"), 0), fmt(c.get("tflops_gather"), 0)]
+        for m in r["models"] if m.get("prefill")
+        for p, c in [(m["prefill"], m.get("prefill_chunk_attention", {}))]])
     tuned = []
     for m in r["models"]:
         for where, ab in [(f"decode, {d['users']} users", d.get("attention", {})) for d in m.get("decode", [])] + [

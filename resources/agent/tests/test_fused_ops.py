@@ -23,6 +23,7 @@ except ImportError:
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from env_switch import env_set  # noqa: E402
 from kvscope_agent.clock import RunClock  # noqa: E402
 from kvscope_agent.engine import fused_ops  # noqa: E402
 from kvscope_agent.engine.kv_cache import PagedKVCache  # noqa: E402
@@ -145,16 +146,9 @@ def test_add_rms_norm_and_silu_mul_equal_the_unfused_ops(device):
 
 
 def test_switch_turns_the_fused_ops_off():
-    old = os.environ.get(fused_ops.ENV_SWITCH)
-    os.environ[fused_ops.ENV_SWITCH] = "off"
-    try:
+    with env_set(fused_ops.ENV_SWITCH, "off"):
         ok, why = fused_ops.available("cpu")
-        assert not ok and fused_ops.ENV_SWITCH in why
-    finally:
-        if old is None:
-            del os.environ[fused_ops.ENV_SWITCH]
-        else:
-            os.environ[fused_ops.ENV_SWITCH] = old
+    assert not ok and fused_ops.ENV_SWITCH in why
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ except ImportError:  # the GPU host's Python may lack pytest: `python3 tests/tes
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from env_switch import env_set  # noqa: E402
 from kvscope_agent.clock import RunClock  # noqa: E402
 from kvscope_agent.engine import paged_attention as pa  # noqa: E402
 from kvscope_agent.engine.decode_graph import decode_attention  # noqa: E402
@@ -248,16 +249,9 @@ def test_fp8_kv_engine_steps_equal_the_gather_path(device):
 def test_available_names_what_is_missing():
     """Where the kernel cannot run, `available` says why: the switch, no Triton, a CPU without
     the interpreter; the engine then runs the gather path (tests/test_engine.py)."""
-    old = os.environ.get(pa.ENV_SWITCH)
-    os.environ[pa.ENV_SWITCH] = "off"
-    try:
+    with env_set(pa.ENV_SWITCH, "off"):
         ok, why = pa.available("cpu")
-        assert not ok and pa.ENV_SWITCH in why
-    finally:
-        if old is None:
-            del os.environ[pa.ENV_SWITCH]
-        else:
-            os.environ[pa.ENV_SWITCH] = old
+    assert not ok and pa.ENV_SWITCH in why
     ok, why = pa._check(torch.device("cpu"))
     if importlib.util.find_spec("triton") is None:
         assert not ok and "Triton is not importable" in why, why
