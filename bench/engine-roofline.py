@@ -288,7 +288,16 @@ def run_model(torch: Any, dev: Any, t: Timer, name: str, a: argparse.Namespace, 
     modes = [("engine", True)] + ([("gather", False)] if res["paged_kernel"] and not a.no_gather else [])
     for mode, kernel in modes:
         key = "ms" if mode == "engine" else "ms_gather"
-        times = t.each(lambda: prefill(kernel), a.prefill_reps, warmup=0)
+        try:
+            times = t.each(lambda: prefill(kernel), a.prefill_reps, warmup=0)
+        except RuntimeError as e:  # the gather path's expanded K/V may not fit beside 4 users of 70B KV
+            if mode == "engine":
+                raise
+            pre["error_gather"] = str(e).splitlines()[0][:200]
+            log(f"{name}: prefill ({mode}) failed: {pre['error_gather']}")
+            if t.cuda:
+                torch.cuda.empty_cache()
+            continue
         pre[key] = min(times) * 1e3
         pre[f"{key}_all"] = [round(x * 1e3, 2) for x in times]
         log(f"{name}: prefill {a.context} tokens ({mode}): {pre[key]:.1f} ms, bound {bound * 1e3:.1f} ms")
