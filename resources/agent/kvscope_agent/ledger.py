@@ -7,6 +7,7 @@ events.jsonl and reports every broken rule with its seq, as a reader of a run wo
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 from dataclasses import dataclass
@@ -179,9 +180,13 @@ class BlockLedger:
         self.counts["hit"] += len(ids)
 
 
-def _iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, bytes]]:
+def iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, bytes]]:
+    """(byte offset, raw line) of an events.jsonl, or of a gzipped one (.jsonl.gz, as the bundled
+    samples are stored: offsets then count uncompressed bytes)."""
     offset = 0
-    with open(path, "rb") as f:
+    with open(path, "rb") as probe:
+        gz = probe.read(2) == b"\x1f\x8b"
+    with (gzip.open(path, "rb") if gz else open(path, "rb")) as f:
         for raw in f:
             yield offset, raw
             offset += len(raw)
@@ -216,7 +221,7 @@ def check_log(path: str | os.PathLike) -> list[Violation]:
     def bad(rule: str, seq: int | None, offset: int, msg: str, block_id: Any = None) -> None:
         out.append(Violation(rule, seq, offset, msg, block_id))
 
-    for offset, raw in _iter_lines(path):
+    for offset, raw in iter_lines(path):
         if len(raw) > MAX_LINE_BYTES:
             bad("line-too-long", None, offset, f"line of {len(raw)} bytes")
             continue

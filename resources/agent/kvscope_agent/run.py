@@ -29,7 +29,7 @@ from typing import Any, Callable, Sequence
 from . import PROTOCOL_VERSION, __version__
 from .clock import RunClock
 from .emit import EventWriter
-from .engine import OFFLOAD_POLICIES, default_copy_overlap
+from .engine import OFFLOAD_POLICIES, decode_before_copies_from_env, default_copy_overlap
 from .engine.alloc_stats import alloc_counters, alloc_delta
 from .presets import PRESETS, ModelConfig, ModelConfigError, load_model_config
 from .workload import Workload
@@ -195,6 +195,7 @@ class Options:
             "offload_policy": self.offload_policy,
             "decode_graphs": self.decode_graphs,
             "copy_overlap": self.copy_overlap,
+            "decode_before_copies": decode_before_copies_from_env(),
             "model_config": self.model.to_dict(),
             "model_arg": self.model_arg,
         }

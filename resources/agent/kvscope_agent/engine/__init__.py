@@ -1,5 +1,7 @@
 """The built-in torch engine: a Llama decoder with random weights over a paged KV cache."""
 
+import os
+
 # --offload-policy values (here, free of torch, for the CLI's option check and the engine's).
 OFFLOAD_POLICIES = ("lazy", "lazy-keep", "write-through")
 
@@ -18,3 +20,14 @@ KEEPS_HOST_COPIES = ("lazy-keep", "write-through")
 # admission, so they keep one copy stream.
 def default_copy_overlap(policy: str) -> bool:
     return policy not in KEEPS_HOST_COPIES
+
+
+# The running requests' decode step before an admission's copies are queued (scheduler.py,
+# run_requests); KVSCOPE_DECODE_BEFORE_COPIES=0 mixes it into the admitted request's prefill step
+# as before 2026-11-28e, for a same-card A/B. run.start's config records which ran
+# (`decode_before_copies`): the what-if simulator replays a run with the order it had.
+def decode_before_copies_from_env() -> bool:
+    flag = os.environ.get("KVSCOPE_DECODE_BEFORE_COPIES", "1")
+    if flag not in ("0", "1"):
+        raise ValueError(f"KVSCOPE_DECODE_BEFORE_COPIES must be 0 or 1, not {flag!r}")
+    return flag == "1"

@@ -32,16 +32,18 @@ import traceback
 import warnings
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
-
-import torch
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from ..emit import EventWriter
 from ..ledger import BlockLedger
-from . import KEEPS_HOST_COPIES, OFFLOAD_POLICIES
+from . import KEEPS_HOST_COPIES, OFFLOAD_POLICIES, decode_before_copies_from_env
 from .alloc_stats import alloc_counters, alloc_delta
-from .kv_cache import PagedKVCache
-from .model import LlamaModel, Piece
+
+if TYPE_CHECKING:  # torch is imported where tensors are made, so the what-if simulator
+    import torch  # (whatif/) runs this scheduler on a machine without torch
+
+    from .kv_cache import PagedKVCache
+    from .model import LlamaModel
 
 _ID_MASK = (1 << 53) - 1  # ids stay exact as JSON numbers in JavaScript
 
@@ -116,6 +118,7 @@ class Engine:
         max_batch: int = 16,
         block_reuse: bool = True,
         offload_policy: str = "lazy",
+        piece: Callable[..., Any] | None = None,
     ) -> None:
         if offload_policy not in OFFLOAD_POLICIES:
             raise ValueError(f"offload_policy must be one of {OFFLOAD_POLICIES}")
@@ -129,6 +132,16 @@ class Engine:
         self.block_reuse = block_reuse
         self.writer: EventWriter | None = None
         self.cancel_check: Callable[[], None] = lambda: None
+        if piece is None:
+            from .model import Piece as piece
+        # What a step's share of one request is built as (model.Piece; the what-if simulator
+        # passes its own, torch-free, with the same fields).
+        self.piece = piece
+        # The host clock of step statistics (the simulator's is its simulated clock).
+        self.perf_ns: Callable[[], int] = time.perf_counter_ns
+        # Admissions that copy, at most, per step (None: no limit). One since 2026-11-28c (see
+        # run_requests); the simulator sets None to replay runs recorded before.
+        self.copying_admissions_per_step: int | None = 1
         # Slot order (see _take_slots): "ascending" (default) or "lru", the order before
         # 2026-11-28d, kept so a GPU session can A/B the two on one card (NEXT.md).
         self.slot_order = os.environ.get("KVSCOPE_SLOT_ORDER", "ascending")
@@ -137,10 +150,7 @@ class Engine:
         # A decode step of the running requests before an admission's copies are queued (see
         # run_requests); KVSCOPE_DECODE_BEFORE_COPIES=0 mixes them into the admitted request's
         # prefill step as before 2026-11-28e, for a same-card A/B.
-        flag = os.environ.get("KVSCOPE_DECODE_BEFORE_COPIES", "1")
-        if flag not in ("0", "1"):
-            raise ValueError(f"KVSCOPE_DECODE_BEFORE_COPIES must be 0 or 1, not {flag!r}")
-        self.decode_before_copies = flag == "1"
+        self.decode_before_copies = decode_before_copies_from_env()
         # Diagnostics for bench/ (issue 3's write-through stall), off unless asked: one JSON line
         # per step with where its host time went (admission, issuing copies, launching, syncing)
         # and what the allocators did in it (as a round line's `alloc`), to KVSCOPE_STEP_TRACE (a
@@ -150,6 +160,8 @@ class Engine:
         self._step_rec: dict[str, Any] | None = None
         if self._step_trace is not None:
             model.layer_times = []  # eager steps: host ms at each layer's start ("layer_ms")
+            import torch
+
             if os.environ.get("KVSCOPE_SYNC_DEBUG") == "1" and torch.cuda.is_available():
                 # Every op that synchronises with the device is named in its step's record
                 # ("syncs": the engine's frames above it), the engine's own token syncs included:
@@ -496,9 +508,14 @@ class Engine:
 
     def _flush_tokens(self, req: Request) -> None:
         if req.pending:
-            vals = torch.cat(req.pending).tolist()
-            req.gen.extend(int(v) for v in vals)
+            req.gen.extend(self._host_tokens(req.pending))
             req.pending = []
+
+    def _host_tokens(self, pending: list[Any]) -> list[int]:
+        """The sampled tokens still on the device, on the host (one device sync)."""
+        import torch
+
+        return [int(v) for v in torch.cat(pending).tolist()]
 
     def run_requests(self, reqs: Sequence[Request], now: Callable[[], int]) -> None:
         """Queue all `reqs` together (in order) and run them to completion."""
@@ -515,9 +532,11 @@ class Engine:
         while queue or running:
             self.cancel_check()
             admitted = False
-            t_admit = time.perf_counter_ns()
+            copying = 0
+            t_admit = self.perf_ns()
             # Space only appears when a request ends: retry a head that did not fit only then.
             while queue and len(running) < self.max_batch and released_before != self._releases:
+                copied_before = len(self._copy_onboards) + len(self._copy_offloads)
                 if not self.try_admit(queue[0]):
                     released_before = self._releases
                     break
@@ -526,7 +545,8 @@ class Engine:
                 self._emit("req", t=r.t_scheduled, user=r.user, round=r.round, phase="scheduled")
                 running.append(r)
                 admitted = True
-                if self._copy_onboards or self._copy_offloads:
+                copying += len(self._copy_onboards) + len(self._copy_offloads) > copied_before
+                if self.copying_admissions_per_step is not None and copying >= self.copying_admissions_per_step:
                     # One copying admission per step: its prefill then waits only for its own
                     # blocks' copies (they share one copy stream, in issue order), and the next
                     # request is admitted, and copies, in the next step. Admitted together, both
@@ -534,7 +554,7 @@ class Engine:
                     # showed two requests' 4.3 GB of offload + onboard (~160 ms) in each one's
                     # TTFT, against the issue's bound of its own onboarded bytes ÷ bandwidth.
                     break
-            t_copies = time.perf_counter_ns()
+            t_copies = self.perf_ns()
             mark = None
             stepped: list[Request] = []  # decoded before the copies
             late: list[Request] = []  # decoded after the admitted request's prefill step
@@ -558,14 +578,14 @@ class Engine:
                     mark = self.cache.compute_mark()
                     self._run_step(running, decoding, now, False, t_copies - t_admit, 0, "before_copies")
                     stepped = decoding
-                    t_copies = time.perf_counter_ns()
+                    t_copies = self.perf_ns()
             if admitted:
                 self.issue_copies(mark)
             if not running:
                 raise CapacityError(
                     f"request of user {queue[0].user} round {queue[0].round} does not fit the gpu pool even when empty"
                 )
-            copies_ns = time.perf_counter_ns() - t_copies
+            copies_ns = self.perf_ns() - t_copies
             self._run_step(running, [r for r in running if r not in stepped and r not in late], now, admitted,
                            t_copies - t_admit, copies_ns)
             if late:
@@ -604,9 +624,9 @@ class Engine:
                               "admitted": admitted, "alloc0": alloc_counters(self.cache)}
             if decode is not None:
                 self._step_rec["decode"] = decode
-        t0 = time.perf_counter_ns()
+        t0 = self.perf_ns()
         self._step(reqs, now)
-        dt = time.perf_counter_ns() - t0
+        dt = self.perf_ns() - t0
         st = self.step_stats
         st["steps"] += 1
         st["step_ns"] += dt
@@ -621,7 +641,8 @@ class Engine:
             running.remove(r)
 
     def _step(self, running: list[Request], now: Callable[[], int]) -> None:
-        pieces: list[Piece] = []
+        Piece = self.piece
+        pieces: list[Any] = []
         owners: list[Request] = []
         budget = self.prefill_chunk_tokens
         for r in running:  # decode first (vLLM's order): a decode token never waits for a prefill
@@ -636,13 +657,13 @@ class Engine:
                 ends = r.computed + n == len(r.prompt)
                 pieces.append(Piece(r.prompt[r.computed : r.computed + n], None, r.computed, n, r.rows, ends))
                 owners.append(r)
-        t_launch = time.perf_counter_ns()
+        t_launch = self.perf_ns()
         layer_times = self.model.layer_times
         if layer_times is not None:
             layer_times.clear()  # a graph-replayed step leaves it empty
         nxt = self.model.forward_step(pieces, self.cache)
         if self._step_rec is not None:
-            self._step_rec["launch_ns"] = time.perf_counter_ns() - t_launch
+            self._step_rec["launch_ns"] = self.perf_ns() - t_launch
             self._step_rec["pieces"] = [[r.user, r.round, p.start, p.n] for p, r in zip(pieces, owners)]
             if layer_times:
                 self._step_rec["layer_ms"] = [round(t / 1e6, 2) for t in layer_times]
@@ -672,10 +693,10 @@ class Engine:
         if first or finished or need_sync:
             # One device sync: the first token's time is when it exists on the host (TTFT), and
             # block ids need token values. Other decode steps run without a sync.
-            t0 = time.perf_counter_ns()
+            t0 = self.perf_ns()
             for r in set(first) | set(finished) | set(need_sync):
                 self._flush_tokens(r)
-            sync_ns = time.perf_counter_ns() - t0
+            sync_ns = self.perf_ns() - t0
             self.step_stats["sync_ns"] += sync_ns
             if self._step_rec is not None:
                 self._step_rec["sync_ns"] = sync_ns
