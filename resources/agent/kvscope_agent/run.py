@@ -128,6 +128,9 @@ def build_parser(sweep: bool) -> _Parser:
                         "offload chunks whose slots they reuse (engine/kv_cache.py); auto = on for lazy offload, "
                         "off for lazy-keep and write-through (measured: engine/__init__.py); the CPU runs the "
                         "same plan serially")
+    p.add_argument("--host-kv-memory", default="pinned",
+                   help="pinned | pageable: the host pool's memory on CUDA (pageable copies are slower: a slow "
+                        "link to measure the what-if simulator against)")
     p.add_argument("--offload-policy", default="lazy",
                    help="lazy (copy a block to host when evicted, as TensorRT-LLM) | lazy-keep (the same, and the host "
                         "keeps its copy when the block is onboarded, so evicting it unchanged costs no copy) | "
@@ -165,6 +168,7 @@ class Options:
     deadline_s: float = 0.0
     decode_graphs: bool = True
     copy_overlap: bool = False
+    host_kv_memory: str = "pinned"
     raw: dict[str, Any] = field(default_factory=dict)
 
     def workload(self, users: int, vocab: int) -> Workload:
@@ -195,6 +199,7 @@ class Options:
             "offload_policy": self.offload_policy,
             "decode_graphs": self.decode_graphs,
             "copy_overlap": self.copy_overlap,
+            "host_kv_memory": self.host_kv_memory,
             "decode_before_copies": decode_before_copies_from_env(),
             "model_config": self.model.to_dict(),
             "model_arg": self.model_arg,
@@ -262,6 +267,8 @@ def _resolve(ns: argparse.Namespace, sweep: bool) -> Options:
         raise OptionError("--decode-graphs", f"{ns.decode_graphs!r} is not on or off")
     if ns.copy_overlap not in ("auto", "on", "off"):
         raise OptionError("--copy-overlap", f"{ns.copy_overlap!r} is not auto, on or off")
+    if ns.host_kv_memory not in ("pinned", "pageable"):
+        raise OptionError("--host-kv-memory", f"{ns.host_kv_memory!r} is not pinned or pageable")
     if ns.dtype not in ("auto", "bf16", "fp16", "fp32"):
         raise OptionError("--dtype", f"{ns.dtype!r} is not auto, bf16, fp16 or fp32")
     model_arg = ns.model or ""
@@ -286,7 +293,7 @@ def _resolve(ns: argparse.Namespace, sweep: bool) -> Options:
         dtype=ns.dtype, block_reuse=not ns.no_block_reuse, offload_policy=ns.offload_policy,
         deadline_s=deadline, decode_graphs=ns.decode_graphs == "on",
         copy_overlap=(default_copy_overlap(ns.offload_policy) if ns.copy_overlap == "auto"
-                      else ns.copy_overlap == "on"), raw=vars(ns),
+                      else ns.copy_overlap == "on"), host_kv_memory=ns.host_kv_memory, raw=vars(ns),
     )
     opts.raw["_model_given"] = ns.model is not None
     return opts
@@ -474,7 +481,7 @@ def build(opts: Options, writer: EventWriter, clock: RunClock, cancel: CancelSta
         cache = PagedKVCache(
             cfg, device, dtype, cfg.kv_dtype, opts.block_tokens, gpu_blocks, host_blocks_max,
             clock_now=clock.now, simulate_gpu_oom=os.environ.get("KVSCOPE_SIMULATE_GPU_OOM") == "1",
-            copy_overlap=opts.copy_overlap,
+            copy_overlap=opts.copy_overlap, host_pinned=opts.host_kv_memory == "pinned",
         )
         # Pin what the largest run can use now (pinning later would land inside a timed
         # round); the rest of the host pool is pinned on demand.
@@ -640,11 +647,11 @@ def run_one(
                     block_bytes=built.block_bytes, bytes=built.gpu_blocks * built.block_bytes)
         writer.emit("pool", pool="host", capacity_blocks=host_blocks, block_tokens=opts.block_tokens,
                     block_bytes=built.block_bytes, bytes=host_blocks * built.block_bytes,
-                    pinned=cache.cuda)
+                    pinned=cache.host_memory == "pinned")
         plain = cache.measure_plain_copy(per_request)
         if plain is not None:
             writer.emit("log", level="info", msg=(
-                f"plain pinned copy of {plain['blocks']} blocks ({plain['bytes']} bytes) between the pools: "
+                f"plain {cache.host_memory} copy of {plain['blocks']} blocks ({plain['bytes']} bytes) between the pools: "
                 f"h2d {plain['h2d_gb_per_s']} GB/s, d2h {plain['d2h_gb_per_s']} GB/s"))
         phase("setup", "end")
         summary = run_workload(opts, built, users, writer, clock, cancel, phase)

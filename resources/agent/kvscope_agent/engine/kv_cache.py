@@ -241,6 +241,7 @@ class PagedKVCache:
         clock_now: Callable[[], int],
         simulate_gpu_oom: bool = False,
         copy_overlap: bool = False,
+        host_pinned: bool = True,
     ) -> None:
         self.cfg = cfg
         self.device = device
@@ -281,7 +282,11 @@ class PagedKVCache:
         self.rows = flat.view(torch.uint8) if self.fp8 else flat
         self.zero_row = self.num_blocks * L * 2 * block_tokens  # first row of the spare block
         self.blocks_view = self.pool.view(self.num_blocks, self.block_elems)
-        self.host = HostPool(self.host_blocks, self.block_elems, self.dtype, pin=self.cuda) if self.host_blocks > 0 else None
+        # The host pool is pinned on CUDA unless asked for pageable memory (--host-kv-memory
+        # pageable: a slower link to measure; pageable copies also hold the host until they end).
+        self.host_memory = "pinned" if self.cuda and host_pinned else "pageable"
+        self.host = (HostPool(self.host_blocks, self.block_elems, self.dtype, pin=self.host_memory == "pinned")
+                     if self.host_blocks > 0 else None)
         self.copy_stream = torch.cuda.Stream(device=device) if self.cuda else None
         # Copy overlap (module docstring): onboards of a batch that also offloads run on their
         # own stream, pipelined behind the offload chunks they depend on.

@@ -737,8 +737,8 @@ class Engine:
                 bytes=rec.bytes,
                 start=rec.start_ns,
                 end=rec.end_ns,
-                src_mem="device" if rec.dir == "d2h" else ("pinned" if self.cache.cuda else "pageable"),
-                dst_mem="pinned" if rec.dir == "d2h" and self.cache.cuda else ("pageable" if rec.dir == "d2h" else "device"),
+                src_mem="device" if rec.dir == "d2h" else self.cache.host_memory,
+                dst_mem=self.cache.host_memory if rec.dir == "d2h" else "device",
                 device=dev.index if dev.index is not None else (0 if self.cache.cuda else -1),
                 stream=rec.stream,  # the copy stream, or the onboard stream with --copy-overlap on
                 source="engine",
