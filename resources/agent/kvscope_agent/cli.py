@@ -20,6 +20,7 @@ commands:
   check LOG     replay an events.jsonl against the protocol rules (exit 1 on violations)
   build-tracer  build the CUPTI transfer tracer library
   translate     translate an engine's KV-cache event dump into protocol events
+  whatif RUN    replay recorded runs on another card (--profile gh200-96), simulated
   version       print the agent version
 """
 
@@ -79,6 +80,12 @@ def _translate(argv: list[str]) -> int:
     return int(main(argv) or 0)
 
 
+def _whatif(argv: list[str]) -> int:
+    from .whatif.main import whatif
+
+    return whatif(argv)
+
+
 def _version(argv: list[str]) -> int:
     print(__version__)
     return 0
@@ -91,6 +98,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "check": _check,
     "build-tracer": _build_tracer,
     "translate": _translate,
+    "whatif": _whatif,
     "version": _version,
 }
 
