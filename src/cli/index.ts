@@ -12,6 +12,7 @@ import { registerHosts } from './commands/hosts';
 import { registerRun } from './commands/run';
 import { registerSweep } from './commands/sweep';
 import { registerClean } from './commands/clean';
+import { registerWhatIf } from './commands/whatif';
 import { VERSION } from '../shared/version';
 
 export function buildProgram(): Command {
@@ -30,6 +31,7 @@ export function buildProgram(): Command {
   registerRun(program);
   registerSweep(program);
   registerClean(program);
+  registerWhatIf(program);
   return program;
 }
 

@@ -7,7 +7,6 @@
  */
 import type { BadLine } from './events-reader';
 import type { KvEvent } from './protocol';
-import type { ParsedProjection } from './projection';
 import type { Result } from './result';
 import type { RunAnalysis } from './run-analysis';
 
@@ -41,6 +40,19 @@ export interface RunListing {
   context_tokens?: number | null;
   /** 0: no host pool (the recompute baseline). */
   host_kv_bytes?: number | null;
+  /** Set on a run the what-if simulator made (run.start `simulated`): no GPU ran it. */
+  simulated?: SimulatedRunInfo | null;
+}
+
+/** What a simulated run says of itself, for the lists and charts that must label it. */
+export interface SimulatedRunInfo {
+  /** The simulated card: a profile id ("gh200-96") and its name. */
+  profile: string;
+  profileName: string;
+  /** The measured runs the simulator was calibrated on (their run.start run_id). */
+  sourceRunIds: string[];
+  /** The card those ran on. */
+  sourceGpu: string | null;
 }
 
 /** A run loaded for viewing: all valid events (in seq order), what was skipped, and the summary. */
@@ -334,8 +346,33 @@ export type Unsubscribe = () => void;
 /** Where an imported run's log comes from: a path on this machine, or a file's bytes (browser upload). */
 export type ImportRunSource = { path: string } | { fileName: string; bytesBase64: string };
 
-/** A projection.json found on disk (issue 9), parsed; `ok: false` carries why it did not parse. */
-export type ProjectionFile = { path: string } & ParsedProjection;
+/** A card the what-if simulator can replay runs on (a built-in profile; docs/whatif.md). */
+export interface WhatIfProfile {
+  id: string;
+  name: string;
+  /** The host link: "PCIe Gen5 x16", "NVLink-C2C". */
+  link: string;
+  /** Every number the simulator reads, with where it comes from. */
+  numbers: Record<string, { value: number; source: string; basis: string }>;
+}
+
+export interface WhatIfRequest {
+  /** Measured library runs of one model on one card (a run, or a sweep): what is calibrated on. */
+  runIds: string[];
+  /** A built-in profile id (whatIfProfiles). */
+  profile: string;
+  /** User counts to simulate: "2..16", "2,4,8"; absent: the runs' own. */
+  users?: string;
+}
+
+export interface WhatIfResult {
+  /** The simulated runs, added to the library (host "simulated", run.start `simulated`). */
+  runIds: string[];
+  /** The GPU pool on the simulated card (the agent's memory plan) and how many users it holds. */
+  gpuPool: { blocks: number; bytes: number; usersItHolds: number; note: string };
+  /** Each source run replayed on its own card: how close the calibration came (relative error). */
+  selfCheck: Array<{ users: number; e2eError: number | null; ttftError: number | null }>;
+}
 
 export interface KvScopeApi {
   getAppInfo(): Promise<Result<AppInfo>>;
@@ -347,8 +384,10 @@ export interface KvScopeApi {
   importRun(source: ImportRunSource): Promise<Result<RunListing>>;
   /** The run's folder (or bundled file) on disk; the Electron shell also shows it in the file manager. */
   revealRun(runId: string): Promise<Result<string>>;
-  /** Projection files for Compare's dashed series (issue 9). */
-  listProjections(): Promise<Result<ProjectionFile[]>>;
+  /** The cards the what-if simulator knows (docs/whatif.md). */
+  whatIfProfiles(): Promise<Result<WhatIfProfile[]>>;
+  /** Replays measured runs on another card (the agent's simulator, run on this machine); the simulated runs join the library. */
+  runWhatIf(request: WhatIfRequest): Promise<Result<WhatIfResult>>;
   /** Hosts from ~/.ssh/config, the app's own hosts, and Local. */
   listHosts(): Promise<Result<HostEntry[]>>;
   /** Adds or replaces an app host (kept in the user data folder). */
@@ -417,7 +456,8 @@ export const CORE_METHODS = [
   'deleteRun',
   'importRun',
   'revealRun',
-  'listProjections',
+  'whatIfProfiles',
+  'runWhatIf',
   'listHosts',
   'saveHost',
   'removeHost',

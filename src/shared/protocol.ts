@@ -54,6 +54,17 @@ export interface RunStartEvent extends EventBase {
   };
   clock: { unix_ns_at_t0: number };
   capabilities?: Record<string, { on: boolean; source?: string; reason?: string; [k: string]: unknown }>;
+  /** Present on a run the what-if simulator made (docs/whatif.md): no GPU ran it. */
+  simulated?: SimulatedInfo;
+}
+
+/** run.start `simulated`: the card simulated, the measured runs it was calibrated on, the fit. */
+export interface SimulatedInfo {
+  profile: { id: string; name: string; link?: string; numbers?: Record<string, { value: number; source: string; basis?: string }> };
+  source: { run_ids: string[]; gpu: string | null; model?: string | null; profile?: string; users?: number[]; [k: string]: unknown };
+  calibration?: Record<string, unknown>;
+  users?: number;
+  method?: string;
 }
 
 /** The agent's options in snake_case, fully resolved (PROTOCOL.md "config"). */
@@ -238,6 +249,14 @@ const SCHEMAS: Record<EventType, Schema> = {
       },
     },
     clock: { type: 'object', required: ['unix_ns_at_t0'], properties: { unix_ns_at_t0: num } },
+    simulated: {
+      type: 'object',
+      required: ['profile', 'source'],
+      properties: {
+        profile: { type: 'object', required: ['id', 'name'], properties: { id: str, name: str } },
+        source: { type: 'object', required: ['run_ids'], properties: { run_ids: { type: 'array', items: str } } },
+      },
+    },
   }),
   pool: eventSchema(['pool', 'capacity_blocks', 'block_tokens', 'block_bytes'], {
     pool: { enum: ['gpu', 'host'] },

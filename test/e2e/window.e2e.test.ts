@@ -18,7 +18,7 @@ import type { KvEvent } from '../../src/shared/protocol';
 import { compileReplay } from '../../src/shared/replay';
 import { buildTimelineModel, linkRequest } from '../../src/shared/timeline-model';
 import { timelineLayout, xOf } from '../../src/renderer/viz/timeline-render';
-import { measuredSeries } from '../../src/renderer/model/compare-model';
+import { compareSeries } from '../../src/renderer/model/compare-model';
 import { ARTIFACTS, RENDERER_DIR, browserSkipReason, launchBrowser } from '../helpers/browser';
 import { realRuns, type RealRun } from '../helpers/real-runs';
 import type { PageGlobal } from '../helpers/page-dom';
@@ -311,37 +311,29 @@ describe.skipIf(reason !== null)(`the window's views in real Chromium${reason ? 
     expect(consoleErrors).toEqual([]);
   });
 
-  it('compare draws one line per host and configuration, and a projection dashed and labelled', async () => {
-    mkdirSync(join(runsDir, 'sweep-x'), { recursive: true });
-    writeFileSync(
-      join(runsDir, 'sweep-x', 'projection.json'),
-      JSON.stringify({ kind: 'kvscope.projection', version: 1, label: 'PROJECTION (not measured): copies at 900 GB/s', points: [2, 4].map((u) => ({ users: u, measured: { e2e_ns: u * 1e9, ttft_ns_mean: u * 1e8 }, projected: { e2e_ns: u * 5e8, ttft_ns_mean: u * 5e7 } })) }),
-    );
+  it('compare draws one line per host and configuration, one chart pair per model', async () => {
     const listed = await core.handlers.listRuns();
     expect(listed.ok).toBe(true);
-    const want = listed.ok ? measuredSeries(listed.value).length : -1;
+    const series = listed.ok ? compareSeries(listed.value) : [];
+    const want = series.filter((s) => s.kind === 'measured').length;
     await go('#/compare');
     await page.waitForSelector('[data-testid=chart-ttft]');
     expect(await page.locator('[data-testid=chart-ttft] g.series.measured').count()).toBe(want);
     expect(await page.locator('[data-testid=chart-e2e] g.series.measured').count()).toBe(want);
     const hosts = new Set(listed.ok ? listed.value.filter((r) => r.users !== null && (r.e2e_ns !== null || r.ttft_ns_mean !== null)).map((r) => r.host) : []);
     expect(want).toBeGreaterThanOrEqual(hosts.size);
-    // One dashed series per projection.json the core finds: this test's, plus any bundled with the samples.
-    const projections = await core.handlers.listProjections();
-    expect(projections.ok).toBe(true);
-    const wantProj = projections.ok ? projections.value.length : -1;
-    expect(wantProj).toBeGreaterThanOrEqual(1);
-    const proj = page.locator('[data-testid=chart-ttft] g.series.projection');
-    expect(await proj.count()).toBe(wantProj);
-    for (const i of Array.from({ length: wantProj }, (_, k) => k)) {
-      expect(await proj.nth(i).locator('path').first().getAttribute('stroke-dasharray')).toBeTruthy();
-      expect(await proj.nth(i).getAttribute('data-series')).toMatch(/projection/i);
+    // One chart pair per model, each holding only that model's series.
+    const models = [...new Set(series.map((s) => s.model ?? 'model not recorded'))];
+    expect(await page.locator('.model-group').count()).toBe(models.length);
+    for (const m of models) {
+      const inChart = await page.locator(`[data-testid=chart-ttft][data-model="${m}"] g.series`).evaluateAll((gs) => gs.map((g) => g.getAttribute('data-series')));
+      expect(inChart.sort()).toEqual(series.filter((s) => (s.model ?? 'model not recorded') === m).map((s) => s.label).sort());
     }
     // Each time axis has one unit and one precision on all its ticks ("0 s … 10 s"; per-tick
     // formatting once gave "0 ns", "2.000 s", "12.00 s" on one axis).
-    for (const chart of ['chart-ttft', 'chart-e2e']) {
-      const ticks = await page.locator(`[data-testid=${chart}] text.tick[text-anchor=end]`).allTextContents();
-      expect(ticks.length, chart).toBeGreaterThanOrEqual(2);
+    for (const chart of (await page.locator('[data-testid=chart-ttft], [data-testid=chart-e2e]').all())) {
+      const ticks = await chart.locator('text.tick[text-anchor=end]').allTextContents();
+      expect(ticks.length, ticks.join(' | ')).toBeGreaterThanOrEqual(2);
       const parts = ticks.map((t) => /^(-?\d+(?:\.(\d+))?) (ns|µs|ms|s)$/.exec(t));
       expect(parts.every(Boolean), ticks.join(' | ')).toBe(true);
       expect(new Set(parts.map((m) => m![3])).size, ticks.join(' | ')).toBe(1);
@@ -354,9 +346,42 @@ describe.skipIf(reason !== null)(`the window's views in real Chromium${reason ? 
     const svgPath = (await page.textContent('.notice'))!.replace(/^Saved /, '').replace(/ \(.*$/, '');
     const svg = readFileSync(svgPath, 'utf8');
     expect(svg.startsWith('<svg')).toBe(true);
-    expect(svg).toContain('stroke-dasharray');
+    expect(svg).toContain('class="series measured"');
     expect(consoleErrors).toEqual([]);
   });
+
+  it('what-if replays a bundled run on another card: a dashed series labelled simulated, a run marked simulated in the library', async () => {
+    const source = 'sample:h100-llama-3.1-8b-users4-host55e9';
+    const before = await core.handlers.listRuns();
+    expect(before.ok && before.value.some((r) => r.id === source)).toBe(true);
+    await go(`#/compare?runs=${encodeURIComponent(source)}`);
+    await page.waitForSelector('[data-action=whatif-profile] option[value=h200]', { state: 'attached' });
+    await page.selectOption('[data-action=whatif-profile]', 'h200');
+    await page.click('[data-action=whatif-run]');
+    await page.waitForSelector('[data-testid=whatif-result]:has-text("Simulated 1 run")', { timeout: 120_000 });
+    const dashed = page.locator('[data-testid=chart-ttft][data-model="llama-3.1-8b"] g.series.simulated');
+    await dashed.first().waitFor();
+    expect(await dashed.count()).toBe(1);
+    expect(await dashed.locator('path').first().getAttribute('stroke-dasharray')).toBeTruthy();
+    expect(await dashed.getAttribute('data-series')).toMatch(/^SIMULATED on NVIDIA H200/);
+    expect(await page.locator('.model-group .legend li.simulated').first().textContent()).toContain('SIMULATED');
+    await page.screenshot({ path: join(ARTIFACTS, 'window-compare-whatif.png'), fullPage: true });
+    const after = await core.handlers.listRuns();
+    const made = after.ok ? after.value.filter((r) => r.simulated) : [];
+    expect(made).toHaveLength(1);
+    expect(made[0]!.simulated).toMatchObject({ profile: 'h200', sourceGpu: 'NVIDIA H100 80GB HBM3' });
+    expect(made[0]!.host).toBe('simulated');
+    expect(made[0]!.name).toMatch(/^SIMULATED on NVIDIA H200/);
+    expect(made[0]!.gpu).toMatch(/\(simulated\)$/);
+    // The simulated run opens in the run views like any run, its name saying what it is.
+    await go(`#/runs/${encodeURIComponent(made[0]!.id)}/live`);
+    await page.waitForSelector('.live-view h1');
+    expect(await page.textContent('.live-view h1')).toMatch(/^SIMULATED/);
+    // A simulated run is not a calibration source.
+    const again = await core.handlers.runWhatIf({ runIds: [made[0]!.id], profile: 'gh200-96' });
+    expect(!again.ok && again.error.code).toBe('invalid_argument');
+    expect(consoleErrors).toEqual([]);
+  }, 180_000);
 
   it('hosts shows Local; the new-run form names the field in its errors', async () => {
     await go('#/hosts');

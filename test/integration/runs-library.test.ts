@@ -1,4 +1,4 @@
-import { mkdtempSync, existsSync, writeFileSync, mkdirSync } from 'node:fs';
+import { mkdtempSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
@@ -47,23 +47,5 @@ describe('runs library actions', () => {
     expect((await c.handlers.deleteRun('../x')).ok).toBe(false);
     const r = await c.handlers.deleteRun('sample:h100');
     expect(!r.ok && r.error.code).toBe('unsupported');
-  });
-
-  it('finds projection files and reports the ones that do not parse', async () => {
-    const { core: c, runsDir } = await core();
-    mkdirSync(join(runsDir, 'sweep-1'));
-    writeFileSync(
-      join(runsDir, 'sweep-1', 'projection.json'),
-      JSON.stringify({ kind: 'kvscope.projection', version: 1, label: 'PROJECTION: C2C', points: [{ users: 4, measured: { e2e_ns: 10, ttft: { mean: 2 } }, projected: { e2e_ns: 5, ttft: { mean: 1 } } }] }),
-    );
-    writeFileSync(join(runsDir, 'bad.projection.json'), '{"points": 3}');
-    const r = await c.handlers.listProjections();
-    expect(r.ok).toBe(true);
-    if (!r.ok) return;
-    const good = r.value.find((p) => p.path.endsWith(join('sweep-1', 'projection.json')));
-    expect(good?.ok && good.doc.points[0]).toEqual({ users: 4, measured: { e2e_ns: 10, ttft_ns_mean: 2 }, projected: { e2e_ns: 5, ttft_ns_mean: 1 } });
-    const bad = r.value.find((p) => p.path.endsWith('bad.projection.json'));
-    expect(bad?.ok).toBe(false);
-    expect(bad?.error).toContain('points');
   });
 });

@@ -20,7 +20,6 @@ const KNOWN_KEYS = [
   'getSettings',
   'importRun',
   'listHosts',
-  'listProjections',
   'listRuns',
   'loadRun',
   'notify',

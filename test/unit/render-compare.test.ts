@@ -1,11 +1,11 @@
-/** Compare's series: one line per host and configuration; projections kept apart and labelled. */
+/** Compare's series: one line per host and configuration; simulated runs kept apart and labelled; one chart pair per model. */
 import { describe, expect, it } from 'vitest';
-import type { ProjectionFile, RunListing } from '../../src/shared/api';
-import { measuredSeries, projectionSeries } from '../../src/renderer/model/compare-model';
-import { parseProjection } from '../../src/shared/projection';
+import type { RunListing } from '../../src/shared/api';
+import { chartDomains, compareSeries, groupByModel, whatIfSources } from '../../src/renderer/model/compare-model';
 
+let n = 0;
 const run = (o: Partial<RunListing>): RunListing => ({
-  id: `r${Math.random()}`,
+  id: `r${n++}`,
   name: 'r',
   host: 'h100',
   status: 'ok',
@@ -22,10 +22,11 @@ const run = (o: Partial<RunListing>): RunListing => ({
   host_kv_bytes: 55e9,
   ...o,
 });
+const sim = { profile: 'gh200-96', profileName: 'NVIDIA GH200 (96 GB)', sourceRunIds: ['a'], sourceGpu: 'NVIDIA H100 80GB HBM3' };
 
 describe('compare series', () => {
   it('groups by host and configuration, averages repeats, skips runs without results', () => {
-    const s = measuredSeries([
+    const s = compareSeries([
       run({ users: 2 }),
       run({ users: 4, e2e_ns: 3e9 }),
       run({ users: 4, e2e_ns: 5e9 }),
@@ -46,15 +47,37 @@ describe('compare series', () => {
     expect(h100.points[1]!.runId).toBeNull(); // two runs at 4 users: no single run to link
   });
 
-  it('turns parsed projection files into dashed series labelled as projections, skipping broken files', () => {
-    const good = parseProjection({ kind: 'kvscope.projection', label: 'copies at 900 GB/s', points: [{ users: 4, measured: { e2e_ns: 9, ttft_ns_mean: 3 }, projected: { e2e_ns: 4, ttft_ns_mean: 1 } }] });
-    const bad = parseProjection({ points: 'x' });
-    expect(bad.ok).toBe(false);
-    const files = [{ path: '/a/projection.json', ...good }, { path: '/b/projection.json', ...bad }] as ProjectionFile[];
-    const s = projectionSeries(files);
-    expect(s).toHaveLength(1);
-    expect(s[0]!.kind).toBe('projection');
-    expect(s[0]!.label).toMatch(/^projection: /);
-    expect(s[0]!.points).toEqual([{ users: 4, ttft_ns: 1, e2e_ns: 4, runId: null }]);
+  it('keeps simulated runs in their own series, after the measured ones, labelled with both cards', () => {
+    const s = compareSeries([run({ users: 4, host: 'simulated', gpu: 'NVIDIA GH200 (simulated)', simulated: sim }), run({ users: 4 })]);
+    expect(s.map((x) => x.kind)).toEqual(['measured', 'simulated']);
+    expect(s[1]!.label).toBe('SIMULATED on NVIDIA GH200 (96 GB) · llama-3.1-70b · from NVIDIA H100 80GB HBM3 · 16,000 ctx');
+  });
+
+  it('never puts two models on one chart, and each chart spans its own data', () => {
+    const s = compareSeries([
+      run({ users: 4, model: 'llama-3.1-8b', e2e_ns: 36e9, ttft_ns_mean: 1e9 }),
+      run({ users: 8, model: 'llama-3.1-70b-fp8', e2e_ns: 252e9, ttft_ns_mean: 9.8e9 }),
+      run({ users: 16, model: 'llama-3.1-70b-fp8', e2e_ns: 500e9, ttft_ns_mean: 20e9, host: 'simulated', simulated: sim }),
+      run({ users: 2, model: 'llama-3.1-8b', e2e_ns: 16e9, ttft_ns_mean: 5e7 }),
+    ]);
+    const groups = groupByModel(s);
+    expect(groups.map((g) => [g.model, g.series.length])).toEqual([
+      ['llama-3.1-70b-fp8', 2],
+      ['llama-3.1-8b', 1],
+    ]);
+    const eightB = groups.find((g) => g.model === 'llama-3.1-8b')!;
+    expect(chartDomains(eightB.series, 'e2e_ns')).toEqual({ users: [2, 4], value: [0, 36e9 * 1.08] });
+    expect(chartDomains(groups[0]!.series, 'ttft_ns').users).toEqual([8, 16]);
+    expect(chartDomains([groups[0]!.series[0]!], 'ttft_ns').users).toEqual([7, 9]); // one count: ±1
+  });
+
+  it('lets a what-if replay only finished measured runs of one model on one card, and says why not', () => {
+    expect(whatIfSources([]).why).toMatch(/choose a run/);
+    expect(whatIfSources([run({ simulated: sim })]).why).toMatch(/simulated/);
+    expect(whatIfSources([run({}), run({ model: 'llama-3.1-8b' })]).why).toMatch(/2 models/);
+    expect(whatIfSources([run({}), run({ gpu: 'NVIDIA H200' })]).why).toMatch(/2 cards/);
+    const a = run({ users: 4 });
+    const ok = whatIfSources([a, run({ users: 8, status: 'running' }), run({ simulated: sim })]);
+    expect(ok).toEqual({ runIds: [a.id], model: 'llama-3.1-70b', why: null });
   });
 });

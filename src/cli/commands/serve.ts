@@ -27,9 +27,6 @@ export function registerServe(program: Command): void {
       // folder chosen there is the one served (issue 10).
       const settings = new SettingsStore(join(defaultDataDir(), 'settings.json'));
       const runsDir = opts.runsDir ?? (await settings.load()).runsDir ?? defaultRunsDir();
-      // Projections come from the runs folder and the bundled samples, as in the desktop app. Not
-      // from bench/: its results folders keep every session's projection.json, and Compare drew
-      // the stale ones (a first-session 70B line) beside the current one under the same label.
       const core = await createCore({ runsDir, samplesDir: paths.samplesDir, shell: 'browser', settingsStore: settings });
       const server = await startServer({ core, staticDir: paths.rendererDir, port: opts.port });
       // The URL is the first stdout line: tests and tunnels read it.

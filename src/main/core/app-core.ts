@@ -2,11 +2,12 @@
  * The app's core as the renderer sees it: one handler per KvScopeApi method, transport-free.
  * Electron's ipc/ layer and the `kvscope serve` WebSocket bridge both wrap exactly this object.
  */
-import type { AppInfo, CoreHandlers, OpenFileDialogOptions, PushMessage, SettingsSnapshot } from '../../shared/api';
+import type { AppInfo, CoreHandlers, OpenFileDialogOptions, PushMessage, SettingsSnapshot, WhatIfProfile } from '../../shared/api';
 import { err, toResult } from '../../shared/result';
 import { VERSION } from '../../shared/version';
 import { RunStore } from './run-store';
-import { deleteRun, importRun, listProjections, renameRun, revealRun } from './runs-library';
+import { deleteRun, importRun, renameRun, revealRun } from './runs-library';
+import { runWhatIf, whatIfProfiles } from './whatif';
 import { importEngineDump, openPath } from './open-args';
 import { exportRunFromStore } from './export/core-export';
 import { saveImage } from './export/image-file';
@@ -31,8 +32,6 @@ export interface CoreOptions {
   samplesDir: string | null;
   shell: AppInfo['shell'];
   versions?: Record<string, string>;
-  /** Extra folders searched for projection.json files (bench results), besides runs and samples. */
-  projectionDirs?: string[];
   /** settings.json (issue 10); absent: settings last for this session only. */
   settingsFile?: string | null;
   /** An already-loaded settings store (the shell reads runsDir from it before the core exists). */
@@ -95,6 +94,8 @@ export async function createCore(options: CoreOptions): Promise<Core> {
     const python = request.python ?? (typeof host === 'string' ? current.pythonByHost[host] : undefined);
     return { ...request, ...(python ? { python } : {}), workload: { sample_ms: current.sampleMs, ...request.workload } };
   };
+  const profilesByAgent = new Map<string, Promise<WhatIfProfile[]>>();
+  const localAgent = async () => ({ agentDir: options.agentDir ?? defaultAgentDir(), python: (await settings.load()).pythonByHost.local ?? 'python3' });
   const browserOnly = (what: string) => err('unsupported', `${what} needs the desktop app; this window is served to a browser by kvscope serve`);
   const snapshot = async (): Promise<SettingsSnapshot> => {
     const current = await settings.load();
@@ -127,7 +128,21 @@ export async function createCore(options: CoreOptions): Promise<Core> {
         shellActions.showItemInFolder?.(path);
         return path;
       }),
-    listProjections: () => toResult(() => listProjections([options.runsDir, options.samplesDir, ...(options.projectionDirs ?? [])])),
+    // What-if (docs/whatif.md): the agent's simulator, run on this machine with the local Python.
+    whatIfProfiles: () =>
+      toResult(async () => {
+        // The built-in profiles ship with the agent: one listing per Python setting is enough.
+        const agent = await localAgent();
+        const key = `${agent.agentDir}\0${agent.python}`;
+        let cached = profilesByAgent.get(key);
+        if (!cached) {
+          cached = whatIfProfiles(agent);
+          profilesByAgent.set(key, cached);
+          cached.catch(() => profilesByAgent.delete(key));
+        }
+        return cached;
+      }),
+    runWhatIf: (request) => toResult(async () => runWhatIf(store, await localAgent(), request)),
     // Issue 5: hosts, probe, prompts, runs over SSH and sweeps (host-handlers.ts).
     ...hostHandlers.handlers,
     // Issue 10: Settings supply what a request leaves out: the host's Python and the sample period.
@@ -151,8 +166,7 @@ export async function createCore(options: CoreOptions): Promise<Core> {
       }),
     importEngineDump: (path, engine) =>
       toResult(async () => {
-        const python = (await settings.load()).pythonByHost.local ?? 'python3';
-        const opened = await importEngineDump(store, { agentDir: options.agentDir ?? defaultAgentDir(), python, path, engine });
+        const opened = await importEngineDump(store, { ...(await localAgent()), path, engine });
         await settings.noteRecent(opened.runId).catch(() => undefined);
         return opened;
       }),

@@ -191,5 +191,18 @@ function baseListing(id: string, meta: RunMeta, bundled: boolean, a: RunAnalysis
     bundled,
     context_tokens: typeof cfg?.context_tokens === 'number' ? cfg.context_tokens : null,
     host_kv_bytes: typeof cfg?.host_kv_bytes === 'number' ? cfg.host_kv_bytes : null,
+    simulated: simulatedInfo(a),
+  };
+}
+
+/** run.start `simulated` (docs/whatif.md) as the library lists it; null for a measured run. */
+function simulatedInfo(a: RunAnalysis | null): RunListing['simulated'] {
+  const s = a?.start?.simulated;
+  if (!s || typeof s !== 'object' || !s.profile || !s.source) return null;
+  return {
+    profile: String(s.profile.id),
+    profileName: String(s.profile.name),
+    sourceRunIds: Array.isArray(s.source.run_ids) ? s.source.run_ids.map(String) : [],
+    sourceGpu: typeof s.source.gpu === 'string' ? s.source.gpu : null,
   };
 }

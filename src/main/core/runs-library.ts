@@ -1,14 +1,13 @@
 /**
- * Runs-library actions behind the window's Runs view (issue 6): rename, delete, import, reveal, and
- * the projection files that Compare draws as dashed series. Kept beside RunStore (which lists and
- * loads) so the store stays read-mostly; every action checks the run id the same way it does.
+ * Runs-library actions behind the window's Runs view (issue 6): rename, delete, import, reveal. Kept
+ * beside RunStore (which lists and loads) so the store stays read-mostly; every action checks the run
+ * id the same way it does.
  */
 import { mkdir, readdir, readFile, rm, stat, writeFile, rename as fsRename } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
-import type { ImportRunSource, ProjectionFile, RunListing } from '../../shared/api';
+import type { ImportRunSource, RunListing } from '../../shared/api';
 import { EventLineDecoder } from '../../shared/events-reader';
-import { parseProjection } from '../../shared/projection';
 import { CodedError } from '../../shared/result';
 import { checkRunId, type RunStore } from './run-store';
 import { importKvscopeFile, isKvscopeFile, KVSCOPE_EXT } from './export/kvscope-file';
@@ -157,48 +156,4 @@ async function importIfKvscopeFile(store: RunStore, source: ImportRunSource): Pr
   } finally {
     await rm(tmp, { force: true });
   }
-}
-
-/**
- * Projection files (issue 9, bench/projection.py `projection_doc`): `projection.json` or
- * `*.projection.json` at the top of the runs folder, inside a run or sweep folder (one level
- * down), in the bundled samples folder, and in any extra folder the shell names (bench results).
- * A file that does not parse is returned with its error, never dropped silently.
- */
-export async function listProjections(dirs: Array<string | null>): Promise<ProjectionFile[]> {
-  const out: ProjectionFile[] = [];
-  const isProjection = (n: string) => n === 'projection.json' || n.endsWith('.projection.json');
-  const seen = new Set<string>();
-  async function scan(dir: string, depth: number): Promise<void> {
-    let names: string[];
-    try {
-      names = await readdir(dir);
-    } catch {
-      return;
-    }
-    for (const n of names.sort()) {
-      if (n.startsWith('.')) continue;
-      const p = join(dir, n);
-      if (isProjection(n)) {
-        if (seen.has(p)) continue;
-        seen.add(p);
-        try {
-          const text = await readFile(p, 'utf8');
-          out.push({ path: p, ...parseProjection(JSON.parse(text)) });
-        } catch (e) {
-          out.push({ path: p, ok: false, error: (e as Error).message, doc: null });
-        }
-      } else if (depth > 0) {
-        let s;
-        try {
-          s = await stat(p);
-        } catch {
-          continue;
-        }
-        if (s.isDirectory()) await scan(p, depth - 1);
-      }
-    }
-  }
-  for (const d of dirs) if (d) await scan(d, 2);
-  return out;
 }

@@ -1,9 +1,9 @@
 /**
- * Compare's data: runs grouped into one series per host/configuration (the seed's chart: TTFT and
- * E2E against the number of users), plus projection series from projection.json files, kept apart
- * and labelled so a projection is never read as a measurement. Pure.
+ * Compare's data: runs grouped into one series per host and configuration (the seed's chart: TTFT
+ * and E2E against the number of users), measured and simulated (what-if) kept apart and labelled,
+ * and series grouped by model, since only one model's series share a chart. Pure.
  */
-import type { ProjectionFile, RunListing } from '../../shared/api';
+import type { RunListing } from '../../shared/api';
 import { formatCount } from '../../shared/format';
 
 export interface SeriesPoint {
@@ -16,60 +16,95 @@ export interface SeriesPoint {
 export interface Series {
   key: string;
   label: string;
-  kind: 'measured' | 'projection';
+  /** A simulated series is drawn dashed and its label says "simulated". */
+  kind: 'measured' | 'simulated';
+  model: string | null;
   points: SeriesPoint[];
+}
+
+/** One chart group: a model's series, with the user counts and values their axes must span. */
+export interface ModelGroup {
+  model: string | null;
+  series: Series[];
 }
 
 /**
  * One line per host and configuration: host, GPU, model, engine, context length, and whether a
  * host pool was there (the recompute baseline is its own line, as in the seed's with/without runs).
+ * A simulated run's line names the card it was simulated on and the card it was calibrated on.
  */
 export function seriesKey(r: RunListing): string {
-  const parts = [r.host, r.gpu, r.model, r.engine].filter((x): x is string => !!x);
-  if (typeof r.context_tokens === 'number') parts.push(`${formatCount(r.context_tokens)} ctx`);
-  if (r.host_kv_bytes === 0) parts.push('no host pool (recompute)');
-  return parts.join(' · ');
+  const s = r.simulated;
+  const parts = s
+    ? [`SIMULATED on ${s.profileName}`, r.model, s.sourceGpu ? `from ${s.sourceGpu}` : null]
+    : [r.host, r.gpu, r.model, r.engine];
+  const out = parts.filter((x): x is string => !!x);
+  if (typeof r.context_tokens === 'number') out.push(`${formatCount(r.context_tokens)} ctx`);
+  if (r.host_kv_bytes === 0) out.push('no host pool (recompute)');
+  return out.join(' · ');
 }
 
 /**
- * Measured series from runs (only finished runs with a user count). Several runs at one user count
- * in a series (repeats) are averaged, and the table lists each.
+ * Series from runs (only finished runs with a user count). Several runs at one user count in a
+ * series (repeats) are averaged, and the table lists each.
  */
-export function measuredSeries(runs: readonly RunListing[]): Series[] {
-  const by = new Map<string, Map<number, RunListing[]>>();
+export function compareSeries(runs: readonly RunListing[]): Series[] {
+  const by = new Map<string, { kind: Series['kind']; model: string | null; m: Map<number, RunListing[]> }>();
   for (const r of runs) {
     if (r.users === null || (r.e2e_ns === null && r.ttft_ns_mean === null)) continue;
     const k = seriesKey(r);
-    const m = by.get(k) ?? new Map<number, RunListing[]>();
-    m.set(r.users, [...(m.get(r.users) ?? []), r]);
-    by.set(k, m);
+    const entry = by.get(k) ?? { kind: r.simulated ? ('simulated' as const) : ('measured' as const), model: r.model, m: new Map<number, RunListing[]>() };
+    entry.m.set(r.users, [...(entry.m.get(r.users) ?? []), r]);
+    by.set(k, entry);
   }
   const mean = (xs: Array<number | null>) => {
     const v = xs.filter((x): x is number => x !== null);
     return v.length ? v.reduce((a, b) => a + b, 0) / v.length : null;
   };
   return [...by.entries()]
-    .sort((a, b) => a[0].localeCompare(b[0]))
-    .map(([key, m]) => ({
+    .sort((a, b) => (a[1].kind === b[1].kind ? a[0].localeCompare(b[0]) : a[1].kind === 'measured' ? -1 : 1))
+    .map(([key, { kind, model, m }]) => ({
       key,
       label: key,
-      kind: 'measured' as const,
+      kind,
+      model,
       points: [...m.entries()]
         .sort((a, b) => a[0] - b[0])
         .map(([users, rs]) => ({ users, ttft_ns: mean(rs.map((r) => r.ttft_ns_mean)), e2e_ns: mean(rs.map((r) => r.e2e_ns)), runId: rs.length === 1 ? rs[0]!.id : null })),
     }));
 }
 
-export function projectionSeries(files: readonly ProjectionFile[]): Series[] {
-  const out: Series[] = [];
-  for (const f of files) {
-    if (!f.ok) continue;
-    out.push({
-      key: `projection:${f.path}`,
-      label: f.doc.label,
-      kind: 'projection',
-      points: f.doc.points.map((p) => ({ users: p.users, ttft_ns: p.projected.ttft_ns_mean, e2e_ns: p.projected.e2e_ns, runId: null })),
-    });
-  }
-  return out;
+/** Series by model, in the order their models first appear: a chart never mixes two models. */
+export function groupByModel(series: readonly Series[]): ModelGroup[] {
+  const groups = new Map<string | null, Series[]>();
+  for (const s of series) groups.set(s.model, [...(groups.get(s.model) ?? []), s]);
+  return [...groups.entries()].map(([model, ss]) => ({ model, series: ss }));
+}
+
+/**
+ * The axes' domains for one group's chart of `metric`: users from the fewest to the most the
+ * series have (a single count gets ±1), values from 0 to the largest with 8% headroom.
+ */
+export function chartDomains(series: readonly Series[], metric: 'ttft_ns' | 'e2e_ns'): { users: [number, number]; value: [number, number] } {
+  const pts = series.flatMap((s) => s.points.filter((p) => p[metric] !== null));
+  if (pts.length === 0) return { users: [0, 1], value: [0, 1] };
+  const lo = Math.min(...pts.map((p) => p.users));
+  const hi = Math.max(...pts.map((p) => p.users));
+  const top = Math.max(...pts.map((p) => p[metric]!));
+  return { users: lo === hi ? [Math.max(0, lo - 1), hi + 1] : [lo, hi], value: [0, top * 1.08 || 1] };
+}
+
+/**
+ * Which of the chosen runs a what-if can replay: measured runs of one model. `why` says what
+ * stops it (no run chosen, only simulated runs, several models).
+ */
+export function whatIfSources(runs: readonly RunListing[]): { runIds: string[]; model: string | null; why: string | null } {
+  const measured = runs.filter((r) => !r.simulated && r.users !== null && r.status === 'ok');
+  if (runs.length === 0) return { runIds: [], model: null, why: 'choose a run or a sweep in the library first (its Compare link)' };
+  if (measured.length === 0) return { runIds: [], model: null, why: 'the chosen runs are simulated or unfinished: a what-if replays finished measured runs' };
+  const models = [...new Set(measured.map((r) => r.model))];
+  if (models.length > 1) return { runIds: [], model: null, why: `the chosen runs are of ${models.length} models (${models.join(', ')}): choose one model's runs` };
+  const gpus = [...new Set(measured.map((r) => r.gpu))];
+  if (gpus.length > 1) return { runIds: [], model: null, why: `the chosen runs ran on ${gpus.length} cards (${gpus.join(', ')}): choose one card's runs` };
+  return { runIds: measured.map((r) => r.id), model: models[0] ?? null, why: null };
 }

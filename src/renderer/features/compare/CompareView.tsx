@@ -1,37 +1,38 @@
 /**
- * Compare: TTFT and E2E against the number of users, one line per host/configuration, with the
- * table beside it (the seed's comparison chart). Projections (issue 9) are dashed and labelled
- * "projection". A few dozen marks, so React draws SVG and d3 supplies scales and paths.
+ * Compare: TTFT and E2E against the number of users, one line per host and configuration, with the
+ * table beside it (the seed's comparison chart). One pair of charts per model: series of different
+ * models never share axes, and each chart's axes span its own data. Simulated (what-if) series are
+ * dashed and labelled "simulated"; the What-if action replays the chosen measured runs on another
+ * card (docs/whatif.md). A few dozen marks, so React draws SVG and d3 supplies scales and paths.
  */
 import { useEffect, useMemo, useRef, useState } from 'react';
 import { chartsAsSvg, saveChartImage } from '../export/save-image';
-import { line, max, scaleLinear } from 'd3';
-import type { ProjectionFile, RunListing } from '../../../shared/api';
+import { line, scaleLinear } from 'd3';
+import type { RunListing, WhatIfProfile } from '../../../shared/api';
 import { axisNsFormat, formatNs } from '../../../shared/format';
 import { useApi } from '../../bridge/api-context';
 import { useVizTheme } from '../../hooks';
 import { routeHref } from '../../router';
-import { measuredSeries, projectionSeries, type Series } from '../../model/compare-model';
+import { chartDomains, compareSeries, groupByModel, whatIfSources, type Series } from '../../model/compare-model';
 
 const W = 460;
 const H = 280;
 const M = { l: 64, r: 16, t: 16, b: 36 };
 
-function Chart({ title, series, metric, colors, testid }: { title: string; series: Series[]; metric: 'ttft_ns' | 'e2e_ns'; colors: Map<string, string>; testid: string }) {
-  const pts = series.flatMap((s) => s.points.filter((p) => p[metric] !== null));
-  const xMax = max(pts, (p) => p.users) ?? 1;
-  const yMax = max(pts, (p) => p[metric]!) ?? 1;
-  const x = scaleLinear().domain([0, Math.max(2, xMax)]).nice().range([M.l, W - M.r]);
-  const y = scaleLinear().domain([0, yMax * 1.08 || 1]).nice().range([H - M.b, M.t]);
+function Chart({ title, series, metric, colors, testid, model }: { title: string; series: Series[]; metric: 'ttft_ns' | 'e2e_ns'; colors: Map<string, string>; testid: string; model: string }) {
+  const dom = chartDomains(series, metric);
+  const x = scaleLinear().domain(dom.users).nice().range([M.l, W - M.r]);
+  const y = scaleLinear().domain(dom.value).nice().range([H - M.b, M.t]);
   const yTicks = y.ticks(5);
   const yTick = axisNsFormat(yTicks[yTicks.length - 1] ?? 0, yTicks.length > 1 ? yTicks[1]! - yTicks[0]! : 0);
+  const xTicks = x.ticks(Math.min(8, Math.max(2, dom.users[1] - dom.users[0]))).filter(Number.isInteger);
   const path = line<{ users: number; v: number }>()
     .x((p) => x(p.users))
     .y((p) => y(p.v));
   return (
-    <figure className="chart" data-testid={testid}>
+    <figure className="chart" data-testid={testid} data-model={model}>
       <figcaption>{title}</figcaption>
-      <svg width={W} height={H} role="img" aria-label={title}>
+      <svg width={W} height={H} role="img" aria-label={`${title}, ${model}`}>
         {yTicks.map((t) => (
           <g key={t}>
             <line x1={M.l} x2={W - M.r} y1={y(t)} y2={y(t)} className="gridline" />
@@ -40,7 +41,7 @@ function Chart({ title, series, metric, colors, testid }: { title: string; serie
             </text>
           </g>
         ))}
-        {x.ticks(Math.min(8, Math.max(2, xMax))).filter(Number.isInteger).map((t) => (
+        {xTicks.map((t) => (
           <text key={t} x={x(t)} y={H - M.b + 16} textAnchor="middle" className="tick">
             {t}
           </text>
@@ -51,11 +52,12 @@ function Chart({ title, series, metric, colors, testid }: { title: string; serie
         {series.map((s) => {
           const ps = s.points.filter((p) => p[metric] !== null).map((p) => ({ users: p.users, v: p[metric]! }));
           const color = colors.get(s.key)!;
+          const dashed = s.kind === 'simulated';
           return (
             <g key={s.key} className={`series ${s.kind}`} data-series={s.label} data-kind={s.kind}>
-              <path d={path(ps) ?? ''} fill="none" stroke={color} strokeWidth={2} strokeDasharray={s.kind === 'projection' ? '6 4' : undefined} />
+              <path d={path(ps) ?? ''} fill="none" stroke={color} strokeWidth={2} strokeDasharray={dashed ? '6 4' : undefined} />
               {ps.map((p) => (
-                <circle key={p.users} cx={x(p.users)} cy={y(p.v)} r={3.5} fill={s.kind === 'projection' ? 'none' : color} stroke={color}>
+                <circle key={p.users} cx={x(p.users)} cy={y(p.v)} r={3.5} fill={dashed ? 'none' : color} stroke={color}>
                   <title>{`${s.label}: ${p.users} users, ${formatNs(p.v)}`}</title>
                 </circle>
               ))}
@@ -67,35 +69,122 @@ function Chart({ title, series, metric, colors, testid }: { title: string; serie
   );
 }
 
+const pct = (v: number | null) => (v === null ? '–' : `${v >= 0 ? '+' : ''}${(v * 100).toFixed(1)}%`);
+
+/** The What-if action: the chosen measured runs replayed on a card the simulator has a profile for. */
+function WhatIfPanel({ chosen, runIds }: { chosen: RunListing[]; runIds: string[] }) {
+  const api = useApi();
+  const [profiles, setProfiles] = useState<WhatIfProfile[] | null>(null);
+  const [profileError, setProfileError] = useState<string | null>(null);
+  const [profile, setProfile] = useState('');
+  const [users, setUsers] = useState('');
+  const [busy, setBusy] = useState(false);
+  const [result, setResult] = useState<{ ok: boolean; text: string } | null>(null);
+  const sources = useMemo(() => whatIfSources(chosen), [chosen]);
+  useEffect(() => {
+    void api.whatIfProfiles().then((r) => {
+      if (!r.ok) return setProfileError(r.error.message);
+      setProfiles(r.value);
+      setProfile((p) => p || (r.value.find((x) => x.id === 'gh200-96') ?? r.value[0])?.id || '');
+    });
+  }, [api]);
+  const run = async () => {
+    setBusy(true);
+    setResult(null);
+    const r = await api.runWhatIf({ runIds: sources.runIds, profile, ...(users.trim() ? { users: users.trim() } : {}) });
+    setBusy(false);
+    if (!r.ok) return setResult({ ok: false, text: `What-if failed: ${r.error.message}` });
+    const v = r.value;
+    const checks = v.selfCheck.map((c) => `users ${c.users}: E2E ${pct(c.e2eError)}, TTFT ${pct(c.ttftError)}`).join('; ');
+    setResult({
+      ok: true,
+      text: `Simulated ${v.runIds.length} run${v.runIds.length === 1 ? '' : 's'}; the GPU pool there holds ${v.gpuPool.usersItHolds} users' requests. Calibration, replayed on its own card: ${checks}.`,
+    });
+    window.location.hash = routeHref({ view: 'compare', runIds: [...new Set([...runIds, ...v.runIds])] });
+  };
+  const card = profiles?.find((p) => p.id === profile);
+  return (
+    <section className="whatif-panel" aria-label="What-if">
+      <h2>What-if: the same workload on another card</h2>
+      {profileError ? (
+        <p className="warn">What-if needs the agent's simulator, run with this machine's Python: {profileError}</p>
+      ) : (
+        <form
+          onSubmit={(e) => {
+            e.preventDefault();
+            void run();
+          }}
+        >
+          <label>
+            Card{' '}
+            <select data-action="whatif-profile" value={profile} onChange={(e) => setProfile(e.target.value)} disabled={!profiles || busy}>
+              {(profiles ?? []).map((p) => (
+                <option key={p.id} value={p.id}>
+                  {p.name}
+                </option>
+              ))}
+            </select>
+          </label>{' '}
+          <label>
+            Users{' '}
+            <input data-action="whatif-users" value={users} onChange={(e) => setUsers(e.target.value)} placeholder="as measured, or 2..16" size={10} disabled={busy} />
+          </label>{' '}
+          <button type="submit" data-action="whatif-run" disabled={!!sources.why || !profile || busy}>
+            {busy ? 'Simulating…' : 'Simulate'}
+          </button>
+          <span className="muted">
+            {' '}
+            {sources.why ?? `${sources.runIds.length} measured run${sources.runIds.length === 1 ? '' : 's'} of ${sources.model ?? 'one model'} calibrate it`}
+          </span>
+        </form>
+      )}
+      {card && (
+        <p className="muted whatif-card" title={Object.entries(card.numbers).map(([k, n]) => `${k}: ${n.value} (${n.basis}) — ${n.source}`).join('\n')}>
+          {card.name}: {formatGib(card.numbers['memory_total_bytes']?.value)} GiB reported, HBM {formatTb(card.numbers['hbm_bytes_per_s']?.value)} TB/s, {card.link} copies{' '}
+          {formatGb(card.numbers['link.h2d_bytes_per_s']?.value)} / {formatGb(card.numbers['link.d2h_bytes_per_s']?.value)} GB/s (every number's source in docs/whatif.md and on hover). A
+          simulation, not a measurement: its runs say so wherever they are shown.
+        </p>
+      )}
+      {result && (
+        <p className={result.ok ? 'notice' : 'warn'} role="status" data-testid="whatif-result">
+          {result.text}
+        </p>
+      )}
+    </section>
+  );
+}
+
+const formatGb = (v: number | undefined) => (v === undefined ? '?' : (v / 1e9).toFixed(0));
+const formatGib = (v: number | undefined) => (v === undefined ? '?' : (v / 2 ** 30).toFixed(1));
+const formatTb = (v: number | undefined) => (v === undefined ? '?' : (v / 1e12).toFixed(2));
+
 export function CompareView({ runIds }: { runIds: string[] }) {
   const api = useApi();
   const theme = useVizTheme();
   const [runs, setRuns] = useState<RunListing[] | null>(null);
-  const [projections, setProjections] = useState<ProjectionFile[]>([]);
   const [error, setError] = useState<string | null>(null);
   const [saved, setSaved] = useState<string | null>(null);
   const chartsRef = useRef<HTMLDivElement>(null);
+  const idsKey = runIds.join(',');
   useEffect(() => {
     void api.listRuns().then((r) => (r.ok ? setRuns(r.value) : setError(r.error.message)));
-    void api.listProjections().then((r) => r.ok && setProjections(r.value));
-  }, [api]);
+  }, [api, idsKey]);
   const chosen = useMemo(() => (runs ?? []).filter((r) => runIds.length === 0 || runIds.includes(r.id)), [runs, runIds]);
-  const measured = useMemo(() => measuredSeries(chosen), [chosen]);
-  const projected = useMemo(() => projectionSeries(projections), [projections]);
-  const all = [...measured, ...projected];
+  const all = useMemo(() => compareSeries(chosen), [chosen]);
+  const groups = useMemo(() => groupByModel(all), [all]);
   const colors = new Map(all.map((s, i) => [s.key, theme.users[i % theme.users.length]!]));
   if (error) return <p role="alert" className="error">Could not list runs: {error}</p>;
   if (!runs) return <p className="loading">Loading runs…</p>;
-  const bad = projections.filter((p) => !p.ok);
   // A link can name runs since deleted or renamed away: say which, not just "0 selected runs".
   const missing = runIds.filter((id) => !runs.some((r) => r.id === id));
+  const simulated = all.some((s) => s.kind === 'simulated');
   return (
     <section className="compare-view">
       <h1>Compare</h1>
       <p className="muted">
-        {runIds.length ? `${chosen.length} selected run${chosen.length === 1 ? '' : 's'}` : 'All runs with results'} · one line per host and configuration
-        {projected.length ? ' · dashed lines are projections, not measurements' : ''} · <a href="#/runs">choose runs in the library</a>{' '}
-        <button type="button" data-action="save-image" title="Save the charts as SVG" disabled={measured.length + projected.length === 0} onClick={() => chartsRef.current && void saveChartImage(api, 'compare', 'compare', chartsAsSvg(chartsRef.current), 'svg').then(setSaved)}>
+        {runIds.length ? `${chosen.length} selected run${chosen.length === 1 ? '' : 's'}` : 'All runs with results'} · one line per host and configuration, one pair of charts per model
+        {simulated ? ' · dashed lines are simulated (what-if), not measured' : ''} · <a href="#/runs">choose runs in the library</a>{' '}
+        <button type="button" data-action="save-image" title="Save the charts as SVG" disabled={all.length === 0} onClick={() => chartsRef.current && void saveChartImage(api, 'compare', 'compare', chartsAsSvg(chartsRef.current), 'svg').then(setSaved)}>
           Save image…
         </button>
       </p>
@@ -109,21 +198,31 @@ export function CompareView({ runIds }: { runIds: string[] }) {
           {saved}
         </p>
       )}
-      {measured.length === 0 && projected.length === 0 ? (
+      <WhatIfPanel chosen={runIds.length ? chosen : []} runIds={runIds} />
+      {all.length === 0 ? (
         <p className="empty">No finished runs with TTFT or E2E to compare yet. Run a sweep (users 2, 4, 8, …) from New run, or import runs.</p>
       ) : (
         <div className="compare-body">
           <div className="charts" ref={chartsRef}>
-            <Chart title="TTFT (mean over the timed rounds) vs users" series={all} metric="ttft_ns" colors={colors} testid="chart-ttft" />
-            <Chart title="E2E (rounds 1..R) vs users" series={all} metric="e2e_ns" colors={colors} testid="chart-e2e" />
-            <ul className="legend">
-              {all.map((s) => (
-                <li key={s.key} className={s.kind}>
-                  {/* A projection's label always says so (parseProjection sees to it): no second prefix. */}
-                  <i style={{ borderColor: colors.get(s.key), borderStyle: s.kind === 'projection' ? 'dashed' : 'solid' }} /> {s.label}
-                </li>
-              ))}
-            </ul>
+            {groups.map((g) => {
+              const model = g.model ?? 'model not recorded';
+              return (
+                <div className="model-group" key={model} data-model={model}>
+                  <h2>{model}</h2>
+                  <div className="charts">
+                    <Chart title={`TTFT (mean over the timed rounds) vs users · ${model}`} series={g.series} metric="ttft_ns" colors={colors} testid="chart-ttft" model={model} />
+                    <Chart title={`E2E (rounds 1..R) vs users · ${model}`} series={g.series} metric="e2e_ns" colors={colors} testid="chart-e2e" model={model} />
+                  </div>
+                  <ul className="legend">
+                    {g.series.map((s) => (
+                      <li key={s.key} className={s.kind}>
+                        <i style={{ borderColor: colors.get(s.key), borderStyle: s.kind === 'simulated' ? 'dashed' : 'solid' }} /> {s.label}
+                      </li>
+                    ))}
+                  </ul>
+                </div>
+              );
+            })}
           </div>
           <table className="compare-table" data-testid="compare-table">
             <thead>
@@ -152,18 +251,6 @@ export function CompareView({ runIds }: { runIds: string[] }) {
           </table>
         </div>
       )}
-      {projections.filter((p) => p.ok && p.doc.seed_ratios).map((p) =>
-        p.ok && p.doc.seed_ratios ? (
-          <p key={p.path} className="muted projection-note">
-            Seed's published ratios (measured on real hardware): {p.doc.seed_ratios.ttft}× TTFT, ~{p.doc.seed_ratios.e2e}× E2E past {p.doc.seed_ratios.past_users} users. {p.doc.seed_ratios.why_they_differ}
-          </p>
-        ) : null,
-      )}
-      {bad.map((p) => (
-        <p key={p.path} className="warn">
-          Projection file {p.path} was not read: {p.error}
-        </p>
-      ))}
     </section>
   );
 }
