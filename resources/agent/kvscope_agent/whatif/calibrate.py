@@ -18,13 +18,19 @@ import itertools
 from dataclasses import dataclass
 from typing import Any
 
-from .costs import Calibration, CardRates, step_terms
+from .costs import STEP_FACTORS, Calibration, CardRates, step_terms
 from .profiles import Profile
 from .recorded import RecordedRun, RecordedRunError
 from .replay import CaptureWriter, MemoryPlan, shape_of, simulate
 
 MAX_ROUNDS_OF_FIT = 8
 SETTLED = 0.002  # relative change of every factor below which the fit has settled
+# How strongly the weights and K/V factors are held equal (as if every interval also missed by
+# this fraction for each 100% they differ): where a run's K/V reads barely vary (8B: a tenth of the
+# bytes a step reads) the data cannot tell them apart and they stay one factor; where they carry
+# half the step (70B FP8: the attention reaches a few percent of HBM bandwidth) and grow 8% over the
+# rounds, the data separate them.
+SPLIT_PRIOR = 0.03
 
 
 @dataclass
@@ -134,6 +140,15 @@ def nnls(rows: list[tuple[list[float], float, float]], k: int) -> list[float]:
     return best[1]
 
 
+def fit_step_factors(rows: list[tuple[list[float], float, float]]) -> list[float]:
+    """STEP_FACTORS by non-negative least squares, the weights and K/V factors held together by
+    SPLIT_PRIOR around their common value."""
+    tied = nnls([([x[0] + x[1]] + x[2:], y, w) for x, y, w in rows], len(STEP_FACTORS) - 1)
+    ref = max(tied[0], 1e-9)
+    s = SPLIT_PRIOR * len(rows) ** 0.5 / ref
+    return nnls(rows + [([s, -s] + [0.0] * (len(STEP_FACTORS) - 2), 0.0, 1.0)], len(STEP_FACTORS))
+
+
 def _interval_rows(run: RecordedRun, sim_reqs: dict[tuple[int, int], dict[str, int]], steps: list[Any],
                    rates: CardRates) -> list[tuple[list[float], float, float]]:
     rows = []
@@ -147,7 +162,7 @@ def _interval_rows(run: RecordedRun, sim_reqs: dict[tuple[int, int], dict[str, i
             if a not in sim or b not in sim or ma is None or mb is None or mb <= ma:
                 continue
             t0, t1 = sim[a], sim[b]
-            x = [0.0] * len(step_terms(steps[0].work, rates)) if steps else [0.0, 0.0, 0.0]
+            x = [0.0] * len(STEP_FACTORS)
             busy = 0
             i = max(0, _bisect(starts, t0) - 1)
             while i < len(steps) and steps[i].start < t1:
@@ -206,7 +221,7 @@ def calibrate(runs: list[RecordedRun], profile: Profile) -> CalibrationReport:
     h2d, d2h, both = copy_efficiency(runs, profile)
     alpha, beta = admission_cost(runs)
     dtype = shape_of(runs[0]).dtype
-    cal = Calibration(decode_factor=4.0, prefill_step_ns=0.0, prefill_factor=3.0, admit_ns=alpha,
+    cal = Calibration(weights_factor=4.0, kv_factor=4.0, prefill_step_ns=0.0, prefill_factor=3.0, admit_ns=alpha,
                       admit_ns_per_block=beta, copy_efficiency_h2d=h2d, copy_efficiency_d2h=d2h,
                       copy_efficiency_both=both)
     rates = CardRates.of(profile, dtype, cal)
@@ -218,10 +233,11 @@ def calibrate(runs: list[RecordedRun], profile: Profile) -> CalibrationReport:
             _, gpu, capture = replay_on_own_card(run, rates, cal)
             rows.extend(_interval_rows(run, capture.reqs, gpu.steps, rates))
         nrows = len(rows)
-        a, b, c = nnls(rows, 3)
-        old = (cal.decode_factor, cal.prefill_step_ns, cal.prefill_factor)
-        cal.decode_factor, cal.prefill_step_ns, cal.prefill_factor = a, b, c
-        if all(abs(n - o) <= SETTLED * max(abs(o), 1e-9) for n, o in zip((a, b, c), old)):
+        theta = fit_step_factors(rows)
+        old = [getattr(cal, f) for f in STEP_FACTORS]
+        for f, v in zip(STEP_FACTORS, theta):
+            setattr(cal, f, v)
+        if all(abs(n - o) <= SETTLED * max(abs(o), 1e-9) for n, o in zip(theta, old)):
             break
     checks = []
     for run in runs:

@@ -3,15 +3,19 @@
 A step of the built-in engine is costed from what it does, with factors calibrated on a recorded
 run (calibrate.py) and the card's numbers from its profile:
 
-    step = decode_factor × bytes read / HBM bandwidth            (weights once, each piece's K/V)
+    step = weights_factor × weight bytes read / HBM bandwidth   (the weights, once a step)
+         + kv_factor × K/V bytes read / HBM bandwidth          (each piece's context)
          + prefill_step_ns                                     (if the step prefills: eager launch)
          + prefill_factor × prefill FLOPs / dense FLOP/s        (linears and attention of prompts)
 
-The factors are the recorded run's: decode_factor = 1 / (the fraction of the HBM bandwidth the
-engine's decode steps reached), prefill_factor the same for FLOP/s, prefill_step_ns the host time
-an eager prefill step costs beyond its FLOPs. They carry to another card unchanged, so a card with
-1.2× the HBM bandwidth decodes 1.2× faster and one with more memory holds more users; an engine
-whose kernels reach another fraction of the hardware needs its own recorded run.
+The factors are the recorded run's: weights_factor = 1 / (the fraction of the HBM bandwidth the
+engine's matrix products reached reading weights), kv_factor the same for its attention reading
+K/V (the two differ: the built-in engine's attention reaches a far smaller fraction, ~18 ms a user
+a step for the 70B FP8 preset at 17,280 tokens on the H100, bench/gpu/issue9.sh), prefill_factor
+the same for FLOP/s, prefill_step_ns the host time an eager prefill step costs beyond its FLOPs.
+They carry to another card unchanged, so a card with 1.2× the HBM bandwidth decodes 1.2× faster
+and one with more memory holds more users, each of whom costs its K/V a step; an engine whose
+kernels reach another fraction of the hardware needs its own recorded run.
 
 A copy batch costs the profile's fixed latency plus its bytes at the card's copy rate in that
 direction (both directions at once share `both_bytes_per_s`), times the recorded engine's
@@ -32,7 +36,8 @@ from .profiles import Profile
 class Calibration:
     """Card-independent factors fitted on a recorded run (calibrate.py)."""
 
-    decode_factor: float
+    weights_factor: float
+    kv_factor: float
     prefill_step_ns: float
     prefill_factor: float
     admit_ns: float
@@ -47,9 +52,11 @@ class Calibration:
 
 @dataclass(frozen=True)
 class StepWork:
-    """What one step does: bytes read from HBM, FLOPs of its prompt pieces, whether it prefills."""
+    """What one step does: weight and K/V bytes read from HBM, FLOPs of its prompt pieces, whether
+    it prefills."""
 
-    bytes_read: float
+    weight_bytes: float
+    kv_bytes: float
     prefill_flops: float
     prefills: bool
 
@@ -85,7 +92,7 @@ class ModelShape:
             flops += 4.0 * cfg.layers * cfg.heads * cfg.head_dim * (n * s + n * (n + 1) / 2)
             if p.want_logits:
                 flops += 2.0 * cfg.vocab * cfg.hidden
-        return StepWork(self.weights_read + kv, flops, prefills)
+        return StepWork(self.weights_read, kv, flops, prefills)
 
 
 @dataclass(frozen=True)
@@ -111,16 +118,18 @@ class CardRates:
         )
 
 
-def step_terms(work: StepWork, rates: CardRates) -> tuple[float, float, float]:
-    """The three terms a step's cost is linear in, per unit of each calibrated factor (ns):
-    (HBM time, prefill step, FLOP time)."""
-    return (work.bytes_read / rates.hbm_bytes_per_s * 1e9, 1.0 if work.prefills else 0.0,
-            work.prefill_flops / rates.flops_per_s * 1e9)
+STEP_FACTORS = ("weights_factor", "kv_factor", "prefill_step_ns", "prefill_factor")
+
+
+def step_terms(work: StepWork, rates: CardRates) -> tuple[float, float, float, float]:
+    """The terms a step's cost is linear in, one per factor of STEP_FACTORS, in ns per unit of the
+    factor: (weights at HBM bandwidth, K/V at HBM bandwidth, the prefill step, FLOPs at peak)."""
+    return (work.weight_bytes / rates.hbm_bytes_per_s * 1e9, work.kv_bytes / rates.hbm_bytes_per_s * 1e9,
+            1.0 if work.prefills else 0.0, work.prefill_flops / rates.flops_per_s * 1e9)
 
 
 def step_ns(work: StepWork, rates: CardRates, cal: Calibration) -> float:
-    hbm, pre, flop = step_terms(work, rates)
-    return cal.decode_factor * hbm + cal.prefill_step_ns * pre + cal.prefill_factor * flop
+    return sum(getattr(cal, f) * t for f, t in zip(STEP_FACTORS, step_terms(work, rates)))
 
 
 def copy_ns(nbytes: int, bytes_per_s: float, latency_ns: float) -> float:
