@@ -43,8 +43,21 @@ TARGETS = {  # (E2E, mean TTFT) relative error allowed
 }
 
 
-def _runs(paths: list[str]) -> list[RecordedRun]:
-    return [read_run(p) for path in paths for p in find_logs(path)]
+def _runs(paths: list[str], skip_incomplete: bool = False) -> list[RecordedRun]:
+    """The runs the paths name; with skip_incomplete, a run cut before its last round is left out
+    with a note on stderr (a sweep stopped by its budget) instead of failing the table."""
+    out = []
+    for path in paths:
+        for p in find_logs(path):
+            try:
+                out.append(read_run(p))
+            except RecordedRunError as e:
+                if not skip_incomplete:
+                    raise
+                print(f"whatif-validation: left out {e}", file=sys.stderr)
+    if not out:
+        raise RecordedRunError(f"no complete run in {', '.join(paths)}")
+    return out
 
 
 def describe(runs: list[RecordedRun]) -> str:
@@ -135,8 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", help="write the markdown table here (and .json beside it)")
     a = ap.parse_args(argv)
     try:
-        source = _runs(a.source)
-        measured = _runs(a.measured)
+        source = _runs(a.source) if a.source else []
+        measured = _runs(a.measured, skip_incomplete=True)
         if a.check != "self" and not source:
             raise RecordedRunError("--source runs are needed for every check but self")
         gpu_kv: int | None = None

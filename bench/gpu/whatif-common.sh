@@ -32,6 +32,16 @@ machine_record() {  # card, driver, torch, commit, date into $OUT/$1
   cat "$OUT/$1"
 }
 
+eight_b_two_user_pool() {  # MODEL and GPU_KV: the 8B preset, a GPU pool for 2 users' last requests
+  # (the seed's H100 setting, as bench/gpu/issue3.sh); the tiny preset on the CPU for a dry run
+  local model=llama-3.1-8b ctx=16000 new=64 outt=64 elt=2
+  [ "$DRY" = 1 ] && { model=tiny; ctx=256; new=16; outt=8; elt=4; }
+  MODEL=(--model "$model")
+  GPU_KV=$("$PY" -c "from kvscope_agent.presets import PRESETS
+c, r = PRESETS['$model'], $ROUNDS
+print(2 * -(-($ctx + r * ($new + $outt) + $outt - 1) // 32) * 32 * c.kv_bytes_per_token($elt))")
+}
+
 left_s() { echo $(( ${BUDGET_S:-560} - ($(date +%s) - START) )); }
 
 run_sweep() {  # run_sweep NAME LIMIT_S agent-args...: one sweep into $RUNS/NAME, stopped at LIMIT_S

@@ -17,13 +17,7 @@ BUDGET_S=${BUDGET_S:-300}
 USERS=${USERS:-2,4,8}
 ROUNDS=${ROUNDS:-3}
 machine_record machine.txt
-if [ "$DRY" = 1 ]; then
-  GPU_KV=$("$PY" -c "from kvscope_agent.presets import PRESETS; c=PRESETS['tiny']; print(2 * -(-(256 + $ROUNDS*24 + 7) // 32) * 32 * c.kv_bytes_per_token(4))")
-  MODEL=(--model tiny)
-else
-  GPU_KV=$("$PY" -c "from kvscope_agent.presets import PRESETS; c=PRESETS['llama-3.1-8b']; print(2 * -(-(16000 + $ROUNDS*128 + 63) // 32) * 32 * c.kv_bytes_per_token(2))")
-  MODEL=(--model llama-3.1-8b)
-fi
+eight_b_two_user_pool
 run_sweep cross-card $(( $(left_s) - 30 )) "${MODEL[@]}" --users "$USERS" --rounds "$ROUNDS" --context-tokens 16000 \
   --host-kv-bytes 55e9 --gpu-kv-bytes "$GPU_KV"
 "$PY" bench/whatif-validation.py --check self --measured "$RUNS/cross-card" "${SRC_PROFILE[@]}" --out "$OUT/whatif-self.md"

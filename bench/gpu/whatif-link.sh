@@ -15,14 +15,7 @@ BUDGET_S=${BUDGET_S:-300}
 USERS=${USERS:-4}
 ROUNDS=${ROUNDS:-3}
 machine_record machine.txt
-if [ "$DRY" = 1 ]; then
-  GPU_KV=$("$PY" -c "from kvscope_agent.presets import PRESETS; c=PRESETS['tiny']; print(2 * -(-(256 + $ROUNDS*24 + 7) // 32) * 32 * c.kv_bytes_per_token(4))")
-  MODEL=(--model tiny)
-else
-  # the seed's H100 setting, as in bench/gpu/issue3.sh: a GPU pool for 2 users' conversations
-  GPU_KV=$("$PY" -c "from kvscope_agent.presets import PRESETS; c=PRESETS['llama-3.1-8b']; print(2 * -(-(16000 + $ROUNDS*128 + 63) // 32) * 32 * c.kv_bytes_per_token(2))")
-  MODEL=(--model llama-3.1-8b)
-fi
+eight_b_two_user_pool
 COMMON=("${MODEL[@]}" --users "$USERS" --rounds "$ROUNDS" --context-tokens 16000 --host-kv-bytes 55e9
         --gpu-kv-bytes "$GPU_KV" --copy-overlap off --trace off)
 run_sweep pinned $(( $(left_s) / 2 )) "${COMMON[@]}" --host-kv-memory pinned
