@@ -19,13 +19,14 @@
 #   python3 -m kvscope_agent sweep --model llama-3.1-70b-fp8 --users $ISSUE9_USERS --rounds 10 \
 #       --context-tokens 16000 --host-kv-bytes 55e9 --out RUNS --deadline-s ...
 # each user count's events.jsonl is complete when that point ends, so a stop keeps finished
-# points; (4) bench/issue9_results.py over the logs.
+# points; (4) each run replayed on its own card by the what-if simulator (bench/whatif-validation.py
+# --check self: the measured E2E and TTFT of every point, and how well the simulator holds them).
 #
 # What comes back in $OUT (the device tool returns at most 8 files):
-#   issue9-results.md, projection.json, sample-70b-fp8-h100.jsonl.gz (users=4 or nearest),
+#   issue9-results.md (measured and self-replayed E2E/TTFT per point), sample-70b-fp8-h100.jsonl.gz (users=4),
 #   issue9-runs-<users>.tar.gz or .tar.xz if over 15 MiB (every users-N/events.jsonl), issue9-fp8-check.json,
 #   issue9-sweep.log (the sweep's stderr, capped), issue9-env.txt (card, driver, torch, tracer build)
-# To combine two calls' runs here: python3 bench/issue9_results.py A.tar.gz B.tar.gz --out DIR
+# GH200 from these runs, here: python3 -m kvscope_agent whatif RUNS --profile gh200-96 (docs/whatif.md)
 #
 # ---- run-time estimate per point (H100 80GB HBM3; inputs measured by bench/gpu/smoke-fp8.sh ---
 # on that card at 23:55 UTC 2026-11-27, /work/notes/gpu-smoke/smoke-fp8.log) ----------------------
@@ -127,9 +128,9 @@ if [ -d "$RUNS" ]; then
     XZ_OPT=-6 tar -C "$(dirname "$RUNS")" -cJf "$TARBALL" "$(basename "$RUNS")"
   fi
   ls -l "$TARBALL"
-  "$PY" bench/issue9_results.py "$RUNS" --out "$OUT" --fp8-check "$OUT/issue9-fp8-check.json" \
-    --command "ISSUE9_USERS=$USERS bash bench/gpu/issue9.sh  (${CMD[*]})"
+  "$PY" bench/whatif-validation.py --check self --measured "$RUNS" --out "$OUT/issue9-results.md"
   echo "results exit $?"
+  [ -f "$RUNS/users-4/events.jsonl" ] && gzip -c "$RUNS/users-4/events.jsonl" > "$OUT/sample-70b-fp8-h100.jsonl.gz"
   SAMPLE="$OUT/sample-70b-fp8-h100.jsonl.gz"
   if [ -f "$SAMPLE" ] && [ "$(stat -c %s "$SAMPLE")" -gt 15728640 ]; then
     echo "sample over 15 MiB, not returned (take the users=4 call's sample)"; rm -f "$SAMPLE"
