@@ -124,6 +124,17 @@ describe('kvscope whatif', () => {
     expect(v.stdout).toContain('every protocol v1 rule holds');
   }, 300_000);
 
+  it('takes a portable .kvscope run file as the app exports it', () => {
+    const file = join(app, 'run.kvscope');
+    const e = kvscope(['export', join(SAMPLES, 'h100-llama-3.1-8b-users2-host55e9.jsonl.gz'), '--format', 'kvscope', '-o', file]);
+    expect(e.status, e.stderr).toBe(0);
+    const r = kvscope(['whatif', file, '--profile', 'h200', '--json']);
+    expect(r.status, r.stderr).toBe(0);
+    const doc = JSON.parse(r.stdout) as { points: Array<{ users: number; measured_on_source: unknown }>; source: { gpu: string } };
+    expect(doc.source.gpu).toBe('NVIDIA H100 80GB HBM3');
+    expect(doc.points.map((p) => p.users)).toEqual([2]);
+  }, 300_000);
+
   it('says what is wrong with the arguments', () => {
     const noProfile = kvscope(['whatif', join(SAMPLES, 'h100-llama-3.1-8b-users4-host55e9.jsonl.gz')]);
     expect(noProfile.status).toBe(2);
