@@ -199,7 +199,10 @@ def simulate(run: RecordedRun, users: int, rates: CardRates, cal: Calibration, p
 
     with contextlib.redirect_stderr(io.StringIO()):  # run_workload's per-round progress lines
         summary = run_workload(opts, built, users, writer, gpu, CancelState(), phase)
-    summary["decode"] = {"simulated": True}
+    # The recorded engine's decode mode (graphs or eager), not its capture counts: nothing ran here.
+    recorded = run.summary.get("decode") if isinstance(run.summary.get("decode"), dict) else {}
+    summary["decode"] = {"cuda_graphs": bool(recorded.get("cuda_graphs")), "off_reason": recorded.get("off_reason"),
+                         "simulated": True}
     summary["copy_policy"] = {"offload_policy": setup.offload_policy, "copy_overlap": setup.copy_overlap,
                               "keeps_host_copies": setup.offload_policy in KEEPS_HOST_COPIES,
                               "decode_before_copies": setup.decode_before_copies,

@@ -48,7 +48,7 @@ class SimCopy:
     dir: str
     blocks: int
     bytes: int
-    runs: int
+    runs: int | None  # runs of adjacent blocks: the simulated copies have none (null in the xfer line)
     stream: int
     start_ns: int
     end_ns: int
@@ -165,7 +165,7 @@ class SimCache:
             g.compute_wait = max(g.compute_wait, end)
 
     def _record(self, direction: str, blocks: int, nbytes: int, start: float, end: float, stream: int) -> None:
-        self.pending.append(SimCopy(direction, blocks, nbytes, 0, stream, int(round(start)), int(round(end))))
+        self.pending.append(SimCopy(direction, blocks, nbytes, None, stream, int(round(start)), int(round(end))))
 
     def completed_copies(self, wait: bool = False) -> list[SimCopy]:
         done: list[SimCopy] = []
