@@ -13,7 +13,9 @@
  * source is absent only adds, an add to a pool that already holds the block only removes; a pool
  * over its capacity grows cells past capacity_blocks (drawn beyond the grid) instead of losing blocks.
  */
+import { CopyMatcher, type MatchSink, type MatchSource } from './copy-matching';
 import type { BlockOp, KvEvent, PoolName, XferDir, XferEvent } from './protocol';
+import { StartupCopyRule } from './startup-copies';
 
 export const OP_CODE: Record<BlockOp, number> = { store: 0, offload: 1, onboard: 2, evict: 3, hit: 4 };
 export const OP_NAMES: readonly BlockOp[] = ['store', 'offload', 'onboard', 'evict', 'hit'];
@@ -142,8 +144,33 @@ export class ReplayModel {
 
   /** The copies the views show, per direction (the timeline's lanes are built from them). */
   get xfer(): XferColumns {
-    return this.xferBySource[this.cuptiSeen ? 'cupti' : 'engine'];
+    return this.xferBySource[this.shownSource];
   }
+
+  /** The trace source the views show: CUPTI's when the run has any, else the engine's. */
+  get shownSource(): MatchSource {
+    return this.cuptiSeen ? 'cupti' : 'engine';
+  }
+
+  /**
+   * Start-up copies (the plain-copy check before the workload, shared/startup-copies.ts): never
+   * KV traffic, so kept out of `xfer` and every figure built on it, and counted here, per source.
+   */
+  private readonly startupBySource: Record<MatchSource, Record<XferDir, StartupCopies>> = { cupti: startupDirs(), engine: startupDirs() };
+  private readonly startupRule = new StartupCopyRule();
+
+  /** The start-up copies of the shown source, per direction. */
+  get startupCopies(): Readonly<Record<XferDir, StartupCopies>> {
+    return this.startupBySource[this.shownSource];
+  }
+
+  /**
+   * Which copies carried each block move (shared/copy-matching.ts, the rule the exports use), fed
+   * as lines are appended. A move is named by its blocks line's seq, a copy by `copyRef`.
+   */
+  private readonly pairs = pairColumns();
+  private readonly matcher = new CopyMatcher<number, number>(pairSink(this.pairs));
+  private linksCache: { lastSeq: number; links: CopyPairs } | null = null;
 
   /** Earliest time seen on any line or copy (ns). */
   minT = Infinity;
@@ -182,6 +209,8 @@ export class ReplayModel {
       this.lastSeq = e.seq;
       if (e.t > this.endT) this.endT = e.t;
       if (e.t < this.minT) this.minT = e.t;
+      this.matcher.clock(e.t);
+      this.startupRule.observe(e);
       switch (e.type) {
         case 'run.start':
           this.startT = e.t;
@@ -193,9 +222,11 @@ export class ReplayModel {
         case 'pool':
           this.pools[e.pool] = { capacity_blocks: e.capacity_blocks, block_bytes: e.block_bytes, block_tokens: e.block_tokens };
           this.alloc[e.pool === 'gpu' ? POOL_GPU : POOL_HOST].setCapacity(e.capacity_blocks);
+          this.matcher.pool(e.pool, e.block_bytes);
           break;
         case 'blocks':
           this.applyBlocks(e.seq, e.t, e.op, e.ids, e.pool, e.user, e.round, e.keep_source === true);
+          if (e.op === 'offload' || e.op === 'onboard') this.matcher.addMove(e.seq, e.op, e.t, e.ids.length);
           break;
         case 'xfer':
           this.addXfer(e);
@@ -223,7 +254,40 @@ export class ReplayModel {
         default:
           break;
       }
+      this.matcher.settle();
     }
+    this.linksCache = null;
+  }
+
+  /**
+   * Every (move, copy, bytes) pair of the matching rule over the lines appended so far: the pairs
+   * already final, and what the rule decides for the moves and copies still inside its window if
+   * the log ended here (for a live run; a finished log's pairs are then the export's exactly).
+   */
+  copyPairs(): CopyPairs {
+    if (this.linksCache?.lastSeq === this.lastSeq) return this.linksCache.links;
+    const tail = pairColumns();
+    this.matcher.snapshot(pairSink(tail));
+    const join = (a: Column<Float64Array>, b: Column<Float64Array>) => {
+      const out = new Float64Array(a.length + b.length);
+      out.set(a.data.subarray(0, a.length));
+      out.set(b.data.subarray(0, b.length), a.length);
+      return out;
+    };
+    const links: CopyPairs = {
+      move: join(this.pairs.move, tail.move),
+      copy: join(this.pairs.copy, tail.copy),
+      bytes: join(this.pairs.bytes, tail.bytes),
+      length: this.pairs.move.length + tail.move.length,
+    };
+    this.linksCache = { lastSeq: this.lastSeq, links };
+    return links;
+  }
+
+  /** The xfer line (seq) of a copy named by `copyRef`. */
+  copySeq(ref: number): number {
+    const c = decodeCopyRef(ref);
+    return this.xferBySource[c.source][c.dir].seq.data[c.index]!;
   }
 
   private indexOf(id: string | number, user: number): number {
@@ -316,13 +380,24 @@ export class ReplayModel {
   }
 
   private addXfer(e: XferEvent): void {
-    if (e.source === 'cupti') this.cuptiSeen = true;
-    const x = this.xferBySource[e.source === 'cupti' ? 'cupti' : 'engine'][e.dir];
+    const source: MatchSource = e.source === 'cupti' ? 'cupti' : 'engine';
+    if (source === 'cupti') this.cuptiSeen = true;
+    if (this.startupRule.isStartup(e)) {
+      const s = this.startupBySource[source][e.dir];
+      if (!s) return;
+      s.count++;
+      s.bytes += e.bytes;
+      return;
+    }
+    const x = this.xferBySource[source][e.dir];
     if (!x) return;
+    const col = x.start.length;
     x.start.push(e.start);
     x.end.push(e.end);
     x.bytes.push(e.bytes);
+    x.seq.push(e.seq);
     x.sorted = null;
+    this.matcher.addCopy(copyRef(source, e.dir, col), e.dir, source, e.start, e.bytes);
   }
 
   /** The transfers of one direction ordered by end time with running byte totals. */
@@ -492,9 +567,56 @@ export class ReplayCursor {
   }
 }
 
-type XferColumns = Record<XferDir, { start: Column<Float64Array>; end: Column<Float64Array>; bytes: Column<Float64Array>; sorted: XferSeries | null }>;
+/** Copies of one source per direction, in log order; `seq` is each copy's xfer line. */
+type XferColumns = Record<XferDir, { start: Column<Float64Array>; end: Column<Float64Array>; bytes: Column<Float64Array>; seq: Column<Float64Array>; sorted: XferSeries | null }>;
 
 function xferColumns(): XferColumns {
-  const dir = (n: number) => ({ start: new Column(f64(n), f64), end: new Column(f64(n), f64), bytes: new Column(f64(n), f64), sorted: null });
+  const dir = (n: number) => ({ start: new Column(f64(n), f64), end: new Column(f64(n), f64), bytes: new Column(f64(n), f64), seq: new Column(f64(n), f64), sorted: null });
   return { h2d: dir(1024), d2h: dir(1024), d2d: dir(16), h2h: dir(16) };
+}
+
+/** Start-up copies of one direction: how many and their bytes. */
+export interface StartupCopies {
+  count: number;
+  bytes: number;
+}
+
+function startupDirs(): Record<XferDir, StartupCopies> {
+  return { h2d: { count: 0, bytes: 0 }, d2h: { count: 0, bytes: 0 }, d2d: { count: 0, bytes: 0 }, h2h: { count: 0, bytes: 0 } };
+}
+
+/** The matching rule's pairs: `bytes` of the copy `copy` (see `copyRef`) carry part of the move whose blocks line is `move`. */
+export interface CopyPairs {
+  move: Float64Array;
+  copy: Float64Array;
+  bytes: Float64Array;
+  length: number;
+}
+
+const XFER_DIRS: readonly XferDir[] = ['h2d', 'd2h', 'd2d', 'h2h'];
+
+/** A copy named by its source, direction and index in that source's columns of the direction (log order). */
+export function copyRef(source: MatchSource, dir: XferDir, index: number): number {
+  return index * 8 + (source === 'cupti' ? 4 : 0) + XFER_DIRS.indexOf(dir);
+}
+
+export function decodeCopyRef(ref: number): { source: MatchSource; dir: XferDir; index: number } {
+  const low = ref % 8;
+  return { source: low & 4 ? 'cupti' : 'engine', dir: XFER_DIRS[low & 3]!, index: (ref - low) / 8 };
+}
+
+function pairColumns(): { move: Column<Float64Array>; copy: Column<Float64Array>; bytes: Column<Float64Array> } {
+  return { move: new Column(f64(256), f64), copy: new Column(f64(256), f64), bytes: new Column(f64(256), f64) };
+}
+
+function pairSink(to: ReturnType<typeof pairColumns>): MatchSink<number, number> {
+  return {
+    pair(move, copy, bytes) {
+      to.move.push(move);
+      to.copy.push(copy);
+      to.bytes.push(bytes);
+    },
+    moveDone() {},
+    copyDone() {},
+  };
 }

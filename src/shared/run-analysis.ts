@@ -5,6 +5,7 @@
  */
 import { BlockLedger } from './ledger';
 import type { KvEvent, RequestPhaseTimes, RunEndEvent, RunStartEvent, XferDir } from './protocol';
+import { StartupCopyRule } from './startup-copies';
 
 export interface RequestTiming extends RequestPhaseTimes {
   prompt_tokens: number | null;
@@ -48,6 +49,8 @@ export interface RunAnalysis {
   xferBytes: Record<XferDir, number>;
   /** The same, split by `source`: CUPTI's traced copies, and copies the engine reported itself. */
   xferBytesBySource: Record<'cupti' | 'engine', Record<XferDir, number>>;
+  /** Of those, the start-up copies (the plain-copy check, shared/startup-copies.ts): no KV block rides on them. */
+  startupXferBytesBySource: Record<'cupti' | 'engine', Record<XferDir, number>>;
   /** Bytes of cupti transfers inside the `rounds` phase, per direction (PROTOCOL.md "Transfers and blocks agree"). */
   roundsXferBytes: Record<XferDir, number>;
   roundRows: RoundRow[];
@@ -87,6 +90,8 @@ export class RunAnalyzer {
   private readonly rounds = new Set<number>();
   private readonly xferBytes = emptyDirs();
   private readonly xferBySource = { cupti: emptyDirs(), engine: emptyDirs() };
+  private readonly startupBySource = { cupti: emptyDirs(), engine: emptyDirs() };
+  private readonly startupRule = new StartupCopyRule();
   private readonly roundsXferBytes = emptyDirs();
   private inRounds = false;
   private roundsWindow: { begin: number | null; end: number | null } = { begin: null, end: null };
@@ -103,6 +108,7 @@ export class RunAnalyzer {
     this.byType[e.type] = (this.byType[e.type] ?? 0) + 1;
     if (e.t > this.lastT) this.lastT = e.t;
     this.ledger.apply(e);
+    this.startupRule.observe(e);
     switch (e.type) {
       case 'run.start':
         this.start = e;
@@ -120,6 +126,7 @@ export class RunAnalyzer {
       case 'xfer':
         this.xferBytes[e.dir] += e.bytes;
         this.xferBySource[e.source][e.dir] += e.bytes;
+        if (this.startupRule.isStartup(e)) this.startupBySource[e.source][e.dir] += e.bytes;
         if (e.source === 'cupti') {
           if (this.inRounds) this.roundsXferBytes[e.dir] += e.bytes;
           else if (this.roundsWindow.begin !== null && e.start >= this.roundsWindow.begin) {
@@ -226,6 +233,7 @@ export class RunAnalyzer {
       e2e_ns: e2e,
       xferBytes: { ...this.xferBytes },
       xferBytesBySource: { cupti: { ...this.xferBySource.cupti }, engine: { ...this.xferBySource.engine } },
+      startupXferBytesBySource: { cupti: { ...this.startupBySource.cupti }, engine: { ...this.startupBySource.engine } },
       roundsXferBytes: roundsXfer,
       roundRows,
       requests,

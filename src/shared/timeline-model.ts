@@ -7,17 +7,21 @@
  * to on a live tail by rebuilding lanes lazily).
  */
 import type { KvEvent, RequestPhaseTimes, XferDir } from './protocol';
-import { compileReplay, lowerBound, OP_CODE, POOL_GPU, POOL_HOST, type ReplayModel } from './replay';
+import { compileReplay, decodeCopyRef, lowerBound, OP_CODE, POOL_GPU, POOL_HOST, type ReplayModel, type StartupCopies } from './replay';
 
 export interface XferLane {
   dir: XferDir;
   start: Float64Array;
   end: Float64Array;
   bytes: Float64Array;
+  /** Each copy's xfer line. */
+  seq: Float64Array;
   length: number;
   /** Longest copy in the lane (ns): a window [a, b] needs copies with start ≥ a − maxDur. */
   maxDur: number;
   totalBytes: number;
+  /** Lane index of each copy of the replay's columns (log order); null when they are the same. */
+  laneOfColumn: Uint32Array | null;
 }
 
 export interface CounterTrack {
@@ -50,9 +54,11 @@ export interface TimelineModel {
   /** Start of each round: its first `req queued`. */
   rounds: Array<{ round: number; t: number }>;
   blockBytes: number | null;
+  /** Start-up copies (the plain-copy check), kept out of the lanes: never KV traffic. */
+  startupCopies: Readonly<Record<XferDir, StartupCopies>>;
 }
 
-function laneFrom(dir: XferDir, starts: Float64Array, ends: Float64Array, bytes: Float64Array, n: number): XferLane {
+function laneFrom(dir: XferDir, starts: Float64Array, ends: Float64Array, bytes: Float64Array, seqs: Float64Array, n: number): XferLane {
   let sorted = true;
   for (let i = 1; i < n && sorted; i++) if (starts[i]! < starts[i - 1]!) sorted = false;
   let order: Uint32Array | null = null;
@@ -62,7 +68,12 @@ function laneFrom(dir: XferDir, starts: Float64Array, ends: Float64Array, bytes:
     for (let i = 0; i < n; i++) order[i] = i;
     order.sort((a, b) => starts[a]! - starts[b]!);
   }
-  const lane: XferLane = { dir, start: new Float64Array(n), end: new Float64Array(n), bytes: new Float64Array(n), length: n, maxDur: 0, totalBytes: 0 };
+  let laneOfColumn: Uint32Array | null = null;
+  if (order) {
+    laneOfColumn = new Uint32Array(n);
+    for (let k = 0; k < n; k++) laneOfColumn[order[k]!] = k;
+  }
+  const lane: XferLane = { dir, start: new Float64Array(n), end: new Float64Array(n), bytes: new Float64Array(n), seq: new Float64Array(n), length: n, maxDur: 0, totalBytes: 0, laneOfColumn };
   let maxDur = 0;
   let total = 0;
   for (let k = 0; k < n; k++) {
@@ -73,6 +84,7 @@ function laneFrom(dir: XferDir, starts: Float64Array, ends: Float64Array, bytes:
     lane.start[k] = s;
     lane.end[k] = e;
     lane.bytes[k] = bytes[i]!;
+    lane.seq[k] = seqs[i]!;
     if (e - s > maxDur) maxDur = e - s;
     total += bytes[i]!;
   }
@@ -100,7 +112,7 @@ export function buildTimelineModel(events: readonly KvEvent[], replay: ReplayMod
     .filter((d) => d === 'h2d' || d === 'd2h' || r.xfer[d].start.length > 0)
     .map((d) => {
       const x = r.xfer[d];
-      return laneFrom(d, x.start.data, x.end.data, x.bytes.data, x.start.length);
+      return laneFrom(d, x.start.data, x.end.data, x.bytes.data, x.seq.data, x.start.length);
     });
   // One mark per blocks line (not per block) of each request's onboards and offloads.
   const marks = new Map<string, { onboards: number[]; offloads: number[] }>();
@@ -149,7 +161,7 @@ export function buildTimelineModel(events: readonly KvEvent[], replay: ReplayMod
   const tx = series(3);
   counters.push({ key: 'pcie_rx', label: 'PCIe rx', unit: 'bytes/s', ...rx, max: Math.max(1, maxOf(rx.v)), step: false });
   counters.push({ key: 'pcie_tx', label: 'PCIe tx', unit: 'bytes/s', ...tx, max: Math.max(1, maxOf(tx.v)), step: false });
-  return { t0, t1, users, requests, lanes, counters, rounds, blockBytes: r.pools.gpu?.block_bytes ?? null };
+  return { t0, t1, users, requests, lanes, counters, rounds, blockBytes: r.pools.gpu?.block_bytes ?? null, startupCopies: r.startupCopies };
 }
 
 /** GPU-pool and host-pool block counts after each blocks line (a step series per pool). */
@@ -203,57 +215,50 @@ export interface RequestLinks {
   moveTimes: Record<'store' | 'offload' | 'onboard' | 'evict' | 'hit', number[]>;
   /** Copy indices per lane direction. */
   xfers: Record<string, number[]>;
+  /** Bytes of this request's moves those copies carried, per lane direction. */
+  carriedBytes: Record<string, number>;
+  /** The trace source the lanes show (each source is a full account of the same bytes). */
+  source: 'cupti' | 'engine';
 }
 
 /**
- * Links a request (user, round) to the copies that carried its block moves. The protocol gives no
- * copy ↔ block key, so this follows its "transfers and blocks agree" rule: each onboard (offload)
- * line of the request is matched to the h2d (d2h) copies nearest its time, nearest first, until
- * their bytes cover the line's blocks × block_bytes; copies more than `windowNs` away are never
- * taken.
+ * Links a request (user, round) to the copies that carried its block moves, by the matching rule
+ * the trace exports use (shared/copy-matching.ts, run by the replay model as lines arrive): the
+ * copies of the source the lanes show that carry some bytes of the request's offload and onboard
+ * lines.
  */
-export function linkRequest(model: TimelineModel, replay: ReplayModel, user: number, round: number, windowNs = 50e6): RequestLinks {
+export function linkRequest(model: TimelineModel, replay: ReplayModel, user: number, round: number): RequestLinks {
   const moves: number[] = [];
   const moveTimes: RequestLinks['moveTimes'] = { store: [], offload: [], onboard: [], evict: [], hit: [] };
   const names = ['store', 'offload', 'onboard', 'evict', 'hit'] as const;
-  // Group moves of one blocks line (same seq) so a line is matched once with all its bytes.
-  const lines = new Map<number, { t: number; op: number; n: number }>();
+  // One entry per blocks line (its moves share a seq).
+  const lines = new Set<number>();
   for (let i = 0; i < replay.moveCount; i++) {
     if (replay.user.data[i] !== user || replay.round.data[i] !== round) continue;
     moves.push(i);
     const seq = replay.seq.data[i]!;
-    const l = lines.get(seq);
-    if (l) l.n++;
-    else {
-      lines.set(seq, { t: replay.t.data[i]!, op: replay.op.data[i]!, n: 1 });
+    if (!lines.has(seq)) {
+      lines.add(seq);
       moveTimes[names[replay.op.data[i]!]!].push(replay.t.data[i]!);
     }
   }
   const xfers: Record<string, number[]> = {};
-  const bb = model.blockBytes ?? replay.pools.gpu?.block_bytes ?? 0;
-  for (const l of lines.values()) {
-    const dir = l.op === OP_CODE.onboard ? 'h2d' : l.op === OP_CODE.offload ? 'd2h' : null;
-    if (!dir) continue;
-    const lane = model.lanes.find((x) => x.dir === dir);
-    if (!lane || lane.length === 0) continue;
-    const [i0, i1] = laneWindow(lane, l.t - windowNs, l.t + windowNs);
-    const cands: Array<[number, number]> = [];
-    for (let i = i0; i < i1; i++) {
-      const mid = (lane.start[i]! + lane.end[i]!) / 2;
-      const d = Math.abs(mid - l.t);
-      if (d <= windowNs) cands.push([d, i]);
-    }
-    cands.sort((a, b) => a[0] - b[0]);
-    const need = l.n * bb;
-    let got = 0;
-    const picked = (xfers[dir] ??= []);
-    for (const [, i] of cands) {
-      if (need > 0 && got >= need) break;
-      if (!picked.includes(i)) picked.push(i);
-      got += lane.bytes[i]!;
-      if (need === 0) break;
-    }
+  const carriedBytes: Record<string, number> = {};
+  const shown = replay.shownSource;
+  const pairs = replay.copyPairs();
+  const picked = new Map<string, Set<number>>();
+  for (let k = 0; k < pairs.length; k++) {
+    if (!lines.has(pairs.move[k]!)) continue;
+    const c = decodeCopyRef(pairs.copy[k]!);
+    if (c.source !== shown) continue;
+    const lane = model.lanes.find((l) => l.dir === c.dir);
+    if (!lane || c.index >= lane.length) continue;
+    const at = lane.laneOfColumn ? lane.laneOfColumn[c.index]! : c.index;
+    let set = picked.get(c.dir);
+    if (!set) picked.set(c.dir, (set = new Set()));
+    set.add(at);
+    carriedBytes[c.dir] = (carriedBytes[c.dir] ?? 0) + pairs.bytes[k]!;
   }
-  for (const k of Object.keys(xfers)) xfers[k]!.sort((a, b) => a - b);
-  return { user, round, moves, moveTimes, xfers };
+  for (const [dir, set] of picked) xfers[dir] = [...set].sort((a, b) => a - b);
+  return { user, round, moves, moveTimes, xfers, carriedBytes, source: shown };
 }

@@ -5,7 +5,10 @@ from the TypeScript exporter and its tests so a shared misreading of the format 
 Checks the rules Perfetto's JSON importer relies on (shared/reference/profilers.md section 2):
 every used pid and (pid, tid) is named; ts/dur are numbers >= 0 (microseconds); X slices on one
 thread nest strictly; counter values are numbers; every v2 flow (bind_id) has a flow_out slice
-and at least one flow_in slice, and starts no later than it ends.
+and at least one flow_in slice, and starts no later than it ends. And what floating-point viewers
+(DevTools' trace engine, speedscope) need: ts and dur lie on the 2**-11 us grid the exporter
+writes (docs/export.md), so ts + dur is exact in binary floating point; instants are "I" (DevTools
+ignores "i"); each counter event has one value.
 
 Usage: export-check-trace.py TRACE.json  -> prints a JSON summary; exit 1 listing each problem.
 """
@@ -46,9 +49,12 @@ def check(path):
                 continue
             key = (e["pid"], e["tid"])
             used_threads.add(key)
-            # Integer nanoseconds: the exporter writes ns/1000 with at most 3 decimals.
+            # Multiples of 2**-11 us: exact in a double, so ts + dur is exact too.
+            if not float(ts * 2048).is_integer() or not float(dur * 2048).is_integer():
+                problems.append(f"event {i}: ts {ts!r} or dur {dur!r} is off the 2**-11 us grid")
+            # Integer nanoseconds, read back as Perfetto does (round us * 1000).
             s = round(ts * 1000)
-            slices[key].append((s, s + round(dur * 1000), i))
+            slices[key].append((s, round((ts + dur) * 1000), i))
             if "bind_id" in e:
                 if e.get("flow_out") and e.get("flow_in"):
                     problems.append(f"event {i}: flow step not expected")
@@ -61,12 +67,14 @@ def check(path):
                 else:
                     problems.append(f"event {i}: bind_id without flow_out/flow_in")
         elif ph == "i":
+            problems.append(f"event {i}: instant with ph 'i' (DevTools reads only 'I')")
+        elif ph == "I":
             if e.get("s", "t") == "t":
                 used_threads.add((e["pid"], e["tid"]))
         elif ph == "C":
             args = e.get("args")
-            if not isinstance(args, dict) or not args:
-                problems.append(f"event {i}: counter without args")
+            if not isinstance(args, dict) or len(args) != 1:
+                problems.append(f"event {i}: counter {e.get('name')!r} with {len(args or {})} values, not one")
             else:
                 for k, v in args.items():
                     if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):

@@ -16,6 +16,7 @@ import { analyzeEvents } from '../../src/shared/run-analysis';
 import { checkTrace, type TraceDoc } from './export-trace-check';
 
 const ROOT = process.cwd();
+const ns = (us: number): number => Math.round(us * 1000);
 const PYTHON = '/usr/bin/python3';
 
 /** Every real run this checkout has: fixtures recorded on this machine, samples recorded on GPUs. */
@@ -81,17 +82,21 @@ describe('Perfetto export of real runs', () => {
         await exported;
         const doc = JSON.parse(readFileSync(dest, 'utf8')) as TraceDoc;
         const xfers = events.filter((e): e is XferEvent => e.type === 'xfer');
-        const slices = doc.traceEvents.filter((e) => e.ph === 'X' && e.cat === 'xfer');
+        const slices = doc.traceEvents.filter((e) => e.ph === 'X' && (e.cat === 'xfer' || e.cat === 'xfer.startup'));
         expect(slices).toHaveLength(xfers.length);
         const bySeq = new Map(slices.map((s) => [s.args!.seq as number, s]));
+        // The start-up copy check (copies that start before the setup phase ends) sits apart.
+        const setupEnd = events.find((e) => e.type === 'phase' && e.name === 'setup' && e.state === 'end')?.t ?? -Infinity;
         for (const x of xfers) {
           const s = bySeq.get(x.seq)!;
           expect(s, `xfer seq ${x.seq}`).toBeDefined();
+          expect(s.cat, `xfer seq ${x.seq}`).toBe(x.start < setupEnd ? 'xfer.startup' : 'xfer');
           expect(s.args!.bytes).toBe(x.bytes);
-          // Integer ns read back the way Perfetto does (round or truncate µs × 1000) give the log's times.
+          // Integer ns read back the way Perfetto does (µs × 1000, rounded) give the log's times, for
+          // the start, the duration and the end (ts + dur added in floating point, as DevTools does).
           expect(Math.round(s.ts! * 1000)).toBe(x.start);
-          expect(Math.trunc(s.ts! * 1000)).toBe(x.start);
-          expect(Math.trunc(s.dur! * 1000)).toBe(x.end - x.start);
+          expect(Math.round(s.dur! * 1000)).toBe(x.end - x.start);
+          expect(Math.round((s.ts! + s.dur!) * 1000)).toBe(x.end);
           if (x.end > x.start) expect(s.args!.bandwidth_gb_per_s).toBeCloseTo(x.bytes / (x.end - x.start), 9);
         }
         const total = (cat: string) => slices.filter((s) => s.args!.dir === cat).reduce((a, s) => a + (s.args!.bytes as number), 0);
@@ -116,16 +121,22 @@ describe('Perfetto export of real runs', () => {
 
       it('counts pool occupancy as the ledger does, and bytes in flight return to zero', async () => {
         await exported;
+        const setupEnd = events.find((e) => e.type === 'phase' && e.name === 'setup' && e.state === 'end')?.t ?? -Infinity;
         const doc = JSON.parse(readFileSync(dest, 'utf8')) as TraceDoc;
         const peak = (name: string) => Math.max(0, ...doc.traceEvents.filter((e) => e.ph === 'C' && e.name === name).map((e) => e.args!.blocks as number));
         expect(peak('GPU pool occupancy')).toBe(analysis.peakOccupancy.gpu);
         expect(peak('Host pool occupancy')).toBe(analysis.peakOccupancy.host);
-        const inflight = doc.traceEvents.filter((e) => e.ph === 'C' && String(e.name).startsWith('bytes in flight'));
+        const inflight = doc.traceEvents.filter((e) => e.ph === 'C' && String(e.name).includes('bytes in flight'));
         if (analysis.xferBytes.h2d + analysis.xferBytes.d2h > 0) expect(inflight.length).toBeGreaterThan(0);
         const last = new Map<string, number>();
         for (const c of [...inflight].sort((a, b) => a.ts! - b.ts!)) for (const [k, v] of Object.entries(c.args!)) last.set(`${c.name}/${k}`, v as number);
         for (const v of last.values()) expect(v).toBe(0);
-        const evictions = doc.traceEvents.filter((e) => e.ph === 'i' && e.cat === 'kv');
+        // One counter per direction and source (chrome://tracing keeps one key set per name).
+        const kvCopies = events.filter((e): e is XferEvent => e.type === 'xfer' && (e.dir === 'h2d' || e.dir === 'd2h') && e.start >= setupEnd);
+        const names = new Set(inflight.map((c) => c.name));
+        for (const x of kvCopies) expect(names, `seq ${x.seq}`).toContain(`${x.dir.toUpperCase()} bytes in flight (${x.source})`);
+        for (const c of inflight) expect(Object.keys(c.args!)).toEqual(['bytes']);
+        const evictions = doc.traceEvents.filter((e) => e.ph === 'I' && e.cat === 'kv');
         expect(evictions.reduce((a, e) => a + (e.args!.blocks as number), 0)).toBe(analysis.blocks.evicted);
       });
 
@@ -138,18 +149,26 @@ describe('Perfetto export of real runs', () => {
         expect(p.moves.total).toBe(moves.length);
         expect(p.moves.matched + p.moves.unmatched).toBe(moves.length);
         expect(check.flowsOut.size).toBe(p.moves.matched);
+        const moveBySeq = new Map(check.slices.filter((s) => s.cat === 'kv').map((s) => [s.args!.seq as number, s]));
         // Each move slice says which bytes were carried; the flow ends' bytes add up to it, per source.
         for (const [id, out] of check.flowsOut) {
+          const move = moveBySeq.get(out.args!.move_seq as number)!;
+          expect(move.args!.seq).toBe(id);
           const parts = check.flowsIn.get(id)!;
-          const carried = out.args!.carried_bytes as Record<string, number>;
+          const carried = move.args!.carried_bytes as Record<string, number>;
           const sum = parts.reduce((a, s) => a + (s.args!.bytes as number), 0);
           expect(sum).toBe(Object.values(carried).reduce((a, b) => a + b, 0));
-          for (const v of Object.values(carried)) expect(v).toBeLessThanOrEqual(out.args!.bytes as number);
+          for (const v of Object.values(carried)) expect(v).toBeLessThanOrEqual(move.args!.bytes as number);
+          // The flow starts where the move begins: on a child that opens with the move slice and
+          // ends where its first copy starts, so an arrow drawn from its end never points back.
+          expect(ns(out.ts!)).toBe(ns(move.ts!));
+          const firstCopy = Math.min(...parts.map((s) => ns(s.ts!)));
+          expect(ns(out.ts! + out.dur!)).toBeLessThanOrEqual(firstCopy);
         }
         if (run.name.startsWith('fixture')) {
           // The CPU engine records one copy per batch of moved blocks: every move has its copy, in full.
           expect(p.moves.unmatched).toBe(0);
-          for (const out of check.flowsOut.values()) expect((out.args!.carried_bytes as Record<string, number>).engine).toBe(out.args!.bytes);
+          for (const out of check.flowsOut.values()) expect((moveBySeq.get(out.args!.move_seq as number)!.args!.carried_bytes as Record<string, number>).engine).toBe(moveBySeq.get(out.args!.move_seq as number)!.args!.bytes);
         }
       });
 

@@ -33,8 +33,10 @@ export interface TraceCheck {
   flowsIn: Map<number | string, TraceEvent[]>;
 }
 
-/** ts/dur are µs with ≤ 3 decimals (ns/1000): compare as integer ns to avoid float noise. */
+/** ts/dur are µs on a 2⁻¹¹ µs grid that rounds back to integer ns (docs/export.md): compare as ns. */
 const ns = (us: number): number => Math.round(us * 1000);
+/** On the grid: a multiple of 2⁻¹¹ µs, exact in a double (so ts + dur is exact in floating point). */
+const onGrid = (us: number): boolean => Number.isInteger(us * 2048);
 
 export function checkTrace(doc: TraceDoc): TraceCheck {
   const problems: string[] = [];
@@ -48,6 +50,7 @@ export function checkTrace(doc: TraceDoc): TraceCheck {
   const flowsOut = new Map<number | string, TraceEvent>();
   const flowsIn = new Map<number | string, TraceEvent[]>();
   const byThread = new Map<string, Array<{ s: number; e: number; i: number }>>();
+  const counterKeys = new Map<string, string>();
   doc.traceEvents.forEach((e, i) => {
     if (e.ph === 'M') {
       if (e.name === 'process_name') processNames.add(e.pid!);
@@ -60,10 +63,11 @@ export function checkTrace(doc: TraceDoc): TraceCheck {
     if (e.ph === 'X') {
       slices.push(e);
       if (typeof e.dur !== 'number' || e.dur < 0) problems.push(`event ${i}: dur ${e.dur}`);
+      if (!onGrid(e.ts!) || !onGrid(e.dur!)) problems.push(`event ${i}: ts ${e.ts} or dur ${e.dur} is off the 2⁻¹¹ µs grid`);
       const key = `${e.pid}/${e.tid}`;
       usedThreads.add(key);
       const list = byThread.get(key) ?? [];
-      list.push({ s: ns(e.ts!), e: ns(e.ts!) + ns(e.dur!), i });
+      list.push({ s: ns(e.ts!), e: ns(e.ts! + e.dur!), i });
       byThread.set(key, list);
       if (e.bind_id !== undefined) {
         if (e.flow_out && !e.flow_in) {
@@ -76,9 +80,17 @@ export function checkTrace(doc: TraceDoc): TraceCheck {
     } else if (e.ph === 'C') {
       counters.push(e);
       const vals = Object.values(e.args ?? {});
-      if (vals.length === 0) problems.push(`event ${i}: counter ${e.name} has no values`);
+      // chrome://tracing keeps one key set per counter name: one value per event, one name per quantity.
+      if (vals.length !== 1) problems.push(`event ${i}: counter ${e.name} has ${vals.length} values, not one`);
+      const key = `${e.pid}/${e.name}`;
+      const keys = Object.keys(e.args ?? {}).join(',');
+      const seen = counterKeys.get(key);
+      if (seen === undefined) counterKeys.set(key, keys);
+      else if (seen !== keys) problems.push(`event ${i}: counter ${e.name} writes ${keys}, earlier ${seen} (chrome://tracing keeps one set per name)`);
       for (const v of vals) if (typeof v !== 'number' || !Number.isFinite(v)) problems.push(`event ${i}: counter ${e.name} value ${String(v)} is not a number`);
     } else if (e.ph === 'i') {
+      problems.push(`event ${i}: instant with ph "i" (DevTools reads only "I")`);
+    } else if (e.ph === 'I') {
       instants.push(e);
       if ((e.s ?? 't') === 't') usedThreads.add(`${e.pid}/${e.tid}`);
     } else problems.push(`event ${i}: unexpected phase ${e.ph}`);

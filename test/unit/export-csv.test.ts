@@ -7,6 +7,7 @@ import { csvField, writeCsv, REQUESTS_HEADER, ROUNDS_HEADER } from '../../src/ma
 import { exportLog } from '../../src/main/core/export/run-export';
 import { decodeAll } from '../../src/shared/events-reader';
 import { analyzeEvents } from '../../src/shared/run-analysis';
+import { realRunPaths } from '../helpers/real-runs';
 
 const FIXTURE = join(process.cwd(), 'test', 'fixtures', 'runs', 'cpu-tiny-export', 'events.jsonl');
 const dir = mkdtempSync(join(tmpdir(), 'kvscope-csv-'));
@@ -60,9 +61,11 @@ describe('CSV export', () => {
       expect(n(cells[col('round')]!)).toBe(row.round);
       expect(n(cells[col('users')]!)).toBe(row.users);
       expect(n(cells[col('e2e_ns')]!)).toBe(row.e2e_ns);
-      expect(n(cells[col('ttft_mean_ns')]!)).toBe(row.ttft.mean);
-      expect(n(cells[col('ttft_p50_ns')]!)).toBe(row.ttft.p50);
-      expect(n(cells[col('ttft_p99_ns')]!)).toBe(row.ttft.p99);
+      // Statistics to the nearest ns (the _ns columns are integer ns, docs/export.md).
+      const whole = (v: number | null) => (v === null ? null : Math.round(v));
+      expect(n(cells[col('ttft_mean_ns')]!)).toBe(whole(row.ttft.mean));
+      expect(n(cells[col('ttft_p50_ns')]!)).toBe(whole(row.ttft.p50));
+      expect(n(cells[col('ttft_p99_ns')]!)).toBe(whole(row.ttft.p99));
       expect(n(cells[col('e2e_ms')]!)).toBeCloseTo(row.e2e_ns! / 1e6, 9);
     });
     const reqs = parseCsv(readFileSync(join(out, 'requests.csv'), 'utf8'));
@@ -83,6 +86,24 @@ describe('CSV export', () => {
     const timed = a.requests.filter((q) => q.round >= 1);
     expect(Math.max(...timed.map((q) => q.done!)) - Math.min(...timed.filter((q) => q.round === 1).map((q) => q.queued!))).toBe(a.e2e_ns);
   });
+
+  for (const run of realRunPaths()) {
+    it(`writes every _ns cell as integer nanoseconds (${run.name})`, async () => {
+      const out = join(dir, run.name.replace(/[^A-Za-z0-9]+/g, '-'));
+      await exportLog({ logFile: run.path, meta, format: 'csv', dest: out });
+      for (const [file, header] of [['rounds.csv', ROUNDS_HEADER], ['requests.csv', REQUESTS_HEADER]] as const) {
+        const rows = parseCsv(readFileSync(join(out, file), 'utf8'));
+        expect(rows[0]).toEqual([...header]);
+        const nsCols = header.map((h, i) => [h, i] as const).filter(([h]) => h.endsWith('_ns'));
+        for (const row of rows.slice(1)) for (const [h, i] of nsCols) expect(row[i], `${file} ${h}`).toMatch(/^(-?\d+)?$/);
+      }
+      // The mean is the summary's, rounded: the ms column says the same.
+      const rounds = parseCsv(readFileSync(join(out, 'rounds.csv'), 'utf8'));
+      const mean = ROUNDS_HEADER.indexOf('ttft_mean_ns');
+      const meanMs = ROUNDS_HEADER.indexOf('ttft_mean_ms');
+      for (const row of rounds.slice(1)) if (row[mean]) expect(Number(row[meanMs])).toBe(Number(row[mean]) / 1e6);
+    });
+  }
 
   it('writes one table to one file with --table', async () => {
     const file = join(dir, 'rounds-only.csv');

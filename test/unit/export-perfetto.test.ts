@@ -10,7 +10,7 @@ import { Readable, Writable } from 'node:stream';
 import { gzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { exportLog } from '../../src/main/core/export/run-export';
-import { PerfettoTraceBuilder, writePerfettoTrace } from '../../src/main/core/export/perfetto';
+import { JsonTraceSink, PerfettoTraceBuilder, writePerfettoTrace } from '../../src/main/core/export/perfetto';
 import { decodeAll } from '../../src/shared/events-reader';
 import type { KvEvent, XferEvent } from '../../src/shared/protocol';
 import { analyzeEvents } from '../../src/shared/run-analysis';
@@ -107,10 +107,13 @@ describe('Perfetto export, derived cases', () => {
     expect(check.problems).toEqual([]);
     const p = r.perfetto!;
     expect(p.moves.unmatched).toBe(0);
-    for (const outSlice of check.flowsOut.values()) {
-      const carried = outSlice.args!.carried_bytes as Record<string, number>;
-      expect(carried.engine).toBe(outSlice.args!.bytes);
-      expect(carried.cupti).toBe(outSlice.args!.bytes);
+    const moves = check.slices.filter((s) => s.cat === 'kv');
+    expect(moves.length).toBe(p.moves.total);
+    expect(check.flowsOut.size).toBe(p.moves.total);
+    for (const move of moves) {
+      const carried = move.args!.carried_bytes as Record<string, number>;
+      expect(carried.engine).toBe(move.args!.bytes);
+      expect(carried.cupti).toBe(move.args!.bytes);
     }
     const small = check.slices.filter((s) => s.cat === 'xfer' && s.args!.bytes === 40);
     expect(small.length).toBeGreaterThan(0);
@@ -207,7 +210,7 @@ describe('Perfetto export, derived cases', () => {
     const span = Math.max(...fixture.map((e) => (e.type === 'xfer' ? e.end : e.t))) + 1_000_000;
     const sizes: Array<ReturnType<PerfettoTraceBuilder['stateSize']>> = [];
     // A 1 s matching window (after + late) over reps of ~0.13 s of run time.
-    const b = new PerfettoTraceBuilder(() => undefined, { matchAfterNs: 5e8, lateNs: 5e8 });
+    const b = new PerfettoTraceBuilder(new JsonTraceSink(() => undefined), { matchAfterNs: 5e8, lateNs: 5e8 });
     let seq = 0;
     for (let rep = 0; rep < 100; rep++) {
       const dt = rep * span;

@@ -217,11 +217,18 @@ describe('timeline model and renderTimelineInto', () => {
 
     it(`lane byte totals and request rows agree with the log (${run.name})`, () => {
       const { tm } = model(run.events);
+      // The lanes show CUPTI's traced copies when the run has any, else the engine's reports; the
+      // start-up copy check (copies that start before the setup phase ends) is kept apart.
+      const source = run.events.some((e) => e.type === 'xfer' && e.source === 'cupti') ? 'cupti' : 'engine';
+      const setupEnd = run.events.find((e) => e.type === 'phase' && e.name === 'setup' && e.state === 'end')?.t ?? -Infinity;
+      const copies = (dir: string, startup: boolean) =>
+        run.events.filter((e): e is XferEvent => e.type === 'xfer' && e.dir === dir && e.source === source && e.start < setupEnd === startup);
       for (const l of tm.lanes) {
-        // The lanes show CUPTI's traced copies when the run has any, else the engine's reports.
-        const source = run.events.some((e) => e.type === 'xfer' && e.source === 'cupti') ? 'cupti' : 'engine';
-        const want = run.events.filter((e): e is XferEvent => e.type === 'xfer' && e.dir === l.dir && e.source === source).reduce((a, x) => a + x.bytes, 0);
-        expect(l.totalBytes).toBe(want);
+        expect(l.totalBytes).toBe(copies(l.dir, false).reduce((a, x) => a + x.bytes, 0));
+        expect(l.length).toBe(copies(l.dir, false).length);
+      }
+      for (const dir of ['h2d', 'd2h'] as const) {
+        expect(tm.startupCopies[dir]).toEqual({ count: copies(dir, true).length, bytes: copies(dir, true).reduce((a, x) => a + x.bytes, 0) });
       }
       const reqs = new Set(run.events.filter((e) => e.type === 'req').map((e) => `${(e as { user: number }).user}/${(e as { round: number }).round}`));
       expect(tm.requests.length).toBe(reqs.size);

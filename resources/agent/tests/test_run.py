@@ -559,3 +559,26 @@ def test_a_sweeps_later_run_reads_past_the_trace_records_earlier_runs_left(tmp_p
         assert code == 0 and summary(log)["status"] == "ok" and check_log(log) == []
         xfers.append([e for e in events(log) if e["type"] == "xfer" and e.get("source") == "cupti"])
     assert len(xfers[0]) == 6 and xfers[1] == []
+
+
+def test_plain_copy_check_runs_inside_setup_before_any_block(tmp_path, monkeypatch):
+    """The app tells the start-up plain-copy check's copies from KV copies by time alone: a copy
+    that starts before `setup` ends is a start-up copy (docs/protocol.md "Start-up copies"). So the
+    check must run inside the setup phase, before the first block line. On the CPU the real check
+    copies nothing (no CUDA), so it is stood in for by one that notes the run clock when called."""
+    from kvscope_agent.engine.kv_cache import PagedKVCache
+
+    called = []
+
+    def noting(self, blocks, reps=3):
+        called.append(self.clock_now())
+        return None
+
+    monkeypatch.setattr(PagedKVCache, "measure_plain_copy", noting)
+    code, _, log = run_inproc(tmp_path, "plain", ["--gpu-kv-bytes", SHORT_POOL, "--host-kv-bytes", "1e6"])
+    assert code == 0
+    assert len(called) == 1
+    evs = events(log)
+    setup = {e["state"]: e["t"] for e in evs if e["type"] == "phase" and e["name"] == "setup"}
+    first_block = min(e["t"] for e in evs if e["type"] == "blocks")
+    assert setup["begin"] <= called[0] <= setup["end"] <= first_block

@@ -5,6 +5,7 @@ import type { BadLine } from '../../shared/events-reader';
 import { RunAnalyzer, type RunAnalysis } from '../../shared/run-analysis';
 import { readEventFile, resolveEventLog } from '../../main/core/event-files';
 import { formatBytes, formatNs } from '../../shared/format';
+import { STARTUP_COPIES_LABEL } from '../../shared/startup-copies';
 
 export interface ValidationReport {
   file: string;
@@ -62,6 +63,8 @@ function printSummary(r: ValidationReport, out: (s: string) => void): void {
     const x = a.xferBytesBySource[source];
     if (x.h2d + x.d2h + x.d2d + x.h2h > 0) {
       out(`transfers (${source}): h2d ${formatBytes(x.h2d)}, d2h ${formatBytes(x.d2h)}, d2d ${formatBytes(x.d2d)}`);
+      const s = a.startupXferBytesBySource[source];
+      if (s.h2d + s.d2h + s.d2d + s.h2h > 0) out(`  of which the ${STARTUP_COPIES_LABEL}: h2d ${formatBytes(s.h2d)}, d2h ${formatBytes(s.d2h)}`);
     }
   }
   const t = a.ttft;

@@ -1,7 +1,8 @@
 /**
  * CSV tables of a run, computed by the same `RunAnalyzer` as the run summary and `kvscope
- * validate`, so the numbers agree exactly: times are integer nanoseconds as in the log (with a
- * millisecond column beside the headline ones for spreadsheets). Quoting follows RFC 4180.
+ * validate`, so the numbers agree exactly: times are integer nanoseconds as in the log, statistics
+ * (means, interpolated percentiles) rounded to the nearest ns (with a millisecond column beside the
+ * headline ones for spreadsheets). Quoting follows RFC 4180.
  *
  * - rounds:   round, users, e2e_ns, e2e_ms, ttft_count, ttft_mean_ns, ttft_p50_ns, ttft_p99_ns, ttft_mean_ms
  * - requests: user, round, queued_ns … done_ns (phase times, run clock), queue_ns, prefill_ns,
@@ -28,6 +29,11 @@ export function csvField(v: Cell): string {
 export const csvLine = (cells: readonly Cell[]): string => cells.map(csvField).join(',') + '\r\n';
 
 const ms = (ns: number | null): number | null => (ns === null ? null : ns / 1e6);
+/**
+ * A statistic of ns times (a mean, an interpolated percentile) to the nearest integer ns: the
+ * log's clock has no finer grain, and the `_ns` columns are integer ns like the times they come from.
+ */
+const wholeNs = (ns: number | null): number | null => (ns === null ? null : Math.round(ns));
 const diff = (a: number | null, b: number | null): number | null => (a === null || b === null ? null : b - a);
 
 export const ROUNDS_HEADER = ['round', 'users', 'e2e_ns', 'e2e_ms', 'ttft_count', 'ttft_mean_ns', 'ttft_p50_ns', 'ttft_p99_ns', 'ttft_mean_ms'] as const;
@@ -53,7 +59,8 @@ export const REQUESTS_HEADER = [
 export function* roundsRows(a: RunAnalysis): Generator<string> {
   yield csvLine(ROUNDS_HEADER);
   for (const r of a.roundRows) {
-    yield csvLine([r.round, r.users, r.e2e_ns, ms(r.e2e_ns), r.ttft.count, r.ttft.mean, r.ttft.p50, r.ttft.p99, ms(r.ttft.mean)]);
+    const mean = wholeNs(r.ttft.mean);
+    yield csvLine([r.round, r.users, r.e2e_ns, ms(r.e2e_ns), r.ttft.count, mean, wholeNs(r.ttft.p50), wholeNs(r.ttft.p99), ms(mean)]);
   }
 }
 

@@ -1,32 +1,35 @@
 /**
- * A run's event log → a Chrome Trace Event JSON file that Perfetto (ui.perfetto.dev) opens, on one
- * clock with what KV Scope shows. Format as Perfetto's JSON importer reads it
- * (shared/reference/profilers.md §2, json_trace_parser_impl.cc):
+ * A run's event log → a trace for Perfetto, Chrome's DevTools and chrome://tracing, on one clock
+ * with what KV Scope shows. `PerfettoTraceBuilder` decides what the trace holds; a `TraceSink`
+ * writes it in one format: Chrome Trace Event JSON here (`JsonTraceSink`), Perfetto's native
+ * protobuf in perfetto-proto.ts. docs/export.md describes both for readers.
  *
- * - `ts`/`dur` in microseconds with fractions (the log's integer ns / 1000, see `us`), relative
- *   to run start (the log's `t` already is). No `displayTimeUnit`: old importers took it as the unit.
  * - Tracks: process "Run" (phases, rounds, warnings), "Requests" (one thread per user), "GPU pool"
  *   (offload moves, evictions, occupancy), "Host pool" (onboard moves, evictions, occupancy),
- *   "Copies" (H2D/D2H/D2D/H2H lanes per trace source, bytes in flight), "GPU <i>" (nvidia-smi /
- *   NVML counters). Every pid and (pid, tid) used is named, with sort indices.
- * - `X` slices on one thread nest strictly: overlapping intervals go to separate lanes
- *   (shared/trace-lanes.ts), because the importer moves overlaps to an overflow track (#4280).
- * - Flows v2 (`bind_id` = the move's seq, with `flow_out`/`flow_in`) from each block move to the
- *   copies that carried it. The importer binds a flow end to the slice it is set on, keeps a flow id open after its first
- *   `flow_in` (so one move may end on several copies), and takes one `bind_id` per slice; so a copy
- *   carrying several moves gets one child slice per move ("part", proportional to the bytes), each
- *   ending that move's flow. Matching rule: see `CopyConveyor` and docs/export.md.
- *
- * - Parents are written before their children: the importer sorts by `ts` and a parent and its
- *   first child share one.
+ *   "Copies" (H2D/D2H/D2D/H2H lanes per trace source, bytes in flight, the start-up copy check
+ *   apart), "GPU <i>" (nvidia-smi / NVML counters). Every process and thread used is named, with
+ *   sort indices.
+ * - Slices on one thread nest strictly: overlapping intervals go to separate lanes
+ *   (shared/trace-lanes.ts), because importers move overlaps to an overflow track (Perfetto #4280)
+ *   or drop them (DevTools' tree). A parent is handed to the sink before its children, and closed
+ *   after them.
+ * - Flows from each block move to the copies that carried it (shared/copy-matching.ts, the rule
+ *   the timeline uses too). A copy carrying several moves gets one child slice per move ("part",
+ *   proportional to the bytes), each ending that move's flow; the flow starts on a child of the
+ *   move slice that ends where its first copy starts, so viewers that draw a flow from the end of
+ *   its slice point forward in time.
+ * - Counters have one value each, one name per quantity and direction (chrome://tracing keeps one
+ *   key set per counter name).
  *
  * Streaming: one pass over the log through the shared decoder; output goes through a bounded
  * buffer to a stream with backpressure. State is bounded: open requests and phases, one number per
  * lane, and the moves/copies waiting to be matched inside the matching window.
  */
 import type { Writable } from 'node:stream';
+import { CopyMatcher, type MatchSink, type MatchSource } from '../../../shared/copy-matching';
 import { EventLineDecoder, type BadLine } from '../../../shared/events-reader';
 import type { BlocksEvent, GpuSampleEvent, KvEvent, ReqEvent, RequestPhaseTimes, XferDir, XferEvent } from '../../../shared/protocol';
+import { StartupCopyRule } from '../../../shared/startup-copies';
 import { LaneAssigner } from '../../../shared/trace-lanes';
 
 export interface PerfettoOptions {
@@ -43,7 +46,7 @@ export interface PerfettoOptions {
 export interface PerfettoReport {
   /** Valid log events read. */
   events: number;
-  /** Trace events written (metadata included). */
+  /** Trace events written (metadata included; for the protobuf format, TrackEvent and descriptor packets). */
   traceEvents: number;
   badLines: number;
   badLineSamples: BadLine[];
@@ -53,7 +56,8 @@ export interface PerfettoReport {
    * but no single trace source carried all its bytes; unmatched: no copy at all. Samples are seqs.
    */
   moves: { total: number; matched: number; unmatched: number; unmatchedSample: number[]; partial: number; partialSample: number[] };
-  copies: { total: number; carrying: number; blockSized: number; bytes: Record<XferDir, number> };
+  /** `startup`: the start-up copy check (shared/startup-copies.ts), on its own track, in no KV figure. */
+  copies: { total: number; carrying: number; blockSized: number; bytes: Record<XferDir, number>; startup: { count: number; bytes: Record<XferDir, number> } };
   flows: { out: number; in: number };
   /** Timestamps below 0 (before run start) written as 0. */
   clampedTimestamps: number;
@@ -62,14 +66,66 @@ export interface PerfettoReport {
   matching: { beforeNs: number; afterNs: number; lateNs: number };
 }
 
+/** A counter track: its name (one per quantity and direction) and unit. */
+export interface CounterSpec {
+  name: string;
+  /** The JSON arg key its value is written under. */
+  key: string;
+  unit: 'blocks' | 'bytes' | 'percent' | 'bytes_per_s' | 'watts' | 'mhz';
+}
+
+/** Where a slice's flow arrows start or end. */
+export type SliceFlow =
+  /** Arrows start here: `bind` is the move's seq (JSON flows v2), `ids` one id per copy part. */
+  | { out: true; bind: number; ids: readonly number[] }
+  /** An arrow ends here: `bind` as above, `id` the part's own id. */
+  | { out: false; bind: number; id: number };
+
+/**
+ * One output format. Times are integer ns ≥ 0 on the run clock. `args` is a JSON object's text
+ * (the hot paths build it by hand). Slice names are built from numbers and protocol enums (no
+ * escaping needed); instant names may hold log text.
+ */
+export interface TraceSink {
+  processName(pid: number, name: string, sortIndex: number): void;
+  threadName(pid: number, tid: number, name: string, sortIndex: number): void;
+  /** Opens a slice [start, end] on a thread; its children follow, then `closeSlice`. */
+  openSlice(pid: number, tid: number, name: string, cat: string, start: number, end: number, args: string, flow: SliceFlow | null): void;
+  closeSlice(pid: number, tid: number, end: number): void;
+  /** An instant on a thread, or on the whole trace (`tid` null). */
+  instant(pid: number, tid: number | null, name: string, cat: string, t: number, args: string): void;
+  counter(pid: number, spec: CounterSpec, t: number, value: number): void;
+}
+
 const DEFAULTS = { matchBeforeNs: 50e6, matchAfterNs: 5e9, lateNs: 30e9, keepBadLines: 20 };
 
 const PID = { run: 1, requests: 2, gpuPool: 3, hostPool: 4, copies: 5, gpuBase: 10 } as const;
-const SOURCES = ['engine', 'cupti'] as const;
-type Source = (typeof SOURCES)[number];
-/** Counter names of bytes in flight, one string per source (not rebuilt per copy). */
-const IN_FLIGHT: Record<Source, string> = { engine: 'bytes in flight (engine)', cupti: 'bytes in flight (cupti)' };
-const MOVE_DIR: Record<'offload' | 'onboard', XferDir> = { offload: 'd2h', onboard: 'h2d' };
+type Source = MatchSource;
+const DIR_NAME: Record<XferDir, string> = { h2d: 'H2D', d2h: 'D2H', d2d: 'D2D', h2h: 'H2H' };
+
+/** The counters, one value each. */
+const COUNTERS = {
+  gpuOccupancy: { name: 'GPU pool occupancy', key: 'blocks', unit: 'blocks' },
+  hostOccupancy: { name: 'Host pool occupancy', key: 'blocks', unit: 'blocks' },
+  gpuCapacity: { name: 'GPU pool capacity', key: 'blocks', unit: 'blocks' },
+  hostCapacity: { name: 'Host pool capacity', key: 'blocks', unit: 'blocks' },
+  memUsed: { name: 'memory used', key: 'bytes', unit: 'bytes' },
+  gpuUtil: { name: 'GPU utilisation', key: 'percent', unit: 'percent' },
+  memUtil: { name: 'memory utilisation', key: 'percent', unit: 'percent' },
+  pcieRx: { name: 'PCIe rx', key: 'bytes_per_s', unit: 'bytes_per_s' },
+  pcieTx: { name: 'PCIe tx', key: 'bytes_per_s', unit: 'bytes_per_s' },
+  power: { name: 'power', key: 'watts', unit: 'watts' },
+  smClock: { name: 'SM clock', key: 'mhz', unit: 'mhz' },
+} as const satisfies Record<string, CounterSpec>;
+
+/** "H2D bytes in flight (cupti)": one counter per direction and source. */
+const inFlightSpecs = new Map<string, CounterSpec>();
+function inFlightSpec(dir: XferDir, source: string): CounterSpec {
+  const key = `${dir}/${source}`;
+  let s = inFlightSpecs.get(key);
+  if (!s) inFlightSpecs.set(key, (s = { name: `${DIR_NAME[dir]} bytes in flight (${source})`, key: 'bytes', unit: 'bytes' }));
+  return s;
+}
 
 interface Move {
   seq: number;
@@ -79,169 +135,19 @@ interface Move {
   bytes: number;
   user: number | null;
   round: number | null;
-  /** Conveyors (one per trace source) that have not finished with this move. */
-  pending: number;
   carried: Record<Source, number>;
+  /** Copies carrying some of its bytes, per source. */
+  copies: Record<Source, number>;
   firstStart: number;
   lastEnd: number;
-  copies: number;
+  /** Flow ids, one per copy part that carries some of its bytes. */
+  flowIds: number[];
 }
 
 interface PendingCopy {
   ev: XferEvent;
-  rem: number;
   blockSized: boolean;
-  parts: Array<{ move: Move; bytes: number }>;
-}
-
-/**
- * The matching rule for one direction and one trace source. Moves (blocks lines) and copies (xfer
- * lines) each form a byte stream in order (moves by line order, copies by start time); a copy
- * carries the moves whose bytes its bytes cover, first in first out, under two conditions:
- * only copies whose size is a whole number of blocks carry blocks (the engine's other small copies
- * of token ids and sampled tokens do not, PROTOCOL.md "Transfers and blocks agree"), and a copy
- * carries a move only if it starts within [t − before, t + after] of the move's line. A copy too
- * early for the oldest waiting move carries nothing; a move with no copy in its window is
- * unmatched for this source. Since xfer lines may be written up to `late` after the copy started,
- * a move waits until the log's clock passes t + after + late before it is given up.
- */
-/** A first-in first-out queue with O(1) shift (Array.shift is O(n) on the long queues a matching window holds). */
-class Fifo<T> {
-  private items: T[] = [];
-  private head = 0;
-
-  get length(): number {
-    return this.items.length - this.head;
-  }
-
-  first(): T | undefined {
-    return this.items[this.head];
-  }
-
-  push(x: T): void {
-    this.items.push(x);
-  }
-
-  shift(): T | undefined {
-    const x = this.items[this.head];
-    this.items[this.head++] = undefined as T;
-    if (this.head > 1024 && this.head * 2 > this.items.length) {
-      this.items = this.items.slice(this.head);
-      this.head = 0;
-    }
-    return x;
-  }
-
-  /** Inserts keeping `key` ascending, walking back from the tail (items arrive nearly sorted). */
-  insertSorted(x: T, key: (v: T) => number): void {
-    const k = key(x);
-    let i = this.items.length;
-    while (i > this.head && key(this.items[i - 1]!) > k) i--;
-    if (i === this.items.length) this.items.push(x);
-    else this.items.splice(i, 0, x);
-  }
-}
-
-class CopyConveyor {
-  readonly moves = new Fifo<{ move: Move; rem: number }>();
-  readonly copies = new Fifo<PendingCopy>();
-
-  constructor(
-    private readonly exporter: PerfettoTraceBuilder,
-    readonly dir: XferDir,
-    readonly source: Source,
-    private readonly blockBytes: () => number,
-  ) {}
-
-  /** Whether any copy of this direction and source was read, and when the first move was. */
-  private seenCopy = false;
-  private firstMoveT: number | null = null;
-
-  /**
-   * Queues a move. A source that has written no copy for `after + late` of log time since the
-   * first move is taken to be absent (no CUPTI on a CPU run, tracing off): its moves are released
-   * at once instead of each waiting out the window, which would hold every recent move in memory.
-   * The source turns back on with its first copy.
-   */
-  addMove(move: Move, now: number, o: Required<PerfettoOptions>): void {
-    if (this.firstMoveT === null) this.firstMoveT = move.t;
-    if (!this.seenCopy && now - this.firstMoveT > o.matchAfterNs + o.lateNs && this.moves.length === 0) {
-      this.exporter.releaseMove(move);
-      return;
-    }
-    this.moves.push({ move, rem: move.bytes });
-  }
-
-  addCopy(ev: XferEvent): void {
-    this.seenCopy = true;
-    const bb = this.blockBytes();
-    const c: PendingCopy = { ev, rem: ev.bytes, blockSized: bb > 0 && ev.bytes > 0 && ev.bytes % bb === 0, parts: [] };
-    // Keep copies in start order; they arrive nearly sorted, so this walks back a step or two.
-    this.copies.insertSorted(c, (x) => x.ev.start);
-  }
-
-  /**
-   * Matches what can be matched now; `now` is the latest `t` read, `final` at end of log.
-   * @returns the log time after which waiting items could be released by the clock alone
-   *   (Infinity when nothing waits on the clock), so the caller steps again only then or on new input.
-   */
-  step(now: number, final: boolean, o: Required<PerfettoOptions>): number {
-    if (this.moves.length === 0 && this.copies.length === 0) return Infinity;
-    for (;;) {
-      const m = this.moves.first();
-      const c = this.copies.first();
-      if (c && !c.blockSized) {
-        this.copies.shift();
-        this.exporter.releaseCopy(c, this.source);
-        continue;
-      }
-      if (!m) {
-        if (!c) return Infinity;
-        // A copy can carry only moves written before start + before; lines come in time order.
-        const deadline = c.ev.start + o.matchBeforeNs;
-        if (final || now > deadline) {
-          this.copies.shift();
-          this.exporter.releaseCopy(c, this.source);
-          continue;
-        }
-        return deadline;
-      }
-      if (c && c.ev.start < m.move.t - o.matchBeforeNs) {
-        this.copies.shift();
-        this.exporter.releaseCopy(c, this.source);
-        continue;
-      }
-      if (!c || c.ev.start > m.move.t + o.matchAfterNs) {
-        // No copy yet, or the next one starts past this move's window: an earlier-starting copy
-        // may still be written late, so wait for the clock unless at the end.
-        const deadline = m.move.t + o.matchAfterNs + o.lateNs;
-        if (final || now > deadline) {
-          this.moves.shift();
-          this.exporter.releaseMove(m.move);
-          continue;
-        }
-        return deadline;
-      }
-      const k = Math.min(m.rem, c.rem);
-      if (k > 0) {
-        c.parts.push({ move: m.move, bytes: k });
-        m.rem -= k;
-        c.rem -= k;
-        m.move.carried[this.source] += k;
-        m.move.copies++;
-        if (c.ev.start < m.move.firstStart) m.move.firstStart = c.ev.start;
-        if (c.ev.end > m.move.lastEnd) m.move.lastEnd = c.ev.end;
-      }
-      if (m.rem <= 0) {
-        this.moves.shift();
-        this.exporter.releaseMove(m.move);
-      }
-      if (c.rem <= 0) {
-        this.copies.shift();
-        this.exporter.releaseCopy(c, this.source);
-      }
-    }
-  }
+  parts: Array<{ move: Move; bytes: number; flowId: number }>;
 }
 
 /** A logical track (a user, a copy direction, a pool's moves) and the threads of its lanes. */
@@ -260,57 +166,34 @@ interface OpenRequest extends RequestPhaseTimes {
   doneEvent: ReqEvent | null;
 }
 
-/**
- * Microseconds from integer ns. Perfetto turns µs back into integer ns by truncating `µs * 1000`
- * (older json_utils.cc) or by rounding it (newer, std::llround); n/1000 as a double can land just
- * below n, and truncation then loses 1 ns and breaks exact nesting of touching slices. Writing
- * n + 0.4 ns reads back as n under both rules.
- */
-const us = (ns: number): string => {
-  const n = Math.round(ns);
-  if (n < 0 || !Number.isSafeInteger(n)) return String((n + 0.4) / 1000);
-  // Integer arithmetic and concatenation: number-to-string of fractions is the exporter's hot spot.
-  const int = Math.floor(n / 1000);
-  const frac = n - int * 1000;
-  return `${int}${frac < 10 ? '.00' : frac < 100 ? '.0' : '.'}${frac}4`;
-};
-
+/** Integer ns ≥ 0 (before run start clamps to 0). */
+const clampNs = (ns: number): number => (ns > 0 ? Math.round(ns) : 0);
 
 /**
- * Turns events (in seq order) into trace-event JSON strings handed to `emit`, one per trace event.
- * Pure: no I/O, usable on an in-memory run (tests) and by the streaming exporter.
+ * Turns events (in seq order) into trace content handed to a `TraceSink`. Pure: no I/O, usable on
+ * an in-memory run (tests) and by the streaming exporters.
  */
 export class PerfettoTraceBuilder {
-  private readonly o: Required<PerfettoOptions>;
-  private readonly namedThreads = new Set<string>();
+  private readonly o: typeof DEFAULTS;
   private readonly tracks = new Map<string, LaneTrack>();
   private readonly userTracks: LaneTrack[] = [];
   private readonly moveTracks: Partial<Record<'offload' | 'onboard', LaneTrack>> = {};
   private readonly copyTracks = new Map<string, LaneTrack>();
   private nextTid = 1;
+  private nextFlowId = 1;
   private readonly requests = new Map<string, OpenRequest>();
   private readonly phases = new Map<string, number>();
-  /** engine h2d, engine d2h, cupti h2d, cupti d2h (see `conveyorIndex`): the directions blocks move in. */
-  private readonly conveyorList: CopyConveyor[] = [];
-  /** Per conveyor, the log time at which its waiting items may be released by the clock. */
-  private readonly deadlines: number[] = [];
-  private nextDeadline = Infinity;
-  /** Per conveyor, whether it got a move or copy since it was last stepped. */
-  private readonly dirty: boolean[] = [];
-  private readonly inFlight = new Map<string, { value: number; ends: number[]; lastTs: number }>();
+  private readonly matcher: CopyMatcher<Move, PendingCopy>;
+  private readonly startupRule = new StartupCopyRule();
+  private readonly inFlight = new Map<string, { value: number; ends: number[]; lastTs: number; spec: CounterSpec }>();
   private readonly occupancy = { gpu: 0, host: 0 };
-  private readonly blockBytes = { gpu: 0, host: 0 };
   private readonly gpusNamed = new Set<number>();
-  /** Per pid, per counter name: the JSON of a counter event up to its `ts` value. */
-  private readonly counterHeads: Array<Map<string, string>> = [];
-  /** Per counter key: `,"args":{"key":`. */
-  private readonly counterArgHeads = new Map<string, string>();
   private now = 0;
   private lastSeqSeen = -1;
   readonly report: PerfettoReport;
 
   constructor(
-    private readonly emit: (json: string, ascii: boolean) => void,
+    private readonly sink: TraceSink,
     options: PerfettoOptions = {},
   ) {
     this.o = { ...DEFAULTS, ...options };
@@ -321,12 +204,26 @@ export class PerfettoTraceBuilder {
       badLineSamples: [],
       requests: 0,
       moves: { total: 0, matched: 0, unmatched: 0, unmatchedSample: [], partial: 0, partialSample: [] },
-      copies: { total: 0, carrying: 0, blockSized: 0, bytes: { h2d: 0, d2h: 0, d2d: 0, h2h: 0 } },
+      copies: { total: 0, carrying: 0, blockSized: 0, bytes: { h2d: 0, d2h: 0, d2d: 0, h2h: 0 }, startup: { count: 0, bytes: { h2d: 0, d2h: 0, d2d: 0, h2h: 0 } } },
       flows: { out: 0, in: 0 },
       clampedTimestamps: 0,
       lateCopies: 0,
       matching: { beforeNs: this.o.matchBeforeNs, afterNs: this.o.matchAfterNs, lateNs: this.o.lateNs },
     };
+    const matchSink: MatchSink<Move, PendingCopy> = {
+      pair: (m, c, bytes, source) => {
+        const flowId = this.nextFlowId++;
+        c.parts.push({ move: m, bytes, flowId });
+        m.flowIds.push(flowId);
+        m.carried[source] += bytes;
+        m.copies[source]++;
+        if (c.ev.start < m.firstStart) m.firstStart = c.ev.start;
+        if (c.ev.end > m.lastEnd) m.lastEnd = c.ev.end;
+      },
+      moveDone: (m) => this.releaseMove(m),
+      copyDone: (c, source) => this.releaseCopy(c, source),
+    };
+    this.matcher = new CopyMatcher(matchSink, { beforeNs: this.o.matchBeforeNs, afterNs: this.o.matchAfterNs, lateNs: this.o.lateNs });
     const processes: Array<[number, string]> = [
       [PID.run, 'Run'],
       [PID.requests, 'Requests (one track per user)'],
@@ -335,39 +232,21 @@ export class PerfettoTraceBuilder {
       [PID.copies, 'Copies (H2D / D2H lanes)'],
     ];
     for (const [pid, name] of processes) this.nameProcess(pid, name, pid);
-    for (const source of SOURCES) {
-      for (const dir of ['h2d', 'd2h'] as const) {
-        const c = new CopyConveyor(this, dir, source, () => this.blockBytes[dir === 'd2h' ? 'gpu' : 'host']);
-        this.conveyorList.push(c);
-        this.deadlines.push(Infinity);
-        this.dirty.push(false);
-      }
-    }
   }
 
-  /** Hands one trace event on; `ascii` false when it may hold text from the log (names, messages, ids). */
-  private out(json: string, ascii = true): void {
+  /** Every trace event handed to the sink is counted here. */
+  private counted(): void {
     this.report.traceEvents++;
-    this.emit(json, ascii);
   }
 
-  private ts(ns: number): string {
-    if (ns < 0) {
-      this.report.clampedTimestamps++;
-      return us(0);
-    }
-    // Events often share a time (a GPU sample's five counters, both pools' occupancy): format once.
-    if (ns === this.lastTsNs) return this.lastTs;
-    this.lastTsNs = ns;
-    return (this.lastTs = us(ns));
+  private ns(t: number): number {
+    if (t < 0) this.report.clampedTimestamps++;
+    return clampNs(t);
   }
-
-  private lastTsNs = -1;
-  private lastTs = '';
 
   private nameProcess(pid: number, name: string, sortIndex: number): void {
-    this.out(`{"ph":"M","name":"process_name","pid":${pid},"args":{"name":${JSON.stringify(name)}}}`, false);
-    this.out(`{"ph":"M","name":"process_sort_index","pid":${pid},"args":{"sort_index":${sortIndex}}}`);
+    this.report.traceEvents += 2;
+    this.sink.processName(pid, name, sortIndex);
   }
 
   /** The logical track `name` of a process (created on first use). */
@@ -387,9 +266,8 @@ export class PerfettoTraceBuilder {
     if (tid === undefined) {
       tid = this.nextTid++;
       t.tids[lane] = tid;
-      const name = lane === 0 ? t.name : `${t.name} (lane ${lane + 1})`;
-      this.out(`{"ph":"M","name":"thread_name","pid":${t.pid},"tid":${tid},"args":{"name":${JSON.stringify(name)}}}`, false);
-      this.out(`{"ph":"M","name":"thread_sort_index","pid":${t.pid},"tid":${tid},"args":{"sort_index":${t.sortBase * 100 + lane}}}`);
+      this.report.traceEvents += 2;
+      this.sink.threadName(t.pid, tid, lane === 0 ? t.name : `${t.name} (lane ${lane + 1})`, t.sortBase * 100 + lane);
     }
     return tid;
   }
@@ -407,31 +285,23 @@ export class PerfettoTraceBuilder {
     return this.placeOn(this.track(pid, name, sortBase), start, end);
   }
 
-  /**
-   * An X slice; `args` is an object, or its JSON already built (the hot paths build it by hand).
-   * `name` is written unescaped: every slice name here is built from numbers and protocol enums.
-   */
-  private slice(pid: number, tid: number, name: string, cat: string, start: number, end: number, args: Record<string, unknown> | string, flow = ''): void {
-    // Integer ns on both ends, so a child computed from a parent never pokes out by rounding.
-    const s = Math.max(0, Math.round(start));
-    const dur = Math.max(0, Math.round(end) - s);
-    this.out(
-      `{"ph":"X","name":"${name}","cat":"${cat}","pid":${pid},"tid":${tid},"ts":${this.ts(start)},"dur":${us(dur)}${flow},"args":${typeof args === 'string' ? args : JSON.stringify(args)}}`,
-    );
+  /** Opens a slice (integer ns on both ends, so a child computed from a parent never pokes out). */
+  private open(pid: number, tid: number, name: string, cat: string, start: number, end: number, args: string, flow: SliceFlow | null = null): number {
+    const s = this.ns(start);
+    const e = Math.max(s, clampNs(end));
+    this.counted();
+    this.sink.openSlice(pid, tid, name, cat, s, e, args, flow);
+    return e;
   }
 
-  /** A counter sample; `name` and `key` are plain identifiers chosen here (no escaping needed). */
-  private counter(pid: number, name: string, t: number, key: string, value: number, key2?: string, value2?: number): void {
-    // The fixed parts come from a cache: counters are over half the trace events, and each piece
-    // joined per event is one more string to allocate and to flatten when the event is encoded.
-    let heads = this.counterHeads[pid];
-    if (!heads) heads = this.counterHeads[pid] = new Map<string, string>();
-    let head = heads.get(name);
-    if (head === undefined) heads.set(name, (head = `{"ph":"C","name":"${name}","pid":${pid},"ts":`));
-    let argHead = this.counterArgHeads.get(key);
-    if (argHead === undefined) this.counterArgHeads.set(key, (argHead = `,"args":{"${key}":`));
-    if (key2 === undefined) this.out(`${head}${this.ts(t)}${argHead}${value}}}`);
-    else this.out(`${head}${this.ts(t)}${argHead}${value},"${key2}":${value2}}}`);
+  /** A slice with no children. */
+  private leaf(pid: number, tid: number, name: string, cat: string, start: number, end: number, args: string, flow: SliceFlow | null = null): void {
+    this.sink.closeSlice(pid, tid, this.open(pid, tid, name, cat, start, end, args, flow));
+  }
+
+  private counter(pid: number, spec: CounterSpec, t: number, value: number): void {
+    this.counted();
+    this.sink.counter(pid, spec, this.ns(t), value);
   }
 
   /** A bad line from the decoder: counted, a few kept for the report. */
@@ -449,10 +319,12 @@ export class PerfettoTraceBuilder {
     }
     this.lastSeqSeen = e.seq;
     if (e.t > this.now) this.now = e.t;
+    this.matcher.clock(e.t);
+    this.startupRule.observe(e);
     switch (e.type) {
       case 'pool':
-        this.blockBytes[e.pool] = e.block_bytes;
-        this.counter(e.pool === 'gpu' ? PID.gpuPool : PID.hostPool, `${e.pool === 'gpu' ? 'GPU' : 'Host'} pool capacity`, e.t, 'blocks', e.capacity_blocks);
+        this.matcher.pool(e.pool, e.block_bytes);
+        this.counter(e.pool === 'gpu' ? PID.gpuPool : PID.hostPool, e.pool === 'gpu' ? COUNTERS.gpuCapacity : COUNTERS.hostCapacity, e.t, e.capacity_blocks);
         break;
       case 'blocks':
         this.onBlocks(e);
@@ -465,7 +337,7 @@ export class PerfettoTraceBuilder {
         break;
       case 'round': {
         const tid = this.laneTid(PID.run, 'rounds', 2, e.t - e.e2e_ns, e.t);
-        this.slice(PID.run, tid, `round ${e.round}`, 'round', e.t - e.e2e_ns, e.t, { round: e.round, e2e_ns: e.e2e_ns, ttft_ns: e.ttft_ns });
+        this.leaf(PID.run, tid, `round ${e.round}`, 'round', e.t - e.e2e_ns, e.t, JSON.stringify({ round: e.round, e2e_ns: e.e2e_ns, ttft_ns: e.ttft_ns }));
         break;
       }
       case 'gpu':
@@ -478,49 +350,24 @@ export class PerfettoTraceBuilder {
           this.phases.delete(e.name);
           const start = begin ?? 0;
           const tid = this.laneTid(PID.run, 'phases', 1, start, e.t);
-          this.slice(PID.run, tid, e.name, 'phase', start, e.t, begin === undefined ? { begin_missing: true } : {});
+          this.leaf(PID.run, tid, e.name, 'phase', start, e.t, begin === undefined ? '{"begin_missing":true}' : '{}');
         }
         break;
       case 'log':
         if (e.level === 'warn' || e.level === 'error') {
           const tid = this.tidFor(PID.run, 'warnings and errors', 0, 3);
-          this.out(`{"ph":"i","s":"t","name":${JSON.stringify(`${e.level}: ${e.msg.slice(0, 120)}`)},"cat":"log","pid":${PID.run},"tid":${tid},"ts":${this.ts(e.t)},"args":${JSON.stringify({ level: e.level, msg: e.msg, seq: e.seq })}}`, false);
+          this.counted();
+          this.sink.instant(PID.run, tid, `${e.level}: ${e.msg.slice(0, 120)}`, 'log', this.ns(e.t), JSON.stringify({ level: e.level, msg: e.msg, seq: e.seq }));
         }
         break;
       case 'run.start':
-        this.out(`{"ph":"M","name":"process_name","pid":${PID.run},"args":{"name":${JSON.stringify(`Run ${e.run_id} (${e.engine.name}, ${e.host.hostname})`)}}}`, false);
+        this.nameProcess(PID.run, `Run ${e.run_id} (${e.engine.name}, ${e.host.hostname})`, PID.run);
         for (const g of e.host.gpus) this.nameGpu(g.index, g.name);
         break;
       default:
         break;
     }
-    // Step a conveyor when it got input (blocks/xfer lines) or when the clock passed its deadline.
-    if (this.now > this.nextDeadline || e.type === 'blocks' || e.type === 'xfer') this.stepConveyors(false);
-  }
-
-  /**
-   * Steps the conveyors that got input or whose deadline the clock passed. One with neither is in
-   * the state its last step left it, waiting on a deadline not yet reached (or on nothing), so
-   * stepping it would do nothing and return the same deadline: skipping it changes no output.
-   */
-  private stepConveyors(final: boolean): void {
-    let next = Infinity;
-    for (let i = 0; i < this.conveyorList.length; i++) {
-      let d = this.deadlines[i]!;
-      if (final || this.dirty[i] || this.now > d) {
-        d = this.conveyorList[i]!.step(this.now, final, this.o);
-        this.deadlines[i] = d;
-        this.dirty[i] = false;
-      }
-      if (d < next) next = d;
-    }
-    this.nextDeadline = next;
-  }
-
-  /** Index of the conveyor for a direction and trace source in `conveyorList`, or -1 (d2d, h2h). */
-  private conveyorIndex(dir: XferDir, source: Source): number {
-    const d = dir === 'h2d' ? 0 : dir === 'd2h' ? 1 : -1;
-    return d < 0 ? -1 : (source === 'engine' ? 0 : 2) + d;
+    this.matcher.settle();
   }
 
   private nameGpu(index: number, name?: string): void {
@@ -533,17 +380,13 @@ export class PerfettoTraceBuilder {
     this.nameGpu(e.index);
     const pid = PID.gpuBase + e.index;
     const num = (v: number | null | undefined): v is number => typeof v === 'number' && Number.isFinite(v);
-    if (num(e.mem_used_bytes)) this.counter(pid, 'memory used', e.t, 'bytes', e.mem_used_bytes);
-    if (num(e.util_pct) && num(e.mem_util_pct)) this.counter(pid, 'utilisation', e.t, 'gpu_pct', e.util_pct, 'memory_pct', e.mem_util_pct);
-    else if (num(e.util_pct)) this.counter(pid, 'utilisation', e.t, 'gpu_pct', e.util_pct);
-    else if (num(e.mem_util_pct)) this.counter(pid, 'utilisation', e.t, 'memory_pct', e.mem_util_pct);
-    const rx = e.pcie_rx_bytes_per_s;
-    const tx = e.pcie_tx_bytes_per_s;
-    if (num(rx) && num(tx)) this.counter(pid, 'PCIe', e.t, 'rx_bytes_per_s', rx, 'tx_bytes_per_s', tx);
-    else if (num(rx)) this.counter(pid, 'PCIe', e.t, 'rx_bytes_per_s', rx);
-    else if (num(tx)) this.counter(pid, 'PCIe', e.t, 'tx_bytes_per_s', tx);
-    if (num(e.power_w)) this.counter(pid, 'power', e.t, 'watts', e.power_w);
-    if (num(e.sm_clock_mhz)) this.counter(pid, 'SM clock', e.t, 'mhz', e.sm_clock_mhz);
+    if (num(e.mem_used_bytes)) this.counter(pid, COUNTERS.memUsed, e.t, e.mem_used_bytes);
+    if (num(e.util_pct)) this.counter(pid, COUNTERS.gpuUtil, e.t, e.util_pct);
+    if (num(e.mem_util_pct)) this.counter(pid, COUNTERS.memUtil, e.t, e.mem_util_pct);
+    if (num(e.pcie_rx_bytes_per_s)) this.counter(pid, COUNTERS.pcieRx, e.t, e.pcie_rx_bytes_per_s);
+    if (num(e.pcie_tx_bytes_per_s)) this.counter(pid, COUNTERS.pcieTx, e.t, e.pcie_tx_bytes_per_s);
+    if (num(e.power_w)) this.counter(pid, COUNTERS.power, e.t, e.power_w);
+    if (num(e.sm_clock_mhz)) this.counter(pid, COUNTERS.smClock, e.t, e.sm_clock_mhz);
   }
 
   private onBlocks(e: BlocksEvent): void {
@@ -568,57 +411,52 @@ export class PerfettoTraceBuilder {
         const pid = pool === 'gpu' ? PID.gpuPool : PID.hostPool;
         const tid = this.tidFor(pid, 'evictions', 0, 2);
         const args = { blocks: n, user: e.user ?? null, round: e.round ?? null, seq: e.seq, ids: e.ids.slice(0, 16) };
-        this.out(`{"ph":"i","s":"t","name":"evict ${n} block${n === 1 ? '' : 's'}","cat":"kv","pid":${pid},"tid":${tid},"ts":${this.ts(e.t)},"args":${JSON.stringify(args)}}`, false);
+        this.counted();
+        this.sink.instant(pid, tid, `evict ${n} block${n === 1 ? '' : 's'}`, 'kv', this.ns(e.t), JSON.stringify(args));
         break;
       }
       case 'hit':
         return;
     }
-    if (e.op === 'store' || e.op === 'offload' || e.op === 'onboard' || e.op === 'evict') {
-      if (e.op !== 'evict' || e.pool !== 'host') this.counter(PID.gpuPool, 'GPU pool occupancy', e.t, 'blocks', occ.gpu);
-      if (e.op === 'offload' || e.op === 'onboard' || e.pool === 'host') this.counter(PID.hostPool, 'Host pool occupancy', e.t, 'blocks', occ.host);
-    }
+    if (e.op !== 'evict' || e.pool !== 'host') this.counter(PID.gpuPool, COUNTERS.gpuOccupancy, e.t, occ.gpu);
+    if (e.op === 'offload' || e.op === 'onboard' || e.pool === 'host') this.counter(PID.hostPool, COUNTERS.hostOccupancy, e.t, occ.host);
     if (e.op === 'offload' || e.op === 'onboard') {
-      const dir = MOVE_DIR[e.op];
-      const bb = this.blockBytes[e.op === 'offload' ? 'gpu' : 'host'];
       const move: Move = {
         seq: e.seq,
         op: e.op,
         t: e.t,
         blocks: n,
-        bytes: n * bb,
+        bytes: 0,
         user: e.user ?? null,
         round: e.round ?? null,
-        pending: SOURCES.length,
         carried: { engine: 0, cupti: 0 },
+        copies: { engine: 0, cupti: 0 },
         firstStart: Infinity,
         lastEnd: -Infinity,
-        copies: 0,
+        flowIds: [],
       };
       this.report.moves.total++;
-      for (const source of SOURCES) {
-        const i = this.conveyorIndex(dir, source);
-        this.dirty[i] = true;
-        this.conveyorList[i]!.addMove(move, this.now, this.o);
-      }
+      move.bytes = this.matcher.addMove(move, e.op, e.t, n);
     }
   }
 
   private onXfer(e: XferEvent): void {
-    this.report.copies.total++;
-    this.report.copies.bytes[e.dir] += e.bytes;
-    const i = this.conveyorIndex(e.dir, e.source);
-    if (i >= 0) {
-      this.dirty[i] = true;
-      this.conveyorList[i]!.addCopy(e);
+    const c = this.report.copies;
+    c.total++;
+    c.bytes[e.dir] += e.bytes;
+    if (this.startupRule.isStartup(e)) {
+      c.startup.count++;
+      c.startup.bytes[e.dir] += e.bytes;
+      this.writeCopy({ ev: e, blockSized: false, parts: [] }, e.source, true);
+      return;
     }
-    else this.releaseCopy({ ev: e, rem: e.bytes, blockSized: false, parts: [] }, e.source);
+    const copy: PendingCopy = { ev: e, blockSized: false, parts: [] };
+    if (!this.matcher.addCopy(copy, e.dir, e.source, e.start, e.bytes)) this.releaseCopy(copy, e.source);
   }
 
-  /** Called by a conveyor once a move is done with it. */
-  releaseMove(move: Move): void {
-    if (--move.pending > 0) return;
-    const matched = move.copies > 0;
+  /** Called once every trace source is done with a move: writes its slice. */
+  private releaseMove(move: Move): void {
+    const matched = move.flowIds.length > 0;
     if (matched) {
       this.report.moves.matched++;
       if (Math.max(move.carried.engine, move.carried.cupti) < move.bytes) {
@@ -629,9 +467,11 @@ export class PerfettoTraceBuilder {
       this.report.moves.unmatched++;
       if (this.report.moves.unmatchedSample.length < 20) this.report.moves.unmatchedSample.push(move.seq);
     }
-    // Perfetto links a flow only if its start slice is read first (sorted by ts): the move slice
-    // starts at its line's time, or 1 ns before its first copy when the copy started earlier.
-    const start = matched ? Math.min(move.t, move.firstStart - 1) : move.t;
+    // The move spans from its line — or from 1 ns before its first copy, when that started
+    // earlier — to the end of its last copy; its flow starts on a child that ends where the first
+    // copy starts, so an arrow drawn from a slice's end runs forward to each copy.
+    const firstStart = Math.round(move.firstStart);
+    const start = matched ? Math.min(move.t, firstStart - 1) : move.t;
     const end = matched ? Math.max(move.t, move.lastEnd) : move.t;
     const pid = move.op === 'offload' ? PID.gpuPool : PID.hostPool;
     const track = move.op === 'offload' ? 'offloads (GPU → host)' : 'onboards (host → GPU)';
@@ -639,23 +479,30 @@ export class PerfettoTraceBuilder {
     const tid = this.placeOn(mt, start, end);
     const c = move.carried;
     // Built by hand (hot path); every value is a number, null or boolean.
-    const args = `{"seq":${move.seq},"blocks":${move.blocks},"bytes":${move.bytes},"user":${move.user},"round":${move.round},"line_t_ns":${move.t},"carried_bytes":{"engine":${c.engine},"cupti":${c.cupti}},"copies":${move.copies},"matched":${matched}}`;
-    const flow = matched ? `,"bind_id":${move.seq},"flow_out":true` : '';
-    if (matched) this.report.flows.out++;
-    this.slice(pid, tid, `${move.op} ${move.blocks} block${move.blocks === 1 ? '' : 's'}`, 'kv', start, end, args, flow);
+    const args = `{"seq":${move.seq},"blocks":${move.blocks},"bytes":${move.bytes},"user":${move.user},"round":${move.round},"line_t_ns":${move.t},"carried_bytes":{"engine":${c.engine},"cupti":${c.cupti}},"copies":{"engine":${move.copies.engine},"cupti":${move.copies.cupti}},"matched":${matched}}`;
+    const closeAt = this.open(pid, tid, `${move.op} ${move.blocks} block${move.blocks === 1 ? '' : 's'}`, 'kv', start, end, args);
+    if (matched) {
+      this.report.flows.out++;
+      this.leaf(pid, tid, 'until its first copy', 'kv.flow', start, firstStart, `{"move_seq":${move.seq}}`, { out: true, bind: move.seq, ids: move.flowIds });
+    }
+    this.sink.closeSlice(pid, tid, closeAt);
   }
 
-  /** Called by a conveyor (or directly) once a copy's matching is final: writes it on its lane. */
-  releaseCopy(c: PendingCopy, source: string): void {
+  /** Called once a copy's matching is final: writes it on its lane. */
+  private releaseCopy(c: PendingCopy, source: string): void {
+    this.writeCopy(c, source, false);
+  }
+
+  private writeCopy(c: PendingCopy, source: string, startup: boolean): void {
     const e = c.ev;
     if (c.blockSized) this.report.copies.blockSized++;
     if (c.parts.length) this.report.copies.carrying++;
-    const dirName = e.dir.toUpperCase();
-    const key = e.dir + source;
+    const dirName = DIR_NAME[e.dir];
+    const key = `${e.dir}${source}${startup ? '/startup' : ''}`;
     let ct = this.copyTracks.get(key);
     if (!ct) {
-      const sortBase = { h2d: 1, d2h: 2, d2d: 3, h2h: 4 }[e.dir] * 2 + (source === 'cupti' ? 0 : 1);
-      ct = this.track(PID.copies, `${dirName} copies (${source})`, sortBase);
+      const sortBase = { h2d: 1, d2h: 2, d2d: 3, h2h: 4 }[e.dir] * 2 + (source === 'cupti' ? 0 : 1) + (startup ? 10 : 0);
+      ct = this.track(PID.copies, startup ? `${dirName} start-up copy check (${source}, not KV)` : `${dirName} copies (${source})`, sortBase);
       this.copyTracks.set(key, ct);
     }
     const tid = this.placeOn(ct, e.start, e.end);
@@ -666,8 +513,8 @@ export class PerfettoTraceBuilder {
     const num = (v: number | undefined) => (typeof v === 'number' && Number.isFinite(v) ? v : null);
     const carried = c.parts.length ? c.parts.map((p) => p.move.seq).join(',') : '';
     // Built by hand (hot path).
-    const args = `{"bytes":${e.bytes},"bandwidth_gb_per_s":${bw},"dir":"${e.dir}","source":"${e.source}","src_mem":${str(e.src_mem)},"dst_mem":${str(e.dst_mem)},"device":${num(e.device)},"stream":${num(e.stream)},"seq":${e.seq},"carries_blocks_of_moves":[${carried}]}`;
-    this.slice(PID.copies, tid, `${dirName} ${formatMiB(e.bytes)}`, 'xfer', e.start, e.end, args);
+    const args = `{"bytes":${e.bytes},"bandwidth_gb_per_s":${bw},"dir":"${e.dir}","source":"${e.source}","src_mem":${str(e.src_mem)},"dst_mem":${str(e.dst_mem)},"device":${num(e.device)},"stream":${num(e.stream)},"seq":${e.seq},"carries_blocks_of_moves":[${carried}]${startup ? ',"startup_copy_check":true' : ''}}`;
+    const closeAt = this.open(PID.copies, tid, `${dirName} ${formatMiB(e.bytes)}`, startup ? 'xfer.startup' : 'xfer', e.start, e.end, args);
     // One child per carried move, in byte order and proportional to bytes, each ending that move's flow.
     let done = 0;
     for (const p of c.parts) {
@@ -675,7 +522,7 @@ export class PerfettoTraceBuilder {
       done += p.bytes;
       const b = Math.min(e.end, Math.round(e.start + (durNs * done) / e.bytes));
       this.report.flows.in++;
-      this.slice(
+      this.leaf(
         PID.copies,
         tid,
         `blocks of ${p.move.op} seq ${p.move.seq}`,
@@ -683,39 +530,39 @@ export class PerfettoTraceBuilder {
         a,
         b,
         `{"move_seq":${p.move.seq},"bytes":${p.bytes},"blocks":${p.move.bytes > 0 ? (p.bytes / p.move.bytes) * p.move.blocks : 0}}`,
-        `,"bind_id":${p.move.seq},"flow_in":true`,
+        { out: false, bind: p.move.seq, id: p.flowId },
       );
     }
-    this.bytesInFlight(e, source);
+    this.sink.closeSlice(PID.copies, tid, closeAt);
+    if (!startup) this.bytesInFlight(e, source);
   }
 
-  /** "bytes in flight" per direction and source: +bytes at each copy's start, −bytes at its end. */
+  /** Bytes in flight per direction and source: +bytes at each copy's start, −bytes at its end. */
   private bytesInFlight(e: XferEvent, source: string): void {
     const key = `${e.dir}/${source}`;
     let s = this.inFlight.get(key);
     if (!s) {
-      s = { value: 0, ends: [], lastTs: -Infinity };
+      s = { value: 0, ends: [], lastTs: -Infinity, spec: inFlightSpec(e.dir, source) };
       this.inFlight.set(key, s);
     }
-    const name = IN_FLIGHT[source as Source] ?? `bytes in flight (${source})`;
-    this.drainEnds(s, e.dir, name, e.start);
+    this.drainEnds(s, e.start);
     if (e.start < s.lastTs) this.report.lateCopies++;
     s.value += e.bytes;
     s.lastTs = Math.max(s.lastTs, e.start);
-    this.counter(PID.copies, name, e.start, e.dir, s.value);
+    this.counter(PID.copies, s.spec, e.start, s.value);
     // Insert the end keeping `ends` sorted ascending by time (value pairs interleaved: [t, bytes]).
     let i = s.ends.length;
     while (i >= 2 && s.ends[i - 2]! > e.end) i -= 2;
     s.ends.splice(i, 0, e.end, e.bytes);
   }
 
-  private drainEnds(s: { value: number; ends: number[]; lastTs: number }, dir: string, name: string, upTo: number): void {
+  private drainEnds(s: { value: number; ends: number[]; lastTs: number; spec: CounterSpec }, upTo: number): void {
     while (s.ends.length && s.ends[0]! <= upTo) {
       const t = s.ends[0]!;
       s.value -= s.ends[1]!;
       s.ends.splice(0, 2);
       s.lastTs = Math.max(s.lastTs, t);
-      this.counter(PID.copies, name, t, dir, s.value);
+      this.counter(PID.copies, s.spec, t, s.value);
     }
   }
 
@@ -759,7 +606,7 @@ export class PerfettoTraceBuilder {
       computed_tokens: d?.computed_tokens ?? null,
       incomplete,
     };
-    this.slice(PID.requests, tid, `user ${r.user} round ${r.round}${incomplete ? ' (incomplete)' : ''}`, 'request', start, end, args);
+    const closeAt = this.open(PID.requests, tid, `user ${r.user} round ${r.round}${incomplete ? ' (incomplete)' : ''}`, 'request', start, end, JSON.stringify(args));
     // Phases tile the request: queued → scheduled → first token → done.
     const steps: Array<[string, number | null, number | null]> = [
       ['queued', r.queued, r.scheduled],
@@ -767,41 +614,35 @@ export class PerfettoTraceBuilder {
       ['decode', r.first_token, r.done],
     ];
     for (const [name, a, b] of steps) {
-      if (a !== null && b !== null && b >= a) this.slice(PID.requests, tid, name, 'request.phase', a, b, '{}');
+      if (a !== null && b !== null && b >= a) this.leaf(PID.requests, tid, name, 'request.phase', a, b, '{}');
     }
+    this.sink.closeSlice(PID.requests, tid, closeAt);
   }
 
   /** How much state is held now (tests check it stays bounded as a run gets longer). */
   stateSize(): { pendingMoves: number; pendingCopies: number; openRequests: number; openPhases: number; lanes: number; inFlightEnds: number } {
-    let pendingMoves = 0;
-    let pendingCopies = 0;
-    for (const c of this.conveyorList) {
-      pendingMoves += c.moves.length;
-      pendingCopies += c.copies.length;
-    }
+    const w = this.matcher.waiting();
     let lanes = 0;
     for (const t of this.tracks.values()) lanes += t.lanes.laneCount;
     let inFlightEnds = 0;
     for (const f of this.inFlight.values()) inFlightEnds += f.ends.length / 2;
-    return { pendingMoves, pendingCopies, openRequests: this.requests.size, openPhases: this.phases.size, lanes, inFlightEnds };
+    return { pendingMoves: w.moves, pendingCopies: w.copies, openRequests: this.requests.size, openPhases: this.phases.size, lanes, inFlightEnds };
   }
 
   /** The log is over: flush everything waiting, then the report event. */
   finish(): PerfettoReport {
-    this.stepConveyors(true);
-    for (const [key, s] of this.inFlight) {
-      const [dir, source] = key.split('/') as [string, string];
-      this.drainEnds(s, dir, `bytes in flight (${source})`, Infinity);
-    }
+    this.matcher.finish();
+    for (const s of this.inFlight.values()) this.drainEnds(s, Infinity);
     for (const r of this.requests.values()) this.writeRequest(r, true);
     this.requests.clear();
     for (const [name, begin] of this.phases) {
       const tid = this.laneTid(PID.run, 'phases', 1, begin, this.now);
-      this.slice(PID.run, tid, name, 'phase', begin, this.now, { end_missing: true });
+      this.leaf(PID.run, tid, name, 'phase', begin, this.now, '{"end_missing":true}');
     }
     this.phases.clear();
-    // Visible in Perfetto's UI (a global instant at 0) and in the file's top-level metadata.
-    this.out(`{"ph":"i","s":"g","name":"kvscope export report","cat":"kvscope","pid":${PID.run},"ts":${us(0)},"args":${JSON.stringify(this.reportArgs())}}`, false);
+    // Visible in Perfetto's UI (a global instant at 0) and in the JSON file's top-level metadata.
+    this.counted();
+    this.sink.instant(PID.run, null, 'kvscope export report', 'kvscope', 0, JSON.stringify(this.reportArgs()));
     return this.report;
   }
 
@@ -835,16 +676,93 @@ function formatMiB(bytes: number): string {
   return `${bytes} B`;
 }
 
+/**
+ * The JSON format's microseconds: an integer ns time as the nearest multiple of 2⁻¹¹ µs
+ * (0.48828125 ns), written exactly. Binary floating point holds such values exactly, so a viewer
+ * that adds `ts + dur` in floating-point µs (DevTools' trace engine, speedscope, chrome://tracing)
+ * lands exactly on the next slice's `ts` and touching slices meet; and the grid is fine enough that
+ * µs × 1000 rounded to the nearest integer (Perfetto's importer) gives back the integer ns, for a
+ * time (error ≤ 0.25 ns) and for a duration between two of them (≤ 0.49 ns).
+ */
+export function usGrid(ns: number): number {
+  // round(ns × 2048 / 1000) = round(ns × 256 / 125), in integers while they are exact (≈ 4.9 h).
+  return ns < 1.7e13 ? Math.floor((ns * 512 + 125) / 250) : Math.round(ns * 2.048);
+}
+
+/** Grid units (2⁻¹¹ µs) as exact decimal µs. */
+export function gridText(units: number): string {
+  const int = Math.floor(units / 2048);
+  const frac = units - int * 2048;
+  if (frac === 0) return String(int);
+  // frac / 2048 = frac × 48828125 / 10¹¹: eleven decimals, trailing zeros dropped.
+  let digits = String(frac * 48828125).padStart(11, '0');
+  let end = digits.length;
+  while (digits.charCodeAt(end - 1) === 48) end--;
+  digits = digits.slice(0, end);
+  return `${int}.${digits}`;
+}
+
+/**
+ * Chrome Trace Event JSON (`X` slices with `ts`/`dur`, `C` counters, `I` instants, `M` names,
+ * flows v2 by `bind_id`), one event's text per call of `emit`.
+ */
+export class JsonTraceSink implements TraceSink {
+  /** Per pid, per counter name: the JSON of a counter event up to its `ts` value. */
+  private readonly counterHeads: Array<Map<string, string>> = [];
+  private lastTsNs = -1;
+  private lastTs = '';
+
+  constructor(private readonly emit: (json: string, ascii: boolean) => void) {}
+
+  private ts(ns: number): string {
+    // Events often share a time (a GPU sample's counters, both pools' occupancy): format once.
+    if (ns === this.lastTsNs) return this.lastTs;
+    this.lastTsNs = ns;
+    return (this.lastTs = gridText(usGrid(ns)));
+  }
+
+  processName(pid: number, name: string, sortIndex: number): void {
+    this.emit(`{"ph":"M","name":"process_name","pid":${pid},"args":{"name":${JSON.stringify(name)}}}`, false);
+    this.emit(`{"ph":"M","name":"process_sort_index","pid":${pid},"args":{"sort_index":${sortIndex}}}`, true);
+  }
+
+  threadName(pid: number, tid: number, name: string, sortIndex: number): void {
+    this.emit(`{"ph":"M","name":"thread_name","pid":${pid},"tid":${tid},"args":{"name":${JSON.stringify(name)}}}`, false);
+    this.emit(`{"ph":"M","name":"thread_sort_index","pid":${pid},"tid":${tid},"args":{"sort_index":${sortIndex}}}`, true);
+  }
+
+  openSlice(pid: number, tid: number, name: string, cat: string, start: number, end: number, args: string, flow: SliceFlow | null): void {
+    const a = usGrid(start);
+    const f = flow === null ? '' : `,"bind_id":${flow.bind},"${flow.out ? 'flow_out' : 'flow_in'}":true`;
+    this.emit(`{"ph":"X","name":"${name}","cat":"${cat}","pid":${pid},"tid":${tid},"ts":${this.ts(start)},"dur":${gridText(usGrid(end) - a)}${f},"args":${args}}`, true);
+  }
+
+  closeSlice(): void {}
+
+  instant(pid: number, tid: number | null, name: string, cat: string, t: number, args: string): void {
+    const where = tid === null ? `"s":"g","pid":${pid}` : `"s":"t","pid":${pid},"tid":${tid}`;
+    this.emit(`{"ph":"I",${where},"name":${JSON.stringify(name)},"cat":"${cat}","ts":${this.ts(t)},"args":${args}}`, false);
+  }
+
+  counter(pid: number, spec: CounterSpec, t: number, value: number): void {
+    // The fixed part comes from a cache: counters are over half the trace events, and each piece
+    // joined per event is one more string to allocate and to flatten when the event is encoded.
+    let heads = this.counterHeads[pid];
+    if (!heads) heads = this.counterHeads[pid] = new Map<string, string>();
+    let head = heads.get(spec.name);
+    if (head === undefined) heads.set(spec.name, (head = `{"ph":"C","name":"${spec.name}","pid":${pid},"ts":`));
+    this.emit(`${head}${this.ts(t)},"args":{"${spec.key}":${value}}}`, true);
+  }
+}
+
 export interface StreamProgress {
   bytesRead: number;
   totalBytes: number | null;
   events: number;
 }
 
-/**
- * Writes strings to a stream in batches and waits for 'drain' when the stream is full
- * (Node's backpressure contract), so memory stays bounded however fast events are produced.
- */
+export type TraceStreamOptions = PerfettoOptions & { onProgress?: (p: StreamProgress) => void; totalBytes?: number | null; sourceBytes?: () => number; title?: string };
+
 /**
  * Buffer's per-encoding writers, which `buf.write(s, at, encoding)` calls after checking its
  * arguments; called directly they save that on ~2 million small writes per million events.
@@ -856,6 +774,10 @@ interface FastWrite {
 }
 const FAST_WRITE = typeof (Buffer.prototype as unknown as Partial<FastWrite>).latin1Write === 'function' && typeof (Buffer.prototype as unknown as Partial<FastWrite>).utf8Write === 'function';
 
+/**
+ * Writes strings and bytes to a stream in batches and waits for 'drain' when the stream is full
+ * (Node's backpressure contract), so memory stays bounded however fast events are produced.
+ */
 export class BatchedWriter {
   // Each string is encoded into a preallocated buffer as soon as it comes, so it dies young (cheap
   // to collect) and is never joined with others first: gathering strings (`acc += s`) built deep
@@ -885,6 +807,21 @@ export class BatchedWriter {
       }
     }
     this.pos += FAST_WRITE ? (ascii ? (this.buf as unknown as FastWrite).latin1Write(s, this.pos) : (this.buf as unknown as FastWrite).utf8Write(s, this.pos)) : this.buf.write(s, this.pos, ascii ? 'latin1' : 'utf8');
+  }
+
+  /** Writes bytes (copied: the caller may reuse its array). */
+  bytes(b: Uint8Array): void {
+    if (this.pos + b.length > this.buf.length) {
+      this.rotate();
+      if (b.length > this.buf.length) {
+        const big = Buffer.from(b);
+        this.full.push(big);
+        this.fullBytes += big.length;
+        return;
+      }
+    }
+    this.buf.set(b, this.pos);
+    this.pos += b.length;
   }
 
   /** Writes one ASCII byte (separators between events: no string needed). */
@@ -940,25 +877,11 @@ export class BatchedWriter {
 }
 
 /**
- * Streams a log (its decompressed bytes) into a trace file on `out`. Reads each chunk, decodes
- * it, and hands the produced JSON to `out` before reading on, so memory stays bounded.
+ * Reads a log (its decompressed bytes) into a builder, handing what it produced to `writer` before
+ * reading on, so memory stays bounded; a cut-off or damaged source ends the read with a bad line
+ * saying so, and everything readable is exported.
  */
-export async function writePerfettoTrace(
-  source: AsyncIterable<Uint8Array>,
-  out: Writable,
-  options: PerfettoOptions & { onProgress?: (p: StreamProgress) => void; totalBytes?: number | null; sourceBytes?: () => number; title?: string } = {},
-): Promise<PerfettoReport> {
-  const writer = new BatchedWriter(out);
-  let first = true;
-  writer.write('{"traceEvents":[\n');
-  const builder = new PerfettoTraceBuilder((json, ascii) => {
-    if (first) first = false;
-    else {
-      writer.byte(0x2c); // ,
-      writer.byte(0x0a); // \n
-    }
-    writer.write(json, ascii);
-  }, options);
+export async function streamIntoBuilder(source: AsyncIterable<Uint8Array>, builder: PerfettoTraceBuilder, writer: BatchedWriter, options: TraceStreamOptions): Promise<PerfettoReport> {
   const decoder = new EventLineDecoder({ onEvent: (e) => builder.push(e), onBadLine: (b) => builder.badLine(b) });
   let bytesRead = 0;
   let lastProgress = 0;
@@ -988,7 +911,25 @@ export async function writePerfettoTrace(
   decoder.end();
   const report = builder.finish();
   progress();
-  const meta = { kvscope: { format: 'kvscope-perfetto', version: 1, title: options.title ?? null, ...builder.reportArgs() } };
+  return report;
+}
+
+/** Streams a log into a Chrome Trace Event JSON file on `out`. */
+export async function writePerfettoTrace(source: AsyncIterable<Uint8Array>, out: Writable, options: TraceStreamOptions = {}): Promise<PerfettoReport> {
+  const writer = new BatchedWriter(out);
+  let first = true;
+  writer.write('{"traceEvents":[\n');
+  const sink = new JsonTraceSink((json, ascii) => {
+    if (first) first = false;
+    else {
+      writer.byte(0x2c); // ,
+      writer.byte(0x0a); // \n
+    }
+    writer.write(json, ascii);
+  });
+  const builder = new PerfettoTraceBuilder(sink, options);
+  const report = await streamIntoBuilder(source, builder, writer, options);
+  const meta = { kvscope: { format: 'kvscope-perfetto', version: 2, title: options.title ?? null, ...builder.reportArgs() } };
   writer.write(`\n],\n"metadata":${JSON.stringify(meta)}}\n`);
   await writer.end();
   return report;

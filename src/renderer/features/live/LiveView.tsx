@@ -7,6 +7,7 @@
 import { useEffect, useRef, useState } from 'react';
 import { formatBandwidth, formatBytes, formatCount, formatNsClock } from '../../../shared/format';
 import { POOL_GPU, POOL_HOST, ReplayCursor } from '../../../shared/replay';
+import { STARTUP_COPIES_LABEL } from '../../../shared/startup-copies';
 import { registerDraw } from '../../frame-scheduler';
 import { fitCanvas, useRunData, useVizTheme } from '../../hooks';
 import { routeHref } from '../../router';
@@ -290,6 +291,15 @@ function LivePools({ data }: { data: RunData; version: number }) {
             <dd ref={(el) => void (statsRef.current.h2d = el)} />
             <dt>D2H (offload) moved · now</dt>
             <dd ref={(el) => void (statsRef.current.d2h = el)} />
+            {/* Not KV traffic, so not in the two figures above: named apart. */}
+            {r.startupCopies.h2d.count + r.startupCopies.d2h.count > 0 && (
+              <>
+                <dt>Not counted: {STARTUP_COPIES_LABEL}</dt>
+                <dd data-stat="startup-copies">
+                  H2D {formatBytes(r.startupCopies.h2d.bytes)} · D2H {formatBytes(r.startupCopies.d2h.bytes)}
+                </dd>
+              </>
+            )}
             <dt>Blocks in flight</dt>
             <dd ref={(el) => void (statsRef.current.inflight = el)} />
             {bb ? (

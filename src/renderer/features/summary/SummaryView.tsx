@@ -11,6 +11,20 @@ import { RunHeader } from '../live/LiveView';
 import { ExportButton } from '../export/ExportButton';
 import { busyTime, linkOf } from '../../model/link-bandwidth';
 import { runSettings } from '../../model/run-settings';
+import { STARTUP_COPIES_LABEL } from '../../../shared/startup-copies';
+import type { TimelineModel } from '../../../shared/timeline-model';
+
+/** The start-up copy check, named apart from the KV copies above (none of its bytes is a KV block). */
+export function StartupCopiesNote({ copies }: { copies: TimelineModel['startupCopies'] }) {
+  const dirs = (['h2d', 'd2h'] as const).filter((d) => copies[d].count > 0);
+  if (dirs.length === 0) return null;
+  return (
+    <p className="muted" data-testid="startup-copies">
+      Not counted above, the {STARTUP_COPIES_LABEL} before the workload:{' '}
+      {dirs.map((d) => `${d.toUpperCase()} ${copies[d].count.toLocaleString()} ${copies[d].count === 1 ? 'copy' : 'copies'} (${formatBytes(copies[d].bytes)})`).join(', ')}.
+    </p>
+  );
+}
 
 export function SummaryView({ runId }: { runId: string }) {
   const { data, error } = useRunData(runId, 1000);
@@ -167,6 +181,7 @@ function Summary({ data }: { data: RunData }) {
             </tbody>
           </table>
           {dirs.every((l) => l.length === 0) && <p className="muted">No copies were traced in this run (tracing off, or no CUPTI on the host).</p>}
+          <StartupCopiesNote copies={tm.startupCopies} />
         </div>
         <div className="run-settings">
           <h2>Run settings</h2>

@@ -216,7 +216,8 @@ function Timeline({ data }: { data: RunData }) {
   const onBlur = () => keys.current.clear();
 
   const req = selected ? data.loaded.analysis.requests.find((r) => r.user === selected.user && r.round === selected.round) : null;
-  const bytesOf = (dir: string) => (selected?.xfers[dir] ?? []).reduce((a, i) => a + (model.lanes.find((l) => l.dir === dir)?.bytes[i] ?? 0), 0);
+  // The request's own bytes on those copies (a copy may carry other moves' blocks too).
+  const bytesOf = (dir: string) => selected?.carriedBytes[dir] ?? 0;
   return (
     <section className="timeline-view">
       <RunHeader data={data} view="timeline" />
@@ -263,7 +264,7 @@ function Timeline({ data }: { data: RunData }) {
           </p>
           <p>
             {/* The block total first: after the list, "onboard 1 line (1022 blocks)" read as the onboard count. */}
-            Block moves: {formatCount(selected.moves.length)} blocks in {Object.entries(selected.moveTimes).filter(([, v]) => v.length).map(([k, v]) => `${k} ${v.length} line${v.length === 1 ? '' : 's'}`).join(', ') || 'no lines'} · copies carrying them: H2D {selected.xfers.h2d?.length ?? 0} ({formatBytes(bytesOf('h2d'))}), D2H {selected.xfers.d2h?.length ?? 0} ({formatBytes(bytesOf('d2h'))})
+            Block moves: {formatCount(selected.moves.length)} blocks in {Object.entries(selected.moveTimes).filter(([, v]) => v.length).map(([k, v]) => `${k} ${v.length} line${v.length === 1 ? '' : 's'}`).join(', ') || 'no lines'} · copies carrying them ({selected.source === 'cupti' ? 'traced by CUPTI' : "the engine's records"}): H2D {selected.xfers.h2d?.length ?? 0} ({formatBytes(bytesOf('h2d'))}), D2H {selected.xfers.d2h?.length ?? 0} ({formatBytes(bytesOf('d2h'))})
           </p>
         </aside>
       )}
