@@ -312,8 +312,18 @@ export type MenuAction =
   | 'settings';
 
 /** Pushed from core to the renderer, batched (never one message per event). */
-/** Formats of `exportRun` (issue 7): a Perfetto trace, CSV tables, or a portable run file. */
-export type ExportFormat = 'perfetto' | 'csv' | 'kvscope';
+/**
+ * Formats of `exportRun` and `kvscope export`: a trace as Chrome Trace Event JSON (Perfetto,
+ * DevTools, chrome://tracing) or as Perfetto's native protobuf, CSV tables, or a portable run file.
+ */
+export type ExportFormat = 'perfetto' | 'perfetto-proto' | 'csv' | 'kvscope';
+/** Every export format, with what the window calls it and the default name's ending (docs/export.md). */
+export const EXPORT_FORMAT_CHOICES: ReadonlyArray<{ id: ExportFormat; label: string; ext: string }> = [
+  { id: 'perfetto', label: 'Trace for Perfetto, DevTools, chrome://tracing (.trace.json)', ext: '.trace.json' },
+  { id: 'perfetto-proto', label: 'Perfetto native trace (.pftrace)', ext: '.pftrace' },
+  { id: 'csv', label: 'CSV tables (into a folder)', ext: '-csv' },
+  { id: 'kvscope', label: 'Portable run file (.kvscope)', ext: '.kvscope' },
+];
 export interface ExportRunOptions {
   /** csv only: write just this table to the destination file (else both tables into the destination folder). */
   table?: 'rounds' | 'requests';
@@ -326,7 +336,7 @@ export interface ExportRunResult {
   badLines: number;
   /** What was skipped, one line each, for the user. */
   skipped: string[];
-  /** perfetto only: block moves no copy could be matched to. */
+  /** perfetto, perfetto-proto only: block moves no copy could be matched to. */
   unmatchedMoves: number | null;
 }
 /** Which chart an image shows. */

@@ -40,6 +40,20 @@ describe('kvscope export / import', () => {
     expect(checkTrace(JSON.parse(readFileSync(out, 'utf8')) as TraceDoc).problems).toEqual([]);
   });
 
+  it('exports a Perfetto protobuf trace under its default name, and lists every format in --help', () => {
+    const r = kvscope(['export', RUN, '--format', 'perfetto-proto']);
+    expect(r.status).toBe(0);
+    const out = r.stdout.trim();
+    expect(out).toMatch(/\.pftrace$/);
+    // A Trace message is its packets: field 1, length-delimited (tag 0x0a), from the first byte.
+    expect(readFileSync(join(dir, out))[0]).toBe(0x0a);
+    const help = kvscope(['export', '--help']);
+    expect(help.stdout).toMatch(/perfetto, perfetto-proto, csv, kvscope/);
+    const bad = kvscope(['export', RUN, '--format', 'protobuf']);
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toMatch(/--format must be one of perfetto, perfetto-proto, csv, kvscope/);
+  });
+
   it('exports CSV tables into a folder, or one table into a file', () => {
     const both = kvscope(['export', RUN, '-f', 'csv', '-o', join(dir, 'tables'), '-q']);
     expect(both.status).toBe(0);
@@ -112,6 +126,11 @@ describe('exportRun through the app core', () => {
     const progress = pushes.filter((p) => p.kind === 'progress' && p.runId === 'cpu-tiny-export');
     expect(progress.length).toBeGreaterThan(0);
     expect(progress[progress.length - 1]).toMatchObject({ stage: 'export-perfetto', fraction: 1 });
+    // The window's Export menus offer the protobuf trace through the same call.
+    const pb = join(dir, 'core.pftrace');
+    const p = await core.handlers.exportRun('cpu-tiny-export', 'perfetto-proto', pb);
+    expect(p).toMatchObject({ ok: true, value: { files: [pb], badLines: 0, unmatchedMoves: 0 } });
+    expect(pushes.filter((m) => m.kind === 'progress').at(-1)).toMatchObject({ stage: 'export-perfetto-proto', fraction: 1 });
     const rel = await core.handlers.exportRun('cpu-tiny-export', 'csv', 'out.csv');
     expect(rel).toMatchObject({ ok: false, error: { code: 'invalid_argument' } });
     const kv = join(dir, 'core.kvscope');

@@ -1,6 +1,7 @@
 /**
- * `kvscope export <run> --format perfetto|csv|kvscope -o <dest>`: a Perfetto trace, CSV tables or
- * a portable run file, streamed from the run's log. A log with bad lines still exports: what was
+ * `kvscope export <run> --format perfetto|perfetto-proto|csv|kvscope -o <dest>`: a trace (Chrome
+ * Trace Event JSON, or Perfetto's protobuf), CSV tables or a portable run file, streamed from the
+ * run's log. A log with bad lines still exports: what was
  * skipped goes to stderr (and, for a trace, into its metadata). Progress goes to stderr.
  */
 import { existsSync } from 'node:fs';
@@ -9,10 +10,11 @@ import { basename, join } from 'node:path';
 import type { Command } from 'commander';
 import { resolveEventLog } from '../../main/core/event-files';
 import { CSV_TABLES, type CsvTable } from '../../main/core/export/csv';
-import { isKvscopeFile, KVSCOPE_EXT, readKvscopeHeader } from '../../main/core/export/kvscope-file';
+import { isKvscopeFile, readKvscopeHeader } from '../../main/core/export/kvscope-file';
 import { EXPORT_FORMATS, exportLog, skippedSummary, type ExportFormat } from '../../main/core/export/run-export';
 import { defaultRunsDir } from '../../main/core/paths';
 import type { RunMeta } from '../../main/core/run-store';
+import { EXPORT_FORMAT_CHOICES } from '../../shared/api';
 import { CodedError } from '../../shared/result';
 
 /** A run argument: a path (run folder, events.jsonl[.gz], .kvscope) or a run id in the runs folder. */
@@ -37,15 +39,14 @@ export async function resolveRunArg(arg: string, runsDir: string): Promise<{ log
 
 function defaultDest(format: ExportFormat, meta: RunMeta, table?: CsvTable): string {
   const base = meta.id.replace(/^sample:/, '');
-  if (format === 'perfetto') return `${base}.trace.json`;
-  if (format === 'kvscope') return `${base}${KVSCOPE_EXT}`;
-  return table ? `${base}-${table}.csv` : `${base}-csv`;
+  if (format === 'csv' && table) return `${base}-${table}.csv`;
+  return `${base}${EXPORT_FORMAT_CHOICES.find((f) => f.id === format)!.ext}`;
 }
 
 export function registerExport(program: Command): void {
   program
     .command('export')
-    .description('export a run: a Perfetto trace (Chrome Trace Event JSON), CSV tables, or a portable .kvscope run file')
+    .description('export a run: a trace (perfetto: Chrome Trace Event JSON for Perfetto, DevTools and chrome://tracing; perfetto-proto: Perfetto\'s native protobuf), CSV tables, or a portable .kvscope run file')
     .argument('<run>', 'a run folder, events.jsonl[.gz], a .kvscope file, or a run id in the runs folder')
     .option('-f, --format <format>', `one of ${EXPORT_FORMATS.join(', ')}`, 'perfetto')
     .option('-o, --output <path>', 'the file to write (for csv without --table: the folder)')

@@ -13,10 +13,12 @@ import { readEventFile } from '../event-files';
 import type { RunMeta } from '../run-store';
 import { writeCsv, type CsvTable } from './csv';
 import { isKvscopeFile, readKvscopeFile, writeKvscopeFile } from './kvscope-file';
+import { EXPORT_FORMAT_CHOICES, type ExportFormat } from '../../../shared/api';
 import { writePerfettoTrace, type PerfettoOptions, type PerfettoReport } from './perfetto';
+import { writePerfettoProtoTrace } from './perfetto-proto';
 
-export type ExportFormat = 'perfetto' | 'csv' | 'kvscope';
-export const EXPORT_FORMATS: readonly ExportFormat[] = ['perfetto', 'csv', 'kvscope'];
+export type { ExportFormat };
+export const EXPORT_FORMATS: readonly ExportFormat[] = EXPORT_FORMAT_CHOICES.map((f) => f.id);
 
 export interface ExportProgress {
   stage: string;
@@ -116,21 +118,22 @@ function openWithPosition(file: string): { bytes: AsyncIterable<Uint8Array>; pos
 export async function exportLog(o: ExportOptions): Promise<ExportResult> {
   if (!EXPORT_FORMATS.includes(o.format)) throw new CodedError('invalid_argument', `unknown export format "${String(o.format)}" (use ${EXPORT_FORMATS.join(', ')})`);
   const progress = o.onProgress ?? (() => undefined);
-  if (o.format === 'perfetto') {
+  if (o.format === 'perfetto' || o.format === 'perfetto-proto') {
     const src = openWithPosition(o.logFile);
     const totalBytes = await src.total.catch(() => null);
     const tmp = `${o.dest}.${process.pid}.tmp`;
     const out = createWriteStream(tmp, { highWaterMark: 16 << 20 });
     let report: PerfettoReport;
+    const write = o.format === 'perfetto' ? writePerfettoTrace : writePerfettoProtoTrace;
     try {
-      report = await writePerfettoTrace(src.bytes, out, {
+      report = await write(src.bytes, out, {
         ...o.perfetto,
         title: o.meta.name,
         totalBytes,
         sourceBytes: src.position,
         onProgress: (p) => {
           const fraction = p.totalBytes ? Math.min(1, p.bytesRead / p.totalBytes) : null;
-          progress({ stage: 'perfetto', fraction, message: `${p.events} events read${fraction !== null ? ` (${Math.round(fraction * 100)}%)` : ''}` });
+          progress({ stage: o.format, fraction, message: `${p.events} events read${fraction !== null ? ` (${Math.round(fraction * 100)}%)` : ''}` });
         },
       });
       await rename(tmp, o.dest);
@@ -139,7 +142,7 @@ export async function exportLog(o: ExportOptions): Promise<ExportResult> {
       await rm(tmp, { force: true });
       throw e;
     }
-    return { format: 'perfetto', files: [o.dest], events: report.events, badLines: report.badLines, badLineSamples: report.badLineSamples, perfetto: report };
+    return { format: o.format, files: [o.dest], events: report.events, badLines: report.badLines, badLineSamples: report.badLineSamples, perfetto: report };
   }
   if (o.format === 'csv') {
     progress({ stage: 'csv', fraction: null, message: 'reading the run' });

@@ -5,14 +5,8 @@
  * File → Export is ShellIntegration's dialog.)
  */
 import { useState } from 'react';
-import type { ExportFormat } from '../../../shared/api';
+import { EXPORT_FORMAT_CHOICES as EXPORT_FORMATS, type ExportFormat } from '../../../shared/api';
 import { useApi } from '../../bridge/api-context';
-
-export const EXPORT_FORMATS: Array<{ id: ExportFormat; label: string; ext: string }> = [
-  { id: 'perfetto', label: 'Perfetto trace (.json)', ext: '.trace.json' },
-  { id: 'csv', label: 'CSV tables (folder)', ext: '-csv' },
-  { id: 'kvscope', label: 'Portable run file (.kvscope)', ext: '.kvscope' },
-];
 
 export function ExportButton({ runId }: { runId: string }) {
   const api = useApi();

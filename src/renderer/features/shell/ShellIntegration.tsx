@@ -6,7 +6,7 @@
  * by path (the preload's pathForFile); in a browser (kvscope serve) its bytes are imported.
  */
 import { useEffect, useRef, useState } from 'react';
-import type { ExportFormat, KvScopeApi, MenuAction } from '../../../shared/api';
+import { EXPORT_FORMAT_CHOICES, type ExportFormat, type KvScopeApi, type MenuAction } from '../../../shared/api';
 import { useApi } from '../../bridge/api-context';
 import { routeHref } from '../../router';
 import { applyTheme } from '../settings/theme';
@@ -208,11 +208,7 @@ export function ShellIntegration({ runId }: { runId: string | null }) {
   );
 }
 
-const FORMATS: Array<{ id: ExportFormat; label: string; ext: string }> = [
-  { id: 'perfetto', label: 'Perfetto trace (JSON)', ext: '.trace.json' },
-  { id: 'csv', label: 'CSV tables (into a folder)', ext: '' },
-  { id: 'kvscope', label: 'Portable run file (.kvscope)', ext: '.kvscope' },
-];
+const FORMATS = EXPORT_FORMAT_CHOICES;
 
 /** File → Export: pick a format, then where (the desktop save dialog), then exportRun. */
 function ExportDialog({ runId, onDone }: { runId: string; onDone: (message: string | null) => void }) {
