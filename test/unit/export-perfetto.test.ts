@@ -10,7 +10,7 @@ import { Readable, Writable } from 'node:stream';
 import { gzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { exportLog } from '../../src/main/core/export/run-export';
-import { JsonTraceSink, PerfettoTraceBuilder, writePerfettoTrace } from '../../src/main/core/export/perfetto';
+import { gridText, JsonTraceSink, PerfettoTraceBuilder, usGrid, writePerfettoTrace } from '../../src/main/core/export/perfetto';
 import { decodeAll } from '../../src/shared/events-reader';
 import type { KvEvent, XferEvent } from '../../src/shared/protocol';
 import { analyzeEvents } from '../../src/shared/run-analysis';
@@ -60,6 +60,30 @@ describe('LaneAssigner', () => {
     let peak = 0;
     for (const x of items) peak = Math.max(peak, items.filter((y) => y.s <= x.s && y.e > x.s).length);
     expect(sorted.laneCount).toBe(peak);
+  });
+});
+
+describe('JSON microseconds on the 2⁻¹¹ µs grid', () => {
+  it('give back integer ns when rounded, and ts + dur adds up exactly in floating point', () => {
+    // Times across a long run (up to ~4 h), including the ones plain ns/1000 gets wrong.
+    const times = [0, 1, 2, 999, 1000, 1001, 517723346, 537202450, 30925456972, 322033748481, 14_400_000_000_000];
+    let x = 12345;
+    for (let i = 0; i < 2000; i++) {
+      x = (x * 1103515245 + 12345) % 2147483648;
+      times.push(Math.floor((x / 2147483648) * 3.3e11));
+    }
+    for (const n of times) {
+      const text = gridText(usGrid(n));
+      expect(Number(text) * 2048, text).toBe(usGrid(n));
+      expect(Math.round(Number(text) * 1000), text).toBe(n);
+    }
+    for (let i = 1; i < times.length; i++) {
+      const [a, b] = [Math.min(times[i - 1]!, times[i]!), Math.max(times[i - 1]!, times[i]!)];
+      const ts = Number(gridText(usGrid(a)));
+      const dur = Number(gridText(usGrid(b) - usGrid(a)));
+      expect(ts + dur).toBe(Number(gridText(usGrid(b))));
+      expect(Math.round(dur * 1000)).toBe(b - a);
+    }
   });
 });
 

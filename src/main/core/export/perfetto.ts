@@ -689,17 +689,13 @@ export function usGrid(ns: number): number {
   return ns < 1.7e13 ? Math.floor((ns * 512 + 125) / 250) : Math.round(ns * 2.048);
 }
 
-/** Grid units (2⁻¹¹ µs) as exact decimal µs. */
+/** ".00048828125" … ".99951171875": the exact decimals of k/2048 µs, k = 1..2047 ("" for 0), trailing zeros dropped. */
+const GRID_FRACTIONS: readonly string[] = Array.from({ length: 2048 }, (_, k) => (k === 0 ? '' : `.${String(k * 48828125).padStart(11, '0').replace(/0+$/, '')}`));
+
+/** Grid units (2⁻¹¹ µs) as exact decimal µs (units < 2⁵³). */
 export function gridText(units: number): string {
   const int = Math.floor(units / 2048);
-  const frac = units - int * 2048;
-  if (frac === 0) return String(int);
-  // frac / 2048 = frac × 48828125 / 10¹¹: eleven decimals, trailing zeros dropped.
-  let digits = String(frac * 48828125).padStart(11, '0');
-  let end = digits.length;
-  while (digits.charCodeAt(end - 1) === 48) end--;
-  digits = digits.slice(0, end);
-  return `${int}.${digits}`;
+  return `${int}${GRID_FRACTIONS[units - int * 2048]}`;
 }
 
 /**

@@ -288,9 +288,9 @@ function LivePools({ data }: { data: RunData; version: number }) {
             <dt>Requests running</dt>
             <dd ref={(el) => void (statsRef.current.requests = el)} />
             <dt>H2D (onboard) moved · now</dt>
-            <dd ref={(el) => void (statsRef.current.h2d = el)} />
+            <dd ref={(el) => void (statsRef.current.h2d = el)} data-stat="h2d" />
             <dt>D2H (offload) moved · now</dt>
-            <dd ref={(el) => void (statsRef.current.d2h = el)} />
+            <dd ref={(el) => void (statsRef.current.d2h = el)} data-stat="d2h" />
             {/* Not KV traffic, so not in the two figures above: named apart. */}
             {r.startupCopies.h2d.count + r.startupCopies.d2h.count > 0 && (
               <>
