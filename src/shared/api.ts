@@ -317,11 +317,15 @@ export type MenuAction =
  * DevTools, chrome://tracing) or as Perfetto's native protobuf, CSV tables, or a portable run file.
  */
 export type ExportFormat = 'perfetto' | 'perfetto-proto' | 'csv' | 'kvscope';
-/** Every export format, with what the window calls it and the default name's ending (docs/export.md). */
+/**
+ * Every export format, with what the window calls it (short: the Export menu sits in a toolbar
+ * row) and the default name's ending (docs/export.md): the JSON trace opens in Perfetto, DevTools
+ * and chrome://tracing; the .pftrace is Perfetto's own format.
+ */
 export const EXPORT_FORMAT_CHOICES: ReadonlyArray<{ id: ExportFormat; label: string; ext: string }> = [
-  { id: 'perfetto', label: 'Trace for Perfetto, DevTools, chrome://tracing (.trace.json)', ext: '.trace.json' },
-  { id: 'perfetto-proto', label: 'Perfetto native trace (.pftrace)', ext: '.pftrace' },
-  { id: 'csv', label: 'CSV tables (into a folder)', ext: '-csv' },
+  { id: 'perfetto', label: 'Trace, JSON (.trace.json)', ext: '.trace.json' },
+  { id: 'perfetto-proto', label: 'Trace, Perfetto (.pftrace)', ext: '.pftrace' },
+  { id: 'csv', label: 'CSV tables (folder)', ext: '-csv' },
   { id: 'kvscope', label: 'Portable run file (.kvscope)', ext: '.kvscope' },
 ];
 export interface ExportRunOptions {

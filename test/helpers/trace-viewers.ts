@@ -105,7 +105,9 @@ export async function speedscopeWarnings(traceFile: string): Promise<{ warnings:
       page.on('pageerror', (e) => reject(new Error(`speedscope: ${String(e)}`)));
       page.on('dialog', (d) => void d.dismiss().finally(() => reject(new Error(`speedscope: ${d.message()}`))));
     });
-    await page.goto(`${pathToFileURL(index).href}#localProfilePath=${script}`);
+    // Waits for events, not a clock: the page's load waits on the profile script (tens of MB for a
+    // long run), so navigation is done once committed, and the import's end is the title below.
+    await page.goto(`${pathToFileURL(index).href}#localProfilePath=${script}`, { waitUntil: 'commit', timeout: 0 });
     // speedscope names the page after the profile once the import is done.
     await Promise.race([page.waitForFunction(() => document.title !== 'speedscope', null, { timeout: 0 }), failed]);
     return { warnings, title: await page.title() };
