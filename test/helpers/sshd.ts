@@ -52,7 +52,7 @@ export interface TestSshd {
 }
 
 /** Starts sshd accepting `authorizedKeys` for the current user. */
-export async function startSshd(opts: { authorizedKeys: string[]; hostKeyType?: string; name?: string }): Promise<TestSshd> {
+export async function startSshd(opts: { authorizedKeys: string[]; hostKeyType?: string; name?: string; extraConfig?: string[] }): Promise<TestSshd> {
   const dir = mkdtempSync(join(tmpdir(), `kvscope-sshd-${opts.name ?? 'a'}-`));
   // sshd running as root insists on its privilege-separation folder.
   if (process.getuid?.() === 0 && !existsSync('/run/sshd')) mkdirSync('/run/sshd', { recursive: true, mode: 0o755 });
@@ -77,6 +77,8 @@ export async function startSshd(opts: { authorizedKeys: string[]; hostKeyType?: 
     `MaxSessions 50`,
     `Subsystem sftp ${SFTP_SERVER}`,
     `LogLevel ERROR`,
+    // e.g. `SetEnv SLURM_CONF=…`: what a login node's own configuration would provide.
+    ...(opts.extraConfig ?? []),
   ].join('\n');
   writeFileSync(join(dir, 'sshd_config'), config + '\n');
   const proc = spawn(SSHD, ['-D', '-e', '-f', join(dir, 'sshd_config')], { stdio: ['ignore', 'ignore', 'pipe'] });

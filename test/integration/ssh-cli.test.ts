@@ -2,39 +2,23 @@
  * The `kvscope hosts | run | sweep | clean` commands as a user runs them (the bundled CLI in a
  * child process) against a real sshd on loopback and the real agent on CPU.
  */
-import { execSync, spawn } from 'node:child_process';
+import { execSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { build } from 'esbuild';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildCli, runCli } from '../helpers/cli';
 import { currentUser, keygen, sshdSkipReason, startSshd, type TestSshd } from '../helpers/sshd';
 
 const skip = sshdSkipReason();
 const d = skip ? describe.skip : describe;
 if (skip) console.warn(`SSH CLI tests skipped: ${skip}`);
 
-const CLI = resolve('node_modules/.cache/kvscope-test-cli/kvscope.mjs');
 const PY = '/usr/bin/python3';
 const WORKLOAD = ['--model', 'tiny', '--device', 'cpu', '--rounds', '2', '--context-tokens', '256', '--gpu-kv-bytes', '1000000', '--host-kv-bytes', '4000000', '--trace', 'off', '--sample-ms', '0'];
 
-function kvscope(
-  args: string[],
-  env: Record<string, string>,
-  onStderr?: (text: string, child: ReturnType<typeof spawn>) => void,
-): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolvePromise) => {
-    const p = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    p.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
-    p.stderr.on('data', (b: Buffer) => {
-      stderr += b.toString();
-      onStderr?.(stderr, p);
-    });
-    p.on('close', (code) => resolvePromise({ code, stdout, stderr }));
-  });
-}
+let CLI = '';
+const kvscope = (args: string[], env: Record<string, string>, onStderr?: (text: string, child: ChildProcess) => void) => runCli(CLI, args, env, onStderr);
 
 d('kvscope hosts/run/sweep/clean over real SSH', () => {
   let dir: string;
@@ -43,7 +27,7 @@ d('kvscope hosts/run/sweep/clean over real SSH', () => {
   let conn: string[];
 
   beforeAll(async () => {
-    await build({ entryPoints: ['src/cli/index.ts'], outfile: CLI, bundle: true, platform: 'node', format: 'esm', target: 'node20', packages: 'external', logLevel: 'warning', footer: { js: 'await main(process.argv);' } });
+    CLI = await buildCli('kvscope-test-cli');
     dir = mkdtempSync(join(tmpdir(), 'kvscope-sshcli-'));
     const key = keygen(join(dir, 'id'));
     sshd = await startSshd({ authorizedKeys: [key.pub], name: 'cli' });
@@ -153,7 +137,7 @@ d('kvscope hosts/run/sweep/clean over real SSH', () => {
     writeFileSync(join(dir, 'remote', 'agent-0ldversion0000', 'kvscope_agent', '__init__.py'), '');
     const current = readdirSync(join(dir, 'remote')).find((n) => n.startsWith('agent-') && n !== 'agent-0ldversion0000')!;
     // A run that is still going while clean runs.
-    let live: ReturnType<typeof spawn> | null = null;
+    let live: ChildProcess | null = null;
     const liveRun = kvscope(
       ['run', '--host', 'gpu', '--out', join(dir, 'live'), ...conn, ...WORKLOAD, '--rounds', '60', '--users', '4', '--context-tokens', '512', '--gpu-kv-bytes', '6000000', '--host-kv-bytes', '60000000'],
       env,
@@ -178,7 +162,7 @@ d('kvscope hosts/run/sweep/clean over real SSH', () => {
     expect(left).toHaveLength(1);
     expect(finished).not.toContain(left[0]);
     expect(readdirSync(join(dir, 'remote')).filter((n) => n.startsWith('agent-'))).toEqual([current]);
-    (live as ReturnType<typeof spawn> | null)?.kill('SIGINT');
+    (live as ChildProcess | null)?.kill('SIGINT');
     expect((await liveRun).code).toBe(1);
   });
 });
