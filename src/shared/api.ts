@@ -84,6 +84,47 @@ export interface HostEntry {
   python: string;
   /** Why parts of the config were ignored (an unsafe config file, an unreadable key, ...). */
   warnings: string[];
+  /** Set when the host is a Slurm login node: runs become jobs (saveCluster; core/slurm). */
+  cluster?: ClusterOptions | null;
+}
+
+/**
+ * A Slurm login node's submission options, kept per host alias (clusters.json in the data folder)
+ * and overridable per run (RunRequest.slurm, the CLI's --slurm-* options). Every value is checked
+ * (core/slurm/options.ts) and only ever reaches a shell quoted.
+ */
+export interface ClusterOptions {
+  /** `--partition` (one name or a comma list). */
+  partition?: string;
+  /** `--account`. */
+  account?: string;
+  /** GPUs per job: `--gres=gpu:N`, or `gpu:<type>:N` with gpuTypes. */
+  gpus?: number;
+  /** Card types (`--gres=gpu:<type>:N`): a sweep runs one job array per type; a single run takes the first. */
+  gpuTypes?: string[];
+  /** `--time` (minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS). */
+  timeLimit?: string;
+  /** Extra sbatch options, one per line, written as `#SBATCH <line>` (e.g. `--qos=high`). */
+  sbatch?: string[];
+  /** A shell line run in the job before the agent (e.g. `module load cuda && source ~/venv/bin/activate`). */
+  setup?: string;
+  /** The folder on the cluster's shared filesystem for the agent and runs (default: the remote root, ~/.cache/kvscope). */
+  sharedDir?: string;
+  /** A sweep's job array runs at most this many elements at once (`--array=0-N%K`). */
+  arrayLimit?: number;
+  /** How often the queue is asked (squeue), in seconds (default 5). */
+  pollSeconds?: number;
+}
+
+/** What a probe of a Slurm login node learns (sinfo, sacctmgr, a write test). */
+export interface SlurmProbe {
+  /** "slurm 23.11.4" as `sinfo --version` prints it; null when Slurm's commands are not found. */
+  version: string | null;
+  partitions: Array<{ name: string; default: boolean; available: string; nodes: number; timeLimit: string; gpuTypes: string[]; gres: string[] }>;
+  /** The user's default account (sacctmgr); null where accounting is not kept. */
+  defaultAccount: string | null;
+  sharedDir: { path: string; writable: boolean; error: string | null };
+  notes: string[];
 }
 
 /** A host added in the app (kept in the user data folder). */
@@ -136,6 +177,8 @@ export interface HostProbe {
   /** Non-fatal problems (nvidia-smi missing, ...). */
   notes: string[];
   elapsed_ms: number;
+  /** A Slurm login node's scheduler side (set for cluster hosts). */
+  slurm?: SlurmProbe;
 }
 
 /**
@@ -206,6 +249,8 @@ export interface RunRequest {
   /** Overrides the host's Python interpreter for this run. */
   python?: string;
   workload: AgentWorkload;
+  /** Submit as a Slurm job: these options over the host's saved cluster options. */
+  slurm?: ClusterOptions;
 }
 
 export interface RunStarted {
@@ -221,6 +266,8 @@ export interface SweepRequest {
   workload: Omit<AgentWorkload, 'users'>;
   python?: string;
   name?: string;
+  /** Cluster hosts: these options over the host's saved ones; the sweep is one job array per card type. */
+  slurm?: ClusterOptions;
 }
 
 /** One row of a sweep's table. */
@@ -232,6 +279,9 @@ export interface SweepRow {
   e2e_ns: number | null;
   ttft_ns_mean: number | null;
   error: string | null;
+  /** Cluster hosts: the Slurm job (`<array id>_<index>`) and the card type of this row. */
+  job_id?: string | null;
+  gpu_type?: string | null;
 }
 
 // ---- Desktop shell: settings, files, notifications (issue 10) ----
@@ -348,7 +398,8 @@ export type ChartImageKind = 'compare' | 'timeline';
 
 export type PushMessage =
   | { kind: 'run-events'; runId: string; events: KvEvent[] }
-  | { kind: 'run-status'; runId: string; status: RunListing['status']; message?: string }
+  /** `restarted`: the run's log starts over (a requeued Slurm job runs again from its beginning). */
+  | { kind: 'run-status'; runId: string; status: RunListing['status']; message?: string; restarted?: boolean }
   | { kind: 'progress'; runId: string; stage: string; fraction: number | null; etaS: number | null; message: string }
   | { kind: 'prompt'; prompt: HostPrompt }
   | { kind: 'sweep-status'; sweepId: string; rows: SweepRow[]; done: boolean }
@@ -407,6 +458,8 @@ export interface KvScopeApi {
   /** Adds or replaces an app host (kept in the user data folder). */
   saveHost(host: HostInput): Promise<Result<HostEntry>>;
   removeHost(alias: string): Promise<Result<void>>;
+  /** Makes a host a Slurm cluster with these submission options (null: a plain host again). */
+  saveCluster(alias: string, options: ClusterOptions | null): Promise<Result<HostEntry>>;
   /** Connects (asking through prompts when needed) and probes the host in one round trip. */
   probeHost(alias: string, options?: { python?: string }): Promise<Result<HostProbe>>;
   /** The user's answer to a `host-key` prompt: accept records the key in known_hosts. */
@@ -475,6 +528,7 @@ export const CORE_METHODS = [
   'listHosts',
   'saveHost',
   'removeHost',
+  'saveCluster',
   'probeHost',
   'answerHostKey',
   'providePassphrase',

@@ -13,6 +13,8 @@ export type ErrorCode =
   | 'auth_failed'
   | 'cancelled'
   | 'unsupported'
+  /** A batch scheduler (Slurm) refused or failed a command: sbatch, squeue, scancel. */
+  | 'scheduler_error'
   | 'internal';
 
 export interface AppError {

@@ -8,9 +8,12 @@
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
-import type { HostProbe } from '../../shared/api';
+import type { HostProbe, SlurmProbe } from '../../shared/api';
+import { CodedError } from '../../shared/result';
 import { formatBytes } from '../../shared/format';
 import { HostService } from '../../main/core/hosts';
+import { ClusterStore } from '../../main/core/slurm';
+import { addSlurmOptions, slurmFromCli, type SlurmCliOptions } from './slurm-options';
 import { appPaths, defaultDataDir, findAppRoot } from '../../main/core/paths';
 import type { ConnectPrompts } from '../../main/core/ssh/connect';
 
@@ -109,20 +112,41 @@ export function describeProbe(p: HostProbe): string[] {
   lines.push(`  engines: ${p.engines.map((e) => `${e.name} ${e.available ? e.version ?? 'yes' : 'no'}`).join(', ')}`);
   lines.push(`  disk free ${p.disk_free_bytes !== null ? formatBytes(p.disk_free_bytes) : '?'}, RAM ${p.ram_total_bytes !== null ? formatBytes(p.ram_total_bytes) : '?'} (${p.ram_available_bytes !== null ? formatBytes(p.ram_available_bytes) : '?'} available), probe ${p.elapsed_ms} ms`);
   for (const n of p.notes) lines.push(`  note: ${n}`);
+  if (p.slurm) lines.push(...describeSlurm(p.slurm));
+  return lines;
+}
+
+/** A cluster's scheduler side, for `hosts --probe`. */
+export function describeSlurm(s: SlurmProbe): string[] {
+  const lines = [`  Slurm: ${s.version ?? 'not found'}, default account ${s.defaultAccount ?? '-'}`];
+  for (const p of s.partitions) {
+    lines.push(`  partition ${p.name}${p.default ? ' (default)' : ''}: ${p.available}, ${p.nodes} node(s), time limit ${p.timeLimit}, GPU types ${p.gpuTypes.join(', ') || 'none'}${p.gres.length ? ` (gres ${p.gres.join(', ')})` : ''}`);
+  }
+  lines.push(`  shared folder ${s.sharedDir.path}: ${s.sharedDir.writable ? 'writable' : `NOT writable (${s.sharedDir.error ?? '?'})`}`);
+  for (const n of s.notes) lines.push(`  note: ${n}`);
   return lines;
 }
 
 export function registerHosts(program: Command): void {
-  addHostOptions(
+  addSlurmOptions(addHostOptions(
     program
       .command('hosts')
       .description('list the hosts you can run on (~/.ssh/config aliases, hosts added in the app, local); --probe connects and probes each')
-      .option('--probe', 'connect to each host and probe GPUs, driver, CUDA, Python, torch, engines, disk and RAM')
+      .option('--probe', 'connect to each host and probe GPUs, driver, CUDA, Python, torch, engines, disk and RAM (and Slurm, for a cluster)')
       .option('--host <alias...>', 'only these hosts')
+      .option('--save-slurm', 'make the --host a Slurm cluster with the --slurm-* options given (saved with the app\'s hosts)')
+      .option('--forget-slurm', 'make the --host a plain host again')
       .option('--json', 'print JSON'),
-  ).action(async (opts: HostCliOptions & { probe?: boolean; json?: boolean; host?: string[] }) => {
+  )).action(async (opts: HostCliOptions & SlurmCliOptions & { probe?: boolean; json?: boolean; host?: string[]; saveSlurm?: boolean; forgetSlurm?: boolean }) => {
     const service = hostServiceFromCli(opts);
-    let list = await service.listHosts();
+    const clusters = new ClusterStore(service.opts.dataDir);
+    const slurm = slurmFromCli(opts);
+    if (opts.saveSlurm || opts.forgetSlurm) {
+      if (opts.host?.length !== 1) throw new CodedError('invalid_argument', '--save-slurm and --forget-slurm need exactly one --host', { field: 'host' });
+      const saved = await clusters.saveFor(service, opts.host[0]!, opts.forgetSlurm ? null : (slurm ?? {}));
+      process.stderr.write(`kvscope: ${saved.alias} is ${saved.cluster ? `a Slurm cluster: ${JSON.stringify(saved.cluster)}` : 'a plain host'}\n`);
+    }
+    let list = await clusters.annotate(await service.listHosts());
     if (opts.host?.length) list = list.filter((h) => opts.host!.includes(h.alias));
     const out = (s: string) => process.stdout.write(s + '\n');
     const warnings = [...new Set(list.flatMap((h) => h.warnings))];
@@ -132,7 +156,8 @@ export function registerHosts(program: Command): void {
       await Promise.all(
         list.map(async (h) => {
           try {
-            probes.set(h.alias, await service.probe(h.alias));
+            const base = await service.probe(h.alias);
+            probes.set(h.alias, h.cluster || (slurm && h.source !== 'local') ? await clusters.probe(service, h.alias, base, slurm) : base);
           } catch (e) {
             probes.set(h.alias, e as Error);
           }
@@ -144,7 +169,7 @@ export function registerHosts(program: Command): void {
     } else {
       for (const h of list) {
         const where = h.source === 'local' ? 'this machine (agent as a child process)' : `${h.user ?? ''}@${h.hostname ?? '?'}:${h.port ?? 22}${h.proxyJump.length ? ` via ${h.proxyJump.join(' -> ')}` : ''}`;
-        out(`${h.alias.padEnd(20)} ${h.source.padEnd(10)} ${where}`);
+        out(`${h.alias.padEnd(20)} ${h.source.padEnd(10)} ${where}${h.cluster ? ` · Slurm cluster${h.cluster.partition ? ` (partition ${h.cluster.partition})` : ''}` : ''}`);
         const p = probes.get(h.alias);
         if (p instanceof Error) out(`  probe failed: ${p.message}`);
         else if (p) for (const l of describeProbe(p)) out(l);

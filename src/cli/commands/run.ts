@@ -14,7 +14,9 @@ import { formatNs } from '../../shared/format';
 import { defaultDataDir, defaultRunsDir } from '../../main/core/paths';
 import { RunManager } from '../../main/core/remote-run';
 import { RunStore } from '../../main/core/run-store';
+import { withSlurm } from '../../main/core/slurm';
 import { addHostOptions, hostServiceFromCli, type HostCliOptions } from './hosts';
+import { addSlurmOptions, slurmFromCli, type SlurmCliOptions } from './slurm-options';
 
 export interface WorkloadCliOptions {
   engine?: string;
@@ -107,7 +109,7 @@ export function stderrProgress(prefix = ''): (m: PushMessage) => void {
 }
 
 export function registerRun(program: Command): void {
-  addWorkloadOptions(
+  addSlurmOptions(addWorkloadOptions(
     addHostOptions(
       program
         .command('run')
@@ -118,8 +120,10 @@ export function registerRun(program: Command): void {
         .option('--out <dir>', 'the local run folder to create (default: a new folder in the runs library)')
         .option('--runs-dir <dir>', 'runs library (default: the app data folder\'s runs/)'),
     ),
-  ).action(async (opts: HostCliOptions & WorkloadCliOptions & { host: string; users?: string; name?: string; out?: string; runsDir?: string }) => {
+  )).action(async (opts: HostCliOptions & WorkloadCliOptions & SlurmCliOptions & { host: string; users?: string; name?: string; out?: string; runsDir?: string }) => {
     const workload: AgentWorkload = { ...workloadFromCli(opts) };
+    const slurm = slurmFromCli(opts);
+    if (slurm && opts.host === 'local') throw new CodedError('invalid_argument', '--slurm options need the login node\'s ssh alias as --host, not local', { field: 'host' });
     const users = num('users', opts.users);
     if (users !== undefined) workload.users = users;
     let runsDir = opts.runsDir ? resolve(opts.runsDir) : defaultRunsDir();
@@ -133,8 +137,8 @@ export function registerRun(program: Command): void {
     const store = new RunStore(runsDir, null);
     await store.ensure();
     const hosts = hostServiceFromCli({ ...opts, dataDir: defaultDataDir() });
-    const runs = new RunManager({ store, hosts, push: stderrProgress() });
-    const started = await runs.start({ host: opts.host, name: opts.name, python: opts.python, workload }, { runId });
+    const runs = new RunManager(withSlurm({ store, hosts, push: stderrProgress() }));
+    const started = await runs.start({ host: opts.host, name: opts.name, python: opts.python, workload, ...(slurm ? { slurm } : {}) }, { runId });
     process.stderr.write(`run ${started.runId} started on ${opts.host} in ${started.remoteDir}\n`);
     let cancelling = false;
     const onSigint = () => {

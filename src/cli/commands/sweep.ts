@@ -11,12 +11,16 @@ import { defaultDataDir, defaultRunsDir } from '../../main/core/paths';
 import { RunManager } from '../../main/core/remote-run';
 import { RunStore } from '../../main/core/run-store';
 import { parseUsers, SweepRunner } from '../../main/core/sweep';
+import { withSlurm } from '../../main/core/slurm';
 import { addHostOptions, hostServiceFromCli, type HostCliOptions } from './hosts';
 import { addWorkloadOptions, stderrProgress, workloadFromCli, type WorkloadCliOptions } from './run';
+import { addSlurmOptions, slurmFromCli, type SlurmCliOptions } from './slurm-options';
 
 export function sweepTable(rows: SweepRow[]): string {
-  const head = ['host', 'users', 'status', 'E2E', 'TTFT mean', 'run'];
-  const body = rows.map((r) => [r.host, String(r.users), r.status, formatNs(r.e2e_ns), formatNs(r.ttft_ns_mean), r.runId ?? '-']);
+  // Cluster rows also name their Slurm job (array element) and card type.
+  const jobs = rows.some((r) => r.job_id);
+  const head = ['host', 'users', 'status', 'E2E', 'TTFT mean', 'run', ...(jobs ? ['job'] : [])];
+  const body = rows.map((r) => [r.gpu_type ? `${r.host}[${r.gpu_type}]` : r.host, String(r.users), r.status, formatNs(r.e2e_ns), formatNs(r.ttft_ns_mean), r.runId ?? '-', ...(jobs ? [r.job_id ?? '-'] : [])]);
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
   const fmt = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
   const lines = [fmt(head), fmt(widths.map((w) => '-'.repeat(w))), ...body.map(fmt)];
@@ -25,7 +29,7 @@ export function sweepTable(rows: SweepRow[]): string {
 }
 
 export function registerSweep(program: Command): void {
-  addWorkloadOptions(
+  addSlurmOptions(addWorkloadOptions(
     addHostOptions(
       program
         .command('sweep')
@@ -35,15 +39,16 @@ export function registerSweep(program: Command): void {
         .option('--name <text>', 'name prefix of the runs')
         .option('--runs-dir <dir>', 'runs library (default: the app data folder\'s runs/)'),
     ),
-  ).action(async (opts: HostCliOptions & WorkloadCliOptions & { host: string[]; users: string; name?: string; runsDir?: string }) => {
+  )).action(async (opts: HostCliOptions & WorkloadCliOptions & SlurmCliOptions & { host: string[]; users: string; name?: string; runsDir?: string }) => {
     const users = parseUsers(opts.users);
+    const slurm = slurmFromCli(opts);
     const store = new RunStore(opts.runsDir ? resolve(opts.runsDir) : defaultRunsDir(), null);
     await store.ensure();
     const hosts = hostServiceFromCli({ ...opts, dataDir: defaultDataDir() });
     const progress = stderrProgress();
-    const runs = new RunManager({ store, hosts, push: (m) => progress(m) });
+    const runs = new RunManager(withSlurm({ store, hosts, push: (m) => progress(m) }));
     const sweep = new SweepRunner(runs);
-    const rows = await sweep.run({ hosts: [...new Set(opts.host)], users, workload: workloadFromCli(opts), python: opts.python, name: opts.name });
+    const rows = await sweep.run({ hosts: [...new Set(opts.host)], users, workload: workloadFromCli(opts), python: opts.python, name: opts.name, ...(slurm ? { slurm } : {}) });
     process.stdout.write(sweepTable(rows) + '\n');
     process.exitCode = rows.every((r) => r.status === 'ok') ? 0 : 1;
   });

@@ -13,8 +13,9 @@ import { markOrphanedRuns, RunManager } from './remote-run';
 import type { RunStore } from './run-store';
 import type { ConnectPrompts } from './ssh/connect';
 import { SweepRunner } from './sweep';
+import { withSlurm } from './slurm';
 
-type HostMethods = 'listHosts' | 'saveHost' | 'removeHost' | 'probeHost' | 'answerHostKey' | 'providePassphrase' | 'startRun' | 'cancelRun' | 'resumeRun' | 'startSweep';
+type HostMethods = 'listHosts' | 'saveHost' | 'removeHost' | 'saveCluster' | 'probeHost' | 'answerHostKey' | 'providePassphrase' | 'startRun' | 'cancelRun' | 'resumeRun' | 'startSweep';
 
 export interface HostHandlerOptions {
   store: RunStore;
@@ -117,15 +118,23 @@ export class PromptBroker {
 export function createHostHandlers(o: HostHandlerOptions): { handlers: Pick<CoreHandlers, HostMethods>; hosts: HostService; runs: RunManager; ready: Promise<unknown> } {
   const broker = new PromptBroker(o.push, o.promptTimeoutMs, o.secrets);
   const hosts = new HostService({ ...o.host, dataDir: o.dataDir, agentSourceDir: o.agentSourceDir, prompts: broker.prompts() });
-  const runs = new RunManager({ store: o.store, hosts, push: o.push });
+  // Cluster hosts (Slurm login nodes) run as batch jobs through the scheduler (core/slurm).
+  const runOptions = withSlurm({ store: o.store, hosts, push: o.push });
+  const runs = new RunManager(runOptions);
+  const slurm = runOptions.scheduler;
   const sweeps = new SweepRunner(runs, o.push);
   // Runs left "running" by a crashed app become "incomplete" (and resumable).
   const ready = markOrphanedRuns(o.store).catch(() => []);
   const handlers: Pick<CoreHandlers, HostMethods> = {
-    listHosts: () => toResult(() => hosts.listHosts()),
+    listHosts: () => toResult(async () => slurm.o.clusters.annotate(await hosts.listHosts())),
     saveHost: (input) => toResult(() => hosts.saveHost(input)),
     removeHost: (alias) => toResult(() => hosts.removeHost(String(alias))),
-    probeHost: (alias, options) => toResult(() => hosts.probe(String(alias), typeof options?.python === 'string' ? options.python : undefined)),
+    saveCluster: (alias, options) => toResult(() => slurm.o.clusters.saveFor(hosts, String(alias), options ?? null)),
+    probeHost: (alias, options) =>
+      toResult(async () => {
+        const base = await hosts.probe(String(alias), typeof options?.python === 'string' ? options.python : undefined);
+        return (await slurm.handles({ host: String(alias), workload: {} })) ? slurm.o.clusters.probe(hosts, String(alias), base) : base;
+      }),
     answerHostKey: (promptId, accept) => toResult(() => broker.answer(String(promptId), 'host-key', accept === true)),
     providePassphrase: (promptId, secret, options) =>
       toResult(() => broker.answer(String(promptId), 'secret', typeof secret === 'string' ? secret : null, options?.remember === true)),

@@ -24,7 +24,7 @@
 import { closeSync, existsSync, fstatSync, ftruncateSync, mkdirSync, openSync, readFileSync, readSync, writeSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { join, posix } from 'node:path';
-import { OFFLOAD_POLICIES, type AgentWorkload, type PushMessage, type RunListing, type RunRequest, type RunStarted } from '../../shared/api';
+import { OFFLOAD_POLICIES, type AgentWorkload, type PushMessage, type RunListing, type RunRequest, type RunStarted, type SweepRequest, type SweepRow } from '../../shared/api';
 import { EventLineDecoder } from '../../shared/events-reader';
 import type { KvEvent } from '../../shared/protocol';
 import { CodedError } from '../../shared/result';
@@ -167,6 +167,9 @@ export const TAIL_PY = String.raw`
 import json, os, sys, time
 run_dir, offset = sys.argv[1], int(sys.argv[2])
 poll = float(sys.argv[3]) if len(sys.argv) > 3 else 0.02
+# "scheduler": the run is a batch job on another node; its pid means nothing here and the
+# scheduler's queue, not this program, says when it died (core/slurm).
+pid_liveness = (sys.argv[4] if len(sys.argv) > 4 else "pid") == "pid"
 path = os.path.join(run_dir, "events.jsonl")
 out = sys.stdout.buffer
 ppid = os.getppid()
@@ -212,7 +215,7 @@ while True:
                 out.write(b)
         end("gone", size=f.tell() if f else None)
     finished = os.path.exists(os.path.join(run_dir, "exit"))
-    state = alive()
+    state = alive() if pid_liveness else True
     if f is None:
         try:
             f = open(path, "rb")
@@ -406,6 +409,8 @@ export interface TailOptions {
   signal?: AbortSignal;
   /** The process group, for ending a run whose folder vanished. */
   pgid?: number | null;
+  /** "scheduler": a batch job's run (no pid to watch; only its exit file ends the tail). */
+  liveness?: 'pid' | 'scheduler';
 }
 
 export interface TailResult {
@@ -499,7 +504,7 @@ export async function tailRun(o: TailOptions): Promise<TailResult> {
         sink.resetDecoder();
         let localError: Error | null = null;
         let stopTail: (() => void) | null = null;
-        const handle = await exec.stream(shellCommand([o.python, '-', o.remoteDir, String(startAt), String(o.pollSeconds ?? 0.02)]), TAIL_PY, (chunk) => {
+        const handle = await exec.stream(shellCommand([o.python, '-', o.remoteDir, String(startAt), String(o.pollSeconds ?? 0.02), o.liveness ?? 'pid']), TAIL_PY, (chunk) => {
           if (localError) return;
           try {
             sink.push(chunk);
@@ -654,6 +659,24 @@ export interface RunManagerOptions {
   push?: (m: PushMessage) => void;
   reconnectWindowMs?: number;
   cancelGraceMs?: number;
+  /** Runs on hosts that are batch schedulers (Slurm login nodes) go through it (core/slurm). */
+  scheduler?: RunScheduler;
+}
+
+/** Where runs on a scheduled host go instead of the detached launcher (core/slurm/slurm-runs.ts). */
+export interface RunScheduler {
+  /** Whether this request is for the scheduler (its host is a cluster, or it carries options). */
+  handles(req: RunRequest): Promise<boolean>;
+  /** Whether a stored run was made by the scheduler. */
+  owns(meta: RunMeta): boolean;
+  start(req: RunRequest, options: { runId?: string }): Promise<RunStarted>;
+  /** The run's end, while it is followed here (null otherwise). */
+  wait(runId: string): Promise<TailResult> | null;
+  cancel(runId: string): Promise<void>;
+  resume(runId: string): Promise<RunStarted>;
+  detachAll(): Promise<void>;
+  /** One sweep's rows on one scheduled host (core/sweep.ts); rows may be added (one per card type). */
+  sweepHost(host: string, req: SweepRequest, rows: SweepRow[], emit: () => void): Promise<void>;
 }
 
 /**
@@ -671,6 +694,8 @@ export class RunManager {
 
   /** Resolves when the run has ended (for the CLI and sweeps); rejects only on a start failure. */
   wait(runId: string): Promise<TailResult> {
+    const scheduled = this.o.scheduler?.wait(runId);
+    if (scheduled) return scheduled;
     const a = this.active.get(runId);
     if (!a) throw new CodedError('not_found', `run ${runId} is not being followed`);
     return a.done;
@@ -679,6 +704,7 @@ export class RunManager {
   /** `options.runId` names the local run folder (the CLI's --out); default: a fresh id. */
   async start(req: RunRequest, options: { runId?: string } = {}): Promise<RunStarted> {
     if (!req || typeof req.host !== 'string' || !req.host) throw new CodedError('invalid_argument', 'a run needs a host', { field: 'host' });
+    if (this.o.scheduler && (await this.o.scheduler.handles(req))) return this.o.scheduler.start(req, options);
     const agentArgs = agentRunArgs(req.workload ?? {});
     const { store, hosts } = this.o;
     const runId = options.runId ?? newRunId(req.host, req.workload?.users);
@@ -749,6 +775,7 @@ export class RunManager {
   /** TERM to the run's process group, KILL after the grace period; the tail then collects run.end. */
   async cancel(runId: string): Promise<void> {
     const meta = await this.o.store.readMeta(runId);
+    if (this.o.scheduler?.owns(meta)) return this.o.scheduler.cancel(runId);
     if (!meta.remote_dir) throw new CodedError('invalid_argument', `run ${runId} never started on a host`);
     const exec = await this.o.hosts.connect(meta.host);
     try {
@@ -765,6 +792,7 @@ export class RunManager {
     const a = this.active.get(runId);
     if (a) return { runId, remoteDir: a.remoteDir };
     const meta = await this.o.store.readMeta(runId);
+    if (this.o.scheduler?.owns(meta)) return this.o.scheduler.resume(runId);
     if (!meta.remote_dir) throw new CodedError('invalid_argument', `run ${runId} has no remote folder to resume from`);
     const python = typeof meta.python === 'string' ? meta.python : await this.o.hosts.pythonFor(meta.host);
     this.follow(runId, meta.host, meta.remote_dir, python, typeof meta.remote_pgid === 'number' ? meta.remote_pgid : null);
@@ -775,7 +803,7 @@ export class RunManager {
   async detachAll(): Promise<void> {
     const all = [...this.active.values()];
     for (const a of all) a.abort.abort();
-    await Promise.all(all.map((a) => a.done));
+    await Promise.all([...all.map((a) => a.done), this.o.scheduler?.detachAll()]);
   }
 }
 

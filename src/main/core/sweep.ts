@@ -51,8 +51,11 @@ export class SweepRunner {
       onRow?.(copy);
     };
     emit(false);
+    const scheduler = this.runs.o.scheduler;
     await Promise.all(
       req.hosts.map(async (host) => {
+        // A Slurm login node: the host's whole sweep is one job array (core/slurm).
+        if (scheduler && (await scheduler.handles({ host, workload: {}, slurm: req.slurm }))) return scheduler.sweepHost(host, req, rows, () => emit(false));
         for (const row of rows.filter((r) => r.host === host)) {
           try {
             const started = await this.runs.start({
