@@ -49,6 +49,13 @@ export class RunDataCache {
         const d = this.ready.get(m.runId);
         if (d) {
           d.status = m.status;
+          // A requeued Slurm job runs the benchmark again from its start: its log begins anew.
+          if (m.restarted) {
+            d.replay = new ReplayModel();
+            d.loaded.eventCount = 0;
+            this.pending.delete(m.runId);
+            timelines.delete(d);
+          }
           d.version++;
           this.notify(d);
         }

@@ -8,6 +8,7 @@ import type { HostEntry, HostInput, HostProbe } from '../../../shared/api';
 import { formatBytes } from '../../../shared/format';
 import { useApi } from '../../bridge/api-context';
 import { setProbe, useProbes } from '../../host-probes';
+import { ClusterSettings, SlurmProbeResult } from './ClusterSettings';
 
 export const LOCAL_HOST: HostEntry = { alias: 'local', source: 'local', hostname: null, user: null, port: null, proxyJump: [], identityFiles: [], python: 'python3', warnings: [] };
 
@@ -196,6 +197,8 @@ export function HostsView() {
                   </p>
                 )}
                 {probes[h.alias] && <ProbeResult p={probes[h.alias]!} />}
+                {probes[h.alias]?.slurm && <SlurmProbeResult s={probes[h.alias]!.slurm!} />}
+                <ClusterSettings host={h} onSaved={reload} />
               </td>
             </tr>
           ))}

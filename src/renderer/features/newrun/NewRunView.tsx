@@ -25,6 +25,8 @@ interface Progress {
   etaS: number | null;
   message: string;
   status: string | null;
+  /** A Slurm job's place in the queue ("pending: Resources", "running on gpu-a07"). */
+  queue?: string;
 }
 
 function Field({ label, name, form, set, errors, hint, type = 'text' }: { label: string; name: keyof RunForm; form: RunForm; set: (f: Partial<RunForm>) => void; errors: FieldError[]; hint?: string; type?: string }) {
@@ -70,7 +72,7 @@ export function NewRunView({ host }: { host?: string }) {
   useEffect(
     () =>
       api.onPush((m: PushMessage) => {
-        if (m.kind === 'progress') setProgress((p) => ({ ...p, [m.runId]: { stage: m.stage, fraction: m.fraction, etaS: m.etaS, message: m.message, status: p[m.runId]?.status ?? null } }));
+        if (m.kind === 'progress') setProgress((p) => ({ ...p, [m.runId]: { stage: m.stage, fraction: m.fraction, etaS: m.etaS, message: m.message, status: p[m.runId]?.status ?? null, queue: m.stage === 'queue' ? m.message : p[m.runId]?.queue } }));
         else if (m.kind === 'run-status') setProgress((p) => ({ ...p, [m.runId]: { ...(p[m.runId] ?? { stage: '', fraction: null, etaS: null, message: '' }), status: m.status, message: m.message ?? p[m.runId]?.message ?? '' } }));
         else if (m.kind === 'sweep-status') {
           setSweepRows(m.rows);
@@ -109,7 +111,7 @@ export function NewRunView({ host }: { host?: string }) {
             <label key={h.alias} className="check">
               <input type="checkbox" checked={form.hosts.includes(h.alias)} onChange={(e) => set({ hosts: e.target.checked ? [...form.hosts, h.alias] : form.hosts.filter((x) => x !== h.alias) })} />
               {h.alias === 'local' ? 'Local' : h.alias}
-              <span className="muted"> · {probes[h.alias] ? (probes[h.alias]!.gpus[0]?.name ?? 'no GPU (CPU runs)') : 'not probed'}</span>
+              <span className="muted"> · {h.cluster ? 'Slurm cluster' : probes[h.alias] ? (probes[h.alias]!.gpus[0]?.name ?? 'no GPU (CPU runs)') : 'not probed'}</span>
             </label>
           ))}
           {shown.find((x) => x.field === 'hosts') && <small className="error">{shown.find((x) => x.field === 'hosts')!.message}</small>}
@@ -222,7 +224,8 @@ export function NewRunView({ host }: { host?: string }) {
             const p = progress[id];
             return (
               <div key={id} className="progress-row">
-                <a href={routeHref({ view: 'live', runId: id })}>{id}</a> <span>{p ? `${p.status ?? p.stage}${p.message ? ` · ${p.message}` : ''}` : 'starting…'}</span>
+                <a href={routeHref({ view: 'live', runId: id })}>{id}</a>{' '}
+                <span data-queue={p?.queue}>{p ? (p.stage === 'queue' ? `Slurm job ${p.message}` : `${p.status ?? p.stage}${p.message ? ` · ${p.message}` : ''}`) : 'starting…'}</span>
                 {p?.fraction !== null && p?.fraction !== undefined && <progress max={1} value={p.fraction} />}
                 {p?.etaS !== null && p?.etaS !== undefined && <span className="muted"> ETA {formatNs(p.etaS * 1e9)}</span>}
                 {(!p?.status || p.status === 'running') && (
