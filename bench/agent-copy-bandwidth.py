@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Plain pinned host<->GPU copy bandwidth for the block size and count the agent's engine copies.
 
-The issue 3 baseline: the built-in engine's onboarding/offloading should reach >= 90% of this.
+The offload sweep's baseline (bench/gpu/offload-sweep-8b.sh): the built-in engine's onboarding and
+offloading should reach >= 90% of this.
 Measured with CUDA events on a non-default stream, best and median of --reps, as
   * one copy of the whole span (blocks × block_bytes, one pinned buffer),
   * one copy per block (blocks separate block_bytes copies, as an engine without block runs),

@@ -1,5 +1,5 @@
-"""Request timings from an agent log's `req` lines, shared by the issue-3 bench scripts
-(agent-issue3-results.py over a sweep, issue3-ttft-bound.py over one log). Standard library only."""
+"""Request timings from an agent log's `req` lines, shared by the offload sweep's scripts
+(offload-sweep-results.py over a sweep, ttft-bound.py over one log). Standard library only."""
 
 from __future__ import annotations
 

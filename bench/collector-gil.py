@@ -1,4 +1,4 @@
-"""Does the CUPTI collector slow a Python-bound step loop? (issue 4: tracing costs 2-5% of E2E,
+"""Does the CUPTI collector slow a Python-bound step loop? (Tracing cost 2-5% of E2E on the H100,
 as host time in the engine's step loop, and the collector is a Python thread in that process.)
 
 A main thread runs a fixed amount of Python work shaped like the engine's launch-bound step loop

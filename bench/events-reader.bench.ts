@@ -1,5 +1,5 @@
 /**
- * Streaming reader benchmark (issue 2): parse + validate a 1,000,000-event log from disk on one
+ * Streaming reader benchmark: parse + validate a 1,000,000-event log from disk on one
  * core, and show that memory does not grow with log length (the same pass over 250k and 1M
  * events). Usage: node scripts/run-ts.mjs bench/events-reader.bench.ts [--events N]
  *

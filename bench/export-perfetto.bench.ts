@@ -1,5 +1,5 @@
 /**
- * Benchmark: Perfetto export of a 1,000,000-event run must take ≤ 3 s and ≤ 500 MB RSS (issue 7).
+ * Benchmark: Perfetto export of a 1,000,000-event run must take ≤ 3 s and ≤ 500 MB RSS.
  *
  * The run is the real CPU fixture (test/fixtures/runs/cpu-tiny-export) extended: its rounds are
  * repeated with times shifted past the previous copy and seq/round renumbered, and a `gpu` sample

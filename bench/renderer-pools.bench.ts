@@ -1,5 +1,5 @@
 /**
- * Live pools benchmark (issue 6): 20,000 blocks resident (10,000 in the GPU pool, 10,000 in the
+ * Live pools benchmark: 20,000 blocks resident (10,000 in the GPU pool, 10,000 in the
  * host pool) and 5,000 moves per second (every 10 ms of run time, 25 onboard + 25 offload), replayed
  * at 1× in the real Live view through `kvscope serve`'s bridge. Target: median rAF frame rate ≥ 55.
  *

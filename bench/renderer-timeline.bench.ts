@@ -1,5 +1,5 @@
 /**
- * Timeline benchmark (issue 6): a run with 1,000,000 transfer events (H2D and D2H copies over 16
+ * Timeline benchmark: a run with 1,000,000 transfer events (H2D and D2H copies over 16
  * users × 10 rounds), opened in the real Timeline view through `kvscope serve`'s bridge.
  * Targets: first draw ≤ 1 s after the run is in the window (performance marks
  * kvscope:run-loaded → kvscope:timeline-first-draw: replay compile + timeline model + first

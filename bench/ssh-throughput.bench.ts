@@ -1,5 +1,5 @@
 /**
- * SSH tail benchmark (issue 5), over a real sshd on loopback, through the same code the app uses
+ * SSH tail benchmark, over a real sshd on loopback, through the same code the app uses
  * (launchDetached + tailRun: python tail over an exec channel → EventLineDecoder (Ajv-validated)
  * → LocalEventSink → the runs library).
  *

@@ -1,6 +1,6 @@
 """Where a traced run's extra host time goes, step kind by step kind: engine step traces
 (KVSCOPE_STEP_TRACE, engine/scheduler.py) of runs of one configuration against another's, e.g.
-issue 4's traced and untraced runs (`STEP_TRACE=1 bash bench/gpu/issue4.sh` writes
+the tracing overhead's traced and untraced runs (`STEP_TRACE=1 bash bench/gpu/tracer-overhead.sh` writes
 runs/pair-N/<config>-steps.jsonl). Timed rounds only (a step whose pieces are all round 0 is left
 out). Per kind: steps per run, and per step the mean host time launching, waiting for the device
 (sync) and in all; then the difference B − A in total step time per run, so the kind that carries

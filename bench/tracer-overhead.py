@@ -1,10 +1,10 @@
-"""Issue 4's numbers from event logs: tracing + sampling overhead (on/off pairs), the achieved
-telemetry sample rate, dropped CUPTI records, and PROTOCOL.md "Transfers and blocks agree".
+"""Tracing overhead from event logs: tracing + sampling overhead (on/off pairs), the achieved
+telemetry sample rate, dropped CUPTI records, and docs/protocol.md "Transfers and blocks agree".
 
 usage: python3 bench/tracer-overhead.py RUNS_DIR [--out results.md] [--json results.json]
          [--command "..."] [--note "..."]
 
-RUNS_DIR holds pair-<n>/on/events.jsonl and pair-<n>/off/events.jsonl (bench/gpu/issue4.sh makes
+RUNS_DIR holds pair-<n>/on/events.jsonl and pair-<n>/off/events.jsonl (bench/gpu/tracer-overhead.sh makes
 them). Everything is computed from the logs; nothing is typed in.
 """
 
@@ -164,7 +164,7 @@ def main(argv: list[str]) -> int:
     e2e = [a["e2e_ns"] / b["e2e_ns"] for _, a, b in ok]
     ttft = [a["ttft_ns_mean"] / b["ttft_ns_mean"] for _, a, b in ok
             if a.get("ttft_ns_mean") and b.get("ttft_ns_mean")]
-    # Attribution runs (bench/gpu/issue4.sh CONFIGS="off trace sample traceslow on"): tracing only,
+    # Attribution runs (bench/gpu/tracer-overhead.sh CONFIGS="off trace sample traceslow on"): tracing only,
     # sampling only, tracing with slower flush/poll, each against the same pair's untraced run.
     by_config: dict[str, dict[str, Any]] = {}
     for cfg in ("trace", "sample", "smi", "traceslow"):
@@ -188,10 +188,10 @@ def main(argv: list[str]) -> int:
         "ttft_ratio": spread(ttft) if ttft else None,
         "runs": [{"pair": n, "on": a, "off": b} for n, a, b in pairs],
     }
-    lines = ["# Issue 4 on the GPU: tracing + telemetry overhead, sample rate, drops, agreement", ""]
+    lines = ["# Tracing on the GPU: tracing + telemetry overhead, sample rate, drops, agreement", ""]
     card = next((a.get("card") for _, a, _ in pairs if a.get("card")), "?")
     cfg = next((a.get("config") for _, a, _ in pairs if a.get("config")), {}) or {}
-    lines += [f"- card: {card}", f"- command: `{args.command}`" if args.command else "- command: (see issue4.sh)",
+    lines += [f"- card: {card}", f"- command: `{args.command}`" if args.command else "- command: (see bench/gpu/tracer-overhead.sh)",
               "- config: " + ", ".join(f"{k}={cfg.get(k)}" for k in
                                         ("model", "users", "rounds", "context_tokens", "gpu_kv_bytes",
                                          "host_kv_bytes", "block_tokens") if k in cfg)]

@@ -1,5 +1,5 @@
 """Per run, from event logs: CUPTI records dropped, copies traced, telemetry rate and worst gap,
-and PROTOCOL.md "Transfers and blocks agree" during `rounds` (bench/tracer-overhead.py's rules).
+and docs/protocol.md "Transfers and blocks agree" during `rounds` (bench/tracer-overhead.py's rules).
 
 usage: python3 bench/tracer-runs.py LOG.jsonl[.gz] ...
 """

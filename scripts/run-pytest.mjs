@@ -1,6 +1,6 @@
-// Runs the Python agent's tests with Debian's python3 (which has python3-torch and
-// python3-pytest); PYTHON overrides it. pytest's exit 5 ("no tests collected") is a failure here:
-// the agent always has tests.
+// Runs the Python agent's tests (resources/agent/tests) and the bench scripts' tests
+// (bench/*_test.py) with Debian's python3 (which has python3-torch and python3-pytest); PYTHON
+// overrides it. pytest's exit 5 ("no tests collected") is a failure here: the agent always has tests.
 //
 // --triton: the tests of the Triton paged-attention kernel and of the engine that runs it, in the
 // venv of scripts/triton-venv.sh (the GPU machine's PyTorch and Triton) under Triton's CPU
@@ -45,7 +45,7 @@ const r = spawnSync(
     'pytest',
     '-q',
     '-rs',
-    ...(triton ? ['-W', 'ignore::DeprecationWarning', ...TRITON_TESTS] : ['tests']),
+    ...(triton ? ['-W', 'ignore::DeprecationWarning', ...TRITON_TESTS] : ['tests', '../../bench']),
     ...args.map((a) => a.replace('test-artifacts/', '../../test-artifacts/')),
   ],
   { cwd: 'resources/agent', stdio: 'inherit', env },

@@ -1,5 +1,5 @@
 """Host cost of a kernel launch and of a small pinned copy, with and without the CUPTI tracer
-loaded (issue 4: tracing at graph level still costs 2-5% of the engine's E2E, and the cost did not
+loaded (tracing at graph level still cost 2-5% of the engine's E2E, and the cost did not
 fall when the runs' copy records fell from 8,004 to 3,140: the suspect is a per-launch cost in the
 eager prefill steps, which launch ~1,000 kernels each).
 

@@ -13,8 +13,8 @@
 #   4. from_random time and peak memory for one layer (x 80 = the preset's weight build)
 #   5. KV round trip: bf16 -> e4m3 -> bf16 error, saturation, bit-exact pinned-host round trip
 #   6. the engine's attention over one user's FP8 KV at 17,280 tokens (decode and prefill chunks):
-#      per-layer time and peak memory, inputs to the issue 9 run-time estimate
-#   7. bench/issue9-fp8-check.py: 70B-shape accuracy and the decode-call time breakdown
+#      per-layer time and peak memory, inputs to the 70B sweep's run-time estimate
+#   7. bench/fp8-accuracy-70b.py: 70B-shape accuracy and the decode-call time breakdown
 #   8. tests/test_fp8.py (pytest if installed, else its own runner)
 set -u
 cd "$(dirname "$0")/../.."
@@ -176,7 +176,7 @@ def _():
 
 @step("engine_attention_70b")
 def _():
-    # Not FP8 itself, but what the issue 9 sweep's run time and memory hinge on: the engine's
+    # Not FP8 itself, but what the 70B sweep's run time and memory hinge on: the engine's
     # attention (engine/model.py) over one user's FP8 KV at the last round's length, as the engine
     # reads it (row gather from the uint8 pool view, e4m3 -> bf16, SDPA), per layer.
     from kvscope_agent.engine.model import attention
@@ -219,7 +219,7 @@ echo "python exit: ${PIPESTATUS[0]}"
 
 # 70B-shape accuracy again plus where a decode-sized FP8 call spends its time (host issue cost,
 # quantisation, product, scale-pointer reuse, bf16 beside, profiler table): ~15 s
-timeout 40 "$PY" bench/issue9-fp8-check.py "$OUT/issue9-fp8-check.json" 2>&1 | tail -40
+timeout 40 "$PY" bench/fp8-accuracy-70b.py "$OUT/fp8-accuracy.json" 2>&1 | tail -40
 
 cd resources/agent
 if "$PY" -c "import pytest" 2>/dev/null; then

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU smoke test of issue 4 (transfer tracer + telemetry), < 90 s wall. From the repo root:
+# GPU smoke test of the transfer tracer and the telemetry sampler, < 90 s wall. From the repo root:
 #   OUT=/some/dir bash bench/gpu/smoke-tracer.sh
 # Builds the CUPTI library on this host, runs bench/tracer-smoke.py under CUDA_INJECTION64_PATH,
 # and records the nvidia-smi outputs the telemetry parsers read (as fixtures, under $OUT).

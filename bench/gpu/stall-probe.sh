@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Which op of an admitting step's first layer holds the CPU (issue 3: users 1 and 2 of a users-4
+# Which op of an admitting step's first layer holds the CPU (the offload sweep: users 1 and 2 of a users-4
 # round launch their mixed step in ~100 ms, blocked in layer 0; user 3 in ~40). Users 4, 8B,
-# 16,000-token contexts, the issue-3 GPU pool (2 users), ROUNDS timed rounds (default 4), with the
+# 16,000-token contexts, the offload sweep's GPU pool (2 users), ROUNDS timed rounds (default 4), with the
 # engine's step trace (KVSCOPE_STEP_TRACE: per step layer_ms and layer 0's per-op host times
 # layer0_ms) and, where asked, torch's sync debug mode (KVSCOPE_SYNC_DEBUG=1: each step's record
 # names every synchronising call, "syncs"). Runs: write-through with sync debug, write-through
@@ -14,7 +14,7 @@ O=$OUT/stall; mkdir -p "$O"
 export PYTHONPATH=$PWD/resources/agent
 PY=${PY:-python3}
 nvidia-smi --query-gpu=name,uuid,pci.bus_id,driver_version --format=csv > "$O/card.csv" 2>&1
-GPU_KV=${GPU_KV:-4546625536}  # 2 users' last requests (issue3.sh: 542 blocks × 2 × 4 MiB)
+GPU_KV=${GPU_KV:-4546625536}  # 2 users' last requests (offload-sweep-8b.sh: 542 blocks × 2 × 4 MiB)
 run() {  # name policy sync_debug extra...
   local name=$1 policy=$2 dbg=$3; shift 3
   KVSCOPE_STEP_TRACE=$O/steps-$name.jsonl KVSCOPE_SYNC_DEBUG=$dbg timeout 150 "$PY" -m kvscope_agent run \

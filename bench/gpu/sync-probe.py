@@ -1,5 +1,5 @@
-"""Which host-side operations block the CPU while a block copy is in flight (issue 3's
-write-through stall: requests whose prefill started only after their ~40 ms onboard had ended).
+"""Which host-side operations block the CPU while a block copy is in flight (the offload
+sweep's write-through stall: requests whose prefill started only after their ~40 ms onboard had ended).
 
 The engine issues a request's onboard on its copy stream, makes the compute stream wait for it,
 and launches the prefill step at once: the launches queue behind the copy, so the step's launch

@@ -33,7 +33,7 @@ machine_record() {  # card, driver, torch, commit, date into $OUT/$1
 }
 
 eight_b_two_user_pool() {  # MODEL and GPU_KV: the 8B preset, a GPU pool for 2 users' last requests
-  # (the seed's H100 setting, as bench/gpu/issue3.sh); the tiny preset on the CPU for a dry run
+  # (the seed's H100 setting, as bench/gpu/offload-sweep-8b.sh); the tiny preset on the CPU for a dry run
   local model=llama-3.1-8b ctx=16000 new=64 outt=64 elt=2
   [ "$DRY" = 1 ] && { model=tiny; ctx=256; new=16; outt=8; elt=4; }
   MODEL=(--model "$model")

@@ -6,7 +6,7 @@
 #   python3 bench/whatif-validation.py --check cross-card --source H100/cross-card-runs \
 #       --measured H200/cross-card-runs --profile h200 --out bench/results/<session>/whatif-cross-card.md
 # (after `tar xzf cross-card-runs.tar.gz` of each call into its folder). The workload is the
-# seed's 8B setting of bench/gpu/issue3.sh at the agent's defaults (lazy offload, copy overlap auto,
+# seed's 8B setting of bench/gpu/offload-sweep-8b.sh at the agent's defaults (lazy offload, copy overlap auto,
 # tracing on): 16,000-token contexts, a GPU pool for 2 users, 55e9-byte host pool.
 # Env: USERS (default 2,4,8), ROUNDS (default 3), BUDGET_S (default 300), PYTHON, DRY_RUN=1.
 # Estimate: H100 ~90 s (set-up ~25 s; users 2 / 4 / 8: context 4 / 8 / 15 s, rounds 1.6 / 3.6 /

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Memory plan of the llama-3.1-70b-fp8 preset on one 80 GB H100 (the numbers in docs/h100-70b.md).
 
-    PYTHONPATH=resources/agent /usr/bin/python3 bench/issue9-memory-plan.py [--context-mib 512]
+    PYTHONPATH=resources/agent /usr/bin/python3 bench/memory-plan-70b.py [--context-mib 512]
 
 Uses the agent's own preset (kvscope_agent.presets) and GPU-pool sizing (run.workspace_bytes and
 the rule `pool = free_gpu_memory_fraction × (free after weights − workspace)`), so the plan

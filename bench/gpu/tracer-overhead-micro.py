@@ -1,4 +1,4 @@
-"""Issue 4: attribute the tracing/sampling overhead in seconds of GPU time, not minutes.
+"""Tracing overhead, micro: attribute the tracing/sampling overhead in seconds of GPU time, not minutes.
 
 A launch-bound loop shaped like the built-in engine's decode step, timed in a FRESH subprocess
 per configuration (CUDA_INJECTION64_PATH is read by the driver at cuInit, so it must be in the
@@ -20,10 +20,10 @@ KVSCOPE_TRACE_POOL=0: a new CUPTI-zeroed activity buffer per request, as the lib
 its buffer pool, for A/B against "trace"). Rounds interleave the
 configurations, rotating the order each round.
 
-  python3 bench/gpu/issue4-micro.py --out DIR                # on a GPU host (~100 s)
-  python3 bench/gpu/issue4-micro.py --out DIR --device cpu   # dry run: CPU tensors, no tracer
+  python3 bench/gpu/tracer-overhead-micro.py --out DIR                # on a GPU host (~100 s)
+  python3 bench/gpu/tracer-overhead-micro.py --out DIR --device cpu   # dry run: CPU tensors, no tracer
 
-Results: DIR/issue4-micro.json, DIR/issue4-micro.md; each subprocess's output in DIR/logs/.
+Results: DIR/tracer-overhead-micro.json, DIR/tracer-overhead-micro.md; each subprocess's output in DIR/logs/.
 """
 
 from __future__ import annotations
@@ -177,7 +177,7 @@ def worker(a: argparse.Namespace) -> int:
         torch.cuda.init()  # cuInit: the injected library (if any) starts here
     clock = RunClock()
     writer = EventWriter(os.path.join(a.rundir, "events.jsonl"), clock)
-    writer.emit("log", level="info", msg=f"issue4-micro worker {a.worker}")
+    writer.emit("log", level="info", msg=f"tracer-overhead-micro worker {a.worker}")
     res: dict[str, Any] = {"config": a.worker, "device": device, "torch": torch.__version__}
     collector = sampler = None
     tracer_loaded = False
@@ -382,15 +382,15 @@ def parent(a: argparse.Namespace) -> int:
         last_round_s = time.monotonic() - r0
     summary = summarise(results, configs)
     info.update(total_wall_s=time.monotonic() - t0, stopped=stopped, rounds_done=max([r["round"] for r in results] or [0]))
-    with open(os.path.join(a.out, "issue4-micro.json"), "w") as f:
+    with open(os.path.join(a.out, "tracer-overhead-micro.json"), "w") as f:
         json.dump({"info": info, "summary": summary, "runs": results}, f, indent=1)
-    md = [f"# Issue 4 microbenchmark ({a.device})", "", "```", json.dumps(info, indent=1), "```", "",
+    md = [f"# Tracing overhead microbenchmark ({a.device})", "", "```", json.dumps(info, indent=1), "```", "",
           "ms per step = wall time of the whole loop (ending in a sync) / steps; paired ratio = the config's run / "
           "the off run of the same round.", "", table(summary, configs), ""]
     failed = [r for r in results if r.get("rc") != 0 or "error" in r]
     if failed:
         md += ["Failed workers: " + ", ".join(f"{r['config']}-r{r['round']} rc={r.get('rc')} {r.get('error', '')}" for r in failed), ""]
-    with open(os.path.join(a.out, "issue4-micro.md"), "w") as f:
+    with open(os.path.join(a.out, "tracer-overhead-micro.md"), "w") as f:
         f.write("\n".join(md))
     print("\n".join(md))
     return 1 if failed or not results else 0

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Issue 4 on the GPU host: tracer build time, nvidia-smi fixtures, and the overhead of tracing +
-# sampling on the agent's 8B preset (GPU pool short enough to offload, 10 rounds, users 4):
+# Tracing and sampling overhead on the GPU host: tracer build time, nvidia-smi fixtures, and the
+# overhead of tracing + sampling on the agent's 8B preset (GPU pool short enough to offload, 10 rounds, users 4):
 # runs with `--trace on --sample-ms 100` and `--trace off --sample-ms 0`, alternating which goes
 # first, PAIRS pairs (5) within BUDGET_S seconds (250) of wall time. From the repo root:
-#   OUT=/some/dir bash bench/gpu/issue4.sh
+#   OUT=/some/dir bash bench/gpu/tracer-overhead.sh
+# Target (bench/README.md): median E2E and TTFT ratios on/off <= 1.02, 0 records dropped.
+# Dry run without a GPU (no tracer, no nvidia-smi: those steps print their errors): OUT=/tmp/to
+#   PYTHON=/usr/bin/python3 MODEL=tiny KV_TOK=512 EXTRA_ARGS="--device cpu" CTX=256 OUT_TOKENS=8
+#   ROUNDS=2 PAIRS=1 BUDGET_S=150 bash bench/gpu/tracer-overhead.sh
 # Sizing: one untraced calibration run at the asked settings (CTX=16000 tokens, OUT_TOKENS=64)
 # measures this host; if len(CONFIGS) x PAIRS such runs cannot fit what is left of the budget, the context
 # shrinks first (down to 2000 tokens), then the output tokens (down to 16), then the pairs (down
@@ -27,7 +31,7 @@ PAIRS=${PAIRS:-5}
 # of 100 and 50: if the cost is the flusher or the Python collector waking, it falls.
 CONFIGS=${CONFIGS:-on off}
 MODEL=${MODEL:-llama-3.1-8b}
-KV_TOK=${KV_TOK:-131072}  # bytes of KV per token of llama-3.1-8b in bf16 (h100-measurements.md)
+KV_TOK=${KV_TOK:-131072}  # bytes of KV per token of llama-3.1-8b in bf16 (32 layers x K,V x 8 heads x 128 x 2 B)
 EXTRA_ARGS=${EXTRA_ARGS:-}  # e.g. "--device cpu" for a dry run of this script without a GPU
 T_START=$(date +%s)
 date -u +"date: %Y-%m-%dT%H:%M:%SZ" | tee "$OUT/info.txt"
@@ -35,11 +39,11 @@ nvidia-smi --query-gpu=name,driver_version,pcie.link.gen.max,pcie.link.width.max
 $PY -c 'import torch,sys; print("python", sys.version.split()[0], "torch", torch.__version__, "cuda", torch.version.cuda)' | tee -a "$OUT/info.txt"
 
 echo "== build the tracer (fresh cache, then cached)"
-rm -rf /tmp/kvscope-issue4-tracer
+rm -rf /tmp/kvscope-tracer-overhead-build
 t0=$(date +%s%N)
-LIB=$($PY -m kvscope_agent build-tracer --out /tmp/kvscope-issue4-tracer 2> "$OUT/build.err"); rc=$?
+LIB=$($PY -m kvscope_agent build-tracer --out /tmp/kvscope-tracer-overhead-build 2> "$OUT/build.err"); rc=$?
 t1=$(date +%s%N)
-$PY -m kvscope_agent build-tracer --out /tmp/kvscope-issue4-tracer > /dev/null 2>&1
+$PY -m kvscope_agent build-tracer --out /tmp/kvscope-tracer-overhead-build > /dev/null 2>&1
 t2=$(date +%s%N)
 cat "$OUT/build.err"
 echo "build: rc=$rc path=$LIB fresh_ms=$(( (t1 - t0) / 1000000 )) cached_ms=$(( (t2 - t1) / 1000000 ))" | tee -a "$OUT/info.txt"
@@ -171,29 +175,29 @@ fi
 CMD="python3 -m kvscope_agent run --model $MODEL $EXTRA_ARGS --users $USERS --rounds $ROUNDS --context-tokens $CTX2 --output-tokens $OTOK2 --gpu-kv-bytes $(( CTX2 * KV_TOK * 22 / 10 )) --host-kv-bytes $(( USERS * (CTX2 + ROUNDS * (64 + OTOK2) + 256) * KV_TOK * 3 / 2 )) --trace on --sample-ms 100 | --trace off --sample-ms 0"
 
 echo "== results"
-$PY bench/tracer-overhead.py "$OUT/runs" --out "$OUT/issue4-pairs.md" --json "$OUT/issue4-results.json" \
+$PY bench/tracer-overhead.py "$OUT/runs" --out "$OUT/pairs.md" --json "$OUT/tracer-overhead-results.json" \
   --command "$CMD" --note "sizing: $NOTE" --note "$(grep -E '^build:' "$OUT/info.txt")" > /dev/null
 {
-  echo "# Issue 4 results ($(date -u +%Y-%m-%d), $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1))"
+  echo "# Tracing overhead results ($(date -u +%Y-%m-%d), $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1))"
   echo; echo '```'; cat "$OUT/info.txt"; echo '```'; echo
-  cat "$OUT/issue4-pairs.md"
+  cat "$OUT/pairs.md"
   if [ -f "$OUT/test_tracer_gpu.txt" ]; then
     echo; echo "## tests/test_tracer_gpu.py on this GPU"; echo; echo '```'; cat "$OUT/test_tracer_gpu.txt"; echo '```'
   fi
-} > "$OUT/issue4-results.md"
+} > "$OUT/tracer-overhead-results.md"
 # Keep what comes back small: event logs compressed, trace files dropped (they are decoded).
 find "$OUT" -path '*/trace' -type d -prune -exec rm -rf {} +
-tar -C "$OUT" -czf "$OUT/issue4-runs.tar.gz" runs $( [ -d "$OUT/calibration" ] && echo calibration ) && rm -rf "$OUT/runs" "$OUT/calibration"
+tar -C "$OUT" -czf "$OUT/runs.tar.gz" runs $( [ -d "$OUT/calibration" ] && echo calibration ) && rm -rf "$OUT/runs" "$OUT/calibration"
 # The device tool returns at most 8 files: everything but the results goes into one archive (the
 # 2026-11-28 call left 14 files and lost its results to that limit).
 # Written outside $OUT first: tar of "." into a file inside it exits 1 ("file changed as we read
 # it"), which on 2026-11-28c skipped the cleanup, so 14 files came back and the results did not.
-EXTRAS=$(mktemp /tmp/issue4-extras.XXXXXX.tar.gz)
-if ( cd "$OUT" && tar -czf "$EXTRAS" --exclude=issue4-results.md --exclude=issue4-runs.tar.gz --exclude=issue4-results.json . ); then
-  ( cd "$OUT" && find . -maxdepth 1 -type f ! -name issue4-results.md ! -name issue4-runs.tar.gz ! -name issue4-results.json -delete \
-      && find . -mindepth 1 -maxdepth 1 -type d -exec rm -rf {} + ) && chmod 644 "$EXTRAS" && mv "$EXTRAS" "$OUT/issue4-extras.tar.gz"
+EXTRAS=$(mktemp /tmp/tracer-overhead-extras.XXXXXX.tar.gz)
+if ( cd "$OUT" && tar -czf "$EXTRAS" --exclude=tracer-overhead-results.md --exclude=runs.tar.gz --exclude=tracer-overhead-results.json . ); then
+  ( cd "$OUT" && find . -maxdepth 1 -type f ! -name tracer-overhead-results.md ! -name runs.tar.gz ! -name tracer-overhead-results.json -delete \
+      && find . -mindepth 1 -maxdepth 1 -type d -exec rm -rf {} + ) && chmod 644 "$EXTRAS" && mv "$EXTRAS" "$OUT/extras.tar.gz"
 else
   echo "packing the extras failed; they stay as files" >&2
 fi
-cat "$OUT/issue4-results.md"
+cat "$OUT/tracer-overhead-results.md"
 echo "total wall: $(( $(date +%s) - T_START ))s"

@@ -1,26 +1,12 @@
-"""bench/agent-issue3-results.py's copy-bandwidth target: copies that share the PCIe link with the
+"""bench/offload-sweep-results.py's copy-bandwidth target: copies that share the PCIe link with the
 other direction (--copy-overlap on) are held to half the plain both-directions copy, copies alone
 to the plain one-way copy."""
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import sys
 import types
 
-AGENT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REPO = os.path.dirname(os.path.dirname(AGENT_ROOT))
-
-
-def _script() -> types.ModuleType:
-    path = os.path.join(REPO, "bench", "agent-issue3-results.py")
-    spec = importlib.util.spec_from_file_location("agent_issue3_results", path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # its dataclasses look their module up
-    spec.loader.exec_module(mod)
-    return mod
+from script_loader import load_script
 
 
 def _x(d: str, start: int, end: int, nbytes: int) -> dict:
@@ -28,7 +14,7 @@ def _x(d: str, start: int, end: int, nbytes: int) -> dict:
 
 
 def test_a_copy_is_shared_when_the_other_direction_covers_most_of_it() -> None:
-    m = _script()
+    m = load_script("offload-sweep-results.py")
     h2d = [_x("h2d", 0, 100, 1), _x("h2d", 200, 300, 1), _x("h2d", 400, 500, 1)]
     d2h = [_x("d2h", 10, 90, 1), _x("d2h", 250, 260, 1), _x("d2h", 380, 430, 1), _x("d2h", 440, 480, 1)]
     alone, shared = m.split_by_overlap(h2d, d2h)
@@ -37,7 +23,7 @@ def test_a_copy_is_shared_when_the_other_direction_covers_most_of_it() -> None:
 
 
 def test_bandwidth_target_uses_the_baseline_of_each_part() -> None:
-    m = _script()
+    m = load_script("offload-sweep-results.py")
     run = lambda xs: types.SimpleNamespace(xfers=xs)  # noqa: E731
     # bytes per ns = GB/s. Alone: 50 GB/s against 55 one way (91%).
     alone = [_x("h2d", 0, 1000, 50_000)]

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """FP8 correctness at full 70B shapes on the GPU: one layer's four projections vs references.
 
-    PYTHONPATH=resources/agent python3 bench/issue9-fp8-check.py OUT.json
+    PYTHONPATH=resources/agent python3 bench/fp8-accuracy-70b.py OUT.json
 
 For each projection of a Llama-3.1-70B layer (qkv 8192->10240, o 8192->8192, gate_up
 8192->57344, down 28672->8192): fp32 weights W ~ N(0, 1/K) and fresh bf16 activations x ~ N(0, 1)

@@ -1,4 +1,4 @@
-"""bench/tracer-overhead.py (issue 4's GPU numbers) on real agent logs from CPU runs.
+"""bench/tracer-overhead.py (the tracing overhead's GPU numbers) on real agent logs from CPU runs.
 
 CPU runs have no CUPTI, so the traced log of each pair is the real run's log with one `cupti`
 xfer added per engine-reported copy (same bytes and times, as CUPTI reports the copies the
@@ -15,9 +15,9 @@ import sys
 
 import pytest
 
-AGENT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REPO = os.path.dirname(os.path.dirname(AGENT_ROOT))
-SCRIPT = os.path.join(REPO, "bench", "tracer-overhead.py")
+BENCH = os.path.dirname(os.path.abspath(__file__))
+AGENT_ROOT = os.path.join(os.path.dirname(BENCH), "resources", "agent")
+SCRIPT = os.path.join(BENCH, "tracer-overhead.py")
 
 
 def _cpu_run(out: str) -> list[dict]:
@@ -67,7 +67,7 @@ def test_overhead_and_agreement_from_logs(tmp_path) -> None:
             originals[(i, mode)] = events
             if mode == "on":
                 (d / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in _as_traced(events)))
-    # An attribution config beside them (issue4.sh CONFIGS="... traceslow"): its logs here are
+    # An attribution config beside them (tracer-overhead.sh CONFIGS="... traceslow"): its logs here are
     # the pair's "on" logs, so its ratios to "off" must equal the on/off ones.
     for i in (1, 2):
         slow = runs / f"pair-{i}" / "traceslow"
@@ -110,7 +110,7 @@ def test_overhead_and_agreement_from_logs(tmp_path) -> None:
 
 
 def test_steps_script_reads_modes_and_step_times(tmp_path) -> None:
-    script = os.path.join(REPO, "bench", "tracer-steps.py")
+    script = os.path.join(BENCH, "tracer-steps.py")
     off = tmp_path / "off"
     events = _cpu_run(str(off))
     log = off / "events.jsonl"

@@ -1,23 +1,14 @@
 """bench/step-trace-compare.py: step traces of two configurations, compared kind by kind (where a
-traced run's extra host time goes, issue 4 on the H200)."""
+traced run's extra host time goes, as on the H200 of 2026-11-28)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-
-
-def _mod():
-    spec = importlib.util.spec_from_file_location("step_trace_compare", os.path.join(REPO, "bench", "step-trace-compare.py"))
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from script_loader import load_script
 
 
 def _step(pieces, step_ms, launch_ms=0.0, sync_ms=0.0, **kw):
@@ -35,7 +26,7 @@ def _write(path, runs):
 
 
 def test_step_kinds():
-    m = _mod()
+    m = load_script("step-trace-compare.py")
     assert m.step_kind({"run": "x"}) is None
     assert m.step_kind(_step([[0, 1, 0, 64]], 1, admitted=True, layer_ms=[0.0])) == "admitting prefill"
     assert m.step_kind(_step([[0, 1, 64, 2048]], 1, layer_ms=[0.0])) == "prefill chunk"
@@ -46,7 +37,7 @@ def test_step_kinds():
 
 
 def test_the_kind_that_carries_the_cost_stands_out(tmp_path):
-    m = _mod()
+    m = load_script("step-trace-compare.py")
     admit = lambda ms: _step([[1, 1, 0, 64]], ms, launch_ms=ms / 2, sync_ms=ms / 2, admitted=True, layer_ms=[0.0])  # noqa: E731
     decode = lambda ms: _step([[0, 1, 9, 1]], ms, launch_ms=ms)  # noqa: E731
     warm = _step([[0, 0, 0, 2048]], 500.0, admitted=True, layer_ms=[0.0])  # round 0: left out
@@ -65,4 +56,4 @@ def test_the_kind_that_carries_the_cost_stands_out(tmp_path):
 
 def test_nothing_matched_is_an_error():
     with pytest.raises(SystemExit, match="no step traces matched for B"):
-        _mod().summarise(["x"], [])
+        load_script("step-trace-compare.py").summarise(["x"], [])

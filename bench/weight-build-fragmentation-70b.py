@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Why the 70B FP8 build left a small KV pool on the H100, and that the chunk size fixes it.
 
-    PYTHONPATH=resources/agent /usr/bin/python3 bench/issue9-allocator-sim.py
+    PYTHONPATH=resources/agent /usr/bin/python3 bench/weight-build-fragmentation-70b.py
 
-Observed (issue 9 call, H100, 2026-11-28 00:37 UTC, users-2 events): nvidia-smi showed 77.87 GB in
+Observed (the first 70B sweep, H100, 2026-11-28 00:37 UTC, users-2 events): nvidia-smi showed 77.87 GB in
 use when `load_model` ended, for 72.66 GB of weights; the agent sized the pool from
 `mem_get_info` (free 7.15 GB) and got 715 blocks of 5 MiB, one user's context.
 

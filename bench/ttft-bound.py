@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""Issue 3's TTFT bound, request by request, on one agent log, three ways.
+"""The offload sweep's TTFT bound, request by request, on one agent log, three ways.
 
-Issue 3's target: service TTFT of a request whose blocks come back from host
+The target: service TTFT of a request whose blocks come back from host
     <= 1.15 x (onboarded bytes / plain pinned H2D + service TTFT of the same round on GPU).
-bench/agent-issue3-results.py checks it over a whole sweep. This script takes one log and shows,
+bench/offload-sweep-results.py checks it over a whole sweep. This script takes one log and shows,
 for every timed request that onboarded blocks, what "onboarded bytes" has to mean for the bound to
 hold, and where the time went on the engine's copy stream:
 
@@ -24,7 +24,7 @@ engine copy records on the first run's clock).
 The on-GPU service TTFT is one number (--gpu-ttft-ms), not per round: the sweep's per-run logs
 that held per-round values were lost for the 2026-11-28b session (see the results README).
 
-    python3 bench/issue3-ttft-bound.py LOG.jsonl[.gz] --copy issue3-copy.json --gpu-ttft-ms 72.5
+    python3 bench/ttft-bound.py LOG.jsonl[.gz] --copy copy-baseline.json --gpu-ttft-ms 72.5
 
 stdlib only; prints markdown.
 """

@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
-"""Issue 3 results from the agent's event logs: a markdown table and the target checks.
+"""The offload sweep's results from the agent's event logs: a markdown table and the target checks.
 
 Reads every events.jsonl under RUNS (the layout `kvscope_agent sweep` writes:
 RUNS/host-<bytes>/users-N/events.jsonl, or RUNS/users-N/...), and the plain copy baseline JSON of
 bench/agent-copy-bandwidth.py. Works on returned logs anywhere (stdlib only):
 
-    python3 bench/agent-issue3-results.py RUNS --copy copy.json --out DIR \
-        [--card "NVIDIA H100 80GB HBM3"] [--command "bash bench/gpu/issue3.sh"] [--date ...]
+    python3 bench/offload-sweep-results.py RUNS --copy copy-baseline.json --out DIR \
+        [--card "NVIDIA H100 80GB HBM3"] [--command "bash bench/gpu/offload-sweep-8b.sh"] [--date ...]
 
-Definitions (PROTOCOL.md): TTFT = first_token.t − queued.t of a request (it includes waiting in
+Writes DIR/offload-sweep-results.md. The targets it checks are listed in bench/README.md.
+
+Definitions (docs/protocol.md): TTFT = first_token.t − queued.t of a request (it includes waiting in
 the queue behind other users); "service TTFT" = first_token.t − scheduled.t (from admission:
 the onboarding copies and the prefill, not the wait). Timed rounds are 1..R. A timed request is
 of kind "gpu" when every reused block was already on the GPU, "host" when some came back from the
@@ -202,7 +204,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--copy", help="bench/agent-copy-bandwidth.py JSON (plain pinned copy baseline)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--card")
-    ap.add_argument("--command", default="bash bench/gpu/issue3.sh")
+    ap.add_argument("--command", default="bash bench/gpu/offload-sweep-8b.sh")
     ap.add_argument("--date", default=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
     a = ap.parse_args(argv)
 
@@ -224,7 +226,7 @@ def main(argv: list[str]) -> int:
     cfg0 = runs[0].config
 
     L: list[str] = []
-    L.append("# Issue 3 on a GPU: the built-in engine's seed workload with and without a host pool\n")
+    L.append("# Offload sweep on a GPU: the built-in engine's seed workload with and without a host pool\n")
     L.append(f"- card: {card}")
     L.append(f"- date: {a.date}")
     L.append(f"- command: `{a.command}`")
@@ -274,7 +276,7 @@ def main(argv: list[str]) -> int:
     L.append("")
 
     # ---- targets -------------------------------------------------------------------------
-    L.append("## Targets (issue 3)\n")
+    L.append("## Targets\n")
     with_host = [r for r in runs if r.host_bytes > 0 and r.summary.get("e2e_ns")]
     without: list[Run] = []
     for r in runs:  # one recompute run per user count (the offload policy plays no part there)
@@ -385,7 +387,7 @@ def main(argv: list[str]) -> int:
     L.append("")
     L.append("Logs: " + ", ".join(os.path.relpath(r.path, a.runs) for r in runs))
     os.makedirs(a.out, exist_ok=True)
-    out = os.path.join(a.out, "issue3-results.md")
+    out = os.path.join(a.out, "offload-sweep-results.md")
     with open(out, "w") as f:
         f.write("\n".join(L) + "\n")
     print("\n".join(L))
