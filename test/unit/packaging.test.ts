@@ -1,5 +1,5 @@
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { join, relative, sep } from 'node:path';
 import Ajv from 'ajv';
 import { createRequire } from 'node:module';
 import { describe, expect, it } from 'vitest';
@@ -39,5 +39,70 @@ describe('electron-builder configuration', () => {
   it('npm run dist builds first, then packages with this file', () => {
     const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { scripts: Record<string, string> };
     expect(pkg.scripts.dist).toMatch(/^npm run build && electron-builder --config electron-builder\.yml/);
+  });
+});
+
+// What the installers carry beside the asar, computed as electron-builder computes it: its own
+// file matchers (app-builder-lib) over this file's extraResources, walked with its own directory
+// walker (builder-util), so a filter that would ship the agent's tests fails here, not in a
+// downloaded installer.
+type Matcher = { from: string; to: string; createFilter(): (file: string, stat: import('node:fs').Stats) => boolean };
+const builderRequire = createRequire(join(root, 'node_modules/app-builder-lib/package.json'));
+const { getFileMatchers } = builderRequire(join(root, 'node_modules/app-builder-lib/out/fileMatcher.js')) as {
+  getFileMatchers(
+    config: unknown,
+    name: string,
+    destination: string,
+    options: { macroExpander: (s: string) => string; customBuildOptions: object; globalOutDir: string; defaultSrc: string },
+  ): Matcher[] | null;
+};
+const { walk } = builderRequire('builder-util') as {
+  walk(dir: string, filter: (file: string, stat: import('node:fs').Stats) => boolean): Promise<string[]>;
+};
+
+async function shipped(fromDir: string): Promise<string[]> {
+  const matchers = getFileMatchers(config, 'extraResources', join(root, 'dist', 'resources'), {
+    macroExpander: (s) => s,
+    customBuildOptions: {},
+    globalOutDir: join(root, 'dist'),
+    defaultSrc: root,
+  });
+  const m = (matchers ?? []).find((x) => x.from === join(root, fromDir));
+  if (!m) throw new Error(`no extraResources entry from ${fromDir}`);
+  const files = await walk(m.from, m.createFilter());
+  return files.map((f) => relative(m.from, f).split(sep).join('/')).sort();
+}
+
+function filesUnder(dir: string): string[] {
+  const out: string[] = [];
+  const visit = (d: string) => {
+    for (const name of readdirSync(d)) {
+      const p = join(d, name);
+      if (statSync(p).isDirectory()) visit(p);
+      else out.push(relative(dir, p).split(sep).join('/'));
+    }
+  };
+  visit(dir);
+  return out.sort();
+}
+
+describe('what the installers ship beside the asar', () => {
+  it('the agent without its tests: every source file of the package, nothing under tests/', async () => {
+    const agent = join(root, 'resources', 'agent');
+    const files = await shipped('resources/agent');
+    expect(existsSync(join(agent, 'tests'))).toBe(true); // there is something to leave out
+    expect(files.filter((f) => f.startsWith('tests/') || f === 'tests')).toEqual([]);
+    const sources = filesUnder(join(agent, 'kvscope_agent'))
+      .filter((f) => !f.includes('__pycache__/') && !f.endsWith('.pyc'))
+      .map((f) => `kvscope_agent/${f}`);
+    expect(sources.length).toBeGreaterThan(10);
+    expect(files.filter((f) => f.startsWith('kvscope_agent/'))).toEqual(sources);
+    expect(files).toContain('kvscope_agent/tracer/kvscope_cupti.c'); // built on the GPU host
+  });
+
+  it('every bundled run of resources/samples', async () => {
+    const runs = filesUnder(join(root, 'resources', 'samples')).filter((f) => f.endsWith('.jsonl.gz'));
+    expect(runs.length).toBeGreaterThan(0);
+    expect((await shipped('resources/samples')).filter((f) => f.endsWith('.jsonl.gz'))).toEqual(runs);
   });
 });
