@@ -106,3 +106,21 @@ describe('what the installers ship beside the asar', () => {
     expect((await shipped('resources/samples')).filter((f) => f.endsWith('.jsonl.gz'))).toEqual(runs);
   });
 });
+
+describe('npm scripts', () => {
+  it('name files that exist (a script that points nowhere fails here, not at the command line)', () => {
+    const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { scripts: Record<string, string> };
+    const missing: string[] = [];
+    for (const [name, cmd] of Object.entries(pkg.scripts)) {
+      for (const m of cmd.matchAll(/\b(?:node|bash|sh)\s+((?:\.\/)?[\w./-]+\.(?:mjs|cjs|js|sh))/g)) {
+        if (!existsSync(join(root, m[1]!))) missing.push(`${name}: ${m[1]}`);
+      }
+    }
+    expect(missing).toEqual([]);
+  });
+
+  it('test:e2e runs the end-to-end tests on a fresh build', () => {
+    const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { scripts: Record<string, string> };
+    expect(pkg.scripts['test:e2e']).toMatch(/^npm run build\b.* && vitest run test\/e2e$/);
+  });
+});
