@@ -572,7 +572,7 @@ def markdown(r: dict[str, Any]) -> str:
     notes += [f"{m['model']}: {m['error']}" for m in r["models"] if m.get("error")]
     if notes:
         L += ["", "## Notes", ""] + [f"- {n}" for n in notes]
-    L += ["", f"Targets (issue): decode ≤ 1.25× its bound, prefill ≤ 1.4×. Command: `{r['command']}`; "
+    L += ["", f"Targets (bench/README.md): decode ≤ 1.25× its bound, prefill ≤ 1.4×. Command: `{r['command']}`; "
           f"wall {r['wall_s']:.0f} s.", ""]
     return "\n".join(L)
 

@@ -11,7 +11,7 @@
 Runs are run folders, events.jsonl(.gz) files or sweep folders. The simulator is calibrated on the
 --source runs only (one model, one card) and predicts, on --profile, each user count the --measured
 runs have; `self` replays each measured run on its own card from its own calibration. Targets
-(issue "What-if", Validation): capacity 10% E2E and 15% mean TTFT; link and cross-card 10% both;
+(docs/whatif.md, "Validation"): capacity 10% E2E and 15% mean TTFT; link and cross-card 10% both;
 self 3% both. Prints a markdown table (card, date and commit of each side above it) and writes it
 with --out (and the same as JSON beside it, .json). Exit 0 when every point meets its target, 1
 when one does not, 2 on bad arguments. Standard library + the agent package (resources/agent).

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# What-if validation, capacity (issue "What-if", Validation): the 70B FP8 sweep on ONE card with
+# What-if validation, capacity (docs/whatif.md, "Validation"): the 70B FP8 sweep on ONE card with
 # the GPU KV pool capped to what an H100 (80 GB) and what a GH200 (96 GB) leave after the weights,
 # then the simulator, calibrated on the H100-sized runs only, predicts the GH200-sized ones (target:
 # 10% E2E, 15% mean TTFT at every users point). Needs a card that holds 72.7 GB of weights beside
@@ -8,7 +8,7 @@
 # Env: USERS (default 4,8), ROUNDS (default 3), BUDGET_S (default 560: the sweeps stop there),
 # PYTHON, DRY_RUN=1 (the same on the CPU with the tiny preset: checks the script, not the model).
 #
-# The short version, and why: the issue's points are users 2, 3, 4, 7, 8, 16 over 10 rounds; all of
+# The short version, and why: the full check is users 2, 3, 4, 7, 8, 16 over 10 rounds; all of
 # them on both pools is ~40 min on an H200 (the H100 took 60.8 / 95.1 / 125.0 / 252.3 s for 2 / 3 /
 # 4 / 8 users and ~640 s for 16). Kept: users 4 (the GH200 pool holds every user: nothing moves and
 # 4 decode together where the H100 pool runs 2) and users 8 (one user more than the GH200 holds: the

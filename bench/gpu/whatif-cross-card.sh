@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# What-if validation, cross-card (issue "What-if", Validation): the same 8B sweep on an H100 and
+# What-if validation, cross-card (docs/whatif.md, "Validation"): the same 8B sweep on an H100 and
 # on an H200 (one call on each card, same tree); then, here, the simulator calibrated on the H100
 # runs predicts the H200 runs (target: 10% E2E and mean TTFT):
 #   OUT=/some/dir bash bench/gpu/whatif-cross-card.sh          # on each card
 #   python3 bench/whatif-validation.py --check cross-card --source H100/cross-card-runs \
 #       --measured H200/cross-card-runs --profile h200 --out bench/results/<session>/whatif-cross-card.md
 # (after `tar xzf cross-card-runs.tar.gz` of each call into its folder). The workload is the
-# seed's 8B setting of bench/gpu/offload-sweep-8b.sh at the agent's defaults (lazy offload, copy overlap auto,
-# tracing on): 16,000-token contexts, a GPU pool for 2 users, 55e9-byte host pool.
+# seed's 8B setting of bench/gpu/offload-sweep-8b.sh at the agent's defaults (lazy offload, copy
+# overlap auto, tracing on): 16,000-token contexts, a GPU pool for 2 users, 55e9-byte host pool.
 # Env: USERS (default 2,4,8), ROUNDS (default 3), BUDGET_S (default 300), PYTHON, DRY_RUN=1.
 # Estimate: H100 ~90 s (set-up ~25 s; users 2 / 4 / 8: context 4 / 8 / 15 s, rounds 1.6 / 3.6 /
 # 7 s), the H200 ~20% less. Comes back in $OUT: cross-card-runs.tar.gz, the sweep log, machine.txt,

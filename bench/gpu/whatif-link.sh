@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# What-if validation, link (issue "What-if", Validation): the same 8B sweep with the host pool in
+# What-if validation, link (docs/whatif.md, "Validation"): the same 8B sweep with the host pool in
 # pinned memory and in pageable memory (--host-kv-memory pageable: a slower host link on the same
 # card), then the simulator, calibrated on the pinned run only, predicts the pageable one (target:
 # 10% E2E and mean TTFT). The slow link's rates come from the plain pageable copy that the pageable
