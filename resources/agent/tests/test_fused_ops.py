@@ -151,6 +151,21 @@ def test_switch_turns_the_fused_ops_off():
     assert not ok and fused_ops.ENV_SWITCH in why
 
 
+def test_the_start_up_probe_passes_the_kernels_and_catches_a_wrong_one():
+    """`available` on CUDA runs `_probe` once and keeps the unfused ops if it fails: the probe must
+    pass the real kernels (bf16: they and the unfused ops round at different points) and fail a
+    kernel that is wrong, here SiLU × up with its halves swapped."""
+    need("cpu")
+    dev = torch.device("cpu")
+    assert fused_ops._probe(dev) < 5e-2
+    real = fused_ops.silu_mul
+    try:
+        fused_ops.silu_mul = lambda gu, ffn: real(torch.cat((gu[:, ffn:], gu[:, :ffn]), dim=1), ffn)
+        assert fused_ops._probe(dev) > 0.1
+    finally:
+        fused_ops.silu_mul = real
+
+
 if __name__ == "__main__":
     failed = 0
     for name, fn in sorted(globals().items()):
@@ -170,3 +185,4 @@ if __name__ == "__main__":
                     print(f"FAIL {name}[{dev}]: {type(e).__name__}: {e}")
     print(f"torch {torch.__version__}: {failed} failed")
     sys.exit(1 if failed else 0)
+

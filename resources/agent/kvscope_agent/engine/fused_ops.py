@@ -31,11 +31,74 @@ from . import paged_attention
 ENV_SWITCH = "KVSCOPE_FUSED_OPS"
 
 
+_checked: dict[str, tuple[bool, str]] = {}
+
+
 def available(device: Any) -> tuple[bool, str]:
+    """Whether the fused ops run on `device`, and why (not). On CUDA the first call compiles each
+    kernel and checks it against the unfused ops on small inputs (cached per device): a kernel
+    that fails to build or disagrees leaves the unfused ops running, with the reason in the log."""
     if os.environ.get(ENV_SWITCH, "").strip().lower() in ("off", "0", "no", "false"):
         return False, f"turned off ({ENV_SWITCH}={os.environ[ENV_SWITCH]})"
     ok, why = paged_attention.available(device)
-    return ok, ("fused with Triton" if ok else why)
+    if not ok:
+        return False, why
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        return True, "fused with Triton"
+    key = str(dev)
+    if key not in _checked:
+        try:
+            err = _probe(dev)
+        except Exception as e:  # noqa: BLE001 - compile or launch failure: the unfused ops run
+            msg = str(e).splitlines()[0] if str(e) else ""
+            _checked[key] = (False, f"fused Triton ops probe failed: {type(e).__name__}: {msg}")
+        else:
+            _checked[key] = ((True, "fused with Triton") if err < 5e-2 else
+                             (False, f"fused Triton ops disagreed with the unfused ops (max relative error {err:.3g})"))
+    return _checked[key]
+
+
+def _probe(dev: torch.device) -> float:
+    """Max relative error of each fused op against the unfused ops it replaces (model.py), on small
+    random bf16 inputs: residual add + norm, SiLU × up, RoPE + K/V write into a scattered pool."""
+    import torch.nn.functional as F
+
+    from ..presets import ModelConfig
+    from .kv_cache import PagedKVCache
+    from .model import rms_norm, rope
+
+    g = torch.Generator(device="cpu")
+    g.manual_seed(0)
+
+    def rnd(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=g).to(dev, torch.bfloat16)
+
+    def diff(a: torch.Tensor, b: torch.Tensor) -> float:
+        # Relative to the reference's largest value: the two round in bf16 at different points,
+        # so they differ by an ulp of the largest values (a wrong kernel is off by O(1)).
+        return float((a.float() - b.float()).abs().max() / b.float().abs().max().clamp_min(1e-6))
+
+    n, hidden, ffn = 3, 512, 96
+    x, y, w = rnd(n, hidden), rnd(n, hidden), rnd(hidden)
+    xs, h = add_rms_norm(x, y, w, 1e-5)
+    err = max(diff(xs, x + y), diff(h, rms_norm(x + y, w, 1e-5)))
+    gu = rnd(n, 2 * ffn)
+    err = max(err, diff(silu_mul(gu, ffn), F.silu(gu[:, :ffn]) * gu[:, ffn:]))
+    cfg = ModelConfig("probe", layers=2, hidden=512, heads=8, kv_heads=2, ffn=64, vocab=16, max_position=64)
+    cache = PagedKVCache(cfg, dev, torch.bfloat16, "native", 16, 8, 0, clock_now=lambda: 0)
+    hd, heads, kvh = cfg.head_dim, cfg.heads, cfg.kv_heads
+    qkv = rnd(n, (heads + 2 * kvh) * hd)
+    inv = 1.0 / (cfg.rope_theta ** (torch.arange(0, hd, 2, device=dev, dtype=torch.float32) / hd))
+    ang = torch.arange(5, 5 + n, device=dev, dtype=torch.float32)[:, None] * inv[None, :]
+    ang = torch.cat((ang, ang), dim=-1)[:, None, :]
+    cos, sin = ang.cos().to(torch.bfloat16), ang.sin().to(torch.bfloat16)
+    index = cache.request_rows([5, 2])[1, 10 : 10 + 2 * n].contiguous()  # layer 1, positions 5..7
+    q = rope_write(qkv, cos, sin, cache, index, heads)
+    qk = rope(qkv[:, : (heads + kvh) * hd].reshape(n, heads + kvh, hd), cos, sin)
+    v = qkv[:, (heads + kvh) * hd :].reshape(n, kvh, hd)
+    want = torch.stack((qk[:, heads:].reshape(n, -1), v.reshape(n, -1)), dim=1).reshape(2 * n, -1)
+    return max(err, diff(q, qk[:, :heads]), diff(cache.gather_rows(index, torch.bfloat16), want))
 
 
 def _next_pow2(n: int) -> int:
