@@ -1,8 +1,8 @@
 """The only writer of events: one compact JSON object per line, seq-numbered, flushed as it goes.
 
-The app tails `events.jsonl` by byte offset while the run goes on (ARCHITECTURE.md, "Run"), so a
+The app tails `events.jsonl` by byte offset while the run goes on (docs/desktop.md, "Running on a GPU host"), so a
 line must reach the file within `flush_interval_s` of being emitted, and a line is written whole
-or not at all (PROTOCOL.md: at most 1 MiB a line; seq 0,1,2,... with no gaps or repeats).
+or not at all (docs/protocol.md: at most 1 MiB a line; seq 0,1,2,... with no gaps or repeats).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import IO, Any
 
 from .clock import RunClock
 
-MAX_LINE_BYTES = 1 << 20  # PROTOCOL.md: "at most 1 MiB a line" (newline included)
+MAX_LINE_BYTES = 1 << 20  # docs/protocol.md: "at most 1 MiB a line" (newline included)
 _RESERVED = ("seq", "t", "type")
 
 

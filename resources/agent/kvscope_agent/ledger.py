@@ -1,4 +1,4 @@
-"""Block bookkeeping by the rules of PROTOCOL.md ("Block rules"), pure Python (no torch).
+"""Block bookkeeping by the rules of docs/protocol.md ("Rules every reader checks"), pure Python (no torch).
 
 `BlockLedger` enforces the rules as moves happen (the built-in engine keeps one beside its pools,
 so a bug in the engine fails loudly instead of writing a log that lies); `check_log` replays a whole
@@ -18,7 +18,7 @@ from .emit import MAX_LINE_BYTES
 POOLS = ("gpu", "host")
 OPS = ("store", "offload", "onboard", "evict", "hit")
 
-# PROTOCOL.md "Types": the keys each type must carry (optional keys are not listed).
+# docs/protocol.md "Types and their keys": the keys each type must carry (optional keys are not listed).
 REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
     "run.start": ("run_id", "protocol", "agent_version", "engine", "config", "host", "clock"),
     "pool": ("pool", "capacity_blocks", "block_tokens", "block_bytes"),
@@ -52,7 +52,7 @@ SUMMARY_KEYS = (
 
 
 class LedgerError(Exception):
-    """A block move that would break a PROTOCOL.md block rule."""
+    """A block move that would break a block rule of docs/protocol.md."""
 
     def __init__(self, rule: str, block_id: Any, message: str = "") -> None:
         self.rule = rule
@@ -193,7 +193,7 @@ def iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, bytes]]:
 
 
 def check_log(path: str | os.PathLike) -> list[Violation]:
-    """Replay a whole events.jsonl; return every broken PROTOCOL.md rule (empty list = clean).
+    """Replay a whole events.jsonl; return every broken docs/protocol.md rule (empty list = clean).
 
     Checks: valid JSON lines within 1 MiB, seq 0,1,2,... (gaps and repeats), known types with
     their required keys, `pool` lines before any `blocks` line, every block rule (including
@@ -201,7 +201,7 @@ def check_log(path: str | os.PathLike) -> list[Violation]:
     pool could hold every block the run used), and that `run.end.summary` counts agree with the
     `blocks` lines. The transfer/block byte agreement is checked from below (cupti h2d/d2h bytes
     during `rounds` cover the onboarded/offloaded blocks); the allowance for the engine's small
-    extra copies is not fixed by PROTOCOL.md, so no upper bound is enforced here.
+    extra copies is not fixed by docs/protocol.md, so no upper bound is enforced here.
     """
     out: list[Violation] = []
     ledger: BlockLedger | None = None

@@ -175,7 +175,7 @@ class Options:
         return Workload(users, self.rounds, self.context_tokens, self.new_tokens, self.output_tokens, vocab, self.seed)
 
     def config(self, users: int, host_kv_bytes: int) -> dict[str, Any]:
-        """run.start `config`: the agent's option names in snake_case (PROTOCOL.md)."""
+        """run.start `config`: the agent's option names in snake_case (docs/protocol.md)."""
         return {
             "engine": self.engine,
             "model": self.model.name,
@@ -830,7 +830,7 @@ def _resolve_device(opts: Options) -> None:
 
 
 def tracing_off_warning(trace_asked: bool, trace_info: dict[str, Any]) -> str | None:
-    """Issue 4, "degrading, not failing": tracing was asked for but cannot run here (no compiler,
+    """Tracing degrades, never fails the run: it was asked for but cannot run here (no compiler,
     no CUPTI, ...): the run goes on, and the log says what is missing and how to get it. Turning it
     off on purpose (--trace off) or running on the CPU is not worth a warning."""
     if not trace_asked or trace_info.get("on"):

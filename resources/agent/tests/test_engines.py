@@ -1,4 +1,4 @@
-"""The real-engine run paths (issue 8): what can be checked without the engines.
+"""The real-engine run paths (TensorRT-LLM and vLLM): what can be checked without the engines.
 
 Neither TensorRT-LLM nor vLLM is installed here, so `available_engines()` and `run_engine` are
 checked against their real absence; the import checks against stand-in packages on sys.path that
@@ -339,7 +339,7 @@ class LLM:
 def test_trtllm_run_engine_end_to_end_on_a_stand_in_engine(fake_packages, tmp_path):
     """run_engine's whole live path (event poller thread, waiting for `created`, the streaming
     driver, round extras, drain) against a stand-in LLM whose block manager is the fixture
-    simulator: the log must satisfy PROTOCOL.md and count the stand-in's moves once."""
+    simulator: the log must satisfy docs/protocol.md and count the stand-in's moves once."""
     import os
 
     gen_path = os.path.join(os.path.dirname(__file__), "fixtures", "engine-dumps", "generate.py")
@@ -387,7 +387,7 @@ def test_trtllm_run_engine_end_to_end_on_a_stand_in_engine(fake_packages, tmp_pa
 def test_vllm_subscriber_reads_a_real_pub_socket(tmp_path):
     """The subscriber against a real ZMQ PUB socket sending vLLM's frames (topic, 8-byte seq,
     payload): batches before the pools are known wait, a lost batch is reported, and the log
-    satisfies PROTOCOL.md. The payload is JSON here (msgspec, vLLM's msgpack codec, is absent);
+    satisfies docs/protocol.md. The payload is JSON here (msgspec, vLLM's msgpack codec, is absent);
     the decoder is the one piece swapped."""
     import time
 

@@ -1,5 +1,5 @@
 """Whole runs of the agent on the CPU (tiny preset, fp32, short contexts): event logs against
-PROTOCOL.md, offload/onboard/evict behaviour by pool size, greedy tokens with and without reuse,
+docs/protocol.md, offload/onboard/evict behaviour by pool size, greedy tokens with and without reuse,
 bad options, SIGTERM and out-of-memory endings, and a sweep in one process."""
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def test_short_pool_offloads_and_reuse_keeps_greedy_tokens(tmp_path):
     assert [e["type"] for e in evs if e["type"] == "pool"] == ["pool", "pool"]
     rounds = [e for e in evs if e["type"] == "round"]
     assert [r["round"] for r in rounds] == [0, 1, 2, 3] and all(len(r["ttft_ns"]) == 3 for r in rounds)
-    # E2E over rounds 1..R: first queued of round 1 to last done of round R (PROTOCOL.md).
+    # E2E over rounds 1..R: first queued of round 1 to last done of round R (docs/protocol.md).
     q1 = min(e["t"] for e in evs if e["type"] == "req" and e["phase"] == "queued" and e["round"] == 1)
     dR = max(e["t"] for e in evs if e["type"] == "req" and e["phase"] == "done" and e["round"] == 3)
     assert s["e2e_ns"] == dR - q1
@@ -454,7 +454,7 @@ def test_tracing_that_cannot_start_is_a_warning_not_a_failure():
 
 
 def test_round_lines_carry_allocator_counters_only_on_cuda(monkeypatch):
-    # The write-through stall (issue 3) may be an allocation that synchronises: round lines carry
+    # The offload sweep's write-through stall may be an allocation that synchronises: round lines carry
     # what the caching allocators did in the round, as differences, when there is a GPU.
     import types
 

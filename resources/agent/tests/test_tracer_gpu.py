@@ -1,5 +1,5 @@
 """Transfer tracing on a real GPU: known copies traced exactly, and the agent's own run agreeing
-with its block moves (PROTOCOL.md "Transfers and blocks agree"). Skipped without a CUDA device,
+with its block moves (docs/protocol.md "Transfers and blocks agree"). Skipped without a CUDA device,
 a C compiler or CUPTI. On the H100: `cd resources/agent && python3 -m pytest -q tests/test_tracer_gpu.py`.
 """
 

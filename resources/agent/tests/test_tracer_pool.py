@@ -66,7 +66,7 @@ def test_the_pool_is_bounded_and_keeps_only_its_own_buffers(tmp_path) -> None:
 
 
 def test_pool_off_allocates_each_buffer_as_before(tmp_path) -> None:
-    # KVSCOPE_TRACE_POOL=0 (the A/B switch of bench/gpu/issue4-micro.py): two more allocations,
+    # KVSCOPE_TRACE_POOL=0 (the A/B switch of bench/gpu/tracer-overhead-micro.py): two more allocations,
     # nothing taken from or added to the pool.
     r = _run_selftest(tmp_path)
     assert r["pool_off"]["allocated"] == r["foreign"]["allocated"] + 2

@@ -1,4 +1,4 @@
-"""Translation of engine KV-event dumps (issue 8).
+"""Translation of engine KV-event dumps (TensorRT-LLM and vLLM).
 
 The dumps in fixtures/engine-dumps/ are shaped exactly as the engines' serializers write them
 (TensorRT-LLM tensorrt_llm/_utils.py KVCacheEventSerializer at commit ed53795b; vLLM

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-# Counters read as differences (issue 3's write-through stall:
+# Counters read as differences (the offload sweep's write-through stall:
 # requests whose prefill waited 76-133 ms after their copies, in rounds where the growing contexts
 # change allocation sizes; a new device segment or pinned block may synchronise the host).
 _ALLOC_COUNTERS = ("num_device_alloc", "num_device_free", "num_sync_all_streams", "num_alloc_retries")

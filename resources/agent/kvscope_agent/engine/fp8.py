@@ -237,7 +237,7 @@ def _quantize_rows(w: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
 def default_chunk_elements(in_features: int, out_features: int) -> int:
     """fp32 values per chunk of `Fp8Linear.from_random`: at most 8 Mi (32 MiB) and at most an
     eighth of the weight's elements (half its e4m3 bytes), so no weight is ever carved out of a
-    freed chunk block (see from_random; bench/issue9-allocator-sim.py models it)."""
+    freed chunk block (see from_random; bench/weight-build-fragmentation-70b.py models it)."""
     return min(1 << 23, max(in_features, out_features * in_features // 8))
 
 
@@ -327,7 +327,7 @@ class Fp8Linear(nn.Module):
         chunk's freed block and the next chunk needed a new one. On the H100 the 70B build ended
         with 77.87 GB in use for 72.66 GB of weights, which the run's `mem_get_info` counted as
         used: a KV pool of 715 blocks instead of ~1,500. A model of the allocator
-        (bench/issue9-allocator-sim.py) gives 4.45 GB reserved-but-free for 256 MiB chunks and
+        (bench/weight-build-fragmentation-70b.py) gives 4.45 GB reserved-but-free for 256 MiB chunks and
         0.03 GB for these. Chunks smaller than every weight are never split by a weight, so they
         keep reusing one small block.
 

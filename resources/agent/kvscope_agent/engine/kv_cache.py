@@ -19,7 +19,8 @@ the same batch never overwrites a host block that is still to be read.
 
 With copy overlap on (`--copy-overlap on`; `auto`, the default, turns it on for lazy offload), a batch with
 both offloads and onboards runs them as a pipeline on two streams, since PCIe is full duplex
-(issue 3's H100 copy check: H2D 54.8 GB/s and D2H 55.1 GB/s alone, 87.5 GB/s both at once):
+(the 8B offload sweep's plain pinned copy on an H100: H2D 54.8 GB/s and D2H 55.1 GB/s alone,
+87.5 GB/s both at once; bench/results/h100-2026-11-28c/issue3/issue3-copy.json):
   * the offloads go on the copy stream in chunks of OVERLAP_CHUNK_BYTES, an event after each;
   * the onboards go on the onboard stream, grouped by the last chunk they depend on (an onboard
     into a GPU slot whose offload is in chunk k, or from a host slot that chunk k writes, waits
@@ -49,7 +50,8 @@ HOST_CHUNK_BYTES = 1 << 30
 # for one chunk's D2H (64 MiB: ~1.2 ms at 55 GB/s; 256 MiB would be ~5 ms of a ~50 ms batch).
 # Smaller is not better by much: each chunk costs one event record and one cross-stream wait
 # (microseconds), and its copies stay large (16 blocks of the 8B preset's 4 MiB; copies of 2 MiB
-# already reach 51.6 GB/s, h100-measurements.md), so ~33 chunks for issue 3's 2.1 GB offload.
+# already reach 51.6 GB/s, bench/tracer-smoke-h100.md), so ~33 chunks for a 2.1 GB offload (one 8B
+# user's 16,000-token context).
 OVERLAP_CHUNK_BYTES = 64 << 20
 
 

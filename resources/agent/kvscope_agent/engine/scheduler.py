@@ -17,7 +17,7 @@ chunks (at most `prefill_chunk_tokens` prompt tokens a step: chunked prefill, so
 contexts fit beside large weights).
 
 Every block move goes through one `BlockLedger` (it raises if the engine would break a
-PROTOCOL.md block rule) and one `blocks` event.
+block rule of docs/protocol.md) and one `blocks` event.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ _ID_MASK = (1 << 53) - 1  # ids stay exact as JSON numbers in JavaScript
 # CPU offloading connector do; evicting it later costs no copy, and an onboarded block keeps its
 # host copy, so only onboarding stays on the critical path. It starts once the GPU pool is under
 # pressure (a request had to wait for space, or blocks had to be evicted): a pool that holds the
-# whole workload copies nothing (PROTOCOL.md: an ample GPU pool offloads nothing).
+# whole workload copies nothing (docs/protocol.md, rule `ample_pool_moved`: an ample GPU pool offloads nothing).
 
 
 def block_id(parent: int | None, tokens: Sequence[int], salt: bytes = b"") -> int:
@@ -151,7 +151,7 @@ class Engine:
         # run_requests); KVSCOPE_DECODE_BEFORE_COPIES=0 mixes them into the admitted request's
         # prefill step as before 2026-11-28e, for a same-card A/B.
         self.decode_before_copies = decode_before_copies_from_env()
-        # Diagnostics for bench/ (issue 3's write-through stall), off unless asked: one JSON line
+        # Diagnostics for bench/ (the offload sweep's write-through stall), off unless asked: one JSON line
         # per step with where its host time went (admission, issuing copies, launching, syncing)
         # and what the allocators did in it (as a round line's `alloc`), to KVSCOPE_STEP_TRACE (a
         # path). Not a protocol event: the app never sees it.

@@ -43,7 +43,7 @@ class _TraceOpts:
 
 
 def _config(ns: Any, run: Any) -> dict[str, Any]:
-    """run.start `config`, snake_case as PROTOCOL.md; raises run.OptionError naming the option."""
+    """run.start `config`, snake_case as docs/protocol.md; raises run.OptionError naming the option."""
     if not ns.model:
         raise run.OptionError("--model", f"required with --engine {ns.engine}: a Hugging Face name or path, or a "
                               "TensorRT-LLM engine directory")

@@ -4,7 +4,7 @@ Mirrors the built-in engine's `run_workload` (run.py) line for line where the pr
 concerned: the same `Workload` token ids, round 0 = each user's context, every round's requests of
 all users enqueued together, next prompt = prompt + output + new input, phases context/rounds,
 one `round` line per round, and the summary's e2e over rounds 1..R. TTFT is measured here, in
-the client, from `queued` to the first streamed token (PROTOCOL.md: first_token.t - queued.t).
+the client, from `queued` to the first streamed token (docs/protocol.md: first_token.t - queued.t).
 """
 
 from __future__ import annotations

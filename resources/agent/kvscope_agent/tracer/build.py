@@ -1,7 +1,7 @@
 """Builds the CUPTI injection library (kvscope_cupti.c) on the GPU host, with the host's own C
 compiler and CUPTI, and caches it by a hash of everything that goes into it.
 
-The agent is deployed as source (ARCHITECTURE.md, "Deploy"): nothing prebuilt can match every
+The agent is deployed as source (docs/desktop.md, "Running on a GPU host"): nothing prebuilt can match every
 host's CUDA, so the library is compiled where it runs. CUPTI is looked for, in this order, under
 `--cuda-home`, `$CUDA_HOME`, `/usr/local/cuda`, and the NVIDIA pip packages of the running Python
 (`nvidia/cu13/` in CUDA 13 wheels, `nvidia/cuda_cupti/` in CUDA 12 ones), which is where a

@@ -559,7 +559,7 @@ def start_collector(writer: Any, clock: Any, trace_dir: str, skip_existing: bool
 
 def poll_period_s() -> float:
     """The collector's poll period: KVSCOPE_TRACE_POLL_MS (1..1000 ms) or POLL_S. A knob for the
-    overhead attribution in bench/gpu/issue4.sh ("traceslow"); longer periods delay the live view
+    overhead attribution in bench/gpu/tracer-overhead.sh ("traceslow"); longer periods delay the live view
     by as much. A value that is not a number in range is ignored (POLL_S), not an error."""
     raw = os.environ.get("KVSCOPE_TRACE_POLL_MS", "")
     try:

@@ -33,7 +33,8 @@
  *                               0 = per-node graph tracing (see InitializeInjection)
  *   KVSCOPE_TRACE_POOL          1 = the buffer pool (default); 0 = a new buffer per request,
  *                               zeroed by CUPTI (the library before the pool, for A/B timing:
- *                               bench/gpu/issue4-micro.py's "tracenopool")
+ *                               bench/gpu/tracer-overhead-micro.py's
+ *                               "tracenopool")
  */
 #define _GNU_SOURCE
 #include <cupti.h>

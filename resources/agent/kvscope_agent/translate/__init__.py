@@ -80,7 +80,7 @@ def host_block(hostname: str | None) -> dict[str, Any]:
 
 
 def base_config(engine: str, block_tokens: int) -> dict[str, Any]:
-    """PROTOCOL.md `config` keys; a dump knows none of the workload's, so they are null."""
+    """docs/protocol.md `config` keys; a dump knows none of the workload's, so they are null."""
     return {
         "engine": engine,
         "model": None,

@@ -1,7 +1,7 @@
 """Pieces both engine translators share: block ids, the report of everything unusual, and the
-emitter that turns residency changes into PROTOCOL.md `blocks` lines.
+emitter that turns residency changes into docs/protocol.md `blocks` lines.
 
-Neither engine sends moves the way PROTOCOL.md states them, so the emitter keeps a `BlockLedger`
+Neither engine sends moves the way docs/protocol.md states them, so the emitter keeps a `BlockLedger`
 beside what it writes: every line it emits has already passed the same rules `check_log`
 replays, and a translation bug raises instead of writing a log that lies.
 """
@@ -23,7 +23,7 @@ class IdMap:
     """Engine block hash -> KV Scope block id (0, 1, 2, ... in first-seen order).
 
     Both engines name a block by a hash of its token prefix, so the same hash is the same content
-    for the whole run, which is what PROTOCOL.md asks of a block id. The hashes themselves are
+    for the whole run, which is what docs/protocol.md asks of a block id. The hashes themselves are
     unsigned 64-bit ints (TensorRT-LLM `IdType`, vLLM with int hashes) or bytes (vLLM's sha256
     `ExternalBlockHash`): the first lose precision in the app's JSON.parse past 2**53 and the
     second are not JSON, so the log carries small ints instead.
@@ -97,7 +97,7 @@ class Report:
 
 def emit_pool_lines(writer: Any | None, t: int | None, gpu_blocks: int | None, host_blocks: int | None,
                     block_tokens: int, block_bytes: int) -> None:
-    """The two `pool` lines PROTOCOL.md wants before any `blocks` line (a missing host pool is
+    """The two `pool` lines docs/protocol.md wants before any `blocks` line (a missing host pool is
     written with capacity 0, which readers take as "no host pool")."""
     if writer is None:
         return
@@ -107,7 +107,7 @@ def emit_pool_lines(writer: Any | None, t: int | None, gpu_blocks: int | None, h
 
 
 class PoolEmitter:
-    """Writes `blocks` lines for residency changes, enforcing PROTOCOL.md's block rules as it goes.
+    """Writes `blocks` lines for residency changes, enforcing docs/protocol.md's block rules as it goes.
 
     - Consecutive changes of one kind become one line (an engine event with 40 blocks is one
       `store` line, not 40).
@@ -296,8 +296,8 @@ class PoolEmitter:
     def finish(self, t: int | None) -> None:
         self.flush()
         if len(self.stored_ids) <= self.gpu_capacity and (self.moves["offload"] or self.moves["evict"]):
-            # PROTOCOL.md: "If the GPU pool can hold every block the run ever needs, nothing is
-            # offloaded or evicted." An engine's requests also hold blocks the events never name
+            # docs/protocol.md, rule `ample_pool_moved`: "if the GPU pool holds every block the run
+            # used, nothing is offloaded or evicted." An engine's requests also hold blocks the events never name
             # (decode and partial blocks), so it can move blocks with a pool this close to ample.
             self.report.warn(
                 "moves_with_ample_pool",

@@ -1,4 +1,4 @@
-"""TensorRT-LLM KV-cache events -> PROTOCOL.md `pool` and `blocks` lines.
+"""TensorRT-LLM KV-cache events -> docs/protocol.md `pool` and `blocks` lines.
 
 Input: the dicts `LLM.get_kv_cache_events()` returns (tensorrt_llm/llmapi/llm.py), which
 `KVCacheEventSerializer.to_json_str` builds in tensorrt_llm/_utils.py (read at NVIDIA/TensorRT-LLM

@@ -1,4 +1,4 @@
-"""vLLM KV events (decoded `KVEventBatch`es) -> PROTOCOL.md `pool` and `blocks` lines.
+"""vLLM KV events (decoded `KVEventBatch`es) -> docs/protocol.md `pool` and `blocks` lines.
 
 Shapes, from vllm/distributed/kv_events.py in vllm-project/vllm:
 

@@ -11,7 +11,7 @@ run (calibrate.py) and the card's numbers from its profile:
 The factors are the recorded run's: weights_factor = 1 / (the fraction of the HBM bandwidth the
 engine's matrix products reached reading weights), kv_factor the same for its attention reading
 K/V (the two differ: the built-in engine's attention reaches a far smaller fraction, ~18 ms a user
-a step for the 70B FP8 preset at 17,280 tokens on the H100, bench/gpu/issue9.sh), prefill_factor
+a step for the 70B FP8 preset at 17,280 tokens on the H100, bench/gpu/sweep-70b-fp8.sh), prefill_factor
 the same for FLOP/s, prefill_step_ns the host time an eager prefill step costs beyond its FLOPs.
 They carry to another card unchanged, so a card with 1.2× the HBM bandwidth decodes 1.2× faster
 and one with more memory holds more users, each of whom costs its K/V a step; an engine whose
