@@ -1,7 +1,7 @@
 /**
- * The one requestAnimationFrame loop of the window (STYLE.md): views register draw callbacks and
- * ask for frames; every dirty view is drawn once per animation frame, and continuous animations
- * (replay playback) keep asking. Frame times are kept for the benchmarks.
+ * The one requestAnimationFrame loop of the window (docs/window.md, "Conventions"): views register
+ * draw callbacks and ask for frames; every dirty view is drawn once per animation frame, and
+ * continuous animations (replay playback) keep asking. Frame times are kept for the benchmarks.
  */
 type Draw = (now: number) => boolean | void;
 

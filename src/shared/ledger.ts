@@ -1,8 +1,8 @@
 /**
- * The block ledger: replays a run's events in `seq` order and reports every PROTOCOL.md rule that
- * breaks ("Keys on every line", "Block rules"). Used by `kvscope validate`, the run loader and the
- * replay model. It applies each move even when a rule broke (best effort), so one bad line yields
- * one violation rather than a cascade.
+ * The block ledger: replays a run's events in `seq` order and reports every docs/protocol.md rule
+ * that breaks ("Keys on every line", "Rules every reader checks"). Used by `kvscope validate`, the
+ * run loader and the replay model. It applies each move even when a rule broke (best effort), so
+ * one bad line yields one violation rather than a cascade.
  */
 import type { BlocksEvent, KvEvent, PoolName } from './protocol';
 

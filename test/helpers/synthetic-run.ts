@@ -1,5 +1,5 @@
 /**
- * A small run that follows PROTOCOL.md, built in code for tests of the readers and the ledger
+ * A small run that follows docs/protocol.md, built in code for tests of the readers and the ledger
  * (tests that need a real run use resources/samples/ and test/fixtures/runs/ instead).
  * GPU pool: 6 blocks; 2 users × 4 blocks of context: offloads happen from round 1 on.
  */

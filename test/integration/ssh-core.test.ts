@@ -1,5 +1,5 @@
 /**
- * The bridge methods of issue 5 as the window calls them (createHostHandlers, which createCore
+ * The host and run bridge methods as the window calls them (createHostHandlers, which createCore
  * spreads into its handlers): an app-added host, the host-key and passphrase questions going out as
  * `prompt` pushes and coming back through answerHostKey / providePassphrase, a probe, and a run
  * whose events arrive as batched `run-events` pushes. Real sshd on loopback, real agent on CPU.

@@ -11,7 +11,7 @@ import Ajv, { type ErrorObject, type ValidateFunction } from 'ajv';
 import type { Settings, SettingsSnapshot } from '../../shared/api';
 import { CodedError } from '../../shared/result';
 
-/** The seed's workload (ARCHITECTURE.md, "The seed workload"); sampling as the agent's --sample-ms default. */
+/** The seed's workload (resources/agent/README.md, "Options": the seed's defaults); sampling as the agent's --sample-ms default. */
 export const DEFAULT_SETTINGS: Settings = Object.freeze({
   version: 1,
   workload: Object.freeze({

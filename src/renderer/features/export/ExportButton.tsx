@@ -1,5 +1,5 @@
 /**
- * File → Export in the run views (issue 7's exportRun): a Perfetto trace, CSV tables, or a
+ * File → Export in the run views (the API's exportRun): a Perfetto trace, CSV tables, or a
  * portable .kvscope run file. The destination comes from the desktop save dialog; served to a
  * browser (no dialog), the user types a path on the machine that runs KV Scope. (The menu's
  * File → Export is ShellIntegration's dialog.)

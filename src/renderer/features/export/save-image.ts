@@ -1,5 +1,5 @@
 /**
- * Chart images (issue 7's saveImage): the window draws, the core writes. The destination comes from
+ * Chart images (the API's saveImage): the window draws, the core writes. The destination comes from
  * the desktop save dialog, or a typed path when served to a browser (same as ExportButton).
  */
 import type { ChartImageKind, KvScopeApi } from '../../../shared/api';

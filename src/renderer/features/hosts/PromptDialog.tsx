@@ -12,7 +12,7 @@ export function PromptDialog() {
   const [queue, setQueue] = useState<HostPrompt[]>([]);
   const secret = useRef<HTMLInputElement>(null);
   useEffect(() => api.onPush((m) => m.kind === 'prompt' && setQueue((q) => [...q, m.prompt])), [api]);
-  // Issue 10: "remember" only where the OS keychain can encrypt it (Settings reports whether it can).
+  // "Remember" only where the OS keychain can encrypt it (Settings reports whether it can).
   const remember = useRef<HTMLInputElement>(null);
   const [keychain, setKeychain] = useState<{ available: boolean; reason: string | null }>({ available: false, reason: null });
   useEffect(() => {
