@@ -7,9 +7,9 @@
  * more bytes arrive (a live tail), and reported as truncated only when the caller says the stream
  * has ended.
  */
-import { MAX_LINE_BYTES, validateEvent, type KvEvent } from './protocol';
+import { jsonDeeperThan, MAX_JSON_DEPTH, MAX_LINE_BYTES, validateEvent, type KvEvent } from './protocol';
 
-export type BadLineReason = 'not_json' | 'too_long' | 'not_object' | 'unknown_type' | 'schema' | 'truncated';
+export type BadLineReason = 'not_json' | 'too_long' | 'too_deep' | 'not_object' | 'unknown_type' | 'schema' | 'truncated';
 
 export interface BadLine {
   reason: BadLineReason;
@@ -237,6 +237,11 @@ export class EventLineDecoder {
 
   /** Parses and validates one line's text (CR and blank lines already dropped). */
   private parseLine(text: string, offset: number): void {
+    if (jsonDeeperThan(text)) {
+      const seq = SEQ_RE.exec(text);
+      this.report({ reason: 'too_deep', offset, line: this.lineNo, seq: seq ? Number(seq[1]) : null, message: `nested more than ${MAX_JSON_DEPTH} levels deep (no event is)` });
+      return;
+    }
     let value: unknown;
     try {
       value = JSON.parse(text);

@@ -10,6 +10,19 @@ import Ajv, { type ValidateFunction } from 'ajv';
 export const PROTOCOL_VERSION = 1;
 /** A line longer than this is refused by every reader (PROTOCOL.md). */
 export const MAX_LINE_BYTES = 1024 * 1024;
+/**
+ * A line nested deeper than this (objects and arrays inside each other) is refused by every reader
+ * before it is parsed: no event needs more than a few levels, and a value nested thousands deep
+ * (extra keys are allowed, so the schema would pass it) overflows the stack of whatever
+ * serializes it next (JSON.stringify in `kvscope serve`, structured clone over Electron IPC).
+ */
+export const MAX_JSON_DEPTH = 64;
+/**
+ * A pool line declaring more blocks than this is refused: the largest pool recorded so far is
+ * 3,356,933 blocks (a 55 GB host pool of 16 KiB blocks, test/fixtures/runs/cpu-tiny-4users-offload),
+ * and a pool of billions of cells is no engine's, while every view sizes its grid by it.
+ */
+export const MAX_POOL_BLOCKS = 2 ** 24;
 
 export type PoolName = 'gpu' | 'host';
 export type BlockOp = 'store' | 'offload' | 'onboard' | 'evict' | 'hit';
@@ -260,7 +273,7 @@ const SCHEMAS: Record<EventType, Schema> = {
   }),
   pool: eventSchema(['pool', 'capacity_blocks', 'block_tokens', 'block_bytes'], {
     pool: { enum: ['gpu', 'host'] },
-    capacity_blocks: nonNegInt,
+    capacity_blocks: { type: 'integer', minimum: 0, maximum: MAX_POOL_BLOCKS },
     block_tokens: { type: 'integer', minimum: 1 },
     block_bytes: nonNegInt,
   }),
@@ -360,6 +373,32 @@ export type InvalidReason =
   | { kind: 'schema'; type: string; path: string; message: string };
 
 /**
+ * Whether JSON text nests objects/arrays more than `max` deep (brackets inside strings do not
+ * count). Cheap for event lines: the exact scan runs only when the line has more than `max`
+ * opening brackets at all, which no valid event has.
+ */
+export function jsonDeeperThan(text: string, max = MAX_JSON_DEPTH): boolean {
+  let open = 0;
+  for (const ch of ['{', '[']) {
+    for (let i = text.indexOf(ch); i !== -1 && open <= max; i = text.indexOf(ch, i + 1)) open++;
+  }
+  if (open <= max) return false;
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c) i++; // backslash: skip the escaped character
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x7b || c === 0x5b) {
+      if (++depth > max) return true;
+    } else if (c === 0x7d || c === 0x5d) depth--;
+  }
+  return false;
+}
+
+/**
  * Validates one parsed JSON value as a protocol v1 event.
  * @returns the event, or the reason it is not one.
  */
@@ -374,13 +413,14 @@ export function validateEvent(value: unknown): { ok: true; event: KvEvent } | { 
   }
   if (validate(value)) return { ok: true, event: value as KvEvent };
   const err = validate.errors?.[0];
+  const why = err?.instancePath === '/capacity_blocks' && err.keyword === 'maximum' ? ` (${(value as { capacity_blocks?: unknown }).capacity_blocks}): no engine allocates a pool of more blocks` : '';
   return {
     ok: false,
     reason: {
       kind: 'schema',
       type: type as string,
       path: err?.instancePath || '/',
-      message: err ? `${err.instancePath || '/'} ${err.message ?? 'is invalid'}` : 'is invalid',
+      message: err ? `${err.instancePath || '/'} ${err.message ?? 'is invalid'}${why}` : 'is invalid',
     },
   };
 }

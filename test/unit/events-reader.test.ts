@@ -84,4 +84,19 @@ describe('EventLineDecoder', () => {
     const { events } = decodeInChunks(enc.encode(line), 1);
     expect((events[0] as { msg: string }).msg).toBe('µs → 字');
   });
+
+  it('refuses a line nested deeper than any event before parsing it; the rest of the run loads', () => {
+    // 40 KB, 20,000 levels: extra keys are allowed, so the schema alone would pass it on.
+    const deep = `{"seq":1,"t":1,"type":"log","level":"info","msg":"x","extra":${'['.repeat(20_000)}${']'.repeat(20_000)}}`;
+    const lines = [
+      JSON.stringify({ seq: 0, t: 0, type: 'log', level: 'info', msg: 'before' }),
+      deep,
+      JSON.stringify({ seq: 2, t: 2, type: 'log', level: 'info', msg: 'after' }),
+    ];
+    const { events, bad } = decodeInChunks(enc.encode(lines.join('\n') + '\n'), 4096);
+    expect(events.map((e) => e.seq)).toEqual([0, 2]);
+    expect(bad).toEqual([{ reason: 'too_deep', offset: lines[0]!.length + 1, line: 2, seq: 1, message: 'nested more than 64 levels deep (no event is)' }]);
+    // What reaches a window is then always something JSON.stringify can write.
+    expect(() => JSON.stringify(events)).not.toThrow();
+  });
 });

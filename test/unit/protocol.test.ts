@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { validateEvent } from '../../src/shared/protocol';
+import { readFileSync } from 'node:fs';
+import { jsonDeeperThan, MAX_POOL_BLOCKS, validateEvent } from '../../src/shared/protocol';
 import { syntheticRun } from '../helpers/synthetic-run';
 
 describe('protocol v1 validation', () => {
@@ -37,5 +38,28 @@ describe('protocol v1 validation', () => {
   it('keeps unknown extra keys (compatible extension)', () => {
     const r = validateEvent({ seq: 0, t: 0, type: 'log', level: 'info', msg: 'x', new_key: { a: 1 } });
     expect(r.ok).toBe(true);
+  });
+
+  it('refuses a pool of impossibly many blocks with a clear message, and keeps the largest real one', () => {
+    const pool = (capacity_blocks: number) => ({ seq: 6, t: 1, type: 'pool', pool: 'host', capacity_blocks, block_tokens: 32, block_bytes: 16384 });
+    const r = validateEvent(pool(2_000_000_000));
+    expect(r.ok).toBe(false);
+    if (r.ok || r.reason.kind !== 'schema') throw new Error('expected a schema error');
+    expect(r.reason.message).toBe(`/capacity_blocks must be <= ${MAX_POOL_BLOCKS} (2000000000): no engine allocates a pool of more blocks`);
+    expect(validateEvent(pool(MAX_POOL_BLOCKS + 1)).ok).toBe(false);
+    expect(validateEvent(pool(MAX_POOL_BLOCKS)).ok).toBe(true);
+    // The largest pool recorded (a 55 GB host pool of 16 KiB blocks on CPU) stays valid.
+    const real = readFileSync('test/fixtures/runs/cpu-tiny-4users-offload/events.jsonl', 'utf8').split('\n').filter((l) => l.includes('"pool"')).map((l) => JSON.parse(l) as { capacity_blocks: number });
+    expect(Math.max(...real.map((p) => p.capacity_blocks))).toBe(3_356_933);
+    for (const p of real) expect(validateEvent(p).ok).toBe(true);
+  });
+
+  it('measures nesting depth outside strings only', () => {
+    const nest = (n: number) => '['.repeat(n) + ']'.repeat(n);
+    expect(jsonDeeperThan(nest(64))).toBe(false);
+    expect(jsonDeeperThan(nest(65))).toBe(true);
+    // Brackets inside strings (escaped quotes included) are text, not nesting.
+    expect(jsonDeeperThan(JSON.stringify({ msg: '{'.repeat(500) + '\\"[[[' }))).toBe(false);
+    expect(jsonDeeperThan(`{"a":"\\\\",${'"b":{'.repeat(70)}${'}'.repeat(71)}`)).toBe(true);
   });
 });
