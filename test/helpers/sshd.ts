@@ -148,6 +148,8 @@ export function startAgent(keyFiles: string[]): TestAgent {
 export interface CuttableProxy {
   port: number;
   connections: number;
+  /** Where new connections go from now on (another sshd behind the same address: a changed host key). */
+  target: number;
   cut(): number;
   /** Stops relaying on the live connections without closing them (a silent network black hole). */
   freeze(): number;
@@ -159,9 +161,10 @@ export async function startProxy(targetPort: number): Promise<CuttableProxy> {
   const pairs: Array<[Socket, Socket]> = [];
   const frozen = new Set<Socket>();
   let connections = 0;
+  let target = targetPort;
   const server: Server = createServer((client) => {
     connections++;
-    const upstream = connect(targetPort, '127.0.0.1');
+    const upstream = connect(target, '127.0.0.1');
     live.add(client);
     live.add(upstream);
     client.pipe(upstream);
@@ -182,6 +185,12 @@ export async function startProxy(targetPort: number): Promise<CuttableProxy> {
     port,
     get connections() {
       return connections;
+    },
+    get target() {
+      return target;
+    },
+    set target(port: number) {
+      target = port;
     },
     freeze() {
       let n = 0;

@@ -3,7 +3,8 @@
  * encrypted keys through the passphrase callback, plain/hashed/[host]:port/@revoked known_hosts,
  * unknown and changed host keys, and a ProxyJump chain with every hop verified.
  */
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
+import { promisify } from 'node:util';
 import { createServer, type Server, type Socket } from 'node:net';
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -12,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadSshConfig, resolveHost, serverAliveToKeepaliveMs } from '../../src/main/core/ssh/config';
 import { authSequence, connectSsh, type ConnectPrompts, type HostKeyQuestion } from '../../src/main/core/ssh/connect';
 import { fingerprintSha256, hostFieldMatches } from '../../src/main/core/ssh/known-hosts';
-import { currentUser, keygen, sshdSkipReason, startAgent, startSshd, type TestAgent, type TestSshd } from '../helpers/sshd';
+import { currentUser, keygen, sshdSkipReason, startAgent, startProxy, startSshd, type TestAgent, type TestSshd } from '../helpers/sshd';
 
 const skip = sshdSkipReason();
 const d = skip ? describe.skip : describe;
@@ -160,6 +161,46 @@ d('ssh connections against real sshd', () => {
     const again = noPrompts();
     (await connectSsh({ destination: 'box', config: src, prompts: again })).close();
     expect(again.asked).toEqual([]);
+  });
+
+  it('a host key recorded by OpenSSH itself (hashed or plain, lowercase) is found behind a capitalised HostName: a changed key is CHANGED, never "unknown"', async () => {
+    // OpenSSH's own client records the key of `LocalHost` through a relay; then the relay is
+    // pointed at another sshd (another host key) at the same address: a man in the middle.
+    const relay = await startProxy(a.port);
+    try {
+      for (const hashKnownHosts of ['yes', 'no']) {
+        const kh = join(dir, `kh-openssh-${hashKnownHosts}`);
+        relay.target = a.port;
+        // Asynchronously: the relay runs in this process.
+        await promisify(execFile)('ssh', ['-F', '/dev/null', '-o', `UserKnownHostsFile=${kh}`, '-o', `HashKnownHosts=${hashKnownHosts}`, '-o', 'StrictHostKeyChecking=accept-new', '-o', 'BatchMode=yes', '-o', 'IdentitiesOnly=yes', '-i', userKey.priv, '-p', String(relay.port), '-l', user, 'LocalHost', 'true']);
+        const recorded = readFileSync(kh, 'utf8');
+        expect(recorded).toContain(a.hostKeyLine);
+        if (hashKnownHosts === 'yes') expect(recorded.startsWith('|1|')).toBe(true);
+        else expect(recorded.startsWith(`[localhost]:${relay.port} `)).toBe(true);
+        // The same host as written in a config, capitals and all: trusted while the key is the same.
+        const src = config(`Host lab\n  HostName LocalHost\n  Port ${relay.port}\n  User ${user}\n  IdentityFile ${userKey.priv}\n  IdentityAgent none\n`);
+        const trusted = noPrompts();
+        (await connectSsh({ destination: 'lab', config: src, knownHostsFile: kh, prompts: trusted })).close();
+        expect(trusted.asked).toEqual([]);
+        relay.target = jump.port;
+        const asked = noPrompts({ unknownHostKey: async () => true });
+        const e = await connectSsh({ destination: 'lab', config: src, knownHostsFile: kh, prompts: asked }).catch((x: unknown) => x);
+        expect(e).toMatchObject({ code: 'host_key_changed', message: expect.stringContaining(`the host key of [localhost]:${relay.port} has CHANGED`) });
+        expect(asked.asked).toEqual([]);
+        expect(readFileSync(kh, 'utf8')).toBe(recorded);
+      }
+    } finally {
+      await relay.close();
+    }
+  });
+
+  it('an accepted key is recorded under the lowercase name, hashed, where OpenSSH looks it up', async () => {
+    const kh = join(dir, 'kh-caps-hashed');
+    const src = config(`Host caps\n  HostName LocalHost\n  Port ${a.port}\n  User ${user}\n  IdentityFile ${userKey.priv}\n  IdentityAgent none\n  HashKnownHosts yes\n  UserKnownHostsFile ${kh}\n`);
+    (await connectSsh({ destination: 'caps', config: src, prompts: noPrompts({ unknownHostKey: async () => true }) })).close();
+    expect(execFileSync('ssh-keygen', ['-F', `[localhost]:${a.port}`, '-f', kh], { encoding: 'utf8' })).toContain('ssh-ed25519');
+    // And OpenSSH's own client trusts it without asking (BatchMode fails on any question).
+    execFileSync('ssh', ['-F', '/dev/null', '-o', `UserKnownHostsFile=${kh}`, '-o', 'StrictHostKeyChecking=yes', '-o', 'BatchMode=yes', '-o', 'IdentitiesOnly=yes', '-i', userKey.priv, '-p', String(a.port), '-l', user, 'localhost', 'true'], { stdio: 'ignore' });
   });
 
   it('a changed host key is refused with both fingerprints, and the callback is never asked', async () => {

@@ -226,7 +226,9 @@ async function connectHop(hop: ResolvedHost, sock: Duplex, opts: ConnectOptions,
     client.once('close', () =>
       reject(refusal ?? new CodedError('ssh_error', `${hop.alias} (${hop.hostname}:${hop.port}): the connection closed during the SSH handshake`)),
     );
-    client.once('error', (e: Error & { level?: string }) => {
+    // `on`, not `once`: a refused handshake can be followed by a second error (the peer resets
+    // the socket), and an 'error' event with no listener would throw out of this process.
+    client.on('error', (e: Error & { level?: string }) => {
       if (refusal) return reject(refusal);
       if (e.level === 'client-authentication') {
         return reject(

@@ -7,6 +7,7 @@
  */
 import { createHash, createHmac, randomBytes } from 'node:crypto';
 import { appendFile, mkdir, readFile } from 'node:fs/promises';
+import { isIP } from 'node:net';
 import { dirname } from 'node:path';
 
 export interface KnownHostLine {
@@ -24,9 +25,42 @@ export type HostKeyVerdict =
   | { kind: 'changed'; knownFingerprint: string; knownKeyType: string; file: string; line: number }
   | { kind: 'revoked'; file: string; line: number };
 
-/** The name a host is stored under: `host` on port 22, else `[host]:port` (ssh(1) behaviour). */
+/**
+ * The host part of a known_hosts name, canonicalised as OpenSSH does before it looks a key up or
+ * records one (openssh-portable at 0ef0f5a, 2026-08-21):
+ *  - ssh.c main(): "Don't lowercase addresses, they will be explicitly canonicalised":
+ *    `if ((was_addr = is_addr(host)) == 0) lowercase(host);` (misc.c lowercase() is ASCII tolower);
+ *  - an address goes through resolve_canonicalize() → resolve_addr(): getaddrinfo(AI_NUMERICHOST)
+ *    then getnameinfo(NI_NUMERICHOST), which writes an IPv6 address in its compressed lowercase
+ *    form (`0:0:0:0:0:0:0:1` → `::1`); a scoped address (`fe80::1%eth0`) is left as written.
+ * So `HostName GPU-Node1.Example` is filed, hashed or plain, as `gpu-node1.example`; hashing the
+ * name as written would miss OpenSSH's own entry and take a CHANGED key for an unknown one.
+ */
+export function canonicalHost(host: string): string {
+  const family = isIP(host);
+  if (family === 6) {
+    try {
+      return new URL(`http://[${host}]/`).hostname.slice(1, -1);
+    } catch {
+      return host;
+    }
+  }
+  if (family === 4 || host.includes('%') || host.includes(':')) return host;
+  return asciiLower(host);
+}
+
+/** ASCII-only lowercasing, as C's tolower() in OpenSSH (not Unicode case folding). */
+function asciiLower(s: string): string {
+  return s.replace(/[A-Z]+/g, (m) => m.toLowerCase());
+}
+
+/**
+ * The name a host's key is filed under: the canonical host on port 22, else `[host]:port`
+ * (sshconnect.c get_hostfile_hostname_ipaddr() → misc.c put_host_port()).
+ */
 export function knownHostsName(host: string, port: number): string {
-  return port === 22 ? host : `[${host}]:${port}`;
+  const h = canonicalHost(host);
+  return port === 22 || port === 0 ? h : `[${h}]:${port}`;
 }
 
 /** "SHA256:<base64 without padding>", exactly as `ssh-keygen -lf` prints it. */
@@ -42,12 +76,18 @@ export function keyTypeOf(key: Buffer): string {
 }
 
 function wildcardMatch(pattern: string, name: string): boolean {
-  // ssh's match_pattern(): `*` any run, `?` one character, case-insensitive for host names.
-  const re = new RegExp('^' + pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.') + '$', 'i');
+  // match.c match_pattern(): `*` any run, `?` one character, every other byte literal.
+  const re = new RegExp('^' + pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.') + '$', 's');
   return re.test(name);
 }
 
-/** Does a known_hosts host field name this host? (hashed entry or pattern list with negation) */
+/**
+ * Does a known_hosts host field name this host? As hostfile.c match_maybe_hashed(): a hashed
+ * field (`|1|salt|hash`) is HMAC-SHA1(salt, name) of the name as given, which is why `name` must
+ * already be canonical (knownHostsName); any other field is a pattern list matched by
+ * match.c match_hostname(), which lowercases the name and match_pattern_list(..., dolower=1),
+ * which lowercases each pattern: `!` negates, and a negated match wins over every other.
+ */
 export function hostFieldMatches(field: string, name: string): boolean {
   if (field.startsWith('|1|')) {
     const [, , salt, hash] = field.split('|');
@@ -55,12 +95,15 @@ export function hostFieldMatches(field: string, name: string): boolean {
     const mac = createHmac('sha1', Buffer.from(salt, 'base64')).update(name).digest('base64');
     return mac === hash;
   }
+  const host = asciiLower(name);
   let matched = false;
   for (const raw of field.split(',')) {
     const negated = raw.startsWith('!');
-    const pat = negated ? raw.slice(1) : raw;
-    if (wildcardMatch(pat, name)) {
-      if (negated) return false; // a negated match wins over everything (match_hostname())
+    const pat = asciiLower(negated ? raw.slice(1) : raw);
+    // match_pattern_list(): a subpattern of 1023 characters or more fails the whole list.
+    if (pat.length >= 1023) return false;
+    if (wildcardMatch(pat, host)) {
+      if (negated) return false;
       matched = true;
     }
   }
@@ -137,7 +180,8 @@ export class KnownHosts {
     return { kind: 'unknown', otherTypes: [...new Set(forHost.map((l) => l.keyType))] };
   }
 
-  /** Records an accepted key in the first user file (created with its folder, mode 0600). */
+  /** Records an accepted key in the first user file (created with its folder, mode 0600), under the
+   * canonical name, hashed when HashKnownHosts is on (hostfile.c format_host_entry() lowercases too). */
   async record(host: string, port: number, key: Buffer): Promise<string> {
     const file = this.userFiles[0];
     if (!file) throw new Error('no known_hosts file to record the host key in');
