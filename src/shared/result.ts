@@ -15,6 +15,8 @@ export type ErrorCode =
   | 'unsupported'
   /** A batch scheduler (Slurm) refused or failed a command: sbatch, squeue, scancel. */
   | 'scheduler_error'
+  /** More data than a limit allows (a host's output, a line, a file to import): refused, nothing kept. */
+  | 'too_large'
   | 'internal';
 
 export interface AppError {

@@ -1,6 +1,9 @@
 /**
  * The `kvscope` command as a user runs it: the CLI bundled once per test file (esbuild, into its
- * own file under node_modules/.cache), then run in a child process with the test's environment.
+ * own file under test-artifacts/cli/), then run in a child process with the test's environment.
+ * The bundle lives inside the checkout so that it finds this checkout's agent and built renderer
+ * (findAppRoot walks up from it): under node_modules/.cache it found whatever checkout the
+ * node_modules folder really belongs to, when that is a link shared between checkouts.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { resolve } from 'node:path';
@@ -12,9 +15,9 @@ export interface CliResult {
   stderr: string;
 }
 
-/** Bundles src/cli into `node_modules/.cache/<name>/kvscope.mjs`; returns the path. */
+/** Bundles src/cli into `test-artifacts/cli/<name>/kvscope.mjs`; returns the path. */
 export async function buildCli(name: string): Promise<string> {
-  const outfile = resolve('node_modules/.cache', name, 'kvscope.mjs');
+  const outfile = resolve('test-artifacts', 'cli', name, 'kvscope.mjs');
   await build({ entryPoints: ['src/cli/index.ts'], outfile, bundle: true, platform: 'node', format: 'esm', target: 'node20', packages: 'external', logLevel: 'warning', footer: { js: 'await main(process.argv);' } });
   return outfile;
 }

@@ -1,9 +1,8 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { build } from 'esbuild';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
 import {
@@ -19,6 +18,7 @@ import {
 import { writeKvscopeFile } from '../../src/main/core/export/kvscope-file';
 import { RunStore } from '../../src/main/core/run-store';
 import { electronArgsFor, planOpen } from '../../src/cli/commands/open';
+import { buildCli } from '../helpers/cli';
 import { CodedError } from '../../src/shared/result';
 
 // A real run of the built-in engine (test/fixtures/runs/cpu-tiny-3users/README.md).
@@ -178,10 +178,7 @@ const rendererBuilt = existsSync(join(process.cwd(), 'out/renderer/index.html'))
 describe.skipIf(!rendererBuilt)(`kvscope open on the command line${rendererBuilt ? '' : ' (skipped: renderer not built, run `npm run build`)'}`, () => {
   let entry = '';
   beforeAll(async () => {
-    const outDir = mkdtempSync(resolve('node_modules/.cache/kvscope-open-test-'));
-    await build({ entryPoints: ['src/cli/index.ts'], outfile: join(outDir, 'cli.mjs'), bundle: true, platform: 'node', format: 'esm', target: 'node20', packages: 'external', logLevel: 'warning' });
-    entry = join(outDir, 'entry.mjs');
-    writeFileSync(entry, "import { main } from './cli.mjs';\nawait main(process.argv);\n");
+    entry = await buildCli('kvscope-open-test');
   }, 60_000);
   const children: Array<ReturnType<typeof spawn>> = [];
   afterAll(() => {

@@ -69,8 +69,16 @@ export async function createCore(options: CoreOptions): Promise<Core> {
   const store = new RunStore(options.runsDir, options.samplesDir);
   await store.ensure();
   const listeners = new Set<(m: PushMessage) => void>();
+  // A window that cannot take a message (it closed, or the message cannot be encoded) must never
+  // throw into whatever pushed it: a run's tail or a timer.
   const pushToAll = (message: PushMessage) => {
-    for (const l of listeners) l(message);
+    for (const l of listeners) {
+      try {
+        l(message);
+      } catch {
+        /* that window misses this one message */
+      }
+    }
   };
   const settings = options.settingsStore ?? new SettingsStore(options.settingsFile ?? null);
   const secrets = new SecretStore(options.secretsFile ?? null, options.keychain ?? null);
@@ -193,8 +201,6 @@ export async function createCore(options: CoreOptions): Promise<Core> {
       listeners.add(listener);
       return () => listeners.delete(listener);
     },
-    push(message) {
-      for (const l of listeners) l(message);
-    },
+    push: pushToAll,
   };
 }

@@ -129,18 +129,38 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   });
 
   function attach(ws: WebSocket): void {
-    const send = (m: BridgeMessage) => {
-      if (ws.readyState === ws.OPEN) ws.send(JSON.stringify(m));
+    /**
+     * Sends one message; false when it could not be encoded. Nothing from a run or a host may
+     * stop this process: a value that JSON.stringify cannot write (nested too deep for the stack)
+     * fails the one call it answers, with an error Result, and a push that cannot be written is
+     * dropped.
+     */
+    const send = (m: BridgeMessage): boolean => {
+      let text: string;
+      try {
+        text = JSON.stringify(m);
+      } catch (e) {
+        if ('push' in m) return false;
+        text = JSON.stringify({ id: m.id, result: err('internal', `the answer could not be sent to the window (${(e as Error).message})`) } satisfies BridgeMessage);
+        if (ws.readyState === ws.OPEN) ws.send(text);
+        return false;
+      }
+      if (ws.readyState === ws.OPEN) ws.send(text);
+      return true;
     };
-    const remove = core.addPushListener((push) => send({ push }));
+    const remove = core.addPushListener((push) => void send({ push }));
     ws.on('close', remove);
-    ws.on('message', async (data) => {
+    ws.on('message', (data) => {
+      void answer(data).catch(() => undefined);
+    });
+    async function answer(data: unknown): Promise<void> {
       let req: BridgeRequest;
       try {
         req = JSON.parse(String(data)) as BridgeRequest;
       } catch {
         return;
       }
+      if (typeof req !== 'object' || req === null) return;
       const id = typeof req.id === 'number' ? req.id : -1;
       if (!(CORE_METHODS as readonly string[]).includes(req.method)) {
         send({ id, result: err('invalid_argument', `unknown method ${String(req.method)}`) });
@@ -155,12 +175,12 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
         .catch((e: unknown) => err('internal', `${req.method} failed: ${(e as Error)?.message ?? String(e)}`));
       if (req.method === 'loadRun' && req.stream === true && result.ok) {
         const { events, ...rest } = result.value as LoadedRun;
-        for (let i = 0; i < events.length; i += STREAM_CHUNK) send({ id, events: events.slice(i, i + STREAM_CHUNK) });
+        for (let i = 0; i < events.length; i += STREAM_CHUNK) if (!send({ id, events: events.slice(i, i + STREAM_CHUNK) })) return;
         send({ id, result: { ok: true, value: { ...rest, events: [] } } });
         return;
       }
       send({ id, result });
-    });
+    }
   }
 
   await new Promise<void>((resolve, reject) => {

@@ -59,6 +59,50 @@ export interface ExecResult {
   stderr: Buffer;
 }
 
+export interface ExecOptions {
+  /** Most bytes of stdout and stderr together kept from the command (default DEFAULT_MAX_EXEC_OUTPUT). */
+  maxOutputBytes?: number;
+}
+
+/** What an exec keeps by default: far above any of our scripts' answers (a listing of thousands of run folders is a few MB). */
+export const DEFAULT_MAX_EXEC_OUTPUT = 16 << 20;
+
+/** Collects a command's output up to a limit (SSH and Local exec share it). */
+export class OutputCollector {
+  readonly out: Buffer[] = [];
+  readonly err: Buffer[] = [];
+  private bytes = 0;
+  private over = false;
+  private readonly max: number;
+
+  constructor(
+    private readonly where: string,
+    private readonly command: string,
+    max?: number,
+  ) {
+    this.max = max ?? DEFAULT_MAX_EXEC_OUTPUT;
+  }
+
+  /** Adds a chunk; returns the error to fail with the first time the limit is passed. */
+  add(into: Buffer[], chunk: Buffer): CodedError | null {
+    if (this.over) return null;
+    this.bytes += chunk.length;
+    if (this.bytes > this.max) {
+      this.over = true;
+      this.out.length = 0;
+      this.err.length = 0;
+      const what = this.command.split(/\s+/).slice(0, 2).join(' ').slice(0, 80);
+      return new CodedError('too_large', `${what} on ${this.where} wrote more than ${this.max} bytes of output; stopped it (a host that does not stop writing is not answering our command)`, { limit: this.max });
+    }
+    into.push(chunk);
+    return null;
+  }
+
+  result(code: number | null, signal: string | null): ExecResult {
+    return { code, signal, stdout: Buffer.concat(this.out), stderr: Buffer.concat(this.err) };
+  }
+}
+
 /** A connected session: the target's client plus the jump clients it rides on. */
 export class SshSession {
   private closed = false;
@@ -94,22 +138,33 @@ export class SshSession {
     });
   }
 
-  /** Runs a command to completion, feeding `stdin` and collecting output. */
-  async exec(command: string, stdin?: string | Buffer): Promise<ExecResult> {
+  /**
+   * Runs a command to completion, feeding `stdin` and collecting output: at most
+   * `maxOutputBytes` of stdout and stderr together (the host writes them, so a host that never
+   * stops writing must not grow this process); past that the channel is closed and the call
+   * fails with `too_large`.
+   */
+  async exec(command: string, stdin?: string | Buffer, options: ExecOptions = {}): Promise<ExecResult> {
     const ch = await this.execChannel(command);
+    const collect = new OutputCollector(this.target.alias, command, options.maxOutputBytes);
     return new Promise((resolve, reject) => {
-      const out: Buffer[] = [];
-      const errb: Buffer[] = [];
       let code: number | null = null;
       let signal: string | null = null;
-      ch.on('data', (b: Buffer) => out.push(b));
-      ch.stderr.on('data', (b: Buffer) => errb.push(b));
+      const onData = (into: Buffer[]) => (b: Buffer) => {
+        const over = collect.add(into, b);
+        if (over) {
+          ch.close();
+          reject(over);
+        }
+      };
+      ch.on('data', onData(collect.out));
+      ch.stderr.on('data', onData(collect.err));
       ch.on('exit', (c: number | null, s?: string) => {
         code = c;
         signal = s ?? null;
       });
       ch.on('error', reject);
-      ch.on('close', () => resolve({ code, signal, stdout: Buffer.concat(out), stderr: Buffer.concat(errb) }));
+      ch.on('close', () => resolve(collect.result(code, signal)));
       if (stdin !== undefined) ch.end(stdin);
       else ch.end();
     });

@@ -4,7 +4,7 @@
  * launcher, tail and cancel scripts as a GPU host (and survives an app crash the same way).
  */
 import { spawn } from 'node:child_process';
-import type { SshSession, ExecResult } from './connect';
+import { OutputCollector, type ExecOptions, type ExecResult, type SshSession } from './connect';
 
 export interface StreamHandle {
   /** Resolves when the command has exited and its output is drained. */
@@ -17,7 +17,8 @@ export interface HostExec {
   /** "local" or the SSH alias, for messages. */
   readonly label: string;
   readonly isLocal: boolean;
-  exec(command: string, stdin?: string | Buffer): Promise<ExecResult>;
+  /** Runs a command to its end; output past `options.maxOutputBytes` fails the call (`too_large`). */
+  exec(command: string, stdin?: string | Buffer, options?: ExecOptions): Promise<ExecResult>;
   /** Runs a command whose stdout is a byte stream handed to `onData` as it arrives. */
   stream(command: string, stdin: string | Buffer | undefined, onData: (chunk: Buffer) => void): Promise<StreamHandle>;
   /** Resolves (with a reason) when the transport is gone. Never for Local. */
@@ -34,8 +35,8 @@ export class SshExec implements HostExec {
   get gone(): Promise<string> {
     return this.session.closedPromise;
   }
-  exec(command: string, stdin?: string | Buffer): Promise<ExecResult> {
-    return this.session.exec(command, stdin);
+  exec(command: string, stdin?: string | Buffer, options?: ExecOptions): Promise<ExecResult> {
+    return this.session.exec(command, stdin, options);
   }
   async stream(command: string, stdin: string | Buffer | undefined, onData: (chunk: Buffer) => void): Promise<StreamHandle> {
     const ch = await this.session.execChannel(command);
@@ -68,15 +69,21 @@ export class LocalExec implements HostExec {
   readonly label = 'local';
   readonly isLocal = true;
   readonly gone = new Promise<string>(() => undefined);
-  exec(command: string, stdin?: string | Buffer): Promise<ExecResult> {
+  exec(command: string, stdin?: string | Buffer, options: ExecOptions = {}): Promise<ExecResult> {
     return new Promise((resolve, reject) => {
       const p = spawn('/bin/sh', ['-c', command], { stdio: ['pipe', 'pipe', 'pipe'] });
-      const out: Buffer[] = [];
-      const err: Buffer[] = [];
-      p.stdout.on('data', (b: Buffer) => out.push(b));
-      p.stderr.on('data', (b: Buffer) => err.push(b));
+      const collect = new OutputCollector(this.label, command, options.maxOutputBytes);
+      const onData = (into: Buffer[]) => (b: Buffer) => {
+        const over = collect.add(into, b);
+        if (over) {
+          p.kill('SIGKILL');
+          reject(over);
+        }
+      };
+      p.stdout.on('data', onData(collect.out));
+      p.stderr.on('data', onData(collect.err));
       p.on('error', reject);
-      p.on('close', (code, signal) => resolve({ code, signal, stdout: Buffer.concat(out), stderr: Buffer.concat(err) }));
+      p.on('close', (code, signal) => resolve(collect.result(code, signal)));
       p.stdin.on('error', () => undefined);
       p.stdin.end(stdin ?? '');
     });
