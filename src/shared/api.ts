@@ -42,6 +42,8 @@ export interface RunListing {
   host_kv_bytes?: number | null;
   /** Set on a run the what-if simulator made (run.start `simulated`): no GPU ran it. */
   simulated?: SimulatedRunInfo | null;
+  /** An incomplete run started from this machine (not imported): `resumeRun` follows it again. */
+  resumable?: boolean;
 }
 
 /** What a simulated run says of itself, for the lists and charts that must label it. */
@@ -473,7 +475,10 @@ export interface KvScopeApi {
   startRun(request: RunRequest): Promise<Result<RunStarted>>;
   /** TERM to the run's process group, KILL after a grace period. */
   cancelRun(runId: string): Promise<Result<void>>;
-  /** Resumes tailing an incomplete run from its last stored byte. */
+  /**
+   * Follows an incomplete run again from its last stored byte (listing.resumable), to a log
+   * byte-identical to the host's. Refused for imported runs, which are never followed.
+   */
   resumeRun(runId: string): Promise<Result<RunStarted>>;
   /** One run per user count per host; hosts in parallel; `sweep-status` pushes carry the table. */
   startSweep(request: SweepRequest): Promise<Result<{ sweepId: string }>>;

@@ -1,4 +1,4 @@
-import { mkdtempSync, existsSync } from 'node:fs';
+import { mkdtempSync, existsSync, writeFileSync, mkdirSync, utimesSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
@@ -48,4 +48,27 @@ describe('runs library actions', () => {
     const r = await c.handlers.deleteRun('sample:h100');
     expect(!r.ok && r.error.code).toBe('unsupported');
   });
+
+  it('lists a run from its cached log facts whatever its meta says (an "error" meta over a log without run.end)', async () => {
+    const { core: c, runsDir } = await core();
+    const events = syntheticRun().filter((e) => e.type !== 'run.end');
+    mkdirSync(join(runsDir, 'failed-run'));
+    const log = join(runsDir, 'failed-run', 'events.jsonl');
+    writeFileSync(log, toJsonl(events));
+    writeFileSync(join(runsDir, 'failed-run', 'meta.json'), JSON.stringify({ id: 'failed-run', name: 'failed', host: 'local', status: 'error', createdAt: '', error: { code: 'agent_died', message: 'x' } }));
+    const mtime = new Date('2026-01-02T03:04:05Z');
+    utimesSync(log, mtime, mtime);
+    const first = await c.handlers.listRuns();
+    expect(first.ok && first.value.map((r) => [r.id, r.model])).toEqual([['failed-run', 'tiny']]);
+    // The same bytes' size and mtime with other content: a listing that re-reads the log shows it.
+    writeFileSync(log, toJsonl(events).replace('"model":"tiny"', '"model":"tinx"'));
+    utimesSync(log, mtime, mtime);
+    const second = await c.handlers.listRuns();
+    expect(second.ok && second.value.map((r) => [r.id, r.model])).toEqual([['failed-run', 'tiny']]);
+    // The meta itself is read every time: a rename shows at once, from the same cached log facts.
+    expect((await c.handlers.renameRun('failed-run', 'renamed')).ok).toBe(true);
+    const third = await c.handlers.listRuns();
+    expect(third.ok && third.value.map((r) => [r.name, r.model])).toEqual([['renamed', 'tiny']]);
+  });
 });
+

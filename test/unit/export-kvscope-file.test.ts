@@ -1,12 +1,15 @@
 /** The portable run file: byte-for-byte round trip, opening wherever a log opens, and refusing damage. */
 import { createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { validateLog } from '../../src/cli/commands/validate';
-import { importKvscopeFile, readKvscopeHeader, writeKvscopeFile } from '../../src/main/core/export/kvscope-file';
+import { importKvscopeFile, MAX_IMPORT_BYTES, readKvscopeHeader, writeKvscopeFile } from '../../src/main/core/export/kvscope-file';
+import { HostService } from '../../src/main/core/hosts';
+import { RunManager } from '../../src/main/core/remote-run';
 import { RunStore } from '../../src/main/core/run-store';
 import { importRun } from '../../src/main/core/runs-library';
 
@@ -88,3 +91,96 @@ describe('.kvscope run file', () => {
     expect(existsSync(runsDir) ? readdirSync(runsDir) : []).toEqual([]);
   });
 });
+
+/** A run file made by hand: `declared` event bytes in the header (default: the real count), a chosen digest. */
+function runFile(path: string, meta: Record<string, unknown>, events: Buffer, o: { declared?: number; digest?: string } = {}): string {
+  const header = JSON.stringify({ kvscope_file: 1, events_bytes: o.declared ?? events.length, meta });
+  writeFileSync(path, gzipSync(Buffer.concat([Buffer.from(header + '\n'), events, Buffer.from('\n' + JSON.stringify({ events_sha256: o.digest ?? sha(events) }) + '\n')])));
+  return path;
+}
+
+describe('importing a .kvscope file someone else made', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'kvscope-file-hostile-'));
+  const events = readFileSync(LOG);
+
+  it('keeps a finished record only: nothing that resume or cancel would run on a host', async () => {
+    const victim = join(dir, 'victim.txt');
+    writeFileSync(victim, 'precious\n');
+    // What a crafted file carried: resume ran [python, '-', remote_dir, ...] on that host.
+    const crafted = runFile(join(dir, 'crafted.kvscope'), {
+      id: 'crafted', name: 'looks fine', host: 'gpu', status: 'running', createdAt: '2026-01-01T00:00:00Z',
+      python: '/usr/bin/tee', remote_dir: victim, remote_pgid: 1, agent_dir: '/tmp', agent_args: ['--out=/'], tail_pid: 1, bytes_received: 0,
+    }, events);
+    const store = new RunStore(join(dir, 'runs'), null);
+    const listing = await importRun(store, { path: crafted });
+    const meta = await store.readMeta(listing.id);
+    expect(Object.keys(meta).sort()).toEqual(['createdAt', 'host', 'id', 'imported_at', 'imported_from', 'name', 'source_run_id', 'status']);
+    expect(meta).toMatchObject({ id: 'crafted', name: 'looks fine', host: 'gpu', status: 'incomplete', imported_from: crafted });
+    expect(listing.resumable).toBe(false);
+    // And resume/cancel refuse an imported run outright, before connecting anywhere.
+    const runs = new RunManager({ store, hosts: new HostService({ dataDir: dir, agentSourceDir: 'resources/agent', prompts: { unknownHostKey: async () => false, passphrase: async () => null, password: async () => null } }) });
+    await expect(runs.resume(listing.id)).rejects.toMatchObject({ code: 'unsupported', message: expect.stringMatching(/imported .* never followed/) });
+    await expect(runs.cancel(listing.id)).rejects.toMatchObject({ code: 'unsupported' });
+    expect(readFileSync(victim, 'utf8')).toBe('precious\n');
+  });
+
+  it('refuses a declared size over the limit before writing anything (a few MB of gzip can declare gigabytes)', async () => {
+    // A header declaring 2 GiB and no body: refused on its word, before a byte is read or written.
+    const big = runFile(join(dir, 'big.kvscope'), { id: 'big' }, Buffer.alloc(0), { declared: 2 * 1024 ** 3 });
+    const runsDir = join(dir, 'runs-big');
+    await expect(importKvscopeFile(big, runsDir)).rejects.toMatchObject({ code: 'too_large', message: expect.stringContaining(`declares 2147483648 bytes of events, more than an import takes (${MAX_IMPORT_BYTES})`) });
+    expect(existsSync(runsDir)).toBe(false);
+  });
+
+  it('checks the digest before writing: a damaged file is refused before the runs folder is touched', async () => {
+    const damaged = runFile(join(dir, 'damaged.kvscope'), { id: 'damaged' }, events, { digest: '0'.repeat(64) });
+    // A runs folder that cannot be made (its parent is a file): only a write would notice.
+    writeFileSync(join(dir, 'a-file'), '');
+    await expect(importKvscopeFile(damaged, join(dir, 'a-file', 'runs'))).rejects.toMatchObject({ code: 'bad_run', message: expect.stringMatching(/sha256 .* the file says 0{64}/) });
+  });
+
+  it('refuses a file larger than the free space, with both numbers, writing nothing', async (ctx) => {
+    const small = join(dir, 'small-disk');
+    mkdirSync(small);
+    if (spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', small]).status !== 0) {
+      ctx.skip('cannot mount a tmpfs here (needs root): the free-space check is not exercised');
+      return;
+    }
+    try {
+      const file = runFile(join(dir, 'fits-limit.kvscope'), { id: 'fits' }, Buffer.alloc(4 << 20, 0x0a));
+      await expect(importKvscopeFile(file, small)).rejects.toMatchObject({ code: 'io_error', message: expect.stringMatching(/needs 4194304 bytes and .* has \d+ bytes free; nothing was written/) });
+      expect(readdirSync(small)).toEqual([]);
+    } finally {
+      spawnSync('umount', ['-l', small]);
+    }
+  });
+
+  it('a dropped file goes through a private temp folder: a symlink planted at the old predictable path is never followed', async () => {
+    const victim = join(dir, 'victim-of-drop.txt');
+    writeFileSync(victim, 'precious\n');
+    // The old path was tmpdir()/kvscope-import-<pid>-<Date.now()>.kvscope: plant one for every
+    // millisecond of the next 5 s.
+    const now = Date.now();
+    const planted: string[] = [];
+    for (let ms = now; ms < now + 5_000; ms++) {
+      const p = join(tmpdir(), `kvscope-import-${process.pid}-${ms}.kvscope`);
+      try {
+        symlinkSync(victim, p);
+        planted.push(p);
+      } catch {
+        /* taken */
+      }
+    }
+    try {
+      await writeKvscopeFile(LOG, { ...META, id: 'dropped-run' }, join(dir, 'drop.kvscope'));
+      const store = new RunStore(join(dir, 'runs-drop'), null);
+      const listing = await importRun(store, { fileName: 'drop.kvscope', bytesBase64: readFileSync(join(dir, 'drop.kvscope')).toString('base64') });
+      expect(readFileSync(join(store.runsDir, listing.id, 'events.jsonl')).equals(events)).toBe(true);
+      expect((await store.readMeta(listing.id)).imported_from).toBe('drop.kvscope');
+      expect(readFileSync(victim, 'utf8')).toBe('precious\n');
+    } finally {
+      for (const p of planted) unlinkSync(p);
+    }
+  });
+});
+

@@ -15,6 +15,7 @@ import { SecretStore, type SafeStorageLike } from './secrets';
 import { DEFAULT_SETTINGS, SettingsStore } from './settings';
 import { createHostHandlers } from './host-handlers';
 import { appPaths, findAppRoot } from './paths';
+import { checkPythonPath } from './python-path';
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -103,7 +104,8 @@ export async function createCore(options: CoreOptions): Promise<Core> {
     return { ...request, ...(python ? { python } : {}), workload: { sample_ms: current.sampleMs, ...request.workload } };
   };
   const profilesByAgent = new Map<string, Promise<WhatIfProfile[]>>();
-  const localAgent = async () => ({ agentDir: options.agentDir ?? defaultAgentDir(), python: (await settings.load()).pythonByHost.local ?? 'python3' });
+  /** The agent on this machine and the Python that runs it (Settings' for `local`; a Python only, python-path.ts). */
+  const localAgent = async () => ({ agentDir: options.agentDir ?? defaultAgentDir(), python: checkPythonPath((await settings.load()).pythonByHost.local ?? 'python3', 'pythonByHost.local') });
   const browserOnly = (what: string) => err('unsupported', `${what} needs the desktop app; this window is served to a browser by kvscope serve`);
   const snapshot = async (): Promise<SettingsSnapshot> => {
     const current = await settings.load();
@@ -125,7 +127,12 @@ export async function createCore(options: CoreOptions): Promise<Core> {
         versions: { node: process.versions.node, ...(options.versions ?? {}) },
         runsDir: options.runsDir,
       })),
-    listRuns: () => toResult(() => store.list()),
+    // After start-up has marked runs a crashed app left "running" as incomplete (resumable).
+    listRuns: () =>
+      toResult(async () => {
+        await hostHandlers.ready;
+        return store.list();
+      }),
     loadRun: (runId: string) => toResult(() => store.load(String(runId))),
     renameRun: (runId, name) => toResult(() => renameRun(store, runId, name)),
     deleteRun: (runId) => toResult(() => deleteRun(store, runId)),
@@ -162,6 +169,8 @@ export async function createCore(options: CoreOptions): Promise<Core> {
     getSettings: () => toResult(snapshot),
     saveSettings: (next) =>
       toResult(async () => {
+        // The interpreters a host's runs and probes start: Pythons only (python-path.ts).
+        for (const [host, python] of Object.entries(next?.pythonByHost ?? {})) checkPythonPath(python, `pythonByHost.${host}`);
         await settings.save(next);
         return snapshot();
       }),

@@ -130,10 +130,13 @@ export function createHostHandlers(o: HostHandlerOptions): { handlers: Pick<Core
     saveHost: (input) => toResult(() => hosts.saveHost(input)),
     removeHost: (alias) => toResult(() => hosts.removeHost(String(alias))),
     saveCluster: (alias, options) => toResult(() => slurm.o.clusters.saveFor(hosts, String(alias), options ?? null)),
+    // Every call below that reaches a shell takes only a host the user listed (docs/desktop.md,
+    // "What the window can run"): the window never names a destination of its own.
     probeHost: (alias, options) =>
       toResult(async () => {
-        const base = await hosts.probe(String(alias), typeof options?.python === 'string' ? options.python : undefined);
-        return (await slurm.handles({ host: String(alias), workload: {} })) ? slurm.o.clusters.probe(hosts, String(alias), base) : base;
+        const host = await hosts.checkListed(alias);
+        const base = await hosts.probe(host, typeof options?.python === 'string' ? options.python : undefined);
+        return (await slurm.handles({ host, workload: {} })) ? slurm.o.clusters.probe(hosts, host, base) : base;
       }),
     answerHostKey: (promptId, accept) => toResult(() => broker.answer(String(promptId), 'host-key', accept === true)),
     providePassphrase: (promptId, secret, options) =>
@@ -141,11 +144,25 @@ export function createHostHandlers(o: HostHandlerOptions): { handlers: Pick<Core
     startRun: (request) =>
       toResult(async () => {
         await ready;
+        if (typeof request?.host === 'string' && request.host) await hosts.checkListed(request.host);
         return runs.start(request);
       }),
-    cancelRun: (runId) => toResult(() => runs.cancel(String(runId))),
-    resumeRun: (runId) => toResult(() => runs.resume(String(runId))),
-    startSweep: (request) => toResult(() => sweeps.start(request)),
+    cancelRun: (runId) =>
+      toResult(async () => {
+        await hosts.checkListed((await runs.followable(String(runId), 'cancel')).host);
+        return runs.cancel(String(runId));
+      }),
+    resumeRun: (runId) =>
+      toResult(async () => {
+        await ready;
+        await hosts.checkListed((await runs.followable(String(runId), 'resume')).host);
+        return runs.resume(String(runId));
+      }),
+    startSweep: (request) =>
+      toResult(async () => {
+        for (const h of Array.isArray(request?.hosts) ? request.hosts : []) await hosts.checkListed(h);
+        return sweeps.start(request);
+      }),
   };
   return { handlers, hosts, runs, ready };
 }

@@ -10,6 +10,7 @@ import type { HostEntry, HostInput, HostProbe } from '../../shared/api';
 import { CodedError } from '../../shared/result';
 import { bundleAgent, deployAgent, resolveRoot, type AgentBundle, type DeployProgress } from './deploy';
 import { probeWith } from './probe';
+import { checkPythonPath } from './python-path';
 import { configAliases, loadSshConfig, resolveHost, serverAliveToKeepaliveMs, type ResolvedHost, type SshConfigSource } from './ssh/config';
 import { connectSsh, type ConnectPrompts } from './ssh/connect';
 import { LocalExec, SshExec, type HostExec } from './ssh/host-exec';
@@ -126,7 +127,7 @@ export class HostService {
     if (input.port) clean.port = input.port;
     if (input.identityFile) clean.identityFile = String(input.identityFile);
     if (input.proxyJump) clean.proxyJump = String(input.proxyJump);
-    if (input.python) clean.python = String(input.python);
+    if (input.python) clean.python = checkPythonPath(String(input.python));
     const hosts = (await this.appHosts()).filter((h) => h.alias !== clean.alias);
     hosts.push(clean);
     await mkdir(this.opts.dataDir, { recursive: true });
@@ -142,11 +143,24 @@ export class HostService {
     await writeFile(this.hostsFile, JSON.stringify(hosts.filter((h) => h.alias !== alias), null, 2) + '\n', { mode: 0o600 });
   }
 
-  /** The interpreter for a host: the run's choice, the app host's, then the default. */
+  /** The interpreter for a host: the run's choice, the app host's, then the default; always a Python (python-path.ts). */
   async pythonFor(alias: string, override?: string): Promise<string> {
-    if (override) return override;
+    if (override) return checkPythonPath(override);
     const app = (await this.appHosts()).find((h) => h.alias === alias);
-    return app?.python ?? this.opts.python ?? 'python3';
+    return checkPythonPath(app?.python ?? this.opts.python ?? 'python3');
+  }
+
+  /**
+   * Refuses a host that is not in the user's list (an alias of ~/.ssh/config, a host added in the
+   * app, or local). The window may only reach hosts the user named; the CLI, where the user types
+   * the destination, may also give user@host:port.
+   */
+  async checkListed(alias: unknown): Promise<string> {
+    const name = String(alias ?? '');
+    if (!(await this.listHosts()).some((h) => h.alias === name)) {
+      throw new CodedError('not_found', `no host ${JSON.stringify(name)} in your hosts (~/.ssh/config, the hosts added in KV Scope, or local): add it in Hosts first`, { field: 'host' });
+    }
+    return name;
   }
 
   async connect(alias: string): Promise<HostExec> {

@@ -4,7 +4,9 @@
  *
  * Remote layout (root = ~/.cache/kvscope unless overridden):
  *   <root>/agent-<hash>/kvscope_agent/   the deployed agent (deploy.ts)
- *   <root>/runs/<run id>/events.jsonl    written by the agent (--out)
+ *   <root>/runs/<folder>/events.jsonl    written by the agent (--out); <folder> is the run id, with
+ *                                        a random suffix when the id was chosen by the user (--out
+ *                                        DIR), so two machines' runs never share a folder
  *                        pid             the launcher's pid = the run's process group id
  *                        exit            the agent's exit status, written when it ends
  *                        agent.stderr    the agent's progress and errors
@@ -21,13 +23,15 @@
  * tail at the last byte it has stored whole (EventLineDecoder.committedOffset): nothing is lost and
  * nothing is duplicated, so the local events.jsonl is a byte-for-byte copy of the remote one.
  */
+import { randomBytes } from 'node:crypto';
 import { closeSync, existsSync, fstatSync, ftruncateSync, mkdirSync, openSync, readFileSync, readSync, writeSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { OFFLOAD_POLICIES, type AgentWorkload, type PushMessage, type RunListing, type RunRequest, type RunStarted, type SweepRequest, type SweepRow } from '../../shared/api';
 import { EventLineDecoder } from '../../shared/events-reader';
-import type { KvEvent } from '../../shared/protocol';
+import { MAX_LINE_BYTES, type KvEvent } from '../../shared/protocol';
 import { CodedError } from '../../shared/result';
+import { checkPythonPath } from './python-path';
 import { checkRunId, type RunMeta, type RunStore } from './run-store';
 import { shellCommand, shellQuote } from './shell-quote';
 import type { HostExec } from './ssh/host-exec';
@@ -78,12 +82,25 @@ export function agentRunArgs(w: AgentWorkload): string[] {
   return args;
 }
 
+/** Random lowercase letters and digits from the OS's CSPRNG (folder names that must not collide). */
+function randomTag(chars: number): string {
+  return [...randomBytes(chars)].map((b) => '0123456789abcdefghijklmnopqrstuvwxyz'[b % 36]).join('');
+}
+
 /** A run id: sortable, unique, and safe as a folder name anywhere (RunStore's id rule). */
 export function newRunId(host: string, users?: number, now = new Date()): string {
   const ts = now.toISOString().replace(/[-:]/g, '').replace(/\..*$/, '').replace('T', '-');
   const h = host.replace(/[^A-Za-z0-9.-]/g, '_').slice(0, 40) || 'host';
-  const rand = Math.random().toString(36).slice(2, 6);
-  return `${ts}-${h}${users ? `-u${users}` : ''}-${rand}`;
+  return `${ts}-${h}${users ? `-u${users}` : ''}-${randomTag(6)}`;
+}
+
+/**
+ * The run's folder name on the host. A generated id is already unique (a timestamp and a random
+ * tag); an id the user chose (the CLI's `--out DIR` names the run after DIR) is not: another
+ * laptop or checkout may use the same name on the same host, so it gets a random tag too.
+ */
+export function remoteRunName(runId: string, chosenByUser: boolean): string {
+  return chosenByUser ? `${runId}-${randomTag(8)}` : runId;
 }
 
 export interface LaunchSpec {
@@ -255,19 +272,32 @@ export interface TailEnd {
   stderr: string;
 }
 
+/** The tail's status line (the host writes it: every field is type-checked, anything else is dropped). */
 function parseTailEnd(stderr: string): TailEnd | null {
   const lines = stderr.trim().split('\n');
+  const n = (v: unknown) => (typeof v === 'number' && Number.isFinite(v) ? v : null);
   for (let i = lines.length - 1; i >= 0; i--) {
     const l = lines[i]!.trim();
     if (!l.startsWith('{"end"')) continue;
+    let o: Record<string, unknown>;
     try {
-      return JSON.parse(l) as TailEnd;
+      o = JSON.parse(l) as Record<string, unknown>;
     } catch {
       return null;
     }
+    if (o.end !== 'exit' && o.end !== 'gone' && o.end !== 'dead') return null;
+    return { end: o.end, code: n(o.code), size: n(o.size), free_bytes: n(o.free_bytes), stderr: typeof o.stderr === 'string' ? o.stderr.slice(-4000) : '' };
   }
   return null;
 }
+
+/**
+ * The most bytes of one unfinished line the local copy holds while it waits for its newline. The
+ * protocol's lines are at most 1 MiB; a longer one is still stored byte for byte (readers report
+ * it as a bad line) up to this, and a host that sends more without a newline is not sending an
+ * event log: following stops with `line_too_long` instead of buffering without end.
+ */
+export const MAX_UNTERMINATED_LINE_BYTES = 8 * MAX_LINE_BYTES;
 
 /**
  * The local copy of a run's events.jsonl. Only whole lines are written (the bytes up to the
@@ -342,7 +372,15 @@ export class LocalEventSink {
     this.pending.push(chunk);
     this.pendingBytes += chunk.length;
     const commit = this.decoder.committedOffset - this.written;
-    if (commit <= 0) return;
+    if (commit <= 0) {
+      if (this.pendingBytes > MAX_UNTERMINATED_LINE_BYTES) {
+        const held = this.pendingBytes;
+        this.pending = [];
+        this.pendingBytes = 0;
+        throw new CodedError('too_large', `the host sent ${held} bytes without a newline at byte ${this.written} of the log (an event line is at most ${MAX_LINE_BYTES} bytes): not an event log`, { offset: this.written });
+      }
+      return;
+    }
     const all = this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending, this.pendingBytes);
     let off = 0;
     try {
@@ -529,13 +567,18 @@ export async function tailRun(o: TailOptions): Promise<TailResult> {
         o.signal?.removeEventListener('abort', onAbort);
         if (o.signal?.aborted) break;
         if (localError) {
-          result = {
-            status: 'incomplete',
-            error: { code: 'local_io', message: `cannot store the run on this machine (${(localError as Error).message}); ${sink.written} bytes kept, the run goes on on the host: free space, then resume` },
-            bytes: sink.written,
-            lastSeq: sink.lastSeq,
-            reconnects,
-          };
+          const le = localError as Error;
+          result =
+            le instanceof CodedError && le.code === 'too_large'
+              ? // Resuming would read the same bytes again: an error, not an incomplete run.
+                { status: 'error', error: { code: 'line_too_long', message: `${le.message}; stopped following, ${sink.written} bytes of whole lines kept` }, bytes: sink.written, lastSeq: sink.lastSeq, reconnects }
+              : {
+                  status: 'incomplete',
+                  error: { code: 'local_io', message: `cannot store the run on this machine (${le.message}); ${sink.written} bytes kept, the run goes on on the host: free space, then ${resumeHint(o.runId)}` },
+                  bytes: sink.written,
+                  lastSeq: sink.lastSeq,
+                  reconnects,
+                };
           break;
         }
         const end = parseTailEnd(done.stderr);
@@ -552,7 +595,11 @@ export async function tailRun(o: TailOptions): Promise<TailResult> {
           };
           break;
         }
-        if (!end) throw new CodedError('ssh_error', 'connection lost');
+        if (!end) {
+          // Why the link went (ssh2's "Keepalive timeout" for a silent one), said in the progress.
+          const why = await Promise.race([exec.gone, new Promise<string>((r) => setImmediate(() => r('the connection closed')))]);
+          throw new CodedError('ssh_error', why);
+        }
         downSince = null;
         sink.finish();
         flush();
@@ -568,14 +615,14 @@ export async function tailRun(o: TailOptions): Promise<TailResult> {
         exec = undefined;
         // Retrying cannot fix a refused host key or refused credentials: say so now, keep the run resumable.
         if (e instanceof CodedError && ['host_key_changed', 'host_key_unknown', 'auth_failed'].includes(e.code)) {
-          result = { status: 'incomplete', error: { code: e.code, message: `${e.message}; ${sink.written} bytes kept, resume once this is fixed` }, bytes: sink.written, lastSeq: sink.lastSeq, reconnects };
+          result = { status: 'incomplete', error: { code: e.code, message: `${e.message}; ${sink.written} bytes kept, ${resumeHint(o.runId)} once this is fixed` }, bytes: sink.written, lastSeq: sink.lastSeq, reconnects };
           break;
         }
         downSince ??= Date.now();
         if (Date.now() - downSince > window) {
           result = {
             status: 'incomplete',
-            error: { code: 'connection_lost', message: `lost the connection to the host for over ${Math.round(window / 1000)} s (${(e as Error).message}); ${sink.written} bytes kept, resume later` },
+            error: { code: 'connection_lost', message: `lost the connection to the host for over ${Math.round(window / 1000)} s (${(e as Error).message}); ${sink.written} bytes kept, ${resumeHint(o.runId)} when the host is back` },
             bytes: sink.written,
             lastSeq: sink.lastSeq,
             reconnects,
@@ -606,6 +653,9 @@ export async function tailRun(o: TailOptions): Promise<TailResult> {
   progress(true);
   return result;
 }
+
+/** How a user resumes a run, in the desktop app or the CLI. */
+export const resumeHint = (runId: string): string => `resume it (Resume in the Runs view, or \`kvscope resume ${runId}\`)`;
 
 function finishStatus(end: TailEnd, sink: LocalEventSink, remoteDir: string, reconnects: number): TailResult {
   const base = { bytes: sink.written, lastSeq: sink.lastSeq, reconnects };
@@ -640,6 +690,15 @@ function finishStatus(end: TailEnd, sink: LocalEventSink, remoteDir: string, rec
     },
   };
 }
+
+/** The run's folder on its host, from its meta.json. */
+function remoteDirOf(meta: RunMeta, what: string): string {
+  if (typeof meta.remote_dir !== 'string' || !meta.remote_dir) throw new CodedError('invalid_argument', `${what}: run ${meta.id} never started on a host`);
+  return meta.remote_dir;
+}
+
+/** Statuses of a run whose log ended with its run.end: nothing is left to follow. */
+const ENDED = new Set<RunMeta['status']>(['ok', 'cancelled']);
 
 /** The remote folder of a run under a root. */
 export const remoteRunDir = (root: string, runId: string): string => posix.join(root, 'runs', runId);
@@ -685,6 +744,8 @@ export interface RunScheduler {
  */
 export class RunManager {
   private readonly active = new Map<string, ActiveRun>();
+  /** How each run followed by this manager last ended (what `wait` answers once it is no longer active). */
+  private readonly ended = new Map<string, TailResult>();
 
   constructor(readonly o: RunManagerOptions) {}
 
@@ -692,13 +753,18 @@ export class RunManager {
     this.o.push?.({ kind: 'progress', runId, stage, fraction, etaS, message });
   }
 
-  /** Resolves when the run has ended (for the CLI and sweeps); rejects only on a start failure. */
+  /**
+   * Resolves when the run has ended (for the CLI and sweeps), also for a run whose following
+   * ended just before the call (a cancel collects run.end at once).
+   */
   wait(runId: string): Promise<TailResult> {
     const scheduled = this.o.scheduler?.wait(runId);
     if (scheduled) return scheduled;
     const a = this.active.get(runId);
-    if (!a) throw new CodedError('not_found', `run ${runId} is not being followed`);
-    return a.done;
+    if (a) return a.done;
+    const ended = this.ended.get(runId);
+    if (ended) return Promise.resolve(ended);
+    throw new CodedError('not_found', `run ${runId} is not being followed`);
   }
 
   /** `options.runId` names the local run folder (the CLI's --out); default: a fresh id. */
@@ -723,7 +789,7 @@ export class RunManager {
         this.progress(runId, 'deploy', p.totalBytes ? p.uploadedBytes / p.totalBytes : null, null, p.reused ? 'agent already on the host' : `uploading the agent: ${p.uploadedBytes}/${p.totalBytes} bytes`),
       );
       exec = prepared.exec;
-      remoteDir = remoteRunDir(prepared.root, runId);
+      remoteDir = remoteRunDir(prepared.root, remoteRunName(runId, options.runId !== undefined));
       this.progress(runId, 'start', null, null, `starting the agent in ${remoteDir}`);
       pgid = await launchDetached({ exec, python, agentDir: prepared.agentDir, remoteDir, agentArgs });
       Object.assign(meta, { remote_dir: remoteDir, remote_pgid: pgid, agent_dir: prepared.agentDir });
@@ -758,13 +824,16 @@ export class RunManager {
     }).then(
       (r) => {
         this.active.delete(runId);
+        this.ended.set(runId, r);
         this.o.push?.({ kind: 'run-status', runId, status: r.status, message: r.error?.message });
         return r;
       },
       (e: Error) => {
         this.active.delete(runId);
+        const r: TailResult = { status: 'incomplete', error: { code: 'internal', message: e.message }, bytes: 0, lastSeq: null, reconnects: 0 };
+        this.ended.set(runId, r);
         this.o.push?.({ kind: 'run-status', runId, status: 'incomplete', message: e.message });
-        return { status: 'incomplete' as const, error: { code: 'internal', message: e.message }, bytes: 0, lastSeq: null, reconnects: 0 };
+        return r;
       },
     );
     const a: ActiveRun = { runId, host, remoteDir, pgid, abort, done };
@@ -772,31 +841,53 @@ export class RunManager {
     return a;
   }
 
+  /**
+   * The meta.json of a run started on this machine, which says where it lives on its host; refuses
+   * a run that was imported (a run file is someone else's record: nothing in it is run or
+   * followed, on a host or through a scheduler) or that never started on a host.
+   */
+  async followable(runId: string, what: string): Promise<RunMeta> {
+    const meta = await this.o.store.readMeta(runId);
+    if (meta.imported_from !== undefined) {
+      throw new CodedError('unsupported', `${what}: ${runId} was imported from ${String(meta.imported_from)}; an imported run is a finished record and is never followed on a host`);
+    }
+    if (typeof meta.host !== 'string' || !meta.host) throw new CodedError('invalid_argument', `${what}: run ${runId} never started on a host`);
+    return meta;
+  }
+
   /** TERM to the run's process group, KILL after the grace period; the tail then collects run.end. */
   async cancel(runId: string): Promise<void> {
-    const meta = await this.o.store.readMeta(runId);
+    const meta = await this.followable(runId, 'cancel');
     if (this.o.scheduler?.owns(meta)) return this.o.scheduler.cancel(runId);
-    if (!meta.remote_dir) throw new CodedError('invalid_argument', `run ${runId} never started on a host`);
+    const remoteDir = remoteDirOf(meta, 'cancel');
+    // A run followed now gets its run.end through its tail; one that is not (after a restart) is
+    // followed once more below, unless its log already ended.
+    const followed = this.active.has(runId);
     const exec = await this.o.hosts.connect(meta.host);
     try {
-      await cancelDetached(exec, meta.remote_dir, typeof meta.remote_pgid === 'number' ? meta.remote_pgid : null, this.o.cancelGraceMs ?? 5000);
+      await cancelDetached(exec, remoteDir, typeof meta.remote_pgid === 'number' ? meta.remote_pgid : null, this.o.cancelGraceMs ?? 5000);
     } finally {
       exec.close();
     }
     // Not followed here (e.g. after a restart): fetch the rest so the local copy ends with run.end.
-    if (!this.active.has(runId)) await this.resume(runId);
+    if (!followed && !ENDED.has(meta.status)) await this.resume(runId);
   }
 
-  /** Follows an incomplete run again from its last stored byte. */
+  /**
+   * Follows a run again from its last stored byte (an incomplete run: its follower was killed, the
+   * app crashed, the link was down too long, the local disk filled). The tail re-reads the host's
+   * log from exactly the local copy's length, so the copy ends byte-identical to the host's.
+   */
   async resume(runId: string): Promise<RunStarted> {
     const a = this.active.get(runId);
     if (a) return { runId, remoteDir: a.remoteDir };
-    const meta = await this.o.store.readMeta(runId);
+    const meta = await this.followable(runId, 'resume');
+    if (ENDED.has(meta.status)) throw new CodedError('invalid_argument', `resume: run ${runId} already ended (${meta.status}); its log is complete`);
     if (this.o.scheduler?.owns(meta)) return this.o.scheduler.resume(runId);
-    if (!meta.remote_dir) throw new CodedError('invalid_argument', `run ${runId} has no remote folder to resume from`);
-    const python = typeof meta.python === 'string' ? meta.python : await this.o.hosts.pythonFor(meta.host);
-    this.follow(runId, meta.host, meta.remote_dir, python, typeof meta.remote_pgid === 'number' ? meta.remote_pgid : null);
-    return { runId, remoteDir: meta.remote_dir };
+    const remoteDir = remoteDirOf(meta, 'resume');
+    const python = checkPythonPath(typeof meta.python === 'string' ? meta.python : await this.o.hosts.pythonFor(meta.host));
+    this.follow(runId, meta.host, remoteDir, python, typeof meta.remote_pgid === 'number' ? meta.remote_pgid : null);
+    return { runId, remoteDir };
   }
 
   /** Stops following every run (app quit); the runs go on and can be resumed. */

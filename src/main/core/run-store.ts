@@ -37,8 +37,23 @@ export function checkRunId(id: string): void {
   if (!RUN_ID_RE.test(id) || id === '.' || id === '..') throw new CodedError('invalid_argument', `not a run id: ${JSON.stringify(id)}`);
 }
 
+/** What a listing takes from a run's log: cached by the log's size and mtime, never by its meta. */
+type LogFacts = Pick<RunAnalysis, 'start' | 'status' | 'e2e_ns'> & { users: { length: number }; ttft: { mean: number | null } };
+
+const factsOf = (a: RunAnalysis): LogFacts => ({ start: a.start, status: a.status, e2e_ns: a.e2e_ns, users: { length: a.users.length }, ttft: { mean: a.ttft.mean } });
+
+/** Whether `resume` can follow a run again: incomplete, started on a host from this machine, not imported. */
+export function isResumable(meta: RunMeta): boolean {
+  return meta.status === 'incomplete' && meta.imported_from === undefined && typeof meta.remote_dir === 'string' && meta.remote_dir.length > 0;
+}
+
 export class RunStore {
-  private readonly cache = new Map<string, { mtimeMs: number; size: number; listing: RunListing }>();
+  /**
+   * Facts read from each run's log, keyed by the log's mtime and size only: a listing is those
+   * facts plus meta.json (name, status, host), which is re-read every time and costs no log read,
+   * whatever it says (an `error` meta over a log without run.end included).
+   */
+  private readonly cache = new Map<string, { mtimeMs: number; size: number; facts: LogFacts }>();
 
   constructor(
     readonly runsDir: string,
@@ -131,15 +146,13 @@ export class RunStore {
       return baseListing(id, meta, bundled, null);
     }
     const hit = this.cache.get(id);
-    if (hit && hit.mtimeMs === s.mtimeMs && hit.size === s.size && hit.listing.name === meta.name && hit.listing.status === metaStatus(meta, hit.listing)) {
-      return hit.listing;
-    }
+    if (hit && hit.mtimeMs === s.mtimeMs && hit.size === s.size) return baseListing(id, meta, bundled, hit.facts);
     const analyzer = new RunAnalyzer();
     await readEventFile(file, { onEvent: (e) => analyzer.push(e) });
     analyzer.finish();
-    const listing = baseListing(id, meta, bundled, analyzer.result());
-    this.cache.set(id, { mtimeMs: s.mtimeMs, size: s.size, listing });
-    return listing;
+    const facts = factsOf(analyzer.result());
+    this.cache.set(id, { mtimeMs: s.mtimeMs, size: s.size, facts });
+    return baseListing(id, meta, bundled, facts);
   }
 
   async load(id: string): Promise<LoadedRun> {
@@ -167,11 +180,7 @@ export class RunStore {
   }
 }
 
-function metaStatus(meta: RunMeta, fallback: RunListing): RunListing['status'] {
-  return meta.status ?? fallback.status;
-}
-
-function baseListing(id: string, meta: RunMeta, bundled: boolean, a: RunAnalysis | null): RunListing {
+function baseListing(id: string, meta: RunMeta, bundled: boolean, a: LogFacts | null): RunListing {
   const cfg = a?.start?.config;
   const status: RunListing['status'] =
     meta.status === 'running' || meta.status === 'incomplete' ? meta.status : (a?.status ?? meta.status ?? 'incomplete');
@@ -192,11 +201,12 @@ function baseListing(id: string, meta: RunMeta, bundled: boolean, a: RunAnalysis
     context_tokens: typeof cfg?.context_tokens === 'number' ? cfg.context_tokens : null,
     host_kv_bytes: typeof cfg?.host_kv_bytes === 'number' ? cfg.host_kv_bytes : null,
     simulated: simulatedInfo(a),
+    resumable: !bundled && isResumable(meta),
   };
 }
 
 /** run.start `simulated` (docs/whatif.md) as the library lists it; null for a measured run. */
-function simulatedInfo(a: RunAnalysis | null): RunListing['simulated'] {
+function simulatedInfo(a: LogFacts | null): RunListing['simulated'] {
   const s = a?.start?.simulated;
   if (!s || typeof s !== 'object' || !s.profile || !s.source) return null;
   return {

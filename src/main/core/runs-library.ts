@@ -3,19 +3,18 @@
  * beside RunStore (which lists and loads) so the store stays read-mostly; every action checks the run
  * id the same way it does.
  */
-import { mkdir, readdir, readFile, rm, stat, writeFile, rename as fsRename } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile, rename as fsRename } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import type { ImportRunSource, RunListing } from '../../shared/api';
 import { EventLineDecoder } from '../../shared/events-reader';
 import { CodedError } from '../../shared/result';
 import { checkRunId, type RunStore } from './run-store';
-import { importKvscopeFile, isKvscopeFile, KVSCOPE_EXT } from './export/kvscope-file';
+import { checkFreeSpace, importKvscopeFile, isKvscopeFile, KVSCOPE_EXT, MAX_IMPORT_BYTES } from './export/kvscope-file';
 import { tmpdir } from 'node:os';
 
 const SAMPLE_PREFIX = 'sample:';
-/** Imports larger than this are refused before decoding (a run of 1M transfers is ~200 MB of JSONL). */
-const MAX_IMPORT_BYTES = 1024 * 1024 * 1024;
+const tooLarge = (name: string) => new CodedError('too_large', `import: ${name} is larger than ${MAX_IMPORT_BYTES} bytes (1 GiB); nothing was written`, { limit: MAX_IMPORT_BYTES });
 
 function refuseBundled(id: string, what: string): void {
   if (id.startsWith(SAMPLE_PREFIX)) throw new CodedError('unsupported', `${what}: ${id} is a bundled sample and is read-only`);
@@ -89,6 +88,8 @@ export async function importRun(store: RunStore, source: ImportRunSource): Promi
     }
     const file = s.isDirectory() ? join(path, 'events.jsonl') : path;
     if (s.isDirectory()) fileName = basename(path);
+    // Sized before it is read: a file is never read whole into memory to learn it is too big.
+    if ((await stat(file).catch(() => s)).size > MAX_IMPORT_BYTES) throw tooLarge(fileName);
     bytes = await readFile(file);
   } else if (source && typeof (source as { bytesBase64?: unknown }).bytesBase64 === 'string') {
     const s = source as { fileName: string; bytesBase64: string };
@@ -97,11 +98,13 @@ export async function importRun(store: RunStore, source: ImportRunSource): Promi
   } else {
     throw new CodedError('invalid_argument', 'import: give { path } or { fileName, bytesBase64 }');
   }
-  if (bytes.length > MAX_IMPORT_BYTES) throw new CodedError('invalid_argument', `import: ${fileName} is larger than 1 GiB`);
+  if (bytes.length > MAX_IMPORT_BYTES) throw tooLarge(fileName);
   if (bytes.length >= 2 && bytes[0] === 0x1f && bytes[1] === 0x8b) {
     try {
-      bytes = gunzipSync(bytes);
+      // A few MB of gzip can hold gigabytes: decompressed only up to the same limit.
+      bytes = gunzipSync(bytes, { maxOutputLength: MAX_IMPORT_BYTES });
     } catch (e) {
+      if ((e as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE') throw tooLarge(`${fileName} (decompressed)`);
       throw new CodedError('bad_run', `import: ${fileName} is not a readable .gz (${(e as Error).message})`);
     }
   }
@@ -124,6 +127,7 @@ export async function importRun(store: RunStore, source: ImportRunSource): Promi
   for (let i = 2; existing.has(id); i++) id = `${base}-${i}`;
   checkRunId(id);
   const dir = store.runDir(id);
+  await checkFreeSpace(store.runsDir, bytes.length, `importing ${fileName}`);
   await mkdir(dir, { recursive: true });
   await writeFile(join(dir, 'events.jsonl'), bytes);
   await store.writeMeta({
@@ -148,12 +152,15 @@ async function importIfKvscopeFile(store: RunStore, source: ImportRunSource): Pr
   const dropped = source as { fileName?: unknown; bytesBase64?: unknown } | null;
   if (typeof dropped?.fileName !== 'string' || !isKvscopeFile(dropped.fileName) || typeof dropped.bytesBase64 !== 'string') return null;
   const bytes = Buffer.from(dropped.bytesBase64, 'base64');
-  if (bytes.length > MAX_IMPORT_BYTES) throw new CodedError('invalid_argument', `import: ${dropped.fileName} is larger than 1 GiB`);
-  const tmp = join(tmpdir(), `kvscope-import-${process.pid}-${Date.now()}${KVSCOPE_EXT}`);
-  await writeFile(tmp, bytes);
+  if (bytes.length > MAX_IMPORT_BYTES) throw tooLarge(dropped.fileName);
+  // A folder only this process made (mkdtemp: a fresh name, mode 0700), and a file created in it
+  // exclusively ('wx' is O_CREAT|O_EXCL: it never follows or reuses whatever is at that path).
+  const tmpDir = await mkdtemp(join(tmpdir(), 'kvscope-import-'));
   try {
-    return await listingOf(store, (await importKvscopeFile(tmp, store.runsDir)).id);
+    const tmp = join(tmpDir, `dropped${KVSCOPE_EXT}`);
+    await writeFile(tmp, bytes, { flag: 'wx', mode: 0o600 });
+    return await listingOf(store, (await importKvscopeFile(tmp, store.runsDir, { source: dropped.fileName })).id);
   } finally {
-    await rm(tmp, { force: true });
+    await rm(tmpDir, { recursive: true, force: true });
   }
 }

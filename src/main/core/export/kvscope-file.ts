@@ -14,11 +14,12 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, rename, rm, stat, writeFile, access } from 'node:fs/promises';
+import { mkdir, rename, rm, stat, statfs, writeFile, access } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
 import { createGunzip, createGzip } from 'node:zlib';
+import { jsonDeeperThan } from '../../../shared/protocol';
 import { CodedError } from '../../../shared/result';
 import type { RunMeta } from '../run-store';
 
@@ -29,6 +30,14 @@ export const isKvscopeFile = (path: string): boolean => path.toLowerCase().endsW
 /** The header carries only meta.json; anything bigger is not a run file. */
 const MAX_HEADER_BYTES = 1 << 20;
 const MAX_TRAILER_BYTES = 4096;
+/**
+ * The most event bytes an import takes (a run of a million transfers is ~200 MB of JSONL). A run
+ * file declares its size in its header, and a few MB of gzip can declare gigabytes: the declared
+ * size is checked against this, and against the free space, before anything is written.
+ */
+export const MAX_IMPORT_BYTES = 1024 * 1024 * 1024;
+/** Left free on the disk after an import (meta.json, and room for everything else). */
+const IMPORT_HEADROOM_BYTES = 16 << 20;
 
 export interface KvscopeHeader {
   kvscope_file: number;
@@ -164,6 +173,7 @@ export async function* readKvscopeFile(file: string, onHeader?: (h: KvscopeHeade
 }
 
 function parseHeader(text: string, file: string): KvscopeHeader {
+  if (jsonDeeperThan(text)) throw new CodedError('bad_run', `${file}: its header is nested too deep to be a run's meta`);
   let h: unknown;
   try {
     h = JSON.parse(text);
@@ -174,7 +184,7 @@ function parseHeader(text: string, file: string): KvscopeHeader {
   if (typeof o !== 'object' || o === null || typeof o.kvscope_file !== 'number') throw new CodedError('bad_run', `${file} is not a KV Scope run file (no "kvscope_file" in its header)`);
   if (o.kvscope_file > KVSCOPE_FILE_VERSION) throw new CodedError('unsupported', `${file} is a version ${o.kvscope_file} run file; this KV Scope reads version ${KVSCOPE_FILE_VERSION}`);
   if (!Number.isSafeInteger(o.events_bytes) || (o.events_bytes as number) < 0) throw new CodedError('bad_run', `${file}: header has no valid events_bytes`);
-  if (typeof o.meta !== 'object' || o.meta === null) throw new CodedError('bad_run', `${file}: header has no meta`);
+  if (typeof o.meta !== 'object' || o.meta === null || Array.isArray(o.meta)) throw new CodedError('bad_run', `${file}: header has no meta`);
   return o as KvscopeHeader;
 }
 
@@ -193,6 +203,7 @@ export async function readKvscopeHeader(file: string): Promise<KvscopeHeader> {
 }
 
 const RUN_ID_RE = /^[A-Za-z0-9._-]{1,128}$/;
+const IMPORTED_STATUSES = new Set(['ok', 'error', 'cancelled', 'incomplete']);
 
 async function exists(p: string): Promise<boolean> {
   try {
@@ -203,13 +214,65 @@ async function exists(p: string): Promise<boolean> {
   }
 }
 
+/** Refuses to write `bytes` into `dir` when its disk has less than that free (plus headroom). */
+export async function checkFreeSpace(dir: string, bytes: number, what: string): Promise<void> {
+  const fs = await statfs(dir).catch(() => null);
+  if (!fs) return; // a file system that cannot say: the write itself reports a full disk
+  const free = fs.bavail * fs.bsize;
+  if (bytes + IMPORT_HEADROOM_BYTES > free) {
+    throw new CodedError('io_error', `${what} needs ${bytes} bytes and ${dir} has ${free} bytes free; nothing was written`, { needed: bytes, free });
+  }
+}
+
+/**
+ * The meta an imported run keeps: what the runs list shows, nothing more. A run file is someone
+ * else's data, so nothing in it may ever reach a shell: the host's Python, run folder, process
+ * group and agent arguments (which resume and cancel use for runs started on this machine) are
+ * dropped, and `imported_from` marks the run as a finished record that is never followed again.
+ */
+function importedMeta(m: Record<string, unknown>, id: string, file: string): RunMeta {
+  const text = (v: unknown, max: number): string | undefined => (typeof v === 'string' && v.length > 0 ? v.slice(0, max) : undefined);
+  // A finished status is shown from the log's own run.end; a run exported while live stays incomplete.
+  const status: RunMeta['status'] = m.status === 'running' ? 'incomplete' : IMPORTED_STATUSES.has(m.status as string) ? (m.status as RunMeta['status']) : 'ok';
+  const e = m.error as { code?: unknown; message?: unknown } | null | undefined;
+  const meta: RunMeta = {
+    id,
+    name: text(m.name, 200) ?? id,
+    host: text(m.host, 200) ?? 'imported',
+    status,
+    createdAt: text(m.createdAt, 64) ?? '',
+    imported_from: file,
+    imported_at: new Date().toISOString(),
+  };
+  const endedAt = text(m.endedAt, 64);
+  if (endedAt) meta.endedAt = endedAt;
+  if (e && typeof e.code === 'string' && typeof e.message === 'string') meta.error = { code: e.code.slice(0, 100), message: e.message.slice(0, 2000) };
+  const source = text(m.id, 128);
+  if (source) meta.source_run_id = source;
+  return meta;
+}
+
 /**
  * Restores a `.kvscope` file into `runsDir` as a run folder (events.jsonl byte for byte, and
  * meta.json). The id is the file's run id, with `-2`, `-3`, ... added when that id is taken.
- * Written under a temporary name and renamed once the digest matched: a damaged file leaves nothing.
+ * Nothing is written before the file has proved whole: its declared size is checked against
+ * `maxEventsBytes` and the free space, and a first pass checks the digest without writing; the
+ * second pass writes under a temporary name (checking the digest again, should the file change
+ * in between) and renames it into place.
  */
-export async function importKvscopeFile(file: string, runsDir: string): Promise<{ id: string; dir: string; eventsBytes: number }> {
+export async function importKvscopeFile(
+  file: string,
+  runsDir: string,
+  options: { maxEventsBytes?: number; /** What `imported_from` names (default: the file's path). */ source?: string } = {},
+): Promise<{ id: string; dir: string; eventsBytes: number }> {
+  const max = options.maxEventsBytes ?? MAX_IMPORT_BYTES;
+  const declared = await readKvscopeHeader(file);
+  if (declared.events_bytes > max) {
+    throw new CodedError('too_large', `${file} declares ${declared.events_bytes} bytes of events, more than an import takes (${max}); nothing was written`, { declared: declared.events_bytes, limit: max });
+  }
+  for await (const chunk of readKvscopeFile(file)) void chunk; // the digest, before any byte is written
   await mkdir(runsDir, { recursive: true });
+  await checkFreeSpace(runsDir, declared.events_bytes, `importing ${file}`);
   const tmpDir = join(runsDir, `.import-${process.pid}-${Date.now()}`);
   await mkdir(tmpDir);
   let header: KvscopeHeader | null = null;
@@ -223,10 +286,7 @@ export async function importKvscopeFile(file: string, runsDir: string): Promise<
     const wanted = typeof h.meta.id === 'string' && RUN_ID_RE.test(h.meta.id) && !h.meta.id.startsWith('.') ? h.meta.id : 'imported-run';
     let id = wanted;
     for (let i = 2; await exists(join(runsDir, id)); i++) id = `${wanted}-${i}`;
-    const meta: RunMeta = { ...h.meta, id, imported_from: file, imported_at: new Date().toISOString() };
-    // A run that was live when exported is, once imported, no longer running anywhere.
-    if (meta.status === 'running') meta.status = 'incomplete';
-    await writeFile(join(tmpDir, 'meta.json'), JSON.stringify(meta, null, 2) + '\n');
+    await writeFile(join(tmpDir, 'meta.json'), JSON.stringify(importedMeta(h.meta as Record<string, unknown>, id, options.source ?? file), null, 2) + '\n');
     const dir = join(runsDir, id);
     await rename(tmpDir, dir);
     return { id, dir, eventsBytes: h.events_bytes };

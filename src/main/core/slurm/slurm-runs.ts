@@ -26,7 +26,7 @@ import type { ClusterOptions, PushMessage, RunRequest, RunStarted, SweepRequest,
 import { CodedError } from '../../../shared/result';
 import { deployAgent, type DeployProgress } from '../deploy';
 import { LOCAL_HOST, type HostService } from '../hosts';
-import { agentRunArgs, newRunId, remoteRunDir, tailRun, type RunScheduler, type TailResult } from '../remote-run';
+import { agentRunArgs, newRunId, remoteRunDir, remoteRunName, tailRun, type RunScheduler, type TailResult } from '../remote-run';
 import { checkRunId, type RunMeta, type RunStore } from '../run-store';
 import { writeFileAtomic } from '../settings';
 import { shellCommand, shellQuote } from '../shell-quote';
@@ -231,7 +231,7 @@ export class SlurmRuns implements RunScheduler {
       this.progress(runId, 'connect', null, null, `connecting to ${req.host}`);
       const p = await this.prepare(req.host, o, this.deployProgress(runId));
       try {
-        runDir = remoteRunDir(p.root, runId);
+        runDir = remoteRunDir(p.root, remoteRunName(runId, options.runId !== undefined));
         const script = jobScript({ python, agentDir: p.agentDir, setup: o.setup, sbatch: o.sbatch, elements: [{ runDir, agentArgs }], array: false });
         this.progress(runId, 'submit', null, null, `sbatch on ${req.host}`);
         const argv = sbatchArgv(o, { jobName: `kvscope-${runId}`, output: posix.join(runDir, 'slurm-%j.out'), chdir: runDir, script: posix.join(runDir, 'job.sh'), gpuType: o.gpuTypes?.[0] ?? null });
