@@ -10,10 +10,12 @@ import { registerServe } from './commands/serve';
 import { registerValidate } from './commands/validate';
 import { registerHosts } from './commands/hosts';
 import { registerRun } from './commands/run';
+import { registerResume } from './commands/resume';
 import { registerSweep } from './commands/sweep';
 import { registerClean } from './commands/clean';
 import { registerWhatIf } from './commands/whatif';
 import { VERSION } from '../shared/version';
+import { writeStderr } from './terminal';
 
 export function buildProgram(): Command {
   const program = new Command();
@@ -29,6 +31,7 @@ export function buildProgram(): Command {
   registerOpen(program);
   registerHosts(program);
   registerRun(program);
+  registerResume(program);
   registerSweep(program);
   registerClean(program);
   registerWhatIf(program);
@@ -40,7 +43,7 @@ export async function main(argv: string[]): Promise<void> {
     await buildProgram().parseAsync(argv);
   } catch (e) {
     const code = (e as { code?: string }).code;
-    process.stderr.write(`kvscope: ${(e as Error).message}\n`);
+    writeStderr(`kvscope: ${(e as Error).message}\n`);
     process.exitCode = code === 'invalid_argument' ? 2 : 1;
   }
 }

@@ -8,6 +8,7 @@ import { formatBytes } from '../../shared/format';
 import { CodedError } from '../../shared/result';
 import { listRemoteRuns, removeRemoteRuns } from '../../main/core/remote-run';
 import { addHostOptions, hostServiceFromCli, type HostCliOptions } from './hosts';
+import { writeStdout, writeStderr } from '../terminal';
 
 export function registerClean(program: Command): void {
   addHostOptions(
@@ -33,10 +34,10 @@ export function registerClean(program: Command): void {
       const doomed = all.filter((f) => f.state !== 'running' && f.mtime_s <= cutoff && f.name !== current);
       for (const f of all) {
         const verb = doomed.includes(f) ? (opts.dryRun ? 'would remove' : 'remove') : 'keep';
-        process.stdout.write(`${verb.padEnd(12)} ${f.state.padEnd(7)} ${formatBytes(f.bytes).padStart(10)}  ${f.path}\n`);
+        writeStdout(`${verb.padEnd(12)} ${f.state.padEnd(7)} ${formatBytes(f.bytes).padStart(10)}  ${f.path}\n`);
       }
       if (!opts.dryRun) await removeRemoteRuns(exec, doomed);
-        process.stderr.write(`${opts.dryRun ? 'would remove' : 'removed'} ${doomed.length} of ${all.length} folder(s), ${formatBytes(doomed.reduce((s, f) => s + f.bytes, 0))}\n`);
+        writeStderr(`${opts.dryRun ? 'would remove' : 'removed'} ${doomed.length} of ${all.length} folder(s), ${formatBytes(doomed.reduce((s, f) => s + f.bytes, 0))}\n`);
     } finally {
       exec.close();
     }

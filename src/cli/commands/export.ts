@@ -16,6 +16,7 @@ import { defaultRunsDir } from '../../main/core/paths';
 import type { RunMeta } from '../../main/core/run-store';
 import { EXPORT_FORMAT_CHOICES } from '../../shared/api';
 import { CodedError } from '../../shared/result';
+import { writeStdout, writeStderr } from '../terminal';
 
 /** A run argument: a path (run folder, events.jsonl[.gz], .kvscope) or a run id in the runs folder. */
 export async function resolveRunArg(arg: string, runsDir: string): Promise<{ logFile: string; meta: RunMeta }> {
@@ -75,15 +76,15 @@ export function registerExport(program: Command): void {
           if (opts.quiet || p.message === lastMessage || (now - lastLine < 1000 && p.fraction !== 1)) return;
           lastLine = now;
           lastMessage = p.message;
-          process.stderr.write(`export ${p.stage}: ${p.message}\n`);
+          writeStderr(`export ${p.stage}: ${p.message}\n`);
         },
       });
-      for (const line of skippedSummary(result)) process.stderr.write(`kvscope export: ${line}\n`);
+      for (const line of skippedSummary(result)) writeStderr(`kvscope export: ${line}\n`);
       const p = result.perfetto;
       if (p && p.moves.unmatched > 0) {
-        process.stderr.write(`kvscope export: ${p.moves.unmatched} of ${p.moves.total} block move(s) matched no copy (listed in the trace metadata)\n`);
+        writeStderr(`kvscope export: ${p.moves.unmatched} of ${p.moves.total} block move(s) matched no copy (listed in the trace metadata)\n`);
       }
-      if (!opts.quiet) process.stderr.write(`export done in ${((Date.now() - started) / 1000).toFixed(2)} s\n`);
-      for (const f of result.files) process.stdout.write(`${f}\n`);
+      if (!opts.quiet) writeStderr(`export done in ${((Date.now() - started) / 1000).toFixed(2)} s\n`);
+      for (const f of result.files) writeStdout(`${f}\n`);
     });
 }

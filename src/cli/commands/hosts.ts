@@ -16,6 +16,7 @@ import { ClusterStore } from '../../main/core/slurm';
 import { addSlurmOptions, slurmFromCli, type SlurmCliOptions } from './slurm-options';
 import { appPaths, defaultDataDir, findAppRoot } from '../../main/core/paths';
 import type { ConnectPrompts } from '../../main/core/ssh/connect';
+import { writeStdout, writeStderr } from '../terminal';
 
 export interface HostCliOptions {
   sshConfig?: string;
@@ -42,7 +43,7 @@ function askHidden(question: string): Promise<string | null> {
   const stdin = process.stdin;
   if (!stdin.isTTY) return Promise.resolve(null);
   return new Promise((resolve) => {
-    process.stderr.write(question);
+    writeStderr(question);
     let buf = '';
     stdin.setRawMode(true);
     stdin.resume();
@@ -50,7 +51,7 @@ function askHidden(question: string): Promise<string | null> {
       stdin.setRawMode(false);
       stdin.pause();
       stdin.off('data', onData);
-      process.stderr.write('\n');
+      writeStderr('\n');
       resolve(v);
     };
     const onData = (b: Buffer) => {
@@ -69,10 +70,10 @@ export function cliPrompts(opts: HostCliOptions): ConnectPrompts {
   return {
     unknownHostKey: async (q) => {
       if (opts.acceptNew) {
-        process.stderr.write(`kvscope: recording the new host key of ${q.hop}: ${q.keyType} ${q.fingerprint}\n`);
+        writeStderr(`kvscope: recording the new host key of ${q.hop}: ${q.keyType} ${q.fingerprint}\n`);
         return true;
       }
-      process.stderr.write(
+      writeStderr(
         `kvscope: the host key of ${q.hop} is not known (${q.keyType} ${q.fingerprint}).\n` +
           `  Check the fingerprint with the host's owner, then run again with --accept-new to trust and record it.\n`,
       );
@@ -144,13 +145,13 @@ export function registerHosts(program: Command): void {
     if (opts.saveSlurm || opts.forgetSlurm) {
       if (opts.host?.length !== 1) throw new CodedError('invalid_argument', '--save-slurm and --forget-slurm need exactly one --host', { field: 'host' });
       const saved = await clusters.saveFor(service, opts.host[0]!, opts.forgetSlurm ? null : (slurm ?? {}));
-      process.stderr.write(`kvscope: ${saved.alias} is ${saved.cluster ? `a Slurm cluster: ${JSON.stringify(saved.cluster)}` : 'a plain host'}\n`);
+      writeStderr(`kvscope: ${saved.alias} is ${saved.cluster ? `a Slurm cluster: ${JSON.stringify(saved.cluster)}` : 'a plain host'}\n`);
     }
     let list = await clusters.annotate(await service.listHosts());
     if (opts.host?.length) list = list.filter((h) => opts.host!.includes(h.alias));
-    const out = (s: string) => process.stdout.write(s + '\n');
+    const out = (s: string) => writeStdout(s + '\n');
     const warnings = [...new Set(list.flatMap((h) => h.warnings))];
-    for (const w of warnings) process.stderr.write(`kvscope: warning: ${w}\n`);
+    for (const w of warnings) writeStderr(`kvscope: warning: ${w}\n`);
     const probes = new Map<string, HostProbe | Error>();
     if (opts.probe) {
       await Promise.all(

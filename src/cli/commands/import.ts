@@ -2,6 +2,7 @@
 import type { Command } from 'commander';
 import { importKvscopeFile } from '../../main/core/export/kvscope-file';
 import { defaultRunsDir } from '../../main/core/paths';
+import { writeStdout, writeStderr } from '../terminal';
 
 export function registerImport(program: Command): void {
   program
@@ -11,7 +12,7 @@ export function registerImport(program: Command): void {
     .option('--runs-dir <dir>', 'runs folder (default: the app data folder)')
     .action(async (file: string, opts: { runsDir?: string }) => {
       const r = await importKvscopeFile(file, opts.runsDir ?? defaultRunsDir());
-      process.stderr.write(`imported ${r.eventsBytes} bytes of events into ${r.dir}\n`);
-      process.stdout.write(`${r.id}\n`);
+      writeStderr(`imported ${r.eventsBytes} bytes of events into ${r.dir}\n`);
+      writeStdout(`${r.id}\n`);
     });
 }

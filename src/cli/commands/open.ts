@@ -17,6 +17,7 @@ import { RunStore } from '../../main/core/run-store';
 import { SettingsStore } from '../../main/core/settings';
 import { startServer } from '../../main/core/serve';
 import { CodedError } from '../../shared/result';
+import { writeStdout, writeStderr } from '../terminal';
 
 export type OpenPlan = { mode: 'electron'; command: string; args: string[] } | { mode: 'serve'; reason: string };
 
@@ -65,17 +66,17 @@ export function registerOpen(program: Command): void {
         // Detached: the terminal is free again; a running KV Scope takes the file (single instance).
         const env = { ...process.env };
         delete env.ELECTRON_RUN_AS_NODE;
-        if (opts.runsDir) process.stderr.write('KV Scope: --runs-dir applies to the browser window; the desktop app uses the runs folder from its Settings\n');
+        if (opts.runsDir) writeStderr('KV Scope: --runs-dir applies to the browser window; the desktop app uses the runs folder from its Settings\n');
         const child = spawn(plan.command, plan.args, { detached: true, stdio: 'ignore', env });
         child.unref();
-        process.stderr.write(`KV Scope: opening ${target.kind === 'library-run' ? target.runId : target.path} in the desktop app\n`);
+        writeStderr(`KV Scope: opening ${target.kind === 'library-run' ? target.runId : target.path} in the desktop app\n`);
         return;
       }
 
       if (!existsSync(paths.rendererDir)) {
         throw new CodedError('not_found', `the window is not built (${paths.rendererDir} is missing): run \`npm run build\` first`);
       }
-      process.stderr.write(
+      writeStderr(
         [
           `KV Scope: the desktop app cannot start here: ${plan.reason}.`,
           '  Serving the same window to your browser instead (as `kvscope serve`), with the run opened.',
@@ -84,11 +85,11 @@ export function registerOpen(program: Command): void {
       );
       const core = await createCore({ runsDir, samplesDir: paths.samplesDir, shell: 'browser', settingsStore: settings });
       const opened = await openTarget(core.store, target);
-      if (opened.imported) process.stderr.write(`  imported into the library as ${opened.runId}\n`);
+      if (opened.imported) writeStderr(`  imported into the library as ${opened.runId}\n`);
       const server = await startServer({ core, staticDir: paths.rendererDir, port: opts.port });
       // The URL is the first stdout line (as with kvscope serve): tests and tunnels read it.
-      process.stdout.write(`${server.url}#/runs/${encodeURIComponent(opened.runId)}/live\n`);
-      process.stderr.write(`  open that URL; only this machine can connect (127.0.0.1:${server.port}). Ctrl+C stops.\n`);
+      writeStdout(`${server.url}#/runs/${encodeURIComponent(opened.runId)}/live\n`);
+      writeStderr(`  open that URL; only this machine can connect (127.0.0.1:${server.port}). Ctrl+C stops.\n`);
       await new Promise<void>((resolve) => {
         const stop = () => {
           server.close().then(resolve, resolve);

@@ -17,6 +17,7 @@ import { RunStore } from '../../main/core/run-store';
 import { withSlurm } from '../../main/core/slurm';
 import { addHostOptions, hostServiceFromCli, type HostCliOptions } from './hosts';
 import { addSlurmOptions, slurmFromCli, type SlurmCliOptions } from './slurm-options';
+import { writeStdout, writeStderr } from '../terminal';
 
 export interface WorkloadCliOptions {
   engine?: string;
@@ -103,7 +104,7 @@ export function stderrProgress(prefix = ''): (m: PushMessage) => void {
     }
     if (line && line !== last) {
       last = line;
-      process.stderr.write(`${prefix}${line}\n`);
+      writeStderr(`${prefix}${line}\n`);
     }
   };
 }
@@ -139,23 +140,32 @@ export function registerRun(program: Command): void {
     const hosts = hostServiceFromCli({ ...opts, dataDir: defaultDataDir() });
     const runs = new RunManager(withSlurm({ store, hosts, push: stderrProgress() }));
     const started = await runs.start({ host: opts.host, name: opts.name, python: opts.python, workload, ...(slurm ? { slurm } : {}) }, { runId });
-    process.stderr.write(`run ${started.runId} started on ${opts.host} in ${started.remoteDir}\n`);
-    let cancelling = false;
-    const onSigint = () => {
-      if (cancelling) return;
-      cancelling = true;
-      process.stderr.write('cancelling the run on the host (TERM, then KILL after 5 s)...\n');
-      void runs.cancel(started.runId).catch((e: Error) => process.stderr.write(`kvscope: cancel failed: ${e.message}\n`));
-    };
-    process.on('SIGINT', onSigint);
-    process.on('SIGTERM', onSigint);
-    const r = await runs.wait(started.runId);
-    process.off('SIGINT', onSigint);
-    process.off('SIGTERM', onSigint);
-    const listing = (await store.list()).find((l) => l.id === started.runId);
-    if (listing && r.status === 'ok') process.stderr.write(`E2E ${formatNs(listing.e2e_ns)}, TTFT mean ${formatNs(listing.ttft_ns_mean)}, ${r.bytes} bytes, ${r.reconnects} reconnect(s)\n`);
-    if (r.error) process.stderr.write(`kvscope: run ${r.status}: ${r.error.message}\n`);
-    process.stdout.write(`${store.runDir(started.runId)}\n`);
-    process.exitCode = r.status === 'ok' ? 0 : 1;
+    writeStderr(`run ${started.runId} started on ${opts.host} in ${started.remoteDir}\n`);
+    await followToEnd(runs, store, started.runId);
   });
+}
+
+/**
+ * Follows a run until it ends (`kvscope run` and `kvscope resume`): Ctrl+C cancels it on the host
+ * (TERM to its process group, KILL after a grace period); the run folder is the last stdout line;
+ * the exit status is 0 only when the run ended "ok".
+ */
+export async function followToEnd(runs: RunManager, store: RunStore, runId: string): Promise<void> {
+  let cancelling = false;
+  const onSigint = () => {
+    if (cancelling) return;
+    cancelling = true;
+    writeStderr('cancelling the run on the host (TERM, then KILL after 5 s)...\n');
+    void runs.cancel(runId).catch((e: Error) => writeStderr(`kvscope: cancel failed: ${e.message}\n`));
+  };
+  process.on('SIGINT', onSigint);
+  process.on('SIGTERM', onSigint);
+  const r = await runs.wait(runId);
+  process.off('SIGINT', onSigint);
+  process.off('SIGTERM', onSigint);
+  const listing = (await store.list()).find((l) => l.id === runId);
+  if (listing && r.status === 'ok') writeStderr(`E2E ${formatNs(listing.e2e_ns)}, TTFT mean ${formatNs(listing.ttft_ns_mean)}, ${r.bytes} bytes, ${r.reconnects} reconnect(s)\n`);
+  if (r.error) writeStderr(`kvscope: run ${r.status}: ${r.error.message}\n`);
+  writeStdout(`${store.runDir(runId)}\n`);
+  process.exitCode = r.status === 'ok' ? 0 : 1;
 }

@@ -8,6 +8,7 @@ import { appPaths, defaultDataDir, defaultRunsDir, findAppRoot } from '../../mai
 import { startServer } from '../../main/core/serve';
 import { SettingsStore } from '../../main/core/settings';
 import { CodedError } from '../../shared/result';
+import { writeStdout, writeStderr } from '../terminal';
 
 export function registerServe(program: Command): void {
   program
@@ -30,8 +31,8 @@ export function registerServe(program: Command): void {
       const core = await createCore({ runsDir, samplesDir: paths.samplesDir, shell: 'browser', settingsStore: settings });
       const server = await startServer({ core, staticDir: paths.rendererDir, port: opts.port });
       // The URL is the first stdout line: tests and tunnels read it.
-      process.stdout.write(`${server.url}\n`);
-      process.stderr.write(`KV Scope is serving on 127.0.0.1:${server.port} (only this machine can connect; Ctrl+C stops)\n`);
+      writeStdout(`${server.url}\n`);
+      writeStderr(`KV Scope is serving on 127.0.0.1:${server.port} (only this machine can connect; Ctrl+C stops)\n`);
       await new Promise<void>((resolve) => {
         const stop = () => {
           server.close().then(resolve, resolve);

@@ -15,6 +15,7 @@ import { withSlurm } from '../../main/core/slurm';
 import { addHostOptions, hostServiceFromCli, type HostCliOptions } from './hosts';
 import { addWorkloadOptions, stderrProgress, workloadFromCli, type WorkloadCliOptions } from './run';
 import { addSlurmOptions, slurmFromCli, type SlurmCliOptions } from './slurm-options';
+import { writeStdout } from '../terminal';
 
 export function sweepTable(rows: SweepRow[]): string {
   // Cluster rows also name their Slurm job (array element) and card type.
@@ -49,7 +50,7 @@ export function registerSweep(program: Command): void {
     const runs = new RunManager(withSlurm({ store, hosts, push: (m) => progress(m) }));
     const sweep = new SweepRunner(runs);
     const rows = await sweep.run({ hosts: [...new Set(opts.host)], users, workload: workloadFromCli(opts), python: opts.python, name: opts.name, ...(slurm ? { slurm } : {}) });
-    process.stdout.write(sweepTable(rows) + '\n');
+    writeStdout(sweepTable(rows) + '\n');
     process.exitCode = rows.every((r) => r.status === 'ok') ? 0 : 1;
   });
 }

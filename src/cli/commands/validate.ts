@@ -6,6 +6,7 @@ import { RunAnalyzer, type RunAnalysis } from '../../shared/run-analysis';
 import { readEventFile, resolveEventLog } from '../../main/core/event-files';
 import { formatBytes, formatNs } from '../../shared/format';
 import { STARTUP_COPIES_LABEL } from '../../shared/startup-copies';
+import { writeStdout } from '../terminal';
 
 export interface ValidationReport {
   file: string;
@@ -80,7 +81,7 @@ export function registerValidate(program: Command): void {
     .option('--json', 'print the report as JSON')
     .action(async (path: string, opts: { json?: boolean }) => {
       const report = await validateLog(path);
-      const out = (s: string) => process.stdout.write(s + '\n');
+      const out = (s: string) => writeStdout(s + '\n');
       const { analysis } = report;
       if (opts.json) {
         out(JSON.stringify({ ...report, analysis: { ...analysis, requests: undefined } }, null, 2));

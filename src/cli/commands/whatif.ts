@@ -17,6 +17,7 @@ import { appPaths, defaultDataDir, defaultRunsDir, findAppRoot } from '../../mai
 import { SettingsStore } from '../../main/core/settings';
 import { checkUsersSpec, runLocalAgent } from '../../main/core/whatif';
 import { CodedError } from '../../shared/result';
+import { writeStderr, writeStdout } from '../terminal';
 
 interface WhatIfOptions {
   profile?: string;
@@ -74,8 +75,8 @@ export function registerWhatIf(program: Command): void {
         if (opts.sourceProfile) args.push('--source-profile', opts.sourceProfile);
         if (opts.json) args.push('--json');
         const r = await runLocalAgent({ agentDir: paths.agentDir, python }, args);
-        process.stdout.write(r.stdout);
-        process.stderr.write(r.stderr);
+        writeStdout(r.stdout);
+        writeStderr(r.stderr);
         if (r.code === 2) process.exitCode = 2;
         else if (r.code !== 0) process.exitCode = 1;
       } finally {
