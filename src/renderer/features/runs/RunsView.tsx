@@ -29,6 +29,20 @@ export function RunsView({ pick }: { pick?: 'live' | 'timeline' | 'summary' } = 
     void api.listRuns().then((r) => (r.ok ? (setRuns(r.value), setError(null)) : setError(r.error.message)));
   }, [api]);
   useEffect(refresh, [refresh]);
+  // A resumed run's status changes (running, then ok) show without a reload.
+  useEffect(() => api.onPush((m) => m.kind === 'run-status' && refresh()), [api, refresh]);
+
+  /** Follows incomplete runs again (listing.resumable), each from its last stored byte. */
+  const resume = async (list: RunListing[]) => {
+    const failed: string[] = [];
+    for (const run of list) {
+      const r = await api.resumeRun(run.id);
+      if (!r.ok) failed.push(`${run.name}: ${r.error.message}`);
+      cache.forget(run.id);
+    }
+    setNotice(failed.length ? `Could not resume ${failed.join('; ')}` : `Resuming ${list.length === 1 ? `“${list[0]!.name}”` : `${list.length} runs`}: following ${list.length === 1 ? 'it' : 'them'} again from the last stored byte.`);
+    refresh();
+  };
 
   const importFiles = async (files: FileList | null) => {
     if (!files) return;
@@ -68,6 +82,8 @@ export function RunsView({ pick }: { pick?: 'live' | 'timeline' | 'summary' } = 
 
   if (error) return <p role="alert" className="error">Could not list runs: {error}</p>;
   if (!runs) return <p className="loading">Loading runs…</p>;
+  // Offered as the window opens on the library (its start page): every incomplete run started here.
+  const stopped = runs.filter((r) => r.resumable);
   return (
     <section className="runs-view">
       <header className="view-header">
@@ -92,6 +108,14 @@ export function RunsView({ pick }: { pick?: 'live' | 'timeline' | 'summary' } = 
       {notice && (
         <p className="notice" role="status">
           {notice}
+        </p>
+      )}
+      {stopped.length > 0 && (
+        <p className="notice" role="status" data-testid="resume-offer">
+          {stopped.length === 1 ? `“${stopped[0]!.name}” stopped being followed before it ended` : `${stopped.length} runs stopped being followed before they ended`} (the run goes on, or has finished, on its host).{' '}
+          <button type="button" onClick={() => void resume(stopped)} data-action="resume-all">
+            Resume {stopped.length === 1 ? 'it' : 'all'}
+          </button>
         </p>
       )}
       {runs.length === 0 ? (
@@ -156,6 +180,11 @@ export function RunsView({ pick }: { pick?: 'live' | 'timeline' | 'summary' } = 
                   <button type="button" disabled={r.bundled} title={r.bundled ? 'Bundled samples are read-only' : 'Rename'} onClick={() => setEditing(r.id)} data-action="rename">
                     Rename
                   </button>
+                  {r.resumable && (
+                    <button type="button" onClick={() => void resume([r])} title="Follow the run again from its last stored byte, to its end" data-action="resume">
+                      Resume
+                    </button>
+                  )}
                   <button type="button" onClick={() => void reveal(r)} title="Show where the run is on disk" data-action="reveal">
                     Reveal
                   </button>
