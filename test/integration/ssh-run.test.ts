@@ -172,13 +172,15 @@ d('runs over real SSH', () => {
   it('a link that goes silent (no FIN, no RST) is detected by ServerAliveInterval and the tail resumes', async () => {
     const { runId } = await runs.start({ host: 'frozen', workload: LONG });
     await until(() => existsSync(join(store.runsDir, runId, 'events.jsonl')) && readFileSync(join(store.runsDir, runId, 'events.jsonl')).length > 2000, 30_000, 'some events');
-    const t0 = Date.now();
+    const from = pushes.length;
     expect(proxy.freeze()).toBeGreaterThan(0);
     const r = await runs.wait(runId);
     expect(r.status).toBe('ok');
     expect(r.reconnects).toBeGreaterThanOrEqual(1);
-    // Keepalive (1 s × 2) noticed it, not a 45 s default or a TCP timeout.
-    expect(Date.now() - t0).toBeLessThan(25_000);
+    // Keepalive (ServerAliveInterval 1, ServerAliveCountMax 2) is what noticed it: the reconnect
+    // says so (ssh2's "Keepalive timeout"), not a TCP timeout or the far end closing.
+    const reconnects = pushes.slice(from).filter((m) => m.kind === 'progress' && m.runId === runId && m.stage === 'reconnect').map((m) => (m as { message: string }).message);
+    expect(reconnects[0]).toMatch(/^connection lost \(Keepalive timeout\); reconnecting/);
     expect(localBytes(runId).equals(remoteBytes(runId))).toBe(true);
   });
 
@@ -189,13 +191,13 @@ d('runs over real SSH', () => {
     await until(() => existsSync(join(store.runsDir, runId, 'events.jsonl')) && readFileSync(join(store.runsDir, runId, 'events.jsonl')).length > 2000, 30_000, 'some events');
     const impostor = keygen(join(dir, `impostor-${Date.now()}`)).pub.split(' ').slice(0, 2).join(' ');
     writeFileSync(kh, good.replace(`[127.0.0.1]:${proxy.port} ${sshd.hostKeyLine}`, `[127.0.0.1]:${proxy.port} ${impostor}`));
-    const t0 = Date.now();
     proxy.cut();
     const r = await runs.wait(runId);
     writeFileSync(kh, good);
     expect(r.status).toBe('incomplete');
     expect(r.error?.code).toBe('host_key_changed');
-    expect(Date.now() - t0).toBeLessThan(10_000);
+    // At once: the one reconnect after the cut met the changed key and stopped, no retries.
+    expect(r.reconnects).toBe(1);
     expect((await store.readMeta(runId)).status).toBe('incomplete');
     await runs.resume(runId);
     expect((await runs.wait(runId)).status).toBe('ok');
@@ -250,7 +252,9 @@ d('runs over real SSH', () => {
     expect(r.status).toBe('ok');
     expect(localBytes(runId).equals(remoteBytes(runId))).toBe(true);
   });
-  it('hostile strings in every field that reaches the host execute nothing', async () => {
+  // Many real runs: it waits for each run's end, with only a guard against a hang (never a
+  // wall-clock claim: a loaded machine makes it slow, not wrong).
+  it('hostile strings in every field that reaches the host execute nothing', { timeout: 600_000 }, async () => {
     const canary = join(dir, 'canary');
     const evil = (tag: string) => [
       `$(touch ${canary}-${tag})`,
@@ -262,19 +266,13 @@ d('runs over real SSH', () => {
       `--out=/tmp/kvscope-evil-${tag}`,
       `-- ; touch ${canary}-${tag}`,
     ];
-    const outcomes: string[] = [];
-    for (const [i, model] of evil('model').entries()) {
-      const { runId } = await runs.start({ host: 'gpu', workload: { ...SHORT, model }, name: evil('name')[i] });
-      const r = await runs.wait(runId);
-      outcomes.push(`${r.status}:${r.error?.code}`);
-      // The agent saw the value as the model name and refused it (bad option), nothing else ran.
-      expect(r.status).toBe('error');
-    }
+    // Model and name strings reach the agent as values: it refuses the model, nothing else runs.
+    // All at once: each run's end is the event waited for.
+    const ended = await Promise.all(evil('model').map(async (model, i) => runs.wait((await runs.start({ host: 'gpu', workload: { ...SHORT, model }, name: evil('name')[i] })).runId)));
+    expect(ended.map((r) => r.status)).toEqual(evil('model').map(() => 'error'));
+    // A python that is not a Python is refused before anything connects (python-path.ts).
     for (const python of evil('python')) {
-      const { runId } = await runs.start({ host: 'gpu', python, workload: SHORT });
-      const r = await runs.wait(runId);
-      expect(r.status).toBe('error');
-      expect(r.error?.message).toBeTruthy();
+      await expect(runs.start({ host: 'gpu', python, workload: SHORT })).rejects.toMatchObject({ code: 'invalid_argument', message: expect.stringContaining('must be a Python interpreter') });
     }
     // Paths: a remote root full of shell syntax is just a folder name.
     const evilRoot = join(dir, `root $(touch ${canary}-root) \`touch ${canary}-root\` ; touch ${canary}-root '"`);
