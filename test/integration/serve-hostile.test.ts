@@ -8,7 +8,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
 import type { PushMessage } from '../../src/shared/api';
 import { buildCli } from '../helpers/cli';
@@ -31,6 +31,7 @@ describe.skipIf(skip !== null)('kvscope serve survives hostile event lines', { t
   const messages: Message[] = [];
   let nextId = 1;
   let hostile: string;
+  let cli: string;
   const remoteDirs: string[] = [];
 
   beforeAll(async () => {
@@ -53,9 +54,14 @@ describe.skipIf(skip !== null)('kvscope serve survives hostile event lines', { t
       [JSON.stringify({ seq: 0, t: 0, type: 'log', level: 'info', msg: 'before' }), `{"seq":1,"t":1,"type":"log","level":"info","msg":"deep","extra":${deepJson(20_000)}}`, JSON.stringify({ seq: 2, t: 2, type: 'log', level: 'info', msg: 'after' })].join('\n') + '\n',
     );
     writeFileSync(join(run, 'meta.json'), JSON.stringify({ id: 'deep-run', name: 'deep', host: 'evil', status: 'ok', createdAt: '' }));
-
-    const cli = await buildCli('kvscope-serve-hostile');
-    serve = spawn(process.execPath, [cli, 'serve'], { env: { ...process.env, HOME: home, KVSCOPE_DATA_DIR: data }, stdio: ['ignore', 'pipe', 'pipe'] });
+    cli = await buildCli('kvscope-serve-hostile');
+  });
+  // A fresh server for each attack, so each shows on its own whether it stops the server.
+  beforeEach(async () => {
+    exited = null;
+    serveStderr = '';
+    messages.length = 0;
+    serve = spawn(process.execPath, [cli, 'serve'], { env: { ...process.env, HOME: join(dir, 'home'), KVSCOPE_DATA_DIR: join(dir, 'data') }, stdio: ['ignore', 'pipe', 'pipe'] });
     serve.on('exit', (code, signal) => (exited = { code, signal }));
     serve.stderr!.on('data', (b: Buffer) => (serveStderr += b.toString()));
     const url = await new Promise<string>((res, rej) => {
@@ -71,12 +77,14 @@ describe.skipIf(skip !== null)('kvscope serve survives hostile event lines', { t
     ws.on('message', (data) => messages.push(JSON.parse(String(data)) as Message));
     await new Promise((r) => ws.once('open', r));
   });
-  afterAll(async () => {
+  afterEach(async () => {
     ws?.close();
-    if (serve && serve.exitCode === null) {
+    if (serve.exitCode === null && serve.signalCode === null) {
       serve.kill('SIGTERM');
       await new Promise((r) => serve.once('exit', r));
     }
+  });
+  afterAll(async () => {
     await sshd?.stop();
     for (const d of remoteDirs) rmSync(d, { recursive: true, force: true });
   });

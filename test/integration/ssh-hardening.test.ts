@@ -72,13 +72,16 @@ d('attacks through SSH', { timeout: 600_000 }, () => {
     const digest = createHash('sha256').update(events).digest('hex');
     writeFileSync(file, gzipSync(Buffer.concat([Buffer.from(JSON.stringify({ kvscope_file: 1, events_bytes: events.length, meta }) + '\n'), events, Buffer.from(`\n{"events_sha256":"${digest}"}\n`)])));
     // Imported as the window imports it (importRunFile), then resumed and cancelled through the bridge.
-    expect(await importRun(store, { path: file })).toMatchObject({ id: 'crafted', status: 'incomplete', resumable: false });
+    const listing = await importRun(store, { path: file });
     const h = createHostHandlers({ store, push: () => undefined, dataDir: join(dir, 'data'), agentSourceDir: AGENT, host: hosts.opts });
     const resumed = await h.handlers.resumeRun('crafted');
+    // Where the attack goes through, the tail it started runs on: wait for its end to see the damage.
+    if (resumed.ok) await h.runs.wait('crafted');
+    expect(readFileSync(victim, 'utf8')).toBe('precious\n');
     expect(resumed).toMatchObject({ ok: false, error: { code: 'unsupported', message: expect.stringContaining('an imported run is a finished record') } });
     const cancelled = await h.handlers.cancelRun('crafted');
     expect(cancelled).toMatchObject({ ok: false, error: { code: 'unsupported' } });
-    expect(readFileSync(victim, 'utf8')).toBe('precious\n');
+    expect(listing).toMatchObject({ id: 'crafted', status: 'incomplete', resumable: false });
   });
 
   it('a host streaming without newlines stops the follower with line_too_long; only whole lines are kept', async () => {

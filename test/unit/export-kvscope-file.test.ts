@@ -1,11 +1,11 @@
 /** The portable run file: byte-for-byte round trip, opening wherever a log opens, and refusing damage. */
 import { createHash } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { validateLog } from '../../src/cli/commands/validate';
 import { importKvscopeFile, MAX_IMPORT_BYTES, readKvscopeHeader, writeKvscopeFile } from '../../src/main/core/export/kvscope-file';
 import { HostService } from '../../src/main/core/hosts';
@@ -158,28 +158,22 @@ describe('importing a .kvscope file someone else made', () => {
   it('a dropped file goes through a private temp folder: a symlink planted at the old predictable path is never followed', async () => {
     const victim = join(dir, 'victim-of-drop.txt');
     writeFileSync(victim, 'precious\n');
-    // The old path was tmpdir()/kvscope-import-<pid>-<Date.now()>.kvscope: plant one for every
-    // millisecond of the next 5 s.
-    const now = Date.now();
-    const planted: string[] = [];
-    for (let ms = now; ms < now + 5_000; ms++) {
-      const p = join(tmpdir(), `kvscope-import-${process.pid}-${ms}.kvscope`);
-      try {
-        symlinkSync(victim, p);
-        planted.push(p);
-      } catch {
-        /* taken */
-      }
-    }
+    // The old path was tmpdir()/kvscope-import-<pid>-<Date.now()>.kvscope: with the clock held,
+    // an attacker's symlink waits at exactly that path.
+    await writeKvscopeFile(LOG, { ...META, id: 'dropped-run' }, join(dir, 'drop.kvscope'));
+    vi.useFakeTimers({ toFake: ['Date'] });
+    vi.setSystemTime(new Date('2026-06-01T00:00:00Z'));
+    const planted = [join(tmpdir(), `kvscope-import-${process.pid}-${Date.now()}.kvscope`)];
+    symlinkSync(victim, planted[0]!);
     try {
-      await writeKvscopeFile(LOG, { ...META, id: 'dropped-run' }, join(dir, 'drop.kvscope'));
       const store = new RunStore(join(dir, 'runs-drop'), null);
       const listing = await importRun(store, { fileName: 'drop.kvscope', bytesBase64: readFileSync(join(dir, 'drop.kvscope')).toString('base64') });
+      expect(readFileSync(victim, 'utf8')).toBe('precious\n');
       expect(readFileSync(join(store.runsDir, listing.id, 'events.jsonl')).equals(events)).toBe(true);
       expect((await store.readMeta(listing.id)).imported_from).toBe('drop.kvscope');
-      expect(readFileSync(victim, 'utf8')).toBe('precious\n');
     } finally {
-      for (const p of planted) unlinkSync(p);
+      vi.useRealTimers();
+      for (const p of planted) rmSync(p, { force: true });
     }
   });
 });
