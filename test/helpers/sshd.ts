@@ -230,3 +230,16 @@ export function writeClientConfig(dir: string, text: string): string {
   writeFileSync(file, text, { mode: 0o600 });
   return file;
 }
+
+/** A temp folder, a user key in it, and an sshd on loopback that accepts that key. */
+export async function sshdWithKey(name: string): Promise<{ dir: string; key: { priv: string; pub: string }; sshd: TestSshd }> {
+  const dir = mkdtempSync(join(tmpdir(), `kvscope-${name}-`));
+  const key = keygen(join(dir, 'id'));
+  return { dir, key, sshd: await startSshd({ authorizedKeys: [key.pub], name }) };
+}
+
+/** The ssh_config stanza naming that sshd as `alias` (the key only, no agent). */
+export function hostStanza(alias: string, sshd: TestSshd, keyFile: string): string {
+  return `Host ${alias}\n  HostName 127.0.0.1\n  Port ${sshd.port}\n  User ${currentUser()}\n  IdentityFile ${keyFile}\n  IdentityAgent none\n`;
+}
+

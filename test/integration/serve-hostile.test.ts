@@ -5,15 +5,14 @@
  * a real WebSocket client, a real sshd on loopback whose "Python" is hostile.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
 import type { PushMessage } from '../../src/shared/api';
 import { buildCli } from '../helpers/cli';
 import { deepJson, writeHostilePython } from '../helpers/hostile-host';
-import { currentUser, keygen, sshdSkipReason, startSshd, type TestSshd } from '../helpers/sshd';
+import { hostStanza, sshdSkipReason, sshdWithKey, type TestSshd } from '../helpers/sshd';
 
 const rendererBuilt = existsSync(resolve('out/renderer/index.html'));
 const skip = sshdSkipReason() ?? (rendererBuilt ? null : 'the renderer is not built (npm run build)');
@@ -35,14 +34,13 @@ describe.skipIf(skip !== null)('kvscope serve survives hostile event lines', { t
   const remoteDirs: string[] = [];
 
   beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'kvscope-serve-hostile-'));
-    const key = keygen(join(dir, 'id'));
-    sshd = await startSshd({ authorizedKeys: [key.pub], name: 'serve' });
+    let key: { priv: string };
+    ({ dir, key, sshd } = await sshdWithKey('serve-hostile'));
     // The user's machine: ~/.ssh/config naming the host, its key known.
     const home = join(dir, 'home');
     mkdirSync(join(home, '.ssh'), { recursive: true, mode: 0o700 });
     chmodSync(join(home, '.ssh'), 0o700);
-    writeFileSync(join(home, '.ssh', 'config'), `Host evil\n  HostName 127.0.0.1\n  Port ${sshd.port}\n  User ${currentUser()}\n  IdentityFile ${key.priv}\n  IdentityAgent none\n`, { mode: 0o600 });
+    writeFileSync(join(home, '.ssh', 'config'), hostStanza('evil', sshd, key.priv), { mode: 0o600 });
     writeFileSync(join(home, '.ssh', 'known_hosts'), `[127.0.0.1]:${sshd.port} ${sshd.hostKeyLine}\n`, { mode: 0o600 });
     hostile = writeHostilePython(dir, 'deep');
     // A run on disk whose second line is the deep one.

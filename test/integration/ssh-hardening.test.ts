@@ -5,8 +5,7 @@
  * folder name, a follower killed mid-run then `kvscope resume`, remote text with terminal escape
  * sequences, and what the window's bridge lets a renderer reach.
  */
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { createHash } from 'node:crypto';
@@ -19,21 +18,18 @@ import { RunStore } from '../../src/main/core/run-store';
 import { importRun } from '../../src/main/core/runs-library';
 import { buildCli, runCli } from '../helpers/cli';
 import { writeHostilePython } from '../helpers/hostile-host';
-import { currentUser, keygen, sshdSkipReason, startSshd, type TestSshd } from '../helpers/sshd';
+import { currentUser, hostStanza, sshdSkipReason, sshdWithKey, type TestSshd } from '../helpers/sshd';
 
 const skip = sshdSkipReason();
-const d = skip ? describe.skip : describe;
 if (skip) console.warn(`SSH hardening tests skipped: ${skip}`);
-
-const PY = '/usr/bin/python3';
-const AGENT = resolve('resources/agent');
+const [PY, AGENT] = ['/usr/bin/python3', resolve('resources/agent')];
 const SHORT = { model: 'tiny', device: 'cpu' as const, users: 2, rounds: 3, context_tokens: 256, gpu_kv_bytes: 1_000_000, host_kv_bytes: 4_000_000, trace: false, sample_ms: 0 };
 const WORKLOAD = ['--model', 'tiny', '--device', 'cpu', '--context-tokens', '512', '--gpu-kv-bytes', '2500000', '--host-kv-bytes', '8000000', '--trace', 'off', '--sample-ms', '0'];
 // eslint-disable-next-line no-control-regex
 const ESC = /[\x00-\x08\x0b-\x1f\x7f-\x9f]/;
 
 // Processes that run many real runs wait for their events, with only a guard against a hang.
-d('attacks through SSH', { timeout: 600_000 }, () => {
+describe.skipIf(skip !== null)('attacks through SSH', { timeout: 600_000 }, () => {
   let dir: string;
   let sshd: TestSshd;
   let remoteRoot: string;
@@ -45,11 +41,10 @@ d('attacks through SSH', { timeout: 600_000 }, () => {
   const pushes: PushMessage[] = [];
 
   beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'kvscope-harden-'));
-    const key = keygen(join(dir, 'id'));
-    sshd = await startSshd({ authorizedKeys: [key.pub], name: 'harden' });
+    let key: { priv: string };
+    ({ dir, key, sshd } = await sshdWithKey('harden'));
     remoteRoot = join(dir, 'remote');
-    writeFileSync(join(dir, 'ssh_config'), `Host gpu\n  HostName 127.0.0.1\n  Port ${sshd.port}\n  User ${currentUser()}\n  IdentityFile ${key.priv}\n  IdentityAgent none\n`, { mode: 0o600 });
+    writeFileSync(join(dir, 'ssh_config'), hostStanza('gpu', sshd, key.priv), { mode: 0o600 });
     writeFileSync(join(dir, 'known_hosts'), `[127.0.0.1]:${sshd.port} ${sshd.hostKeyLine}\n`);
     store = new RunStore(join(dir, 'runs'), null);
     await store.ensure();
