@@ -62,7 +62,7 @@ describe('agentRunArgs', () => {
 describe('run ids and user lists', () => {
   it('a new run id is a safe folder name even for a hostile host alias', () => {
     const id = newRunId('a b/../$(x)', 4, new Date('2026-11-27T23:50:01Z'));
-    expect(id).toMatch(/^20261127-235001-a_b_\.\.___x_-u4-[a-z0-9]{1,4}$/);
+    expect(id).toMatch(/^20261127-235001-a_b_\.\.___x_-u4-[a-z0-9]{6}$/);
     expect(() => checkRunId(id)).not.toThrow();
   });
 
