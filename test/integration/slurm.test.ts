@@ -7,7 +7,7 @@
  *
  * In order: the probe; a run queued behind a blocking job (the CLI says "pending: Resources"),
  * then run, streamed and validated; the same seen in the window (New run, in real Chromium); a
- * 3-point sweep as one job array of concurrency 1; scancel mid-run; scontrol requeue mid-run;
+ * 3-point sweep as one job array of concurrency 1; the seed's users 2..16 as one array of 15; scancel mid-run; scontrol requeue mid-run;
  * hostile partition, #SBATCH and set-up lines.
  */
 import { execSync } from 'node:child_process';
@@ -215,6 +215,21 @@ describe.skipIf(skip !== null)(`runs and sweeps through a real Slurm cluster${sk
     // One at a time, in index order: each element starts after the one before it ended.
     for (let i = 1; i < spans.length; i++) expect(spans[i]![0]).toBeGreaterThan(spans[i - 1]![1]);
   }, 240_000);
+
+  it('the seed\'s sweep, users 2..16, is one job array of 15 elements, each ok and valid', async () => {
+    const r = await kvscope(['sweep', '--host', 'cluster', '--users', '2..16', '--slurm-array-limit', '4', '--slurm-shared-dir', shared, '--slurm-poll', '0.5', '--runs-dir', join(dir, 'seed-sweep-runs'), ...conn, ...WORKLOAD_ARGS], env);
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    const rows = r.stdout.split('\n').filter((l) => /^cluster\s+\d/.test(l));
+    expect(rows.map((l) => Number(l.trim().split(/\s+/)[1]))).toEqual(Array.from({ length: 15 }, (_, i) => i + 2));
+    const jobs = rows.map((l) => l.trim().split(/\s+/).pop()!);
+    const arrayId = jobs[0]!.split('_')[0]!;
+    expect(jobs).toEqual(jobs.map((_, i) => `${arrayId}_${i}`));
+    for (const l of rows) {
+      expect(l).toMatch(/^cluster\s+\d+\s+ok\s/);
+      const v = await kvscope(['validate', join(dir, 'seed-sweep-runs', l.trim().split(/\s+/).at(-2)!)], env);
+      expect(v.code, v.stdout).toBe(0);
+    }
+  }, 600_000);
 
   it('a sweep over two card types is one job array per type, each element on a GPU of its type', async () => {
     const r = await kvscope(['sweep', '--host', 'cluster', '--users', '2', '--slurm-gpus', '1', '--slurm-gpu-type', 'h100', '--slurm-gpu-type', 'a100', '--slurm-shared-dir', shared, '--slurm-poll', '0.5', '--runs-dir', join(dir, 'typed-runs'), ...conn, ...WORKLOAD_ARGS], env);
