@@ -8,6 +8,7 @@
 import type { KvScopeApi, LoadedRun, PushMessage, RunListing } from '../shared/api';
 import type { KvEvent } from '../shared/protocol';
 import { ReplayModel } from '../shared/replay';
+import { RunAnalyzer } from '../shared/run-analysis';
 import type { LoadRunStreaming } from './bridge/ws-bridge';
 import { buildTimelineModel, type TimelineModel } from '../shared/timeline-model';
 
@@ -27,11 +28,28 @@ export interface RunData {
 
 type Listener = (d: RunData) => void;
 
+/**
+ * A run that grew after it was opened: the analysis main made at load time covers only the lines
+ * on disk then, so the Summary, the header and the legend would stay at that moment ("No requests
+ * in this run" for a run opened as it started). Its analysis is redone here: seeded once from the
+ * log on disk (every pushed line is on disk before it is pushed), then fed each pushed batch.
+ */
+interface GrowingRun {
+  analyzer: RunAnalyzer | null;
+  /** seq of the last line the analyzer has. */
+  lastSeq: number;
+  /** Batches pushed while the seed loads. */
+  backlog: KvEvent[];
+}
+
+const FINISHED: ReadonlySet<RunListing['status']> = new Set(['ok', 'error', 'cancelled']);
+
 export class RunDataCache {
   private readonly runs = new Map<string, Promise<RunData>>();
   private readonly ready = new Map<string, RunData>();
   private readonly pending = new Map<string, KvEvent[]>();
   private readonly listeners = new Map<string, Set<Listener>>();
+  private readonly growing = new Map<string, GrowingRun>();
   private flushScheduled = false;
   private unsubscribe: (() => void) | null = null;
 
@@ -58,6 +76,8 @@ export class RunDataCache {
           }
           d.version++;
           this.notify(d);
+          // The listing's status and results are main's (meta.json and the log): ask again at the end.
+          if (FINISHED.has(m.status) && this.growing.has(d.id)) this.refreshListing(d);
         }
       }
     });
@@ -81,11 +101,71 @@ export class RunDataCache {
         // The replay skips lines it has (seq ≤ its last), so a resumed tail never double-applies.
         d.replay.append(batch);
         if (d.replay.lastSeqSeen === before) continue;
-        d.loaded.eventCount += batch.filter((e) => e.seq > before).length;
+        const fresh = batch.filter((e) => e.seq > before);
+        d.loaded.eventCount += fresh.length;
         timelines.delete(d);
+        this.analyseGrowth(d, fresh);
         d.version++;
         this.notify(d);
       }
+    });
+  }
+
+  /** Keeps `d.loaded.analysis` (and the listing, when run.start or run.end arrives) current as lines arrive. */
+  private analyseGrowth(d: RunData, fresh: KvEvent[]): void {
+    let g = this.growing.get(d.id);
+    if (!g) {
+      g = { analyzer: null, lastSeq: -1, backlog: [...fresh] };
+      this.growing.set(d.id, g);
+      void this.seedGrowth(d, g);
+      return;
+    }
+    if (!g.analyzer) {
+      for (const e of fresh) g.backlog.push(e);
+      return;
+    }
+    if (this.feed(d, g, fresh)) this.refreshListing(d);
+  }
+
+  /** @returns whether a line the listing is made from (run.start, run.end) arrived. */
+  private feed(d: RunData, g: GrowingRun, events: readonly KvEvent[]): boolean {
+    const a = g.analyzer!;
+    let listingLines = false;
+    for (const e of events) {
+      if (e.seq <= g.lastSeq) continue;
+      g.lastSeq = e.seq;
+      a.push(e);
+      if (e.type === 'run.start' || e.type === 'run.end') listingLines = true;
+      if (e.type === 'run.end') a.finish();
+    }
+    d.loaded.analysis = a.result();
+    return listingLines;
+  }
+
+  private async seedGrowth(d: RunData, g: GrowingRun): Promise<void> {
+    const r = await this.api.loadRun(d.id);
+    if (!r.ok || this.ready.get(d.id) !== d) {
+      // Could not read it again: the next batch tries anew.
+      if (this.growing.get(d.id) === g) this.growing.delete(d.id);
+      return;
+    }
+    g.analyzer = new RunAnalyzer();
+    d.loaded.listing = r.value.listing;
+    const backlog = g.backlog;
+    g.backlog = [];
+    this.feed(d, g, r.value.events);
+    if (this.feed(d, g, backlog)) this.refreshListing(d);
+    d.version++;
+    this.notify(d);
+  }
+
+  private refreshListing(d: RunData): void {
+    void this.api.listRuns().then((r) => {
+      const l = r.ok ? r.value.find((x) => x.id === d.id) : undefined;
+      if (!l || this.ready.get(d.id) !== d) return;
+      d.loaded.listing = l;
+      d.version++;
+      this.notify(d);
     });
   }
 
@@ -151,6 +231,7 @@ export class RunDataCache {
   forget(id: string): void {
     this.runs.delete(id);
     this.ready.delete(id);
+    this.growing.delete(id);
   }
 
   listen(id: string, l: Listener): () => void {
