@@ -33,7 +33,12 @@ export interface RunListing {
   engine: string | null;
   gpu: string | null;
   e2e_ns: number | null;
+  /** Queued TTFT (queued → first token) over the timed rounds. */
   ttft_ns_mean: number | null;
+  /** Service TTFT (admitted → first token) over the timed rounds. */
+  service_ttft_ns_mean?: number | null;
+  /** Why a failed run failed ("code: message", from run.end or from the app when the agent never started); null otherwise. */
+  error?: string | null;
   /** True for runs shipped with the app (read-only). */
   bundled: boolean;
   /** Workload settings that make a different configuration in Compare (run.start config; null when absent). */

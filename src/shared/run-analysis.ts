@@ -13,8 +13,10 @@ export interface RequestTiming extends RequestPhaseTimes {
   reused_gpu_tokens: number | null;
   reused_host_tokens: number | null;
   computed_tokens: number | null;
-  /** first_token − queued, ns (PROTOCOL.md). */
+  /** Queued TTFT: first_token − queued, ns (PROTOCOL.md), the seed benchmark's TTFT. */
   ttft_ns: number | null;
+  /** Service TTFT: first_token − scheduled (admitted), ns: the time to first token once the engine took the request. */
+  service_ttft_ns: number | null;
 }
 
 export interface Distribution {
@@ -29,7 +31,10 @@ export interface RoundRow {
   users: number;
   /** First queued to last done within the round, ns. */
   e2e_ns: number | null;
+  /** Queued TTFT (queued → first token). */
   ttft: Distribution;
+  /** Service TTFT (admitted → first token). */
+  serviceTtft: Distribution;
 }
 
 export interface RunAnalysis {
@@ -41,8 +46,10 @@ export interface RunAnalysis {
   blocks: { stored: number; offloaded: number; onboarded: number; evicted: number; hit: number };
   peakOccupancy: { gpu: number; host: number };
   pools: BlockLedger['pools'];
-  /** TTFT over the timed rounds (1..R). */
+  /** Queued TTFT (queued → first token) over the timed rounds (1..R). */
   ttft: Distribution;
+  /** Service TTFT (admitted → first token) over the timed rounds (1..R). */
+  serviceTtft: Distribution;
   /** From the first `req queued` of round 1 to the last `req done` of round R, ns. */
   e2e_ns: number | null;
   /** Bytes of every xfer line, whatever its source (CUPTI and engine lines may describe the same copy). */
@@ -154,6 +161,7 @@ export class RunAnalyzer {
             reused_host_tokens: null,
             computed_tokens: null,
             ttft_ns: null,
+            service_ttft_ns: null,
           };
           this.reqs.set(key, r);
         }
@@ -166,6 +174,7 @@ export class RunAnalyzer {
           r.computed_tokens = e.computed_tokens ?? null;
         }
         if (r.queued !== null && r.first_token !== null) r.ttft_ns = r.first_token - r.queued;
+        if (r.scheduled !== null && r.first_token !== null) r.service_ttft_ns = r.first_token - r.scheduled;
         break;
       }
       case 'round':
@@ -186,7 +195,8 @@ export class RunAnalyzer {
   result(): RunAnalysis {
     const requests = [...this.reqs.values()].sort((a, b) => a.round - b.round || a.user - b.user);
     const timed = requests.filter((r) => r.round >= 1);
-    const ttfts = timed.map((r) => r.ttft_ns).filter((v): v is number => v !== null);
+    const known = (xs: Array<number | null>) => xs.filter((v): v is number => v !== null);
+    const ttfts = known(timed.map((r) => r.ttft_ns));
     const maxRound = timed.reduce((m, r) => Math.max(m, r.round), 0);
     const firstQueued = timed.filter((r) => r.round === 1 && r.queued !== null).map((r) => r.queued as number);
     const lastDone = timed.filter((r) => r.round === maxRound && r.done !== null).map((r) => r.done as number);
@@ -209,7 +219,8 @@ export class RunAnalyzer {
           round,
           users: list.length,
           e2e_ns: allDone && q.length ? Math.max(...d) - Math.min(...q) : null,
-          ttft: distribution(list.map((r) => r.ttft_ns).filter((v): v is number => v !== null)),
+          ttft: distribution(known(list.map((r) => r.ttft_ns))),
+          serviceTtft: distribution(known(list.map((r) => r.service_ttft_ns))),
         };
       });
 
@@ -230,6 +241,7 @@ export class RunAnalyzer {
       peakOccupancy: { ...this.ledger.stats.peak },
       pools: this.ledger.pools,
       ttft: distribution(ttfts),
+      serviceTtft: distribution(known(timed.map((r) => r.service_ttft_ns))),
       e2e_ns: e2e,
       xferBytes: { ...this.xferBytes },
       xferBytesBySource: { cupti: { ...this.xferBySource.cupti }, engine: { ...this.xferBySource.engine } },

@@ -38,9 +38,17 @@ export function checkRunId(id: string): void {
 }
 
 /** What a listing takes from a run's log: cached by the log's size and mtime, never by its meta. */
-type LogFacts = Pick<RunAnalysis, 'start' | 'status' | 'e2e_ns'> & { users: { length: number }; ttft: { mean: number | null } };
+type LogFacts = Pick<RunAnalysis, 'start' | 'status' | 'e2e_ns' | 'error'> & { users: { length: number }; ttft: { mean: number | null }; serviceTtft: { mean: number | null } };
 
-const factsOf = (a: RunAnalysis): LogFacts => ({ start: a.start, status: a.status, e2e_ns: a.e2e_ns, users: { length: a.users.length }, ttft: { mean: a.ttft.mean } });
+const factsOf = (a: RunAnalysis): LogFacts => ({
+  start: a.start,
+  status: a.status,
+  e2e_ns: a.e2e_ns,
+  error: a.error,
+  users: { length: a.users.length },
+  ttft: { mean: a.ttft.mean },
+  serviceTtft: { mean: a.serviceTtft.mean },
+});
 
 /** Whether `resume` can follow a run again: incomplete, started on a host from this machine, not imported. */
 export function isResumable(meta: RunMeta): boolean {
@@ -182,21 +190,30 @@ export class RunStore {
 
 function baseListing(id: string, meta: RunMeta, bundled: boolean, a: LogFacts | null): RunListing {
   const cfg = a?.start?.config;
+  // What the app asked for (meta.json's workload), for a run that failed before its run.start line.
+  const asked = (meta.workload && typeof meta.workload === 'object' ? meta.workload : {}) as { model?: unknown; users?: unknown; rounds?: unknown };
+  // The log's run.end when it has one; else a failure or cancel the app recorded (the agent never
+  // wrote run.end); "ok" only with the log's word for it.
+  const ended = a && a.status !== 'incomplete' ? a.status : null;
   const status: RunListing['status'] =
-    meta.status === 'running' || meta.status === 'incomplete' ? meta.status : (a?.status ?? meta.status ?? 'incomplete');
+    meta.status === 'running' || meta.status === 'incomplete' ? meta.status : (ended ?? (meta.status === 'error' || meta.status === 'cancelled' ? meta.status : 'incomplete'));
+  const error = a?.error ?? meta.error ?? null;
   return {
     id,
     name: meta.name ?? id,
     host: meta.host ?? 'local',
     status,
     createdAt: meta.createdAt || (a?.start ? new Date(a.start.clock.unix_ns_at_t0 / 1e6).toISOString() : ''),
-    model: typeof cfg?.model === 'string' ? cfg.model : null,
-    users: typeof cfg?.users === 'number' ? cfg.users : (a?.users.length ?? null),
-    rounds: typeof cfg?.rounds === 'number' ? cfg.rounds : null,
+    model: typeof cfg?.model === 'string' ? cfg.model : typeof asked.model === 'string' ? asked.model : null,
+    // A run with no run.start has no users yet: what was asked, never the 0 users seen.
+    users: typeof cfg?.users === 'number' ? cfg.users : typeof asked.users === 'number' ? asked.users : a?.users.length ? a.users.length : null,
+    rounds: typeof cfg?.rounds === 'number' ? cfg.rounds : typeof asked.rounds === 'number' ? asked.rounds : null,
     engine: a?.start?.engine.name ?? null,
     gpu: a?.start?.host.gpus[0]?.name ?? null,
     e2e_ns: a?.e2e_ns ?? null,
     ttft_ns_mean: a?.ttft.mean ?? null,
+    service_ttft_ns_mean: a?.serviceTtft.mean ?? null,
+    error: status === 'error' && error ? `${error.code}: ${error.message}` : null,
     bundled,
     context_tokens: typeof cfg?.context_tokens === 'number' ? cfg.context_tokens : null,
     host_kv_bytes: typeof cfg?.host_kv_bytes === 'number' ? cfg.host_kv_bytes : null,
