@@ -38,7 +38,9 @@ export interface CounterTrack {
 }
 
 export interface RequestBar extends RequestPhaseTimes {
+  /** Queued TTFT (queued → first token) and service TTFT (admitted → first token), ns. */
   ttft_ns: number | null;
+  service_ttft_ns: number | null;
   /** Times of the request's onboard and offload lines (its blocks coming back from, going to, host). */
   onboards: number[];
   offloads: number[];
@@ -130,6 +132,7 @@ export function buildTimelineModel(events: readonly KvEvent[], replay: ReplayMod
     .map((q) => ({
       ...q,
       ttft_ns: q.queued !== null && q.first_token !== null ? q.first_token - q.queued : null,
+      service_ttft_ns: q.scheduled !== null && q.first_token !== null ? q.first_token - q.scheduled : null,
       onboards: marks.get(`${q.user}/${q.round}`)?.onboards ?? [],
       offloads: marks.get(`${q.user}/${q.round}`)?.offloads ?? [],
     }))

@@ -110,12 +110,12 @@ describe.skipIf(skip !== null)(`the window as a user sees it, in real Chromium${
       })),
     );
     const numeric = cells.filter((c) => /^[\d,.]+( [a-zA-Z/%]+)?$|^\d+%$/.test(c.text));
-    // 11 rounds × (5 times + 5 op counts), 7 block rows, 2 directions × 4: nearly every cell is a number.
+    // 11 rounds × (8 times + 5 op counts), 7 block rows, 2 directions × 4: nearly every cell is a number.
     expect(numeric.length).toBeGreaterThan(100);
     expect(numeric.filter((c) => c.align !== 'right').map((c) => c.text)).toEqual([]);
     // The context round offloads thousands of blocks on this sample (the log says 922 and 2,004 stored).
     const round0 = await page.locator('[data-testid=rounds-table] tbody tr').first().locator('td').allTextContents();
-    expect(round0.slice(6)).toEqual(['2,004', '922', '0', '0', '0']);
+    expect(round0.slice(9)).toEqual(['2,004', '922', '0', '0', '0']);
     // The foot's E2E is the whole timed span (the rows' E2E summed), and says so.
     expect(await page.locator('[data-testid=rounds-table] tfoot th').first().textContent()).toMatch(/E2E total/);
     await page.screenshot({ path: join(ARTIFACTS, 'review-summary.png') });

@@ -69,7 +69,9 @@ function printSummary(r: ValidationReport, out: (s: string) => void): void {
     }
   }
   const t = a.ttft;
-  out(`TTFT (rounds 1..): mean ${formatNs(t.mean)}, p50 ${formatNs(t.p50)}, p99 ${formatNs(t.p99)} over ${t.count} requests`);
+  out(`queued TTFT (rounds 1..): mean ${formatNs(t.mean)}, p50 ${formatNs(t.p50)}, p99 ${formatNs(t.p99)} over ${t.count} requests`);
+  const st = a.serviceTtft;
+  out(`service TTFT (rounds 1..): mean ${formatNs(st.mean)}, p50 ${formatNs(st.p50)}, p99 ${formatNs(st.p99)} over ${st.count} requests`);
   out(`E2E (rounds 1..): ${formatNs(a.e2e_ns)}`);
 }
 

@@ -361,7 +361,7 @@ export function renderTimelineInto(ctx: Ctx2D, model: TimelineModel, layout: Tim
         const mark = r.first_token !== null ? Math.round(xOf(view, lw, r.first_token)) : null;
         const spans: Array<[number, number]> = mark !== null && mark > left && mark < right ? [[left, mark - 2], [mark + 2, right]] : [[left, right]];
         const short = `R${r.round}`;
-        const texts = r.ttft_ns !== null ? [`${short} · TTFT ${formatNs(r.ttft_ns)}`, short] : [short];
+        const texts = r.ttft_ns !== null ? [`${short} · queued TTFT ${formatNs(r.ttft_ns)}`, short] : [short];
         let placed: [string, number] | null = null;
         for (const t of texts) {
           const span = spans.find(([a, b]) => ctx.measureText(t).width <= b - a - 6);

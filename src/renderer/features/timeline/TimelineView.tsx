@@ -38,7 +38,7 @@ function describeHit(model: TimelineModel, hit: TimelineHit): string {
   if (hit.kind === 'request') {
     const r = model.requests[hit.index]!;
     const ph = (a: number | null, b: number | null) => (a !== null && b !== null ? formatNs(b - a) : '–');
-    return `user ${r.user} · round ${r.round} · queued ${ph(r.queued, r.scheduled)} · prefill ${ph(r.scheduled, r.first_token)} · decode ${ph(r.first_token, r.done)} · TTFT ${formatNs(r.ttft_ns)} (click to trace its blocks)`;
+    return `user ${r.user} · round ${r.round} · queued ${ph(r.queued, r.scheduled)} · prefill ${ph(r.scheduled, r.first_token)} · decode ${ph(r.first_token, r.done)} · queued TTFT ${formatNs(r.ttft_ns)} · service TTFT ${formatNs(r.service_ttft_ns)} (click to trace its blocks)`;
   }
   const c = model.counters[hit.counter]!;
   const v = c.v[hit.index]!;
@@ -260,7 +260,7 @@ function Timeline({ data }: { data: RunData }) {
           </h2>
           <p>
             {/* Counts with separators, as everywhere else ("16,384 tokens", not "16384"). */}
-            TTFT {formatNs(req?.ttft_ns)} · prompt {tokens(req?.prompt_tokens)} tokens · reused on GPU {tokens(req?.reused_gpu_tokens)}, from host {tokens(req?.reused_host_tokens)}, computed {tokens(req?.computed_tokens)}
+            queued TTFT {formatNs(req?.ttft_ns)} · service TTFT {formatNs(req?.service_ttft_ns)} · prompt {tokens(req?.prompt_tokens)} tokens · reused on GPU {tokens(req?.reused_gpu_tokens)}, from host {tokens(req?.reused_host_tokens)}, computed {tokens(req?.computed_tokens)}
           </p>
           <p>
             {/* The block total first: after the list, "onboard 1 line (1022 blocks)" read as the onboard count. */}
