@@ -60,6 +60,11 @@ export function formatCount(n: number): string {
   return n.toLocaleString('en-US');
 }
 
+/** "1 block", "2,004 blocks": a count with its noun, singular for one. */
+export function plural(n: number, one: string, many = `${one}s`): string {
+  return `${formatCount(n)} ${n === 1 ? one : many}`;
+}
+
 /**
  * A replay clock, "elapsed / total": both in the total's unit and precision (formatNs's four
  * significant digits), so the readout keeps its width while it runs. Each formatted on its own

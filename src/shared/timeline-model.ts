@@ -33,6 +33,11 @@ export interface CounterTrack {
   length: number;
   /** Top of the track's scale (capacity for pools, 100 for %, max seen otherwise). */
   max: number;
+  /**
+   * What `max` is, so its label says so: a pool's capacity or the card's memory ("of …"), the
+   * largest value seen ("peak …"; a host pool far larger than the run used), or 100%.
+   */
+  scale: 'capacity' | 'peak' | 'percent';
   /** Values hold until the next sample (pool sizes) rather than being points on a line. */
   step: boolean;
 }
@@ -158,12 +163,12 @@ export function buildTimelineModel(events: readonly KvEvent[], replay: ReplayMod
   };
   const maxOf = (v: Float64Array) => v.reduce((m, x) => (x > m ? x : m), 0);
   const mem = series(0);
-  counters.push({ key: 'gpu_mem', label: 'GPU memory', unit: 'bytes', ...mem, max: r.gpuMemoryTotal ?? Math.max(1, maxOf(mem.v)), step: false });
-  counters.push({ key: 'gpu_util', label: 'GPU utilisation', unit: 'pct', ...series(1), max: 100, step: false });
+  counters.push({ key: 'gpu_mem', label: 'GPU memory', unit: 'bytes', ...mem, max: r.gpuMemoryTotal ?? Math.max(1, maxOf(mem.v)), scale: r.gpuMemoryTotal ? 'capacity' : 'peak', step: false });
+  counters.push({ key: 'gpu_util', label: 'GPU utilisation', unit: 'pct', ...series(1), max: 100, scale: 'percent', step: false });
   const rx = series(2);
   const tx = series(3);
-  counters.push({ key: 'pcie_rx', label: 'PCIe rx', unit: 'bytes/s', ...rx, max: Math.max(1, maxOf(rx.v)), step: false });
-  counters.push({ key: 'pcie_tx', label: 'PCIe tx', unit: 'bytes/s', ...tx, max: Math.max(1, maxOf(tx.v)), step: false });
+  counters.push({ key: 'pcie_rx', label: 'PCIe rx', unit: 'bytes/s', ...rx, max: Math.max(1, maxOf(rx.v)), scale: 'peak', step: false });
+  counters.push({ key: 'pcie_tx', label: 'PCIe tx', unit: 'bytes/s', ...tx, max: Math.max(1, maxOf(tx.v)), scale: 'peak', step: false });
   return { t0, t1, users, requests, lanes, counters, rounds, blockBytes: r.pools.gpu?.block_bytes ?? null, startupCopies: r.startupCopies };
 }
 
@@ -190,14 +195,14 @@ export function occupancyTracks(replay: ReplayModel): CounterTrack[] {
   }
   // The track's top is the pool's capacity, unless the pool is far larger than the run ever used
   // (a 55 GB host pool of small blocks): then the peak, so the line is not flat at the bottom.
-  const cap = (p: 'gpu' | 'host', seen: number[]) => {
+  const top = (p: 'gpu' | 'host', seen: number[]): Pick<CounterTrack, 'max' | 'scale'> => {
     const peak = seen.reduce((m, x) => (x > m ? x : m), 0);
     const c = replay.pools[p]?.capacity_blocks ?? 0;
-    return Math.max(1, c > 0 && c <= 4 * peak ? c : peak);
+    return c > 0 && c <= 4 * peak ? { max: c, scale: 'capacity' } : { max: Math.max(1, peak), scale: 'peak' };
   };
   return [
-    { key: 'gpu_pool', label: 'GPU pool', unit: 'blocks', t: Float64Array.from(out[0]!.t), v: Float64Array.from(out[0]!.v), length: out[0]!.t.length, max: cap('gpu', out[0]!.v), step: true },
-    { key: 'host_pool', label: 'Host pool', unit: 'blocks', t: Float64Array.from(out[1]!.t), v: Float64Array.from(out[1]!.v), length: out[1]!.t.length, max: cap('host', out[1]!.v), step: true },
+    { key: 'gpu_pool', label: 'GPU pool', unit: 'blocks', t: Float64Array.from(out[0]!.t), v: Float64Array.from(out[0]!.v), length: out[0]!.t.length, ...top('gpu', out[0]!.v), step: true },
+    { key: 'host_pool', label: 'Host pool', unit: 'blocks', t: Float64Array.from(out[1]!.t), v: Float64Array.from(out[1]!.v), length: out[1]!.t.length, ...top('host', out[1]!.v), step: true },
   ];
 }
 

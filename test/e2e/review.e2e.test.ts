@@ -175,6 +175,38 @@ describe.skipIf(skip !== null)(`the window as a user sees it, in real Chromium${
     await page.close();
     expect(errors).toEqual([]);
   });
+  it('Timeline: W/A/S/D work with the focus anywhere in the view (after Zoom in), and a tap moves a whole step', async () => {
+    const page = await open(run('timeline'));
+    await page.waitForSelector('[data-testid=timeline][data-t0]');
+    const view = () =>
+      page.evaluate(() => {
+        const el = document.querySelector<HTMLElement>('[data-testid=timeline]')!;
+        return { t0: Number(el.dataset.t0), t1: Number(el.dataset.t1) };
+      });
+    const whole = await view();
+    // Zoom in with the button: the focus is on the button now, not on the canvas.
+    await page.click('[data-action=zoom-in]');
+    await page.waitForFunction((w) => Number(document.querySelector<HTMLElement>('[data-testid=timeline]')!.dataset.t1) - Number(document.querySelector<HTMLElement>('[data-testid=timeline]')!.dataset.t0) < 0.9 * (w.t1 - w.t0), whole);
+    expect(await page.evaluate(() => document.activeElement?.getAttribute('data-action'))).toBe('zoom-in');
+    const settled = (before: { t0: number; t1: number }) =>
+      page.waitForFunction((b) => {
+        const el = document.querySelector<HTMLElement>('[data-testid=timeline]')!;
+        return el.dataset.moving === '' && (Number(el.dataset.t0) !== b.t0 || Number(el.dataset.t1) !== b.t1);
+      }, before);
+    const a = await view();
+    await page.keyboard.press('w'); // a tap
+    await settled(a);
+    const b = await view();
+    // A tap zooms a step (~1.8×, Perfetto's 200 ms of motion); it moved ~4% before.
+    expect((a.t1 - a.t0) / (b.t1 - b.t0)).toBeGreaterThan(1.5);
+    await page.keyboard.press('d');
+    await settled(b);
+    const c = await view();
+    expect(c.t0).toBeGreaterThan(b.t0);
+    expect(c.t1 - c.t0).toBeCloseTo(b.t1 - b.t0, -3);
+    await page.close();
+    expect(errors).toEqual([]);
+  });
   it('Live: each nvidia-smi sparkline prints its value at the replay time, GPU memory against the card', async () => {
     const page = await open(run('live'));
     await page.waitForSelector('[data-testid=pools][data-gpu]');

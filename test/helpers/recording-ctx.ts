@@ -6,6 +6,8 @@ export interface Call {
   args: number[] | string[];
   fillStyle: string;
   strokeStyle: string;
+  /** ctx.font at the call (for text: its size). */
+  font: string;
 }
 
 export function recordingCtx(): Ctx2D & { calls: Call[]; rects(style?: string): Array<[number, number, number, number]> } {
@@ -29,7 +31,7 @@ export function recordingCtx(): Ctx2D & { calls: Call[]; rects(style?: string): 
   } as Ctx2D & { calls: Call[]; rects(style?: string): Array<[number, number, number, number]> };
   for (const fn of ['fillRect', 'strokeRect', 'clearRect', 'beginPath', 'moveTo', 'lineTo', 'rect', 'stroke', 'fill', 'clip', 'save', 'restore', 'fillText', 'setLineDash']) {
     (ctx as unknown as Record<string, unknown>)[fn] = (...args: never[]) => {
-      calls.push({ fn, args: args as unknown as number[], fillStyle: String(ctx.fillStyle), strokeStyle: String(ctx.strokeStyle) });
+      calls.push({ fn, args: args as unknown as number[], fillStyle: String(ctx.fillStyle), strokeStyle: String(ctx.strokeStyle), font: ctx.font });
     };
   }
   return ctx;

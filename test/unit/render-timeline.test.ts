@@ -6,7 +6,8 @@
 import { describe, expect, it } from 'vitest';
 import { compileReplay } from '../../src/shared/replay';
 import { buildTimelineModel, linkRequest } from '../../src/shared/timeline-model';
-import { hitTestTimeline, renderTimelineInto, stepRequest, timelineLayout, xOf, type TimelineView } from '../../src/renderer/viz/timeline-render';
+import { formatCounterValue, hitTestTimeline, renderTimelineInto, stepRequest, timelineLayout, xOf, type TimelineView } from '../../src/renderer/viz/timeline-render';
+import { formatCount } from '../../src/shared/format';
 import { DARK_THEME, LIGHT_THEME } from '../../src/renderer/viz/ctx2d';
 import type { KvEvent, XferEvent } from '../../src/shared/protocol';
 import { syntheticRun } from '../helpers/synthetic-run';
@@ -113,6 +114,61 @@ describe('timeline model and renderTimelineInto', () => {
     }
   });
 
+  it('track names in the label column are at least 12 px (they read as ~10 px text at 11 px)', () => {
+    const { tm } = model(syntheticRun({ users: 3, rounds: 2 }));
+    const layout = timelineLayout(tm);
+    const ctx = recordingCtx();
+    renderTimelineInto(ctx, tm, layout, { t0: tm.t0, t1: tm.t1, width: 1200, height: layout.height }, DARK_THEME);
+    for (const row of layout.rows.filter((r) => r.kind !== 'axis')) {
+      const name = ctx.calls.find((c) => c.fn === 'fillText' && c.args[0] === row.label && Number(c.args[1]) < layout.labelWidth)!;
+      expect(Number(/(\d+)px/.exec(name.font)?.[1]), row.label).toBeGreaterThanOrEqual(12);
+      // The name fits its row.
+      expect(row.h, row.label).toBeGreaterThanOrEqual(Number(/(\d+)px/.exec(name.font)?.[1]) + 6);
+    }
+  });
+
+  it('the axis labels stay inside the canvas: the last one ends at its tick instead of being cut', () => {
+    const { tm } = model(syntheticRun({ users: 2, rounds: 3 }));
+    const layout = timelineLayout(tm);
+    const width = 1000;
+    const plot = width - layout.labelWidth;
+    // A window whose last tick falls 4 px short of the right edge.
+    for (const step of [1e6, 2e6, 5e6, 1e9]) {
+      const span = (10 * step * plot) / (plot - 4);
+      const view: TimelineView = { t0: tm.t0, t1: tm.t0 + span, width, height: layout.height };
+      const ctx = recordingCtx();
+      renderTimelineInto(ctx, tm, layout, view, DARK_THEME);
+      const axis = ctx.calls.filter((c) => c.fn === 'fillText' && Number(c.args[2]) === 11);
+      expect(axis.length).toBeGreaterThan(3);
+      for (const c of axis) {
+        const x = Number(c.args[1]);
+        expect(x, String(c.args[0])).toBeGreaterThanOrEqual(layout.labelWidth);
+        expect(x + ctx.measureText(String(c.args[0])).width, String(c.args[0])).toBeLessThanOrEqual(width);
+      }
+      // The tick at the edge keeps its label.
+      expect(axis.some((c) => Number(c.args[1]) + ctx.measureText(String(c.args[0])).width > width - 40)).toBe(true);
+    }
+  });
+
+  it('pool tracks say what their scale is: the capacity ("of") or, for a pool far larger than used, the peak', () => {
+    const events = realRuns({ maxBytes: 20e6 }).find((r) => r.name === 'sample:h100-llama-3.1-8b-users4-host55e9')?.events ?? syntheticRun({ users: 2, rounds: 3 });
+    const { tm, replay } = model(events);
+    const layout = timelineLayout(tm);
+    const ctx = recordingCtx();
+    renderTimelineInto(ctx, tm, layout, { t0: tm.t0, t1: tm.t1, width: 1200, height: layout.height }, DARK_THEME);
+    const texts = ctx.calls.filter((c) => c.fn === 'fillText' && Number(c.args[1]) < layout.labelWidth).map((c) => String(c.args[0]));
+    for (const key of ['gpu_pool', 'host_pool'] as const) {
+      const c = tm.counters.find((x) => x.key === key)!;
+      if (c.length === 0) continue;
+      const cap = replay.pools[key === 'gpu_pool' ? 'gpu' : 'host']?.capacity_blocks ?? 0;
+      const peak = c.v.slice(0, c.length).reduce((m, v) => Math.max(m, v), 0);
+      const want = c.scale === 'capacity' ? `of ${formatCount(cap)} blocks` : `peak ${formatCount(peak)} block${peak === 1 ? '' : 's'}`;
+      expect(c.scale === 'capacity' ? c.max : peak).toBe(c.max);
+      expect(texts, key).toContain(want);
+    }
+    expect(formatCounterValue('blocks', 1)).toBe('1 block');
+  });
+
   it('hit-tests requests and copies where they were drawn', () => {
     const { tm } = model(syntheticRun({ users: 2, rounds: 2 }));
     const layout = timelineLayout(tm);
@@ -180,9 +236,9 @@ describe('timeline model and renderTimelineInto', () => {
       for (const row of layout.rows.filter((r) => r.kind === 'counter' && tm.counters[r.index]!.unit === 'blocks')) {
         const c = tm.counters[row.index]!;
         // The scale label is the text drawn in the labels column below the track's name.
-        const under = ctx.calls.filter((k) => k.fn === 'fillText' && Number(k.args[1]) === 6 && Number(k.args[2]) === row.y + row.h - 6).map((k) => String(k.args[0]));
+        const under = ctx.calls.filter((k) => k.fn === 'fillText' && Number(k.args[1]) === 6 && Number(k.args[2]) > row.y + row.h / 2 && Number(k.args[2]) < row.y + row.h).map((k) => String(k.args[0]));
         // A bare "1084" under "GPU pool" named neither the unit nor matched "1,084 blocks" in the Live view.
-        expect(under, c.label).toEqual([`${c.max.toLocaleString('en-US')} blocks`]);
+        expect(under, c.label).toEqual([`${c.scale === 'capacity' ? 'of' : 'peak'} ${c.max.toLocaleString('en-US')} block${c.max === 1 ? '' : 's'}`]);
       }
     });
 

@@ -8,7 +8,7 @@
  * pixels, copies are binned per pixel column and drawn as a density (busy fraction of the column),
  * so 1,000,000 copies cost one pass over the visible ones and at most one rect per column.
  */
-import { axisNsFormat, formatBandwidth, formatBytes, formatCount, formatNs } from '../../shared/format';
+import { axisNsFormat, formatBandwidth, formatBytes, formatNs, plural } from '../../shared/format';
 import { laneWindow, type CounterTrack, type RequestLinks, type TimelineModel, type XferLane } from '../../shared/timeline-model';
 import type { Ctx2D, VizTheme } from './ctx2d';
 
@@ -38,9 +38,13 @@ export interface TimelineLayout {
 }
 
 export const AXIS_H = 22;
-const USER_H = 18;
-const LANE_H = 22;
-const COUNTER_H = 34;
+/** Track names in the label column and their scale lines: at 11 px the names read as ~10 px text. */
+export const LABEL_FONT = '13px system-ui, sans-serif';
+export const SCALE_FONT = '11px system-ui, sans-serif';
+const AXIS_FONT = '11px system-ui, sans-serif';
+const USER_H = 20;
+const LANE_H = 24;
+const COUNTER_H = 36;
 
 export function timelineLayout(model: TimelineModel, labelWidth = 120): TimelineLayout {
   const rows: TimelineRow[] = [{ kind: 'axis', y: 0, h: AXIS_H, label: '', index: 0 }];
@@ -236,7 +240,18 @@ export function formatCounterValue(unit: CounterTrack['unit'], v: number): strin
   if (unit === 'pct') return `${v.toFixed(0)}%`;
   if (unit === 'bytes') return formatBytes(v);
   if (unit === 'bytes/s') return formatBandwidth(v);
-  return `${formatCount(v)} blocks`;
+  return plural(v, 'block');
+}
+
+/**
+ * The scale label under a counter track's name, saying what the top of the track is: "of 1,084
+ * blocks" (a pool's capacity, the card's memory), "peak 1,619 blocks" (the most the run used of a
+ * pool far larger), "0–100%". Both pools read "1,084 blocks" / "1,619 blocks" before, one a
+ * capacity and the other a peak.
+ */
+export function counterScaleLabel(c: Pick<CounterTrack, 'unit' | 'max' | 'scale'>): string {
+  if (c.scale === 'percent') return '0–100%';
+  return `${c.scale === 'capacity' ? 'of' : 'peak'} ${formatCounterValue(c.unit, c.max)}`;
 }
 
 /** Where a request's bar starts (as drawn: queued, else scheduled, else first token). */
@@ -282,18 +297,27 @@ export function renderTimelineInto(ctx: Ctx2D, model: TimelineModel, layout: Tim
   // Axis and grid.
   const span = view.t1 - view.t0;
   const step = tickStep(span, Math.max(2, (view.width - lw) / 110));
-  ctx.font = '11px system-ui, sans-serif';
+  ctx.font = AXIS_FONT;
   ctx.textBaseline = 'middle';
   ctx.textAlign = 'left';
   // Ticks at round multiples of the run's own clock (labels read 0 ms, 100 ms, 200 ms, ...), one
   // unit and precision for the whole axis (per-tick formatNs read "0 ns", "20.00 s", "100.0 s").
   const tickLabel = axisNsFormat(Math.max(Math.abs(view.t0 - model.t0), Math.abs(view.t1 - model.t0)), step);
+  let labelEnd = -Infinity;
   for (let t = model.t0 + Math.ceil((view.t0 - model.t0) / step) * step; t <= view.t1; t += step) {
     const x = Math.round(xOf(view, lw, t)) + 0.5;
     ctx.fillStyle = theme.grid;
     ctx.fillRect(x, AXIS_H, 1, view.height - AXIS_H);
     ctx.fillStyle = theme.muted;
-    ctx.fillText(tickLabel(t - model.t0), x + 3, AXIS_H / 2);
+    // A label runs right of its tick; near the right edge it ends at the tick instead, so the last
+    // one is read whole (it was cut at the canvas edge), unless that would run into the one before.
+    const text = tickLabel(t - model.t0);
+    const w = ctx.measureText(text).width;
+    let lx = x + 3;
+    if (lx + w > view.width) lx = x - 3 - w;
+    if (lx < labelEnd + 4 || lx < lw) continue;
+    ctx.fillText(text, lx, AXIS_H / 2);
+    labelEnd = lx + w;
   }
   // Round boundaries.
   ctx.setLineDash([4, 3]);
@@ -401,6 +425,7 @@ export function renderTimelineInto(ctx: Ctx2D, model: TimelineModel, layout: Tim
   ctx.textAlign = 'left';
   for (const row of layout.rows) {
     if (row.kind === 'axis') continue;
+    ctx.font = LABEL_FONT;
     if (row.kind === 'user') {
       // The user's colour as a swatch, the name in the text colour: drawn in the colour itself,
       // "user 3" (#76b7b2) and "user 5" (#edc949) were near-invisible on the light background.
@@ -408,14 +433,15 @@ export function renderTimelineInto(ctx: Ctx2D, model: TimelineModel, layout: Tim
       ctx.fillRect(6, Math.round(row.y + row.h / 2 - 4), 8, 8);
       ctx.fillStyle = theme.text;
       ctx.fillText(row.label, 18, row.y + row.h / 2);
+    } else if (row.kind === 'counter') {
+      ctx.fillStyle = theme.text;
+      ctx.fillText(row.label, 6, row.y + 9);
+      ctx.font = SCALE_FONT;
+      ctx.fillStyle = theme.muted;
+      ctx.fillText(counterScaleLabel(model.counters[row.index]!), 6, row.y + row.h - 8);
     } else {
       ctx.fillStyle = theme.text;
       ctx.fillText(row.label, 6, row.y + row.h / 2);
-    }
-    if (row.kind === 'counter') {
-      const c = model.counters[row.index]!;
-      ctx.fillStyle = theme.muted;
-      ctx.fillText(formatCounterValue(c.unit, c.unit === 'pct' ? 100 : c.max), 6, row.y + row.h - 6);
     }
   }
   return stats;

@@ -1,7 +1,8 @@
 /**
  * Timeline: requests per user, H2D/D2H copies and counter tracks on one clock, drawn on one canvas
  * by renderTimelineInto. d3-zoom owns pan/zoom (wheel, drag) and W/A/S/D move it from the keyboard
- * as in Perfetto (held keys keep moving); the zoom transform lives in a ref, never React state.
+ * as in Perfetto (held keys keep moving, a tap moves a step) wherever the focus is in the view;
+ * the zoom transform lives in a ref, never React state.
  * Hover shows the copy or request under the pointer; a click on a request highlights its blocks'
  * moves and the copies that carried them.
  */
@@ -13,6 +14,7 @@ import { registerDraw } from '../../frame-scheduler';
 import { fitCanvas, useRunData, useVizTheme } from '../../hooks';
 import type { RunData } from '../../run-data';
 import { barStart, formatCounterValue, hitTestTimeline, renderTimelineInto, stepRequest, timelineLayout, type TimelineHit, type TimelineLayout } from '../../viz/timeline-render';
+import { isMotionKey, KeyMotion, typingTarget } from '../../viz/key-motion';
 import { RunHeader } from '../live/LiveView';
 import { ExportButton } from '../export/ExportButton';
 import { saveChartImage } from '../export/save-image';
@@ -57,7 +59,9 @@ function Timeline({ data }: { data: RunData }) {
   const tipRef = useRef<HTMLDivElement>(null);
   const transform = useRef<ZoomTransform>(zoomIdentity);
   const links = useRef<RequestLinks | null>(null);
-  const keys = useRef(new Set<string>());
+  const motion = useRef(new KeyMotion());
+  /** Last pointer x over the plot (W/S zoom about it, as Perfetto), or null: the middle. */
+  const pointerX = useRef<number | null>(null);
   const api = useRef<{ invalidate: () => void; zoomBy: (k: number) => void; reset: () => void; reveal: (t0: number, t1: number) => void } | null>(null);
   const [selected, setSelected] = useState<RequestLinks | null>(null);
   // The traced request (or none): the ref feeds the drawing, the state the side panel.
@@ -99,19 +103,18 @@ function Timeline({ data }: { data: RunData }) {
     };
     size();
     sel.call(zb).on('dblclick.zoom', null);
-    let lastWall = 0;
     let drawn = false;
-    const draw = (wall: number): boolean => {
-      const dt = lastWall ? Math.min(100, wall - lastWall) : 16;
-      lastWall = wall;
-      const held = keys.current;
-      if (held.size) {
-        // Perfetto's W/S zoom and A/D pan, smooth while held.
-        const k = Math.pow(1.0025, dt * ((held.has('w') ? 1 : 0) - (held.has('s') ? 1 : 0)));
-        if (k !== 1) zb.scaleBy(sel, k, [LABEL_W + (width - LABEL_W) / 2, 0]);
-        const px = dt * 0.8 * ((held.has('a') ? 1 : 0) - (held.has('d') ? 1 : 0));
-        if (px !== 0) zb.translateBy(sel, px / transform.current.k, 0);
-      } else lastWall = 0;
+    const draw = (): boolean => {
+      let moving = false;
+      if (motion.current.active) {
+        // Perfetto's W/S zoom (about the pointer) and A/D pan, by the time each key was down.
+        const m = motion.current.step(performance.now());
+        const px = pointerX.current;
+        if (m.zoom !== 1) zb.scaleBy(sel, m.zoom, [px !== null && px > LABEL_W && px < width ? px : LABEL_W + (width - LABEL_W) / 2, 0]);
+        if (m.pan !== 0) zb.translateBy(sel, m.pan / transform.current.k, 0);
+        moving = m.active;
+      }
+      wrap.dataset.moving = moving ? '1' : '';
       const xs = transform.current.rescaleX(x0);
       const [t0, t1] = xs.domain() as [number, number];
       const dpr = window.devicePixelRatio || 1;
@@ -125,7 +128,7 @@ function Timeline({ data }: { data: RunData }) {
         drawn = true;
         performance.mark(`kvscope:timeline-first-draw:${data.id}`);
       }
-      return held.size > 0;
+      return moving;
     };
     const reg = registerDraw(draw);
     api.current = {
@@ -154,6 +157,7 @@ function Timeline({ data }: { data: RunData }) {
     };
     const onMove = (e: MouseEvent) => {
       const [x, y] = pos(e);
+      pointerX.current = x;
       const hit = hitTestTimeline(model, layout, view(), x, y);
       const tip = tipRef.current!;
       const text = describeHit(model, hit);
@@ -167,6 +171,7 @@ function Timeline({ data }: { data: RunData }) {
     };
     const onLeave = () => {
       tipRef.current!.hidden = true;
+      pointerX.current = null;
     };
     const onClick = (e: MouseEvent) => {
       const [x, y] = pos(e);
@@ -188,32 +193,49 @@ function Timeline({ data }: { data: RunData }) {
     };
   }, [model, layout, theme, data]);
 
-  // Focus the timeline so W/A/S/D work at once, as in Perfetto.
+  // Focus the timeline so its keys read as the view's at once.
   useEffect(() => wrapRef.current?.focus({ preventScroll: true }), []);
 
-  const onKeyDown = (e: React.KeyboardEvent) => {
-    const k = e.key.toLowerCase();
-    if (['w', 'a', 's', 'd'].includes(k) && !e.ctrlKey && !e.metaKey && !e.altKey) {
-      keys.current.add(k);
-      api.current?.invalidate();
-      e.preventDefault();
-    } else if (k === 'escape') {
-      selectRequest(null);
-      api.current?.invalidate();
-    } else if (k === '0') api.current?.reset();
-    else if (e.key === 'ArrowLeft' || e.key === 'ArrowRight' || e.key === 'ArrowUp' || e.key === 'ArrowDown') {
-      // The keyboard's way to trace a request (clicking was the only one).
-      const next = stepRequest(model, links.current, e.key);
-      e.preventDefault();
-      if (!next) return;
-      selectRequest(linkRequest(model, data.replay, next.user, next.round));
-      const r = model.requests.find((q) => q.user === next.user && q.round === next.round)!;
-      api.current?.reveal(barStart(r) ?? model.t0, r.done ?? model.t1);
-      api.current?.invalidate();
-    }
-  };
-  const onKeyUp = (e: React.KeyboardEvent) => keys.current.delete(e.key.toLowerCase());
-  const onBlur = () => keys.current.clear();
+  // The view's keys, wherever the focus is in the window (after a click on Zoom in they stopped,
+  // the canvas having lost the focus), except in a control that takes typing or in a dialog.
+  useEffect(() => {
+    const onDown = (e: KeyboardEvent) => {
+      if (e.defaultPrevented || e.ctrlKey || e.metaKey || e.altKey || typingTarget(e.target)) return;
+      const k = e.key.toLowerCase();
+      if (isMotionKey(k)) {
+        motion.current.press(k, performance.now());
+        api.current?.invalidate();
+        e.preventDefault();
+      } else if (k === 'escape') {
+        selectRequest(null);
+        api.current?.invalidate();
+      } else if (k === '0') api.current?.reset();
+      else if (e.key === 'ArrowLeft' || e.key === 'ArrowRight' || e.key === 'ArrowUp' || e.key === 'ArrowDown') {
+        // The keyboard's way to trace a request (clicking was the only one).
+        const next = stepRequest(model, links.current, e.key);
+        e.preventDefault();
+        if (!next) return;
+        selectRequest(linkRequest(model, data.replay, next.user, next.round));
+        const r = model.requests.find((q) => q.user === next.user && q.round === next.round)!;
+        api.current?.reveal(barStart(r) ?? model.t0, r.done ?? model.t1);
+        api.current?.invalidate();
+      }
+    };
+    const onUp = (e: KeyboardEvent) => {
+      const k = e.key.toLowerCase();
+      if (isMotionKey(k)) motion.current.release(k, performance.now());
+    };
+    const onBlur = () => motion.current.releaseAll(performance.now());
+    const listeners: Array<[string, EventListener]> = [
+      ['keydown', onDown as EventListener],
+      ['keyup', onUp as EventListener],
+      ['blur', onBlur],
+    ];
+    for (const [type, fn] of listeners) window.addEventListener(type, fn);
+    return () => {
+      for (const [type, fn] of listeners) window.removeEventListener(type, fn);
+    };
+  }, [model, data]);
 
   const req = selected ? data.loaded.analysis.requests.find((r) => r.user === selected.user && r.round === selected.round) : null;
   // The request's own bytes on those copies (a copy may carry other moves' blocks too).
@@ -248,7 +270,7 @@ function Timeline({ data }: { data: RunData }) {
       )}
       {empty && <p className="empty">This run has no requests or copies to show{data.status === 'running' ? ' yet' : ''}.</p>}
       <div className="timeline-scroll">
-        <div className="timeline-canvas" ref={wrapRef} tabIndex={0} onKeyDown={onKeyDown} onKeyUp={onKeyUp} onBlur={onBlur} data-testid="timeline" aria-label="Timeline: W/S zoom, A/D pan, arrow keys choose a request, Esc clears" data-selected={selected ? `${selected.user}/${selected.round}` : ''} data-selected-xfers={selected ? Object.values(selected.xfers).reduce((a, v) => a + v.length, 0) : 0}>
+        <div className="timeline-canvas" ref={wrapRef} tabIndex={0} data-testid="timeline" aria-label="Timeline: W/S zoom, A/D pan, arrow keys choose a request, Esc clears" data-selected={selected ? `${selected.user}/${selected.round}` : ''} data-selected-xfers={selected ? Object.values(selected.xfers).reduce((a, v) => a + v.length, 0) : 0}>
           <canvas ref={canvasRef} />
           <div className="tooltip" ref={tipRef} hidden role="status" />
         </div>
