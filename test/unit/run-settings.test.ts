@@ -63,13 +63,19 @@ describe.skipIf(runs.length === 0)('run settings of the real logs', () => {
       const host = poolLine('host');
       if (cfg.host_kv_bytes === 0 || host?.capacity_blocks === 0) expect(value(s, 'host_pool')).toBe('none — recompute baseline');
       else if (host) expect(value(s, 'host_pool')).toContain(formatBytes(host.capacity_blocks * host.block_bytes));
-      if (typeof cfg.offload_policy === 'string') expect(value(s, 'offload_policy')).toBe(cfg.offload_policy);
+      // The offload policy only where there is a host pool to offload to (the recompute sample has none).
+      const hostPool = !(cfg.host_kv_bytes === 0 || host?.capacity_blocks === 0);
+      if (typeof cfg.offload_policy === 'string' && hostPool) expect(value(s, 'offload_policy')).toBe(cfg.offload_policy);
       else expect(value(s, 'offload_policy')).toBeUndefined();
+      if (!hostPool) expect(value(s, 'copy_overlap')).toBeUndefined();
 
       // Engine execution: summary.decode when the agent wrote it, plain_copy when measured.
       const summary = end?.type === 'run.end' ? (end.summary as Record<string, unknown>) : {};
-      const decode = summary.decode as { cuda_graphs?: boolean; graphs?: number; capture_ns?: number; replays?: number; off_reason?: string | null } | undefined;
-      if (decode?.cuda_graphs === true) {
+      const decode = summary.decode as { cuda_graphs?: boolean; graphs?: number; capture_ns?: number; replays?: number; off_reason?: string | null; graphs_held?: number } | undefined;
+      if (decode?.cuda_graphs === true && decode.graphs === 0 && (decode.graphs_held ?? 0) > 0) {
+        // A sweep's later run replays the graphs an earlier run captured: never "0 captured, 693 replays".
+        expect(value(s, 'decode')).toBe(`CUDA graphs: ${formatCount(decode.graphs_held!)} graphs reused from the sweep's earlier runs (none captured in this run), ${formatCount(decode.replays!)} replays`);
+      } else if (decode?.cuda_graphs === true) {
         expect(value(s, 'decode')).toBe(`CUDA graphs: ${formatCount(decode.graphs!)} captured (${formatNs(decode.capture_ns!)}), ${formatCount(decode.replays!)} replays`);
       } else if (decode?.cuda_graphs === false) {
         expect(value(s, 'decode')).toMatch(/^eager/);
@@ -197,5 +203,26 @@ describe('run settings of logs that lack fields', () => {
     expect(value(runSettings(minimalStart, sum({ cuda_graphs: false, off_reason: 'capture or replay failed: RuntimeError: x', graphs: 2, replays: 9, eager_steps: 5 }), {}), 'decode'))
       .toBe('eager (capture or replay failed: RuntimeError: x) after 2 captured, 9 replays, 5 eager steps');
     expect(value(runSettings({ ...minimalStart, config: { decode_graphs: true } }, null, {}), 'decode')).toMatch(/^CUDA graphs requested/);
+  });
+
+  it('decode: graphs a sweep\'s earlier runs captured are said to be reused, not "0 captured"', () => {
+    const sum = (decode: Record<string, unknown>) => ({ decode } as unknown as RunSummary);
+    expect(value(runSettings(minimalStart, sum({ cuda_graphs: true, graphs: 0, capture_ns: 0, replays: 693, eager_steps: 0, graphs_held: 6 }), {}), 'decode'))
+      .toBe("CUDA graphs: 6 graphs reused from the sweep's earlier runs (none captured in this run), 693 replays");
+    expect(value(runSettings(minimalStart, sum({ cuda_graphs: true, graphs: 2, capture_ns: 5e8, replays: 10, eager_steps: 0, graphs_held: 6 }), {}), 'decode'))
+      .toBe("CUDA graphs: 2 captured (500.0 ms) + 4 reused from the sweep's earlier runs, 10 replays");
+    // One graph, one replay: singular nouns.
+    expect(value(runSettings(minimalStart, sum({ cuda_graphs: true, graphs: 0, replays: 1, graphs_held: 1 }), {}), 'decode'))
+      .toBe("CUDA graphs: 1 graph reused from the sweep's earlier runs (none captured in this run), 1 replay");
+  });
+
+  it('pools: no offload policy or copy overlap row on a run with no host pool', () => {
+    const start = { ...minimalStart, config: { host_kv_bytes: 0, offload_policy: 'lazy', copy_overlap: true } } as unknown as RunStartEvent;
+    const s = runSettings(start, null, { gpu: { capacity_blocks: 10, block_tokens: 16, block_bytes: 1000 }, host: { capacity_blocks: 0, block_tokens: 16, block_bytes: 1000 } });
+    expect(value(s, 'host_pool')).toBe('none — recompute baseline');
+    expect(value(s, 'offload_policy')).toBeUndefined();
+    expect(value(s, 'copy_overlap')).toBeUndefined();
+    const withHost = runSettings({ ...start, config: { ...start.config, host_kv_bytes: 1e6 } } as RunStartEvent, null, {});
+    expect(value(withHost, 'offload_policy')).toBe('lazy');
   });
 });

@@ -7,7 +7,7 @@
  * A row is made only from what the log says, never a default guessed here, and no value is ever
  * "undefined", "null" or "NaN" (each field is type-checked before it is formatted).
  */
-import { formatBandwidth, formatBytes, formatCount, formatNs } from '../../shared/format';
+import { formatBandwidth, formatBytes, formatCount, formatNs, plural } from '../../shared/format';
 import type { PoolName, RunStartEvent, RunSummary } from '../../shared/protocol';
 import { linkOf } from './link-bandwidth';
 
@@ -48,10 +48,6 @@ function obj(v: unknown): Obj | null {
   return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Obj) : null;
 }
 
-function plural(n: number, one: string, many = `${one}s`): string {
-  return `${formatCount(n)} ${n === 1 ? one : many}`;
-}
-
 function onOff(v: unknown): string | null {
   return v === true ? 'on' : v === false ? 'off' : null;
 }
@@ -90,11 +86,20 @@ function decodeText(decode: Obj | null, asked: unknown): { value: string; title?
     const capture = num(decode.capture_ns);
     const replays = num(decode.replays);
     const eager = num(decode.eager_steps);
+    // graphs_held (agents since 2026-11-28): also the graphs a sweep's earlier runs captured, which
+    // this run replayed without capturing any ("0 captured, 693 replays" read as a contradiction).
+    const held = num(decode.graphs_held);
     const bucket = num(decode.bucket_tokens);
     const title = bucket !== null ? `graphs are captured per batch size and ${formatCount(bucket)}-token context bucket` : undefined;
     const eagerSteps = eager ? `, ${plural(eager, 'eager step')}` : '';
     if (decode.cuda_graphs === true) {
-      const captured = graphs !== null ? `${formatCount(graphs)} captured${capture !== null ? ` (${formatNs(capture)})` : ''}` : 'on';
+      const reused = held !== null && graphs !== null && held > graphs ? held - graphs : 0;
+      const captured =
+        graphs === null
+          ? 'on'
+          : graphs === 0 && reused > 0
+            ? `${plural(reused, 'graph')} reused from the sweep's earlier runs (none captured in this run)`
+            : `${formatCount(graphs)} captured${graphs > 0 && capture !== null ? ` (${formatNs(capture)})` : ''}${reused > 0 ? ` + ${formatCount(reused)} reused from the sweep's earlier runs` : ''}`;
       return { value: `CUDA graphs: ${captured}${replays !== null ? `, ${plural(replays, 'replay')}` : ''}${eagerSteps}`, title };
     }
     if (decode.cuda_graphs === false) {
@@ -195,11 +200,14 @@ export function runSettings(
   if (hostKv === 0 || pools.host?.capacity_blocks === 0) row(poolRows, 'host_pool', 'Host pool', 'none — recompute baseline');
   else if (pools.host) row(poolRows, 'host_pool', 'Host pool', poolText(pools.host), hostKv !== null ? `--host-kv-bytes ${formatBytes(hostKv)}` : null);
   else if (hostKv !== null) row(poolRows, 'host_pool', 'Host pool', `${formatBytes(hostKv)} asked (no pool line yet)`);
-  row(poolRows, 'offload_policy', 'Offload policy', str(cfg.offload_policy));
+  // With no host pool nothing is offloaded: the policy and the copy overlap the agent still records
+  // would read as if they applied ("Offload policy lazy" on a recompute baseline).
+  const noHostPool = hostKv === 0 || pools.host?.capacity_blocks === 0;
+  if (!noHostPool) row(poolRows, 'offload_policy', 'Offload policy', str(cfg.offload_policy));
   row(poolRows, 'block_reuse', 'Block reuse', onOff(cfg.block_reuse));
   // --copy-overlap (agents since 2026-11-28): onboards on a second stream behind the offload
   // chunks they need, instead of every offload then every onboard on one copy stream.
-  const overlap = onOff(cfg.copy_overlap);
+  const overlap = noHostPool ? null : onOff(cfg.copy_overlap);
   row(poolRows, 'copy_overlap', 'Copy overlap', overlap === 'on' ? 'on — onboards pipelined behind the offloads (two streams)' : overlap === 'off' ? 'off — offloads, then onboards, on one copy stream' : null);
 
   // ---- engine execution ----
