@@ -5,7 +5,7 @@
  * on the bundled H100 sample runs: the Settings theme reaching the canvases, pool titles over
  * their own grids, and the tables' number formats.
  */
-import { mkdtempSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -13,7 +13,7 @@ import type { Browser, Page } from 'playwright-core';
 import { createCore, type Core } from '../../src/main/core/app-core';
 import { startServer, type RunningServer } from '../../src/main/core/serve';
 import { ARTIFACTS, RENDERER_DIR, browserSkipReason, launchBrowser } from '../helpers/browser';
-import { realRuns } from '../helpers/real-runs';
+import { FIXTURE_RUNS_DIR, realRuns } from '../helpers/real-runs';
 import { compileReplay } from '../../src/shared/replay';
 import { buildTimelineModel } from '../../src/shared/timeline-model';
 import { timelineLayout, xOf } from '../../src/renderer/viz/timeline-render';
@@ -34,10 +34,12 @@ describe.skipIf(skip !== null)(`the window as a user sees it, in real Chromium${
   let server: RunningServer;
   let browser: Browser;
   let core: Core;
+  let runsDir: string;
   const errors: string[] = [];
 
   beforeAll(async () => {
-    core = await createCore({ runsDir: mkdtempSync(join(tmpdir(), 'kvscope-review-e2e-')), samplesDir: join(process.cwd(), 'resources', 'samples'), shell: 'browser' });
+    runsDir = mkdtempSync(join(tmpdir(), 'kvscope-review-e2e-'));
+    core = await createCore({ runsDir, samplesDir: join(process.cwd(), 'resources', 'samples'), shell: 'browser' });
     server = await startServer({ core, staticDir: RENDERER_DIR });
     browser = await launchBrowser();
   }, 60_000);
@@ -331,6 +333,37 @@ describe.skipIf(skip !== null)(`the window as a user sees it, in real Chromium${
     await page.close();
     expect(errors).toEqual([]);
   });
+  it('Runs: newest first with a date column, a failed run says why in its row, and a header click sorts', async () => {
+    // A run that failed before the agent wrote anything, as the app records it, and a finished CPU run.
+    const failed = join(runsDir, 'review-failed');
+    mkdirSync(failed, { recursive: true });
+    writeFileSync(join(failed, 'events.jsonl'), '');
+    writeFileSync(join(failed, 'meta.json'), JSON.stringify({ id: 'review-failed', name: 'review failed', host: 'local', status: 'error', createdAt: '2030-01-02T03:04:00.000Z', workload: { model: 'tiny', users: 2 }, error: { code: 'agent_failed', message: 'torch does not import for python3' } }));
+    const done = join(runsDir, 'review-done');
+    mkdirSync(done, { recursive: true });
+    copyFileSync(join(FIXTURE_RUNS_DIR, 'cpu-tiny-4users-offload', 'events.jsonl'), join(done, 'events.jsonl'));
+    writeFileSync(join(done, 'meta.json'), JSON.stringify({ id: 'review-done', name: 'review done', host: 'local', status: 'ok', createdAt: '2030-01-01T00:00:00.000Z' }));
+    const page = await open('#/runs', { width: 1440, height: 900 });
+    await page.waitForSelector('tr[data-run-id="review-failed"]');
+    const ids = () => page.locator('.runs-table tbody tr').evaluateAll((rows) => rows.map((r) => r.getAttribute('data-run-id')));
+    // Newest first: the two 2030 runs lead, the samples (2026) follow.
+    expect((await ids()).slice(0, 2)).toEqual(['review-failed', 'review-done']);
+    expect(await page.locator('tr[data-run-id="review-failed"] td[data-col=date]').textContent()).toMatch(/^2030-01-0[12] \d\d:\d\d$/);
+    const row = page.locator('tr[data-run-id="review-failed"]');
+    expect(await row.locator('[data-col=error]').textContent()).toBe('agent_failed: torch does not import for python3');
+    // Users: the 2 asked, not the 0 seen.
+    expect(await row.locator('td.num').first().textContent()).toBe('2');
+    // Sort by E2E, low first: runs with no E2E (the failed one) go last.
+    await page.click('button[data-sort=e2e]');
+    await expect.poll(async () => (await ids()).at(-1)).toBe('review-failed');
+    expect(await page.getAttribute('th:has(button[data-sort=e2e])', 'aria-sort')).toBe('ascending');
+    const e2e = await page.locator('.runs-table tbody tr').evaluateAll((rows) => rows.map((r) => r.querySelector('td[data-col=e2e]')?.textContent ?? ''));
+    const secs = e2e.filter((t) => t !== '–').map((t) => Number.parseFloat(t) * (t.endsWith(' ms') ? 1e-3 : 1));
+    expect(secs).toEqual([...secs].sort((a, b) => a - b));
+    await page.screenshot({ path: join(ARTIFACTS, 'review-runs.png') });
+    await page.close();
+    expect(errors).toEqual([]);
+  });
   it('Runs at 1100×750: the table fits the window, and card and model names stay on one line', async () => {
     const page = await open('#/runs', { width: 1100, height: 750 });
     await page.waitForSelector('.runs-table tbody tr');
@@ -338,7 +371,7 @@ describe.skipIf(skip !== null)(`the window as a user sees it, in real Chromium${
     expect(fit[0]).toBeLessThanOrEqual(fit[1]!);
     // A cell of one line is about one line-height tall (text + padding); "llama-3.1-70b-fp8" broke at
     // its hyphens and "NVIDIA H100 80GB HBM3" over four lines.
-    const tall = await page.locator('.runs-table tbody td.nowrap').evaluateAll((tds) =>
+    const tall = await page.locator('.runs-table tbody .nowrap').evaluateAll((tds) =>
       tds.map((td) => {
         const range = document.createRange();
         range.selectNodeContents(td);
@@ -346,8 +379,8 @@ describe.skipIf(skip !== null)(`the window as a user sees it, in real Chromium${
         return { text: td.textContent, lines: lines.size };
       }).filter((x) => x.lines > 1));
     expect(tall).toEqual([]);
-    expect(await page.locator('.runs-table tbody td.nowrap').count()).toBeGreaterThanOrEqual(2);
-    const gpu = page.locator(`tr[data-run-id="${SAMPLE}"] td.nowrap`).first();
+    expect(await page.locator('.runs-table tbody .nowrap').count()).toBeGreaterThanOrEqual(2);
+    const gpu = page.locator(`tr[data-run-id="${SAMPLE}"] [data-col=gpu]`);
     expect(await gpu.textContent()).not.toMatch(/^NVIDIA/);
     expect(await gpu.getAttribute('title')).toMatch(/^NVIDIA /);
     await page.close();

@@ -491,10 +491,12 @@ describe.skipIf(reason !== null)(`the window's views in real Chromium${reason ? 
     if (!fixture) return;
     const id = `${libraryId(fixture)}-b`;
     await go('#/runs');
+    await page.click(`tr[data-run-id="${id}"] [data-action=row-menu]`);
     await page.click(`tr[data-run-id="${id}"] [data-action=rename]`);
     await page.fill(`tr[data-run-id="${id}"] input[aria-label="Run name"]`, 'renamed in the window');
     await page.keyboard.press('Enter');
     await page.waitForSelector(`tr[data-run-id="${id}"] a:has-text("renamed in the window")`);
+    await page.click(`tr[data-run-id="${id}"] [data-action=row-menu]`);
     await page.click(`tr[data-run-id="${id}"] [data-action=delete]`);
     await page.waitForSelector(`tr[data-run-id="${id}"]`, { state: 'detached' });
     await page.setInputFiles('[data-testid=import-input]', fixture.path);

@@ -1,13 +1,25 @@
 /**
- * The runs library: every run on this machine and the bundled samples; open, rename, delete,
- * import an events.jsonl(.gz), reveal on disk, and pick runs to compare.
+ * The runs library: every run on this machine and the bundled samples, newest first and sortable
+ * by any column; a failed run says why; open, rename, delete, import an events.jsonl(.gz), reveal
+ * on disk, and pick runs to compare.
  */
-import { useCallback, useEffect, useRef, useState } from 'react';
+import { useCallback, useEffect, useMemo, useRef, useState } from 'react';
 import type { RunListing } from '../../../shared/api';
 import { formatNs, shortGpuName } from '../../../shared/format';
 import { useApi } from '../../bridge/api-context';
 import { useRunCache } from '../../hooks';
 import { routeHref } from '../../router';
+import { DEFAULT_RUNS_SORT, formatRunDate, nextSort, sortRuns, type RunsSortKey } from '../../model/runs-table';
+import { TTFT_QUEUED_TITLE, TTFT_SERVICE_TITLE } from '../../model/ttft-names';
+
+const COLUMNS: Array<{ key: RunsSortKey; label: string; num?: boolean }> = [
+  { key: 'name', label: 'Name' },
+  { key: 'date', label: 'Date' },
+  { key: 'host', label: 'Host · GPU' },
+  { key: 'model', label: 'Model' },
+  { key: 'users', label: 'Users', num: true },
+  { key: 'status', label: 'Status' },
+];
 
 function toBase64(bytes: Uint8Array): string {
   let s = '';
@@ -23,6 +35,17 @@ export function RunsView({ pick }: { pick?: 'live' | 'timeline' | 'summary' } = 
   const [notice, setNotice] = useState<string | null>(null);
   const [editing, setEditing] = useState<string | null>(null);
   const [picked, setPicked] = useState<Set<string>>(new Set());
+  const [sort, setSort] = useState(DEFAULT_RUNS_SORT);
+  const sorted = useMemo(() => (runs ? sortRuns(runs, sort.key, sort.dir) : []), [runs, sort]);
+  const ariaSort = (key: RunsSortKey) => (sort.key === key ? (sort.dir === 'asc' ? 'ascending' : 'descending') : undefined);
+  const sortButton = (key: RunsSortKey, label: string, title?: string) => (
+    <button type="button" className="sort" data-sort={key} onClick={() => setSort(nextSort(sort, key))} title={`Sort by ${title ?? label}`}>
+      {label}
+      <span aria-hidden="true" className="sort-mark">
+        {sort.key === key ? (sort.dir === 'asc' ? ' ▲' : ' ▼') : ''}
+      </span>
+    </button>
+  );
   const fileRef = useRef<HTMLInputElement>(null);
 
   const refresh = useCallback(() => {
@@ -125,20 +148,23 @@ export function RunsView({ pick }: { pick?: 'live' | 'timeline' | 'summary' } = 
           <thead>
             <tr>
               <th aria-label="Compare" />
-              <th>Name</th>
-              <th>Host</th>
-              <th>GPU</th>
-              <th>Model</th>
-              <th className="num">Users</th>
-              <th>Status</th>
-              <th className="num">TTFT mean</th>
-              <th className="num">E2E</th>
-              <th>Open</th>
+              {COLUMNS.map((c) => (
+                <th key={c.key} className={c.num ? 'num' : undefined} aria-sort={ariaSort(c.key)}>
+                  {sortButton(c.key, c.label)}
+                </th>
+              ))}
+              {/* Both TTFTs in one column (queued above, service below), each sortable: two columns did not fit 1100 px. */}
+              <th className="num ttft-head" aria-sort={ariaSort('ttft') ?? ariaSort('service_ttft')}>
+                TTFT {sortButton('ttft', 'queued', TTFT_QUEUED_TITLE)} / {sortButton('service_ttft', 'service', TTFT_SERVICE_TITLE)}
+              </th>
+              <th className="num" aria-sort={ariaSort('e2e')}>
+                {sortButton('e2e', 'E2E')}
+              </th>
               <th aria-label="Actions" />
             </tr>
           </thead>
           <tbody>
-            {runs.map((r) => (
+            {sorted.map((r) => (
               <tr key={r.id} data-run-id={r.id}>
                 <td>
                   <input type="checkbox" checked={picked.has(r.id)} onChange={() => toggle(r.id)} aria-label={`compare ${r.name}`} />
@@ -161,36 +187,61 @@ export function RunsView({ pick }: { pick?: 'live' | 'timeline' | 'summary' } = 
                     </a>
                   )}
                   {r.bundled && <span className="badge">sample</span>}
+                  <div className="links">
+                    <a href={routeHref({ view: 'live', runId: r.id })}>pools</a> · <a href={routeHref({ view: 'timeline', runId: r.id })}>timeline</a> · <a href={routeHref({ view: 'summary', runId: r.id })}>summary</a>
+                  </div>
                 </td>
-                <td>{r.host}</td>
-                <td className="nowrap" title={r.gpu ?? undefined}>
-                  {r.gpu ? shortGpuName(r.gpu) : '–'}
+                <td className="nowrap" data-col="date" title={r.createdAt || undefined}>
+                  {formatRunDate(r.createdAt)}
+                </td>
+                <td>
+                  {r.host}
+                  <div className="muted nowrap" data-col="gpu" title={r.gpu ?? undefined}>
+                    {r.gpu ? shortGpuName(r.gpu) : '–'}
+                  </div>
                 </td>
                 <td className="nowrap">{r.model ?? '–'}</td>
                 <td className="num">{r.users ?? '–'}</td>
                 <td>
                   <span className={`status status-${r.status}`}>{r.status}</span>
+                  {/* Why it failed, in the row (was only in the run's own header, if at all). */}
+                  {r.error && (
+                    <div className="run-error" data-col="error" title={r.error}>
+                      {r.error}
+                    </div>
+                  )}
                 </td>
-                <td className="num">{formatNs(r.ttft_ns_mean)}</td>
-                <td className="num">{formatNs(r.e2e_ns)}</td>
-                <td className="links">
-                  <a href={routeHref({ view: 'live', runId: r.id })}>pools</a> <a href={routeHref({ view: 'timeline', runId: r.id })}>timeline</a> <a href={routeHref({ view: 'summary', runId: r.id })}>summary</a>
+                <td className="num ttft" data-col="ttft">
+                  <span title={TTFT_QUEUED_TITLE}>{formatNs(r.ttft_ns_mean)}</span>
+                  <span className="muted" title={TTFT_SERVICE_TITLE} data-col="service-ttft">
+                    {formatNs(r.service_ttft_ns_mean)}
+                  </span>
                 </td>
+                <td className="num" data-col="e2e">{formatNs(r.e2e_ns)}</td>
                 <td className="actions">
-                  <button type="button" disabled={r.bundled} title={r.bundled ? 'Bundled samples are read-only' : 'Rename'} onClick={() => setEditing(r.id)} data-action="rename">
-                    Rename
-                  </button>
+                  {/* Resume stays in sight: it is what an incomplete run needs. */}
                   {r.resumable && (
                     <button type="button" onClick={() => void resume([r])} title="Follow the run again from its last stored byte, to its end" data-action="resume">
                       Resume
                     </button>
                   )}
-                  <button type="button" onClick={() => void reveal(r)} title="Show where the run is on disk" data-action="reveal">
-                    Reveal
-                  </button>
-                  <button type="button" disabled={r.bundled} title={r.bundled ? 'Bundled samples are read-only' : 'Delete'} onClick={() => void remove(r)} data-action="delete">
-                    Delete
-                  </button>
+                  {/* Rename, reveal and delete behind one button: three buttons a row kept the table from fitting 1100 px. */}
+                  <details className="row-menu" onBlur={(e) => !e.currentTarget.contains(e.relatedTarget as Node | null) && e.currentTarget.removeAttribute('open')}>
+                    <summary title="Rename, reveal on disk, delete" aria-label={`Actions for ${r.name}`} data-action="row-menu">
+                      ⋯
+                    </summary>
+                    <div className="menu" role="menu">
+                      <button type="button" role="menuitem" disabled={r.bundled} title={r.bundled ? 'Bundled samples are read-only' : 'Rename'} onClick={() => setEditing(r.id)} data-action="rename">
+                        Rename
+                      </button>
+                      <button type="button" role="menuitem" onClick={() => void reveal(r)} title="Show where the run is on disk" data-action="reveal">
+                        Reveal on disk
+                      </button>
+                      <button type="button" role="menuitem" disabled={r.bundled} title={r.bundled ? 'Bundled samples are read-only' : 'Delete'} onClick={() => void remove(r)} data-action="delete">
+                        Delete…
+                      </button>
+                    </div>
+                  </details>
                 </td>
               </tr>
             ))}
