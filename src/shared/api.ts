@@ -167,12 +167,25 @@ export interface ProbeEngine {
 }
 
 /** What one probe round trip learns about a host. */
+/** An interpreter on a host that imports torch, as the probe found it. */
+export interface TorchPython {
+  /** The path as found (a venv's bin/python3): what to give as the run's Python. */
+  executable: string;
+  /** Python's version. */
+  version: string;
+  /** torch's version. */
+  torch: string;
+  cuda_available: boolean;
+}
+
 export interface HostProbe {
   alias: string;
   hostname: string | null;
   os: string | null;
   python: { executable: string; version: string } | null;
   torch: { version: string; cuda: string | null; cuda_available: boolean } | null;
+  /** Every interpreter found on the host that imports torch (docs/protocol.md "The host probe's answer"); absent from older probes. */
+  torch_pythons?: TorchPython[];
   engines: ProbeEngine[];
   gpus: ProbeGpu[];
   driver_version: string | null;

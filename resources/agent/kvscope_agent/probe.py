@@ -8,6 +8,7 @@ Every part is best-effort: a missing nvidia-smi or torch becomes a null plus a n
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import platform
@@ -127,6 +128,74 @@ def probe_torch(notes: list[str]) -> dict[str, Any] | None:
     return {"version": str(torch.__version__), "cuda": getattr(torch.version, "cuda", None), "cuda_available": avail}
 
 
+# Interpreters that import torch, for a host whose probed Python lacks it (a venv or conda env the
+# login shell does not activate): where they are looked for, how many at most, and how long each
+# may take to import torch (all at once, so the whole search ends within about that time).
+TORCH_PYTHON_GLOBS = (
+    "~/.venv*/bin/python3",
+    "~/venv*/bin/python3",
+    "~/miniconda3/envs/*/bin/python3",
+    "~/anaconda3/envs/*/bin/python3",
+    "/opt/conda/envs/*/bin/python3",
+    "~/.pyenv/versions/*/bin/python3",
+)
+TORCH_PYTHON_MAX = 24
+TORCH_IMPORT_TIMEOUT_S = 45.0
+_TORCH_CHECK = (
+    "import json, platform, sys\n"
+    "import torch\n"
+    "try:\n    cuda = bool(torch.cuda.is_available())\nexcept Exception:\n    cuda = False\n"
+    "print(json.dumps({'executable': sys.executable, 'version': platform.python_version(),"
+    " 'torch': str(torch.__version__), 'cuda_available': cuda}))\n"
+)
+
+
+def python_candidates() -> list[str]:
+    """python3 executables on the PATH and in the usual venv / conda / pyenv places, one per file."""
+    found: list[str] = []
+    for d in os.environ.get("PATH", "").split(os.pathsep):
+        if d:
+            found.append(os.path.join(d, "python3"))
+    for pattern in TORCH_PYTHON_GLOBS:
+        found.extend(sorted(glob.glob(os.path.expanduser(pattern))))
+    out: list[str] = []
+    seen: set[str] = set()
+    for path in found:
+        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+            continue
+        # One entry per place: /usr/bin/python3 and /bin/python3 (merged /usr) are one. Not the
+        # file's own target: a venv's python3 links to the base interpreter yet imports otherwise.
+        key = os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(path)
+    return out[:TORCH_PYTHON_MAX]
+
+
+def _torch_python(path: str) -> dict[str, Any] | None:
+    rc, out, _ = _run([path, "-c", _TORCH_CHECK], timeout=TORCH_IMPORT_TIMEOUT_S)
+    if rc != 0:
+        return None
+    try:
+        info = json.loads(out.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return None
+    # The path the user would type (a venv's bin/python3), not the interpreter it resolves to.
+    info["executable"] = path
+    return info
+
+
+def probe_torch_pythons() -> list[dict[str, Any]]:
+    """Every candidate interpreter that imports torch (each in its own process, all at once):
+    path, Python and torch versions, whether CUDA is available."""
+    candidates = python_candidates()
+    if not candidates:
+        return []
+    with ThreadPoolExecutor(max_workers=len(candidates)) as pool:
+        return [r for r in pool.map(_torch_python, candidates) if r is not None]
+
+
 def _dist_version(name: str) -> str | None:
     try:
         from importlib import metadata
@@ -186,12 +255,14 @@ def disk_free(path: str) -> int | None:
 def probe(target_dir: str) -> dict[str, Any]:
     t0 = time.monotonic()
     notes: list[str] = []
-    with ThreadPoolExecutor(max_workers=3) as pool:
+    with ThreadPoolExecutor(max_workers=4) as pool:
         engines_f = [pool.submit(probe_engine, m, d) for m, d in (("tensorrt_llm", "tensorrt-llm"), ("vllm", "vllm"))]
         gpus_f = pool.submit(probe_gpus, notes)
+        torch_pythons_f = pool.submit(probe_torch_pythons)
         torch_info = probe_torch(notes)
         gpus, driver, cuda = gpus_f.result()
         engines = [f.result() for f in engines_f]
+        torch_pythons = torch_pythons_f.result()
     torch_engine = {
         "name": "torch",
         "available": torch_info is not None,
@@ -204,6 +275,7 @@ def probe(target_dir: str) -> dict[str, Any]:
         "os": f"{platform.system()} {platform.release()}".strip() or None,
         "python": {"executable": sys.executable, "version": platform.python_version()},
         "torch": torch_info,
+        "torch_pythons": torch_pythons,
         "engines": [torch_engine, *engines],
         "gpus": gpus,
         "driver_version": driver,
