@@ -52,21 +52,25 @@ class ModelConfig:
         return d
 
 
-_L8 = dict(layers=32, hidden=4096, heads=32, kv_heads=8, ffn=14336, vocab=128256, max_position=131072)
-_L70 = dict(layers=80, hidden=8192, heads=64, kv_heads=8, ffn=28672, vocab=128256, max_position=131072)
+# The presets live in presets.json beside this file, the one list the app reads too (New run's
+# pre-flight check sizes blocks from them):
+# - tiny: small enough for CPU tests; GQA (4 query heads share 2 KV heads) like the real shapes.
+# - llama-3.1-8b / -70b: Llama 3.1 shapes (config.json of meta-llama/Llama-3.1-8B / -70B). RoPE is
+#   plain theta 500000 without the llama3 long-context frequency scaling: with random weights the
+#   scaling changes no compute or traffic.
+# - llama-3.1-70b-fp8: the seed benchmark's model, 70B quantised to FP8 (trtllm-bench
+#   --quantization FP8), whose KV cache is FP8 too; weights about 70 GB, so it fits one 80 GB H100
+#   with a small KV pool.
+PRESETS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "presets.json")
 
-PRESETS: dict[str, ModelConfig] = {
-    # Small enough for CPU tests; GQA (4 query heads share 2 KV heads) like the real shapes.
-    "tiny": ModelConfig("tiny", layers=2, hidden=64, heads=4, kv_heads=2, ffn=128, vocab=512, max_position=65536, rope_theta=10000.0),
-    # Llama 3.1 shapes (config.json of meta-llama/Llama-3.1-8B / -70B). RoPE is plain theta
-    # 500000 without the llama3 long-context frequency scaling: with random weights the scaling
-    # changes no compute or traffic.
-    "llama-3.1-8b": ModelConfig("llama-3.1-8b", **_L8),
-    "llama-3.1-70b": ModelConfig("llama-3.1-70b", **_L70),
-    # The seed benchmark's model: 70B quantised to FP8 (trtllm-bench --quantization FP8), whose
-    # KV cache is FP8 too; weights about 70 GB, so it fits one 80 GB H100 with a small KV pool.
-    "llama-3.1-70b-fp8": ModelConfig("llama-3.1-70b-fp8", **_L70, weight_format="fp8", kv_dtype="fp8"),
-}
+
+def _load_presets() -> dict[str, ModelConfig]:
+    with open(PRESETS_FILE, encoding="utf-8") as f:
+        doc = json.load(f)
+    return {name: ModelConfig(name=name, **shape) for name, shape in doc["presets"].items()}
+
+
+PRESETS: dict[str, ModelConfig] = _load_presets()
 
 
 class ModelConfigError(ValueError):
