@@ -36,6 +36,7 @@ import { checkRunId, type RunMeta, type RunStore } from './run-store';
 import { shellCommand, shellQuote } from './shell-quote';
 import type { HostExec } from './ssh/host-exec';
 import type { HostService } from './hosts';
+import { RunProgress } from './run-progress';
 
 /** Maps the workload to the agent's options; every value is validated and fused to its option. */
 export function agentRunArgs(w: AgentWorkload): string[] {
@@ -473,10 +474,7 @@ export async function tailRun(o: TailOptions): Promise<TailResult> {
   const runDir = o.store.runDir(o.runId);
   let batch: KvEvent[] = [];
   let lastFlush = Date.now();
-  let rounds: number | null = null;
-  let roundsDone = 0;
-  let roundsStartedAt: number | null = null;
-  let stage = 'start';
+  const runProgress = new RunProgress();
   let lastProgress = 0;
   const flush = () => {
     if (batch.length && o.onEvents) o.onEvents(batch);
@@ -487,26 +485,12 @@ export async function tailRun(o: TailOptions): Promise<TailResult> {
     const now = Date.now();
     if (!o.onProgress || (!force && now - lastProgress < 250)) return;
     lastProgress = now;
-    const fraction = rounds ? Math.min(1, roundsDone / rounds) : null;
-    const etaS = rounds && roundsDone > 0 && roundsStartedAt !== null ? Math.round(((now - roundsStartedAt) / roundsDone) * (rounds - roundsDone) / 1000) : null;
-    o.onProgress({ stage, fraction, etaS, message: rounds ? `${stage}: round ${roundsDone}/${rounds}` : stage });
+    o.onProgress(runProgress.line(now));
   };
   const sink = new LocalEventSink(join(runDir, 'events.jsonl'), (e) => {
     batch.push(e);
-    if (e.type === 'run.start') {
-      const r = (e.config as { rounds?: unknown }).rounds;
-      rounds = typeof r === 'number' ? r : null;
-    } else if (e.type === 'phase' && e.state === 'begin') {
-      stage = e.name;
-      progress(true);
-    } else if (e.type === 'round') {
-      if (e.round >= 1) {
-        roundsDone = e.round;
-        roundsStartedAt ??= Date.now();
-      }
-      // Rounds are few (tens): each one is reported.
-      progress(true);
-    }
+    // Phases and rounds are reported at once; requests done (users × rounds) at most every 250 ms.
+    if (runProgress.note(e, Date.now())) progress(e.type !== 'req');
     if (batch.length >= 5000) flush();
   });
   const meta = await o.store.readMeta(o.runId).catch((): RunMeta => ({ id: o.runId, name: o.runId, host: 'local', status: 'running', createdAt: new Date().toISOString() }));
@@ -535,7 +519,6 @@ export async function tailRun(o: TailOptions): Promise<TailResult> {
       if (o.signal?.aborted) break;
       try {
         if (!exec) {
-          stage = reconnects > 0 ? 'reconnect' : stage;
           exec = await o.connect();
         }
         const startAt = sink.written;
