@@ -27,8 +27,8 @@ describe('New run form validation', () => {
   });
 
   it('makes one run for one host and one user count, a sweep otherwise', () => {
-    const one = validateRunForm({ ...DEFAULT_FORM, hosts: ['local'], users: '4', gpu_pool: '2GB' });
-    expect(one.ok && one.run?.workload).toMatchObject({ users: 4, gpu_kv_bytes: 2e9, host_kv_bytes: 55e9, rounds: 10, context_tokens: 16000 });
+    const one = validateRunForm({ ...DEFAULT_FORM, hosts: ['local'], users: '4', gpu_pool: '20GB' });
+    expect(one.ok && one.run?.workload).toMatchObject({ users: 4, gpu_kv_bytes: 20e9, host_kv_bytes: 55e9, rounds: 10, context_tokens: 16000 });
     const sweep = validateRunForm({ ...DEFAULT_FORM, hosts: ['local', 'h100'] });
     expect(sweep.ok && sweep.sweep).toMatchObject({ hosts: ['local', 'h100'], users: Array.from({ length: 15 }, (_, i) => i + 2) });
     expect(sweep.ok && sweep.sweep?.workload.free_gpu_memory_fraction).toBe(0.9);

@@ -4,6 +4,8 @@
  * SweepRequest. Pure, so it is tested without a browser.
  */
 import type { AgentWorkload, HostProbe, OffloadPolicy, RunRequest, SweepRequest } from '../../shared/api';
+import { PRESET_NAMES } from '../../shared/model-presets';
+import { hostCompute, planPools, type PoolPlan } from './pool-plan';
 
 export interface RunForm {
   hosts: string[];
@@ -53,7 +55,8 @@ export const DEFAULT_FORM: RunForm = {
   python: '',
 };
 
-export const MODELS = ['tiny', 'llama-3.1-8b', 'llama-3.1-70b', 'llama-3.1-70b-fp8'];
+/** The built-in engine's presets (the agent's presets.json). */
+export const MODELS = PRESET_NAMES;
 
 export interface FieldError {
   field: keyof RunForm;
@@ -97,6 +100,46 @@ function int(form: RunForm, field: keyof RunForm, min: number, max: number): num
   return v;
 }
 
+/**
+ * Why the chosen engine cannot run on a probed host with the form's Python, or null (it can, or
+ * the probe cannot say: not probed, or probed with another interpreter than this run's).
+ */
+export function engineMissing(form: Pick<RunForm, 'engine' | 'python'>, host: string, probe: HostProbe | undefined): string | null {
+  if (!probe) return null;
+  const py = form.python.trim();
+  if (py && probe.python?.executable !== py) {
+    // Another interpreter: the probe's list of those that import torch says for the built-in engine.
+    if (form.engine !== 'torch' || !probe.torch_pythons) return null;
+    return probe.torch_pythons.some((t) => t.executable === py) ? null : `engine: ${py} on ${host} does not import torch (the probe tried it)`;
+  }
+  const e = probe.engines.find((x) => x.name === form.engine);
+  if (e?.available) return null;
+  const python = probe.python?.executable ?? (py || 'python3');
+  if (form.engine === 'torch') {
+    const others = probe.torch_pythons ?? [];
+    return `engine: ${python} on ${host} does not import torch${others.length ? ` — use ${others.map((t) => t.executable).join(' or ')} (Python field)` : ': install PyTorch there (Debian: apt-get install python3-torch) or give a Python that has it'}`;
+  }
+  return `engine: ${form.engine} is not available on ${host}${e?.reason ? ` (${e.reason})` : ''}`;
+}
+
+/** The pre-flight plan of each chosen host (null where the model is not a preset or a field does not parse). */
+export function formPlans(form: RunForm, probes: Record<string, HostProbe | undefined>): Array<{ host: string; plan: PoolPlan | null }> {
+  const users = parseUsers(form.users);
+  const n = (v: string) => (/^\d+$/.test(v.trim()) ? Number(v.trim()) : null);
+  const [rounds, ctx, nt, ot] = [n(form.rounds), n(form.context_tokens), n(form.new_tokens), n(form.output_tokens)];
+  const hb = parseBytes(form.host_pool);
+  const gp = form.gpu_pool.trim();
+  const frac = Number(gp);
+  const gpu = gp !== '' && Number.isFinite(frac) && frac > 0 && frac <= 1 ? { fraction: frac } : parseBytes(gp) !== null ? { bytes: parseBytes(gp)! } : null;
+  return form.hosts.map((host) => ({
+    host,
+    plan:
+      typeof users === 'string' || rounds === null || ctx === null || nt === null || ot === null || hb === null || gpu === null
+        ? null
+        : planPools({ model: form.model.trim(), users, rounds, context_tokens: ctx, new_tokens: nt, output_tokens: ot }, gpu, hb, hostCompute(probes[host], form.python)),
+  }));
+}
+
 export type Validated = { ok: true; users: number[]; run: RunRequest | null; sweep: SweepRequest | null } | { ok: false; errors: FieldError[] };
 
 /**
@@ -114,11 +157,8 @@ export function validateRunForm(form: RunForm, probes: Record<string, HostProbe 
   };
   if (form.hosts.length === 0) errors.push({ field: 'hosts', message: 'hosts: choose at least one host' });
   for (const h of form.hosts) {
-    // A probe made with another Python says nothing about the engines this run will import.
-    const probed = probes[h];
-    const p = probed && (!form.python.trim() || probed.python?.executable === form.python.trim()) ? probed : undefined;
-    const e = p?.engines.find((x) => x.name === form.engine);
-    if (p && (!e || !e.available)) errors.push({ field: 'engine', message: `engine: ${form.engine} is not available on ${h}${e?.reason ? ` (${e.reason})` : ''}` });
+    const why = engineMissing(form, h, probes[h]);
+    if (why) errors.push({ field: 'engine', message: why });
   }
   if (!form.model.trim()) errors.push({ field: 'model', message: 'model: choose a preset or give a config.json path' });
   const users = parseUsers(form.users);
@@ -140,6 +180,18 @@ export function validateRunForm(form: RunForm, probes: Record<string, HostProbe 
   const hb = parseBytes(form.host_pool);
   if (hb === null || hb < 0) errors.push({ field: 'host_pool', message: 'host_pool: a size like 55e9 or 55GB (0 = no host pool)' });
   else workload.host_kv_bytes = hb;
+  if (!errors.length && typeof users !== 'string') {
+    // The pre-flight check: a GPU pool smaller than one request (or weights bigger than the GPU) is
+    // refused here, before connecting and deploying, as the agent would refuse it there.
+    const w = { model: workload.model!, users, rounds: rounds!, context_tokens: ctx!, new_tokens: nt!, output_tokens: ot! };
+    const gpu = workload.gpu_kv_bytes !== undefined ? { bytes: workload.gpu_kv_bytes } : { fraction: workload.free_gpu_memory_fraction! };
+    for (const h of form.hosts) {
+      for (const e of planPools(w, gpu, hb!, hostCompute(probes[h], form.python))?.errors ?? []) {
+        const message = form.hosts.length > 1 ? `${e.message} (on ${h})` : e.message;
+        if (!errors.some((x) => x.message === message)) errors.push({ field: e.field, message });
+      }
+    }
+  }
   if (errors.length || typeof users === 'string') return { ok: false, errors };
   Object.assign(workload, { rounds: rounds!, context_tokens: ctx!, new_tokens: nt!, output_tokens: ot!, trace: form.trace, sample_ms: sample! });
   if (form.engine === 'torch') {
