@@ -5,7 +5,8 @@
  * on the bundled H100 sample runs: the Settings theme reaching the canvases, pool titles over
  * their own grids, and the tables' number formats.
  */
-import { copyFileSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -17,6 +18,20 @@ import { FIXTURE_RUNS_DIR, realRuns } from '../helpers/real-runs';
 import { compileReplay } from '../../src/shared/replay';
 import { buildTimelineModel } from '../../src/shared/timeline-model';
 import { timelineLayout, xOf } from '../../src/renderer/viz/timeline-render';
+import { decodeAll } from '../../src/shared/events-reader';
+import { analyzeEvents } from '../../src/shared/run-analysis';
+import { formatCount, formatNs } from '../../src/shared/format';
+
+/** Debian's python3 with python3-torch: the interpreter a Local CPU run needs. */
+const DEBIAN_TORCH = '/usr/bin/python3';
+const hasDebianTorch = existsSync(DEBIAN_TORCH) && (() => {
+  try {
+    execFileSync(DEBIAN_TORCH, ['-c', 'import torch'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+})();
 
 const SAMPLE = 'sample:h100-llama-3.1-8b-users4-host55e9';
 const skip = browserSkipReason() ?? (realRuns({ maxBytes: 20e6 }).some((r) => r.name === SAMPLE) ? null : `no bundled sample ${SAMPLE} in resources/samples`);
@@ -467,4 +482,81 @@ describe.skipIf(skip !== null)(`the window as a user sees it, in real Chromium${
     await page.close();
     expect(errors).toEqual([]);
   });
+  it.skipIf(!hasDebianTorch)('a live Local run, from New run to its Summary: the form follows the probe (tiny on the CPU, an interpreter with torch offered), the run is watched as it runs, and the Summary ends as the log', async () => {
+    // Local's Python is one without torch (a venv without system packages), as on a machine whose
+    // python3 is not Debian's: the probe must offer the one that has it.
+    const venv = mkdtempSync(join(tmpdir(), 'kvscope-review-venv-'));
+    execFileSync(DEBIAN_TORCH, ['-m', 'venv', '--without-pip', venv]);
+    const before = await core.settings.load();
+    await core.settings.save({ ...before, pythonByHost: { ...before.pythonByHost, local: join(venv, 'bin', 'python3') } });
+    try {
+      const page = await open('#/new?host=local', { width: 1440, height: 900 });
+      // Local is probed as the view opens; its Python has no torch, so Start is refused and the
+      // interpreters that have it are offered.
+      await page.waitForSelector(`[data-testid=torch-pythons] [data-python="${DEBIAN_TORCH}"]`, { timeout: 120_000 });
+      expect(await page.isDisabled('button[type=submit]')).toBe(true);
+      expect(await page.textContent('.field.invalid small.error')).toContain(`does not import torch — use ${DEBIAN_TORCH}`);
+      // A CPU host starts from the tiny model and pools sized so blocks move, not the seed's 70B and 55 GB.
+      expect(await page.inputValue('#f-model')).toBe('tiny');
+      expect(await page.inputValue('#f-host_pool')).not.toBe('55e9');
+      expect(await page.textContent('[data-plan=gpu]')).toMatch(/: 2 users at once, .* — 4 users take turns/);
+      await page.screenshot({ path: join(ARTIFACTS, 'review-new-run-cpu.png') });
+      await page.click(`[data-action=use-python][data-python="${DEBIAN_TORCH}"]`);
+      expect(await page.inputValue('#f-python')).toBe(DEBIAN_TORCH);
+      // The pre-flight check refuses a GPU pool smaller than one request, before anything starts.
+      await page.fill('#f-gpu_pool', '100000');
+      await page.waitForSelector('#f-gpu_pool-err');
+      expect(await page.textContent('#f-gpu_pool-err')).toBe('gpu_pool: 100 kB holds 6 blocks of 16.4 kB; one request needs 58 (1,856 tokens)');
+      expect(await page.isDisabled('button[type=submit]')).toBe(true);
+      // Back to the starting pool; a short run so the test stays short, named to find it.
+      await page.fill('#f-gpu_pool', '2MB');
+      await page.fill('#f-rounds', '6');
+      await page.fill('#f-name', 'review live run');
+      await page.waitForSelector('button[type=submit]:not([disabled])');
+      await page.click('button[type=submit]');
+      await page.waitForSelector('.progress-row a', { timeout: 60_000 });
+      const runId = (await page.textContent('.progress-row a'))!.trim();
+      // Open it at once (in-app link): it is still running, so the window follows its tail.
+      await page.click('.progress-row a');
+      await page.waitForSelector('[data-testid=pools]');
+      expect(await page.textContent('.run-header .status')).toBe('running');
+      await page.waitForSelector('.run-header .status-ok', { timeout: 180_000 });
+      await page.screenshot({ path: join(ARTIFACTS, 'review-live-run-pools.png') });
+      // The log as stored: what the Summary must show without a reload.
+      const events = decodeAll(readFileSync(join(runsDir, runId, 'events.jsonl'))).events;
+      const a = analyzeEvents(events);
+      expect(a.status).toBe('ok');
+      expect(a.roundRows.length).toBe(7);
+      expect(a.blocks.onboarded).toBeGreaterThan(0);
+      // The legend names every user (it had none: the analysis was the one made as the run opened).
+      expect(await page.locator('.legend-item').allTextContents()).toEqual(expect.arrayContaining([0, 1, 2, 3].map((u) => ` user ${u}`)));
+      await page.click('.run-tabs a:has-text("Summary")');
+      await page.waitForSelector('[data-testid=rounds-table]');
+      expect(await page.textContent('.run-header .run-meta')).toMatch(/^tiny · 4 users · torch · local$/);
+      const rows = await page.locator('[data-testid=rounds-table] tbody tr').evaluateAll((trs) => trs.map((tr) => Array.from(tr.querySelectorAll('td')).map((td) => td.textContent)));
+      expect(rows.length).toBe(7);
+      for (const [i, r] of a.roundRows.entries()) {
+        const moved = [0, 0, 0, 0, 0];
+        for (const e of events) if (e.type === 'blocks' && e.round === r.round) moved[['store', 'offload', 'onboard', 'evict', 'hit'].indexOf(e.op)]! += e.ids.length;
+        expect(rows[i], `round ${r.round}`).toEqual([
+          r.round === 0 ? '0 (context)' : String(r.round),
+          String(r.users),
+          formatNs(r.ttft.mean),
+          formatNs(r.ttft.p50),
+          formatNs(r.ttft.p99),
+          formatNs(r.serviceTtft.mean),
+          formatNs(r.serviceTtft.p50),
+          formatNs(r.serviceTtft.p99),
+          formatNs(r.e2e_ns),
+          ...moved.map(formatCount),
+        ]);
+      }
+      expect(await page.locator('[data-testid=rounds-table] tfoot th').nth(8).textContent()).toBe(formatNs(a.e2e_ns));
+      await page.screenshot({ path: join(ARTIFACTS, 'review-live-run-summary.png'), fullPage: true });
+      await page.close();
+      expect(errors).toEqual([]);
+    } finally {
+      await core.settings.save(before);
+    }
+  }, 300_000);
 });

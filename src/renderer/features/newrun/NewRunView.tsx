@@ -1,14 +1,22 @@
 /**
  * New run / sweep: the seed workload's options, validated as you type (each error names its
  * field), on one or several hosts; then deploy and run progress with ETA, and cancel.
+ *
+ * The form follows the probed host: Local is probed as the view opens (other hosts on a click), a
+ * host that computes on the CPU starts from the tiny model and small pools instead of the seed's
+ * 70B model and 55 GB host pool, a Python without torch is refused with the interpreters the probe
+ * found that have it, and a pre-flight check says how many users the pools hold (refusing a GPU
+ * pool smaller than one request) before anything is launched. What the user typed always wins,
+ * then Settings values they changed, then the host's starting values, then Settings' and the seed's.
  */
 import { useEffect, useMemo, useState } from 'react';
 import { OFFLOAD_POLICIES, copyOverlapAuto, type OffloadPolicy, type PushMessage, type SweepRow } from '../../../shared/api';
 import { formatNs } from '../../../shared/format';
 import { useApi } from '../../bridge/api-context';
-import { useProbes } from '../../host-probes';
+import { setProbe, useProbes } from '../../host-probes';
 import { routeHref } from '../../router';
-import { DEFAULT_FORM, MODELS, validateRunForm, type FieldError, type RunForm } from '../../model/run-form';
+import { DEFAULT_FORM, MODELS, engineMissing, formPlans, validateRunForm, type FieldError, type RunForm } from '../../model/run-form';
+import { cpuStartingForm, hostCompute } from '../../model/pool-plan';
 import { useHosts } from '../hosts/HostsView';
 import { runFormDefaults } from '../settings/run-form-defaults';
 
@@ -50,22 +58,53 @@ export function NewRunView({ host }: { host?: string }) {
   const api = useApi();
   const { hosts } = useHosts();
   const probes = useProbes();
-  const [form, setForm] = useState<RunForm>({ ...DEFAULT_FORM, hosts: [host ?? 'local'] });
-  const [touched, setTouched] = useState(false);
+  /** What the user typed or picked. */
+  const [edits, setEdits] = useState<Partial<RunForm>>({ hosts: [host ?? 'local'] });
+  /** Settings' New run defaults, and those of them the user changed from the built-in ones. */
+  const [fromSettings, setFromSettings] = useState<{ all: Partial<RunForm>; changed: Partial<RunForm> }>({ all: {}, changed: {} });
+  const [probing, setProbing] = useState<Record<string, string | null>>({});
   const [submitError, setSubmitError] = useState<string | null>(null);
   const [started, setStarted] = useState<{ runIds: string[]; sweepId: string | null } | null>(null);
   const [progress, setProgress] = useState<Record<string, Progress>>({});
   const [sweepRows, setSweepRows] = useState<SweepRow[]>([]);
-  const set = (f: Partial<RunForm>) => {
-    setTouched(true);
-    setForm((x) => ({ ...x, ...f }));
-  };
+  const set = (f: Partial<RunForm>) => setEdits((x) => ({ ...x, ...f }));
   // Issue 10: the form starts from Settings' New run defaults (read once, as the view opens).
   useEffect(() => {
-    void api.getSettings().then((r) => r.ok && setForm((x) => ({ ...x, ...runFormDefaults(r.value.settings) })));
+    void api.getSettings().then((r) => {
+      if (!r.ok) return;
+      const all = runFormDefaults(r.value.settings);
+      const builtIn = runFormDefaults(r.value.defaults);
+      const changed = Object.fromEntries(Object.entries(all).filter(([k, v]) => builtIn[k as keyof RunForm] !== v)) as Partial<RunForm>;
+      setFromSettings({ all, changed });
+    });
   }, [api]);
+  const chosen = edits.hosts ?? DEFAULT_FORM.hosts;
+  const python = edits.python ?? DEFAULT_FORM.python;
+  // A host that computes on the CPU (every chosen host probed, none with CUDA for this Python).
+  const onCpu = chosen.length > 0 && chosen.every((h) => hostCompute(probes[h], python).device === 'cpu');
+  const form: RunForm = useMemo(() => {
+    const base = { ...DEFAULT_FORM, ...fromSettings.all, ...edits };
+    const num = (v: string, d: number) => (/^\d+$/.test(v.trim()) ? Number(v) : d);
+    const hostStart = onCpu ? cpuStartingForm(num(base.rounds, 10), num(base.new_tokens, 64), num(base.output_tokens, 64)) : {};
+    return { ...DEFAULT_FORM, ...fromSettings.all, ...hostStart, ...fromSettings.changed, ...edits };
+  }, [edits, fromSettings, onCpu]);
+
+  // Local is probed as the view opens (no SSH, no prompts): the form needs to know what it computes on.
+  const probe = (alias: string) => {
+    setProbing((p) => ({ ...p, [alias]: 'probing…' }));
+    void api.probeHost(alias).then((r) => {
+      if (r.ok) setProbe(alias, r.value);
+      setProbing((p) => ({ ...p, [alias]: r.ok ? null : `probe failed: ${r.error.message}` }));
+    });
+  };
+  useEffect(() => {
+    if (chosen.includes('local') && !probes.local && probing.local === undefined) probe('local');
+  }, [chosen, probes.local]);
   const result = useMemo(() => validateRunForm(form, probes), [form, probes]);
   const errors = result.ok ? [] : result.errors;
+  const plans = useMemo(() => formPlans(form, probes), [form, probes]);
+  // Chosen hosts whose probed Python lacks torch, with the interpreters there that have it.
+  const torchless = form.engine === 'torch' ? form.hosts.map((h) => ({ host: h, probe: probes[h] })).filter((x) => x.probe && engineMissing(form, x.host, x.probe)) : [];
   // Engines: only those every probed chosen host has; all while none is probed.
   const engines = ENGINES.filter((e) => form.hosts.every((h) => !probes[h] || probes[h]!.engines.some((x) => x.name === e && x.available)));
 
@@ -73,7 +112,8 @@ export function NewRunView({ host }: { host?: string }) {
     () =>
       api.onPush((m: PushMessage) => {
         if (m.kind === 'progress') setProgress((p) => ({ ...p, [m.runId]: { stage: m.stage, fraction: m.fraction, etaS: m.etaS, message: m.message, status: p[m.runId]?.status ?? null, queue: m.stage === 'queue' ? m.message : p[m.runId]?.queue } }));
-        else if (m.kind === 'run-status') setProgress((p) => ({ ...p, [m.runId]: { ...(p[m.runId] ?? { stage: '', fraction: null, etaS: null, message: '' }), status: m.status, message: m.message ?? p[m.runId]?.message ?? '' } }));
+        // The end says only itself and its own reason: "cancelled · start" kept the last stage's words.
+        else if (m.kind === 'run-status') setProgress((p) => ({ ...p, [m.runId]: { ...(p[m.runId] ?? { stage: '', fraction: null, etaS: null, message: '' }), status: m.status, message: m.status === 'running' ? (p[m.runId]?.message ?? m.message ?? '') : (m.message ?? ''), etaS: m.status === 'running' ? (p[m.runId]?.etaS ?? null) : null } }));
         else if (m.kind === 'sweep-status') {
           setSweepRows(m.rows);
           setStarted((s) => (s && s.sweepId === m.sweepId ? { ...s, runIds: m.rows.map((r) => r.runId).filter((x): x is string => !!x) } : s));
@@ -84,7 +124,6 @@ export function NewRunView({ host }: { host?: string }) {
 
   const submit = async (e: React.FormEvent) => {
     e.preventDefault();
-    setTouched(true);
     if (!result.ok) return;
     setSubmitError(null);
     if (result.run) {
@@ -98,7 +137,7 @@ export function NewRunView({ host }: { host?: string }) {
     }
   };
   const cancel = (runId: string) => void api.cancelRun(runId).then((r) => !r.ok && setSubmitError(`cancel ${runId}: ${r.error.message}`));
-  const shown = touched ? errors : [];
+  const shown = errors;
   const nRuns = result.ok ? result.users.length * form.hosts.length : null;
 
   return (
@@ -111,8 +150,34 @@ export function NewRunView({ host }: { host?: string }) {
             <label key={h.alias} className="check">
               <input type="checkbox" checked={form.hosts.includes(h.alias)} onChange={(e) => set({ hosts: e.target.checked ? [...form.hosts, h.alias] : form.hosts.filter((x) => x !== h.alias) })} />
               {h.alias === 'local' ? 'Local' : h.alias}
-              <span className="muted"> · {h.cluster ? 'Slurm cluster' : probes[h.alias] ? (probes[h.alias]!.gpus[0]?.name ?? 'no GPU (CPU runs)') : 'not probed'}</span>
+              <span className="muted" data-host-state={h.alias}>
+                {' · '}
+                {h.cluster ? 'Slurm cluster' : probes[h.alias] ? (probes[h.alias]!.gpus[0]?.name ?? 'no GPU (CPU runs)') : (probing[h.alias] ?? 'not probed')}
+              </span>
+              {!h.cluster && !probes[h.alias] && probing[h.alias] !== 'probing…' && (
+                <button type="button" className="small" onClick={() => probe(h.alias)} data-action="probe" title="Connect and probe: GPUs, Python, torch; the form then follows the host">
+                  Probe
+                </button>
+              )}
             </label>
+          ))}
+          {torchless.map(({ host: h, probe: p }) => (
+            <div key={h} className="notice torch-pythons" role="status" data-testid="torch-pythons">
+              {p!.python?.executable ?? 'python3'} on {h === 'local' ? 'Local' : h} does not import torch.
+              {p!.torch_pythons?.length ? (
+                <>
+                  {' '}
+                  Interpreters there that do:
+                  {p!.torch_pythons.map((t) => (
+                    <button key={t.executable} type="button" className="small" onClick={() => set({ python: t.executable })} data-action="use-python" data-python={t.executable} title={`Run with ${t.executable}`}>
+                      Use {t.executable} (Python {t.version}, torch {t.torch}, {t.cuda_available ? 'CUDA' : 'CPU'})
+                    </button>
+                  ))}
+                </>
+              ) : (
+                ' No interpreter with torch was found there: install PyTorch (Debian: apt-get install python3-torch), or give a venv’s python below.'
+              )}
+            </div>
           ))}
           {shown.find((x) => x.field === 'hosts') && <small className="error">{shown.find((x) => x.field === 'hosts')!.message}</small>}
         </fieldset>
@@ -148,6 +213,22 @@ export function NewRunView({ host }: { host?: string }) {
           <legend>Pools and tracing</legend>
           <Field label="GPU KV pool" name="gpu_pool" form={form} set={set} errors={shown} hint="fraction of free GPU memory (0.9) or a size (20GB)" />
           <Field label="Host KV pool" name="host_pool" form={form} set={set} errors={shown} hint="55e9 as in the seed; 0 = no host pool (recompute)" />
+          {/* The pre-flight check: what the pools hold, before anything is launched. */}
+          <div className="pool-plan" data-testid="pool-plan" aria-live="polite">
+            {plans.map(({ host: h, plan }) =>
+              plan ? (
+                <div key={h} data-plan-host={h}>
+                  {plans.length > 1 && <strong>{h}: </strong>}
+                  <p data-plan="gpu">
+                    <strong>GPU pool</strong> {plan.gpu}
+                  </p>
+                  <p data-plan="host">
+                    <strong>Host pool</strong> {plan.host}
+                  </p>
+                </div>
+              ) : null,
+            )}
+          </div>
           <div className="field">
             <label htmlFor="f-offload">Offload policy</label>
             <select id="f-offload" value={form.offload_policy} disabled={form.engine !== 'torch'} onChange={(e) => set({ offload_policy: e.target.value as RunForm['offload_policy'] })}>
@@ -176,7 +257,7 @@ export function NewRunView({ host }: { host?: string }) {
           <Field label="Python on the host (optional)" name="python" form={form} set={set} errors={shown} hint="default: the host's setting (python3); a venv's python for engines kept there" />
         </fieldset>
         <div className="form-actions">
-          <button type="submit" className="primary" disabled={touched && !result.ok} title={!result.ok && touched ? errors.map((x) => x.message).join('\n') : ''}>
+          <button type="submit" className="primary" disabled={!result.ok} title={!result.ok ? errors.map((x) => x.message).join('\n') : ''}>
             {nRuns && nRuns > 1 ? `Start sweep (${nRuns} runs)` : 'Start run'}
           </button>
           {submitError && (
@@ -225,9 +306,9 @@ export function NewRunView({ host }: { host?: string }) {
             return (
               <div key={id} className="progress-row">
                 <a href={routeHref({ view: 'live', runId: id })}>{id}</a>{' '}
-                <span data-queue={p?.queue}>{p ? (p.stage === 'queue' ? `Slurm job ${p.message}` : `${p.status ?? p.stage}${p.message ? ` · ${p.message}` : ''}`) : 'starting…'}</span>
+                <span data-testid="progress-text" data-queue={p?.queue}>{p ? (p.stage === 'queue' && (!p.status || p.status === 'running') ? `Slurm job ${p.message}` : `${p.status && p.status !== 'running' ? p.status : p.stage}${p.message ? ` · ${p.message}` : ''}`) : 'starting…'}</span>
                 {p?.fraction !== null && p?.fraction !== undefined && <progress max={1} value={p.fraction} />}
-                {p?.etaS !== null && p?.etaS !== undefined && <span className="muted"> ETA {formatNs(p.etaS * 1e9)}</span>}
+                {p?.etaS !== null && p?.etaS !== undefined && (!p.status || p.status === 'running') && <span className="muted" data-testid="progress-eta"> ETA {formatNs(p.etaS * 1e9)}</span>}
                 {(!p?.status || p.status === 'running') && (
                   <button type="button" onClick={() => cancel(id)} title="Stop the run's whole process group on the host">
                     Cancel
