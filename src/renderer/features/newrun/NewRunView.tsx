@@ -17,6 +17,7 @@ import { setProbe, useProbes } from '../../host-probes';
 import { routeHref } from '../../router';
 import { DEFAULT_FORM, MODELS, engineMissing, formPlans, validateRunForm, type FieldError, type RunForm } from '../../model/run-form';
 import { cpuStartingForm, hostCompute } from '../../model/pool-plan';
+import { foldProgress, progressText, type RunProgressState } from '../../model/run-progress-view';
 import { useHosts } from '../hosts/HostsView';
 import { runFormDefaults } from '../settings/run-form-defaults';
 
@@ -26,16 +27,6 @@ const OFFLOAD_HINTS: Record<OffloadPolicy, string> = {
   'lazy-keep': 'to the host when evicted; the host keeps an onboarded block, so evicting it again copies nothing',
   'write-through': 'to the host as computed, once the GPU pool is full; the host keeps its copies',
 };
-
-interface Progress {
-  stage: string;
-  fraction: number | null;
-  etaS: number | null;
-  message: string;
-  status: string | null;
-  /** A Slurm job's place in the queue ("pending: Resources", "running on gpu-a07"). */
-  queue?: string;
-}
 
 function Field({ label, name, form, set, errors, hint, type = 'text' }: { label: string; name: keyof RunForm; form: RunForm; set: (f: Partial<RunForm>) => void; errors: FieldError[]; hint?: string; type?: string }) {
   const e = errors.find((x) => x.field === name);
@@ -65,7 +56,7 @@ export function NewRunView({ host }: { host?: string }) {
   const [probing, setProbing] = useState<Record<string, string | null>>({});
   const [submitError, setSubmitError] = useState<string | null>(null);
   const [started, setStarted] = useState<{ runIds: string[]; sweepId: string | null } | null>(null);
-  const [progress, setProgress] = useState<Record<string, Progress>>({});
+  const [progress, setProgress] = useState<Record<string, RunProgressState>>({});
   const [sweepRows, setSweepRows] = useState<SweepRow[]>([]);
   const set = (f: Partial<RunForm>) => setEdits((x) => ({ ...x, ...f }));
   // Issue 10: the form starts from Settings' New run defaults (read once, as the view opens).
@@ -111,9 +102,7 @@ export function NewRunView({ host }: { host?: string }) {
   useEffect(
     () =>
       api.onPush((m: PushMessage) => {
-        if (m.kind === 'progress') setProgress((p) => ({ ...p, [m.runId]: { stage: m.stage, fraction: m.fraction, etaS: m.etaS, message: m.message, status: p[m.runId]?.status ?? null, queue: m.stage === 'queue' ? m.message : p[m.runId]?.queue } }));
-        // The end says only itself and its own reason: "cancelled · start" kept the last stage's words.
-        else if (m.kind === 'run-status') setProgress((p) => ({ ...p, [m.runId]: { ...(p[m.runId] ?? { stage: '', fraction: null, etaS: null, message: '' }), status: m.status, message: m.status === 'running' ? (p[m.runId]?.message ?? m.message ?? '') : (m.message ?? ''), etaS: m.status === 'running' ? (p[m.runId]?.etaS ?? null) : null } }));
+        if (m.kind === 'progress' || m.kind === 'run-status') setProgress((p) => foldProgress(p, m));
         else if (m.kind === 'sweep-status') {
           setSweepRows(m.rows);
           setStarted((s) => (s && s.sweepId === m.sweepId ? { ...s, runIds: m.rows.map((r) => r.runId).filter((x): x is string => !!x) } : s));
@@ -306,7 +295,7 @@ export function NewRunView({ host }: { host?: string }) {
             return (
               <div key={id} className="progress-row">
                 <a href={routeHref({ view: 'live', runId: id })}>{id}</a>{' '}
-                <span data-testid="progress-text" data-queue={p?.queue}>{p ? (p.stage === 'queue' && (!p.status || p.status === 'running') ? `Slurm job ${p.message}` : `${p.status && p.status !== 'running' ? p.status : p.stage}${p.message ? ` · ${p.message}` : ''}`) : 'starting…'}</span>
+                <span data-testid="progress-text" data-queue={p?.queue}>{progressText(p)}</span>
                 {p?.fraction !== null && p?.fraction !== undefined && <progress max={1} value={p.fraction} />}
                 {p?.etaS !== null && p?.etaS !== undefined && (!p.status || p.status === 'running') && <span className="muted" data-testid="progress-eta"> ETA {formatNs(p.etaS * 1e9)}</span>}
                 {(!p?.status || p.status === 'running') && (
