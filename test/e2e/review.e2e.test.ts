@@ -233,11 +233,13 @@ describe.skipIf(skip !== null)(`the window as a user sees it, in real Chromium${
     expect(await value('gpu_util')).toMatch(/^\d+%$/);
     expect(await value('pcie_rx')).toMatch(/^\d+(\.\d+)? [kMG]?B\/s$/);
     const atEnd = await value('gpu_mem');
+    // Home goes where the first request comes; Home again to the very start. The clock beside the
+    // scrubber keeps the total's unit at the start ("0 ns / 58.15 s" before).
     await page.keyboard.press('Home');
+    await page.keyboard.press('Home');
+    await expect.poll(() => page.locator('.transport .time').textContent(), { timeout: 15_000 }).toMatch(/^0\.00 s \/ \d+\.\d\d s$/);
     // Before the first nvidia-smi sample there is no value ("–"): the value follows the replay time.
     await expect.poll(() => value('gpu_mem')).not.toBe(atEnd);
-    // The clock beside the scrubber keeps the total's unit at the start ("0 ns / 58.15 s" before).
-    expect(await page.locator('.transport .time').textContent()).toMatch(/^0\.00 s \/ \d+\.\d\d s$/);
     await page.screenshot({ path: join(ARTIFACTS, 'review-live-sparks.png') });
     await page.close();
     expect(errors).toEqual([]);
@@ -425,23 +427,87 @@ describe.skipIf(skip !== null)(`the window as a user sees it, in real Chromium${
     const events = realRuns({ maxBytes: 20e6 }).find((r) => r.name === id)?.events;
     if (!events) return; // the 8B sample moves at most a few hundred blocks at once
     const start = events.find((e) => e.type === 'run.start')!.t;
-    // A paused replay shows the moves of the last 400 ms in flight: find the time with the most.
+    // Playing at 0.25×, the moves of the last 400 ms of wall time (100 ms of run time, at most 2% of
+    // the run) are in flight: find the time with the most.
     const moves = events.filter((e) => e.type === 'blocks' && (e.op === 'offload' || e.op === 'onboard')) as Array<{ t: number; ids: unknown[] }>;
+    const inAir = Math.min(400e6 * 0.25, (events.reduce((m, e) => Math.max(m, e.t), 0) - start) / 50);
     let best = { t: 0, n: 0 };
     for (const m of moves) {
-      const n = moves.filter((o) => o.t > m.t - 400e6 && o.t <= m.t).reduce((a, o) => a + o.ids.length, 0);
+      const n = moves.filter((o) => o.t > m.t - inAir && o.t <= m.t).reduce((a, o) => a + o.ids.length, 0);
       if (n > best.n) best = { t: m.t, n };
     }
     expect(best.n).toBeGreaterThan(999);
     const page = await open(`#/runs/${encodeURIComponent(id)}/live`);
     await page.waitForSelector('[data-testid=pools][data-gpu]');
+    const inflight = page.locator('.live-stats dd[data-stat=inflight]');
+    // Paused, nothing is in the air: the grids are the pools as they stand.
+    expect(await inflight.textContent()).toBe('0');
+    // Play through the big offload; every value the count takes is recorded, and while it is in
+    // the air it reads "2,034", not "2034".
+    await page.evaluate(() => {
+      const dd = document.querySelector('.live-stats dd[data-stat=inflight]')!;
+      const seen: string[] = ((window as unknown as { inflightSeen: string[] }).inflightSeen = []);
+      new MutationObserver(() => seen.push(dd.textContent ?? '')).observe(dd, { childList: true, characterData: true, subtree: true });
+    });
     await page.evaluate((v) => {
       const s = document.querySelector<HTMLInputElement>('[data-action=scrub]')!;
       s.value = v;
       s.dispatchEvent(new Event('input', { bubbles: true }));
-    }, String(best.t - start));
-    const inflight = page.locator('.live-stats dd').nth(4);
-    await expect.poll(() => inflight.textContent()).toMatch(/^\d{1,3}(,\d{3})+$/);
+    }, String(best.t - start - inAir / 2));
+    await page.selectOption('[data-action=speed]', '0.25');
+    await page.click('[data-action=play]');
+    await page.waitForFunction((t) => Number(document.querySelector<HTMLElement>('[data-testid=pools]')!.dataset.t) > t, best.t + inAir, { timeout: 60_000 });
+    const seen = await page.evaluate(() => (window as unknown as { inflightSeen: string[] }).inflightSeen);
+    expect(seen.filter((v) => Number(v.replace(/,/g, '')) > 999).length).toBeGreaterThan(0);
+    for (const v of seen.filter((x) => Number(x.replace(/,/g, '')) > 999)) expect(v).toMatch(/^\d{1,3}(,\d{3})+$/);
+    await page.click('[data-action=play]');
+    await page.close();
+    expect(errors).toEqual([]);
+  });
+  it('Pools explain themselves: paused they are the pools as counted, a caption and a hover say what is there, play skips setup, next/previous move step the log', async () => {
+    const events = realRuns({ maxBytes: 20e6 }).find((r) => r.name === SAMPLE)!.events;
+    const start = events.find((e) => e.type === 'run.start')!.t;
+    const lineTimes = [...new Set(events.filter((e) => e.type === 'blocks').map((e) => e.t))].sort((a, b) => a - b);
+    const firstQueued = events.filter((e) => e.type === 'req' && e.phase === 'queued').reduce((m, e) => Math.min(m, e.t), Infinity);
+    const page = await open(run('live'), { width: 1440, height: 900 });
+    await page.waitForSelector('[data-testid=pools][data-gpu]');
+    const dataT = async () => Number(await page.getAttribute('[data-testid=pools]', 'data-t'));
+    // A finished run opens paused at its end: nothing in the air.
+    expect(await page.locator('.live-stats dd[data-stat=inflight]').textContent()).toBe('0');
+    expect(await page.textContent('[data-testid=pools-caption]')).toMatch(/blocks? (stored in|offloaded to|onboarded to|evicted from|reused in) the (GPU|host) pool/);
+    // Every mark has a key.
+    for (const mark of ['free', 'moving', 'landing', 'stored', 'evicted', 'hit']) expect(await page.locator(`[data-testid=pools-legend] [data-legend=${mark}]`).count(), mark).toBe(1);
+    expect(await page.locator('[data-action=speed] option[value="0.01"]').count()).toBe(1);
+    // Hover a GPU cell: whose block, and its last move.
+    const canvas = (await page.locator('[data-testid=pools] canvas').boundingBox())!;
+    // The middle of the GPU grid (the left half of the canvas), off any 1 px gutter between cells.
+    for (const d of [0, 3, 6, 9]) {
+      await page.mouse.move(canvas.x + canvas.width / 4 + d, canvas.y + canvas.height / 2 + d);
+      if (!(await page.locator('[data-testid=pools-tip]').isHidden())) break;
+    }
+    expect(await page.textContent('[data-testid=pools-tip]')).toMatch(/^GPU pool slot [\d,]+: user \d+'s block · last move: R\d+ (stored|offloaded to the host pool|onboarded to the GPU pool|reused \(prefix hit\)) at [\d.]+ m?s$/);
+    // Home goes to where the action starts (setup skipped), Home again to the very start.
+    await page.focus('.live-view');
+    await page.keyboard.press('Home');
+    await expect.poll(dataT).toBe(Math.max(start, Math.min(firstQueued, lineTimes[0]!) - 200e6));
+    expect(await page.textContent('[data-testid=pools-caption]')).toMatch(/^(setting up|no block has moved yet)/);
+    await page.keyboard.press('Home');
+    await expect.poll(dataT).toBe(start);
+    // Next move: the log's first blocks line, then the second; previous: back to the first.
+    await page.click('[data-action=next-move]');
+    await expect.poll(dataT).toBe(lineTimes[0]);
+    await page.click('[data-action=next-move]');
+    await expect.poll(dataT).toBe(lineTimes[1]);
+    await page.keyboard.press(',');
+    await expect.poll(dataT).toBe(lineTimes[0]);
+    expect(await page.textContent('[data-testid=pools-caption]')).toMatch(/blocks? stored in the GPU pool$/);
+    // Play from the very start begins where the action starts.
+    await page.keyboard.press('Home');
+    await page.keyboard.press('Home');
+    await page.click('[data-action=play]');
+    await expect.poll(dataT).toBeGreaterThanOrEqual(Math.min(firstQueued, lineTimes[0]!) - 200e6);
+    await page.click('[data-action=play]');
+    await page.screenshot({ path: join(ARTIFACTS, 'review-pools-explained.png') });
     await page.close();
     expect(errors).toEqual([]);
   });

@@ -300,7 +300,9 @@ describe.skipIf(reason !== null)(`the window's views in real Chromium${reason ? 
     writeFileSync(join(runsDir, id, 'events.jsonl'), lines.map((l) => (typeof l === 'string' ? l : JSON.stringify(l))).join('\n') + '\n');
     writeFileSync(join(runsDir, id, 'meta.json'), JSON.stringify({ id, name: 'failed early', host: 'host-a', status: 'error', createdAt: '2026-11-27T23:00:00Z' }));
     await go(`#/runs/${id}/live`);
-    await page.waitForSelector('.live-view .empty');
+    // The Pools view says why it failed, with no stray empty grid.
+    await page.waitForSelector('.live-view [data-testid=run-error]:has-text("oom: CUDA out of memory while loading the model")');
+    expect(await page.locator('.live-view [data-testid=pools]').count()).toBe(0);
     expect(await page.textContent('.run-header .warn')).toContain('1 bad line');
     await go(`#/runs/${id}/timeline`);
     await page.waitForSelector('.timeline-view .empty');

@@ -6,7 +6,9 @@
  *
  * Motion: a move whose time lies in (now − anim, now] is drawn in flight — offload and onboard
  * travel from the source cell to the destination cell along a curve through the gap between the
- * grids, evictions fade out where the block was, hits flash, stores fade in.
+ * grids (the destination cell is drawn dim until the block lands, so the grid always shows as many
+ * cells as the pool holds), evictions fade out where the block was, hits flash, stores fade in.
+ * A paused view passes anim 0: the pools exactly as they stand, nothing in the air.
  */
 import { OP_CODE, POOL_GPU, POOL_HOST, type ReplayCursor, type ReplayModel } from '../../shared/replay';
 
@@ -65,6 +67,9 @@ function mix(a: number, b: number, k: number): number {
   };
   return rgba(ch(0), ch(8), ch(16));
 }
+
+/** How strong a landing cell's colour is while its block is still in the air (0 = empty, 1 = full). */
+export const LANDING_TINT = 0.35;
 
 /** Cells never grow past this pitch: a small pool still reads as a grid of blocks, not tiles. */
 export const MAX_PITCH = 22;
@@ -128,6 +133,7 @@ export function emptyGrid(layout: PoolsLayout, palette: PoolsPalette): Uint32Arr
 }
 
 export interface PoolsFrameStats {
+  /** Offloads and onboards drawn in the air (evictions, hits and stores animate in place). */
   inFlight: number;
   drawn: [number, number];
 }
@@ -178,7 +184,7 @@ export function renderPoolsInto(
   const dp = model.dstPool.data;
   const ds = model.dstSlot.data;
   const blk = model.block.data;
-  // Pass 1: what stays in a cell (fades, flashes), and destination cells emptied until landing.
+  // Pass 1: what stays in a cell (fades, flashes), and destination cells dim until landing.
   for (let i = start; i < end; i++) {
     const k = Math.max(0, Math.min(1, (now - t[i]!) / animNs));
     const o = op[i]!;
@@ -186,7 +192,7 @@ export function renderPoolsInto(
       const dst = layout.panels[dp[i]!]!;
       if (k < 1 && ds[i]! < dst.shown && cursor.cells[dp[i]!]![ds[i]!] === blk[i]) {
         const [dx, dy] = cellOrigin(dst, ds[i]!);
-        fillBox(buf, dx, dy, dst.size, palette.emptyCell);
+        fillBox(buf, dx, dy, dst.size, mix(palette.emptyCell, colorOf(blk[i]!), LANDING_TINT));
       }
     } else if (o === OP_CODE.evict) {
       if (sp[i]! < 0) continue;
@@ -208,11 +214,13 @@ export function renderPoolsInto(
     }
   }
   // Pass 2: blocks in flight, on top of everything.
+  let inFlight = 0;
   for (let i = start; i < end; i++) {
     const o = op[i]!;
     if (o !== OP_CODE.offload && o !== OP_CODE.onboard) continue;
     const k = Math.max(0, Math.min(1, (now - t[i]!) / animNs));
     if (k >= 1) continue;
+    inFlight++;
     const dst = layout.panels[dp[i]!]!;
     if (ds[i]! >= dst.shown) continue;
     const [dx, dy] = cellOrigin(dst, ds[i]!);
@@ -236,5 +244,5 @@ export function renderPoolsInto(
     const y = (1 - e) * (1 - e) * sy + 2 * (1 - e) * e * cy + e * e * dy;
     fillBox(buf, x, y, Math.max(2, size), colorOf(blk[i]!));
   }
-  return { inFlight: end - start, drawn };
+  return { inFlight, drawn };
 }

@@ -1,28 +1,35 @@
 /**
  * Live pools: the GPU pool and the host pool as grids of blocks (one cell per block, coloured by
- * user) with every move animated, replayed with play/pause, speed 0.25×–16× and a scrubber, or
- * following the tail of a running run. All per-frame state (time, speed, cursor) lives in refs and
- * is drawn by the one rAF scheduler; React renders the frame around it.
+ * user) with every move animated, replayed with play/pause, speed 0.01×–16×, a scrubber and
+ * next/previous move, or following the tail of a running run. A caption says what is happening at
+ * the replay time, a hovered cell says whose block it is and how it got there, and a legend keys
+ * every mark. Paused, the grids are the pools exactly as they stand (nothing in the air), so the
+ * counts above them and the picture agree. All per-frame state (time, speed, cursor) lives in refs
+ * and is drawn by the one rAF scheduler; React renders the frame around it.
  */
 import { useEffect, useRef, useState } from 'react';
-import { formatBandwidth, formatBytes, formatCount, formatNsClock } from '../../../shared/format';
+import { formatBandwidth, formatBytes, formatCount, formatNs, formatNsClock } from '../../../shared/format';
 import { POOL_GPU, POOL_HOST, ReplayCursor } from '../../../shared/replay';
 import { STARTUP_COPIES_LABEL } from '../../../shared/startup-copies';
 import { registerDraw } from '../../frame-scheduler';
 import { fitCanvas, useRunData, useVizTheme } from '../../hooks';
 import { routeHref } from '../../router';
-import { emptyGrid, hexToPixel, poolsLayout, renderPoolsInto, type PixelBuffer, type PoolsLayout, type PoolsPalette } from '../../viz/pools-render';
+import { emptyGrid, hexToPixel, LANDING_TINT, poolsLayout, renderPoolsInto, type PixelBuffer, type PoolsLayout, type PoolsPalette } from '../../viz/pools-render';
+import { captionAt, cellAt, describeCell, firstActionT, nextMoveT, prevMoveT } from '../../viz/pools-explain';
 import { renderSparklineInto, sampleAt } from '../../viz/sparkline-render';
 import { formatCounterValue } from '../../viz/timeline-render';
 import type { RunData } from '../../run-data';
 import type { VizTheme } from '../../viz/ctx2d';
 import { ExportButton } from '../export/ExportButton';
 
-export const SPEEDS = [0.25, 0.5, 1, 2, 4, 8, 16];
+/** Down to 0.01×: a 2 GB onboard takes ~40 ms of run time, 4 s to watch at 0.01×. */
+export const SPEEDS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16];
 /** Wall time a move spends in flight, whatever the speed. */
 const ANIM_MS = 400;
-/** Bandwidth readout window (run time). */
+/** Bandwidth readout window (run time) while paused; moving, the window the flights cover. */
 const BW_WINDOW_NS = 250e6;
+/** Replaying from the start begins this long before the first request or move. */
+const SETUP_LEAD_NS = 200e6;
 /** A pool bigger than this shows only the cells the run used (a 55 GB host pool of small blocks). */
 const MAX_GRID_CELLS = 60_000;
 
@@ -50,13 +57,39 @@ export function LiveView({ runId }: { runId: string }) {
   return <LivePools data={data} version={version} />;
 }
 
+/** Why a run failed, from its run.end or (it never wrote one) from the app; null when it did not. */
+export function failureOf(data: RunData): string | null {
+  const e = data.loaded.analysis.error;
+  if (e) return `${e.code}: ${e.message}`;
+  return data.status === 'error' ? (data.loaded.listing.error ?? 'no reason was recorded') : null;
+}
+
 function LivePools({ data }: { data: RunData; version: number }) {
+  const failure = failureOf(data);
+  // A run that failed before any block moved: the reason, not a stray empty grid.
+  if (failure && data.replay.moveCount === 0) {
+    return (
+      <section className="live-view">
+        <RunHeader data={data} view="live" />
+        <p role="alert" className="error" data-testid="run-error">
+          The run failed before any block moved: {failure}
+        </p>
+      </section>
+    );
+  }
+  return <LiveReplay data={data} failure={failure} />;
+}
+
+function LiveReplay({ data, failure }: { data: RunData; failure: string | null }) {
   const theme = useVizTheme();
   const wrapRef = useRef<HTMLDivElement>(null);
   const sectionRef = useRef<HTMLElement>(null);
   const canvasRef = useRef<HTMLCanvasElement>(null);
   const scrubRef = useRef<HTMLInputElement>(null);
   const statsRef = useRef<Record<string, HTMLElement | null>>({});
+  const tipRef = useRef<HTMLDivElement>(null);
+  /** The layout and cursor drawn last, for hover and the caption. */
+  const drawnRef = useRef<{ layout: PoolsLayout | null; cursor: ReplayCursor | null }>({ layout: null, cursor: null });
   const sparkRefs = useRef<Record<string, HTMLCanvasElement | null>>({});
   const live = data.status === 'running';
   const r = data.replay;
@@ -126,10 +159,14 @@ function LivePools({ data }: { data: RunData; version: number }) {
         }
       }
       cursor.seek(s.now);
-      // A move stays in flight ANIM_MS of wall time, but never more than 2% of the run, so a
-      // short run at high speed does not show every block in the air at once.
-      const anim = Math.min(ANIM_MS * 1e6 * (s.follow ? 1 : s.speed), Math.max(1, (end - start) / 50));
+      // Moving, a move stays in flight ANIM_MS of wall time, but never more than 2% of the run, so
+      // a short run at high speed does not show every block in the air at once. Paused: nothing in
+      // the air (a still frame with blocks frozen mid-flight showed a near-empty grid under
+      // "1,080 / 1,084", and a finished run "276 in flight" forever).
+      const moving = s.playing || s.follow;
+      const anim = moving ? Math.min(ANIM_MS * 1e6 * (s.follow ? 1 : s.speed), Math.max(1, (end - start) / 50)) : 0;
       const stats = renderPoolsInto(buf!, layout!, bg, r, cursor, s.now, anim, pal);
+      drawnRef.current = { layout, cursor };
       ctx.putImageData(image!, 0, 0);
       wrap.dataset.t = String(s.now);
       wrap.dataset.gpu = String(cursor.counts[POOL_GPU]);
@@ -141,8 +178,14 @@ function LivePools({ data }: { data: RunData; version: number }) {
       set('gpu', `${cursor.counts[POOL_GPU].toLocaleString()} / ${capG.toLocaleString()} blocks${pct(cursor.counts[POOL_GPU], capG)}`);
       set('host', capH > 0 ? `${cursor.counts[POOL_HOST].toLocaleString()} / ${capH.toLocaleString()} blocks${pct(cursor.counts[POOL_HOST], capH)}` : 'no host pool (recompute baseline)');
       set('time', formatNsClock(s.now - start, end - start));
-      set('h2d', `${formatBytes(r.bytesMovedBy('h2d', s.now))} · ${formatBandwidth(r.bandwidthAt('h2d', s.now, BW_WINDOW_NS))}`);
-      set('d2h', `${formatBytes(r.bytesMovedBy('d2h', s.now))} · ${formatBandwidth(r.bandwidthAt('d2h', s.now, BW_WINDOW_NS))}`);
+      // The rate over the same run time the flights in the air stand for (paused: the last 250 ms),
+      // so "Blocks in flight" and the rate beside it describe one span ("2,114 in flight" sat
+      // beside "now 640 B/s" measured over another).
+      const bw = anim > 0 ? anim : BW_WINDOW_NS;
+      set('bw-window', formatNs(bw));
+      set('h2d', `${formatBytes(r.bytesMovedBy('h2d', s.now))} · ${formatBandwidth(r.bandwidthAt('h2d', s.now, bw))}`);
+      set('d2h', `${formatBytes(r.bytesMovedBy('d2h', s.now))} · ${formatBandwidth(r.bandwidthAt('d2h', s.now, bw))}`);
+      set('caption', captionAt(r, cursor, s.now));
       const p = r.progressAt(s.now);
       set('round', p.round === null ? '–' : p.round === 0 ? '0 (context prefill)' : String(p.round));
       set('requests', p.running.length ? p.running.slice(0, 6).map((q) => `user ${q.user} R${q.round} ${q.phase}`).join(', ') + (p.running.length > 6 ? ` +${p.running.length - 6}` : '') : 'none');
@@ -192,9 +235,11 @@ function LivePools({ data }: { data: RunData; version: number }) {
     return () => scrub.removeEventListener('input', onInput);
   }, [start]);
 
+  /** Where replaying from the start begins: the first request or move, setup skipped (its grids stay empty ~12 s at 1×). */
+  const actionStart = () => Math.max(start, (firstActionT(r) ?? start) - SETUP_LEAD_NS);
   const togglePlay = () => {
     const s = st.current;
-    if (!s.playing && s.now >= Math.max(r.endT, start)) s.now = start; // play again from the start
+    if (!s.playing && (s.now >= Math.max(r.endT, start) || s.now < actionStart())) s.now = actionStart(); // play again from where the action starts
     s.playing = !s.playing;
     s.follow = false;
     s.lastWall = 0;
@@ -214,6 +259,17 @@ function LivePools({ data }: { data: RunData; version: number }) {
     setFollow(false);
     s.invalidate();
   };
+  const seekTo = (t: number | null) => {
+    if (t === null) return;
+    const s = st.current;
+    s.now = t;
+    s.playing = false;
+    s.follow = false;
+    setPlaying(false);
+    setFollow(false);
+    s.invalidate();
+  };
+  const stepMove = (dir: 1 | -1) => seekTo(dir > 0 ? nextMoveT(r, st.current.now) : prevMoveT(r, st.current.now));
   const toggleFollow = () => {
     const s = st.current;
     s.follow = !s.follow;
@@ -229,17 +285,34 @@ function LivePools({ data }: { data: RunData; version: number }) {
     else if (e.key === ']') changeSpeed(SPEEDS[Math.min(SPEEDS.length - 1, i + 1)]!);
     else if (e.key === 'ArrowLeft' && (e.target as HTMLElement).tagName !== 'INPUT') seekBy(-0.01);
     else if (e.key === 'ArrowRight' && (e.target as HTMLElement).tagName !== 'INPUT') seekBy(0.01);
-    else if (e.key === 'Home') seekBy(-1);
+    else if (e.key === '.') stepMove(1);
+    else if (e.key === ',') stepMove(-1);
+    else if (e.key === 'Home') seekTo(st.current.now > actionStart() ? actionStart() : start);
     else if (e.key === 'End') seekBy(1);
     else if ((e.key === 'l' || e.key === 'L') && live) toggleFollow();
     else return;
     e.preventDefault();
   };
 
+  const onHover = (e: React.MouseEvent<HTMLDivElement>) => {
+    const tip = tipRef.current;
+    const { layout, cursor } = drawnRef.current;
+    if (!tip || !layout || !cursor) return;
+    const box = e.currentTarget.getBoundingClientRect();
+    const x = e.clientX - box.left;
+    const y = e.clientY - box.top;
+    const cell = cellAt(layout, x, y);
+    tip.hidden = !cell;
+    if (!cell) return;
+    tip.textContent = describeCell(r, cursor, cell.pool, cell.slot);
+    tip.style.left = `${Math.min(x + 12, box.width - 320)}px`;
+    tip.style.top = `${y + 14}px`;
+  };
+
   const counters = data.timeline().counters.filter((c) => c.length > 0 && c.key !== 'gpu_pool' && c.key !== 'host_pool');
   const bb = r.pools.gpu?.block_bytes;
   return (
-    <section className="live-view" onKeyDown={onKey} tabIndex={-1} ref={sectionRef} aria-label="Live pools: Space play/pause, [ ] speed, ← → step, Home/End">
+    <section className="live-view" onKeyDown={onKey} tabIndex={-1} ref={sectionRef} aria-label="Live pools: Space play/pause, [ ] speed, ← → step, , . previous / next move, Home/End">
       <RunHeader data={data} view="live" />
       <div className="transport" role="toolbar" aria-label="Replay">
         <button type="button" onClick={togglePlay} title="Play / pause (Space)" data-action="play" aria-pressed={playing}>
@@ -255,6 +328,12 @@ function LivePools({ data }: { data: RunData; version: number }) {
             ))}
           </select>
         </label>
+        <button type="button" onClick={() => stepMove(-1)} title="Previous move (,)" data-action="prev-move" disabled={!hasMoves}>
+          ◀ move
+        </button>
+        <button type="button" onClick={() => stepMove(1)} title="Next move (.)" data-action="next-move" disabled={!hasMoves}>
+          move ▶
+        </button>
         <input ref={scrubRef} type="range" className="scrubber" min={0} step="any" defaultValue={0} aria-label="Replay time (← →, Home, End)" title="Replay time (← → step, Home / End)" data-action="scrub" />
         <span className="time" ref={(el) => void (statsRef.current.time = el)} />
         {live && (
@@ -264,6 +343,11 @@ function LivePools({ data }: { data: RunData; version: number }) {
         )}
         <ExportButton runId={data.id} />
       </div>
+      {failure && (
+        <p role="alert" className="error" data-testid="run-error">
+          The run failed: {failure}
+        </p>
+      )}
       {!hasMoves && <p className="empty">This run has no block moves{data.status === 'running' ? ' yet: they appear as the run goes' : ''}.</p>}
       <div className="live-body">
         {/* The titles share the canvas's column: across the whole row, the host pool's title sat
@@ -277,8 +361,11 @@ function LivePools({ data }: { data: RunData; version: number }) {
               <strong>Host pool</strong> <span ref={(el) => void (statsRef.current.host = el)} data-stat="host" />
             </span>
           </div>
-          <div className="pools-canvas" ref={wrapRef} data-testid="pools">
-            <canvas ref={canvasRef} aria-label="GPU pool and host pool, one cell per block, coloured by user" />
+          {/* What is happening at the replay time, in words. */}
+          <p className="pools-caption" data-testid="pools-caption" aria-live="polite" ref={(el) => void (statsRef.current.caption = el)} />
+          <div className="pools-canvas" ref={wrapRef} data-testid="pools" onMouseMove={onHover} onMouseLeave={() => tipRef.current && (tipRef.current.hidden = true)}>
+            <canvas ref={canvasRef} aria-label="GPU pool and host pool, one cell per block, coloured by user; hover a cell for its user, round and last move" />
+            <div className="tooltip" ref={tipRef} hidden role="status" data-testid="pools-tip" />
           </div>
         </div>
         <aside className="live-stats">
@@ -287,9 +374,11 @@ function LivePools({ data }: { data: RunData; version: number }) {
             <dd ref={(el) => void (statsRef.current.round = el)} />
             <dt>Requests running</dt>
             <dd ref={(el) => void (statsRef.current.requests = el)} />
-            <dt>H2D (onboard) moved · now</dt>
+            <dt>
+              H2D (onboard) moved · rate over the last <span ref={(el) => void (statsRef.current['bw-window'] = el)} data-stat="bw-window" />
+            </dt>
             <dd ref={(el) => void (statsRef.current.h2d = el)} data-stat="h2d" />
-            <dt>D2H (offload) moved · now</dt>
+            <dt>D2H (offload) moved · rate over the same span</dt>
             <dd ref={(el) => void (statsRef.current.d2h = el)} data-stat="d2h" />
             {/* Not KV traffic, so not in the two figures above: named apart. */}
             {r.startupCopies.h2d.count + r.startupCopies.d2h.count > 0 && (
@@ -300,8 +389,8 @@ function LivePools({ data }: { data: RunData; version: number }) {
                 </dd>
               </>
             )}
-            <dt>Blocks in flight</dt>
-            <dd ref={(el) => void (statsRef.current.inflight = el)} />
+            <dt title="Offloads and onboards drawn in the air over that span (none while paused: the pools are drawn as they stand)">Blocks in flight</dt>
+            <dd ref={(el) => void (statsRef.current.inflight = el)} data-stat="inflight" />
             {bb ? (
               <>
                 <dt>Block</dt>
@@ -311,7 +400,8 @@ function LivePools({ data }: { data: RunData; version: number }) {
               </>
             ) : null}
           </dl>
-          <div className="legend">
+          {/* A key for every mark the grids draw: users' colours, free slots, and how each move looks. */}
+          <div className="legend" data-testid="pools-legend">
             {data.loaded.analysis.users.map((u) => (
               <span key={u} className="legend-item">
                 <i style={{ background: theme.users[u % theme.users.length] }} /> user {u}
@@ -321,6 +411,21 @@ function LivePools({ data }: { data: RunData; version: number }) {
                 grey read as unexplained). */}
             <span className="legend-item" data-legend="free">
               <i style={{ background: theme.grid, outline: `1px solid ${theme.muted}` }} /> free slot
+            </span>
+            <span className="legend-item" data-legend="moving" title="An offload (GPU → host) or onboard (host → GPU) in the air, while playing">
+              <i style={{ background: theme.users[0], transform: 'scale(0.6) translateY(-4px)' }} /> block moving between the pools
+            </span>
+            <span className="legend-item" data-legend="landing" title="The cell a moving block lands in, dim until it arrives">
+              <i style={{ background: `color-mix(in srgb, ${theme.users[0]} ${Math.round(LANDING_TINT * 100)}%, ${theme.grid})` }} /> its cell, dim until it lands
+            </span>
+            <span className="legend-item" data-legend="stored" title="A block computed and stored in the GPU pool">
+              <i style={{ background: `linear-gradient(90deg, ${theme.grid}, ${theme.users[0]})` }} /> stored (fades in)
+            </span>
+            <span className="legend-item" data-legend="evicted" title="A block dropped from a pool (recomputed if needed again)">
+              <i style={{ background: `linear-gradient(90deg, ${theme.users[0]}, ${theme.grid})` }} /> evicted (fades out)
+            </span>
+            <span className="legend-item" data-legend="hit" title="A block reused where it is (a prefix hit)">
+              <i style={{ background: '#ffffff', outline: `2px solid ${theme.users[0]}` }} /> reused (flashes)
             </span>
           </div>
           {counters.length === 0 ? (
