@@ -254,6 +254,24 @@ describe.skipIf(skip !== null)(`the window as a user sees it, in real Chromium${
     await page.close();
     expect(errors).toEqual([]);
   });
+  it('Compare: queued and service TTFT charted and tabled, as the runs list them', async () => {
+    const ids = ['users2-host55e9', 'users4-host55e9', 'users4-recompute'].map((x) => `sample:h100-llama-3.1-8b-${x}`);
+    const page = await open(`#/compare?runs=${ids.map(encodeURIComponent).join(',')}`, { width: 1440, height: 900 });
+    await page.waitForSelector('[data-testid=chart-service-ttft] g.series.measured circle');
+    expect(await page.locator('.compare-table th').allTextContents()).toEqual(['Series', 'Users', 'Queued TTFT', 'Service TTFT', 'E2E']);
+    const listed = await core.handlers.listRuns();
+    const byUsers = new Map((listed.ok ? listed.value : []).filter((r) => ids.includes(r.id) && r.host_kv_bytes !== 0).map((r) => [r.users, r]));
+    const rows = await page.locator('.compare-table tbody tr').evaluateAll((trs) => trs.map((tr) => Array.from(tr.querySelectorAll('td')).map((td) => td.textContent)));
+    // The host-pool series' rows: each TTFT as the run's listing has it.
+    for (const [users, r] of byUsers) {
+      const row = rows.find((x) => x[1] === String(users) && !/recompute/.test(x[0]!))!;
+      expect(row.slice(2)).toEqual([formatNs(r.ttft_ns_mean), formatNs(r.service_ttft_ns_mean), formatNs(r.e2e_ns)]);
+    }
+    expect(await page.locator('[data-testid=chart-service-ttft] figcaption').textContent()).toMatch(/^Service TTFT \(mean over the timed rounds\) vs users · llama-3\.1-8b$/);
+    await page.screenshot({ path: join(ARTIFACTS, 'review-compare-8b.png'), fullPage: true });
+    await page.close();
+    expect(errors).toEqual([]);
+  });
   it('Settings: a theme previewed but not saved is dropped on leaving Settings, so the window and the form agree', async () => {
     const page = await open('#/settings');
     await page.waitForSelector('input[name="theme"]:checked');

@@ -47,6 +47,12 @@ describe('compare series', () => {
     expect(h100.points[1]!.runId).toBeNull(); // two runs at 4 users: no single run to link
   });
 
+  it('carries both TTFTs: queued and service means, averaged over repeats', () => {
+    const s = compareSeries([run({ users: 4, ttft_ns_mean: 1.087e9, service_ttft_ns_mean: 118.6e6 }), run({ users: 4, ttft_ns_mean: 1.2e9, service_ttft_ns_mean: 121.4e6 })]);
+    expect(s[0]!.points).toEqual([{ users: 4, ttft_ns: (1.087e9 + 1.2e9) / 2, service_ttft_ns: 120e6, e2e_ns: 1e9, runId: null }]);
+    expect(chartDomains(s, 'service_ttft_ns').value).toEqual([0, 120e6 * 1.08]);
+  });
+
   it('keeps simulated runs in their own series, after the measured ones, labelled with both cards', () => {
     const s = compareSeries([run({ users: 4, host: 'simulated', gpu: 'NVIDIA GH200 (simulated)', simulated: sim }), run({ users: 4 })]);
     expect(s.map((x) => x.kind)).toEqual(['measured', 'simulated']);

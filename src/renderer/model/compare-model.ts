@@ -8,10 +8,16 @@ import { formatCount } from '../../shared/format';
 
 export interface SeriesPoint {
   users: number;
+  /** Queued TTFT (queued → first token), mean over the timed rounds. */
   ttft_ns: number | null;
+  /** Service TTFT (admitted → first token), mean over the timed rounds. */
+  service_ttft_ns: number | null;
   e2e_ns: number | null;
   runId: string | null;
 }
+
+/** What a Compare chart plots against users. */
+export type SeriesMetric = 'ttft_ns' | 'service_ttft_ns' | 'e2e_ns';
 
 export interface Series {
   key: string;
@@ -70,7 +76,13 @@ export function compareSeries(runs: readonly RunListing[]): Series[] {
       model,
       points: [...m.entries()]
         .sort((a, b) => a[0] - b[0])
-        .map(([users, rs]) => ({ users, ttft_ns: mean(rs.map((r) => r.ttft_ns_mean)), e2e_ns: mean(rs.map((r) => r.e2e_ns)), runId: rs.length === 1 ? rs[0]!.id : null })),
+        .map(([users, rs]) => ({
+          users,
+          ttft_ns: mean(rs.map((r) => r.ttft_ns_mean)),
+          service_ttft_ns: mean(rs.map((r) => r.service_ttft_ns_mean ?? null)),
+          e2e_ns: mean(rs.map((r) => r.e2e_ns)),
+          runId: rs.length === 1 ? rs[0]!.id : null,
+        })),
     }));
 }
 
@@ -85,7 +97,7 @@ export function groupByModel(series: readonly Series[]): ModelGroup[] {
  * The axes' domains for one group's chart of `metric`: users from the fewest to the most the
  * series have (a single count gets ±1), values from 0 to the largest with 8% headroom.
  */
-export function chartDomains(series: readonly Series[], metric: 'ttft_ns' | 'e2e_ns'): { users: [number, number]; value: [number, number] } {
+export function chartDomains(series: readonly Series[], metric: SeriesMetric): { users: [number, number]; value: [number, number] } {
   const pts = series.flatMap((s) => s.points.filter((p) => p[metric] !== null));
   if (pts.length === 0) return { users: [0, 1], value: [0, 1] };
   const lo = Math.min(...pts.map((p) => p.users));

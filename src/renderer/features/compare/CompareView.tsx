@@ -1,5 +1,5 @@
 /**
- * Compare: TTFT and E2E against the number of users, one line per host and configuration, with the
+ * Compare: queued TTFT, service TTFT and E2E against the number of users, one line per host and configuration, with the
  * table beside it (the seed's comparison chart). One pair of charts per model: series of different
  * models never share axes, and each chart's axes span its own data. Simulated (what-if) series are
  * dashed and labelled "simulated"; the What-if action replays the chosen measured runs on another
@@ -13,13 +13,14 @@ import { axisNsFormat, formatNs } from '../../../shared/format';
 import { useApi } from '../../bridge/api-context';
 import { useVizTheme } from '../../hooks';
 import { routeHref } from '../../router';
-import { chartDomains, compareSeries, groupByModel, whatIfSources, type Series } from '../../model/compare-model';
+import { chartDomains, compareSeries, groupByModel, whatIfSources, type Series, type SeriesMetric } from '../../model/compare-model';
+import { TTFT_QUEUED_TITLE, TTFT_SERVICE_TITLE } from '../../model/ttft-names';
 
 const W = 460;
 const H = 280;
 const M = { l: 64, r: 16, t: 16, b: 36 };
 
-function Chart({ title, series, metric, colors, testid, model }: { title: string; series: Series[]; metric: 'ttft_ns' | 'e2e_ns'; colors: Map<string, string>; testid: string; model: string }) {
+function Chart({ title, series, metric, colors, testid, model, tip }: { title: string; series: Series[]; metric: SeriesMetric; colors: Map<string, string>; testid: string; model: string; tip?: string }) {
   const dom = chartDomains(series, metric);
   const x = scaleLinear().domain(dom.users).nice().range([M.l, W - M.r]);
   const y = scaleLinear().domain(dom.value).nice().range([H - M.b, M.t]);
@@ -31,7 +32,7 @@ function Chart({ title, series, metric, colors, testid, model }: { title: string
     .y((p) => y(p.v));
   return (
     <figure className="chart" data-testid={testid} data-model={model}>
-      <figcaption>{title}</figcaption>
+      <figcaption title={tip}>{title}</figcaption>
       <svg width={W} height={H} role="img" aria-label={`${title}, ${model}`}>
         {yTicks.map((t) => (
           <g key={t}>
@@ -210,7 +211,8 @@ export function CompareView({ runIds }: { runIds: string[] }) {
                 <div className="model-group" key={model} data-model={model}>
                   <h2>{model}</h2>
                   <div className="charts">
-                    <Chart title={`TTFT (mean over the timed rounds) vs users · ${model}`} series={g.series} metric="ttft_ns" colors={colors} testid="chart-ttft" model={model} />
+                    <Chart title={`Queued TTFT (mean over the timed rounds) vs users · ${model}`} tip={TTFT_QUEUED_TITLE} series={g.series} metric="ttft_ns" colors={colors} testid="chart-ttft" model={model} />
+                    <Chart title={`Service TTFT (mean over the timed rounds) vs users · ${model}`} tip={TTFT_SERVICE_TITLE} series={g.series} metric="service_ttft_ns" colors={colors} testid="chart-service-ttft" model={model} />
                     <Chart title={`E2E (rounds 1..R) vs users · ${model}`} series={g.series} metric="e2e_ns" colors={colors} testid="chart-e2e" model={model} />
                   </div>
                   <ul className="legend">
@@ -229,7 +231,8 @@ export function CompareView({ runIds }: { runIds: string[] }) {
               <tr>
                 <th>Series</th>
                 <th className="num">Users</th>
-                <th className="num">TTFT mean</th>
+                <th className="num" title={TTFT_QUEUED_TITLE}>Queued TTFT</th>
+                <th className="num" title={TTFT_SERVICE_TITLE}>Service TTFT</th>
                 <th className="num">E2E</th>
               </tr>
             </thead>
@@ -243,6 +246,7 @@ export function CompareView({ runIds }: { runIds: string[] }) {
                     </td>
                     <td className="num">{p.users}</td>
                     <td className="num">{formatNs(p.ttft_ns)}</td>
+                    <td className="num">{formatNs(p.service_ttft_ns)}</td>
                     <td className="num">{formatNs(p.e2e_ns)}</td>
                   </tr>
                 )),
