@@ -637,6 +637,9 @@ describe.skipIf(skip !== null)(`the window as a user sees it, in real Chromium${
       }
       expect(await page.locator('[data-testid=rounds-table] tfoot th').nth(8).textContent()).toBe(formatNs(a.e2e_ns));
       await page.screenshot({ path: join(ARTIFACTS, 'review-live-run-summary.png'), fullPage: true });
+      await page.click('.run-tabs a:has-text("Timeline")');
+      await page.waitForSelector('[data-testid=timeline][data-t0]');
+      await page.screenshot({ path: join(ARTIFACTS, 'review-live-run-timeline.png') });
       await page.close();
       expect(errors).toEqual([]);
     } finally {

@@ -8,7 +8,7 @@
  */
 import { useEffect, useMemo, useRef, useState } from 'react';
 import { scaleLinear, select, zoom as d3zoom, zoomIdentity, type ZoomBehavior, type ZoomTransform } from 'd3';
-import { formatBandwidth, formatBytes, formatCount, formatNs } from '../../../shared/format';
+import { formatBandwidth, formatBytes, formatCount, formatNs, plural } from '../../../shared/format';
 import { linkRequest, type RequestLinks, type TimelineModel } from '../../../shared/timeline-model';
 import { registerDraw } from '../../frame-scheduler';
 import { fitCanvas, useRunData, useVizTheme } from '../../hooks';
@@ -286,7 +286,7 @@ function Timeline({ data }: { data: RunData }) {
           </p>
           <p>
             {/* The block total first: after the list, "onboard 1 line (1022 blocks)" read as the onboard count. */}
-            Block moves: {formatCount(selected.moves.length)} blocks in {Object.entries(selected.moveTimes).filter(([, v]) => v.length).map(([k, v]) => `${k} ${v.length} line${v.length === 1 ? '' : 's'}`).join(', ') || 'no lines'} · copies carrying them ({selected.source === 'cupti' ? 'traced by CUPTI' : "the engine's records"}): H2D {selected.xfers.h2d?.length ?? 0} ({formatBytes(bytesOf('h2d'))}), D2H {selected.xfers.d2h?.length ?? 0} ({formatBytes(bytesOf('d2h'))})
+            Block moves: {plural(selected.moves.length, 'block')} in {Object.entries(selected.moveTimes).filter(([, v]) => v.length).map(([k, v]) => `${k} ${v.length} line${v.length === 1 ? '' : 's'}`).join(', ') || 'no lines'} · copies carrying them ({selected.source === 'cupti' ? 'traced by CUPTI' : "the engine's records"}): H2D {selected.xfers.h2d?.length ?? 0} ({formatBytes(bytesOf('h2d'))}), D2H {selected.xfers.d2h?.length ?? 0} ({formatBytes(bytesOf('d2h'))})
           </p>
         </aside>
       )}
