@@ -38,6 +38,8 @@ describe('New run pre-flight', () => {
     expect(hostCompute(cpuProbe, debianTorch)).toEqual({ device: 'cpu', gpuFreeBytes: null });
     expect(hostCompute(h100, '')).toEqual({ device: 'cuda', gpuFreeBytes: h100.gpus[0]!.memory_free_bytes });
     expect(hostCompute(undefined, '')).toEqual({ device: null, gpuFreeBytes: null });
+    // A Slurm login node's probe (no GPU there) says nothing of the compute nodes: no CPU starting form.
+    expect(hostCompute({ ...cpuProbe, slurm: { version: 'slurm 22.05.8', partitions: [], defaultAccount: null, sharedDir: { path: '~/.cache/kvscope', writable: true, error: null }, notes: [] } }, '')).toEqual({ device: null, gpuFreeBytes: null });
   });
 
   it('a CPU host starts from the tiny model with a GPU pool for 2 of its 4 users and a host pool for all', () => {

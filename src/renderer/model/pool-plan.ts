@@ -33,7 +33,8 @@ export interface HostCompute {
  * interpreter's torch has it, else the CPU (the agent's default device).
  */
 export function hostCompute(probe: HostProbe | undefined, python: string): HostCompute {
-  if (!probe) return { device: null, gpuFreeBytes: null };
+  // A Slurm login node's probe says nothing of the compute nodes the job will run on.
+  if (!probe || probe.slurm) return { device: null, gpuFreeBytes: null };
   const py = python.trim();
   let cuda: boolean;
   if (!py || py === probe.python?.executable) cuda = probe.torch?.cuda_available ?? false;

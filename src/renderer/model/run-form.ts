@@ -115,7 +115,8 @@ export function engineMissing(form: Pick<RunForm, 'engine' | 'python'>, host: st
   const e = probe.engines.find((x) => x.name === form.engine);
   if (e?.available) return null;
   const python = probe.python?.executable ?? (py || 'python3');
-  if (form.engine === 'torch') {
+  // A Slurm login node's interpreters are not the compute nodes': no interpreter to suggest there.
+  if (form.engine === 'torch' && !probe.slurm) {
     const others = probe.torch_pythons ?? [];
     return `engine: ${python} on ${host} does not import torch${others.length ? ` — use ${others.map((t) => t.executable).join(' or ')} (Python field)` : ': install PyTorch there (Debian: apt-get install python3-torch) or give a Python that has it'}`;
   }

@@ -95,7 +95,7 @@ export function NewRunView({ host }: { host?: string }) {
   const errors = result.ok ? [] : result.errors;
   const plans = useMemo(() => formPlans(form, probes), [form, probes]);
   // Chosen hosts whose probed Python lacks torch, with the interpreters there that have it.
-  const torchless = form.engine === 'torch' ? form.hosts.map((h) => ({ host: h, probe: probes[h] })).filter((x) => x.probe && engineMissing(form, x.host, x.probe)) : [];
+  const torchless = form.engine === 'torch' ? form.hosts.map((h) => ({ host: h, probe: probes[h] })).filter((x) => x.probe && !x.probe.slurm && engineMissing(form, x.host, x.probe)) : [];
   // Engines: only those every probed chosen host has; all while none is probed.
   const engines = ENGINES.filter((e) => form.hosts.every((h) => !probes[h] || probes[h]!.engines.some((x) => x.name === e && x.available)));
 
