@@ -73,6 +73,8 @@ export class RunDataCache {
             d.loaded.eventCount = 0;
             this.pending.delete(m.runId);
             timelines.delete(d);
+            // Its analysis too: the next batch seeds it from the new attempt's log.
+            this.growing.delete(m.runId);
           }
           d.version++;
           this.notify(d);
@@ -144,6 +146,8 @@ export class RunDataCache {
 
   private async seedGrowth(d: RunData, g: GrowingRun): Promise<void> {
     const r = await this.api.loadRun(d.id);
+    // Forgotten, or a requeued job started over while this loaded: a later batch seeds anew.
+    if (this.growing.get(d.id) !== g) return;
     if (!r.ok || this.ready.get(d.id) !== d) {
       // Could not read it again: the next batch tries anew.
       if (this.growing.get(d.id) === g) this.growing.delete(d.id);

@@ -26,6 +26,8 @@ describe('the window\'s run cache across a requeued job', () => {
         return () => undefined;
       },
       loadRun: async () => ({ ok: true, value: { listing: { id: 'r', status: 'running' }, events: half, badLines: [], badLineTotal: 0, analysis: {} } as unknown as LoadedRun }),
+      // The cache asks for the listing again when run.start or run.end arrives.
+      listRuns: async () => ({ ok: true, value: [] }),
     } as unknown as KvScopeApi;
     const cache = new RunDataCache(api);
     const d = await cache.open('r');
@@ -35,11 +37,15 @@ describe('the window\'s run cache across a requeued job', () => {
     expect(d.replay.lastSeqSeen).toBe(-1);
     expect(d.loaded.eventCount).toBe(0);
     // The new attempt's log, from seq 0, in two batches.
+    // The analysis follows the new attempt too (seeded from its log, here the stand-in's first half).
+    const analysed = new Promise<void>((resolve) => cache.listen('r', (x) => x.loaded.analysis.events === events.length && resolve()));
     push({ kind: 'run-events', runId: 'r', events: events.slice(0, 10) });
     flush();
     push({ kind: 'run-events', runId: 'r', events: events.slice(10) });
     flush();
     expect(d.replay.lastSeqSeen).toBe(events.at(-1)!.seq);
     expect(d.loaded.eventCount).toBe(events.length);
+    await analysed;
+    expect(d.loaded.analysis.status).toBe('ok');
   });
 });
