@@ -9,9 +9,10 @@
  */
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { HostProbe, ProbeEngine, ProbeGpu } from '../../shared/api';
+import type { HostProbe, ProbeEngine, ProbeGpu, TorchPython } from '../../shared/api';
 import { jsonDeeperThan } from '../../shared/protocol';
 import { CodedError } from '../../shared/result';
+import { PYTHON_PATH_RE } from './python-path';
 import { shellCommand } from './shell-quote';
 import type { HostExec } from './ssh/host-exec';
 
@@ -58,12 +59,21 @@ export function probeFromAnswer(line: string, alias: string, elapsedMs: number):
     if (!o || !name) return [];
     return [{ name, available: o.available === true, version: str(o.version, 100), reason: str(o.reason) }];
   });
+  // Interpreters that import torch (docs/protocol.md "The host probe's answer"): the window offers
+  // them as a run's Python, so only paths that name a Python (python-path.ts) are kept.
+  const torchPythons: TorchPython[] = list(raw.torch_pythons, 24).flatMap((t) => {
+    const o = obj(t);
+    const exe = typeof o?.executable === 'string' && o.executable.length <= 4096 && PYTHON_PATH_RE.test(o.executable) ? o.executable : null;
+    if (!o || !exe) return [];
+    return [{ executable: exe, version: str(o.version, 50) ?? '?', torch: str(o.torch, 100) ?? '?', cuda_available: o.cuda_available === true }];
+  });
   return {
     alias,
     hostname: str(raw.hostname, 253),
     os: str(raw.os, 200),
     python: py && typeof py.executable === 'string' && typeof py.version === 'string' ? { executable: py.executable.slice(0, 4096), version: py.version.slice(0, 50) } : null,
     torch: torch && typeof torch.version === 'string' ? { version: torch.version.slice(0, 100), cuda: str(torch.cuda, 50), cuda_available: torch.cuda_available === true } : null,
+    ...(Array.isArray(raw.torch_pythons) ? { torch_pythons: torchPythons } : {}),
     engines,
     gpus,
     driver_version: str(raw.driver_version, 100),
