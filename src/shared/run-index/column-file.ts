@@ -1,0 +1,239 @@
+/**
+ * The container of a run index (docs/run-index.md): a JSON header and named typed columns in one
+ * byte array. Pure (no Node, no DOM), so the core writes it and the window reads it with the same
+ * code.
+ *
+ *   "KVSINDEX" · u32 format · u32 header bytes · header JSON (UTF-8) · zero padding to 8 ·
+ *   column bodies, each starting on a multiple of 8
+ *
+ * A column is stored `raw` (its typed array's little-endian bytes, so a reader can view it in place
+ * without a copy) or `delta-varint` (the differences of successive values, zigzag LEB128: times and
+ * ids that rise in small steps shrink to a byte or two), and either may be deflated. The compact
+ * form (varint + deflate) is what goes to disk; the raw form is what crosses the bridge, where
+ * the window maps each column straight onto the received buffer.
+ */
+
+export const MAGIC = 'KVSINDEX';
+
+export type ColumnType = 'f64' | 'i32' | 'i16' | 'i8' | 'u8';
+export type TypedColumn = Float64Array | Int32Array | Int16Array | Int8Array | Uint8Array;
+
+export interface ColumnEntry {
+  name: string;
+  type: ColumnType;
+  /** Values in the column. */
+  length: number;
+  encoding: 'raw' | 'delta-varint';
+  deflated: boolean;
+  /** Where the body starts, from the start of the file, and its stored size. */
+  offset: number;
+  bytes: number;
+}
+
+export interface ColumnFileHeader<M> {
+  columns: ColumnEntry[];
+  meta: M;
+}
+
+const CTOR = { f64: Float64Array, i32: Int32Array, i16: Int16Array, i8: Int8Array, u8: Uint8Array } as const;
+
+export function columnType(a: TypedColumn): ColumnType {
+  if (a instanceof Float64Array) return 'f64';
+  if (a instanceof Int32Array) return 'i32';
+  if (a instanceof Int16Array) return 'i16';
+  if (a instanceof Int8Array) return 'i8';
+  return 'u8';
+}
+
+/** Thrown for bytes that are not a whole, readable column file of the expected format. */
+export class ColumnFileError extends Error {}
+
+/** Deltas beyond this (2^52) could lose a bit in zigzag form; such columns stay raw. */
+const MAX_DELTA = 4503599627370496;
+
+/**
+ * Zigzag LEB128 of the successive differences, or null when a value is not an integer or a
+ * difference is too large to encode exactly (the column is then stored raw).
+ */
+export function encodeDeltaVarint(values: ArrayLike<number>, n: number): Uint8Array | null {
+  // At most 8 bytes a value (zigzag ≤ 2^53 needs 54 bits = 8 groups of 7).
+  let out = new Uint8Array(Math.max(16, n * 2));
+  let at = 0;
+  let prev = 0;
+  for (let i = 0; i < n; i++) {
+    const x = values[i]!;
+    const d = x - prev;
+    if (!Number.isInteger(x) || !(d <= MAX_DELTA && d >= -MAX_DELTA) || prev + d !== x) return null;
+    prev = x;
+    let z = d >= 0 ? d * 2 : -d * 2 - 1;
+    if (at + 8 > out.length) {
+      const next = new Uint8Array(out.length * 2);
+      next.set(out);
+      out = next;
+    }
+    if (z < 0x80000000) {
+      while (z >= 0x80) {
+        out[at++] = (z & 0x7f) | 0x80;
+        z >>>= 7;
+      }
+      out[at++] = z;
+    } else {
+      while (z >= 0x80) {
+        out[at++] = (z % 128) | 0x80;
+        z = Math.floor(z / 128);
+      }
+      out[at++] = z;
+    }
+  }
+  return out.subarray(0, at);
+}
+
+/** Inverse of encodeDeltaVarint into a fresh column of `type`. */
+export function decodeDeltaVarint(bytes: Uint8Array, n: number, type: ColumnType): TypedColumn {
+  const out = new CTOR[type](n);
+  let at = 0;
+  let prev = 0;
+  for (let i = 0; i < n; i++) {
+    let z = 0;
+    let scale = 1;
+    let b: number;
+    do {
+      if (at >= bytes.length) throw new ColumnFileError('a varint column ends early');
+      b = bytes[at++]!;
+      z += (b & 0x7f) * scale;
+      scale *= 128;
+    } while (b & 0x80);
+    const d = z % 2 === 0 ? z / 2 : -(z + 1) / 2;
+    prev += d;
+    out[i] = prev;
+  }
+  if (at !== bytes.length) throw new ColumnFileError('a varint column has bytes left over');
+  return out;
+}
+
+export interface EncodeOptions {
+  /** Store integer columns as delta varints where that is smaller. */
+  varint: boolean;
+  /** Deflates a body (raw deflate); absent: nothing is deflated. Kept only where it saves bytes. */
+  deflate?: (bytes: Uint8Array) => Uint8Array;
+}
+
+const align8 = (n: number) => (n + 7) & ~7;
+
+function bytesOf(a: TypedColumn): Uint8Array {
+  return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+}
+
+/** Writes header meta and columns (each in [0, length) of its array) into one file. */
+export function encodeColumnFile<M>(format: number, meta: M, columns: Array<[string, TypedColumn]>, options: EncodeOptions): Uint8Array {
+  const bodies: Uint8Array[] = [];
+  const entries: ColumnEntry[] = [];
+  for (const [name, values] of columns) {
+    const type = columnType(values);
+    let body = bytesOf(values);
+    let encoding: ColumnEntry['encoding'] = 'raw';
+    if (options.varint && values.length > 0) {
+      const v = encodeDeltaVarint(values, values.length);
+      if (v && v.length < body.length) {
+        body = v;
+        encoding = 'delta-varint';
+      }
+    }
+    let deflated = false;
+    if (options.deflate && body.length > 64) {
+      const z = options.deflate(body);
+      if (z.length < body.length * 0.9) {
+        body = z;
+        deflated = true;
+      }
+    }
+    bodies.push(body);
+    entries.push({ name, type, length: values.length, encoding, deflated, offset: 0, bytes: body.length });
+  }
+  // Offsets depend on the header's length, which depends on the offsets' digits: settle it.
+  const enc = new TextEncoder();
+  let headerBytes = enc.encode(JSON.stringify({ columns: entries, meta }));
+  for (let pass = 0; pass < 4; pass++) {
+    let at = align8(16 + headerBytes.length);
+    for (let i = 0; i < entries.length; i++) {
+      entries[i]!.offset = at;
+      at = align8(at + bodies[i]!.length);
+    }
+    const next = enc.encode(JSON.stringify({ columns: entries, meta }));
+    if (next.length === headerBytes.length) {
+      headerBytes = next;
+      break;
+    }
+    headerBytes = next;
+  }
+  const last = entries.length ? entries[entries.length - 1]! : null;
+  const total = last ? align8(last.offset + last.bytes) : align8(16 + headerBytes.length);
+  const out = new Uint8Array(total);
+  for (let i = 0; i < 8; i++) out[i] = MAGIC.charCodeAt(i);
+  const view = new DataView(out.buffer);
+  view.setUint32(8, format, true);
+  view.setUint32(12, headerBytes.length, true);
+  out.set(headerBytes, 16);
+  if (last && entries[0]!.offset < 16 + headerBytes.length) throw new Error('column file: header layout did not settle');
+  for (let i = 0; i < entries.length; i++) out.set(bodies[i]!, entries[i]!.offset);
+  return out;
+}
+
+/** The format number of a column file, or null when the bytes do not start like one. */
+export function columnFileFormat(bytes: Uint8Array): number | null {
+  if (bytes.length < 16) return null;
+  for (let i = 0; i < 8; i++) if (bytes[i] !== MAGIC.charCodeAt(i)) return null;
+  return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(8, true);
+}
+
+/** Reads only the header (cheap: no column is touched). */
+export function readColumnFileHeader<M>(bytes: Uint8Array, format: number): ColumnFileHeader<M> {
+  const got = columnFileFormat(bytes);
+  if (got === null) throw new ColumnFileError('not a run index (no KVSINDEX magic)');
+  if (got !== format) throw new ColumnFileError(`run index format ${got}, this version reads ${format}`);
+  const len = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(12, true);
+  if (16 + len > bytes.length) throw new ColumnFileError('run index header is cut off');
+  let header: ColumnFileHeader<M>;
+  try {
+    header = JSON.parse(new TextDecoder().decode(bytes.subarray(16, 16 + len))) as ColumnFileHeader<M>;
+  } catch (e) {
+    throw new ColumnFileError(`run index header is not JSON (${(e as Error).message})`);
+  }
+  if (!header || !Array.isArray(header.columns)) throw new ColumnFileError('run index header has no column list');
+  return header;
+}
+
+/**
+ * Reads every column. Raw, undeflated columns that sit on an aligned offset are views of `bytes`
+ * (no copy); the rest are decoded into fresh arrays. `inflate` is needed only for deflated columns.
+ */
+export function decodeColumnFile<M>(bytes: Uint8Array, format: number, inflate?: (bytes: Uint8Array) => Uint8Array): { meta: M; columns: Map<string, TypedColumn> } {
+  const header = readColumnFileHeader<M>(bytes, format);
+  const columns = new Map<string, TypedColumn>();
+  for (const c of header.columns) {
+    const Ctor = CTOR[c.type];
+    if (!Ctor || !Number.isInteger(c.length) || c.length < 0 || c.offset + c.bytes > bytes.length || c.offset < 16) {
+      throw new ColumnFileError(`run index column ${c.name} lies outside the file`);
+    }
+    let body = bytes.subarray(c.offset, c.offset + c.bytes);
+    if (c.deflated) {
+      if (!inflate) throw new ColumnFileError(`run index column ${c.name} is deflated and no inflater was given`);
+      try {
+        body = inflate(body);
+      } catch (e) {
+        throw new ColumnFileError(`run index column ${c.name} does not inflate (${(e as Error).message})`);
+      }
+    }
+    let values: TypedColumn;
+    if (c.encoding === 'delta-varint') values = decodeDeltaVarint(body, c.length, c.type);
+    else {
+      if (body.length !== c.length * Ctor.BYTES_PER_ELEMENT) throw new ColumnFileError(`run index column ${c.name} has ${body.length} bytes for ${c.length} values`);
+      values =
+        (body.byteOffset % Ctor.BYTES_PER_ELEMENT === 0)
+          ? new Ctor(body.buffer as ArrayBuffer, body.byteOffset, c.length)
+          : new Ctor(body.slice().buffer, 0, c.length);
+    }
+    columns.set(c.name, values);
+  }
+  return { meta: header.meta, columns };
+}
