@@ -11,6 +11,7 @@ import type { KvEvent } from '../../shared/protocol';
 import { CodedError } from '../../shared/result';
 import { RunAnalyzer, type RunAnalysis } from '../../shared/run-analysis';
 import { readEventFile } from './event-files';
+import { INDEX_FILE, RunIndexStore, windowIndex, type IndexProgress, type IndexTarget } from './run-index-store';
 
 /** meta.json of a run folder. Unknown keys are kept when rewritten. */
 export interface RunMeta {
@@ -54,6 +55,8 @@ export class RunStore {
    * whatever it says (an `error` meta over a log without run.end included).
    */
   private readonly cache = new Map<string, { mtimeMs: number; size: number; facts: LogFacts }>();
+  /** Each run's index (docs/run-index.md): lists and opens read it instead of the log. */
+  readonly index = new RunIndexStore();
 
   constructor(
     readonly runsDir: string,
@@ -78,6 +81,14 @@ export class RunStore {
       return join(this.samplesDir, `${name}.jsonl.gz`);
     }
     return join(this.runDir(id), 'events.jsonl');
+  }
+
+  /** Where a run's log and index are; a run another process still follows is indexed in memory only. */
+  async indexTarget(id: string, meta?: RunMeta): Promise<IndexTarget> {
+    const log = await this.logPath(id);
+    if (id.startsWith(SAMPLE_PREFIX)) return { log, index: join(this.runsDir, '.index', `${id.slice(SAMPLE_PREFIX.length)}.kvindex`), persist: true };
+    const m = meta ?? (await this.readMeta(id));
+    return { log, index: join(this.runDir(id), INDEX_FILE), persist: m.status !== 'running' };
   }
 
   async readMeta(id: string): Promise<RunMeta> {
@@ -147,18 +158,29 @@ export class RunStore {
     }
     const hit = this.cache.get(id);
     if (hit && hit.mtimeMs === s.mtimeMs && hit.size === s.size) return baseListing(id, meta, bundled, hit.facts);
-    const analyzer = new RunAnalyzer();
-    await readEventFile(file, { onEvent: (e) => analyzer.push(e) });
-    analyzer.finish();
-    const facts = factsOf(analyzer.result());
+    const facts = factsOf(await this.index.analysis(await this.indexTarget(id, meta)));
     this.cache.set(id, { mtimeMs: s.mtimeMs, size: s.size, facts });
     return baseListing(id, meta, bundled, facts);
   }
 
+  private async metaOf(id: string): Promise<RunMeta> {
+    return id.startsWith(SAMPLE_PREFIX) ? { id, name: id.slice(SAMPLE_PREFIX.length), host: 'sample', status: 'ok', createdAt: '' } : this.readMeta(id);
+  }
+
+  /**
+   * The run as the window opens it: its index (built first when missing or stale, `onProgress`
+   * hearing how far through the log) in the plain form, with its listing.
+   */
+  async loadIndex(id: string, onProgress?: IndexProgress): Promise<Uint8Array> {
+    const meta = await this.metaOf(id);
+    const target = await this.indexTarget(id, meta);
+    const content = await this.index.content(target, onProgress);
+    return windowIndex(content, baseListing(id, meta, id.startsWith(SAMPLE_PREFIX), content.analysis));
+  }
+
+  /** The run from its log: every event (the export, `loadRun`, and the index's own tests read this). */
   async load(id: string): Promise<LoadedRun> {
-    const meta: RunMeta = id.startsWith(SAMPLE_PREFIX)
-      ? { id, name: id.slice(SAMPLE_PREFIX.length), host: 'sample', status: 'ok', createdAt: '' }
-      : await this.readMeta(id);
+    const meta = await this.metaOf(id);
     const file = await this.logPath(id);
     const events: KvEvent[] = [];
     const badLines: BadLine[] = [];

@@ -1,0 +1,221 @@
+/**
+ * Run indexes on disk (docs/run-index.md): one file per run, built once from the run's log and
+ * read instead of it afterwards. A run folder keeps its index beside its log
+ * (`<run>/events.kvindex`); a bundled sample, whose folder may be read-only, keeps it in the runs
+ * folder (`<runs>/.index/<sample>.kvindex`).
+ *
+ * An index is trusted only while it was built from the log as it is now (same size, modification
+ * time and last bytes) and is of this app's format; otherwise it is rebuilt from the log. An index
+ * that cannot be written (a read-only folder, a full disk) is still built and used, in memory.
+ * While a run is followed by this process, its index lives in memory and grows with every event
+ * (`startLive`), so a running run opens from it as fast as a finished one.
+ */
+import { createHash } from 'node:crypto';
+import { mkdir, open, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { deflateRawSync, inflateRawSync } from 'node:zlib';
+import type { RunListing } from '../../shared/api';
+import type { BadLine } from '../../shared/events-reader';
+import type { KvEvent } from '../../shared/protocol';
+import type { RunAnalysis } from '../../shared/run-analysis';
+import { decodeRunIndex, encodeRunIndex, runIndexAnalysis, RunIndexBuilder, type RunIndexContent, type RunIndexSource } from '../../shared/run-index/run-index';
+import { readEventFile } from './event-files';
+
+/** The index file beside a run folder's events.jsonl. */
+export const INDEX_FILE = 'events.kvindex';
+/** Bytes at the end of a log that its fingerprint covers (a .gz ends with its CRC and length). */
+const TAIL_BYTES = 16 << 10;
+
+/** Size, modification time and a hash of the last bytes of a log: what an index must match. */
+export async function logSource(logPath: string): Promise<RunIndexSource> {
+  const fh = await open(logPath, 'r');
+  try {
+    const s = await fh.stat();
+    const n = Math.min(TAIL_BYTES, s.size);
+    const buf = Buffer.alloc(n);
+    if (n > 0) await fh.read(buf, 0, n, s.size - n);
+    return { logSize: s.size, logMtimeMs: s.mtimeMs, logTail: createHash('sha256').update(buf).digest('hex').slice(0, 32) };
+  } finally {
+    await fh.close();
+  }
+}
+
+export function sameSource(a: RunIndexSource | null, b: RunIndexSource): boolean {
+  return !!a && a.logSize === b.logSize && a.logMtimeMs === b.logMtimeMs && a.logTail === b.logTail;
+}
+
+const deflate = (bytes: Uint8Array) => deflateRawSync(bytes, { level: 6 });
+const inflate = (bytes: Uint8Array) => inflateRawSync(bytes);
+
+/** The index file form of `content`, built from the log `source` describes. */
+export function compactIndex(content: RunIndexContent, source: RunIndexSource): Uint8Array {
+  return encodeRunIndex(content, source, { compact: true, deflate });
+}
+
+/** Reads an index file; throws when it is not a whole index of this format. */
+export function readIndexBytes(bytes: Uint8Array): { content: RunIndexContent; source: RunIndexSource | null } {
+  return decodeRunIndex(bytes, inflate);
+}
+
+/** Where a log is and where its index goes; `persist: false` keeps a built index in memory only. */
+export interface IndexTarget {
+  log: string;
+  index: string;
+  /** False while another process may still append to the log (a run followed elsewhere). */
+  persist: boolean;
+}
+
+export type IndexProgress = (fraction: number) => void;
+
+export class RunIndexStore {
+  /** Builds in progress, by index path: two opens of one run build once. */
+  private readonly building = new Map<string, Promise<RunIndexContent>>();
+  /** Indexes of runs this process follows, by log path. */
+  private readonly live = new Map<string, RunIndexBuilder>();
+
+  /** The run's analysis, reading only an index's header; builds the index when it is missing or stale. */
+  async analysis(t: IndexTarget): Promise<RunAnalysis> {
+    const live = this.live.get(t.log);
+    if (live) return live.content().analysis;
+    const source = await logSource(t.log);
+    const header = await readHeader(t.index);
+    if (header && sameSource(header.source, source)) return header.analysis;
+    return (await this.build(t, source)).analysis;
+  }
+
+  /** The run's index: the live one, a fresh file, or one built now from the log. */
+  async content(t: IndexTarget, onProgress?: IndexProgress): Promise<RunIndexContent> {
+    const live = this.live.get(t.log);
+    if (live) return live.content();
+    const source = await logSource(t.log);
+    let bytes: Uint8Array | null = null;
+    try {
+      bytes = await readFile(t.index);
+    } catch {
+      bytes = null;
+    }
+    if (bytes) {
+      try {
+        const got = readIndexBytes(bytes);
+        if (sameSource(got.source, source)) return got.content;
+      } catch {
+        // Not a whole index of this format: rebuilt below, never trusted.
+      }
+    }
+    return this.build(t, source, onProgress);
+  }
+
+  /** Builds the index from the log (once at a time per index) and writes it where it can. */
+  build(t: IndexTarget, source?: RunIndexSource, onProgress?: IndexProgress): Promise<RunIndexContent> {
+    let p = this.building.get(t.index);
+    if (!p) {
+      p = this.buildNow(t, source, onProgress).finally(() => this.building.delete(t.index));
+      this.building.set(t.index, p);
+    }
+    return p;
+  }
+
+  private async buildNow(t: IndexTarget, known: RunIndexSource | undefined, onProgress?: IndexProgress): Promise<RunIndexContent> {
+    const source = known ?? (await logSource(t.log));
+    const builder = new RunIndexBuilder();
+    let last = 0;
+    await readEventFile(
+      t.log,
+      { onEvent: (e) => builder.push(e), onBadLine: (b) => builder.badLine(b) },
+      onProgress &&
+        ((read) => {
+          const f = source.logSize > 0 ? Math.min(1, read / source.logSize) : 1;
+          if (f - last >= 0.02) {
+            last = f;
+            onProgress(f);
+          }
+        }),
+    );
+    builder.finish();
+    const content = builder.content();
+    // The log changed while it was read (a run followed elsewhere): use what was read, keep nothing.
+    const after = await logSource(t.log).catch(() => null);
+    if (t.persist && after && sameSource(after, source)) await writeIndex(t.index, compactIndex(content, source)).catch(() => undefined);
+    return content;
+  }
+
+  /**
+   * Starts the in-memory index of a run this process follows, from what its log holds so far;
+   * feed it every later event and bad line, then `endLive`.
+   */
+  async startLive(log: string): Promise<LiveIndex> {
+    const builder = new RunIndexBuilder();
+    try {
+      await readEventFile(log, { onEvent: (e) => builder.push(e), onBadLine: (b) => builder.badLine(b) });
+    } catch (e) {
+      if ((e as { code?: string }).code !== 'ENOENT') throw e;
+    }
+    this.live.set(log, builder);
+    return {
+      push: (e: KvEvent) => builder.push(e),
+      badLine: (b: BadLine) => builder.badLine(b),
+    };
+  }
+
+  /**
+   * The run has stopped being followed: its index file is built from the log as stored (the
+   * in-memory one serves opens until that is done).
+   */
+  async endLive(t: IndexTarget): Promise<void> {
+    if (!this.live.has(t.log)) return;
+    try {
+      await this.build(t);
+    } finally {
+      this.live.delete(t.log);
+    }
+  }
+}
+
+export interface LiveIndex {
+  push(e: KvEvent): void;
+  badLine(b: BadLine): void;
+}
+
+/** Writes an index atomically (temp file, then rename over), creating its folder. */
+async function writeIndex(path: string, bytes: Uint8Array): Promise<void> {
+  await mkdir(dirname(path), { recursive: true });
+  const tmp = `${path}.${process.pid}.${Date.now()}.tmp`;
+  try {
+    await writeFile(tmp, bytes);
+    await rename(tmp, path);
+  } catch (e) {
+    await rm(tmp, { force: true }).catch(() => undefined);
+    throw e;
+  }
+}
+
+/** An index file's header (analysis and source) without reading its columns; null if unreadable. */
+async function readHeader(path: string): Promise<{ analysis: RunAnalysis; source: RunIndexSource | null } | null> {
+  let fh;
+  try {
+    fh = await open(path, 'r');
+  } catch {
+    return null;
+  }
+  try {
+    const head = Buffer.alloc(16);
+    const { bytesRead } = await fh.read(head, 0, 16, 0);
+    if (bytesRead < 16) return null;
+    const len = head.readUInt32LE(12);
+    const size = (await fh.stat()).size;
+    if (16 + len > size) return null;
+    const all = Buffer.alloc(16 + len);
+    head.copy(all);
+    await fh.read(all, 16, len, 16);
+    return runIndexAnalysis(all);
+  } catch {
+    return null;
+  } finally {
+    await fh.close();
+  }
+}
+
+/** The plain (in-place readable) form sent to the window, with the run's listing. */
+export function windowIndex(content: RunIndexContent, listing: RunListing): Uint8Array {
+  return encodeRunIndex(content, null, { compact: false, listing });
+}
