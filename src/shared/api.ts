@@ -445,6 +445,13 @@ export interface KvScopeApi {
   getAppInfo(): Promise<Result<AppInfo>>;
   listRuns(): Promise<Result<RunListing[]>>;
   loadRun(runId: string): Promise<Result<LoadedRun>>;
+  /**
+   * The run's index (docs/run-index.md) in the plain form the window reads in place
+   * (src/shared/run-index): how the window opens a run. Built from the log first when missing or
+   * stale, with `progress` pushes (stage `index`) while that runs. Through `kvscope serve` the
+   * bytes travel as one binary WebSocket frame.
+   */
+  loadRunIndex(runId: string): Promise<Result<Uint8Array>>;
   /** Runs library (issue 6). Bundled samples are read-only: rename/delete refuse them. */
   renameRun(runId: string, name: string): Promise<Result<RunListing>>;
   deleteRun(runId: string): Promise<Result<{ id: string }>>;
@@ -524,6 +531,7 @@ export const CORE_METHODS = [
   'getAppInfo',
   'listRuns',
   'loadRun',
+  'loadRunIndex',
   'renameRun',
   'deleteRun',
   'importRun',
@@ -559,3 +567,9 @@ export type CoreHandlers = { [K in CoreMethod]: KvScopeApi[K] };
 /** IPC channel of a method; the push channel. */
 export const ipcChannel = (method: CoreMethod): string => `kvscope:${method}`;
 export const PUSH_CHANNEL = 'kvscope:push';
+
+/**
+ * kvscope serve's binary result frame (serve.ts binaryResultFrame, ws-bridge.ts): u32 request id,
+ * u32 zero, then the bytes, which so start 8-aligned.
+ */
+export const BINARY_FRAME_HEADER_BYTES = 8;

@@ -10,7 +10,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { readFile, stat } from 'node:fs/promises';
 import { extname, join, normalize, sep } from 'node:path';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { CORE_METHODS, type CoreMethod, type LoadedRun, type PushMessage } from '../../shared/api';
+import { BINARY_FRAME_HEADER_BYTES, CORE_METHODS, type CoreMethod, type LoadedRun, type PushMessage } from '../../shared/api';
 import type { KvEvent } from '../../shared/protocol';
 import { err, type Result } from '../../shared/result';
 import type { Core } from './app-core';
@@ -40,8 +40,22 @@ export interface RunningServer {
  */
 export type BridgeRequest = { id: number; method: CoreMethod; args: unknown[]; stream?: boolean };
 export type BridgeMessage = { id: number; result: Result<unknown> } | { id: number; events: KvEvent[] } | { push: PushMessage };
+// (and binary frames: binaryResultFrame)
 
 export const STREAM_CHUNK = 20_000;
+
+/**
+ * A result whose value is bytes (loadRunIndex) travels as one binary frame instead of JSON:
+ * u32 request id, u32 zero (little-endian), then the bytes, which so start 8-aligned for a reader
+ * that views typed columns in place. Errors still travel as JSON results.
+ */
+export function binaryResultFrame(id: number, bytes: Uint8Array): Buffer {
+  const frame = Buffer.allocUnsafe(BINARY_FRAME_HEADER_BYTES + bytes.length);
+  frame.writeUInt32LE(id >>> 0, 0);
+  frame.writeUInt32LE(0, 4);
+  frame.set(bytes, BINARY_FRAME_HEADER_BYTES);
+  return frame;
+}
 
 const MIME: Record<string, string> = {
   '.html': 'text/html; charset=utf-8',
@@ -173,6 +187,10 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       const result = await Promise.resolve()
         .then(() => fn(...args))
         .catch((e: unknown) => err('internal', `${req.method} failed: ${(e as Error)?.message ?? String(e)}`));
+      if (result.ok && result.value instanceof Uint8Array) {
+        if (ws.readyState === ws.OPEN) ws.send(binaryResultFrame(id, result.value));
+        return;
+      }
       if (req.method === 'loadRun' && req.stream === true && result.ok) {
         const { events, ...rest } = result.value as LoadedRun;
         for (let i = 0; i < events.length; i += STREAM_CHUNK) if (!send({ id, events: events.slice(i, i + STREAM_CHUNK) })) return;

@@ -2,7 +2,7 @@
  * The browser bridge: KvScopeApi over the `kvscope serve` WebSocket. Satisfies the same type as the
  * Electron preload, so the renderer cannot tell which one it has.
  */
-import { CORE_METHODS, type CoreMethod, type KvScopeApi, type LoadedRun, type PushMessage } from '../../shared/api';
+import { BINARY_FRAME_HEADER_BYTES, CORE_METHODS, type CoreMethod, type KvScopeApi, type LoadedRun, type PushMessage } from '../../shared/api';
 import type { KvEvent } from '../../shared/protocol';
 import { err, type Result } from '../../shared/result';
 
@@ -27,6 +27,7 @@ export function createWsBridge(url: string): KvScopeApi {
     if (opening) return opening;
     opening = new Promise<WebSocket>((resolve, reject) => {
       const ws = new WebSocket(url);
+      ws.binaryType = 'arraybuffer';
       ws.onopen = () => {
         socket = ws;
         opening = null;
@@ -42,7 +43,14 @@ export function createWsBridge(url: string): KvScopeApi {
         pending.clear();
         streams.clear();
       };
-      ws.onmessage = (ev: MessageEvent<string>) => {
+      ws.onmessage = (ev: MessageEvent<string | ArrayBuffer>) => {
+        if (typeof ev.data !== 'string') {
+          // A result whose value is bytes (serve.ts binaryResultFrame): u32 id, u32 0, the bytes.
+          const id = new DataView(ev.data).getUint32(0, true);
+          pending.get(id)?.({ ok: true, value: new Uint8Array(ev.data, BINARY_FRAME_HEADER_BYTES) });
+          pending.delete(id);
+          return;
+        }
         const msg = JSON.parse(ev.data) as { id?: number; result?: Result<unknown>; events?: KvEvent[]; push?: PushMessage };
         if (msg.push) for (const l of listeners) l(msg.push);
         else if (typeof msg.id === 'number' && msg.events) streams.get(msg.id)?.(msg.events);
