@@ -7,7 +7,7 @@
  * index of a log's first part, then fed the rest as a live run is, equals the whole log compiled.
  */
 import { isDeepStrictEqual } from 'node:util';
-import { deflateRawSync, inflateRawSync } from 'node:zlib';
+import { crc32, deflateRawSync, inflateRawSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { decodeAll } from '../../src/shared/events-reader';
 import type { KvEvent } from '../../src/shared/protocol';
@@ -21,6 +21,9 @@ import { syntheticRun } from '../helpers/synthetic-run';
 
 const deflate = (b: Uint8Array) => deflateRawSync(b);
 const inflate = (b: Uint8Array) => inflateRawSync(b);
+/** How the core writes and reads index files (run-index-store.ts). */
+const fileForm = { compact: true, deflate, crc32 } as const;
+const fileRead = { inflate, crc32 } as const;
 
 function build(events: readonly KvEvent[]): RunIndexContent {
   const b = new RunIndexBuilder();
@@ -93,22 +96,22 @@ describe('a run index reads back as the log it was built from', () => {
     const analysis = analyzeEvents(run.events);
     const content = build(run.events);
     expectSame(content.analysis, analysis);
-    const source = { logSize: 123, logMtimeMs: 456.5, logTail: 'abc' };
-    const file = encodeRunIndex(content, source, { compact: true, deflate });
+    const source = { logSize: 123, logMtimeMs: 456.5, logCtimeMs: 789.25, logTail: 'abc' };
+    const file = encodeRunIndex(content, source, fileForm);
     const wire = encodeRunIndex(content, null, { compact: false });
     // The file form is the small one: varints and deflate must have done something.
     expect(file.length).toBeLessThan(wire.length);
-    for (const [bytes, inf] of [
-      [file, inflate],
-      [wire, undefined],
+    for (const [bytes, options] of [
+      [file, fileRead],
+      [wire, {}],
     ] as const) {
-      const back = decodeRunIndex(bytes, inf);
+      const back = decodeRunIndex(bytes, options);
       expectSame(back.content.analysis, analysis);
       expect(back.content.eventCount).toBe(run.events.length);
       expect(back.content.badLineTotal).toBe(0);
       expectSameModel(back.content.replay, want);
     }
-    expect(decodeRunIndex(file, inflate).source).toEqual(source);
+    expect(decodeRunIndex(file, fileRead).source).toEqual(source);
   });
 
   it.each(runs.map((r) => [r.name, r] as const))('%s: an index of the first part, then the rest appended live, is the whole log', (_name, run) => {
@@ -132,7 +135,7 @@ describe('a run index reads back as the log it was built from', () => {
     for (const e of good) b.push(e);
     for (const x of bad) b.badLine(x);
     b.finish();
-    const back = decodeRunIndex(encodeRunIndex(b.content(), null, { compact: true, deflate }), inflate).content;
+    const back = decodeRunIndex(encodeRunIndex(b.content(), null, fileForm), fileRead).content;
     expect(back.badLineTotal).toBe(2);
     expect(back.badLines).toEqual(bad);
   });
@@ -151,21 +154,28 @@ describe('the column file', () => {
     expect(encodeDeltaVarint([1, NaN], 2)).toBeNull();
     expect(encodeDeltaVarint([-(2 ** 52), 2 ** 52 + 2], 2)).toBeNull();
     const cols: Array<[string, Float64Array]> = [['x', Float64Array.of(1.5, NaN, -0, 3)]];
-    const back = decodeColumnFile<null>(encodeColumnFile(7, null, cols, { varint: true, deflate }), 7, inflate).columns.get('x')!;
+    const back = decodeColumnFile<null>(encodeColumnFile(7, null, cols, { varint: true, deflate }), 7, { inflate }).columns.get('x')!;
     expect(Array.from(back)).toEqual([1.5, NaN, -0, 3]);
     expect(Object.is(back[2], -0)).toBe(true);
   });
 
-  it('refuses what is not a whole index of this format', () => {
-    const good = encodeRunIndex(build(syntheticRun()), null, { compact: true, deflate });
+  it('refuses what is not a whole, undamaged index of this format', () => {
+    const good = encodeRunIndex(build(syntheticRun()), null, fileForm);
+    expect(() => decodeRunIndex(good, fileRead)).not.toThrow();
     const otherFormat = good.slice();
     new DataView(otherFormat.buffer).setUint32(8, RUN_INDEX_FORMAT + 1, true);
-    expect(() => decodeRunIndex(otherFormat, inflate)).toThrow(/format/);
-    expect(() => decodeRunIndex(good.subarray(0, good.length - 40), inflate)).toThrow(ColumnFileError);
-    expect(() => decodeRunIndex(good.subarray(0, 20), inflate)).toThrow(ColumnFileError);
-    const garbage = good.slice();
-    garbage.fill(0x55, good.length - 200);
-    expect(() => decodeRunIndex(garbage, inflate)).toThrow();
-    expect(() => decodeRunIndex(new TextEncoder().encode('{"seq":0}\n'), inflate)).toThrow(/not a run index/);
+    expect(() => decodeRunIndex(otherFormat, fileRead)).toThrow(/format/);
+    expect(() => decodeRunIndex(good.subarray(0, good.length - 40), fileRead)).toThrow(ColumnFileError);
+    expect(() => decodeRunIndex(good.subarray(0, 20), fileRead)).toThrow(ColumnFileError);
+    expect(() => decodeRunIndex(new TextEncoder().encode('{"seq":0}\n'), fileRead)).toThrow(/not a run index/);
+    // One byte changed anywhere (a column's raw bytes, or a digit of the header's analysis): the
+    // checksum says so, where the bytes alone would still decode.
+    for (const at of [good.length - 3, 40]) {
+      const damaged = good.slice();
+      damaged[at] ^= 0x01;
+      expect(() => decodeRunIndex(damaged, fileRead)).toThrow(/checksum/);
+    }
+    // The window's form carries no checksum; a file must.
+    expect(() => decodeRunIndex(encodeRunIndex(build(syntheticRun()), null, { compact: false }), fileRead)).toThrow(/no checksum/);
   });
 });

@@ -3,8 +3,13 @@
  * byte array. Pure (no Node, no DOM), so the core writes it and the window reads it with the same
  * code.
  *
- *   "KVSINDEX" · u32 format · u32 header bytes · header JSON (UTF-8) · zero padding to 8 ·
- *   column bodies, each starting on a multiple of 8
+ *   "KVSINDEX" · u32 format · u32 header bytes · u32 flags · u32 checksum ·
+ *   header JSON (UTF-8) · zero padding to 8 · column bodies, each starting on a multiple of 8
+ *
+ * All numbers little-endian. Flag bit 0: `checksum` is the CRC-32 of every byte after the 24-byte
+ * prefix (header and bodies), which a reader of a file checks before believing any of it; the form
+ * sent to the window, which never touches a disk, has none. Column offsets count from the first
+ * body, so they do not depend on the header's length.
  *
  * A column is stored `raw` (its typed array's little-endian bytes, so a reader can view it in place
  * without a copy) or `delta-varint` (the differences of successive values, zigzag LEB128: times and
@@ -25,7 +30,7 @@ export interface ColumnEntry {
   length: number;
   encoding: 'raw' | 'delta-varint';
   deflated: boolean;
-  /** Where the body starts, from the start of the file, and its stored size. */
+  /** Where the body starts, from the first body (a multiple of 8), and its stored size. */
   offset: number;
   bytes: number;
 }
@@ -116,7 +121,13 @@ export interface EncodeOptions {
   varint: boolean;
   /** Deflates a body (raw deflate); absent: nothing is deflated. Kept only where it saves bytes. */
   deflate?: (bytes: Uint8Array) => Uint8Array;
+  /** CRC-32 (zlib's) of bytes: given, the file carries it and a reader checks it. */
+  crc32?: (bytes: Uint8Array) => number;
 }
+
+/** Bytes before the header: magic, format, header length, flags, checksum. */
+export const PREFIX_BYTES = 24;
+const FLAG_CHECKSUM = 1;
 
 const align8 = (n: number) => (n + 7) & ~7;
 
@@ -128,6 +139,7 @@ function bytesOf(a: TypedColumn): Uint8Array {
 export function encodeColumnFile<M>(format: number, meta: M, columns: Array<[string, TypedColumn]>, options: EncodeOptions): Uint8Array {
   const bodies: Uint8Array[] = [];
   const entries: ColumnEntry[] = [];
+  let at = 0;
   for (const [name, values] of columns) {
     const type = columnType(values);
     let body = bytesOf(values);
@@ -148,54 +160,56 @@ export function encodeColumnFile<M>(format: number, meta: M, columns: Array<[str
       }
     }
     bodies.push(body);
-    entries.push({ name, type, length: values.length, encoding, deflated, offset: 0, bytes: body.length });
+    entries.push({ name, type, length: values.length, encoding, deflated, offset: at, bytes: body.length });
+    at = align8(at + body.length);
   }
-  // Offsets depend on the header's length, which depends on the offsets' digits: settle it.
-  const enc = new TextEncoder();
-  let headerBytes = enc.encode(JSON.stringify({ columns: entries, meta }));
-  for (let pass = 0; pass < 4; pass++) {
-    let at = align8(16 + headerBytes.length);
-    for (let i = 0; i < entries.length; i++) {
-      entries[i]!.offset = at;
-      at = align8(at + bodies[i]!.length);
-    }
-    const next = enc.encode(JSON.stringify({ columns: entries, meta }));
-    if (next.length === headerBytes.length) {
-      headerBytes = next;
-      break;
-    }
-    headerBytes = next;
-  }
-  const last = entries.length ? entries[entries.length - 1]! : null;
-  const total = last ? align8(last.offset + last.bytes) : align8(16 + headerBytes.length);
-  const out = new Uint8Array(total);
+  const headerBytes = new TextEncoder().encode(JSON.stringify({ columns: entries, meta }));
+  const start = align8(PREFIX_BYTES + headerBytes.length);
+  const out = new Uint8Array(start + at);
   for (let i = 0; i < 8; i++) out[i] = MAGIC.charCodeAt(i);
+  out.set(headerBytes, PREFIX_BYTES);
+  for (let i = 0; i < entries.length; i++) out.set(bodies[i]!, start + entries[i]!.offset);
   const view = new DataView(out.buffer);
   view.setUint32(8, format, true);
   view.setUint32(12, headerBytes.length, true);
-  out.set(headerBytes, 16);
-  if (last && entries[0]!.offset < 16 + headerBytes.length) throw new Error('column file: header layout did not settle');
-  for (let i = 0; i < entries.length; i++) out.set(bodies[i]!, entries[i]!.offset);
+  if (options.crc32) {
+    view.setUint32(16, FLAG_CHECKSUM, true);
+    view.setUint32(20, options.crc32(out.subarray(PREFIX_BYTES)) >>> 0, true);
+  }
   return out;
 }
 
 /** The format number of a column file, or null when the bytes do not start like one. */
 export function columnFileFormat(bytes: Uint8Array): number | null {
-  if (bytes.length < 16) return null;
+  if (bytes.length < PREFIX_BYTES) return null;
   for (let i = 0; i < 8; i++) if (bytes[i] !== MAGIC.charCodeAt(i)) return null;
   return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(8, true);
 }
 
-/** Reads only the header (cheap: no column is touched). */
-export function readColumnFileHeader<M>(bytes: Uint8Array, format: number): ColumnFileHeader<M> {
+export interface DecodeOptions {
+  inflate?: (bytes: Uint8Array) => Uint8Array;
+  /** Given: the file must carry a checksum, and it must match (a file read from disk). */
+  crc32?: (bytes: Uint8Array) => number;
+}
+
+/**
+ * Reads only the header (cheap: no column is touched). With `crc32`, `bytes` must be the whole
+ * file and its checksum is checked first.
+ */
+export function readColumnFileHeader<M>(bytes: Uint8Array, format: number, options: DecodeOptions = {}): ColumnFileHeader<M> {
   const got = columnFileFormat(bytes);
   if (got === null) throw new ColumnFileError('not a run index (no KVSINDEX magic)');
   if (got !== format) throw new ColumnFileError(`run index format ${got}, this version reads ${format}`);
-  const len = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(12, true);
-  if (16 + len > bytes.length) throw new ColumnFileError('run index header is cut off');
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const len = view.getUint32(12, true);
+  if (PREFIX_BYTES + len > bytes.length) throw new ColumnFileError('run index header is cut off');
+  if (options.crc32) {
+    if (!(view.getUint32(16, true) & FLAG_CHECKSUM)) throw new ColumnFileError('run index file has no checksum');
+    if (options.crc32(bytes.subarray(PREFIX_BYTES)) >>> 0 !== view.getUint32(20, true)) throw new ColumnFileError('run index checksum does not match: the file is damaged');
+  }
   let header: ColumnFileHeader<M>;
   try {
-    header = JSON.parse(new TextDecoder().decode(bytes.subarray(16, 16 + len))) as ColumnFileHeader<M>;
+    header = JSON.parse(new TextDecoder().decode(bytes.subarray(PREFIX_BYTES, PREFIX_BYTES + len))) as ColumnFileHeader<M>;
   } catch (e) {
     throw new ColumnFileError(`run index header is not JSON (${(e as Error).message})`);
   }
@@ -207,19 +221,20 @@ export function readColumnFileHeader<M>(bytes: Uint8Array, format: number): Colu
  * Reads every column. Raw, undeflated columns that sit on an aligned offset are views of `bytes`
  * (no copy); the rest are decoded into fresh arrays. `inflate` is needed only for deflated columns.
  */
-export function decodeColumnFile<M>(bytes: Uint8Array, format: number, inflate?: (bytes: Uint8Array) => Uint8Array): { meta: M; columns: Map<string, TypedColumn> } {
-  const header = readColumnFileHeader<M>(bytes, format);
+export function decodeColumnFile<M>(bytes: Uint8Array, format: number, options: DecodeOptions = {}): { meta: M; columns: Map<string, TypedColumn> } {
+  const header = readColumnFileHeader<M>(bytes, format, options);
+  const start = align8(PREFIX_BYTES + new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(12, true));
   const columns = new Map<string, TypedColumn>();
   for (const c of header.columns) {
     const Ctor = CTOR[c.type];
-    if (!Ctor || !Number.isInteger(c.length) || c.length < 0 || c.offset + c.bytes > bytes.length || c.offset < 16) {
+    if (!Ctor || !Number.isInteger(c.length) || c.length < 0 || !Number.isInteger(c.offset) || c.offset < 0 || start + c.offset + c.bytes > bytes.length) {
       throw new ColumnFileError(`run index column ${c.name} lies outside the file`);
     }
-    let body = bytes.subarray(c.offset, c.offset + c.bytes);
+    let body = bytes.subarray(start + c.offset, start + c.offset + c.bytes);
     if (c.deflated) {
-      if (!inflate) throw new ColumnFileError(`run index column ${c.name} is deflated and no inflater was given`);
+      if (!options.inflate) throw new ColumnFileError(`run index column ${c.name} is deflated and no inflater was given`);
       try {
-        body = inflate(body);
+        body = options.inflate(body);
       } catch (e) {
         throw new ColumnFileError(`run index column ${c.name} does not inflate (${(e as Error).message})`);
       }
@@ -228,10 +243,7 @@ export function decodeColumnFile<M>(bytes: Uint8Array, format: number, inflate?:
     if (c.encoding === 'delta-varint') values = decodeDeltaVarint(body, c.length, c.type);
     else {
       if (body.length !== c.length * Ctor.BYTES_PER_ELEMENT) throw new ColumnFileError(`run index column ${c.name} has ${body.length} bytes for ${c.length} values`);
-      values =
-        (body.byteOffset % Ctor.BYTES_PER_ELEMENT === 0)
-          ? new Ctor(body.buffer as ArrayBuffer, body.byteOffset, c.length)
-          : new Ctor(body.slice().buffer, 0, c.length);
+      values = body.byteOffset % Ctor.BYTES_PER_ELEMENT === 0 ? new Ctor(body.buffer as ArrayBuffer, body.byteOffset, c.length) : new Ctor(body.slice().buffer, 0, c.length);
     }
     columns.set(c.name, values);
   }

@@ -12,7 +12,7 @@ import type { BadLine } from '../events-reader';
 import type { KvEvent } from '../protocol';
 import { ReplayModel, type ReplayState } from '../replay';
 import { RunAnalyzer, type RunAnalysis } from '../run-analysis';
-import { columnFileFormat, decodeColumnFile, encodeColumnFile, readColumnFileHeader, type TypedColumn } from './column-file';
+import { decodeColumnFile, encodeColumnFile, readColumnFileHeader, type DecodeOptions, type TypedColumn } from './column-file';
 
 /**
  * The index format. Bump it whenever what an index holds, or how a model is compiled from a log,
@@ -25,6 +25,8 @@ export interface RunIndexSource {
   /** Bytes of the log file as stored (compressed bytes for a .gz). */
   logSize: number;
   logMtimeMs: number;
+  /** The log's inode change time (moved by every write, and by nothing a program can set back). */
+  logCtimeMs: number;
   /** A fingerprint of the log's last bytes (see run-index-store.ts), so a rewrite of equal size is caught. */
   logTail: string;
 }
@@ -97,9 +99,10 @@ export class RunIndexBuilder {
 }
 
 export interface EncodeRunIndexOptions {
-  /** The file form: varints and deflate (pass `deflate`); else the plain form the window maps in place. */
+  /** The file form: varints, deflate and a checksum (pass `deflate`, `crc32`); else the plain form the window maps in place. */
   compact: boolean;
   deflate?: (bytes: Uint8Array) => Uint8Array;
+  crc32?: (bytes: Uint8Array) => number;
   listing?: RunListing;
 }
 
@@ -118,15 +121,16 @@ export function encodeRunIndex(content: RunIndexContent, source: RunIndexSource 
     blockIdsJson: numericIds ? null : blockIds,
     ...(options.listing ? { listing: options.listing } : {}),
   };
-  return encodeColumnFile(RUN_INDEX_FORMAT, meta, list, { varint: options.compact, deflate: options.compact ? options.deflate : undefined });
+  return encodeColumnFile(RUN_INDEX_FORMAT, meta, list, { varint: options.compact, deflate: options.compact ? options.deflate : undefined, crc32: options.compact ? options.crc32 : undefined });
 }
 
 /**
  * Reads an index. Throws (ColumnFileError, or Error for a column that is missing) on bytes that
- * are not a whole index of this format: the caller then rebuilds it from the log.
+ * are not a whole index of this format, or, given `crc32`, whose checksum does not match: the
+ * caller then rebuilds it from the log.
  */
-export function decodeRunIndex(bytes: Uint8Array, inflate?: (bytes: Uint8Array) => Uint8Array): { content: RunIndexContent; source: RunIndexSource | null; listing: RunListing | null } {
-  const { meta, columns } = decodeColumnFile<IndexMeta>(bytes, RUN_INDEX_FORMAT, inflate);
+export function decodeRunIndex(bytes: Uint8Array, options: DecodeOptions = {}): { content: RunIndexContent; source: RunIndexSource | null; listing: RunListing | null } {
+  const { meta, columns } = decodeColumnFile<IndexMeta>(bytes, RUN_INDEX_FORMAT, options);
   const ids = meta.blockIdsJson ?? Array.from(columns.get('blockIds') ?? []);
   const state: ReplayState = { ...meta.replay, blockIds: ids, columns: Object.fromEntries(columns) };
   const replay = ReplayModel.fromState(state);
@@ -137,18 +141,8 @@ export function decodeRunIndex(bytes: Uint8Array, inflate?: (bytes: Uint8Array) 
   };
 }
 
-/** The source an index was built from, reading only its header; null when it is not an index of this format. */
-export function runIndexSource(bytes: Uint8Array): RunIndexSource | null {
-  if (columnFileFormat(bytes) !== RUN_INDEX_FORMAT) return null;
-  try {
-    return readColumnFileHeader<IndexMeta>(bytes, RUN_INDEX_FORMAT).meta.source ?? null;
-  } catch {
-    return null;
-  }
-}
-
-/** The analysis an index holds, reading only its header (the runs list needs no column). */
-export function runIndexAnalysis(bytes: Uint8Array): { analysis: RunAnalysis; source: RunIndexSource | null } {
-  const meta = readColumnFileHeader<IndexMeta>(bytes, RUN_INDEX_FORMAT).meta;
+/** The analysis and source an index holds, without decoding a column (the runs list needs no more). */
+export function runIndexHeader(bytes: Uint8Array, options: Pick<DecodeOptions, 'crc32'> = {}): { analysis: RunAnalysis; source: RunIndexSource | null } {
+  const meta = readColumnFileHeader<IndexMeta>(bytes, RUN_INDEX_FORMAT, options).meta;
   return { analysis: meta.analysis, source: meta.source };
 }
