@@ -13,12 +13,12 @@
 import { createHash } from 'node:crypto';
 import { mkdir, open, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { deflateRawSync, inflateRawSync } from 'node:zlib';
+import { crc32, deflateRawSync, inflateRawSync } from 'node:zlib';
 import type { RunListing } from '../../shared/api';
 import type { BadLine } from '../../shared/events-reader';
 import type { KvEvent } from '../../shared/protocol';
 import type { RunAnalysis } from '../../shared/run-analysis';
-import { decodeRunIndex, encodeRunIndex, runIndexAnalysis, RunIndexBuilder, type RunIndexContent, type RunIndexSource } from '../../shared/run-index/run-index';
+import { decodeRunIndex, encodeRunIndex, runIndexHeader, RunIndexBuilder, type RunIndexContent, type RunIndexSource } from '../../shared/run-index/run-index';
 import { readEventFile } from './event-files';
 
 /** The index file beside a run folder's events.jsonl. */
@@ -26,7 +26,12 @@ export const INDEX_FILE = 'events.kvindex';
 /** Bytes at the end of a log that its fingerprint covers (a .gz ends with its CRC and length). */
 const TAIL_BYTES = 16 << 10;
 
-/** Size, modification time and a hash of the last bytes of a log: what an index must match. */
+/**
+ * Size, modification and change times, and a hash of the last bytes of a log: what an index must
+ * match. Any write to the log moves its change time (which no program can set back), so an index
+ * is never read for a log that changed after it was built; copying a run also moves it, and costs
+ * one rebuild.
+ */
 export async function logSource(logPath: string): Promise<RunIndexSource> {
   const fh = await open(logPath, 'r');
   try {
@@ -34,14 +39,14 @@ export async function logSource(logPath: string): Promise<RunIndexSource> {
     const n = Math.min(TAIL_BYTES, s.size);
     const buf = Buffer.alloc(n);
     if (n > 0) await fh.read(buf, 0, n, s.size - n);
-    return { logSize: s.size, logMtimeMs: s.mtimeMs, logTail: createHash('sha256').update(buf).digest('hex').slice(0, 32) };
+    return { logSize: s.size, logMtimeMs: s.mtimeMs, logCtimeMs: s.ctimeMs, logTail: createHash('sha256').update(buf).digest('hex').slice(0, 32) };
   } finally {
     await fh.close();
   }
 }
 
 export function sameSource(a: RunIndexSource | null, b: RunIndexSource): boolean {
-  return !!a && a.logSize === b.logSize && a.logMtimeMs === b.logMtimeMs && a.logTail === b.logTail;
+  return !!a && a.logSize === b.logSize && a.logMtimeMs === b.logMtimeMs && a.logCtimeMs === b.logCtimeMs && a.logTail === b.logTail;
 }
 
 const deflate = (bytes: Uint8Array) => deflateRawSync(bytes, { level: 6 });
@@ -49,12 +54,12 @@ const inflate = (bytes: Uint8Array) => inflateRawSync(bytes);
 
 /** The index file form of `content`, built from the log `source` describes. */
 export function compactIndex(content: RunIndexContent, source: RunIndexSource): Uint8Array {
-  return encodeRunIndex(content, source, { compact: true, deflate });
+  return encodeRunIndex(content, source, { compact: true, deflate, crc32 });
 }
 
-/** Reads an index file; throws when it is not a whole index of this format. */
+/** Reads an index file; throws when it is not a whole, undamaged index of this format. */
 export function readIndexBytes(bytes: Uint8Array): { content: RunIndexContent; source: RunIndexSource | null } {
-  return decodeRunIndex(bytes, inflate);
+  return decodeRunIndex(bytes, { inflate, crc32 });
 }
 
 /** Where a log is and where its index goes; `persist: false` keeps a built index in memory only. */
@@ -141,7 +146,7 @@ export class RunIndexStore {
 
   /**
    * Starts the in-memory index of a run this process follows, from what its log holds so far;
-   * feed it every later event and bad line, then `endLive`.
+   * feed it every later event and bad line, then `stopLive`.
    */
   async startLive(log: string): Promise<LiveIndex> {
     const builder = new RunIndexBuilder();
@@ -157,17 +162,9 @@ export class RunIndexStore {
     };
   }
 
-  /**
-   * The run has stopped being followed: its index file is built from the log as stored (the
-   * in-memory one serves opens until that is done).
-   */
-  async endLive(t: IndexTarget): Promise<void> {
-    if (!this.live.has(t.log)) return;
-    try {
-      await this.build(t);
-    } finally {
-      this.live.delete(t.log);
-    }
+  /** The run is no longer followed by this process: opens read (or build) its index file again. */
+  stopLive(log: string): void {
+    this.live.delete(log);
   }
 }
 
@@ -189,29 +186,12 @@ async function writeIndex(path: string, bytes: Uint8Array): Promise<void> {
   }
 }
 
-/** An index file's header (analysis and source) without reading its columns; null if unreadable. */
+/** An index file's analysis and source, its checksum checked, no column decoded; null if unreadable. */
 async function readHeader(path: string): Promise<{ analysis: RunAnalysis; source: RunIndexSource | null } | null> {
-  let fh;
   try {
-    fh = await open(path, 'r');
+    return runIndexHeader(await readFile(path), { crc32 });
   } catch {
     return null;
-  }
-  try {
-    const head = Buffer.alloc(16);
-    const { bytesRead } = await fh.read(head, 0, 16, 0);
-    if (bytesRead < 16) return null;
-    const len = head.readUInt32LE(12);
-    const size = (await fh.stat()).size;
-    if (16 + len > size) return null;
-    const all = Buffer.alloc(16 + len);
-    head.copy(all);
-    await fh.read(all, 16, len, 16);
-    return runIndexAnalysis(all);
-  } catch {
-    return null;
-  } finally {
-    await fh.close();
   }
 }
 
