@@ -28,11 +28,12 @@ import { closeSync, existsSync, fstatSync, ftruncateSync, mkdirSync, openSync, r
 import { readdir } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { OFFLOAD_POLICIES, type AgentWorkload, type PushMessage, type RunListing, type RunRequest, type RunStarted, type SweepRequest, type SweepRow } from '../../shared/api';
-import { EventLineDecoder } from '../../shared/events-reader';
+import { EventLineDecoder, type BadLine } from '../../shared/events-reader';
 import { MAX_LINE_BYTES, type KvEvent } from '../../shared/protocol';
 import { CodedError } from '../../shared/result';
 import { checkPythonPath } from './python-path';
 import { checkRunId, type RunMeta, type RunStore } from './run-store';
+import type { LiveIndex } from './run-index-store';
 import { shellCommand, shellQuote } from './shell-quote';
 import type { HostExec } from './ssh/host-exec';
 import type { HostService } from './hosts';
@@ -315,6 +316,8 @@ export class LocalEventSink {
   runEnd: Extract<KvEvent, { type: 'run.end' }> | null = null;
   runStart: Extract<KvEvent, { type: 'run.start' }> | null = null;
   badLines = 0;
+  /** Hears each bad line of what arrives (not of what the file held at construction). */
+  onBadLine: ((b: BadLine) => void) | null = null;
 
   constructor(
     readonly file: string,
@@ -359,8 +362,9 @@ export class LocalEventSink {
           this.note(e);
           this.onEvent?.(e);
         },
-        onBadLine: () => {
+        onBadLine: (b) => {
           this.badLines++;
+          this.onBadLine?.(b);
         },
       },
       { startOffset: this.written },
@@ -491,7 +495,11 @@ export async function tailRun(o: TailOptions): Promise<TailResult> {
     const etaS = rounds && roundsDone > 0 && roundsStartedAt !== null ? Math.round(((now - roundsStartedAt) / roundsDone) * (rounds - roundsDone) / 1000) : null;
     o.onProgress({ stage, fraction, etaS, message: rounds ? `${stage}: round ${roundsDone}/${rounds}` : stage });
   };
-  const sink = new LocalEventSink(join(runDir, 'events.jsonl'), (e) => {
+  const logFile = join(runDir, 'events.jsonl');
+  // The run's index grows with every event while this process follows it (run-index-store.ts).
+  let liveIndex: LiveIndex | null = null;
+  const sink = new LocalEventSink(logFile, (e) => {
+    liveIndex?.push(e);
     batch.push(e);
     if (e.type === 'run.start') {
       const r = (e.config as { rounds?: unknown }).rounds;
@@ -521,6 +529,8 @@ export async function tailRun(o: TailOptions): Promise<TailResult> {
     return metaChain;
   };
   await saveMeta({ status: 'running', remote_dir: o.remoteDir, tail_pid: process.pid });
+  sink.onBadLine = (b) => liveIndex?.badLine(b);
+  liveIndex = await o.store.index.startLive(logFile);
   const metaTimer = setInterval(() => void saveMeta({}).catch(() => undefined), 1000);
   // Whatever is left after the last chunk goes out within 50 ms.
   const flushTimer = setInterval(flush, 50);
@@ -641,6 +651,8 @@ export async function tailRun(o: TailOptions): Promise<TailResult> {
     flush();
     sink.close();
     exec?.close();
+    // No longer followed here: the run's index is the log's again (RunManager builds its file).
+    o.store.index.stopLive(logFile);
   }
   // meta.json may be unwritable (a full local disk): the outcome is still returned, and a later
   // start of the app marks the run incomplete from its stale "running".
@@ -822,10 +834,11 @@ export class RunManager {
       onEvents: (events) => this.o.push?.({ kind: 'run-events', runId, events }),
       onProgress: (p) => this.progress(runId, p.stage, p.fraction, p.etaS, p.message),
     }).then(
-      (r) => {
+      async (r) => {
         this.active.delete(runId);
         this.ended.set(runId, r);
         this.o.push?.({ kind: 'run-status', runId, status: r.status, message: r.error?.message });
+        await this.indexRun(runId);
         return r;
       },
       (e: Error) => {
@@ -853,6 +866,18 @@ export class RunManager {
     }
     if (typeof meta.host !== 'string' || !meta.host) throw new CodedError('invalid_argument', `${what}: run ${runId} never started on a host`);
     return meta;
+  }
+
+  /**
+   * Builds the index of a run no longer followed (docs/run-index.md: built when a run ends), so its
+   * first open reads it; `wait` resolves after. A failure only leaves it to be built at that open.
+   */
+  private async indexRun(runId: string): Promise<void> {
+    try {
+      await this.o.store.index.analysis(await this.o.store.indexTarget(runId));
+    } catch {
+      // built at the next open instead
+    }
   }
 
   /** TERM to the run's process group, KILL after the grace period; the tail then collects run.end. */
