@@ -15,7 +15,8 @@ import { compileReplay, ReplayCursor, type ReplayModel } from '../../src/shared/
 import { analyzeEvents } from '../../src/shared/run-analysis';
 import { buildTimelineModel } from '../../src/shared/timeline-model';
 import { decodeDeltaVarint, encodeColumnFile, encodeDeltaVarint, decodeColumnFile, ColumnFileError } from '../../src/shared/run-index/column-file';
-import { decodeRunIndex, encodeRunIndex, RUN_INDEX_FORMAT, RunIndexBuilder, type RunIndexContent } from '../../src/shared/run-index/run-index';
+import { decodeRunIndex, decodeRunIndexAsync, encodeRunIndex, RUN_INDEX_FORMAT, RunIndexBuilder, type RunIndexContent } from '../../src/shared/run-index/run-index';
+import { inflateRaw } from '../../src/shared/run-index/inflate-raw';
 import { realRuns } from '../helpers/real-runs';
 import { syntheticRun } from '../helpers/synthetic-run';
 
@@ -91,7 +92,7 @@ function expectSameModel(got: ReplayModel, want: ReplayModel): void {
 const runs = [...realRuns(), { name: 'synthetic', path: '', events: syntheticRun({ users: 3, rounds: 4 }) }];
 
 describe('a run index reads back as the log it was built from', () => {
-  it.each(runs.map((r) => [r.name, r] as const))('%s: file form and window form', (_name, run) => {
+  it.each(runs.map((r) => [r.name, r] as const))('%s: file form and window form', async (_name, run) => {
     const want = compileReplay(run.events);
     const analysis = analyzeEvents(run.events);
     const content = build(run.events);
@@ -112,6 +113,12 @@ describe('a run index reads back as the log it was built from', () => {
       expectSameModel(back.content.replay, want);
     }
     expect(decodeRunIndex(file, fileRead).source).toEqual(source);
+    // As the window reads the file: DecompressionStream, columns inflated side by side.
+    expectSameModel((await decodeRunIndexAsync(file, inflateRaw)).content.replay, want);
+    // From bytes that do not start on an 8-byte boundary (a Node Buffer's slice of a WebSocket frame).
+    const shifted = Buffer.concat([Buffer.from([7]), Buffer.from(wire)]).subarray(1);
+    expect(shifted.byteOffset % 8).not.toBe(0);
+    expectSameModel(decodeRunIndex(shifted).content.replay, want);
   });
 
   it.each(runs.map((r) => [r.name, r] as const))('%s: an index of the first part, then the rest appended live, is the whole log', (_name, run) => {

@@ -96,23 +96,38 @@ export function encodeDeltaVarint(values: ArrayLike<number>, n: number): Uint8Ar
 /** Inverse of encodeDeltaVarint into a fresh column of `type`. */
 export function decodeDeltaVarint(bytes: Uint8Array, n: number, type: ColumnType): TypedColumn {
   const out = new CTOR[type](n);
+  const end = bytes.length;
   let at = 0;
   let prev = 0;
   for (let i = 0; i < n; i++) {
-    let z = 0;
-    let scale = 1;
-    let b: number;
-    do {
-      if (at >= bytes.length) throw new ColumnFileError('a varint column ends early');
-      b = bytes[at++]!;
-      z += (b & 0x7f) * scale;
-      scale *= 128;
-    } while (b & 0x80);
-    const d = z % 2 === 0 ? z / 2 : -(z + 1) / 2;
-    prev += d;
+    // Up to four bytes (28 bits, the usual case) in integer arithmetic; longer ones in doubles.
+    let b = at < end ? bytes[at++]! : -1;
+    let z = b & 0x7f;
+    if (b & 0x80) {
+      b = at < end ? bytes[at++]! : -1;
+      z |= (b & 0x7f) << 7;
+      if (b & 0x80) {
+        b = at < end ? bytes[at++]! : -1;
+        z |= (b & 0x7f) << 14;
+        if (b & 0x80) {
+          b = at < end ? bytes[at++]! : -1;
+          z |= (b & 0x7f) << 21;
+          if (b & 0x80) {
+            let scale = 268435456; // 2^28
+            do {
+              b = at < end ? bytes[at++]! : -1;
+              z += (b & 0x7f) * scale;
+              scale *= 128;
+            } while (b >= 0 && b & 0x80);
+          }
+        }
+      }
+    }
+    if (b < 0) throw new ColumnFileError('a varint column ends early');
+    prev += z % 2 === 0 ? z / 2 : -(z + 1) / 2;
     out[i] = prev;
   }
-  if (at !== bytes.length) throw new ColumnFileError('a varint column has bytes left over');
+  if (at !== end) throw new ColumnFileError('a varint column has bytes left over');
   return out;
 }
 
@@ -223,29 +238,74 @@ export function readColumnFileHeader<M>(bytes: Uint8Array, format: number, optio
  */
 export function decodeColumnFile<M>(bytes: Uint8Array, format: number, options: DecodeOptions = {}): { meta: M; columns: Map<string, TypedColumn> } {
   const header = readColumnFileHeader<M>(bytes, format, options);
-  const start = align8(PREFIX_BYTES + new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(12, true));
-  const columns = new Map<string, TypedColumn>();
-  for (const c of header.columns) {
-    const Ctor = CTOR[c.type];
-    if (!Ctor || !Number.isInteger(c.length) || c.length < 0 || !Number.isInteger(c.offset) || c.offset < 0 || start + c.offset + c.bytes > bytes.length) {
-      throw new ColumnFileError(`run index column ${c.name} lies outside the file`);
-    }
-    let body = bytes.subarray(start + c.offset, start + c.offset + c.bytes);
-    if (c.deflated) {
-      if (!options.inflate) throw new ColumnFileError(`run index column ${c.name} is deflated and no inflater was given`);
+  const bodies = columnBodies(bytes, header);
+  return {
+    meta: header.meta,
+    columns: decodeBodies(
+      header,
+      bodies.map((b, i) => {
+        const c = header.columns[i]!;
+        if (!c.deflated) return b;
+        if (!options.inflate) throw new ColumnFileError(`run index column ${c.name} is deflated and no inflater was given`);
+        return inflateBody(c, () => options.inflate!(b));
+      }),
+    ),
+  };
+}
+
+/**
+ * decodeColumnFile with an asynchronous inflater (the window's DecompressionStream); the deflated
+ * columns are inflated side by side.
+ */
+export async function decodeColumnFileAsync<M>(bytes: Uint8Array, format: number, inflate: (bytes: Uint8Array) => Promise<Uint8Array>): Promise<{ meta: M; columns: Map<string, TypedColumn> }> {
+  const header = readColumnFileHeader<M>(bytes, format);
+  const bodies = columnBodies(bytes, header);
+  const ready = await Promise.all(
+    bodies.map(async (b, i) => {
+      const c = header.columns[i]!;
+      if (!c.deflated) return b;
       try {
-        body = options.inflate(body);
+        return await inflate(b);
       } catch (e) {
         throw new ColumnFileError(`run index column ${c.name} does not inflate (${(e as Error).message})`);
       }
+    }),
+  );
+  return { meta: header.meta, columns: decodeBodies(header, ready) };
+}
+
+function inflateBody(c: ColumnEntry, inflate: () => Uint8Array): Uint8Array {
+  try {
+    return inflate();
+  } catch (e) {
+    throw new ColumnFileError(`run index column ${c.name} does not inflate (${(e as Error).message})`);
+  }
+}
+
+/** Each column's stored bytes, checked to lie inside the file. */
+function columnBodies(bytes: Uint8Array, header: ColumnFileHeader<unknown>): Uint8Array[] {
+  const start = align8(PREFIX_BYTES + new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(12, true));
+  return header.columns.map((c) => {
+    if (!CTOR[c.type] || !Number.isInteger(c.length) || c.length < 0 || !Number.isInteger(c.offset) || c.offset < 0 || !Number.isInteger(c.bytes) || c.bytes < 0 || start + c.offset + c.bytes > bytes.length) {
+      throw new ColumnFileError(`run index column ${c.name} lies outside the file`);
     }
+    return bytes.subarray(start + c.offset, start + c.offset + c.bytes);
+  });
+}
+
+/** Columns from their (inflated) bodies. */
+function decodeBodies(header: ColumnFileHeader<unknown>, bodies: Uint8Array[]): Map<string, TypedColumn> {
+  const columns = new Map<string, TypedColumn>();
+  header.columns.forEach((c, i) => {
+    const Ctor = CTOR[c.type];
+    const body = bodies[i]!;
     let values: TypedColumn;
     if (c.encoding === 'delta-varint') values = decodeDeltaVarint(body, c.length, c.type);
     else {
       if (body.length !== c.length * Ctor.BYTES_PER_ELEMENT) throw new ColumnFileError(`run index column ${c.name} has ${body.length} bytes for ${c.length} values`);
-      values = body.byteOffset % Ctor.BYTES_PER_ELEMENT === 0 ? new Ctor(body.buffer as ArrayBuffer, body.byteOffset, c.length) : new Ctor(body.slice().buffer, 0, c.length);
+      values = body.byteOffset % Ctor.BYTES_PER_ELEMENT === 0 ? new Ctor(body.buffer as ArrayBuffer, body.byteOffset, c.length) : new Ctor(new Uint8Array(body).buffer, 0, c.length); // a copy (a Node Buffer's slice() would be a view)
     }
     columns.set(c.name, values);
-  }
-  return { meta: header.meta, columns };
+  });
+  return columns;
 }

@@ -4,15 +4,15 @@
  * direction, requests, GPU samples), the run analysis, the bad lines — so that opening a run reads
  * this instead of decoding and validating every line again.
  *
- * The same bytes serve two purposes: `compact` (delta varints, deflated) is the file kept beside
- * the log; the plain form is what the core sends the window, which maps the columns in place.
+ * Two forms: `compact` (delta varints, deflate, a checksum) is the file kept beside the log, and
+ * the window is sent that file as it is; the plain form (raw columns, read in place) is what a run
+ * still being followed is sent, as encoding it is a copy and nothing more.
  */
-import type { RunListing } from '../api';
 import type { BadLine } from '../events-reader';
 import type { KvEvent } from '../protocol';
 import { ReplayModel, type ReplayState } from '../replay';
 import { RunAnalyzer, type RunAnalysis } from '../run-analysis';
-import { decodeColumnFile, encodeColumnFile, readColumnFileHeader, type DecodeOptions, type TypedColumn } from './column-file';
+import { decodeColumnFile, decodeColumnFileAsync, encodeColumnFile, readColumnFileHeader, type DecodeOptions, type TypedColumn } from './column-file';
 
 /**
  * The index format. Bump it whenever what an index holds, or how a model is compiled from a log,
@@ -54,8 +54,6 @@ interface IndexMeta {
   replay: Omit<ReplayState, 'columns' | 'blockIds'>;
   /** Block ids when any is a string; otherwise they are the `blockIds` column. */
   blockIdsJson: Array<string | number> | null;
-  /** The run's row of the library, in the form sent to the window only (a file never has it: names change). */
-  listing?: RunListing;
 }
 
 /** Consumes a log's events (seq order) and bad lines; `content()` at any point (a live run). */
@@ -103,7 +101,6 @@ export interface EncodeRunIndexOptions {
   compact: boolean;
   deflate?: (bytes: Uint8Array) => Uint8Array;
   crc32?: (bytes: Uint8Array) => number;
-  listing?: RunListing;
 }
 
 export function encodeRunIndex(content: RunIndexContent, source: RunIndexSource | null, options: EncodeRunIndexOptions): Uint8Array {
@@ -119,7 +116,6 @@ export function encodeRunIndex(content: RunIndexContent, source: RunIndexSource 
     eventCount: content.eventCount,
     replay: scalars,
     blockIdsJson: numericIds ? null : blockIds,
-    ...(options.listing ? { listing: options.listing } : {}),
   };
   return encodeColumnFile(RUN_INDEX_FORMAT, meta, list, { varint: options.compact, deflate: options.compact ? options.deflate : undefined, crc32: options.compact ? options.crc32 : undefined });
 }
@@ -129,15 +125,29 @@ export function encodeRunIndex(content: RunIndexContent, source: RunIndexSource 
  * are not a whole index of this format, or, given `crc32`, whose checksum does not match: the
  * caller then rebuilds it from the log.
  */
-export function decodeRunIndex(bytes: Uint8Array, options: DecodeOptions = {}): { content: RunIndexContent; source: RunIndexSource | null; listing: RunListing | null } {
+export function decodeRunIndex(bytes: Uint8Array, options: DecodeOptions = {}): DecodedRunIndex {
   const { meta, columns } = decodeColumnFile<IndexMeta>(bytes, RUN_INDEX_FORMAT, options);
+  return fromColumns(meta, columns);
+}
+
+/** decodeRunIndex with an asynchronous inflater: how the window reads an index file's bytes. */
+export async function decodeRunIndexAsync(bytes: Uint8Array, inflate: (bytes: Uint8Array) => Promise<Uint8Array>): Promise<DecodedRunIndex> {
+  const { meta, columns } = await decodeColumnFileAsync<IndexMeta>(bytes, RUN_INDEX_FORMAT, inflate);
+  return fromColumns(meta, columns);
+}
+
+export interface DecodedRunIndex {
+  content: RunIndexContent;
+  source: RunIndexSource | null;
+}
+
+function fromColumns(meta: IndexMeta, columns: Map<string, TypedColumn>): DecodedRunIndex {
   const ids = meta.blockIdsJson ?? Array.from(columns.get('blockIds') ?? []);
   const state: ReplayState = { ...meta.replay, blockIds: ids, columns: Object.fromEntries(columns) };
   const replay = ReplayModel.fromState(state);
   return {
     content: { analysis: meta.analysis, badLines: meta.badLines, badLineTotal: meta.badLineTotal, eventCount: meta.eventCount, replay },
     source: meta.source,
-    listing: meta.listing ?? null,
   };
 }
 
