@@ -10,7 +10,8 @@ import type { KvEvent } from '../shared/protocol';
 import { ReplayModel } from '../shared/replay';
 import type { LoadRunStreaming } from './bridge/ws-bridge';
 import { buildTimelineModel, type TimelineModel } from '../shared/timeline-model';
-import { decodeRunIndex } from '../shared/run-index/run-index';
+import { decodeRunIndexAsync } from '../shared/run-index/run-index';
+import { inflateRaw } from '../shared/run-index/inflate-raw';
 
 export interface RunData {
   id: string;
@@ -134,11 +135,10 @@ export class RunDataCache {
     if (!r.ok) throw new Error(r.error.message);
     // The benchmarks (bench/renderer-*) time the views from here: the run is in the window.
     performance.mark(`kvscope:run-loaded:${id}`);
-    const { content, listing } = decodeRunIndex(r.value);
+    const { content } = await decodeRunIndexAsync(r.value.index, inflateRaw);
     performance.mark(`kvscope:replay-compiled:${id}`);
-    if (!listing) throw new Error(`run ${id}: the index came without its listing`);
     const { replay, ...rest } = content;
-    return runData(id, { listing, ...rest }, replay);
+    return runData(id, { listing: r.value.listing, ...rest }, replay);
   }
 
   /**

@@ -9,6 +9,8 @@ import { appendFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
+import { crc32, inflateRawSync } from 'node:zlib';
+import type { RunIndexBytes } from '../../src/shared/api';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
 import { createCore, type Core } from '../../src/main/core/app-core';
@@ -18,7 +20,6 @@ import { startServer, type RunningServer } from '../../src/main/core/serve';
 import { decodeAll } from '../../src/shared/events-reader';
 import { compileReplay } from '../../src/shared/replay';
 import { decodeRunIndex, RUN_INDEX_FORMAT } from '../../src/shared/run-index/run-index';
-import { readIndexBytes } from '../../src/main/core/run-index-store';
 import { FIXTURE_RUNS_DIR, SAMPLES_DIR } from '../helpers/real-runs';
 
 const FIXTURE = join(FIXTURE_RUNS_DIR, 'cpu-tiny-4users-offload', 'events.jsonl');
@@ -39,9 +40,10 @@ async function fromLog(store: RunStore, id: string) {
   return { state: compileReplay(loaded.events).toState(), analysis: loaded.analysis, badLineTotal: loaded.badLineTotal, events: loaded.events.length };
 }
 
-function fromWindowBytes(bytes: Uint8Array) {
-  const { content, listing } = decodeRunIndex(bytes);
-  return { state: content.replay.toState(), analysis: content.analysis, badLineTotal: content.badLineTotal, events: content.eventCount, listing };
+/** What the window gets: the index file's bytes as they are (or, for a followed run, the plain form). */
+function fromWindowBytes(got: RunIndexBytes) {
+  const { content } = decodeRunIndex(got.index, { inflate: inflateRawSync });
+  return { state: content.replay.toState(), analysis: content.analysis, badLineTotal: content.badLineTotal, events: content.eventCount, listing: got.listing };
 }
 
 describe('run indexes on disk', () => {
@@ -122,7 +124,7 @@ describe('run indexes on disk', () => {
       expect(isDeepStrictEqual(got.state, want.state)).toBe(true);
       expect(got.analysis).toEqual(want.analysis);
       // Rewritten whole, in this format.
-      expect(() => readIndexBytes(readFileSync(index))).not.toThrow();
+      expect(() => decodeRunIndex(readFileSync(index), { inflate: inflateRawSync, crc32 })).not.toThrow();
       expect(readFileSync(index).readUInt32LE(8)).toBe(RUN_INDEX_FORMAT);
     }
   });
@@ -190,13 +192,18 @@ describe('loadRunIndex through the core and kvscope serve', () => {
       });
     const frame = (await ask({ id: 41, method: 'loadRunIndex', args: ['r1'] })) as Buffer;
     expect(Buffer.isBuffer(frame)).toBe(true);
+    // u32 id, u32 JSON length, the JSON (the value without its bytes), padding to 8, the bytes.
     expect(frame.readUInt32LE(0)).toBe(41);
-    // The window's bridge views the bytes after the 8-byte head (aligned copy here, as an ArrayBuffer would be).
-    const bytes = new Uint8Array(frame.length - 8);
-    bytes.set(frame.subarray(8));
-    const got = fromWindowBytes(bytes);
+    const jsonBytes = frame.readUInt32LE(4);
+    const head = JSON.parse(frame.subarray(8, 8 + jsonBytes).toString()) as { key: string; value: RunIndexBytes };
+    expect(head.key).toBe('index');
+    const start = (8 + jsonBytes + 7) & ~7;
+    const got = fromWindowBytes({ ...head.value, index: frame.subarray(start) });
     expect(isDeepStrictEqual(got.state, want.state)).toBe(true);
     expect(got.analysis).toEqual(want.analysis);
+    expect(got.listing).toEqual((await core.handlers.listRuns()).ok && (await core.store.list()).find((r) => r.id === 'r1'));
+    // The window is sent the index file as it is on disk.
+    expect(Buffer.compare(frame.subarray(start), readFileSync(join(core.store.runDir('r1'), INDEX_FILE)))).toBe(0);
     const missing = (await ask({ id: 42, method: 'loadRunIndex', args: ['no-such-run'] })) as { id: number; result: { ok: boolean; error: { code: string } } };
     expect(missing).toMatchObject({ id: 42, result: { ok: false, error: { code: 'not_found' } } });
     // And through the core directly (what Electron's IPC hands the window).

@@ -13,12 +13,11 @@
 import { createHash } from 'node:crypto';
 import { mkdir, open, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { crc32, deflateRawSync, inflateRawSync } from 'node:zlib';
-import type { RunListing } from '../../shared/api';
+import { crc32, deflateRawSync } from 'node:zlib';
 import type { BadLine } from '../../shared/events-reader';
 import type { KvEvent } from '../../shared/protocol';
 import type { RunAnalysis } from '../../shared/run-analysis';
-import { decodeRunIndex, encodeRunIndex, runIndexHeader, RunIndexBuilder, type RunIndexContent, type RunIndexSource } from '../../shared/run-index/run-index';
+import { encodeRunIndex, runIndexHeader, RunIndexBuilder, type RunIndexContent, type RunIndexSource } from '../../shared/run-index/run-index';
 import { readEventFile } from './event-files';
 
 /** The index file beside a run folder's events.jsonl. */
@@ -50,17 +49,12 @@ export function sameSource(a: RunIndexSource | null, b: RunIndexSource): boolean
 }
 
 const deflate = (bytes: Uint8Array) => deflateRawSync(bytes, { level: 6 });
-const inflate = (bytes: Uint8Array) => inflateRawSync(bytes);
 
 /** The index file form of `content`, built from the log `source` describes. */
 export function compactIndex(content: RunIndexContent, source: RunIndexSource): Uint8Array {
   return encodeRunIndex(content, source, { compact: true, deflate, crc32 });
 }
 
-/** Reads an index file; throws when it is not a whole, undamaged index of this format. */
-export function readIndexBytes(bytes: Uint8Array): { content: RunIndexContent; source: RunIndexSource | null } {
-  return decodeRunIndex(bytes, { inflate, crc32 });
-}
 
 /** Where a log is and where its index goes; `persist: false` keeps a built index in memory only. */
 export interface IndexTarget {
@@ -74,44 +68,47 @@ export type IndexProgress = (fraction: number) => void;
 
 export class RunIndexStore {
   /** Builds in progress, by index path: two opens of one run build once. */
-  private readonly building = new Map<string, Promise<RunIndexContent>>();
+  private readonly building = new Map<string, Promise<{ content: RunIndexContent; bytes: Uint8Array }>>();
   /** Indexes of runs this process follows, by log path. */
   private readonly live = new Map<string, RunIndexBuilder>();
 
-  /** The run's analysis, reading only an index's header; builds the index when it is missing or stale. */
+  /** The run's analysis, from its index's header; builds the index when it is missing or stale. */
   async analysis(t: IndexTarget): Promise<RunAnalysis> {
     const live = this.live.get(t.log);
     if (live) return live.content().analysis;
     const source = await logSource(t.log);
     const header = await readHeader(t.index);
     if (header && sameSource(header.source, source)) return header.analysis;
-    return (await this.build(t, source)).analysis;
+    return (await this.build(t, source)).content.analysis;
   }
 
-  /** The run's index: the live one, a fresh file, or one built now from the log. */
-  async content(t: IndexTarget, onProgress?: IndexProgress): Promise<RunIndexContent> {
+  /**
+   * The run's index as the window is sent it, with its analysis: the index file's bytes as they
+   * are (fresh, checksum checked), or one built now from the log; a run followed here, its
+   * in-memory index in the plain form.
+   */
+  async windowBytes(t: IndexTarget, onProgress?: IndexProgress): Promise<{ bytes: Uint8Array; analysis: RunAnalysis }> {
     const live = this.live.get(t.log);
-    if (live) return live.content();
-    const source = await logSource(t.log);
-    let bytes: Uint8Array | null = null;
-    try {
-      bytes = await readFile(t.index);
-    } catch {
-      bytes = null;
+    if (live) {
+      const content = live.content();
+      return { bytes: encodeRunIndex(content, null, { compact: false }), analysis: content.analysis };
     }
-    if (bytes) {
+    const source = await logSource(t.log);
+    const file = await readFile(t.index).catch(() => null);
+    if (file) {
       try {
-        const got = readIndexBytes(bytes);
-        if (sameSource(got.source, source)) return got.content;
+        const header = runIndexHeader(file, { crc32 });
+        if (sameSource(header.source, source)) return { bytes: file, analysis: header.analysis };
       } catch {
-        // Not a whole index of this format: rebuilt below, never trusted.
+        // Not a whole, undamaged index of this format: rebuilt below, never read.
       }
     }
-    return this.build(t, source, onProgress);
+    const built = await this.build(t, source, onProgress);
+    return { bytes: built.bytes, analysis: built.content.analysis };
   }
 
   /** Builds the index from the log (once at a time per index) and writes it where it can. */
-  build(t: IndexTarget, source?: RunIndexSource, onProgress?: IndexProgress): Promise<RunIndexContent> {
+  build(t: IndexTarget, source?: RunIndexSource, onProgress?: IndexProgress): Promise<{ content: RunIndexContent; bytes: Uint8Array }> {
     let p = this.building.get(t.index);
     if (!p) {
       p = this.buildNow(t, source, onProgress).finally(() => this.building.delete(t.index));
@@ -120,7 +117,7 @@ export class RunIndexStore {
     return p;
   }
 
-  private async buildNow(t: IndexTarget, known: RunIndexSource | undefined, onProgress?: IndexProgress): Promise<RunIndexContent> {
+  private async buildNow(t: IndexTarget, known: RunIndexSource | undefined, onProgress?: IndexProgress): Promise<{ content: RunIndexContent; bytes: Uint8Array }> {
     const source = known ?? (await logSource(t.log));
     const builder = new RunIndexBuilder();
     let last = 0;
@@ -138,10 +135,11 @@ export class RunIndexStore {
     );
     builder.finish();
     const content = builder.content();
+    const bytes = compactIndex(content, source);
     // The log changed while it was read (a run followed elsewhere): use what was read, keep nothing.
     const after = await logSource(t.log).catch(() => null);
-    if (t.persist && after && sameSource(after, source)) await writeIndex(t.index, compactIndex(content, source)).catch(() => undefined);
-    return content;
+    if (t.persist && after && sameSource(after, source)) await writeIndex(t.index, bytes).catch(() => undefined);
+    return { content, bytes };
   }
 
   /**
@@ -195,7 +193,3 @@ async function readHeader(path: string): Promise<{ analysis: RunAnalysis; source
   }
 }
 
-/** The plain (in-place readable) form sent to the window, with the run's listing. */
-export function windowIndex(content: RunIndexContent, listing: RunListing): Uint8Array {
-  return encodeRunIndex(content, null, { compact: false, listing });
-}

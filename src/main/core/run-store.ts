@@ -5,13 +5,13 @@
  */
 import { mkdir, readdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
-import type { LoadedRun, RunListing } from '../../shared/api';
+import type { LoadedRun, RunIndexBytes, RunListing } from '../../shared/api';
 import type { BadLine } from '../../shared/events-reader';
 import type { KvEvent } from '../../shared/protocol';
 import { CodedError } from '../../shared/result';
 import { RunAnalyzer, type RunAnalysis } from '../../shared/run-analysis';
 import { readEventFile } from './event-files';
-import { INDEX_FILE, RunIndexStore, windowIndex, type IndexProgress, type IndexTarget } from './run-index-store';
+import { INDEX_FILE, RunIndexStore, type IndexProgress, type IndexTarget } from './run-index-store';
 
 /** meta.json of a run folder. Unknown keys are kept when rewritten. */
 export interface RunMeta {
@@ -168,14 +168,14 @@ export class RunStore {
   }
 
   /**
-   * The run as the window opens it: its index (built first when missing or stale, `onProgress`
-   * hearing how far through the log) in the plain form, with its listing.
+   * The run as the window opens it: its listing and its index (built first when missing or stale,
+   * `onProgress` hearing how far through the log).
    */
-  async loadIndex(id: string, onProgress?: IndexProgress): Promise<Uint8Array> {
+  async loadIndex(id: string, onProgress?: IndexProgress): Promise<RunIndexBytes> {
     const meta = await this.metaOf(id);
     const target = await this.indexTarget(id, meta);
-    const content = await this.index.content(target, onProgress);
-    return windowIndex(content, baseListing(id, meta, id.startsWith(SAMPLE_PREFIX), content.analysis));
+    const { bytes, analysis } = await this.index.windowBytes(target, onProgress);
+    return { listing: baseListing(id, meta, id.startsWith(SAMPLE_PREFIX), analysis), index: bytes };
   }
 
   /** The run from its log: every event (the export, `loadRun`, and the index's own tests read this). */

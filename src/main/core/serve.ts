@@ -10,7 +10,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { readFile, stat } from 'node:fs/promises';
 import { extname, join, normalize, sep } from 'node:path';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { BINARY_FRAME_HEADER_BYTES, CORE_METHODS, type CoreMethod, type LoadedRun, type PushMessage } from '../../shared/api';
+import { BINARY_FRAME_PREFIX_BYTES, binaryField, CORE_METHODS, type CoreMethod, type LoadedRun, type PushMessage } from '../../shared/api';
 import type { KvEvent } from '../../shared/protocol';
 import { err, type Result } from '../../shared/result';
 import type { Core } from './app-core';
@@ -45,15 +45,18 @@ export type BridgeMessage = { id: number; result: Result<unknown> } | { id: numb
 export const STREAM_CHUNK = 20_000;
 
 /**
- * A result whose value is bytes (loadRunIndex) travels as one binary frame instead of JSON:
- * u32 request id, u32 zero (little-endian), then the bytes, which so start 8-aligned for a reader
- * that views typed columns in place. Errors still travel as JSON results.
+ * A result whose value carries bytes (loadRunIndex's index) travels as one binary frame instead
+ * of JSON (shared/api.ts BINARY_FRAME_PREFIX_BYTES has the layout). Errors still travel as JSON.
  */
-export function binaryResultFrame(id: number, bytes: Uint8Array): Buffer {
-  const frame = Buffer.allocUnsafe(BINARY_FRAME_HEADER_BYTES + bytes.length);
+export function binaryResultFrame(id: number, value: Record<string, unknown>, key: string): Buffer {
+  const bytes = value[key] as Uint8Array;
+  const json = Buffer.from(JSON.stringify({ key, value: { ...value, [key]: null } }));
+  const start = (BINARY_FRAME_PREFIX_BYTES + json.length + 7) & ~7;
+  const frame = Buffer.alloc(start + bytes.length);
   frame.writeUInt32LE(id >>> 0, 0);
-  frame.writeUInt32LE(0, 4);
-  frame.set(bytes, BINARY_FRAME_HEADER_BYTES);
+  frame.writeUInt32LE(json.length, 4);
+  json.copy(frame, BINARY_FRAME_PREFIX_BYTES);
+  frame.set(bytes, start);
   return frame;
 }
 
@@ -187,8 +190,9 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       const result = await Promise.resolve()
         .then(() => fn(...args))
         .catch((e: unknown) => err('internal', `${req.method} failed: ${(e as Error)?.message ?? String(e)}`));
-      if (result.ok && result.value instanceof Uint8Array) {
-        if (ws.readyState === ws.OPEN) ws.send(binaryResultFrame(id, result.value));
+      const key = result.ok ? binaryField(result.value) : null;
+      if (result.ok && key) {
+        if (ws.readyState === ws.OPEN) ws.send(binaryResultFrame(id, result.value as Record<string, unknown>, key));
         return;
       }
       if (req.method === 'loadRun' && req.stream === true && result.ok) {

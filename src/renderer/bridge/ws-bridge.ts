@@ -2,7 +2,7 @@
  * The browser bridge: KvScopeApi over the `kvscope serve` WebSocket. Satisfies the same type as the
  * Electron preload, so the renderer cannot tell which one it has.
  */
-import { BINARY_FRAME_HEADER_BYTES, CORE_METHODS, type CoreMethod, type KvScopeApi, type LoadedRun, type PushMessage } from '../../shared/api';
+import { BINARY_FRAME_PREFIX_BYTES, CORE_METHODS, type CoreMethod, type KvScopeApi, type LoadedRun, type PushMessage } from '../../shared/api';
 import type { KvEvent } from '../../shared/protocol';
 import { err, type Result } from '../../shared/result';
 
@@ -45,9 +45,13 @@ export function createWsBridge(url: string): KvScopeApi {
       };
       ws.onmessage = (ev: MessageEvent<string | ArrayBuffer>) => {
         if (typeof ev.data !== 'string') {
-          // A result whose value is bytes (serve.ts binaryResultFrame): u32 id, u32 0, the bytes.
-          const id = new DataView(ev.data).getUint32(0, true);
-          pending.get(id)?.({ ok: true, value: new Uint8Array(ev.data, BINARY_FRAME_HEADER_BYTES) });
+          // A result carrying bytes (serve.ts binaryResultFrame): id, JSON of the rest, the bytes.
+          const view = new DataView(ev.data);
+          const id = view.getUint32(0, true);
+          const jsonBytes = view.getUint32(4, true);
+          const head = JSON.parse(new TextDecoder().decode(new Uint8Array(ev.data, BINARY_FRAME_PREFIX_BYTES, jsonBytes))) as { key: string; value: Record<string, unknown> };
+          const start = (BINARY_FRAME_PREFIX_BYTES + jsonBytes + 7) & ~7;
+          pending.get(id)?.({ ok: true, value: { ...head.value, [head.key]: new Uint8Array(ev.data, start) } });
           pending.delete(id);
           return;
         }
