@@ -17,6 +17,7 @@ import { formatCounterValue } from '../../viz/timeline-render';
 import type { RunData } from '../../run-data';
 import type { VizTheme } from '../../viz/ctx2d';
 import { ExportButton } from '../export/ExportButton';
+import { RunOpening } from '../run-opening/RunOpening';
 
 export const SPEEDS = [0.25, 0.5, 1, 2, 4, 8, 16];
 /** Wall time a move spends in flight, whatever the speed. */
@@ -46,7 +47,7 @@ function palette(theme: VizTheme): PoolsPalette {
 export function LiveView({ runId }: { runId: string }) {
   const { data, error, version } = useRunData(runId);
   if (error) return <p role="alert" className="error">Could not open run {runId}: {error}</p>;
-  if (!data) return <p className="loading">Loading run…</p>;
+  if (!data) return <RunOpening runId={runId} />;
   return <LivePools data={data} version={version} />;
 }
 

@@ -13,6 +13,7 @@ import { busyTime, linkOf } from '../../model/link-bandwidth';
 import { runSettings } from '../../model/run-settings';
 import { STARTUP_COPIES_LABEL } from '../../../shared/startup-copies';
 import type { TimelineModel } from '../../../shared/timeline-model';
+import { RunOpening } from '../run-opening/RunOpening';
 
 /** The start-up copy check, named apart from the KV copies above (none of its bytes is a KV block). */
 export function StartupCopiesNote({ copies }: { copies: TimelineModel['startupCopies'] }) {
@@ -29,7 +30,7 @@ export function StartupCopiesNote({ copies }: { copies: TimelineModel['startupCo
 export function SummaryView({ runId }: { runId: string }) {
   const { data, error } = useRunData(runId, 1000);
   if (error) return <p role="alert" className="error">Could not open run {runId}: {error}</p>;
-  if (!data) return <p className="loading">Loading run…</p>;
+  if (!data) return <RunOpening runId={runId} />;
   return <Summary data={data} />;
 }
 
