@@ -11,7 +11,7 @@
  * (`startLive`), so a running run opens from it as fast as a finished one.
  */
 import { createHash } from 'node:crypto';
-import { mkdir, open, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { crc32, deflateRawSync } from 'node:zlib';
 import type { BadLine } from '../../shared/events-reader';
@@ -72,9 +72,23 @@ export class RunIndexStore {
   /** Indexes of runs this process follows, by log path. */
   private readonly live = new Map<string, RunIndexBuilder>();
 
+  /**
+   * An empty index for a run that is starting (followed elsewhere, `persist: false`) and has no
+   * log yet: it opens empty and fills from the events pushed to the window. Null otherwise.
+   */
+  private async notStartedYet(t: IndexTarget): Promise<RunIndexBuilder | null> {
+    if (t.persist) return null;
+    try {
+      await stat(t.log);
+      return null;
+    } catch (e) {
+      return (e as { code?: string }).code === 'ENOENT' ? new RunIndexBuilder() : null;
+    }
+  }
+
   /** The run's analysis, from its index's header; builds the index when it is missing or stale. */
   async analysis(t: IndexTarget): Promise<RunAnalysis> {
-    const live = this.live.get(t.log);
+    const live = this.live.get(t.log) ?? (await this.notStartedYet(t));
     if (live) return live.content().analysis;
     const source = await logSource(t.log);
     const header = await readHeader(t.index);
@@ -88,7 +102,7 @@ export class RunIndexStore {
    * in-memory index in the plain form.
    */
   async windowBytes(t: IndexTarget, onProgress?: IndexProgress): Promise<{ bytes: Uint8Array; analysis: RunAnalysis }> {
-    const live = this.live.get(t.log);
+    const live = this.live.get(t.log) ?? (await this.notStartedYet(t));
     if (live) {
       const content = live.content();
       return { bytes: encodeRunIndex(content, null, { compact: false }), analysis: content.analysis };
