@@ -16,17 +16,20 @@ const GPU_BLOCKS = 2 * (CONTEXT_BLOCKS + 2 * ROUNDS) + 64;
 export function* generatedSweepPointRun(targetLines = 1_000_000): Generator<Record<string, unknown>> {
   // Admissions that move blocks: rounds 1..R for every user, each offloading and onboarding a context.
   const copiesPerBlock = Math.max(1, Math.round(targetLines / (ROUNDS * USERS * 2 * CONTEXT_BLOCKS)));
-  let t = 0;
-  let lines = 0;
-  let nextSample = 0;
-  const ev = (type: string, f: Record<string, unknown>) => {
-    lines++;
-    return { t: Math.round(t), type, ...f };
+  // Copy times and samples vary as measured ones do (a fixed-seed generator: the same run every time),
+  // so the index compresses as a real run's would, not as a perfectly regular one's.
+  let seed = 0x9e3779b9;
+  const random = () => {
+    seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0;
+    return seed / 2 ** 32;
   };
+  let t = 0;
+  let nextSample = 0;
+  const ev = (type: string, f: Record<string, unknown>) => ({ t: Math.round(t), type, ...f });
   const samples = function* (): Generator<Record<string, unknown>> {
     // A sample is written when its time has come (its t is when it is written, as the agent's are).
     if (nextSample <= t) {
-      yield ev('gpu', { index: 0, mem_used_bytes: 7.6e10 + (lines % 1000) * 1e6, util_pct: 40 + (lines % 60), pcie_rx_bytes_per_s: 5.1e10, pcie_tx_bytes_per_s: 4.9e10, source: 'nvidia-smi' });
+      yield ev('gpu', { index: 0, mem_used_bytes: Math.round(7.6e10 + random() * 1e9), util_pct: Math.round(40 + random() * 60), pcie_rx_bytes_per_s: Math.round(4e10 + random() * 1.5e10), pcie_tx_bytes_per_s: Math.round(4e10 + random() * 1.5e10), source: 'nvidia-smi' });
       while (nextSample <= t) nextSample += 1e8;
     }
   };
@@ -49,12 +52,14 @@ export function* generatedSweepPointRun(targetLines = 1_000_000): Generator<Reco
   const lru: number[] = [];
   let nextId = 1;
   const copy = function* (dir: 'h2d' | 'd2h', blocks: number): Generator<Record<string, unknown>> {
-    // 54 GB/s: one block in ~97 µs, split into equal copies.
+    // ~54 GB/s: one block in ~97 µs, split into equal copies; each copy's time varies ±15 %, with
+    // a gap of up to 2 µs before it.
     const each = Math.round(BLOCK_BYTES / copiesPerBlock);
-    const ns = Math.round((each / 54e9) * 1e9);
+    const ns = (each / 54e9) * 1e9;
     for (let i = 0; i < blocks * copiesPerBlock; i++) {
+      t += random() * 2000;
       const start = t;
-      t += ns;
+      t += ns * (0.85 + 0.3 * random());
       yield ev('xfer', { dir, bytes: each, start: Math.round(start), end: Math.round(t), src_mem: dir === 'h2d' ? 'pinned' : 'device', dst_mem: dir === 'h2d' ? 'device' : 'pinned', device: 0, stream: dir === 'h2d' ? 7 : 8, source: 'cupti' });
       if (i % 512 === 0) yield* samples();
     }

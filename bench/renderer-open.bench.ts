@@ -79,21 +79,22 @@ async function freshPage(mode: 'index' | 'log'): Promise<Page> {
   return page;
 }
 
-/** Renderer processes' resident memory (MB), from the browser's process list and /proc. */
-async function rendererRssMb(): Promise<number[]> {
+/** Renderer processes' ids, from the browser's process list. */
+async function rendererPids(): Promise<number[]> {
   const cdp = await h.browser.newBrowserCDPSession();
   const info = (await cdp.send('SystemInfo.getProcessInfo')) as { processInfo: Array<{ type: string; id: number }> };
   await cdp.detach();
-  return info.processInfo
-    .filter((p) => p.type === 'renderer')
-    .map((p) => {
-      try {
-        const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${p.id}/status`, 'utf8'));
-        return m ? Number(m[1]) / 1024 : NaN;
-      } catch {
-        return NaN;
-      }
-    });
+  return info.processInfo.filter((p) => p.type === 'renderer').map((p) => p.id);
+}
+
+/** A process's resident memory (MB), from /proc. */
+function rssMb(pid: number): number {
+  try {
+    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Math.round(Number(m[1]) / 1024) : NaN;
+  } catch {
+    return NaN;
+  }
 }
 
 const median = (xs: number[]) => {
@@ -148,10 +149,13 @@ try {
 
   // View switches on an open run (index), and the renderer's memory with it open in every view.
   const switches: Record<string, Record<string, number[]>> = {};
-  const memory: Record<string, { rendererRssMb: number[]; jsHeapMb: number }> = {};
+  const memory: Record<string, { rendererRssMb: number[]; ownProcess: boolean; jsHeapMb: number }> = {};
   for (const r of runs) {
     switches[r.id] = {};
+    const before = new Set(await rendererPids());
     const page = await freshPage('index');
+    // The page's own renderer: the one that was not there before it.
+    const own = (await rendererPids()).filter((p) => !before.has(p));
     await page.evaluate(clickToPaint, [`.links a[href="${hrefOf(r.id, 'live')}"]`, PAINTED.live] as [string, string]);
     for (let k = 0; k < REPEAT; k++) {
       for (const [from, to] of [
@@ -166,7 +170,9 @@ try {
     const cdp = await page.context().newCDPSession(page);
     await cdp.send('HeapProfiler.collectGarbage');
     const heap = (await cdp.send('Runtime.getHeapUsage')) as { usedSize: number };
-    memory[r.id] = { rendererRssMb: (await rendererRssMb()).map((x) => Math.round(x)), jsHeapMb: Math.round(heap.usedSize / 2 ** 20) };
+    // Every renderer when the page's own cannot be told apart (a reused process): the largest bounds it.
+    const measured = own.length === 1 ? own : await rendererPids();
+    memory[r.id] = { rendererRssMb: measured.map(rssMb), ownProcess: own.length === 1, jsHeapMb: Math.round(heap.usedSize / 2 ** 20) };
     await page.close();
   }
 
