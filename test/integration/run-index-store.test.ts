@@ -12,7 +12,8 @@ import { isDeepStrictEqual } from 'node:util';
 import { crc32, inflateRawSync } from 'node:zlib';
 import type { RunIndexBytes } from '../../src/shared/api';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { WebSocket } from 'ws';
+import type { WebSocket } from 'ws';
+import { connectBridge } from '../helpers/bridge-socket';
 import { createCore, type Core } from '../../src/main/core/app-core';
 import { INDEX_FILE } from '../../src/main/core/run-index-store';
 import { RunStore } from '../../src/main/core/run-store';
@@ -168,8 +169,7 @@ describe('loadRunIndex through the core and kvscope serve', () => {
     newRun(runsDir, 'r1');
     core = await createCore({ runsDir, samplesDir: null, shell: 'browser' });
     server = await startServer({ core, staticDir: mkdtempSync(join(tmpdir(), 'kvscope-static-')) });
-    ws = new WebSocket(`ws://127.0.0.1:${server.port}/api?token=${server.token}`, { origin: `http://127.0.0.1:${server.port}` });
-    await new Promise((r) => ws.once('open', r));
+    ws = await connectBridge(server);
   });
   afterAll(async () => {
     ws?.close();
