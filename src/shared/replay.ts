@@ -13,7 +13,7 @@
  * source is absent only adds, an add to a pool that already holds the block only removes; a pool
  * over its capacity grows cells past capacity_blocks (drawn beyond the grid) instead of losing blocks.
  */
-import { CopyMatcher, type MatchSink, type MatchSource } from './copy-matching';
+import { CopyMatcher, type MatcherState, type MatchSink, type MatchSource } from './copy-matching';
 import type { BlockOp, KvEvent, PoolName, XferDir, XferEvent } from './protocol';
 import { StartupCopyRule } from './startup-copies';
 
@@ -126,12 +126,16 @@ export interface ReplayState {
   usedCells: [number, number];
   slotCounts: [number, number];
   cuptiSeen: boolean;
+  /** Start-up copies counted per source and direction, and what the rule that tells them has seen. */
+  startup: Record<MatchSource, Record<XferDir, StartupCopies>>;
+  startupRule: StartupCopyRule['state'];
+  /** What waits inside the copy-matching window (its decided pairs are the `pairs.*` columns). */
+  matcher: MatcherState<number, number>;
   blockIds: Array<string | number>;
   columns: Record<string, NumberColumn>;
 }
 
 const MOVE_COLUMNS = ['t', 'op', 'block', 'user', 'round', 'srcPool', 'srcSlot', 'dstPool', 'dstSlot', 'effect', 'seq'] as const;
-const XFER_DIRS: readonly XferDir[] = ['h2d', 'd2h', 'd2d', 'h2h'];
 const XFER_SOURCES: ReadonlyArray<XferEvent['source']> = ['cupti', 'engine'];
 const REQ_PHASES = ['queued', 'scheduled', 'first_token', 'done'] as const;
 
@@ -512,8 +516,10 @@ export class ReplayModel {
         columns[`xfer.${src}.${dir}.start`] = x.start.data.subarray(0, x.start.length);
         columns[`xfer.${src}.${dir}.end`] = x.end.data.subarray(0, x.end.length);
         columns[`xfer.${src}.${dir}.bytes`] = x.bytes.data.subarray(0, x.bytes.length);
+        columns[`xfer.${src}.${dir}.seq`] = x.seq.data.subarray(0, x.seq.length);
       }
     }
+    for (const k of ['move', 'copy', 'bytes'] as const) columns[`pairs.${k}`] = this.pairs[k].data.subarray(0, this.pairs[k].length);
     const ns = this.gpuSamples.length;
     const gt = new Float64Array(ns);
     const gv = new Float64Array(ns * 4);
@@ -538,6 +544,9 @@ export class ReplayModel {
       usedCells: [this.usedCells[0], this.usedCells[1]],
       slotCounts: [this.alloc[0].size, this.alloc[1].size],
       cuptiSeen: this.cuptiSeen,
+      startup: JSON.parse(JSON.stringify(this.startupBySource)) as ReplayState['startup'],
+      startupRule: this.startupRule.state,
+      matcher: this.matcher.state(),
       blockIds: this.blockIds,
       columns,
     };
@@ -568,8 +577,13 @@ export class ReplayModel {
         adopt(x.start, `xfer.${src}.${dir}.start`);
         adopt(x.end, `xfer.${src}.${dir}.end`);
         adopt(x.bytes, `xfer.${src}.${dir}.bytes`);
+        adopt(x.seq, `xfer.${src}.${dir}.seq`);
       }
     }
+    for (const k of ['move', 'copy', 'bytes'] as const) adopt(m.pairs[k], `pairs.${k}`);
+    for (const src of XFER_SOURCES) for (const dir of XFER_DIRS) Object.assign(m.startupBySource[src][dir], s.startup[src][dir]);
+    m.startupRule.restore(s.startupRule);
+    m.matcher.restore(s.matcher);
     const gt = col('gpu.t');
     const gv = col('gpu.values') as Float64Array;
     for (let i = 0; i < gt.length; i++) m.gpuSamples.push({ t: gt[i]!, values: gv.subarray(i * 4, i * 4 + 4) });

@@ -2,8 +2,8 @@
  * The run index (docs/run-index.md) against the log it was built from: on every real run found
  * (bundled samples, committed fixtures) and on the synthetic run (string block ids), the model a
  * decoded index gives is the model compiled from the events — every column, every scalar, the
- * analysis, the timeline model the views draw and the numbers the Pools view reads at any time —
- * in the file form (varints, deflate) and in the form sent to the window. A model decoded from the
+ * analysis, the timeline model the views draw, the copies matched to each move and the numbers the
+ * Pools view reads at any time — in the file form (varints, deflate) and in the form sent to the window. A model decoded from the
  * index of a log's first part, then fed the rest as a live run is, equals the whole log compiled.
  */
 import { isDeepStrictEqual } from 'node:util';
@@ -86,6 +86,9 @@ function expectSameModel(got: ReplayModel, want: ReplayModel): void {
   expectSame(got.toState(), want.toState());
   expect([got.moveCount, got.slotCount(0), got.slotCount(1)]).toEqual([want.moveCount, want.slotCount(0), want.slotCount(1)]);
   expectSame(buildTimelineModel([], got), buildTimelineModel([], want));
+  // Which copies carried each move (the matching rule, pending window included): what tracing a request shows.
+  expectSame(got.copyPairs(), want.copyPairs());
+  expectSame(got.startupCopies, want.startupCopies);
   for (const t of probeTimes(want)) expectSame(poolsReadout(got, t), poolsReadout(want, t));
 }
 
