@@ -838,7 +838,7 @@ export class RunManager {
         this.active.delete(runId);
         this.ended.set(runId, r);
         this.o.push?.({ kind: 'run-status', runId, status: r.status, message: r.error?.message });
-        await this.indexRun(runId);
+        await this.o.store.ensureIndex(runId);
         return r;
       },
       (e: Error) => {
@@ -866,18 +866,6 @@ export class RunManager {
     }
     if (typeof meta.host !== 'string' || !meta.host) throw new CodedError('invalid_argument', `${what}: run ${runId} never started on a host`);
     return meta;
-  }
-
-  /**
-   * Builds the index of a run no longer followed (docs/run-index.md: built when a run ends), so its
-   * first open reads it; `wait` resolves after. A failure only leaves it to be built at that open.
-   */
-  private async indexRun(runId: string): Promise<void> {
-    try {
-      await this.o.store.index.analysis(await this.o.store.indexTarget(runId));
-    } catch {
-      // built at the next open instead
-    }
   }
 
   /** TERM to the run's process group, KILL after the grace period; the tail then collects run.end. */

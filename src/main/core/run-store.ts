@@ -168,6 +168,19 @@ export class RunStore {
   }
 
   /**
+   * Builds the index of a run that stopped being followed (docs/run-index.md: built when a run
+   * ends), so its first open reads it; does nothing when it is there. A failure only leaves it to
+   * be built at that open.
+   */
+  async ensureIndex(id: string): Promise<void> {
+    try {
+      await this.index.analysis(await this.indexTarget(id));
+    } catch {
+      // built at the next open instead
+    }
+  }
+
+  /**
    * The run as the window opens it: its listing and its index (built first when missing or stale,
    * `onProgress` hearing how far through the log).
    */
