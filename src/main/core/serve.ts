@@ -192,7 +192,14 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
         .catch((e: unknown) => err('internal', `${req.method} failed: ${(e as Error)?.message ?? String(e)}`));
       const key = result.ok ? binaryField(result.value) : null;
       if (result.ok && key) {
-        if (ws.readyState === ws.OPEN) ws.send(binaryResultFrame(id, result.value as Record<string, unknown>, key));
+        let frame: Buffer;
+        try {
+          frame = binaryResultFrame(id, result.value as Record<string, unknown>, key);
+        } catch (e) {
+          send({ id, result: err('internal', `the answer could not be sent to the window (${(e as Error).message})`) });
+          return;
+        }
+        if (ws.readyState === ws.OPEN) ws.send(frame);
         return;
       }
       if (req.method === 'loadRun' && req.stream === true && result.ok) {
