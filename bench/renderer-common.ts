@@ -9,7 +9,7 @@ import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { chromium, type Browser, type Page } from 'playwright-core';
-import { createCore } from '../src/main/core/app-core';
+import { createCore, type Core } from '../src/main/core/app-core';
 import { startServer, type RunningServer } from '../src/main/core/serve';
 import type { PageGlobal } from '../test/helpers/page-dom';
 
@@ -36,6 +36,7 @@ export async function writeRun(runsDir: string, id: string, lines: Iterable<Reco
 }
 
 export interface Harness {
+  core: Core;
   server: RunningServer;
   browser: Browser;
   page: Page;
@@ -43,8 +44,8 @@ export interface Harness {
   close(): Promise<void>;
 }
 
-export async function openHarness(runsDir = mkdtempSync(join(tmpdir(), 'kvscope-bench-'))): Promise<Harness> {
-  const core = await createCore({ runsDir, samplesDir: null, shell: 'browser' });
+export async function openHarness(runsDir = mkdtempSync(join(tmpdir(), 'kvscope-bench-')), options: { samplesDir?: string | null } = {}): Promise<Harness> {
+  const core = await createCore({ runsDir, samplesDir: options.samplesDir ?? null, shell: 'browser' });
   const server = await startServer({ core, staticDir: RENDERER_DIR });
   const browser = await chromium.launch({
     executablePath: CHROMIUM,
@@ -56,6 +57,7 @@ export async function openHarness(runsDir = mkdtempSync(join(tmpdir(), 'kvscope-
   page.on('console', (m) => m.type() === 'error' && errors.push(m.text()));
   page.on('pageerror', (e) => errors.push(String(e)));
   return {
+    core,
     server,
     browser,
     page,

@@ -45,7 +45,8 @@ export function App() {
   const route = useRoute();
   const runId = useCurrentRun(route);
   const [info, setInfo] = useState<AppInfo | null>(null);
-  const cache = useMemo(() => new RunDataCache(api), [api]);
+  // `?open=log` opens runs from their logs instead of their indexes (the reference path: tests, bench).
+  const cache = useMemo(() => new RunDataCache(api, new URLSearchParams(window.location.search).get('open') === 'log' ? 'log' : 'index'), [api]);
 
   useEffect(
     () =>

@@ -1,6 +1,6 @@
 /**
- * Runs opened in the window: loaded once through the API, compiled into the replay model (and the
- * timeline model on first use), and kept up to date from pushed `run-events` batches. Pushes are
+ * Runs opened in the window: loaded once through the API from the run's index (its replay model's
+ * columns, used where they arrive; the timeline model is built on first use), and kept up to date from pushed `run-events` batches. Pushes are
  * buffered here, outside React, and applied in one batch per animation frame; React only hears a
  * version number, at most a few times a second (STYLE.md: events from main arrive in batches and
  * are buffered outside React).
@@ -11,6 +11,8 @@ import { ReplayModel } from '../shared/replay';
 import { RunAnalyzer } from '../shared/run-analysis';
 import type { LoadRunStreaming } from './bridge/ws-bridge';
 import { buildTimelineModel, type TimelineModel } from '../shared/timeline-model';
+import { decodeRunIndexAsync } from '../shared/run-index/run-index';
+import { inflateRaw } from '../shared/run-index/inflate-raw';
 
 export interface RunData {
   id: string;
@@ -50,10 +52,17 @@ export class RunDataCache {
   private readonly pending = new Map<string, KvEvent[]>();
   private readonly listeners = new Map<string, Set<Listener>>();
   private readonly growing = new Map<string, GrowingRun>();
+  /** Runs being opened, with the core's last indexing progress (null: none heard). */
+  private readonly opening = new Map<string, number | null>();
+  private readonly openingListeners = new Set<(id: string) => void>();
   private flushScheduled = false;
   private unsubscribe: (() => void) | null = null;
 
-  constructor(private readonly api: KvScopeApi) {}
+  /** `from`: open runs from their index (the app) or from their log (the reference path, `?open=log`). */
+  constructor(
+    private readonly api: KvScopeApi,
+    private readonly from: 'index' | 'log' = 'index',
+  ) {}
 
   private ensureSubscribed(): void {
     if (this.unsubscribe) return;
@@ -63,6 +72,9 @@ export class RunDataCache {
         for (const e of m.events) buf.push(e);
         this.pending.set(m.runId, buf);
         this.scheduleFlush();
+      } else if (m.kind === 'progress' && m.stage === 'index' && this.opening.has(m.runId)) {
+        this.opening.set(m.runId, m.fraction);
+        for (const l of this.openingListeners) l(m.runId);
       } else if (m.kind === 'run-status') {
         const d = this.ready.get(m.runId);
         if (d) {
@@ -182,53 +194,74 @@ export class RunDataCache {
     this.ensureSubscribed();
     let p = this.runs.get(id);
     if (!p) {
-      const streaming = (this.api as unknown as { loadRunStreaming?: LoadRunStreaming }).loadRunStreaming;
-      // Through the browser bridge the events arrive in chunks, each compiled into the replay and
-      // dropped; otherwise (Electron IPC) they come whole and are compiled, then dropped.
-      const replay = new ReplayModel();
-      let eventCount = 0;
-      const loading = streaming
-        ? streaming(id, (chunk) => {
-            replay.append(chunk);
-            eventCount += chunk.length;
-          })
-        : this.api.loadRun(id);
-      p = loading.then((r) => {
-        if (!r.ok) {
+      p = (this.from === 'log' ? this.loadFromLog(id) : this.loadFromIndex(id)).then(
+        (d) => {
+          this.opening.delete(id);
+          this.ready.set(id, d);
+          if (this.pending.has(id)) this.scheduleFlush();
+          return d;
+        },
+        (e: Error) => {
+          this.opening.delete(id);
           this.runs.delete(id);
-          throw new Error(r.error.message);
-        }
-        const { events, ...rest } = r.value;
-        // The benchmarks (bench/renderer-*) time the views from here: the run is in the window.
-        performance.mark(`kvscope:run-loaded:${id}`);
-        replay.append(events);
-        eventCount += events.length;
-        performance.mark(`kvscope:replay-compiled:${id}`);
-        const loaded = { ...rest, eventCount };
-        const d: RunData = {
-          id,
-          loaded,
-          replay,
-          status: loaded.listing.status,
-          version: 0,
-          timeline: () => {
-            let t = timelines.get(d);
-            if (!t) {
-              performance.mark(`kvscope:timeline-build-start:${id}`);
-              t = buildTimelineModel([], d.replay);
-              performance.mark(`kvscope:timeline-built:${id}`);
-              timelines.set(d, t);
-            }
-            return t;
-          },
-        };
-        this.ready.set(id, d);
-        if (this.pending.has(id)) this.scheduleFlush();
-        return d;
-      });
+          throw e;
+        },
+      );
+      this.opening.set(id, null);
       this.runs.set(id, p);
     }
     return p;
+  }
+
+  /** The run's index (docs/run-index.md): its columns are used where they arrived, nothing is compiled. */
+  private async loadFromIndex(id: string): Promise<RunData> {
+    const r = await this.api.loadRunIndex(id);
+    if (!r.ok) throw new Error(r.error.message);
+    // The benchmarks (bench/renderer-*) time the views from here: the run is in the window.
+    performance.mark(`kvscope:run-loaded:${id}`);
+    const { content } = await decodeRunIndexAsync(r.value.index, inflateRaw);
+    performance.mark(`kvscope:replay-compiled:${id}`);
+    const { replay, ...rest } = content;
+    return runData(id, { listing: r.value.listing, ...rest }, replay);
+  }
+
+  /**
+   * The run from its log, every event compiled here (`?open=log` in the page address): what
+   * opening was before indexes, kept as the reference the index is tested and benchmarked against.
+   */
+  private async loadFromLog(id: string): Promise<RunData> {
+    const streaming = (this.api as unknown as { loadRunStreaming?: LoadRunStreaming }).loadRunStreaming;
+    // Through the browser bridge the events arrive in chunks, each compiled into the replay and
+    // dropped; otherwise (Electron IPC) they come whole and are compiled, then dropped.
+    const replay = new ReplayModel();
+    let eventCount = 0;
+    const r = await (streaming
+      ? streaming(id, (chunk) => {
+          replay.append(chunk);
+          eventCount += chunk.length;
+        })
+      : this.api.loadRun(id));
+    if (!r.ok) throw new Error(r.error.message);
+    const { events, ...rest } = r.value;
+    performance.mark(`kvscope:run-loaded:${id}`);
+    replay.append(events);
+    eventCount += events.length;
+    performance.mark(`kvscope:replay-compiled:${id}`);
+    return runData(id, { ...rest, eventCount }, replay);
+  }
+
+  /**
+   * How far the core is through indexing a run being opened (0..1), or null when it has said
+   * nothing (the index was there); undefined once the run is open or not being opened.
+   */
+  openingProgress(id: string): number | null | undefined {
+    return this.opening.has(id) ? this.opening.get(id)! : undefined;
+  }
+
+  /** Hears openingProgress changes; returns the remover. */
+  listenOpening(l: (id: string) => void): () => void {
+    this.openingListeners.add(l);
+    return () => this.openingListeners.delete(l);
   }
 
   /** Forgets a run (deleted or renamed) so the next open reloads it. */
@@ -247,3 +280,24 @@ export class RunDataCache {
 }
 
 const timelines = new WeakMap<RunData, TimelineModel>();
+
+function runData(id: string, loaded: RunData['loaded'], replay: ReplayModel): RunData {
+  const d: RunData = {
+    id,
+    loaded,
+    replay,
+    status: loaded.listing.status,
+    version: 0,
+    timeline: () => {
+      let t = timelines.get(d);
+      if (!t) {
+        performance.mark(`kvscope:timeline-build-start:${id}`);
+        t = buildTimelineModel([], d.replay);
+        performance.mark(`kvscope:timeline-built:${id}`);
+        timelines.set(d, t);
+      }
+      return t;
+    },
+  };
+  return d;
+}

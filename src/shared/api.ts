@@ -62,6 +62,12 @@ export interface SimulatedRunInfo {
   sourceGpu: string | null;
 }
 
+/** A run as the window opens it: its row of the library, and its index's bytes (docs/run-index.md). */
+export interface RunIndexBytes {
+  listing: RunListing;
+  index: Uint8Array;
+}
+
 /** A run loaded for viewing: all valid events (in seq order), what was skipped, and the summary. */
 export interface LoadedRun {
   listing: RunListing;
@@ -463,6 +469,13 @@ export interface KvScopeApi {
   getAppInfo(): Promise<Result<AppInfo>>;
   listRuns(): Promise<Result<RunListing[]>>;
   loadRun(runId: string): Promise<Result<LoadedRun>>;
+  /**
+   * The run's listing and index (docs/run-index.md, read with src/shared/run-index): how the
+   * window opens a run. The index is built from the log first when missing or stale, with
+   * `progress` pushes (stage `index`) while that runs. Through `kvscope serve` the bytes travel in
+   * one binary WebSocket frame.
+   */
+  loadRunIndex(runId: string): Promise<Result<RunIndexBytes>>;
   /** Runs library (issue 6). Bundled samples are read-only: rename/delete refuse them. */
   renameRun(runId: string, name: string): Promise<Result<RunListing>>;
   deleteRun(runId: string): Promise<Result<{ id: string }>>;
@@ -542,6 +555,7 @@ export const CORE_METHODS = [
   'getAppInfo',
   'listRuns',
   'loadRun',
+  'loadRunIndex',
   'renameRun',
   'deleteRun',
   'importRun',
@@ -577,3 +591,18 @@ export type CoreHandlers = { [K in CoreMethod]: KvScopeApi[K] };
 /** IPC channel of a method; the push channel. */
 export const ipcChannel = (method: CoreMethod): string => `kvscope:${method}`;
 export const PUSH_CHANNEL = 'kvscope:push';
+
+/**
+ * kvscope serve's binary result frame (serve.ts binaryResultFrame, ws-bridge.ts), for a result
+ * whose value has one Uint8Array property: u32 request id, u32 JSON length, the JSON
+ * `{ key, value }` (the value without that property), zero padding to a multiple of 8, then the
+ * bytes, which so start 8-aligned for views of typed columns.
+ */
+export const BINARY_FRAME_PREFIX_BYTES = 8;
+
+/** The one Uint8Array property of a result value, if it has one (what travels as a binary frame). */
+export function binaryField(value: unknown): string | null {
+  if (!value || typeof value !== 'object' || Array.isArray(value) || ArrayBuffer.isView(value)) return null;
+  const keys = Object.keys(value).filter((k) => (value as Record<string, unknown>)[k] instanceof Uint8Array);
+  return keys.length === 1 ? keys[0]! : null;
+}

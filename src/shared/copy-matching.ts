@@ -118,6 +118,15 @@ class Fifo<T> {
   }
 }
 
+/** CopyMatcher.state(): the clock, block sizes, waiting moves (once each) and each conveyor's queues. */
+export interface MatcherState<M, C> {
+  now: number;
+  blockBytes: { gpu: number; host: number };
+  moves: Array<{ ref: M; t: number; bytes: number; pending: number }>;
+  /** Per conveyor (engine h2d, engine d2h, cupti h2d, cupti d2h): moves as [index in `moves`, bytes left], copies as [ref, start, bytes left, block-sized]. */
+  conveyors: Array<{ seenCopy: boolean; firstMoveT: number | null; moves: Array<[number, number]>; copies: Array<[C, number, number, boolean]> }>;
+}
+
 /** The rule for one direction and one source. */
 class Conveyor<M, C> {
   moves = new Fifo<MoveEntry<M>>();
@@ -346,6 +355,53 @@ export class CopyMatcher<M, C> {
   /** A conveyor is done with a move; the last one hands it to the sink. */
   releaseMove(rec: MoveRec<M>): void {
     if (--rec.pending === 0) this.sink.moveDone(rec.ref);
+  }
+
+  /**
+   * What waits inside the matching window, as plain data (JSON when M and C are): a run index
+   * keeps it, so a model read back from one goes on matching as the model it was taken from.
+   */
+  state(): MatcherState<M, C> {
+    const moves: MatcherState<M, C>['moves'] = [];
+    const ids = new Map<MoveRec<M>, number>();
+    const idOf = (r: MoveRec<M>) => {
+      let i = ids.get(r);
+      if (i === undefined) {
+        ids.set(r, (i = moves.length));
+        moves.push({ ref: r.ref, t: r.t, bytes: r.bytes, pending: r.pending });
+      }
+      return i;
+    };
+    return {
+      now: this.now,
+      blockBytes: { ...this.blockBytes },
+      moves,
+      conveyors: this.conveyors.map((c) => ({
+        seenCopy: c.seenCopy,
+        firstMoveT: c.firstMoveT,
+        moves: c.moves.live().map((m) => [idOf(m.rec), m.rem] as [number, number]),
+        copies: c.copies.live().map((x) => [x.ref, x.start, x.rem, x.blockSized] as [C, number, number, boolean]),
+      })),
+    };
+  }
+
+  /** Takes back a `state()` into this (new) matcher: it then goes on as the one it came from. */
+  restore(s: MatcherState<M, C>): void {
+    this.now = s.now;
+    this.blockBytes.gpu = s.blockBytes.gpu;
+    this.blockBytes.host = s.blockBytes.host;
+    const recs = s.moves.map((m) => ({ ...m }));
+    s.conveyors.forEach((c, i) => {
+      const t = this.conveyors[i]!;
+      t.seenCopy = c.seenCopy;
+      t.firstMoveT = c.firstMoveT;
+      for (const [id, rem] of c.moves) t.moves.push({ rec: recs[id]!, rem });
+      for (const [ref, start, rem, blockSized] of c.copies) t.copies.push({ ref, start, rem, blockSized });
+    });
+    // Each conveyor was left by its last step with the clock inside its deadline: stepping again
+    // decides nothing and gives back that deadline.
+    this.dirty.fill(true);
+    this.step(false);
   }
 
   /** How much waits inside the matching window (tests check it stays bounded). */

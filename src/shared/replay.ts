@@ -13,7 +13,7 @@
  * source is absent only adds, an add to a pool that already holds the block only removes; a pool
  * over its capacity grows cells past capacity_blocks (drawn beyond the grid) instead of losing blocks.
  */
-import { CopyMatcher, type MatchSink, type MatchSource } from './copy-matching';
+import { CopyMatcher, type MatcherState, type MatchSink, type MatchSource } from './copy-matching';
 import type { BlockOp, KvEvent, PoolName, XferDir, XferEvent } from './protocol';
 import { StartupCopyRule } from './startup-copies';
 
@@ -69,6 +69,11 @@ class SlotAllocator {
     }
     return this.free.pop()!;
   }
+  /** Free cells = every cell below `size` not marked in `used`, lowest on top (see ReplayModel.resume). */
+  resetFree(used: Uint8Array): void {
+    this.free = [];
+    for (let s = this.size - 1; s >= 0; s--) if (!used[s]) this.free.push(s);
+  }
   give(slot: number): void {
     // Keep the stack ordered so the lowest free cell is reused first (a compact grid).
     const f = this.free;
@@ -101,6 +106,38 @@ export interface ReplaySample {
   t: number;
   values: Float64Array;
 }
+
+type NumberColumn = Float64Array | Int32Array | Int16Array | Int8Array | Uint8Array;
+
+/**
+ * Everything a ReplayModel holds, as typed columns (each exactly its length) and a few scalars:
+ * what a run index stores (src/shared/run-index) and `ReplayModel.fromState` takes back. Request
+ * phase times and GPU sample values are NaN where the model has null or no value.
+ */
+export interface ReplayState {
+  lastSeq: number;
+  startT: number | null;
+  endT: number;
+  /** null when no line was seen (the model's Infinity). */
+  minT: number | null;
+  ended: boolean;
+  gpuMemoryTotal: number | null;
+  pools: Partial<Record<PoolName, PoolSpec>>;
+  usedCells: [number, number];
+  slotCounts: [number, number];
+  cuptiSeen: boolean;
+  /** Start-up copies counted per source and direction, and what the rule that tells them has seen. */
+  startup: Record<MatchSource, Record<XferDir, StartupCopies>>;
+  startupRule: StartupCopyRule['state'];
+  /** What waits inside the copy-matching window (its decided pairs are the `pairs.*` columns). */
+  matcher: MatcherState<number, number>;
+  blockIds: Array<string | number>;
+  columns: Record<string, NumberColumn>;
+}
+
+const MOVE_COLUMNS = ['t', 'op', 'block', 'user', 'round', 'srcPool', 'srcSlot', 'dstPool', 'dstSlot', 'effect', 'seq'] as const;
+const XFER_SOURCES: ReadonlyArray<XferEvent['source']> = ['cupti', 'engine'];
+const REQ_PHASES = ['queued', 'scheduled', 'first_token', 'done'] as const;
 
 /**
  * The compiled run. Append-only: `append(events)` extends it for a live tail; cursors created
@@ -204,6 +241,7 @@ export class ReplayModel {
 
   /** Adds events (seq order); lines already seen (seq ≤ last) are skipped so a resumed tail never double-applies. */
   append(events: readonly KvEvent[]): void {
+    if (this.resumePending) this.resume();
     for (const e of events) {
       if (e.seq <= this.lastSeq) continue;
       this.lastSeq = e.seq;
@@ -466,6 +504,149 @@ export class ReplayModel {
     }
     running.sort((a, b) => a.round - b.round || a.user - b.user);
     return { round, running };
+  }
+  /** The model as columns (views of its own arrays, no copy): what a run index stores. */
+  toState(): ReplayState {
+    const columns: Record<string, NumberColumn> = {};
+    for (const k of MOVE_COLUMNS) columns[k] = this[k].data.subarray(0, this[k].length);
+    columns.blockUser = this.blockUser.data.subarray(0, this.blockUser.length);
+    for (const src of XFER_SOURCES) {
+      for (const dir of XFER_DIRS) {
+        const x = this.xferBySource[src][dir];
+        columns[`xfer.${src}.${dir}.start`] = x.start.data.subarray(0, x.start.length);
+        columns[`xfer.${src}.${dir}.end`] = x.end.data.subarray(0, x.end.length);
+        columns[`xfer.${src}.${dir}.bytes`] = x.bytes.data.subarray(0, x.bytes.length);
+        columns[`xfer.${src}.${dir}.seq`] = x.seq.data.subarray(0, x.seq.length);
+      }
+    }
+    for (const k of ['move', 'copy', 'bytes'] as const) columns[`pairs.${k}`] = this.pairs[k].data.subarray(0, this.pairs[k].length);
+    const ns = this.gpuSamples.length;
+    const gt = new Float64Array(ns);
+    const gv = new Float64Array(ns * 4);
+    this.gpuSamples.forEach((s, i) => {
+      gt[i] = s.t;
+      gv.set(s.values, i * 4);
+    });
+    columns['gpu.t'] = gt;
+    columns['gpu.values'] = gv;
+    const reqs = [...this.requests.values()];
+    columns['req.user'] = Float64Array.from(reqs, (r) => r.user);
+    columns['req.round'] = Float64Array.from(reqs, (r) => r.round);
+    for (const ph of REQ_PHASES) columns[`req.${ph}`] = Float64Array.from(reqs, (r) => r[ph] ?? NaN);
+    return {
+      lastSeq: this.lastSeq,
+      startT: this.startT,
+      endT: this.endT,
+      minT: Number.isFinite(this.minT) ? this.minT : null,
+      ended: this.ended,
+      gpuMemoryTotal: this.gpuMemoryTotal,
+      pools: { ...this.pools },
+      usedCells: [this.usedCells[0], this.usedCells[1]],
+      slotCounts: [this.alloc[0].size, this.alloc[1].size],
+      cuptiSeen: this.cuptiSeen,
+      startup: JSON.parse(JSON.stringify(this.startupBySource)) as ReplayState['startup'],
+      startupRule: this.startupRule.state,
+      matcher: this.matcher.state(),
+      blockIds: this.blockIds,
+      columns,
+    };
+  }
+
+  /**
+   * The model a state describes, its columns used in place. It reads exactly as the model the state
+   * came from; the bookkeeping that only appending needs (which cell each block holds, the free
+   * cells) is rebuilt from the moves on the first `append`.
+   */
+  static fromState(s: ReplayState): ReplayModel {
+    const m = new ReplayModel();
+    const col = (name: string): NumberColumn => {
+      const c = s.columns[name];
+      if (!c) throw new Error(`replay state has no column ${name}`);
+      return c;
+    };
+    const adopt = <T extends NumberColumn>(target: Column<T>, name: string) => {
+      const c = col(name);
+      target.data = c as T;
+      target.length = c.length;
+    };
+    for (const k of MOVE_COLUMNS) adopt(m[k] as Column<NumberColumn>, k);
+    adopt(m.blockUser, 'blockUser');
+    for (const src of XFER_SOURCES) {
+      for (const dir of XFER_DIRS) {
+        const x = m.xferBySource[src][dir];
+        adopt(x.start, `xfer.${src}.${dir}.start`);
+        adopt(x.end, `xfer.${src}.${dir}.end`);
+        adopt(x.bytes, `xfer.${src}.${dir}.bytes`);
+        adopt(x.seq, `xfer.${src}.${dir}.seq`);
+      }
+    }
+    for (const k of ['move', 'copy', 'bytes'] as const) adopt(m.pairs[k], `pairs.${k}`);
+    for (const src of XFER_SOURCES) for (const dir of XFER_DIRS) Object.assign(m.startupBySource[src][dir], s.startup[src][dir]);
+    m.startupRule.restore(s.startupRule);
+    m.matcher.restore(s.matcher);
+    const gt = col('gpu.t');
+    const gv = col('gpu.values') as Float64Array;
+    for (let i = 0; i < gt.length; i++) m.gpuSamples.push({ t: gt[i]!, values: gv.subarray(i * 4, i * 4 + 4) });
+    const ru = col('req.user');
+    const rr = col('req.round');
+    const phases = REQ_PHASES.map((ph) => col(`req.${ph}`));
+    const orNull = (v: number) => (Number.isNaN(v) ? null : v);
+    for (let i = 0; i < ru.length; i++) {
+      const r = { user: ru[i]!, round: rr[i]!, queued: orNull(phases[0]![i]!), scheduled: orNull(phases[1]![i]!), first_token: orNull(phases[2]![i]!), done: orNull(phases[3]![i]!) };
+      m.requests.set(`${r.user}/${r.round}`, r);
+    }
+    m.blockIds.push(...s.blockIds);
+    if (m.blockIds.length !== m.blockUser.length) throw new Error(`replay state: ${m.blockIds.length} block ids for ${m.blockUser.length} blocks`);
+    m.lastSeq = s.lastSeq;
+    m.startT = s.startT;
+    m.endT = s.endT;
+    m.minT = s.minT ?? Infinity;
+    m.ended = s.ended;
+    m.gpuMemoryTotal = s.gpuMemoryTotal;
+    Object.assign(m.pools, s.pools);
+    m.usedCells[0] = s.usedCells[0];
+    m.usedCells[1] = s.usedCells[1];
+    m.cuptiSeen = s.cuptiSeen;
+    for (const p of [POOL_GPU, POOL_HOST]) {
+      m.alloc[p]!.capacity = s.slotCounts[p]!;
+      m.alloc[p]!.size = s.slotCounts[p]!;
+    }
+    m.resumePending = true;
+    return m;
+  }
+
+  /** True while a model made by fromState has not rebuilt its append bookkeeping. */
+  private resumePending = false;
+
+  /**
+   * Rebuilds what appending needs from the moves: each block's cell (the moves' effects replayed)
+   * and each pool's free cells (every cell below its size that no block holds, lowest on top, as
+   * SlotAllocator keeps them), and the block id → index map.
+   */
+  private resume(): void {
+    this.resumePending = false;
+    for (let b = 0; b < this.blockIds.length; b++) this.blockIndex.set(this.blockIds[b]!, b);
+    const nb = this.blockIds.length;
+    for (const p of [POOL_GPU, POOL_HOST]) {
+      const w = new Int32Array(Math.max(16, nb)).fill(NONE);
+      this.where[p]!.data = w;
+      this.where[p]!.length = nb;
+    }
+    const n = this.moveCount;
+    const ef = this.effect.data;
+    const bl = this.block.data;
+    for (let i = 0; i < n; i++) {
+      const e = ef[i]!;
+      if (e & 1) this.where[this.srcPool.data[i]!]!.data[bl[i]!] = NONE;
+      if (e & 2) this.where[this.dstPool.data[i]!]!.data[bl[i]!] = this.dstSlot.data[i]!;
+    }
+    for (const p of [POOL_GPU, POOL_HOST]) {
+      const a = this.alloc[p]!;
+      const used = new Uint8Array(a.size);
+      const w = this.where[p]!.data;
+      for (let b = 0; b < nb; b++) if (w[b]! !== NONE) used[w[b]!] = 1;
+      a.resetFree(used);
+    }
   }
 }
 

@@ -24,6 +24,16 @@ export class StartupCopyRule {
     else this.end = e.t;
   }
 
+  /** What it has observed, as plain data (a run index keeps it), and back. */
+  get state(): { began: boolean; end: number | null } {
+    return { began: this.began, end: this.end };
+  }
+
+  restore(s: { began: boolean; end: number | null }): void {
+    this.began = s.began;
+    this.end = s.end;
+  }
+
   /** Whether a copy (an xfer line read after the lines before it were observed) is a start-up copy. */
   isStartup(copy: { start: number }): boolean {
     if (this.end !== null) return copy.start < this.end;

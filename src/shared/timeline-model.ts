@@ -67,7 +67,22 @@ export interface TimelineModel {
 
 function laneFrom(dir: XferDir, starts: Float64Array, ends: Float64Array, bytes: Float64Array, seqs: Float64Array, n: number): XferLane {
   let sorted = true;
-  for (let i = 1; i < n && sorted; i++) if (starts[i]! < starts[i - 1]!) sorted = false;
+  let endsAfterStarts = true;
+  for (let i = 0; i < n; i++) {
+    if (i > 0 && starts[i]! < starts[i - 1]!) sorted = false;
+    if (!(ends[i]! >= starts[i]!)) endsAfterStarts = false;
+  }
+  let maxDur = 0;
+  let total = 0;
+  if (sorted && endsAfterStarts) {
+    // Already a lane (the usual case): its columns are the copies' own, shared, not copied.
+    for (let i = 0; i < n; i++) {
+      const d = ends[i]! - starts[i]!;
+      if (d > maxDur) maxDur = d;
+      total += bytes[i]!;
+    }
+    return { dir, start: starts.subarray(0, n), end: ends.subarray(0, n), bytes: bytes.subarray(0, n), seq: seqs.subarray(0, n), length: n, maxDur, totalBytes: total, laneOfColumn: null };
+  }
   let order: Uint32Array | null = null;
   if (!sorted) {
     // CUPTI flushes per stream, so copies of two streams interleave out of start order.
@@ -81,8 +96,6 @@ function laneFrom(dir: XferDir, starts: Float64Array, ends: Float64Array, bytes:
     for (let k = 0; k < n; k++) laneOfColumn[order[k]!] = k;
   }
   const lane: XferLane = { dir, start: new Float64Array(n), end: new Float64Array(n), bytes: new Float64Array(n), seq: new Float64Array(n), length: n, maxDur: 0, totalBytes: 0, laneOfColumn };
-  let maxDur = 0;
-  let total = 0;
   for (let k = 0; k < n; k++) {
     const i = order ? order[k]! : k;
     const s = starts[i]!;
@@ -179,30 +192,33 @@ export function occupancyTracks(replay: ReplayModel): CounterTrack[] {
   const ef = replay.effect.data;
   const sp = replay.srcPool.data;
   const dp = replay.dstPool.data;
-  const out = [0, 1].map(() => ({ t: [] as number[], v: [] as number[] }));
+  // One sample per time stamp (the last move at that t wins): at most one per move.
+  const ts = new Float64Array(n);
+  const vs = [new Float64Array(n), new Float64Array(n)];
+  let k = 0;
   const c = [0, 0];
   for (let i = 0; i < n; i++) {
     const e = ef[i]!;
     if (e & 1) c[sp[i]!]!--;
     if (e & 2) c[dp[i]!]!++;
-    // One sample per time stamp (the last move at that t wins).
     if (i + 1 === n || t[i + 1] !== t[i]) {
-      for (const p of [POOL_GPU, POOL_HOST]) {
-        out[p]!.t.push(t[i]!);
-        out[p]!.v.push(c[p]!);
-      }
+      ts[k] = t[i]!;
+      vs[POOL_GPU]![k] = c[POOL_GPU]!;
+      vs[POOL_HOST]![k] = c[POOL_HOST]!;
+      k++;
     }
   }
+  const out = [POOL_GPU, POOL_HOST].map((p) => ({ t: ts.slice(0, k), v: vs[p]!.slice(0, k) }));
   // The track's top is the pool's capacity, unless the pool is far larger than the run ever used
   // (a 55 GB host pool of small blocks): then the peak, so the line is not flat at the bottom.
-  const top = (p: 'gpu' | 'host', seen: number[]): Pick<CounterTrack, 'max' | 'scale'> => {
+  const top = (p: 'gpu' | 'host', seen: Float64Array): Pick<CounterTrack, 'max' | 'scale'> => {
     const peak = seen.reduce((m, x) => (x > m ? x : m), 0);
     const c = replay.pools[p]?.capacity_blocks ?? 0;
     return c > 0 && c <= 4 * peak ? { max: c, scale: 'capacity' } : { max: Math.max(1, peak), scale: 'peak' };
   };
   return [
-    { key: 'gpu_pool', label: 'GPU pool', unit: 'blocks', t: Float64Array.from(out[0]!.t), v: Float64Array.from(out[0]!.v), length: out[0]!.t.length, ...top('gpu', out[0]!.v), step: true },
-    { key: 'host_pool', label: 'Host pool', unit: 'blocks', t: Float64Array.from(out[1]!.t), v: Float64Array.from(out[1]!.v), length: out[1]!.t.length, ...top('host', out[1]!.v), step: true },
+    { key: 'gpu_pool', label: 'GPU pool', unit: 'blocks', t: out[0]!.t, v: out[0]!.v, length: k, ...top('gpu', out[0]!.v), step: true },
+    { key: 'host_pool', label: 'Host pool', unit: 'blocks', t: out[1]!.t, v: out[1]!.v, length: k, ...top('host', out[1]!.v), step: true },
   ];
 }
 

@@ -6,10 +6,11 @@
  */
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import type { KvScopeApi, LoadedRun, PushMessage } from '../../src/shared/api';
+import type { KvScopeApi, LoadedRun, PushMessage, RunIndexBytes } from '../../src/shared/api';
 import { decodeAll } from '../../src/shared/events-reader';
 import type { KvEvent } from '../../src/shared/protocol';
 import { RunDataCache } from '../../src/renderer/run-data';
+import { encodeRunIndex, RunIndexBuilder } from '../../src/shared/run-index/run-index';
 
 const events = decodeAll(readFileSync('test/fixtures/runs/cpu-tiny-3users/events.jsonl')).events as KvEvent[];
 
@@ -20,11 +21,17 @@ describe('the window\'s run cache across a requeued job', () => {
     const flush = () => frames.splice(0).forEach((f) => f());
     let listener: ((m: PushMessage) => void) | null = null;
     const half = events.slice(0, Math.floor(events.length / 2));
+    // Opened mid-run: the index of the first half, as the core sends a followed run's.
+    const builder = new RunIndexBuilder();
+    for (const e of half) builder.push(e);
+    const index = encodeRunIndex(builder.content(), null, { compact: false });
     const api = {
       onPush: (l: (m: PushMessage) => void) => {
         listener = l;
         return () => undefined;
       },
+      loadRunIndex: async () => ({ ok: true, value: { listing: { id: 'r', status: 'running' }, index } as unknown as RunIndexBytes }),
+      // A live run's analysis is seeded from its log as it stands (here the new attempt's first half).
       loadRun: async () => ({ ok: true, value: { listing: { id: 'r', status: 'running' }, events: half, badLines: [], badLineTotal: 0, analysis: {} } as unknown as LoadedRun }),
       // The cache asks for the listing again when run.start or run.end arrives.
       listRuns: async () => ({ ok: true, value: [] }),

@@ -134,6 +134,13 @@ export async function createCore(options: CoreOptions): Promise<Core> {
         return store.list();
       }),
     loadRun: (runId: string) => toResult(() => store.load(String(runId))),
+    loadRunIndex: (runId: string) =>
+      toResult(() => {
+        const id = String(runId);
+        return store.loadIndex(id, (fraction) =>
+          pushToAll({ kind: 'progress', runId: id, stage: 'index', fraction, etaS: null, message: `indexing the run's log: ${Math.round(fraction * 100)}%` }),
+        );
+      }),
     renameRun: (runId, name) => toResult(() => renameRun(store, runId, name)),
     deleteRun: (runId) => toResult(() => deleteRun(store, runId)),
     importRun: (source) => toResult(() => importRun(store, source)),

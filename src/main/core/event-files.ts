@@ -30,27 +30,39 @@ export async function resolveEventLog(path: string): Promise<string> {
   throw new CodedError('not_found', `${path} is a folder with no events.jsonl or events.jsonl.gz`);
 }
 
-/** A byte stream of the (decompressed) log. */
-export function openLogBytes(file: string, start = 0): AsyncIterable<Buffer> {
+/**
+ * A byte stream of the (decompressed) log. `onRead` hears the running count of the file's own
+ * bytes read (compressed bytes for a .gz), for a progress bar against the file's size.
+ */
+export function openLogBytes(file: string, start = 0, onRead?: (fileBytes: number) => void): AsyncIterable<Buffer> {
   // A portable run file (.kvscope, docs/kvscope-file.md) opens wherever a log does: its events section.
   if (isKvscopeFile(file)) {
     if (start !== 0) throw new CodedError('unsupported', `${file}: a .kvscope file is read from its start only`);
     return readKvscopeFile(file);
   }
   const raw = createReadStream(file, { start, highWaterMark: 1 << 20 });
+  let read = 0;
   if (file.endsWith('.gz')) {
     const gunzip = createGunzip();
     raw.on('error', (e) => gunzip.destroy(e));
+    // pipe() reads with 'data' events itself, so one more listener only counts.
+    if (onRead) raw.on('data', (chunk) => onRead((read += chunk.length)));
     return raw.pipe(gunzip);
   }
-  return raw;
+  if (!onRead) return raw;
+  return (async function* counted() {
+    for await (const chunk of raw as AsyncIterable<Buffer>) {
+      onRead((read += chunk.length));
+      yield chunk;
+    }
+  })();
 }
 
 /** Streams every event of a log file into `sink`; returns the decoder with its counters. */
-export async function readEventFile(file: string, sink: DecoderSink): Promise<EventLineDecoder> {
+export async function readEventFile(file: string, sink: DecoderSink, onRead?: (fileBytes: number) => void): Promise<EventLineDecoder> {
   const decoder = new EventLineDecoder(sink);
   try {
-    for await (const chunk of openLogBytes(file)) decoder.push(chunk);
+    for await (const chunk of openLogBytes(file, 0, onRead)) decoder.push(chunk);
   } catch (e) {
     const code = (e as { code?: string }).code;
     if (code === 'Z_BUF_ERROR' || code === 'Z_DATA_ERROR') {

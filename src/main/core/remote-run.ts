@@ -28,11 +28,12 @@ import { closeSync, existsSync, fstatSync, ftruncateSync, mkdirSync, openSync, r
 import { readdir } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { OFFLOAD_POLICIES, type AgentWorkload, type PushMessage, type RunListing, type RunRequest, type RunStarted, type SweepRequest, type SweepRow } from '../../shared/api';
-import { EventLineDecoder } from '../../shared/events-reader';
+import { EventLineDecoder, type BadLine } from '../../shared/events-reader';
 import { MAX_LINE_BYTES, type KvEvent } from '../../shared/protocol';
 import { CodedError } from '../../shared/result';
 import { checkPythonPath } from './python-path';
 import { checkRunId, type RunMeta, type RunStore } from './run-store';
+import type { LiveIndex } from './run-index-store';
 import { shellCommand, shellQuote } from './shell-quote';
 import type { HostExec } from './ssh/host-exec';
 import type { HostService } from './hosts';
@@ -316,6 +317,8 @@ export class LocalEventSink {
   runEnd: Extract<KvEvent, { type: 'run.end' }> | null = null;
   runStart: Extract<KvEvent, { type: 'run.start' }> | null = null;
   badLines = 0;
+  /** Hears each bad line of what arrives (not of what the file held at construction). */
+  onBadLine: ((b: BadLine) => void) | null = null;
 
   constructor(
     readonly file: string,
@@ -360,8 +363,9 @@ export class LocalEventSink {
           this.note(e);
           this.onEvent?.(e);
         },
-        onBadLine: () => {
+        onBadLine: (b) => {
           this.badLines++;
+          this.onBadLine?.(b);
         },
       },
       { startOffset: this.written },
@@ -487,7 +491,11 @@ export async function tailRun(o: TailOptions): Promise<TailResult> {
     lastProgress = now;
     o.onProgress(runProgress.line(now));
   };
-  const sink = new LocalEventSink(join(runDir, 'events.jsonl'), (e) => {
+  const logFile = join(runDir, 'events.jsonl');
+  // The run's index grows with every event while this process follows it (run-index-store.ts).
+  let liveIndex: LiveIndex | null = null;
+  const sink = new LocalEventSink(logFile, (e) => {
+    liveIndex?.push(e);
     batch.push(e);
     // Phases and rounds are reported at once; requests done (users × rounds) at most every 250 ms.
     if (runProgress.note(e, Date.now())) progress(e.type !== 'req');
@@ -505,6 +513,8 @@ export async function tailRun(o: TailOptions): Promise<TailResult> {
     return metaChain;
   };
   await saveMeta({ status: 'running', remote_dir: o.remoteDir, tail_pid: process.pid });
+  sink.onBadLine = (b) => liveIndex?.badLine(b);
+  liveIndex = await o.store.index.startLive(logFile);
   const metaTimer = setInterval(() => void saveMeta({}).catch(() => undefined), 1000);
   // Whatever is left after the last chunk goes out within 50 ms.
   const flushTimer = setInterval(flush, 50);
@@ -624,6 +634,8 @@ export async function tailRun(o: TailOptions): Promise<TailResult> {
     flush();
     sink.close();
     exec?.close();
+    // No longer followed here: the run's index is the log's again (RunManager builds its file).
+    o.store.index.stopLive(logFile);
   }
   // meta.json may be unwritable (a full local disk): the outcome is still returned, and a later
   // start of the app marks the run incomplete from its stale "running".
@@ -805,10 +817,11 @@ export class RunManager {
       onEvents: (events) => this.o.push?.({ kind: 'run-events', runId, events }),
       onProgress: (p) => this.progress(runId, p.stage, p.fraction, p.etaS, p.message),
     }).then(
-      (r) => {
+      async (r) => {
         this.active.delete(runId);
         this.ended.set(runId, r);
         this.o.push?.({ kind: 'run-status', runId, status: r.status, message: r.error?.message });
+        await this.o.store.ensureIndex(runId);
         return r;
       },
       (e: Error) => {

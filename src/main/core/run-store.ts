@@ -5,12 +5,13 @@
  */
 import { mkdir, readdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
-import type { LoadedRun, RunListing } from '../../shared/api';
+import type { LoadedRun, RunIndexBytes, RunListing } from '../../shared/api';
 import type { BadLine } from '../../shared/events-reader';
 import type { KvEvent } from '../../shared/protocol';
 import { CodedError } from '../../shared/result';
 import { RunAnalyzer, type RunAnalysis } from '../../shared/run-analysis';
 import { readEventFile } from './event-files';
+import { INDEX_FILE, RunIndexStore, type IndexProgress, type IndexTarget } from './run-index-store';
 
 /** meta.json of a run folder. Unknown keys are kept when rewritten. */
 export interface RunMeta {
@@ -62,6 +63,8 @@ export class RunStore {
    * whatever it says (an `error` meta over a log without run.end included).
    */
   private readonly cache = new Map<string, { mtimeMs: number; size: number; facts: LogFacts }>();
+  /** Each run's index (docs/run-index.md): lists and opens read it instead of the log. */
+  readonly index = new RunIndexStore();
 
   constructor(
     readonly runsDir: string,
@@ -86,6 +89,14 @@ export class RunStore {
       return join(this.samplesDir, `${name}.jsonl.gz`);
     }
     return join(this.runDir(id), 'events.jsonl');
+  }
+
+  /** Where a run's log and index are; a run another process still follows is indexed in memory only. */
+  async indexTarget(id: string, meta?: RunMeta): Promise<IndexTarget> {
+    const log = await this.logPath(id);
+    if (id.startsWith(SAMPLE_PREFIX)) return { log, index: join(this.runsDir, '.index', `${id.slice(SAMPLE_PREFIX.length)}.kvindex`), persist: true };
+    const m = meta ?? (await this.readMeta(id));
+    return { log, index: join(this.runDir(id), INDEX_FILE), persist: m.status !== 'running' };
   }
 
   async readMeta(id: string): Promise<RunMeta> {
@@ -155,18 +166,42 @@ export class RunStore {
     }
     const hit = this.cache.get(id);
     if (hit && hit.mtimeMs === s.mtimeMs && hit.size === s.size) return baseListing(id, meta, bundled, hit.facts);
-    const analyzer = new RunAnalyzer();
-    await readEventFile(file, { onEvent: (e) => analyzer.push(e) });
-    analyzer.finish();
-    const facts = factsOf(analyzer.result());
+    const facts = factsOf(await this.index.analysis(await this.indexTarget(id, meta)));
     this.cache.set(id, { mtimeMs: s.mtimeMs, size: s.size, facts });
     return baseListing(id, meta, bundled, facts);
   }
 
+  private async metaOf(id: string): Promise<RunMeta> {
+    return id.startsWith(SAMPLE_PREFIX) ? { id, name: id.slice(SAMPLE_PREFIX.length), host: 'sample', status: 'ok', createdAt: '' } : this.readMeta(id);
+  }
+
+  /**
+   * Builds the index of a run that stopped being followed (docs/run-index.md: built when a run
+   * ends), so its first open reads it; does nothing when it is there. A failure only leaves it to
+   * be built at that open.
+   */
+  async ensureIndex(id: string): Promise<void> {
+    try {
+      await this.index.analysis(await this.indexTarget(id));
+    } catch {
+      // built at the next open instead
+    }
+  }
+
+  /**
+   * The run as the window opens it: its listing and its index (built first when missing or stale,
+   * `onProgress` hearing how far through the log).
+   */
+  async loadIndex(id: string, onProgress?: IndexProgress): Promise<RunIndexBytes> {
+    const meta = await this.metaOf(id);
+    const target = await this.indexTarget(id, meta);
+    const { bytes, analysis } = await this.index.windowBytes(target, onProgress);
+    return { listing: baseListing(id, meta, id.startsWith(SAMPLE_PREFIX), analysis), index: bytes };
+  }
+
+  /** The run from its log: every event (the export, `loadRun`, and the index's own tests read this). */
   async load(id: string): Promise<LoadedRun> {
-    const meta: RunMeta = id.startsWith(SAMPLE_PREFIX)
-      ? { id, name: id.slice(SAMPLE_PREFIX.length), host: 'sample', status: 'ok', createdAt: '' }
-      : await this.readMeta(id);
+    const meta = await this.metaOf(id);
     const file = await this.logPath(id);
     const events: KvEvent[] = [];
     const badLines: BadLine[] = [];

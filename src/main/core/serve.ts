@@ -10,7 +10,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { readFile, stat } from 'node:fs/promises';
 import { extname, join, normalize, sep } from 'node:path';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { CORE_METHODS, type CoreMethod, type LoadedRun, type PushMessage } from '../../shared/api';
+import { BINARY_FRAME_PREFIX_BYTES, binaryField, CORE_METHODS, type CoreMethod, type LoadedRun, type PushMessage } from '../../shared/api';
 import type { KvEvent } from '../../shared/protocol';
 import { err, type Result } from '../../shared/result';
 import type { Core } from './app-core';
@@ -40,8 +40,25 @@ export interface RunningServer {
  */
 export type BridgeRequest = { id: number; method: CoreMethod; args: unknown[]; stream?: boolean };
 export type BridgeMessage = { id: number; result: Result<unknown> } | { id: number; events: KvEvent[] } | { push: PushMessage };
+// (and binary frames: binaryResultFrame)
 
 export const STREAM_CHUNK = 20_000;
+
+/**
+ * A result whose value carries bytes (loadRunIndex's index) travels as one binary frame instead
+ * of JSON (shared/api.ts BINARY_FRAME_PREFIX_BYTES has the layout). Errors still travel as JSON.
+ */
+export function binaryResultFrame(id: number, value: Record<string, unknown>, key: string): Buffer {
+  const bytes = value[key] as Uint8Array;
+  const json = Buffer.from(JSON.stringify({ key, value: { ...value, [key]: null } }));
+  const start = (BINARY_FRAME_PREFIX_BYTES + json.length + 7) & ~7;
+  const frame = Buffer.alloc(start + bytes.length);
+  frame.writeUInt32LE(id >>> 0, 0);
+  frame.writeUInt32LE(json.length, 4);
+  json.copy(frame, BINARY_FRAME_PREFIX_BYTES);
+  frame.set(bytes, start);
+  return frame;
+}
 
 const MIME: Record<string, string> = {
   '.html': 'text/html; charset=utf-8',
@@ -173,6 +190,18 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       const result = await Promise.resolve()
         .then(() => fn(...args))
         .catch((e: unknown) => err('internal', `${req.method} failed: ${(e as Error)?.message ?? String(e)}`));
+      const key = result.ok ? binaryField(result.value) : null;
+      if (result.ok && key) {
+        let frame: Buffer;
+        try {
+          frame = binaryResultFrame(id, result.value as Record<string, unknown>, key);
+        } catch (e) {
+          send({ id, result: err('internal', `the answer could not be sent to the window (${(e as Error).message})`) });
+          return;
+        }
+        if (ws.readyState === ws.OPEN) ws.send(frame);
+        return;
+      }
       if (req.method === 'loadRun' && req.stream === true && result.ok) {
         const { events, ...rest } = result.value as LoadedRun;
         for (let i = 0; i < events.length; i += STREAM_CHUNK) if (!send({ id, events: events.slice(i, i + STREAM_CHUNK) })) return;

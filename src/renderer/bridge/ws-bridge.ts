@@ -2,7 +2,7 @@
  * The browser bridge: KvScopeApi over the `kvscope serve` WebSocket. Satisfies the same type as the
  * Electron preload, so the renderer cannot tell which one it has.
  */
-import { CORE_METHODS, type CoreMethod, type KvScopeApi, type LoadedRun, type PushMessage } from '../../shared/api';
+import { BINARY_FRAME_PREFIX_BYTES, CORE_METHODS, type CoreMethod, type KvScopeApi, type LoadedRun, type PushMessage } from '../../shared/api';
 import type { KvEvent } from '../../shared/protocol';
 import { err, type Result } from '../../shared/result';
 
@@ -27,6 +27,7 @@ export function createWsBridge(url: string): KvScopeApi {
     if (opening) return opening;
     opening = new Promise<WebSocket>((resolve, reject) => {
       const ws = new WebSocket(url);
+      ws.binaryType = 'arraybuffer';
       ws.onopen = () => {
         socket = ws;
         opening = null;
@@ -42,7 +43,18 @@ export function createWsBridge(url: string): KvScopeApi {
         pending.clear();
         streams.clear();
       };
-      ws.onmessage = (ev: MessageEvent<string>) => {
+      ws.onmessage = (ev: MessageEvent<string | ArrayBuffer>) => {
+        if (typeof ev.data !== 'string') {
+          // A result carrying bytes (serve.ts binaryResultFrame): id, JSON of the rest, the bytes.
+          const view = new DataView(ev.data);
+          const id = view.getUint32(0, true);
+          const jsonBytes = view.getUint32(4, true);
+          const head = JSON.parse(new TextDecoder().decode(new Uint8Array(ev.data, BINARY_FRAME_PREFIX_BYTES, jsonBytes))) as { key: string; value: Record<string, unknown> };
+          const start = (BINARY_FRAME_PREFIX_BYTES + jsonBytes + 7) & ~7;
+          pending.get(id)?.({ ok: true, value: { ...head.value, [head.key]: new Uint8Array(ev.data, start) } });
+          pending.delete(id);
+          return;
+        }
         const msg = JSON.parse(ev.data) as { id?: number; result?: Result<unknown>; events?: KvEvent[]; push?: PushMessage };
         if (msg.push) for (const l of listeners) l(msg.push);
         else if (typeof msg.id === 'number' && msg.events) streams.get(msg.id)?.(msg.events);

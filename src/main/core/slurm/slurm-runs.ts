@@ -337,10 +337,11 @@ export class SlurmRuns implements RunScheduler {
   private follow(runId: string): void {
     const abort = new AbortController();
     const done = this.followRun(runId, abort.signal).then(
-      (r) => {
+      async (r) => {
         this.active.delete(runId);
         this.onQueue.delete(runId);
         this.o.push?.({ kind: 'run-status', runId, status: r.status, message: r.error?.message });
+        await this.o.store.ensureIndex(runId);
         return r;
       },
       async (e: Error) => {

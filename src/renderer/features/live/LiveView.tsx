@@ -21,6 +21,7 @@ import { formatCounterValue } from '../../viz/timeline-render';
 import type { RunData } from '../../run-data';
 import type { VizTheme } from '../../viz/ctx2d';
 import { ExportButton } from '../export/ExportButton';
+import { RunOpening } from '../run-opening/RunOpening';
 
 /** Down to 0.01×: a 2 GB onboard takes ~40 ms of run time, 4 s to watch at 0.01×. */
 export const SPEEDS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16];
@@ -53,7 +54,7 @@ function palette(theme: VizTheme): PoolsPalette {
 export function LiveView({ runId }: { runId: string }) {
   const { data, error, version } = useRunData(runId);
   if (error) return <p role="alert" className="error">Could not open run {runId}: {error}</p>;
-  if (!data) return <p className="loading">Loading run…</p>;
+  if (!data) return <RunOpening runId={runId} />;
   return <LivePools data={data} version={version} />;
 }
 

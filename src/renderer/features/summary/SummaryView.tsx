@@ -14,6 +14,7 @@ import { runSettings } from '../../model/run-settings';
 import { TTFT_QUEUED_TITLE, TTFT_SERVICE_TITLE } from '../../model/ttft-names';
 import { STARTUP_COPIES_LABEL } from '../../../shared/startup-copies';
 import type { TimelineModel } from '../../../shared/timeline-model';
+import { RunOpening } from '../run-opening/RunOpening';
 
 /** The start-up copy check, named apart from the KV copies above (none of its bytes is a KV block). */
 export function StartupCopiesNote({ copies }: { copies: TimelineModel['startupCopies'] }) {
@@ -30,7 +31,7 @@ export function StartupCopiesNote({ copies }: { copies: TimelineModel['startupCo
 export function SummaryView({ runId }: { runId: string }) {
   const { data, error } = useRunData(runId, 1000);
   if (error) return <p role="alert" className="error">Could not open run {runId}: {error}</p>;
-  if (!data) return <p className="loading">Loading run…</p>;
+  if (!data) return <RunOpening runId={runId} />;
   return <Summary data={data} />;
 }
 

@@ -19,11 +19,12 @@ import { RunHeader } from '../live/LiveView';
 import { ExportButton } from '../export/ExportButton';
 import { saveChartImage } from '../export/save-image';
 import { useApi } from '../../bridge/api-context';
+import { RunOpening } from '../run-opening/RunOpening';
 
 export function TimelineView({ runId }: { runId: string }) {
   const { data, error } = useRunData(runId, 1000);
   if (error) return <p role="alert" className="error">Could not open run {runId}: {error}</p>;
-  if (!data) return <p className="loading">Loading run…</p>;
+  if (!data) return <RunOpening runId={runId} />;
   return <Timeline data={data} />;
 }
 
