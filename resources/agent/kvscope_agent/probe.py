@@ -137,8 +137,18 @@ TORCH_PYTHON_GLOBS = (
     "~/miniconda3/envs/*/bin/python3",
     "~/anaconda3/envs/*/bin/python3",
     "/opt/conda/envs/*/bin/python3",
+    "/opt/conda/bin/python3",
+    "~/miniconda3/bin/python3",
+    "~/anaconda3/bin/python3",
+    "~/miniforge3/envs/*/bin/python3",
+    "~/miniforge3/bin/python3",
     "~/.pyenv/versions/*/bin/python3",
+    # A venv an image or an admin set up for everyone: the lent GPU machines' torch lives in
+    # /opt/torch/.venv, on no non-login PATH (bench/results/h100-2026-12-06/ssh-path).
+    "/opt/*/.venv/bin/python3",
+    "/opt/*/venv/bin/python3",
 )
+LOGIN_PATH_TIMEOUT_S = 10.0
 TORCH_PYTHON_MAX = 24
 TORCH_IMPORT_TIMEOUT_S = 45.0
 _TORCH_CHECK = (
@@ -150,12 +160,23 @@ _TORCH_CHECK = (
 )
 
 
+def login_shell_path() -> str:
+    """The PATH a login shell of this user sets ("" when it cannot be read in time)."""
+    shell = os.environ.get("SHELL") or "/bin/sh"
+    rc, out, _ = _run([shell, "-lc", 'printf "\\n%s" "$PATH"'], timeout=LOGIN_PATH_TIMEOUT_S)
+    # The last line only: a profile may print a banner first.
+    return out.rsplit("\n", 1)[-1].strip() if rc == 0 else ""
+
+
 def python_candidates() -> list[str]:
     """python3 executables on the PATH and in the usual venv / conda / pyenv places, one per file."""
     found: list[str] = []
-    for d in os.environ.get("PATH", "").split(os.pathsep):
-        if d:
-            found.append(os.path.join(d, "python3"))
+    # This (non-login) shell's PATH, then the login shell's: a profile script that puts a venv or
+    # a module's Python on the PATH runs only for login shells, which SSH commands are not.
+    for path_var in (os.environ.get("PATH", ""), login_shell_path()):
+        for d in path_var.split(os.pathsep):
+            if d:
+                found.append(os.path.join(d, "python3"))
     for pattern in TORCH_PYTHON_GLOBS:
         found.extend(sorted(glob.glob(os.path.expanduser(pattern))))
     out: list[str] = []

@@ -914,6 +914,20 @@ def _early_failure(out: str | None, err: OptionError | None, code: str = "bad_op
     return exit_code
 
 
+def _torch_pythons_hint() -> str:
+    """What to do when this Python lacks torch: the interpreters on this host that import it (the
+    probe's search: PATH, the login shell's PATH, venvs and conda envs), or how to get one."""
+    from .probe import probe_torch_pythons
+
+    try:
+        found = [p["executable"] for p in probe_torch_pythons()]
+    except Exception:  # noqa: BLE001 - a hint must never hide the error it explains
+        found = []
+    if found:
+        return "interpreters on this host that import it: " + ", ".join(found) + "; choose one as the host's Python (--python)"
+    return "no interpreter on this host imports it: install torch, or point the host's Python setting at one that has it"
+
+
 def _main(argv: Sequence[str], sweep: bool) -> int:
     opts, out, err = parse_options(argv, sweep)
     if err is not None or opts is None:
@@ -923,8 +937,7 @@ def _main(argv: Sequence[str], sweep: bool) -> int:
     except ImportError as e:
         return _early_failure(opts.out, None, code="no_torch", message=(
             f"PyTorch is not importable by {sys.executable} ({e}); the built-in engine needs it "
-            "(install torch for this Python, or point the host's Python setting at one that has it)"),
-            exit_code=EXIT_ERROR)
+            f"({_torch_pythons_hint()})"), exit_code=EXIT_ERROR)
     cancel = CancelState()
     prev = signal.signal(signal.SIGTERM, cancel.handler)
     try:

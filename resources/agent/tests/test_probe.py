@@ -37,6 +37,7 @@ def test_lists_the_interpreters_that_import_torch_and_only_those(tmp_path: Path,
     (home / ".venv-x" / "bin" / "python3").write_text("")
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("PATH", os.pathsep.join([str(bare / "bin"), str(with_torch)]))
+    monkeypatch.setattr(probe, "login_shell_path", lambda: "")  # this machine's profile adds its own
 
     candidates = probe.python_candidates()
     # The PATH first, one entry per interpreter (the venv dir is on the PATH and in ~/.venv*).
@@ -51,6 +52,28 @@ def test_lists_the_interpreters_that_import_torch_and_only_those(tmp_path: Path,
 def test_the_probe_answer_carries_the_list(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("PATH", str(tmp_path / "nothing-here"))
+    monkeypatch.setattr(probe, "login_shell_path", lambda: "")  # this machine's profile adds its own
     got = probe.probe(str(tmp_path))
     assert got["torch_pythons"] == []
     assert set(got) >= {"python", "torch", "torch_pythons", "engines", "gpus", "notes"}
+
+
+def test_the_login_shells_path_is_searched_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A profile that puts a venv on the PATH runs for login shells only (SSH commands run in a
+    non-login one): the search asks the user's login shell for its PATH and looks there too."""
+    venv_bin = tmp_path / "profile-venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    (venv_bin / "python3").symlink_to(sys.executable)
+    shell = tmp_path / "login-shell"
+    # A stand-in login shell: prints a banner (as some profiles do), then runs the command with
+    # the profile's PATH, as a login shell would after reading the profile.
+    shell.write_text(f'#!/bin/sh\necho "Welcome"\nshift\nPATH="{venv_bin}:$PATH" exec /bin/sh -c "$1"\n')
+    shell.chmod(0o755)
+    monkeypatch.setenv("SHELL", str(shell))
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    monkeypatch.setattr(probe, "TORCH_PYTHON_GLOBS", ())
+    assert probe.login_shell_path().split(os.pathsep)[0] == str(venv_bin)
+    assert str(venv_bin / "python3") in probe.python_candidates()
+    # Without that profile the venv is not found: the check can fail.
+    monkeypatch.setattr(probe, "login_shell_path", lambda: "")
+    assert str(venv_bin / "python3") not in probe.python_candidates()

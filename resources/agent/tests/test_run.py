@@ -367,6 +367,12 @@ def test_host_without_torch_gets_a_clear_error_in_the_log(tmp_path):
     assert r.returncode == 1 and "PyTorch is not importable" in r.stderr
     end = events(out / "events.jsonl")[-1]
     assert end["status"] == "error" and end["error"]["code"] == "no_torch"
+    # The error names the interpreters here that do import torch (this test's own is one).
+    hint = r.stderr.split("interpreters on this host that import it: ", 1)
+    assert len(hint) == 2, r.stderr
+    listed = hint[1].split(";")[0].split(", ")
+    assert listed and all(subprocess.run([p, "-c", "import torch"], capture_output=True, timeout=120).returncode == 0
+                          for p in listed), listed
 
 
 def test_simulated_gpu_oom_ends_with_gpu_oom_and_sizes(tmp_path):
