@@ -3,7 +3,7 @@
  * run, doubled in users): 16 users × 11 rounds (0 = context), 512-block contexts, a GPU pool that
  * holds 2 users, a large host pool. Every admission offloads another user's blocks and onboards
  * its own (lines of 32 block ids), each block copied as `copiesPerBlock` CUPTI copies; nvidia-smi
- * samples every 100 ms. It keeps PROTOCOL.md's block rules (the ledger finds nothing to report),
+ * samples every 100 ms. It keeps docs/protocol.md's block rules (the ledger finds nothing to report),
  * and `copiesPerBlock` is chosen so the log has about `targetLines` lines (1,000,000 by default).
  */
 const USERS = 16;

@@ -50,7 +50,7 @@ export function App() {
 
   useEffect(
     () =>
-      // Menu commands from the desktop shell (issue 10) arrive as pushes: navigation here; open,
+      // Menu commands from the desktop shell arrive as pushes: navigation here; open,
       // export and engine dumps (files and dialogs) in ShellIntegration.
       api.onPush((m) => {
         if (m.kind !== 'menu') return;

@@ -2,7 +2,7 @@
  * Runs opened in the window: loaded once through the API from the run's index (its replay model's
  * columns, used where they arrive; the timeline model is built on first use), and kept up to date from pushed `run-events` batches. Pushes are
  * buffered here, outside React, and applied in one batch per animation frame; React only hears a
- * version number, at most a few times a second (STYLE.md: events from main arrive in batches and
+ * version number, at most a few times a second (docs/window.md, "Conventions": events from main arrive in batches and
  * are buffered outside React).
  */
 import type { KvScopeApi, LoadedRun, PushMessage, RunListing } from '../shared/api';

@@ -77,7 +77,7 @@ export interface LoadedRun {
   analysis: RunAnalysis;
 }
 
-// ---- Hosts, runs over SSH, sweeps (issue 5) ----
+// ---- Hosts, runs over SSH, sweeps ----
 
 /** Where a host entry came from: the user's ssh config, the app's own host list, or the built-in Local host. */
 export type HostSource = 'ssh-config' | 'app' | 'local';
@@ -310,11 +310,11 @@ export interface SweepRow {
   gpu_type?: string | null;
 }
 
-// ---- Desktop shell: settings, files, notifications (issue 10) ----
+// ---- Desktop shell: settings, files, notifications ----
 
 export type Theme = 'system' | 'dark' | 'light';
 
-/** The New run form's defaults: the seed's workload (ARCHITECTURE.md, "The seed workload"). */
+/** The New run form's defaults: the seed's workload (resources/agent/README.md, "Options"). */
 export interface WorkloadDefaults {
   /** A sweep runs one run per user count from usersMin to usersMax. */
   usersMin: number;
@@ -476,7 +476,7 @@ export interface KvScopeApi {
    * one binary WebSocket frame.
    */
   loadRunIndex(runId: string): Promise<Result<RunIndexBytes>>;
-  /** Runs library (issue 6). Bundled samples are read-only: rename/delete refuse them. */
+  /** Runs library. Bundled samples are read-only: rename/delete refuse them. */
   renameRun(runId: string, name: string): Promise<Result<RunListing>>;
   deleteRun(runId: string): Promise<Result<{ id: string }>>;
   importRun(source: ImportRunSource): Promise<Result<RunListing>>;
@@ -499,7 +499,7 @@ export interface KvScopeApi {
   answerHostKey(promptId: string, accept: boolean): Promise<Result<void>>;
   /**
    * The user's answer to a `passphrase` or `password` prompt; null cancels. It is kept for the
-   * session; `remember` also stores it encrypted by the OS keychain where there is one (issue 10).
+   * session; `remember` also stores it encrypted by the OS keychain where there is one.
    */
   providePassphrase(promptId: string, secret: string | null, options?: { remember?: boolean }): Promise<Result<void>>;
   /** Deploys the agent, starts it detached and tails it; events arrive as `run-events` pushes. */
@@ -513,7 +513,7 @@ export interface KvScopeApi {
   resumeRun(runId: string): Promise<Result<RunStarted>>;
   /** One run per user count per host; hosts in parallel; `sweep-status` pushes carry the table. */
   startSweep(request: SweepRequest): Promise<Result<{ sweepId: string }>>;
-  /** Settings (issue 10): read, and validate + write atomically. */
+  /** Settings: read, and validate + write atomically. */
   getSettings(): Promise<Result<SettingsSnapshot>>;
   saveSettings(settings: Settings): Promise<Result<SettingsSnapshot>>;
   /** Forgets every remembered password and passphrase (memory and keychain-encrypted file). */

@@ -1,5 +1,5 @@
 /**
- * Agent → app event protocol, version 1 (see docs/protocol.md and ../shared/design/PROTOCOL.md).
+ * Agent → app event protocol, version 1 (see docs/protocol.md and ../shared/design/docs/protocol.md).
  *
  * Types are written out by hand for readable editor hints; the JSON Schemas below are the runtime
  * truth and are compiled once by Ajv. New optional keys are allowed everywhere (the protocol is
@@ -8,7 +8,7 @@
 import Ajv, { type ValidateFunction } from 'ajv';
 
 export const PROTOCOL_VERSION = 1;
-/** A line longer than this is refused by every reader (PROTOCOL.md). */
+/** A line longer than this is refused by every reader (docs/protocol.md). */
 export const MAX_LINE_BYTES = 1024 * 1024;
 /**
  * A line nested deeper than this (objects and arrays inside each other) is refused by every reader
@@ -80,7 +80,7 @@ export interface SimulatedInfo {
   method?: string;
 }
 
-/** The agent's options in snake_case, fully resolved (PROTOCOL.md "config"). */
+/** The agent's options in snake_case, fully resolved (docs/protocol.md, `run.start` `config`). */
 export interface RunConfig {
   engine?: string;
   model?: string;
@@ -286,7 +286,7 @@ const SCHEMAS: Record<EventType, Schema> = {
       round: nonNegInt,
       keep_source: { type: 'boolean' },
     }),
-    // `evict` names the pool it drops from (PROTOCOL.md).
+    // `evict` names the pool it drops from (docs/protocol.md).
     if: { properties: { op: { const: 'evict' } } },
     then: { required: ['pool'] },
   },

@@ -9,7 +9,7 @@
  * one cell to another. Slots are chosen at compile time (lowest free cell first, as a stack of free
  * cells), which makes every move exactly reversible and scrubbing backwards as cheap as forwards.
  *
- * Rule breaks (PROTOCOL.md "Block rules") are applied best effort as in BlockLedger: a move whose
+ * Rule breaks (docs/protocol.md "Rules every reader checks") are applied best effort as in BlockLedger: a move whose
  * source is absent only adds, an add to a pool that already holds the block only removes; a pool
  * over its capacity grows cells past capacity_blocks (drawn beyond the grid) instead of losing blocks.
  */

@@ -13,7 +13,7 @@ export interface RequestTiming extends RequestPhaseTimes {
   reused_gpu_tokens: number | null;
   reused_host_tokens: number | null;
   computed_tokens: number | null;
-  /** Queued TTFT: first_token − queued, ns (PROTOCOL.md), the seed benchmark's TTFT. */
+  /** Queued TTFT: first_token − queued, ns (docs/protocol.md), the seed benchmark's TTFT. */
   ttft_ns: number | null;
   /** Service TTFT: first_token − scheduled (admitted), ns: the time to first token once the engine took the request. */
   service_ttft_ns: number | null;
@@ -58,7 +58,7 @@ export interface RunAnalysis {
   xferBytesBySource: Record<'cupti' | 'engine', Record<XferDir, number>>;
   /** Of those, the start-up copies (the plain-copy check, shared/startup-copies.ts): no KV block rides on them. */
   startupXferBytesBySource: Record<'cupti' | 'engine', Record<XferDir, number>>;
-  /** Bytes of cupti transfers inside the `rounds` phase, per direction (PROTOCOL.md "Transfers and blocks agree"). */
+  /** Bytes of cupti transfers inside the `rounds` phase, per direction (docs/protocol.md "Transfers and blocks agree"). */
   roundsXferBytes: Record<XferDir, number>;
   roundRows: RoundRow[];
   requests: RequestTiming[];

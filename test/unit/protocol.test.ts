@@ -4,7 +4,7 @@ import { jsonDeeperThan, MAX_POOL_BLOCKS, validateEvent } from '../../src/shared
 import { syntheticRun } from '../helpers/synthetic-run';
 
 describe('protocol v1 validation', () => {
-  it('accepts every line of a run that follows PROTOCOL.md', () => {
+  it('accepts every line of a run that follows docs/protocol.md', () => {
     for (const e of syntheticRun()) {
       const r = validateEvent(e);
       expect(r.ok, JSON.stringify(e)).toBe(true);

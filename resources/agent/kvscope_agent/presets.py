@@ -1,6 +1,6 @@
 """Model shapes for the built-in engine: Llama-architecture presets or a Hugging Face config.json.
 
-Weights are random (ARCHITECTURE.md, "The built-in engine"), so a preset only fixes shapes and
+Weights are random (resources/agent/README.md, "The engine"), so a preset only fixes shapes and
 number formats; compute and memory traffic match the real model's.
 """
 

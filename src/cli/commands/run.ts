@@ -38,7 +38,7 @@ export interface WorkloadCliOptions {
   copyOverlap?: string;
 }
 
-/** The agent's workload options (issue 3), same names and defaults (left to the agent). */
+/** The agent's workload options, same names and defaults (left to the agent). */
 export function addWorkloadOptions(cmd: Command): Command {
   return cmd
     .addOption(new Option('--engine <name>', 'torch (built in), tensorrt_llm or vllm').choices(['torch', 'tensorrt_llm', 'vllm']))

@@ -25,7 +25,7 @@ export function registerServe(program: Command): void {
         throw new CodedError('not_found', `the window is not built (${paths.rendererDir} is missing): run \`npm run build\` first`);
       }
       // The desktop app's settings.json, so Settings made in either window persist, and the runs
-      // folder chosen there is the one served (issue 10).
+      // folder chosen there is the one served.
       const settings = new SettingsStore(join(defaultDataDir(), 'settings.json'));
       const runsDir = opts.runsDir ?? (await settings.load()).runsDir ?? defaultRunsDir();
       const core = await createCore({ runsDir, samplesDir: paths.samplesDir, shell: 'browser', settingsStore: settings });

@@ -33,7 +33,7 @@ export interface CoreOptions {
   samplesDir: string | null;
   shell: AppInfo['shell'];
   versions?: Record<string, string>;
-  /** settings.json (issue 10); absent: settings last for this session only. */
+  /** settings.json; absent: settings last for this session only. */
   settingsFile?: string | null;
   /** An already-loaded settings store (the shell reads runsDir from it before the core exists). */
   settingsStore?: SettingsStore;
@@ -165,14 +165,14 @@ export async function createCore(options: CoreOptions): Promise<Core> {
         return cached;
       }),
     runWhatIf: (request) => toResult(async () => runWhatIf(store, await localAgent(), request)),
-    // Issue 5: hosts, probe, prompts, runs over SSH and sweeps (host-handlers.ts).
+    // hosts, probe, prompts, runs over SSH and sweeps (host-handlers.ts).
     ...hostHandlers.handlers,
-    // Issue 10: Settings supply what a request leaves out: the host's Python and the sample period.
+    // Settings supply what a request leaves out: the host's Python and the sample period.
     probeHost: async (alias, probeOptions) =>
       hostHandlers.handlers.probeHost(alias, probeOptions?.python ? probeOptions : { ...(probeOptions ?? {}), ...(await pythonFor(alias)) }),
     startRun: async (request) => hostHandlers.handlers.startRun(await withRunDefaults(request)),
     startSweep: async (request) => hostHandlers.handlers.startSweep(await withRunDefaults(request)),
-    // Issue 10: settings, secrets, files from outside, and what only the desktop shell can do.
+    // settings, secrets, files from outside, and what only the desktop shell can do.
     getSettings: () => toResult(snapshot),
     saveSettings: (next) =>
       toResult(async () => {

@@ -1,5 +1,5 @@
 /**
- * The bridge methods of issue 5 (hosts, probe, prompts, runs, sweeps) on top of HostService,
+ * The bridge methods (hosts, probe, prompts, runs, sweeps) on top of HostService,
  * RunManager and the sweep runner. Questions for the user (an unknown host key, a key passphrase, a
  * password) go out as `{kind:'prompt'}` pushes and come back through answerHostKey /
  * providePassphrase; an unanswered question times out and the connection attempt fails. Answers
@@ -24,7 +24,7 @@ export interface HostHandlerOptions {
   agentSourceDir: string;
   /** How long a prompt waits for the user (default 5 minutes). */
   promptTimeoutMs?: number;
-  /** Issue 10: passphrases/passwords kept for the session (and remembered through the keychain when asked). */
+  /** passphrases/passwords kept for the session (and remembered through the keychain when asked). */
   secrets?: PromptSecrets;
   host?: Partial<Omit<HostServiceOptions, 'prompts' | 'dataDir' | 'agentSourceDir'>>;
 }

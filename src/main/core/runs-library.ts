@@ -1,5 +1,5 @@
 /**
- * Runs-library actions behind the window's Runs view (issue 6): rename, delete, import, reveal. Kept
+ * Runs-library actions behind the window's Runs view: rename, delete, import, reveal. Kept
  * beside RunStore (which lists and loads) so the store stays read-mostly; every action checks the run
  * id the same way it does.
  */

@@ -33,7 +33,7 @@ export interface RunForm {
   python: string;
 }
 
-/** The seed workload's defaults (ARCHITECTURE.md). The model is the seed's: Llama-3.1-70B in
+/** The seed workload's defaults (resources/agent/README.md, "Options"). The model is the seed's: Llama-3.1-70B in
  * FP8, the only 70B preset whose weights fit one 80 GB GPU (bf16 would need ~141 GB); on a host
  * without an FP8 GPU the agent refuses it at once with an "unsupported" error naming the GPU. */
 export const DEFAULT_FORM: RunForm = {

@@ -1,7 +1,7 @@
 /**
  * The run's settings beside its results (the Summary view's "Run settings" panel): workload, pools,
  * engine execution and capture, read from `run.start` (`config`, `host`, `capabilities`), the
- * `pool` lines and `run.end.summary` (PROTOCOL.md, docs/protocol.md).
+ * `pool` lines and `run.end.summary` (docs/protocol.md).
  *
  * Every field is optional: older logs, the TensorRT-LLM/vLLM runners and CPU fixtures lack many.
  * A row is made only from what the log says, never a default guessed here, and no value is ever
@@ -196,7 +196,7 @@ export function runSettings(
   if (pools.gpu) row(poolRows, 'gpu_pool', 'GPU pool', poolText(pools.gpu), sizedBy ? `sized by ${sizedBy}` : null);
   else if (gpuKv !== null) row(poolRows, 'gpu_pool', 'GPU pool', `${formatBytes(gpuKv)} asked (no pool line yet)`);
   const hostKv = num(cfg.host_kv_bytes);
-  // PROTOCOL.md: capacity 0 (or host_kv_bytes 0) is no host pool, the recompute baseline.
+  // docs/protocol.md: capacity 0 (or host_kv_bytes 0) is no host pool, the recompute baseline.
   if (hostKv === 0 || pools.host?.capacity_blocks === 0) row(poolRows, 'host_pool', 'Host pool', 'none — recompute baseline');
   else if (pools.host) row(poolRows, 'host_pool', 'Host pool', poolText(pools.host), hostKv !== null ? `--host-kv-bytes ${formatBytes(hostKv)}` : null);
   else if (hostKv !== null) row(poolRows, 'host_pool', 'Host pool', `${formatBytes(hostKv)} asked (no pool line yet)`);

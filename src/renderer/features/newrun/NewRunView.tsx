@@ -59,7 +59,7 @@ export function NewRunView({ host }: { host?: string }) {
   const [progress, setProgress] = useState<Record<string, RunProgressState>>({});
   const [sweepRows, setSweepRows] = useState<SweepRow[]>([]);
   const set = (f: Partial<RunForm>) => setEdits((x) => ({ ...x, ...f }));
-  // Issue 10: the form starts from Settings' New run defaults (read once, as the view opens).
+  // the form starts from Settings' New run defaults (read once, as the view opens).
   useEffect(() => {
     void api.getSettings().then((r) => {
       if (!r.ok) return;
