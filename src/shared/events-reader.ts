@@ -7,9 +7,9 @@
  * more bytes arrive (a live tail), and reported as truncated only when the caller says the stream
  * has ended.
  */
-import { jsonDeeperThan, MAX_JSON_DEPTH, MAX_LINE_BYTES, validateEvent, type KvEvent } from './protocol';
+import { jsonDeeperThan, MAX_JSON_DEPTH, MAX_LINE_BYTES, validateEvent, type BadLineReason, type KvEvent } from './protocol';
 
-export type BadLineReason = 'not_json' | 'too_long' | 'too_deep' | 'not_object' | 'unknown_type' | 'schema' | 'truncated';
+export type { BadLineReason };
 
 export interface BadLine {
   reason: BadLineReason;

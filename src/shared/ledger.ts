@@ -3,39 +3,18 @@
  * that breaks ("Keys on every line", "Rules every reader checks"). Used by `kvscope validate`, the
  * run loader and the replay model. It applies each move even when a rule broke (best effort), so
  * one bad line yields one violation rather than a cascade.
+ *
+ * The rule codes and their text are resources/agent/kvscope_agent/protocol/protocol.json's, the
+ * ones the agent's ledger (kvscope_agent/ledger.py) reports too; test/fixtures/protocol/ holds a
+ * log per rule with the verdict both must give.
  */
-import type { BlocksEvent, KvEvent, PoolName } from './protocol';
+import protocolDoc from '../../resources/agent/kvscope_agent/protocol/protocol.json';
+import type { BlocksEvent, KvEvent, PoolName, XferDir } from './protocol';
 
-export type RuleCode =
-  | 'seq_gap'
-  | 'seq_duplicate'
-  | 'seq_out_of_order'
-  | 'pool_missing'
-  | 'pool_redefined'
-  | 'store_already_on_gpu'
-  | 'offload_not_on_gpu'
-  | 'onboard_not_on_host'
-  | 'evict_not_in_pool'
-  | 'hit_not_on_gpu'
-  | 'over_capacity'
-  | 'move_without_host_pool'
-  | 'ample_pool_moved';
+export type RuleCode = keyof typeof protocolDoc.rules;
 
-export const RULE_TEXT: Record<RuleCode, string> = {
-  seq_gap: 'seq must rise by 1 on every line (a gap means lost lines)',
-  seq_duplicate: 'a seq must appear once (a repeat means duplicated lines)',
-  seq_out_of_order: 'lines must be in seq order',
-  pool_missing: 'a pool line must come before any blocks line that uses the pool',
-  pool_redefined: 'each pool is declared once',
-  store_already_on_gpu: 'store: the block must not already be in the GPU pool',
-  offload_not_on_gpu: 'offload: the block must be in the GPU pool',
-  onboard_not_on_host: 'onboard: the block must be in the host pool',
-  evict_not_in_pool: 'evict: the block must be in the named pool',
-  hit_not_on_gpu: 'hit: the block must be in the GPU pool',
-  over_capacity: 'a pool never holds more blocks than its capacity_blocks',
-  move_without_host_pool: 'with no host pool there is no offload or onboard',
-  ample_pool_moved: 'if the GPU pool can hold every block the run needs, nothing is offloaded or evicted',
-};
+/** What each rule asks, by code (protocol.json `rules`). */
+export const RULE_TEXT: Readonly<Record<RuleCode, string>> = protocolDoc.rules;
 
 export interface Violation {
   rule: RuleCode;
@@ -59,6 +38,10 @@ export interface LedgerStats {
 
 /** Most violations kept in full; the rest are only counted (`violationCounts`). */
 const KEEP_VIOLATIONS = 1000;
+const POOLS: readonly PoolName[] = ['gpu', 'host'];
+const POOL_LABEL: Record<PoolName, string> = { gpu: 'GPU', host: 'host' };
+
+type Found = { rule: RuleCode; message: string; blockId?: string | number };
 
 export class BlockLedger {
   readonly gpu = new Set<string | number>();
@@ -73,7 +56,17 @@ export class BlockLedger {
   };
   private readonly seen = new Set<string | number>();
   private lastSeq = -1;
+  private blocksSeen = false;
   private overCapacity: Record<PoolName, boolean> = { gpu: false, host: false };
+  /** The rounds phase, for the rule that CUPTI's copies cover the blocks moved in it. */
+  private inRounds = false;
+  private roundsWindow: { begin: number | null; end: number | null } = { begin: null, end: null };
+  private readonly roundsBlocks = { offload: 0, onboard: 0 };
+  private readonly roundsXfer: Record<XferDir, number> = { h2d: 0, d2h: 0, d2d: 0, h2h: 0 };
+  /** cupti xfer lines may arrive after the phase line that bounds them: kept until the end. */
+  private readonly lateXfers: Array<{ dir: XferDir; bytes: number; start: number }> = [];
+  private cuptiSeen = false;
+  private runEnd: Extract<KvEvent, { type: 'run.end' }> | null = null;
 
   get violationTotal(): number {
     let n = 0;
@@ -81,36 +74,96 @@ export class BlockLedger {
     return n;
   }
 
-  /** Applies one event (any type; only seq, pool and blocks lines matter here). */
+  /** Applies one event (any type; seq, pool, blocks, phase, xfer and run.end lines matter here). */
   apply(event: KvEvent): void {
     // A repeated or out-of-order line is reported and not applied again (it would double-count).
     if (!this.checkSeq(event.seq)) return;
-    if (event.type === 'pool') {
-      if (this.pools[event.pool]) {
-        this.violate('pool_redefined', event.seq, `pool "${event.pool}" declared again`);
-      }
-      this.pools[event.pool] = {
-        capacity_blocks: event.capacity_blocks,
-        block_tokens: event.block_tokens,
-        block_bytes: event.block_bytes,
-      };
-    } else if (event.type === 'blocks') {
-      this.applyBlocks(event);
+    switch (event.type) {
+      case 'pool':
+        if (this.pools[event.pool]) this.violate('pool_redefined', event.seq, `pool "${event.pool}" declared again`);
+        if (this.blocksSeen) this.violate('pool_after_blocks', event.seq, `pool "${event.pool}" declared after the first blocks line`);
+        this.pools[event.pool] = {
+          capacity_blocks: event.capacity_blocks,
+          block_tokens: event.block_tokens,
+          block_bytes: event.block_bytes,
+        };
+        break;
+      case 'blocks':
+        this.applyBlocks(event);
+        break;
+      case 'phase':
+        if (event.name === 'rounds') {
+          this.inRounds = event.state === 'begin';
+          if (this.inRounds) this.roundsWindow.begin = event.t;
+          else this.roundsWindow.end = event.t;
+        }
+        break;
+      case 'xfer':
+        if (event.source === 'cupti') {
+          this.cuptiSeen = true;
+          if (this.inRounds) this.roundsXfer[event.dir] += event.bytes;
+          else if (this.roundsWindow.begin !== null && event.start >= this.roundsWindow.begin) {
+            // Flushed after `rounds end`: counted by its own start time.
+            this.lateXfers.push({ dir: event.dir, bytes: event.bytes, start: event.start });
+          }
+        }
+        break;
+      case 'run.end':
+        this.runEnd = event;
+        break;
+      default:
+        break;
     }
+  }
+
+  /**
+   * Bytes of CUPTI copies inside the rounds phase, per direction (docs/protocol.md "Transfers and
+   * blocks agree"): the lines written while it was open, and those written after it whose copy
+   * started inside it.
+   */
+  roundsXferBytes(): Record<XferDir, number> {
+    const out = { ...this.roundsXfer };
+    const w = this.roundsWindow;
+    for (const x of this.lateXfers) {
+      if (w.begin !== null && x.start >= w.begin && (w.end === null || x.start <= w.end)) out[x.dir] += x.bytes;
+    }
+    return out;
   }
 
   /** Whole-run rules, checked once the log is complete. */
   finish(): void {
     const gpu = this.pools.gpu;
+    const ops = this.stats.ops;
     if (gpu && this.stats.distinctBlocks <= gpu.capacity_blocks) {
-      const moved = this.stats.ops.offload + this.stats.ops.evict;
+      const moved = ops.offload + ops.evict;
       if (moved > 0) {
         this.violate(
           'ample_pool_moved',
           null,
           `the GPU pool holds ${gpu.capacity_blocks} blocks and the run used ${this.stats.distinctBlocks}, ` +
-            `yet ${this.stats.ops.offload} were offloaded and ${this.stats.ops.evict} evicted`,
+            `yet ${ops.offload} were offloaded and ${ops.evict} evicted`,
         );
+      }
+    }
+    if (this.cuptiSeen && gpu && this.roundsWindow.begin !== null) {
+      const xfer = this.roundsXferBytes();
+      for (const [op, dir] of [['onboard', 'h2d'], ['offload', 'd2h']] as const) {
+        const need = this.roundsBlocks[op] * gpu.block_bytes;
+        if (xfer[dir] < need) {
+          this.violate(
+            'xfer_short',
+            null,
+            `CUPTI ${dir} bytes during the rounds phase are ${xfer[dir]}, fewer than the ${this.roundsBlocks[op]} ${op}ed blocks × ${gpu.block_bytes} bytes = ${need}`,
+          );
+        }
+      }
+    }
+    if (this.runEnd) {
+      const summary = this.runEnd.summary;
+      for (const [key, op] of [['blocks_offloaded', 'offload'], ['blocks_onboarded', 'onboard'], ['blocks_evicted', 'evict']] as const) {
+        if (summary[key] !== ops[op]) {
+          this.violate('summary_mismatch', this.runEnd.seq, `summary.${key} is ${summary[key]} but the blocks lines ${op} ${ops[op]}`);
+        }
       }
     }
   }
@@ -135,54 +188,57 @@ export class BlockLedger {
     return (this.pools.host?.capacity_blocks ?? 0) > 0;
   }
 
+  private held(pool: PoolName): Set<string | number> {
+    return pool === 'gpu' ? this.gpu : this.host;
+  }
+
+  /**
+   * One blocks line: every rule it breaks is found, then the move is applied best effort (a move
+   * whose source is absent only adds, an add the pool already holds changes nothing).
+   */
   private applyBlocks(e: BlocksEvent): void {
+    const found: Found[] = [];
     this.stats.ops[e.op] += e.ids.length;
-    if (!this.pools.gpu) {
-      this.violate('pool_missing', e.seq, `blocks ${e.op} before the "gpu" pool line`);
-    }
+    if (this.inRounds && (e.op === 'offload' || e.op === 'onboard')) this.roundsBlocks[e.op] += e.ids.length;
+    this.blocksSeen = true;
+    if (!this.pools.gpu) found.push({ rule: 'pool_missing', message: `blocks ${e.op} before the "gpu" pool line` });
     const keep = e.keep_source === true;
     switch (e.op) {
       case 'store':
         for (const id of e.ids) {
-          if (this.gpu.has(id)) this.violate('store_already_on_gpu', e.seq, `block ${id} stored but already in the GPU pool`, id);
+          if (this.gpu.has(id)) found.push({ rule: 'store_already_on_gpu', message: `block ${id} stored but already in the GPU pool`, blockId: id });
           this.gpu.add(id);
           this.markSeen(id);
         }
         break;
       case 'offload':
-        if (!this.hasHostPool()) this.violate('move_without_host_pool', e.seq, `offload of ${e.ids.length} block(s) with no host pool`);
+      case 'onboard': {
+        const [src, dst] = e.op === 'offload' ? (['gpu', 'host'] as const) : (['host', 'gpu'] as const);
+        const rule = e.op === 'offload' ? 'offload_not_on_gpu' : 'onboard_not_on_host';
+        if (!this.hasHostPool()) found.push({ rule: 'move_without_host_pool', message: `${e.op} of ${e.ids.length} block(s) with no host pool` });
         for (const id of e.ids) {
-          if (!this.gpu.has(id)) this.violate('offload_not_on_gpu', e.seq, `block ${id} offloaded but not in the GPU pool`, id);
-          if (!keep) this.gpu.delete(id);
-          this.host.add(id);
+          if (!this.held(src).has(id)) found.push({ rule, message: `block ${id} ${e.op}ed but not in the ${POOL_LABEL[src]} pool`, blockId: id });
+          if (!keep) this.held(src).delete(id);
+          this.held(dst).add(id);
           this.markSeen(id);
         }
         break;
-      case 'onboard':
-        if (!this.hasHostPool()) this.violate('move_without_host_pool', e.seq, `onboard of ${e.ids.length} block(s) with no host pool`);
-        for (const id of e.ids) {
-          if (!this.host.has(id)) this.violate('onboard_not_on_host', e.seq, `block ${id} onboarded but not in the host pool`, id);
-          if (!keep) this.host.delete(id);
-          this.gpu.add(id);
-          this.markSeen(id);
-        }
-        break;
+      }
       case 'evict': {
         const pool = e.pool ?? 'gpu';
-        const set = pool === 'gpu' ? this.gpu : this.host;
         for (const id of e.ids) {
-          if (!set.delete(id)) this.violate('evict_not_in_pool', e.seq, `block ${id} evicted from the ${pool} pool but not in it`, id);
+          if (!this.held(pool).delete(id)) found.push({ rule: 'evict_not_in_pool', message: `block ${id} evicted from the ${pool} pool but not in it`, blockId: id });
         }
         break;
       }
       case 'hit':
         for (const id of e.ids) {
-          if (!this.gpu.has(id)) this.violate('hit_not_on_gpu', e.seq, `block ${id} hit but not in the GPU pool`, id);
+          if (!this.gpu.has(id)) found.push({ rule: 'hit_not_on_gpu', message: `block ${id} hit but not in the GPU pool`, blockId: id });
         }
         break;
     }
-    this.checkCapacity('gpu', e.seq);
-    this.checkCapacity('host', e.seq);
+    for (const pool of POOLS) this.checkCapacity(pool, found);
+    for (const f of found) this.violate(f.rule, e.seq, f.message, f.blockId);
   }
 
   private markSeen(id: string | number): void {
@@ -192,15 +248,16 @@ export class BlockLedger {
     }
   }
 
-  private checkCapacity(pool: PoolName, seq: number): void {
-    const size = pool === 'gpu' ? this.gpu.size : this.host.size;
+  private checkCapacity(pool: PoolName, found: Found[]): void {
+    const size = this.held(pool).size;
     if (size > this.stats.peak[pool]) this.stats.peak[pool] = size;
-    const cap = this.pools[pool]?.capacity_blocks ?? 0;
-    const over = size > cap && (pool === 'gpu' || size > 0);
+    const info = this.pools[pool];
+    const cap = info?.capacity_blocks ?? 0;
+    // A pool with no line (pool_missing, move_without_host_pool), or a host pool of capacity 0
+    // (move_without_host_pool), is no pool to be over.
+    const over = info !== undefined && (pool === 'gpu' || cap > 0) && size > cap;
     // Report each excursion over capacity once, where it starts.
-    if (over && !this.overCapacity[pool]) {
-      this.violate('over_capacity', seq, `the ${pool} pool holds ${size} blocks, over its capacity of ${cap}`);
-    }
+    if (over && !this.overCapacity[pool]) found.push({ rule: 'over_capacity', message: `the ${pool} pool holds ${size} blocks, over its capacity of ${cap}` });
     this.overCapacity[pool] = over;
   }
 

@@ -1,28 +1,39 @@
 /**
- * Agent → app event protocol, version 1 (see docs/protocol.md and ../shared/design/docs/protocol.md).
+ * Agent → app event protocol, version 1 (docs/protocol.md).
  *
- * Types are written out by hand for readable editor hints; the JSON Schemas below are the runtime
- * truth and are compiled once by Ajv. New optional keys are allowed everywhere (the protocol is
- * extended compatibly), so schemas never set `additionalProperties: false`.
+ * The protocol is data that the agent ships and the app reads alike:
+ * resources/agent/kvscope_agent/protocol/events.schema.json (one JSON Schema per event type, the
+ * runtime truth, compiled here once by Ajv) and protocol.json (version, line limits, bad-line
+ * reasons, rule codes). The Python agent checks the same files (kvscope_agent/protocol), and
+ * test/fixtures/protocol/ holds logs with the verdict both must give. The types below are written
+ * out by hand for readable editor hints; test/unit/protocol.test.ts holds their required keys and
+ * enums equal to the schemas. New optional keys are allowed everywhere (the protocol is extended
+ * compatibly), so schemas never set `additionalProperties: false`.
  */
 import Ajv, { type ValidateFunction } from 'ajv';
+import schemaDoc from '../../resources/agent/kvscope_agent/protocol/events.schema.json';
+import protocolDoc from '../../resources/agent/kvscope_agent/protocol/protocol.json';
 
-export const PROTOCOL_VERSION = 1;
-/** A line longer than this is refused by every reader (docs/protocol.md). */
-export const MAX_LINE_BYTES = 1024 * 1024;
+export const PROTOCOL_VERSION: number = protocolDoc.version;
+/** A line longer than this (newline not counted) is refused by every reader (docs/protocol.md). */
+export const MAX_LINE_BYTES: number = protocolDoc.max_line_bytes;
 /**
  * A line nested deeper than this (objects and arrays inside each other) is refused by every reader
  * before it is parsed: no event needs more than a few levels, and a value nested thousands deep
  * (extra keys are allowed, so the schema would pass it) overflows the stack of whatever
  * serializes it next (JSON.stringify in `kvscope serve`, structured clone over Electron IPC).
  */
-export const MAX_JSON_DEPTH = 64;
+export const MAX_JSON_DEPTH: number = protocolDoc.max_json_depth;
 /**
- * A pool line declaring more blocks than this is refused: the largest pool recorded so far is
- * 3,356,933 blocks (a 55 GB host pool of 16 KiB blocks, test/fixtures/runs/cpu-tiny-4users-offload),
- * and a pool of billions of cells is no engine's, while every view sizes its grid by it.
+ * A pool line declaring more blocks than this is refused (the `pool` schema's maximum: the largest
+ * pool recorded so far is 3,356,933 blocks, and a pool of billions of cells is no engine's, while
+ * every view sizes its grid by it).
  */
-export const MAX_POOL_BLOCKS = 2 ** 24;
+export const MAX_POOL_BLOCKS: number = schemaDoc.events.pool.allOf[1]!.properties!.capacity_blocks!.maximum!;
+
+/** Why a line is refused, with its text (protocol.json `bad_lines`). */
+export const BAD_LINE_TEXT = protocolDoc.bad_lines;
+export type BadLineReason = keyof typeof BAD_LINE_TEXT;
 
 export type PoolName = 'gpu' | 'host';
 export type BlockOp = 'store' | 'offload' | 'onboard' | 'evict' | 'hit';
@@ -211,150 +222,14 @@ export type KvEvent =
   | RunEndEvent;
 
 export type EventType = KvEvent['type'];
-export const EVENT_TYPES: readonly EventType[] = [
-  'run.start',
-  'pool',
-  'blocks',
-  'xfer',
-  'req',
-  'round',
-  'gpu',
-  'phase',
-  'log',
-  'run.end',
-];
+/** Every event type, in events.schema.json's order (test/unit/protocol.test.ts holds it equal to `EventType`). */
+export const EVENT_TYPES = Object.keys(schemaDoc.events) as readonly EventType[];
 
 // ---------------------------------------------------------------------------------------------
-// JSON Schemas (runtime validation)
+// JSON Schemas (runtime validation), from events.schema.json
 
 type Schema = Record<string, unknown>;
-const int = { type: 'integer' };
-const nonNegInt = { type: 'integer', minimum: 0 };
-const num = { type: 'number' };
-const nullableNum = { type: ['number', 'null'] };
-const str = { type: 'string' };
-const blockId = { type: ['string', 'integer'] };
-
-function eventSchema(required: string[], properties: Record<string, unknown>): Schema {
-  return {
-    type: 'object',
-    required: ['seq', 't', 'type', ...required],
-    properties: { seq: nonNegInt, t: int, type: str, ...properties },
-  };
-}
-
-const SCHEMAS: Record<EventType, Schema> = {
-  'run.start': eventSchema(['run_id', 'protocol', 'agent_version', 'engine', 'config', 'host', 'clock'], {
-    run_id: str,
-    protocol: int,
-    agent_version: str,
-    engine: { type: 'object', required: ['name', 'version'], properties: { name: str, version: str } },
-    config: { type: 'object' },
-    host: {
-      type: 'object',
-      required: ['hostname', 'gpus'],
-      properties: {
-        hostname: str,
-        gpus: {
-          type: 'array',
-          items: { type: 'object', required: ['index', 'name'], properties: { index: nonNegInt, name: str } },
-        },
-      },
-    },
-    clock: { type: 'object', required: ['unix_ns_at_t0'], properties: { unix_ns_at_t0: num } },
-    simulated: {
-      type: 'object',
-      required: ['profile', 'source'],
-      properties: {
-        profile: { type: 'object', required: ['id', 'name'], properties: { id: str, name: str } },
-        source: { type: 'object', required: ['run_ids'], properties: { run_ids: { type: 'array', items: str } } },
-      },
-    },
-  }),
-  pool: eventSchema(['pool', 'capacity_blocks', 'block_tokens', 'block_bytes'], {
-    pool: { enum: ['gpu', 'host'] },
-    capacity_blocks: { type: 'integer', minimum: 0, maximum: MAX_POOL_BLOCKS },
-    block_tokens: { type: 'integer', minimum: 1 },
-    block_bytes: nonNegInt,
-  }),
-  blocks: {
-    ...eventSchema(['op', 'ids'], {
-      op: { enum: ['store', 'offload', 'onboard', 'evict', 'hit'] },
-      ids: { type: 'array', items: blockId },
-      pool: { enum: ['gpu', 'host'] },
-      user: nonNegInt,
-      round: nonNegInt,
-      keep_source: { type: 'boolean' },
-    }),
-    // `evict` names the pool it drops from (docs/protocol.md).
-    if: { properties: { op: { const: 'evict' } } },
-    then: { required: ['pool'] },
-  },
-  xfer: eventSchema(['dir', 'bytes', 'start', 'end', 'source'], {
-    dir: { enum: ['h2d', 'd2h', 'd2d', 'h2h'] },
-    bytes: nonNegInt,
-    start: int,
-    end: int,
-    src_mem: { enum: ['pinned', 'pageable', 'device', 'managed', 'unknown'] },
-    dst_mem: { enum: ['pinned', 'pageable', 'device', 'managed', 'unknown'] },
-    device: int,
-    stream: int,
-    source: { enum: ['cupti', 'engine'] },
-  }),
-  req: eventSchema(['user', 'round', 'phase'], {
-    user: nonNegInt,
-    round: nonNegInt,
-    phase: { enum: ['queued', 'scheduled', 'first_token', 'done'] },
-    prompt_tokens: nonNegInt,
-    output_tokens: nonNegInt,
-    reused_gpu_tokens: nonNegInt,
-    reused_host_tokens: nonNegInt,
-    computed_tokens: nonNegInt,
-  }),
-  round: eventSchema(['round', 'e2e_ns', 'ttft_ns'], {
-    round: nonNegInt,
-    e2e_ns: num,
-    ttft_ns: { type: 'array', items: nullableNum },
-  }),
-  gpu: eventSchema(['index', 'mem_used_bytes', 'util_pct', 'source'], {
-    index: nonNegInt,
-    mem_used_bytes: nullableNum,
-    util_pct: nullableNum,
-    mem_util_pct: nullableNum,
-    power_w: nullableNum,
-    sm_clock_mhz: nullableNum,
-    pcie_rx_bytes_per_s: nullableNum,
-    pcie_tx_bytes_per_s: nullableNum,
-    source: { enum: ['nvidia-smi', 'nvml'] },
-  }),
-  phase: eventSchema(['name', 'state'], {
-    name: { enum: ['setup', 'load_model', 'context', 'rounds', 'teardown'] },
-    state: { enum: ['begin', 'end'] },
-  }),
-  log: eventSchema(['level', 'msg'], {
-    level: { enum: ['debug', 'info', 'warn', 'error'] },
-    msg: str,
-  }),
-  'run.end': eventSchema(['status', 'summary'], {
-    status: { enum: ['ok', 'error', 'cancelled'] },
-    error: { type: 'object', required: ['code', 'message'], properties: { code: str, message: str } },
-    summary: {
-      type: 'object',
-      required: ['blocks_offloaded', 'blocks_onboarded', 'blocks_evicted', 'bytes_h2d', 'bytes_d2h'],
-      properties: {
-        e2e_ns: nullableNum,
-        ttft_ns_mean: nullableNum,
-        ttft_ns_p50: nullableNum,
-        ttft_ns_p99: nullableNum,
-        blocks_offloaded: nonNegInt,
-        blocks_onboarded: nonNegInt,
-        blocks_evicted: nonNegInt,
-        bytes_h2d: nonNegInt,
-        bytes_d2h: nonNegInt,
-      },
-    },
-  }),
-};
+const SCHEMAS = schemaDoc.events as unknown as Record<EventType, Schema>;
 
 let validators: Map<string, ValidateFunction> | null = null;
 
@@ -362,7 +237,7 @@ function compiled(): Map<string, ValidateFunction> {
   if (validators) return validators;
   // strict:false because `if/then` inside a typed schema trips Ajv's strictTypes check.
   const ajv = new Ajv({ allErrors: false, strict: false });
-  validators = new Map(EVENT_TYPES.map((type) => [type, ajv.compile(SCHEMAS[type])]));
+  validators = new Map(Object.entries(SCHEMAS).map(([type, schema]) => [type, ajv.compile({ ...schema, $defs: schemaDoc.$defs })]));
   return validators;
 }
 
@@ -425,7 +300,10 @@ export function validateEvent(value: unknown): { ok: true; event: KvEvent } | { 
   };
 }
 
-/** The JSON Schema of one event type (exported for docs and for the Python agent's tests). */
+/** The JSON Schema of one event type, as events.schema.json writes it (`$ref`s point into `SCHEMA_DEFS`). */
 export function schemaOf(type: EventType): Schema {
   return SCHEMAS[type];
 }
+
+/** The shared definitions the event schemas `$ref`. */
+export const SCHEMA_DEFS = schemaDoc.$defs as unknown as Record<string, Schema>;

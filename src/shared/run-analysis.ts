@@ -99,16 +99,11 @@ export class RunAnalyzer {
   private readonly xferBySource = { cupti: emptyDirs(), engine: emptyDirs() };
   private readonly startupBySource = { cupti: emptyDirs(), engine: emptyDirs() };
   private readonly startupRule = new StartupCopyRule();
-  private readonly roundsXferBytes = emptyDirs();
-  private inRounds = false;
-  private roundsWindow: { begin: number | null; end: number | null } = { begin: null, end: null };
   private start: RunStartEvent | null = null;
   private end: RunEndEvent | null = null;
   private count = 0;
   private lastT = 0;
   private finished = false;
-  /** cupti xfer lines may arrive after the phase line that bounds them: keep them until the end. */
-  private readonly lateXfers: Array<{ dir: XferDir; bytes: number; start: number }> = [];
 
   push(e: KvEvent): void {
     this.count++;
@@ -123,24 +118,10 @@ export class RunAnalyzer {
       case 'run.end':
         this.end = e;
         break;
-      case 'phase':
-        if (e.name === 'rounds') {
-          this.inRounds = e.state === 'begin';
-          if (e.state === 'begin') this.roundsWindow.begin = e.t;
-          else this.roundsWindow.end = e.t;
-        }
-        break;
       case 'xfer':
         this.xferBytes[e.dir] += e.bytes;
         this.xferBySource[e.source][e.dir] += e.bytes;
         if (this.startupRule.isStartup(e)) this.startupBySource[e.source][e.dir] += e.bytes;
-        if (e.source === 'cupti') {
-          if (this.inRounds) this.roundsXferBytes[e.dir] += e.bytes;
-          else if (this.roundsWindow.begin !== null && e.start >= this.roundsWindow.begin) {
-            // Flushed after `rounds end`: count it by its own start time at result().
-            this.lateXfers.push({ dir: e.dir, bytes: e.bytes, start: e.start });
-          }
-        }
         break;
       case 'req': {
         this.users.add(e.user);
@@ -224,12 +205,6 @@ export class RunAnalyzer {
         };
       });
 
-    const roundsXfer = { ...this.roundsXferBytes };
-    const w = this.roundsWindow;
-    for (const x of this.lateXfers) {
-      if (w.begin !== null && x.start >= w.begin && (w.end === null || x.start <= w.end)) roundsXfer[x.dir] += x.bytes;
-    }
-
     const ops = this.ledger.stats.ops;
     return {
       runId: this.start?.run_id ?? null,
@@ -246,7 +221,7 @@ export class RunAnalyzer {
       xferBytes: { ...this.xferBytes },
       xferBytesBySource: { cupti: { ...this.xferBySource.cupti }, engine: { ...this.xferBySource.engine } },
       startupXferBytesBySource: { cupti: { ...this.startupBySource.cupti }, engine: { ...this.startupBySource.engine } },
-      roundsXferBytes: roundsXfer,
+      roundsXferBytes: this.ledger.roundsXferBytes(),
       roundRows,
       requests,
       status: this.end?.status ?? 'incomplete',

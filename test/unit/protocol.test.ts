@@ -1,6 +1,23 @@
 import { describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
-import { jsonDeeperThan, MAX_POOL_BLOCKS, validateEvent } from '../../src/shared/protocol';
+import {
+  EVENT_TYPES,
+  jsonDeeperThan,
+  MAX_POOL_BLOCKS,
+  SCHEMA_DEFS,
+  schemaOf,
+  validateEvent,
+  type BlockOp,
+  type EventType,
+  type KvEvent,
+  type LogLevel,
+  type MemKind,
+  type PhaseName,
+  type PoolName,
+  type ReqPhase,
+  type RunStatus,
+  type XferDir,
+} from '../../src/shared/protocol';
 import { syntheticRun } from '../helpers/synthetic-run';
 
 describe('protocol v1 validation', () => {
@@ -61,5 +78,78 @@ describe('protocol v1 validation', () => {
     // Brackets inside strings (escaped quotes included) are text, not nesting.
     expect(jsonDeeperThan(JSON.stringify({ msg: '{'.repeat(500) + '\\"[[[' }))).toBe(false);
     expect(jsonDeeperThan(`{"a":"\\\\",${'"b":{'.repeat(70)}${'}'.repeat(71)}`)).toBe(true);
+  });
+});
+
+/** The keys of T that are not optional. */
+type RequiredKeys<T> = { [K in keyof T]-?: object extends Pick<T, K> ? never : K }[keyof T];
+/** An event with exactly its interface's required keys (tsc refuses a missing or an extra one). */
+type Minimal<K extends EventType> = Pick<Extract<KvEvent, { type: K }>, RequiredKeys<Extract<KvEvent, { type: K }>>>;
+
+const MINIMAL: { [K in EventType]: Minimal<K> } = {
+  'run.start': {
+    seq: 0,
+    t: 0,
+    type: 'run.start',
+    run_id: 'r',
+    protocol: 1,
+    agent_version: 'a',
+    engine: { name: 'torch', version: '1' },
+    config: {},
+    host: { hostname: 'h', gpus: [] },
+    clock: { unix_ns_at_t0: 0 },
+  },
+  pool: { seq: 0, t: 0, type: 'pool', pool: 'gpu', capacity_blocks: 1, block_tokens: 1, block_bytes: 1 },
+  blocks: { seq: 0, t: 0, type: 'blocks', op: 'store', ids: [] },
+  xfer: { seq: 0, t: 0, type: 'xfer', dir: 'h2d', bytes: 1, start: 0, end: 1, source: 'cupti' },
+  req: { seq: 0, t: 0, type: 'req', user: 0, round: 0, phase: 'queued' },
+  round: { seq: 0, t: 0, type: 'round', round: 1, e2e_ns: 1, ttft_ns: [] },
+  gpu: { seq: 0, t: 0, type: 'gpu', index: 0, mem_used_bytes: null, util_pct: null, source: 'nvml' },
+  phase: { seq: 0, t: 0, type: 'phase', name: 'setup', state: 'begin' },
+  log: { seq: 0, t: 0, type: 'log', level: 'info', msg: 'm' },
+  'run.end': {
+    seq: 0,
+    t: 0,
+    type: 'run.end',
+    status: 'ok',
+    summary: { e2e_ns: null, ttft_ns_mean: null, ttft_ns_p50: null, ttft_ns_p99: null, blocks_offloaded: 0, blocks_onboarded: 0, blocks_evicted: 0, bytes_h2d: 0, bytes_d2h: 0 },
+  },
+};
+
+/** A property's schema in an event type's schema (the second part of its allOf), `$ref`s resolved. */
+function propertySchema(type: EventType, key: string): Record<string, unknown> {
+  const parts = schemaOf(type).allOf as Array<{ properties?: Record<string, Record<string, unknown>> }>;
+  let s = parts[1]!.properties![key]!;
+  if (typeof s.$ref === 'string') s = SCHEMA_DEFS[s.$ref.replace('#/$defs/', '')]!;
+  return s;
+}
+
+describe('the hand-written event types agree with events.schema.json', () => {
+  it('EVENT_TYPES lists every type of the KvEvent union', () => {
+    expect([...EVENT_TYPES].sort()).toEqual(Object.keys(MINIMAL).sort());
+  });
+
+  it.each(Object.keys(MINIMAL) as EventType[])("%s: the schema requires exactly the interface's required keys", (type) => {
+    const minimal = MINIMAL[type] as Record<string, unknown>;
+    expect(validateEvent(minimal).ok).toBe(true);
+    for (const key of Object.keys(minimal)) {
+      const without = { ...minimal };
+      delete without[key];
+      expect(validateEvent(without).ok, `${type} without ${key}`).toBe(false);
+    }
+  });
+
+  it('each string union is its schema enum', () => {
+    const unions: Array<[EventType, string, Record<string, true>]> = [
+      ['pool', 'pool', { gpu: true, host: true } satisfies Record<PoolName, true>],
+      ['blocks', 'op', { store: true, offload: true, onboard: true, evict: true, hit: true } satisfies Record<BlockOp, true>],
+      ['xfer', 'dir', { h2d: true, d2h: true, d2d: true, h2h: true } satisfies Record<XferDir, true>],
+      ['xfer', 'src_mem', { pinned: true, pageable: true, device: true, managed: true, unknown: true } satisfies Record<MemKind, true>],
+      ['req', 'phase', { queued: true, scheduled: true, first_token: true, done: true } satisfies Record<ReqPhase, true>],
+      ['run.end', 'status', { ok: true, error: true, cancelled: true } satisfies Record<RunStatus, true>],
+      ['phase', 'name', { setup: true, load_model: true, context: true, rounds: true, teardown: true } satisfies Record<PhaseName, true>],
+      ['log', 'level', { debug: true, info: true, warn: true, error: true } satisfies Record<LogLevel, true>],
+    ];
+    for (const [type, key, union] of unions) expect(propertySchema(type, key).enum, `${type}.${key}`).toEqual(Object.keys(union));
   });
 });

@@ -52,20 +52,28 @@ def _presets(argv: list[str]) -> int:
 
 
 def _check(argv: list[str]) -> int:
-    from .ledger import check_log
+    from .ledger import validate_log
+    from .protocol import RULES
 
     if len(argv) != 1 or argv[0].startswith("-"):
         print("usage: python3 -m kvscope_agent check LOG", file=sys.stderr)
         return 2
     try:
-        violations = check_log(argv[0])
+        report = validate_log(argv[0])
     except OSError as e:
         print(f"check: cannot read {argv[0]}: {e.strerror}", file=sys.stderr)
         return 2
-    for v in violations:
-        print(v)
-    print(f"{len(violations)} violation(s)", file=sys.stderr)
-    return 1 if violations else 0
+    for b in report.bad_lines:
+        print(b)
+    if report.bad_line_total > len(report.bad_lines):
+        print(f"... and {report.bad_line_total - len(report.bad_lines)} more bad lines")
+    for v in report.violations:
+        print(f"{v} [rule: {RULES[v.rule]}]")
+    total = sum(report.violation_counts.values())
+    if total > len(report.violations):
+        print(f"... and {total - len(report.violations)} more violations")
+    print(f"{report.bad_line_total} bad line(s), {total} rule violation(s)", file=sys.stderr)
+    return 0 if report.valid else 1
 
 
 def _build_tracer(argv: list[str]) -> int:

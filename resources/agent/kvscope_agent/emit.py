@@ -14,8 +14,7 @@ import time
 from typing import IO, Any
 
 from .clock import RunClock
-
-MAX_LINE_BYTES = 1 << 20  # docs/protocol.md: "at most 1 MiB a line" (newline included)
+from .protocol import MAX_LINE_BYTES  # docs/protocol.md: "at most 1 MiB a line"; written with its newline
 _RESERVED = ("seq", "t", "type")
 
 

@@ -1,383 +1,357 @@
 """Block bookkeeping by the rules of docs/protocol.md ("Rules every reader checks"), pure Python (no torch).
 
-`BlockLedger` enforces the rules as moves happen (the built-in engine keeps one beside its pools,
-so a bug in the engine fails loudly instead of writing a log that lies); `check_log` replays a whole
-events.jsonl and reports every broken rule with its seq, as a reader of a run would.
+One `BlockLedger`, two uses:
+- an engine keeps one beside its pools (`BlockLedger(gpu_capacity, host_capacity)`): a move that
+  would break a rule raises `LedgerError` before anything changes, so a bug in the engine fails
+  loudly instead of writing a log that lies;
+- a reader replays a log through one (`BlockLedger.for_reading()`, `apply` each event, `finish`):
+  every broken rule is recorded with its seq and the move is applied best effort, so one bad line
+  yields one violation rather than a cascade. `validate_log` / `check_log` do that for a file.
+
+The rule codes and their text are kvscope_agent/protocol/protocol.json's, the ones the app's
+ledger (src/shared/ledger.ts) reports; test/fixtures/protocol/ holds a log per rule with the
+verdict both must give.
 """
 
 from __future__ import annotations
 
-import gzip
-import json
 import os
-from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Iterable
 
-from .emit import MAX_LINE_BYTES
+from .protocol import RULES, BadLine, read_log
 
 POOLS = ("gpu", "host")
 OPS = ("store", "offload", "onboard", "evict", "hit")
+_POOL_LABEL = {"gpu": "GPU", "host": "host"}
 
-# docs/protocol.md "Types and their keys": the keys each type must carry (optional keys are not listed).
-REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
-    "run.start": ("run_id", "protocol", "agent_version", "engine", "config", "host", "clock"),
-    "pool": ("pool", "capacity_blocks", "block_tokens", "block_bytes"),
-    "blocks": ("op", "ids"),
-    "xfer": ("dir", "bytes", "start", "end", "src_mem", "dst_mem", "device", "stream", "source"),
-    "req": ("user", "round", "phase"),
-    "round": ("round", "e2e_ns", "ttft_ns"),
-    "gpu": ("index", "mem_used_bytes", "util_pct"),
-    "phase": ("name", "state"),
-    "log": ("level", "msg"),
-    "run.end": ("status",),
-}
-REQ_DONE_KEYS = (
-    "prompt_tokens",
-    "output_tokens",
-    "reused_gpu_tokens",
-    "reused_host_tokens",
-    "computed_tokens",
-)
-SUMMARY_KEYS = (
-    "e2e_ns",
-    "ttft_ns_mean",
-    "ttft_ns_p50",
-    "ttft_ns_p99",
-    "blocks_offloaded",
-    "blocks_onboarded",
-    "blocks_evicted",
-    "bytes_h2d",
-    "bytes_d2h",
-)
+# Most violations (and bad lines) kept in full; the rest are only counted, as the app does.
+KEEP_PROBLEMS = 1000
 
 
 class LedgerError(Exception):
-    """A block move that would break a block rule of docs/protocol.md."""
+    """A block move that would break a rule of docs/protocol.md (`rule` is its code)."""
 
     def __init__(self, rule: str, block_id: Any, message: str = "") -> None:
         self.rule = rule
         self.block_id = block_id
-        super().__init__(message or f"{rule}: block {block_id!r}")
+        super().__init__(f"{rule}: {message}" if message else f"{rule}: block {block_id!r}")
 
 
 @dataclass
 class Violation:
-    """One broken rule found while replaying a log. `seq` is None when the line had no readable
-    seq (then `offset`, the line's byte offset in the file, locates it)."""
+    """One broken rule found while replaying a log; `seq` is None for a whole-run rule."""
 
     rule: str
     seq: int | None
-    offset: int
     message: str
     block_id: Any = None
 
     def __str__(self) -> str:
-        where = f"seq {self.seq}" if self.seq is not None else f"byte {self.offset}"
+        where = f"seq {self.seq}" if self.seq is not None else "whole run"
         return f"{where}: {self.rule}: {self.message}"
 
 
-class BlockLedger:
-    """The GPU and host pools as sets of block ids; enforces the block rules on every move.
+@dataclass
+class PoolInfo:
+    capacity_blocks: int
+    block_tokens: int = 0
+    block_bytes: int = 0
 
-    `gpu` and `host` are insertion-ordered (dict keys); LRU order is the engine's business.
-    A capacity of 0 for the host pool means no host pool (the recompute baseline).
-    """
+
+class BlockLedger:
+    """The pools as insertion-ordered sets of block ids (dict keys; LRU order is the engine's
+    business). A host pool of capacity 0 means no host pool (the recompute baseline)."""
 
     def __init__(self, gpu_capacity: int, host_capacity: int) -> None:
-        self.gpu_capacity = int(gpu_capacity)
-        self.host_capacity = int(host_capacity)
-        self._gpu: dict[Any, None] = {}
-        self._host: dict[Any, None] = {}
+        self.strict = True
+        self.pools: dict[str, PoolInfo] = {
+            "gpu": PoolInfo(int(gpu_capacity)),
+            "host": PoolInfo(int(host_capacity)),
+        }
+        self._held: dict[str, dict[Any, None]] = {p: {} for p in POOLS}
         self.counts = {op: 0 for op in OPS}
+        self.peak = {p: 0 for p in POOLS}
+        self.violations: list[Violation] = []
+        self.violation_counts: dict[str, int] = {}
+        self._over = {p: False for p in POOLS}
+        self._seen: set[Any] = set()
+        self._last_seq = -1
+        self._blocks_seen = False
+        # The rounds phase, for the rule that CUPTI's copies cover the blocks moved in it.
+        self._in_rounds = False
+        self._rounds_begin: int | None = None
+        self._rounds_end: int | None = None
+        self._rounds_blocks = {"offload": 0, "onboard": 0}
+        self._rounds_xfer = {"h2d": 0, "d2h": 0, "d2d": 0, "h2h": 0}
+        self._late_xfers: list[tuple[str, int, int]] = []
+        self._cupti_seen = False
+        self._run_end: dict[str, Any] | None = None
 
+    @classmethod
+    def for_reading(cls) -> "BlockLedger":
+        """A ledger for replaying a log: no pools until its pool lines, rule breaks recorded."""
+        ledger = cls(0, 0)
+        ledger.strict = False
+        ledger.pools = {}
+        return ledger
+
+    # -- the pools ------------------------------------------------------------------------------
     @property
     def gpu(self) -> dict[Any, None]:
-        return self._gpu
+        return self._held["gpu"]
 
     @property
     def host(self) -> dict[Any, None]:
-        return self._host
+        return self._held["host"]
 
-    def _pool(self, name: str) -> dict[Any, None]:
-        if name == "gpu":
-            return self._gpu
-        if name == "host":
-            return self._host
-        raise LedgerError("bad-pool", None, f"unknown pool {name!r}")
+    @property
+    def gpu_capacity(self) -> int:
+        return self.pools["gpu"].capacity_blocks if "gpu" in self.pools else 0
 
-    @staticmethod
-    def _unique(ids: Iterable[Any]) -> list[Any]:
-        out = list(ids)
-        if len(set(out)) != len(out):
-            dup = next(i for i in out if out.count(i) > 1)
-            raise LedgerError("duplicate-id", dup, f"block {dup!r} appears twice in one move")
-        return out
+    @property
+    def host_capacity(self) -> int:
+        return self.pools["host"].capacity_blocks if "host" in self.pools else 0
 
-    def _check_capacity(self, pool: str, adding: list[Any]) -> None:
-        target = self._pool(pool)
-        cap = self.gpu_capacity if pool == "gpu" else self.host_capacity
-        new = [i for i in adding if i not in target]
-        if len(target) + len(new) > cap:
-            raise LedgerError(
-                "capacity",
-                new[0] if new else None,
-                f"{pool} pool would hold {len(target) + len(new)} blocks, capacity {cap}",
-            )
+    @property
+    def distinct_blocks(self) -> int:
+        return len(self._seen)
 
+    @property
+    def violation_total(self) -> int:
+        return sum(self.violation_counts.values())
+
+    # -- an engine's moves (strict: a rule break raises and nothing changes) -----------------------
     def store(self, ids: Iterable[Any]) -> None:
-        ids = self._unique(ids)
-        for i in ids:
-            if i in self._gpu:
-                raise LedgerError("store-present", i, f"store of block {i!r} already in gpu pool")
-        self._check_capacity("gpu", ids)
-        for i in ids:
-            self._gpu[i] = None
-        self.counts["store"] += len(ids)
+        self._blocks("store", list(ids))
 
     def offload(self, ids: Iterable[Any], keep_source: bool = False) -> None:
-        ids = self._unique(ids)
-        if self.host_capacity <= 0 and ids:
-            raise LedgerError("no-host-pool", ids[0], "offload with no host pool")
-        for i in ids:
-            if i not in self._gpu:
-                raise LedgerError("offload-absent", i, f"offload of block {i!r} not in gpu pool")
-        self._check_capacity("host", ids)
-        for i in ids:
-            if not keep_source:
-                del self._gpu[i]
-            self._host[i] = None
-        self.counts["offload"] += len(ids)
+        self._blocks("offload", list(ids), keep=keep_source)
 
     def onboard(self, ids: Iterable[Any], keep_source: bool = False) -> None:
-        ids = self._unique(ids)
-        if self.host_capacity <= 0 and ids:
-            raise LedgerError("no-host-pool", ids[0], "onboard with no host pool")
-        for i in ids:
-            if i not in self._host:
-                raise LedgerError("onboard-absent", i, f"onboard of block {i!r} not in host pool")
-        self._check_capacity("gpu", ids)
-        for i in ids:
-            if not keep_source:
-                del self._host[i]
-            self._gpu[i] = None
-        self.counts["onboard"] += len(ids)
+        self._blocks("onboard", list(ids), keep=keep_source)
 
     def evict(self, pool: str, ids: Iterable[Any]) -> None:
-        target = self._pool(pool)
-        ids = self._unique(ids)
-        for i in ids:
-            if i not in target:
-                raise LedgerError("evict-absent", i, f"evict of block {i!r} not in {pool} pool")
-        for i in ids:
-            del target[i]
-        self.counts["evict"] += len(ids)
+        self._blocks("evict", list(ids), pool=pool)
 
     def hit(self, ids: Iterable[Any]) -> None:
-        ids = self._unique(ids)
-        for i in ids:
-            if i not in self._gpu:
-                raise LedgerError("hit-absent", i, f"hit on block {i!r} not in gpu pool")
-        self.counts["hit"] += len(ids)
+        self._blocks("hit", list(ids))
 
-
-def iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, bytes]]:
-    """(byte offset, raw line) of an events.jsonl, or of a gzipped one (.jsonl.gz, as the bundled
-    samples are stored: offsets then count uncompressed bytes)."""
-    offset = 0
-    with open(path, "rb") as probe:
-        gz = probe.read(2) == b"\x1f\x8b"
-    with (gzip.open(path, "rb") if gz else open(path, "rb")) as f:
-        for raw in f:
-            yield offset, raw
-            offset += len(raw)
-
-
-def check_log(path: str | os.PathLike) -> list[Violation]:
-    """Replay a whole events.jsonl; return every broken docs/protocol.md rule (empty list = clean).
-
-    Checks: valid JSON lines within 1 MiB, seq 0,1,2,... (gaps and repeats), known types with
-    their required keys, `pool` lines before any `blocks` line, every block rule (including
-    capacities, no offload/onboard without a host pool, nothing offloaded or evicted when the GPU
-    pool could hold every block the run used), and that `run.end.summary` counts agree with the
-    `blocks` lines. The transfer/block byte agreement is checked from below (cupti h2d/d2h bytes
-    during `rounds` cover the onboarded/offloaded blocks); the allowance for the engine's small
-    extra copies is not fixed by docs/protocol.md, so no upper bound is enforced here.
-    """
-    out: list[Violation] = []
-    ledger: BlockLedger | None = None
-    pools: dict[str, dict[str, Any]] = {}
-    expected_seq = 0
-    seen_seqs: set[int] = set()
-    stored_ids: set[Any] = set()
-    moves = {"offload": 0, "onboard": 0, "evict": 0}
-    first_move_seq: dict[str, int] = {}
-    in_rounds = False
-    rounds_window: list[int | None] = [None, None]  # t of rounds begin / end
-    rounds_blocks = {"onboard": 0, "offload": 0}
-    cupti_xfers: list[tuple[str, int, int]] = []  # (dir, bytes, start)
-    any_cupti = False
-    run_end: tuple[int, dict[str, Any]] | None = None
-
-    def bad(rule: str, seq: int | None, offset: int, msg: str, block_id: Any = None) -> None:
-        out.append(Violation(rule, seq, offset, msg, block_id))
-
-    for offset, raw in iter_lines(path):
-        if len(raw) > MAX_LINE_BYTES:
-            bad("line-too-long", None, offset, f"line of {len(raw)} bytes")
-            continue
-        if not raw.endswith(b"\n"):
-            bad("unterminated-line", None, offset, "last line has no newline (truncated write?)")
-        try:
-            ev = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as e:
-            if raw.strip():
-                bad("bad-json", None, offset, str(e))
-            continue
-        if not isinstance(ev, dict):
-            bad("bad-json", None, offset, "line is not a JSON object")
-            continue
-        seq = ev.get("seq")
-        if not isinstance(seq, int) or isinstance(seq, bool):
-            bad("bad-seq", None, offset, f"seq is {seq!r}")
-            seq = None
-        else:
-            if seq in seen_seqs:
-                bad("seq-repeat", seq, offset, f"seq {seq} repeated")
-            elif seq != expected_seq:
-                bad("seq-gap", seq, offset, f"expected seq {expected_seq}, got {seq}")
-            seen_seqs.add(seq)
-            expected_seq = max(expected_seq, seq + 1)
-        t = ev.get("t")
-        if not isinstance(t, int) or isinstance(t, bool):
-            bad("bad-t", seq, offset, f"t is {t!r}")
-        typ = ev.get("type")
-        if typ not in REQUIRED_KEYS:
-            bad("unknown-type", seq, offset, f"unknown type {typ!r}")
-            continue
-        missing = [k for k in REQUIRED_KEYS[typ] if k not in ev]
-        if typ == "req" and ev.get("phase") == "done":
-            missing += [k for k in REQ_DONE_KEYS if k not in ev]
-        if missing:
-            bad("missing-key", seq, offset, f"{typ} lacks {', '.join(missing)}")
-            continue
-
+    # -- a reader's replay ---------------------------------------------------------------------------
+    def apply(self, ev: dict[str, Any]) -> None:
+        """Applies one valid event (any type: seq, pool, blocks, phase, xfer and run.end lines
+        matter here)."""
+        seq = ev["seq"]
+        # A repeated or out-of-order line is reported and not applied again (it would double-count).
+        if not self._check_seq(seq):
+            return
+        typ = ev["type"]
         if typ == "pool":
             name = ev["pool"]
-            if name not in POOLS:
-                bad("bad-pool", seq, offset, f"unknown pool {name!r}")
-                continue
-            if name in pools:
-                bad("pool-repeat", seq, offset, f"second pool line for {name!r}")
-            if ledger is not None:
-                bad("pool-late", seq, offset, f"pool line for {name!r} after blocks lines")
-            pools[name] = ev
-            continue
-        if typ == "phase":
+            if name in self.pools:
+                self._violate("pool_redefined", seq, f'pool "{name}" declared again')
+            if self._blocks_seen:
+                self._violate("pool_after_blocks", seq, f'pool "{name}" declared after the first blocks line')
+            self.pools[name] = PoolInfo(ev["capacity_blocks"], ev["block_tokens"], ev["block_bytes"])
+        elif typ == "blocks":
+            self._blocks(ev["op"], ev["ids"], ev.get("pool"), ev.get("keep_source") is True, seq)
+        elif typ == "phase":
             if ev["name"] == "rounds":
-                in_rounds = ev["state"] == "begin"
-                if isinstance(t, int):
-                    rounds_window[0 if in_rounds else 1] = t
-            continue
-        if typ == "xfer":
-            # The collector reports copies late (CUPTI buffers), possibly after the rounds
-            # phase has ended: a copy belongs to the rounds by its start time, not its line.
-            if ev.get("source") == "cupti":
-                any_cupti = True
-                if ev.get("dir") in ("h2d", "d2h") and isinstance(ev.get("start"), int):
-                    cupti_xfers.append((ev["dir"], int(ev.get("bytes") or 0), ev["start"]))
-            continue
-        if typ == "run.end":
-            run_end = (seq if seq is not None else -1, ev)
-            continue
-        if typ != "blocks":
-            continue
+                self._in_rounds = ev["state"] == "begin"
+                if self._in_rounds:
+                    self._rounds_begin = ev["t"]
+                else:
+                    self._rounds_end = ev["t"]
+        elif typ == "xfer":
+            if ev["source"] == "cupti":
+                self._cupti_seen = True
+                if self._in_rounds:
+                    self._rounds_xfer[ev["dir"]] += ev["bytes"]
+                elif self._rounds_begin is not None and ev["start"] >= self._rounds_begin:
+                    # CUPTI flushes late: a copy written after `rounds end` counts by its start.
+                    self._late_xfers.append((ev["dir"], ev["bytes"], ev["start"]))
+        elif typ == "run.end":
+            self._run_end = ev
 
-        if "gpu" not in pools:
-            bad("pool-missing", seq, offset, "blocks line before the gpu pool line")
-            continue
-        if ledger is None:
-            host_cap = int(pools["host"]["capacity_blocks"]) if "host" in pools else 0
-            ledger = BlockLedger(int(pools["gpu"]["capacity_blocks"]), host_cap)
-        op = ev["op"]
-        ids = ev["ids"]
-        if op not in OPS:
-            bad("bad-op", seq, offset, f"unknown op {op!r}")
-            continue
-        if not isinstance(ids, list):
-            bad("bad-ids", seq, offset, "ids is not an array")
-            continue
-        keep = bool(ev.get("keep_source", False))
-        try:
-            if op == "store":
-                ledger.store(ids)
-                stored_ids.update(ids)
-            elif op == "offload":
-                ledger.offload(ids, keep_source=keep)
-            elif op == "onboard":
-                ledger.onboard(ids, keep_source=keep)
-            elif op == "evict":
-                if "pool" not in ev:
-                    bad("missing-key", seq, offset, "evict lacks pool")
-                    continue
-                ledger.evict(ev["pool"], ids)
-            else:
-                ledger.hit(ids)
-        except LedgerError as e:
-            bad(e.rule, seq, offset, str(e), e.block_id)
-            continue
-        if op in moves:
-            moves[op] += len(ids)
-            first_move_seq.setdefault(op, seq if seq is not None else -1)
-        if in_rounds and op in rounds_blocks:
-            rounds_blocks[op] += len(ids)
+    def rounds_xfer_bytes(self) -> dict[str, int]:
+        """Bytes of CUPTI copies inside the rounds phase, per direction: the lines written while
+        it was open, and those written after it whose copy started inside it."""
+        out = dict(self._rounds_xfer)
+        lo, hi = self._rounds_begin, self._rounds_end
+        for d, nbytes, start in self._late_xfers:
+            if lo is not None and start >= lo and (hi is None or start <= hi):
+                out[d] += nbytes
+        return out
 
-    # "If the GPU pool can hold every block the run ever needs, nothing is offloaded or evicted."
-    if ledger is not None and len(stored_ids) <= ledger.gpu_capacity:
-        for op in ("offload", "evict"):
-            if moves[op]:
-                bad(
-                    "ample-gpu-pool",
-                    first_move_seq[op],
-                    0,
-                    f"{moves[op]} blocks {op}ed although the gpu pool "
-                    f"({ledger.gpu_capacity} blocks) holds all {len(stored_ids)} stored",
+    def finish(self) -> None:
+        """Whole-run rules, checked once the log is complete."""
+        gpu = self.pools.get("gpu")
+        if gpu is not None and self.distinct_blocks <= gpu.capacity_blocks:
+            moved = self.counts["offload"] + self.counts["evict"]
+            if moved > 0:
+                self._violate(
+                    "ample_pool_moved", None,
+                    f"the GPU pool holds {gpu.capacity_blocks} blocks and the run used {self.distinct_blocks}, "
+                    f"yet {self.counts['offload']} were offloaded and {self.counts['evict']} evicted",
                 )
-
-    if any_cupti and "gpu" in pools and rounds_window[0] is not None:
-        lo = rounds_window[0]
-        hi = rounds_window[1] if rounds_window[1] is not None else float("inf")
-        rounds_xfer = {"h2d": 0, "d2h": 0}
-        for d, nbytes, start in cupti_xfers:
-            if lo <= start <= hi:
-                rounds_xfer[d] += nbytes
-        bb = int(pools["gpu"]["block_bytes"])
-        for op, d in (("onboard", "h2d"), ("offload", "d2h")):
-            need = rounds_blocks[op] * bb
-            if rounds_xfer[d] < need:
-                bad(
-                    "xfer-short",
-                    None,
-                    0,
-                    f"cupti {d} bytes during rounds {rounds_xfer[d]} < {op}ed blocks × "
-                    f"block_bytes = {need}",
-                )
-
-    if run_end is not None:
-        rseq, ev = run_end
-        summary = ev.get("summary")
-        if ev.get("status") == "ok" and not isinstance(summary, dict):
-            bad("missing-key", rseq, 0, "run.end with status ok lacks summary")
-        if isinstance(summary, dict):
-            for key, op in (
-                ("blocks_offloaded", "offload"),
-                ("blocks_onboarded", "onboard"),
-                ("blocks_evicted", "evict"),
-            ):
-                if key in summary and summary[key] != moves[op]:
-                    bad(
-                        "summary-mismatch",
-                        rseq,
-                        0,
-                        f"summary.{key} is {summary[key]} but blocks lines {op} {moves[op]}",
+        if self._cupti_seen and gpu is not None and self._rounds_begin is not None:
+            xfer = self.rounds_xfer_bytes()
+            for op, d in (("onboard", "h2d"), ("offload", "d2h")):
+                need = self._rounds_blocks[op] * gpu.block_bytes
+                if xfer[d] < need:
+                    self._violate(
+                        "xfer_short", None,
+                        f"CUPTI {d} bytes during the rounds phase are {xfer[d]}, fewer than the "
+                        f"{self._rounds_blocks[op]} {op}ed blocks × {gpu.block_bytes} bytes = {need}",
                     )
-    return out
+        if self._run_end is not None:
+            summary = self._run_end["summary"]
+            for key, op in (("blocks_offloaded", "offload"), ("blocks_onboarded", "onboard"), ("blocks_evicted", "evict")):
+                if summary[key] != self.counts[op]:
+                    self._violate(
+                        "summary_mismatch", self._run_end["seq"],
+                        f"summary.{key} is {summary[key]} but the blocks lines {op} {self.counts[op]}",
+                    )
+
+    # -- the rules ------------------------------------------------------------------------------------
+    def _check_seq(self, seq: int) -> bool:
+        """False when the line must not be applied (a repeat or out of order)."""
+        if seq == self._last_seq + 1:
+            self._last_seq = seq
+            return True
+        if seq > self._last_seq + 1:
+            self._violate("seq_gap", seq, f"seq jumps from {self._last_seq} to {seq}: {seq - self._last_seq - 1} line(s) missing")
+            self._last_seq = seq
+            return True
+        if seq == self._last_seq:
+            self._violate("seq_duplicate", seq, f"seq {seq} appears twice")
+        else:
+            self._violate("seq_out_of_order", seq, f"seq {seq} comes after seq {self._last_seq}")
+        return False
+
+    def _has_host_pool(self) -> bool:
+        host = self.pools.get("host")
+        return host is not None and host.capacity_blocks > 0
+
+    def _blocks(self, op: str, ids: list[Any], pool: str | None = None, keep: bool = False, seq: int | None = None) -> None:
+        """One blocks line: every rule it breaks is found before anything changes; a strict ledger
+        then raises the first, a reader's records them all and applies the move best effort (a
+        move whose source is absent only adds, an add the pool already holds changes nothing)."""
+        found: list[tuple[str, Any, str]] = []
+        after: dict[tuple[str, Any], bool] = {}  # (pool, id) -> held once the line is applied
+
+        def has(p: str, i: Any) -> bool:
+            k = (p, i)
+            return after[k] if k in after else i in self._held.get(p, ())
+
+        if "gpu" not in self.pools:
+            found.append(("pool_missing", None, f'blocks {op} before the "gpu" pool line'))
+        if op == "store":
+            for i in ids:
+                if has("gpu", i):
+                    found.append(("store_already_on_gpu", i, f"block {i} stored but already in the GPU pool"))
+                after[("gpu", i)] = True
+        elif op in ("offload", "onboard"):
+            src, dst = ("gpu", "host") if op == "offload" else ("host", "gpu")
+            if not self._has_host_pool():
+                found.append(("move_without_host_pool", None, f"{op} of {len(ids)} block(s) with no host pool"))
+            rule = "offload_not_on_gpu" if op == "offload" else "onboard_not_on_host"
+            for i in ids:
+                if not has(src, i):
+                    found.append((rule, i, f"block {i} {op}ed but not in the {_POOL_LABEL[src]} pool"))
+                if not keep:
+                    after[(src, i)] = False
+                after[(dst, i)] = True
+        elif op == "evict":
+            p = pool or "gpu"
+            for i in ids:
+                if has(p, i):
+                    after[(p, i)] = False
+                else:
+                    found.append(("evict_not_in_pool", i, f"block {i} evicted from the {p} pool but not in it"))
+        else:
+            for i in ids:
+                if not has("gpu", i):
+                    found.append(("hit_not_on_gpu", i, f"block {i} hit but not in the GPU pool"))
+
+        size = {p: len(self._held[p]) for p in POOLS}
+        for (p, i), held in after.items():
+            if held != (i in self._held[p]):
+                size[p] += 1 if held else -1
+        over: dict[str, bool] = {}
+        for p in POOLS:
+            info = self.pools.get(p)
+            cap = info.capacity_blocks if info is not None else 0
+            # A pool with no line (pool_missing, move_without_host_pool), or a host pool of capacity 0
+            # (move_without_host_pool), is no pool to be over.
+            counted = info is not None and (p == "gpu" or cap > 0)
+            over[p] = counted and size[p] > cap
+            if over[p] and (self.strict or not self._over[p]):
+                found.append(("over_capacity", None, f"the {p} pool holds {size[p]} blocks, over its capacity of {cap}"))
+
+        if self.strict and found:
+            rule, block_id, message = found[0]
+            raise LedgerError(rule, block_id, message)
+        self._blocks_seen = True
+        self.counts[op] += len(ids)
+        if self._in_rounds and op in self._rounds_blocks:
+            self._rounds_blocks[op] += len(ids)
+        for rule, block_id, message in found:
+            self._violate(rule, seq, message, block_id)
+        for (p, i), held in after.items():
+            if held:
+                self._held[p][i] = None
+            else:
+                self._held[p].pop(i, None)
+        if op in ("store", "offload", "onboard"):
+            self._seen.update(ids)
+        for p in POOLS:
+            self._over[p] = over[p]
+            self.peak[p] = max(self.peak[p], size[p])
+
+    def _violate(self, rule: str, seq: int | None, message: str, block_id: Any = None) -> None:
+        if rule not in RULES:
+            raise KeyError(f"rule {rule!r} is not in kvscope_agent/protocol/protocol.json")
+        self.violation_counts[rule] = self.violation_counts.get(rule, 0) + 1
+        if len(self.violations) < KEEP_PROBLEMS:
+            self.violations.append(Violation(rule, seq, message, block_id))
+
+
+@dataclass
+class LogReport:
+    """What `validate_log` found: the lines that are not events, and the rules the events break."""
+
+    bad_lines: list[BadLine] = field(default_factory=list)
+    bad_line_total: int = 0
+    violations: list[Violation] = field(default_factory=list)
+    violation_counts: dict[str, int] = field(default_factory=dict)
+    ledger: BlockLedger | None = None
+
+    @property
+    def valid(self) -> bool:
+        return self.bad_line_total == 0 and not self.violation_counts
+
+
+def validate_log(path: str | os.PathLike) -> LogReport:
+    """Reads a whole events.jsonl (or .jsonl.gz) as `kvscope validate` does: each line against
+    the schemas, then every rule across lines."""
+    report = LogReport()
+    ledger = BlockLedger.for_reading()
+    for item in read_log(path):
+        if isinstance(item, BadLine):
+            report.bad_line_total += 1
+            if len(report.bad_lines) < KEEP_PROBLEMS:
+                report.bad_lines.append(item)
+        else:
+            ledger.apply(item)
+    ledger.finish()
+    report.violations = ledger.violations
+    report.violation_counts = dict(ledger.violation_counts)
+    report.ledger = ledger
+    return report
+
+
+def check_log(path: str | os.PathLike) -> list[BadLine | Violation]:
+    """Every problem of a log (bad lines, then broken rules); an empty list means it is valid."""
+    report = validate_log(path)
+    return [*report.bad_lines, *report.violations]

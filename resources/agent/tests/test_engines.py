@@ -196,7 +196,8 @@ def test_driver_writes_the_seed_workload_as_protocol_lines(tmp_path):
         return list(range(n)), 16 if rnd else None
 
     timing = asyncio.run(drive(cfg, w, clock, 1000, submit))
-    w.emit("run.end", status="ok", summary={})
+    moved = dict(blocks_offloaded=0, blocks_onboarded=0, blocks_evicted=0, bytes_h2d=0, bytes_d2h=0)
+    w.emit("run.end", status="ok", summary=moved)
     w.close()
     assert check_log(path) == []
     lines = [json.loads(x) for x in open(path)]
@@ -363,7 +364,7 @@ def test_trtllm_run_engine_end_to_end_on_a_stand_in_engine(fake_packages, tmp_pa
            "seed": 0, "out_dir": str(tmp_path)}
     summary = trt_run(cfg, w, clock)
     w.emit("run.end", status="ok", summary={k: summary[k] for k in
-           ("blocks_offloaded", "blocks_onboarded", "blocks_evicted")})
+           ("blocks_offloaded", "blocks_onboarded", "blocks_evicted", "bytes_h2d", "bytes_d2h")})
     w.close()
     assert check_log(path) == []
     import tensorrt_llm

@@ -21,7 +21,7 @@ from conftest import AGENT_ROOT
 from kvscope_agent.clock import RunClock
 from kvscope_agent.emit import EventWriter
 from kvscope_agent.ledger import BlockLedger, LedgerError, check_log
-from kvscope_agent.translate import main as translate_main
+from kvscope_agent.translate import main as translate_main, run_end_summary
 from kvscope_agent.translate.common import Report
 from kvscope_agent.translate.tensorrt_llm import TrtllmTranslator
 from kvscope_agent.translate.vllm import VllmTranslator
@@ -116,7 +116,7 @@ def test_trtllm_offload_before_host_removal_would_break_capacity_if_replayed_lit
             elif d["type"] == "removed":
                 for h in d["block_hashes"]:
                     ledger.evict(where.pop(h), [h])
-    assert e.value.rule == "capacity"
+    assert e.value.rule == "over_capacity"
 
 
 def test_trtllm_updates_with_null_priority_and_priority_only_updates(tmp_path):
@@ -177,7 +177,7 @@ def test_trtllm_live_feed_waits_for_created_then_replays(tmp_path):
         tr.feed(ev, i)
         tr.start_pools_from_created(32, 0, i)
     tr.finish(len(events))
-    w.emit("run.end", status="ok", summary={})
+    w.emit("run.end", status="ok", summary=run_end_summary(tr.emitter, report, {}))
     w.close()
     assert check_log(path) == []
     with open(path) as f:
@@ -352,4 +352,4 @@ def test_moves_with_an_ample_gpu_pool_are_warned_and_checked(tmp_path):
     tr.finish(3)
     w.close()
     assert report.counts["moves_with_ample_pool"] == 1
-    assert [v.rule for v in check_log(path)] == ["ample-gpu-pool"]
+    assert [v.rule for v in check_log(path)] == ["ample_pool_moved"]

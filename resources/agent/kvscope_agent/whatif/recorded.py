@@ -7,12 +7,11 @@ the last round, TTFT of a request = first_token − queued.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..ledger import iter_lines
+from ..protocol import read_log
 
 
 class RecordedRunError(ValueError):
@@ -91,23 +90,18 @@ class RecordedRun:
 
 
 def read_run(path: str) -> RecordedRun:
-    """Reads one log. Lines that do not parse are skipped (a reader of a run does the same); a log
-    without run.start or without a complete timed workload is a RecordedRunError."""
+    """Reads one log. Lines that are not valid events are skipped (a reader of a run does the same:
+    kvscope_agent/protocol's reader); a log without run.start or without a complete timed workload
+    is a RecordedRunError."""
     run = RecordedRun(path=path)
     last_req_t: int | None = None
     last_req_phase = ""
     moved_since = 0
     try:
-        lines = list(iter_lines(path))
+        lines = [e for e in read_log(path) if isinstance(e, dict)]
     except OSError as e:
         raise RecordedRunError(f"{path}: cannot read ({e.strerror})") from None
-    for _, raw in lines:
-        try:
-            e = json.loads(raw)
-        except ValueError:
-            continue
-        if not isinstance(e, dict):
-            continue
+    for e in lines:
         typ = e.get("type")
         if typ == "run.start":
             run.run_id = str(e.get("run_id", ""))
