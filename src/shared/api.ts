@@ -9,6 +9,7 @@ import type { BadLine } from './events-reader';
 import type { KvEvent } from './protocol';
 import type { Result } from './result';
 import type { RunAnalysis } from './run-analysis';
+import type { EngineName } from './workload-options';
 
 export interface AppInfo {
   name: string;
@@ -227,12 +228,18 @@ export type HostPrompt =
   | { id: string; type: 'passphrase'; host: string; keyFile: string; message: string }
   | { id: string; type: 'password'; host: string; user: string; message: string };
 
-/** The agent's workload options (`python3 -m kvscope_agent run`), snake_case as in run.start.config. */
+/**
+ * The agent's workload options (`python3 -m kvscope_agent run`), snake_case as in run.start.config:
+ * the rows of its option table (shared/workload-options.ts), where each key's type, bounds and
+ * engines are. These are the ones the app's own code reads or sets; any other row of the table
+ * may be given too (the CLI sets them by name), and agentRunArgs checks every key against the table.
+ */
 export interface AgentWorkload {
-  engine?: 'torch' | 'tensorrt_llm' | 'vllm';
+  engine?: EngineName;
   /** "tiny", "llama-3.1-8b", "llama-3.1-70b", "llama-3.1-70b-fp8" or a config.json path on the host. */
   model?: string;
-  device?: 'cuda' | 'cpu';
+  /** "cuda", "cuda:N" or "cpu". */
+  device?: string;
   users?: number;
   rounds?: number;
   context_tokens?: number;
@@ -245,7 +252,7 @@ export interface AgentWorkload {
   seed?: number;
   trace?: boolean;
   sample_ms?: number;
-  /** The built-in engine's offload (engine "torch" only; the agent's default is "lazy"). */
+  /** The built-in engine's offload (engine "torch" only). */
   offload_policy?: OffloadPolicy;
   /** The built-in engine's onboards run beside the offload that makes room (engine "torch" only);
    * absent = the agent's auto (copyOverlapAuto). */
@@ -253,12 +260,13 @@ export interface AgentWorkload {
 }
 
 /**
+ * The built-in engine's offload policies (the option table's choices, OFFLOAD_POLICIES in
+ * shared/workload-options.ts, each explained there):
  * lazy: a block goes to the host when evicted and leaves it when onboarded (TensorRT-LLM);
  * lazy-keep: the same, but the host keeps its copy, so evicting it again unchanged copies nothing;
  * write-through: blocks are copied to the host as they are computed once the GPU pool is full.
  */
 export type OffloadPolicy = 'lazy' | 'lazy-keep' | 'write-through';
-export const OFFLOAD_POLICIES: readonly OffloadPolicy[] = ['lazy', 'lazy-keep', 'write-through'];
 
 /** What the bundled agent's `--copy-overlap auto` (its default) picks for each policy: on where an
  * admission both offloads and onboards a whole conversation (lazy), measured on an H200

@@ -5,7 +5,8 @@
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { OFFLOAD_POLICIES, copyOverlapAuto } from '../../src/shared/api';
+import { copyOverlapAuto } from '../../src/shared/api';
+import { OFFLOAD_POLICIES } from '../../src/shared/workload-options';
 import { agentRunArgs, newRunId } from '../../src/main/core/remote-run';
 import { checkRunId } from '../../src/main/core/run-store';
 import { parseUsers } from '../../src/main/core/sweep';

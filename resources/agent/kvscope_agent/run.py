@@ -29,21 +29,23 @@ from typing import Any, Callable, Sequence
 from . import PROTOCOL_VERSION, __version__
 from .clock import RunClock
 from .emit import EventWriter
-from .engine import OFFLOAD_POLICIES, decode_before_copies_from_env, default_copy_overlap
+from .engine import decode_before_copies_from_env, default_copy_overlap
 from .engine.alloc_stats import alloc_counters, alloc_delta
+from .options import ENGINES as OPTION_ENGINES
+from .options import (  # noqa: F401 - OptionError and parse_bytes are also this module's API
+    OPTIONS,
+    OptionError,
+    add_workload_arguments,
+    list_of,
+    parse_bytes,
+    value_in_argv,
+    value_of,
+)
 from .presets import PRESETS, ModelConfig, ModelConfigError, load_model_config
 from .workload import Workload
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_OPTION, EXIT_CANCELLED = 0, 1, 2, 143
 GIB = 1 << 30
-
-
-class OptionError(Exception):
-    """A bad option value: `option` is the flag as typed on the command line."""
-
-    def __init__(self, option: str, message: str) -> None:
-        self.option = option
-        super().__init__(f"{option}: {message}")
 
 
 class RunFailed(Exception):
@@ -59,36 +61,6 @@ class Cancelled(BaseException):
 
 # ---- options ----------------------------------------------------------------------------------
 
-_BYTES_SUFFIX = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "kib": 1 << 10, "m": 1e6, "mb": 1e6, "mib": 1 << 20,
-                 "g": 1e9, "gb": 1e9, "gib": 1 << 30, "t": 1e12, "tb": 1e12, "tib": 1 << 40}
-
-
-def parse_bytes(option: str, text: str) -> int:
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*", text)
-    if not m or m.group(2).lower() not in _BYTES_SUFFIX:
-        raise OptionError(option, f"{text!r} is not a byte count (e.g. 55e9, 16GiB, 0)")
-    value = float(m.group(1)) * _BYTES_SUFFIX[m.group(2).lower()]
-    if value < 0:
-        raise OptionError(option, f"{text!r} is negative")
-    return int(value)
-
-
-def parse_int(option: str, text: str, minimum: int | None = None) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise OptionError(option, f"{text!r} is not an integer") from None
-    if minimum is not None and v < minimum:
-        raise OptionError(option, f"{v} is below the minimum {minimum}")
-    return v
-
-
-def parse_int_list(option: str, text: str, minimum: int) -> list[int]:
-    parts = [p for p in text.split(",") if p.strip()]
-    if not parts:
-        raise OptionError(option, f"{text!r} names no value")
-    return [parse_int(option, p.strip(), minimum) for p in parts]
-
 
 class _Parser(argparse.ArgumentParser):
     """argparse that raises OptionError (exit 2 after the log records it) instead of exiting."""
@@ -99,44 +71,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser(sweep: bool) -> _Parser:
-    p = _Parser(prog=f"python3 -m kvscope_agent {'sweep' if sweep else 'run'}", add_help=True)
+    """--out and the workload options of the table (workload_options.json) that run or sweep takes."""
+    command = "sweep" if sweep else "run"
+    p = _Parser(prog=f"python3 -m kvscope_agent {command}", add_help=True)
     p.add_argument("--out", required=True, help="run folder (events.jsonl is created there)")
-    p.add_argument("--engine", default="torch", help="torch (the built-in engine)")
-    p.add_argument("--model", default=None, help="tiny | llama-3.1-8b | llama-3.1-70b | llama-3.1-70b-fp8 | config.json (default: llama-3.1-8b on cuda, tiny on cpu)")
-    p.add_argument("--device", default=None, help="cuda | cuda:N | cpu (default cuda if available)")
-    p.add_argument("--users", default="2" if not sweep else "2,3,4,8,16", help="users" + (" (comma list)" if sweep else ""))
-    p.add_argument("--rounds", default="10")
-    p.add_argument("--context-tokens", default="16000")
-    p.add_argument("--new-tokens", default="64")
-    p.add_argument("--output-tokens", default="64")
-    p.add_argument("--block-tokens", default="32")
-    p.add_argument("--gpu-kv-bytes", default=None, help="GPU KV pool bytes (else --free-gpu-memory-fraction)")
-    p.add_argument("--free-gpu-memory-fraction", default="0.9")
-    p.add_argument("--host-kv-bytes", default="55e9", help="host KV pool bytes, 0 = no host pool" + (" (comma list)" if sweep else ""))
-    p.add_argument("--seed", default="0")
-    p.add_argument("--trace", default="on", help="on | off: CUPTI copy tracing")
-    p.add_argument("--no-trace", dest="trace", action="store_const", const="off", help="same as --trace off")
-    p.add_argument("--sample-ms", default="100", help="GPU telemetry period, 0 = off")
-    p.add_argument("--prefill-chunk-tokens", default="2048")
-    p.add_argument("--max-batch", default="16")
-    p.add_argument("--dtype", default="auto", help="auto (bf16 on cuda, fp32 on cpu) | bf16 | fp16 | fp32")
-    p.add_argument("--no-block-reuse", action="store_true", help="recompute every prompt (no prefix reuse)")
-    p.add_argument("--decode-graphs", default="on",
-                   help="on | off: run decode steps as CUDA graphs (on CUDA; engine/decode_graph.py)")
-    p.add_argument("--copy-overlap", default="auto",
-                   help="auto | on | off: on CUDA, a batch's onboards run on a second stream, pipelined behind the "
-                        "offload chunks whose slots they reuse (engine/kv_cache.py); auto = on for lazy offload, "
-                        "off for lazy-keep and write-through (measured: engine/__init__.py); the CPU runs the "
-                        "same plan serially")
-    p.add_argument("--host-kv-memory", default="pinned",
-                   help="pinned | pageable: the host pool's memory on CUDA (pageable copies are slower: a slow "
-                        "link to measure the what-if simulator against)")
-    p.add_argument("--offload-policy", default="lazy",
-                   help="lazy (copy a block to host when evicted, as TensorRT-LLM) | lazy-keep (the same, and the host "
-                        "keeps its copy when the block is onboarded, so evicting it unchanged costs no copy) | "
-                        "write-through (copy when computed)")
-    if sweep:
-        p.add_argument("--deadline-s", default="0", help="start no new run after this many seconds (0 = none)")
+    add_workload_arguments(p, command)
     return p
 
 
@@ -213,14 +152,7 @@ def parse_options(argv: Sequence[str], sweep: bool) -> tuple[Options | None, str
     try:
         ns = parser.parse_args(list(argv))
     except OptionError as e:
-        out = None
-        args = list(argv)
-        if "--out" in args and args.index("--out") + 1 < len(args):
-            out = args[args.index("--out") + 1]
-        for a in args:
-            if a.startswith("--out="):
-                out = a.split("=", 1)[1]
-        return None, out, e
+        return None, value_in_argv(argv, "--out"), e
     try:
         return _resolve(ns, sweep), ns.out, None
     except OptionError as e:
@@ -228,72 +160,36 @@ def parse_options(argv: Sequence[str], sweep: bool) -> tuple[Options | None, str
 
 
 def _resolve(ns: argparse.Namespace, sweep: bool) -> Options:
-    if ns.engine != "torch":
+    if ns.engine not in (None, "torch"):
         raise OptionError(
             "--engine",
-            f"{ns.engine!r}: not an engine of this agent (torch, tensorrt_llm, vllm; a sweep runs torch only)",
+            f"{ns.engine!r}: not an engine of this agent ({', '.join(OPTION_ENGINES)}; a sweep runs torch only)",
         )
-    device = ns.device
-    if device is not None and not re.fullmatch(r"cpu|cuda(:\d+)?", device):
-        raise OptionError("--device", f"{device!r} is not cpu, cuda or cuda:N")
-    users = parse_int_list("--users", ns.users, 1) if sweep else [parse_int("--users", ns.users, 1)]
-    rounds = parse_int("--rounds", ns.rounds, 0)  # 0: only the context prefill (round 0)
-    context_tokens = parse_int("--context-tokens", ns.context_tokens, 1)
-    new_tokens = parse_int("--new-tokens", ns.new_tokens, 0)
-    output_tokens = parse_int("--output-tokens", ns.output_tokens, 1)
-    block_tokens = parse_int("--block-tokens", ns.block_tokens, 1)
-    if block_tokens > 4096:
-        raise OptionError("--block-tokens", f"{block_tokens} is above 4096")
-    gpu_kv_bytes = parse_bytes("--gpu-kv-bytes", ns.gpu_kv_bytes) if ns.gpu_kv_bytes is not None else None
-    if gpu_kv_bytes == 0:
-        raise OptionError("--gpu-kv-bytes", "0: the GPU pool must hold at least one request")
-    try:
-        frac = float(ns.free_gpu_memory_fraction)
-    except ValueError:
-        raise OptionError("--free-gpu-memory-fraction", f"{ns.free_gpu_memory_fraction!r} is not a number") from None
-    if not 0.0 < frac <= 1.0:
-        raise OptionError("--free-gpu-memory-fraction", f"{frac} is not in (0, 1]")
-    host_texts = [t.strip() for t in ns.host_kv_bytes.split(",")] if sweep else [ns.host_kv_bytes]
-    host = [parse_bytes("--host-kv-bytes", t) for t in host_texts]
-    seed = parse_int("--seed", ns.seed)
-    if ns.trace not in ("on", "off"):
-        raise OptionError("--trace", f"{ns.trace!r} is not on or off")
-    sample_ms = parse_int("--sample-ms", ns.sample_ms, 0)
-    chunk = parse_int("--prefill-chunk-tokens", ns.prefill_chunk_tokens, 1)
-    max_batch = parse_int("--max-batch", ns.max_batch, 1)
-    if ns.offload_policy not in OFFLOAD_POLICIES:
-        raise OptionError("--offload-policy", f"{ns.offload_policy!r} is not one of {', '.join(OFFLOAD_POLICIES)}")
-    if ns.decode_graphs not in ("on", "off"):
-        raise OptionError("--decode-graphs", f"{ns.decode_graphs!r} is not on or off")
-    if ns.copy_overlap not in ("auto", "on", "off"):
-        raise OptionError("--copy-overlap", f"{ns.copy_overlap!r} is not auto, on or off")
-    if ns.host_kv_memory not in ("pinned", "pageable"):
-        raise OptionError("--host-kv-memory", f"{ns.host_kv_memory!r} is not pinned or pageable")
-    if ns.dtype not in ("auto", "bf16", "fp16", "fp32"):
-        raise OptionError("--dtype", f"{ns.dtype!r} is not auto, bf16, fp16 or fp32")
-    model_arg = ns.model or ""
+    v = {o["name"]: value_of(ns, o["name"]) for o in OPTIONS
+         if ("sweep" if sweep else "run") in o["commands"] and not (sweep and o.get("sweep_list"))}
+    if sweep:
+        users, _ = list_of(ns, "users")
+        host, host_texts = list_of(ns, "host_kv_bytes")
+    else:
+        users, host, host_texts = [v["users"]], [v["host_kv_bytes"]], [ns.host_kv_bytes or str(v["host_kv_bytes"])]
     model = None
     if ns.model is not None:
         try:
             model = load_model_config(ns.model)
         except ModelConfigError as e:
             raise OptionError("--model", str(e)) from None
-    deadline = 0.0
-    if sweep:
-        try:
-            deadline = float(ns.deadline_s)
-        except ValueError:
-            raise OptionError("--deadline-s", f"{ns.deadline_s!r} is not a number") from None
+    policy = v["offload_policy"]
+    overlap = v["copy_overlap"]
     opts = Options(
-        out=ns.out, engine="torch", model=model or PRESETS["tiny"], model_arg=model_arg, device=device or "",
-        users=users, rounds=rounds, context_tokens=context_tokens, new_tokens=new_tokens,
-        output_tokens=output_tokens, block_tokens=block_tokens, gpu_kv_bytes=gpu_kv_bytes,
-        free_gpu_memory_fraction=frac, host_kv_bytes=host, host_kv_labels=host_texts, seed=seed,
-        trace=ns.trace == "on", sample_ms=sample_ms, prefill_chunk_tokens=chunk, max_batch=max_batch,
-        dtype=ns.dtype, block_reuse=not ns.no_block_reuse, offload_policy=ns.offload_policy,
-        deadline_s=deadline, decode_graphs=ns.decode_graphs == "on",
-        copy_overlap=(default_copy_overlap(ns.offload_policy) if ns.copy_overlap == "auto"
-                      else ns.copy_overlap == "on"), host_kv_memory=ns.host_kv_memory, raw=vars(ns),
+        out=ns.out, engine="torch", model=model or PRESETS["tiny"], model_arg=ns.model or "", device=v["device"] or "",
+        users=users, rounds=v["rounds"], context_tokens=v["context_tokens"], new_tokens=v["new_tokens"],
+        output_tokens=v["output_tokens"], block_tokens=v["block_tokens"], gpu_kv_bytes=v["gpu_kv_bytes"],
+        free_gpu_memory_fraction=v["free_gpu_memory_fraction"], host_kv_bytes=host, host_kv_labels=host_texts,
+        seed=v["seed"], trace=v["trace"], sample_ms=v["sample_ms"], prefill_chunk_tokens=v["prefill_chunk_tokens"],
+        max_batch=v["max_batch"], dtype=v["dtype"], block_reuse=v["block_reuse"], offload_policy=policy,
+        deadline_s=float(v.get("deadline_s") or 0.0), decode_graphs=v["decode_graphs"],
+        copy_overlap=default_copy_overlap(policy) if overlap == "auto" else overlap,
+        host_kv_memory=v["host_kv_memory"], raw=vars(ns),
     )
     opts.raw["_model_given"] = ns.model is not None
     return opts

@@ -8,9 +8,10 @@
 import { existsSync, readdirSync } from 'node:fs';
 import { basename, dirname, resolve } from 'node:path';
 import { Option, type Command } from 'commander';
-import { OFFLOAD_POLICIES, type AgentWorkload, type OffloadPolicy, type PushMessage } from '../../shared/api';
+import type { AgentWorkload, PushMessage } from '../../shared/api';
 import { CodedError } from '../../shared/result';
 import { formatNs } from '../../shared/format';
+import { choicesOf, defaultText, flagOf, helpText, optionOf, parseBytes, WORKLOAD_OPTIONS, type WorkloadValue } from '../../shared/workload-options';
 import { defaultDataDir, defaultRunsDir } from '../../main/core/paths';
 import { RunManager } from '../../main/core/remote-run';
 import { RunStore } from '../../main/core/run-store';
@@ -19,75 +20,55 @@ import { addHostOptions, hostServiceFromCli, type HostCliOptions } from './hosts
 import { addSlurmOptions, slurmFromCli, type SlurmCliOptions } from './slurm-options';
 import { writeStdout, writeStderr } from '../terminal';
 
-export interface WorkloadCliOptions {
-  engine?: string;
-  model?: string;
-  device?: string;
-  rounds?: string;
-  contextTokens?: string;
-  newTokens?: string;
-  outputTokens?: string;
-  blockTokens?: string;
-  gpuKvBytes?: string;
-  freeGpuMemoryFraction?: string;
-  hostKvBytes?: string;
-  seed?: string;
-  trace?: string;
-  sampleMs?: string;
-  offloadPolicy?: string;
-  copyOverlap?: string;
+/** Commander's attribute for an option: "new_tokens" → "newTokens" (from --new-tokens). */
+function cliKey(name: string): string {
+  return name.replace(/_([a-z])/g, (_m, c: string) => c.toUpperCase());
 }
 
-/** The agent's workload options, same names and defaults (left to the agent). */
+/** The workload options as commander parsed them (strings, keyed by cliKey). */
+export type WorkloadCliOptions = Record<string, unknown>;
+
+/**
+ * The agent's workload options, from its option table: same names, help and choices; the defaults
+ * the help shows are the table's, and an option not given is left to the agent. `users` is each
+ * command's own (one count for run, a list for sweep).
+ */
 export function addWorkloadOptions(cmd: Command): Command {
-  return cmd
-    .addOption(new Option('--engine <name>', 'torch (built in), tensorrt_llm or vllm').choices(['torch', 'tensorrt_llm', 'vllm']))
-    .option('--model <name>', 'tiny | llama-3.1-8b | llama-3.1-70b | llama-3.1-70b-fp8 | a config.json path on the host')
-    .addOption(new Option('--device <d>', 'cuda or cpu (default: cuda if available)').choices(['cuda', 'cpu']))
-    .option('--rounds <n>', 'timed rounds (default 10)')
-    .option('--context-tokens <n>', 'context tokens per user (default 16000)')
-    .option('--new-tokens <n>', 'new input tokens per round (default 64)')
-    .option('--output-tokens <n>', 'output tokens per round (default 64)')
-    .option('--block-tokens <n>', 'tokens per KV block (default 32)')
-    .option('--gpu-kv-bytes <n>', 'GPU KV pool bytes (else --free-gpu-memory-fraction)')
-    .option('--free-gpu-memory-fraction <f>', 'GPU KV pool as a fraction of free GPU memory (default 0.9)')
-    .option('--host-kv-bytes <n>', 'host KV pool bytes, 0 = no host pool (default 55e9)')
-    .option('--seed <n>', 'random seed')
-    .addOption(new Option('--trace <on|off>', 'CUPTI copy tracing').choices(['on', 'off']))
-    .option('--sample-ms <n>', 'GPU telemetry period in ms, 0 = off')
-    .addOption(new Option('--offload-policy <p>', 'built-in engine: when blocks go to the host (default lazy)').choices([...OFFLOAD_POLICIES]))
-    .addOption(new Option('--copy-overlap <auto|on|off>', 'built-in engine: onboard beside the offload that makes room (default auto: on for lazy offload)').choices(['auto', 'on', 'off']));
+  for (const o of WORKLOAD_OPTIONS) {
+    if (o.name === 'users' || !o.commands.includes('run')) continue;
+    const words = o.type === 'choice' ? o.choices! : o.type === 'on_off' ? [...(o.auto ? ['auto'] : []), 'on', 'off'] : null;
+    const engines = o.engines.length < choicesOf('engine').length ? `${o.engines.join(', ')} only: ` : '';
+    const d = defaultText(o);
+    const opt = new Option(`${flagOf(o.name)} <${words ? words.join('|') : (o.unit ?? (o.type === 'int' ? 'n' : o.type === 'number' ? 'x' : 'text'))}>`, `${engines}${helpText(o)}${d !== null ? ` (default: ${d})` : ''}`);
+    cmd.addOption(words ? opt.choices(words) : opt);
+  }
+  return cmd;
 }
 
-function num(name: string, v: string | undefined): number | undefined {
+function num(name: string, v: unknown): number | undefined {
   if (v === undefined) return undefined;
   const n = Number(v);
-  if (!Number.isFinite(n)) throw new CodedError('invalid_argument', `--${name}: ${JSON.stringify(v)} is not a number`, { field: name });
+  if (typeof v !== 'string' || v.trim() === '' || !Number.isFinite(n)) throw new CodedError('invalid_argument', `--${name}: ${JSON.stringify(v)} is not a number`, { field: name });
   return n;
 }
 
+/** The workload from the parsed options: each given option's text read as its row's type (bounds are agentRunArgs'). */
 export function workloadFromCli(o: WorkloadCliOptions): Omit<AgentWorkload, 'users'> {
-  const w: Omit<AgentWorkload, 'users'> = {};
-  if (o.engine) w.engine = o.engine as AgentWorkload['engine'];
-  if (o.model) w.model = o.model;
-  if (o.device) w.device = o.device as AgentWorkload['device'];
-  const set = <K extends keyof AgentWorkload>(k: K, v: AgentWorkload[K] | undefined) => {
-    if (v !== undefined) (w as AgentWorkload)[k] = v;
-  };
-  set('rounds', num('rounds', o.rounds));
-  set('context_tokens', num('context-tokens', o.contextTokens));
-  set('new_tokens', num('new-tokens', o.newTokens));
-  set('output_tokens', num('output-tokens', o.outputTokens));
-  set('block_tokens', num('block-tokens', o.blockTokens));
-  set('gpu_kv_bytes', num('gpu-kv-bytes', o.gpuKvBytes));
-  set('free_gpu_memory_fraction', num('free-gpu-memory-fraction', o.freeGpuMemoryFraction));
-  set('host_kv_bytes', num('host-kv-bytes', o.hostKvBytes));
-  set('seed', num('seed', o.seed));
-  if (o.trace) w.trace = o.trace === 'on';
-  set('sample_ms', num('sample-ms', o.sampleMs));
-  if (o.offloadPolicy) w.offload_policy = o.offloadPolicy as OffloadPolicy;
-  if (o.copyOverlap && o.copyOverlap !== 'auto') w.copy_overlap = o.copyOverlap === 'on';
-  return w;
+  const w: Record<string, WorkloadValue> = {};
+  for (const row of WORKLOAD_OPTIONS) {
+    const text = o[cliKey(row.name)];
+    if (row.name === 'users' || !row.commands.includes('run') || text === undefined) continue;
+    const flag = flagOf(row.name).slice(2);
+    if (row.type === 'int' || row.type === 'number') w[row.name] = num(flag, text)!;
+    else if (row.type === 'bytes') {
+      const b = typeof text === 'string' ? parseBytes(text) : null;
+      if (b === null) throw new CodedError('invalid_argument', `--${flag}: ${JSON.stringify(text)} is not a byte count (e.g. 55e9, 16GiB, 0)`, { field: flag });
+      w[row.name] = b;
+    } else if (row.type === 'on_off') {
+      if (text !== 'auto') w[row.name] = text === 'on';
+    } else w[row.name] = String(text);
+  }
+  return w as Omit<AgentWorkload, 'users'>;
 }
 
 /** Writes progress pushes to stderr, one line per stage change or round (never per event). */
@@ -116,12 +97,12 @@ export function registerRun(program: Command): void {
         .command('run')
         .description('run the multi-user multi-round workload on a host and store the run locally')
         .requiredOption('--host <alias>', 'an ssh-config alias, a host added in the app, or "local"')
-        .option('--users <n>', 'concurrent users (default 2)')
+        .option('--users <n>', `${optionOf('users').help} (default: ${defaultText(optionOf('users'))})`)
         .option('--name <text>', 'run name in the library')
         .option('--out <dir>', 'the local run folder to create (default: a new folder in the runs library)')
         .option('--runs-dir <dir>', 'runs library (default: the app data folder\'s runs/)'),
     ),
-  )).action(async (opts: HostCliOptions & WorkloadCliOptions & SlurmCliOptions & { host: string; users?: string; name?: string; out?: string; runsDir?: string }) => {
+  )).action(async (opts: HostCliOptions & WorkloadCliOptions & SlurmCliOptions & { host: string; users?: string; name?: string; out?: string; runsDir?: string; python?: string }) => {
     const workload: AgentWorkload = { ...workloadFromCli(opts) };
     const slurm = slurmFromCli(opts);
     if (slurm && opts.host === 'local') throw new CodedError('invalid_argument', '--slurm options need the login node\'s ssh alias as --host, not local', { field: 'host' });

@@ -7,6 +7,7 @@ import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import type { SweepRow } from '../../shared/api';
 import { formatNs } from '../../shared/format';
+import { seedUsers } from '../../shared/workload-options';
 import { defaultDataDir, defaultRunsDir } from '../../main/core/paths';
 import { RunManager } from '../../main/core/remote-run';
 import { RunStore } from '../../main/core/run-store';
@@ -36,7 +37,7 @@ export function registerSweep(program: Command): void {
         .command('sweep')
         .description('one run per user count per host (hosts in parallel), then a summary table')
         .requiredOption('--host <alias...>', 'hosts (repeat --host, or list several)')
-        .option('--users <list>', 'user counts: 2..16, 2,4,8 or 2..16:2', '2..16')
+        .option('--users <list>', 'user counts: 2..16, 2,4,8 or 2..16:2 (default: the seed\'s)', `${seedUsers().min}..${seedUsers().max}`)
         .option('--name <text>', 'name prefix of the runs')
         .option('--runs-dir <dir>', 'runs library (default: the app data folder\'s runs/)'),
     ),

@@ -27,10 +27,11 @@ import { randomBytes } from 'node:crypto';
 import { closeSync, existsSync, fstatSync, ftruncateSync, mkdirSync, openSync, readFileSync, readSync, writeSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { join, posix } from 'node:path';
-import { OFFLOAD_POLICIES, type AgentWorkload, type PushMessage, type RunListing, type RunRequest, type RunStarted, type SweepRequest, type SweepRow } from '../../shared/api';
+import type { AgentWorkload, PushMessage, RunListing, RunRequest, RunStarted, SweepRequest, SweepRow } from '../../shared/api';
 import { EventLineDecoder, type BadLine } from '../../shared/events-reader';
 import { MAX_LINE_BYTES, type KvEvent } from '../../shared/protocol';
 import { CodedError } from '../../shared/result';
+import { defaultOf, flagOf, isWorkloadOption, optionArg, optionOf, WORKLOAD_OPTIONS, type EngineName } from '../../shared/workload-options';
 import { checkPythonPath } from './python-path';
 import { checkRunId, type RunMeta, type RunStore } from './run-store';
 import type { LiveIndex } from './run-index-store';
@@ -39,47 +40,28 @@ import type { HostExec } from './ssh/host-exec';
 import type { HostService } from './hosts';
 import { RunProgress } from './run-progress';
 
-/** Maps the workload to the agent's options; every value is validated and fused to its option. */
+/**
+ * Maps the workload to the agent's options: every key must be a row of the option table that
+ * `run` takes and that the workload's engine takes, every value is checked against its row and
+ * fused to its option (`--name=value`), in the table's order.
+ */
 export function agentRunArgs(w: AgentWorkload): string[] {
-  const args: string[] = [];
-  const num = (name: string, v: number | undefined, opts: { int?: boolean; min?: number; max?: number } = {}) => {
-    if (v === undefined || v === null) return;
-    if (typeof v !== 'number' || !Number.isFinite(v) || (opts.int && !Number.isInteger(v)) || (opts.min !== undefined && v < opts.min) || (opts.max !== undefined && v > opts.max)) {
-      throw new CodedError('invalid_argument', `--${name} must be ${opts.int ? 'an integer' : 'a number'}${opts.min !== undefined ? ` ≥ ${opts.min}` : ''}${opts.max !== undefined ? ` ≤ ${opts.max}` : ''}, not ${JSON.stringify(v)}`, { field: name });
+  const values = w as Record<string, unknown>;
+  for (const name of Object.keys(values)) {
+    if (values[name] === undefined || values[name] === null) continue;
+    if (!isWorkloadOption(name) || !optionOf(name).commands.includes('run')) {
+      throw new CodedError('invalid_argument', `${name} is not an option of the agent's run`, { field: name });
     }
-    args.push(`--${name}=${String(v)}`);
-  };
-  const str = (name: string, v: string | undefined) => {
-    if (v === undefined || v === null) return;
-    if (typeof v !== 'string' || v.length === 0 || v.length > 4096) throw new CodedError('invalid_argument', `--${name} must be a non-empty string`, { field: name });
-    // One word `--name=value`: argparse then takes the whole rest as the value, so a value that
-    // looks like an option (`--out=/elsewhere`, `--help`) can never become one (a `--` trick).
-    args.push(`--${name}=${v}`);
-  };
-  str('engine', w.engine);
-  str('model', w.model);
-  str('device', w.device);
-  num('users', w.users, { int: true, min: 1, max: 4096 });
-  num('rounds', w.rounds, { int: true, min: 0, max: 100000 });
-  num('context-tokens', w.context_tokens, { int: true, min: 1 });
-  num('new-tokens', w.new_tokens, { int: true, min: 1 });
-  num('output-tokens', w.output_tokens, { int: true, min: 1 });
-  num('block-tokens', w.block_tokens, { int: true, min: 1 });
-  num('gpu-kv-bytes', w.gpu_kv_bytes, { int: true, min: 0 });
-  num('free-gpu-memory-fraction', w.free_gpu_memory_fraction, { min: 0, max: 1 });
-  num('host-kv-bytes', w.host_kv_bytes, { min: 0 });
-  num('seed', w.seed, { int: true, min: 0 });
-  if (w.trace !== undefined) args.push(`--trace=${w.trace ? 'on' : 'off'}`);
-  num('sample-ms', w.sample_ms, { int: true, min: 0 });
-  if (w.offload_policy !== undefined && w.offload_policy !== null) {
-    if (!OFFLOAD_POLICIES.includes(w.offload_policy)) {
-      throw new CodedError('invalid_argument', `--offload-policy must be one of ${OFFLOAD_POLICIES.join(', ')}, not ${JSON.stringify(w.offload_policy)}`, { field: 'offload-policy' });
-    }
-    args.push(`--offload-policy=${w.offload_policy}`);
   }
-  if (w.copy_overlap !== undefined && w.copy_overlap !== null) {
-    if (typeof w.copy_overlap !== 'boolean') throw new CodedError('invalid_argument', `--copy-overlap must be true or false, not ${JSON.stringify(w.copy_overlap)}`, { field: 'copy-overlap' });
-    args.push(`--copy-overlap=${w.copy_overlap ? 'on' : 'off'}`);
+  const engine = w.engine ?? defaultOf('engine');
+  const args: string[] = [];
+  for (const o of WORKLOAD_OPTIONS) {
+    const v = values[o.name];
+    if (v === undefined || v === null) continue;
+    args.push(optionArg(o.name, v));
+    if (typeof engine === 'string' && !o.engines.includes(engine as EngineName)) {
+      throw new CodedError('invalid_argument', `${flagOf(o.name)} is taken by ${o.engines.join(', ')} only, not by --engine ${engine}`, { field: flagOf(o.name).slice(2) });
+    }
   }
   return args;
 }

@@ -8,34 +8,23 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import Ajv, { type ErrorObject, type ValidateFunction } from 'ajv';
-import type { Settings, SettingsSnapshot } from '../../shared/api';
+import type { Settings, SettingsSnapshot, WorkloadDefaults } from '../../shared/api';
 import { CodedError } from '../../shared/result';
+import { numberDefault, numberSchema, SETTINGS_WORKLOAD_OPTIONS, settingsWorkloadDefaults } from '../../shared/workload-options';
 
-/** The seed's workload (resources/agent/README.md, "Options": the seed's defaults); sampling as the agent's --sample-ms default. */
+/** The seed's workload (the agent's option table, shared/workload-options.ts); sampling as the agent's --sample-ms default. */
 export const DEFAULT_SETTINGS: Settings = Object.freeze({
   version: 1,
-  workload: Object.freeze({
-    usersMin: 2,
-    usersMax: 16,
-    contextTokens: 16_000,
-    newTokens: 64,
-    outputTokens: 64,
-    rounds: 10,
-    hostKvBytes: 55e9,
-    freeGpuMemoryFraction: 0.9,
-    blockTokens: 32,
-  }),
+  workload: Object.freeze(settingsWorkloadDefaults()),
   runsDir: null,
   pythonByHost: Object.freeze({}) as Record<string, string>,
-  sampleMs: 100,
+  sampleMs: numberDefault('sample_ms'),
   theme: 'system',
   recentRuns: Object.freeze([]) as unknown as string[],
 }) as Settings;
 
 /** How many runs File → Recent lists. */
 export const RECENT_LIMIT = 10;
-
-const int = (minimum: number, maximum: number) => ({ type: 'integer', minimum, maximum });
 
 /**
  * The schema. Missing keys take their defaults (an older file stays valid); keys of a newer version
@@ -49,22 +38,10 @@ const SETTINGS_SCHEMA = {
       type: 'object',
       default: {},
       additionalProperties: false,
-      properties: {
-        usersMin: { ...int(1, 1024), default: DEFAULT_SETTINGS.workload.usersMin },
-        usersMax: { ...int(1, 1024), default: DEFAULT_SETTINGS.workload.usersMax },
-        contextTokens: { ...int(1, 10_000_000), default: DEFAULT_SETTINGS.workload.contextTokens },
-        newTokens: { ...int(1, 1_000_000), default: DEFAULT_SETTINGS.workload.newTokens },
-        outputTokens: { ...int(1, 1_000_000), default: DEFAULT_SETTINGS.workload.outputTokens },
-        rounds: { ...int(1, 10_000), default: DEFAULT_SETTINGS.workload.rounds },
-        hostKvBytes: { type: 'number', minimum: 0, maximum: 1e15, default: DEFAULT_SETTINGS.workload.hostKvBytes },
-        freeGpuMemoryFraction: {
-          type: 'number',
-          exclusiveMinimum: 0,
-          maximum: 1,
-          default: DEFAULT_SETTINGS.workload.freeGpuMemoryFraction,
-        },
-        blockTokens: { ...int(1, 4096), default: DEFAULT_SETTINGS.workload.blockTokens },
-      },
+      // Each key's type, bounds and default are its option's (SETTINGS_WORKLOAD_OPTIONS).
+      properties: Object.fromEntries(
+        Object.entries(SETTINGS_WORKLOAD_OPTIONS).map(([key, name]) => [key, { ...numberSchema(name), default: DEFAULT_SETTINGS.workload[key as keyof WorkloadDefaults] }]),
+      ),
     },
     runsDir: { type: ['string', 'null'], minLength: 1, maxLength: 4096, default: null },
     pythonByHost: {
@@ -73,7 +50,7 @@ const SETTINGS_SCHEMA = {
       propertyNames: { minLength: 1, maxLength: 256 },
       additionalProperties: { type: 'string', minLength: 1, maxLength: 4096 },
     },
-    sampleMs: { ...int(10, 60_000), default: DEFAULT_SETTINGS.sampleMs },
+    sampleMs: { ...numberSchema('sample_ms'), default: DEFAULT_SETTINGS.sampleMs },
     theme: { enum: ['system', 'dark', 'light'], default: DEFAULT_SETTINGS.theme },
     recentRuns: { type: 'array', items: { type: 'string', maxLength: 256 }, maxItems: 100, default: [] },
   },

@@ -8,9 +8,10 @@
 import { formatBytes, formatCount, plural } from '../../shared/format';
 import { kvBytesPerToken, MODEL_PRESETS, weightBytesGpu, type ComputeDevice } from '../../shared/model-presets';
 import type { HostProbe } from '../../shared/api';
+import { numberDefault } from '../../shared/workload-options';
 
 /** The agent's --block-tokens default (the form does not change it). */
-export const BLOCK_TOKENS = 32;
+export const BLOCK_TOKENS = numberDefault('block_tokens');
 
 export interface Workload {
   model: string;

@@ -5,6 +5,7 @@
  */
 import type { AgentWorkload, HostProbe, OffloadPolicy, RunRequest, SweepRequest } from '../../shared/api';
 import { PRESET_NAMES } from '../../shared/model-presets';
+import { bytesText, defaultOf, numberDefault, optionOf, optionValueError, parseBytes, seedUsers } from '../../shared/workload-options';
 import { hostCompute, planPools, type PoolPlan } from './pool-plan';
 
 export interface RunForm {
@@ -33,24 +34,27 @@ export interface RunForm {
   python: string;
 }
 
-/** The seed workload's defaults (resources/agent/README.md, "Options"). The model is the seed's: Llama-3.1-70B in
- * FP8, the only 70B preset whose weights fit one 80 GB GPU (bf16 would need ~141 GB); on a host
- * without an FP8 GPU the agent refuses it at once with an "unsupported" error naming the GPU. */
+const SEED_USERS = seedUsers();
+
+/** The seed workload's defaults: the agent's option table's (shared/workload-options.ts), with the
+ * seed's users (a sweep, 2-16) and model: Llama-3.1-70B in FP8, the only 70B preset whose weights
+ * fit one 80 GB GPU (bf16 would need ~141 GB); on a host without an FP8 GPU the agent refuses it at
+ * once with an "unsupported" error naming the GPU. */
 export const DEFAULT_FORM: RunForm = {
   hosts: [],
-  engine: 'torch',
-  model: 'llama-3.1-70b-fp8',
-  users: '2-16',
-  rounds: '10',
-  context_tokens: '16000',
-  new_tokens: '64',
-  output_tokens: '64',
-  gpu_pool: '0.9',
-  host_pool: '55e9',
-  trace: true,
-  sample_ms: '100',
-  offload_policy: 'lazy',
-  copy_overlap: 'auto',
+  engine: defaultOf('engine') as RunForm['engine'],
+  model: String(optionOf('model').seed),
+  users: `${SEED_USERS.min}-${SEED_USERS.max}`,
+  rounds: String(numberDefault('rounds')),
+  context_tokens: String(numberDefault('context_tokens')),
+  new_tokens: String(numberDefault('new_tokens')),
+  output_tokens: String(numberDefault('output_tokens')),
+  gpu_pool: String(numberDefault('free_gpu_memory_fraction')),
+  host_pool: bytesText(numberDefault('host_kv_bytes')),
+  trace: defaultOf('trace') === true,
+  sample_ms: String(numberDefault('sample_ms')),
+  offload_policy: defaultOf('offload_policy') as OffloadPolicy,
+  copy_overlap: defaultOf('copy_overlap') as RunForm['copy_overlap'],
   name: '',
   python: '',
 };
@@ -63,17 +67,7 @@ export interface FieldError {
   message: string;
 }
 
-const UNITS: Record<string, number> = { '': 1, b: 1, kb: 1e3, mb: 1e6, gb: 1e9, tb: 1e12, kib: 1024, mib: 1024 ** 2, gib: 1024 ** 3, tib: 1024 ** 4 };
-
-/** "55e9", "55 GB", "20GiB" → bytes; null when unreadable. */
-export function parseBytes(text: string): number | null {
-  const m = /^\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([a-z]*)\s*$/i.exec(text);
-  if (!m) return null;
-  const unit = UNITS[m[2]!.toLowerCase()];
-  if (unit === undefined) return null;
-  const v = Number(m[1]) * unit;
-  return Number.isFinite(v) ? Math.round(v) : null;
-}
+export { parseBytes };
 
 /** "4" | "2-16" | "2-16:2" | "2,4,8" → sorted distinct user counts; a string error otherwise. */
 export function parseUsers(text: string): number[] | string {
@@ -92,12 +86,14 @@ export function parseUsers(text: string): number[] | string {
   return [...out].sort((x, y) => x - y);
 }
 
-function int(form: RunForm, field: keyof RunForm, min: number, max: number): number | FieldError {
+/** A whole-number field, within its option's bounds (the agent's option table). */
+function int(form: RunForm, field: keyof RunForm & string): number | FieldError {
   const raw = String(form[field]).trim();
   if (!/^\d+$/.test(raw)) return { field, message: `${field}: a whole number is needed` };
   const v = Number(raw);
-  if (v < min || v > max) return { field, message: `${field}: must be ${min}..${max}` };
-  return v;
+  if (optionValueError(field, v) === null) return v;
+  const { min, max } = optionOf(field);
+  return { field, message: `${field}: must be ${max !== undefined ? `${min ?? 0}..${max}` : `at least ${min}`}` };
 }
 
 /**
@@ -131,7 +127,7 @@ export function formPlans(form: RunForm, probes: Record<string, HostProbe | unde
   const hb = parseBytes(form.host_pool);
   const gp = form.gpu_pool.trim();
   const frac = Number(gp);
-  const gpu = gp !== '' && Number.isFinite(frac) && frac > 0 && frac <= 1 ? { fraction: frac } : parseBytes(gp) !== null ? { bytes: parseBytes(gp)! } : null;
+  const gpu = gp !== '' && optionValueError('free_gpu_memory_fraction', frac) === null ? { fraction: frac } : parseBytes(gp) !== null ? { bytes: parseBytes(gp)! } : null;
   return form.hosts.map((host) => ({
     host,
     plan:
@@ -164,22 +160,22 @@ export function validateRunForm(form: RunForm, probes: Record<string, HostProbe 
   if (!form.model.trim()) errors.push({ field: 'model', message: 'model: choose a preset or give a config.json path' });
   const users = parseUsers(form.users);
   if (typeof users === 'string') errors.push({ field: 'users', message: `users: ${users}` });
-  const rounds = take(int(form, 'rounds', 1, 1000));
-  const ctx = take(int(form, 'context_tokens', 1, 2_000_000));
-  const nt = take(int(form, 'new_tokens', 0, 1_000_000));
-  const ot = take(int(form, 'output_tokens', 1, 1_000_000));
-  const sample = take(int(form, 'sample_ms', 10, 60_000));
+  const rounds = take(int(form, 'rounds'));
+  const ctx = take(int(form, 'context_tokens'));
+  const nt = take(int(form, 'new_tokens'));
+  const ot = take(int(form, 'output_tokens'));
+  const sample = take(int(form, 'sample_ms'));
   const workload: AgentWorkload = { engine: form.engine, model: form.model.trim() };
   const gp = form.gpu_pool.trim();
   const frac = Number(gp);
-  if (gp !== '' && Number.isFinite(frac) && frac > 0 && frac <= 1) workload.free_gpu_memory_fraction = frac;
+  if (gp !== '' && optionValueError('free_gpu_memory_fraction', frac) === null) workload.free_gpu_memory_fraction = frac;
   else {
     const b = parseBytes(gp);
-    if (b === null || b <= 0) errors.push({ field: 'gpu_pool', message: 'gpu_pool: a fraction of free GPU memory (0..1] or a size like 20GB' });
+    if (b === null || optionValueError('gpu_kv_bytes', b) !== null) errors.push({ field: 'gpu_pool', message: 'gpu_pool: a fraction of free GPU memory (0..1] or a size like 20GB' });
     else workload.gpu_kv_bytes = b;
   }
   const hb = parseBytes(form.host_pool);
-  if (hb === null || hb < 0) errors.push({ field: 'host_pool', message: 'host_pool: a size like 55e9 or 55GB (0 = no host pool)' });
+  if (hb === null || optionValueError('host_kv_bytes', hb) !== null) errors.push({ field: 'host_pool', message: 'host_pool: a size like 55e9 or 55GB (0 = no host pool)' });
   else workload.host_kv_bytes = hb;
   if (!errors.length && typeof users !== 'string') {
     // The pre-flight check: a GPU pool smaller than one request (or weights bigger than the GPU) is

@@ -5,11 +5,16 @@
  *
  * Every field is optional: older logs, the TensorRT-LLM/vLLM runners and CPU fixtures lack many.
  * A row is made only from what the log says, never a default guessed here, and no value is ever
- * "undefined", "null" or "NaN" (each field is type-checked before it is formatted).
+ * "undefined", "null" or "NaN" (each field is type-checked before it is formatted). A row that
+ * shows one option carries the option table's label (shared/workload-options.ts).
  */
 import { formatBandwidth, formatBytes, formatCount, formatNs, plural } from '../../shared/format';
 import type { PoolName, RunStartEvent, RunSummary } from '../../shared/protocol';
+import { optionOf } from '../../shared/workload-options';
 import { linkOf } from './link-bandwidth';
+
+/** A row that shows one agent option is labelled as the option table labels it. */
+const labelOf = (name: string): string => optionOf(name).label;
 
 export interface SettingRow {
   /** Stable name of the row (for tests and `data-setting`), e.g. "users", "gpu_pool". */
@@ -172,20 +177,20 @@ export function runSettings(
   const blockTokens = num(cfg.block_tokens) ?? pools.gpu?.block_tokens ?? null;
   const engineName = str(start?.engine?.name);
   const engineVersion = str(start?.engine?.version);
-  row(workload, 'users', 'Users', users !== null ? formatCount(users) : null);
-  row(workload, 'rounds', 'Rounds', rounds !== null ? `${formatCount(rounds)} timed (after the context round)` : null);
-  row(workload, 'context_tokens', 'Context', ctx !== null ? `${plural(ctx, 'token')} a user` : null);
+  row(workload, 'users', labelOf('users'), users !== null ? formatCount(users) : null);
+  row(workload, 'rounds', labelOf('rounds'), rounds !== null ? `${formatCount(rounds)} timed (after the context round)` : null);
+  row(workload, 'context_tokens', labelOf('context_tokens'), ctx !== null ? `${plural(ctx, 'token')} a user` : null);
   const perRound = [newT !== null ? `${formatCount(newT)} new` : null, outT !== null ? `${formatCount(outT)} output` : null].filter(Boolean);
   row(workload, 'round_tokens', 'Each round', perRound.length ? `${perRound.join(' + ')} tokens a user` : null);
-  row(workload, 'block_tokens', 'Block', blockTokens !== null ? plural(blockTokens, 'token') : null);
-  row(workload, 'engine', 'Engine', engineName ? `${engineName}${engineVersion ? ` ${engineVersion}` : ''}` : null);
+  row(workload, 'block_tokens', labelOf('block_tokens'), blockTokens !== null ? plural(blockTokens, 'token') : null);
+  row(workload, 'engine', labelOf('engine'), engineName ? `${engineName}${engineVersion ? ` ${engineVersion}` : ''}` : null);
   const model = str(cfg.model);
   const mc = obj(cfg.model_config);
   const shape = modelShape(mc);
-  row(workload, 'model', 'Model', model ? `${model}${shape ? ` · ${shape}` : ''}` : shape);
-  row(workload, 'device', 'Device', str(cfg.device));
+  row(workload, 'model', labelOf('model'), model ? `${model}${shape ? ` · ${shape}` : ''}` : shape);
+  row(workload, 'device', labelOf('device'), str(cfg.device));
   const seed = num(cfg.seed);
-  row(workload, 'seed', 'Seed', seed !== null ? String(seed) : null);
+  row(workload, 'seed', labelOf('seed'), seed !== null ? String(seed) : null);
 
   // ---- pools ----
   const poolRows: SettingRow[] = [];
@@ -193,33 +198,33 @@ export function runSettings(
   const frac = num(cfg.free_gpu_memory_fraction);
   // gpu_kv_bytes null means the engine sized the pool from the fraction of free memory.
   const sizedBy = gpuKv !== null ? `--gpu-kv-bytes ${formatBytes(gpuKv)}` : frac !== null && cfg.gpu_kv_bytes === null ? `${frac} of free GPU memory` : null;
-  if (pools.gpu) row(poolRows, 'gpu_pool', 'GPU pool', poolText(pools.gpu), sizedBy ? `sized by ${sizedBy}` : null);
-  else if (gpuKv !== null) row(poolRows, 'gpu_pool', 'GPU pool', `${formatBytes(gpuKv)} asked (no pool line yet)`);
+  if (pools.gpu) row(poolRows, 'gpu_pool', labelOf('gpu_kv_bytes'), poolText(pools.gpu), sizedBy ? `sized by ${sizedBy}` : null);
+  else if (gpuKv !== null) row(poolRows, 'gpu_pool', labelOf('gpu_kv_bytes'), `${formatBytes(gpuKv)} asked (no pool line yet)`);
   const hostKv = num(cfg.host_kv_bytes);
   // docs/protocol.md: capacity 0 (or host_kv_bytes 0) is no host pool, the recompute baseline.
-  if (hostKv === 0 || pools.host?.capacity_blocks === 0) row(poolRows, 'host_pool', 'Host pool', 'none — recompute baseline');
-  else if (pools.host) row(poolRows, 'host_pool', 'Host pool', poolText(pools.host), hostKv !== null ? `--host-kv-bytes ${formatBytes(hostKv)}` : null);
-  else if (hostKv !== null) row(poolRows, 'host_pool', 'Host pool', `${formatBytes(hostKv)} asked (no pool line yet)`);
+  if (hostKv === 0 || pools.host?.capacity_blocks === 0) row(poolRows, 'host_pool', labelOf('host_kv_bytes'), 'none — recompute baseline');
+  else if (pools.host) row(poolRows, 'host_pool', labelOf('host_kv_bytes'), poolText(pools.host), hostKv !== null ? `--host-kv-bytes ${formatBytes(hostKv)}` : null);
+  else if (hostKv !== null) row(poolRows, 'host_pool', labelOf('host_kv_bytes'), `${formatBytes(hostKv)} asked (no pool line yet)`);
   // With no host pool nothing is offloaded: the policy and the copy overlap the agent still records
   // would read as if they applied ("Offload policy lazy" on a recompute baseline).
   const noHostPool = hostKv === 0 || pools.host?.capacity_blocks === 0;
-  if (!noHostPool) row(poolRows, 'offload_policy', 'Offload policy', str(cfg.offload_policy));
-  row(poolRows, 'block_reuse', 'Block reuse', onOff(cfg.block_reuse));
+  if (!noHostPool) row(poolRows, 'offload_policy', labelOf('offload_policy'), str(cfg.offload_policy));
+  row(poolRows, 'block_reuse', labelOf('block_reuse'), onOff(cfg.block_reuse));
   // --copy-overlap (agents since 2026-11-28): onboards on a second stream behind the offload
   // chunks they need, instead of every offload then every onboard on one copy stream.
   const overlap = noHostPool ? null : onOff(cfg.copy_overlap);
-  row(poolRows, 'copy_overlap', 'Copy overlap', overlap === 'on' ? 'on — onboards pipelined behind the offloads (two streams)' : overlap === 'off' ? 'off — offloads, then onboards, on one copy stream' : null);
+  row(poolRows, 'copy_overlap', labelOf('copy_overlap'), overlap === 'on' ? 'on — onboards pipelined behind the offloads (two streams)' : overlap === 'off' ? 'off — offloads, then onboards, on one copy stream' : null);
 
   // ---- engine execution ----
   const exec: SettingRow[] = [];
   const decode = decodeText(obj(sum.decode), cfg.decode_graphs);
   if (decode) row(exec, 'decode', 'Decode', decode.value, decode.title);
   const chunk = num(cfg.prefill_chunk_tokens);
-  row(exec, 'prefill_chunk', 'Prefill chunk', chunk !== null ? plural(chunk, 'token') : null);
+  row(exec, 'prefill_chunk', labelOf('prefill_chunk_tokens'), chunk !== null ? plural(chunk, 'token') : null);
   const maxBatch = num(cfg.max_batch);
-  row(exec, 'max_batch', 'Max batch', maxBatch !== null ? plural(maxBatch, 'request') : null);
+  row(exec, 'max_batch', labelOf('max_batch'), maxBatch !== null ? plural(maxBatch, 'request') : null);
   const dtype = str(cfg.dtype);
-  row(exec, 'dtype', 'Compute dtype', dtype);
+  row(exec, 'dtype', labelOf('dtype'), dtype);
   row(exec, 'plain_copy', 'Plain pinned copy', plainCopyText(obj(sum.plain_copy)), 'the agent\'s baseline before the rounds: that many blocks copied GPU pool → pinned host pool and back as plain copies, best of its reps (kv_cache.measure_plain_copy)');
 
   // ---- capture ----
@@ -234,8 +239,8 @@ export function runSettings(
   const graphNote = graphs === 'launch'
     ? 'copies issued inside a CUDA graph are not recorded (KV copies are issued outside graphs); KVSCOPE_TRACE_GRAPH_LEVEL=0 traces every node at ~1.3 ms of host time per launch of a 1,000-node graph (H100)'
     : null;
-  if (trace) row(capture, 'trace', 'Transfer tracing', trace.value, [trace.title, graphNote].filter(Boolean).join(' · ') || null);
-  else row(capture, 'trace', 'Transfer tracing', cfg.trace === true ? 'requested' : cfg.trace === false ? 'off' : null);
+  if (trace) row(capture, 'trace', labelOf('trace'), trace.value, [trace.title, graphNote].filter(Boolean).join(' · ') || null);
+  else row(capture, 'trace', labelOf('trace'), cfg.trace === true ? 'requested' : cfg.trace === false ? 'off' : null);
   const telemetry = capabilityText(obj(caps?.telemetry), (c) => {
     const every = num(c.sample_ms);
     const pcie = str(c.pcie_source);

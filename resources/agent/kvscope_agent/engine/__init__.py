@@ -2,8 +2,10 @@
 
 import os
 
-# --offload-policy values (here, free of torch, for the CLI's option check and the engine's).
-OFFLOAD_POLICIES = ("lazy", "lazy-keep", "write-through")
+from ..options import choices
+
+# --offload-policy values (the option table's, free of torch, for the engine's check).
+OFFLOAD_POLICIES = choices("offload_policy")
 
 # The policies whose host pool keeps a block's copy once it is onboarded (until the host LRU
 # evicts it), so evicting that block again unchanged copies nothing. Under lazy, TensorRT-LLM's

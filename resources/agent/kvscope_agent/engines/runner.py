@@ -27,13 +27,9 @@ REAL_ENGINES = tuple(ENGINES)
 
 def engine_of(argv: Sequence[str]) -> str | None:
     """The --engine value in argv, if any (both `--engine X` and `--engine=X`)."""
-    args = list(argv)
-    for i, a in enumerate(args):
-        if a == "--engine" and i + 1 < len(args):
-            return args[i + 1]
-        if a.startswith("--engine="):
-            return a.split("=", 1)[1]
-    return None
+    from ..options import value_in_argv
+
+    return value_in_argv(argv, "--engine")
 
 
 class _TraceOpts:
@@ -42,49 +38,33 @@ class _TraceOpts:
         self.device = "cuda"
 
 
-def _config(ns: Any, run: Any) -> dict[str, Any]:
-    """run.start `config`, snake_case as docs/protocol.md; raises run.OptionError naming the option."""
+def _config(ns: Any, engine: str) -> dict[str, Any]:
+    """run.start `config`, snake_case as docs/protocol.md: the table's options this engine takes
+    (workload_options.json, `engines`); one it does not take, given, is refused by name."""
+    from ..options import BY_NAME, OPTIONS, OptionError, flag, given, value_of
+
+    for name in given(ns):
+        if engine not in BY_NAME[name]["engines"]:
+            raise OptionError(flag(name), f"not taken by --engine {engine} (only by {', '.join(BY_NAME[name]['engines'])})")
     if not ns.model:
-        raise run.OptionError("--model", f"required with --engine {ns.engine}: a Hugging Face name or path, or a "
-                              "TensorRT-LLM engine directory")
+        raise OptionError("--model", f"required with --engine {engine}: a Hugging Face name or path, or a "
+                          "TensorRT-LLM engine directory")
     if ns.device not in (None, "cuda"):
-        raise run.OptionError("--device", f"{ns.device!r}: --engine {ns.engine} runs on the engine's own GPU(s)")
-    try:
-        frac = float(ns.free_gpu_memory_fraction)
-    except ValueError:
-        raise run.OptionError("--free-gpu-memory-fraction", f"{ns.free_gpu_memory_fraction!r} is not a number") from None
-    if not 0.0 < frac <= 1.0:
-        raise run.OptionError("--free-gpu-memory-fraction", f"{frac} is not in (0, 1]")
-    if ns.trace not in ("on", "off"):
-        raise run.OptionError("--trace", f"{ns.trace!r} is not on or off")
-    return {
-        "engine": ns.engine,
-        "model": ns.model,
-        "model_arg": ns.model,
-        "device": "cuda",
-        "users": run.parse_int("--users", ns.users, 1),
-        "rounds": run.parse_int("--rounds", ns.rounds, 1),
-        "context_tokens": run.parse_int("--context-tokens", ns.context_tokens, 1),
-        "new_tokens": run.parse_int("--new-tokens", ns.new_tokens, 0),
-        "output_tokens": run.parse_int("--output-tokens", ns.output_tokens, 1),
-        "block_tokens": run.parse_int("--block-tokens", ns.block_tokens, 1),
-        "gpu_kv_bytes": run.parse_bytes("--gpu-kv-bytes", ns.gpu_kv_bytes) if ns.gpu_kv_bytes is not None else None,
-        "host_kv_bytes": run.parse_bytes("--host-kv-bytes", ns.host_kv_bytes),
-        "free_gpu_memory_fraction": frac,
-        "seed": run.parse_int("--seed", ns.seed),
-        "trace": ns.trace == "on",
-        "sample_ms": run.parse_int("--sample-ms", ns.sample_ms, 0),
-    }
+        raise OptionError("--device", f"{ns.device!r}: --engine {engine} runs on the engine's own GPU(s)")
+    cfg = {o["name"]: value_of(ns, o["name"]) for o in OPTIONS if engine in o["engines"] and "run" in o["commands"]}
+    cfg.update(engine=engine, model_arg=ns.model, device="cuda")
+    return cfg
 
 
 def main_run_engine(argv: Sequence[str]) -> int:
     from .. import run
+    from ..options import value_in_argv
 
     try:
         ns = run.build_parser(False).parse_args(list(argv))
-        cfg = _config(ns, run)
+        cfg = _config(ns, ns.engine)
     except run.OptionError as e:
-        return run._early_failure(engine_out_dir(argv), e)
+        return run._early_failure(value_in_argv(argv, "--out"), e)
     out = ns.out
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, "events.jsonl")
@@ -151,16 +131,6 @@ def main_run_engine(argv: Sequence[str]) -> int:
     if error is not None:
         print(f"kvscope-agent: {status}: {error['message']}", file=sys.stderr)
     return code
-
-
-def engine_out_dir(argv: Sequence[str]) -> str | None:
-    args = list(argv)
-    for i, a in enumerate(args):
-        if a == "--out" and i + 1 < len(args):
-            return args[i + 1]
-        if a.startswith("--out="):
-            return a.split("=", 1)[1]
-    return None
 
 
 def _host() -> dict[str, Any]:

@@ -80,24 +80,13 @@ def host_block(hostname: str | None) -> dict[str, Any]:
 
 
 def base_config(engine: str, block_tokens: int) -> dict[str, Any]:
-    """docs/protocol.md `config` keys; a dump knows none of the workload's, so they are null."""
-    return {
-        "engine": engine,
-        "model": None,
-        "device": None,
-        "users": None,
-        "rounds": None,
-        "context_tokens": None,
-        "new_tokens": None,
-        "output_tokens": None,
-        "block_tokens": block_tokens,
-        "gpu_kv_bytes": None,
-        "host_kv_bytes": None,
-        "free_gpu_memory_fraction": None,
-        "seed": None,
-        "trace": False,
-        "sample_ms": None,
-    }
+    """docs/protocol.md `config` keys, the options the engine takes (workload_options.json); a dump
+    knows none of the workload's, so they are null."""
+    from ..options import OPTIONS
+
+    config: dict[str, Any] = {o["name"]: None for o in OPTIONS if engine in o["engines"] and "run" in o["commands"]}
+    config.update(engine=engine, block_tokens=block_tokens, trace=False)
+    return config
 
 
 def run_end_summary(emitter: PoolEmitter | None, report: Report, extra: dict[str, Any]) -> dict[str, Any]:

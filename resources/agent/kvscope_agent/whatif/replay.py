@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 from .. import PROTOCOL_VERSION, __version__
 from ..engine import KEEPS_HOST_COPIES, OFFLOAD_POLICIES
+from ..options import default
 from ..presets import ModelConfig
 from ..run import Built, CancelState, Options, end_run, run_workload, workspace_bytes
 from .costs import Calibration, CardRates, ModelShape
@@ -38,7 +39,7 @@ def model_config(config: dict[str, Any]) -> ModelConfig:
 
 def options_for(config: dict[str, Any], users: int, gpu_kv_bytes: int | None) -> Options:
     """The agent's Options of a run with the recorded config, at `users` users."""
-    policy = config.get("offload_policy", "lazy")
+    policy = config.get("offload_policy", default("offload_policy"))
     if policy not in OFFLOAD_POLICIES:
         raise RecordedRunError(f"offload_policy {policy!r} is not one this agent knows ({', '.join(OFFLOAD_POLICIES)})")
     host = int(config.get("host_kv_bytes") or 0)
@@ -47,13 +48,16 @@ def options_for(config: dict[str, Any], users: int, gpu_kv_bytes: int | None) ->
         device="cuda", users=[users], rounds=int(config["rounds"]), context_tokens=int(config["context_tokens"]),
         new_tokens=int(config["new_tokens"]), output_tokens=int(config["output_tokens"]),
         block_tokens=int(config["block_tokens"]), gpu_kv_bytes=gpu_kv_bytes,
-        free_gpu_memory_fraction=float(config.get("free_gpu_memory_fraction") or 0.9), host_kv_bytes=[host],
-        host_kv_labels=[str(host)], seed=int(config.get("seed") or 0), trace=False, sample_ms=0,
-        prefill_chunk_tokens=int(config.get("prefill_chunk_tokens") or 2048), max_batch=int(config.get("max_batch") or 16),
-        dtype=str(config.get("dtype") or "auto"), block_reuse=bool(config.get("block_reuse", True)),
-        offload_policy=policy, decode_graphs=bool(config.get("decode_graphs", True)),
+        free_gpu_memory_fraction=float(config.get("free_gpu_memory_fraction") or default("free_gpu_memory_fraction")),
+        host_kv_bytes=[host], host_kv_labels=[str(host)], seed=int(config.get("seed") or 0), trace=False, sample_ms=0,
+        prefill_chunk_tokens=int(config.get("prefill_chunk_tokens") or default("prefill_chunk_tokens")),
+        max_batch=int(config.get("max_batch") or default("max_batch")),
+        dtype=str(config.get("dtype") or default("dtype")),
+        block_reuse=bool(config.get("block_reuse", default("block_reuse"))), offload_policy=policy,
+        decode_graphs=bool(config.get("decode_graphs", default("decode_graphs"))),
+        # A log from before --copy-overlap ran without it (the option's auto came with it).
         copy_overlap=bool(config.get("copy_overlap", False)),
-        host_kv_memory=str(config.get("host_kv_memory") or "pinned"),
+        host_kv_memory=str(config.get("host_kv_memory") or default("host_kv_memory")),
     )
 
 

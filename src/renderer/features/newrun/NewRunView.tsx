@@ -10,7 +10,8 @@
  * then Settings values they changed, then the host's starting values, then Settings' and the seed's.
  */
 import { useEffect, useMemo, useState } from 'react';
-import { OFFLOAD_POLICIES, copyOverlapAuto, type OffloadPolicy, type PushMessage, type SweepRow } from '../../../shared/api';
+import { copyOverlapAuto, type PushMessage, type SweepRow } from '../../../shared/api';
+import { choicesOf, fieldLabel, OFFLOAD_POLICIES, optionOf } from '../../../shared/workload-options';
 import { formatNs } from '../../../shared/format';
 import { useApi } from '../../bridge/api-context';
 import { setProbe, useProbes } from '../../host-probes';
@@ -21,12 +22,9 @@ import { foldProgress, progressText, type RunProgressState } from '../../model/r
 import { useHosts } from '../hosts/HostsView';
 import { runFormDefaults } from '../settings/run-form-defaults';
 
-const ENGINES: RunForm['engine'][] = ['torch', 'tensorrt_llm', 'vllm'];
-const OFFLOAD_HINTS: Record<OffloadPolicy, string> = {
-  lazy: 'to the host when evicted; an onboarded block leaves the host (TensorRT-LLM)',
-  'lazy-keep': 'to the host when evicted; the host keeps an onboarded block, so evicting it again copies nothing',
-  'write-through': 'to the host as computed, once the GPU pool is full; the host keeps its copies',
-};
+const ENGINES = choicesOf('engine') as readonly RunForm['engine'][];
+/** The option table's label of a form field that is one agent option. */
+const label = fieldLabel;
 
 function Field({ label, name, form, set, errors, hint, type = 'text' }: { label: string; name: keyof RunForm; form: RunForm; set: (f: Partial<RunForm>) => void; errors: FieldError[]; hint?: string; type?: string }) {
   const e = errors.find((x) => x.field === name);
@@ -173,7 +171,7 @@ export function NewRunView({ host }: { host?: string }) {
         <fieldset>
           <legend>Workload</legend>
           <div className={`field${shown.some((x) => x.field === 'engine') ? ' invalid' : ''}`}>
-            <label htmlFor="f-engine">Engine</label>
+            <label htmlFor="f-engine">{label('engine')}</label>
             <select id="f-engine" value={form.engine} onChange={(e) => set({ engine: e.target.value as RunForm['engine'] })}>
               {(engines.length ? engines : ENGINES).map((e) => (
                 <option key={e} value={e}>
@@ -184,7 +182,7 @@ export function NewRunView({ host }: { host?: string }) {
             {shown.find((x) => x.field === 'engine') ? <small className="error">{shown.find((x) => x.field === 'engine')!.message}</small> : <small className="muted">{form.hosts.some((h) => !probes[h]) ? 'probe the hosts to list only the engines they have' : 'engines the chosen hosts have'}</small>}
           </div>
           <div className="field">
-            <label htmlFor="f-model">Model</label>
+            <label htmlFor="f-model">{label('model')}</label>
             <input id="f-model" list="models" value={form.model} onChange={(e) => set({ model: e.target.value })} />
             <datalist id="models">
               {MODELS.map((m) => (
@@ -192,16 +190,16 @@ export function NewRunView({ host }: { host?: string }) {
               ))}
             </datalist>
           </div>
-          <Field label="Users" name="users" form={form} set={set} errors={shown} hint="4, 2-16, 2-16:2 or 2,4,8 (a sweep: one run per count)" />
-          <Field label="Rounds" name="rounds" form={form} set={set} errors={shown} />
-          <Field label="Context tokens" name="context_tokens" form={form} set={set} errors={shown} />
-          <Field label="New tokens per round" name="new_tokens" form={form} set={set} errors={shown} />
-          <Field label="Output tokens per round" name="output_tokens" form={form} set={set} errors={shown} />
+          <Field label={label('users')} name="users" form={form} set={set} errors={shown} hint="4, 2-16, 2-16:2 or 2,4,8 (a sweep: one run per count)" />
+          <Field label={label('rounds')} name="rounds" form={form} set={set} errors={shown} />
+          <Field label={label('context_tokens')} name="context_tokens" form={form} set={set} errors={shown} />
+          <Field label={label('new_tokens')} name="new_tokens" form={form} set={set} errors={shown} />
+          <Field label={label('output_tokens')} name="output_tokens" form={form} set={set} errors={shown} />
         </fieldset>
         <fieldset>
           <legend>Pools and tracing</legend>
-          <Field label="GPU KV pool" name="gpu_pool" form={form} set={set} errors={shown} hint="fraction of free GPU memory (0.9) or a size (20GB)" />
-          <Field label="Host KV pool" name="host_pool" form={form} set={set} errors={shown} hint="55e9 as in the seed; 0 = no host pool (recompute)" />
+          <Field label={label('gpu_kv_bytes')} name="gpu_pool" form={form} set={set} errors={shown} hint="fraction of free GPU memory (0.9) or a size (20GB)" />
+          <Field label={label('host_kv_bytes')} name="host_pool" form={form} set={set} errors={shown} hint={`${DEFAULT_FORM.host_pool} as in the seed; 0 = no host pool (recompute)`} />
           {/* The pre-flight check: what the pools hold, before anything is launched. */}
           <div className="pool-plan" data-testid="pool-plan" aria-live="polite">
             {plans.map(({ host: h, plan }) =>
@@ -219,7 +217,7 @@ export function NewRunView({ host }: { host?: string }) {
             )}
           </div>
           <div className="field">
-            <label htmlFor="f-offload">Offload policy</label>
+            <label htmlFor="f-offload">{label('offload_policy')}</label>
             <select id="f-offload" value={form.offload_policy} disabled={form.engine !== 'torch'} onChange={(e) => set({ offload_policy: e.target.value as RunForm['offload_policy'] })}>
               {OFFLOAD_POLICIES.map((p) => (
                 <option key={p} value={p}>
@@ -227,10 +225,10 @@ export function NewRunView({ host }: { host?: string }) {
                 </option>
               ))}
             </select>
-            <small className="muted">{form.engine !== 'torch' ? 'the built-in engine only: real engines offload their own way' : OFFLOAD_HINTS[form.offload_policy]}</small>
+            <small className="muted">{form.engine !== 'torch' ? 'the built-in engine only: real engines offload their own way' : optionOf('offload_policy').choice_help?.[form.offload_policy]}</small>
           </div>
           <div className="field">
-            <label htmlFor="f-overlap">Copy overlap</label>
+            <label htmlFor="f-overlap">{label('copy_overlap')}</label>
             <select id="f-overlap" value={form.copy_overlap} disabled={form.engine !== 'torch'} onChange={(e) => set({ copy_overlap: e.target.value as RunForm['copy_overlap'] })}>
               <option value="auto">auto ({copyOverlapAuto(form.offload_policy) ? 'on' : 'off'} for {form.offload_policy})</option>
               <option value="on">on</option>
@@ -239,9 +237,9 @@ export function NewRunView({ host }: { host?: string }) {
             <small className="muted">{form.engine !== 'torch' ? 'the built-in engine only' : 'onboard beside the offload that makes room, on a second copy stream; auto turns it on for lazy offload'}</small>
           </div>
           <label className="check">
-            <input type="checkbox" checked={form.trace} onChange={(e) => set({ trace: e.target.checked })} /> Trace copies (CUPTI)
+            <input type="checkbox" checked={form.trace} onChange={(e) => set({ trace: e.target.checked })} /> {label('trace')} (CUPTI)
           </label>
-          <Field label="nvidia-smi sample period (ms)" name="sample_ms" form={form} set={set} errors={shown} />
+          <Field label={label('sample_ms')} name="sample_ms" form={form} set={set} errors={shown} />
           <Field label="Name (optional)" name="name" form={form} set={set} errors={shown} />
           <Field label="Python on the host (optional)" name="python" form={form} set={set} errors={shown} hint="default: the host's setting (python3); a venv's python for engines kept there" />
         </fieldset>

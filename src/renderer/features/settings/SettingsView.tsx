@@ -6,22 +6,21 @@
  */
 import { useEffect, useRef, useState } from 'react';
 import type { Settings, SettingsSnapshot, Theme, WorkloadDefaults } from '../../../shared/api';
+import { bytesText, fieldLabel, numberDefault, optionOf, SETTINGS_WORKLOAD_OPTIONS } from '../../../shared/workload-options';
 import { useApi } from '../../bridge/api-context';
 import { applyTheme, SETTINGS_CHANGED_EVENT } from './theme';
 
 type FieldErrors = Record<string, string>;
 
-const WORKLOAD_FIELDS: Array<{ key: keyof WorkloadDefaults; label: string; step?: string; scale?: number; hint?: string }> = [
-  { key: 'usersMin', label: 'Users from' },
-  { key: 'usersMax', label: 'Users to' },
-  { key: 'contextTokens', label: 'Context tokens per user' },
-  { key: 'newTokens', label: 'New input tokens per round' },
-  { key: 'outputTokens', label: 'Output tokens per round' },
-  { key: 'rounds', label: 'Rounds' },
-  { key: 'hostKvBytes', label: 'Host KV pool (GB)', step: 'any', scale: 1e9, hint: '1 GB = 10⁹ bytes, as the seed’s 55e9' },
-  { key: 'freeGpuMemoryFraction', label: 'GPU KV pool (fraction of free GPU memory)', step: '0.01' },
-  { key: 'blockTokens', label: 'Tokens per block' },
-];
+/** Settings' New run workload, labelled as its options are (the agent's option table); the host pool in GB. */
+const WORKLOAD_FIELDS: Array<{ key: keyof WorkloadDefaults; label: string; step?: string; scale?: number; hint?: string }> = (
+  Object.entries(SETTINGS_WORKLOAD_OPTIONS) as Array<[keyof WorkloadDefaults, string]>
+).map(([key, name]) => {
+  const o = optionOf(name);
+  if (key === 'usersMin' || key === 'usersMax') return { key, label: `${o.label} ${key === 'usersMin' ? 'from' : 'to'}` };
+  if (o.type === 'bytes') return { key, label: `${o.label} (GB)`, step: 'any', scale: 1e9, hint: `1 GB = 10⁹ bytes, as the seed’s ${bytesText(numberDefault(name))}` };
+  return { key, label: fieldLabel(name), ...(o.type === 'number' ? { step: '0.01' } : {}) };
+});
 
 /** Errors from the core's Ajv check, keyed by field ("workload.rounds"). */
 function errorsFrom(detail: Record<string, unknown> | undefined, message: string): FieldErrors {
@@ -162,7 +161,7 @@ export function SettingsView() {
             {err('runsDir') && <span className="field-error">{err('runsDir')}</span>}
           </label>
           <label>
-            nvidia-smi sample period (ms)
+            {fieldLabel('sample_ms')}
             <input
               type="number"
               name="sampleMs"

@@ -4,11 +4,7 @@
  */
 import type { Settings } from '../../../shared/api';
 import type { RunForm } from '../../model/run-form';
-
-/** 55e9 → "55e9" (as the seed writes it); sizes that are not whole gigabytes stay plain bytes. */
-function bytesText(bytes: number): string {
-  return bytes !== 0 && Number.isInteger(bytes / 1e9) ? `${bytes / 1e9}e9` : String(bytes);
-}
+import { bytesText } from '../../../shared/workload-options';
 
 export function runFormDefaults(settings: Pick<Settings, 'workload' | 'sampleMs'>): Partial<RunForm> {
   const w = settings.workload;

@@ -1,0 +1,194 @@
+"""The workload options of `run` and `sweep`, from the one table (workload_options.json beside this
+file, which the app reads too: src/shared/workload-options.ts).
+
+Each row gives an option's name (the run.start config key; the flag is --name with - for _), its
+type, bounds, default, help and the engines that take it. From it come the parser (every option
+defaults to None, so a value given can be told from a default) and the check of each value:
+`value_of` turns the text given, or the row's default, into the typed value, or raises OptionError
+naming the flag as typed. No torch here: the engines runner and `whatif` use it too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+from typing import Any, Sequence
+
+TABLE_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "workload_options.json")
+
+with open(TABLE_FILE, encoding="utf-8") as _f:
+    TABLE: dict[str, Any] = json.load(_f)
+
+OPTIONS: tuple[dict[str, Any], ...] = tuple(TABLE["options"])
+BY_NAME: dict[str, dict[str, Any]] = {o["name"]: o for o in OPTIONS}
+BYTE_UNITS: dict[str, int] = TABLE["byte_units"]
+ENGINES: tuple[str, ...] = tuple(TABLE["engines"])
+
+
+class OptionError(Exception):
+    """A bad option value: `option` is the flag as typed on the command line."""
+
+    def __init__(self, option: str, message: str) -> None:
+        self.option = option
+        super().__init__(f"{option}: {message}")
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def default(name: str) -> Any:
+    """The row's default as a typed value (on_off: True/False; "auto" stays "auto")."""
+    o = BY_NAME[name]
+    d = o.get("default")
+    if o["type"] == "on_off" and d in ("on", "off"):
+        return d == "on"
+    return d
+
+
+def choices(name: str) -> tuple[str, ...]:
+    return tuple(BY_NAME[name]["choices"])
+
+
+# ---- values ------------------------------------------------------------------------------------
+
+
+def parse_bytes(option: str, text: str) -> int:
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*", text)
+    if not m or m.group(2).lower() not in BYTE_UNITS:
+        raise OptionError(option, f"{text!r} is not a byte count (e.g. 55e9, 16GiB, 0)")
+    value = float(m.group(1)) * BYTE_UNITS[m.group(2).lower()]
+    if value < 0:
+        raise OptionError(option, f"{text!r} is negative")
+    return int(value)
+
+
+def parse_int(option: str, text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise OptionError(option, f"{text!r} is not an integer") from None
+
+
+def _bounded(o: dict[str, Any], option: str, v: float) -> None:
+    lo, hi = o.get("min"), o.get("max")
+    if lo is not None and (v <= lo if o.get("min_exclusive") else v < lo):
+        raise OptionError(option, f"{v} is {'not above' if o.get('min_exclusive') else 'below'} the minimum {lo}")
+    if hi is not None and v > hi:
+        raise OptionError(option, f"{v} is above the maximum {hi}")
+
+
+def check_text(name: str, text: str) -> Any:
+    """One value as typed on the command line, checked against its row; the typed value."""
+    o = BY_NAME[name]
+    option = flag(name)
+    kind = o["type"]
+    if kind == "int":
+        v: Any = parse_int(option, text)
+        _bounded(o, option, v)
+    elif kind == "bytes":
+        v = parse_bytes(option, text)
+        _bounded(o, option, v)
+    elif kind == "number":
+        try:
+            v = float(text)
+        except ValueError:
+            raise OptionError(option, f"{text!r} is not a number") from None
+        if not math.isfinite(v):
+            raise OptionError(option, f"{text!r} is not a finite number")
+        _bounded(o, option, v)
+    elif kind == "choice":
+        if text not in o["choices"]:
+            raise OptionError(option, f"{text!r} is not one of {', '.join(o['choices'])}")
+        v = text
+    elif kind == "on_off":
+        words = ("auto", "on", "off") if o.get("auto") else ("on", "off")
+        if text not in words:
+            raise OptionError(option, f"{text!r} is not {' or '.join(words) if len(words) == 2 else 'auto, on or off'}")
+        v = text if text == "auto" else text == "on"
+    elif kind == "text":
+        if not text or len(text) > o.get("max_length", 4096):
+            raise OptionError(option, f"{text!r} is empty or longer than {o.get('max_length', 4096)} characters")
+        if "pattern" in o and not re.fullmatch(o["pattern"], text):
+            raise OptionError(option, f"{text!r} is not {o.get('pattern_help', o['pattern'])}")
+        v = text
+    else:  # a row the table's own test refuses; never a silent pass
+        raise OptionError(option, f"option type {kind!r} is unknown to this agent")
+    return v
+
+
+def value_of(ns: argparse.Namespace, name: str) -> Any:
+    """The option's value: the text given checked against its row, else the row's default."""
+    text = getattr(ns, name)
+    return default(name) if text is None else check_text(name, text)
+
+
+def list_of(ns: argparse.Namespace, name: str) -> tuple[list[Any], list[str]]:
+    """A sweep's comma list (users, host pool sizes): the values and the texts as given."""
+    o = BY_NAME[name]
+    text = getattr(ns, name)
+    if text is None:
+        text = o.get("sweep_default") or str(o["default"])
+    texts = [t.strip() for t in text.split(",") if t.strip()]
+    if not texts:
+        raise OptionError(flag(name), f"{text!r} names no value")
+    return [check_text(name, t) for t in texts], texts
+
+
+def given(ns: argparse.Namespace) -> list[str]:
+    """The table's options given on the command line (not left to their defaults)."""
+    return [o["name"] for o in OPTIONS if getattr(ns, o["name"], None) is not None]
+
+
+# ---- the parser --------------------------------------------------------------------------------
+
+
+def _help(o: dict[str, Any], sweep: bool) -> str:
+    text = o["help"]
+    if o["type"] == "choice" and o.get("choice_help"):
+        text += ": " + "; ".join(f"{c}: {o['choice_help'][c]}" for c in o["choices"])
+    if sweep and o.get("sweep_list"):
+        text += " (a comma list)"
+    d = o.get("sweep_default") if sweep and o.get("sweep_default") else o.get("default_help", o.get("default"))
+    if o["type"] == "bytes" and isinstance(d, int) and d and d % 10**9 == 0:
+        d = f"{d // 10**9}e9"
+    if d is not None:
+        text += f" (default: {d})"
+    return text.replace("%", "%%")
+
+
+def _metavar(o: dict[str, Any]) -> str | None:
+    if o["type"] == "choice":
+        return "|".join(o["choices"])
+    if o["type"] == "on_off":
+        return "auto|on|off" if o.get("auto") else "on|off"
+    return None
+
+
+def add_workload_arguments(parser: argparse.ArgumentParser, command: str) -> None:
+    """Every row of the table that `command` (run or sweep) takes, in the table's order."""
+    sweep = command == "sweep"
+    for o in OPTIONS:
+        if command not in o["commands"]:
+            continue
+        parser.add_argument(flag(o["name"]), dest=o["name"], default=None, metavar=_metavar(o), help=_help(o, sweep))
+        if o.get("off_flag"):
+            parser.add_argument(o["off_flag"], dest=o["name"], action="store_const", const="off",
+                                help=f"same as {flag(o['name'])} off")
+
+
+def value_in_argv(argv: Sequence[str], option: str) -> str | None:
+    """The value of `option` in argv (`--out DIR` or `--out=DIR`; the last one, as argparse takes),
+    read without parsing the rest: --out even when another option is bad, so the error can be
+    written into the run's log; --engine to choose the runner."""
+    args = list(argv)
+    value = None
+    for i, a in enumerate(args):
+        if a == option and i + 1 < len(args):
+            value = args[i + 1]
+        elif a.startswith(option + "="):
+            value = a.split("=", 1)[1]
+    return value
