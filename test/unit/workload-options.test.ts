@@ -55,7 +55,7 @@ function edges(o: WorkloadOption): { ok: number[]; bad: number[] } {
 function agentVerdicts(argvs: string[][]): Array<string | null> {
   const script = [
     'import json, sys',
-    'from kvscope_agent.run import parse_options',
+    'from kvscope_agent.options import parse_options',
     'out = []',
     'for argv in json.load(sys.stdin):',
     '    _, _, err = parse_options(argv + ["--device=cpu", "--model=tiny", "--out=/tmp/kvscope-options-vitest"], sweep=False)',
