@@ -3,7 +3,7 @@
 
     PYTHONPATH=resources/agent /usr/bin/python3 bench/memory-plan-70b.py [--context-mib 512]
 
-Uses the agent's own preset (kvscope_agent.presets) and GPU-pool sizing (run.workspace_bytes and
+Uses the agent's own preset (kvscope_agent.presets) and GPU-pool sizing (memory_plan.workspace_bytes and
 the rule `pool = free_gpu_memory_fraction × (free after weights − workspace)`), so the plan
 follows the engine if either changes. The one number not derivable here is the CUDA context
 (driver, cuBLAS/cuBLASLt handles, kernel images), taken as --context-mib (default 512 MiB, typical
@@ -22,7 +22,7 @@ from types import SimpleNamespace
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "resources", "agent"))
 
 from kvscope_agent.presets import PRESETS  # noqa: E402
-from kvscope_agent.run import workspace_bytes  # noqa: E402
+from kvscope_agent.memory_plan import workspace_bytes  # noqa: E402
 
 MIB = 1 << 20
 NVSMI_TOTAL_MIB = 81559  # nvidia-smi memory.total on the H100 80GB HBM3 (h100-host-probe.txt)

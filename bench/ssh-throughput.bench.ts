@@ -18,7 +18,7 @@ import { cpus, totalmem, tmpdir, release } from 'node:os';
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync, createWriteStream } from 'node:fs';
 import { join } from 'node:path';
 import { HostService } from '../src/main/core/hosts';
-import { launchDetached, tailRun } from '../src/main/core/remote-run';
+import { launchDetached, tailRun } from '../src/main/core/runs';
 import { RunStore } from '../src/main/core/run-store';
 import { keygen, currentUser, startSshd, sshdSkipReason } from '../test/helpers/sshd';
 
@@ -105,7 +105,7 @@ writeFileSync(join(remote1, 'pid'), '1\n');
 const remoteBytes = readFileSync(join(remote1, 'events.jsonl'));
 await store.writeMeta({ id: 'throughput', name: 'throughput', host: 'bench', status: 'running', createdAt: new Date().toISOString() });
 let t0 = performance.now();
-const r1 = await tailRun({ store, runId: 'throughput', remoteDir: remote1, python: '/usr/bin/python3', connect: () => hosts.connect('bench') });
+const r1 = await tailRun({ store, agentSourceDir: hosts.opts.agentSourceDir, runId: 'throughput', remoteDir: remote1, python: '/usr/bin/python3', connect: () => hosts.connect('bench') });
 const secs = (performance.now() - t0) / 1000;
 const local1 = readFileSync(join(store.runsDir, 'throughput', 'events.jsonl'));
 const identical = local1.equals(remoteBytes);
@@ -130,6 +130,7 @@ const pgid = await launchDetached({ exec, python: wrapper, agentDir: genDir, rem
 t0 = performance.now();
 const r2 = await tailRun({
   store,
+  agentSourceDir: hosts.opts.agentSourceDir,
   runId: 'latency',
   remoteDir: remote2,
   python: '/usr/bin/python3',

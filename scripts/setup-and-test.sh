@@ -3,7 +3,8 @@
 # when any is missing (scripts/debian-test-packages.txt, the one list), the exact npm dependencies
 # (the Electron binary download is skipped: tests never launch Electron) and the venv with the GPU
 # machine's PyTorch and Triton that the Triton kernel tests run in (scripts/triton-venv.sh; reused
-# when its pins match), then `npm test`.
+# when its pins match) and the one with ruff that lints the Python agent (scripts/ruff-venv.sh), then
+# `npm test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,4 +38,5 @@ fi
 export ELECTRON_SKIP_BINARY_DOWNLOAD=1
 npm ci --no-audit --no-fund
 bash scripts/triton-venv.sh
+bash scripts/ruff-venv.sh
 npm test

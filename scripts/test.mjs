@@ -1,5 +1,5 @@
 // `npm test`: everything CI checks, in order, with one summary line at the end.
-// typecheck → lint → build (window + CLI) → vitest (unit, integration with real sshd, e2e in
+// typecheck → lint → ruff (the Python agent) → build (window + CLI) → vitest (unit, integration with real sshd, e2e in
 // real Chromium) → pytest (the Python agent) → pytest-triton (the Triton kernel tests in the venv of
 // scripts/triton-venv.sh, under the CPU interpreter). Every step runs even if an earlier one failed, so
 // one run shows every failure; the exit code is non-zero if any step failed.
@@ -12,6 +12,7 @@ rmSync('test-artifacts/pytest-triton.xml', { force: true });
 const steps = [
   ['typecheck', 'npx', ['tsc', '-b']],
   ['lint', 'npx', ['eslint', '.']],
+  ['ruff', 'node', ['scripts/run-ruff.mjs']],
   ['build', 'npm', ['run', 'build', '--silent']],
   ['vitest', 'npx', ['vitest', 'run', '--reporter=default', '--reporter=json', '--outputFile.json=test-artifacts/vitest.json']],
   ['pytest', 'node', ['scripts/run-pytest.mjs', '--junitxml=test-artifacts/pytest.xml']],

@@ -165,7 +165,7 @@ def worker(a: argparse.Namespace) -> int:
     import torch
     from kvscope_agent.clock import RunClock
     from kvscope_agent.emit import EventWriter
-    from kvscope_agent.run import host_block
+    from kvscope_agent.run_loop import host_block
 
     import faulthandler
 

@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Browser } from 'playwright-core';
 import { createCore } from '../../src/main/core/app-core';
 import { HostService } from '../../src/main/core/hosts';
-import { RunManager } from '../../src/main/core/remote-run';
+import { RunManager } from '../../src/main/core/runs';
 import { RunStore } from '../../src/main/core/run-store';
 import { startServer, type RunningServer } from '../../src/main/core/serve';
 import { ARTIFACTS, RENDERER_DIR, browserSkipReason, launchBrowser } from '../helpers/browser';

@@ -18,7 +18,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PushMessage } from '../../src/shared/api';
 import { createCore } from '../../src/main/core/app-core';
 import { HostService } from '../../src/main/core/hosts';
-import { RunManager } from '../../src/main/core/remote-run';
+import { RunManager } from '../../src/main/core/runs';
 import { RunStore } from '../../src/main/core/run-store';
 import { startServer } from '../../src/main/core/serve';
 import { withSlurm } from '../../src/main/core/slurm';

@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PushMessage } from '../../src/shared/api';
 import { createHostHandlers } from '../../src/main/core/host-handlers';
 import { HostService } from '../../src/main/core/hosts';
-import { MAX_UNTERMINATED_LINE_BYTES, RunManager } from '../../src/main/core/remote-run';
+import { MAX_UNTERMINATED_LINE_BYTES, RunManager } from '../../src/main/core/runs';
 import { RunStore } from '../../src/main/core/run-store';
 import { importRun } from '../../src/main/core/runs-library';
 import { buildCli, runCli } from '../helpers/cli';

@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFil
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { cancelDetached, launchDetached, RunManager } from '../../src/main/core/remote-run';
+import { cancelDetached, launchDetached, RunManager } from '../../src/main/core/runs';
 import { HostService } from '../../src/main/core/hosts';
 import { RunStore } from '../../src/main/core/run-store';
 import { decodeAll } from '../../src/shared/events-reader';

@@ -13,7 +13,7 @@ import type { PushMessage } from '../../src/shared/api';
 import { decodeAll } from '../../src/shared/events-reader';
 import { bundleAgent, deployAgent } from '../../src/main/core/deploy';
 import { HostService } from '../../src/main/core/hosts';
-import { RunManager, markOrphanedRuns } from '../../src/main/core/remote-run';
+import { RunManager, markOrphanedRuns } from '../../src/main/core/runs';
 import { RunStore } from '../../src/main/core/run-store';
 import { SshExec } from '../../src/main/core/ssh/host-exec';
 import { currentUser, keygen, sshdSkipReason, startProxy, startSshd, type CuttableProxy, type TestSshd } from '../helpers/sshd';

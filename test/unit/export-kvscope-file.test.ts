@@ -9,7 +9,7 @@ import { describe, expect, it, vi } from 'vitest';
 import { validateLog } from '../../src/cli/commands/validate';
 import { importKvscopeFile, MAX_IMPORT_BYTES, readKvscopeHeader, writeKvscopeFile } from '../../src/main/core/export/kvscope-file';
 import { HostService } from '../../src/main/core/hosts';
-import { RunManager } from '../../src/main/core/remote-run';
+import { RunManager } from '../../src/main/core/runs';
 import { RunStore } from '../../src/main/core/run-store';
 import { importRun } from '../../src/main/core/runs-library';
 

@@ -3,7 +3,8 @@
  * Debian packages the tests need when any is missing (one list, scripts/debian-test-packages.txt),
  * then the npm dependencies, then runs the tests. The script runs for real in bash from a copy of
  * scripts/; the system's package tools and npm are replaced on PATH by recorders (dpkg-query answers
- * from a list of installed packages), and scripts/triton-venv.sh by one, so nothing is installed here.
+ * from a list of installed packages), and scripts/triton-venv.sh and scripts/ruff-venv.sh by one each, so
+ * nothing is installed here.
  */
 import { spawnSync } from 'node:child_process';
 import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
@@ -32,8 +33,9 @@ function sandbox(opts: { installed: string[]; uid: number; sudo: boolean }) {
   // dpkg-query -W -f='${Status}' PKG
   tool('dpkg-query', `pkg="\${@: -1}"; grep -qxF -- "$pkg" ${JSON.stringify(join(dir, 'installed'))} && printf 'install ok installed'; exit 0`);
   for (const t of ['apt-get', 'npm']) tool(t, `echo "${t} $*" >> ${JSON.stringify(log)}`);
-  // The Triton tests' venv (a 2.5 GB download): its script is replaced by a recorder too.
+  // The Triton tests' venv (a 2.5 GB download) and ruff's: their scripts are replaced by recorders too.
   writeFileSync(join(dir, 'scripts', 'triton-venv.sh'), `echo "triton-venv" >> ${JSON.stringify(log)}\n`);
+  writeFileSync(join(dir, 'scripts', 'ruff-venv.sh'), `echo "ruff-venv" >> ${JSON.stringify(log)}\n`);
   tool('id', `echo ${opts.uid}`);
   if (opts.sudo) tool('sudo', `echo "sudo $1" >> ${JSON.stringify(log)}; exec "$@"`);
   const r = spawnSync('/bin/bash', [join(dir, 'scripts', 'setup-and-test.sh')], { encoding: 'utf8', env: { PATH: `${bin}:/usr/bin:/bin`, HOME: dir } });
@@ -59,13 +61,14 @@ describe('scripts/setup-and-test.sh (the README’s test command)', () => {
       'apt-get install -y -qq --no-install-recommends chromium python3-torch',
       'npm ci --no-audit --no-fund',
       'triton-venv',
+      'ruff-venv',
       'npm test',
     ]);
   });
 
   it('with every package present, goes straight to npm', () => {
     const { calls } = sandbox({ installed: listed, uid: 0, sudo: false });
-    expect(calls).toEqual(['npm ci --no-audit --no-fund', 'triton-venv', 'npm test']);
+    expect(calls).toEqual(['npm ci --no-audit --no-fund', 'triton-venv', 'ruff-venv', 'npm test']);
   });
 
   it('as a user, installs through sudo', () => {
@@ -76,6 +79,6 @@ describe('scripts/setup-and-test.sh (the README’s test command)', () => {
   it('as a user without sudo, names what is missing and still runs the tests', () => {
     const { calls, stderr } = sandbox({ installed: listed.filter((p) => p !== 'chromium'), uid: 1000, sudo: false });
     expect(stderr).toMatch(/missing Debian packages chromium; not root and no sudo/);
-    expect(calls).toEqual(['npm ci --no-audit --no-fund', 'triton-venv', 'npm test']);
+    expect(calls).toEqual(['npm ci --no-audit --no-fund', 'triton-venv', 'ruff-venv', 'npm test']);
   });
 });

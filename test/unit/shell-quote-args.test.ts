@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { copyOverlapAuto } from '../../src/shared/api';
 import { OFFLOAD_POLICIES } from '../../src/shared/workload-options';
-import { agentRunArgs, newRunId } from '../../src/main/core/remote-run';
+import { agentRunArgs, newRunId } from '../../src/main/core/runs';
 import { checkRunId } from '../../src/main/core/run-store';
 import { parseUsers } from '../../src/main/core/sweep';
 

@@ -11,7 +11,7 @@ import { Command } from 'commander';
 import { describe, expect, it } from 'vitest';
 import type { AgentWorkload, OffloadPolicy, WorkloadDefaults } from '../../src/shared/api';
 import { addWorkloadOptions, workloadFromCli } from '../../src/cli/commands/run';
-import { agentRunArgs } from '../../src/main/core/remote-run';
+import { agentRunArgs } from '../../src/main/core/runs';
 import { DEFAULT_SETTINGS, validateSettings } from '../../src/main/core/settings';
 import { DEFAULT_FORM, validateRunForm, type RunForm } from '../../src/renderer/model/run-form';
 import { runSettings } from '../../src/renderer/model/run-settings';
@@ -55,7 +55,7 @@ function edges(o: WorkloadOption): { ok: number[]; bad: number[] } {
 function agentVerdicts(argvs: string[][]): Array<string | null> {
   const script = [
     'import json, sys',
-    'from kvscope_agent.run import parse_options',
+    'from kvscope_agent.options import parse_options',
     'out = []',
     'for argv in json.load(sys.stdin):',
     '    _, _, err = parse_options(argv + ["--device=cpu", "--model=tiny", "--out=/tmp/kvscope-options-vitest"], sweep=False)',
@@ -100,7 +100,7 @@ describe('agentRunArgs from the option table', () => {
     const torchOnly = RUN_ROWS.filter((o) => !o.engines.includes('vllm'));
     expect(torchOnly.map((o) => o.name)).toContain('offload_policy');
     for (const o of torchOnly) {
-      const v = o.type === 'on_off' ? true : o.type === 'choice' ? o.choices![0] : o.default;
+      const v = o.type === 'on_off' ? true : o.type === 'choice' ? o.choices![0] : o.type === 'text' ? 'x' : (o.default ?? o.min ?? 1);
       expect(() => agentRunArgs({ engine: 'vllm', model: 'm', [o.name]: v } as AgentWorkload)).toThrow(`${flagOf(o.name)} is taken by torch only, not by --engine vllm`);
       expect(agentRunArgs({ engine: 'torch', [o.name]: v } as AgentWorkload)).toHaveLength(2);
     }

@@ -27,7 +27,7 @@ commands:
 
 def _run(argv: list[str]) -> int:
     # --engine tensorrt_llm|vllm drives a real engine (engines/runner.py, same options, log life
-    # cycle and exit codes); the built-in torch engine is run.py.
+    # cycle and exit codes); the built-in torch engine is run.py (run_loop.py, sweep.py).
     from .engines.runner import REAL_ENGINES, engine_of
 
     if engine_of(argv) in REAL_ENGINES:

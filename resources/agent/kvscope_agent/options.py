@@ -5,7 +5,9 @@ Each row gives an option's name (the run.start config key; the flag is --name wi
 type, bounds, default, help and the engines that take it. From it come the parser (every option
 defaults to None, so a value given can be told from a default) and the check of each value:
 `value_of` turns the text given, or the row's default, into the typed value, or raises OptionError
-naming the flag as typed. No torch here: the engines runner and `whatif` use it too.
+naming the flag as typed. `parse_options` gives the built-in engine's resolved Options. No torch
+at import: the engines runner, `whatif` and the engine's own option checks use it too (the engine
+package imports this module, so the few engine functions used here are imported where used).
 """
 
 from __future__ import annotations
@@ -15,7 +17,11 @@ import json
 import math
 import os
 import re
+from dataclasses import dataclass, field
 from typing import Any, Sequence
+
+from .presets import PRESETS, ModelConfig, ModelConfigError, load_model_config
+from .workload import Workload
 
 TABLE_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "workload_options.json")
 
@@ -192,3 +198,151 @@ def value_in_argv(argv: Sequence[str], option: str) -> str | None:
         elif a.startswith(option + "="):
             value = a.split("=", 1)[1]
     return value
+
+
+class OptionParser(argparse.ArgumentParser):
+    """argparse that raises OptionError (exit 2 after the log records it) instead of exiting."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        m = re.search(r"(--[a-z0-9-]+)", message)
+        raise OptionError(m.group(1) if m else "arguments", message)
+
+
+def build_parser(sweep: bool) -> OptionParser:
+    """--out and the workload options of the table that run or sweep takes."""
+    command = "sweep" if sweep else "run"
+    p = OptionParser(prog=f"python3 -m kvscope_agent {command}", add_help=True)
+    p.add_argument("--out", required=True, help="run folder (events.jsonl is created there)")
+    add_workload_arguments(p, command)
+    return p
+
+
+# ---- the built-in engine's options ---------------------------------------------------------------
+
+
+def _torch_run_rows() -> list[dict[str, Any]]:
+    return [o for o in OPTIONS if "torch" in o["engines"] and "run" in o["commands"]]
+
+
+@dataclass
+class Options:
+    """A built-in engine's run (or sweep), resolved: one field per option of the table the torch
+    engine's run takes (same name, typed), the sweep's lists, and the model's shape."""
+
+    out: str
+    model: ModelConfig
+    model_arg: str
+    users: list[int]
+    host_kv_bytes: list[int]
+    host_kv_labels: list[str]
+    engine: str
+    device: str
+    rounds: int
+    context_tokens: int
+    new_tokens: int
+    output_tokens: int
+    block_tokens: int
+    gpu_kv_bytes: int | None
+    free_gpu_memory_fraction: float
+    seed: int
+    trace: bool
+    sample_ms: int
+    prefill_chunk_tokens: int
+    max_batch: int
+    dtype: str
+    block_reuse: bool
+    offload_policy: str
+    decode_graphs: bool
+    copy_overlap: bool
+    host_kv_memory: str
+    deadline_s: float = field(default_factory=lambda: float(default("deadline_s")))  # a sweep's only
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def workload(self, users: int, vocab: int) -> Workload:
+        return Workload(users, self.rounds, self.context_tokens, self.new_tokens, self.output_tokens, vocab, self.seed)
+
+    def config(self, users: int, host_kv_bytes: int) -> dict[str, Any]:
+        """run.start `config`: the table's options of the torch engine's run, snake_case
+        (docs/protocol.md), with the model's name and shape and the engine's step order."""
+        from .engine import decode_before_copies_from_env
+
+        config = {o["name"]: getattr(self, o["name"]) for o in _torch_run_rows()}
+        config.update(model=self.model.name, users=users, host_kv_bytes=host_kv_bytes,
+                      decode_before_copies=decode_before_copies_from_env(), model_config=self.model.to_dict(),
+                      model_arg=self.model_arg)
+        return config
+
+
+def parse_options(argv: Sequence[str], sweep: bool) -> tuple[Options | None, str | None, OptionError | None]:
+    """(options, out dir, error): the out dir is returned even when another option is bad, so
+    the error can be written into the run's log."""
+    parser = build_parser(sweep)
+    try:
+        ns = parser.parse_args(list(argv))
+    except OptionError as e:
+        return None, value_in_argv(argv, "--out"), e
+    try:
+        return resolve_options(ns, sweep), ns.out, None
+    except OptionError as e:
+        return None, ns.out, e
+
+
+def resolve_options(ns: argparse.Namespace, sweep: bool) -> Options:
+    """The built-in engine's Options from parsed arguments (the device and the default model are
+    resolve_device's, once torch is imported)."""
+    from .engine import default_copy_overlap
+
+    if ns.engine not in (None, "torch"):
+        raise OptionError(
+            "--engine",
+            f"{ns.engine!r}: not an engine of this agent ({', '.join(ENGINES)}; a sweep runs torch only)",
+        )
+    command = "sweep" if sweep else "run"
+    values = {o["name"]: value_of(ns, o["name"]) for o in OPTIONS
+              if command in o["commands"] and not (sweep and o.get("sweep_list"))}
+    if sweep:
+        users, _ = list_of(ns, "users")
+        host, host_texts = list_of(ns, "host_kv_bytes")
+    else:
+        users, host, host_texts = [values["users"]], [values["host_kv_bytes"]], [ns.host_kv_bytes or str(values["host_kv_bytes"])]
+    model = None
+    if ns.model is not None:
+        try:
+            model = load_model_config(ns.model)
+        except ModelConfigError as e:
+            raise OptionError("--model", str(e)) from None
+    if values["copy_overlap"] == "auto":
+        values["copy_overlap"] = default_copy_overlap(values["offload_policy"])
+    values.update(out=ns.out, engine="torch", model=model or PRESETS["tiny"], model_arg=ns.model or "",
+                  device=values["device"] or "", users=users, host_kv_bytes=host, host_kv_labels=host_texts,
+                  raw=dict(vars(ns), _model_given=ns.model is not None))
+    return Options(**values)
+
+
+def check_context_limit(opts: Options) -> None:
+    w = opts.workload(1, opts.model.vocab)
+    need = w.max_request_tokens()
+    if need > opts.model.max_position:
+        raise OptionError(
+            "--context-tokens",
+            f"{opts.context_tokens} context tokens grow to {need} tokens by round {opts.rounds} "
+            f"(+{opts.new_tokens} new and {opts.output_tokens} output tokens a round), above "
+            f"{opts.model.name}'s limit of {opts.model.max_position}",
+        )
+
+
+def resolve_device(opts: Options) -> None:
+    """The device (cuda if torch sees one, else cpu) and, when --model was not given, its model."""
+    import torch
+
+    if not opts.device:
+        opts.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if opts.device.startswith("cuda") and not torch.cuda.is_available():
+        raise OptionError("--device", f"{opts.device}: torch {torch.__version__} sees no CUDA device")
+    if opts.device.startswith("cuda") and ":" in opts.device:
+        idx = int(opts.device.split(":")[1])
+        if idx >= torch.cuda.device_count():
+            raise OptionError("--device", f"{opts.device}: only {torch.cuda.device_count()} CUDA device(s)")
+    if not opts.raw.get("_model_given"):
+        opts.model = PRESETS["llama-3.1-8b" if opts.device.startswith("cuda") else "tiny"]
+        opts.model_arg = opts.model.name

@@ -307,14 +307,17 @@ def _events(path: str) -> list[dict]:
 
 
 def _run(tmp_path, name: str, extra: list[str], chunk_blocks: int | None = None):
-    from kvscope_agent.run import CancelState, build, parse_options, run_one, _resolve_device
+    from kvscope_agent.lifecycle import CancelState
+    from kvscope_agent.memory_plan import build
+    from kvscope_agent.options import parse_options, resolve_device
+    from kvscope_agent.run_loop import run_one
     from test_run import SHORT_POOL, SMALL
 
     out = str(tmp_path / name)
     opts, _, err = parse_options(SMALL + ["--users", "4", "--gpu-kv-bytes", SHORT_POOL, "--host-kv-bytes", "1e6"]
                                  + extra + ["--out", out], sweep=False)
     assert err is None, err
-    _resolve_device(opts)
+    resolve_device(opts)
 
     def build_small_chunks(*a):
         built = build(*a)
@@ -561,7 +564,7 @@ def test_onboard_into_a_slot_an_earlier_write_through_copy_still_reads(monkeypat
 def test_copy_overlap_auto_follows_the_offload_policy(tmp_path, args, overlap):
     """--copy-overlap auto (the default) is on for lazy offload only, what the H200 sweep of
     2026-11-28 measured (engine/__init__.py); an explicit on/off wins; run.start says which."""
-    from kvscope_agent.run import parse_options
+    from kvscope_agent.options import parse_options
     from test_run import SMALL
 
     opts, _, err = parse_options(SMALL + args + ["--out", str(tmp_path)], sweep=False)

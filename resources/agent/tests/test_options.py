@@ -12,7 +12,7 @@ import pytest
 
 from kvscope_agent.engine import OFFLOAD_POLICIES, default_copy_overlap
 from kvscope_agent.options import BY_NAME, ENGINES, OPTIONS, OptionError, check_text, default, flag
-from kvscope_agent.run import build_parser, parse_options
+from kvscope_agent.options import build_parser, parse_options
 
 TYPES = {"int", "number", "bytes", "choice", "on_off", "text"}
 BASE = ["--device", "cpu", "--model", "tiny", "--out", "/tmp/kvscope-options-test"]

@@ -15,7 +15,10 @@ import pytest
 
 from conftest import AGENT_ROOT
 from kvscope_agent.ledger import check_log
-from kvscope_agent.run import CancelState, build, parse_options, run_one, _resolve_device
+from kvscope_agent.lifecycle import CancelState
+from kvscope_agent.memory_plan import build
+from kvscope_agent.options import parse_options, resolve_device
+from kvscope_agent.run_loop import run_one
 
 # 3 users; a user's last request (round 3: 200 + 3 × 24 prompt tokens + 8 output) needs 18
 # blocks of 16 tokens: a 40-block pool holds 2 users, a 54-block pool all 3.
@@ -36,7 +39,7 @@ def run_inproc(tmp_path, name, extra):
     out = str(tmp_path / name)
     opts, _, err = parse_options(SMALL + extra + ["--out", out], sweep=False)
     assert err is None, err
-    _resolve_device(opts)
+    resolve_device(opts)
     code, built = run_one(opts, None, opts.users[0], opts.host_kv_bytes[0], out, CancelState(),
                           {"on": False, "source": "cupti", "reason": "device cpu"}, build)
     log = os.path.join(out, "events.jsonl")
@@ -447,7 +450,7 @@ def test_sweep_runs_each_user_count_into_its_own_log(tmp_path):
 
 
 def test_tracing_that_cannot_start_is_a_warning_not_a_failure():
-    from kvscope_agent.run import tracing_off_warning
+    from kvscope_agent.tracing import tracing_off_warning
 
     missing = {"on": False, "source": "cupti", "reason": "no C compiler (cc, gcc) on PATH: install gcc"}
     msg = tracing_off_warning(True, missing)
@@ -466,7 +469,7 @@ def test_round_lines_carry_allocator_counters_only_on_cuda(monkeypatch):
 
     import torch
 
-    from kvscope_agent.run import alloc_counters, alloc_delta
+    from kvscope_agent.engine.alloc_stats import alloc_counters, alloc_delta
 
     assert alloc_counters(types.SimpleNamespace(cuda=False, device=torch.device("cpu"))) == {}
     stats = {"num_device_alloc": 10, "num_device_free": 2, "num_sync_all_streams": 0, "num_alloc_retries": 0,
@@ -490,7 +493,7 @@ def test_trace_capability_says_how_cuda_graphs_are_traced(monkeypatch):
     # run.start reports what kvscope_cupti.c will do with KVSCOPE_TRACE_GRAPH_LEVEL: unset or 1 ->
     # each graph launch one record ("launch", the default since the H100 overhead runs), 0 -> every
     # node ("nodes"); a value the library rejects (it keeps its default) reads as the default.
-    from kvscope_agent.run import trace_graph_level
+    from kvscope_agent.tracing import trace_graph_level
 
     for raw, want in ((None, "launch"), ("", "launch"), ("1", "launch"), ("0", "nodes"), (" 0", "nodes"),
                       ("00", "nodes"), ("2", "launch"), ("yes", "launch")):
@@ -503,7 +506,7 @@ def test_trace_capability_says_how_cuda_graphs_are_traced(monkeypatch):
 
 def test_telemetry_capability_names_its_sources_or_why_it_is_off(monkeypatch):
     from kvscope_agent import telemetry
-    from kvscope_agent.run import telemetry_capability
+    from kvscope_agent.tracing import telemetry_capability
 
     assert telemetry_capability([], 100)["reason"] == "device cpu"
     monkeypatch.setattr(telemetry, "available_sources", lambda ms: {"on": ms > 0, "source": "nvml", "sample_ms": ms,
@@ -555,7 +558,7 @@ def test_a_sweeps_later_run_reads_past_the_trace_records_earlier_runs_left(tmp_p
     info = {"on": True, "source": "cupti", "dir": str(trace)}
     opts, _, err = parse_options(SMALL + ["--out", str(tmp_path / "sweep")], sweep=True)
     assert err is None, err
-    _resolve_device(opts)
+    resolve_device(opts)
     built = None
     xfers = []
     for i in range(2):

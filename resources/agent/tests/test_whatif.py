@@ -14,7 +14,7 @@ from kvscope_agent.ledger import check_log
 from kvscope_agent.whatif.calibrate import calibrate
 from kvscope_agent.whatif.costs import CardRates, overlapped_copy_ns
 from kvscope_agent.whatif.main import parse_users, whatif
-from kvscope_agent.run import OptionError
+from kvscope_agent.options import OptionError
 from kvscope_agent.whatif.profiles import (PROFILE_DIR, ProfileError, builtin_profiles, load_profile_file,
                                            parse_profile, profile_for_gpu, resolve_profile)
 from kvscope_agent.whatif.recorded import RecordedRunError, find_logs, read_run

@@ -6,7 +6,7 @@
 import type { Command } from 'commander';
 import { formatBytes } from '../../shared/format';
 import { CodedError } from '../../shared/result';
-import { listRemoteRuns, removeRemoteRuns } from '../../main/core/remote-run';
+import { listRemoteRuns, removeRemoteRuns } from '../../main/core/runs';
 import { addHostOptions, hostServiceFromCli, type HostCliOptions } from './hosts';
 import { writeStdout, writeStderr } from '../terminal';
 
@@ -27,7 +27,7 @@ export function registerClean(program: Command): void {
     try {
       const root = await service.rootOn(exec);
       const python = await service.pythonFor(opts.host, opts.python);
-      const listed = await listRemoteRuns(exec, python, root);
+      const listed = await listRemoteRuns(exec, python, root, service.opts.agentSourceDir);
       const cutoff = Date.now() / 1000 - days * 86400;
       const current = `agent-${(await service.agentBundle()).hash}`;
       const all = [...listed.runs, ...(opts.agents ? listed.agents : [])];

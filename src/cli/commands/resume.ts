@@ -9,7 +9,7 @@ import { existsSync, statSync } from 'node:fs';
 import { basename, dirname, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { defaultDataDir, defaultRunsDir } from '../../main/core/paths';
-import { RunManager } from '../../main/core/remote-run';
+import { RunManager } from '../../main/core/runs';
 import { RunStore } from '../../main/core/run-store';
 import { withSlurm } from '../../main/core/slurm';
 import { addHostOptions, hostServiceFromCli, type HostCliOptions } from './hosts';

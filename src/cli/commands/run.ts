@@ -13,7 +13,7 @@ import { CodedError } from '../../shared/result';
 import { formatNs } from '../../shared/format';
 import { choicesOf, defaultText, flagOf, helpText, optionOf, parseBytes, WORKLOAD_OPTIONS, type WorkloadValue } from '../../shared/workload-options';
 import { defaultDataDir, defaultRunsDir } from '../../main/core/paths';
-import { RunManager } from '../../main/core/remote-run';
+import { RunManager } from '../../main/core/runs';
 import { RunStore } from '../../main/core/run-store';
 import { withSlurm } from '../../main/core/slurm';
 import { addHostOptions, hostServiceFromCli, type HostCliOptions } from './hosts';

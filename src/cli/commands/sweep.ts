@@ -9,7 +9,7 @@ import type { SweepRow } from '../../shared/api';
 import { formatNs } from '../../shared/format';
 import { seedUsers } from '../../shared/workload-options';
 import { defaultDataDir, defaultRunsDir } from '../../main/core/paths';
-import { RunManager } from '../../main/core/remote-run';
+import { RunManager } from '../../main/core/runs';
 import { RunStore } from '../../main/core/run-store';
 import { parseUsers, SweepRunner } from '../../main/core/sweep';
 import { withSlurm } from '../../main/core/slurm';

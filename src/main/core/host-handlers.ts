@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import type { CoreHandlers, HostPrompt, PushMessage } from '../../shared/api';
 import { CodedError, toResult } from '../../shared/result';
 import { HostService, type HostServiceOptions } from './hosts';
-import { markOrphanedRuns, RunManager } from './remote-run';
+import { markOrphanedRuns, RunManager } from './runs';
 import type { RunStore } from './run-store';
 import type { ConnectPrompts } from './ssh/connect';
 import { SweepRunner } from './sweep';

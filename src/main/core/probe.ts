@@ -7,11 +7,10 @@
  * parsed, and only the HostProbe fields are kept, each checked for its type (strings cut to a
  * length a window can show). Whatever else the host sends never reaches the window or a terminal.
  */
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import type { HostProbe, ProbeEngine, ProbeGpu, TorchPython } from '../../shared/api';
 import { jsonDeeperThan } from '../../shared/protocol';
 import { CodedError } from '../../shared/result';
+import { readAgentProgram } from './agent-programs';
 import { PYTHON_PATH_RE } from './python-path';
 import { shellCommand } from './shell-quote';
 import type { HostExec } from './ssh/host-exec';
@@ -87,7 +86,7 @@ export function probeFromAnswer(line: string, alias: string, elapsedMs: number):
 }
 
 export async function probeWith(exec: HostExec, opts: { alias: string; python: string; agentSourceDir: string; root: string }): Promise<HostProbe> {
-  const script = await readFile(join(opts.agentSourceDir, 'kvscope_agent', 'probe.py'));
+  const script = await readAgentProgram(opts.agentSourceDir, 'probe.py');
   const t0 = Date.now();
   const r = await exec.exec(shellCommand([opts.python, '-', opts.root]), script, { maxOutputBytes: MAX_PROBE_OUTPUT_BYTES });
   const text = r.stdout.toString('utf8').trim();

@@ -7,7 +7,7 @@
  * bytes of one word. NUL cannot be passed through argv at all, so it is refused rather than
  * silently truncated. Quoting stops the shell, not the program: an option value that itself looks
  * like an option (`--out=/elsewhere`) must also be fused to its option (`--model=<value>`, one
- * word) by the caller, as remote-run.ts's agentRunArgs does, so argparse can only read it as a value.
+ * word) by the caller, as runs/launch.ts's agentRunArgs does, so argparse can only read it as a value.
  */
 import { CodedError } from '../../shared/result';
 

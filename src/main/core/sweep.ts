@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import type { PushMessage, SweepRequest, SweepRow } from '../../shared/api';
 import { CodedError } from '../../shared/result';
-import type { RunManager } from './remote-run';
+import type { RunManager } from './runs';
 
 /** Parses a user-count list: "2..16" (every integer), "2,4,8", "2..16:2" (with a step), or a mix. */
 export function parseUsers(spec: string): number[] {

@@ -72,7 +72,7 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, valid: t
     """One query per request over its keys. q [B, heads, d]; k, v [B, S, kv_heads, d] (views
     are fine); valid [B, S] bool (False = masked). Returns [B, heads, d]."""
     b, heads, d = q.shape
-    s, kvh = k.shape[1], k.shape[2]
+    kvh = k.shape[2]
     group = heads // kvh
     qg = q.reshape(b, kvh, group, d)
     scores = torch.matmul(qg, k.permute(0, 2, 3, 1)).float() * (1.0 / math.sqrt(d))  # [B, kvh, g, S]

@@ -60,7 +60,8 @@ class RandomLinear(torch.nn.Module):
         return F.linear(x, self.weight)
 
 
-def make_linear(in_features: int, out_features: int, weight_format: str, device: torch.device, dtype: torch.dtype, generator: torch.Generator) -> torch.nn.Module:
+def make_linear(in_features: int, out_features: int, weight_format: str, device: torch.device, dtype: torch.dtype,
+                generator: torch.Generator) -> torch.nn.Module:
     """The preset's `weight_format` picks native (bf16 on GPU, fp32 on CPU) or FP8 weights."""
     if weight_format == "fp8":
         return _load_fp8().Fp8Linear.from_random(in_features, out_features, device, generator)
@@ -282,7 +283,6 @@ class LlamaModel(torch.nn.Module):
         runner = self.decode_runner
         if runner is not None and not return_logits and runner.takes(pieces):
             return runner.step(pieces)
-        cfg = self.cfg
         dev = self.device
         # No pageable host->device copy in the step: such a copy waits for the stream to drain,
         # which would serialise the CPU's kernel launches with the GPU's work every step.

@@ -210,7 +210,7 @@ def available_engines(python: str | None = None) -> dict[str, str]:
 
 
 def run_engine(name: str, cfg: dict[str, Any], writer: Any, clock: Any) -> dict[str, Any]:
-    """Dispatch for the agent's `run --engine tensorrt_llm|vllm`: run.py writes run.start and
+    """Dispatch for the agent's `run --engine tensorrt_llm|vllm`: runner.py writes run.start and
     run.end around this; this writes the pool, blocks, req, round, phase and log lines."""
     if name == "tensorrt_llm":
         from .tensorrt_llm import run_engine as run

@@ -1,6 +1,6 @@
 """The seed's workload driven through a real engine's streaming API, shared by both engines.
 
-Mirrors the built-in engine's `run_workload` (run.py) line for line where the protocol is
+Mirrors the built-in engine's `run_workload` (run_loop.py) line for line where the protocol is
 concerned: the same `Workload` token ids, round 0 = each user's context, every round's requests of
 all users enqueued together, next prompt = prompt + output + new input, phases context/rounds,
 one `round` line per round, and the summary's e2e over rounds 1..R. TTFT is measured here, in
@@ -87,7 +87,7 @@ async def drive(
     cancel_check = cfg.get("cancel_check")
     for rnd in range(wl.rounds + 1):
         if callable(cancel_check):
-            cancel_check()  # run.py's CancelState.check: raises on SIGTERM, between rounds
+            cancel_check()  # lifecycle.CancelState.check: raises on SIGTERM, between rounds
         if rnd == 0:
             writer.emit("phase", name="context", state="begin")
         elif rnd == 1:
@@ -156,7 +156,7 @@ def block_summary(emitter: Any, report: Any) -> dict[str, Any]:
         "blocks_onboarded": moves.get("onboard", 0),
         "blocks_evicted": moves.get("evict", 0),
         "blocks_stored": moves.get("store", 0),
-        # xfer bytes come from the CUPTI collector when tracing is on; run.py fills them in
+        # xfer bytes come from the CUPTI collector's lines when tracing is on, not from this summary
         "bytes_h2d": 0,
         "bytes_d2h": 0,
         "engine_events": dict(sorted(report.counts.items())),

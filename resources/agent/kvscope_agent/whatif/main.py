@@ -20,7 +20,8 @@ import time
 from typing import Any, Sequence
 
 from ..emit import EventWriter
-from ..run import OptionError, end_run, parse_bytes
+from ..lifecycle import end_run
+from ..options import OptionError, parse_bytes
 from .calibrate import calibrate
 from .costs import CardRates
 from .profiles import Profile, ProfileError, builtin_profiles, profile_for_gpu, resolve_profile

@@ -11,9 +11,11 @@ from typing import Any, Callable
 
 from .. import PROTOCOL_VERSION, __version__
 from ..engine import KEEPS_HOST_COPIES, OFFLOAD_POLICIES
-from ..options import default
+from ..lifecycle import CancelState
+from ..memory_plan import Built, workspace_bytes
+from ..options import Options, default
 from ..presets import ModelConfig
-from ..run import Built, CancelState, Options, end_run, run_workload, workspace_bytes
+from ..run_loop import run_workload
 from .costs import Calibration, CardRates, ModelShape
 from .profiles import Profile
 from .recorded import RecordedRun, RecordedRunError
@@ -103,7 +105,7 @@ class MemoryPlan:
 def plan_gpu_pool(run: RecordedRun, profile: Profile, users_max: int, gpu_kv_bytes: int | None,
                   plan: bool) -> MemoryPlan:
     """The GPU KV pool on `profile`: the bytes asked for; else the recorded run's explicit size
-    (--gpu-kv-bytes) unless `plan`; else the agent's memory plan (run.py: fraction × (free after
+    (--gpu-kv-bytes) unless `plan`; else the agent's memory plan (memory_plan.py: fraction × (free after
     weights − workspace)) with the card's memory, the weights and the CUDA context the recorded
     run had."""
     shape = shape_of(run)

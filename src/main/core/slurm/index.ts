@@ -3,7 +3,7 @@
  * runs into jobs and sweeps into job arrays, and the probe. `withSlurm` gives a RunManager the
  * scheduler, so the app, `kvscope run` and `kvscope sweep` all send cluster hosts through it.
  */
-import type { RunManagerOptions } from '../remote-run';
+import type { RunManagerOptions } from '../runs';
 import { ClusterStore } from './cluster-store';
 import { SlurmRuns } from './slurm-runs';
 

@@ -26,7 +26,7 @@ import type { ClusterOptions, PushMessage, RunRequest, RunStarted, SweepRequest,
 import { CodedError } from '../../../shared/result';
 import { deployAgent, type DeployProgress } from '../deploy';
 import { LOCAL_HOST, type HostService } from '../hosts';
-import { agentRunArgs, newRunId, remoteRunDir, remoteRunName, tailRun, type RunScheduler, type TailResult } from '../remote-run';
+import { agentRunArgs, newRunId, remoteRunDir, remoteRunName, tailRun, type RunScheduler, type TailResult } from '../runs';
 import { checkRunId, type RunMeta, type RunStore } from '../run-store';
 import { writeFileAtomic } from '../settings';
 import { shellCommand, shellQuote } from '../shell-quote';
@@ -504,6 +504,7 @@ export class SlurmRuns implements RunScheduler {
     try {
       const result = await tailRun({
         store: this.o.store,
+        agentSourceDir: this.o.hosts.opts.agentSourceDir,
         runId,
         remoteDir: dir,
         python,
