@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_FORM, MODELS, parseBytes, parseUsers, validateRunForm } from '../../src/renderer/model/run-form';
+import { DEFAULT_FORM, MODELS, parseBytes, validateRunForm } from '../../src/renderer/model/run-form';
 import type { HostProbe } from '../../src/shared/api';
 
 describe('New run form validation', () => {
@@ -8,11 +8,7 @@ describe('New run form validation', () => {
     expect(MODELS).toContain(DEFAULT_FORM.model);
   });
 
-  it('reads user counts, ranges and byte sizes', () => {
-    expect(parseUsers('2-8:2, 16')).toEqual([2, 4, 6, 8, 16]);
-    expect(parseUsers('4')).toEqual([4]);
-    expect(typeof parseUsers('8-2')).toBe('string');
-    expect(typeof parseUsers('two')).toBe('string');
+  it('reads byte sizes', () => {
     expect(parseBytes('55e9')).toBe(55e9);
     expect(parseBytes('20 GiB')).toBe(20 * 1024 ** 3);
     expect(parseBytes('lots')).toBeNull();

@@ -9,7 +9,8 @@ import { copyOverlapAuto } from '../../src/shared/api';
 import { OFFLOAD_POLICIES } from '../../src/shared/workload-options';
 import { agentRunArgs, newRunId } from '../../src/main/core/runs';
 import { checkRunId } from '../../src/main/core/run-store';
-import { parseUsers } from '../../src/main/core/sweep';
+import { sweepUsers } from '../../src/main/core/sweep';
+import { parseUserCounts } from '../../src/shared/user-counts';
 
 describe('agentRunArgs', () => {
   it('maps the workload to the agent\'s options, one word each', () => {
@@ -67,11 +68,19 @@ describe('run ids and user lists', () => {
     expect(() => checkRunId(id)).not.toThrow();
   });
 
-  it('parses user-count lists and ranges', () => {
-    expect(parseUsers('2..5')).toEqual([2, 3, 4, 5]);
-    expect(parseUsers('2,4,8,16')).toEqual([2, 4, 8, 16]);
-    expect(parseUsers('2..16:7,3')).toEqual([2, 9, 16, 3]);
-    expect(() => parseUsers('0..3')).toThrow(/LO..HI/);
-    expect(() => parseUsers('many')).toThrow(/not a user count/);
+  it('one reader of user-count lists for the CLI and the form: lists, ranges (.. or -), steps, order kept', () => {
+    expect(parseUserCounts('2..5')).toEqual([2, 3, 4, 5]);
+    expect(parseUserCounts('2-8:2, 16')).toEqual([2, 4, 6, 8, 16]);
+    expect(parseUserCounts('2,4,8,16')).toEqual([2, 4, 8, 16]);
+    expect(parseUserCounts('2..16:7,3,2')).toEqual([2, 9, 16, 3]);
+    expect(parseUserCounts('4')).toEqual([4]);
+    expect(parseUserCounts('0..3')).toMatch(/start at 1/);
+    expect(parseUserCounts('8-2')).toMatch(/goes up/);
+    expect(parseUserCounts('4000..5000')).toMatch(/at most 4096/);
+    expect(parseUserCounts('1..300')).toMatch(/more than 256/);
+    expect(parseUserCounts(' , ')).toMatch(/at least one/);
+    expect(parseUserCounts('many')).toMatch(/not a user count/);
+    expect(sweepUsers('2..16:7')).toEqual([2, 9, 16]);
+    expect(() => sweepUsers('many')).toThrow(/--users: .*not a user count/);
   });
 });

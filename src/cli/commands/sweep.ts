@@ -11,7 +11,7 @@ import { seedUsers } from '../../shared/workload-options';
 import { defaultDataDir, defaultRunsDir } from '../../main/core/paths';
 import { RunManager } from '../../main/core/runs';
 import { RunStore } from '../../main/core/run-store';
-import { parseUsers, SweepRunner } from '../../main/core/sweep';
+import { sweepUsers, SweepRunner } from '../../main/core/sweep';
 import { withSlurm } from '../../main/core/slurm';
 import { addHostOptions, hostServiceFromCli, type HostCliOptions } from './hosts';
 import { addWorkloadOptions, stderrProgress, workloadFromCli, type WorkloadCliOptions } from './run';
@@ -42,7 +42,7 @@ export function registerSweep(program: Command): void {
         .option('--runs-dir <dir>', 'runs library (default: the app data folder\'s runs/)'),
     ),
   )).action(async (opts: HostCliOptions & WorkloadCliOptions & SlurmCliOptions & { host: string[]; users: string; name?: string; runsDir?: string }) => {
-    const users = parseUsers(opts.users);
+    const users = sweepUsers(opts.users);
     const slurm = slurmFromCli(opts);
     const store = new RunStore(opts.runsDir ? resolve(opts.runsDir) : defaultRunsDir(), null);
     await store.ensure();

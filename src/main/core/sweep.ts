@@ -6,22 +6,14 @@
 import { randomBytes } from 'node:crypto';
 import type { PushMessage, SweepRequest, SweepRow } from '../../shared/api';
 import { CodedError } from '../../shared/result';
+import { parseUserCounts } from '../../shared/user-counts';
 import type { RunManager } from './runs';
 
-/** Parses a user-count list: "2..16" (every integer), "2,4,8", "2..16:2" (with a step), or a mix. */
-export function parseUsers(spec: string): number[] {
-  const out: number[] = [];
-  for (const part of spec.split(',').map((s) => s.trim()).filter(Boolean)) {
-    const m = /^(\d+)\.\.(\d+)(?::(\d+))?$/.exec(part);
-    if (m) {
-      const [a, b, step] = [Number(m[1]), Number(m[2]), Number(m[3] ?? 1)];
-      if (a < 1 || b < a || step < 1 || (b - a) / step > 4096) throw new CodedError('invalid_argument', `--users ${part}: want LO..HI[:STEP] with 1 ≤ LO ≤ HI`, { field: 'users' });
-      for (let u = a; u <= b; u += step) out.push(u);
-    } else if (/^\d+$/.test(part) && Number(part) >= 1) out.push(Number(part));
-    else throw new CodedError('invalid_argument', `--users: ${JSON.stringify(part)} is not a user count, a list (2,4,8) or a range (2..16)`, { field: 'users' });
-  }
-  if (!out.length) throw new CodedError('invalid_argument', '--users names no user count', { field: 'users' });
-  return [...new Set(out)];
+/** `--users` of the CLI's sweep as counts, or an invalid_argument error naming the field. */
+export function sweepUsers(spec: string): number[] {
+  const counts = parseUserCounts(spec);
+  if (typeof counts === 'string') throw new CodedError('invalid_argument', `--users: ${counts}`, { field: 'users' });
+  return counts;
 }
 
 export class SweepRunner {

@@ -93,7 +93,7 @@ export function planPools(w: Workload, gpuPool: { fraction: number } | { bytes: 
       errors.push({ field: 'gpu_pool', message: `gpu_pool: ${formatBytes(gpuPool.bytes)} holds ${plural(blocks, 'block')} of ${formatBytes(blockBytes)}; one request needs ${formatCount(request.blocks)} (${formatCount(request.tokens)} tokens)` });
     }
   } else if (device === 'cpu') {
-    gpu = `on the CPU the agent sizes it to hold every user (${formatBytes(most * request.bytes)}), so nothing is offloaded: give a size, e.g. ${bytesText(2 * request.bytes)} for 2 users, to see blocks move`;
+    gpu = `on the CPU the agent sizes it to hold every user (${formatBytes(most * request.bytes)}), so nothing is offloaded: give a size, e.g. ${roundedUpSizeText(2 * request.bytes)} for 2 users, to see blocks move`;
     gpuUsers = most;
   } else if (host.gpuFreeBytes !== null) {
     const weights = weightBytesGpu(m);
@@ -124,7 +124,7 @@ export function planPools(w: Workload, gpuPool: { fraction: number } | { bytes: 
 }
 
 /** 1_114_112 → "1.2MB": a size as the form takes it, rounded up to two significant digits. */
-export function bytesText(bytes: number): string {
+export function roundedUpSizeText(bytes: number): string {
   const units: Array<[number, string]> = [
     [1e12, 'TB'],
     [1e9, 'GB'],
@@ -151,5 +151,5 @@ export function cpuStartingForm(rounds: number, newTokens: number, outputTokens:
   const m = MODEL_PRESETS.tiny!;
   const req = requestSize({ rounds, context_tokens: 512, new_tokens: newTokens, output_tokens: outputTokens });
   const bytes = req.blocks * BLOCK_TOKENS * kvBytesPerToken(m, 'cpu');
-  return { model: 'tiny', users: String(users), context_tokens: '512', gpu_pool: bytesText(2 * bytes), host_pool: bytesText(users * bytes) };
+  return { model: 'tiny', users: String(users), context_tokens: '512', gpu_pool: roundedUpSizeText(2 * bytes), host_pool: roundedUpSizeText(users * bytes) };
 }

@@ -4,6 +4,7 @@
  * SweepRequest. Pure, so it is tested without a browser.
  */
 import type { AgentWorkload, HostProbe, OffloadPolicy, RunRequest, SweepRequest } from '../../shared/api';
+import { parseUserCounts } from '../../shared/user-counts';
 import { PRESET_NAMES } from '../../shared/model-presets';
 import { bytesText, defaultOf, numberDefault, optionOf, optionValueError, parseBytes, seedUsers } from '../../shared/workload-options';
 import { hostCompute, planPools, type PoolPlan } from './pool-plan';
@@ -69,23 +70,6 @@ export interface FieldError {
 
 export { parseBytes };
 
-/** "4" | "2-16" | "2-16:2" | "2,4,8" → sorted distinct user counts; a string error otherwise. */
-export function parseUsers(text: string): number[] | string {
-  const out = new Set<number>();
-  for (const part of text.split(',').map((s) => s.trim()).filter(Boolean)) {
-    const m = /^(\d+)(?:\s*-\s*(\d+)(?::(\d+))?)?$/.exec(part);
-    if (!m) return `“${part}” is not a number or a range like 2-16`;
-    const a = Number(m[1]);
-    const b = m[2] ? Number(m[2]) : a;
-    const step = m[3] ? Number(m[3]) : 1;
-    if (a < 1 || b < a || step < 1) return `“${part}”: counts start at 1 and a range goes up`;
-    for (let u = a; u <= b; u += step) out.add(u);
-    if (out.size > 256) return 'more than 256 user counts';
-  }
-  if (out.size === 0) return 'give at least one user count';
-  return [...out].sort((x, y) => x - y);
-}
-
 /** A whole-number field, within its option's bounds (the agent's option table). */
 function int(form: RunForm, field: keyof RunForm & string): number | FieldError {
   const raw = String(form[field]).trim();
@@ -121,7 +105,7 @@ export function engineMissing(form: Pick<RunForm, 'engine' | 'python'>, host: st
 
 /** The pre-flight plan of each chosen host (null where the model is not a preset or a field does not parse). */
 export function formPlans(form: RunForm, probes: Record<string, HostProbe | undefined>): Array<{ host: string; plan: PoolPlan | null }> {
-  const users = parseUsers(form.users);
+  const users = parseUserCounts(form.users);
   const n = (v: string) => (/^\d+$/.test(v.trim()) ? Number(v.trim()) : null);
   const [rounds, ctx, nt, ot] = [n(form.rounds), n(form.context_tokens), n(form.new_tokens), n(form.output_tokens)];
   const hb = parseBytes(form.host_pool);
@@ -158,7 +142,7 @@ export function validateRunForm(form: RunForm, probes: Record<string, HostProbe 
     if (why) errors.push({ field: 'engine', message: why });
   }
   if (!form.model.trim()) errors.push({ field: 'model', message: 'model: choose a preset or give a config.json path' });
-  const users = parseUsers(form.users);
+  const users = parseUserCounts(form.users);
   if (typeof users === 'string') errors.push({ field: 'users', message: `users: ${users}` });
   const rounds = take(int(form, 'rounds'));
   const ctx = take(int(form, 'context_tokens'));
