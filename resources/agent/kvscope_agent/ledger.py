@@ -2,10 +2,10 @@
 
 One `BlockLedger`, two uses:
 - an engine keeps one beside its pools (`BlockLedger(gpu_capacity, host_capacity)`, with
-  `other_pools={"disk": blocks}` for tiers behind the host pool; `store`, `move(ids, src, dst)`,
+  `disk_capacity` or `add_pool` for tiers behind the host pool; `store`, `move(src, dst, ids)`,
   `offload`/`onboard`, `evict`, `hit`): a move that would break a rule raises `LedgerError` before
   anything changes, so a bug in the engine fails loudly instead of writing a log that lies;
-  `moved(src, dst)` counts the blocks each pair of pools exchanged (the run.end summary's counts);
+  `moved[(src, dst)]` counts the blocks each pair of pools exchanged (the run.end summary's counts);
 - a reader replays a log through one (`BlockLedger.for_reading()`, `apply` each event, `finish`):
   every broken rule is recorded with its seq and the move is applied best effort, so one bad line
   yields one violation rather than a cascade. `validate_log` / `check_log` do that for a file.
@@ -75,20 +75,19 @@ class BlockLedger:
     A block is in exactly the pools the moves put it in (several at once after a move with
     keep_source). A host pool of capacity 0 means no host pool (the recompute baseline)."""
 
-    def __init__(self, gpu_capacity: int, host_capacity: int, other_pools: dict[str, int] | None = None) -> None:
-        """An engine's ledger: gpu and host pools of these capacities, and `other_pools` (id ->
-        capacity, e.g. {"disk": 4096}) behind them; a rule break raises."""
+    def __init__(self, gpu_capacity: int, host_capacity: int, disk_capacity: int = 0) -> None:
+        """An engine's ledger: gpu and host pools of these capacities, and a disk pool behind them
+        when `disk_capacity` is above 0 (`add_pool` adds others); a rule break raises."""
         self.strict = True
         self.pools: dict[str, PoolInfo] = {
             "gpu": PoolInfo(int(gpu_capacity), tier=0),
             "host": PoolInfo(int(host_capacity), tier=1),
         }
         self._held: dict[str, dict[Any, None]] = {"gpu": {}, "host": {}}
-        for tier, (name, cap) in enumerate((other_pools or {}).items(), start=2):
-            self.pools[name] = PoolInfo(int(cap), tier=tier)
-            self._held[name] = {}
         self.counts = {op: 0 for op in OPS}
-        self.moves: dict[tuple[str, str], int] = {}
+        # Blocks moved from one pool to another, whichever op said so (offload is gpu -> host,
+        # onboard host -> gpu): the run.end summary's counts.
+        self.moved: dict[tuple[str, str], int] = {}
         self.peak = {p: 0 for p in self._held}
         self.violations: list[Violation] = []
         self.violation_counts: dict[str, int] = {}
@@ -106,6 +105,17 @@ class BlockLedger:
         self._cupti_seen = False
         self._queued: dict[tuple[int, int], int] = {}
         self._run_end: dict[str, Any] | None = None
+        if disk_capacity > 0:
+            self.add_pool("disk", disk_capacity)
+
+    def add_pool(self, name: str, capacity: int, tier: int | None = None) -> None:
+        """An engine's pool beyond gpu and host ("disk", "remote", ...), at the next tier unless given."""
+        if name in self.pools:
+            raise LedgerError("pool_redefined", None, f"pool {name!r} declared again")
+        if tier is None:
+            tier = 1 + max((p.tier for p in self.pools.values() if p.tier is not None), default=0)
+        self.pools[name] = PoolInfo(int(capacity), tier=tier)
+        self._pool_set(name)
 
     @classmethod
     def for_reading(cls) -> "BlockLedger":
@@ -140,10 +150,6 @@ class BlockLedger:
     def host_capacity(self) -> int:
         return self.capacity("host")
 
-    def moved(self, src: str, dst: str) -> int:
-        """Blocks moved from `src` to `dst` so far (offloads are gpu->host, onboards host->gpu)."""
-        return self.moves.get((src, dst), 0)
-
     @property
     def distinct_blocks(self) -> int:
         return len(self._seen)
@@ -156,8 +162,13 @@ class BlockLedger:
     def store(self, ids: Iterable[Any], pool: str = "gpu") -> None:
         self._blocks("store", list(ids), pool=pool)
 
-    def move(self, ids: Iterable[Any], src: str, dst: str, keep_source: bool = False) -> None:
-        """Blocks leave `src` (unless keep_source) and are in `dst` after."""
+    def move(self, src: str, dst: str, ids: Iterable[Any], keep_source: bool = False) -> None:
+        """Blocks leave `src` (unless keep_source) and are in `dst` after; gpu -> host and host ->
+        gpu are checked and counted as the offload and onboard they are."""
+        for op, pair in V1_MOVES.items():
+            if (src, dst) == pair:
+                self._blocks(op, list(ids), keep=keep_source)
+                return
         self._blocks("move", list(ids), keep=keep_source, src=src, dst=dst)
 
     def offload(self, ids: Iterable[Any], keep_source: bool = False) -> None:
@@ -221,7 +232,7 @@ class BlockLedger:
     def finish(self) -> None:
         """Whole-run rules, checked once the log is complete."""
         gpu = self.pools.get("gpu")
-        moved_out = sum(n for (src, _), n in self.moves.items() if src == "gpu")
+        moved_out = sum(n for (src, _), n in self.moved.items() if src == "gpu")
         if gpu is not None and self.distinct_blocks <= gpu.capacity_blocks:
             if moved_out + self.counts["evict"] > 0:
                 self._violate(
@@ -246,7 +257,7 @@ class BlockLedger:
                 if key == "blocks_evicted":
                     have = self.counts["evict"]
                 else:
-                    have = self.moved(src, dst)
+                    have = self.moved.get((src, dst), 0)
                 if key in summary and summary[key] != have:
                     self._violate(
                         "summary_mismatch", self._run_end["seq"],
@@ -400,7 +411,7 @@ class BlockLedger:
         self.counts[op] += len(ids)
         if moving and src != dst:
             key = (src, dst)
-            self.moves[key] = self.moves.get(key, 0) + len(ids)
+            self.moved[key] = self.moved.get(key, 0) + len(ids)
             if self._in_rounds and key in self._rounds_moves:
                 self._rounds_moves[key] += len(ids)
         for rule, block_id, message in found:
