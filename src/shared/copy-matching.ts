@@ -24,7 +24,7 @@
  * memory stays bounded by the matching window. `finish` decides what still waits at the end of the
  * log; `snapshot` does that on a copy, for a live run that goes on.
  */
-import type { XferDir } from './protocol';
+import type { CopyDir } from './protocol';
 
 export interface MatchOptions {
   /** A copy may carry a move when it starts no earlier than this before the move's line (ns). */
@@ -258,7 +258,7 @@ export class CopyMatcher<M, C> {
   }
 
   /** Index of the conveyor of a direction and source, or -1 (d2d, h2h: blocks never move in them). */
-  private index(dir: XferDir, source: MatchSource): number {
+  private index(dir: CopyDir, source: MatchSource): number {
     const d = dir === 'h2d' ? 0 : dir === 'd2h' ? 1 : -1;
     return d < 0 ? -1 : (source === 'engine' ? 0 : 2) + d;
   }
@@ -293,7 +293,7 @@ export class CopyMatcher<M, C> {
    * An xfer line. @returns false for a direction blocks never move in (d2d, h2h): the caller is
    * done with that copy at once.
    */
-  addCopy(ref: C, dir: XferDir, source: MatchSource, start: number, bytes: number): boolean {
+  addCopy(ref: C, dir: CopyDir, source: MatchSource, start: number, bytes: number): boolean {
     const i = this.index(dir, source);
     if (i < 0) return false;
     this.dirty[i] = true;

@@ -1,5 +1,5 @@
 /**
- * Agent → app event protocol, version 1 (docs/protocol.md).
+ * Agent → app event protocol, version 2 (docs/protocol.md); version 1 logs are read as they are.
  *
  * The protocol is data that the agent ships and the app reads alike:
  * resources/agent/kvscope_agent/protocol/events.schema.json (one JSON Schema per event type, the
@@ -35,10 +35,23 @@ export const MAX_POOL_BLOCKS: number = schemaDoc.events.pool.allOf[1]!.propertie
 export const BAD_LINE_TEXT = protocolDoc.bad_lines;
 export type BadLineReason = keyof typeof BAD_LINE_TEXT;
 
-export type PoolName = 'gpu' | 'host';
-export type BlockOp = 'store' | 'offload' | 'onboard' | 'evict' | 'hit';
-export type XferDir = 'h2d' | 'd2h' | 'd2d' | 'h2h';
-export type MemKind = 'pinned' | 'pageable' | 'device' | 'managed' | 'unknown';
+/**
+ * A pool's id (`^[a-z][a-z0-9_]{0,31}$`): "gpu" (tier 0) and "host" in every run, "disk" and
+ * "remote" where an engine has those tiers, any other id with the tier its pool line gives.
+ */
+export type PoolName = string;
+/** The ids docs/protocol.md gives a meaning: the GPU pool, pinned host memory, a local disk, a remote store. */
+export const KNOWN_POOLS = ['gpu', 'host', 'disk', 'remote'] as const;
+/** A pool's tier when its line leaves it out (every v1 log): gpu 0, host 1. */
+export const DEFAULT_TIER: Readonly<Record<string, number>> = { gpu: 0, host: 1 };
+/** `offload` and `onboard` are v1's names for the moves gpu → host and host → gpu. */
+export type BlockOp = 'store' | 'move' | 'evict' | 'hit' | 'offload' | 'onboard';
+/** The copies between memories that CUPTI traces. */
+export type CopyDir = 'h2d' | 'd2h' | 'd2d' | 'h2h';
+/** A disk tier's I/O, which only the engine can time: h2f writes host memory to a file, f2h reads it back. */
+export type DiskDir = 'h2f' | 'f2h';
+export type XferDir = CopyDir | DiskDir;
+export type MemKind = 'pinned' | 'pageable' | 'device' | 'managed' | 'unknown' | 'file';
 export type ReqPhase = 'queued' | 'scheduled' | 'first_token' | 'done';
 export type RunStatus = 'ok' | 'error' | 'cancelled';
 export type PhaseName = 'setup' | 'load_model' | 'context' | 'rounds' | 'teardown';
@@ -114,16 +127,27 @@ export interface RunConfig {
 export interface PoolEvent extends EventBase {
   type: 'pool';
   pool: PoolName;
+  /** 0 nearest compute (the gpu pool), up to 7; left out for gpu (0) and host (1) only. */
+  tier?: number;
   capacity_blocks: number;
   block_tokens: number;
   block_bytes: number;
+  medium?: 'device' | 'pinned' | 'pageable' | 'file' | 'remote';
+  /** A disk tier's folder, as given to the engine. */
+  path?: string;
+  /** How a disk tier reads and writes: O_DIRECT, or through the page cache. */
+  io?: 'o_direct' | 'buffered';
 }
 
 export interface BlocksEvent extends EventBase {
   type: 'blocks';
   op: BlockOp;
   ids: Array<string | number>;
+  /** The pool a store, evict or hit acts on (required for evict; gpu when left out). */
   pool?: PoolName;
+  /** A move's source and destination pools (required for `move`). */
+  from?: PoolName;
+  to?: PoolName;
   user?: number;
   round?: number;
   keep_source?: boolean;
@@ -140,6 +164,9 @@ export interface XferEvent extends EventBase {
   device?: number;
   stream?: number;
   source: 'cupti' | 'engine';
+  /** The pools a copy or a disk I/O moved blocks between, where the engine says. */
+  from_pool?: PoolName;
+  to_pool?: PoolName;
 }
 
 export interface ReqEvent extends EventBase {
@@ -152,6 +179,26 @@ export interface ReqEvent extends EventBase {
   reused_gpu_tokens?: number;
   reused_host_tokens?: number;
   computed_tokens?: number;
+  reused_disk_tokens?: number;
+  /** On first_token: where the request's TTFT went (docs/protocol.md, "Where a request's TTFT went"). */
+  ttft_parts?: TtftParts;
+}
+
+/** Blocks brought to the GPU from one tier for a request: how many, their bytes, and the ns they held its first token back. */
+export interface TtftPart {
+  blocks: number;
+  bytes: number;
+  ns: number;
+}
+
+/** A first token's TTFT split along its critical path; the ns parts sum to first_token.t − queued.t. A part left out is 0. */
+export interface TtftParts {
+  queued_ns: number;
+  gpu_hit_blocks?: number;
+  host_reload?: TtftPart;
+  disk_promote?: TtftPart;
+  recompute?: { tokens: number; ns: number };
+  other_ns: number;
 }
 
 /** When one request (a user's turn in a round) reached each phase, ns on the run clock; null until it does. */
@@ -199,6 +246,12 @@ export interface RunSummary {
   blocks_evicted: number;
   bytes_h2d: number;
   bytes_d2h: number;
+  /** Blocks moved host → disk and disk → host (a run with a disk tier). */
+  blocks_spilled?: number;
+  blocks_promoted?: number;
+  bytes_disk_read?: number;
+  bytes_disk_write?: number;
+  disk?: { path_fs?: string; io?: 'o_direct' | 'buffered'; plain_read_bytes_per_s?: number | null; plain_write_bytes_per_s?: number | null };
   [extra: string]: unknown;
 }
 
@@ -241,6 +294,26 @@ function compiled(): Map<string, ValidateFunction> {
   return validators;
 }
 
+/** The source and destination pools of a blocks line that moves blocks (v1's offload and onboard are the moves gpu → host and host → gpu), else null. */
+export function blockMove(e: BlocksEvent): { from: PoolName; to: PoolName } | null {
+  if (e.op === 'offload') return { from: 'gpu', to: 'host' };
+  if (e.op === 'onboard') return { from: 'host', to: 'gpu' };
+  if (e.op === 'move') return { from: e.from!, to: e.to! };
+  return null;
+}
+
+/** Whether a transfer is a memory copy (CUPTI's kind) rather than a disk tier's I/O. */
+export function isCopyDir(dir: XferDir): dir is CopyDir {
+  return dir !== 'h2f' && dir !== 'f2h';
+}
+
+/** An xfer line of a memory copy (not a disk tier's I/O). */
+export type CopyEvent = XferEvent & { dir: CopyDir };
+
+export function isCopy(e: XferEvent): e is CopyEvent {
+  return isCopyDir(e.dir);
+}
+
 /** Why a parsed line is not a valid event. */
 export type InvalidReason =
   | { kind: 'not_object' }
@@ -274,7 +347,7 @@ export function jsonDeeperThan(text: string, max = MAX_JSON_DEPTH): boolean {
 }
 
 /**
- * Validates one parsed JSON value as a protocol v1 event.
+ * Validates one parsed JSON value as a protocol event (v2, which every v1 line is).
  * @returns the event, or the reason it is not one.
  */
 export function validateEvent(value: unknown): { ok: true; event: KvEvent } | { ok: false; reason: InvalidReason } {

@@ -14,13 +14,23 @@
  * over its capacity grows cells past capacity_blocks (drawn beyond the grid) instead of losing blocks.
  */
 import { CopyMatcher, type MatcherState, type MatchSink, type MatchSource } from './copy-matching';
-import type { BlockOp, KvEvent, PoolName, XferDir, XferEvent } from './protocol';
+import { blockMove, isCopy, type BlockOp, type BlocksEvent, type CopyDir, type CopyEvent, type KvEvent, type PoolName, type XferEvent } from './protocol';
 import { StartupCopyRule } from './startup-copies';
 
-export const OP_CODE: Record<BlockOp, number> = { store: 0, offload: 1, onboard: 2, evict: 3, hit: 4 };
+/**
+ * A move's op as the two grids see it: a move between gpu and host is an offload or an onboard
+ * (whatever its line calls it), and `move` is one to or from another tier (a disk), which only
+ * fills or vacates the gpu or host cell it touches.
+ */
+export const OP_CODE: Record<BlockOp, number> = { store: 0, offload: 1, onboard: 2, evict: 3, hit: 4, move: 5 };
+/** The ops of the two-pool views, by code (the first five: what the Summary counts). */
 export const OP_NAMES: readonly BlockOp[] = ['store', 'offload', 'onboard', 'evict', 'hit'];
+/** Every op by its code. */
+export const OP_BY_CODE: readonly BlockOp[] = [...OP_NAMES, 'move'];
 export const POOL_GPU = 0;
 export const POOL_HOST = 1;
+/** The grid a pool is drawn in, or NONE for a pool of another tier (not drawn yet). */
+const gridOf = (pool: PoolName): number => (pool === 'gpu' ? POOL_GPU : pool === 'host' ? POOL_HOST : -1);
 const NONE = -1;
 
 /** Growable typed column. */
@@ -127,7 +137,7 @@ export interface ReplayState {
   slotCounts: [number, number];
   cuptiSeen: boolean;
   /** Start-up copies counted per source and direction, and what the rule that tells them has seen. */
-  startup: Record<MatchSource, Record<XferDir, StartupCopies>>;
+  startup: Record<MatchSource, Record<CopyDir, StartupCopies>>;
   startupRule: StartupCopyRule['state'];
   /** What waits inside the copy-matching window (its decided pairs are the `pairs.*` columns). */
   matcher: MatcherState<number, number>;
@@ -193,11 +203,11 @@ export class ReplayModel {
    * Start-up copies (the plain-copy check before the workload, shared/startup-copies.ts): never
    * KV traffic, so kept out of `xfer` and every figure built on it, and counted here, per source.
    */
-  private readonly startupBySource: Record<MatchSource, Record<XferDir, StartupCopies>> = { cupti: startupDirs(), engine: startupDirs() };
+  private readonly startupBySource: Record<MatchSource, Record<CopyDir, StartupCopies>> = { cupti: startupDirs(), engine: startupDirs() };
   private readonly startupRule = new StartupCopyRule();
 
   /** The start-up copies of the shown source, per direction. */
-  get startupCopies(): Readonly<Record<XferDir, StartupCopies>> {
+  get startupCopies(): Readonly<Record<CopyDir, StartupCopies>> {
     return this.startupBySource[this.shownSource];
   }
 
@@ -257,17 +267,22 @@ export class ReplayModel {
         case 'run.end':
           this.ended = true;
           break;
-        case 'pool':
+        case 'pool': {
           this.pools[e.pool] = { capacity_blocks: e.capacity_blocks, block_bytes: e.block_bytes, block_tokens: e.block_tokens };
-          this.alloc[e.pool === 'gpu' ? POOL_GPU : POOL_HOST].setCapacity(e.capacity_blocks);
-          this.matcher.pool(e.pool, e.block_bytes);
+          const grid = gridOf(e.pool);
+          if (grid === NONE) break; // another tier: kept in `pools`, not drawn yet
+          this.alloc[grid]!.setCapacity(e.capacity_blocks);
+          this.matcher.pool(e.pool as 'gpu' | 'host', e.block_bytes);
           break;
-        case 'blocks':
-          this.applyBlocks(e.seq, e.t, e.op, e.ids, e.pool, e.user, e.round, e.keep_source === true);
-          if (e.op === 'offload' || e.op === 'onboard') this.matcher.addMove(e.seq, e.op, e.t, e.ids.length);
+        }
+        case 'blocks': {
+          const op = this.applyBlocks(e);
+          if (op === 'offload' || op === 'onboard') this.matcher.addMove(e.seq, op, e.t, e.ids.length);
           break;
+        }
         case 'xfer':
-          this.addXfer(e);
+          // A disk tier's I/O is no memory copy: the per-tier views will show it.
+          if (isCopy(e)) this.addXfer(e);
           if (e.end > this.endT) this.endT = e.end;
           if (e.start < this.minT) this.minT = e.start;
           break;
@@ -355,10 +370,24 @@ export class ReplayModel {
     this.effect.push(effect);
   }
 
-  private applyBlocks(seq: number, t: number, op: BlockOp, ids: ReadonlyArray<string | number>, pool: PoolName | undefined, user: number | undefined, round: number | undefined, keep: boolean): void {
-    const u = user ?? -1;
-    const r = round ?? -1;
+  /**
+   * Compiles one blocks line into moves of the two grids.
+   * @returns its op as the grids see it (a move gpu → host is an offload, host → gpu an onboard)
+   */
+  private applyBlocks(e: BlocksEvent): BlockOp {
+    const { seq, t, ids } = e;
+    const u = e.user ?? -1;
+    const r = e.round ?? -1;
+    const keep = e.keep_source === true;
+    const mv = blockMove(e);
+    const op: BlockOp = mv ? (mv.from === 'gpu' && mv.to === 'host' ? 'offload' : mv.from === 'host' && mv.to === 'gpu' ? 'onboard' : 'move') : e.op;
     const code = OP_CODE[op];
+    const grid = gridOf(e.pool ?? 'gpu');
+    const from = mv ? gridOf(mv.from) : NONE;
+    const to = mv ? gridOf(mv.to) : NONE;
+    // A line that touches neither grid (a store, evict or hit in another tier, a move between two
+    // other tiers) has nothing to draw.
+    if ((mv && (from === NONE && to === NONE || mv.from === mv.to)) || (!mv && grid === NONE)) return op;
     for (const id of ids) {
       const b = this.indexOf(id, u);
       const at = (p: number) => this.where[p]!.data[b]!;
@@ -384,40 +413,39 @@ export class ReplayModel {
       if (this.blockUser.data[b] === -1 && u >= 0) this.blockUser.data[b] = u;
       switch (op) {
         case 'store': {
-          const [ds, filled] = enter(POOL_GPU);
-          this.push(seq, t, code, b, u, r, NONE, NONE, POOL_GPU, ds, filled ? 2 : 0);
+          const [ds, filled] = enter(grid);
+          this.push(seq, t, code, b, u, r, NONE, NONE, grid, ds, filled ? 2 : 0);
           break;
         }
         case 'offload':
-        case 'onboard': {
-          const from = op === 'offload' ? POOL_GPU : POOL_HOST;
-          const to = op === 'offload' ? POOL_HOST : POOL_GPU;
-          const src = at(from);
+        case 'onboard':
+        case 'move': {
+          const src = from === NONE ? NONE : at(from);
           let vacated = false;
           if (!keep && src !== NONE) {
             leave(from);
             vacated = true;
           }
-          const [ds, filled] = enter(to);
+          const [ds, filled] = to === NONE ? [NONE, false] : enter(to);
           this.push(seq, t, code, b, u, r, src === NONE ? NONE : from, src, to, ds, (vacated ? 1 : 0) | (filled ? 2 : 0));
           break;
         }
         case 'evict': {
-          const p = (pool ?? 'gpu') === 'gpu' ? POOL_GPU : POOL_HOST;
-          const src = leave(p);
-          this.push(seq, t, code, b, u, r, src === NONE ? NONE : p, src, NONE, NONE, src === NONE ? 0 : 1);
+          const src = leave(grid);
+          this.push(seq, t, code, b, u, r, src === NONE ? NONE : grid, src, NONE, NONE, src === NONE ? 0 : 1);
           break;
         }
         case 'hit': {
-          const s = at(POOL_GPU);
-          this.push(seq, t, code, b, u, r, s === NONE ? NONE : POOL_GPU, s, NONE, NONE, 0);
+          const s = at(grid);
+          this.push(seq, t, code, b, u, r, s === NONE ? NONE : grid, s, NONE, NONE, 0);
           break;
         }
       }
     }
+    return op;
   }
 
-  private addXfer(e: XferEvent): void {
+  private addXfer(e: CopyEvent): void {
     const source: MatchSource = e.source === 'cupti' ? 'cupti' : 'engine';
     if (source === 'cupti') this.cuptiSeen = true;
     if (this.startupRule.isStartup(e)) {
@@ -749,7 +777,7 @@ export class ReplayCursor {
 }
 
 /** Copies of one source per direction, in log order; `seq` is each copy's xfer line. */
-type XferColumns = Record<XferDir, { start: Column<Float64Array>; end: Column<Float64Array>; bytes: Column<Float64Array>; seq: Column<Float64Array>; sorted: XferSeries | null }>;
+type XferColumns = Record<CopyDir, { start: Column<Float64Array>; end: Column<Float64Array>; bytes: Column<Float64Array>; seq: Column<Float64Array>; sorted: XferSeries | null }>;
 
 function xferColumns(): XferColumns {
   const dir = (n: number) => ({ start: new Column(f64(n), f64), end: new Column(f64(n), f64), bytes: new Column(f64(n), f64), seq: new Column(f64(n), f64), sorted: null });
@@ -762,7 +790,7 @@ export interface StartupCopies {
   bytes: number;
 }
 
-function startupDirs(): Record<XferDir, StartupCopies> {
+function startupDirs(): Record<CopyDir, StartupCopies> {
   return { h2d: { count: 0, bytes: 0 }, d2h: { count: 0, bytes: 0 }, d2d: { count: 0, bytes: 0 }, h2h: { count: 0, bytes: 0 } };
 }
 
@@ -774,14 +802,14 @@ export interface CopyPairs {
   length: number;
 }
 
-const XFER_DIRS: readonly XferDir[] = ['h2d', 'd2h', 'd2d', 'h2h'];
+const XFER_DIRS: readonly CopyDir[] = ['h2d', 'd2h', 'd2d', 'h2h'];
 
 /** A copy named by its source, direction and index in that source's columns of the direction (log order). */
-export function copyRef(source: MatchSource, dir: XferDir, index: number): number {
+export function copyRef(source: MatchSource, dir: CopyDir, index: number): number {
   return index * 8 + (source === 'cupti' ? 4 : 0) + XFER_DIRS.indexOf(dir);
 }
 
-export function decodeCopyRef(ref: number): { source: MatchSource; dir: XferDir; index: number } {
+export function decodeCopyRef(ref: number): { source: MatchSource; dir: CopyDir; index: number } {
   const low = ref % 8;
   return { source: low & 4 ? 'cupti' : 'engine', dir: XFER_DIRS[low & 3]!, index: (ref - low) / 8 };
 }

@@ -4,7 +4,7 @@
  * E2E. Memory grows with the number of requests (users × rounds), never with the number of events.
  */
 import { BlockLedger } from './ledger';
-import type { KvEvent, RequestPhaseTimes, RunEndEvent, RunStartEvent, XferDir } from './protocol';
+import { isCopyDir, type CopyDir, type DiskDir, type KvEvent, type PoolName, type RequestPhaseTimes, type RunEndEvent, type RunStartEvent } from './protocol';
 import { StartupCopyRule } from './startup-copies';
 
 export interface RequestTiming extends RequestPhaseTimes {
@@ -43,8 +43,10 @@ export interface RunAnalysis {
   events: number;
   users: number[];
   rounds: number[];
+  /** Blocks stored, moved gpu → host (offloaded) and host → gpu (onboarded), evicted from any pool, hit (every pool's moves: `ledger.stats.moves`). */
   blocks: { stored: number; offloaded: number; onboarded: number; evicted: number; hit: number };
-  peakOccupancy: { gpu: number; host: number };
+  /** Most blocks each pool held: gpu and host, and any other pool the run declares (a disk tier). */
+  peakOccupancy: Record<PoolName, number>;
   pools: BlockLedger['pools'];
   /** Queued TTFT (queued → first token) over the timed rounds (1..R). */
   ttft: Distribution;
@@ -52,14 +54,16 @@ export interface RunAnalysis {
   serviceTtft: Distribution;
   /** From the first `req queued` of round 1 to the last `req done` of round R, ns. */
   e2e_ns: number | null;
-  /** Bytes of every xfer line, whatever its source (CUPTI and engine lines may describe the same copy). */
-  xferBytes: Record<XferDir, number>;
+  /** Bytes of every copy (xfer line between memories), whatever its source (CUPTI and engine lines may describe the same copy). */
+  xferBytes: Record<CopyDir, number>;
   /** The same, split by `source`: CUPTI's traced copies, and copies the engine reported itself. */
-  xferBytesBySource: Record<'cupti' | 'engine', Record<XferDir, number>>;
+  xferBytesBySource: Record<'cupti' | 'engine', Record<CopyDir, number>>;
   /** Of those, the start-up copies (the plain-copy check, shared/startup-copies.ts): no KV block rides on them. */
-  startupXferBytesBySource: Record<'cupti' | 'engine', Record<XferDir, number>>;
+  startupXferBytesBySource: Record<'cupti' | 'engine', Record<CopyDir, number>>;
   /** Bytes of cupti transfers inside the `rounds` phase, per direction (docs/protocol.md "Transfers and blocks agree"). */
-  roundsXferBytes: Record<XferDir, number>;
+  roundsXferBytes: Record<CopyDir, number>;
+  /** A disk tier's I/O (xfer lines h2f: written, f2h: read), present only when the run has some. */
+  diskXferBytes?: Record<DiskDir, number>;
   roundRows: RoundRow[];
   requests: RequestTiming[];
   status: RunEndEvent['status'] | 'incomplete';
@@ -86,7 +90,7 @@ export function distribution(values: readonly number[]): Distribution {
   return { count: sorted.length, mean, p50: percentile(sorted, 50), p99: percentile(sorted, 99) };
 }
 
-const emptyDirs = (): Record<XferDir, number> => ({ h2d: 0, d2h: 0, d2d: 0, h2h: 0 });
+const emptyDirs = (): Record<CopyDir, number> => ({ h2d: 0, d2h: 0, d2d: 0, h2h: 0 });
 
 /** Consumes events in seq order; `result()` may be called at any point (live runs). */
 export class RunAnalyzer {
@@ -99,6 +103,7 @@ export class RunAnalyzer {
   private readonly xferBySource = { cupti: emptyDirs(), engine: emptyDirs() };
   private readonly startupBySource = { cupti: emptyDirs(), engine: emptyDirs() };
   private readonly startupRule = new StartupCopyRule();
+  private diskXferBytes: Record<DiskDir, number> | null = null;
   private start: RunStartEvent | null = null;
   private end: RunEndEvent | null = null;
   private count = 0;
@@ -119,6 +124,11 @@ export class RunAnalyzer {
         this.end = e;
         break;
       case 'xfer':
+        if (!isCopyDir(e.dir)) {
+          this.diskXferBytes ??= { h2f: 0, f2h: 0 };
+          this.diskXferBytes[e.dir] += e.bytes;
+          break;
+        }
         this.xferBytes[e.dir] += e.bytes;
         this.xferBySource[e.source][e.dir] += e.bytes;
         if (this.startupRule.isStartup(e)) this.startupBySource[e.source][e.dir] += e.bytes;
@@ -212,7 +222,7 @@ export class RunAnalyzer {
       events: this.count,
       users: [...this.users].sort((a, b) => a - b),
       rounds: [...this.rounds].sort((a, b) => a - b),
-      blocks: { stored: ops.store, offloaded: ops.offload, onboarded: ops.onboard, evicted: ops.evict, hit: ops.hit },
+      blocks: { stored: ops.store, offloaded: this.ledger.moved('gpu', 'host'), onboarded: this.ledger.moved('host', 'gpu'), evicted: ops.evict, hit: ops.hit },
       peakOccupancy: { ...this.ledger.stats.peak },
       pools: this.ledger.pools,
       ttft: distribution(ttfts),
@@ -222,6 +232,7 @@ export class RunAnalyzer {
       xferBytesBySource: { cupti: { ...this.xferBySource.cupti }, engine: { ...this.xferBySource.engine } },
       startupXferBytesBySource: { cupti: { ...this.startupBySource.cupti }, engine: { ...this.startupBySource.engine } },
       roundsXferBytes: this.ledger.roundsXferBytes(),
+      ...(this.diskXferBytes ? { diskXferBytes: { ...this.diskXferBytes } } : {}),
       roundRows,
       requests,
       status: this.end?.status ?? 'incomplete',

@@ -6,11 +6,11 @@
  * GPU memory, utilisation, PCIe rx/tx) and round boundaries. Pure; built once per run (or appended
  * to on a live tail by rebuilding lanes lazily).
  */
-import type { KvEvent, RequestPhaseTimes, XferDir } from './protocol';
-import { compileReplay, decodeCopyRef, lowerBound, OP_CODE, POOL_GPU, POOL_HOST, type ReplayModel, type StartupCopies } from './replay';
+import type { BlockOp, CopyDir, KvEvent, RequestPhaseTimes } from './protocol';
+import { compileReplay, decodeCopyRef, lowerBound, OP_BY_CODE, OP_CODE, POOL_GPU, POOL_HOST, type ReplayModel, type StartupCopies } from './replay';
 
 export interface XferLane {
-  dir: XferDir;
+  dir: CopyDir;
   start: Float64Array;
   end: Float64Array;
   bytes: Float64Array;
@@ -62,10 +62,10 @@ export interface TimelineModel {
   rounds: Array<{ round: number; t: number }>;
   blockBytes: number | null;
   /** Start-up copies (the plain-copy check), kept out of the lanes: never KV traffic. */
-  startupCopies: Readonly<Record<XferDir, StartupCopies>>;
+  startupCopies: Readonly<Record<CopyDir, StartupCopies>>;
 }
 
-function laneFrom(dir: XferDir, starts: Float64Array, ends: Float64Array, bytes: Float64Array, seqs: Float64Array, n: number): XferLane {
+function laneFrom(dir: CopyDir, starts: Float64Array, ends: Float64Array, bytes: Float64Array, seqs: Float64Array, n: number): XferLane {
   let sorted = true;
   let endsAfterStarts = true;
   for (let i = 0; i < n; i++) {
@@ -127,7 +127,7 @@ export function buildTimelineModel(events: readonly KvEvent[], replay: ReplayMod
     t1 = 1;
   }
   if (t1 <= t0) t1 = t0 + 1;
-  const laneOrder: XferDir[] = ['h2d', 'd2h', 'd2d', 'h2h'];
+  const laneOrder: CopyDir[] = ['h2d', 'd2h', 'd2d', 'h2h'];
   const lanes = laneOrder
     .filter((d) => d === 'h2d' || d === 'd2h' || r.xfer[d].start.length > 0)
     .map((d) => {
@@ -236,7 +236,7 @@ export interface RequestLinks {
   /** Move rows of the replay model (per block) tagged with this request. */
   moves: number[];
   /** Times of those moves' blocks lines, by op. */
-  moveTimes: Record<'store' | 'offload' | 'onboard' | 'evict' | 'hit', number[]>;
+  moveTimes: Record<BlockOp, number[]>;
   /** Copy indices per lane direction. */
   xfers: Record<string, number[]>;
   /** Bytes of this request's moves those copies carried, per lane direction. */
@@ -253,8 +253,7 @@ export interface RequestLinks {
  */
 export function linkRequest(model: TimelineModel, replay: ReplayModel, user: number, round: number): RequestLinks {
   const moves: number[] = [];
-  const moveTimes: RequestLinks['moveTimes'] = { store: [], offload: [], onboard: [], evict: [], hit: [] };
-  const names = ['store', 'offload', 'onboard', 'evict', 'hit'] as const;
+  const moveTimes: RequestLinks['moveTimes'] = { store: [], offload: [], onboard: [], evict: [], hit: [], move: [] };
   // One entry per blocks line (its moves share a seq).
   const lines = new Set<number>();
   for (let i = 0; i < replay.moveCount; i++) {
@@ -263,7 +262,7 @@ export function linkRequest(model: TimelineModel, replay: ReplayModel, user: num
     const seq = replay.seq.data[i]!;
     if (!lines.has(seq)) {
       lines.add(seq);
-      moveTimes[names[replay.op.data[i]!]!].push(replay.t.data[i]!);
+      moveTimes[OP_BY_CODE[replay.op.data[i]!]!].push(replay.t.data[i]!);
     }
   }
   const xfers: Record<string, number[]> = {};

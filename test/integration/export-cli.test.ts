@@ -70,7 +70,7 @@ describe('kvscope export / import', () => {
     const file = join(dir, 'run.kvscope');
     expect(kvscope(['export', RUN, '-f', 'kvscope', '-o', file, '-q']).status).toBe(0);
     const v = kvscope(['validate', file]);
-    expect(v.stdout).toMatch(/valid: every protocol v1 rule holds/);
+    expect(v.stdout).toMatch(/valid: every protocol v2 rule holds/);
     expect(v.status).toBe(0);
     const runsDir = join(dir, 'runs');
     const imp = kvscope(['import', file, '--runs-dir', runsDir]);

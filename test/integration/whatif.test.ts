@@ -121,7 +121,7 @@ describe('kvscope whatif', () => {
     expect(doc.points.map((p) => p.users)).toEqual([2, 4]);
     const v = kvscope(['validate', join(out, 'users-4')]);
     expect(v.status, v.stdout + v.stderr).toBe(0);
-    expect(v.stdout).toContain('every protocol v1 rule holds');
+    expect(v.stdout).toContain('every protocol v2 rule holds');
   }, 300_000);
 
   it('takes a portable .kvscope run file as the app exports it', () => {

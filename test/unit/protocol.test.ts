@@ -1,26 +1,30 @@
 import { describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import {
+  blockMove,
   EVENT_TYPES,
+  isCopyDir,
+  KNOWN_POOLS,
   jsonDeeperThan,
   MAX_POOL_BLOCKS,
   SCHEMA_DEFS,
   schemaOf,
   validateEvent,
   type BlockOp,
+  type BlocksEvent,
   type EventType,
   type KvEvent,
   type LogLevel,
   type MemKind,
   type PhaseName,
-  type PoolName,
+  type PoolEvent,
   type ReqPhase,
   type RunStatus,
   type XferDir,
 } from '../../src/shared/protocol';
 import { syntheticRun } from '../helpers/synthetic-run';
 
-describe('protocol v1 validation', () => {
+describe('protocol validation', () => {
   it('accepts every line of a run that follows docs/protocol.md', () => {
     for (const e of syntheticRun()) {
       const r = validateEvent(e);
@@ -141,15 +145,34 @@ describe('the hand-written event types agree with events.schema.json', () => {
 
   it('each string union is its schema enum', () => {
     const unions: Array<[EventType, string, Record<string, true>]> = [
-      ['pool', 'pool', { gpu: true, host: true } satisfies Record<PoolName, true>],
-      ['blocks', 'op', { store: true, offload: true, onboard: true, evict: true, hit: true } satisfies Record<BlockOp, true>],
-      ['xfer', 'dir', { h2d: true, d2h: true, d2d: true, h2h: true } satisfies Record<XferDir, true>],
-      ['xfer', 'src_mem', { pinned: true, pageable: true, device: true, managed: true, unknown: true } satisfies Record<MemKind, true>],
+      ['blocks', 'op', { store: true, move: true, evict: true, hit: true, offload: true, onboard: true } satisfies Record<BlockOp, true>],
+      ['xfer', 'dir', { h2d: true, d2h: true, d2d: true, h2h: true, h2f: true, f2h: true } satisfies Record<XferDir, true>],
+      ['xfer', 'src_mem', { pinned: true, pageable: true, device: true, managed: true, unknown: true, file: true } satisfies Record<MemKind, true>],
+      ['pool', 'medium', { device: true, pinned: true, pageable: true, file: true, remote: true } satisfies Record<NonNullable<PoolEvent['medium']>, true>],
+      ['pool', 'io', { o_direct: true, buffered: true } satisfies Record<NonNullable<PoolEvent['io']>, true>],
       ['req', 'phase', { queued: true, scheduled: true, first_token: true, done: true } satisfies Record<ReqPhase, true>],
       ['run.end', 'status', { ok: true, error: true, cancelled: true } satisfies Record<RunStatus, true>],
       ['phase', 'name', { setup: true, load_model: true, context: true, rounds: true, teardown: true } satisfies Record<PhaseName, true>],
       ['log', 'level', { debug: true, info: true, warn: true, error: true } satisfies Record<LogLevel, true>],
     ];
-    for (const [type, key, union] of unions) expect(propertySchema(type, key).enum, `${type}.${key}`).toEqual(Object.keys(union));
+    for (const [type, key, union] of unions) expect((propertySchema(type, key).enum as string[]).slice().sort(), `${type}.${key}`).toEqual(Object.keys(union).sort());
+    expect(isCopyDir('h2d') && !isCopyDir('h2f') && !isCopyDir('f2h')).toBe(true);
+  });
+
+  it('pool ids: the known ones fit the schema, and a pool other than gpu and host names its tier', () => {
+    const pool = (id: string, extra: Record<string, unknown> = {}) => validateEvent({ seq: 0, t: 0, type: 'pool', pool: id, capacity_blocks: 1, block_tokens: 1, block_bytes: 1, ...extra }).ok;
+    for (const id of KNOWN_POOLS) expect(pool(id, { tier: 5 }), id).toBe(true);
+    expect([pool('gpu'), pool('host'), pool('disk'), pool('disk', { tier: 2 }), pool('remote_s3', { tier: 3 })]).toEqual([true, true, false, true, true]);
+    expect([pool('Disk', { tier: 2 }), pool('2disk', { tier: 2 }), pool('d'.repeat(33), { tier: 2 }), pool('disk', { tier: 8 })]).toEqual([false, false, false, false]);
+  });
+
+  it('a move names its pools; v1 offload and onboard are moves gpu → host and host → gpu', () => {
+    const blocks = (fields: Record<string, unknown>) => ({ seq: 0, t: 0, type: 'blocks', ids: [1], ...fields });
+    expect(validateEvent(blocks({ op: 'move', from: 'host' })).ok).toBe(false);
+    expect(validateEvent(blocks({ op: 'move', from: 'host', to: 'disk' })).ok).toBe(true);
+    expect(blockMove(blocks({ op: 'move', from: 'host', to: 'disk' }) as BlocksEvent)).toEqual({ from: 'host', to: 'disk' });
+    expect(blockMove(blocks({ op: 'offload' }) as BlocksEvent)).toEqual({ from: 'gpu', to: 'host' });
+    expect(blockMove(blocks({ op: 'onboard' }) as BlocksEvent)).toEqual({ from: 'host', to: 'gpu' });
+    expect(blockMove(blocks({ op: 'evict', pool: 'disk' }) as BlocksEvent)).toBeNull();
   });
 });

@@ -58,7 +58,7 @@ describe('kvscope validate', () => {
   it.skipIf(!existsSync(bin))('exits 0 on a valid log and 1 with each rule and seq on a broken one (built CLI; skipped before `npm run build`)', () => {
     const good = spawnSync(process.execPath, ['bin/kvscope.js', 'validate', write('cli-ok.jsonl', run)], { encoding: 'utf8' });
     expect(good.status).toBe(0);
-    expect(good.stdout).toContain('valid: every protocol v1 rule holds');
+    expect(good.stdout).toContain('valid: every protocol v2 rule holds');
     expect(good.stdout).toMatch(/blocks: stored \d+, offloaded \d+, onboarded \d+, evicted \d+/);
     const dup = [...run.slice(0, 6), run[5]!, ...run.slice(6)];
     const bad = spawnSync(process.execPath, ['bin/kvscope.js', 'validate', write('cli-dup.jsonl', dup)], { encoding: 'utf8' });

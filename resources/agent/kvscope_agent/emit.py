@@ -19,7 +19,7 @@ _RESERVED = ("seq", "t", "type")
 
 
 class EventWriter:
-    """Thread-safe writer of protocol v1 lines into `path` (created; an existing file is refused
+    """Thread-safe writer of event lines (docs/protocol.md) into `path` (created; an existing file is refused
     so that a second run never interleaves its seq numbers with an earlier one's)."""
 
     def __init__(

@@ -48,7 +48,8 @@ def test_ledger_moves_and_rules():
     with pytest.raises(LedgerError) as e:
         L.store([7, 7])
     assert e.value.rule == "store_already_on_gpu" and 7 not in L.gpu
-    assert L.counts == {"store": 3, "offload": 2, "onboard": 1, "evict": 2, "hit": 2}
+    assert L.counts == {"store": 3, "move": 0, "offload": 2, "onboard": 1, "evict": 2, "hit": 2}
+    assert L.moved == {("gpu", "host"): 2, ("host", "gpu"): 1}
 
 
 def test_no_host_pool_refuses_offload():
@@ -108,3 +109,41 @@ def test_cli_check_exit_codes(tmp_path):
     assert r.returncode == 2 and "cannot read" in r.stderr
     r = subprocess.run([sys.executable, "-m", "kvscope_agent", "bogus"], env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "unknown command" in r.stderr
+
+
+def test_an_engine_with_a_disk_tier_moves_blocks_between_any_two_pools():
+    """Protocol v2: pools are a list; a block is in exactly the pools the moves put it in."""
+    L = BlockLedger(2, 2, disk_capacity=3)
+    assert L.pools["disk"].tier == 2
+    L.store([1, 2])
+    L.move("gpu", "host", [1, 2])  # checked and counted as the offload it is
+    assert L.counts["offload"] == 2 and L.counts["move"] == 0
+    L.move("host", "disk", [1])
+    L.move("host", "disk", [2], keep_source=True)
+    assert list(L.holding("disk")) == [1, 2] and list(L.host) == [2] and list(L.gpu) == []
+    L.move("disk", "host", [1])
+    L.onboard([1], keep_source=True)
+    assert 1 in L.gpu and 1 in L.host and 1 not in L.holding("disk")
+    with pytest.raises(LedgerError) as e:
+        L.move("disk", "host", [9])
+    assert e.value.rule == "move_not_in_source"
+    with pytest.raises(LedgerError) as e:
+        L.move("disk", "disk", [2])
+    assert e.value.rule == "move_to_self"
+    with pytest.raises(LedgerError) as e:
+        L.move("disk", "remote", [2])
+    assert e.value.rule == "move_without_pool"
+    L.add_pool("remote", 8)
+    assert L.pools["remote"].tier == 3
+    with pytest.raises(LedgerError) as e:
+        L.add_pool("disk", 1)
+    assert e.value.rule == "pool_redefined"
+    with pytest.raises(LedgerError) as e:
+        L.store([5, 6, 7, 8], pool="disk")
+    assert e.value.rule == "over_capacity" and list(L.holding("disk")) == [2]
+    with pytest.raises(LedgerError) as e:
+        L.hit([1], pool="disk")
+    assert e.value.rule == "hit_not_in_pool"
+    L.evict("disk", [2])
+    assert L.moved == {("gpu", "host"): 2, ("host", "disk"): 2, ("disk", "host"): 1, ("host", "gpu"): 1}
+    assert L.peak == {"gpu": 2, "host": 2, "disk": 2, "remote": 0}

@@ -7,7 +7,7 @@ import gzip
 
 import pytest
 
-from kvscope_agent.protocol import EVENT_SCHEMAS, MAX_POOL_BLOCKS, BadLine, check_event, json_deeper_than, read_log
+from kvscope_agent.protocol import EVENT_SCHEMAS, MAX_POOL_BLOCKS, BadLine, block_move, check_event, json_deeper_than, read_log
 from kvscope_agent.protocol.schema import SchemaUnsupported, Validator
 
 
@@ -52,3 +52,25 @@ def test_reader_reads_gzip_and_reports_a_cut_off_last_line(tmp_path):
     items = list(read_log(p))
     assert items[0]["msg"] == "a"
     assert isinstance(items[1], BadLine) and (items[1].reason, items[1].line, items[1].seq) == ("truncated", 2, 1)
+
+
+def test_if_then_else_as_ajv_reads_it():
+    v = Validator({"events": {"x": {"if": {"properties": {"a": {"const": 1}}}, "then": {"required": ["b"]}, "else": {"required": ["c"]}}}})
+    schema = {"if": {"properties": {"a": {"const": 1}}}, "then": {"required": ["b"]}, "else": {"required": ["c"]}}
+    assert v.check(schema, {"a": 1, "b": 0}) is None and v.check(schema, {"a": 2, "c": 0}) is None
+    assert v.check(schema, {"a": 1, "c": 0}) == ("", "must have required property 'b'")
+    assert v.check(schema, {"a": 2, "b": 0}) == ("", "must have required property 'c'")
+    with pytest.raises(SchemaUnsupported, match="without if"):
+        Validator({"events": {"x": {"else": {}}}})
+
+
+def test_v2_pools_and_moves():
+    pool = {"seq": 0, "t": 0, "type": "pool", "capacity_blocks": 1, "block_tokens": 1, "block_bytes": 1}
+    assert check_event({**pool, "pool": "host"}) is None  # gpu and host: tier 0 and 1 when left out
+    assert check_event({**pool, "pool": "disk"}) == ("schema", "pool: / must have required property 'tier'")
+    assert check_event({**pool, "pool": "disk", "tier": 2}) is None
+    assert check_event({**pool, "pool": "Disk", "tier": 2})[0] == "schema"
+    assert check_event({**pool, "pool": "disk\n", "tier": 2})[0] == "schema"  # `$` is JavaScript's
+    assert block_move({"op": "offload"}) == ("gpu", "host") and block_move({"op": "onboard"}) == ("host", "gpu")
+    assert block_move({"op": "move", "from": "disk", "to": "host"}) == ("disk", "host")
+    assert block_move({"op": "evict", "pool": "disk"}) is None

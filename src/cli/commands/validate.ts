@@ -6,6 +6,7 @@ import { RunAnalyzer, type RunAnalysis } from '../../shared/run-analysis';
 import { readEventFile, resolveEventLog } from '../../main/core/event-files';
 import { formatBytes, formatNs } from '../../shared/format';
 import { STARTUP_COPIES_LABEL } from '../../shared/startup-copies';
+import { PROTOCOL_VERSION } from '../../shared/protocol';
 import { writeStdout } from '../terminal';
 
 export interface ValidationReport {
@@ -58,8 +59,10 @@ function printSummary(r: ValidationReport, out: (s: string) => void): void {
   out(`users: ${a.users.length}  rounds: ${a.rounds.length}${a.rounds.length ? ` (${a.rounds[0]}..${a.rounds[a.rounds.length - 1]})` : ''}`);
   const b = a.blocks;
   out(`blocks: stored ${b.stored}, offloaded ${b.offloaded}, onboarded ${b.onboarded}, evicted ${b.evicted}, hit ${b.hit}`);
-  const cap = (p: 'gpu' | 'host') => a.pools[p]?.capacity_blocks ?? 0;
-  out(`peak pool occupancy: gpu ${a.peakOccupancy.gpu}/${cap('gpu')} blocks, host ${a.peakOccupancy.host}/${cap('host')} blocks`);
+  const cap = (p: string) => a.pools[p]?.capacity_blocks ?? 0;
+  // gpu and host, then any other tier the run has (a disk), in the order declared.
+  const peaks = Object.entries(a.peakOccupancy).map(([p, n]) => `${p} ${n}/${cap(p)} blocks`);
+  out(`peak pool occupancy: ${peaks.join(', ')}`);
   for (const source of ['cupti', 'engine'] as const) {
     const x = a.xferBytesBySource[source];
     if (x.h2d + x.d2h + x.d2d + x.h2h > 0) {
@@ -68,6 +71,7 @@ function printSummary(r: ValidationReport, out: (s: string) => void): void {
       if (s.h2d + s.d2h + s.d2d + s.h2h > 0) out(`  of which the ${STARTUP_COPIES_LABEL}: h2d ${formatBytes(s.h2d)}, d2h ${formatBytes(s.d2h)}`);
     }
   }
+  if (a.diskXferBytes) out(`disk I/O (engine): read ${formatBytes(a.diskXferBytes.f2h)}, written ${formatBytes(a.diskXferBytes.h2f)}`);
   const t = a.ttft;
   out(`queued TTFT (rounds 1..): mean ${formatNs(t.mean)}, p50 ${formatNs(t.p50)}, p99 ${formatNs(t.p99)} over ${t.count} requests`);
   const st = a.serviceTtft;
@@ -78,7 +82,7 @@ function printSummary(r: ValidationReport, out: (s: string) => void): void {
 export function registerValidate(program: Command): void {
   program
     .command('validate')
-    .description('check a run log against protocol v1 and print its summary')
+    .description(`check a run log against protocol v${PROTOCOL_VERSION} (v1 logs too) and print its summary`)
     .argument('<run>', 'a run folder, events.jsonl or events.jsonl.gz')
     .option('--json', 'print the report as JSON')
     .action(async (path: string, opts: { json?: boolean }) => {
@@ -98,7 +102,7 @@ export function registerValidate(program: Command): void {
         }
         const total = Object.values(report.violationCounts).reduce((x, y) => x + (y ?? 0), 0);
         if (total > report.violations.length) out(`... and ${total - report.violations.length} more violations`);
-        out(report.valid ? 'valid: every protocol v1 rule holds' : `INVALID: ${report.badLineTotal} bad line(s), ${total} rule violation(s)`);
+        out(report.valid ? `valid: every protocol v${PROTOCOL_VERSION} rule holds` : `INVALID: ${report.badLineTotal} bad line(s), ${total} rule violation(s)`);
       }
       process.exitCode = report.valid ? 0 : 1;
     });

@@ -5,13 +5,14 @@
  * Pure: reads the replay model and a cursor, no DOM.
  */
 import { formatCount, formatNs } from '../../shared/format';
-import { OP_NAMES, POOL_GPU, type ReplayCursor, type ReplayModel, upperBound } from '../../shared/replay';
+import type { BlockOp } from '../../shared/protocol';
+import { OP_BY_CODE, POOL_GPU, type ReplayCursor, type ReplayModel, upperBound } from '../../shared/replay';
 import { cellOrigin, type PoolsLayout } from './pools-render';
 
 /** One blocks line of the log (its moves share a seq): what moved, whose, and where. */
 export interface MoveLine {
   t: number;
-  op: (typeof OP_NAMES)[number];
+  op: BlockOp;
   user: number;
   round: number;
   blocks: number;
@@ -31,7 +32,7 @@ export function moveLine(m: ReplayModel, i: number): MoveLine {
   while (b + 1 < m.moveCount && m.seq.data[b + 1] === seq) b++;
   return {
     t: m.t.data[i]!,
-    op: OP_NAMES[m.op.data[i]!]!,
+    op: OP_BY_CODE[m.op.data[i]!]!,
     user: m.user.data[i]!,
     round: m.round.data[i]!,
     blocks: b - a + 1,
@@ -57,6 +58,9 @@ export function describeLine(l: MoveLine): string {
       return `${whose}${n} evicted from ${WHERE[l.from ?? 'gpu']}`;
     case 'hit':
       return `${whose}${n} reused in the GPU pool (prefix hit)`;
+    case 'move':
+      // To or from a tier the grids do not draw (a disk).
+      return `${whose}${n} moved from ${l.from ? WHERE[l.from] : 'another tier'} to ${l.to ? WHERE[l.to] : 'another tier'}`;
   }
 }
 
@@ -113,7 +117,7 @@ export function describeCell(m: ReplayModel, cursor: ReplayCursor, pool: number,
   const i = lastMoveOf(m, b, cursor.applied);
   const start = m.startT ?? 0;
   const last = i >= 0 ? moveLine(m, i) : null;
-  const verb = last ? { store: 'stored', offload: 'offloaded to the host pool', onboard: 'onboarded to the GPU pool', evict: 'evicted', hit: 'reused (prefix hit)' }[last.op] : null;
+  const verb = last ? { store: 'stored', offload: 'offloaded to the host pool', onboard: 'onboarded to the GPU pool', evict: 'evicted', hit: 'reused (prefix hit)', move: 'moved between tiers' }[last.op] : null;
   return `${where} slot ${formatCount(slot)}: ${user >= 0 ? `user ${user}'s` : 'a'} block${last ? ` · last move: ${last.round >= 0 ? `R${last.round} ` : ''}${verb} at ${formatNs(last.t - start)}` : ''}`;
 }
 

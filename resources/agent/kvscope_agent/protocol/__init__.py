@@ -45,6 +45,19 @@ def event_schema(type: str) -> dict[str, Any]:
     return EVENT_SCHEMAS["events"][type]
 
 
+# v1's names for two moves, still valid shorthands in v2.
+V1_MOVES = {"offload": ("gpu", "host"), "onboard": ("host", "gpu")}
+
+
+def block_move(ev: dict[str, Any]) -> tuple[str, str] | None:
+    """(from, to) of a blocks line that moves blocks (v1's offload and onboard are the moves
+    gpu -> host and host -> gpu), else None; `blockMove` in src/shared/protocol.ts."""
+    op = ev.get("op")
+    if op == "move":
+        return ev["from"], ev["to"]
+    return V1_MOVES.get(op)
+
+
 def json_deeper_than(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
     """Whether JSON text nests objects/arrays more than `limit` deep (brackets inside strings do
     not count), checked before parsing, as `jsonDeeperThan` in src/shared/protocol.ts."""

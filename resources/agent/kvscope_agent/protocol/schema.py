@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional, Tuple
 KEYWORDS = frozenset(
     (
         "type", "required", "properties", "items", "enum", "const", "minimum", "maximum",
-        "pattern", "allOf", "if", "then", "$ref", "$defs", "$comment", "description", "title",
+        "pattern", "allOf", "if", "then", "else", "$ref", "$defs", "$comment", "description", "title",
     )
 )
 
@@ -94,7 +94,7 @@ class Validator:
             if key == "properties":
                 for name, s in sub.items():
                     self._check_schema(s, f"{where}/{key}/{name}")
-            elif key in ("items", "if", "then"):
+            elif key in ("items", "if", "then", "else"):
                 self._check_schema(sub, f"{where}/{key}")
             elif key == "allOf":
                 for i, s in enumerate(sub):
@@ -111,8 +111,8 @@ class Validator:
             elif key == "type":
                 for t in sub if isinstance(sub, list) else [sub]:
                     _is_type(None, t)
-        if "then" in schema and "if" not in schema:
-            raise SchemaUnsupported(f"{where}: then without if")
+        if ("then" in schema or "else" in schema) and "if" not in schema:
+            raise SchemaUnsupported(f"{where}: then or else without if")
 
     def check(self, schema: dict[str, Any], value: Any, path: str = "") -> Error | None:
         """The first error of `value` against `schema`, or None when it is valid."""
@@ -155,8 +155,10 @@ class Validator:
             err = self.check(sub, value, path)
             if err:
                 return err
-        if "if" in schema and "then" in schema and self.check(schema["if"], value, path) is None:
-            err = self.check(schema["then"], value, path)
-            if err:
-                return err
+        if "if" in schema:
+            branch = "then" if self.check(schema["if"], value, path) is None else "else"
+            if branch in schema:
+                err = self.check(schema[branch], value, path)
+                if err:
+                    return err
         return None

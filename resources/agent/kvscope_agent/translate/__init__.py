@@ -4,7 +4,7 @@
 
 DUMP is a JSON array or JSON lines: for `tensorrt_llm` the dicts `LLM.get_kv_cache_events()`
 returns; for `vllm` decoded `KVEventBatch`es (msgspec `to_builtins`/JSON of the batches a ZMQ
-subscriber receives, positional array_like or map form). DIR/events.jsonl gets a protocol v1 run:
+subscriber receives, positional array_like or map form). DIR/events.jsonl gets a run in the events of docs/protocol.md:
 run.start (engine version "imported"), the two pool lines, the blocks lines, a `log` warn line for
 the first few of every kind of oddity and run.end whose summary carries all the counts; the same
 counts go to stderr. Exit 0 ok, 2 bad option, 1 unreadable or empty dump.

@@ -1,4 +1,4 @@
-"""A recorded run (protocol v1 events.jsonl or .jsonl.gz) as the what-if calibration reads it.
+"""A recorded run (events.jsonl or .jsonl.gz, protocol v1 or v2) as the what-if calibration reads it.
 
 Standard library only. Timings follow docs/protocol.md and the app's run analysis
 (src/shared/run-analysis.ts): E2E from the first `req queued` of round 1 to the last `req done` of
@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..protocol import read_log
+from ..protocol import block_move, read_log
 
 
 class RecordedRunError(ValueError):
@@ -112,7 +112,7 @@ def read_run(path: str) -> RecordedRun:
             run.simulated = sim if isinstance(sim, dict) else None
         elif typ == "pool" and e.get("pool") in ("gpu", "host"):
             run.pools[e["pool"]] = e
-        elif typ == "blocks" and e.get("op") in ("offload", "onboard"):
+        elif typ == "blocks" and block_move(e) in (("gpu", "host"), ("host", "gpu")):
             moved_since += len(e.get("ids") or [])
         elif typ == "req":
             try:

@@ -28,7 +28,7 @@
 import type { Writable } from 'node:stream';
 import { CopyMatcher, type MatchSink, type MatchSource } from '../../../shared/copy-matching';
 import { EventLineDecoder, type BadLine } from '../../../shared/events-reader';
-import type { BlocksEvent, GpuSampleEvent, KvEvent, ReqEvent, RequestPhaseTimes, XferDir, XferEvent } from '../../../shared/protocol';
+import { blockMove, isCopy, type BlocksEvent, type CopyDir, type CopyEvent, type GpuSampleEvent, type KvEvent, type ReqEvent, type RequestPhaseTimes } from '../../../shared/protocol';
 import { StartupCopyRule } from '../../../shared/startup-copies';
 import { LaneAssigner } from '../../../shared/trace-lanes';
 
@@ -57,7 +57,7 @@ export interface PerfettoReport {
    */
   moves: { total: number; matched: number; unmatched: number; unmatchedSample: number[]; partial: number; partialSample: number[] };
   /** `startup`: the start-up copy check (shared/startup-copies.ts), on its own track, in no KV figure. */
-  copies: { total: number; carrying: number; blockSized: number; bytes: Record<XferDir, number>; startup: { count: number; bytes: Record<XferDir, number> } };
+  copies: { total: number; carrying: number; blockSized: number; bytes: Record<CopyDir, number>; startup: { count: number; bytes: Record<CopyDir, number> } };
   flows: { out: number; in: number };
   /** Timestamps below 0 (before run start) written as 0. */
   clampedTimestamps: number;
@@ -101,7 +101,10 @@ const DEFAULTS = { matchBeforeNs: 50e6, matchAfterNs: 5e9, lateNs: 30e9, keepBad
 
 const PID = { run: 1, requests: 2, gpuPool: 3, hostPool: 4, copies: 5, gpuBase: 10 } as const;
 type Source = MatchSource;
-const DIR_NAME: Record<XferDir, string> = { h2d: 'H2D', d2h: 'D2H', d2d: 'D2D', h2h: 'H2H' };
+/** The pools this export draws (a disk tier's are not drawn yet). */
+type DrawnPool = 'gpu' | 'host';
+const isDrawn = (pool: string): pool is DrawnPool => pool === 'gpu' || pool === 'host';
+const DIR_NAME: Record<CopyDir, string> = { h2d: 'H2D', d2h: 'D2H', d2d: 'D2D', h2h: 'H2H' };
 
 /** The counters, one value each. */
 const COUNTERS = {
@@ -120,7 +123,7 @@ const COUNTERS = {
 
 /** "H2D bytes in flight (cupti)": one counter per direction and source. */
 const inFlightSpecs = new Map<string, CounterSpec>();
-function inFlightSpec(dir: XferDir, source: string): CounterSpec {
+function inFlightSpec(dir: CopyDir, source: string): CounterSpec {
   const key = `${dir}/${source}`;
   let s = inFlightSpecs.get(key);
   if (!s) inFlightSpecs.set(key, (s = { name: `${DIR_NAME[dir]} bytes in flight (${source})`, key: 'bytes', unit: 'bytes' }));
@@ -145,7 +148,7 @@ interface Move {
 }
 
 interface PendingCopy {
-  ev: XferEvent;
+  ev: CopyEvent;
   blockSized: boolean;
   parts: Array<{ move: Move; bytes: number; flowId: number }>;
 }
@@ -323,6 +326,7 @@ export class PerfettoTraceBuilder {
     this.startupRule.observe(e);
     switch (e.type) {
       case 'pool':
+        if (!isDrawn(e.pool)) break; // another tier's pool: drawn with the per-tier views
         this.matcher.pool(e.pool, e.block_bytes);
         this.counter(e.pool === 'gpu' ? PID.gpuPool : PID.hostPool, e.pool === 'gpu' ? COUNTERS.gpuCapacity : COUNTERS.hostCapacity, e.t, e.capacity_blocks);
         break;
@@ -330,7 +334,8 @@ export class PerfettoTraceBuilder {
         this.onBlocks(e);
         break;
       case 'xfer':
-        this.onXfer(e);
+        // A disk tier's I/O (h2f, f2h) is no memory copy: its tracks come with the per-tier views.
+        if (isCopy(e)) this.onXfer(e);
         break;
       case 'req':
         this.onReq(e);
@@ -390,40 +395,44 @@ export class PerfettoTraceBuilder {
   }
 
   private onBlocks(e: BlocksEvent): void {
+    if (e.op === 'hit') return;
     const n = e.ids.length;
     const keep = e.keep_source === true;
     const occ = this.occupancy;
-    switch (e.op) {
-      case 'store':
-        occ.gpu += n;
-        break;
-      case 'offload':
-        if (!keep) occ.gpu -= n;
-        occ.host += n;
-        break;
-      case 'onboard':
-        if (!keep) occ.host -= n;
-        occ.gpu += n;
-        break;
-      case 'evict': {
-        const pool = e.pool ?? 'gpu';
-        occ[pool] -= n;
+    // This export draws the gpu and host pools: a move between them is an offload or an onboard;
+    // a move to or from another tier (a disk) only changes their occupancy.
+    const touched = new Set<DrawnPool>();
+    const mv = blockMove(e);
+    if (mv) {
+      if (mv.from === mv.to) return;
+      if (isDrawn(mv.from)) {
+        if (!keep) occ[mv.from] -= n;
+        touched.add(mv.from);
+      }
+      if (isDrawn(mv.to)) {
+        occ[mv.to] += n;
+        touched.add(mv.to);
+      }
+    } else {
+      const pool = e.pool ?? 'gpu';
+      if (!isDrawn(pool)) return;
+      occ[pool] += e.op === 'store' ? n : -n;
+      touched.add(pool);
+      if (e.op === 'evict') {
         const pid = pool === 'gpu' ? PID.gpuPool : PID.hostPool;
         const tid = this.tidFor(pid, 'evictions', 0, 2);
         const args = { blocks: n, user: e.user ?? null, round: e.round ?? null, seq: e.seq, ids: e.ids.slice(0, 16) };
         this.counted();
         this.sink.instant(pid, tid, `evict ${n} block${n === 1 ? '' : 's'}`, 'kv', this.ns(e.t), JSON.stringify(args));
-        break;
       }
-      case 'hit':
-        return;
     }
-    if (e.op !== 'evict' || e.pool !== 'host') this.counter(PID.gpuPool, COUNTERS.gpuOccupancy, e.t, occ.gpu);
-    if (e.op === 'offload' || e.op === 'onboard' || e.pool === 'host') this.counter(PID.hostPool, COUNTERS.hostOccupancy, e.t, occ.host);
-    if (e.op === 'offload' || e.op === 'onboard') {
+    if (touched.has('gpu')) this.counter(PID.gpuPool, COUNTERS.gpuOccupancy, e.t, occ.gpu);
+    if (touched.has('host')) this.counter(PID.hostPool, COUNTERS.hostOccupancy, e.t, occ.host);
+    const op = mv?.from === 'gpu' && mv.to === 'host' ? 'offload' : mv?.from === 'host' && mv.to === 'gpu' ? 'onboard' : null;
+    if (op) {
       const move: Move = {
         seq: e.seq,
-        op: e.op,
+        op,
         t: e.t,
         blocks: n,
         bytes: 0,
@@ -436,11 +445,11 @@ export class PerfettoTraceBuilder {
         flowIds: [],
       };
       this.report.moves.total++;
-      move.bytes = this.matcher.addMove(move, e.op, e.t, n);
+      move.bytes = this.matcher.addMove(move, op, e.t, n);
     }
   }
 
-  private onXfer(e: XferEvent): void {
+  private onXfer(e: CopyEvent): void {
     const c = this.report.copies;
     c.total++;
     c.bytes[e.dir] += e.bytes;
@@ -538,7 +547,7 @@ export class PerfettoTraceBuilder {
   }
 
   /** Bytes in flight per direction and source: +bytes at each copy's start, −bytes at its end. */
-  private bytesInFlight(e: XferEvent, source: string): void {
+  private bytesInFlight(e: CopyEvent, source: string): void {
     const key = `${e.dir}/${source}`;
     let s = this.inFlight.get(key);
     if (!s) {
