@@ -74,7 +74,7 @@ def decode_graph_bytes(cfg: ModelConfig, opts: Options, elt: int, max_ctx: int) 
 def build(opts: Options, writer: EventWriter, clock: RunClock, cancel: CancelState) -> Built:
     import torch
 
-    from .engine.kv_cache import PagedKVCache, PoolAllocationError, block_bytes_for, storage_dtype
+    from .engine.kv_cache import DiskTierError, PagedKVCache, PoolAllocationError, block_bytes_for, storage_dtype
     from .engine.model import LlamaModel
     from .engine.scheduler import Engine
 
@@ -160,18 +160,24 @@ def build(opts: Options, writer: EventWriter, clock: RunClock, cancel: CancelSta
             f"needs {blocks_per_request} ({max_tokens} tokens)",
         )
     host_blocks_max = max(opts.host_kv_bytes) // block_bytes
+    disk_blocks = opts.disk_kv_bytes // block_bytes
+    if opts.disk_kv_bytes and disk_blocks == 0:
+        raise OptionError("--disk-kv-bytes", f"{opts.disk_kv_bytes} bytes hold no block of {block_bytes} bytes")
     cancel.raise_now = True
     try:
         cache = PagedKVCache(
             cfg, device, dtype, cfg.kv_dtype, opts.block_tokens, gpu_blocks, host_blocks_max,
             clock_now=clock.now, simulate_gpu_oom=os.environ.get("KVSCOPE_SIMULATE_GPU_OOM") == "1",
             copy_overlap=opts.copy_overlap, host_pinned=opts.host_kv_memory == "pinned",
+            disk_blocks=disk_blocks, disk_path=opts.disk_kv_path, disk_io=opts.disk_kv_io,
         )
         # Pin what the largest run can use now (pinning later would land inside a timed
         # round); the rest of the host pool is pinned on demand.
         if cache.host is not None:
             most = max(opts.users) * blocks_per_request
             cache.host.ensure(min(host_blocks_max, most))
+    except DiskTierError as e:
+        raise OptionError("--disk-kv-io" if "--disk-kv-io" in str(e) else "--disk-kv-path", str(e)) from e
     except PoolAllocationError as e:
         code = "gpu_oom" if e.pool == "gpu" else "host_oom"
         raise RunFailed(
@@ -182,6 +188,8 @@ def build(opts: Options, writer: EventWriter, clock: RunClock, cancel: CancelSta
     finally:
         cancel.raise_now = False
     engine = Engine(model, cache, opts.prefill_chunk_tokens, opts.max_batch, opts.block_reuse, opts.offload_policy)
+    engine.ttft_parts = True
+    engine.tiers = cache.disk is not None
     if opts.copy_overlap and cache.host is not None:
         writer.emit("log", level="info", msg=(
             f"copy overlap on: a batch's onboards pipelined behind its offload chunks of "

@@ -255,6 +255,9 @@ class Options:
     decode_graphs: bool
     copy_overlap: bool
     host_kv_memory: str
+    disk_kv_bytes: int
+    disk_kv_path: str | None
+    disk_kv_io: str
     deadline_s: float = field(default_factory=lambda: float(default("deadline_s")))  # a sweep's only
     raw: dict[str, Any] = field(default_factory=dict)
 
@@ -313,10 +316,26 @@ def resolve_options(ns: argparse.Namespace, sweep: bool) -> Options:
             raise OptionError("--model", str(e)) from None
     if values["copy_overlap"] == "auto":
         values["copy_overlap"] = default_copy_overlap(values["offload_policy"])
+    check_disk_tier(values["disk_kv_bytes"], values["disk_kv_path"], host)
     values.update(out=ns.out, engine="torch", model=model or PRESETS["tiny"], model_arg=ns.model or "",
                   device=values["device"] or "", users=users, host_kv_bytes=host, host_kv_labels=host_texts,
                   raw=dict(vars(ns), _model_given=ns.model is not None))
     return Options(**values)
+
+
+def check_disk_tier(disk_kv_bytes: int, path: str | None, host_kv_bytes: list[int]) -> None:
+    """A disk tier needs a writable folder and a host pool in front of it (every run of a sweep)."""
+    if not disk_kv_bytes:
+        return
+    if not path:
+        raise OptionError("--disk-kv-path", "a disk tier (--disk-kv-bytes) needs a folder for its file")
+    if not os.path.isdir(path):
+        raise OptionError("--disk-kv-path", f"{path!r} is not a folder")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise OptionError("--disk-kv-path", f"{path!r} is not writable")
+    if 0 in host_kv_bytes:
+        raise OptionError("--disk-kv-bytes", "the disk tier sits behind the host pool: --host-kv-bytes must be "
+                          "above 0 (blocks move disk -> host -> GPU)")
 
 
 def check_context_limit(opts: Options) -> None:

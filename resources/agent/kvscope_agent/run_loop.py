@@ -17,7 +17,7 @@ from .engine.alloc_stats import alloc_counters, alloc_delta
 from .lifecycle import EXIT_BAD_OPTION, EXIT_ERROR, EXIT_OK, CancelState, emit_run_start, end_run, ending_of, open_run_log
 from .memory_plan import Built
 from .options import Options, check_context_limit
-from .statistics import partial_summary, percentile
+from .statistics import disk_summary, partial_summary, percentile
 from .tracing import start_capture, telemetry_capability, tracing_off_warning
 
 
@@ -119,20 +119,43 @@ def run_one(
             f"gpu pool {built.gpu_blocks} blocks × {built.block_bytes} bytes ({built.pool_note}); host pool "
             f"{host_blocks} blocks; a user's last request needs {per_request} blocks, so the gpu pool holds "
             f"{built.gpu_blocks // per_request} users"))
+        disk = cache.disk
+        # With a disk tier the pools carry their tier and medium (docs/protocol.md).
+        tiered = (lambda tier, medium: {"tier": tier, "medium": medium}) if disk is not None else (lambda *_: {})
         writer.emit("pool", pool="gpu", capacity_blocks=built.gpu_blocks, block_tokens=opts.block_tokens,
-                    block_bytes=built.block_bytes, bytes=built.gpu_blocks * built.block_bytes)
+                    block_bytes=built.block_bytes, bytes=built.gpu_blocks * built.block_bytes,
+                    **tiered(0, "device"))
         writer.emit("pool", pool="host", capacity_blocks=host_blocks, block_tokens=opts.block_tokens,
                     block_bytes=built.block_bytes, bytes=host_blocks * built.block_bytes,
-                    pinned=cache.host_memory == "pinned")
+                    pinned=cache.host_memory == "pinned", **tiered(1, cache.host_memory))
+        if disk is not None:
+            writer.emit("pool", pool="disk", capacity_blocks=disk.capacity, block_tokens=opts.block_tokens,
+                        block_bytes=built.block_bytes, bytes=disk.capacity * built.block_bytes,
+                        path=opts.disk_kv_path, io=disk.io, **tiered(2, "file"))
+            writer.emit("log", level="info" if disk.io == "o_direct" else "warn", msg=(
+                f"disk tier: {disk.capacity} blocks ({disk.capacity * built.block_bytes} bytes) in a file in "
+                f"{opts.disk_kv_path} ({disk.filesystem}), read and written "
+                + ("with O_DIRECT" if disk.io == "o_direct" else
+                   f"buffered with fdatasync and fadvise DONTNEED ({disk.io_reason})")
+                + ("; tmpfs is memory: its rates are not a disk's" if disk.filesystem == "tmpfs" else "")))
         plain = cache.measure_plain_copy(per_request)
         if plain is not None:
             writer.emit("log", level="info", msg=(
                 f"plain {cache.host_memory} copy of {plain['blocks']} blocks ({plain['bytes']} bytes) between the pools: "
                 f"h2d {plain['h2d_gb_per_s']} GB/s, d2h {plain['d2h_gb_per_s']} GB/s"))
+        plain_disk = cache.measure_plain_disk(per_request) if disk is not None else None
+        if plain_disk is not None:
+            writer.emit("log", level="warn" if "error" in plain_disk else "info", msg=(
+                f"plain sequential disk write and read of {plain_disk['bytes']} bytes by the tier's method "
+                f"({disk.io}, {plain_disk['io_chunk_bytes']}-byte transfers): "
+                + (f"failed: {plain_disk['error']}" if "error" in plain_disk else
+                   f"write {plain_disk['write_bytes_per_s'] / 1e9:.3f} GB/s, read {plain_disk['read_bytes_per_s'] / 1e9:.3f} GB/s")))
         phase("setup", "end")
         summary = run_workload(opts, built, users, writer, clock, cancel, phase)
         if plain is not None:
             summary["plain_copy"] = plain
+        if disk is not None:
+            summary.update(disk_summary(engine, plain_disk))
         cache.synchronize()
     except BaseException as e:  # noqa: BLE001 - every ending (SIGTERM included) is written into the log
         from .engine.kv_cache import _is_oom

@@ -38,12 +38,14 @@ tests run the plan's dependencies on real blocks.
 from __future__ import annotations
 
 import heapq
+import mmap
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import torch
 
 from ..presets import ModelConfig
+from .disk_tier import DiskTierError, DiskWriteError, FileTier
 
 HOST_CHUNK_BYTES = 1 << 30
 # Offload chunk of the overlapped copy pipeline. The first onboard that depends on an offload waits
@@ -83,13 +85,14 @@ def block_bytes_for(cfg: ModelConfig, block_tokens: int, dtype: torch.dtype) -> 
 class CopyRecord:
     """One batch of block copies in one direction (filled in when its events complete)."""
 
-    dir: str  # "h2d" (onboard) or "d2h" (offload)
+    dir: str  # "h2d" (onboard), "d2h" (offload), "f2h" (disk tier read), "h2f" (disk tier write)
     blocks: int
     bytes: int
     runs: int
-    stream: int = 0  # the CUDA stream it ran on (cudaStream_t as an int; 0 on the CPU)
+    stream: int = 0  # the CUDA stream it ran on (cudaStream_t as an int; 0 on the CPU and for file I/O)
     start_ns: int | None = None
     end_ns: int | None = None
+    owner: Any = None  # the request whose admission issued it (PagedKVCache.owner at issue), if any
     _ev: Any = None
 
 
@@ -191,11 +194,16 @@ class HostPool:
     reuses them.
     """
 
-    def __init__(self, capacity: int, block_elems: int, dtype: torch.dtype, pin: bool) -> None:
+    def __init__(self, capacity: int, block_elems: int, dtype: torch.dtype, pin: bool,
+                 page_aligned: bool = False) -> None:
         self.capacity = int(capacity)
         self.block_elems = block_elems
         self.dtype = dtype
         self.pin = pin
+        # Pageable chunks on page boundaries (mmap), so the disk tier's O_DIRECT reads and writes
+        # use the slots themselves (torch.empty aligns to 64 bytes; pinned memory is page-aligned).
+        self.page_aligned = page_aligned and not pin
+        self._maps: list[mmap.mmap] = []
         elt = torch.empty((), dtype=dtype).element_size()
         self.block_bytes = block_elems * elt
         self.chunk_blocks = max(1, HOST_CHUNK_BYTES // self.block_bytes)
@@ -207,8 +215,13 @@ class HostPool:
         while len(self.chunks) * self.chunk_blocks < slots:
             n = min(self.chunk_blocks, self.capacity - len(self.chunks) * self.chunk_blocks)
             try:
-                t = torch.empty((n, self.block_elems), dtype=self.dtype, pin_memory=self.pin)
-            except RuntimeError as e:
+                if self.page_aligned:
+                    m = mmap.mmap(-1, n * self.block_bytes)
+                    self._maps.append(m)
+                    t = torch.frombuffer(m, dtype=torch.uint8).view(self.dtype).view(n, self.block_elems)
+                else:
+                    t = torch.empty((n, self.block_elems), dtype=self.dtype, pin_memory=self.pin)
+            except (RuntimeError, OSError) as e:
                 raise PoolAllocationError(
                     "host", self.capacity * self.block_bytes,
                     f"chunk {len(self.chunks)} ({n * self.block_bytes} bytes{' pinned' if self.pin else ''}): {e}",
@@ -244,6 +257,9 @@ class PagedKVCache:
         simulate_gpu_oom: bool = False,
         copy_overlap: bool = False,
         host_pinned: bool = True,
+        disk_blocks: int = 0,
+        disk_path: str | None = None,
+        disk_io: str = "auto",
     ) -> None:
         self.cfg = cfg
         self.device = device
@@ -287,8 +303,19 @@ class PagedKVCache:
         # The host pool is pinned on CUDA unless asked for pageable memory (--host-kv-memory
         # pageable: a slower link to measure; pageable copies also hold the host until they end).
         self.host_memory = "pinned" if self.cuda and host_pinned else "pageable"
-        self.host = (HostPool(self.host_blocks, self.block_elems, self.dtype, pin=self.host_memory == "pinned")
+        self.host = (HostPool(self.host_blocks, self.block_elems, self.dtype, pin=self.host_memory == "pinned",
+                              page_aligned=disk_blocks > 0)
                      if self.host_blocks > 0 else None)
+        # The disk tier behind the host pool (engine/disk_tier.py): blocks move file <-> host slots.
+        self.disk_blocks = int(disk_blocks)
+        self.disk: FileTier | None = None
+        if self.disk_blocks > 0:
+            if self.host is None:
+                raise DiskTierError("a disk tier needs a host pool: blocks move disk -> host -> GPU")
+            assert disk_path is not None
+            self.disk = FileTier(disk_path, self.disk_blocks, self.block_bytes, disk_io, clock_now)
+        # The request whose admission issues the copies being made (CopyRecord.owner), set by the engine.
+        self.owner: Any = None
         self.copy_stream = torch.cuda.Stream(device=device) if self.cuda else None
         # Copy overlap (module docstring): onboards of a batch that also offloads run on their
         # own stream, pipelined behind the offload chunks they depend on.
@@ -400,7 +427,7 @@ class PagedKVCache:
         self.host.ensure(max(h for _, h in pairs) + 1)
         runs = self._runs(pairs, host_is_src=direction == "h2d")
         rec = CopyRecord(direction, len(pairs), len(pairs) * self.block_bytes, len(runs),
-                         stream=self._stream_id(self.copy_stream))
+                         stream=self._stream_id(self.copy_stream), owner=self.owner)
         if self.cuda:
             start = torch.cuda.Event(enable_timing=True)
             end = torch.cuda.Event(enable_timing=True)
@@ -430,7 +457,8 @@ class PagedKVCache:
         st["onboard_groups"] += len(plan.onboard_groups)
         st["onboard_waits"] += sum(1 for w, _ in plan.onboard_groups if w is not None)
         d2h = CopyRecord("d2h", len(offloads), len(offloads) * self.block_bytes,
-                         sum(len(c) for c in plan.offload_chunks), stream=self._stream_id(self.copy_stream))
+                         sum(len(c) for c in plan.offload_chunks), stream=self._stream_id(self.copy_stream),
+                         owner=self.owner)
         self.pending.append(d2h)
         cur = torch.cuda.current_stream(self.device) if self.cuda else None
         chunk_events: list[Any] = []  # chunk k's event: recorded on the copy stream after it
@@ -461,7 +489,7 @@ class PagedKVCache:
                 continue
             blocks = sum(c for _, _, c in runs)
             rec = CopyRecord("h2d", blocks, blocks * self.block_bytes, len(runs),
-                             stream=self._stream_id(self.onboard_stream))
+                             stream=self._stream_id(self.onboard_stream), owner=self.owner)
             if self.cuda:
                 with torch.cuda.stream(self.onboard_stream):
                     if k is not None:
@@ -575,6 +603,118 @@ class PagedKVCache:
                 best = ms if best is None else min(best, ms)
             result[f"{direction}_gb_per_s"] = round(result["bytes"] / (best * 1e6), 3)
         return result
+
+    # ---- the disk tier ------------------------------------------------------------------------
+
+    def sync_copies(self) -> None:
+        """Wait for the copies issued so far (before the CPU reads or writes host slots that a
+        copy in flight may still touch)."""
+        if self.cuda:
+            assert self.copy_stream is not None
+            self.copy_stream.synchronize()
+            if self.onboard_stream is not None:
+                self.onboard_stream.synchronize()
+
+    def _disk_runs(self, pairs: Sequence[tuple[int, int]]) -> list[tuple[int, int, int]]:
+        """(host address, first disk slot, blocks) runs of (disk_slot, host_slot) pairs adjacent on
+        both sides and within one host chunk."""
+        assert self.host is not None
+        self.host.ensure(max(h for _, h in pairs) + 1)
+        return [(self.host.view(h, c).data_ptr(), d, c)
+                for d, h, c in block_runs(pairs, True, self.host.chunk_blocks)]
+
+    def disk_write(self, pairs: Sequence[tuple[int, int]]) -> tuple[CopyRecord | None, list[tuple[int, int]], DiskWriteError | None]:
+        """Spill host slots to disk slots: pairs (host_slot, disk_slot), synchronously. Returns the
+        record (None if nothing was written), the pairs that failed, and the error (a full disk:
+        the pairs of the failing run and all after it fail, the runs before it are written)."""
+        if not pairs:
+            return None, [], None
+        assert self.disk is not None
+        runs = self._disk_runs([(d, h) for h, d in pairs])
+        done = 0
+        err: DiskWriteError | None = None
+        t0 = self.clock_now()
+        for i, run in enumerate(runs):
+            try:
+                self.disk.write_runs([run])
+            except DiskWriteError as e:
+                err = e
+                break
+            done = i + 1
+        ok_runs = runs[:done]
+        failed: list[tuple[int, int]] = []
+        if err is not None:
+            bad_slots = {d + i for _, d, c in runs[done:] for i in range(c)}
+            failed = [(h, d) for h, d in pairs if d in bad_slots]
+        blocks = sum(c for _, _, c in ok_runs)
+        rec = None
+        if blocks:
+            rec = CopyRecord("h2f", blocks, blocks * self.block_bytes, len(ok_runs), owner=self.owner,
+                             start_ns=t0, end_ns=self.clock_now())
+            self.pending.append(rec)
+        return rec, failed, err
+
+    def disk_read(self, pairs: Sequence[tuple[int, int]]) -> CopyRecord | None:
+        """Promote disk slots into host slots: pairs (disk_slot, host_slot), synchronously."""
+        if not pairs:
+            return None
+        assert self.disk is not None
+        runs = self._disk_runs(list(pairs))
+        io = self.disk.read_runs(runs)
+        rec = CopyRecord("f2h", len(pairs), io.bytes, len(runs), owner=self.owner,
+                         start_ns=io.start_ns, end_ns=io.end_ns)
+        self.pending.append(rec)
+        return rec
+
+    def onboard_chunk(self, pairs: Sequence[tuple[int, int]], after: Any = None) -> list[CopyRecord]:
+        """One chunk of a promotion onto the GPU: pairs (host_slot, gpu_slot), ordered like any
+        onboard (copy_batch); returns its records, to wait on before its host slots are reused."""
+        n0 = len(self.pending)
+        self.copy_batch([], pairs, after=after)
+        return self.pending[n0:]
+
+    def wait_record(self, rec: CopyRecord) -> None:
+        """Until a copy has ended (its host slots may be written again)."""
+        if rec._ev is not None:
+            rec._ev[1].synchronize()
+
+    def measure_plain_disk(self, blocks: int) -> dict[str, Any] | None:
+        """The disk tier's plain sequential write and read rate by its own method (disk_tier.py),
+        through the host pool's first `blocks` slots. Overwrites both, so call it before the
+        workload. None without a disk tier."""
+        if self.disk is None or self.host is None:
+            return None
+        blocks = min(blocks, self.disk.capacity, self.host.capacity)
+        self.host.ensure(blocks)
+        spans = []
+        slot = 0
+        while slot < blocks:
+            c, i = divmod(slot, self.host.chunk_blocks)
+            n = min(blocks - slot, self.host.chunk_blocks - i)
+            spans.append((self.host.view(slot, n).data_ptr(), n))
+            slot += n
+        out = self.disk.measure_plain(spans)
+        out["blocks"] = blocks
+        return out
+
+    # ---- a request's first token, on the run clock ------------------------------------------------
+
+    def stamp(self) -> Any:
+        """A point in the compute stream's work: a recorded event on CUDA, the run clock on the CPU
+        (where the work already ran). stamp_ns() turns it into run-clock ns once it completed."""
+        if not self.cuda:
+            return self.clock_now()
+        ev = torch.cuda.Event(enable_timing=True)
+        ev.record(torch.cuda.current_stream(self.device))
+        return ev
+
+    def stamp_ns(self, stamp: Any) -> int:
+        if not self.cuda:
+            return int(stamp)
+        stamp.synchronize()
+        if self._anchor_ev is None:
+            self.anchor()
+        return self._anchor_ns + int(self._anchor_ev.elapsed_time(stamp) * 1e6)
 
     def synchronize(self) -> None:
         if self.cuda:

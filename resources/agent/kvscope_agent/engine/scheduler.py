@@ -38,6 +38,7 @@ from ..emit import EventWriter
 from ..ledger import BlockLedger
 from . import KEEPS_HOST_COPIES, OFFLOAD_POLICIES, decode_before_copies_from_env
 from .alloc_stats import alloc_counters, alloc_delta
+from .disk_tier import IO_CHUNK_BYTES
 
 if TYPE_CHECKING:  # torch is imported where tensors are made, so the what-if simulator
     import torch  # (whatif/) runs this scheduler on a machine without torch
@@ -81,6 +82,12 @@ class Request:
     matched_blocks: int = 0
     reused_gpu_blocks: int = 0
     reused_host_blocks: int = 0
+    promoted_blocks: int = 0  # matched blocks read from the disk tier (disk -> host -> GPU)
+    # Where its TTFT went (Engine._ttft_parts): run-clock ends of its admission's last disk read,
+    # last host->GPU copy and last copy of any kind (0: none).
+    t_disk_end: int = 0
+    t_h2d_end: int = 0
+    t_copies_end: int = 0
     gen: list[int] = field(default_factory=list)  # sampled tokens known on the CPU
     pending: list[torch.Tensor] = field(default_factory=list)  # sampled, still on the device
     n_gen: int = 0
@@ -132,6 +139,11 @@ class Engine:
         self.block_reuse = block_reuse
         self.writer: EventWriter | None = None
         self.cancel_check: Callable[[], None] = lambda: None
+        # `req first_token` carries `ttft_parts` (docs/protocol.md; the run sets it, the what-if
+        # simulator leaves it off); `tiers`: the log is protocol 2 (a disk tier is configured:
+        # moves to and from it are `move` lines, xfer lines name their pools).
+        self.ttft_parts = False
+        self.tiers = False
         if piece is None:
             from .model import Piece as piece
         # What a step's share of one request is built as (model.Piece; the what-if simulator
@@ -201,7 +213,22 @@ class Engine:
         self.host_map: dict[int, int] = {}  # id -> host slot
         self.host_lru: OrderedDict[int, None] = OrderedDict()
         self.owner: dict[int, int] = {}  # id -> user whose conversation it belongs to
-        self.ledger = BlockLedger(self.cache.num_blocks, self.cache.host_blocks)
+        # The disk tier (cache.disk): its slots, which block is where, LRU order. A block promoted
+        # from it keeps its copy there, so evicting it from the host pool later costs no write.
+        disk_blocks = getattr(self.cache, "disk_blocks", 0)
+        self.disk_free = list(range(disk_blocks))
+        heapq.heapify(self.disk_free)
+        self.disk_map: dict[int, int] = {}  # id -> disk slot
+        self.disk_lru: OrderedDict[int, None] = OrderedDict()
+        self.disk_spill_off: str | None = None  # why spilling stopped (a full disk), if it did
+        self._spills: list[tuple[int, int, int]] = []  # (id, host slot, disk slot) decided, not yet announced
+        self._spill_writes: list[tuple[int, int, int, int, int]] = []  # announced, to write: + (user, round)
+        self._disk_evicted: list[int] = []  # disk LRU victims of those spills
+        self._deferred_disk_lru: list[int] = []
+        self._promotions: list[tuple[Request, list[tuple[int, int, int, int]], int, int]] = []
+        self._offloading: set[int] = set()  # ids offloaded in the batch not yet issued
+        self._promote_note = False
+        self.ledger = BlockLedger(self.cache.num_blocks, self.cache.host_blocks, disk_blocks)
         self.run_salt = run_salt
         self.stats = {
             "blocks_d2h": 0,  # blocks copied by the engine (the ledger counts the moves)
@@ -213,6 +240,12 @@ class Engine:
             "bytes_d2h": 0,
             "copy_ns_h2d": 0,
             "copy_ns_d2h": 0,
+            "bytes_f2h": 0,  # disk tier reads (promotions)
+            "bytes_h2f": 0,  # disk tier writes (spills)
+            "copy_ns_f2h": 0,
+            "copy_ns_h2f": 0,
+            "blocks_f2h": 0,
+            "blocks_h2f": 0,
         }
         self._copy_offloads: list[tuple[int, int]] = []
         self._copy_onboards: list[tuple[int, int]] = []
@@ -227,12 +260,16 @@ class Engine:
             self.writer.emit(type, **fields)
 
     def _blocks(self, op: str, ids: list[int], user: int, round: int, pool: str | None = None,
-                keep_source: bool = False) -> None:
+                keep_source: bool = False, src: str | None = None, dst: str | None = None) -> None:
         """Apply a move to the ledger (raises on a rule break) and emit it, one line per owner
-        user (the `user` of a blocks line is the user whose conversation the blocks hold)."""
+        user (the `user` of a blocks line is the user whose conversation the blocks hold).
+        `move` (protocol 2) goes from pool `src` to pool `dst`."""
         if not ids:
             return
-        if op == "store":
+        if op == "move":
+            assert src is not None and dst is not None
+            self.ledger.move(src, dst, ids, keep_source=keep_source)
+        elif op == "store":
             self.ledger.store(ids)
         elif op == "offload":
             self.ledger.offload(ids, keep_source=keep_source)
@@ -247,6 +284,8 @@ class Engine:
             by_owner.setdefault(self.owner.get(i, user), []).append(i)
         for u, group in by_owner.items():
             fields: dict[str, Any] = {"op": op, "ids": group, "user": u, "round": round}
+            if op == "move":
+                fields["from"], fields["to"] = src, dst
             if pool is not None:
                 fields["pool"] = pool
             if keep_source:
@@ -285,8 +324,12 @@ class Engine:
                 matched.append((h, "gpu"))
             elif h in self.host_map:
                 matched.append((h, "host"))
+            elif h in self.disk_map:
+                matched.append((h, "disk"))
             else:
                 break
+        if any(where == "disk" for _, where in matched):
+            matched = self._promotable(matched, n_total)
         hits = [h for h, where in matched if where == "gpu"]
         cached_hits = sum(1 for h in hits if h in self.gpu_lru)
         need = n_total - len(hits)
@@ -295,6 +338,7 @@ class Engine:
             return False
 
         # Commit: pin what is reused, then find slots (free first, then LRU victims).
+        self.cache.owner = req  # the copies and disk I/O of this admission are its own
         for h in hits:
             self.refcount[h] = self.refcount.get(h, 0) + 1
             self.gpu_lru.pop(h, None)
@@ -302,7 +346,12 @@ class Engine:
         onboard_ids = [h for h, where in matched if where == "host"]
         for h in onboard_ids:
             self.host_lru.pop(h, None)  # pinned until its copy is issued
+        promote_ids = [h for h, where in matched if where == "disk"]
+        for h in promote_ids:
+            self.disk_lru.pop(h, None)  # pinned: no spill of this admission may evict it
         slots = self._take_slots(need, req)
+        staging = self._staging_slots(len(promote_ids), req) if promote_ids else []
+        promoting: list[tuple[int, int, int, int]] = []  # (id, disk slot, host slot, gpu slot)
         onboard_pairs: list[tuple[int, int]] = []
         table: list[int] = []
         ids: list[int | None] = []
@@ -310,7 +359,7 @@ class Engine:
         for h, where in matched:
             if where == "gpu":
                 table.append(self.gpu_map[h])
-            else:
+            elif where == "host":
                 slot = slots[si]
                 si += 1
                 if self.keep_host_copies:
@@ -323,16 +372,26 @@ class Engine:
                 self.gpu_map[h] = slot
                 self.refcount[h] = 1
                 table.append(slot)
+            else:
+                slot = slots[si]
+                si += 1
+                promoting.append((h, self.disk_map[h], -1, slot))
+                self.gpu_map[h] = slot
+                self.refcount[h] = 1
+                table.append(slot)
             ids.append(h)
         self._blocks("onboard", onboard_ids, req.user, req.round,
                      keep_source=self.keep_host_copies)
         self._copy_onboards.extend(onboard_pairs)
+        if promoting:
+            self._plan_promotion(req, promoting, staging)
         table.extend(slots[si:])
         ids.extend([None] * (n_total - len(ids)))
         req.table, req.ids = table, ids
         req.matched_blocks = len(matched)
         req.reused_gpu_blocks = len(hits)
         req.reused_host_blocks = len(onboard_ids)
+        req.promoted_blocks = len(promote_ids)
         req.computed = len(matched) * bt
         req.ids_chain = [h for h, _ in matched]
         req.hashes_registered = len(matched)
@@ -381,32 +440,223 @@ class Engine:
         # batch before its offload is even announced (it drops later victims instead).
         for vid in offload:
             self.host_lru[vid] = None
+        self._offloading.update(offload)
+        self._flush_spills(req.user, req.round)
         self._blocks("evict", host_evicted, req.user, req.round, pool="host")
         self._blocks("offload", offload, req.user, req.round)
         self._blocks("evict", dropped + already_on_host, req.user, req.round, pool="gpu")
-        for vid in host_evicted + dropped:
-            if vid not in self.gpu_map:
-                self.owner.pop(vid, None)
+        self._forget_gone(host_evicted + dropped)
         if self.slot_order == "ascending":
             slots.sort()
         return slots
 
     def _host_slot(self, host_evicted: list[int]) -> int | None:
+        """A host slot: a free one, else the least recently used block's, which spills to the disk
+        tier (written by _write_spills before anything reuses the slot) or, with no disk tier, a
+        full one, or a copy there already, is dropped from the host pool (`host_evicted`)."""
         if self.host_free:
             return heapq.heappop(self.host_free)
+        if self.host_lru and self.cache.disk is not None:
+            # The CPU will write this slot (a spill reads it, a promotion stages into it): not one
+            # whose offload this batch has yet to copy.
+            hid = next((h for h in self.host_lru if h not in self._offloading), None)
+            if hid is None:
+                return None
+            del self.host_lru[hid]
+            hslot = self.host_map.pop(hid)
+            if hid not in self.disk_map and self.disk_spill_off is None:
+                dslot = self._disk_slot()
+                if dslot is not None:
+                    self._spills.append((hid, hslot, dslot))
+                    return hslot
+            host_evicted.append(hid)
+            return hslot
         if self.host_lru:
             hid, _ = self.host_lru.popitem(last=False)
             host_evicted.append(hid)
             return self.host_map.pop(hid)
         return None
 
+    def _disk_slot(self) -> int | None:
+        if self.disk_free:
+            return heapq.heappop(self.disk_free)
+        if self.disk_lru:
+            vid, _ = self.disk_lru.popitem(last=False)
+            self._disk_evicted.append(vid)
+            return self.disk_map.pop(vid)
+        return None
+
+    def _forget_gone(self, ids: Sequence[int]) -> None:
+        """Forget whose conversation a block held once it is in no pool."""
+        for i in ids:
+            if i not in self.gpu_map and i not in self.host_map and i not in self.disk_map:
+                self.owner.pop(i, None)
+
+    def _flush_spills(self, user: int, round: int) -> None:
+        """Announce the spills decided since the last call: disk LRU victims leave the disk and the
+        spilled blocks move host -> disk (their writes follow in _write_spills, before anything
+        reuses their host slots, as every move's copy follows its line)."""
+        evicted, self._disk_evicted = self._disk_evicted, []
+        spills, self._spills = self._spills, []
+        self._blocks("evict", evicted, user, round, pool="disk")
+        self._forget_gone(evicted)
+        for bid, hslot, dslot in spills:
+            self.disk_map[bid] = dslot
+            self._deferred_disk_lru.append(bid)
+            self._spill_writes.append((bid, hslot, dslot, user, round))
+        self._blocks("move", [b for b, _, _ in spills], user, round, src="host", dst="disk")
+
+    def _write_spills(self) -> None:
+        """Write the announced spills (host slots -> disk slots, in long runs). A write that fails (a
+        full disk: ENOSPC, or EFBIG past a file-size limit) loses its blocks from the disk again
+        (evicted there, recomputed when needed), and spilling stops for the rest of the run with the
+        reason logged; the blocks already on disk stay there and are still promoted."""
+        writes, self._spill_writes = self._spill_writes, []
+        if not writes:
+            return
+        # A spilled slot may still be the target of an offload in flight (or the source of an onboard).
+        self.cache.sync_copies()
+        _, failed, err = self.cache.disk_write([(h, d) for _, h, d, _, _ in writes])
+        if err is None:
+            return
+        failed_slots = {d for _, d in failed}
+        lost: dict[tuple[int, int], list[int]] = {}
+        for bid, _, dslot, user, round in writes:
+            if dslot in failed_slots:
+                del self.disk_map[bid]
+                heapq.heappush(self.disk_free, dslot)
+                lost.setdefault((user, round), []).append(bid)
+        for (user, round), ids in lost.items():
+            self._blocks("evict", ids, user, round, pool="disk")
+            self._forget_gone(ids)
+        self.disk_spill_off = err.message
+        self._emit("log", level="warn", msg=(
+            f"disk tier: spilling stopped: {err.message}; the {len(failed)} block(s) it was writing are lost from "
+            f"the disk (recomputed when needed), and from now on the host pool's evictions are dropped; the "
+            f"{len(self.disk_map)} block(s) on disk stay and are still promoted"))
+
+    def _promotable(self, matched: list[tuple[int, str]], n_total: int) -> list[tuple[int, str]]:
+        """`matched` cut before the first disk block that cannot be promoted. A promotion stages
+        its blocks in host slots (disk -> host -> GPU): under lazy offload through a ring of slots
+        reused as each chunk's copy to the GPU ends, so one free or evictable slot is enough;
+        where the host keeps an onboarded block's copy (lazy-keep, write-through) each promoted
+        block keeps its slot. The slots left are counted as _take_slots and _host_slot will leave
+        them: the free ones and the host LRU's, less those the GPU's victims will take."""
+        hits = {h for h, where in matched if where == "gpu"}
+        pinned = {h for h, where in matched if where == "host"}
+        need = n_total - len(hits)
+        n_victims = max(0, need - len(self.gpu_free))
+        victims_to_host = 0
+        if n_victims and self.cache.host is not None and self.cache.host_blocks > 0:
+            for vid in self.gpu_lru:
+                if n_victims == 0:
+                    break
+                if vid in hits:
+                    continue
+                n_victims -= 1
+                victims_to_host += vid not in self.host_map
+        left = max(0, len(self.host_free) + sum(1 for h in self.host_lru if h not in pinned) - victims_to_host)
+        n_disk = sum(1 for _, where in matched if where == "disk")
+        allowed = min(n_disk, left) if self.keep_host_copies else (n_disk if left >= 1 else 0)
+        if allowed == n_disk:
+            return matched
+        seen = 0
+        for i, (_, where) in enumerate(matched):
+            if where == "disk":
+                if seen == allowed:
+                    if not self._promote_note:
+                        self._promote_note = True
+                        self._emit("log", level="warn", msg=(
+                            f"disk tier: the host pool has {left} slot(s) left to stage a promotion of {n_disk} "
+                            f"block(s); {n_disk - allowed} are recomputed instead (logged once)"))
+                    return matched[:i]
+                seen += 1
+        return matched
+
+    def _staging_slots(self, n_promote: int, req: Request) -> list[int]:
+        """Host slots to stage a promotion through (see _promotable): all `n_promote` where the host
+        keeps promoted blocks, else a ring of up to two pipeline chunks."""
+        ring = 2 * max(1, IO_CHUNK_BYTES // self.cache.block_bytes)
+        want = n_promote if self.keep_host_copies else min(n_promote, ring)
+        staging: list[int] = []
+        host_evicted: list[int] = []
+        while len(staging) < want:
+            hslot = self._host_slot(host_evicted)
+            if hslot is None:
+                break
+            staging.append(hslot)
+        self._flush_spills(req.user, req.round)
+        self._blocks("evict", host_evicted, req.user, req.round, pool="host")
+        self._forget_gone(host_evicted)
+        if not staging or (self.keep_host_copies and len(staging) < n_promote):
+            raise RuntimeError(f"disk tier: {len(staging)} host slot(s) to stage {n_promote} promoted blocks "
+                               f"(_promotable counted them)")
+        return staging
+
+    def _plan_promotion(self, req: Request, blocks: list[tuple[int, int, int, int]], staging: list[int]) -> None:
+        """Chunks of a promotion and their staging slots, and its blocks lines: per chunk, a move
+        disk -> host (the disk keeps its copy) then an onboard host -> GPU. A chunk reuses the slots
+        of the chunk `buffers` before it, whose onboard took them out of the host pool (lazy), so
+        the lines hold the host pool within its capacity in the order they are read."""
+        n = len(blocks)
+        io_chunk = max(1, IO_CHUNK_BYTES // self.cache.block_bytes)
+        if len(staging) >= n:
+            chunk, buffers = io_chunk, -(-n // io_chunk)
+        else:  # a ring: at least double-buffered, so a chunk's read overlaps the last one's copy
+            chunk = max(1, min(io_chunk, len(staging) // 2))
+            buffers = len(staging) // chunk
+        planned: list[tuple[int, int, int, int]] = []
+        for i, (bid, dslot, _, gslot) in enumerate(blocks):
+            k = i // chunk
+            planned.append((bid, dslot, staging[(k % buffers) * chunk + i % chunk], gslot))
+        used = {h for _, _, h, _ in planned}
+        for hslot in staging:
+            if hslot not in used:
+                heapq.heappush(self.host_free, hslot)
+        for k in range(0, n, chunk):
+            ids = [b for b, _, _, _ in planned[k : k + chunk]]
+            self._blocks("move", ids, req.user, req.round, keep_source=True, src="disk", dst="host")
+            self._blocks("onboard", ids, req.user, req.round, keep_source=self.keep_host_copies)
+        for bid, _, hslot, _ in planned:
+            if self.keep_host_copies:
+                self.host_map[bid] = hslot
+                self._deferred_host_lru.append(bid)
+            self._deferred_disk_lru.append(bid)
+        if not self.keep_host_copies:
+            self._deferred_host_free.extend(used)
+        self._promotions.append((req, planned, chunk, buffers))
+
     def issue_copies(self, after: Any = None) -> None:
+        promotions, self._promotions = self._promotions, []
+        # Spills first: their host slots are the offloads' and promotions' below.
+        self._write_spills()
+        if promotions:
+            # The CPU writes the staging slots below: copies in flight that touch them end first.
+            self.cache.sync_copies()
         # A slot taken from an evicted block may still be read by a write-through copy in flight:
         # the compute that overwrites it waits for the copy stream (copy_batch does when it copies).
         self.cache.copy_batch(self._copy_offloads, self._copy_onboards, order_compute=self._slots_reused,
                               after=after)
+        for _, planned, chunk, buffers in promotions:
+            # The pipeline: read chunk k from disk into its staging slots, then queue its copy to the
+            # GPU (asynchronous on CUDA) and read chunk k+1 while it runs; a chunk whose slots the
+            # ring reuses first waits for the copy of the chunk that used them.
+            issued: dict[int, list[Any]] = {}
+            for k, i in enumerate(range(0, len(planned), chunk)):
+                part = planned[i : i + chunk]
+                for rec in issued.pop(k - buffers, []):
+                    self.cache.wait_record(rec)
+                self.cache.disk_read([(d, h) for _, d, h, _ in part])
+                issued[k] = self.cache.onboard_chunk([(h, g) for _, _, h, g in part], after=after)
+        self.cache.owner = None
+        self._offloading.clear()
         self._copy_offloads, self._copy_onboards = [], []
         self._slots_reused = False
+        for b in self._deferred_disk_lru:
+            if b in self.disk_map:
+                self.disk_lru[b] = None
+                self.disk_lru.move_to_end(b)
+        self._deferred_disk_lru = []
         for h in self._deferred_host_free:
             heapq.heappush(self.host_free, h)
         self._deferred_host_free = []
@@ -468,10 +718,14 @@ class Engine:
                 through.append(bid)
             for bid in through:  # LRU candidates only after the batch (see _take_slots)
                 self.host_lru[bid] = None
+            self._flush_spills(req.user, req.round)
+            self._write_spills()
+            for b in self._deferred_disk_lru:  # written already: evictable from the disk from now on
+                if b in self.disk_map:
+                    self.disk_lru[b] = None
+            self._deferred_disk_lru = []
             self._blocks("evict", evicted_host, req.user, req.round, pool="host")
-            for hid in evicted_host:
-                if hid not in self.gpu_map:
-                    self.owner.pop(hid, None)
+            self._forget_gone(evicted_host)
             self._blocks("offload", through, req.user, req.round, keep_source=True)
             # Read-only for the copy: compute does not wait for it (order_compute=False).
             self.cache.copy_batch(pairs, [], order_compute=False)
@@ -536,7 +790,7 @@ class Engine:
             t_admit = self.perf_ns()
             # Space only appears when a request ends: retry a head that did not fit only then.
             while queue and len(running) < self.max_batch and released_before != self._releases:
-                copied_before = len(self._copy_onboards) + len(self._copy_offloads)
+                copied_before = len(self._copy_onboards) + len(self._copy_offloads) + len(self._promotions)
                 if not self.try_admit(queue[0]):
                     released_before = self._releases
                     break
@@ -545,7 +799,7 @@ class Engine:
                 self._emit("req", t=r.t_scheduled, user=r.user, round=r.round, phase="scheduled")
                 running.append(r)
                 admitted = True
-                copying += len(self._copy_onboards) + len(self._copy_offloads) > copied_before
+                copying += len(self._copy_onboards) + len(self._copy_offloads) + len(self._promotions) > copied_before
                 if self.copying_admissions_per_step is not None and copying >= self.copying_admissions_per_step:
                     # One copying admission per step: its prefill then waits only for its own
                     # blocks' copies (they share one copy stream, in issue order), and the next
@@ -558,7 +812,7 @@ class Engine:
             mark = None
             stepped: list[Request] = []  # decoded before the copies
             late: list[Request] = []  # decoded after the admitted request's prefill step
-            if admitted and self.decode_before_copies and (self._copy_onboards or self._copy_offloads):
+            if admitted and self.decode_before_copies and (self._copy_onboards or self._copy_offloads or self._promotions):
                 # The requests already decoding take their step before this admission's copies
                 # are queued: on CUDA everything launched after them waits for the copies, and a
                 # decode token mixed into the admitted request's prefill held the CPU in its first
@@ -662,6 +916,9 @@ class Engine:
         if layer_times is not None:
             layer_times.clear()  # a graph-replayed step leaves it empty
         nxt = self.model.forward_step(pieces, self.cache)
+        # When this step's forward ended, for the TTFT split of the requests it gives a first token.
+        fwd_stamp = (self.cache.stamp() if self.ttft_parts and any(
+            p.want_logits and r.n_gen == 0 for p, r in zip(pieces, owners)) else None)
         if self._step_rec is not None:
             self._step_rec["launch_ns"] = self.perf_ns() - t_launch
             self._step_rec["pieces"] = [[r.user, r.round, p.start, p.n] for p, r in zip(pieces, owners)]
@@ -703,7 +960,11 @@ class Engine:
         t = now()
         for r in first:
             r.t_first = t
-            self._emit("req", t=t, user=r.user, round=r.round, phase="first_token")
+            if fwd_stamp is not None:
+                parts = self._ttft_parts(r, self.cache.stamp_ns(fwd_stamp))
+                self._emit("req", t=t, user=r.user, round=r.round, phase="first_token", ttft_parts=parts)
+            else:
+                self._emit("req", t=t, user=r.user, round=r.round, phase="first_token")
         for r in owners:
             upto = min(r.computed, r.kv_tokens) if r.prefilling else len(r.prompt) + r.n_gen - 1
             if r in need_sync or r.prefilling or r in first or r in finished:
@@ -711,6 +972,7 @@ class Engine:
         for r in finished:
             r.t_done = now()
             self.release(r)
+            extra = {"reused_disk_tokens": r.promoted_blocks * self.bt} if self.tiers else {}
             self._emit(
                 "req",
                 t=r.t_done,
@@ -722,26 +984,78 @@ class Engine:
                 reused_gpu_tokens=r.reused_gpu_blocks * self.bt,
                 reused_host_tokens=r.reused_host_blocks * self.bt,
                 computed_tokens=len(r.prompt) - r.matched_blocks * self.bt,
+                **extra,
             )
+
+    def _ttft_parts(self, r: Request, t_forward: int) -> dict[str, Any]:
+        """Where a request's TTFT went (docs/protocol.md, `ttft_parts`): critical-path attribution
+        of first_token.t − queued.t over boundaries taken in order and clamped into that span, so
+        the parts sum to it exactly. queued: until admitted; disk_promote: then until its last
+        disk read ended; host_reload: then until its last host->GPU copy ended (its blocks: all
+        that took that hop, the promoted ones too); recompute: from
+        the end of its admission's copies until the forward of its first token's step ended;
+        other: the rest (waiting for copies of its admission that were not its own reloads, the
+        first token's sampling and sync). Its copies' times are read first (they ended before its
+        prefill could start)."""
+        if any(rec.owner is r for rec in self.cache.pending):
+            self._emit_copy_records(wait=False)
+            if any(rec.owner is r for rec in self.cache.pending):
+                self._emit_copy_records(wait=True)
+        tq, tf = r.t_queued, r.t_first
+
+        def clamp(x: int) -> int:
+            return min(max(x, tq), tf)
+
+        b1 = clamp(r.t_scheduled)
+        b2 = clamp(max(b1, r.t_disk_end)) if r.promoted_blocks else b1
+        b3 = clamp(max(b2, r.t_h2d_end)) if r.reused_host_blocks or r.promoted_blocks else b2
+        b4 = clamp(max(b3, r.t_copies_end))
+        b5 = clamp(max(b4, t_forward))
+        bb = self.cache.block_bytes
+        reloaded = r.reused_host_blocks + r.promoted_blocks  # every block that took the host -> GPU hop
+        return {
+            "queued_ns": b1 - tq,
+            "gpu_hit_blocks": r.reused_gpu_blocks,
+            "host_reload": {"blocks": reloaded, "bytes": reloaded * bb, "ns": b3 - b2},
+            "disk_promote": {"blocks": r.promoted_blocks, "bytes": r.promoted_blocks * bb, "ns": b2 - b1},
+            "recompute": {"tokens": len(r.prompt) - r.matched_blocks * self.bt, "ns": b5 - b4},
+            "other_ns": (b4 - b3) + (tf - b5),
+        }
+
+    # xfer `dir` -> (from pool, to pool); the memory of a pool's side is _XFER_MEM's.
+    _XFER_POOLS = {"h2d": ("host", "gpu"), "d2h": ("gpu", "host"), "f2h": ("disk", "host"), "h2f": ("host", "disk")}
 
     def _emit_copy_records(self, wait: bool) -> None:
         for rec in self.cache.completed_copies(wait=wait):
-            key = "h2d" if rec.dir == "h2d" else "d2h"
+            key = rec.dir
             self.stats["bytes_" + key] += rec.bytes
             self.stats["copy_ns_" + key] += max(0, (rec.end_ns or 0) - (rec.start_ns or 0))
             self.stats["blocks_" + key] += rec.blocks
+            r = rec.owner
+            if r is not None and rec.end_ns is not None:
+                r.t_copies_end = max(r.t_copies_end, rec.end_ns)
+                if rec.dir == "h2d":
+                    r.t_h2d_end = max(r.t_h2d_end, rec.end_ns)
+                elif rec.dir == "f2h":
+                    r.t_disk_end = max(r.t_disk_end, rec.end_ns)
             dev = self.cache.device
+            src, dst = self._XFER_POOLS[rec.dir]
+            mem = {"gpu": "device", "host": self.cache.host_memory, "disk": "file"}
+            file_io = rec.dir in ("f2h", "h2f")
+            pools = {"from_pool": src, "to_pool": dst} if self.tiers else {}
             self._emit(
                 "xfer",
                 dir=rec.dir,
                 bytes=rec.bytes,
                 start=rec.start_ns,
                 end=rec.end_ns,
-                src_mem="device" if rec.dir == "d2h" else self.cache.host_memory,
-                dst_mem=self.cache.host_memory if rec.dir == "d2h" else "device",
-                device=dev.index if dev.index is not None else (0 if self.cache.cuda else -1),
+                src_mem=mem[src],
+                dst_mem=mem[dst],
+                # file I/O runs on the host: no device (CUPTI cannot see it; the engine times it)
+                device=-1 if file_io else (dev.index if dev.index is not None else (0 if self.cache.cuda else -1)),
                 stream=rec.stream,  # the copy stream, or the onboard stream with --copy-overlap on
                 source="engine",
                 blocks=rec.blocks,
                 runs=rec.runs,
+                **pools,
             )

@@ -52,6 +52,7 @@ class SimCopy:
     stream: int
     start_ns: int
     end_ns: int
+    owner: Any = None  # CopyRecord.owner's place (no ttft_parts in a simulated run)
 
 
 class SimGpu:
@@ -105,6 +106,9 @@ class SimCache:
 
     cuda = False  # no CUDA allocator to read (alloc_stats), no events to anchor
     device = SimDevice()
+    disk = None  # no disk tier is simulated
+    disk_blocks = 0
+    owner = None  # as PagedKVCache.owner
 
     def __init__(self, gpu: SimGpu, block_tokens: int, block_bytes: int, gpu_blocks: int, host_blocks: int,
                  copy_overlap: bool, host_memory: str) -> None:
