@@ -10,14 +10,13 @@ import ctypes
 import json
 import mmap
 import os
-import resource
 import subprocess
 import sys
 
 import pytest
 
 from conftest import AGENT_ROOT
-from kvscope_agent.engine.disk_tier import ALIGN, DiskTierError, DiskWriteError, FileTier, filesystem_of
+from kvscope_agent.engine.disk_tier import ALIGN, DiskTierError, FileTier, filesystem_of
 from kvscope_agent.ledger import check_log
 from kvscope_agent.lifecycle import CancelState
 from kvscope_agent.memory_plan import build

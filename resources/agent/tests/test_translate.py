@@ -1,9 +1,12 @@
 """Translation of engine KV-event dumps (TensorRT-LLM and vLLM).
 
 The dumps in fixtures/engine-dumps/ are shaped exactly as the engines' serializers write them
-(TensorRT-LLM tensorrt_llm/_utils.py KVCacheEventSerializer at commit ed53795b; vLLM
-vllm/distributed/kv_events.py at commits b4e69e0a (v0.9, array_like) and 0181ea31 (map form with
-medium)); generate.py beside them says how, and records in expected-moves.json what its simulated
+(TensorRT-LLM tensorrt_llm/_utils.py KVCacheEventSerializer at commit ed53795b, with the KV cache
+manager v2's cache levels, disk included, at commit 00043967; vLLM vllm/distributed/kv_events.py
+at commits b4e69e0a (v0.9, array_like) and 0181ea31 (map form with medium), the offloading
+connector's tier fields (medium STORAGE, locality, ownership) as
+kv_connector/v1/offloading/events.py at 030ea52e and vllm/v1/kv_offload/base.py at 0105e232 write
+them); generate.py beside them says how, and records in expected-moves.json what its simulated
 engine actually did, so each test below can check that every move is counted once.
 """
 
@@ -21,7 +24,8 @@ from conftest import AGENT_ROOT
 from kvscope_agent.clock import RunClock
 from kvscope_agent.emit import EventWriter
 from kvscope_agent.ledger import BlockLedger, LedgerError, check_log
-from kvscope_agent.translate import main as translate_main, run_end_summary
+from kvscope_agent.translate import emit_run_start, run_end_summary
+from kvscope_agent.translate import main as translate_main
 from kvscope_agent.translate.common import Report
 from kvscope_agent.translate.tensorrt_llm import TrtllmTranslator
 from kvscope_agent.translate.vllm import VllmTranslator
@@ -66,19 +70,31 @@ def test_translation_satisfies_protocol_and_counts_each_move_once(tmp_path, name
     assert check_log(path) == []
     assert lines[0]["type"] == "run.start"
     assert lines[0]["engine"] == {"name": engine_of(name), "version": "imported"}
-    assert [ln["pool"] for ln in lines if ln["type"] == "pool"] == ["gpu", "host"]
-    s = summary(lines)
     want = EXPECTED[name]
+    tiered = "spill" in want  # a dump with a tier below the host: a disk pool
+    assert [ln["pool"] for ln in lines if ln["type"] == "pool"] == ["gpu", "host"] + (["disk"] if tiered else [])
+    s = summary(lines)
     assert s["translate"]["blocks_stored"] == want["store"]
     assert s["blocks_offloaded"] == want["offload"]
     assert s["blocks_onboarded"] == want["onboard"]
-    assert s["blocks_evicted"] == want["evict_gpu"] + want["evict_host"]
+    assert s["blocks_evicted"] == want["evict_gpu"] + want["evict_host"] + want.get("evict_disk", 0)
     # the evictions land in the pool the engine dropped them from
-    by_pool = {"gpu": 0, "host": 0}
+    by_pool = {"gpu": 0, "host": 0, "disk": 0}
+    moved: dict[tuple[str, str], int] = {}
     for ln in lines:
         if ln["type"] == "blocks" and ln["op"] == "evict":
             by_pool[ln["pool"]] += len(ln["ids"])
-    assert by_pool == {"gpu": want["evict_gpu"], "host": want["evict_host"]}
+        if ln["type"] == "blocks" and ln["op"] == "move":
+            moved[(ln["from"], ln["to"])] = moved.get((ln["from"], ln["to"]), 0) + len(ln["ids"])
+    assert by_pool == {"gpu": want["evict_gpu"], "host": want["evict_host"], "disk": want.get("evict_disk", 0)}
+    # and every move between tiers is the engine's, once: host -> disk (spill), disk -> host
+    # (promote), disk -> gpu straight
+    if tiered:
+        assert moved.get(("host", "disk"), 0) == want["spill"] == s["blocks_spilled"]
+        assert moved.get(("disk", "host"), 0) == want["promote"] == s["blocks_promoted"]
+        assert moved.get(("disk", "gpu"), 0) == want.get("disk_to_gpu", 0)
+    else:
+        assert moved == {}
 
 
 def test_trtllm_pools_come_from_created(tmp_path):
@@ -252,7 +268,7 @@ def test_vllm_gpu_removal_and_cpu_store_in_one_batch_is_one_offload(tmp_path):
     ], gpu=2)
     assert check_log(path) == []
     assert tr.emitter is not None
-    assert tr.emitter.moves == {"store": 3, "offload": 1, "onboard": 0, "evict": 0, "hit": 0}
+    assert tr.emitter.moves == {"store": 3, "offload": 1, "onboard": 0, "evict": 0, "hit": 0, "move": 0}
     with open(path) as f:
         off = [json.loads(x) for x in f if '"op":"offload"' in x]
     assert off[0]["ids"] == [0] and "keep_source" not in off[0]
@@ -353,3 +369,139 @@ def test_moves_with_an_ample_gpu_pool_are_warned_and_checked(tmp_path):
     w.close()
     assert report.counts["moves_with_ample_pool"] == 1
     assert [v.rule for v in check_log(path)] == ["ample_pool_moved"]
+
+
+# ---- tiers below the host ------------------------------------------------------------------------
+
+
+def trt_event(eid: int, data: dict[str, Any]) -> dict[str, Any]:
+    return {"event_id": eid, "window_size": 64, "data": data}
+
+
+def trt_stored(h: int) -> dict[str, Any]:
+    return {"type": "stored", "parent_hash": None,
+            "blocks": [{"type": "stored_block", "block_hash": h, "tokens": [], "cache_level": 0, "priority": 35}]}
+
+
+def trt_level(h: int, old: int, new: int) -> dict[str, Any]:
+    return {"type": "updated", "block_hash": h, "priority": None,
+            "cache_level": {"type": "event_diff", "new_value": new, "old_value": old}}
+
+
+def test_trtllm_disk_level_is_a_disk_pool_sized_by_created(tmp_path):
+    """KV cache manager v2 with host and disk tiers: `created` has three levels, and a level 2 is
+    the disk pool (tier 2)."""
+    lines, path = translate(tmp_path, "trtllm-disk-tier.json")
+    created = read_dump("trtllm-disk-tier.json")[0]["data"]["num_blocks_per_cache_level"]
+    pools = [(ln["pool"], ln["capacity_blocks"], ln["tier"]) for ln in lines if ln["type"] == "pool"]
+    assert pools == [("gpu", created[0], 0), ("host", created[1], 1), ("disk", created[2], 2)]
+    assert [ln["medium"] for ln in lines if ln["type"] == "pool" and ln["pool"] == "disk"] == ["file"]
+    assert lines[0]["config"]["cache_levels"] == ["gpu", "host", "disk"]
+    assert summary(lines)["translate"]["moved"]["disk->gpu"] == EXPECTED["trtllm-disk-tier.json"]["disk_to_gpu"]
+
+
+def test_trtllm_cache_levels_name_a_disk_without_a_host_tier(tmp_path):
+    """An engine whose host tier was dropped has two levels, GPU and disk: --cache-levels gpu,disk
+    makes level 1 the disk pool (no host pool), a 0 -> 1 update a move gpu -> disk."""
+    dump = tmp_path / "gpu-disk.json"
+    dump.write_text(json.dumps([
+        trt_event(0, {"type": "created", "num_blocks_per_cache_level": [2, 8]}),
+        trt_event(1, trt_stored(11)), trt_event(2, trt_stored(12)),
+        trt_event(3, trt_level(11, 0, 1)), trt_event(4, trt_stored(13)),
+        trt_event(5, trt_level(11, 1, 0)),  # back: the LRU GPU block must give way first
+        trt_event(6, {"type": "removed", "block_hashes": [11]}),
+    ]))
+    out = tmp_path / "out"
+    rc = translate_main(["--engine", "tensorrt_llm", "--input", str(dump), "--out", str(out), "--cache-levels", "gpu,disk"])
+    assert rc == 0
+    path = out / "events.jsonl"
+    assert check_log(path) == []
+    lines = [json.loads(x) for x in open(path)]
+    assert [(ln["pool"], ln["capacity_blocks"]) for ln in lines if ln["type"] == "pool"] == [("gpu", 2), ("host", 0), ("disk", 8)]
+    moves = [(ln["from"], ln["to"], ln["ids"]) for ln in lines if ln["type"] == "blocks" and ln["op"] == "move"]
+    assert moves == [("gpu", "disk", [0]), ("disk", "gpu", [0])]
+    assert summary(lines)["translate"]["counts"]["inferred_gpu_evict"] == 1
+    evicts = [(ln["pool"], ln["ids"]) for ln in lines if ln["type"] == "blocks" and ln["op"] == "evict"]
+    assert evicts == [("gpu", [1]), ("gpu", [0])]
+    # the same dump read with the default levels (gpu, host, disk) would call level 1 the host
+    assert translate_main(["--engine", "tensorrt_llm", "--input", str(dump), "--out", str(tmp_path / "x"),
+                           "--cache-levels", "host,gpu"]) == 2
+
+
+def test_trtllm_live_feed_with_three_levels_writes_a_disk_pool(tmp_path):
+    path = tmp_path / "events.jsonl"
+    w = EventWriter(path, RunClock())
+    emit_run_start(w, "tensorrt_llm", "imported", {}, {"hostname": "test", "gpus": []}, 0)
+    tr = TrtllmTranslator(w, Report(w))
+    feed = [trt_event(0, {"type": "created", "num_blocks_per_cache_level": [1, 1, 4]}),
+            trt_event(1, trt_stored(11)), trt_event(2, trt_level(11, 0, 1)), trt_event(3, trt_stored(12)),
+            trt_event(4, trt_level(11, 1, 2)), trt_event(5, trt_level(11, 2, 1)),
+            trt_event(6, {"type": "removed", "block_hashes": [11]})]
+    for i, ev in enumerate(feed):
+        tr.feed(ev, i)
+        tr.start_pools_from_created(32, 4096, i)
+    tr.finish(9)
+    w.close()
+    assert check_log(path) == []
+    lines = [json.loads(x) for x in open(path)]
+    assert [(ln["pool"], ln["capacity_blocks"]) for ln in lines if ln["type"] == "pool"] == [("gpu", 1), ("host", 1), ("disk", 4)]
+    ops = [(ln["op"], ln.get("from"), ln.get("to"), ln.get("pool")) for ln in lines if ln["type"] == "blocks"]
+    assert ops == [("store", None, None, None), ("offload", None, None, None), ("store", None, None, None),
+                   ("move", "host", "disk", None), ("move", "disk", "host", None), ("evict", None, None, "host")]
+
+
+def vllm_stored(h: list[int], medium: str, **tier: Any) -> dict[str, Any]:
+    return {**stored(h, medium), **tier}
+
+
+def test_vllm_storage_demotion_promotion_and_remote_locality(tmp_path):
+    """The tiering offload's STORAGE copies are the disk pool, a REMOTE tier's the remote pool: a
+    STORAGE store while the CPU copy stays is a move host -> disk (the CPU removal that follows an
+    eviction there), a CPU store of a block only on disk a promotion disk -> host, and the GPU
+    loads it from the CPU."""
+    path = str(tmp_path / "events.jsonl")
+    w = EventWriter(path, RunClock())
+    emit_run_start(w, "vllm", "imported", {}, {"hostname": "test", "gpus": []}, 0)
+    tr = VllmTranslator(w, Report(w))
+    tr.set_pools(1, 4, 16, 0, 0, lower={"disk": 8, "remote": 8})
+    fs = {"locality": "LOCAL", "ownership": "fs:0"}
+    for b in [
+        {"ts": 1.0, "events": [stored([1], "GPU")]},
+        {"ts": 2.0, "events": [vllm_stored([1], "CPU")]},  # offload, GPU copy stays
+        {"ts": 3.0, "events": [vllm_stored([1], "STORAGE", **fs), removed([1], "CPU")]},  # demotion
+        {"ts": 4.0, "events": [removed([1], "GPU"), stored([2], "GPU")]},
+        {"ts": 5.0, "events": [vllm_stored([1], "CPU")]},  # promotion
+        {"ts": 6.0, "events": [removed([2], "GPU"), stored([1], "GPU")]},  # load
+        {"ts": 7.0, "events": [vllm_stored([1], "STORAGE", locality="REMOTE", ownership="p2p")]},
+        {"ts": 8.0, "events": [{**removed([1], "STORAGE"), **fs}, {**removed([1], "STORAGE"), "locality": "REMOTE"}]},
+    ]:
+        tr.feed_batch(b)
+    tr.finish(None)
+    w.close()
+    assert check_log(path) == []
+    lines = [json.loads(x) for x in open(path)]
+    ops = [(ln["op"], ln.get("from"), ln.get("to"), ln.get("pool"), ln.get("keep_source", False))
+           for ln in lines if ln["type"] == "blocks"]
+    assert ops == [
+        ("store", None, None, None, False),
+        ("offload", None, None, None, True),
+        ("move", "host", "disk", None, True),
+        ("evict", None, None, "host", False),
+        ("evict", None, None, "gpu", False),
+        ("store", None, None, None, False),
+        ("move", "disk", "host", None, True),
+        ("evict", None, None, "gpu", False),
+        ("onboard", None, None, None, True),
+        ("move", "host", "remote", None, True),
+        ("evict", None, None, "disk", False),
+        ("evict", None, None, "remote", False),
+    ]
+    pools = [(ln["pool"], ln["tier"], ln.get("medium")) for ln in lines if ln["type"] == "pool"]
+    assert pools == [("gpu", 0, "device"), ("host", 1, None), ("disk", 2, "file"), ("remote", 3, "remote")]
+
+
+def test_vllm_storage_medium_without_a_disk_pool_is_reported(tmp_path):
+    # a live run whose pools were set up without a tier below the host: STORAGE events are counted, not shown
+    tr, path = _vllm(tmp_path, [{"ts": 1.0, "events": [stored([1], "GPU"), stored([1], "STORAGE")]}])
+    assert check_log(path) == []
+    assert tr.report.counts["other_medium"] == 1

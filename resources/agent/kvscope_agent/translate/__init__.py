@@ -5,9 +5,11 @@
 DUMP is a JSON array or JSON lines: for `tensorrt_llm` the dicts `LLM.get_kv_cache_events()`
 returns; for `vllm` decoded `KVEventBatch`es (msgspec `to_builtins`/JSON of the batches a ZMQ
 subscriber receives, positional array_like or map form). DIR/events.jsonl gets a run in the events of docs/protocol.md:
-run.start (engine version "imported"), the two pool lines, the blocks lines, a `log` warn line for
-the first few of every kind of oddity and run.end whose summary carries all the counts; the same
-counts go to stderr. Exit 0 ok, 2 bad option, 1 unreadable or empty dump.
+run.start (engine version "imported"), the pool lines, the blocks lines, a `log` warn line for the
+first few of every kind of oddity and run.end whose summary carries all the counts; the same counts
+go to stderr. A dump with a tier below the host (TensorRT-LLM's disk cache level, vLLM's STORAGE
+medium or REMOTE locality) gets those pools too (with their tiers) and `move` lines between them.
+Exit 0 ok, 2 bad option, 1 unreadable or empty dump.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from .. import PROTOCOL_VERSION, __version__
 from ..clock import RunClock
 from ..emit import EventWriter
 from .common import PoolEmitter, Report
-from .tensorrt_llm import TrtllmTranslator, choose_stream, flatten_events, scan
+from .tensorrt_llm import (DEFAULT_CACHE_LEVELS, TrtllmTranslator, choose_stream, flatten_events, parse_cache_levels,
+                           pool_sizes, scan)
 from .vllm import VllmTranslator, is_batch_list
 
 ENGINES = ("tensorrt_llm", "vllm")
@@ -91,7 +94,15 @@ def base_config(engine: str, block_tokens: int) -> dict[str, Any]:
 
 def run_end_summary(emitter: PoolEmitter | None, report: Report, extra: dict[str, Any]) -> dict[str, Any]:
     moves = emitter.moves if emitter is not None else {}
-    return {
+    tiers: dict[str, Any] = {}
+    if emitter is not None and set(emitter.pools) - {"gpu", "host"}:
+        moved = emitter.moved
+        tiers = {
+            "blocks_spilled": moved.get(("host", "disk"), 0),
+            "blocks_promoted": moved.get(("disk", "host"), 0),
+        }
+        extra = {**extra, "moved": {f"{a}->{b}": n for (a, b), n in sorted(moved.items())}}
+    return {**tiers,
         "e2e_ns": None,
         "ttft_ns_mean": None,
         "ttft_ns_p50": None,
@@ -116,6 +127,8 @@ class Options(argparse.Namespace):
     out: str
     gpu_blocks: int | None
     host_blocks: int | None
+    disk_blocks: int | None
+    cache_levels: tuple[str, ...] | None
     block_tokens: int | None
     block_bytes: int
     window_size: int | None
@@ -137,6 +150,13 @@ def _nonneg(name: str):
     return parse
 
 
+def _cache_levels(text: str) -> tuple[str, ...]:
+    try:
+        return parse_cache_levels(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python3 -m kvscope_agent translate",
@@ -149,6 +169,11 @@ def parser() -> argparse.ArgumentParser:
                    help="GPU pool size; default: TensorRT-LLM's created event, else inferred")
     p.add_argument("--host-blocks", type=_nonneg("--host-blocks"), default=None,
                    help="host pool size; default as --gpu-blocks")
+    p.add_argument("--disk-blocks", type=_nonneg("--disk-blocks"), default=None,
+                   help="disk pool size (TensorRT-LLM's disk cache level, vLLM's STORAGE medium); default as --gpu-blocks")
+    p.add_argument("--cache-levels", type=_cache_levels, default=None,
+                   help="tensorrt_llm: the pool of each cache level, nearest first (default gpu,host,disk; "
+                        "gpu,disk for an engine whose host tier was dropped)")
     p.add_argument("--block-tokens", type=_nonneg("--block-tokens"), default=None,
                    help="tokens per block; default: read from the stored blocks")
     p.add_argument("--block-bytes", type=_nonneg("--block-bytes"), default=0,
@@ -183,24 +208,30 @@ def translate_tensorrt_llm(
     info = scan(events, stream)
     block_tokens = opts.block_tokens or info["block_tokens"] or DEFAULT_BLOCK_TOKENS["tensorrt_llm"]
 
+    levels = tuple(opts.cache_levels) if opts.cache_levels else DEFAULT_CACHE_LEVELS
     pools_from = "created"
     created = info["created"]
-    gpu, host = (created[0], created[1] if len(created) > 1 else 0) if created else (None, None)
+    sizes = pool_sizes(created, levels)
+    gpu, host = (sizes.get("gpu"), sizes.get("host", 0)) if created else (None, None)
+    lower: dict[str, int | None] = {k: v for k, v in sizes.items() if k not in ("gpu", "host")}
     if created is None:
         # Dry run with unbounded pools: the most blocks resident at once is a lower bound on
         # each pool's size, the best a dump without its `created` event can say.
-        dry = TrtllmTranslator(None, Report(), stream)
-        dry.set_pools(None, None, block_tokens, 0, 0)
+        dry = TrtllmTranslator(None, Report(), stream, levels)
+        dry.set_pools(None, None, block_tokens, 0, 0, lower={k: None for k in levels if k not in ("gpu", "host")})
         for i, ev in enumerate(events):
             dry.feed(ev, i)
         dry.finish(len(events))
         assert dry.emitter is not None
-        gpu, host = max(dry.emitter.peak["gpu"], 1), dry.emitter.peak["host"]
+        gpu, host = max(dry.emitter.peak["gpu"], 1), dry.emitter.peak.get("host", 0)
+        lower = {k: n for k, n in dry.emitter.peak.items() if k not in ("gpu", "host") and n > 0}
         pools_from = "inferred"
-    if opts.gpu_blocks is not None or opts.host_blocks is not None:
+    if opts.gpu_blocks is not None or opts.host_blocks is not None or opts.disk_blocks is not None:
         pools_from = "options" if created is None else "options (created said %s)" % created
         gpu = opts.gpu_blocks if opts.gpu_blocks is not None else gpu
         host = opts.host_blocks if opts.host_blocks is not None else host
+        if opts.disk_blocks is not None:
+            lower["disk"] = opts.disk_blocks
 
     config = base_config("tensorrt_llm", block_tokens)
     config.update(
@@ -210,6 +241,7 @@ def translate_tensorrt_llm(
             "window_size": stream[0] if stream else None,
             "attention_dp_rank": stream[1] if stream else None,
             "pools_from": pools_from,
+            "cache_levels": list(levels),
             "time_source": "event order (t = position in the dump, ns); the events carry no time",
         }
     )
@@ -226,10 +258,12 @@ def translate_tensorrt_llm(
     if pools_from == "inferred":
         _infer_note(report, "gpu", int(gpu or 0), 0)
         _infer_note(report, "host", int(host or 0), 0)
+        for name, n in lower.items():
+            _infer_note(report, name, int(n or 0), 0)
     if opts.block_bytes == 0:
         report.warn("block_bytes_unknown", "block_bytes is 0: the dump does not carry it (--block-bytes)", 0)
 
-    tr = TrtllmTranslator(writer, report, stream)
+    tr = TrtllmTranslator(writer, report, stream, levels)
     tr.created = created
     # events of the shown stream that come before its `created` event
     if created is not None:
@@ -246,7 +280,7 @@ def translate_tensorrt_llm(
                 0,
                 n=before,
             )
-    tr.set_pools(gpu, host, block_tokens, opts.block_bytes, 0)
+    tr.set_pools(gpu, host, block_tokens, opts.block_bytes, 0, lower=lower or None)
     for i, ev in enumerate(events):
         tr.feed(ev, i)
     end_t = len(events)
@@ -265,7 +299,7 @@ def translate_vllm(
     if not batches:
         raise DumpError("the dump holds no vLLM KVEventBatch")
     dry = VllmTranslator(None, Report(), opts.group_idx, opts.dp_rank)
-    dry.set_pools(None, None, 1, 0, 0)
+    dry.set_pools(None, None, 1, 0, 0, lower={"disk": None, "remote": None})
     for b in batches:
         dry.feed_batch(b)
     dry.finish(None)
@@ -273,7 +307,12 @@ def translate_vllm(
     block_tokens = opts.block_tokens or dry.block_tokens or DEFAULT_BLOCK_TOKENS["vllm"]
     gpu = opts.gpu_blocks if opts.gpu_blocks is not None else max(dry.peak_gpu, 1)
     host = opts.host_blocks if opts.host_blocks is not None else dry.emitter.peak["host"]
+    # a pool below the host appears when the dump has a medium for it
+    lower: dict[str, int | None] = {k: n for k in ("disk", "remote") if (n := dry.emitter.peak[k]) > 0}
+    if opts.disk_blocks is not None:
+        lower["disk"] = opts.disk_blocks
     inferred = [p for p, o in (("gpu", opts.gpu_blocks), ("host", opts.host_blocks)) if o is None]
+    inferred += [p for p in lower if not (p == "disk" and opts.disk_blocks is not None)]
 
     config = base_config("vllm", block_tokens)
     config.update(
@@ -289,15 +328,16 @@ def translate_vllm(
     )
     unix0 = int(round(dry.ts0 * 1e9)) if dry.ts0 is not None else clock.unix_ns_at_t0
     emit_run_start(writer, "vllm", "imported", config, host_block(opts.hostname), unix0, t=0)
+    sizes = {"gpu": gpu, "host": host, **lower}
     for pool in inferred:
-        _infer_note(report, pool, int(gpu if pool == "gpu" else host), 0)
+        _infer_note(report, pool, int(sizes[pool] or 0), 0)
     if opts.block_bytes == 0:
         report.warn("block_bytes_unknown", "block_bytes is 0: the dump does not carry it (--block-bytes)", 0)
     if "array_like" in dry.forms:
         report.info("positional (array_like) batches decoded with vLLM's field order", t=0)
 
     tr = VllmTranslator(writer, report, dry.group_idx, dry.dp_rank)
-    tr.set_pools(gpu, host, block_tokens, opts.block_bytes, 0)
+    tr.set_pools(gpu, host, block_tokens, opts.block_bytes, 0, lower=lower or None)
     for b in batches:
         tr.feed_batch(b)
     tr.finish(tr.last_t)

@@ -95,15 +95,30 @@ class Report:
             print(line, file=stream)
 
 
+# Protocol 2 pools below the host pool that translations know, nearest first, with their tier and
+# medium (docs/protocol.md): TensorRT-LLM's disk cache level, vLLM's STORAGE medium, and a tier
+# that is not on this host (vLLM's REMOTE locality).
+LOWER_POOLS: dict[str, tuple[int, str]] = {"disk": (2, "file"), "remote": (3, "remote")}
+POOL_ORDER = ("gpu", "host") + tuple(LOWER_POOLS)
+
+
 def emit_pool_lines(writer: Any | None, t: int | None, gpu_blocks: int | None, host_blocks: int | None,
-                    block_tokens: int, block_bytes: int) -> None:
-    """The two `pool` lines docs/protocol.md wants before any `blocks` line (a missing host pool is
-    written with capacity 0, which readers take as "no host pool")."""
+                    block_tokens: int, block_bytes: int, lower: dict[str, int] | None = None) -> None:
+    """The `pool` lines docs/protocol.md wants before any `blocks` line (a missing host pool is
+    written with capacity 0, which readers take as "no host pool"). With `lower` pools (a
+    protocol 2 log) every line carries its tier."""
     if writer is None:
         return
-    for pool, cap in (("gpu", gpu_blocks), ("host", host_blocks)):
+    pools = [("gpu", gpu_blocks, 0, "device"), ("host", host_blocks, 1, None)]
+    pools += [(name, cap, *LOWER_POOLS[name]) for name, cap in (lower or {}).items()]
+    for pool, cap, tier, medium in pools:
+        extra: dict[str, Any] = {}
+        if lower:
+            extra["tier"] = tier
+            if medium is not None:
+                extra["medium"] = medium
         writer.emit("pool", t=t, pool=pool, capacity_blocks=int(cap or 0),
-                    block_tokens=int(block_tokens), block_bytes=int(block_bytes))
+                    block_tokens=int(block_tokens), block_bytes=int(block_bytes), **extra)
 
 
 class PoolEmitter:
@@ -131,6 +146,7 @@ class PoolEmitter:
         report: Report,
         gpu_capacity: int | None,
         host_capacity: int | None,
+        lower: dict[str, int | None] | None = None,
     ) -> None:
         self.writer = writer
         self.report = report
@@ -141,32 +157,44 @@ class PoolEmitter:
         )
         self.gpu: "OrderedDict[int, None]" = OrderedDict()  # LRU order, oldest first
         self.host: "OrderedDict[int, None]" = OrderedDict()
+        # Protocol 2 pools below the host pool (LOWER_POOLS), each in LRU order.
+        self.pools: dict[str, "OrderedDict[int, None]"] = {"gpu": self.gpu, "host": self.host}
+        for name, cap in (lower or {}).items():
+            self.ledger.add_pool(name, big if cap is None else cap)
+            self.pools[name] = OrderedDict()
         self.pending: "OrderedDict[int, bool]" = OrderedDict()  # offloads waiting: id -> keep_source
-        self.moves = {"store": 0, "offload": 0, "onboard": 0, "evict": 0, "hit": 0}
-        self.peak = {"gpu": 0, "host": 0}
+        self.moves = {"store": 0, "offload": 0, "onboard": 0, "evict": 0, "hit": 0, "move": 0}
+        self.moved: dict[tuple[str, str], int] = {}  # blocks moved between two pools, offload and onboard too
+        self.peak = {name: 0 for name in self.pools}
         self.stored_ids: set[int] = set()
         self._line: tuple[tuple[Any, ...], int | None, list[int]] | None = None
 
     # -- output ---------------------------------------------------------------------------------
-    def _add(self, op: str, block: int, t: int | None, pool: str | None = None, keep: bool = False) -> None:
-        key = (op, pool, keep)
+    def _add(self, op: str, block: int, t: int | None, pool: str | None = None, keep: bool = False,
+             src: str | None = None, dst: str | None = None) -> None:
+        key = (op, pool, keep, src, dst)
         if self._line is not None and self._line[0] == key:
             self._line[2].append(block)
         else:
             self.flush()
             self._line = (key, t, [block])
         self.moves[op] += 1
-        self.peak["gpu"] = max(self.peak["gpu"], len(self.gpu))
-        self.peak["host"] = max(self.peak["host"], len(self.host))
+        pair = {"offload": ("gpu", "host"), "onboard": ("host", "gpu")}.get(op, (src, dst))
+        if pair[0] is not None:
+            self.moved[pair] = self.moved.get(pair, 0) + 1
+        for name, held in self.pools.items():
+            self.peak[name] = max(self.peak[name], len(held))
 
     def flush(self) -> None:
         if self._line is None:
             return
-        (op, pool, keep), t, ids = self._line
+        (op, pool, keep, src, dst), t, ids = self._line
         self._line = None
         if self.writer is None:
             return
         fields: dict[str, Any] = {"op": op, "ids": ids}
+        if op == "move":
+            fields["from"], fields["to"] = src, dst
         if pool is not None:
             fields["pool"] = pool
         if keep:
@@ -179,6 +207,14 @@ class PoolEmitter:
 
     def on_host(self, block: int) -> bool:
         return block in self.host
+
+    def on(self, pool: str, block: int) -> bool:
+        held = self.pools.get(pool)
+        return held is not None and block in held
+
+    def where(self, block: int) -> list[str]:
+        """The pools holding `block`, nearest first."""
+        return [name for name, held in self.pools.items() if block in held]
 
     def is_pending(self, block: int) -> bool:
         return block in self.pending
@@ -258,6 +294,40 @@ class PoolEmitter:
         if not keep_source:
             self._drain_pending(t)
 
+    def move(self, block: int, src: str, dst: str, t: int | None, keep_source: bool = False) -> None:
+        """Protocol 2's move between any two pools (gpu -> host is offload, host -> gpu onboard). A
+        full destination below the host pool gives up its least recently used block, said so
+        (`inferred_<pool>_evict`): the engine made room without an event in view."""
+        if (src, dst) == ("gpu", "host"):
+            self.offload(block, t, keep_source)
+            return
+        if (src, dst) == ("host", "gpu"):
+            self.onboard(block, t, keep_source)
+            return
+        if dst == "gpu":
+            self._make_gpu_room(t, f"move of block {block} from {src}")
+        else:
+            target = self.pools[dst]
+            while len(target) >= self.ledger.capacity(dst):
+                victim = next(iter(target))
+                self.report.warn(
+                    f"inferred_{dst}_evict",
+                    f"{dst} pool full ({self.ledger.capacity(dst)} blocks) at a move of block {block}: evicted "
+                    f"block {victim}, the least recently used, which the engine dropped without an event",
+                    t,
+                )
+                self.evict(dst, victim, t)
+        self.ledger.move(src, dst, [block], keep_source=keep_source)
+        source = self.pools[src]
+        if keep_source:
+            source.move_to_end(block)
+        else:
+            del source[block]
+        self.pools[dst][block] = None
+        self._add("move", block, t, keep=keep_source, src=src, dst=dst)
+        if src == "host" and not keep_source:
+            self._drain_pending(t)
+
     def touch(self, block: int) -> None:
         """A reuse of a resident block: LRU order only, no line (the engines send no hit event)."""
         if block in self.gpu:
@@ -276,13 +346,13 @@ class PoolEmitter:
                 t,
             )
         self.ledger.evict(pool, [block])
-        (self.gpu if pool == "gpu" else self.host).pop(block)
+        self.pools[pool].pop(block)
         self._add("evict", block, t, pool=pool)
         if pool == "host":
             self._drain_pending(t)
 
     def evict_all(self, pool: str, t: int | None) -> int:
-        victims = list(self.gpu if pool == "gpu" else self.host)
+        victims = list(self.pools[pool])
         for b in victims:
             self.evict(pool, b, t)
         return len(victims)

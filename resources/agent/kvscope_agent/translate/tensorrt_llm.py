@@ -24,6 +24,20 @@ Meaning (cpp/tensorrt_llm/batch_manager/kvCacheManager.cpp, kPrimaryLevel=0, kSe
 offloadBlock), 1->0 = onboard (onboardBlock); `removed` = left the radix tree, from whichever pool
 it was in (consecutive removals of one window are batched into one event); priority-only
 `updated` events (loadOrAllocateBlocks on reuse with a new retention priority) move nothing.
+
+Cache levels beyond the host (KV cache manager v2, read at NVIDIA/TensorRT-LLM commit
+0004396720054fd8e205cbf616f21f0b57c6b412): tensorrt_llm/_torch/pyexecutor/kv_cache/kv_cache_manager_v2.py
+builds its tiers from KvCacheConfig as [GPU, host (host_cache_size > 0), disk (disk_cache_size > 0,
+at disk_cache_path)] and sends `created` with one block count per tier
+(`_get_event_num_blocks_per_cache_level`: quota // bytes per block); a cache level is an index into
+that list ("cache tiers are sorted from warm to cold", tensorrt_llm/runtime/kv_cache_manager_v2/_config.py),
+so with three tiers level 2 is the disk, and with two it is the host, or the disk when the host
+tier was dropped (the manager rebuilds without it when pinning fails): `--cache-levels gpu,disk`
+says so. tensorrt_llm/runtime/kv_cache_manager_v2/_event_manager.py (commit
+1c39d3592b15598190eda0702f0f025b3f6779fc) sends a block's move between any two levels as one
+`updated` cache_level diff (its logical level: the coldest of its pages), and its removals before
+the next event of another kind. A diff between two levels is a `move` between their pools
+(protocol 2); the dump's pools are then gpu, host and disk.
 """
 
 from __future__ import annotations
@@ -37,6 +51,21 @@ from .common import IdMap, PoolEmitter, Report, emit_pool_lines
 ENGINE = "tensorrt_llm"
 CACHE_LEVEL_GPU = 0  # kPrimaryLevel in kvCacheManager.h
 CACHE_LEVEL_HOST = 1  # kSecondaryLevel
+# Pool of each cache level when nothing says otherwise (CacheTier GPU_MEM, HOST_MEM, DISK).
+DEFAULT_CACHE_LEVELS = ("gpu", "host", "disk")
+
+
+def parse_cache_levels(text: str) -> tuple[str, ...]:
+    """--cache-levels: the pool of each cache level, nearest first ("gpu,host,disk", "gpu,disk")."""
+    levels = tuple(p.strip() for p in text.split(",") if p.strip())
+    if not levels or levels[0] != "gpu" or len(set(levels)) != len(levels) or not set(levels) <= set(DEFAULT_CACHE_LEVELS):
+        raise ValueError(f"{text!r}: the pools of the cache levels in order, gpu first, from {', '.join(DEFAULT_CACHE_LEVELS)}")
+    return levels
+
+
+def pool_sizes(created: list[int] | None, levels: tuple[str, ...]) -> dict[str, int]:
+    """Pool name -> blocks, from a `created` event's num_blocks_per_cache_level."""
+    return {levels[i]: int(n) for i, n in enumerate(created or []) if i < len(levels)}
 
 
 def flatten_events(items: Iterable[Any], report: Report) -> list[dict[str, Any]]:
@@ -123,10 +152,12 @@ class TrtllmTranslator:
         writer: Any | None,
         report: Report,
         stream: tuple[Any, Any] | None = None,
+        levels: tuple[str, ...] = DEFAULT_CACHE_LEVELS,
     ) -> None:
         self.writer = writer
         self.report = report
         self.stream = stream
+        self.levels = levels
         self.ids = IdMap()
         self.emitter: PoolEmitter | None = None
         self.waiting: list[tuple[dict[str, Any], int | None]] = []
@@ -146,10 +177,13 @@ class TrtllmTranslator:
         block_bytes: int,
         t: int | None,
         emit_lines: bool = True,
+        lower: dict[str, int | None] | None = None,
     ) -> None:
-        self.emitter = PoolEmitter(self.writer, self.report, gpu_blocks, host_blocks)
+        """`lower`: pools below the host (the disk level), a protocol 2 log."""
+        self.emitter = PoolEmitter(self.writer, self.report, gpu_blocks, host_blocks, lower)
         if emit_lines:
-            emit_pool_lines(self.writer, t, gpu_blocks, host_blocks, block_tokens, block_bytes)
+            emit_pool_lines(self.writer, t, gpu_blocks, host_blocks, block_tokens, block_bytes,
+                            {k: int(v or 0) for k, v in (lower or {}).items()} or None)
         waiting, self.waiting = self.waiting, []
         for ev, et in waiting:
             self._apply(ev, et)
@@ -158,8 +192,9 @@ class TrtllmTranslator:
         """Live runs: once `created` has arrived, emit the pools and replay what waited."""
         if self.emitter is not None or not self.created:
             return False
-        host = self.created[1] if len(self.created) > 1 else 0
-        self.set_pools(self.created[0], host, block_tokens, block_bytes, t)
+        sizes = pool_sizes(self.created, self.levels)
+        lower = {k: v for k, v in sizes.items() if k not in ("gpu", "host")}
+        self.set_pools(sizes["gpu"], sizes.get("host", 0), block_tokens, block_bytes, t, lower=lower or None)
         return True
 
     def infer_pools_and_replay(self, block_tokens: int, block_bytes: int, t: int | None) -> None:
@@ -287,6 +322,7 @@ class TrtllmTranslator:
                     continue
                 level = b.get("cache_level", CACHE_LEVEL_GPU)
                 if level not in (CACHE_LEVEL_GPU, None):
+                    # (the v2 manager announces a block at its logical level, the coldest of its pages)
                     self.report.warn(
                         "stored_off_gpu",
                         f"a block stored at cache_level {level}; only GPU stores are shown",
@@ -319,11 +355,15 @@ class TrtllmTranslator:
         if block is None:
             # e.g. a dump that starts after the block was stored
             self.report.warn("removed_unknown_block", "removal of a block never stored in the dump", t)
-        elif em.on_host(block):
+            return
+        where = em.where(block)
+        if "host" in where:
             em.evict("host", block, t)
-        elif em.on_gpu(block):
+        elif "gpu" in where:
             # also a block whose offload waits for a host slot: it has not left the GPU yet
             em.evict("gpu", block, t)
+        elif where:
+            em.evict(where[0], block, t)
         else:
             self.report.warn("removed_not_resident", f"block {block} removed while not resident", t)
 
@@ -354,12 +394,12 @@ class TrtllmTranslator:
             return
         if old == new:
             self.report.count("update_without_change")
-        elif (old, new) == (CACHE_LEVEL_GPU, CACHE_LEVEL_HOST):
+        elif (self._pool_of(old), self._pool_of(new)) == ("gpu", "host"):
             if em.on_gpu(block) and not em.is_pending(block):
                 em.offload(block, t)
             else:
                 self.report.warn("offload_not_on_gpu", f"offload of block {block} not on the gpu", t)
-        elif (old, new) == (CACHE_LEVEL_HOST, CACHE_LEVEL_GPU):
+        elif (self._pool_of(old), self._pool_of(new)) == ("host", "gpu"):
             if em.on_host(block):
                 em.onboard(block, t)
             elif em.is_pending(block):
@@ -374,12 +414,27 @@ class TrtllmTranslator:
                 )
             else:
                 self.report.warn("onboard_not_on_host", f"onboard of block {block} not on host", t)
+        elif self._pool_of(old) is not None and self._pool_of(new) is not None:
+            src, dst = self._pool_of(old), self._pool_of(new)
+            assert src is not None and dst is not None
+            if em.on(src, block):
+                em.move(block, src, dst, t)
+            else:
+                self.report.warn("move_not_in_source", f"cache_level {old}->{new} of block {block} not in {src}", t)
         else:
             self.report.warn(
                 "unknown_cache_level_change",
                 f"cache_level {old}->{new} (a tier KV Scope does not show); skipped",
                 t,
             )
+
+    def _pool_of(self, level: Any) -> str | None:
+        """The pool of a cache level the log shows (one with a pool line), else None."""
+        if not isinstance(level, int) or isinstance(level, bool) or not 0 <= level < len(self.levels):
+            return None
+        name = self.levels[level]
+        assert self.emitter is not None
+        return name if name in self.emitter.pools else None
 
     def finish(self, t: int | None) -> None:
         if self.emitter is not None:

@@ -22,6 +22,19 @@ of the same hash", offloading/events.py). So residency is rebuilt by reference-c
 hash x medium: a CPU copy that appears while the GPU copy stays is an offload with `keep_source`
 (the GPU copy is not freed by the store), a GPU copy that appears while a CPU copy exists is an
 onboard with `keep_source` (the CPU copy stays in the CPU LRU).
+
+Tiers below the CPU (vLLM's tiering offload: a CPU primary tier and secondary tiers behind it, on a
+filesystem, an object store or another instance): vllm/v1/kv_offload/base.py (commit
+0105e232b7fa4e1b59ec87531f167c0443a5095d) names a tier's `Medium` ("CPU", "STORAGE") and
+`Locality` ("LOCAL", "REMOTE", relative to the publishing instance), and an OffloadingEvent's
+`ownership` (the secondary tier that generated it, None for the primary); offloading/events.py
+(commit 030ea52effcb05071543c8c42b8f0145e94cee43) publishes them as BlockStored/BlockRemoved with
+`medium` from `_MEDIUM_TO_EVENT_STR` ({CPU: MEDIUM_CPU, STORAGE: MEDIUM_STORAGE}), `locality` and
+`ownership`. A STORAGE copy is the `disk` pool, a copy of REMOTE locality the `remote` pool
+(protocol 2). The tiers demote a cold CPU block to storage (its STORAGE store while the CPU copy
+stays, then the CPU removal) and promote it back ("secondary tier hit -> CPU promotion -> GPU"):
+a copy that appears in a nearer pool while one in a farther pool stays is a `move` with
+`keep_source`, from the nearest pool that holds it.
 """
 
 from __future__ import annotations
@@ -34,6 +47,15 @@ from .common import IdMap, PoolEmitter, Report, emit_pool_lines
 ENGINE = "vllm"
 MEDIUM_GPU = "GPU"
 MEDIUM_CPU = "CPU"
+MEDIUM_STORAGE = "STORAGE"
+LOCALITY_REMOTE = "REMOTE"
+
+
+def pool_of(medium: str, locality: Any) -> str | None:
+    """The pool of an event's medium and locality (None: a medium KV Scope does not know)."""
+    if isinstance(locality, str) and locality.upper() == LOCALITY_REMOTE:
+        return "remote"
+    return {MEDIUM_GPU: "gpu", MEDIUM_CPU: "host", MEDIUM_STORAGE: "disk"}.get(medium)
 
 # Positional field order of the array_like structs (fields were only ever appended).
 STORED_FIELDS = (
@@ -48,8 +70,10 @@ STORED_FIELDS = (
     "group_idx",
     "kv_cache_spec_kind",
     "kv_cache_spec_sliding_window",
+    "locality",
+    "ownership",
 )
-REMOVED_FIELDS = ("block_hashes", "medium", "group_idx")
+REMOVED_FIELDS = ("block_hashes", "medium", "group_idx", "locality", "ownership")
 
 
 def decode_batch(batch: Any) -> tuple[float | None, list[Any], Any, str] | None:
@@ -109,6 +133,7 @@ class VllmTranslator:
         self.refs: dict[tuple[int, str], int] = {}
         self.deferred_gpu_evicts: "OrderedDict[int, None]" = OrderedDict()
         self.host_untracked: set[int] = set()
+        self.below_untracked: set[tuple[int, str]] = set()
         self.cpu_ahead: set[int] = set()
         self.offloaded_early: set[int] = set()
         self.block_tokens = 0
@@ -125,9 +150,12 @@ class VllmTranslator:
         block_tokens: int,
         block_bytes: int,
         t: int | None,
+        lower: dict[str, int | None] | None = None,
     ) -> None:
-        self.emitter = PoolEmitter(self.writer, self.report, gpu_blocks, host_blocks)
-        emit_pool_lines(self.writer, t, gpu_blocks, host_blocks, block_tokens, block_bytes)
+        """`lower`: pools below the host ("disk", "remote"), a protocol 2 log."""
+        self.emitter = PoolEmitter(self.writer, self.report, gpu_blocks, host_blocks, lower)
+        emit_pool_lines(self.writer, t, gpu_blocks, host_blocks, block_tokens, block_bytes,
+                        {k: int(v or 0) for k, v in (lower or {}).items()} or None)
 
     def time_of(self, ts: float | None) -> int:
         """Run-clock ns for a batch `ts` (time.time() seconds in the publisher), kept
@@ -165,7 +193,8 @@ class VllmTranslator:
         self.cpu_ahead = set()
         for ev in events:
             typ, f = decode_event(ev)
-            if typ == "BlockStored" and str(f.get("medium") or "").upper() == MEDIUM_CPU:
+            if (typ == "BlockStored" and str(f.get("medium") or "").upper() == MEDIUM_CPU
+                    and pool_of(MEDIUM_CPU, f.get("locality")) == "host"):
                 for h in f.get("block_hashes") or []:
                     b = self.ids.known(h)
                     if b is not None:
@@ -193,9 +222,13 @@ class VllmTranslator:
             self.report.count("event_without_medium")  # v0.9: the GPU prefix cache only
             medium = MEDIUM_GPU
         medium = str(medium).upper()
-        if medium not in (MEDIUM_GPU, MEDIUM_CPU):
+        pool = pool_of(medium, f.get("locality"))
+        assert self.emitter is not None
+        if pool is None or pool not in self.emitter.pools:
             self.report.warn("other_medium", f"medium {medium!r} is not a pool KV Scope shows", t)
             return
+        if pool in ("disk", "remote"):
+            self.report.count(f"{pool}_events")
         group = f.get("group_idx")
         if group is not None:
             if self.group_idx is None:
@@ -213,18 +246,18 @@ class VllmTranslator:
             return
         if typ == "BlockStored":
             size = f.get("block_size")
-            if medium == MEDIUM_GPU and isinstance(size, int):
+            if pool == "gpu" and isinstance(size, int):
                 self.block_tokens = max(self.block_tokens, size)
-            if medium == MEDIUM_CPU and size == 0 and not f.get("token_ids"):
+            if pool != "gpu" and size == 0 and not f.get("token_ids"):
                 # the connector's default placeholder payload (no tokens, no parent)
-                self.report.count("placeholder_cpu_store")
+                self.report.count("placeholder_cpu_store" if pool == "host" else "placeholder_store")
             # The connector loads only the run of blocks found on the CPU right after the part
             # of the prompt the GPU already holds (its lookup stops at the first miss), and the
             # scheduler caches loaded and computed blocks of a request in one BlockStored. So a
             # CPU-resident block after the first block not on the CPU was recomputed.
             leading = [True]
             for h in hashes:
-                self._stored(self.ids.get(h), medium, t, leading)
+                self._stored(self.ids.get(h), pool, t, leading)
         else:
             for h in hashes:
                 block = self.ids.known(h)
@@ -233,21 +266,24 @@ class VllmTranslator:
                         "removed_unknown_block", f"a {medium} removal of a block never stored", t
                     )
                     continue
-                self._removed(block, medium, t)
+                self._removed(block, pool, t)
 
     # -- residency ------------------------------------------------------------------------------
-    def _stored(self, block: int, medium: str, t: int, leading: list[bool]) -> None:
+    def _stored(self, block: int, pool: str, t: int, leading: list[bool]) -> None:
         em = self.emitter
         assert em is not None
-        key = (block, medium)
+        key = (block, pool)
         before = self.refs.get(key, 0)
         self.refs[key] = before + 1
         if before:
             self.report.count("repeated_store_announcement")
-            if medium == MEDIUM_GPU:
+            if pool == "gpu":
                 em.touch(block)
             return
-        if medium == MEDIUM_GPU:
+        if pool in ("disk", "remote"):
+            self._stored_below(block, pool, t)
+            return
+        if pool == "gpu":
             if block in self.deferred_gpu_evicts:
                 # evicted and cached again within one batch: show both
                 del self.deferred_gpu_evicts[block]
@@ -256,10 +292,12 @@ class VllmTranslator:
             # make room with this batch's removals first, oldest first, as the engine did
             while len(em.gpu) >= em.gpu_capacity and self.deferred_gpu_evicts:
                 self._flush_deferred(t, limit=1)
-            if em.on_host(block) and not em.on_gpu(block) and leading[0]:
-                em.onboard(block, t, keep_source=True)
+            below = [p for p in em.where(block) if p != "gpu"]
+            if below and not em.on_gpu(block) and leading[0]:
+                # loaded from the nearest pool that holds it (vLLM loads through the CPU)
+                em.move(block, below[0], "gpu", t, keep_source=True)
             else:
-                if em.on_host(block):
+                if below:
                     self.report.count("recomputed_though_on_host")
                 leading[0] = False
                 em.store(block, t)
@@ -278,6 +316,10 @@ class VllmTranslator:
                 return
         if em.on_gpu(block):
             em.offload(block, t, keep_source=True)
+        elif [p for p in em.where(block) if p not in ("gpu", "host")]:
+            # a promotion: storage -> CPU, the stored copy stays
+            src = [p for p in em.where(block) if p not in ("gpu", "host")][0]
+            em.move(block, src, "host", t, keep_source=True)
         else:
             self.host_untracked.add(block)
             self.report.warn(
@@ -286,24 +328,55 @@ class VllmTranslator:
                 t,
             )
 
-    def _removed(self, block: int, medium: str, t: int) -> None:
+    def _stored_below(self, block: int, pool: str, t: int) -> None:
+        """A copy in a pool below the CPU: written from the CPU copy if there is one (the tiers
+        below write from the CPU primary: a demotion), else from the GPU or another lower pool;
+        the source keeps its copy."""
         em = self.emitter
         assert em is not None
-        key = (block, medium)
+        if block in self.deferred_gpu_evicts and em.on_gpu(block) and not em.on_host(block):
+            del self.deferred_gpu_evicts[block]  # stored straight from a GPU slot that is now free
+            em.move(block, "gpu", pool, t)
+            return
+        held = [p for p in em.where(block) if p != pool]
+        src = "host" if "host" in held else (held[0] if held else None)
+        if src is None:
+            self.below_untracked.add((block, pool))
+            self.report.warn(
+                "store_without_copy_in_view",
+                f"block {block} reached {pool} with no copy in view; not shown",
+                t,
+            )
+            return
+        em.move(block, src, pool, t, keep_source=True)
+
+    def _removed(self, block: int, pool: str, t: int) -> None:
+        em = self.emitter
+        assert em is not None
+        key = (block, pool)
         before = self.refs.get(key, 0)
         if before <= 0:
-            self.report.warn("removed_not_resident", f"{medium} removal of block {block} not stored there", t)
+            self.report.warn("removed_not_resident", f"{pool} removal of block {block} not stored there", t)
             return
         self.refs[key] = before - 1
         if before > 1:
             self.report.count("repeated_remove_announcement")
             return
         del self.refs[key]
-        if medium == MEDIUM_GPU:
+        if pool == "gpu":
             if em.on_gpu(block):
                 self.deferred_gpu_evicts[block] = None
             else:
                 self.report.warn("removed_not_resident", f"gpu removal of block {block} not on gpu", t)
+            return
+        if pool in ("disk", "remote"):
+            if (block, pool) in self.below_untracked:
+                self.below_untracked.discard((block, pool))
+                self.report.count("below_remove_untracked")
+            elif em.on(pool, block):
+                em.evict(pool, block, t)
+            else:
+                self.report.warn("removed_not_resident", f"{pool} removal of block {block} not there", t)
             return
         if block in self.host_untracked:
             self.host_untracked.discard(block)
@@ -344,7 +417,7 @@ class VllmTranslator:
         assert em is not None
         self._flush_deferred(t)
         n = em.evict_all("gpu", t)
-        for key in [k for k in self.refs if k[1] == MEDIUM_GPU]:
+        for key in [k for k in self.refs if k[1] == "gpu"]:
             del self.refs[key]
         self.report.count("all_blocks_cleared")
         self.report.info(f"AllBlocksCleared: {n} gpu block(s) evicted", t)
