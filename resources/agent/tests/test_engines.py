@@ -513,3 +513,7 @@ def test_runner_bad_option_names_it(tmp_path, capsys):
     assert "--model" in capsys.readouterr().err
     assert main_run_engine(["--engine", "vllm", "--model", "m", "--out", str(tmp_path / "b"), "--users", "zero"]) == 2
     assert "--users" in capsys.readouterr().err
+    # the built-in engine's disk tier is refused, not ignored
+    assert main_run_engine(["--engine", "tensorrt_llm", "--model", "m", "--out", str(tmp_path / "c"),
+                            "--disk-kv-bytes", "1e9", "--disk-kv-path", str(tmp_path)]) == 2
+    assert "--disk-kv-bytes" in capsys.readouterr().err
