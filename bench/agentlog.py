@@ -1,10 +1,24 @@
 """Request timings from an agent log's `req` lines, shared by the offload sweep's scripts
-(offload-sweep-results.py over a sweep, ttft-bound.py over one log). Standard library only."""
+(offload-sweep-results.py over a sweep, ttft-bound.py over one log) and disk-tier-results.py, and
+the log's lines themselves. Standard library only."""
 
 from __future__ import annotations
 
+import gzip
+import json
 from dataclasses import dataclass, field
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
+
+
+def iter_events(path: str) -> Iterator[dict[str, Any]]:
+    """The JSON lines of an events.jsonl (or .jsonl.gz); a line that is not JSON is skipped."""
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt") as f:
+        for line in f:
+            try:
+                yield json.loads(line)
+            except ValueError:
+                continue
 
 
 @dataclass

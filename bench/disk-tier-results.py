@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from agentlog import Req, note_req  # noqa: E402
+from agentlog import Req, iter_events, note_req  # noqa: E402
 
 CONFIGS = (("gpu-only", "GPU-only"), ("host", "+host"), ("host-disk", "+host+disk"), ("recompute", "recompute"))
 PARTS_TOLERANCE = 0.02  # the parts sum to the measured TTFT within 2%
@@ -57,29 +57,24 @@ def read_run(path: str, name: str) -> Run:
     if not os.path.exists(path):
         return run
     begin = end = None
-    with open(path) as f:
-        for line in f:
-            try:
-                e = json.loads(line)
-            except ValueError:
-                continue
-            typ = e.get("type")
-            if typ == "run.start":
-                run.start = e
-            elif typ == "req":
-                r = note_req(run.reqs, e, PartsReq)
-                if e["phase"] == "first_token":
-                    r.parts = e.get("ttft_parts")
-            elif typ == "xfer" and e.get("source") == "engine":
-                run.xfers.append(e)
-            elif typ == "phase" and e.get("name") == "rounds":
-                if e.get("state") == "begin":
-                    begin = e["t"]
-                else:
-                    end = e["t"]
-            elif typ == "run.end":
-                run.status = e.get("status", "?")
-                run.summary = e.get("summary") or {}
+    for e in iter_events(path):
+        typ = e.get("type")
+        if typ == "run.start":
+            run.start = e
+        elif typ == "req":
+            r = note_req(run.reqs, e, PartsReq)
+            if e["phase"] == "first_token":
+                r.parts = e.get("ttft_parts")
+        elif typ == "xfer" and e.get("source") == "engine":
+            run.xfers.append(e)
+        elif typ == "phase" and e.get("name") == "rounds":
+            if e.get("state") == "begin":
+                begin = e["t"]
+            else:
+                end = e["t"]
+        elif typ == "run.end":
+            run.status = e.get("status", "?")
+            run.summary = e.get("summary") or {}
     run.rounds = (begin, end)
     return run
 

@@ -18,10 +18,7 @@ import pytest
 from conftest import AGENT_ROOT
 from kvscope_agent.engine.disk_tier import ALIGN, DiskTierError, FileTier, filesystem_of
 from kvscope_agent.ledger import check_log
-from kvscope_agent.lifecycle import CancelState
-from kvscope_agent.memory_plan import build
-from kvscope_agent.options import parse_options, resolve_device
-from kvscope_agent.run_loop import run_one
+from test_run import events, run_inproc
 
 BLOCK_BYTES = 8192  # tiny preset, 16-token blocks, fp32 (as test_run.py)
 # 4 users whose last requests need 18 blocks each: the GPU pool holds 2 users (40 blocks), the host
@@ -33,19 +30,8 @@ HOST = ["--host-kv-bytes", str(24 * BLOCK_BYTES)]
 AMPLE = ["--gpu-kv-bytes", str(4 * 18 * BLOCK_BYTES), "--host-kv-bytes", "0"]
 
 
-def events(path):
-    with open(path) as f:
-        return [json.loads(line) for line in f]
-
-
 def run(tmp_path, name, extra):
-    out = str(tmp_path / name)
-    opts, _, err = parse_options(BASE + extra + ["--out", out], sweep=False)
-    assert err is None, err
-    resolve_device(opts)
-    code, built = run_one(opts, None, opts.users[0], opts.host_kv_bytes[0], out, CancelState(),
-                          {"on": False, "source": "cupti", "reason": "device cpu"}, build)
-    return code, built, os.path.join(out, "events.jsonl")
+    return run_inproc(tmp_path, name, extra, BASE)
 
 
 @pytest.fixture(scope="module")

@@ -34,10 +34,10 @@ def events(path):
         return [json.loads(line) for line in f]
 
 
-def run_inproc(tmp_path, name, extra):
+def run_inproc(tmp_path, name, extra, base=SMALL):
     """A run through the same code path as the CLI, keeping the engine to read its tokens."""
     out = str(tmp_path / name)
-    opts, _, err = parse_options(SMALL + extra + ["--out", out], sweep=False)
+    opts, _, err = parse_options(base + extra + ["--out", out], sweep=False)
     assert err is None, err
     resolve_device(opts)
     code, built = run_one(opts, None, opts.users[0], opts.host_kv_bytes[0], out, CancelState(),

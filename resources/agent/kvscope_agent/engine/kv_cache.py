@@ -233,6 +233,18 @@ class HostPool:
         self.ensure(slot + count)
         return self.chunks[c][i : i + count]
 
+    def spans(self, blocks: int) -> list[tuple[int, torch.Tensor]]:
+        """Slots 0..blocks-1 as (first slot, view) spans, one per chunk (allocated here)."""
+        self.ensure(blocks)
+        out = []
+        slot = 0
+        while slot < blocks:
+            c, i = divmod(slot, self.chunk_blocks)
+            n = min(blocks - slot, self.chunk_blocks - i)
+            out.append((slot, self.chunks[c][i : i + n]))
+            slot += n
+        return out
+
     def same_chunk(self, a: int, b: int) -> bool:
         return a // self.chunk_blocks == b // self.chunk_blocks
 
@@ -575,14 +587,7 @@ class PagedKVCache:
         blocks = min(blocks, self.num_blocks, self.host.capacity)
         if blocks <= 0:
             return None
-        self.host.ensure(blocks)
-        spans = []
-        slot = 0
-        while slot < blocks:
-            c, i = divmod(slot, self.host.chunk_blocks)
-            n = min(blocks - slot, self.host.chunk_blocks - i)
-            spans.append((self.blocks_view[slot : slot + n], self.host.chunks[c][i : i + n]))
-            slot += n
+        spans = [(self.blocks_view[slot : slot + len(host)], host) for slot, host in self.host.spans(blocks)]
         torch.cuda.synchronize(self.device)
         result: dict[str, Any] = {"blocks": blocks, "bytes": blocks * self.block_bytes, "copies": len(spans), "reps": reps}
         for direction in ("h2d", "d2h"):
@@ -685,15 +690,7 @@ class PagedKVCache:
         if self.disk is None or self.host is None:
             return None
         blocks = min(blocks, self.disk.capacity, self.host.capacity)
-        self.host.ensure(blocks)
-        spans = []
-        slot = 0
-        while slot < blocks:
-            c, i = divmod(slot, self.host.chunk_blocks)
-            n = min(blocks - slot, self.host.chunk_blocks - i)
-            spans.append((self.host.view(slot, n).data_ptr(), n))
-            slot += n
-        out = self.disk.measure_plain(spans)
+        out = self.disk.measure_plain([(host.data_ptr(), len(host)) for _, host in self.host.spans(blocks)])
         out["blocks"] = blocks
         return out
 
