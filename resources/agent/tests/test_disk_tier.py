@@ -16,7 +16,7 @@ import sys
 import pytest
 
 from conftest import AGENT_ROOT
-from kvscope_agent.engine.disk_tier import ALIGN, DiskTierError, FileTier, filesystem_of
+from kvscope_agent.engine.disk_tier import ALIGN, IOV_MAX, DiskTierError, FileTier, filesystem_of
 from kvscope_agent.ledger import check_log
 from test_run import events, run_inproc
 
@@ -84,12 +84,22 @@ def test_file_tier_round_trips_blocks_both_ways(tmp_path, io, misaligned):
     src_map, src = aligned_buffer(6 * bb, 8 if misaligned else 0)
     dst_map, dst = aligned_buffer(6 * bb, 8 if misaligned else 0)
     ctypes.memmove(src, bytes(range(256)) * (6 * bb // 256), 6 * bb)
-    # two runs: 4 blocks into slots 3..6, 2 blocks into slots 10..11
-    w = tier.write_runs([(src, 3, 4), (src + 4 * bb, 10, 2)])
+    # two runs: 4 blocks into slots 3..6 from one segment, 2 blocks into slots 10..11 from two
+    # segments out of order in memory (one vectored transfer)
+    w = tier.write_runs([(3, [(src, 4 * bb)]), (10, [(src + 5 * bb, bb), (src + 4 * bb, bb)])])
     assert w.bytes == 6 * bb and w.end_ns >= w.start_ns
-    r = tier.read_runs([(dst + 4 * bb, 10, 2), (dst, 3, 4)])
+    r = tier.read_runs([(10, [(dst + 5 * bb, bb), (dst + 4 * bb, bb)]), (3, [(dst, 4 * bb)])])
     assert r.bytes == 6 * bb
     assert ctypes.string_at(dst, 6 * bb) == ctypes.string_at(src, 6 * bb)
+    # a run of more segments than one vectored call takes is cut into several
+    many = [(src + (i % 6) * bb, bb) for i in range(IOV_MAX + 3)]
+    tier2 = FileTier(str(tmp_path), IOV_MAX + 3, bb, io)
+    tier2.write_runs([(0, many)])
+    back_map, back = aligned_buffer(bb, 8 if misaligned else 0)
+    tier2.read_runs([(IOV_MAX + 1, [(back, bb)])])
+    assert ctypes.string_at(back, bb) == ctypes.string_at(src + ((IOV_MAX + 1) % 6) * bb, bb)
+    tier2.close()
+    del back_map
     tier.close()
     del src_map, dst_map
     # the file was unlinked once open: nothing is left in the folder
@@ -120,9 +130,9 @@ resource.setrlimit(resource.RLIMIT_FSIZE, (4 * 8192, resource.RLIM_INFINITY))
 tier = FileTier({str(tmp_path)!r}, 16, 8192, "buffered")
 m = mmap.mmap(-1, 8 * 8192)
 addr = ctypes.addressof(ctypes.c_char.from_buffer(m))
-tier.write_runs([(addr, 0, 4)])
+tier.write_runs([(0, [(addr, 4 * 8192)])])
 try:
-    tier.write_runs([(addr, 4, 2)])
+    tier.write_runs([(4, [(addr, 2 * 8192)])])
 except DiskWriteError as e:
     print(e.errno, e.offset, e.message)
 """

@@ -36,6 +36,11 @@ ALIGN = 4096
 # an NVMe drive's sequential rate and small enough that the first copy starts early.
 IO_CHUNK_BYTES = 64 << 20
 IO_MODES = ("auto", "o_direct", "buffered")
+# Segments one vectored transfer may take (preadv/pwritev refuse more).
+try:
+    IOV_MAX = max(16, min(1024, os.sysconf("SC_IOV_MAX")))
+except (ValueError, OSError):
+    IOV_MAX = 1024
 
 
 class DiskTierError(Exception):
@@ -74,6 +79,10 @@ def filesystem_of(path: str) -> str:
     except OSError:
         pass
     return fstype
+
+
+Segment = tuple[int, int]  # (memory address, bytes)
+Run = tuple[int, list[Segment]]  # (first file slot, the memory its blocks come from or go to, in file order)
 
 
 def _view(addr: int, nbytes: int) -> memoryview:
@@ -174,73 +183,105 @@ class FileTier:
             self._bounce_addr = ctypes.addressof(ctypes.c_char.from_buffer(self._bounce))
         return self._bounce_addr
 
-    def _pieces(self, addr: int, offset: int, nbytes: int) -> list[tuple[int, int, int]]:
-        out = []
-        done = 0
-        while done < nbytes:
-            n = min(IO_CHUNK_BYTES, nbytes - done)
-            out.append((addr + done, offset + done, n))
-            done += n
+    def _pieces(self, slot: int, segments: Sequence[Segment]) -> list[tuple[int, list[Segment]]]:
+        """A run (its first slot, its memory segments in file order) as transfers of at most
+        IO_CHUNK_BYTES and IOV_MAX segments: (file offset, segments), a segment split where a
+        transfer ends."""
+        out: list[tuple[int, list[Segment]]] = []
+        offset = slot * self.block_bytes
+        cur: list[Segment] = []
+        size = 0
+        for addr, n in segments:
+            while n > 0:
+                take = min(n, IO_CHUNK_BYTES - size)
+                cur.append((addr, take))
+                addr, n, size = addr + take, n - take, size + take
+                if size == IO_CHUNK_BYTES or len(cur) == IOV_MAX:
+                    out.append((offset, cur))
+                    offset, cur, size = offset + size, [], 0
+        if cur:
+            out.append((offset, cur))
         return out
 
-    def _write_piece(self, addr: int, offset: int, n: int) -> None:
-        if self.io == "o_direct" and addr % ALIGN:
+    def _direct_ok(self, segments: Sequence[Segment]) -> bool:
+        return self.io != "o_direct" or all(a % ALIGN == 0 and n % ALIGN == 0 for a, n in segments)
+
+    @staticmethod
+    def _views(segments: Sequence[Segment], skip: int) -> list[memoryview]:
+        """The segments as buffers, less their first `skip` bytes (after a partial transfer)."""
+        out = []
+        for addr, n in segments:
+            if skip >= n:
+                skip -= n
+                continue
+            out.append(_view(addr + skip, n - skip))
+            skip = 0
+        return out
+
+    def _write_piece(self, offset: int, segments: Sequence[Segment]) -> None:
+        total = sum(n for _, n in segments)
+        if not self._direct_ok(segments):
             bounce = self._bounce_buffer()
-            ctypes.memmove(bounce, addr, n)
-            addr = bounce
+            at = 0
+            for addr, n in segments:
+                ctypes.memmove(bounce + at, addr, n)
+                at += n
+            segments = [(bounce, total)]
         done = 0
-        while done < n:
-            wrote = os.pwritev(self.fd, [_view(addr + done, n - done)], offset + done)
+        while done < total:  # one vectored write: the file range is contiguous, the memory need not be
+            wrote = os.pwritev(self.fd, self._views(segments, done), offset + done)
             if wrote <= 0:
                 raise OSError(errno.EIO, "write returned nothing")
             done += wrote
 
-    def _read_piece(self, addr: int, offset: int, n: int) -> None:
-        target = addr
-        if self.io == "o_direct" and addr % ALIGN:
-            target = self._bounce_buffer()
+    def _read_piece(self, offset: int, segments: Sequence[Segment]) -> None:
+        total = sum(n for _, n in segments)
+        direct = self._direct_ok(segments)
+        target = list(segments) if direct else [(self._bounce_buffer(), total)]
         done = 0
-        while done < n:
-            got = os.preadv(self.fd, [_view(target + done, n - done)], offset + done)
+        while done < total:
+            got = os.preadv(self.fd, self._views(target, done), offset + done)
             if got <= 0:
                 raise OSError(errno.EIO, f"short read at offset {offset + done} of the disk tier's file")
             done += got
-        if target != addr:
-            ctypes.memmove(addr, target, n)
+        if not direct:
+            at = 0
+            for addr, n in segments:
+                ctypes.memmove(addr, self._bounce_addr + at, n)
+                at += n
 
-    def write_runs(self, runs: Sequence[tuple[int, int, int]]) -> IoTimes:
-        """Write runs (address, first slot, blocks): each run's blocks are contiguous in memory
-        and in the file. Raises DiskWriteError at the first failure (runs before it are written)."""
+    def write_runs(self, runs: Sequence[Run]) -> IoTimes:
+        """Write runs (first slot, memory segments): each run is contiguous in the file, its
+        memory in as many segments as it takes. Raises DiskWriteError at the first failure (the
+        runs before it are written)."""
         start = self.clock_now()
         total = 0
-        for addr, slot, count in runs:
-            offset, nbytes = slot * self.block_bytes, count * self.block_bytes
-            for a, off, n in self._pieces(addr, offset, nbytes):
+        for slot, segments in runs:
+            for off, part in self._pieces(slot, segments):
                 try:
-                    self._write_piece(a, off, n)
+                    self._write_piece(off, part)
                 except OSError as e:
-                    raise DiskWriteError(e, off, n, self.folder) from e
-            total += nbytes
+                    raise DiskWriteError(e, off, sum(n for _, n in part), self.folder) from e
+            total += sum(n for _, n in segments)
         if self.io == "buffered" and runs:
             try:
                 os.fdatasync(self.fd)
             except OSError as e:
                 raise DiskWriteError(e, 0, total, self.folder) from e
-            for _, slot, count in runs:
-                os.posix_fadvise(self.fd, slot * self.block_bytes, count * self.block_bytes,
-                                 os.POSIX_FADV_DONTNEED)
+            for slot, segments in runs:
+                os.posix_fadvise(self.fd, slot * self.block_bytes, sum(n for _, n in segments), os.POSIX_FADV_DONTNEED)
         return IoTimes(start, self.clock_now(), total)
 
-    def read_runs(self, runs: Sequence[tuple[int, int, int]]) -> IoTimes:
-        """Read runs (address, first slot, blocks) from the file into memory."""
+    def read_runs(self, runs: Sequence[Run]) -> IoTimes:
+        """Read runs (first slot, memory segments) from the file into memory."""
         start = self.clock_now()
         total = 0
-        for addr, slot, count in runs:
-            offset, nbytes = slot * self.block_bytes, count * self.block_bytes
+        for slot, segments in runs:
+            offset, nbytes = slot * self.block_bytes, sum(n for _, n in segments)
             if self.io == "buffered":
                 os.posix_fadvise(self.fd, offset, nbytes, os.POSIX_FADV_DONTNEED)
-            for a, off, n in self._pieces(addr, offset, nbytes):
-                self._read_piece(a, off, n)
+            for off, part in self._pieces(slot, segments):
+                self._read_piece(off, part)
             if self.io == "buffered":
                 os.posix_fadvise(self.fd, offset, nbytes, os.POSIX_FADV_DONTNEED)
             total += nbytes
@@ -250,13 +291,13 @@ class FileTier:
         """The disk's own sequential rate, by the tier's method: `spans` (address, blocks) of host
         memory written to the file from slot 0 on, then read back; best of `reps`. Overwrites the
         file's first blocks, so call it before the workload. A failure is reported in `error`."""
-        runs = []
+        runs: list[Run] = []
         slot = 0
         for addr, count in spans:
             count = min(count, self.capacity - slot)
             if count <= 0:
                 break
-            runs.append((addr, slot, count))
+            runs.append((slot, [(addr, count * self.block_bytes)]))
             slot += count
         nbytes = slot * self.block_bytes
         out: dict[str, object] = {"bytes": nbytes, "reps": reps, "io": self.io, "io_chunk_bytes": IO_CHUNK_BYTES}

@@ -620,13 +620,27 @@ class PagedKVCache:
             if self.onboard_stream is not None:
                 self.onboard_stream.synchronize()
 
-    def _disk_runs(self, pairs: Sequence[tuple[int, int]]) -> list[tuple[int, int, int]]:
-        """(host address, first disk slot, blocks) runs of (disk_slot, host_slot) pairs adjacent on
-        both sides and within one host chunk."""
+    def _disk_runs(self, pairs: Sequence[tuple[int, int]]) -> list[tuple[int, list[tuple[int, int]]]]:
+        """(disk_slot, host_slot) pairs as runs contiguous in the file: (first disk slot, host
+        memory segments in file order), adjacent host slots of one chunk merged into one segment.
+        One run is one vectored transfer however scattered its host slots are."""
         assert self.host is not None
         self.host.ensure(max(h for _, h in pairs) + 1)
-        return [(self.host.view(h, c).data_ptr(), d, c)
-                for d, h, c in block_runs(pairs, True, self.host.chunk_blocks)]
+        bb = self.block_bytes
+        runs: list[tuple[int, list[tuple[int, int]]]] = []
+        last_d = last_h = -2
+        for d, h in sorted(pairs):
+            addr = self.host.view(h, 1).data_ptr()
+            if runs and d == last_d + 1:
+                segs = runs[-1][1]
+                if h == last_h + 1 and self.host.same_chunk(h, last_h):
+                    segs[-1] = (segs[-1][0], segs[-1][1] + bb)
+                else:
+                    segs.append((addr, bb))
+            else:
+                runs.append((d, [(addr, bb)]))
+            last_d, last_h = d, h
+        return runs
 
     def disk_write(self, pairs: Sequence[tuple[int, int]]) -> tuple[CopyRecord | None, list[tuple[int, int]], DiskWriteError | None]:
         """Spill host slots to disk slots: pairs (host_slot, disk_slot), synchronously. Returns the
@@ -648,10 +662,11 @@ class PagedKVCache:
             done = i + 1
         ok_runs = runs[:done]
         failed: list[tuple[int, int]] = []
+        bb = self.block_bytes
         if err is not None:
-            bad_slots = {d + i for _, d, c in runs[done:] for i in range(c)}
+            bad_slots = {d + i for d, segs in runs[done:] for i in range(sum(n for _, n in segs) // bb)}
             failed = [(h, d) for h, d in pairs if d in bad_slots]
-        blocks = sum(c for _, _, c in ok_runs)
+        blocks = sum(n for _, segs in ok_runs for _, n in segs) // bb
         rec = None
         if blocks:
             rec = CopyRecord("h2f", blocks, blocks * self.block_bytes, len(ok_runs), owner=self.owner,
