@@ -48,13 +48,14 @@ class DiskTierError(Exception):
 
 
 class DiskWriteError(Exception):
-    """A write into the tier's file failed (ENOSPC, EFBIG past RLIMIT_FSIZE, EIO, ...):
-    `written` runs completed before it; `errno` and `message` say what failed."""
+    """A write into the tier's file failed (ENOSPC, EFBIG past RLIMIT_FSIZE, EIO, ...): the runs
+    before `run_index` were written; `errno` and `message` say what failed."""
 
-    def __init__(self, err: OSError, offset: int, nbytes: int, path: str) -> None:
+    def __init__(self, err: OSError, offset: int, nbytes: int, path: str, run_index: int = 0) -> None:
         self.errno = err.errno
         self.offset = offset
         self.nbytes = nbytes
+        self.run_index = run_index
         self.message = (f"[Errno {err.errno}] {err.strerror or err} writing {nbytes} bytes at offset {offset} "
                         f"of the disk tier's file in {path}")
         super().__init__(self.message)
@@ -256,18 +257,18 @@ class FileTier:
         runs before it are written)."""
         start = self.clock_now()
         total = 0
-        for slot, segments in runs:
+        for i, (slot, segments) in enumerate(runs):
             for off, part in self._pieces(slot, segments):
                 try:
                     self._write_piece(off, part)
                 except OSError as e:
-                    raise DiskWriteError(e, off, sum(n for _, n in part), self.folder) from e
+                    raise DiskWriteError(e, off, sum(n for _, n in part), self.folder, i) from e
             total += sum(n for _, n in segments)
         if self.io == "buffered" and runs:
             try:
                 os.fdatasync(self.fd)
-            except OSError as e:
-                raise DiskWriteError(e, 0, total, self.folder) from e
+            except OSError as e:  # nothing is known to be on disk
+                raise DiskWriteError(e, 0, total, self.folder, 0) from e
             for slot, segments in runs:
                 os.posix_fadvise(self.fd, slot * self.block_bytes, sum(n for _, n in segments), os.POSIX_FADV_DONTNEED)
         return IoTimes(start, self.clock_now(), total)

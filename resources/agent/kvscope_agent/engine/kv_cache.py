@@ -650,16 +650,13 @@ class PagedKVCache:
             return None, [], None
         assert self.disk is not None
         runs = self._disk_runs([(d, h) for h, d in pairs])
-        done = 0
+        done = len(runs)
         err: DiskWriteError | None = None
         t0 = self.clock_now()
-        for i, run in enumerate(runs):
-            try:
-                self.disk.write_runs([run])
-            except DiskWriteError as e:
-                err = e
-                break
-            done = i + 1
+        try:
+            self.disk.write_runs(runs)
+        except DiskWriteError as e:
+            err, done = e, e.run_index
         ok_runs = runs[:done]
         failed: list[tuple[int, int]] = []
         bb = self.block_bytes
