@@ -13,7 +13,7 @@ from typing import Any
 from .clock import RunClock
 from .emit import EventWriter
 from .lifecycle import EXIT_BAD_OPTION, CancelState, RunFailed
-from .options import OptionError, Options
+from .options import OptionError, Options, check_disk_tier
 from .presets import ModelConfig
 
 GIB = 1 << 30
@@ -100,7 +100,8 @@ def build(opts: Options, writer: EventWriter, clock: RunClock, cancel: CancelSta
     max_tokens = max(opts.workload(1, cfg.vocab).max_request_tokens(), 1)
     blocks_per_request = -(-(max_tokens - 1) // opts.block_tokens)
 
-    # Validate an explicit pool before spending minutes on weights.
+    # Validate an explicit pool and the disk tier before spending minutes on weights.
+    check_disk_tier(opts.disk_kv_bytes, opts.disk_kv_path, opts.host_kv_bytes)
     if opts.gpu_kv_bytes is not None and opts.gpu_kv_bytes // block_bytes < blocks_per_request:
         raise OptionError(
             "--gpu-kv-bytes",

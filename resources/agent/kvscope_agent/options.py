@@ -316,7 +316,6 @@ def resolve_options(ns: argparse.Namespace, sweep: bool) -> Options:
             raise OptionError("--model", str(e)) from None
     if values["copy_overlap"] == "auto":
         values["copy_overlap"] = default_copy_overlap(values["offload_policy"])
-    check_disk_tier(values["disk_kv_bytes"], values["disk_kv_path"], host)
     values.update(out=ns.out, engine="torch", model=model or PRESETS["tiny"], model_arg=ns.model or "",
                   device=values["device"] or "", users=users, host_kv_bytes=host, host_kv_labels=host_texts,
                   raw=dict(vars(ns), _model_given=ns.model is not None))

@@ -339,3 +339,12 @@ print(json.dumps({{"code": code, "tokens": [[list(k), v] for k, v in built.engin
     assert promoted and not lost & set(promoted)
     # what reached the disk is what was spilled less what was lost
     assert s["bytes_disk_write"] == (s["blocks_spilled"] - len(lost)) * BLOCK_BYTES
+
+
+def test_the_what_if_simulator_refuses_a_run_with_a_disk_tier():
+    """It does not model the disk tier: replaying such a run without it would answer wrongly."""
+    from kvscope_agent.whatif.recorded import RecordedRunError
+    from kvscope_agent.whatif.replay import options_for
+
+    with pytest.raises(RecordedRunError, match="disk tier"):
+        options_for({"offload_policy": "lazy", "disk_kv_bytes": 200 * BLOCK_BYTES}, 4, None)

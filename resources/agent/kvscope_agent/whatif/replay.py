@@ -44,6 +44,8 @@ def options_for(config: dict[str, Any], users: int, gpu_kv_bytes: int | None) ->
     policy = config.get("offload_policy", default("offload_policy"))
     if policy not in OFFLOAD_POLICIES:
         raise RecordedRunError(f"offload_policy {policy!r} is not one this agent knows ({', '.join(OFFLOAD_POLICIES)})")
+    if config.get("disk_kv_bytes"):
+        raise RecordedRunError("a run with a disk tier (disk_kv_bytes): the what-if simulator does not model one")
     host = int(config.get("host_kv_bytes") or 0)
     return Options(
         out="", engine="torch", model=model_config(config), model_arg=str(config.get("model_arg") or config.get("model")),
@@ -60,6 +62,7 @@ def options_for(config: dict[str, Any], users: int, gpu_kv_bytes: int | None) ->
         # A log from before --copy-overlap ran without it (the option's auto came with it).
         copy_overlap=bool(config.get("copy_overlap", False)),
         host_kv_memory=str(config.get("host_kv_memory") or default("host_kv_memory")),
+        disk_kv_bytes=0, disk_kv_path=None, disk_kv_io=str(default("disk_kv_io")),
     )
 
 
