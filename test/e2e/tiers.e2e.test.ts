@@ -12,9 +12,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Browser, Page } from 'playwright-core';
-import { createCore, type Core } from '../../src/main/core/app-core';
-import { startServer, type RunningServer } from '../../src/main/core/serve';
+import type { Page } from 'playwright-core';
+import { createCore } from '../../src/main/core/app-core';
 import { decodeAll } from '../../src/shared/events-reader';
 import { formatNs } from '../../src/shared/format';
 import { BlockLedger } from '../../src/shared/ledger';
@@ -23,7 +22,7 @@ import { analyzeEvents } from '../../src/shared/run-analysis';
 import { compileReplay } from '../../src/shared/replay';
 import { buildTimelineModel } from '../../src/shared/timeline-model';
 import { timelineLayout, xOf } from '../../src/renderer/viz/timeline-render';
-import { ARTIFACTS, RENDERER_DIR, browserSkipReason, launchBrowser } from '../helpers/browser';
+import { ARTIFACTS, browserSkipReason, serveWindow, type ServedWindow } from '../helpers/browser';
 import type { PageGlobal } from '../helpers/page-dom';
 
 const FIXTURES = join(process.cwd(), 'test', 'fixtures');
@@ -48,11 +47,9 @@ function dataOf([sel, key]: [string, string]): string | undefined {
 const skip = browserSkipReason();
 
 describe.skipIf(skip !== null)(`pool tiers and TTFT breakdowns in real Chromium${skip ? ` (skipped: ${skip})` : ''}`, () => {
-  let server: RunningServer;
-  let browser: Browser;
+  let served: ServedWindow;
   let page: Page;
-  let core: Core;
-  const consoleErrors: string[] = [];
+  let consoleErrors: string[];
   const tiers = read(THREE_TIERS);
   const sweep = readdirSync(SWEEP)
     .filter((d) => d.includes('-users-'))
@@ -68,20 +65,13 @@ describe.skipIf(skip !== null)(`pool tiers and TTFT breakdowns in real Chromium$
     };
     put('three-tiers', THREE_TIERS, 'CPU tiny, GPU + host + disk pools');
     for (const s of sweep) put(s.id, join(SWEEP, s.dir, 'events.jsonl.gz'), `sweep ${s.dir}`);
-    core = await createCore({ runsDir, samplesDir: join(process.cwd(), 'resources', 'samples'), shell: 'browser' });
-    server = await startServer({ core, staticDir: RENDERER_DIR });
-    browser = await launchBrowser();
-    page = await browser.newPage({ viewport: { width: 1400, height: 900 }, colorScheme: 'dark' });
-    page.on('console', (m) => m.type() === 'error' && consoleErrors.push(m.text()));
-    page.on('pageerror', (e) => consoleErrors.push(String(e)));
+    served = await serveWindow(await createCore({ runsDir, samplesDir: join(process.cwd(), 'resources', 'samples'), shell: 'browser' }));
+    ({ page, consoleErrors } = served);
   }, 120_000);
 
-  afterAll(async () => {
-    await browser?.close();
-    await server?.close();
-  });
+  afterAll(() => served?.close());
 
-  const go = (hash: string) => page.goto(`${server.url}${hash}`);
+  const go = (hash: string) => page.goto(`${served.server.url}${hash}`);
 
   it('Pools: a grid per tier (GPU, host, disk), each holding what the ledger holds at the replay time', async () => {
     await go('#/runs/three-tiers/live');

@@ -9,7 +9,8 @@ import { useEffect, useMemo, useRef, useState } from 'react';
 import { chartsAsSvg, saveChartImage } from '../export/save-image';
 import { line, scaleLinear } from 'd3';
 import type { RunListing, WhatIfProfile } from '../../../shared/api';
-import { axisNsFormat, formatNs } from '../../../shared/format';
+import { formatNs } from '../../../shared/format';
+import { NsGridlines } from '../../viz/ns-axis';
 import { useApi } from '../../bridge/api-context';
 import { useVizTheme } from '../../hooks';
 import { routeHref } from '../../router';
@@ -25,8 +26,6 @@ function Chart({ title, series, metric, colors, testid, model, tip }: { title: s
   const dom = chartDomains(series, metric);
   const x = scaleLinear().domain(dom.users).nice().range([M.l, W - M.r]);
   const y = scaleLinear().domain(dom.value).nice().range([H - M.b, M.t]);
-  const yTicks = y.ticks(5);
-  const yTick = axisNsFormat(yTicks[yTicks.length - 1] ?? 0, yTicks.length > 1 ? yTicks[1]! - yTicks[0]! : 0);
   const xTicks = x.ticks(Math.min(8, Math.max(2, dom.users[1] - dom.users[0]))).filter(Number.isInteger);
   const path = line<{ users: number; v: number }>()
     .x((p) => x(p.users))
@@ -35,14 +34,7 @@ function Chart({ title, series, metric, colors, testid, model, tip }: { title: s
     <figure className="chart" data-testid={testid} data-model={model}>
       <figcaption title={tip}>{title}</figcaption>
       <svg width={W} height={H} role="img" aria-label={`${title}, ${model}`}>
-        {yTicks.map((t) => (
-          <g key={t}>
-            <line x1={M.l} x2={W - M.r} y1={y(t)} y2={y(t)} className="gridline" />
-            <text x={M.l - 6} y={y(t)} textAnchor="end" dominantBaseline="middle" className="tick">
-              {yTick(t)}
-            </text>
-          </g>
-        ))}
+        <NsGridlines y={y} count={5} x0={M.l} x1={W - M.r} />
         {xTicks.map((t) => (
           <text key={t} x={x(t)} y={H - M.b + 16} textAnchor="middle" className="tick">
             {t}

@@ -13,7 +13,7 @@ import { busyTime, linkOf } from '../../model/link-bandwidth';
 import { runSettings } from '../../model/run-settings';
 import { TTFT_QUEUED_TITLE, TTFT_SERVICE_TITLE } from '../../model/ttft-names';
 import { STARTUP_COPIES_LABEL } from '../../../shared/startup-copies';
-import type { TimelineModel } from '../../../shared/timeline-model';
+import type { TimelineModel, XferLane } from '../../../shared/timeline-model';
 import { RunOpening } from '../run-opening/RunOpening';
 import { roundBreakdowns, ttftBreakdown } from '../../../shared/ttft-breakdown';
 import { RoundBreakdownChart } from '../ttft/TtftBreakdownView';
@@ -38,6 +38,46 @@ function tierMoves(moves: Record<string, number> | undefined): Array<[string, nu
 }
 
 /**
+ * Transfers per direction (a lane of the timeline each): how many, their bytes, the rate they
+ * achieved over the time the direction was busy, and a last column against a reference (the link,
+ * the disk's plain sequential rate).
+ */
+function LaneRateTable({ testid, lanes, headers, name, busyTitle, last, lastTitle }: { testid: string; lanes: XferLane[]; headers: [string, string]; name: (l: XferLane) => string; busyTitle: string; last: (bw: number | null, l: XferLane) => string; lastTitle?: string }) {
+  return (
+    <table data-testid={testid}>
+      <thead>
+        <tr>
+          <th>Direction</th>
+          <th className="num">{headers[0]}</th>
+          <th className="num">Bytes</th>
+          <th className="num">Achieved</th>
+          <th className="num" title={lastTitle}>
+            {headers[1]}
+          </th>
+        </tr>
+      </thead>
+      <tbody>
+        {lanes.map((l) => {
+          const busy = busyTime(l.start, l.end, l.length);
+          const bw = busy > 0 ? (l.totalBytes / busy) * 1e9 : null;
+          return (
+            <tr key={l.dir} data-dir={l.dir}>
+              <th>{name(l)}</th>
+              <td className="num">{l.length.toLocaleString()}</td>
+              <td className="num">{formatBytes(l.totalBytes)}</td>
+              <td className="num" title={busyTitle}>
+                {formatBandwidth(bw)}
+              </td>
+              <td className="num">{last(bw, l)}</td>
+            </tr>
+          );
+        })}
+      </tbody>
+    </table>
+  );
+}
+
+/**
  * A disk tier's reads and writes (the engine's timings): count, bytes, the rate they achieved
  * over the time the disk was busy, against the disk's own sequential rate measured in the same run
  * (run.end summary.disk, the tier's I/O method).
@@ -55,34 +95,15 @@ function DiskIoTable({ data }: { data: RunData }) {
         Timed by the engine (CUPTI cannot see file I/O){disk?.io ? ` · ${disk.io === 'o_direct' ? 'O_DIRECT' : 'buffered'}` : ''}
         {disk?.path_fs ? ` on ${disk.path_fs}` : ''}
       </p>
-      <table data-testid="disk-io-table">
-        <thead>
-          <tr>
-            <th>Direction</th>
-            <th className="num">Transfers</th>
-            <th className="num">Bytes</th>
-            <th className="num">Achieved</th>
-            <th className="num" title="the disk's own sequential rate, measured in the same run's setup by the tier's I/O method">Plain sequential</th>
-          </tr>
-        </thead>
-        <tbody>
-          {lanes.map((l) => {
-            const busy = busyTime(l.start, l.end, l.length);
-            const bw = busy > 0 ? (l.totalBytes / busy) * 1e9 : null;
-            return (
-              <tr key={l.dir} data-dir={l.dir}>
-                <th>{l.dir === 'f2h' ? 'read (file → host)' : 'write (host → file)'}</th>
-                <td className="num">{l.length.toLocaleString()}</td>
-                <td className="num">{formatBytes(l.totalBytes)}</td>
-                <td className="num" title="bytes over the time the disk was busy in this direction">
-                  {formatBandwidth(bw)}
-                </td>
-                <td className="num">{formatBandwidth(plain(l.dir))}</td>
-              </tr>
-            );
-          })}
-        </tbody>
-      </table>
+      <LaneRateTable
+        testid="disk-io-table"
+        lanes={lanes}
+        headers={['Transfers', 'Plain sequential']}
+        lastTitle="the disk's own sequential rate, measured in the same run's setup by the tier's I/O method"
+        name={(l) => (l.dir === 'f2h' ? 'read (file → host)' : 'write (host → file)')}
+        busyTitle="bytes over the time the disk was busy in this direction"
+        last={(_bw, l) => formatBandwidth(plain(l.dir))}
+      />
     </>
   );
 }
@@ -254,34 +275,14 @@ function Summary({ data }: { data: RunData }) {
             Link: <strong>{link.name}</strong>
             {link.bytesPerS ? ` · ${formatBandwidth(link.bytesPerS)} each way` : ''}
           </p>
-          <table data-testid="bandwidth-table">
-            <thead>
-              <tr>
-                <th>Direction</th>
-                <th className="num">Copies</th>
-                <th className="num">Bytes</th>
-                <th className="num">Achieved</th>
-                <th className="num">of link</th>
-              </tr>
-            </thead>
-            <tbody>
-              {dirs.map((l) => {
-                const busy = busyTime(l.start, l.end, l.length);
-                const bw = busy > 0 ? (l.totalBytes / busy) * 1e9 : null;
-                return (
-                  <tr key={l.dir}>
-                    <th>{l.dir.toUpperCase()}</th>
-                    <td className="num">{l.length.toLocaleString()}</td>
-                    <td className="num">{formatBytes(l.totalBytes)}</td>
-                    <td className="num" title="bytes over the time the link was busy in this direction">
-                      {formatBandwidth(bw)}
-                    </td>
-                    <td className="num">{bw && link.bytesPerS ? `${((bw / link.bytesPerS) * 100).toFixed(0)}%` : '–'}</td>
-                  </tr>
-                );
-              })}
-            </tbody>
-          </table>
+          <LaneRateTable
+            testid="bandwidth-table"
+            lanes={dirs}
+            headers={['Copies', 'of link']}
+            name={(l) => l.dir.toUpperCase()}
+            busyTitle="bytes over the time the link was busy in this direction"
+            last={(bw) => (bw && link.bytesPerS ? `${((bw / link.bytesPerS) * 100).toFixed(0)}%` : '–')}
+          />
           {dirs.every((l) => l.length === 0) && <p className="muted">No copies were traced in this run (tracing off, or no CUPTI on the host).</p>}
           <StartupCopiesNote copies={tm.startupCopies} />
         </div>

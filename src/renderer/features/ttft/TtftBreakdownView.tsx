@@ -5,7 +5,8 @@
  * is estimated.
  */
 import { scaleBand, scaleLinear } from 'd3';
-import { axisNsFormat, formatBandwidth, formatBytes, formatCount, formatNs } from '../../../shared/format';
+import { formatBandwidth, formatBytes, formatCount, formatNs } from '../../../shared/format';
+import { NsGridlines } from '../../viz/ns-axis';
 import { partNs, TTFT_PART_LABEL, TTFT_TIME_PARTS, type RoundBreakdown, type TtftBreakdown, type TtftTimePart } from '../../../shared/ttft-breakdown';
 import type { VizTheme } from '../../viz/ctx2d';
 
@@ -36,6 +37,46 @@ export const partsOf = (source: TtftBreakdown['source'] | RoundBreakdown['source
 const count = (n: number | null) => (n === null ? NOT_RECORDED : formatCount(n));
 const bytes = (n: number | null) => (n === null ? NOT_RECORDED : formatBytes(n));
 const time = (n: number | null) => (n === null ? NOT_RECORDED : formatNs(n));
+
+/** A row of a request's table: each cell as shown ("" where the part has no such quantity). */
+interface PartRow {
+  part: string;
+  label: string;
+  swatch: TtftTimePart | null;
+  time: string;
+  blocks: string;
+  bytes: string;
+  rate: string;
+  rateTitle?: string;
+  tokens: string;
+}
+
+/** The table's rows: every part, in critical-path order, with what the log says of it. */
+function rowsOf(b: TtftBreakdown): PartRow[] {
+  const empty = { blocks: '', bytes: '', rate: '', tokens: '' };
+  const last: PartRow =
+    b.source === 'recorded'
+      ? { part: 'other', label: TTFT_PART_LABEL.other, swatch: 'other', time: time(b.other_ns), ...empty }
+      : { part: 'unsplit', label: TTFT_PART_LABEL.unsplit, swatch: 'unsplit', time: time(b.unsplit_ns), ...empty };
+  return [
+    { part: 'queued', label: TTFT_PART_LABEL.queued, swatch: 'queued', time: time(b.queued_ns), ...empty },
+    { part: 'gpu_hit', label: 'hit on the GPU', swatch: null, time: '–', ...empty, blocks: count(b.gpu_hit.blocks), tokens: count(b.gpu_hit.tokens) },
+    {
+      part: 'host_reload',
+      label: TTFT_PART_LABEL.host_reload,
+      swatch: 'host_reload',
+      time: time(b.host_reload.ns),
+      blocks: count(b.host_reload.blocks),
+      bytes: bytes(b.host_reload.bytes),
+      rate: b.host_reload_bytes_per_s === null ? '–' : formatBandwidth(b.host_reload_bytes_per_s),
+      rateTitle: b.disk_promote.blocks ? 'pipelined behind the disk reads: its time is the tail after the last read, not a copy rate' : 'bytes over the reload time',
+      tokens: count(b.host_reload.tokens),
+    },
+    { part: 'disk_promote', label: TTFT_PART_LABEL.disk_promote, swatch: 'disk_promote', time: time(b.disk_promote.ns), blocks: count(b.disk_promote.blocks), bytes: bytes(b.disk_promote.bytes), rate: '', tokens: count(b.disk_promote.tokens) },
+    { part: 'recompute', label: TTFT_PART_LABEL.recompute, swatch: 'recompute', time: time(b.recompute.ns), ...empty, tokens: count(b.recompute.tokens) },
+    last,
+  ];
+}
 
 /** One request's breakdown: a bar of its time parts and a table of every part. */
 export function RequestBreakdown({ b, theme }: { b: TtftBreakdown; theme: VizTheme }) {
@@ -70,58 +111,20 @@ export function RequestBreakdown({ b, theme }: { b: TtftBreakdown; theme: VizThe
           </tr>
         </thead>
         <tbody>
-          <tr data-part="queued">
-            <th><i style={{ background: partColor(theme, 'queued') }} /> queued</th>
-            <td className="num">{time(b.queued_ns)}</td>
-            <td colSpan={4} />
-          </tr>
-          <tr data-part="gpu_hit">
-            <th>hit on the GPU</th>
-            <td className="num muted">–</td>
-            <td className="num">{count(b.gpu_hit.blocks)}</td>
-            <td />
-            <td />
-            <td className="num">{count(b.gpu_hit.tokens)}</td>
-          </tr>
-          <tr data-part="host_reload">
-            <th><i style={{ background: partColor(theme, 'host_reload') }} /> reloaded from host</th>
-            <td className="num">{time(b.host_reload.ns)}</td>
-            <td className="num">{count(b.host_reload.blocks)}</td>
-            <td className="num">{bytes(b.host_reload.bytes)}</td>
-            <td className="num" title={b.disk_promote.blocks ? 'pipelined behind the disk reads: its time is the tail after the last read, not a copy rate' : 'bytes over the reload time'}>
-              {b.host_reload_bytes_per_s === null ? '–' : formatBandwidth(b.host_reload_bytes_per_s)}
-            </td>
-            <td className="num">{count(b.host_reload.tokens)}</td>
-          </tr>
-          <tr data-part="disk_promote">
-            <th><i style={{ background: partColor(theme, 'disk_promote') }} /> promoted from disk</th>
-            <td className="num">{time(b.disk_promote.ns)}</td>
-            <td className="num">{count(b.disk_promote.blocks)}</td>
-            <td className="num">{bytes(b.disk_promote.bytes)}</td>
-            <td />
-            <td className="num">{count(b.disk_promote.tokens)}</td>
-          </tr>
-          <tr data-part="recompute">
-            <th><i style={{ background: partColor(theme, 'recompute') }} /> recomputed</th>
-            <td className="num">{time(b.recompute.ns)}</td>
-            <td />
-            <td />
-            <td />
-            <td className="num">{count(b.recompute.tokens)}</td>
-          </tr>
-          {b.source === 'recorded' ? (
-            <tr data-part="other">
-              <th><i style={{ background: partColor(theme, 'other') }} /> {TTFT_PART_LABEL.other}</th>
-              <td className="num">{time(b.other_ns)}</td>
-              <td colSpan={4} />
+          {rowsOf(b).map((row) => (
+            <tr key={row.part} data-part={row.part}>
+              <th>
+                {row.swatch && <i style={{ background: partColor(theme, row.swatch) }} />} {row.label}
+              </th>
+              <td className="num">{row.time}</td>
+              <td className="num">{row.blocks}</td>
+              <td className="num">{row.bytes}</td>
+              <td className="num" title={row.rateTitle}>
+                {row.rate}
+              </td>
+              <td className="num">{row.tokens}</td>
             </tr>
-          ) : (
-            <tr data-part="unsplit">
-              <th><i style={{ background: partColor(theme, 'unsplit') }} /> {TTFT_PART_LABEL.unsplit}</th>
-              <td className="num">{time(b.unsplit_ns)}</td>
-              <td colSpan={4} />
-            </tr>
-          )}
+          ))}
         </tbody>
       </table>
     </div>
@@ -146,20 +149,11 @@ export function RoundBreakdownChart({ rounds, theme }: { rounds: RoundBreakdown[
     .domain([0, Math.max(...stackable.map((r) => r.ttft_ns_mean)) * 1.05 || 1])
     .nice()
     .range([H - M.b, M.t]);
-  const ticks = y.ticks(4);
-  const tick = axisNsFormat(ticks[ticks.length - 1] ?? 0, ticks.length > 1 ? ticks[1]! - ticks[0]! : 0);
   return (
     <figure className="chart" data-testid="ttft-breakdown-chart" data-source={recorded ? 'recorded' : 'derived'}>
       <figcaption>Mean queued TTFT per round, by part</figcaption>
       <svg width={W} height={H} role="img" aria-label="Mean TTFT per round, split by part">
-        {ticks.map((t) => (
-          <g key={t}>
-            <line x1={M.l} x2={W - M.r} y1={y(t)} y2={y(t)} className="gridline" />
-            <text x={M.l - 6} y={y(t)} textAnchor="end" dominantBaseline="middle" className="tick">
-              {tick(t)}
-            </text>
-          </g>
-        ))}
+        <NsGridlines y={y} count={4} x0={M.l} x1={W - M.r} />
         {stackable.map((r) => {
           let top = 0;
           return (
