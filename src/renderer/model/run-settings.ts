@@ -220,7 +220,7 @@ export function runSettings(
   for (const [p, spec] of lower) {
     const how = [spec!.medium, spec!.io === 'o_direct' ? 'O_DIRECT' : spec!.io, spec!.path ? `in ${spec!.path}` : null].filter(Boolean).join(', ');
     const asked = p === 'disk' ? num(cfg.disk_kv_bytes) : null;
-    row(poolRows, `${p}_pool`, poolTitle(p), `${poolText(spec!)}${how ? ` · ${how}` : ''}`, asked !== null ? `--disk-kv-bytes ${formatBytes(asked)}` : `tier ${spec!.tier ?? '?'}`);
+    row(poolRows, `${p}_pool`, p === 'disk' ? labelOf('disk_kv_bytes') : poolTitle(p), `${poolText(spec!)}${how ? ` · ${how}` : ''}`, asked !== null ? `--disk-kv-bytes ${formatBytes(asked)}` : `tier ${spec!.tier ?? '?'}`);
   }
   if (!noHostPool) row(poolRows, 'offload_policy', labelOf('offload_policy'), str(cfg.offload_policy));
   row(poolRows, 'block_reuse', labelOf('block_reuse'), onOff(cfg.block_reuse));
