@@ -46,6 +46,10 @@ export interface RunListing {
   context_tokens?: number | null;
   /** 0: no host pool (the recompute baseline). */
   host_kv_bytes?: number | null;
+  /** A disk tier's bytes behind the host pool (run.start config `disk_kv_bytes`; null or 0: none). */
+  disk_kv_bytes?: number | null;
+  /** Blocks the run moved between each pair of pools, keyed `${from}>${to}` (RunAnalysis.moves): whether a tier carried any block. */
+  tier_moves?: Record<string, number> | null;
   /** Set on a run the what-if simulator made (run.start `simulated`): no GPU ran it. */
   simulated?: SimulatedRunInfo | null;
   /** An incomplete run started from this machine (not imported): `resumeRun` follows it again. */

@@ -9,7 +9,7 @@
  * log per rule with the verdict both must give.
  */
 import protocolDoc from '../../resources/agent/kvscope_agent/protocol/protocol.json';
-import { blockMove, DEFAULT_TIER, isCopyDir, type BlockOp, type BlocksEvent, type CopyDir, type KvEvent, type PoolEvent, type PoolName, type ReqEvent } from './protocol';
+import { blockMove, DEFAULT_TIER, isCopyDir, poolWord, type BlockOp, type BlocksEvent, type CopyDir, type KvEvent, type PoolEvent, type PoolName, type ReqEvent } from './protocol';
 
 export type RuleCode = keyof typeof protocolDoc.rules;
 
@@ -46,7 +46,6 @@ export interface LedgerStats {
 const KEEP_VIOLATIONS = 1000;
 /** Rule ttft_parts_sum: the parts add up to the TTFT within this (docs/protocol.md). */
 export const TTFT_PARTS_TOLERANCE_NS = 1000;
-const label = (pool: PoolName): string => (pool === 'gpu' ? 'GPU' : pool);
 const NOT_IN_SOURCE = { offload: 'offload_not_on_gpu', onboard: 'onboard_not_on_host', move: 'move_not_in_source' } as const;
 const VERB = { offload: 'offloaded', onboard: 'onboarded', move: 'moved' } as const;
 /** The run.end summary counts rule summary_mismatch compares, and what they count (null: evictions). */
@@ -285,7 +284,7 @@ export class BlockLedger {
         const dst = this.poolSet(to);
         const keep = e.keep_source === true;
         for (const id of e.ids) {
-          if (!src.has(id)) found.push({ rule: NOT_IN_SOURCE[op], message: `block ${id} ${VERB[op]} but not in the ${label(from)} pool`, blockId: id });
+          if (!src.has(id)) found.push({ rule: NOT_IN_SOURCE[op], message: `block ${id} ${VERB[op]} but not in the ${poolWord(from)} pool`, blockId: id });
           if (!keep) src.delete(id);
           dst.add(id);
           this.markSeen(id);
@@ -299,7 +298,7 @@ export class BlockLedger {
       if (e.op === 'store') {
         const rule = pool === 'gpu' ? 'store_already_on_gpu' : 'store_already_in_pool';
         for (const id of e.ids) {
-          if (set.has(id)) found.push({ rule, message: `block ${id} stored but already in the ${label(pool)} pool`, blockId: id });
+          if (set.has(id)) found.push({ rule, message: `block ${id} stored but already in the ${poolWord(pool)} pool`, blockId: id });
           set.add(id);
           this.markSeen(id);
         }
@@ -310,7 +309,7 @@ export class BlockLedger {
       } else {
         const rule = pool === 'gpu' ? 'hit_not_on_gpu' : 'hit_not_in_pool';
         for (const id of e.ids) {
-          if (!set.has(id)) found.push({ rule, message: `block ${id} hit but not in the ${label(pool)} pool`, blockId: id });
+          if (!set.has(id)) found.push({ rule, message: `block ${id} hit but not in the ${poolWord(pool)} pool`, blockId: id });
         }
       }
     }

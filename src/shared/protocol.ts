@@ -42,6 +42,17 @@ export type BadLineReason = keyof typeof BAD_LINE_TEXT;
 export type PoolName = string;
 /** The ids docs/protocol.md gives a meaning: the GPU pool, pinned host memory, a local disk, a remote store. */
 export const KNOWN_POOLS = ['gpu', 'host', 'disk', 'remote'] as const;
+/** A pool's name in words: "GPU", "host", "disk", "remote", or its id ("the GPU pool", "the disk pool"). */
+export function poolWord(pool: PoolName): string {
+  return pool === 'gpu' ? 'GPU' : pool;
+}
+
+/** A pool's name as a title: "GPU pool", "Host pool", "Disk pool". */
+export function poolTitle(pool: PoolName): string {
+  const w = poolWord(pool);
+  return `${w[0]!.toUpperCase()}${w.slice(1)} pool`;
+}
+
 /** A pool's tier when its line leaves it out (every v1 log): gpu 0, host 1. */
 export const DEFAULT_TIER: Readonly<Record<string, number>> = { gpu: 0, host: 1 };
 /** `offload` and `onboard` are v1's names for the moves gpu → host and host → gpu. */

@@ -1,6 +1,7 @@
 /**
  * The replay model: a run's `blocks` lines compiled into typed arrays of per-block moves, with the
- * GPU-pool and host-pool slot each move vacates and fills, so the pool state at any time t is
+ * pool slot each move vacates and fills (one grid per pool the run declares: gpu, host and any
+ * tier below them, a disk), so the pool state at any time t is
  * reached by applying (or undoing) moves from wherever the cursor stands. Pure (no DOM), used by the
  * Live view (replay, scrubber, live tail) and the timeline, and unit-tested against BlockLedger.
  *
@@ -14,23 +15,21 @@
  * over its capacity grows cells past capacity_blocks (drawn beyond the grid) instead of losing blocks.
  */
 import { CopyMatcher, type MatcherState, type MatchSink, type MatchSource } from './copy-matching';
-import { blockMove, isCopy, type BlockOp, type BlocksEvent, type CopyDir, type CopyEvent, type KvEvent, type PoolName, type XferEvent } from './protocol';
+import { blockMove, DEFAULT_TIER, isCopy, type BlockOp, type BlocksEvent, type CopyDir, type CopyEvent, type DiskDir, type KvEvent, type PoolEvent, type PoolName, type XferEvent } from './protocol';
 import { StartupCopyRule } from './startup-copies';
 
 /**
- * A move's op as the two grids see it: a move between gpu and host is an offload or an onboard
- * (whatever its line calls it), and `move` is one to or from another tier (a disk), which only
- * fills or vacates the gpu or host cell it touches.
+ * A move's op: a move between gpu and host is an offload or an onboard (whatever its line calls
+ * it), and `move` is one to or from another tier (a disk spill or promotion).
  */
 export const OP_CODE: Record<BlockOp, number> = { store: 0, offload: 1, onboard: 2, evict: 3, hit: 4, move: 5 };
-/** The ops of the two-pool views, by code (the first five: what the Summary counts). */
+/** The ops of v1's two pools, by code (the first five: what the Summary counts per round). */
 export const OP_NAMES: readonly BlockOp[] = ['store', 'offload', 'onboard', 'evict', 'hit'];
 /** Every op by its code. */
 export const OP_BY_CODE: readonly BlockOp[] = [...OP_NAMES, 'move'];
+/** The GPU pool's and the host pool's grids are always 0 and 1 (a v1 run's two); other pools follow, in the order their lines come. */
 export const POOL_GPU = 0;
 export const POOL_HOST = 1;
-/** The grid a pool is drawn in, or NONE for a pool of another tier (not drawn yet). */
-const gridOf = (pool: PoolName): number => (pool === 'gpu' ? POOL_GPU : pool === 'host' ? POOL_HOST : -1);
 const NONE = -1;
 
 /** Growable typed column. */
@@ -101,6 +100,11 @@ export interface PoolSpec {
   capacity_blocks: number;
   block_bytes: number;
   block_tokens: number;
+  /** The pool line's tier (left out for gpu and host in a v1 log: DEFAULT_TIER), medium, and a disk tier's folder and I/O method. */
+  tier?: number;
+  medium?: PoolEvent['medium'];
+  path?: string;
+  io?: PoolEvent['io'];
 }
 
 /** Cumulative series of one transfer direction, by end time, for "bytes moved" and bandwidth. */
@@ -133,8 +137,10 @@ export interface ReplayState {
   ended: boolean;
   gpuMemoryTotal: number | null;
   pools: Partial<Record<PoolName, PoolSpec>>;
-  usedCells: [number, number];
-  slotCounts: [number, number];
+  /** The pool of each grid: gpu, host, then the others in the order their lines came. */
+  gridPools: PoolName[];
+  usedCells: number[];
+  slotCounts: number[];
   cuptiSeen: boolean;
   /** Start-up copies counted per source and direction, and what the rule that tells them has seen. */
   startup: Record<MatchSource, Record<CopyDir, StartupCopies>>;
@@ -147,6 +153,7 @@ export interface ReplayState {
 
 const MOVE_COLUMNS = ['t', 'op', 'block', 'user', 'round', 'srcPool', 'srcSlot', 'dstPool', 'dstSlot', 'effect', 'seq'] as const;
 const XFER_SOURCES: ReadonlyArray<XferEvent['source']> = ['cupti', 'engine'];
+const DISK_DIRS: readonly DiskDir[] = ['f2h', 'h2f'];
 const REQ_PHASES = ['queued', 'scheduled', 'first_token', 'done'] as const;
 
 /**
@@ -160,7 +167,7 @@ export class ReplayModel {
   readonly block = new Column(i32(1024), i32);
   readonly user = new Column(i16(1024), i16);
   readonly round = new Column(i16(1024), i16);
-  /** Where the block was (or, for a hit, where it sits); NONE when it came from nowhere. */
+  /** The grid (pool) the block was in (or, for a hit, where it sits); NONE when it came from nowhere. */
   readonly srcPool = new Column(i8(1024), i8);
   readonly srcSlot = new Column(i32(1024), i32);
   /** Where it went; NONE for evict and hit. */
@@ -177,9 +184,22 @@ export class ReplayModel {
   readonly blockUser = new Column(i16(1024), i16);
 
   readonly pools: Partial<Record<PoolName, PoolSpec>> = {};
-  private readonly alloc: [SlotAllocator, SlotAllocator] = [new SlotAllocator(0), new SlotAllocator(0)];
-  /** Compile-time location of each block: slot in gpu / host, or NONE. */
-  private readonly where: [Column<Int32Array>, Column<Int32Array>] = [new Column(i32(1024), i32), new Column(i32(1024), i32)];
+  /** The pool drawn in each grid: gpu and host always (a v1 run's two), then every other pool line's, as it comes. */
+  readonly gridPools: PoolName[] = ['gpu', 'host'];
+  private readonly alloc: SlotAllocator[] = [new SlotAllocator(0), new SlotAllocator(0)];
+  /** Compile-time location of each block: its slot in each grid, or NONE. */
+  private readonly where: Array<Column<Int32Array>> = [new Column(i32(1024), i32), new Column(i32(1024), i32)];
+
+  /** The grid a pool is drawn in, or NONE for a pool no line declared (gpu and host always have theirs). */
+  gridOf(pool: PoolName): number {
+    return this.gridPools.indexOf(pool);
+  }
+
+  /** The grids in tier order (nearest compute first): what the Pools view draws left to right. */
+  gridsByTier(): number[] {
+    const tier = (g: number) => this.pools[this.gridPools[g]!]?.tier ?? DEFAULT_TIER[this.gridPools[g]!] ?? 8 + g;
+    return this.gridPools.map((_, g) => g).sort((a, b) => tier(a) - tier(b) || a - b);
+  }
 
   /**
    * Every copy, per source and direction, as columns in log order. CUPTI's records and the
@@ -205,6 +225,17 @@ export class ReplayModel {
    */
   private readonly startupBySource: Record<MatchSource, Record<CopyDir, StartupCopies>> = { cupti: startupDirs(), engine: startupDirs() };
   private readonly startupRule = new StartupCopyRule();
+
+  /**
+   * A disk tier's I/O (xfer h2f: writes, f2h: reads), timed by the engine (CUPTI cannot see file
+   * I/O), in log order: no memory copy, so kept out of `xfer`, the copy matching and every copy figure.
+   */
+  private readonly diskXfer: DiskXferColumns = diskXferColumns();
+
+  /** The disk tier's reads (f2h) and writes (h2f), per direction, in log order. */
+  get diskIo(): Readonly<DiskXferColumns> {
+    return this.diskXfer;
+  }
 
   /** The start-up copies of the shown source, per direction. */
   get startupCopies(): Readonly<Record<CopyDir, StartupCopies>> {
@@ -232,8 +263,8 @@ export class ReplayModel {
   ended = false;
   private lastSeq = -1;
 
-  /** Highest cell ever filled + 1, per pool: the part of a huge pool the run actually used. */
-  readonly usedCells: [number, number] = [0, 0];
+  /** Highest cell ever filled + 1, per grid: the part of a huge pool the run actually used. */
+  readonly usedCells: number[] = [0, 0];
 
   /** seq of the last line applied (−1 before any). */
   get lastSeqSeen(): number {
@@ -244,9 +275,27 @@ export class ReplayModel {
     return this.t.length;
   }
 
-  /** Cells in each pool's grid: its capacity, or more if the log overfilled it. */
-  slotCount(pool: number): number {
-    return this.alloc[pool]!.size;
+  /** Cells in a grid: its pool's capacity, or more if the log overfilled it. */
+  slotCount(grid: number): number {
+    return this.alloc[grid]!.size;
+  }
+
+  /** How many grids (pools) the model has: 2 for a v1 run. */
+  get gridCount(): number {
+    return this.gridPools.length;
+  }
+
+  /** A grid for a pool line of a pool beyond gpu and host. */
+  private addGrid(pool: PoolName): number {
+    const g = this.gridPools.length;
+    this.gridPools.push(pool);
+    this.alloc.push(new SlotAllocator(0));
+    const w = new Column(i32(Math.max(1024, this.blockIds.length)), i32);
+    w.data.fill(NONE, 0, this.blockIds.length);
+    w.length = this.blockIds.length;
+    this.where.push(w);
+    this.usedCells.push(0);
+    return g;
   }
 
   /** Adds events (seq order); lines already seen (seq ≤ last) are skipped so a resumed tail never double-applies. */
@@ -268,11 +317,11 @@ export class ReplayModel {
           this.ended = true;
           break;
         case 'pool': {
-          this.pools[e.pool] = { capacity_blocks: e.capacity_blocks, block_bytes: e.block_bytes, block_tokens: e.block_tokens };
-          const grid = gridOf(e.pool);
-          if (grid === NONE) break; // another tier: kept in `pools`, not drawn yet
+          this.pools[e.pool] = poolSpec(e);
+          let grid = this.gridOf(e.pool);
+          if (grid === NONE) grid = this.addGrid(e.pool);
           this.alloc[grid]!.setCapacity(e.capacity_blocks);
-          this.matcher.pool(e.pool as 'gpu' | 'host', e.block_bytes);
+          if (e.pool === 'gpu' || e.pool === 'host') this.matcher.pool(e.pool, e.block_bytes);
           break;
         }
         case 'blocks': {
@@ -281,8 +330,9 @@ export class ReplayModel {
           break;
         }
         case 'xfer':
-          // A disk tier's I/O is no memory copy: the per-tier views will show it.
+          // A disk tier's I/O is no memory copy: kept apart from the copies.
           if (isCopy(e)) this.addXfer(e);
+          else this.addDiskXfer(e);
           if (e.end > this.endT) this.endT = e.end;
           if (e.start < this.minT) this.minT = e.start;
           break;
@@ -350,8 +400,7 @@ export class ReplayModel {
       this.blockIndex.set(id, i);
       this.blockIds.push(id);
       this.blockUser.push(user);
-      this.where[0].push(NONE);
-      this.where[1].push(NONE);
+      for (const w of this.where) w.push(NONE);
     }
     return i;
   }
@@ -371,7 +420,7 @@ export class ReplayModel {
   }
 
   /**
-   * Compiles one blocks line into moves of the two grids.
+   * Compiles one blocks line into moves between the grids.
    * @returns its op as the grids see it (a move gpu → host is an offload, host → gpu an onboard)
    */
   private applyBlocks(e: BlocksEvent): BlockOp {
@@ -382,11 +431,10 @@ export class ReplayModel {
     const mv = blockMove(e);
     const op: BlockOp = mv ? (mv.from === 'gpu' && mv.to === 'host' ? 'offload' : mv.from === 'host' && mv.to === 'gpu' ? 'onboard' : 'move') : e.op;
     const code = OP_CODE[op];
-    const grid = gridOf(e.pool ?? 'gpu');
-    const from = mv ? gridOf(mv.from) : NONE;
-    const to = mv ? gridOf(mv.to) : NONE;
-    // A line that touches neither grid (a store, evict or hit in another tier, a move between two
-    // other tiers) has nothing to draw.
+    const grid = this.gridOf(e.pool ?? 'gpu');
+    const from = mv ? this.gridOf(mv.from) : NONE;
+    const to = mv ? this.gridOf(mv.to) : NONE;
+    // A line that touches no grid (a pool no line declared: a rule break) has nothing to draw.
     if ((mv && (from === NONE && to === NONE || mv.from === mv.to)) || (!mv && grid === NONE)) return op;
     for (const id of ids) {
       const b = this.indexOf(id, u);
@@ -445,6 +493,15 @@ export class ReplayModel {
     return op;
   }
 
+  private addDiskXfer(e: XferEvent): void {
+    const x = this.diskXfer[e.dir as DiskDir];
+    x.start.push(e.start);
+    x.end.push(e.end);
+    x.bytes.push(e.bytes);
+    x.seq.push(e.seq);
+    x.sorted = null;
+  }
+
   private addXfer(e: CopyEvent): void {
     const source: MatchSource = e.source === 'cupti' ? 'cupti' : 'engine';
     if (source === 'cupti') this.cuptiSeen = true;
@@ -466,9 +523,9 @@ export class ReplayModel {
     this.matcher.addCopy(copyRef(source, e.dir, col), e.dir, source, e.start, e.bytes);
   }
 
-  /** The transfers of one direction ordered by end time with running byte totals. */
-  xferSeries(dir: 'h2d' | 'd2h'): XferSeries {
-    const x = this.xfer[dir];
+  /** The transfers of one direction (a copy's, or the disk tier's reads and writes) ordered by end time with running byte totals. */
+  xferSeries(dir: 'h2d' | 'd2h' | DiskDir): XferSeries {
+    const x = dir === 'h2d' || dir === 'd2h' ? this.xfer[dir] : this.diskXfer[dir];
     const n = x.end.length;
     if (x.sorted && x.sorted.length === n) return x.sorted;
     const ends = x.end.data;
@@ -500,14 +557,14 @@ export class ReplayModel {
   }
 
   /** Bytes of transfers of `dir` finished by time t. */
-  bytesMovedBy(dir: 'h2d' | 'd2h', t: number): number {
+  bytesMovedBy(dir: 'h2d' | 'd2h' | DiskDir, t: number): number {
     const s = this.xferSeries(dir);
     const k = upperBound(s.end, s.length, t);
     return k === 0 ? 0 : s.cumBytes[k - 1]!;
   }
 
   /** Bandwidth of `dir` over the window (t − windowNs, t], bytes/s (transfers counted at their end). */
-  bandwidthAt(dir: 'h2d' | 'd2h', t: number, windowNs: number): number {
+  bandwidthAt(dir: 'h2d' | 'd2h' | DiskDir, t: number, windowNs: number): number {
     if (windowNs <= 0) return 0;
     return ((this.bytesMovedBy(dir, t) - this.bytesMovedBy(dir, t - windowNs)) / windowNs) * 1e9;
   }
@@ -547,6 +604,10 @@ export class ReplayModel {
         columns[`xfer.${src}.${dir}.seq`] = x.seq.data.subarray(0, x.seq.length);
       }
     }
+    for (const dir of DISK_DIRS) {
+      const x = this.diskXfer[dir];
+      for (const k of ['start', 'end', 'bytes', 'seq'] as const) columns[`xfer.disk.${dir}.${k}`] = x[k].data.subarray(0, x[k].length);
+    }
     for (const k of ['move', 'copy', 'bytes'] as const) columns[`pairs.${k}`] = this.pairs[k].data.subarray(0, this.pairs[k].length);
     const ns = this.gpuSamples.length;
     const gt = new Float64Array(ns);
@@ -569,8 +630,9 @@ export class ReplayModel {
       ended: this.ended,
       gpuMemoryTotal: this.gpuMemoryTotal,
       pools: { ...this.pools },
-      usedCells: [this.usedCells[0], this.usedCells[1]],
-      slotCounts: [this.alloc[0].size, this.alloc[1].size],
+      gridPools: [...this.gridPools],
+      usedCells: [...this.usedCells],
+      slotCounts: this.alloc.map((a) => a.size),
       cuptiSeen: this.cuptiSeen,
       startup: JSON.parse(JSON.stringify(this.startupBySource)) as ReplayState['startup'],
       startupRule: this.startupRule.state,
@@ -608,6 +670,7 @@ export class ReplayModel {
         adopt(x.seq, `xfer.${src}.${dir}.seq`);
       }
     }
+    for (const dir of DISK_DIRS) for (const k of ['start', 'end', 'bytes', 'seq'] as const) adopt(m.diskXfer[dir][k], `xfer.disk.${dir}.${k}`);
     for (const k of ['move', 'copy', 'bytes'] as const) adopt(m.pairs[k], `pairs.${k}`);
     for (const src of XFER_SOURCES) for (const dir of XFER_DIRS) Object.assign(m.startupBySource[src][dir], s.startup[src][dir]);
     m.startupRule.restore(s.startupRule);
@@ -632,13 +695,14 @@ export class ReplayModel {
     m.ended = s.ended;
     m.gpuMemoryTotal = s.gpuMemoryTotal;
     Object.assign(m.pools, s.pools);
-    m.usedCells[0] = s.usedCells[0];
-    m.usedCells[1] = s.usedCells[1];
+    for (const pool of s.gridPools.slice(2)) m.addGrid(pool);
+    if (s.gridPools.length !== s.slotCounts.length || s.usedCells.length !== s.slotCounts.length) throw new Error(`replay state: ${s.gridPools.length} grids, ${s.slotCounts.length} slot counts, ${s.usedCells.length} used counts`);
+    s.usedCells.forEach((n, g) => (m.usedCells[g] = n));
     m.cuptiSeen = s.cuptiSeen;
-    for (const p of [POOL_GPU, POOL_HOST]) {
-      m.alloc[p]!.capacity = s.slotCounts[p]!;
-      m.alloc[p]!.size = s.slotCounts[p]!;
-    }
+    s.slotCounts.forEach((n, g) => {
+      m.alloc[g]!.capacity = n;
+      m.alloc[g]!.size = n;
+    });
     m.resumePending = true;
     return m;
   }
@@ -655,7 +719,7 @@ export class ReplayModel {
     this.resumePending = false;
     for (let b = 0; b < this.blockIds.length; b++) this.blockIndex.set(this.blockIds[b]!, b);
     const nb = this.blockIds.length;
-    for (const p of [POOL_GPU, POOL_HOST]) {
+    for (let p = 0; p < this.gridCount; p++) {
       const w = new Int32Array(Math.max(16, nb)).fill(NONE);
       this.where[p]!.data = w;
       this.where[p]!.length = nb;
@@ -668,7 +732,7 @@ export class ReplayModel {
       if (e & 1) this.where[this.srcPool.data[i]!]!.data[bl[i]!] = NONE;
       if (e & 2) this.where[this.dstPool.data[i]!]!.data[bl[i]!] = this.dstSlot.data[i]!;
     }
-    for (const p of [POOL_GPU, POOL_HOST]) {
+    for (let p = 0; p < this.gridCount; p++) {
       const a = this.alloc[p]!;
       const used = new Uint8Array(a.size);
       const w = this.where[p]!.data;
@@ -714,9 +778,10 @@ export function compileReplay(events: readonly KvEvent[]): ReplayModel {
  * crossed.
  */
 export class ReplayCursor {
-  /** Block index in each cell of the GPU and host grids, NONE when empty. */
-  cells: [Int32Array, Int32Array] = [new Int32Array(0), new Int32Array(0)];
-  counts: [number, number] = [0, 0];
+  /** Block index in each cell of each grid (the model's `gridPools`), NONE when empty. */
+  cells: Int32Array[] = [];
+  /** Blocks in each grid. */
+  counts: number[] = [];
   /** Moves applied: moves [0, applied) are in effect. */
   applied = 0;
 
@@ -725,11 +790,13 @@ export class ReplayCursor {
   }
 
   private fit(): void {
-    for (const p of [POOL_GPU, POOL_HOST]) {
+    for (let p = 0; p < this.model.gridCount; p++) {
+      const have = this.cells[p] ?? new Int32Array(0);
+      this.counts[p] ??= 0;
       const need = this.model.slotCount(p);
-      if (this.cells[p]!.length < need) {
-        const next = new Int32Array(need).fill(NONE);
-        next.set(this.cells[p]!);
+      if (have.length < need || !this.cells[p]) {
+        const next = new Int32Array(Math.max(need, have.length)).fill(NONE);
+        next.set(have);
         this.cells[p] = next;
       }
     }
@@ -754,11 +821,11 @@ export class ReplayCursor {
       const e = ef[i]!;
       if (e & 1) {
         this.cells[sp[i]!]![ss[i]!] = NONE;
-        this.counts[sp[i]! as 0 | 1]--;
+        this.counts[sp[i]!]!--;
       }
       if (e & 2) {
         this.cells[dp[i]!]![ds[i]!] = bl[i]!;
-        this.counts[dp[i]! as 0 | 1]++;
+        this.counts[dp[i]!]!++;
       }
     }
     while (this.applied > target) {
@@ -766,11 +833,11 @@ export class ReplayCursor {
       const e = ef[i]!;
       if (e & 2) {
         this.cells[dp[i]!]![ds[i]!] = NONE;
-        this.counts[dp[i]! as 0 | 1]--;
+        this.counts[dp[i]!]!--;
       }
       if (e & 1) {
         this.cells[sp[i]!]![ss[i]!] = bl[i]!;
-        this.counts[sp[i]! as 0 | 1]++;
+        this.counts[sp[i]!]!++;
       }
     }
   }
@@ -782,6 +849,24 @@ type XferColumns = Record<CopyDir, { start: Column<Float64Array>; end: Column<Fl
 function xferColumns(): XferColumns {
   const dir = (n: number) => ({ start: new Column(f64(n), f64), end: new Column(f64(n), f64), bytes: new Column(f64(n), f64), seq: new Column(f64(n), f64), sorted: null });
   return { h2d: dir(1024), d2h: dir(1024), d2d: dir(16), h2h: dir(16) };
+}
+
+/** A disk tier's transfers per direction, in log order; `seq` is each one's xfer line. */
+export type DiskXferColumns = Record<DiskDir, { start: Column<Float64Array>; end: Column<Float64Array>; bytes: Column<Float64Array>; seq: Column<Float64Array>; sorted: XferSeries | null }>;
+
+function diskXferColumns(): DiskXferColumns {
+  const dir = () => ({ start: new Column(f64(16), f64), end: new Column(f64(16), f64), bytes: new Column(f64(16), f64), seq: new Column(f64(16), f64), sorted: null });
+  return { f2h: dir(), h2f: dir() };
+}
+
+/** What the replay keeps of a pool line. */
+function poolSpec(e: PoolEvent): PoolSpec {
+  const s: PoolSpec = { capacity_blocks: e.capacity_blocks, block_bytes: e.block_bytes, block_tokens: e.block_tokens };
+  if (e.tier !== undefined) s.tier = e.tier;
+  if (e.medium !== undefined) s.medium = e.medium;
+  if (e.path !== undefined) s.path = e.path;
+  if (e.io !== undefined) s.io = e.io;
+  return s;
 }
 
 /** Start-up copies of one direction: how many and their bytes. */

@@ -4,7 +4,7 @@
  * E2E. Memory grows with the number of requests (users × rounds), never with the number of events.
  */
 import { BlockLedger } from './ledger';
-import { isCopyDir, type CopyDir, type DiskDir, type KvEvent, type PoolName, type RequestPhaseTimes, type RunEndEvent, type RunStartEvent } from './protocol';
+import { blockMove, isCopyDir, type CopyDir, type DiskDir, type KvEvent, type PoolName, type RequestPhaseTimes, type RunEndEvent, type RunStartEvent, type TtftParts } from './protocol';
 import { StartupCopyRule } from './startup-copies';
 
 export interface RequestTiming extends RequestPhaseTimes {
@@ -12,7 +12,13 @@ export interface RequestTiming extends RequestPhaseTimes {
   output_tokens: number | null;
   reused_gpu_tokens: number | null;
   reused_host_tokens: number | null;
+  /** Prompt tokens promoted from a disk tier (a v2 log's `done`), null where the log does not say. */
+  reused_disk_tokens: number | null;
   computed_tokens: number | null;
+  /** Where the TTFT went, as the engine recorded it on `first_token` (docs/protocol.md), or null where it did not. */
+  ttft_parts: TtftParts | null;
+  /** Blocks the log moved host → GPU for this request (its user and round on the blocks line). */
+  blocks_onboarded: number;
   /** Queued TTFT: first_token − queued, ns (docs/protocol.md), the seed benchmark's TTFT. */
   ttft_ns: number | null;
   /** Service TTFT: first_token − scheduled (admitted), ns: the time to first token once the engine took the request. */
@@ -43,8 +49,10 @@ export interface RunAnalysis {
   events: number;
   users: number[];
   rounds: number[];
-  /** Blocks stored, moved gpu → host (offloaded) and host → gpu (onboarded), evicted from any pool, hit (every pool's moves: `ledger.stats.moves`). */
+  /** Blocks stored, moved gpu → host (offloaded) and host → gpu (onboarded), evicted from any pool, hit. */
   blocks: { stored: number; offloaded: number; onboarded: number; evicted: number; hit: number };
+  /** Blocks moved between each pair of pools, keyed `${from}>${to}` ("gpu>host", "host>disk", …: `ledger.stats.moves`). */
+  moves: Record<string, number>;
   /** Most blocks each pool held: gpu and host, and any other pool the run declares (a disk tier). */
   peakOccupancy: Record<PoolName, number>;
   pools: BlockLedger['pools'];
@@ -97,6 +105,8 @@ export class RunAnalyzer {
   readonly ledger = new BlockLedger();
   private readonly byType: Record<string, number> = {};
   private readonly reqs = new Map<string, RequestTiming>();
+  /** Blocks moved host → GPU per request (`user/round`), as blocks lines may come before the request's first req line. */
+  private readonly onboardedFor = new Map<string, number>();
   private readonly users = new Set<number>();
   private readonly rounds = new Set<number>();
   private readonly xferBytes = emptyDirs();
@@ -123,6 +133,14 @@ export class RunAnalyzer {
       case 'run.end':
         this.end = e;
         break;
+      case 'blocks': {
+        const mv = blockMove(e);
+        if (mv && mv.from === 'host' && mv.to === 'gpu' && e.user !== undefined && e.round !== undefined) {
+          const key = `${e.user}/${e.round}`;
+          this.onboardedFor.set(key, (this.onboardedFor.get(key) ?? 0) + e.ids.length);
+        }
+        break;
+      }
       case 'xfer':
         if (!isCopyDir(e.dir)) {
           this.diskXferBytes ??= { h2f: 0, f2h: 0 };
@@ -150,7 +168,10 @@ export class RunAnalyzer {
             output_tokens: null,
             reused_gpu_tokens: null,
             reused_host_tokens: null,
+            reused_disk_tokens: null,
             computed_tokens: null,
+            ttft_parts: null,
+            blocks_onboarded: 0,
             ttft_ns: null,
             service_ttft_ns: null,
           };
@@ -162,8 +183,10 @@ export class RunAnalyzer {
           r.output_tokens = e.output_tokens ?? null;
           r.reused_gpu_tokens = e.reused_gpu_tokens ?? null;
           r.reused_host_tokens = e.reused_host_tokens ?? null;
+          r.reused_disk_tokens = e.reused_disk_tokens ?? null;
           r.computed_tokens = e.computed_tokens ?? null;
         }
+        if (e.phase === 'first_token' && e.ttft_parts) r.ttft_parts = e.ttft_parts;
         if (r.queued !== null && r.first_token !== null) r.ttft_ns = r.first_token - r.queued;
         if (r.scheduled !== null && r.first_token !== null) r.service_ttft_ns = r.first_token - r.scheduled;
         break;
@@ -184,7 +207,7 @@ export class RunAnalyzer {
   }
 
   result(): RunAnalysis {
-    const requests = [...this.reqs.values()].sort((a, b) => a.round - b.round || a.user - b.user);
+    const requests = [...this.reqs.values()].sort((a, b) => a.round - b.round || a.user - b.user).map((r) => ({ ...r, blocks_onboarded: this.onboardedFor.get(`${r.user}/${r.round}`) ?? 0 }));
     const timed = requests.filter((r) => r.round >= 1);
     const known = (xs: Array<number | null>) => xs.filter((v): v is number => v !== null);
     const ttfts = known(timed.map((r) => r.ttft_ns));
@@ -223,6 +246,7 @@ export class RunAnalyzer {
       users: [...this.users].sort((a, b) => a - b),
       rounds: [...this.rounds].sort((a, b) => a - b),
       blocks: { stored: ops.store, offloaded: this.ledger.moved('gpu', 'host'), onboarded: this.ledger.moved('host', 'gpu'), evicted: ops.evict, hit: ops.hit },
+      moves: { ...this.ledger.stats.moves },
       peakOccupancy: { ...this.ledger.stats.peak },
       pools: this.ledger.pools,
       ttft: distribution(ttfts),

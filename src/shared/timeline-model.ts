@@ -1,16 +1,18 @@
 /**
  * The timeline model: everything on one run clock, in columns a canvas renderer can walk without
  * allocating — request rows per user (queued → scheduled → first token → done, TTFT), one lane per
- * transfer direction (each copy a bar; sorted by start with the longest copy's duration kept so a
- * view window finds every copy that overlaps it by binary search), counter tracks (pool occupancy,
- * GPU memory, utilisation, PCIe rx/tx) and round boundaries. Pure; built once per run (or appended
+ * transfer direction (each copy a bar, and a disk tier's reads and writes; sorted by start with the
+ * longest transfer's duration kept so a view window finds every one that overlaps it by binary
+ * search), counter tracks (occupancy of every pool, GPU memory, utilisation, PCIe rx/tx) and round
+ * boundaries. Pure; built once per run (or appended
  * to on a live tail by rebuilding lanes lazily).
  */
-import type { BlockOp, CopyDir, KvEvent, RequestPhaseTimes } from './protocol';
-import { compileReplay, decodeCopyRef, lowerBound, OP_BY_CODE, OP_CODE, POOL_GPU, POOL_HOST, type ReplayModel, type StartupCopies } from './replay';
+import { poolTitle, type BlockOp, type CopyDir, type KvEvent, type RequestPhaseTimes, type XferDir } from './protocol';
+import { compileReplay, decodeCopyRef, lowerBound, OP_BY_CODE, OP_CODE, type ReplayModel, type StartupCopies } from './replay';
 
 export interface XferLane {
-  dir: CopyDir;
+  /** A copy's direction, or a disk tier's (f2h: reads, h2f: writes). */
+  dir: XferDir;
   start: Float64Array;
   end: Float64Array;
   bytes: Float64Array;
@@ -25,7 +27,8 @@ export interface XferLane {
 }
 
 export interface CounterTrack {
-  key: 'gpu_pool' | 'host_pool' | 'gpu_mem' | 'gpu_util' | 'pcie_rx' | 'pcie_tx';
+  /** `<pool>_pool` per pool (gpu_pool, host_pool, disk_pool, …), then the GPU's own samples. */
+  key: `${string}_pool` | 'gpu_mem' | 'gpu_util' | 'pcie_rx' | 'pcie_tx';
   label: string;
   unit: 'blocks' | 'bytes' | 'pct' | 'bytes/s';
   t: Float64Array;
@@ -65,7 +68,7 @@ export interface TimelineModel {
   startupCopies: Readonly<Record<CopyDir, StartupCopies>>;
 }
 
-function laneFrom(dir: CopyDir, starts: Float64Array, ends: Float64Array, bytes: Float64Array, seqs: Float64Array, n: number): XferLane {
+function laneFrom(dir: XferDir, starts: Float64Array, ends: Float64Array, bytes: Float64Array, seqs: Float64Array, n: number): XferLane {
   let sorted = true;
   let endsAfterStarts = true;
   for (let i = 0; i < n; i++) {
@@ -134,6 +137,11 @@ export function buildTimelineModel(events: readonly KvEvent[], replay: ReplayMod
       const x = r.xfer[d];
       return laneFrom(d, x.start.data, x.end.data, x.bytes.data, x.seq.data, x.start.length);
     });
+  // A disk tier's reads and writes, after the copies (the engine's timings: CUPTI cannot see file I/O).
+  for (const d of ['f2h', 'h2f'] as const) {
+    const x = r.diskIo[d];
+    if (x.start.length > 0) lanes.push(laneFrom(d, x.start.data, x.end.data, x.bytes.data, x.seq.data, x.start.length));
+  }
   // One mark per blocks line (not per block) of each request's onboards and offloads.
   const marks = new Map<string, { onboards: number[]; offloads: number[] }>();
   let lastSeq = -1;
@@ -185,41 +193,42 @@ export function buildTimelineModel(events: readonly KvEvent[], replay: ReplayMod
   return { t0, t1, users, requests, lanes, counters, rounds, blockBytes: r.pools.gpu?.block_bytes ?? null, startupCopies: r.startupCopies };
 }
 
-/** GPU-pool and host-pool block counts after each blocks line (a step series per pool). */
+/** Every pool's block count after each blocks line (a step series per pool), nearest compute first: GPU, host, then a disk tier. */
 export function occupancyTracks(replay: ReplayModel): CounterTrack[] {
   const n = replay.moveCount;
   const t = replay.t.data;
   const ef = replay.effect.data;
   const sp = replay.srcPool.data;
   const dp = replay.dstPool.data;
+  const grids = replay.gridCount;
   // One sample per time stamp (the last move at that t wins): at most one per move.
   const ts = new Float64Array(n);
-  const vs = [new Float64Array(n), new Float64Array(n)];
+  const vs = Array.from({ length: grids }, () => new Float64Array(n));
   let k = 0;
-  const c = [0, 0];
+  const c = new Array<number>(grids).fill(0);
   for (let i = 0; i < n; i++) {
     const e = ef[i]!;
     if (e & 1) c[sp[i]!]!--;
     if (e & 2) c[dp[i]!]!++;
     if (i + 1 === n || t[i + 1] !== t[i]) {
       ts[k] = t[i]!;
-      vs[POOL_GPU]![k] = c[POOL_GPU]!;
-      vs[POOL_HOST]![k] = c[POOL_HOST]!;
+      for (let g = 0; g < grids; g++) vs[g]![k] = c[g]!;
       k++;
     }
   }
-  const out = [POOL_GPU, POOL_HOST].map((p) => ({ t: ts.slice(0, k), v: vs[p]!.slice(0, k) }));
+  const times = ts.slice(0, k);
   // The track's top is the pool's capacity, unless the pool is far larger than the run ever used
   // (a 55 GB host pool of small blocks): then the peak, so the line is not flat at the bottom.
-  const top = (p: 'gpu' | 'host', seen: Float64Array): Pick<CounterTrack, 'max' | 'scale'> => {
+  const top = (pool: string, seen: Float64Array): Pick<CounterTrack, 'max' | 'scale'> => {
     const peak = seen.reduce((m, x) => (x > m ? x : m), 0);
-    const c = replay.pools[p]?.capacity_blocks ?? 0;
+    const c = replay.pools[pool]?.capacity_blocks ?? 0;
     return c > 0 && c <= 4 * peak ? { max: c, scale: 'capacity' } : { max: Math.max(1, peak), scale: 'peak' };
   };
-  return [
-    { key: 'gpu_pool', label: 'GPU pool', unit: 'blocks', t: out[0]!.t, v: out[0]!.v, length: k, ...top('gpu', out[0]!.v), step: true },
-    { key: 'host_pool', label: 'Host pool', unit: 'blocks', t: out[1]!.t, v: out[1]!.v, length: k, ...top('host', out[1]!.v), step: true },
-  ];
+  return replay.gridsByTier().map((g) => {
+    const pool = replay.gridPools[g]!;
+    const v = vs[g]!.slice(0, k);
+    return { key: `${pool}_pool` as const, label: poolTitle(pool), unit: 'blocks' as const, t: g === 0 ? times : times.slice(), v, length: k, ...top(pool, v), step: true };
+  });
 }
 
 /** Indices [i0, i1) of a lane's copies that may overlap [a, b]. */

@@ -5,7 +5,9 @@
  */
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { chromium, type Browser } from 'playwright-core';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Core } from '../../src/main/core/app-core';
+import { startServer, type RunningServer } from '../../src/main/core/serve';
 
 export const CHROMIUM = process.env.KVSCOPE_CHROMIUM ?? '/usr/bin/chromium';
 export const RENDERER_DIR = join(process.cwd(), 'out', 'renderer');
@@ -27,4 +29,32 @@ export async function launchBrowser(): Promise<Browser> {
     // connections (this network refuses them).
     args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
   });
+}
+
+/** The window served from a core (`kvscope serve`) and one page of it in Chromium, collecting console errors. */
+export interface ServedWindow {
+  server: RunningServer;
+  browser: Browser;
+  page: Page;
+  consoleErrors: string[];
+  close(): Promise<void>;
+}
+
+export async function serveWindow(core: Core, viewport = { width: 1400, height: 900 }): Promise<ServedWindow> {
+  const server = await startServer({ core, staticDir: RENDERER_DIR });
+  const browser = await launchBrowser();
+  const page = await browser.newPage({ viewport, colorScheme: 'dark' });
+  const consoleErrors: string[] = [];
+  page.on('console', (m) => m.type() === 'error' && consoleErrors.push(m.text()));
+  page.on('pageerror', (e) => consoleErrors.push(String(e)));
+  return {
+    server,
+    browser,
+    page,
+    consoleErrors,
+    close: async () => {
+      await browser.close();
+      await server.close();
+    },
+  };
 }

@@ -82,7 +82,8 @@ describe('Perfetto export of real runs', () => {
         await exported;
         const doc = JSON.parse(readFileSync(dest, 'utf8')) as TraceDoc;
         const xfers = events.filter((e): e is XferEvent => e.type === 'xfer');
-        const slices = doc.traceEvents.filter((e) => e.ph === 'X' && (e.cat === 'xfer' || e.cat === 'xfer.startup'));
+        // A disk tier's reads and writes (f2h, h2f) are transfers too, on tracks of their own.
+        const slices = doc.traceEvents.filter((e) => e.ph === 'X' && (e.cat === 'xfer' || e.cat === 'xfer.startup' || e.cat === 'xfer.disk'));
         expect(slices).toHaveLength(xfers.length);
         const bySeq = new Map(slices.map((s) => [s.args!.seq as number, s]));
         // The start-up copy check (copies that start before the setup phase ends) sits apart.
@@ -90,7 +91,7 @@ describe('Perfetto export of real runs', () => {
         for (const x of xfers) {
           const s = bySeq.get(x.seq)!;
           expect(s, `xfer seq ${x.seq}`).toBeDefined();
-          expect(s.cat, `xfer seq ${x.seq}`).toBe(x.start < setupEnd ? 'xfer.startup' : 'xfer');
+          expect(s.cat, `xfer seq ${x.seq}`).toBe(x.dir === 'f2h' || x.dir === 'h2f' ? 'xfer.disk' : x.start < setupEnd ? 'xfer.startup' : 'xfer');
           expect(s.args!.bytes).toBe(x.bytes);
           // Integer ns read back the way Perfetto does (µs × 1000, rounded) give the log's times, for
           // the start, the duration and the end (ts + dur added in floating point, as DevTools does).
@@ -102,6 +103,9 @@ describe('Perfetto export of real runs', () => {
         const total = (cat: string) => slices.filter((s) => s.args!.dir === cat).reduce((a, s) => a + (s.args!.bytes as number), 0);
         expect(total('h2d')).toBe(analysis.xferBytes.h2d);
         expect(total('d2h')).toBe(analysis.xferBytes.d2h);
+        const disk = (cat: string) => slices.filter((s) => s.cat === 'xfer.disk' && s.args!.seq !== undefined && xfers.find((x) => x.seq === s.args!.seq)!.dir === cat).reduce((a, s) => a + (s.args!.bytes as number), 0);
+        expect(disk('f2h')).toBe(analysis.diskXferBytes?.f2h ?? 0);
+        expect(disk('h2f')).toBe(analysis.diskXferBytes?.h2f ?? 0);
       });
 
       it('has one request slice per request, with the TTFT of the run summary', async () => {

@@ -4,7 +4,7 @@
  * evicted block fades rather than vanishing.
  */
 import { describe, expect, it } from 'vitest';
-import { compileReplay, OP_CODE, POOL_GPU, POOL_HOST, ReplayCursor } from '../../src/shared/replay';
+import { compileReplay, OP_CODE, POOL_GPU, ReplayCursor } from '../../src/shared/replay';
 import { cellOrigin, emptyGrid, hexToPixel, poolsLayout, renderPoolsInto, rgba, type PixelBuffer, type PoolsPalette } from '../../src/renderer/viz/pools-render';
 import { USER_COLORS } from '../../src/renderer/viz/ctx2d';
 import { syntheticRun } from '../helpers/synthetic-run';
@@ -17,7 +17,8 @@ function paint(events: KvEvent[], t: number, anim = 0) {
   const m = compileReplay(events);
   const c = new ReplayCursor(m);
   c.seek(t);
-  const layout = poolsLayout(400, 200, [m.slotCount(POOL_GPU), Math.max(1, m.usedCells[POOL_HOST])]);
+  // Every grid: the GPU pool's whole, the others as much as the run used (as the view does for a huge pool).
+  const layout = poolsLayout(400, 200, m.gridPools.map((_, g) => (g === POOL_GPU ? m.slotCount(g) : Math.max(1, m.usedCells[g]!))), 0, m.gridsByTier());
   const buf: PixelBuffer = { data: new Uint32Array(400 * 200), width: 400, height: 200 };
   const stats = renderPoolsInto(buf, layout, emptyGrid(layout, palette), m, c, t, anim, palette);
   return { m, c, layout, buf, stats };
@@ -41,7 +42,7 @@ describe('renderPoolsInto', () => {
       const times = run.events.filter((e) => e.type === 'blocks').map((e) => e.t);
       for (const t of [times[0]!, times[Math.floor(times.length / 2)]!, times[times.length - 1]!]) {
         const { c, layout, buf } = paint(run.events, t);
-        for (const pool of [POOL_GPU, POOL_HOST]) {
+        for (let pool = 0; pool < c.cells.length; pool++) {
           const shown = layout.panels[pool]!.shown;
           let inShown = 0;
           c.cells[pool]!.forEach((b, s) => b >= 0 && s < shown && inShown++);
@@ -66,6 +67,21 @@ describe('renderPoolsInto', () => {
     expect(gap(mid.buf, mid.layout)).toBeGreaterThan(0);
     const after = paint(events, off.t + 5000, 1000);
     expect(gap(after.buf, after.layout)).toBe(0);
+  });
+
+  it('flies a block between the host grid and the disk grid while a spill animates (a v2 run)', () => {
+    const run = realRuns().find((r) => r.events.some((e) => e.type === 'pool' && e.pool === 'disk'));
+    expect(run, 'a recorded run with a disk tier (test/fixtures/runs/cpu-tiny-three-tiers)').toBeDefined();
+    const spill = run!.events.find((e) => e.type === 'blocks' && e.op === 'move' && e.from === 'host' && e.to === 'disk')!;
+    const { stats, layout, buf, m } = paint(run!.events, spill.t + 500, 1000);
+    expect(layout.panels).toHaveLength(3);
+    expect(m.gridPools[2]).toBe('disk');
+    expect(stats.inFlight).toBeGreaterThan(0);
+    // Pixels outside every grid, right of the host grid's left edge: only a block in the air between host and disk puts them there.
+    const inside = (x: number, y: number) => layout.panels.some((p) => x >= p.x && x < p.x + p.w && y >= p.y && y < p.y + p.h);
+    let n = 0;
+    for (let y = 0; y < buf.height; y++) for (let x = layout.panels[1]!.x; x < buf.width; x++) if (!inside(x, y) && buf.data[y * buf.width + x] !== palette.background) n++;
+    expect(n).toBeGreaterThan(0);
   });
 
   it('fades an evicted block out over the animation instead of dropping it at once', () => {

@@ -33,15 +33,18 @@ function build(events: readonly KvEvent[]): RunIndexContent {
   return b.content();
 }
 
-/** What the Pools view reads off a model at time t: pool counts, bytes moved, bandwidth, requests running. */
+/** What the Pools view reads off a model at time t: every grid's counts and cells, bytes moved (copies and disk I/O), bandwidth, requests running. */
 function poolsReadout(m: ReplayModel, t: number): unknown {
   const c = new ReplayCursor(m);
   c.seek(t);
   return {
+    grids: [...m.gridPools],
     counts: [...c.counts],
-    cells: [c.cells[0].slice(0, m.slotCount(0)), c.cells[1].slice(0, m.slotCount(1))],
+    cells: c.cells.map((cells, g) => cells.slice(0, m.slotCount(g))),
     h2d: m.bytesMovedBy('h2d', t),
     d2h: m.bytesMovedBy('d2h', t),
+    f2h: m.bytesMovedBy('f2h', t),
+    h2f: m.bytesMovedBy('h2f', t),
     bwH2d: m.bandwidthAt('h2d', t, 250e6),
     progress: m.progressAt(t),
   };
@@ -84,7 +87,7 @@ function expectSame(got: unknown, want: unknown): void {
 
 function expectSameModel(got: ReplayModel, want: ReplayModel): void {
   expectSame(got.toState(), want.toState());
-  expect([got.moveCount, got.slotCount(0), got.slotCount(1)]).toEqual([want.moveCount, want.slotCount(0), want.slotCount(1)]);
+  expect([got.moveCount, got.gridPools, got.gridPools.map((_, g) => got.slotCount(g))]).toEqual([want.moveCount, want.gridPools, want.gridPools.map((_, g) => want.slotCount(g))]);
   expectSame(buildTimelineModel([], got), buildTimelineModel([], want));
   // Which copies carried each move (the matching rule, pending window included): what tracing a request shows.
   expectSame(got.copyPairs(), want.copyPairs());

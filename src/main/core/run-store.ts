@@ -39,13 +39,14 @@ export function checkRunId(id: string): void {
 }
 
 /** What a listing takes from a run's log: cached by the log's size and mtime, never by its meta. */
-type LogFacts = Pick<RunAnalysis, 'start' | 'status' | 'e2e_ns' | 'error'> & { users: { length: number }; ttft: { mean: number | null }; serviceTtft: { mean: number | null } };
+type LogFacts = Pick<RunAnalysis, 'start' | 'status' | 'e2e_ns' | 'error' | 'moves'> & { users: { length: number }; ttft: { mean: number | null }; serviceTtft: { mean: number | null } };
 
 const factsOf = (a: RunAnalysis): LogFacts => ({
   start: a.start,
   status: a.status,
   e2e_ns: a.e2e_ns,
   error: a.error,
+  moves: a.moves,
   users: { length: a.users.length },
   ttft: { mean: a.ttft.mean },
   serviceTtft: { mean: a.serviceTtft.mean },
@@ -252,6 +253,8 @@ function baseListing(id: string, meta: RunMeta, bundled: boolean, a: LogFacts | 
     bundled,
     context_tokens: typeof cfg?.context_tokens === 'number' ? cfg.context_tokens : null,
     host_kv_bytes: typeof cfg?.host_kv_bytes === 'number' ? cfg.host_kv_bytes : null,
+    disk_kv_bytes: typeof cfg?.disk_kv_bytes === 'number' ? cfg.disk_kv_bytes : null,
+    tier_moves: a?.moves ? { ...a.moves } : null,
     simulated: simulatedInfo(a),
     resumable: !bundled && isResumable(meta),
   };

@@ -4,7 +4,7 @@
  * and series grouped by model, since only one model's series share a chart. Pure.
  */
 import type { RunListing } from '../../shared/api';
-import { formatCount } from '../../shared/format';
+import { formatBytes, formatCount } from '../../shared/format';
 
 export interface SeriesPoint {
   users: number;
@@ -47,6 +47,7 @@ export function seriesKey(r: RunListing): string {
   const out = parts.filter((x): x is string => !!x);
   if (typeof r.context_tokens === 'number') out.push(`${formatCount(r.context_tokens)} ctx`);
   if (r.host_kv_bytes === 0) out.push('no host pool (recompute)');
+  if (typeof r.disk_kv_bytes === 'number' && r.disk_kv_bytes > 0) out.push(`+ disk tier ${formatBytes(r.disk_kv_bytes)}`);
   return out.join(' · ');
 }
 

@@ -9,7 +9,7 @@
  * shows one option carries the option table's label (shared/workload-options.ts).
  */
 import { formatBandwidth, formatBytes, formatCount, formatNs, plural } from '../../shared/format';
-import type { PoolName, RunStartEvent, RunSummary } from '../../shared/protocol';
+import { poolTitle, type PoolName, type RunStartEvent, type RunSummary } from '../../shared/protocol';
 import { optionOf } from '../../shared/workload-options';
 import { linkOf } from './link-bandwidth';
 
@@ -35,6 +35,11 @@ export interface PoolDecl {
   capacity_blocks: number;
   block_tokens: number;
   block_bytes: number;
+  /** A protocol 2 pool line's tier, medium, and a disk tier's folder and I/O method. */
+  tier?: number | null;
+  medium?: string;
+  path?: string;
+  io?: string;
 }
 
 type Obj = Record<string, unknown>;
@@ -208,6 +213,15 @@ export function runSettings(
   // With no host pool nothing is offloaded: the policy and the copy overlap the agent still records
   // would read as if they applied ("Offload policy lazy" on a recompute baseline).
   const noHostPool = hostKv === 0 || pools.host?.capacity_blocks === 0;
+  // Tiers below the host pool (protocol 2: a disk), nearest compute first.
+  const lower = Object.entries(pools)
+    .filter(([p, spec]) => p !== 'gpu' && p !== 'host' && spec)
+    .sort((a, b) => (a[1]!.tier ?? 8) - (b[1]!.tier ?? 8));
+  for (const [p, spec] of lower) {
+    const how = [spec!.medium, spec!.io === 'o_direct' ? 'O_DIRECT' : spec!.io, spec!.path ? `in ${spec!.path}` : null].filter(Boolean).join(', ');
+    const asked = p === 'disk' ? num(cfg.disk_kv_bytes) : null;
+    row(poolRows, `${p}_pool`, p === 'disk' ? labelOf('disk_kv_bytes') : poolTitle(p), `${poolText(spec!)}${how ? ` · ${how}` : ''}`, asked !== null ? `--disk-kv-bytes ${formatBytes(asked)}` : `tier ${spec!.tier ?? '?'}`);
+  }
   if (!noHostPool) row(poolRows, 'offload_policy', labelOf('offload_policy'), str(cfg.offload_policy));
   row(poolRows, 'block_reuse', labelOf('block_reuse'), onOff(cfg.block_reuse));
   // --copy-overlap (agents since 2026-11-28): onboards on a second stream behind the offload

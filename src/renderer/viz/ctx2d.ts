@@ -37,6 +37,8 @@ export interface VizTheme {
   accent: string;
   h2d: string;
   d2h: string;
+  /** A disk tier's reads and writes (and, in TTFT breakdowns, promotion from disk). */
+  disk: string;
   other: string;
   highlight: string;
   users: string[];
@@ -54,6 +56,7 @@ export const DARK_THEME: VizTheme = {
   accent: '#4ea1ff',
   h2d: '#3fb950',
   d2h: '#d29922',
+  disk: '#a371f7',
   other: '#8d96a3',
   highlight: '#ff4fd8',
   users: USER_COLORS,
@@ -69,6 +72,7 @@ export const LIGHT_THEME: VizTheme = {
   accent: '#1f6feb',
   h2d: '#1a7f37',
   d2h: '#9a6700',
+  disk: '#8250df',
   highlight: '#d300a6',
 };
 

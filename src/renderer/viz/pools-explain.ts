@@ -5,8 +5,8 @@
  * Pure: reads the replay model and a cursor, no DOM.
  */
 import { formatCount, formatNs } from '../../shared/format';
-import type { BlockOp } from '../../shared/protocol';
-import { OP_BY_CODE, POOL_GPU, type ReplayCursor, type ReplayModel, upperBound } from '../../shared/replay';
+import { poolWord, type BlockOp, type PoolName } from '../../shared/protocol';
+import { OP_BY_CODE, type ReplayCursor, type ReplayModel, upperBound } from '../../shared/replay';
 import { cellOrigin, type PoolsLayout } from './pools-render';
 
 /** One blocks line of the log (its moves share a seq): what moved, whose, and where. */
@@ -16,12 +16,10 @@ export interface MoveLine {
   user: number;
   round: number;
   blocks: number;
-  /** Pool it left (evict: the pool it was dropped from) and pool it went to, or null. */
-  from: 'gpu' | 'host' | null;
-  to: 'gpu' | 'host' | null;
+  /** Pool it left (evict: the pool it was dropped from; hit: where it sits) and pool it went to, or null. */
+  from: PoolName | null;
+  to: PoolName | null;
 }
-
-const poolName = (p: number): 'gpu' | 'host' | null => (p < 0 ? null : p === POOL_GPU ? 'gpu' : 'host');
 
 /** The blocks line that move `i` belongs to. */
 export function moveLine(m: ReplayModel, i: number): MoveLine {
@@ -36,12 +34,12 @@ export function moveLine(m: ReplayModel, i: number): MoveLine {
     user: m.user.data[i]!,
     round: m.round.data[i]!,
     blocks: b - a + 1,
-    from: poolName(m.srcPool.data[i]!),
-    to: poolName(m.dstPool.data[i]!),
+    from: m.gridPools[m.srcPool.data[i]!] ?? null,
+    to: m.gridPools[m.dstPool.data[i]!] ?? null,
   };
 }
 
-const WHERE = { gpu: 'the GPU pool', host: 'the host pool' } as const;
+const where = (pool: PoolName | null, otherwise: string): string => (pool ? `the ${poolWord(pool)} pool` : otherwise);
 
 /** "user 0's 509 blocks offloaded to the host pool" (R2 when the line names a round). */
 export function describeLine(l: MoveLine): string {
@@ -49,18 +47,18 @@ export function describeLine(l: MoveLine): string {
   const n = `${formatCount(l.blocks)} block${l.blocks === 1 ? '' : 's'}`;
   switch (l.op) {
     case 'store':
-      return `${whose}${n} stored in the GPU pool`;
+      return `${whose}${n} stored in ${where(l.to, 'the GPU pool')}`;
     case 'offload':
       return `${whose}${n} offloaded to the host pool`;
     case 'onboard':
       return `${whose}${n} onboarded to the GPU pool`;
     case 'evict':
-      return `${whose}${n} evicted from ${WHERE[l.from ?? 'gpu']}`;
+      return `${whose}${n} evicted from ${where(l.from, 'the GPU pool')}`;
     case 'hit':
-      return `${whose}${n} reused in the GPU pool (prefix hit)`;
+      return `${whose}${n} reused in ${where(l.from, 'the GPU pool')} (prefix hit)`;
     case 'move':
-      // To or from a tier the grids do not draw (a disk).
-      return `${whose}${n} moved from ${l.from ? WHERE[l.from] : 'another tier'} to ${l.to ? WHERE[l.to] : 'another tier'}`;
+      // Between the host pool and a tier below it (a disk spill or promotion), or any two tiers.
+      return `${whose}${n} moved from ${where(l.from, 'a pool not declared')} to ${where(l.to, 'a pool not declared')}`;
   }
 }
 
@@ -111,14 +109,14 @@ export function lastMoveOf(m: ReplayModel, b: number, applied: number): number {
 /** What a hovered cell holds: "user 2's block · last: R3 onboarded to the GPU pool at 12.35 s". */
 export function describeCell(m: ReplayModel, cursor: ReplayCursor, pool: number, slot: number): string {
   const b = cursor.cells[pool]?.[slot] ?? -1;
-  const where = pool === POOL_GPU ? 'GPU pool' : 'host pool';
-  if (b < 0) return `${where} slot ${formatCount(slot)}: free`;
+  const grid = `${poolWord(m.gridPools[pool] ?? 'gpu')} pool`;
+  if (b < 0) return `${grid} slot ${formatCount(slot)}: free`;
   const user = m.blockUser.data[b]!;
   const i = lastMoveOf(m, b, cursor.applied);
   const start = m.startT ?? 0;
   const last = i >= 0 ? moveLine(m, i) : null;
-  const verb = last ? { store: 'stored', offload: 'offloaded to the host pool', onboard: 'onboarded to the GPU pool', evict: 'evicted', hit: 'reused (prefix hit)', move: 'moved between tiers' }[last.op] : null;
-  return `${where} slot ${formatCount(slot)}: ${user >= 0 ? `user ${user}'s` : 'a'} block${last ? ` · last move: ${last.round >= 0 ? `R${last.round} ` : ''}${verb} at ${formatNs(last.t - start)}` : ''}`;
+  const verb = last ? { store: 'stored', offload: 'offloaded to the host pool', onboard: 'onboarded to the GPU pool', evict: 'evicted', hit: 'reused (prefix hit)', move: `moved from ${where(last.from, 'a pool not declared')} to ${where(last.to, 'a pool not declared')}` }[last.op] : null;
+  return `${grid} slot ${formatCount(slot)}: ${user >= 0 ? `user ${user}'s` : 'a'} block${last ? ` · last move: ${last.round >= 0 ? `R${last.round} ` : ''}${verb} at ${formatNs(last.t - start)}` : ''}`;
 }
 
 /** Where the action starts: the first request queued or block moved (setup before it shows empty grids). */

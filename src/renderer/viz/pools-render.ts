@@ -1,12 +1,12 @@
 /**
- * The Live view's pools: the GPU pool and the host pool as grids of cells, one cell per block,
+ * The Live view's pools: one grid per pool (the GPU pool, the host pool, a disk tier…), one cell per block,
  * painted straight into a 32-bit pixel buffer (then one putImageData) — 20,000 blocks at 60 fps in
  * software rendering leave no budget for a fillRect per block. Pure: no DOM, tested on a plain
  * Uint32Array.
  *
- * Motion: a move whose time lies in (now − anim, now] is drawn in flight — offload and onboard
- * travel from the source cell to the destination cell along a curve through the gap between the
- * grids (the destination cell is drawn dim until the block lands, so the grid always shows as many
+ * Motion: a move whose time lies in (now − anim, now] is drawn in flight — a block moving between
+ * two pools (offload, onboard, a spill to disk or a promotion from it) travels from the source cell
+ * to the destination cell along a curve above the grids (the destination cell is drawn dim until the block lands, so the grid always shows as many
  * cells as the pool holds), evictions fade out where the block was, hits flash, stores fade in.
  * A paused view passes anim 0: the pools exactly as they stand, nothing in the air.
  */
@@ -35,7 +35,8 @@ export interface PoolPanel {
 export interface PoolsLayout {
   width: number;
   height: number;
-  panels: [PoolPanel, PoolPanel];
+  /** One panel per grid of the replay model (its `gridPools` order), placed left to right in the layout's order. */
+  panels: PoolPanel[];
 }
 
 /** Colours as 0xAABBGGRR (little-endian RGBA bytes in the buffer). */
@@ -92,19 +93,22 @@ function panelFor(x: number, y: number, w: number, h: number, cells: number): Po
 }
 
 /**
- * Two panels side by side (GPU left, host right) with a gap between them for the paths.
- * `cells` per pool is what the grid shows: the capacity, or only the cells the run used when the
+ * One panel per grid side by side (GPU left, then the host pool, then tiers further from compute:
+ * `order` lists the grids left to right, by default as given) with a gap between them for the
+ * paths. `cells` per grid is what it shows: the capacity, or only the cells the run used when the
  * capacity is far beyond what fits (a 55 GB host pool of small blocks).
  */
-export function poolsLayout(width: number, height: number, cells: [number, number], headerPx = 0): PoolsLayout {
+export function poolsLayout(width: number, height: number, cells: readonly number[], headerPx = 0, order: readonly number[] = cells.map((_, g) => g)): PoolsLayout {
+  const n = Math.max(1, cells.length);
   const gap = Math.max(24, Math.round(width * 0.08));
-  const pw = Math.max(1, Math.floor((width - gap) / 2));
+  const pw = Math.max(1, Math.floor((width - gap * (n - 1)) / n));
   const ph = Math.max(1, height - headerPx);
-  return {
-    width,
-    height,
-    panels: [panelFor(0, headerPx, pw, ph, cells[0]), panelFor(pw + gap, headerPx, pw, ph, cells[1])],
-  };
+  const panels: PoolPanel[] = [];
+  cells.forEach((c, g) => {
+    const at = Math.max(0, order.indexOf(g));
+    panels[g] = panelFor(at * (pw + gap), headerPx, pw, ph, c);
+  });
+  return { width, height, panels };
 }
 
 /** Top-left pixel of cell s of a panel (cells fill rows left to right). */
@@ -133,10 +137,14 @@ export function emptyGrid(layout: PoolsLayout, palette: PoolsPalette): Uint32Arr
 }
 
 export interface PoolsFrameStats {
-  /** Offloads and onboards drawn in the air (evictions, hits and stores animate in place). */
+  /** Blocks drawn in the air between two pools (evictions, hits and stores animate in place). */
   inFlight: number;
-  drawn: [number, number];
+  /** Cells painted per grid. */
+  drawn: number[];
 }
+
+/** Whether move `op` flies from one pool to another (an offload, an onboard, a move to or from another tier). */
+const flies = (o: number): boolean => o === OP_CODE.offload || o === OP_CODE.onboard || o === OP_CODE.move;
 
 const MAX_IN_FLIGHT = 6000;
 
@@ -161,10 +169,11 @@ export function renderPoolsInto(
     const u = model.blockUser.data[b]!;
     return u >= 0 ? users[u % users.length]! : palette.unknownUser;
   };
-  const drawn: [number, number] = [0, 0];
-  for (const pool of [POOL_GPU, POOL_HOST]) {
+  const drawn: number[] = layout.panels.map(() => 0);
+  for (let pool = 0; pool < layout.panels.length; pool++) {
     const p = layout.panels[pool]!;
-    const cells = cursor.cells[pool]!;
+    const cells = cursor.cells[pool];
+    if (!cells) continue;
     const n = Math.min(p.shown, cells.length);
     for (let s = 0; s < n; s++) {
       const b = cells[s]!;
@@ -188,8 +197,9 @@ export function renderPoolsInto(
   for (let i = start; i < end; i++) {
     const k = Math.max(0, Math.min(1, (now - t[i]!) / animNs));
     const o = op[i]!;
-    if (o === OP_CODE.offload || o === OP_CODE.onboard) {
-      const dst = layout.panels[dp[i]!]!;
+    if (flies(o)) {
+      const dst = layout.panels[dp[i]!];
+      if (!dst) continue;
       if (k < 1 && ds[i]! < dst.shown && cursor.cells[dp[i]!]![ds[i]!] === blk[i]) {
         const [dx, dy] = cellOrigin(dst, ds[i]!);
         fillBox(buf, dx, dy, dst.size, mix(palette.emptyCell, colorOf(blk[i]!), LANDING_TINT));
@@ -207,8 +217,8 @@ export function renderPoolsInto(
       const [x, y] = cellOrigin(p, ss[i]!);
       fillBox(buf, x, y, p.size, mix(palette.flash, colorOf(blk[i]!), k));
     } else if (o === OP_CODE.store) {
-      const p = layout.panels[POOL_GPU]!;
-      if (ds[i]! < 0 || ds[i]! >= p.shown || cursor.cells[POOL_GPU]![ds[i]!] !== blk[i]) continue;
+      const p = layout.panels[dp[i]!];
+      if (!p || ds[i]! < 0 || ds[i]! >= p.shown || cursor.cells[dp[i]!]![ds[i]!] !== blk[i]) continue;
       const [x, y] = cellOrigin(p, ds[i]!);
       fillBox(buf, x, y, p.size, mix(palette.emptyCell, colorOf(blk[i]!), 0.3 + 0.7 * k));
     }
@@ -217,12 +227,12 @@ export function renderPoolsInto(
   let inFlight = 0;
   for (let i = start; i < end; i++) {
     const o = op[i]!;
-    if (o !== OP_CODE.offload && o !== OP_CODE.onboard) continue;
+    if (!flies(o)) continue;
     const k = Math.max(0, Math.min(1, (now - t[i]!) / animNs));
     if (k >= 1) continue;
     inFlight++;
-    const dst = layout.panels[dp[i]!]!;
-    if (ds[i]! >= dst.shown) continue;
+    const dst = layout.panels[dp[i]!];
+    if (!dst || ds[i]! >= dst.shown) continue;
     const [dx, dy] = cellOrigin(dst, ds[i]!);
     let sx: number;
     let sy: number;
@@ -232,12 +242,15 @@ export function renderPoolsInto(
       [sx, sy] = cellOrigin(src, ss[i]!);
       size = Math.min(size, src.size);
     } else {
-      const src = layout.panels[1 - dp[i]!]!;
+      // Its cell is not drawn (a pool shown only in part), or it came from nowhere (a rule break):
+      // from the middle of its pool, or of the pool an offload or onboard leaves.
+      const src = layout.panels[sp[i]! >= 0 ? sp[i]! : o === OP_CODE.offload ? POOL_GPU : o === OP_CODE.onboard ? POOL_HOST : -1];
+      if (!src) continue;
       sx = src.x + src.w / 2;
       sy = src.y + src.h / 2;
     }
     const e = k * k * (3 - 2 * k); // smoothstep: leave and land gently
-    // Quadratic curve bowing up through the gap between the grids.
+    // Quadratic curve bowing up above the grids (over any grid between the two).
     const cx = (sx + dx) / 2;
     const cy = Math.min(sy, dy) - Math.abs(dx - sx) * 0.25;
     const x = (1 - e) * (1 - e) * sx + 2 * (1 - e) * e * cx + e * e * dx;

@@ -1,7 +1,7 @@
 /**
  * The timeline on one canvas: axis, round boundaries, a row per user (each round's request as
  * queued → scheduled → first token → done, TTFT marked, onboarding ticks inside), a lane per
- * transfer direction, and counter tracks. Pure `renderTimelineInto(ctx, model, layout, view, …)`:
+ * transfer direction (a disk tier's reads and writes too), and counter tracks (every pool's occupancy). Pure `renderTimelineInto(ctx, model, layout, view, …)`:
  * the view hands it the visible time window from d3-zoom; nothing here allocates per mark.
  *
  * Level of detail (as Perfetto and speedscope do): where a lane has more copies in view than
@@ -56,7 +56,7 @@ export function timelineLayout(model: TimelineModel, labelWidth = 120): Timeline
   }
   y += 6;
   model.lanes.forEach((l, i) => {
-    rows.push({ kind: 'lane', y, h: LANE_H, label: `${l.dir.toUpperCase()} copies`, index: i });
+    rows.push({ kind: 'lane', y, h: LANE_H, label: laneLabel(l.dir), index: i });
     y += LANE_H + 2;
   });
   y += 6;
@@ -66,6 +66,11 @@ export function timelineLayout(model: TimelineModel, labelWidth = 120): Timeline
     y += COUNTER_H + 4;
   });
   return { rows, labelWidth, height: y };
+}
+
+/** A lane's name: "H2D copies", …, or a disk tier's "Disk reads" (file → host) and "Disk writes" (host → file). */
+export function laneLabel(dir: XferLane['dir']): string {
+  return dir === 'f2h' ? 'Disk reads' : dir === 'h2f' ? 'Disk writes' : `${dir.toUpperCase()} copies`;
 }
 
 /** Linear time → px over the plot area (right of the labels). */
@@ -407,7 +412,7 @@ export function renderTimelineInto(ctx: Ctx2D, model: TimelineModel, layout: Tim
       }
     } else if (row.kind === 'lane') {
       const lane = model.lanes[row.index]!;
-      const color = lane.dir === 'h2d' ? theme.h2d : lane.dir === 'd2h' ? theme.d2h : theme.other;
+      const color = lane.dir === 'h2d' ? theme.h2d : lane.dir === 'd2h' ? theme.d2h : lane.dir === 'f2h' || lane.dir === 'h2f' ? theme.disk : theme.other;
       ctx.fillStyle = theme.panel;
       ctx.fillRect(lw, row.y, view.width - lw, row.h);
       drawLane(ctx, lane, row, view, lw, color, sel?.xfers[lane.dir], theme, stats);

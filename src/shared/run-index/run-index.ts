@@ -18,7 +18,7 @@ import { decodeColumnFile, decodeColumnFileAsync, encodeColumnFile, readColumnFi
  * The index format. Bump it whenever what an index holds, or how a model is compiled from a log,
  * changes: an index of another format is never read, only rebuilt from its log.
  */
-export const RUN_INDEX_FORMAT = 1;
+export const RUN_INDEX_FORMAT = 2;
 
 /** The log an index was built from: an index whose log no longer matches is stale. */
 export interface RunIndexSource {

@@ -6,12 +6,15 @@
  *
  * - rounds:   round, users, e2e_ns, e2e_ms, ttft_count, ttft_mean_ns, ttft_p50_ns, ttft_p99_ns, ttft_mean_ms
  * - requests: user, round, queued_ns … done_ns (phase times, run clock), queue_ns, prefill_ns,
- *             decode_ns (phase durations), tokens, reused/computed tokens, ttft_ns, ttft_ms
+ *             decode_ns (phase durations), tokens, reused/computed tokens, ttft_ns, ttft_ms, then
+ *             where the TTFT went (shared/ttft-breakdown.ts: the columns of `breakdownFields`,
+ *             empty where the log does not record a part)
  */
 import { createWriteStream } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { RunAnalysis, RequestTiming } from '../../../shared/run-analysis';
+import { BREAKDOWN_FIELDS, breakdownFields, ttftBreakdown } from '../../../shared/ttft-breakdown';
 import { CodedError } from '../../../shared/result';
 
 export type CsvTable = 'rounds' | 'requests';
@@ -54,6 +57,8 @@ export const REQUESTS_HEADER = [
   'computed_tokens',
   'ttft_ns',
   'ttft_ms',
+  'reused_disk_tokens',
+  ...BREAKDOWN_FIELDS,
 ] as const;
 
 export function* roundsRows(a: RunAnalysis): Generator<string> {
@@ -64,7 +69,8 @@ export function* roundsRows(a: RunAnalysis): Generator<string> {
   }
 }
 
-function requestCells(r: RequestTiming): Cell[] {
+function requestCells(r: RequestTiming, blockBytes: number | null): Cell[] {
+  const parts = breakdownFields(ttftBreakdown(r, blockBytes));
   return [
     r.user,
     r.round,
@@ -82,12 +88,15 @@ function requestCells(r: RequestTiming): Cell[] {
     r.computed_tokens,
     r.ttft_ns,
     ms(r.ttft_ns),
+    r.reused_disk_tokens,
+    ...BREAKDOWN_FIELDS.map((k) => parts[k]),
   ];
 }
 
 export function* requestsRows(a: RunAnalysis): Generator<string> {
   yield csvLine(REQUESTS_HEADER);
-  for (const r of a.requests) yield csvLine(requestCells(r));
+  const blockBytes = a.pools.gpu?.block_bytes ?? null;
+  for (const r of a.requests) yield csvLine(requestCells(r, blockBytes));
 }
 
 async function writeLines(file: string, lines: Iterable<string>): Promise<void> {

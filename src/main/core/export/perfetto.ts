@@ -4,11 +4,13 @@
  * writes it in one format: Chrome Trace Event JSON here (`JsonTraceSink`), Perfetto's native
  * protobuf in perfetto-proto.ts. docs/export.md describes both for readers.
  *
- * - Tracks: process "Run" (phases, rounds, warnings), "Requests" (one thread per user), "GPU pool"
- *   (offload moves, evictions, occupancy), "Host pool" (onboard moves, evictions, occupancy),
- *   "Copies" (H2D/D2H/D2D/H2H lanes per trace source, bytes in flight, the start-up copy check
- *   apart), "GPU <i>" (nvidia-smi / NVML counters). Every process and thread used is named, with
- *   sort indices.
+ * - Tracks: process "Run" (phases, rounds, warnings), "Requests" (one thread per user; each
+ *   request's TTFT breakdown in its args, shared/ttft-breakdown.ts), "GPU pool" (offload moves,
+ *   evictions, occupancy), "Host pool" (onboard moves, evictions, occupancy), one process per
+ *   further tier (a disk pool: evictions, occupancy), "Copies" (H2D/D2H/D2D/H2H lanes per trace
+ *   source, bytes in flight, the start-up copy check apart, and a disk tier's reads and writes),
+ *   "GPU <i>" (nvidia-smi / NVML counters). Every process and thread used is named, with sort
+ *   indices.
  * - Slices on one thread nest strictly: overlapping intervals go to separate lanes
  *   (shared/trace-lanes.ts), because importers move overlaps to an overflow track (Perfetto #4280)
  *   or drop them (DevTools' tree). A parent is handed to the sink before its children, and closed
@@ -28,9 +30,10 @@
 import type { Writable } from 'node:stream';
 import { CopyMatcher, type MatchSink, type MatchSource } from '../../../shared/copy-matching';
 import { EventLineDecoder, type BadLine } from '../../../shared/events-reader';
-import { blockMove, isCopy, type BlocksEvent, type CopyDir, type CopyEvent, type GpuSampleEvent, type KvEvent, type ReqEvent, type RequestPhaseTimes } from '../../../shared/protocol';
+import { blockMove, isCopy, poolTitle, type BlocksEvent, type CopyDir, type CopyEvent, type DiskDir, type GpuSampleEvent, type KvEvent, type PoolName, type ReqEvent, type RequestPhaseTimes, type TtftParts, type XferEvent } from '../../../shared/protocol';
 import { StartupCopyRule } from '../../../shared/startup-copies';
 import { LaneAssigner } from '../../../shared/trace-lanes';
+import { breakdownFields, ttftBreakdown } from '../../../shared/ttft-breakdown';
 
 export interface PerfettoOptions {
   /** A copy may carry a move when the copy starts no earlier than this before the move's line (ns). */
@@ -58,6 +61,8 @@ export interface PerfettoReport {
   moves: { total: number; matched: number; unmatched: number; unmatchedSample: number[]; partial: number; partialSample: number[] };
   /** `startup`: the start-up copy check (shared/startup-copies.ts), on its own track, in no KV figure. */
   copies: { total: number; carrying: number; blockSized: number; bytes: Record<CopyDir, number>; startup: { count: number; bytes: Record<CopyDir, number> } };
+  /** A disk tier's reads (f2h) and writes (h2f): no memory copy, on tracks of their own, in no copy figure. */
+  diskIo: { count: number; bytes: Record<DiskDir, number> };
   flows: { out: number; in: number };
   /** Timestamps below 0 (before run start) written as 0. */
   clampedTimestamps: number;
@@ -99,12 +104,11 @@ export interface TraceSink {
 
 const DEFAULTS = { matchBeforeNs: 50e6, matchAfterNs: 5e9, lateNs: 30e9, keepBadLines: 20 };
 
-const PID = { run: 1, requests: 2, gpuPool: 3, hostPool: 4, copies: 5, gpuBase: 10 } as const;
+/** Pools beyond gpu and host get processes from `tierBase` + their tier (after the GPUs' 10 + index). */
+const PID = { run: 1, requests: 2, gpuPool: 3, hostPool: 4, copies: 5, gpuBase: 10, tierBase: 100 } as const;
 type Source = MatchSource;
-/** The pools this export draws (a disk tier's are not drawn yet). */
-type DrawnPool = 'gpu' | 'host';
-const isDrawn = (pool: string): pool is DrawnPool => pool === 'gpu' || pool === 'host';
 const DIR_NAME: Record<CopyDir, string> = { h2d: 'H2D', d2h: 'D2H', d2d: 'D2D', h2h: 'H2H' };
+const DISK_TRACK: Record<DiskDir, string> = { f2h: 'Disk reads (file → host, engine)', h2f: 'Disk writes (host → file, engine)' };
 
 /** The counters, one value each. */
 const COUNTERS = {
@@ -120,6 +124,15 @@ const COUNTERS = {
   power: { name: 'power', key: 'watts', unit: 'watts' },
   smClock: { name: 'SM clock', key: 'mhz', unit: 'mhz' },
 } as const satisfies Record<string, CounterSpec>;
+
+/** "Disk pool occupancy", "Disk pool capacity": a further tier's counters, one name each. */
+const poolCounters = new Map<string, CounterSpec>();
+function poolCounter(pool: PoolName, what: 'occupancy' | 'capacity'): CounterSpec {
+  const key = `${pool}/${what}`;
+  let s = poolCounters.get(key);
+  if (!s) poolCounters.set(key, (s = { name: `${poolTitle(pool)} ${what}`, key: 'blocks', unit: 'blocks' }));
+  return s;
+}
 
 /** "H2D bytes in flight (cupti)": one counter per direction and source. */
 const inFlightSpecs = new Map<string, CounterSpec>();
@@ -167,6 +180,8 @@ class LaneTrack {
 interface OpenRequest extends RequestPhaseTimes {
   last: number;
   doneEvent: ReqEvent | null;
+  /** The first_token line's ttft_parts, when it has them. */
+  ttftParts: TtftParts | null;
 }
 
 /** Integer ns ≥ 0 (before run start clamps to 0). */
@@ -189,7 +204,19 @@ export class PerfettoTraceBuilder {
   private readonly matcher: CopyMatcher<Move, PendingCopy>;
   private readonly startupRule = new StartupCopyRule();
   private readonly inFlight = new Map<string, { value: number; ends: number[]; lastTs: number; spec: CounterSpec }>();
-  private readonly occupancy = { gpu: 0, host: 0 };
+  /** Blocks in each pool, and each pool's process (gpu and host: theirs; another tier's once its line comes). */
+  private readonly occupancy = new Map<PoolName, number>([
+    ['gpu', 0],
+    ['host', 0],
+  ]);
+  private readonly poolPid = new Map<PoolName, number>([
+    ['gpu', PID.gpuPool],
+    ['host', PID.hostPool],
+  ]);
+  /** The GPU pool's block size: the bytes of a request's derived host reload. */
+  private gpuBlockBytes: number | null = null;
+  /** Blocks moved host → GPU per request (`user/round`) not yet written. */
+  private readonly onboardedFor = new Map<string, number>();
   private readonly gpusNamed = new Set<number>();
   private now = 0;
   private lastSeqSeen = -1;
@@ -208,6 +235,7 @@ export class PerfettoTraceBuilder {
       requests: 0,
       moves: { total: 0, matched: 0, unmatched: 0, unmatchedSample: [], partial: 0, partialSample: [] },
       copies: { total: 0, carrying: 0, blockSized: 0, bytes: { h2d: 0, d2h: 0, d2d: 0, h2h: 0 }, startup: { count: 0, bytes: { h2d: 0, d2h: 0, d2d: 0, h2h: 0 } } },
+      diskIo: { count: 0, bytes: { f2h: 0, h2f: 0 } },
       flows: { out: 0, in: 0 },
       clampedTimestamps: 0,
       lateCopies: 0,
@@ -326,16 +354,26 @@ export class PerfettoTraceBuilder {
     this.startupRule.observe(e);
     switch (e.type) {
       case 'pool':
-        if (!isDrawn(e.pool)) break; // another tier's pool: drawn with the per-tier views
-        this.matcher.pool(e.pool, e.block_bytes);
-        this.counter(e.pool === 'gpu' ? PID.gpuPool : PID.hostPool, e.pool === 'gpu' ? COUNTERS.gpuCapacity : COUNTERS.hostCapacity, e.t, e.capacity_blocks);
+        if (e.pool === 'gpu' || e.pool === 'host') {
+          this.matcher.pool(e.pool, e.block_bytes);
+          if (e.pool === 'gpu') this.gpuBlockBytes = e.block_bytes;
+          this.counter(e.pool === 'gpu' ? PID.gpuPool : PID.hostPool, e.pool === 'gpu' ? COUNTERS.gpuCapacity : COUNTERS.hostCapacity, e.t, e.capacity_blocks);
+        } else if (!this.poolPid.has(e.pool) && e.tier !== undefined) {
+          // A tier below the host (a disk): its own process, its capacity and occupancy.
+          const pid = PID.tierBase + e.tier;
+          this.poolPid.set(e.pool, pid);
+          this.occupancy.set(e.pool, 0);
+          this.nameProcess(pid, `${poolTitle(e.pool)} (tier ${e.tier}${e.medium ? `, ${e.medium}` : ''})`, pid);
+          this.counter(pid, poolCounter(e.pool, 'capacity'), e.t, e.capacity_blocks);
+        }
         break;
       case 'blocks':
         this.onBlocks(e);
         break;
       case 'xfer':
-        // A disk tier's I/O (h2f, f2h) is no memory copy: its tracks come with the per-tier views.
+        // A disk tier's I/O (h2f, f2h) is no memory copy: its own tracks, no copy figure.
         if (isCopy(e)) this.onXfer(e);
+        else this.onDiskXfer(e);
         break;
       case 'req':
         this.onReq(e);
@@ -399,35 +437,39 @@ export class PerfettoTraceBuilder {
     const n = e.ids.length;
     const keep = e.keep_source === true;
     const occ = this.occupancy;
-    // This export draws the gpu and host pools: a move between them is an offload or an onboard;
-    // a move to or from another tier (a disk) only changes their occupancy.
-    const touched = new Set<DrawnPool>();
+    // Every declared pool's occupancy; a move between gpu and host is also an offload or an onboard slice.
+    const touched = new Set<PoolName>();
     const mv = blockMove(e);
     if (mv) {
       if (mv.from === mv.to) return;
-      if (isDrawn(mv.from)) {
-        if (!keep) occ[mv.from] -= n;
+      if (occ.has(mv.from)) {
+        if (!keep) occ.set(mv.from, occ.get(mv.from)! - n);
         touched.add(mv.from);
       }
-      if (isDrawn(mv.to)) {
-        occ[mv.to] += n;
+      if (occ.has(mv.to)) {
+        occ.set(mv.to, occ.get(mv.to)! + n);
         touched.add(mv.to);
+      }
+      if (mv.from === 'host' && mv.to === 'gpu' && e.user !== undefined && e.round !== undefined) {
+        const key = `${e.user}/${e.round}`;
+        this.onboardedFor.set(key, (this.onboardedFor.get(key) ?? 0) + n);
       }
     } else {
       const pool = e.pool ?? 'gpu';
-      if (!isDrawn(pool)) return;
-      occ[pool] += e.op === 'store' ? n : -n;
+      if (!occ.has(pool)) return;
+      occ.set(pool, occ.get(pool)! + (e.op === 'store' ? n : -n));
       touched.add(pool);
       if (e.op === 'evict') {
-        const pid = pool === 'gpu' ? PID.gpuPool : PID.hostPool;
+        const pid = this.poolPid.get(pool)!;
         const tid = this.tidFor(pid, 'evictions', 0, 2);
         const args = { blocks: n, user: e.user ?? null, round: e.round ?? null, seq: e.seq, ids: e.ids.slice(0, 16) };
         this.counted();
         this.sink.instant(pid, tid, `evict ${n} block${n === 1 ? '' : 's'}`, 'kv', this.ns(e.t), JSON.stringify(args));
       }
     }
-    if (touched.has('gpu')) this.counter(PID.gpuPool, COUNTERS.gpuOccupancy, e.t, occ.gpu);
-    if (touched.has('host')) this.counter(PID.hostPool, COUNTERS.hostOccupancy, e.t, occ.host);
+    if (touched.has('gpu')) this.counter(PID.gpuPool, COUNTERS.gpuOccupancy, e.t, occ.get('gpu')!);
+    if (touched.has('host')) this.counter(PID.hostPool, COUNTERS.hostOccupancy, e.t, occ.get('host')!);
+    for (const pool of touched) if (pool !== 'gpu' && pool !== 'host') this.counter(this.poolPid.get(pool)!, poolCounter(pool, 'occupancy'), e.t, occ.get(pool)!);
     const op = mv?.from === 'gpu' && mv.to === 'host' ? 'offload' : mv?.from === 'host' && mv.to === 'gpu' ? 'onboard' : null;
     if (op) {
       const move: Move = {
@@ -461,6 +503,18 @@ export class PerfettoTraceBuilder {
     }
     const copy: PendingCopy = { ev: e, blockSized: false, parts: [] };
     if (!this.matcher.addCopy(copy, e.dir, e.source, e.start, e.bytes)) this.releaseCopy(copy, e.source);
+  }
+
+  /** A disk tier's read or write: a slice on its direction's track of the Copies process (bytes and bandwidth in its args). */
+  private onDiskXfer(e: XferEvent): void {
+    const dir = e.dir as DiskDir;
+    this.report.diskIo.count++;
+    this.report.diskIo.bytes[dir] += e.bytes;
+    const track = this.track(PID.copies, DISK_TRACK[dir], dir === 'f2h' ? 30 : 31);
+    const tid = this.placeOn(track, e.start, e.end);
+    const durNs = Math.max(0, e.end - e.start);
+    const args = { seq: e.seq, bytes: e.bytes, bandwidth_gb_per_s: durNs > 0 ? e.bytes / durNs : null, from_pool: e.from_pool ?? null, to_pool: e.to_pool ?? null, source: e.source };
+    this.leaf(PID.copies, tid, `${dir === 'f2h' ? 'disk read' : 'disk write'} ${formatMiB(e.bytes)}`, 'xfer.disk', e.start, e.end, JSON.stringify(args));
   }
 
   /** Called once every trace source is done with a move: writes its slice. */
@@ -579,10 +633,11 @@ export class PerfettoTraceBuilder {
     const key = `${e.user}/${e.round}`;
     let r = this.requests.get(key);
     if (!r) {
-      r = { user: e.user, round: e.round, queued: null, scheduled: null, first_token: null, done: null, last: e.t, doneEvent: null };
+      r = { user: e.user, round: e.round, queued: null, scheduled: null, first_token: null, done: null, last: e.t, doneEvent: null, ttftParts: null };
       this.requests.set(key, r);
     }
     r[e.phase] = e.t;
+    if (e.phase === 'first_token' && e.ttft_parts) r.ttftParts = e.ttft_parts;
     r.last = Math.max(r.last, e.t);
     if (e.phase === 'done') {
       r.doneEvent = e;
@@ -603,6 +658,20 @@ export class PerfettoTraceBuilder {
     const ut = this.userTracks[r.user] ?? (this.userTracks[r.user] = this.track(PID.requests, `user ${r.user}`, r.user + 1));
     const tid = this.placeOn(ut, start, end);
     const d = r.doneEvent;
+    const key = `${r.user}/${r.round}`;
+    const breakdown = ttftBreakdown(
+      {
+        ...r,
+        ttft_parts: r.ttftParts,
+        reused_gpu_tokens: d?.reused_gpu_tokens ?? null,
+        reused_host_tokens: d?.reused_host_tokens ?? null,
+        reused_disk_tokens: d?.reused_disk_tokens ?? null,
+        computed_tokens: d?.computed_tokens ?? null,
+        blocks_onboarded: this.onboardedFor.get(key) ?? 0,
+      },
+      this.gpuBlockBytes,
+    );
+    this.onboardedFor.delete(key);
     const args = {
       user: r.user,
       round: r.round,
@@ -614,6 +683,7 @@ export class PerfettoTraceBuilder {
       reused_host_tokens: d?.reused_host_tokens ?? null,
       computed_tokens: d?.computed_tokens ?? null,
       incomplete,
+      ttft_breakdown: breakdownFields(breakdown),
     };
     const closeAt = this.open(PID.requests, tid, `user ${r.user} round ${r.round}${incomplete ? ' (incomplete)' : ''}`, 'request', start, end, JSON.stringify(args));
     // Phases tile the request: queued → scheduled → first token → done.
@@ -664,6 +734,7 @@ export class PerfettoTraceBuilder {
       requests: r.requests,
       moves: r.moves,
       copies: r.copies,
+      ...(r.diskIo.count > 0 ? { disk_io: r.diskIo } : {}),
       flows: r.flows,
       clamped_timestamps: r.clampedTimestamps,
       late_copies: r.lateCopies,

@@ -9,12 +9,14 @@ import { useEffect, useMemo, useRef, useState } from 'react';
 import { chartsAsSvg, saveChartImage } from '../export/save-image';
 import { line, scaleLinear } from 'd3';
 import type { RunListing, WhatIfProfile } from '../../../shared/api';
-import { axisNsFormat, formatNs } from '../../../shared/format';
+import { formatNs } from '../../../shared/format';
+import { NsGridlines } from '../../viz/ns-axis';
 import { useApi } from '../../bridge/api-context';
 import { useVizTheme } from '../../hooks';
 import { routeHref } from '../../router';
 import { chartDomains, compareSeries, groupByModel, whatIfSources, type Series, type SeriesMetric } from '../../model/compare-model';
 import { TTFT_QUEUED_TITLE, TTFT_SERVICE_TITLE } from '../../model/ttft-names';
+import { HELPS_RATIO, verdicts, type Verdict } from '../../model/verdict';
 
 const W = 460;
 const H = 280;
@@ -24,8 +26,6 @@ function Chart({ title, series, metric, colors, testid, model, tip }: { title: s
   const dom = chartDomains(series, metric);
   const x = scaleLinear().domain(dom.users).nice().range([M.l, W - M.r]);
   const y = scaleLinear().domain(dom.value).nice().range([H - M.b, M.t]);
-  const yTicks = y.ticks(5);
-  const yTick = axisNsFormat(yTicks[yTicks.length - 1] ?? 0, yTicks.length > 1 ? yTicks[1]! - yTicks[0]! : 0);
   const xTicks = x.ticks(Math.min(8, Math.max(2, dom.users[1] - dom.users[0]))).filter(Number.isInteger);
   const path = line<{ users: number; v: number }>()
     .x((p) => x(p.users))
@@ -34,14 +34,7 @@ function Chart({ title, series, metric, colors, testid, model, tip }: { title: s
     <figure className="chart" data-testid={testid} data-model={model}>
       <figcaption title={tip}>{title}</figcaption>
       <svg width={W} height={H} role="img" aria-label={`${title}, ${model}`}>
-        {yTicks.map((t) => (
-          <g key={t}>
-            <line x1={M.l} x2={W - M.r} y1={y(t)} y2={y(t)} className="gridline" />
-            <text x={M.l - 6} y={y(t)} textAnchor="end" dominantBaseline="middle" className="tick">
-              {yTick(t)}
-            </text>
-          </g>
-        ))}
+        <NsGridlines y={y} count={5} x0={M.l} x1={W - M.r} />
         {xTicks.map((t) => (
           <text key={t} x={x(t)} y={H - M.b + 16} textAnchor="middle" className="tick">
             {t}
@@ -155,6 +148,54 @@ function WhatIfPanel({ chosen, runIds }: { chosen: RunListing[]; runIds: string[
   );
 }
 
+/** A verdict on a pair of pool setups, with the measured numbers it rests on beside it. */
+function VerdictPanel({ v }: { v: Verdict }) {
+  const runLinks = (ids: string[]) =>
+    ids.map((id, i) => (
+      <span key={id}>
+        {i > 0 ? ', ' : ''}
+        <a href={routeHref({ view: 'summary', runId: id })}>{ids.length === 1 ? 'run' : `run ${i + 1}`}</a>
+      </span>
+    ));
+  return (
+    <section className="verdict" data-testid="verdict" data-what={v.what} data-from={v.from ?? ''} aria-label={`Verdict: ${v.what}`}>
+      <p>
+        <strong>{v.text}</strong>
+      </p>
+      <p className="muted">
+        {v.scope} · mean queued TTFT over the timed rounds, measured runs only; a user count counts when {v.what} is at least {HELPS_RATIO}× faster there and carried blocks (a tier that moved no block cannot have made
+        the difference)
+      </p>
+      <table data-testid="verdict-table">
+        <thead>
+          <tr>
+            <th className="num">Users</th>
+            <th className="num">{v.baselineLabel}</th>
+            <th className="num">{v.treatmentLabel}</th>
+            <th className="num">baseline ÷ treatment</th>
+            <th>{v.what} carried blocks</th>
+          </tr>
+        </thead>
+        <tbody>
+          {v.points.map((p) => (
+            <tr key={p.users} data-users={p.users} data-helps={p.helps ? '1' : ''}>
+              <td className="num">{p.users}</td>
+              <td className="num">
+                {formatNs(p.baseline.ttft_ns)} <span className="muted">({runLinks(p.baseline.runIds)})</span>
+              </td>
+              <td className="num">
+                {formatNs(p.treatment.ttft_ns)} <span className="muted">({runLinks(p.treatment.runIds)})</span>
+              </td>
+              <td className="num">{p.ratio.toFixed(2)}×</td>
+              <td>{p.used === null ? 'not recorded' : p.used ? 'yes' : 'no block moved through it'}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+    </section>
+  );
+}
+
 const formatGb = (v: number | undefined) => (v === undefined ? '?' : (v / 1e9).toFixed(0));
 const formatGib = (v: number | undefined) => (v === undefined ? '?' : (v / 2 ** 30).toFixed(1));
 const formatTb = (v: number | undefined) => (v === undefined ? '?' : (v / 1e12).toFixed(2));
@@ -173,6 +214,7 @@ export function CompareView({ runIds }: { runIds: string[] }) {
   const chosen = useMemo(() => (runs ?? []).filter((r) => runIds.length === 0 || runIds.includes(r.id)), [runs, runIds]);
   const all = useMemo(() => compareSeries(chosen), [chosen]);
   const groups = useMemo(() => groupByModel(all), [all]);
+  const judged = useMemo(() => verdicts(chosen), [chosen]);
   const colors = new Map(all.map((s, i) => [s.key, theme.users[i % theme.users.length]!]));
   if (error) return <p role="alert" className="error">Could not list runs: {error}</p>;
   if (!runs) return <p className="loading">Loading runs…</p>;
@@ -210,6 +252,11 @@ export function CompareView({ runIds }: { runIds: string[] }) {
               return (
                 <div className="model-group" key={model} data-model={model}>
                   <h2>{model}</h2>
+                  {judged
+                    .filter((v) => (v.model ?? 'model not recorded') === model)
+                    .map((v) => (
+                      <VerdictPanel key={`${v.scope}/${v.what}`} v={v} />
+                    ))}
                   <div className="charts">
                     <Chart title={`Queued TTFT (mean over the timed rounds) vs users · ${model}`} tip={TTFT_QUEUED_TITLE} series={g.series} metric="ttft_ns" colors={colors} testid="chart-ttft" model={model} />
                     <Chart title={`Service TTFT (mean over the timed rounds) vs users · ${model}`} tip={TTFT_SERVICE_TITLE} series={g.series} metric="service_ttft_ns" colors={colors} testid="chart-service-ttft" model={model} />

@@ -1,15 +1,16 @@
 /**
- * Live pools: the GPU pool and the host pool as grids of blocks (one cell per block, coloured by
- * user) with every move animated, replayed with play/pause, speed 0.01×–16×, a scrubber and
+ * Live pools: one grid per pool — the GPU pool, the host pool and any tier below them (a disk) —
+ * one cell per block, coloured by user, with every move between any two animated, replayed with play/pause, speed 0.01×–16×, a scrubber and
  * next/previous move, or following the tail of a running run. A caption says what is happening at
  * the replay time, a hovered cell says whose block it is and how it got there, and a legend keys
  * every mark. Paused, the grids are the pools exactly as they stand (nothing in the air), so the
  * counts above them and the picture agree. All per-frame state (time, speed, cursor) lives in refs
  * and is drawn by the one rAF scheduler; React renders the frame around it.
  */
-import { useEffect, useRef, useState } from 'react';
+import { Fragment, useEffect, useRef, useState } from 'react';
 import { formatBandwidth, formatBytes, formatCount, formatNs, formatNsClock } from '../../../shared/format';
-import { POOL_GPU, POOL_HOST, ReplayCursor } from '../../../shared/replay';
+import { poolTitle } from '../../../shared/protocol';
+import { POOL_GPU, POOL_HOST, ReplayCursor, type ReplayModel } from '../../../shared/replay';
 import { STARTUP_COPIES_LABEL } from '../../../shared/startup-copies';
 import { registerDraw } from '../../frame-scheduler';
 import { fitCanvas, useRunData, useVizTheme } from '../../hooks';
@@ -23,6 +24,10 @@ import type { VizTheme } from '../../viz/ctx2d';
 import { ExportButton } from '../export/ExportButton';
 import { RunOpening } from '../run-opening/RunOpening';
 
+const DISK_DIRS = ['f2h', 'h2f'] as const;
+/** A disk tier's reads and writes, named by what moves where. */
+export const DISK_DIR_LABEL = { f2h: 'Disk reads (file → host) moved', h2f: 'Disk writes (host → file) moved' } as const;
+
 /** Down to 0.01×: a 2 GB onboard takes ~40 ms of run time, 4 s to watch at 0.01×. */
 export const SPEEDS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16];
 /** Wall time a move spends in flight, whatever the speed. */
@@ -34,11 +39,20 @@ const SETUP_LEAD_NS = 200e6;
 /** A pool bigger than this shows only the cells the run used (a 55 GB host pool of small blocks). */
 const MAX_GRID_CELLS = 60_000;
 
-function gridCells(d: RunData, pool: number): number {
-  const cap = d.replay.pools[pool === POOL_GPU ? 'gpu' : 'host']?.capacity_blocks ?? 0;
-  const used = d.replay.usedCells[pool]!;
+function gridCells(r: ReplayModel, grid: number): number {
+  const cap = r.pools[r.gridPools[grid]!]?.capacity_blocks ?? 0;
+  const used = r.usedCells[grid]!;
   if (cap > 0 && cap <= MAX_GRID_CELLS) return Math.max(cap, used);
   return Math.max(1, Math.min(Math.max(used, 1), MAX_GRID_CELLS * 4));
+}
+
+/** Cells of every grid, in the model's grid order. */
+const allGridCells = (r: ReplayModel): number[] => r.gridPools.map((_, g) => gridCells(r, g));
+
+/** "1,084 / 1,084 blocks (100.0%)", or what a host pool of capacity 0 is (docs/protocol.md: the recompute baseline). */
+function poolCountText(pool: string, n: number, capacity: number): string {
+  if (capacity <= 0 && pool === 'host') return 'no host pool (recompute baseline)';
+  return `${n.toLocaleString()} / ${capacity.toLocaleString()} blocks${capacity > 0 ? ` (${((n / capacity) * 100).toFixed(1)}%)` : ''}`;
 }
 
 function palette(theme: VizTheme): PoolsPalette {
@@ -121,15 +135,15 @@ function LiveReplay({ data, failure }: { data: RunData; failure: string | null }
     let bg: Uint32Array = new Uint32Array(0);
     let image: ImageData | null = null;
     let buf: PixelBuffer | null = null;
-    let cells: [number, number] = [0, 0];
+    let cells: number[] = [];
     let size = { w: 0, h: 0 };
     const relayout = () => {
       const w = Math.max(200, Math.floor(wrap.clientWidth));
       const h = Math.max(160, Math.floor(wrap.clientHeight));
       fitCanvas(canvas, w, h, 1);
       size = { w, h };
-      cells = [gridCells(data, POOL_GPU), gridCells(data, POOL_HOST)];
-      layout = poolsLayout(w, h, cells);
+      cells = allGridCells(r);
+      layout = poolsLayout(w, h, cells, 0, r.gridsByTier());
       bg = emptyGrid(layout, pal);
       image = ctx.createImageData(w, h);
       buf = { data: new Uint32Array(image.data.buffer), width: w, height: h };
@@ -146,7 +160,7 @@ function LiveReplay({ data, failure }: { data: RunData; failure: string | null }
     let seenVersion = data.version;
     const draw = (wall: number): boolean => {
       const s = st.current;
-      if (!layout || wrap.clientWidth !== size.w || gridCells(data, POOL_GPU) !== cells[0] || gridCells(data, POOL_HOST) !== cells[1]) relayout();
+      if (!layout || wrap.clientWidth !== size.w || allGridCells(r).some((n, g) => n !== cells[g])) relayout();
       const dt = s.lastWall ? wall - s.lastWall : 0;
       s.lastWall = wall;
       const end = Math.max(r.endT, start);
@@ -172,12 +186,10 @@ function LiveReplay({ data, failure }: { data: RunData; failure: string | null }
       wrap.dataset.t = String(s.now);
       wrap.dataset.gpu = String(cursor.counts[POOL_GPU]);
       wrap.dataset.host = String(cursor.counts[POOL_HOST]);
+      // Every pool's blocks, "gpu:12 host:40 disk:87" (the two above kept for what reads them).
+      wrap.dataset.pools = r.gridPools.map((p, g) => `${p}:${cursor.counts[g] ?? 0}`).join(' ');
       wrap.dataset.applied = String(cursor.applied);
-      const capG = r.pools.gpu?.capacity_blocks ?? 0;
-      const capH = r.pools.host?.capacity_blocks ?? 0;
-      const pct = (n: number, c: number) => (c > 0 ? ` (${((n / c) * 100).toFixed(1)}%)` : '');
-      set('gpu', `${cursor.counts[POOL_GPU].toLocaleString()} / ${capG.toLocaleString()} blocks${pct(cursor.counts[POOL_GPU], capG)}`);
-      set('host', capH > 0 ? `${cursor.counts[POOL_HOST].toLocaleString()} / ${capH.toLocaleString()} blocks${pct(cursor.counts[POOL_HOST], capH)}` : 'no host pool (recompute baseline)');
+      r.gridPools.forEach((p, g) => set(`pool-${p}`, poolCountText(p, cursor.counts[g] ?? 0, r.pools[p]?.capacity_blocks ?? 0)));
       set('time', formatNsClock(s.now - start, end - start));
       // The rate over the same run time the flights in the air stand for (paused: the last 250 ms),
       // so "Blocks in flight" and the rate beside it describe one span ("2,114 in flight" sat
@@ -186,6 +198,7 @@ function LiveReplay({ data, failure }: { data: RunData; failure: string | null }
       set('bw-window', formatNs(bw));
       set('h2d', `${formatBytes(r.bytesMovedBy('h2d', s.now))} · ${formatBandwidth(r.bandwidthAt('h2d', s.now, bw))}`);
       set('d2h', `${formatBytes(r.bytesMovedBy('d2h', s.now))} · ${formatBandwidth(r.bandwidthAt('d2h', s.now, bw))}`);
+      for (const dir of DISK_DIRS) if (r.diskIo[dir].bytes.length > 0) set(dir, `${formatBytes(r.bytesMovedBy(dir, s.now))} · ${formatBandwidth(r.bandwidthAt(dir, s.now, bw))}`);
       set('caption', captionAt(r, cursor, s.now));
       const p = r.progressAt(s.now);
       set('round', p.round === null ? '–' : p.round === 0 ? '0 (context prefill)' : String(p.round));
@@ -310,7 +323,8 @@ function LiveReplay({ data, failure }: { data: RunData; failure: string | null }
     tip.style.top = `${y + 14}px`;
   };
 
-  const counters = data.timeline().counters.filter((c) => c.length > 0 && c.key !== 'gpu_pool' && c.key !== 'host_pool');
+  const counters = data.timeline().counters.filter((c) => c.length > 0 && !c.key.endsWith('_pool'));
+  const grids = r.gridsByTier();
   const bb = r.pools.gpu?.block_bytes;
   return (
     <section className="live-view" onKeyDown={onKey} tabIndex={-1} ref={sectionRef} aria-label="Live pools: Space play/pause, [ ] speed, ← → step, , . previous / next move, Home/End">
@@ -354,13 +368,16 @@ function LiveReplay({ data, failure }: { data: RunData; failure: string | null }
         {/* The titles share the canvas's column: across the whole row, the host pool's title sat
             over the stats panel instead of over its grid. */}
         <div className="pools-column">
-          <div className="pool-titles">
-            <span data-title="gpu">
-              <strong>GPU pool</strong> <span ref={(el) => void (statsRef.current.gpu = el)} data-stat="gpu" />
-            </span>
-            <span data-title="host">
-              <strong>Host pool</strong> <span ref={(el) => void (statsRef.current.host = el)} data-stat="host" />
-            </span>
+          {/* Two pools: one title at each end, over its grid; more: one column per grid, as drawn. */}
+          <div className="pool-titles" style={grids.length > 2 ? { display: 'grid', gridTemplateColumns: `repeat(${grids.length}, 1fr)` } : undefined}>
+            {grids.map((g) => {
+              const p = r.gridPools[g]!;
+              return (
+                <span key={p} data-title={p}>
+                  <strong>{poolTitle(p)}</strong> <span ref={(el) => void (statsRef.current[`pool-${p}`] = el)} data-stat={p} />
+                </span>
+              );
+            })}
           </div>
           {/* What is happening at the replay time, in words. */}
           <p className="pools-caption" data-testid="pools-caption" aria-live="polite" ref={(el) => void (statsRef.current.caption = el)} />
@@ -381,6 +398,13 @@ function LiveReplay({ data, failure }: { data: RunData; failure: string | null }
             <dd ref={(el) => void (statsRef.current.h2d = el)} data-stat="h2d" />
             <dt>D2H (offload) moved · rate over the same span</dt>
             <dd ref={(el) => void (statsRef.current.d2h = el)} data-stat="d2h" />
+            {/* A disk tier's own I/O, timed by the engine: no memory copy, so not in the two above. */}
+            {DISK_DIRS.filter((dir) => r.diskIo[dir].bytes.length > 0).map((dir) => (
+              <Fragment key={dir}>
+                <dt>{DISK_DIR_LABEL[dir]} · rate over the same span</dt>
+                <dd ref={(el) => void (statsRef.current[dir] = el)} data-stat={dir} />
+              </Fragment>
+            ))}
             {/* Not KV traffic, so not in the two figures above: named apart. */}
             {r.startupCopies.h2d.count + r.startupCopies.d2h.count > 0 && (
               <>
@@ -413,7 +437,7 @@ function LiveReplay({ data, failure }: { data: RunData; failure: string | null }
             <span className="legend-item" data-legend="free">
               <i style={{ background: theme.grid, outline: `1px solid ${theme.muted}` }} /> free slot
             </span>
-            <span className="legend-item" data-legend="moving" title="An offload (GPU → host) or onboard (host → GPU) in the air, while playing">
+            <span className="legend-item" data-legend="moving" title={grids.length > 2 ? 'A block moving from one pool to another (GPU ↔ host, host ↔ disk) in the air, while playing' : 'An offload (GPU → host) or onboard (host → GPU) in the air, while playing'}>
               <i style={{ background: theme.users[0], transform: 'scale(0.6) translateY(-4px)' }} /> block moving between the pools
             </span>
             <span className="legend-item" data-legend="landing" title="The cell a moving block lands in, dim until it arrives">

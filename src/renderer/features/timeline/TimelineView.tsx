@@ -20,6 +20,8 @@ import { ExportButton } from '../export/ExportButton';
 import { saveChartImage } from '../export/save-image';
 import { useApi } from '../../bridge/api-context';
 import { RunOpening } from '../run-opening/RunOpening';
+import { ttftBreakdown } from '../../../shared/ttft-breakdown';
+import { RequestBreakdown } from '../ttft/TtftBreakdownView';
 
 export function TimelineView({ runId }: { runId: string }) {
   const { data, error } = useRunData(runId, 1000);
@@ -36,7 +38,8 @@ function describeHit(model: TimelineModel, hit: TimelineHit): string {
     const l = model.lanes[hit.lane]!;
     const d = l.end[hit.index]! - l.start[hit.index]!;
     const b = l.bytes[hit.index]!;
-    return `${l.dir.toUpperCase()} copy · ${formatBytes(b)} in ${formatNs(d)} · ${d > 0 ? formatBandwidth((b / d) * 1e9) : 'instant'} · at ${formatNs(l.start[hit.index]! - model.t0)}`;
+    const what = l.dir === 'f2h' ? 'disk read (file → host)' : l.dir === 'h2f' ? 'disk write (host → file)' : `${l.dir.toUpperCase()} copy`;
+    return `${what} · ${formatBytes(b)} in ${formatNs(d)} · ${d > 0 ? formatBandwidth((b / d) * 1e9) : 'instant'} · at ${formatNs(l.start[hit.index]! - model.t0)}`;
   }
   if (hit.kind === 'request') {
     const r = model.requests[hit.index]!;
@@ -283,12 +286,15 @@ function Timeline({ data }: { data: RunData }) {
           </h2>
           <p>
             {/* Counts with separators, as everywhere else ("16,384 tokens", not "16384"). */}
-            queued TTFT {formatNs(req?.ttft_ns)} · service TTFT {formatNs(req?.service_ttft_ns)} · prompt {tokens(req?.prompt_tokens)} tokens · reused on GPU {tokens(req?.reused_gpu_tokens)}, from host {tokens(req?.reused_host_tokens)}, computed {tokens(req?.computed_tokens)}
+            queued TTFT {formatNs(req?.ttft_ns)} · service TTFT {formatNs(req?.service_ttft_ns)} · prompt {tokens(req?.prompt_tokens)} tokens · reused on GPU {tokens(req?.reused_gpu_tokens)}, from host {tokens(req?.reused_host_tokens)}
+            {req?.reused_disk_tokens !== null && req?.reused_disk_tokens !== undefined ? `, from disk ${tokens(req.reused_disk_tokens)}` : ''}, computed {tokens(req?.computed_tokens)}
           </p>
           <p>
             {/* The block total first: after the list, "onboard 1 line (1022 blocks)" read as the onboard count. */}
             Block moves: {plural(selected.moves.length, 'block')} in {Object.entries(selected.moveTimes).filter(([, v]) => v.length).map(([k, v]) => `${k} ${v.length} line${v.length === 1 ? '' : 's'}`).join(', ') || 'no lines'} · copies carrying them ({selected.source === 'cupti' ? 'traced by CUPTI' : "the engine's records"}): H2D {selected.xfers.h2d?.length ?? 0} ({formatBytes(bytesOf('h2d'))}), D2H {selected.xfers.d2h?.length ?? 0} ({formatBytes(bytesOf('d2h'))})
           </p>
+          {/* Where its TTFT went: the engine's ttft_parts, or what the log lets one say without them. */}
+          {req && <RequestBreakdown b={ttftBreakdown(req, data.loaded.analysis.pools.gpu?.block_bytes ?? null)} theme={theme} />}
         </aside>
       )}
     </section>
