@@ -11,7 +11,7 @@ import { ReplayModel } from '../shared/replay';
 import { RunAnalyzer } from '../shared/run-analysis';
 import type { LoadRunStreaming } from './bridge/ws-bridge';
 import { buildTimelineModel, type TimelineModel } from '../shared/timeline-model';
-import { decodeRunIndexAsync } from '../shared/run-index/run-index';
+import { decodeRunIndexAsync, runIndexHeader } from '../shared/run-index/run-index';
 import { inflateRaw } from '../shared/run-index/inflate-raw';
 
 export interface RunData {
@@ -31,10 +31,12 @@ export interface RunData {
 type Listener = (d: RunData) => void;
 
 /**
- * A run that grew after it was opened: the analysis main made at load time covers only the lines
- * on disk then, so the Summary, the header and the legend would stay at that moment ("No requests
- * in this run" for a run opened as it started). Its analysis is redone here: seeded once from the
- * log on disk (every pushed line is on disk before it is pushed), then fed each pushed batch.
+ * A run that grows while it is open: the analysis main made at load time covers only the lines it
+ * had then, so the Summary, the header and the legend would stay at that moment ("No requests in
+ * this run" for a run opened as it started). Its analysis goes on here, fed each pushed batch, from
+ * the analyzer the run's index carries when the core follows the run (docs/run-index.md): the one
+ * the run was opened from, or, for a run that starts growing later (opened before it was followed,
+ * a requeued job's new attempt, `?open=log`), one asked of the core then. Never from the log.
  */
 interface GrowingRun {
   analyzer: RunAnalyzer | null;
@@ -85,7 +87,7 @@ export class RunDataCache {
             d.loaded.eventCount = 0;
             this.pending.delete(m.runId);
             timelines.delete(d);
-            // Its analysis too: the next batch seeds it from the new attempt's log.
+            // Its analysis too: the next batch seeds it from the new attempt's index.
             this.growing.delete(m.runId);
           }
           d.version++;
@@ -156,21 +158,31 @@ export class RunDataCache {
     return listingLines;
   }
 
+  /** The analyzer of the run's index as the core has it now (its header only: no column is read). */
   private async seedGrowth(d: RunData, g: GrowingRun): Promise<void> {
-    const r = await this.api.loadRun(d.id);
+    const r = await this.api.loadRunIndex(d.id);
     // Forgotten, or a requeued job started over while this loaded: a later batch seeds anew.
     if (this.growing.get(d.id) !== g) return;
     if (!r.ok || this.ready.get(d.id) !== d) {
       // Could not read it again: the next batch tries anew.
-      if (this.growing.get(d.id) === g) this.growing.delete(d.id);
+      this.growing.delete(d.id);
       return;
     }
-    g.analyzer = new RunAnalyzer();
+    const header = runIndexHeader(r.value.index);
     d.loaded.listing = r.value.listing;
     const backlog = g.backlog;
     g.backlog = [];
-    this.feed(d, g, r.value.events);
-    if (this.feed(d, g, backlog)) this.refreshListing(d);
+    if (!header.analyzer) {
+      // Not followed by the core any more: the index is its log's, whole. It holds every line
+      // pushed (each is on disk before it is pushed), so its analysis is the run's; a later batch,
+      // should one come, seeds anew.
+      this.growing.delete(d.id);
+      if (backlog.every((e) => e.seq <= header.lastSeq)) d.loaded.analysis = header.analysis;
+    } else {
+      g.analyzer = RunAnalyzer.fromState(header.analyzer);
+      g.lastSeq = header.lastSeq;
+      if (this.feed(d, g, backlog)) this.refreshListing(d);
+    }
     d.version++;
     this.notify(d);
   }
@@ -221,7 +233,9 @@ export class RunDataCache {
     performance.mark(`kvscope:run-loaded:${id}`);
     const { content } = await decodeRunIndexAsync(r.value.index, inflateRaw);
     performance.mark(`kvscope:replay-compiled:${id}`);
-    const { replay, ...rest } = content;
+    const { replay, analyzer, ...rest } = content;
+    // A run the core follows: its analysis goes on from here as lines are pushed.
+    if (analyzer) this.growing.set(id, { analyzer: RunAnalyzer.fromState(analyzer), lastSeq: replay.lastSeqSeen, backlog: [] });
     return runData(id, { listing: r.value.listing, ...rest }, replay);
   }
 

@@ -60,6 +60,33 @@ const SUMMARY_MOVES = [
 type Found = { rule: RuleCode; message: string; blockId?: string | number };
 type BlockId = string | number;
 
+/** Everything a ledger holds, as plain data (JSON): `BlockLedger.state` and `fromState`. */
+export interface BlockLedgerState {
+  /** Each pool's blocks, gpu and host first. */
+  held: Array<[PoolName, BlockId[]]>;
+  /** Every block ever stored or moved. */
+  seen: BlockId[];
+  pools: Partial<Record<PoolName, PoolInfo>>;
+  violations: Violation[];
+  violationCounts: Partial<Record<RuleCode, number>>;
+  stats: LedgerStats;
+  overCapacity: Array<[PoolName, boolean]>;
+  roundsMoves: { 'gpu>host': number; 'host>gpu': number };
+  /** Without the late copies (`lateXfers`), which roundsXferBytes() adds. */
+  roundsXfer: Record<CopyDir, number>;
+  lateXfers: Array<{ dir: CopyDir; bytes: number; start: number }>;
+  queuedAt: Array<[string, number]>;
+  lastSeq: number;
+  blocksSeen: boolean;
+  inRounds: boolean;
+  roundsWindow: { begin: number | null; end: number | null };
+  cuptiSeen: boolean;
+  runEnd: Extract<KvEvent, { type: 'run.end' }> | null;
+}
+
+/** A deep copy of plain data (JSON: what a state is). */
+export const copied = <T>(x: T): T => JSON.parse(JSON.stringify(x)) as T;
+
 export class BlockLedger {
   readonly gpu = new Set<BlockId>();
   readonly host = new Set<BlockId>();
@@ -97,6 +124,48 @@ export class BlockLedger {
     let n = 0;
     for (const v of Object.values(this.violationCounts)) n += v ?? 0;
     return n;
+  }
+
+  /** What the ledger holds (a copy: later lines do not change it). */
+  get state(): BlockLedgerState {
+    return copied({
+      held: [...this.held].map(([pool, ids]): [PoolName, BlockId[]] => [pool, [...ids]]),
+      seen: [...this.seen],
+      pools: this.pools,
+      violations: this.violations,
+      violationCounts: this.violationCounts,
+      stats: this.stats,
+      overCapacity: [...this.overCapacity],
+      roundsMoves: this.roundsMoves,
+      roundsXfer: this.roundsXfer,
+      lateXfers: this.lateXfers,
+      queuedAt: [...this.queuedAt],
+      lastSeq: this.lastSeq,
+      blocksSeen: this.blocksSeen,
+      inRounds: this.inRounds,
+      roundsWindow: this.roundsWindow,
+      cuptiSeen: this.cuptiSeen,
+      runEnd: this.runEnd,
+    });
+  }
+
+  /** The ledger a state describes: it applies later lines exactly as the ledger the state came from. */
+  static fromState(state: BlockLedgerState): BlockLedger {
+    const { held, seen, pools, violations, violationCounts, stats, overCapacity, roundsMoves, roundsXfer, lateXfers, queuedAt, ...scalars } = copied(state);
+    const l = new BlockLedger();
+    for (const [pool, ids] of held) for (const id of ids) l.poolSet(pool).add(id);
+    for (const id of seen) l.seen.add(id);
+    Object.assign(l.pools, pools);
+    l.violations.push(...violations);
+    Object.assign(l.violationCounts, violationCounts);
+    Object.assign(l.stats, stats);
+    for (const [pool, over] of overCapacity) l.overCapacity.set(pool, over);
+    Object.assign(l.roundsMoves, roundsMoves);
+    Object.assign(l.roundsXfer, roundsXfer);
+    l.lateXfers.push(...lateXfers);
+    for (const [key, t] of queuedAt) l.queuedAt.set(key, t);
+    // lastSeq, blocksSeen, the rounds window, cuptiSeen, runEnd.
+    return Object.assign(l, scalars);
   }
 
   /** The blocks a pool holds (undefined for a pool the ledger has not seen). */

@@ -3,7 +3,7 @@
  * CSV export all print: events by type, users, rounds, block moves, peak pool occupancy, TTFT and
  * E2E. Memory grows with the number of requests (users × rounds), never with the number of events.
  */
-import { BlockLedger } from './ledger';
+import { BlockLedger, copied, type BlockLedgerState } from './ledger';
 import { blockMove, isCopyDir, type CopyDir, type DiskDir, type KvEvent, type PoolName, type RequestPhaseTimes, type RunEndEvent, type RunStartEvent, type TtftParts } from './protocol';
 import { StartupCopyRule } from './startup-copies';
 
@@ -100,9 +100,36 @@ export function distribution(values: readonly number[]): Distribution {
 
 const emptyDirs = (): Record<CopyDir, number> => ({ h2d: 0, d2h: 0, d2d: 0, h2h: 0 });
 
+type BySource = Record<'cupti' | 'engine', Record<CopyDir, number>>;
+
+/**
+ * Everything an analyzer holds part-way through a log, as plain data (JSON): what a followed run's
+ * index carries to the window (docs/run-index.md), so the window goes on analysing the lines that
+ * arrive after it opened the run instead of reading the log again.
+ */
+export interface RunAnalyzerState {
+  ledger: BlockLedgerState;
+  byType: Record<string, number>;
+  /** In the order of their first line. */
+  requests: RequestTiming[];
+  onboardedFor: Array<[string, number]>;
+  users: number[];
+  rounds: number[];
+  xferBytes: Record<CopyDir, number>;
+  xferBySource: BySource;
+  startupBySource: BySource;
+  startupRule: StartupCopyRule['state'];
+  diskXferBytes: Record<DiskDir, number> | null;
+  start: RunStartEvent | null;
+  end: RunEndEvent | null;
+  count: number;
+  lastT: number;
+  finished: boolean;
+}
+
 /** Consumes events in seq order; `result()` may be called at any point (live runs). */
 export class RunAnalyzer {
-  readonly ledger = new BlockLedger();
+  readonly ledger: BlockLedger;
   private readonly byType: Record<string, number> = {};
   private readonly reqs = new Map<string, RequestTiming>();
   /** Blocks moved host → GPU per request (`user/round`), as blocks lines may come before the request's first req line. */
@@ -119,6 +146,49 @@ export class RunAnalyzer {
   private count = 0;
   private lastT = 0;
   private finished = false;
+
+  constructor(ledger = new BlockLedger()) {
+    this.ledger = ledger;
+  }
+
+  /** What the analyzer holds (a copy: later lines do not change it). */
+  get state(): RunAnalyzerState {
+    return copied<RunAnalyzerState>({
+      ledger: this.ledger.state,
+      byType: this.byType,
+      requests: [...this.reqs.values()],
+      onboardedFor: [...this.onboardedFor],
+      users: [...this.users],
+      rounds: [...this.rounds],
+      xferBytes: this.xferBytes,
+      xferBySource: this.xferBySource,
+      startupBySource: this.startupBySource,
+      startupRule: this.startupRule.state,
+      diskXferBytes: this.diskXferBytes,
+      start: this.start,
+      end: this.end,
+      count: this.count,
+      lastT: this.lastT,
+      finished: this.finished,
+    });
+  }
+
+  /** The analyzer a state describes: fed the lines after it, it ends as one fed the whole log. */
+  static fromState(state: RunAnalyzerState): RunAnalyzer {
+    const { ledger, byType, requests, onboardedFor, users, rounds, xferBytes, xferBySource, startupBySource, startupRule, ...scalars } = copied(state);
+    const a = new RunAnalyzer(BlockLedger.fromState(ledger));
+    Object.assign(a.byType, byType);
+    for (const r of requests) a.reqs.set(`${r.user}/${r.round}`, r);
+    for (const [key, n] of onboardedFor) a.onboardedFor.set(key, n);
+    for (const u of users) a.users.add(u);
+    for (const r of rounds) a.rounds.add(r);
+    Object.assign(a.xferBytes, xferBytes);
+    Object.assign(a.xferBySource, xferBySource);
+    Object.assign(a.startupBySource, startupBySource);
+    a.startupRule.restore(startupRule);
+    // diskXferBytes, start, end, count, lastT, finished.
+    return Object.assign(a, scalars);
+  }
 
   push(e: KvEvent): void {
     this.count++;

@@ -2,10 +2,11 @@
  * A run opened while it runs: the window's run cache keeps its analysis (Summary's rounds and
  * blocks, the header's model and users, the legend's users) and its listing up to date as lines
  * arrive, so a run watched until it ends shows the same Summary a reload would. Through the real
- * core (RunStore on a runs folder whose events.jsonl grows as a tail writes it) and a recorded
- * CPU run, pushed as the tail pushes it: appended to disk first, then pushed.
+ * core following the run as it follows a Local run (its tail reading a log this test appends to,
+ * its in-memory index growing), with a recorded CPU run's lines. The analysis goes on from the
+ * analyzer the run's index carries: the run is read once, when it opens, never again from its log.
  */
-import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -13,7 +14,9 @@ import { createCore, type Core } from '../../src/main/core/app-core';
 import type { KvScopeApi } from '../../src/shared/api';
 import { decodeAll } from '../../src/shared/events-reader';
 import { analyzeEvents } from '../../src/shared/run-analysis';
+import { runIndexHeader } from '../../src/shared/run-index/run-index';
 import { RunDataCache, type RunData } from '../../src/renderer/run-data';
+import { followRun } from '../helpers/followed-run';
 import { FIXTURE_RUNS_DIR } from '../helpers/real-runs';
 
 const bytes = readFileSync(join(FIXTURE_RUNS_DIR, 'cpu-tiny-4users-offload', 'events.jsonl'));
@@ -34,8 +37,15 @@ describe('a run that grows after it was opened', () => {
     globalThis.requestAnimationFrame = rafBefore;
   });
 
-  function api(): KvScopeApi {
-    return { ...core.handlers, onPush: (l) => core.addPushListener(l) } as KvScopeApi;
+  /** The core's handlers as the window's bridge offers them, counting the reads of each run. */
+  function api(reads: string[]): KvScopeApi {
+    const h = core.handlers;
+    return {
+      ...h,
+      loadRun: (id: string) => (reads.push('log'), h.loadRun(id)),
+      loadRunIndex: (id: string) => (reads.push('index'), h.loadRunIndex(id)),
+      onPush: (l) => core.addPushListener(l),
+    } as KvScopeApi;
   }
   function until(cache: RunDataCache, id: string, ok: (d: RunData) => boolean): Promise<RunData> {
     return new Promise((resolve) => {
@@ -52,37 +62,27 @@ describe('a run that grows after it was opened', () => {
     ['as it starts (only run.start on disk)', 1],
     ['mid-way (the context round done)', lines.findIndex((l) => l.includes('"type":"round"') && l.includes('"round":1'))],
   ] as const) {
-    it(`opened ${opened}: Summary's analysis and the listing end as the whole log's`, async () => {
+    it(`opened ${opened}: Summary's analysis and the listing end as the whole log's, the log never read`, async () => {
       const id = `growing-${upTo}`;
-      const runDir = join(dir, 'runs', id);
-      mkdirSync(runDir, { recursive: true });
-      // Followed by a live process (this test's parent), as a tailed run is: the core's start-up
-      // sweep marks a "running" run with no live follower incomplete, and raced this test for it.
-      const meta = { id, name: id, host: 'local', status: 'running', createdAt: '2026-12-01T00:00:00.000Z', tail_pid: process.ppid };
-      writeFileSync(join(runDir, 'meta.json'), JSON.stringify(meta));
-      writeFileSync(join(runDir, 'events.jsonl'), lines.slice(0, upTo).join('\n') + '\n');
-      const cache = new RunDataCache(api());
+      const run = await followRun(core, id, lines.slice(0, upTo));
+      const reads: string[] = [];
+      const cache = new RunDataCache(api(reads));
       const d = await cache.open(id);
       expect(d.loaded.analysis.events).toBe(upTo);
-      // The tail: each batch is on disk before it is pushed.
-      for (let i = upTo; i < lines.length; i += 40) {
-        const chunk = lines.slice(i, i + 40);
-        appendFileSync(join(runDir, 'events.jsonl'), chunk.join('\n') + '\n');
-        core.push({ kind: 'run-events', runId: id, events: decodeAll(Buffer.from(chunk.join('\n') + '\n')).events });
-      }
-      writeFileSync(join(runDir, 'meta.json'), JSON.stringify({ ...meta, status: 'ok' }));
-      core.push({ kind: 'run-status', runId: id, status: 'ok' });
       const whole = analyzeEvents(all);
-      const done = await until(cache, id, (x) => x.loaded.analysis.events === all.length && x.loaded.listing.model !== null && x.loaded.listing.status === 'ok');
-      const a = done.loaded.analysis;
-      expect(a.roundRows).toEqual(whole.roundRows);
-      expect(a.blocks).toEqual(whole.blocks);
-      expect(a.users).toEqual(whole.users);
-      expect(a.ttft).toEqual(whole.ttft);
-      expect(a.e2e_ns).toBe(whole.e2e_ns);
-      expect(a.status).toBe('ok');
-      expect(done.loaded.listing).toMatchObject({ model: 'tiny', users: 4, status: 'ok', e2e_ns: whole.e2e_ns });
-      expect(done.replay.moveCount).toBe(all.filter((e) => e.type === 'blocks').reduce((n, e) => n + (e as { ids: unknown[] }).ids.length, 0));
+      const done = until(cache, id, (x) => x.loaded.analysis.events === all.length && x.loaded.listing.model !== null && x.loaded.listing.status === 'ok');
+      for (let i = upTo; i < lines.length; i += 40) await run.append(lines.slice(i, i + 40));
+      expect(await run.end()).toBe('ok');
+      const a = (await done).loaded.analysis;
+      expect(a).toEqual(whole);
+      // As a reload shows it: the index the core built from the log once the run ended.
+      const reloaded = await core.handlers.loadRunIndex(id);
+      expect(reloaded.ok).toBe(true);
+      if (reloaded.ok) expect(a).toEqual(runIndexHeader(reloaded.value.index).analysis);
+      expect(d.loaded.listing).toMatchObject({ model: 'tiny', users: 4, status: 'ok', e2e_ns: whole.e2e_ns });
+      expect(d.replay.moveCount).toBe(all.filter((e) => e.type === 'blocks').reduce((n, e) => n + (e as { ids: unknown[] }).ids.length, 0));
+      // Opened once from the core's index; every later line analysed from the analyzer it carried.
+      expect(reads).toEqual(['index']);
     });
   }
 });

@@ -2,57 +2,88 @@
  * A run open in the window while its Slurm job is requeued: the job runs the benchmark again from
  * its start, so the log begins anew at seq 0. The window's cache must drop the first attempt's
  * events on the `restarted` status and take the new attempt's, which it would otherwise skip as
- * already seen (seq ≤ the last one applied). Real recorded events, a stand-in bridge.
+ * already seen (seq ≤ the last one applied); its analysis starts over from the new attempt's index
+ * as the core has it, never from the log. Real recorded events, a stand-in bridge.
  */
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import type { KvScopeApi, LoadedRun, PushMessage, RunIndexBytes } from '../../src/shared/api';
+import type { KvScopeApi, PushMessage, RunIndexBytes } from '../../src/shared/api';
 import { decodeAll } from '../../src/shared/events-reader';
 import type { KvEvent } from '../../src/shared/protocol';
+import { analyzeEvents } from '../../src/shared/run-analysis';
 import { RunDataCache } from '../../src/renderer/run-data';
 import { encodeRunIndex, RunIndexBuilder } from '../../src/shared/run-index/run-index';
 
 const events = decodeAll(readFileSync('test/fixtures/runs/cpu-tiny-3users/events.jsonl')).events as KvEvent[];
 
-describe('the window\'s run cache across a requeued job', () => {
-  it('starts the replay over on a restarted status, then follows the new attempt', async () => {
-    const frames: Array<() => void> = [];
-    (globalThis as { requestAnimationFrame?: (f: () => void) => number }).requestAnimationFrame = (f) => frames.push(f);
-    const flush = () => frames.splice(0).forEach((f) => f());
-    let listener: ((m: PushMessage) => void) | null = null;
-    const half = events.slice(0, Math.floor(events.length / 2));
-    // Opened mid-run: the index of the first half, as the core sends a followed run's.
-    const builder = new RunIndexBuilder();
-    for (const e of half) builder.push(e);
-    const index = encodeRunIndex(builder.content(), null, { compact: false });
-    const api = {
-      onPush: (l: (m: PushMessage) => void) => {
-        listener = l;
-        return () => undefined;
-      },
-      loadRunIndex: async () => ({ ok: true, value: { listing: { id: 'r', status: 'running' }, index } as unknown as RunIndexBytes }),
-      // A live run's analysis is seeded from its log as it stands (here the new attempt's first half).
-      loadRun: async () => ({ ok: true, value: { listing: { id: 'r', status: 'running' }, events: half, badLines: [], badLineTotal: 0, analysis: {} } as unknown as LoadedRun }),
-      // The cache asks for the listing again when run.start or run.end arrives.
-      listRuns: async () => ({ ok: true, value: [] }),
-    } as unknown as KvScopeApi;
-    const cache = new RunDataCache(api);
+/** The plain-form index of `lines`: as the core sends a run it follows (with its analyzer), or one it no longer follows. */
+function indexOf(lines: readonly KvEvent[], followed: boolean): Uint8Array {
+  const b = new RunIndexBuilder();
+  for (const e of lines) b.push(e);
+  if (!followed) b.finish();
+  return encodeRunIndex(b.content({ withAnalyzer: followed }), null, { compact: false });
+}
+
+/** A stand-in bridge whose loadRunIndex answers `index()` as it is when asked; pushes go through `push`. */
+function bridge(index: () => Uint8Array) {
+  const frames: Array<() => void> = [];
+  (globalThis as { requestAnimationFrame?: (f: () => void) => number }).requestAnimationFrame = (f) => frames.push(f);
+  let listener: ((m: PushMessage) => void) | null = null;
+  const reads: string[] = [];
+  const api = {
+    onPush: (l: (m: PushMessage) => void) => {
+      listener = l;
+      return () => undefined;
+    },
+    loadRunIndex: async () => (reads.push('index'), { ok: true, value: { listing: { id: 'r', status: 'running' }, index: index() } as unknown as RunIndexBytes }),
+    loadRun: async () => (reads.push('log'), { ok: false, error: { code: 'internal', message: 'the stand-in has no log' } }),
+    // The cache asks for the listing again when run.start or run.end arrives.
+    listRuns: async () => ({ ok: true, value: [] }),
+  } as unknown as KvScopeApi;
+  return { api, reads, push: (m: PushMessage) => listener!(m), flush: () => frames.splice(0).forEach((f) => f()) };
+}
+
+describe("the window's run cache across a requeued job", () => {
+  const half = events.slice(0, Math.floor(events.length / 2));
+
+  it('starts the replay over on a restarted status, then follows the new attempt, its analysis seeded from its index', async () => {
+    // Opened mid-run: the index of the first attempt's first half, as the core sends a followed run's.
+    let index = indexOf(half, true);
+    const b = bridge(() => index);
+    const cache = new RunDataCache(b.api);
     const d = await cache.open('r');
     expect(d.replay.lastSeqSeen).toBe(half.at(-1)!.seq);
-    const push = (m: PushMessage) => listener!(m);
-    push({ kind: 'run-status', runId: 'r', status: 'running', message: 'requeued', restarted: true });
+    b.push({ kind: 'run-status', runId: 'r', status: 'running', message: 'requeued', restarted: true });
     expect(d.replay.lastSeqSeen).toBe(-1);
     expect(d.loaded.eventCount).toBe(0);
-    // The new attempt's log, from seq 0, in two batches.
-    // The analysis follows the new attempt too (seeded from its log, here the stand-in's first half).
+    // The core's index of the new attempt when the window asks: its first 10 lines so far.
+    index = indexOf(events.slice(0, 10), true);
     const analysed = new Promise<void>((resolve) => cache.listen('r', (x) => x.loaded.analysis.events === events.length && resolve()));
-    push({ kind: 'run-events', runId: 'r', events: events.slice(0, 10) });
-    flush();
-    push({ kind: 'run-events', runId: 'r', events: events.slice(10) });
-    flush();
+    // The new attempt's log, from seq 0, in two batches.
+    b.push({ kind: 'run-events', runId: 'r', events: events.slice(0, 10) });
+    b.flush();
+    b.push({ kind: 'run-events', runId: 'r', events: events.slice(10) });
+    b.flush();
     expect(d.replay.lastSeqSeen).toBe(events.at(-1)!.seq);
     expect(d.loaded.eventCount).toBe(events.length);
     await analysed;
-    expect(d.loaded.analysis.status).toBe('ok');
+    expect(d.loaded.analysis).toEqual(analyzeEvents(events));
+    expect(b.reads).toEqual(['index', 'index']);
+  });
+
+  it("takes the new attempt's whole analysis when the core no longer follows it (it ended while the window asked)", async () => {
+    let index = indexOf(half, true);
+    const b = bridge(() => index);
+    const cache = new RunDataCache(b.api);
+    const d = await cache.open('r');
+    b.push({ kind: 'run-status', runId: 'r', status: 'running', message: 'requeued', restarted: true });
+    // Ended by the time the window asks: the index is its log's, whole, with no analyzer.
+    index = indexOf(events, false);
+    const analysed = new Promise<void>((resolve) => cache.listen('r', (x) => x.loaded.analysis.events === events.length && resolve()));
+    b.push({ kind: 'run-events', runId: 'r', events });
+    b.flush();
+    await analysed;
+    expect(d.loaded.analysis).toEqual(analyzeEvents(events));
+    expect(b.reads).toEqual(['index', 'index']);
   });
 });

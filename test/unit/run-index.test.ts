@@ -4,7 +4,8 @@
  * decoded index gives is the model compiled from the events — every column, every scalar, the
  * analysis, the timeline model the views draw, the copies matched to each move and the numbers the
  * Pools view reads at any time — in the file form (varints, deflate) and in the form sent to the window. A model decoded from the
- * index of a log's first part, then fed the rest as a live run is, equals the whole log compiled.
+ * index of a log's first part, then fed the rest as a live run is, equals the whole log compiled,
+ * and so does the analyzer that index carries, fed the rest as the window feeds it.
  */
 import { isDeepStrictEqual } from 'node:util';
 import { crc32, deflateRawSync, inflateRawSync } from 'node:zlib';
@@ -12,7 +13,7 @@ import { describe, expect, it } from 'vitest';
 import { decodeAll } from '../../src/shared/events-reader';
 import type { KvEvent } from '../../src/shared/protocol';
 import { compileReplay, ReplayCursor, type ReplayModel } from '../../src/shared/replay';
-import { analyzeEvents } from '../../src/shared/run-analysis';
+import { analyzeEvents, RunAnalyzer } from '../../src/shared/run-analysis';
 import { buildTimelineModel } from '../../src/shared/timeline-model';
 import { decodeDeltaVarint, encodeColumnFile, encodeDeltaVarint, decodeColumnFile, ColumnFileError } from '../../src/shared/run-index/column-file';
 import { decodeRunIndex, decodeRunIndexAsync, encodeRunIndex, RUN_INDEX_FORMAT, RunIndexBuilder, type RunIndexContent } from '../../src/shared/run-index/run-index';
@@ -132,12 +133,30 @@ describe('a run index reads back as the log it was built from', () => {
     // Cut inside the block moves (a third, two thirds) and at the very start.
     const blocksAt = run.events.map((e, i) => (e.type === 'blocks' ? i : -1)).filter((i) => i >= 0);
     const cuts = [1, blocksAt[Math.floor(blocksAt.length / 3)] ?? 1, blocksAt[Math.floor((2 * blocksAt.length) / 3)] ?? 2];
+    const whole = new RunAnalyzer();
+    for (const e of run.events) whole.push(e);
+    whole.finish();
     for (const cut of cuts) {
-      const head = build(run.events.slice(0, cut));
-      const back = decodeRunIndex(encodeRunIndex(head, null, { compact: false })).content.replay;
-      back.append(run.events.slice(cut));
-      expectSameModel(back, want);
+      // As the core holds a run it follows: not finished, sent with its analyzer.
+      const live = new RunIndexBuilder();
+      for (const e of run.events.slice(0, cut)) live.push(e);
+      const back = decodeRunIndex(encodeRunIndex(live.content({ withAnalyzer: true }), null, { compact: false })).content;
+      back.replay.append(run.events.slice(cut));
+      expectSameModel(back.replay, want);
+      // The analysis goes on from the analyzer the index carried (as the window does) to the whole log's.
+      expectSame(back.analysis, live.analyzer.result());
+      const analyzer = RunAnalyzer.fromState(back.analyzer!);
+      for (const e of run.events.slice(cut)) analyzer.push(e);
+      analyzer.finish();
+      expectSame(analyzer.result(), whole.result());
+      expectSame(analyzer.state, whole.state);
     }
+  });
+
+  it('carries no analyzer in the file form: a file is of a log that ends', () => {
+    const content = build(syntheticRun());
+    expect(content.analyzer).toBeNull();
+    expect(decodeRunIndex(encodeRunIndex(content, null, fileForm), fileRead).content.analyzer).toBeNull();
   });
 
   it('keeps bad lines and their count', () => {

@@ -99,12 +99,13 @@ export class RunIndexStore {
   /**
    * The run's index as the window is sent it, with its analysis: the index file's bytes as they
    * are (fresh, checksum checked), or one built now from the log; a run followed here, its
-   * in-memory index in the plain form.
+   * in-memory index in the plain form, with its analyzer's state, so the window analyses the lines
+   * pushed after from there rather than reading the log again.
    */
   async windowBytes(t: IndexTarget, onProgress?: IndexProgress): Promise<{ bytes: Uint8Array; analysis: RunAnalysis }> {
     const live = this.live.get(t.log) ?? (await this.notStartedYet(t));
     if (live) {
-      const content = live.content();
+      const content = live.content({ withAnalyzer: true });
       return { bytes: encodeRunIndex(content, null, { compact: false }), analysis: content.analysis };
     }
     const source = await logSource(t.log);

@@ -11,7 +11,7 @@
 import type { BadLine } from '../events-reader';
 import type { KvEvent } from '../protocol';
 import { ReplayModel, type ReplayState } from '../replay';
-import { RunAnalyzer, type RunAnalysis } from '../run-analysis';
+import { RunAnalyzer, type RunAnalysis, type RunAnalyzerState } from '../run-analysis';
 import { decodeColumnFile, decodeColumnFileAsync, encodeColumnFile, readColumnFileHeader, type DecodeOptions, type TypedColumn } from './column-file';
 
 /**
@@ -40,6 +40,11 @@ export interface RunIndexContent {
   /** Valid events in the log. */
   eventCount: number;
   replay: ReplayModel;
+  /**
+   * The analyzer that made `analysis`, part-way (a run this process follows, in the plain form
+   * only): a window that opened the run goes on feeding it the lines pushed after. Null otherwise.
+   */
+  analyzer: RunAnalyzerState | null;
 }
 
 /** Bad lines kept in full (the rest are counted), as RunStore.load keeps them. */
@@ -54,6 +59,8 @@ interface IndexMeta {
   replay: Omit<ReplayState, 'columns' | 'blockIds'>;
   /** Block ids when any is a string; otherwise they are the `blockIds` column. */
   blockIdsJson: Array<string | number> | null;
+  /** RunIndexContent.analyzer; absent from a file. */
+  analyzer?: RunAnalyzerState | null;
 }
 
 /** Consumes a log's events (seq order) and bad lines; `content()` at any point (a live run). */
@@ -89,10 +96,20 @@ export class RunIndexBuilder {
     this.analyzer.finish();
   }
 
-  /** The index of everything pushed so far. */
-  content(): RunIndexContent {
+  /**
+   * The index of everything pushed so far; `withAnalyzer`: with the analyzer's state, for a window
+   * that will feed it the lines still to come (a run being followed).
+   */
+  content(options: { withAnalyzer?: boolean } = {}): RunIndexContent {
     this.flush();
-    return { analysis: this.analyzer.result(), badLines: [...this.badLines], badLineTotal: this.badLineTotal, eventCount: this.eventCount, replay: this.replay };
+    return {
+      analysis: this.analyzer.result(),
+      badLines: [...this.badLines],
+      badLineTotal: this.badLineTotal,
+      eventCount: this.eventCount,
+      replay: this.replay,
+      analyzer: options.withAnalyzer ? this.analyzer.state : null,
+    };
   }
 }
 
@@ -116,6 +133,7 @@ export function encodeRunIndex(content: RunIndexContent, source: RunIndexSource 
     eventCount: content.eventCount,
     replay: scalars,
     blockIdsJson: numericIds ? null : blockIds,
+    ...(content.analyzer ? { analyzer: content.analyzer } : {}),
   };
   return encodeColumnFile(RUN_INDEX_FORMAT, meta, list, { varint: options.compact, deflate: options.compact ? options.deflate : undefined, crc32: options.compact ? options.crc32 : undefined });
 }
@@ -146,13 +164,23 @@ function fromColumns(meta: IndexMeta, columns: Map<string, TypedColumn>): Decode
   const state: ReplayState = { ...meta.replay, blockIds: ids, columns: Object.fromEntries(columns) };
   const replay = ReplayModel.fromState(state);
   return {
-    content: { analysis: meta.analysis, badLines: meta.badLines, badLineTotal: meta.badLineTotal, eventCount: meta.eventCount, replay },
+    content: { analysis: meta.analysis, badLines: meta.badLines, badLineTotal: meta.badLineTotal, eventCount: meta.eventCount, replay, analyzer: meta.analyzer ?? null },
     source: meta.source,
   };
 }
 
-/** The analysis and source an index holds, without decoding a column (the runs list needs no more). */
-export function runIndexHeader(bytes: Uint8Array, options: Pick<DecodeOptions, 'crc32'> = {}): { analysis: RunAnalysis; source: RunIndexSource | null } {
+/** What an index's header holds, without decoding a column. */
+export interface RunIndexHeader {
+  analysis: RunAnalysis;
+  source: RunIndexSource | null;
+  /** RunIndexContent.analyzer. */
+  analyzer: RunAnalyzerState | null;
+  /** The seq of the last line the index holds (-1: none). */
+  lastSeq: number;
+}
+
+/** The analysis and source an index holds (the runs list needs no more), its analyzer and last seq. */
+export function runIndexHeader(bytes: Uint8Array, options: Pick<DecodeOptions, 'crc32'> = {}): RunIndexHeader {
   const meta = readColumnFileHeader<IndexMeta>(bytes, RUN_INDEX_FORMAT, options).meta;
-  return { analysis: meta.analysis, source: meta.source };
+  return { analysis: meta.analysis, source: meta.source, analyzer: meta.analyzer ?? null, lastSeq: meta.replay.lastSeq };
 }
