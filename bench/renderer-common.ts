@@ -1,20 +1,16 @@
 /**
  * Shared harness of the window benchmarks (bench/renderer-*.bench.ts): writes a generated run into
- * a temporary runs folder, serves the built renderer through the real bridge (startServer, as
- * `kvscope serve` does), opens it in Debian's Chromium with software rendering (--disable-gpu, the
- * flags the e2e tests use), and measures frames with requestAnimationFrame inside the page.
+ * a temporary runs folder, serves the built renderer through the real bridge and opens it in
+ * Debian's Chromium with software rendering, as the e2e tests do (test/helpers/browser.ts
+ * `serveWindow`), and measures frames with requestAnimationFrame inside the page.
  */
-import { mkdirSync, mkdtempSync, writeFileSync, createWriteStream } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync, createWriteStream } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
-import { chromium, type Browser, type Page } from 'playwright-core';
-import { createCore, type Core } from '../src/main/core/app-core';
-import { startServer, type RunningServer } from '../src/main/core/serve';
+import type { Page } from 'playwright-core';
+import { CHROMIUM, serveWindow, type ServedWindow } from '../test/helpers/browser';
 import type { PageGlobal } from '../test/helpers/page-dom';
-
-export const CHROMIUM = process.env.KVSCOPE_CHROMIUM ?? '/usr/bin/chromium';
-export const RENDERER_DIR = join(process.cwd(), 'out', 'renderer');
 
 /** Writes events (as JSONL, streamed) into <runsDir>/<id>/events.jsonl with a meta.json. */
 export async function writeRun(runsDir: string, id: string, lines: Iterable<Record<string, unknown>>): Promise<number> {
@@ -35,37 +31,23 @@ export async function writeRun(runsDir: string, id: string, lines: Iterable<Reco
   return n;
 }
 
-export interface Harness {
-  core: Core;
-  server: RunningServer;
-  browser: Browser;
+export interface Harness extends ServedWindow {
+  /** A page opened blank (1400×900, dark). */
   page: Page;
   runsDir: string;
-  close(): Promise<void>;
 }
 
+/** More Chromium flags for a benchmark: KVSCOPE_BENCH_CHROMIUM_ARGS (space-separated). */
 export async function openHarness(runsDir = mkdtempSync(join(tmpdir(), 'kvscope-bench-')), options: { samplesDir?: string | null } = {}): Promise<Harness> {
-  const core = await createCore({ runsDir, samplesDir: options.samplesDir ?? null, shell: 'browser' });
-  const server = await startServer({ core, staticDir: RENDERER_DIR });
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', ...(process.env.KVSCOPE_BENCH_CHROMIUM_ARGS ?? '').split(' ').filter(Boolean)],
-  });
-  const page = await browser.newPage({ viewport: { width: 1400, height: 900 }, colorScheme: 'dark' });
-  const errors: string[] = [];
-  page.on('console', (m) => m.type() === 'error' && errors.push(m.text()));
-  page.on('pageerror', (e) => errors.push(String(e)));
+  const w = await serveWindow({ runsDir, samplesDir: options.samplesDir ?? null }, { chromiumArgs: (process.env.KVSCOPE_BENCH_CHROMIUM_ARGS ?? '').split(' ').filter(Boolean) });
+  const page = await w.open(null);
   return {
-    core,
-    server,
-    browser,
+    ...w,
     page,
     runsDir,
     async close() {
-      if (errors.length) console.error('page errors:', errors.slice(0, 5));
-      await browser.close();
-      await server.close();
+      if (w.errors.length) console.error('page errors:', w.errors.slice(0, 5));
+      await w.close();
     },
   };
 }
@@ -103,12 +85,14 @@ export function machine(): string {
   } catch {
     // keep unknown
   }
-  const load = (() => {
-    try {
-      return execFileSync('cat', ['/proc/loadavg'], { encoding: 'utf8' }).split(' ').slice(0, 3).join(' ');
-    } catch {
-      return '?';
-    }
-  })();
-  return `${cpus().length} × ${cpus()[0]?.model ?? '?'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, ${chromiumVersion} headless --disable-gpu (software), load avg ${load} (shared machine)`;
+  return `${cpus().length} × ${cpus()[0]?.model ?? '?'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, ${chromiumVersion} headless --disable-gpu (software), load avg ${loadAvg()} (shared machine)`;
+}
+
+/** The 1, 5 and 15 minute load averages now, as /proc/loadavg gives them. */
+export function loadAvg(): string {
+  try {
+    return readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
+  } catch {
+    return '?';
+  }
 }

@@ -18,7 +18,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Page } from 'playwright-core';
 import { generatedSweepPointRun } from './generated-run';
-import { machine, openHarness, writeRun } from './renderer-common';
+import { loadAvg, machine, openHarness, writeRun } from './renderer-common';
 
 const arg = (name: string, fallback: number) => {
   const i = process.argv.indexOf(name);
@@ -70,11 +70,11 @@ function clickToPaint([link, painted]: [string, string]): Promise<{ contentMs: n
 
 const hrefOf = (id: string, view: View) => `#/runs/${encodeURIComponent(id)}/${view}`;
 
+/** Before anything of this script runs: what the machine was doing (the result says it again at the end). */
+const loadAtStart = loadAvg();
 const h = await openHarness(undefined, { samplesDir: SAMPLES_DIR });
-const base = h.server.url; // http://127.0.0.1:port/?token=…
 async function freshPage(mode: 'index' | 'log'): Promise<Page> {
-  const page = await h.browser.newPage({ viewport: { width: 1400, height: 900 }, colorScheme: 'dark' });
-  await page.goto(`${base}${mode === 'log' ? '&open=log' : ''}#/runs`);
+  const page = await h.open(`${mode === 'log' ? '&open=log' : ''}#/runs`);
   await page.waitForSelector('a[data-action=open]', { timeout: 600_000 });
   return page;
 }
@@ -181,6 +181,7 @@ try {
     date: new Date().toISOString(),
     commit,
     machine: machine(),
+    load_avg_at_start: loadAtStart,
     generated_log_lines: lines,
     generated_log_write_s: writeS,
     index_build_once_s: build,

@@ -10,21 +10,17 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Browser, Page } from 'playwright-core';
-import { createCore } from '../../src/main/core/app-core';
-import { startServer, type RunningServer } from '../../src/main/core/serve';
-import { ARTIFACTS, RENDERER_DIR, browserSkipReason, launchBrowser } from '../helpers/browser';
+import type { Page } from 'playwright-core';
+import { ARTIFACTS, browserSkipReason, serveWindow, type ServedWindow } from '../helpers/browser';
 import { currentUser, keygen, sshdSkipReason, startSshd, type TestSshd } from '../helpers/sshd';
 
 const skip = browserSkipReason() ?? sshdSkipReason();
 
 describe.skipIf(skip !== null)(`Hosts view against a real sshd${skip ? ` (skipped: ${skip})` : ''}`, () => {
   let sshd: TestSshd;
-  let server: RunningServer;
-  let browser: Browser;
+  let w: ServedWindow;
   let page: Page;
   let home: string;
-  const consoleErrors: string[] = [];
 
   beforeAll(async () => {
     home = mkdtempSync(join(tmpdir(), 'kvscope-hosts-home-'));
@@ -37,22 +33,17 @@ describe.skipIf(skip !== null)(`Hosts view against a real sshd${skip ? ` (skippe
     writeFileSync(join(home, '.ssh', 'config'), host('testbox', plain.priv) + host('lockedbox', locked.priv), { mode: 0o600 });
     delete process.env.SSH_AUTH_SOCK;
     const runsDir = join(home, 'data', 'runs');
-    const core = await createCore({ runsDir, samplesDir: null, shell: 'browser', dataDir: join(home, 'data') });
-    server = await startServer({ core, staticDir: RENDERER_DIR });
-    browser = await launchBrowser();
-    page = await browser.newPage({ viewport: { width: 1280, height: 800 }, colorScheme: 'dark' });
-    page.on('console', (m) => m.type() === 'error' && consoleErrors.push(m.text()));
-    page.on('pageerror', (e) => consoleErrors.push(String(e)));
+    w = await serveWindow({ runsDir, samplesDir: null, dataDir: join(home, 'data') });
+    page = await w.open(null, { width: 1280, height: 800 });
   }, 60_000);
 
   afterAll(async () => {
-    await browser?.close();
-    await server?.close();
+    await w?.close();
     await sshd?.stop();
   });
 
   it('asks about the unknown host key with its fingerprint, records it on accept, and shows the probe', async () => {
-    await page.goto(`${server.url}#/hosts`);
+    await page.goto(`${w.server.url}#/hosts`);
     await page.waitForSelector('tr[data-host=testbox]');
     expect(await page.locator('tr[data-host=local]').count()).toBe(1);
     await page.click('tr[data-host=testbox] [data-action=probe]');
@@ -66,7 +57,7 @@ describe.skipIf(skip !== null)(`Hosts view against a real sshd${skip ? ` (skippe
     expect(await page.textContent('tr[data-host=testbox] [data-testid=probe]')).toContain('Engines');
     const known = join(home, '.ssh', 'known_hosts');
     expect(existsSync(known) && readFileSync(known, 'utf8')).toContain(sshd.hostKeyLine.split(' ')[1]);
-    expect(consoleErrors).toEqual([]);
+    expect(w.errors).toEqual([]);
   }, 90_000);
 
   it('asks for the passphrase of an encrypted key and connects with it', async () => {
@@ -77,7 +68,7 @@ describe.skipIf(skip !== null)(`Hosts view against a real sshd${skip ? ` (skippe
     await page.click('[data-testid=prompt] button[type=submit]');
     await page.waitForSelector('tr[data-host=lockedbox] [data-testid=probe], tr[data-host=lockedbox] .error', { timeout: 60_000 });
     expect(await page.locator('tr[data-host=lockedbox] .error').count()).toBe(0);
-    expect(consoleErrors).toEqual([]);
+    expect(w.errors).toEqual([]);
   }, 90_000);
 
   it('adds a host in the app (then listed, probe-able) and removes it; a bad port is refused by name', async () => {
@@ -93,6 +84,6 @@ describe.skipIf(skip !== null)(`Hosts view against a real sshd${skip ? ` (skippe
     expect(await page.textContent('tr[data-host=added-box]')).toContain('added here');
     await page.click('tr[data-host=added-box] [data-action=remove-host]');
     await page.waitForSelector('tr[data-host=added-box]', { state: 'detached' });
-    expect(consoleErrors).toEqual([]);
+    expect(w.errors).toEqual([]);
   }, 60_000);
 });

@@ -8,13 +8,10 @@ import { existsSync, mkdtempSync, readFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Browser } from 'playwright-core';
-import { createCore } from '../../src/main/core/app-core';
 import { HostService } from '../../src/main/core/hosts';
 import { RunManager } from '../../src/main/core/runs';
 import { RunStore } from '../../src/main/core/run-store';
-import { startServer, type RunningServer } from '../../src/main/core/serve';
-import { ARTIFACTS, RENDERER_DIR, browserSkipReason, launchBrowser } from '../helpers/browser';
+import { ARTIFACTS, browserSkipReason, serveWindow, type ServedWindow } from '../helpers/browser';
 
 const PY = '/usr/bin/python3';
 const skip = browserSkipReason() ?? (existsSync(PY) ? null : `no ${PY}`);
@@ -22,8 +19,7 @@ const skip = browserSkipReason() ?? (existsSync(PY) ? null : `no ${PY}`);
 const LONG = { model: 'tiny', device: 'cpu' as const, users: 4, rounds: 14, context_tokens: 512, gpu_kv_bytes: 2_500_000, host_kv_bytes: 8_000_000, trace: false, sample_ms: 0 };
 
 describe.skipIf(skip !== null)(`Resume in the window${skip ? ` (skipped: ${skip})` : ''}`, { timeout: 600_000 }, () => {
-  let server: RunningServer;
-  let browser: Browser;
+  let w: ServedWindow;
   let runId: string;
   let remoteDir: string;
   let dataDir: string;
@@ -44,20 +40,14 @@ describe.skipIf(skip !== null)(`Resume in the window${skip ? ` (skipped: ${skip}
     const meta = await store.readMeta(runId);
     await store.writeMeta({ ...meta, status: 'running', tail_pid: 999_999_999 });
     // The app starts again on the same data folder.
-    const core = await createCore({ runsDir: store.runsDir, samplesDir: null, shell: 'browser', dataDir });
-    server = await startServer({ core, staticDir: RENDERER_DIR });
-    browser = await launchBrowser();
+    w = await serveWindow({ runsDir: store.runsDir, samplesDir: null, dataDir });
   });
   afterAll(async () => {
-    await browser?.close();
-    await server?.close();
+    await w?.close();
   });
 
   it('offers Resume for the incomplete run at start-up; Resume follows it to its end, byte-identical', async () => {
-    const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
-    const errors: string[] = [];
-    page.on('pageerror', (e) => errors.push(String(e)));
-    await page.goto(server.url);
+    const page = await w.open('', { colorScheme: 'light' });
     const offer = page.locator('[data-testid=resume-offer]');
     await offer.waitFor({ timeout: 60_000 });
     expect(await offer.textContent()).toContain('“crashed run” stopped being followed before it ended');
@@ -71,6 +61,6 @@ describe.skipIf(skip !== null)(`Resume in the window${skip ? ` (skipped: ${skip}
     expect(local.length).toBeGreaterThan(stored);
     expect(local.equals(readFileSync(join(remoteDir, 'events.jsonl')))).toBe(true);
     expect(await page.locator('[data-testid=resume-offer]').count()).toBe(0);
-    expect(errors).toEqual([]);
+    expect(w.errors).toEqual([]);
   });
 });

@@ -10,10 +10,8 @@ import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFi
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Browser, Page } from 'playwright-core';
-import { createCore, type Core } from '../../src/main/core/app-core';
-import { startServer, type RunningServer } from '../../src/main/core/serve';
-import { ARTIFACTS, RENDERER_DIR, browserSkipReason, launchBrowser } from '../helpers/browser';
+import type { Page } from 'playwright-core';
+import { ARTIFACTS, browserSkipReason, serveWindow, type ServedWindow } from '../helpers/browser';
 import { FIXTURE_RUNS_DIR, realRuns } from '../helpers/real-runs';
 import { compileReplay } from '../../src/shared/replay';
 import { buildTimelineModel } from '../../src/shared/timeline-model';
@@ -46,30 +44,19 @@ function countColour([sel, r, g, b]: [string, number, number, number]): number {
 }
 
 describe.skipIf(skip !== null)(`the window as a user sees it, in real Chromium${skip ? ` (skipped: ${skip})` : ''}`, () => {
-  let server: RunningServer;
-  let browser: Browser;
-  let core: Core;
+  let w: ServedWindow;
   let runsDir: string;
-  const errors: string[] = [];
 
   beforeAll(async () => {
     runsDir = mkdtempSync(join(tmpdir(), 'kvscope-review-e2e-'));
-    core = await createCore({ runsDir, samplesDir: join(process.cwd(), 'resources', 'samples'), shell: 'browser' });
-    server = await startServer({ core, staticDir: RENDERER_DIR });
-    browser = await launchBrowser();
+    w = await serveWindow({ runsDir, samplesDir: join(process.cwd(), 'resources', 'samples') });
   }, 60_000);
   afterAll(async () => {
-    await browser?.close();
-    await server?.close();
+    await w?.close();
   });
 
-  async function open(hash: string, opts: { width?: number; height?: number; os?: 'dark' | 'light' } = {}): Promise<Page> {
-    const page = await browser.newPage({ viewport: { width: opts.width ?? 1500, height: opts.height ?? 950 }, colorScheme: opts.os ?? 'dark' });
-    page.on('pageerror', (e) => errors.push(String(e)));
-    page.on('console', (m) => m.type() === 'error' && errors.push(m.text()));
-    await page.goto(`${server.url}${hash}`);
-    return page;
-  }
+  const open = (hash: string, opts: { width?: number; height?: number; os?: 'dark' | 'light' } = {}): Promise<Page> =>
+    w.open(hash, { width: opts.width ?? 1500, height: opts.height ?? 950, colorScheme: opts.os });
   const run = (view: string) => `#/runs/${encodeURIComponent(SAMPLE)}/${view}`;
 
   for (const [os, pin, bg] of [
@@ -92,7 +79,7 @@ describe.skipIf(skip !== null)(`the window as a user sees it, in real Chromium${
       await page.waitForSelector('[data-testid=timeline][data-t0]');
       await expect.poll(() => page.evaluate(countColour, ['[data-testid=timeline] canvas', ...bg] as [string, number, number, number])).toBeGreaterThan(1000);
       await page.close();
-      expect(errors).toEqual([]);
+      expect(w.errors).toEqual([]);
     });
   }
   for (const [width, height] of [
@@ -113,7 +100,7 @@ describe.skipIf(skip !== null)(`the window as a user sees it, in real Chromium${
       }
       await page.screenshot({ path: join(ARTIFACTS, `review-live-${width}.png`) });
       await page.close();
-      expect(errors).toEqual([]);
+      expect(w.errors).toEqual([]);
     });
   }
   it('Summary: the rounds, blocks and bandwidth tables right-align their numbers, and block counts have thousands separators', async () => {
@@ -137,7 +124,7 @@ describe.skipIf(skip !== null)(`the window as a user sees it, in real Chromium${
     expect(await page.locator('[data-testid=rounds-table] tfoot th').first().textContent()).toMatch(/E2E total/);
     await page.screenshot({ path: join(ARTIFACTS, 'review-summary.png') });
     await page.close();
-    expect(errors).toEqual([]);
+    expect(w.errors).toEqual([]);
   });
   it('keyboard: a nav link with the focus looks unlike the current view\'s tab, and Alt+digit switches views', async () => {
     const page = await open('#/runs');
@@ -158,7 +145,7 @@ describe.skipIf(skip !== null)(`the window as a user sees it, in real Chromium${
     await page.keyboard.press('Alt+5');
     await page.waitForSelector('[data-testid=chart-ttft]');
     await page.close();
-    expect(errors).toEqual([]);
+    expect(w.errors).toEqual([]);
   });
   it('Timeline at 1100×750: the toolbar stays one row (the hint yields, Export stays beside the zoom buttons)', async () => {
     const page = await open(run('timeline'), { width: 1100, height: 750 });
@@ -172,7 +159,7 @@ describe.skipIf(skip !== null)(`the window as a user sees it, in real Chromium${
     await page.setViewportSize({ width: 1500, height: 950 });
     await expect.poll(() => page.evaluate(() => { const h = document.querySelector('.transport .hint-line')!; return h.scrollWidth <= h.clientWidth; })).toBe(true);
     await page.close();
-    expect(errors).toEqual([]);
+    expect(w.errors).toEqual([]);
   });
   it('Timeline: the focused timeline shows its whole focus ring inside the scroll box (W/S/A/D go to it)', async () => {
     const page = await open(run('timeline'));
@@ -190,7 +177,7 @@ describe.skipIf(skip !== null)(`the window as a user sees it, in real Chromium${
     expect(ring.style).toBe('solid');
     for (const side of ['left', 'top', 'right', 'bottom'] as const) expect(ring[side], side).toBeGreaterThanOrEqual(0);
     await page.close();
-    expect(errors).toEqual([]);
+    expect(w.errors).toEqual([]);
   });
   it('Timeline: W/A/S/D work with the focus anywhere in the view (after Zoom in), and a tap moves a whole step', async () => {
     const page = await open(run('timeline'));
@@ -222,7 +209,7 @@ describe.skipIf(skip !== null)(`the window as a user sees it, in real Chromium${
     expect(c.t0).toBeGreaterThan(b.t0);
     expect(c.t1 - c.t0).toBeCloseTo(b.t1 - b.t0, -3);
     await page.close();
-    expect(errors).toEqual([]);
+    expect(w.errors).toEqual([]);
   });
   it('Live: each nvidia-smi sparkline prints its value at the replay time, GPU memory against the card', async () => {
     const page = await open(run('live'));
@@ -242,7 +229,7 @@ describe.skipIf(skip !== null)(`the window as a user sees it, in real Chromium${
     await expect.poll(() => value('gpu_mem')).not.toBe(atEnd);
     await page.screenshot({ path: join(ARTIFACTS, 'review-live-sparks.png') });
     await page.close();
-    expect(errors).toEqual([]);
+    expect(w.errors).toEqual([]);
   });
   it('Compare names the selected runs it cannot find instead of charting "0 selected runs" silently', async () => {
     const page = await open(`#/compare?runs=${encodeURIComponent('gone-run')},${encodeURIComponent(SAMPLE)}`);
@@ -252,14 +239,14 @@ describe.skipIf(skip !== null)(`the window as a user sees it, in real Chromium${
     await page.evaluate((h) => (window.location.hash = h), '#/compare');
     await page.waitForSelector('[data-testid=compare-missing]', { state: 'detached' });
     await page.close();
-    expect(errors).toEqual([]);
+    expect(w.errors).toEqual([]);
   });
   it('Compare: queued and service TTFT charted and tabled, as the runs list them', async () => {
     const ids = ['users2-host55e9', 'users4-host55e9', 'users4-recompute'].map((x) => `sample:h100-llama-3.1-8b-${x}`);
     const page = await open(`#/compare?runs=${ids.map(encodeURIComponent).join(',')}`, { width: 1440, height: 900 });
     await page.waitForSelector('[data-testid=chart-service-ttft] g.series.measured circle');
     expect(await page.locator('.compare-table th').allTextContents()).toEqual(['Series', 'Users', 'Queued TTFT', 'Service TTFT', 'E2E']);
-    const listed = await core.handlers.listRuns();
+    const listed = await w.core.handlers.listRuns();
     const byUsers = new Map((listed.ok ? listed.value : []).filter((r) => ids.includes(r.id) && r.host_kv_bytes !== 0).map((r) => [r.users, r]));
     const rows = await page.locator('.compare-table tbody tr').evaluateAll((trs) => trs.map((tr) => Array.from(tr.querySelectorAll('td')).map((td) => td.textContent)));
     // The host-pool series' rows: each TTFT as the run's listing has it.
@@ -270,7 +257,7 @@ describe.skipIf(skip !== null)(`the window as a user sees it, in real Chromium${
     expect(await page.locator('[data-testid=chart-service-ttft] figcaption').textContent()).toMatch(/^Service TTFT \(mean over the timed rounds\) vs users · llama-3\.1-8b$/);
     await page.screenshot({ path: join(ARTIFACTS, 'review-compare-8b.png'), fullPage: true });
     await page.close();
-    expect(errors).toEqual([]);
+    expect(w.errors).toEqual([]);
   });
   it('Settings: a theme previewed but not saved is dropped on leaving Settings, so the window and the form agree', async () => {
     const page = await open('#/settings');
@@ -286,7 +273,7 @@ describe.skipIf(skip !== null)(`the window as a user sees it, in real Chromium${
     await page.evaluate(() => (window.location.hash = '#/settings'));
     expect(await page.getAttribute('input[name="theme"]:checked', 'value')).toBe(saved);
     await page.close();
-    expect(errors).toEqual([]);
+    expect(w.errors).toEqual([]);
   });
   it('Timeline: a clicked request\'s details write counts with separators and lead with the block total', async () => {
     const events = realRuns({ maxBytes: 20e6 }).find((r) => r.name === SAMPLE)!.events;
@@ -312,7 +299,7 @@ describe.skipIf(skip !== null)(`the window as a user sees it, in real Chromium${
     expect(text.match(/(?<![\d,.])\d{4,}(?![\d,.])/g)).toBeNull();
     await page.screenshot({ path: join(ARTIFACTS, 'review-timeline-details.png') });
     await page.close();
-    expect(errors).toEqual([]);
+    expect(w.errors).toEqual([]);
   });
   for (const view of ['live', 'timeline', 'summary']) {
     it(`${view} at 1100×750: the run tabs stay on the title row`, async () => {
@@ -326,7 +313,7 @@ describe.skipIf(skip !== null)(`the window as a user sees it, in real Chromium${
       // Cut short, the line still starts with what tells runs apart: the model and the users.
       expect(await page.textContent('.run-header .run-meta')).toMatch(/^llama-3\.1-8b · 4 users · /);
       await page.close();
-      expect(errors).toEqual([]);
+      expect(w.errors).toEqual([]);
     });
   }
   it('Timeline from the keyboard: arrow keys choose a request (details shown, view follows), Esc clears', async () => {
@@ -352,7 +339,7 @@ describe.skipIf(skip !== null)(`the window as a user sees it, in real Chromium${
     await page.keyboard.press('Escape');
     await expect.poll(selected).toBe('');
     await page.close();
-    expect(errors).toEqual([]);
+    expect(w.errors).toEqual([]);
   });
   it('Runs: "Compare all" looks as usable as it is, and one checked run reads "Compare 1 run"', async () => {
     const page = await open('#/runs');
@@ -366,7 +353,7 @@ describe.skipIf(skip !== null)(`the window as a user sees it, in real Chromium${
     await compare.click();
     await page.waitForSelector('[data-testid=chart-ttft] g.series.measured');
     await page.close();
-    expect(errors).toEqual([]);
+    expect(w.errors).toEqual([]);
   });
   it('Runs: newest first with a date column, a failed run says why in its row, and a header click sorts', async () => {
     // A run that failed before the agent wrote anything, as the app records it, and a finished CPU run.
@@ -397,7 +384,7 @@ describe.skipIf(skip !== null)(`the window as a user sees it, in real Chromium${
     expect(secs).toEqual([...secs].sort((a, b) => a - b));
     await page.screenshot({ path: join(ARTIFACTS, 'review-runs.png') });
     await page.close();
-    expect(errors).toEqual([]);
+    expect(w.errors).toEqual([]);
   });
   it('Runs at 1100×750: the table fits the window, and card and model names stay on one line', async () => {
     const page = await open('#/runs', { width: 1100, height: 750 });
@@ -419,7 +406,7 @@ describe.skipIf(skip !== null)(`the window as a user sees it, in real Chromium${
     expect(await gpu.textContent()).not.toMatch(/^NVIDIA/);
     expect(await gpu.getAttribute('title')).toMatch(/^NVIDIA /);
     await page.close();
-    expect(errors).toEqual([]);
+    expect(w.errors).toEqual([]);
   });
 
   it('Live in the nav with no run open lands on Runs saying why, and the hint goes once a run is opened', async () => {
@@ -438,7 +425,7 @@ describe.skipIf(skip !== null)(`the window as a user sees it, in real Chromium${
     await page.waitForSelector('.runs-table');
     expect(await page.locator('[data-testid=pick-hint]').count()).toBe(0);
     await page.close();
-    expect(errors).toEqual([]);
+    expect(w.errors).toEqual([]);
   });
   it('Live: blocks in flight read with a thousands separator when a big offload is in the air', async () => {
     const id = 'sample:h100-llama-3.1-70b-fp8-users4-host55e9';
@@ -480,7 +467,7 @@ describe.skipIf(skip !== null)(`the window as a user sees it, in real Chromium${
     for (const v of seen.filter((x) => Number(x.replace(/,/g, '')) > 999)) expect(v).toMatch(/^\d{1,3}(,\d{3})+$/);
     await page.click('[data-action=play]');
     await page.close();
-    expect(errors).toEqual([]);
+    expect(w.errors).toEqual([]);
   });
   it('Pools explain themselves: paused they are the pools as counted, a caption and a hover say what is there, play skips setup, next/previous move step the log', async () => {
     const events = realRuns({ maxBytes: 20e6 }).find((r) => r.name === SAMPLE)!.events;
@@ -527,13 +514,13 @@ describe.skipIf(skip !== null)(`the window as a user sees it, in real Chromium${
     await page.click('[data-action=play]');
     await page.screenshot({ path: join(ARTIFACTS, 'review-pools-explained.png') });
     await page.close();
-    expect(errors).toEqual([]);
+    expect(w.errors).toEqual([]);
   });
   it('Escape answers a host-key or password prompt with no (refuse / cancel), and the page has the keyboard again', async () => {
     const page = await open('#/hosts');
     await page.waitForSelector('tr[data-host=local]');
-    core.push({ kind: 'prompt', prompt: { id: 'review-key', type: 'host-key', host: 'gpu-box', hop: 'gpu-box:22', keyType: 'ssh-ed25519', fingerprint: 'SHA256:reviewreviewreviewreviewreviewreviewrevi', message: 'The authenticity of host gpu-box:22 cannot be established.' } });
-    core.push({ kind: 'prompt', prompt: { id: 'review-pw', type: 'password', host: 'gpu-box', user: 'me', message: 'Password needed.' } });
+    w.core.push({ kind: 'prompt', prompt: { id: 'review-key', type: 'host-key', host: 'gpu-box', hop: 'gpu-box:22', keyType: 'ssh-ed25519', fingerprint: 'SHA256:reviewreviewreviewreviewreviewreviewrevi', message: 'The authenticity of host gpu-box:22 cannot be established.' } });
+    w.core.push({ kind: 'prompt', prompt: { id: 'review-pw', type: 'password', host: 'gpu-box', user: 'me', message: 'Password needed.' } });
     await page.waitForSelector('[data-testid=prompt]:has-text("Unknown host key")');
     await page.keyboard.press('Escape');
     // The next question in the queue, then nothing.
@@ -541,18 +528,18 @@ describe.skipIf(skip !== null)(`the window as a user sees it, in real Chromium${
     await page.keyboard.press('Escape');
     await page.waitForSelector('[data-testid=prompt]', { state: 'detached' });
     await page.close();
-    expect(errors).toEqual([]);
+    expect(w.errors).toEqual([]);
   });
   it('File → Export from the menu: the dialog takes the focus and Escape cancels it', async () => {
     const page = await open(run('summary'));
     await page.waitForSelector('[data-testid=rounds-table]');
-    core.push({ kind: 'menu', action: 'export' });
+    w.core.push({ kind: 'menu', action: 'export' });
     await page.waitForSelector('.shell-dialog[aria-label="Export run"]');
     await expect.poll(() => page.evaluate(() => !!document.activeElement?.closest('.shell-dialog'))).toBe(true);
     await page.keyboard.press('Escape');
     await page.waitForSelector('.shell-dialog', { state: 'detached' });
     await page.close();
-    expect(errors).toEqual([]);
+    expect(w.errors).toEqual([]);
   });
   it('Live: the legend keys the free-slot colour the grids are mostly drawn in', async () => {
     const page = await open(run('live'));
@@ -564,15 +551,15 @@ describe.skipIf(skip !== null)(`the window as a user sees it, in real Chromium${
     expect(hex(swatch)).toBe(grid);
     expect(await page.textContent('[data-legend=free]')).toContain('free slot');
     await page.close();
-    expect(errors).toEqual([]);
+    expect(w.errors).toEqual([]);
   });
   it.skipIf(!hasDebianTorch)('a live Local run, from New run to its Summary: the form follows the probe (tiny on the CPU, an interpreter with torch offered), the run is watched as it runs, and the Summary ends as the log', async () => {
     // Local's Python is one without torch (a venv without system packages), as on a machine whose
     // python3 is not Debian's: the probe must offer the one that has it.
     const venv = mkdtempSync(join(tmpdir(), 'kvscope-review-venv-'));
     execFileSync(DEBIAN_TORCH, ['-m', 'venv', '--without-pip', venv]);
-    const before = await core.settings.load();
-    await core.settings.save({ ...before, pythonByHost: { ...before.pythonByHost, local: join(venv, 'bin', 'python3') } });
+    const before = await w.core.settings.load();
+    await w.core.settings.save({ ...before, pythonByHost: { ...before.pythonByHost, local: join(venv, 'bin', 'python3') } });
     try {
       const page = await open('#/new?host=local', { width: 1440, height: 900 });
       // Local is probed as the view opens; its Python has no torch, so Start is refused and the
@@ -641,9 +628,9 @@ describe.skipIf(skip !== null)(`the window as a user sees it, in real Chromium${
       await page.waitForSelector('[data-testid=timeline][data-t0]');
       await page.screenshot({ path: join(ARTIFACTS, 'review-live-run-timeline.png') });
       await page.close();
-      expect(errors).toEqual([]);
+      expect(w.errors).toEqual([]);
     } finally {
-      await core.settings.save(before);
+      await w.core.settings.save(before);
     }
   }, 300_000);
 });

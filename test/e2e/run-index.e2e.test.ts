@@ -3,20 +3,20 @@
  * shows (`?open=log`, the path before indexes), in real Chromium through `kvscope serve`: every
  * text of Pools (at points across the run), Timeline (its hover readouts over the whole canvas and
  * a traced request) and Summary, and every pixel of their canvases — on every bundled sample and
- * committed fixture run, and on a real Local run watched live (the window opened while it runs,
- * from the core's in-memory index plus the pushed events), compared once it has ended. And while
- * an open waits on the core, the view says so with a progress bar.
+ * committed fixture run; and on a run watched live (the window opened while the core follows it,
+ * from the core's in-memory index, then the pushed lines, its analysis going on from the analyzer
+ * that index carried), compared once it has ended with both. And while an open waits on the core,
+ * the view says so with a progress bar.
  */
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { gunzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Browser, Page } from 'playwright-core';
-import { createCore, type Core } from '../../src/main/core/app-core';
-import { startServer, type RunningServer } from '../../src/main/core/serve';
-import { INDEX_FILE } from '../../src/main/core/run-index-store';
-import { RENDERER_DIR, browserSkipReason, launchBrowser } from '../helpers/browser';
-import { realRunPaths } from '../helpers/real-runs';
+import type { Page } from 'playwright-core';
+import { browserSkipReason, serveWindow, type ServedWindow } from '../helpers/browser';
+import { followRun, FOLLOW_PYTHON } from '../helpers/followed-run';
+import { addRunFolder, libraryId, realRunPaths, SAMPLES_DIR } from '../helpers/real-runs';
 
 interface El {
   dataset: Record<string, string | undefined>;
@@ -103,52 +103,28 @@ function scrubMax(): number {
   return Number((globalThis as unknown as G).document.querySelector('[data-action=scrub]')!.max);
 }
 
-/** The readouts without what a page opened mid-run takes from the analysis of its opening moment. */
-function replayOnly(r: { pools: unknown[]; timeline: unknown }): unknown {
-  const timeline = { ...(r.timeline as Record<string, unknown>) };
-  delete timeline.text;
-  delete timeline.traced;
-  return { pools: (r.pools as Array<Record<string, unknown>>).map(({ text: _text, ...rest }) => rest), timeline };
-}
+/** The run watched live: a recorded H100 run with CUPTI copies and moves to the host pool. */
+const LIVE_SAMPLE = join(SAMPLES_DIR, 'h100-llama-3.1-70b-fp8-users4-host55e9.jsonl.gz');
 
 const skip = browserSkipReason();
 const runs = realRunPaths();
 const reason = skip ?? (runs.length === 0 ? 'no real run: no resources/samples/*.jsonl.gz and no test/fixtures/runs/*' : null);
-const libraryId = (name: string) => (name.startsWith('sample:') ? name : `fixture-${name}`);
 
 describe.skipIf(reason !== null)(`a run opened from its index shows what its log shows${reason ? ` (skipped: ${reason})` : ''}`, () => {
-  let server: RunningServer;
-  let browser: Browser;
-  let core: Core;
+  let w: ServedWindow;
   let runsDir: string;
-  const errors: string[] = [];
 
   beforeAll(async () => {
     runsDir = mkdtempSync(join(tmpdir(), 'kvscope-index-e2e-'));
-    for (const r of runs) {
-      if (r.name.startsWith('sample:')) continue;
-      const id = libraryId(r.name);
-      mkdirSync(join(runsDir, id), { recursive: true });
-      cpSync(r.path, join(runsDir, id, r.path.endsWith('.gz') ? 'events.jsonl.gz' : 'events.jsonl'));
-      writeFileSync(join(runsDir, id, 'meta.json'), JSON.stringify({ id, name: r.name, host: 'fixture', status: 'ok', createdAt: '2026-11-27T23:00:00Z' }));
-    }
-    core = await createCore({ runsDir, samplesDir: join(process.cwd(), 'resources', 'samples'), shell: 'browser' });
-    server = await startServer({ core, staticDir: RENDERER_DIR });
-    browser = await launchBrowser();
+    for (const r of runs) if (!r.name.startsWith('sample:')) addRunFolder(runsDir, r.path, { id: libraryId(r.name), name: r.name, host: 'fixture' });
+    w = await serveWindow({ runsDir, samplesDir: SAMPLES_DIR });
   }, 120_000);
 
   afterAll(async () => {
-    await browser?.close();
-    await server?.close();
+    await w?.close();
   });
 
-  async function openPage(mode: 'index' | 'log', hash: string): Promise<Page> {
-    const page = await browser.newPage({ viewport: { width: 1400, height: 900 }, colorScheme: 'dark' });
-    page.on('console', (m) => m.type() === 'error' && errors.push(m.text()));
-    page.on('pageerror', (e) => errors.push(String(e)));
-    await page.goto(`${server.url}${mode === 'log' ? '&open=log' : ''}${hash}`);
-    return page;
-  }
+  const openPage = (mode: 'index' | 'log', hash: string): Promise<Page> => w.open(`${mode === 'log' ? '&open=log' : ''}${hash}`);
 
   /** Everything the three views show of a run, read in one page (the run is opened once). */
   async function readViews(page: Page, id: string, positions: number[] | null): Promise<{ summary: string; pools: unknown[]; timeline: unknown; positions: number[] }> {
@@ -179,16 +155,16 @@ describe.skipIf(reason !== null)(`a run opened from its index shows what its log
     expect(b.summary).toBe(a.summary);
     expect(b.pools).toEqual(a.pools);
     expect(b.timeline).toEqual(a.timeline);
-    expect(errors).toEqual([]);
+    expect(w.errors).toEqual([]);
   }, 300_000);
 
   it("shows a progress bar, with the core's indexing progress, while an open waits on the core", async () => {
     const id = libraryId(runs.find((r) => !r.name.startsWith('sample:'))?.name ?? runs[0]!.name);
     let release!: () => void;
     const gate = new Promise<void>((r) => (release = r));
-    const real = core.handlers.loadRunIndex;
-    core.handlers.loadRunIndex = async (runId) => {
-      core.push({ kind: 'progress', runId, stage: 'index', fraction: 0.42, etaS: null, message: 'indexing' });
+    const real = w.core.handlers.loadRunIndex;
+    w.core.handlers.loadRunIndex = async (runId) => {
+      w.core.push({ kind: 'progress', runId, stage: 'index', fraction: 0.42, etaS: null, message: 'indexing' });
       await gate;
       return real(runId);
     };
@@ -203,56 +179,51 @@ describe.skipIf(reason !== null)(`a run opened from its index shows what its log
       await page.close();
     } finally {
       release();
-      core.handlers.loadRunIndex = real;
+      w.core.handlers.loadRunIndex = real;
     }
   });
 
-  it.skipIf(!existsSync('/usr/bin/python3'))('a Local run watched live shows what its index and its log show', async () => {
-    // Long enough never to end on its own while the window opens: cancelled once it has been seen live.
-    const started = await core.handlers.startRun({
-      host: 'local',
-      python: '/usr/bin/python3',
-      name: 'index e2e live',
-      // Contexts grow 2 tokens a round to 3,256 (102 blocks of 16 KiB): the GPU pool (152 blocks)
-      // holds one user's, so blocks start moving to the host pool after some hundred rounds.
-      workload: { model: 'tiny', device: 'cpu', users: 3, rounds: 1500, context_tokens: 256, new_tokens: 1, output_tokens: 1, gpu_kv_bytes: 2_500_000, host_kv_bytes: 8_000_000, trace: false, sample_ms: 100 },
-    });
-    expect(started.ok, started.ok ? '' : started.error.message).toBe(true);
-    if (!started.ok) return;
-    const id = started.value.runId;
-    // Opened while the run goes, once its log holds some blocks lines: from the core's in-memory
-    // index of what has arrived, then the events pushed after.
-    const log = join(runsDir, id, 'events.jsonl');
-    await expect.poll(() => (existsSync(log) ? (readFileSync(log, 'utf8').match(/"type":"blocks"/g) ?? []).length : 0), { timeout: 120_000, interval: 100 }).toBeGreaterThan(10);
-    const live = await openPage('index', `#/runs/${encodeURIComponent(id)}/live`);
-    await live.waitForSelector('[data-testid=pools][data-gpu]', { timeout: 120_000 });
-    // Blocks have reached the host pool in the window (offloads pushed while it watched), or the run has stopped.
-    await live.waitForFunction(
-      () => {
-        const d = (globalThis as unknown as G).document;
-        return Number(d.querySelector('[data-testid=pools]')!.dataset.host) > 0 || d.querySelector('.run-header .status')!.textContent !== 'running';
-      },
-      undefined,
-      { timeout: 240_000 },
-    );
-    expect(await live.textContent('.run-header .status')).toBe('running');
-    const cancelled = await core.handlers.cancelRun(id);
-    expect(cancelled.ok, cancelled.ok ? '' : cancelled.error.message).toBe(true);
-    // The window hears the end; the run's index file is then built from its log.
-    await live.waitForSelector('.run-header .status-cancelled', { timeout: 120_000 });
-    await expect.poll(() => existsSync(join(runsDir, id, INDEX_FILE)), { timeout: 60_000, interval: 200 }).toBe(true);
-    const fromIndex = await openPage('index', `#/runs/${encodeURIComponent(id)}/summary`);
-    const b = await readViews(fromIndex, id, null);
-    const fromLog = await openPage('log', `#/runs/${encodeURIComponent(id)}/summary`);
-    const c = await readViews(fromLog, id, b.positions);
-    // The page that watched it live, read at the same points: what its replay shows (its analysis
-    // is that of its opening moment, whether opened from an index or a log).
-    const a = await readViews(live, id, b.positions);
-    for (const p of [live, fromIndex, fromLog]) await p.close();
-    expect(c.summary).toBe(b.summary);
-    expect(c.pools).toEqual(b.pools);
-    expect(c.timeline).toEqual(b.timeline);
-    expect(replayOnly(a)).toEqual(replayOnly(b));
-    expect(errors).toEqual([]);
-  }, 400_000);
+  it.skipIf(!existsSync(FOLLOW_PYTHON) || !existsSync(LIVE_SAMPLE))('a run watched live shows what its index and its log show once it has ended, its log never read', async () => {
+    // A recorded H100 run's lines, written to the host's log as the agent wrote them: the core
+    // follows it as it follows any Local run (its tail, its in-memory index), and the window opens
+    // it a third of the way through its block moves.
+    const lines = gunzipSync(readFileSync(LIVE_SAMPLE)).toString('utf8').split('\n').filter(Boolean);
+    const blocks = lines.map((l, i) => (l.includes('"type":"blocks"') ? i : -1)).filter((i) => i >= 0);
+    const cut = blocks[Math.floor(blocks.length / 3)]!;
+    const id = 'watched-live';
+    const run = await followRun(w.core, id, lines.slice(0, cut));
+    const reads: string[] = [];
+    const handlers = w.core.handlers;
+    const { loadRun, loadRunIndex } = handlers;
+    handlers.loadRun = (runId) => (runId === id && reads.push('log'), loadRun(runId));
+    handlers.loadRunIndex = (runId) => (runId === id && reads.push('index'), loadRunIndex(runId));
+    try {
+      const live = await openPage('index', `#/runs/${encodeURIComponent(id)}/summary`);
+      await live.waitForSelector('.summary-view');
+      // The rest, in ten parts, each pushed to the window before the next is written.
+      const step = Math.ceil((lines.length - cut) / 10);
+      for (let i = cut; i < lines.length; i += step) await run.append(lines.slice(i, i + step));
+      expect(await run.end()).toBe('ok');
+      await live.waitForSelector('.run-header .status-ok');
+      const views = await readViews(live, id, null);
+      // Opened once, from the core's index; every later line analysed from the analyzer it carried.
+      expect(reads).toEqual(['index']);
+      const fromIndex = await openPage('index', `#/runs/${encodeURIComponent(id)}/summary`);
+      const b = await readViews(fromIndex, id, views.positions);
+      const fromLog = await openPage('log', `#/runs/${encodeURIComponent(id)}/summary`);
+      const c = await readViews(fromLog, id, views.positions);
+      for (const p of [live, fromIndex, fromLog]) await p.close();
+      expect(views.summary).toContain('Rounds');
+      expect(views.summary).toBe(b.summary);
+      expect(views.pools).toEqual(b.pools);
+      expect(views.timeline).toEqual(b.timeline);
+      expect(c.summary).toBe(b.summary);
+      expect(c.pools).toEqual(b.pools);
+      expect(c.timeline).toEqual(b.timeline);
+      expect(w.errors).toEqual([]);
+    } finally {
+      handlers.loadRun = loadRun;
+      handlers.loadRunIndex = loadRunIndex;
+    }
+  }, 300_000);
 });

@@ -4,45 +4,36 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } fro
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Browser, Page } from 'playwright-core';
-import { createCore, type Core } from '../../src/main/core/app-core';
-import { startServer, type RunningServer } from '../../src/main/core/serve';
-import { ARTIFACTS, RENDERER_DIR, browserSkipReason, launchBrowser } from '../helpers/browser';
+import type { Browser } from 'playwright-core';
+import { ARTIFACTS, browserSkipReason, launchBrowser, serveWindow, type ServedWindow } from '../helpers/browser';
 
 const skip = browserSkipReason();
 const FIXTURE_LOG = join(process.cwd(), 'test/fixtures/runs/cpu-tiny-3users/events.jsonl');
 
-async function serveWith(dataDir: string): Promise<{ core: Core; server: RunningServer }> {
-  const core = await createCore({ runsDir: join(dataDir, 'runs'), samplesDir: null, shell: 'browser', settingsFile: join(dataDir, 'settings.json') });
-  return { core, server: await startServer({ core, staticDir: RENDERER_DIR }) };
-}
-
 describe.skipIf(skip !== null)(`Settings view and drop zone in real Chromium${skip ? ` (skipped: ${skip})` : ''}`, () => {
   let browser: Browser;
-  const servers: RunningServer[] = [];
+  const windows: ServedWindow[] = [];
   const pageErrors: string[] = [];
 
   beforeAll(async () => {
     browser = await launchBrowser();
   });
   afterAll(async () => {
+    for (const w of windows) await w.close();
     await browser?.close();
-    for (const s of servers) await s.close();
   });
 
-  async function open(url: string): Promise<Page> {
-    const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
-    page.on('pageerror', (e) => pageErrors.push(String(e)));
-    page.on('console', (m) => m.type() === 'error' && pageErrors.push(m.text()));
-    await page.goto(url);
-    return page;
+  /** A core on `dataDir` (its runs folder and settings.json), served to this file's browser. */
+  async function serveWith(dataDir: string): Promise<ServedWindow> {
+    const w = await serveWindow({ runsDir: join(dataDir, 'runs'), samplesDir: null, settingsFile: join(dataDir, 'settings.json') }, { browser, errors: pageErrors });
+    windows.push(w);
+    return w;
   }
+  const open = (w: ServedWindow, hash: string) => w.open(hash, { width: 1280, height: 900, colorScheme: 'light' });
 
   it('shows the seed defaults, refuses a bad value at its field, saves atomically and applies the theme', async () => {
     const data = mkdtempSync(join(tmpdir(), 'kvscope-settings-e2e-'));
-    const { server } = await serveWith(data);
-    servers.push(server);
-    const page = await open(`${server.url}#/settings`);
+    const page = await open(await serveWith(data), '#/settings');
     await page.waitForSelector('h1:has-text("Settings")');
     expect(await page.inputValue('input[name="workload.contextTokens"]')).toBe('16000');
     expect(await page.inputValue('input[name="workload.hostKvBytes"]')).toBe('55');
@@ -89,9 +80,7 @@ describe.skipIf(skip !== null)(`Settings view and drop zone in real Chromium${sk
   it('a broken settings.json is moved aside and reported in the view', async () => {
     const data = mkdtempSync(join(tmpdir(), 'kvscope-settings-e2e-'));
     writeFileSync(join(data, 'settings.json'), '{"theme": ');
-    const { server } = await serveWith(data);
-    servers.push(server);
-    const page = await open(`${server.url}#/settings`);
+    const page = await open(await serveWith(data), '#/settings');
     const alert = await page.waitForSelector('[data-testid="settings-recovered"]');
     expect(await alert.textContent()).toMatch(/settings\.json was invalid: not valid JSON.*moved to .*settings\.json\.broken-/);
     expect(readdirSync(data).some((n) => n.startsWith('settings.json.broken-'))).toBe(true);
@@ -101,9 +90,8 @@ describe.skipIf(skip !== null)(`Settings view and drop zone in real Chromium${sk
 
   it('dropping an events.jsonl on the window imports it and opens the run', async () => {
     const data = mkdtempSync(join(tmpdir(), 'kvscope-drop-e2e-'));
-    const { core, server } = await serveWith(data);
-    servers.push(server);
-    const page = await open(`${server.url}#/runs`);
+    const w = await serveWith(data);
+    const page = await open(w, '#/runs');
     await page.waitForSelector('nav[aria-label="Views"]');
     const text = readFileSync(FIXTURE_LOG, 'utf8');
     await page.evaluate((body) => {
@@ -119,7 +107,7 @@ describe.skipIf(skip !== null)(`Settings view and drop zone in real Chromium${sk
     });
     await page.waitForFunction(() => window.location.hash === '#/runs/imported-events/live', undefined, { timeout: 20_000 });
     expect(await page.locator('[data-testid="drop-overlay"]').count()).toBe(0);
-    const runs = await core.handlers.listRuns();
+    const runs = await w.core.handlers.listRuns();
     expect(runs.ok && runs.value.map((r) => r.id)).toEqual(['imported-events']);
     expect(readFileSync(join(data, 'runs', 'imported-events', 'events.jsonl'), 'utf8')).toBe(text);
 
@@ -130,7 +118,7 @@ describe.skipIf(skip !== null)(`Settings view and drop zone in real Chromium${sk
       window.dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
     });
     await page.waitForFunction(() => /Could not open notes\.txt: .*expected a \.kvscope file/.test(document.querySelector('[data-testid="shell-notice"]')?.textContent ?? ''));
-    const after = await core.handlers.listRuns();
+    const after = await w.core.handlers.listRuns();
     expect(after.ok && after.value).toHaveLength(1);
     await page.close();
     expect(pageErrors).toEqual([]);

@@ -10,23 +10,19 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Browser, Page } from 'playwright-core';
-import { createCore } from '../../src/main/core/app-core';
-import { startServer, type RunningServer } from '../../src/main/core/serve';
+import type { Page } from 'playwright-core';
 import { decodeAll } from '../../src/shared/events-reader';
 import { formatBytes } from '../../src/shared/format';
 import type { XferEvent } from '../../src/shared/protocol';
-import { ARTIFACTS, RENDERER_DIR, browserSkipReason, launchBrowser } from '../helpers/browser';
+import { ARTIFACTS, browserSkipReason, serveWindow, type ServedWindow } from '../helpers/browser';
 
 const FILE = 'h100-llama-3.1-8b-users2-host55e9.jsonl.gz';
 const SAMPLE = join(process.cwd(), 'resources', 'samples', FILE);
 const skip = browserSkipReason() ?? (existsSync(SAMPLE) ? null : `no ${FILE} in resources/samples`);
 
 describe.skipIf(skip !== null)(`the start-up copy check, shown apart${skip ? ` (skipped: ${skip})` : ''}`, () => {
-  let server: RunningServer;
-  let browser: Browser;
+  let w: ServedWindow;
   let page: Page;
-  const consoleErrors: string[] = [];
   const id = `sample:${FILE.replace(/\.jsonl\.gz$/, '')}`;
   const events = skip ? [] : decodeAll(gunzipSync(readFileSync(SAMPLE))).events;
   const setupEnd = events.find((e) => e.type === 'phase' && e.name === 'setup' && e.state === 'end')?.t ?? -Infinity;
@@ -38,22 +34,17 @@ describe.skipIf(skip !== null)(`the start-up copy check, shown apart${skip ? ` (
   beforeAll(async () => {
     const samplesDir = mkdtempSync(join(tmpdir(), 'kvscope-startup-samples-'));
     copyFileSync(SAMPLE, join(samplesDir, FILE));
-    const core = await createCore({ runsDir: mkdtempSync(join(tmpdir(), 'kvscope-startup-runs-')), samplesDir, shell: 'browser' });
-    server = await startServer({ core, staticDir: RENDERER_DIR });
-    browser = await launchBrowser();
-    page = await browser.newPage({ viewport: { width: 1440, height: 900 }, colorScheme: 'dark' });
-    page.on('console', (m) => m.type() === 'error' && consoleErrors.push(m.text()));
-    page.on('pageerror', (e) => consoleErrors.push(String(e)));
+    w = await serveWindow({ runsDir: mkdtempSync(join(tmpdir(), 'kvscope-startup-runs-')), samplesDir });
+    page = await w.open(null, { width: 1440, height: 900 });
   }, 120_000);
 
   afterAll(async () => {
-    await browser?.close();
-    await server?.close();
+    await w?.close();
   });
 
   it('Summary measures only the workload against the link and names the check apart', async () => {
     expect(bytes(startup('h2d'))).toBeGreaterThan(6e9);
-    await page.goto(`${server.url}#/runs/${encodeURIComponent(id)}/summary`);
+    await page.goto(`${w.server.url}#/runs/${encodeURIComponent(id)}/summary`);
     await page.waitForSelector('[data-testid=bandwidth-table] tbody tr');
     for (const dir of ['h2d', 'd2h']) {
       const row = page.locator('[data-testid=bandwidth-table] tbody tr', { has: page.locator(`th:text-is("${dir.toUpperCase()}")`) });
@@ -66,11 +57,11 @@ describe.skipIf(skip !== null)(`the start-up copy check, shown apart${skip ? ` (
     expect(note).toContain(`H2D ${startup('h2d').length} copies (${formatBytes(bytes(startup('h2d')))})`);
     expect(note).toContain(`D2H ${startup('d2h').length} copies (${formatBytes(bytes(startup('d2h')))})`);
     await page.screenshot({ path: join(ARTIFACTS, 'startup-copies-summary.png') });
-    expect(consoleErrors).toEqual([]);
+    expect(w.errors).toEqual([]);
   });
 
   it("Pools' moved figures leave the check out and name it", async () => {
-    await page.goto(`${server.url}#/runs/${encodeURIComponent(id)}/live`);
+    await page.goto(`${w.server.url}#/runs/${encodeURIComponent(id)}/live`);
     const dd = page.locator('[data-stat=startup-copies]');
     await dd.waitFor();
     expect((await dd.textContent())?.trim()).toBe(`H2D ${formatBytes(bytes(startup('h2d')))} · D2H ${formatBytes(bytes(startup('d2h')))}`);
@@ -78,6 +69,6 @@ describe.skipIf(skip !== null)(`the start-up copy check, shown apart${skip ? ` (
     for (const dir of ['h2d', 'd2h']) {
       await page.waitForFunction(([d, want]) => document.querySelector(`[data-stat=${d}]`)?.textContent?.startsWith(`${want} ·`) ?? false, [dir, formatBytes(bytes(kv(dir)))]);
     }
-    expect(consoleErrors).toEqual([]);
+    expect(w.errors).toEqual([]);
   });
 });

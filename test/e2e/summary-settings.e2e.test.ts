@@ -11,13 +11,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Browser, Page } from 'playwright-core';
-import { createCore } from '../../src/main/core/app-core';
-import { startServer, type RunningServer } from '../../src/main/core/serve';
+import type { Page } from 'playwright-core';
 import { decodeAll } from '../../src/shared/events-reader';
 import { formatBytes } from '../../src/shared/format';
 import type { KvEvent, PoolEvent, RunStartEvent } from '../../src/shared/protocol';
-import { ARTIFACTS, RENDERER_DIR, browserSkipReason, launchBrowser } from '../helpers/browser';
+import { ARTIFACTS, browserSkipReason, serveWindow, type ServedWindow } from '../helpers/browser';
 
 const SAMPLES = join(process.cwd(), 'resources', 'samples');
 
@@ -57,26 +55,19 @@ const reason = skip ?? (picked.length === 0 ? 'no bundled H100 sample with run.s
 const count = (n: number) => n.toLocaleString('en-US');
 
 describe.skipIf(reason !== null)(`Summary's run settings in real Chromium${reason ? ` (skipped: ${reason})` : ''}`, () => {
-  let server: RunningServer;
-  let browser: Browser;
+  let w: ServedWindow;
   let page: Page;
-  const consoleErrors: string[] = [];
 
   beforeAll(async () => {
     const samplesDir = mkdtempSync(join(tmpdir(), 'kvscope-settings-samples-'));
     for (const s of picked) copyFileSync(join(SAMPLES, s.file), join(samplesDir, s.file));
     const runsDir = mkdtempSync(join(tmpdir(), 'kvscope-settings-runs-'));
-    const core = await createCore({ runsDir, samplesDir, shell: 'browser' });
-    server = await startServer({ core, staticDir: RENDERER_DIR });
-    browser = await launchBrowser();
-    page = await browser.newPage({ viewport: { width: 1500, height: 1000 }, colorScheme: 'dark' });
-    page.on('console', (m) => m.type() === 'error' && consoleErrors.push(m.text()));
-    page.on('pageerror', (e) => consoleErrors.push(String(e)));
+    w = await serveWindow({ runsDir, samplesDir });
+    page = await w.open(null, { width: 1500, height: 1000 });
   }, 120_000);
 
   afterAll(async () => {
-    await browser?.close();
-    await server?.close();
+    await w?.close();
   });
 
   /** The value cell of one settings row, as the user sees it. */
@@ -84,7 +75,7 @@ describe.skipIf(reason !== null)(`Summary's run settings in real Chromium${reaso
 
   for (const s of picked) {
     it(`${s.file}: the settings table shows the run's workload and pools from its own lines`, async () => {
-      await page.goto(`${server.url}#/runs/${encodeURIComponent(s.id)}/summary`);
+      await page.goto(`${w.server.url}#/runs/${encodeURIComponent(s.id)}/summary`);
       await page.waitForSelector('[data-testid=settings-table] tr[data-setting=users]', { timeout: 60_000 });
       const cfg = s.start.config;
       expect(await cell('users')).toBe(count(cfg.users!));
@@ -99,7 +90,7 @@ describe.skipIf(reason !== null)(`Summary's run settings in real Chromium${reaso
       const table = (await page.locator('[data-testid=settings-table]').textContent()) ?? '';
       for (const bad of ['undefined', 'NaN', 'null']) expect(table).not.toContain(bad);
       await page.locator('.run-settings').screenshot({ path: join(ARTIFACTS, `summary-settings-${s.id.replace(/[^a-z0-9-]/gi, '_')}.png`) });
-      expect(consoleErrors).toEqual([]);
+      expect(w.errors).toEqual([]);
     });
   }
 });

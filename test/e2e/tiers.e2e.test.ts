@@ -13,7 +13,6 @@ import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Page } from 'playwright-core';
-import { createCore } from '../../src/main/core/app-core';
 import { decodeAll } from '../../src/shared/events-reader';
 import { formatNs } from '../../src/shared/format';
 import { BlockLedger } from '../../src/shared/ledger';
@@ -65,8 +64,9 @@ describe.skipIf(skip !== null)(`pool tiers and TTFT breakdowns in real Chromium$
     };
     put('three-tiers', THREE_TIERS, 'CPU tiny, GPU + host + disk pools');
     for (const s of sweep) put(s.id, join(SWEEP, s.dir, 'events.jsonl.gz'), `sweep ${s.dir}`);
-    served = await serveWindow(await createCore({ runsDir, samplesDir: join(process.cwd(), 'resources', 'samples'), shell: 'browser' }));
-    ({ page, consoleErrors } = served);
+    served = await serveWindow({ runsDir, samplesDir: join(process.cwd(), 'resources', 'samples') });
+    page = await served.open(null);
+    consoleErrors = served.errors;
   }, 120_000);
 
   afterAll(() => served?.close());

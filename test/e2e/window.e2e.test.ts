@@ -6,21 +6,19 @@
  * visible range, clicking a request highlights its copies, Compare draws one line per host, and
  * the runs library renames, deletes and imports. Screenshots go to test-artifacts/.
  */
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Browser, Page } from 'playwright-core';
-import { createCore, type Core } from '../../src/main/core/app-core';
-import { startServer, type RunningServer } from '../../src/main/core/serve';
+import type { Page } from 'playwright-core';
 import { BlockLedger } from '../../src/shared/ledger';
 import type { KvEvent } from '../../src/shared/protocol';
 import { compileReplay } from '../../src/shared/replay';
 import { buildTimelineModel, linkRequest } from '../../src/shared/timeline-model';
 import { timelineLayout, xOf } from '../../src/renderer/viz/timeline-render';
 import { compareSeries } from '../../src/renderer/model/compare-model';
-import { ARTIFACTS, RENDERER_DIR, browserSkipReason, launchBrowser } from '../helpers/browser';
-import { realRuns, type RealRun } from '../helpers/real-runs';
+import { ARTIFACTS, browserSkipReason, serveWindow, type ServedWindow } from '../helpers/browser';
+import { addRunFolder, libraryId, realRuns } from '../helpers/real-runs';
 import type { PageGlobal } from '../helpers/page-dom';
 
 /** Page-side: distinct colours (up to 64) and pixels unlike the top-left one, of a canvas. */
@@ -66,47 +64,29 @@ const skip = browserSkipReason();
 const runs = realRuns({ maxBytes: 20e6 });
 const reason = skip ?? (runs.length === 0 ? 'no real run: no resources/samples/*.jsonl.gz and no test/fixtures/runs/*' : null);
 
-/** Where a real run lands in the library: samples keep their id, fixtures are copied as run folders. */
-function libraryId(r: RealRun): string {
-  return r.name.startsWith('sample:') ? r.name : `fixture-${r.name}`;
-}
-
 describe.skipIf(reason !== null)(`the window's views in real Chromium${reason ? ` (skipped: ${reason})` : ''}`, () => {
-  let server: RunningServer;
-  let browser: Browser;
+  let w: ServedWindow;
   let page: Page;
-  let core: Core;
   let runsDir: string;
-  const consoleErrors: string[] = [];
 
   beforeAll(async () => {
     runsDir = mkdtempSync(join(tmpdir(), 'kvscope-window-e2e-'));
     for (const r of runs) {
       if (r.name.startsWith('sample:')) continue;
       // Two copies of each fixture under two host names: a sweep seen from two hosts for Compare.
-      for (const host of ['host-a', 'host-b']) {
-        const id = host === 'host-a' ? libraryId(r) : `${libraryId(r)}-b`;
-        mkdirSync(join(runsDir, id), { recursive: true });
-        cpSync(r.path, join(runsDir, id, r.path.endsWith('.gz') ? 'events.jsonl.gz' : 'events.jsonl'));
-        writeFileSync(join(runsDir, id, 'meta.json'), JSON.stringify({ id, name: `${r.name} on ${host}`, host, status: 'ok', createdAt: '2026-11-27T23:00:00Z' }));
-      }
+      for (const host of ['host-a', 'host-b']) addRunFolder(runsDir, r.path, { id: host === 'host-a' ? libraryId(r.name) : `${libraryId(r.name)}-b`, name: `${r.name} on ${host}`, host });
     }
-    core = await createCore({ runsDir, samplesDir: join(process.cwd(), 'resources', 'samples'), shell: 'browser' });
-    server = await startServer({ core, staticDir: RENDERER_DIR });
-    browser = await launchBrowser();
-    page = await browser.newPage({ viewport: { width: 1400, height: 900 }, colorScheme: 'dark' });
-    page.on('console', (m) => m.type() === 'error' && consoleErrors.push(m.text()));
-    page.on('pageerror', (e) => consoleErrors.push(String(e)));
+    w = await serveWindow({ runsDir, samplesDir: join(process.cwd(), 'resources', 'samples') });
+    page = await w.open(null);
     page.on('dialog', (d) => void d.accept(d.type() === 'prompt' ? d.defaultValue() : undefined));
   }, 120_000);
 
   afterAll(async () => {
-    await browser?.close();
-    await server?.close();
+    await w?.close();
   });
 
   const go = async (hash: string) => {
-    await page.goto(`${server.url}${hash}`);
+    await page.goto(`${w.server.url}${hash}`);
   };
   const loadable = runs.filter((r) => r.events.some((e) => e.type === 'blocks')).slice(0, 2);
   const run0 = () => runs[0]!.events.find((e) => e.type === 'run.start')!;
@@ -114,14 +94,14 @@ describe.skipIf(reason !== null)(`the window's views in real Chromium${reason ? 
   it('lists the bundled samples and the runs folder in the library', async () => {
     await go('#/runs');
     await page.waitForSelector('.runs-table');
-    for (const r of runs) expect(await page.locator(`tr[data-run-id="${libraryId(r)}"]`).count()).toBe(1);
+    for (const r of runs) expect(await page.locator(`tr[data-run-id="${libraryId(r.name)}"]`).count()).toBe(1);
     await page.screenshot({ path: join(ARTIFACTS, 'window-runs.png') });
-    expect(consoleErrors).toEqual([]);
+    expect(w.errors).toEqual([]);
   });
 
   for (const run of loadable) {
     it(`replays ${run.name}: pools painted, counts at t equal the log's blocks lines up to t`, async () => {
-      const id = libraryId(run);
+      const id = libraryId(run.name);
       await go(`#/runs/${encodeURIComponent(id)}/live`);
       await page.waitForSelector('[data-testid=pools][data-gpu]');
       const start = run.events.find((e) => e.type === 'run.start')?.t ?? 0;
@@ -150,11 +130,11 @@ describe.skipIf(reason !== null)(`the window's views in real Chromium${reason ? 
       await page.click('[data-action=play]');
       await page.waitForFunction(([s0]) => Number((globalThis as unknown as PageGlobal).document.querySelector('[data-testid=pools]')?.dataset.t) > s0, [start], { timeout: 10_000 });
       await page.click('[data-action=play]');
-      expect(consoleErrors).toEqual([]);
+      expect(w.errors).toEqual([]);
     });
 
     it(`timeline of ${run.name}: painted, zoom changes the range, a clicked request highlights its copies`, async () => {
-      const id = libraryId(run);
+      const id = libraryId(run.name);
       await go(`#/runs/${encodeURIComponent(id)}/timeline`);
       await page.waitForSelector('[data-testid=timeline][data-t0]');
       const range = async (): Promise<[number, number]> => [await page.evaluate(dataNum, ['[data-testid=timeline]', 't0'] as [string, string]), await page.evaluate(dataNum, ['[data-testid=timeline]', 't1'] as [string, string])];
@@ -215,11 +195,11 @@ describe.skipIf(reason !== null)(`the window's views in real Chromium${reason ? 
       await page.waitForSelector('.notice:has-text("Saved")');
       const pngPath = (await page.textContent('.notice'))!.replace(/^Saved /, '').replace(/ \(.*$/, '');
       expect(readFileSync(pngPath).subarray(1, 4).toString()).toBe('PNG');
-      expect(consoleErrors).toEqual([]);
+      expect(w.errors).toEqual([]);
     });
 
     it(`summary of ${run.name}: one row per round`, async () => {
-      const id = libraryId(run);
+      const id = libraryId(run.name);
       await go(`#/runs/${encodeURIComponent(id)}/summary`);
       await page.waitForSelector('[data-testid=rounds-table]');
       const rounds = new Set(run.events.filter((e) => e.type === 'req').map((e) => (e as { round: number }).round));
@@ -232,7 +212,7 @@ describe.skipIf(reason !== null)(`the window's views in real Chromium${reason ? 
       const written = (await page.textContent('.export [role=status]'))!.replace(/^.*?: /, '').split(', ')[0]!.trim();
       expect(existsSync(written)).toBe(true);
       expect(JSON.parse(readFileSync(written, 'utf8'))).toBeTruthy();
-      expect(consoleErrors).toEqual([]);
+      expect(w.errors).toEqual([]);
     });
   }
 
@@ -256,17 +236,17 @@ describe.skipIf(reason !== null)(`the window's views in real Chromium${reason ? 
     await expect.poll(poolsNow).toEqual(countsAt(cut));
     // The rest arrives as batches, the way the SSH tail pushes them; the first batch repeats lines.
     const rest = run.events.slice(cut - 5);
-    for (let i = 0; i < rest.length; i += 40) core.push({ kind: 'run-events', runId: id, events: rest.slice(i, i + 40) });
+    for (let i = 0; i < rest.length; i += 40) w.core.push({ kind: 'run-events', runId: id, events: rest.slice(i, i + 40) });
     await expect.poll(poolsNow, { timeout: 10_000 }).toEqual(countsAt(run.events.length));
-    core.push({ kind: 'run-status', runId: id, status: 'ok' });
+    w.core.push({ kind: 'run-status', runId: id, status: 'ok' });
     await page.screenshot({ path: join(ARTIFACTS, 'window-live-tail.png') });
-    expect(consoleErrors).toEqual([]);
+    expect(w.errors).toEqual([]);
   });
 
   it('follows prefers-color-scheme: light theme reaches the canvases; Space plays from the keyboard', async () => {
     const run = loadable[0]!;
     await page.emulateMedia({ colorScheme: 'light' });
-    await go(`#/runs/${encodeURIComponent(libraryId(run))}/live`);
+    await go(`#/runs/${encodeURIComponent(libraryId(run.name))}/live`);
     await page.waitForSelector('[data-testid=pools][data-gpu]');
     // LIGHT_THEME.background #f7f8fa at the canvas corner (outside both grids).
     await expect.poll(() => page.evaluate(countColour, ['[data-testid=pools] canvas', 0xf7, 0xf8, 0xfa] as [string, number, number, number])).toBeGreaterThan(1000);
@@ -284,7 +264,7 @@ describe.skipIf(reason !== null)(`the window's views in real Chromium${reason ? 
     await page.keyboard.press(' ');
     await expect.poll(scrubAt, { timeout: 10_000 }).toBeGreaterThan(t0);
     await page.emulateMedia({ colorScheme: 'dark' });
-    expect(consoleErrors).toEqual([]);
+    expect(w.errors).toEqual([]);
   });
 
   it('a run that failed before any block moved shows clear empty and error states, no console errors', async () => {
@@ -310,11 +290,11 @@ describe.skipIf(reason !== null)(`the window's views in real Chromium${reason ? 
     await page.waitForSelector('.summary-view [role=alert]:has-text("CUDA out of memory")');
     await go('#/runs/no-such-run/live');
     await page.waitForSelector('[role=alert]:has-text("no-such-run")');
-    expect(consoleErrors).toEqual([]);
+    expect(w.errors).toEqual([]);
   });
 
   it('compare draws one line per host and configuration, one chart pair per model', async () => {
-    const listed = await core.handlers.listRuns();
+    const listed = await w.core.handlers.listRuns();
     expect(listed.ok).toBe(true);
     const series = listed.ok ? compareSeries(listed.value) : [];
     const want = series.filter((s) => s.kind === 'measured').length;
@@ -349,12 +329,12 @@ describe.skipIf(reason !== null)(`the window's views in real Chromium${reason ? 
     const svg = readFileSync(svgPath, 'utf8');
     expect(svg.startsWith('<svg')).toBe(true);
     expect(svg).toContain('class="series measured"');
-    expect(consoleErrors).toEqual([]);
+    expect(w.errors).toEqual([]);
   });
 
   it('what-if replays a bundled run on another card: a dashed series labelled simulated, a run marked simulated in the library', async () => {
     const source = 'sample:h100-llama-3.1-8b-users4-host55e9';
-    const before = await core.handlers.listRuns();
+    const before = await w.core.handlers.listRuns();
     expect(before.ok && before.value.some((r) => r.id === source)).toBe(true);
     await go(`#/compare?runs=${encodeURIComponent(source)}`);
     await page.waitForSelector('[data-action=whatif-profile] option[value=h200]', { state: 'attached' });
@@ -368,7 +348,7 @@ describe.skipIf(reason !== null)(`the window's views in real Chromium${reason ? 
     expect(await dashed.getAttribute('data-series')).toMatch(/^SIMULATED on NVIDIA H200/);
     expect(await page.locator('.model-group .legend li.simulated').first().textContent()).toContain('SIMULATED');
     await page.screenshot({ path: join(ARTIFACTS, 'window-compare-whatif.png'), fullPage: true });
-    const after = await core.handlers.listRuns();
+    const after = await w.core.handlers.listRuns();
     const made = after.ok ? after.value.filter((r) => r.simulated) : [];
     expect(made).toHaveLength(1);
     expect(made[0]!.simulated).toMatchObject({ profile: 'h200', sourceGpu: 'NVIDIA H100 80GB HBM3' });
@@ -380,9 +360,9 @@ describe.skipIf(reason !== null)(`the window's views in real Chromium${reason ? 
     await page.waitForSelector('.live-view h1');
     expect(await page.textContent('.live-view h1')).toMatch(/^SIMULATED/);
     // A simulated run is not a calibration source.
-    const again = await core.handlers.runWhatIf({ runIds: [made[0]!.id], profile: 'gh200-96' });
+    const again = await w.core.handlers.runWhatIf({ runIds: [made[0]!.id], profile: 'gh200-96' });
     expect(!again.ok && again.error.code).toBe('invalid_argument');
-    expect(consoleErrors).toEqual([]);
+    expect(w.errors).toEqual([]);
   }, 180_000);
 
   it('hosts shows Local; the new-run form names the field in its errors', async () => {
@@ -397,7 +377,7 @@ describe.skipIf(reason !== null)(`the window's views in real Chromium${reason ? 
     await page.fill('#f-users', '4');
     await page.waitForSelector('#f-users-err', { state: 'detached' });
     await page.screenshot({ path: join(ARTIFACTS, 'window-new-run.png') });
-    expect(consoleErrors).toEqual([]);
+    expect(w.errors).toEqual([]);
   });
 
   it.skipIf(!existsSync('/usr/bin/python3'))('starts a real Local CPU run from New run, shows its progress, and opens it in the pools', async () => {
@@ -433,15 +413,15 @@ describe.skipIf(reason !== null)(`the window's views in real Chromium${reason ? 
     await page.waitForSelector('[data-testid=pools][data-gpu]', { timeout: 60_000 });
     const followedLive = (await page.locator('[data-action=follow][aria-pressed=true]').count()) > 0;
     const status = async () => {
-      const l = await core.handlers.listRuns();
+      const l = await w.core.handlers.listRuns();
       return l.ok ? l.value.find((r) => r.id === runId)?.status : null;
     };
     await expect.poll(async () => ['ok', 'error', 'cancelled'].includes(String(await status())), { timeout: 120_000, interval: 1000 }).toBe(true);
-    const ended = await core.handlers.loadRun(runId);
+    const ended = await w.core.handlers.loadRun(runId);
     expect(ended.ok && ended.value.analysis.error, 'the agent run failed').toBeNull();
     expect(await status()).toBe('ok');
     // Whether it was followed live or loaded after the end, the pools end as the stored log says.
-    const loaded = await core.handlers.loadRun(runId);
+    const loaded = await w.core.handlers.loadRun(runId);
     expect(loaded.ok && loaded.value.analysis.blocks.stored).toBeGreaterThan(0);
     const start = loaded.ok ? loaded.value.events[0] : null;
     expect(start?.type === 'run.start' && start.config.offload_policy).toBe('lazy-keep');
@@ -453,7 +433,7 @@ describe.skipIf(reason !== null)(`the window's views in real Chromium${reason ? 
     console.info(`local run ${runId}: ${followedLive ? 'followed live' : 'finished before the view opened'}`);
     const paint = await page.evaluate(paintStats, '[data-testid=pools] canvas');
     expect(paint.colours).toBeGreaterThan(2);
-    expect(consoleErrors).toEqual([]);
+    expect(w.errors).toEqual([]);
   }, 180_000);
 
   it.skipIf(!existsSync('/usr/bin/python3'))('runs a real Local sweep (users 1,2) from New run; Compare draws it as one line with a point per user count', async () => {
@@ -485,13 +465,13 @@ describe.skipIf(reason !== null)(`the window's views in real Chromium${reason ? 
     expect(await page.locator('[data-testid=chart-e2e] g.series.measured').count()).toBe(1);
     expect(await page.locator('[data-testid=chart-e2e] g.series.measured circle').count()).toBe(2);
     await page.screenshot({ path: join(ARTIFACTS, 'window-compare-sweep.png') });
-    expect(consoleErrors).toEqual([]);
+    expect(w.errors).toEqual([]);
   }, 240_000);
 
   it('the library renames, deletes and imports runs', async () => {
     const fixture = runs.find((r) => !r.name.startsWith('sample:'));
     if (!fixture) return;
-    const id = `${libraryId(fixture)}-b`;
+    const id = `${libraryId(fixture.name)}-b`;
     await go('#/runs');
     await page.click(`tr[data-run-id="${id}"] [data-action=row-menu]`);
     await page.click(`tr[data-run-id="${id}"] [data-action=rename]`);
@@ -503,8 +483,8 @@ describe.skipIf(reason !== null)(`the window's views in real Chromium${reason ? 
     await page.waitForSelector(`tr[data-run-id="${id}"]`, { state: 'detached' });
     await page.setInputFiles('[data-testid=import-input]', fixture.path);
     await page.waitForSelector('.notice:has-text("Imported")');
-    const listed = await core.handlers.listRuns();
+    const listed = await w.core.handlers.listRuns();
     expect(listed.ok && listed.value.some((r) => r.id.startsWith('imported-'))).toBe(true);
-    expect(consoleErrors).toEqual([]);
+    expect(w.errors).toEqual([]);
   });
 });

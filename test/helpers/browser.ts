@@ -1,12 +1,12 @@
 /**
  * Real headless Chromium (Debian's /usr/bin/chromium) driven by playwright-core, for end-to-end
- * tests of the renderer through `kvscope serve`. Tests skip, saying why, where Chromium or the
- * built renderer is absent.
+ * tests of the renderer through `kvscope serve` (and the window benchmarks, bench/renderer-*).
+ * Tests skip, saying why, where Chromium or the built renderer is absent.
  */
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
-import type { Core } from '../../src/main/core/app-core';
+import { createCore, type Core, type CoreOptions } from '../../src/main/core/app-core';
 import { startServer, type RunningServer } from '../../src/main/core/serve';
 
 export const CHROMIUM = process.env.KVSCOPE_CHROMIUM ?? '/usr/bin/chromium';
@@ -20,40 +20,67 @@ export function browserSkipReason(): string | null {
   return null;
 }
 
-export async function launchBrowser(): Promise<Browser> {
+/** `extraArgs`: more Chromium flags (a benchmark's). */
+export async function launchBrowser(extraArgs: readonly string[] = []): Promise<Browser> {
   mkdirSync(ARTIFACTS, { recursive: true });
   return chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
     // The flags this machine needs: no sandbox as root, software rendering, and no background
     // connections (this network refuses them).
-    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
+    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', ...extraArgs],
   });
 }
 
-/** The window served from a core (`kvscope serve`) and one page of it in Chromium, collecting console errors. */
+export interface WindowPageOptions {
+  /** Default 1400. */
+  width?: number;
+  /** Default 900. */
+  height?: number;
+  /** The OS theme the page sees; default dark. */
+  colorScheme?: 'dark' | 'light';
+}
+
+/** A core served as `kvscope serve` serves it (the built renderer, the WebSocket bridge), and a browser to open it in. */
 export interface ServedWindow {
+  core: Core;
   server: RunningServer;
   browser: Browser;
-  page: Page;
-  consoleErrors: string[];
+  /** Console errors and uncaught exceptions of every page opened with `open`, in order: a test expects none. */
+  errors: string[];
+  /**
+   * A new page, its errors collected, navigated to the window's address followed by `suffix` (a
+   * `&query` and/or a `#/route`; '' for the runs list), or left blank when `suffix` is null.
+   */
+  open(suffix: string | null, options?: WindowPageOptions): Promise<Page>;
+  /** Closes the browser (unless it was shared) and the server. */
   close(): Promise<void>;
 }
 
-export async function serveWindow(core: Core, viewport = { width: 1400, height: 900 }): Promise<ServedWindow> {
+/**
+ * Serves a new core (`coreOptions`, in the browser shell) and launches Chromium. `shared`: a
+ * browser already running, used and left open (several windows in one test), and an errors list
+ * to collect into.
+ */
+export async function serveWindow(coreOptions: Omit<CoreOptions, 'shell'>, shared: { browser?: Browser; errors?: string[]; chromiumArgs?: readonly string[] } = {}): Promise<ServedWindow> {
+  const core = await createCore({ ...coreOptions, shell: 'browser' });
   const server = await startServer({ core, staticDir: RENDERER_DIR });
-  const browser = await launchBrowser();
-  const page = await browser.newPage({ viewport, colorScheme: 'dark' });
-  const consoleErrors: string[] = [];
-  page.on('console', (m) => m.type() === 'error' && consoleErrors.push(m.text()));
-  page.on('pageerror', (e) => consoleErrors.push(String(e)));
+  const browser = shared.browser ?? (await launchBrowser(shared.chromiumArgs));
+  const errors = shared.errors ?? [];
   return {
+    core,
     server,
     browser,
-    page,
-    consoleErrors,
-    close: async () => {
-      await browser.close();
+    errors,
+    async open(suffix, options = {}) {
+      const page = await browser.newPage({ viewport: { width: options.width ?? 1400, height: options.height ?? 900 }, colorScheme: options.colorScheme ?? 'dark' });
+      page.on('console', (m) => m.type() === 'error' && errors.push(m.text()));
+      page.on('pageerror', (e) => errors.push(String(e)));
+      if (suffix !== null) await page.goto(`${server.url}${suffix}`);
+      return page;
+    },
+    async close() {
+      if (!shared.browser) await browser.close();
       await server.close();
     },
   };

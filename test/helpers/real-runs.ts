@@ -3,7 +3,7 @@
  * committed fixtures (test/fixtures/runs/<name>/events.jsonl[.gz]). Tests iterate over all of them
  * and assert against each log itself, so they hold for whichever runs exist.
  */
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { decodeAll } from '../../src/shared/events-reader';
@@ -43,4 +43,16 @@ export function realRunPaths(opts: { maxBytes?: number } = {}): Array<{ name: st
 
 export function realRuns(opts: { maxBytes?: number } = {}): RealRun[] {
   return realRunPaths(opts).map((r) => ({ ...r, events: read(r.path) }));
+}
+
+/** Where a real run lands in a library: a sample keeps its id (`sample:<name>`); a fixture is copied in as `fixture-<name>`. */
+export function libraryId(name: string): string {
+  return name.startsWith('sample:') ? name : `fixture-${name}`;
+}
+
+/** Copies a real run's log into `<runsDir>/<meta.id>/` beside the meta.json of a run that ended (ok). */
+export function addRunFolder(runsDir: string, logPath: string, meta: { id: string; name: string; host: string }): void {
+  mkdirSync(join(runsDir, meta.id), { recursive: true });
+  cpSync(logPath, join(runsDir, meta.id, logPath.endsWith('.gz') ? 'events.jsonl.gz' : 'events.jsonl'));
+  writeFileSync(join(runsDir, meta.id, 'meta.json'), JSON.stringify({ ...meta, status: 'ok', createdAt: '2026-11-27T23:00:00Z' }));
 }
