@@ -54,6 +54,8 @@ export class RunDataCache {
   private readonly pending = new Map<string, KvEvent[]>();
   private readonly listeners = new Map<string, Set<Listener>>();
   private readonly growing = new Map<string, GrowingRun>();
+  /** How many times each run's listing was asked for again (refreshListing). */
+  private readonly listingAsks = new Map<string, number>();
   /** Runs being opened, with the core's last indexing progress (null: none heard). */
   private readonly opening = new Map<string, number | null>();
   private readonly openingListeners = new Set<(id: string) => void>();
@@ -187,8 +189,16 @@ export class RunDataCache {
     this.notify(d);
   }
 
+  /**
+   * Asks for the run's listing again. Only the answer to the latest ask is taken: answers can come
+   * back out of order (a list read as run.end arrived, while meta.json still said running, landing
+   * after the one read at the run's end would put the run back to running).
+   */
   private refreshListing(d: RunData): void {
+    const ask = (this.listingAsks.get(d.id) ?? 0) + 1;
+    this.listingAsks.set(d.id, ask);
     void this.api.listRuns().then((r) => {
+      if (this.listingAsks.get(d.id) !== ask) return;
       const l = r.ok ? r.value.find((x) => x.id === d.id) : undefined;
       if (!l || this.ready.get(d.id) !== d) return;
       d.loaded.listing = l;

@@ -7,41 +7,13 @@
  */
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import type { KvScopeApi, PushMessage, RunIndexBytes } from '../../src/shared/api';
 import { decodeAll } from '../../src/shared/events-reader';
 import type { KvEvent } from '../../src/shared/protocol';
 import { analyzeEvents } from '../../src/shared/run-analysis';
 import { RunDataCache } from '../../src/renderer/run-data';
-import { encodeRunIndex, RunIndexBuilder } from '../../src/shared/run-index/run-index';
+import { indexOf, standInBridge } from '../helpers/run-cache-bridge';
 
 const events = decodeAll(readFileSync('test/fixtures/runs/cpu-tiny-3users/events.jsonl')).events as KvEvent[];
-
-/** The plain-form index of `lines`: as the core sends a run it follows (with its analyzer), or one it no longer follows. */
-function indexOf(lines: readonly KvEvent[], followed: boolean): Uint8Array {
-  const b = new RunIndexBuilder();
-  for (const e of lines) b.push(e);
-  if (!followed) b.finish();
-  return encodeRunIndex(b.content({ withAnalyzer: followed }), null, { compact: false });
-}
-
-/** A stand-in bridge whose loadRunIndex answers `index()` as it is when asked; pushes go through `push`. */
-function bridge(index: () => Uint8Array) {
-  const frames: Array<() => void> = [];
-  (globalThis as { requestAnimationFrame?: (f: () => void) => number }).requestAnimationFrame = (f) => frames.push(f);
-  let listener: ((m: PushMessage) => void) | null = null;
-  const reads: string[] = [];
-  const api = {
-    onPush: (l: (m: PushMessage) => void) => {
-      listener = l;
-      return () => undefined;
-    },
-    loadRunIndex: async () => (reads.push('index'), { ok: true, value: { listing: { id: 'r', status: 'running' }, index: index() } as unknown as RunIndexBytes }),
-    loadRun: async () => (reads.push('log'), { ok: false, error: { code: 'internal', message: 'the stand-in has no log' } }),
-    // The cache asks for the listing again when run.start or run.end arrives.
-    listRuns: async () => ({ ok: true, value: [] }),
-  } as unknown as KvScopeApi;
-  return { api, reads, push: (m: PushMessage) => listener!(m), flush: () => frames.splice(0).forEach((f) => f()) };
-}
 
 describe("the window's run cache across a requeued job", () => {
   const half = events.slice(0, Math.floor(events.length / 2));
@@ -49,7 +21,7 @@ describe("the window's run cache across a requeued job", () => {
   it('starts the replay over on a restarted status, then follows the new attempt, its analysis seeded from its index', async () => {
     // Opened mid-run: the index of the first attempt's first half, as the core sends a followed run's.
     let index = indexOf(half, true);
-    const b = bridge(() => index);
+    const b = standInBridge(() => index);
     const cache = new RunDataCache(b.api);
     const d = await cache.open('r');
     expect(d.replay.lastSeqSeen).toBe(half.at(-1)!.seq);
@@ -73,7 +45,7 @@ describe("the window's run cache across a requeued job", () => {
 
   it("takes the new attempt's whole analysis when the core no longer follows it (it ended while the window asked)", async () => {
     let index = indexOf(half, true);
-    const b = bridge(() => index);
+    const b = standInBridge(() => index);
     const cache = new RunDataCache(b.api);
     const d = await cache.open('r');
     b.push({ kind: 'run-status', runId: 'r', status: 'running', message: 'requeued', restarted: true });
