@@ -216,6 +216,33 @@ describe.skipIf(reason !== null)(`the window's views in real Chromium${reason ? 
     });
   }
 
+  it("a switch between a run's views draws the view it opens once, not again for the size it already has", async () => {
+    // A run with GPU samples where there is one (a sparkline per counter), in a window low enough
+    // that the stats panel is the taller column: its first words set the height the pools get.
+    const run = runs.find((r) => r.events.some((e) => e.type === 'gpu') && r.events.some((e) => e.type === 'blocks')) ?? loadable[0]!;
+    const id = encodeURIComponent(libraryId(run.name));
+    await page.setViewportSize({ width: 1400, height: 640 });
+    await go(`#/runs/${id}/summary`);
+    await page.waitForSelector('.summary-view');
+    for (const [view, painted] of [
+      ['live', '[data-testid=pools][data-gpu]'],
+      ['timeline', '[data-testid=timeline][data-t0]'],
+      ['live', '[data-testid=pools][data-gpu]'],
+    ] as const) {
+      await page.click(`.run-tabs a[href="#/runs/${id}/${view}"]`);
+      await page.waitForSelector(painted);
+      // Three frames on: a second draw asked for in the frame of the first would have run by then.
+      const draws = await page.evaluate(async (sel) => {
+        const g = globalThis as unknown as PageGlobal & { requestAnimationFrame(cb: () => void): void };
+        for (let k = 0; k < 3; k++) await new Promise<void>((r) => g.requestAnimationFrame(() => r()));
+        return g.document.querySelector(sel)!.dataset.draws;
+      }, painted);
+      expect(draws, view).toBe('1');
+    }
+    await page.setViewportSize({ width: 1400, height: 900 });
+    expect(w.errors).toEqual([]);
+  });
+
   it('follows the tail of a running run: pushed batches (with a resent overlap) move the pools as the log says', async () => {
     const run = loadable[loadable.length - 1]!;
     const cut = Math.floor(run.events.length * 0.4);

@@ -137,9 +137,9 @@ function LiveReplay({ data, failure }: { data: RunData; failure: string | null }
     let buf: PixelBuffer | null = null;
     let cells: number[] = [];
     let size = { w: 0, h: 0 };
+    const wrapSize = () => ({ w: Math.max(200, Math.floor(wrap.clientWidth)), h: Math.max(160, Math.floor(wrap.clientHeight)) });
     const relayout = () => {
-      const w = Math.max(200, Math.floor(wrap.clientWidth));
-      const h = Math.max(160, Math.floor(wrap.clientHeight));
+      const { w, h } = wrapSize();
       fitCanvas(canvas, w, h, 1);
       size = { w, h };
       cells = allGridCells(r);
@@ -148,7 +148,11 @@ function LiveReplay({ data, failure }: { data: RunData; failure: string | null }
       image = ctx.createImageData(w, h);
       buf = { data: new Uint32Array(image.data.buffer), width: w, height: h };
     };
+    // Its first report (on observe) gives the size the first draw laid out for: drawing again for
+    // it doubled what a switch to this view cost.
     const ro = new ResizeObserver(() => {
+      const now = wrapSize();
+      if (layout && now.w === size.w && now.h === size.h) return;
       relayout();
       reg.invalidate();
     });
@@ -158,9 +162,9 @@ function LiveReplay({ data, failure }: { data: RunData; failure: string | null }
     };
     let counters = data.timeline().counters;
     let seenVersion = data.version;
+    let draws = 0;
     const draw = (wall: number): boolean => {
       const s = st.current;
-      if (!layout || wrap.clientWidth !== size.w || allGridCells(r).some((n, g) => n !== cells[g])) relayout();
       const dt = s.lastWall ? wall - s.lastWall : 0;
       s.lastWall = wall;
       const end = Math.max(r.endT, start);
@@ -180,15 +184,9 @@ function LiveReplay({ data, failure }: { data: RunData; failure: string | null }
       // "1,080 / 1,084", and a finished run "276 in flight" forever).
       const moving = s.playing || s.follow;
       const anim = moving ? Math.min(ANIM_MS * 1e6 * (s.follow ? 1 : s.speed), Math.max(1, (end - start) / 50)) : 0;
-      const stats = renderPoolsInto(buf!, layout!, bg, r, cursor, s.now, anim, pal);
-      drawnRef.current = { layout, cursor };
-      ctx.putImageData(image!, 0, 0);
-      wrap.dataset.t = String(s.now);
-      wrap.dataset.gpu = String(cursor.counts[POOL_GPU]);
-      wrap.dataset.host = String(cursor.counts[POOL_HOST]);
-      // Every pool's blocks, "gpu:12 host:40 disk:87" (the two above kept for what reads them).
-      wrap.dataset.pools = r.gridPools.map((p, g) => `${p}:${cursor.counts[g] ?? 0}`).join(' ');
-      wrap.dataset.applied = String(cursor.applied);
+      // The words first, then the grids: the words can change the height the grids get (the stats
+      // panel sets the row's height), and grids laid out before them were drawn again at once for
+      // their new size, doubling what opening this view cost.
       r.gridPools.forEach((p, g) => set(`pool-${p}`, poolCountText(p, cursor.counts[g] ?? 0, r.pools[p]?.capacity_blocks ?? 0)));
       set('time', formatNsClock(s.now - start, end - start));
       // The rate over the same run time the flights in the air stand for (paused: the last 250 ms),
@@ -203,7 +201,6 @@ function LiveReplay({ data, failure }: { data: RunData; failure: string | null }
       const p = r.progressAt(s.now);
       set('round', p.round === null ? '–' : p.round === 0 ? '0 (context prefill)' : String(p.round));
       set('requests', p.running.length ? p.running.slice(0, 6).map((q) => `user ${q.user} R${q.round} ${q.phase}`).join(', ') + (p.running.length > 6 ? ` +${p.running.length - 6}` : '') : 'none');
-      set('inflight', formatCount(stats.inFlight)); // "2,034", as every other count (was "2034")
       const scrub = scrubRef.current;
       if (scrub && document.activeElement !== scrub) {
         scrub.max = String(end - start);
@@ -222,6 +219,20 @@ function LiveReplay({ data, failure }: { data: RunData; failure: string | null }
         // Memory against the card's total; rates and % alone (their track max is only the largest sample).
         set(`spark-${c.key}`, v === null ? '–' : `${formatCounterValue(c.unit, v)}${c.unit === 'bytes' ? ` of ${formatCounterValue(c.unit, c.max)}` : ''}`);
       }
+      if (!layout || wrap.clientWidth !== size.w || allGridCells(r).some((n, g) => n !== cells[g])) relayout();
+      const stats = renderPoolsInto(buf!, layout!, bg, r, cursor, s.now, anim, pal);
+      drawnRef.current = { layout, cursor };
+      ctx.putImageData(image!, 0, 0);
+      wrap.dataset.t = String(s.now);
+      wrap.dataset.gpu = String(cursor.counts[POOL_GPU]);
+      wrap.dataset.host = String(cursor.counts[POOL_HOST]);
+      // Every pool's blocks, "gpu:12 host:40 disk:87" (the two above kept for what reads them).
+      wrap.dataset.pools = r.gridPools.map((p, g) => `${p}:${cursor.counts[g] ?? 0}`).join(' ');
+      wrap.dataset.applied = String(cursor.applied);
+      // How many times the pools were drawn since the view opened (tests: a switch draws once).
+      wrap.dataset.draws = String(++draws);
+      // One line however many (the panel keeps a line for it before the first count: .live-stats dd).
+      set('inflight', formatCount(stats.inFlight)); // "2,034", as every other count (was "2034")
       // Frames only while time moves (playing or following); a paused replay is one still frame,
       // moves caught in flight included, and costs nothing until the next change.
       return s.playing || s.follow;
