@@ -44,8 +44,8 @@ export interface LedgerStats {
 
 /** Most violations kept in full; the rest are only counted (`violationCounts`). */
 const KEEP_VIOLATIONS = 1000;
-/** Rule ttft_parts_sum: the parts add up to the TTFT within this (docs/protocol.md). */
-export const TTFT_PARTS_TOLERANCE_NS = 1000;
+/** Rule ttft_parts_sum: the parts add up to the TTFT within this (protocol.json). */
+export const TTFT_PARTS_TOLERANCE_NS: number = protocolDoc.ttft_parts_tolerance_ns;
 const NOT_IN_SOURCE = { offload: 'offload_not_on_gpu', onboard: 'onboard_not_on_host', move: 'move_not_in_source' } as const;
 const VERB = { offload: 'offloaded', onboard: 'onboarded', move: 'moved' } as const;
 /** The run.end summary counts rule summary_mismatch compares, and what they count (null: evictions). */

@@ -21,7 +21,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Union
 
-from .protocol import RULES, V1_MOVES, BadLine, block_move, read_log
+from .protocol import RULES, TTFT_PARTS_TOLERANCE_NS, V1_MOVES, BadLine, block_move, read_log
 
 OPS = ("store", "move", "evict", "hit", "offload", "onboard")
 
@@ -455,8 +455,6 @@ _SUMMARY_VERB = {
 }
 _NOT_IN_SOURCE = {"offload": "offload_not_on_gpu", "onboard": "onboard_not_on_host", "move": "move_not_in_source"}
 _VERB = {"offload": "offloaded", "onboard": "onboarded", "move": "moved"}
-# Rule ttft_parts_sum: the parts add up to the TTFT within this (docs/protocol.md).
-TTFT_PARTS_TOLERANCE_NS = 1000
 
 
 @dataclass

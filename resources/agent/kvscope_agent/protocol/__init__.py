@@ -31,6 +31,8 @@ EVENT_SCHEMAS = _load("events.schema.json")
 PROTOCOL_VERSION: int = SPEC["version"]
 MAX_LINE_BYTES: int = SPEC["max_line_bytes"]
 MAX_JSON_DEPTH: int = SPEC["max_json_depth"]
+# Rule ttft_parts_sum: the parts add up to the TTFT within this.
+TTFT_PARTS_TOLERANCE_NS: int = SPEC["ttft_parts_tolerance_ns"]
 RULES: dict[str, str] = SPEC["rules"]
 BAD_LINE_REASONS: dict[str, str] = SPEC["bad_lines"]
 EVENT_TYPES: tuple[str, ...] = tuple(EVENT_SCHEMAS["events"])
