@@ -82,6 +82,10 @@ describe('compare series', () => {
     expect(whatIfSources([run({ simulated: sim })]).why).toMatch(/simulated/);
     expect(whatIfSources([run({}), run({ model: 'llama-3.1-8b' })]).why).toMatch(/2 models/);
     expect(whatIfSources([run({}), run({ gpu: 'NVIDIA H200' })]).why).toMatch(/2 cards/);
+    // The simulator refuses a run with a disk tier (whatif/replay.py); the panel says so before it is asked.
+    expect(whatIfSources([run({ disk_kv_bytes: 64e9 })]).why).toMatch(/^the chosen runs have a disk tier/);
+    expect(whatIfSources([run({}), run({ disk_kv_bytes: 64e9 })]).why).toMatch(/^1 of the chosen runs has a disk tier/);
+    expect(whatIfSources([run({ disk_kv_bytes: 0 })]).why).toBeNull();
     const a = run({ users: 4 });
     const ok = whatIfSources([a, run({ users: 8, status: 'running' }), run({ simulated: sim })]);
     expect(ok).toEqual({ runIds: [a.id], model: 'llama-3.1-70b', why: null });

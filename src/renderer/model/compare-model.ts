@@ -115,6 +115,10 @@ export function whatIfSources(runs: readonly RunListing[]): { runIds: string[]; 
   const measured = runs.filter((r) => !r.simulated && r.users !== null && r.status === 'ok');
   if (runs.length === 0) return { runIds: [], model: null, why: 'choose a run or a sweep in the library first (its Compare link)' };
   if (measured.length === 0) return { runIds: [], model: null, why: 'the chosen runs are simulated or unfinished: a what-if replays finished measured runs' };
+  const withDisk = measured.filter((r) => (r.disk_kv_bytes ?? 0) > 0);
+  if (withDisk.length > 0) {
+    return { runIds: [], model: null, why: `${withDisk.length === measured.length ? 'the chosen runs have' : `${withDisk.length} of the chosen runs ${withDisk.length === 1 ? 'has' : 'have'}`} a disk tier, which the what-if simulator does not model: choose runs without one` };
+  }
   const models = [...new Set(measured.map((r) => r.model))];
   if (models.length > 1) return { runIds: [], model: null, why: `the chosen runs are of ${models.length} models (${models.join(', ')}): choose one model's runs` };
   const gpus = [...new Set(measured.map((r) => r.gpu))];
