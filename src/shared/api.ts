@@ -44,6 +44,8 @@ export interface RunListing {
   bundled: boolean;
   /** Workload settings that make a different configuration in Compare (run.start config; null when absent). */
   context_tokens?: number | null;
+  /** The GPU KV pool's size when the run capped it (run.start config `gpu_kv_bytes`); null: sized from free GPU memory. */
+  gpu_kv_bytes?: number | null;
   /** 0: no host pool (the recompute baseline). */
   host_kv_bytes?: number | null;
   /** A disk tier's bytes behind the host pool (run.start config `disk_kv_bytes`; null or 0: none). */

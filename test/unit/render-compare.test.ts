@@ -35,8 +35,8 @@ describe('compare series', () => {
       run({ users: 8, e2e_ns: null, ttft_ns_mean: null }),
     ]);
     expect(s.map((x) => x.label)).toEqual([
-      'gh200 · NVIDIA H100 80GB HBM3 · llama-3.1-70b · torch · 16,000 ctx',
-      'h100 · NVIDIA H100 80GB HBM3 · llama-3.1-70b · torch · 16,000 ctx',
+      'gh200 · NVIDIA H100 80GB HBM3 · llama-3.1-70b · torch · 16,000 ctx · host pool 55.0 GB',
+      'h100 · NVIDIA H100 80GB HBM3 · llama-3.1-70b · torch · 16,000 ctx · host pool 55.0 GB',
       'h100 · NVIDIA H100 80GB HBM3 · llama-3.1-70b · torch · 16,000 ctx · no host pool (recompute)',
     ]);
     const h100 = s[1]!;
@@ -45,6 +45,23 @@ describe('compare series', () => {
       [4, 4e9],
     ]);
     expect(h100.points[1]!.runId).toBeNull(); // two runs at 4 users: no single run to link
+  });
+
+  it('never averages runs of different pool sizes into one point: a capped GPU pool and the host pool size are part of the line', () => {
+    // The disk-tier A/B's four runs: recompute with a 2-user GPU pool, and all users on the GPU (no cap), both without a host pool.
+    const s = compareSeries([
+      run({ users: 4, host_kv_bytes: 0, gpu_kv_bytes: 4546625536, e2e_ns: 34e9 }),
+      run({ users: 4, host_kv_bytes: 0, gpu_kv_bytes: null, e2e_ns: 6.4e9 }),
+      run({ users: 4, host_kv_bytes: 3409969152, gpu_kv_bytes: 4546625536, e2e_ns: 34.9e9 }),
+      run({ users: 4, host_kv_bytes: 55e9, gpu_kv_bytes: 4546625536, e2e_ns: 36e9 }),
+    ]);
+    const line = 'h100 · NVIDIA H100 80GB HBM3 · llama-3.1-70b · torch · 16,000 ctx';
+    expect(s.map((x) => [x.label, x.points[0]!.e2e_ns])).toEqual([
+      [`${line} · GPU pool 4.55 GB · host pool 3.41 GB`, 34.9e9],
+      [`${line} · GPU pool 4.55 GB · host pool 55.0 GB`, 36e9],
+      [`${line} · GPU pool 4.55 GB · no host pool (recompute)`, 34e9],
+      [`${line} · no host pool (recompute)`, 6.4e9],
+    ]);
   });
 
   it('carries both TTFTs: queued and service means, averaged over repeats', () => {
@@ -56,7 +73,7 @@ describe('compare series', () => {
   it('keeps simulated runs in their own series, after the measured ones, labelled with both cards', () => {
     const s = compareSeries([run({ users: 4, host: 'simulated', gpu: 'NVIDIA GH200 (simulated)', simulated: sim }), run({ users: 4 })]);
     expect(s.map((x) => x.kind)).toEqual(['measured', 'simulated']);
-    expect(s[1]!.label).toBe('SIMULATED on NVIDIA GH200 (96 GB) · llama-3.1-70b · from NVIDIA H100 80GB HBM3 · 16,000 ctx');
+    expect(s[1]!.label).toBe('SIMULATED on NVIDIA GH200 (96 GB) · llama-3.1-70b · from NVIDIA H100 80GB HBM3 · 16,000 ctx · host pool 55.0 GB');
   });
 
   it('never puts two models on one chart, and each chart spans its own data', () => {

@@ -57,6 +57,14 @@ describe('verdicts', () => {
     expect(v[0]!.scope).toBe('h100-box · NVIDIA H100 80GB HBM3 · llama-3.1-8b · torch · 16,000 ctx');
   });
 
+  it('pairs only runs with the same GPU pool: an uncapped GPU-only run is no recompute baseline for a capped host-pool run', () => {
+    const cap = { gpu_kv_bytes: 4546625536 };
+    const v = verdicts([run(4, 42, { host: 0 }), run(4, 1773, { host: 0 }, {}, cap), run(4, 1832, { host: 3409969152 }, HOST, cap)]);
+    expect(v).toHaveLength(1);
+    expect(v[0]!.points.map((p) => [p.baseline.ttft_ns / 1e6, p.treatment.ttft_ns / 1e6])).toEqual([[1773, 1832]]);
+    expect(v[0]!.scope).toBe('h100-box · NVIDIA H100 80GB HBM3 · llama-3.1-8b · torch · 16,000 ctx · GPU pool 4.55 GB');
+  });
+
   it('says what it costs below, where the treatment is slower beyond the tolerance', () => {
     const v = verdicts([run(2, 100, { host: 0 }), run(2, 120, {}, HOST), run(4, 900, { host: 0 }), run(4, 300, {}, HOST)]);
     expect(v[0]!.text).toBe('For this workload on this card, the host pool cuts mean TTFT by 3.0× at users ≥ 4 and costs up to 20% below (users 2).');

@@ -252,6 +252,7 @@ function baseListing(id: string, meta: RunMeta, bundled: boolean, a: LogFacts | 
     error: status === 'error' && error ? `${error.code}: ${error.message}` : null,
     bundled,
     context_tokens: typeof cfg?.context_tokens === 'number' ? cfg.context_tokens : null,
+    gpu_kv_bytes: typeof cfg?.gpu_kv_bytes === 'number' ? cfg.gpu_kv_bytes : null,
     host_kv_bytes: typeof cfg?.host_kv_bytes === 'number' ? cfg.host_kv_bytes : null,
     disk_kv_bytes: typeof cfg?.disk_kv_bytes === 'number' ? cfg.disk_kv_bytes : null,
     tier_moves: a?.moves ? { ...a.moves } : null,

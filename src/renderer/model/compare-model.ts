@@ -35,8 +35,9 @@ export interface ModelGroup {
 }
 
 /**
- * One line per host and configuration: host, GPU, model, engine, context length, and whether a
- * host pool was there (the recompute baseline is its own line, as in the seed's with/without runs).
+ * One line per host and configuration: host, GPU, model, engine, context length, the pools (a
+ * capped GPU pool's size, the host pool's size or "no host pool (recompute)", as in the seed's
+ * with/without runs, and a disk tier's size): runs that differ in any of these never share a point.
  * A simulated run's line names the card it was simulated on and the card it was calibrated on.
  */
 export function seriesKey(r: RunListing): string {
@@ -46,7 +47,9 @@ export function seriesKey(r: RunListing): string {
     : [r.host, r.gpu, r.model, r.engine];
   const out = parts.filter((x): x is string => !!x);
   if (typeof r.context_tokens === 'number') out.push(`${formatCount(r.context_tokens)} ctx`);
+  if (typeof r.gpu_kv_bytes === 'number' && r.gpu_kv_bytes > 0) out.push(`GPU pool ${formatBytes(r.gpu_kv_bytes)}`);
   if (r.host_kv_bytes === 0) out.push('no host pool (recompute)');
+  else if (typeof r.host_kv_bytes === 'number') out.push(`host pool ${formatBytes(r.host_kv_bytes)}`);
   if (typeof r.disk_kv_bytes === 'number' && r.disk_kv_bytes > 0) out.push(`+ disk tier ${formatBytes(r.disk_kv_bytes)}`);
   return out.join(' · ');
 }
