@@ -139,6 +139,10 @@ describe.skipIf(skip !== null)(`pool tiers and TTFT breakdowns in real Chromium$
     expect(await cell('other', 0)).toBe(formatNs(p.other_ns));
     // Promoted from disk in the same request: the reload's time is the tail after the last read, no rate.
     expect(await cell('host_reload', 3)).toBe('–');
+    // ...and the panel says so in words, with the blocks of both rows.
+    expect(await page.textContent('.request-details [data-testid=ttft-pipelined-note]')).toContain(
+      `The ${p.host_reload!.blocks.toLocaleString('en-US')} blocks reloaded from host include the ${p.disk_promote!.blocks.toLocaleString('en-US')} promoted from disk`,
+    );
     expect(await page.textContent('.request-details .ttft-parts thead th')).toBe(`TTFT ${formatNs(target.t - tiers.find((e) => e.type === 'req' && e.user === target.user && e.round === target.round && e.phase === 'queued')!.t)}`);
     await page.screenshot({ path: join(ARTIFACTS, 'tiers-timeline-three-tiers.png'), fullPage: true });
     expect(consoleErrors).toEqual([]);

@@ -127,6 +127,12 @@ export function RequestBreakdown({ b, theme }: { b: TtftBreakdown; theme: VizThe
           ))}
         </tbody>
       </table>
+      {b.source === 'recorded' && (b.disk_promote.blocks ?? 0) > 0 && (
+        <p className="muted" data-testid="ttft-pipelined-note">
+          The {formatCount(b.host_reload.blocks ?? 0)} blocks reloaded from host include the {formatCount(b.disk_promote.blocks ?? 0)} promoted from disk (disk → host → GPU, pipelined):
+          the reload&apos;s time is its tail after the last disk read, not a copy time, so it has no rate; its tokens are those the host pool held.
+        </p>
+      )}
     </div>
   );
 }
