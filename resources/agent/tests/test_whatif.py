@@ -23,6 +23,16 @@ from kvscope_agent.whatif.replay import plan_gpu_pool, shape_of
 AGENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLES = os.path.join(os.path.dirname(AGENT), "samples")
 SAMPLE_FILES = sorted(os.path.join(SAMPLES, n) for n in os.listdir(SAMPLES) if n.endswith(".jsonl.gz"))
+
+
+def _disk_tier(path: str) -> bool:
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        return bool(json.loads(f.readline()).get("config", {}).get("disk_kv_bytes"))
+
+
+# The simulator models the GPU and host pools; a run with a disk tier is refused (whatif/replay.py).
+TWO_TIER_SAMPLES = [p for p in SAMPLE_FILES if not _disk_tier(p)]
+DISK_TIER_SAMPLES = [p for p in SAMPLE_FILES if _disk_tier(p)]
 S8_4 = os.path.join(SAMPLES, "h100-llama-3.1-8b-users4-host55e9.jsonl.gz")
 S70_4 = os.path.join(SAMPLES, "h100-llama-3.1-70b-fp8-users4-host55e9.jsonl.gz")
 S70_8 = os.path.join(SAMPLES, "h100-llama-3.1-70b-fp8-users8-host55e9.jsonl.gz")
@@ -34,7 +44,14 @@ def _events(path: str) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-@pytest.mark.parametrize("path", SAMPLE_FILES, ids=os.path.basename)
+@pytest.mark.parametrize("path", DISK_TIER_SAMPLES, ids=os.path.basename)
+def test_a_bundled_run_with_a_disk_tier_is_refused_with_the_reason(path: str) -> None:
+    run = read_run(path)
+    with pytest.raises(RecordedRunError, match="disk tier"):
+        calibrate([run], resolve_profile("h100-sxm"))
+
+
+@pytest.mark.parametrize("path", TWO_TIER_SAMPLES, ids=os.path.basename)
 def test_self_simulation_reproduces_each_bundled_run_within_3_percent(path: str) -> None:
     run = read_run(path)
     card = profile_for_gpu(run.gpu.get("name"))
