@@ -12,8 +12,12 @@ export PYTHONPATH="$PWD/resources/agent${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFF
 PY=${PYTHON:-python3}
 if [ "${ENGINE_TESTS:-1}" != 0 ]; then
   echo "== kernel and engine tests on CUDA"
-  (cd resources/agent && timeout 150 $PY tests/test_paged_attention.py && timeout 60 $PY tests/test_fused_ops.py && timeout 90 $PY tests/test_engine.py) > "$OUT/tests.log" 2>&1
-  echo "tests rc=$?"; grep -Ev '^(PASS|SKIP)' "$OUT/tests.log" | tail -n 25
+  # each file runs whatever the one before it did, and says its own exit status
+  for t in "150 test_paged_attention.py" "60 test_fused_ops.py" "90 test_engine.py"; do
+    read -r limit file <<<"$t"
+    (cd resources/agent && timeout "$limit" $PY "tests/$file"); echo "$file rc=$?"
+  done > "$OUT/tests.log" 2>&1
+  grep -Ev '^(PASS|SKIP)' "$OUT/tests.log" | tail -n 25
 fi
 echo "== roofline"
 timeout 540 $PY bench/engine-roofline.py --out "$OUT" "$@"

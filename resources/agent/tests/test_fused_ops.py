@@ -174,13 +174,13 @@ if __name__ == "__main__":
                 try:
                     fn(dev) if dev else fn()
                     print(f"PASS {name}[{dev}]")
-                except RuntimeError as e:
-                    if str(e).startswith("skip:"):
+                except BaseException as e:  # noqa: BLE001  (pytest.skip raises a BaseException)
+                    if (pytest is not None and isinstance(e, pytest.skip.Exception)) or (
+                            isinstance(e, RuntimeError) and str(e).startswith("skip:")):
                         print(f"SKIP {name}[{dev}]: {e}")
                         continue
-                    failed += 1
-                    print(f"FAIL {name}[{dev}]: {e}")
-                except Exception as e:  # noqa: BLE001
+                    if not isinstance(e, Exception):
+                        raise
                     failed += 1
                     print(f"FAIL {name}[{dev}]: {type(e).__name__}: {e}")
     print(f"torch {torch.__version__}: {failed} failed")
