@@ -6,7 +6,9 @@
 # the GH200's 22.4 GB pool: an H200 (141 GB). One command, from the repo root:
 #   OUT=/some/dir bash bench/gpu/whatif-capacity.sh
 # Env: USERS (default 4,8), ROUNDS (default 3), BUDGET_S (default 560: the sweeps stop there),
-# PYTHON, DRY_RUN=1 (the same on the CPU with the tiny preset: checks the script, not the model).
+# PYTHON, DRY_RUN=1 (the same on the CPU with the tiny preset: checks the script, not the model),
+# CAPACITY_MODEL=8b (the same check with the 8B preset and pools of 2 and 7 users' conversations,
+# for a card without 100 GB: the mechanism, not the 70B answer; ~3 min on an H100).
 #
 # The short version, and why: the full check is users 2, 3, 4, 7, 8, 16 over 10 rounds; all of
 # them on both pools is ~40 min on an H200 (the H100 took 60.8 / 95.1 / 125.0 / 252.3 s for 2 / 3 /
@@ -38,6 +40,24 @@ print(2 * per * bb, 7 * per * bb)
 P
 )
   MODEL=(--model tiny)
+elif [ "${CAPACITY_MODEL:-70b}" = 8b ]; then
+  # The same check scaled to a card without 100 GB (CAPACITY_MODEL=8b): the 8B preset, bf16 K/V,
+  # GPU pools of 2 and 7 users' conversations (the H100's and the GH200's user counts in the
+  # seed), on this card; the prediction uses this card's profile (PROFILE, default from its name).
+  read -r CAP_H100 CAP_GH200 < <("$PY" - "$ROUNDS" <<'P'
+import sys
+from kvscope_agent.presets import PRESETS
+c, bt, rounds = PRESETS["llama-3.1-8b"], 32, int(sys.argv[1])
+per = -(-(16000 + rounds * (64 + 64) + 64 - 1) // bt)
+bb = bt * c.kv_bytes_per_token(2)
+print(2 * per * bb, 7 * per * bb)
+P
+)
+  MODEL=(--model llama-3.1-8b)
+  case "$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)" in
+    *H200*) PROFILE=${PROFILE:-h200} ;;
+    *H100*HBM3*) PROFILE=${PROFILE:-h100-sxm} ;;
+  esac
 else
   TOTAL=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1)
   if [ "${TOTAL:-0}" -lt 100000 ]; then
