@@ -273,12 +273,14 @@ describe('timeline model and renderTimelineInto', () => {
 
     it(`lane byte totals and request rows agree with the log (${run.name})`, () => {
       const { tm } = model(run.events);
-      // The lanes show CUPTI's traced copies when the run has any, else the engine's reports; the
-      // start-up copy check (copies that start before the setup phase ends) is kept apart.
-      const source = run.events.some((e) => e.type === 'xfer' && e.source === 'cupti') ? 'cupti' : 'engine';
+      // The lanes show CUPTI's traced copies when the run has any, else the engine's reports; disk
+      // I/O (f2h, h2f) is always the engine's, which CUPTI cannot see. The start-up copy check
+      // (copies that start before the setup phase ends) is kept apart.
+      const traced = run.events.some((e) => e.type === 'xfer' && e.source === 'cupti');
+      const sourceOf = (dir: string) => (traced && dir !== 'f2h' && dir !== 'h2f' ? 'cupti' : 'engine');
       const setupEnd = run.events.find((e) => e.type === 'phase' && e.name === 'setup' && e.state === 'end')?.t ?? -Infinity;
       const copies = (dir: string, startup: boolean) =>
-        run.events.filter((e): e is XferEvent => e.type === 'xfer' && e.dir === dir && e.source === source && e.start < setupEnd === startup);
+        run.events.filter((e): e is XferEvent => e.type === 'xfer' && e.dir === dir && e.source === sourceOf(dir) && e.start < setupEnd === startup);
       for (const l of tm.lanes) {
         expect(l.totalBytes).toBe(copies(l.dir, false).reduce((a, x) => a + x.bytes, 0));
         expect(l.length).toBe(copies(l.dir, false).length);
