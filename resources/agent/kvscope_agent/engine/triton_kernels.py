@@ -216,3 +216,137 @@ def silu_mul(gu_ptr, out_ptr, stride_gu, stride_out, n, BLOCK: tl.constexpr):
     g = tl.load(gu_ptr + r * stride_gu + c, mask=m, other=0.0).to(tl.float32)
     u = tl.load(gu_ptr + r * stride_gu + n + c, mask=m, other=0.0).to(tl.float32)
     tl.store(out_ptr + r * stride_out + c, (g / (1.0 + tl.exp(-g)) * u).to(out_ptr.dtype.element_ty), mask=m)
+
+
+# ---- decode-size FP8 weight-only products (fp8_gemv.py) ------------------------------------------
+
+
+@triton.jit
+def fp8_gemv(x_ptr, w_ptr, scale_ptr, out_ptr, part_ptr, M, N, K, stride_xm, stride_wn, stride_om, k_per_split,
+             ROWS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+             PER_CHANNEL: tl.constexpr, SPLIT: tl.constexpr, DOT: tl.constexpr, EVEN_K: tl.constexpr,
+             IEEE: tl.constexpr):
+    """out[m, n] = scale[n] × Σ_k x[m, k] · w[n, k] for a tile of BLOCK_N output columns and one
+    split of K: x in its own dtype (no activation quantisation), w e4m3 bytes (N, K) row-major,
+    converted in registers, fp32 accumulation. DOT: the tile as one tensor-core product
+    w (BLOCK_N × BLOCK_K, in x's dtype) × xᵀ (BLOCK_K × BLOCK_M, rows past M zero); otherwise
+    ROWS (= M) multiply-add reductions over K. SPLIT: the scaled fp32 partial sum goes to
+    part[pid_k, m, n] for fp8_gemv_reduce."""
+    pid_n = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_ok = n < N
+    n_ld = tl.minimum(n, N - 1)  # rows past N read the last row (never stored): no load mask on N
+    kk = tl.arange(0, BLOCK_K)
+    m = tl.arange(0, BLOCK_M)
+    m_ok = m < M
+    k_lo = pid_k * k_per_split
+    k_hi = tl.minimum(k_lo + k_per_split, K)
+    w_ptrs = w_ptr + n_ld.to(tl.int64)[:, None] * stride_wn + kk[None, :]
+    acc = tl.zeros([BLOCK_N, BLOCK_M], tl.float32)
+    for k0 in range(k_lo, k_hi, BLOCK_K):
+        k = k0 + kk
+        k_ok = k < k_hi
+        if EVEN_K:
+            w = tl.load(w_ptrs + k0)
+        else:
+            w = tl.load(w_ptrs + k0, mask=k_ok[None, :], other=0)
+        w = w.to(tl.float8e4nv, bitcast=True)
+        if DOT:
+            x = tl.load(x_ptr + m[:, None] * stride_xm + k[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0)
+            if IEEE:
+                acc += tl.dot(w.to(x.dtype), tl.trans(x), input_precision="ieee")
+            else:
+                acc += tl.dot(w.to(x.dtype), tl.trans(x))
+        else:
+            wf = w.to(tl.float32)
+            for i in tl.static_range(ROWS):
+                if EVEN_K:
+                    xi = tl.load(x_ptr + i * stride_xm + k)
+                else:
+                    xi = tl.load(x_ptr + i * stride_xm + k, mask=k_ok, other=0.0)
+                part = tl.sum(wf * xi.to(tl.float32)[None, :], 1)
+                acc += tl.where((m == i)[None, :], part[:, None], 0.0)
+    if PER_CHANNEL:
+        acc = acc * tl.load(scale_ptr + n_ld)[:, None]
+    else:
+        acc = acc * tl.load(scale_ptr)
+    ok = n_ok[:, None] & m_ok[None, :]
+    if SPLIT:
+        tl.store(part_ptr + (pid_k * M + m[None, :]) * N + n[:, None], acc, mask=ok)
+    else:
+        tl.store(out_ptr + m[None, :] * stride_om + n[:, None], acc.to(out_ptr.dtype.element_ty), mask=ok)
+
+
+@triton.jit
+def fp8_gemv_reduce(part_ptr, out_ptr, M, N, splits, stride_om, BLOCK: tl.constexpr, BLOCK_S: tl.constexpr):
+    """out[m, n] = Σ_s part[s, m, n] (the split-K partial sums of fp8_gemv), in out's dtype."""
+    row = tl.program_id(0)
+    n = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    s = tl.arange(0, BLOCK_S)
+    ok = (s < splits)[:, None] & (n < N)[None, :]
+    p = tl.load(part_ptr + (s[:, None] * M + row) * N + n[None, :], mask=ok, other=0.0)
+    tl.store(out_ptr + row * stride_om + n, tl.sum(p, 0).to(out_ptr.dtype.element_ty), mask=n < N)
+
+
+# ---- decode attention (paged_attention.py, DECODE_CONFIGS "decode") ----------------------------
+
+
+@triton.jit
+def paged_decode_fwd(q_ptr, rows_ptr, table_ptr, lens_ptr, out_ptr, mid_o_ptr, mid_lse_ptr,
+                     stride_qb, stride_qh, stride_ob, stride_oh, stride_tb,
+                     layer_row0, block_rows, qk_scale, num_splits,
+                     HEADS: tl.constexpr, GROUP: tl.constexpr, KV_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr,
+                     BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                     BLOCK_TOKENS: tl.constexpr, KV_FP8: tl.constexpr, SPLIT: tl.constexpr, IEEE: tl.constexpr,
+                     F16: tl.constexpr):
+    """paged_attention_fwd for one query token per request (a decode step): no query tiles, no
+    causal bound inside the keys, one program per (request, KV head, split). F16: the products
+    in fp16 (the query and the probabilities rounded to fp16, whose 10 mantissa bits hold a
+    bf16 value exactly in its range): an e4m3 K/V byte converts to fp16 in one instruction per
+    pair, against a longer sequence to bf16. Same partial-output layout as paged_attention_fwd,
+    so paged_attention_combine finishes a split launch."""
+    pid_bh = tl.program_id(0)
+    pid_s = tl.program_id(1)
+    b = pid_bh // KV_HEADS
+    kvh = pid_bh % KV_HEADS
+    r = tl.arange(0, BLOCK_M)
+    head = kvh * GROUP + r
+    row_ok = r < GROUP
+    d = tl.arange(0, BLOCK_D)
+    d_ok = d < HEAD_DIM
+    kv_len = tl.load(lens_ptr + b).to(tl.int32)
+    per_split = tl.cdiv(tl.cdiv(kv_len, num_splits), BLOCK_N) * BLOCK_N
+    lo = pid_s * per_split
+    hi = tl.minimum(lo + per_split, kv_len)
+    full = tl.maximum(lo + ((hi - lo) // BLOCK_N) * BLOCK_N, lo)  # unmasked tiles end here
+    q = tl.load(q_ptr + b * stride_qb + head[:, None] * stride_qh + d[None, :],
+                mask=row_ok[:, None] & d_ok[None, :], other=0.0)
+    if F16:
+        q = q.to(tl.float16)
+    q_pos = tl.full([BLOCK_M], 0, tl.int32) + kv_len - 1
+    m_i = tl.full([BLOCK_M], -1.0e30, tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    table_b = table_ptr + b * stride_tb
+    head_off = kvh * HEAD_DIM
+    ROW_ELEMS: tl.constexpr = KV_HEADS * HEAD_DIM
+    EVEN_D: tl.constexpr = BLOCK_D == HEAD_DIM
+    for start_n in range(lo, full, BLOCK_N):
+        acc, l_i, m_i = _tile(acc, l_i, m_i, q, rows_ptr, table_b, start_n, hi, q_pos, head_off,
+                              layer_row0, block_rows, qk_scale, d, d_ok,
+                              BLOCK_N, BLOCK_TOKENS, ROW_ELEMS, KV_FP8, EVEN_D, False, IEEE)
+    for start_n in range(full, hi, BLOCK_N):
+        acc, l_i, m_i = _tile(acc, l_i, m_i, q, rows_ptr, table_b, start_n, hi, q_pos, head_off,
+                              layer_row0, block_rows, qk_scale, d, d_ok,
+                              BLOCK_N, BLOCK_TOKENS, ROW_ELEMS, KV_FP8, EVEN_D, True, IEEE)
+    seen = l_i > 0
+    o = acc / tl.where(seen, l_i, 1.0)[:, None]
+    if SPLIT:
+        lse = tl.where(seen, m_i + tl.log2(tl.where(seen, l_i, 1.0)), float("-inf"))
+        idx = (b * HEADS + head) * num_splits + pid_s
+        tl.store(mid_lse_ptr + idx, lse, mask=row_ok)
+        tl.store(mid_o_ptr + idx[:, None] * HEAD_DIM + d[None, :], o, mask=row_ok[:, None] & d_ok[None, :])
+    else:
+        tl.store(out_ptr + b * stride_ob + head[:, None] * stride_oh + d[None, :],
+                 o.to(out_ptr.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
