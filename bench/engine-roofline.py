@@ -579,6 +579,15 @@ def markdown(r: dict[str, Any]) -> str:
     return "\n".join(L)
 
 
+def write_results(out: str, stem: str, r: dict[str, Any], md: str) -> None:
+    """OUT/stem.json (the whole record) and OUT/stem.md (the tables, printed too)."""
+    with open(os.path.join(out, f"{stem}.json"), "w", encoding="utf-8") as f:
+        json.dump(r, f, indent=1, default=float)
+    with open(os.path.join(out, f"{stem}.md"), "w", encoding="utf-8") as f:
+        f.write(md)
+    print(md)
+
+
 def commit() -> str:
     env = os.environ.get("KVSCOPE_COMMIT")
     if env:
@@ -661,12 +670,7 @@ def main(argv: list[str]) -> int:
             if t.cuda:
                 torch.cuda.empty_cache()
     r["wall_s"] = time.monotonic() - t_start
-    with open(os.path.join(a.out, "roofline.json"), "w", encoding="utf-8") as f:
-        json.dump(r, f, indent=1, default=float)
-    md = markdown(r)
-    with open(os.path.join(a.out, "roofline.md"), "w", encoding="utf-8") as f:
-        f.write(md)
-    print(md)
+    write_results(a.out, "roofline", r, markdown(r))
     bad = [m for m in r["models"] if m.get("error")]
     return 1 if bad else 0
 

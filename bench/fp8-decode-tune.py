@@ -10,9 +10,9 @@ step replays them; median of 5 replays):
     GEMV_CANDIDATES; weight GB/s; every output checked against x @ dequantised W on the first
     1,024 output channels (a configuration that disagrees is reported, never picked);
   * the decode attention over an FP8 KV pool (every layer, 1 and 2 users at --context tokens):
-    the general kernel with the bf16 tiles (what ran before), and each configuration of
+    the bf16 tiles in bf16 products (what ran before), and each configuration of
     ATTENTION_CANDIDATES at the planned splits (and half and double of them for the engine's
-    line); KV GB/s; each output checked against the general kernel's.
+    line); KV GB/s; each output checked against the one that ran before.
 It ends with the lines to paste: fp8_gemv.GEMV_CONFIGS (per row count, the configuration with the
 least time over the four shapes: a layer runs all four) and paged_attention.DECODE_CONFIGS["fp8"].
 Writes DIR/fp8-decode-tune.json and DIR/fp8-decode-tune.md.
@@ -52,12 +52,12 @@ GEMV_CANDIDATES = [
 ]
 FMA_MAX_ROWS = 8  # per-row reductions beyond this many rows are not tried (a multiply-add per byte and row)
 
-# Decode attention over FP8 KV ("general": paged_attention_fwd; "decode": the one-query kernel).
-BEFORE = {"kernel": "general", "block_n": 64, "num_warps": 4, "num_stages": 3}  # DECODE_CONFIGS["native"]'s tiles
-ATTENTION_CANDIDATES = [BEFORE, {**BEFORE, "block_n": 128, "num_stages": 2}] + [
-    {"kernel": "decode", "f16": f, "block_n": bn, "num_warps": w, "num_stages": st}
-    for f, bn, w, st in [(1, 128, 4, 2), (1, 128, 4, 3), (1, 64, 4, 3), (1, 128, 8, 2), (1, 256, 8, 2), (0, 128, 4, 2),
-                         (0, 64, 4, 3)]
+# Decode attention over FP8 KV ("f16": products in fp16 instead of bf16).
+BEFORE = {"f16": 0, "block_n": 64, "num_warps": 4, "num_stages": 3}  # what ran before: DECODE_CONFIGS["native"]'s tiles
+ATTENTION_CANDIDATES = [BEFORE] + [
+    {"f16": f, "block_n": bn, "num_warps": w, "num_stages": st}
+    for f, bn, w, st in [(1, 128, 4, 2), (1, 128, 4, 3), (1, 64, 4, 3), (1, 64, 4, 2), (1, 128, 8, 2), (1, 256, 8, 2),
+                         (1, 32, 4, 3), (0, 128, 4, 2)]
 ]
 TOL_GEMV = 1e-2  # relative to the largest output: bf16 output rounding is ~4e-3
 TOL_ATTENTION = 3e-2  # absolute on outputs of magnitude ~1: bf16 / fp16 rounding
@@ -243,7 +243,7 @@ def tune_attention(torch: Any, dev: Any, clock: Clock, cfg: Any, users: list[int
                 err = float((run(c, sp, 1).float() - ref).abs().max())
                 r: dict[str, Any] = {"config": c, "splits": sp, "max_err": err}
                 if not err <= TOL_ATTENTION:
-                    r["error"] = f"disagrees with the general kernel (max error {err:.3g})"
+                    r["error"] = f"disagrees with the configuration that ran before (max error {err:.3g})"
                 else:
                     r["ms"] = clock.ms(lambda: run(c, sp))
                     r["kv_gb_per_s"] = kv_bytes / (r["ms"] / 1e3) / 1e9
@@ -336,9 +336,7 @@ def main(argv: list[str]) -> int:
     a = ap.parse_args(argv)
     if not a.out:
         ap.error("--out (or $OUT) is required")
-    os.makedirs(a.out, exist_ok=True)
     t0 = time.monotonic()
-    deadline = t0 + a.budget_s
     import torch
 
     from kvscope_agent.engine import fp8_gemv, paged_attention
@@ -348,6 +346,8 @@ def main(argv: list[str]) -> int:
     if dev.type == "cuda" and not torch.cuda.is_available():
         print("no CUDA device here (a dry run: --device cpu under TRITON_INTERPRET=1)", file=sys.stderr)
         return 2
+    os.makedirs(a.out, exist_ok=True)
+    deadline = t0 + a.budget_s
     for what, (ok, why) in (("FP8 GEMV", fp8_gemv.available(dev)), ("paged attention", paged_attention.available(dev))):
         if not ok:
             print(f"{what} does not run here: {why}", file=sys.stderr)
@@ -355,16 +355,10 @@ def main(argv: list[str]) -> int:
     if a.model not in PRESETS:
         ap.error(f"unknown preset {a.model!r}: choose from {sorted(PRESETS)}")
     cfg = PRESETS[a.model]
-    try:
-        import triton
-
-        triton_version = triton.__version__
-    except ImportError:
-        triton_version = "none"
     r: dict[str, Any] = {
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "CPU (Triton interpreter)",
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "commit": commit(), "torch": torch.__version__, "triton": triton_version,
+        "commit": commit(), "torch": torch.__version__, "triton": paged_attention._kernels()[0].__version__,
         "command": "python3 bench/fp8-decode-tune.py " + " ".join(argv), "args": vars(a), "model": a.model,
     }
     log(f"{r['device']}, torch {r['torch']}, triton {r['triton']}, commit {r['commit']}")
@@ -380,12 +374,7 @@ def main(argv: list[str]) -> int:
         r["attention"] = tune_attention(torch, dev, Clock(torch, dev, min(clock.calls, 2)), cfg,
                                         [int(x) for x in a.users.split(",") if x], a.context, a.quick, deadline + 35)
     r["wall_s"] = time.monotonic() - t0
-    with open(os.path.join(a.out, "fp8-decode-tune.json"), "w", encoding="utf-8") as f:
-        json.dump(r, f, indent=1, default=float)
-    md = markdown(r)
-    with open(os.path.join(a.out, "fp8-decode-tune.md"), "w", encoding="utf-8") as f:
-        f.write(md)
-    print(md)
+    _roofline.write_results(a.out, "fp8-decode-tune", r, markdown(r))
     return 0
 
 

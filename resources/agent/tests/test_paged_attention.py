@@ -115,13 +115,12 @@ def need_kv(kv: str) -> None:
 @params("device", DEVICES)
 @params("shape", SHAPES)
 @params("kv", kv_kinds())
-@params("kernel", ["general", "decode"])
-def test_decode_batch_equals_the_gather_path(device, shape, kv, kernel):
+def test_decode_batch_equals_the_gather_path(device, shape, kv):
     """A batch of decode tokens at odd, different lengths (1, a block boundary, long ones), with
     one split, several, and more splits than key tiles (empty splits), and with tiles smaller
     than a block and larger than several: equal to the fixed-shape step's gather + matmul
-    attention and to the eager step's `attention` per request. Both decode kernels (DECODE_CONFIGS
-    "kernel"); on CUDA in bf16 the one-query kernel's fp16 products too (its "f16")."""
+    attention and to the eager step's `attention` per request. With DECODE_CONFIGS "f16" on: FP8
+    KV in bf16 on CUDA runs its products in fp16."""
     need_kernel(device)
     need_kv(kv)
     rng = random.Random(hash((shape, kv)) & 0xFFFF)
@@ -141,7 +140,7 @@ def test_decode_batch_equals_the_gather_path(device, shape, kv, kernel):
             table = torch.tensor(tables, dtype=torch.int32, device=dev)
             lens_t = torch.tensor(lens, dtype=torch.int32, device=dev)
             out = torch.full((batch, 1, cfg.heads, cfg.head_dim), float("nan"), dtype=dtype, device=dev)
-            config = {**(config or {}), "kernel": kernel, "f16": 1}
+            config = {**(config or {}), "f16": 1}
             got = pa._launch(q[:, None], cache.rows, table, lens_t, layer=1, layers=cfg.layers, block_tokens=bt,
                              kv_heads=cfg.kv_heads, fp8=cache.fp8, splits=splits, out=out, config=config)[:, 0]
             assert got.data_ptr() == out.data_ptr()
@@ -199,7 +198,7 @@ def test_prefill_over_a_cached_prefix_equals_the_gather_path(device, shape, kv):
 
 @params("device", DEVICES)
 def test_fp8_kv_decode_in_fp16_equals_the_fp32_reference(device):
-    """The one-query kernel's fp16 products over e4m3 K/V (DECODE_CONFIGS "f16"), on bf16 and
+    """The decode kernel's fp16 products over e4m3 K/V (DECODE_CONFIGS "f16"), on bf16 and
     fp16 queries (the same values: bf16 values are fp16 values in this range): equal to the fp32
     attention of those queries over the same e4m3 values up to fp16 rounding of the
     probabilities and the output (~1e-3 here, and bf16's rounding of the output); and the
@@ -221,7 +220,7 @@ def test_fp8_kv_decode_in_fp16_equals_the_fp32_reference(device):
     for dtype in (torch.bfloat16, torch.float16, torch.float32):
         got = pa._launch(q.to(dtype), cache.rows, table, lens_t, layer=0, layers=cfg.layers, block_tokens=bt,
                          kv_heads=cfg.kv_heads, fp8=True, splits=3,
-                         config={"kernel": "decode", "f16": 1, "block_n": 32})[:, 0]
+                         config={"f16": 1, "block_n": 32})[:, 0]
         assert got.dtype == dtype
         err = 0.0
         for i, n in enumerate(lens):

@@ -44,18 +44,18 @@ ENV_SWITCH = "KVSCOPE_PAGED_ATTENTION"  # "off" turns the kernel off (the gather
 # Tiles: keys per inner iteration, query rows (token × head of a group) per program. The prefill
 # config is the flash-attention forward shape (128 × 64, 8 warps).
 PREFILL_CONFIG = {"block_m": 128, "block_n": 64, "num_warps": 8, "num_stages": 3}
-# Decode, per KV storage ("native": the compute dtype; "fp8": e4m3 bytes). "kernel": "general" is
-# paged_attention_fwd, "decode" the one-query kernel paged_decode_fwd (with "f16": 1 its products
-# run in fp16 where the queries are bf16/fp16 and the KV e4m3: one conversion instruction per two
-# bytes). "programs_per_sm": splits are chosen so that about this many programs per SM run.
+# Decode, per KV storage ("native": the compute dtype; "fp8": e4m3 bytes). "f16": 1 runs the
+# products in fp16 where the queries are bf16/fp16 and the KV e4m3 (one conversion instruction per
+# two bytes; paged_attention_fwd's F16). "programs_per_sm": splits are chosen so that about this
+# many programs per SM run.
 # native (H100, 2026-12-07): 3 stages of a 64-token bf16 K and V tile in flight (48 KiB), 2.0-2.5
-# TB/s of KV. fp8: the general kernel with the native tiles read 1.1-1.3 TB/s there: a tile of
+# TB/s of KV. fp8: the native tiles in bf16 products read 1.1-1.3 TB/s there: a tile of
 # half the bytes took as long (the e4m3 -> bf16 conversion and per-tile costs, not bytes, set
 # the pace), so twice the keys a tile and the fp16 products; bench/fp8-decode-tune.py times the
 # alternatives (put its best line here).
 DECODE_CONFIGS = {
-    "native": {"kernel": "general", "block_n": 64, "num_warps": 4, "num_stages": 3, "programs_per_sm": 4},
-    "fp8": {"kernel": "decode", "f16": 1, "block_n": 128, "num_warps": 4, "num_stages": 2, "programs_per_sm": 4},
+    "native": {"block_n": 64, "num_warps": 4, "num_stages": 3, "programs_per_sm": 4},
+    "fp8": {"f16": 1, "block_n": 128, "num_warps": 4, "num_stages": 2, "programs_per_sm": 4},
 }
 MIN_SPLIT_TOKENS = 256  # a split reads at least this many keys (fewer: the combine costs more)
 MAX_SPLITS = 64
@@ -222,25 +222,15 @@ def _launch(q: torch.Tensor, rows: torch.Tensor, table: torch.Tensor, lens: torc
         mid_lse = torch.empty((b, n, heads, splits), dtype=torch.float32, device=q.device)
     else:
         mid_o = mid_lse = out  # unused
-    if n == 1 and cfg.get("kernel") == "decode":
-        _kernels()[4].paged_decode_fwd[(b * kv_heads, splits)](
-            q, rows, table, lens, out, mid_o, mid_lse,
-            q.stride(0), q.stride(2), out.stride(0), out.stride(2), table.stride(0),
-            layer * 2 * block_tokens, layers * 2 * block_tokens, (1.0 / math.sqrt(hd)) * 1.4426950408889634, splits,
-            HEADS=heads, GROUP=group, KV_HEADS=kv_heads, HEAD_DIM=hd, BLOCK_D=block_d, BLOCK_M=block_m,
-            BLOCK_N=cfg["block_n"], BLOCK_TOKENS=block_tokens, KV_FP8=fp8, SPLIT=split,
-            IEEE=q.dtype == torch.float32, F16=bool(cfg.get("f16")) and fp8 and q.dtype in (torch.bfloat16, torch.float16),
-            num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
-        )
-    else:
-        fwd[(b * kv_heads, tiles, splits)](
-            q, rows, table, lens, out, mid_o, mid_lse,
-            q.stride(0), q.stride(1), q.stride(2), out.stride(0), out.stride(1), out.stride(2), table.stride(0),
-            n, layer * 2 * block_tokens, layers * 2 * block_tokens, (1.0 / math.sqrt(hd)) * 1.4426950408889634, splits,
-            HEADS=heads, GROUP=group, KV_HEADS=kv_heads, HEAD_DIM=hd, BLOCK_D=block_d, BLOCK_M=block_m,
-            BLOCK_N=cfg["block_n"], BLOCK_TOKENS=block_tokens, KV_FP8=fp8, SPLIT=split,
-            IEEE=q.dtype == torch.float32, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
-        )
+    fwd[(b * kv_heads, tiles, splits)](
+        q, rows, table, lens, out, mid_o, mid_lse,
+        q.stride(0), q.stride(1), q.stride(2), out.stride(0), out.stride(1), out.stride(2), table.stride(0),
+        n, layer * 2 * block_tokens, layers * 2 * block_tokens, (1.0 / math.sqrt(hd)) * 1.4426950408889634, splits,
+        HEADS=heads, GROUP=group, KV_HEADS=kv_heads, HEAD_DIM=hd, BLOCK_D=block_d, BLOCK_M=block_m,
+        BLOCK_N=cfg["block_n"], BLOCK_TOKENS=block_tokens, KV_FP8=fp8, SPLIT=split,
+        IEEE=q.dtype == torch.float32, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+        F16=bool(cfg.get("f16")) and fp8 and q.dtype in (torch.bfloat16, torch.float16),
+    )
     if split:
         combine[(b * n * heads,)](
             mid_o, mid_lse, out, out.stride(0), out.stride(1), out.stride(2), n, splits,

@@ -59,7 +59,11 @@ def paged_attention_fwd(q_ptr, rows_ptr, table_ptr, lens_ptr, out_ptr, mid_o_ptr
          n_query, layer_row0, block_rows, qk_scale, num_splits,
          HEADS: tl.constexpr, GROUP: tl.constexpr, KV_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr,
          BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-         BLOCK_TOKENS: tl.constexpr, KV_FP8: tl.constexpr, SPLIT: tl.constexpr, IEEE: tl.constexpr):
+         BLOCK_TOKENS: tl.constexpr, KV_FP8: tl.constexpr, SPLIT: tl.constexpr, IEEE: tl.constexpr,
+         F16: tl.constexpr = False):
+    # F16 (paged_attention.DECODE_CONFIGS "f16", e4m3 K/V): the products in fp16, the queries and
+    # probabilities rounded to fp16 (whose 10 mantissa bits hold a bf16 value exactly in range):
+    # an e4m3 byte pair converts to fp16 in one instruction, to bf16 in a longer sequence.
     pid_bh = tl.program_id(0)
     pid_m = tl.program_id(1)
     pid_s = tl.program_id(2)
@@ -85,6 +89,8 @@ def paged_attention_fwd(q_ptr, rows_ptr, table_ptr, lens_ptr, out_ptr, mid_o_ptr
     mid = tl.maximum(tl.minimum((free_end // BLOCK_N) * BLOCK_N, (hi // BLOCK_N) * BLOCK_N), lo)
     q = tl.load(q_ptr + b * stride_qb + t[:, None] * stride_qt + head[:, None] * stride_qh + d[None, :],
                 mask=row_ok[:, None] & d_ok[None, :], other=0.0)
+    if F16:
+        q = q.to(tl.float16)
     m_i = tl.full([BLOCK_M], -1.0e30, tl.float32)  # finite: a fully masked tile gives p = 0, not NaN
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
@@ -288,65 +294,3 @@ def fp8_gemv_reduce(part_ptr, out_ptr, M, N, splits, stride_om, BLOCK: tl.conste
     p = tl.load(part_ptr + (s[:, None] * M + row) * N + n[None, :], mask=ok, other=0.0)
     tl.store(out_ptr + row * stride_om + n, tl.sum(p, 0).to(out_ptr.dtype.element_ty), mask=n < N)
 
-
-# ---- decode attention (paged_attention.py, DECODE_CONFIGS "decode") ----------------------------
-
-
-@triton.jit
-def paged_decode_fwd(q_ptr, rows_ptr, table_ptr, lens_ptr, out_ptr, mid_o_ptr, mid_lse_ptr,
-                     stride_qb, stride_qh, stride_ob, stride_oh, stride_tb,
-                     layer_row0, block_rows, qk_scale, num_splits,
-                     HEADS: tl.constexpr, GROUP: tl.constexpr, KV_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr,
-                     BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                     BLOCK_TOKENS: tl.constexpr, KV_FP8: tl.constexpr, SPLIT: tl.constexpr, IEEE: tl.constexpr,
-                     F16: tl.constexpr):
-    """paged_attention_fwd for one query token per request (a decode step): no query tiles, no
-    causal bound inside the keys, one program per (request, KV head, split). F16: the products
-    in fp16 (the query and the probabilities rounded to fp16, whose 10 mantissa bits hold a
-    bf16 value exactly in its range): an e4m3 K/V byte converts to fp16 in one instruction per
-    pair, against a longer sequence to bf16. Same partial-output layout as paged_attention_fwd,
-    so paged_attention_combine finishes a split launch."""
-    pid_bh = tl.program_id(0)
-    pid_s = tl.program_id(1)
-    b = pid_bh // KV_HEADS
-    kvh = pid_bh % KV_HEADS
-    r = tl.arange(0, BLOCK_M)
-    head = kvh * GROUP + r
-    row_ok = r < GROUP
-    d = tl.arange(0, BLOCK_D)
-    d_ok = d < HEAD_DIM
-    kv_len = tl.load(lens_ptr + b).to(tl.int32)
-    per_split = tl.cdiv(tl.cdiv(kv_len, num_splits), BLOCK_N) * BLOCK_N
-    lo = pid_s * per_split
-    hi = tl.minimum(lo + per_split, kv_len)
-    full = tl.maximum(lo + ((hi - lo) // BLOCK_N) * BLOCK_N, lo)  # unmasked tiles end here
-    q = tl.load(q_ptr + b * stride_qb + head[:, None] * stride_qh + d[None, :],
-                mask=row_ok[:, None] & d_ok[None, :], other=0.0)
-    if F16:
-        q = q.to(tl.float16)
-    q_pos = tl.full([BLOCK_M], 0, tl.int32) + kv_len - 1
-    m_i = tl.full([BLOCK_M], -1.0e30, tl.float32)
-    l_i = tl.zeros([BLOCK_M], tl.float32)
-    acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
-    table_b = table_ptr + b * stride_tb
-    head_off = kvh * HEAD_DIM
-    ROW_ELEMS: tl.constexpr = KV_HEADS * HEAD_DIM
-    EVEN_D: tl.constexpr = BLOCK_D == HEAD_DIM
-    for start_n in range(lo, full, BLOCK_N):
-        acc, l_i, m_i = _tile(acc, l_i, m_i, q, rows_ptr, table_b, start_n, hi, q_pos, head_off,
-                              layer_row0, block_rows, qk_scale, d, d_ok,
-                              BLOCK_N, BLOCK_TOKENS, ROW_ELEMS, KV_FP8, EVEN_D, False, IEEE)
-    for start_n in range(full, hi, BLOCK_N):
-        acc, l_i, m_i = _tile(acc, l_i, m_i, q, rows_ptr, table_b, start_n, hi, q_pos, head_off,
-                              layer_row0, block_rows, qk_scale, d, d_ok,
-                              BLOCK_N, BLOCK_TOKENS, ROW_ELEMS, KV_FP8, EVEN_D, True, IEEE)
-    seen = l_i > 0
-    o = acc / tl.where(seen, l_i, 1.0)[:, None]
-    if SPLIT:
-        lse = tl.where(seen, m_i + tl.log2(tl.where(seen, l_i, 1.0)), float("-inf"))
-        idx = (b * HEADS + head) * num_splits + pid_s
-        tl.store(mid_lse_ptr + idx, lse, mask=row_ok)
-        tl.store(mid_o_ptr + idx[:, None] * HEAD_DIM + d[None, :], o, mask=row_ok[:, None] & d_ok[None, :])
-    else:
-        tl.store(out_ptr + b * stride_ob + head[:, None] * stride_oh + d[None, :],
-                 o.to(out_ptr.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
