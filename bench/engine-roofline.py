@@ -252,6 +252,7 @@ def run_model(torch: Any, dev: Any, t: Timer, name: str, a: argparse.Namespace, 
     res["paged_kernel"] = model.paged_kernel
     res["paged_kernel_why"] = model.paged_kernel_why
     res["fused_ops"] = model.fused_ops
+    res["fp8_gemv"], res["fp8_gemv_why"] = model.fp8_gemv, model.fp8_gemv_why
     log(f"{name}: weights {res['weight_bytes'] / 1e9:.2f} GB in {res['build_s']} s; paged kernel: {model.paged_kernel_why}")
     cache = PagedKVCache(cfg, dev, dtype, cfg.kv_dtype, bt, users * per_user, 0, RunClock().now)
     tables = [list(range(u * per_user, (u + 1) * per_user)) for u in range(users)]
@@ -393,7 +394,7 @@ def attention_decode_ab(torch: Any, dev: Any, t: Timer, model: Any, cache: Any, 
     if model.paged_kernel:
         table = torch.stack([cache.block_table(r) for r in rows])
         lens = torch.full((b,), kv_len, dtype=torch.int32, device=dev)
-        splits = paged_attention.plan(b, 1, cfg.heads, cfg.kv_heads, span, dev)[1]
+        splits = paged_attention.plan(b, 1, cfg.heads, cfg.kv_heads, span, dev, fp8=cache.fp8)[1]
 
         def paged() -> None:
             for li in range(cfg.layers):
@@ -484,7 +485,8 @@ def attention_prefill_ab(torch: Any, dev: Any, t: Timer, model: Any, cache: Any,
     return finish_ab(out)
 
 
-# Kernel configurations --tune tries (the defaults are paged_attention.DECODE_CONFIG / PREFILL_CONFIG).
+# Kernel configurations --tune tries (the defaults are paged_attention.DECODE_CONFIGS / PREFILL_CONFIG;
+# bench/fp8-decode-tune.py tries the FP8 KV decode and the FP8 linear layers' configurations).
 DECODE_CANDIDATES = [{"block_n": bn, "num_warps": w, "num_stages": st}
                      for bn, w, st in [(32, 4, 2), (64, 4, 2), (64, 4, 3), (64, 4, 4), (128, 4, 2), (128, 8, 2), (64, 8, 3)]]
 PREFILL_CANDIDATES = [{"block_m": bm, "block_n": bn, "num_warps": w, "num_stages": st}
@@ -577,6 +579,15 @@ def markdown(r: dict[str, Any]) -> str:
     return "\n".join(L)
 
 
+def write_results(out: str, stem: str, r: dict[str, Any], md: str) -> None:
+    """OUT/stem.json (the whole record) and OUT/stem.md (the tables, printed too)."""
+    with open(os.path.join(out, f"{stem}.json"), "w", encoding="utf-8") as f:
+        json.dump(r, f, indent=1, default=float)
+    with open(os.path.join(out, f"{stem}.md"), "w", encoding="utf-8") as f:
+        f.write(md)
+    print(md)
+
+
 def commit() -> str:
     env = os.environ.get("KVSCOPE_COMMIT")
     if env:
@@ -659,12 +670,7 @@ def main(argv: list[str]) -> int:
             if t.cuda:
                 torch.cuda.empty_cache()
     r["wall_s"] = time.monotonic() - t_start
-    with open(os.path.join(a.out, "roofline.json"), "w", encoding="utf-8") as f:
-        json.dump(r, f, indent=1, default=float)
-    md = markdown(r)
-    with open(os.path.join(a.out, "roofline.md"), "w", encoding="utf-8") as f:
-        f.write(md)
-    print(md)
+    write_results(a.out, "roofline", r, markdown(r))
     bad = [m for m in r["models"] if m.get("error")]
     return 1 if bad else 0
 

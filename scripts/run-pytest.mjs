@@ -11,7 +11,7 @@ import { existsSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 
-const TRITON_TESTS = ['tests/test_paged_attention.py', 'tests/test_fused_ops.py', 'tests/test_engine.py', 'tests/test_fp8.py'];
+const TRITON_TESTS = ['tests/test_paged_attention.py', 'tests/test_fused_ops.py', 'tests/test_engine.py', 'tests/test_fp8.py', 'tests/test_fp8_gemv.py'];
 const args = process.argv.slice(2);
 const triton = args[0] === '--triton';
 if (triton) args.shift();

@@ -13,7 +13,7 @@ PY=${PYTHON:-python3}
 if [ "${ENGINE_TESTS:-1}" != 0 ]; then
   echo "== kernel and engine tests on CUDA"
   # each file runs whatever the one before it did, and says its own exit status
-  for t in "150 test_paged_attention.py" "60 test_fused_ops.py" "90 test_engine.py"; do
+  for t in "150 test_paged_attention.py" "60 test_fused_ops.py" "60 test_fp8.py" "60 test_fp8_gemv.py" "90 test_engine.py"; do
     read -r limit file <<<"$t"
     (cd resources/agent && timeout "$limit" $PY "tests/$file"); echo "$file rc=$?"
   done > "$OUT/tests.log" 2>&1

@@ -113,6 +113,7 @@ def test_cpu_from_weight_within_tolerance_tensor_and_channel() -> None:
     w = torch.randn(n, k, generator=g) / math.sqrt(k)
     for scaling in ("tensor", "channel"):
         layer = fp8.Fp8Linear.from_weight(w, scaling=scaling)
+        layer.decode_gemv = False  # the activation-quantised path (decode rows: tests/test_fp8_gemv.py)
         assert layer.weight.dtype == torch.float8_e4m3fn
         assert layer.scale.dtype == torch.float32
         assert layer.per_channel == (scaling == "channel")
@@ -141,6 +142,7 @@ def test_cpu_from_random_distribution_and_exact_amax() -> None:
         other = fp8.Fp8Linear.from_random(k, n, "cpu", _gen(8), scaling=scaling)
         assert not torch.equal(other.weight.view(torch.uint8), layer.weight.view(torch.uint8))
         # the product against its own dequantised weight: only activation quantisation remains
+        layer.decode_gemv = False  # (8 rows would take the weight-only kernel where it runs)
         x = torch.randn(8, k, generator=_gen(9))
         err = rel_err(layer(x), x.double() @ wd.double().t())
         assert 0.01 < err < 0.04, err
@@ -235,6 +237,7 @@ def test_gpu_scaled_mm_within_tolerance() -> None:
     for scaling in ("tensor", "channel"):
         for fast in (False, True):
             layer = fp8.Fp8Linear.from_weight(w, scaling=scaling, fast_accum=fast)
+            layer.decode_gemv = False  # torch._scaled_mm at every size (decode rows: tests/test_fp8_gemv.py)
             for shape in ((5, k), (2, 64, k), (0, k)):  # M not a multiple of 16, leading dims, empty
                 x = torch.randn(*shape, generator=g, device="cuda").to(torch.bfloat16)
                 out = layer(x)
@@ -247,10 +250,12 @@ def test_gpu_scaled_mm_within_tolerance() -> None:
 def test_gpu_from_random_matches_cpu_emulation() -> None:
     _need_fp8_gpu()
     layer = fp8.Fp8Linear.from_random(512, 256, "cuda", _gen(5, "cuda"), scaling="channel")
+    layer.decode_gemv = False  # torch._scaled_mm against its emulation
     assert layer.weight.device.type == "cuda"
     x = torch.randn(16, 512, device="cuda").to(torch.bfloat16)
     gpu = layer(x).float().cpu()
     cpu_layer = fp8.Fp8Linear(layer.weight.cpu(), layer.scale.cpu())
+    cpu_layer.decode_gemv = False
     # the same bf16 input on both sides, so the same activation scale and e4m3 values; what is
     # left is accumulation order and bf16 output rounding (an fp32 input would take another
     # scale and other roundings: 0.016 apart on the H100)

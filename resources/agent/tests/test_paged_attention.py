@@ -119,7 +119,8 @@ def test_decode_batch_equals_the_gather_path(device, shape, kv):
     """A batch of decode tokens at odd, different lengths (1, a block boundary, long ones), with
     one split, several, and more splits than key tiles (empty splits), and with tiles smaller
     than a block and larger than several: equal to the fixed-shape step's gather + matmul
-    attention and to the eager step's `attention` per request."""
+    attention and to the eager step's `attention` per request. With DECODE_CONFIGS "f16" on: FP8
+    KV in bf16 on CUDA runs its products in fp16."""
     need_kernel(device)
     need_kv(kv)
     rng = random.Random(hash((shape, kv)) & 0xFFFF)
@@ -139,6 +140,7 @@ def test_decode_batch_equals_the_gather_path(device, shape, kv):
             table = torch.tensor(tables, dtype=torch.int32, device=dev)
             lens_t = torch.tensor(lens, dtype=torch.int32, device=dev)
             out = torch.full((batch, 1, cfg.heads, cfg.head_dim), float("nan"), dtype=dtype, device=dev)
+            config = {**(config or {}), "f16": 1}
             got = pa._launch(q[:, None], cache.rows, table, lens_t, layer=1, layers=cfg.layers, block_tokens=bt,
                              kv_heads=cfg.kv_heads, fp8=cache.fp8, splits=splits, out=out, config=config)[:, 0]
             assert got.data_ptr() == out.data_ptr()
@@ -192,6 +194,43 @@ def test_prefill_over_a_cached_prefix_equals_the_gather_path(device, shape, kv):
             k, v = cache.read(2, cache.request_rows(table), kv_len, dtype)
             want = attention(q, k, v, prefix)
             assert torch.allclose(got.float(), want.float(), atol=ATOL[dtype], rtol=0), (got.float() - want.float()).abs().max()
+
+
+@params("device", DEVICES)
+def test_fp8_kv_decode_in_fp16_equals_the_fp32_reference(device):
+    """The decode kernel's fp16 products over e4m3 K/V (DECODE_CONFIGS "f16"), on bf16 and
+    fp16 queries (the same values: bf16 values are fp16 values in this range): equal to the fp32
+    attention of those queries over the same e4m3 values up to fp16 rounding of the
+    probabilities and the output (~1e-3 here, and bf16's rounding of the output); and the
+    products really ran in fp16: the same
+    launch on fp32 queries agrees with the reference 100× closer. (On the CPU the bf16 queries
+    pass only because they are multiplied in fp16: Triton's interpreter multiplies bf16 wrongly.)"""
+    need_kernel(device)
+    need_kv("fp8")
+    rng = random.Random(12)
+    bt, lens = 8, [3, 77, 190]
+    tables = scattered_tables(rng, len(lens), 24, 128)
+    cache = make_pool(device, (2, 4, 32), "fp8", torch.float32, tables, 128, bt, seed=4)
+    cfg = cache.cfg
+    dev = torch.device(device)
+    q = torch.randn(len(lens), 1, cfg.heads, cfg.head_dim, device=dev).to(torch.bfloat16).float()
+    table = torch.tensor(tables, dtype=torch.int32, device=dev)
+    lens_t = torch.tensor(lens, dtype=torch.int32, device=dev)
+    errs = []
+    for dtype in (torch.bfloat16, torch.float16, torch.float32):
+        got = pa._launch(q.to(dtype), cache.rows, table, lens_t, layer=0, layers=cfg.layers, block_tokens=bt,
+                         kv_heads=cfg.kv_heads, fp8=True, splits=3,
+                         config={"f16": 1, "block_n": 32})[:, 0]
+        assert got.dtype == dtype
+        err = 0.0
+        for i, n in enumerate(lens):
+            k, v = cache.read(0, cache.request_rows(tables[i]), n, torch.float32)
+            want = attention(q[i], k, v, n - 1)[0]
+            err = max(err, float((got[i].float() - want).abs().max()))
+        errs.append(err)
+    assert errs[0] < ATOL[torch.bfloat16] and errs[1] < 5e-3, errs  # bf16 adds its output's rounding
+    assert errs[2] < 1e-5, errs
+    assert errs[1] > 100 * errs[2], errs
 
 
 @params("device", DEVICES)
@@ -264,20 +303,24 @@ def test_available_names_what_is_missing():
 def test_plan_fills_the_gpu_with_fixed_launch_shapes():
     """Splits depend on shapes only (a captured graph keeps them): a lone request at 16,000 tokens
     is split into many programs, a batch of 8 into fewer, a short context not below
-    MIN_SPLIT_TOKENS a split; query rows cover a whole GQA group."""
-    saved = pa._sm_count
+    MIN_SPLIT_TOKENS a split; query rows cover a whole GQA group. The KV storage picks its
+    line of DECODE_CONFIGS."""
+    saved, configs = pa._sm_count, pa.DECODE_CONFIGS
     pa._sm_count = lambda dev: 132  # an H100's SMs
     try:
         bm1, s1 = pa.plan(1, 1, 32, 8, 16384, "cpu")
         bm8, s8 = pa.plan(8, 1, 32, 8, 16384, "cpu")
         assert bm1 == 16 and s1 == pa.MAX_SPLITS
-        assert s8 == -(-pa.PROGRAMS_PER_SM * 132 // (8 * 8))
+        assert s8 == -(-pa.DECODE_CONFIGS["native"]["programs_per_sm"] * 132 // (8 * 8))
+        pa.DECODE_CONFIGS = {"native": configs["native"], "fp8": {**configs["fp8"], "programs_per_sm": 1}}
+        assert pa.plan(8, 1, 32, 8, 16384, "cpu", fp8=True)[1] == -(-132 // 64)
+        assert pa.plan(8, 1, 32, 8, 16384, "cpu")[1] == s8
         assert pa.plan(1, 1, 32, 8, 300, "cpu")[1] == 2
         assert pa.plan(1, 1, 64, 1, 300, "cpu")[0] == 64  # MQA: 64 heads in one program
         bm, s = pa.plan(1, 2048, 32, 8, 16384, "cpu")
         assert bm == pa.PREFILL_CONFIG["block_m"] and s == 1  # 8 × 64 query tiles fill the GPU
     finally:
-        pa._sm_count = saved
+        pa._sm_count, pa.DECODE_CONFIGS = saved, configs
 
 
 if __name__ == "__main__":

@@ -220,7 +220,7 @@ class DecodeGraphs:
             blocks = -(-span // cache.block_tokens)
             table = torch.full((b, blocks), cache.num_blocks, dtype=torch.int32, device=dev)
             rows = None
-            splits = paged_attention.plan(b, 1, cfg.heads, cfg.kv_heads, span, dev)[1]
+            splits = paged_attention.plan(b, 1, cfg.heads, cfg.kv_heads, span, dev, fp8=cache.fp8)[1]
         else:
             table, splits = None, 1
             rows = torch.full((self._L, b, 2 * span), cache.zero_row, dtype=torch.long, device=dev)

@@ -9,7 +9,10 @@ What is where:
 - `Fp8Linear`: y = x @ W.T with W in e4m3 and a per-tensor (default, as TensorRT-LLM's `FP8`
   quantisation, whose weight and activation scales are per tensor) or per-output-channel float32
   scale. Activations are quantised dynamically, one scale per call (per tensor), so no calibration
-  is needed for random weights.
+  is needed for random weights. Decode sizes (up to `fp8_gemv.MAX_ROWS` rows) take the
+  weight-only kernel of fp8_gemv.py instead where it runs: activations as they are, only the
+  weights in e4m3 (the product is bandwidth-bound there; quantising the activations cost more
+  kernels than the product).
 - `kv_to_storage` / `kv_from_storage`: KV values to and from e4m3 with a unit scale (see there).
 - `supported(device)`: whether the real FP8 matrix path exists here, with a reason to show.
 
@@ -34,6 +37,8 @@ from typing import Optional, Tuple, Union
 
 import torch
 from torch import nn
+
+from . import fp8_gemv
 
 E4M3_MAX = 448.0
 """Largest finite float8_e4m3fn value; e4m3fn has no infinity (S.1111.111 is NaN)."""
@@ -249,10 +254,12 @@ class Fp8Linear(nn.Module):
     (out_features,) (per output channel). Both are buffers, not parameters: nothing here trains.
 
     `forward(x)`: x of shape (..., in_features), bf16 (fp16/fp32 accepted), on the weight's device.
-    On CUDA the activations are quantised per tensor (dynamic amax) and multiplied through
-    `torch._scaled_mm`; the result is bf16 (or x's dtype if that is fp16/fp32). On CPU the same
-    quantisation is applied and the product of the dequantised values is taken in fp32: it checks
-    scales and layouts in tests, not the FP8 kernels (`supported()` says False there).
+    Up to `fp8_gemv.MAX_ROWS` rows (a decode step), where `fp8_gemv.available` (Triton on CUDA;
+    the CPU under TRITON_INTERPRET=1) and `decode_gemv` is True: the weight-only kernel, x as it
+    is. Otherwise on CUDA the activations are quantised per tensor (dynamic amax) and multiplied
+    through `torch._scaled_mm`; the result is bf16 (or x's dtype if that is fp16/fp32). On CPU the
+    same quantisation is applied and the product of the dequantised values is taken in fp32: it
+    checks scales and layouts in tests, not the FP8 kernels (`supported()` says False there).
     """
 
     weight: torch.Tensor
@@ -280,6 +287,9 @@ class Fp8Linear(nn.Module):
         self.in_features = int(in_features)
         self.out_features = int(out_features)
         self.fast_accum = bool(fast_accum)
+        # Whether decode-sized inputs may take the weight-only kernel (where it runs); False
+        # keeps the activation-quantised path for every size (the A/B, the emulation tests).
+        self.decode_gemv = True
         self.register_buffer("weight", weight.contiguous())
         self.register_buffer("scale", scale.reshape(()) if scale.numel() == 1 else scale.reshape(out_features).contiguous())
 
@@ -397,11 +407,17 @@ class Fp8Linear(nn.Module):
         x2 = x.reshape(-1, self.in_features)
         if not x2.is_contiguous():
             x2 = x2.contiguous()  # _scaled_mm wants `a` row-major
-        if self.weight.device.type != "cuda":
+        if self.uses_gemv(x2.shape[0]):
+            out = fp8_gemv.gemv(x2, self.weight, self.scale)
+        elif self.weight.device.type != "cuda":
             out = self._forward_emulated(x2)
         else:
             out = self._forward_cuda(x2)
         return out.reshape(*lead, self.out_features)
+
+    def uses_gemv(self, rows: int) -> bool:
+        """Whether a product of `rows` rows runs the weight-only decode kernel (fp8_gemv.py)."""
+        return 0 < rows <= fp8_gemv.MAX_ROWS and self.decode_gemv and fp8_gemv.available(self.weight.device)[0]
 
     def _forward_emulated(self, x2: torch.Tensor) -> torch.Tensor:
         x_q, sx = quantize_per_tensor(x2)

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from ..presets import ModelConfig
-from . import fused_ops, paged_attention
+from . import fp8_gemv, fused_ops, paged_attention
 
 _HAS_SDPA = hasattr(F, "scaled_dot_product_attention")
 
@@ -218,6 +218,9 @@ class LlamaModel(torch.nn.Module):
         # Whether RoPE + K/V write, residual add + norm and SiLU × up run as fused kernels
         # (fused_ops.py); False runs the unfused ops (the A/B and the reference).
         self.fused_ops, self.fused_ops_why = fused_ops.available(device)
+        # FP8 weights: whether decode-sized products run the weight-only kernel (fp8_gemv.py;
+        # probed here, before any decode graph is captured), and why (not).
+        self.fp8_gemv, self.fp8_gemv_why = fp8_gemv.available(device) if wf == "fp8" else (False, "weights are not FP8")
         self.inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, hd, 2, device=device, dtype=torch.float32) / hd))
 
     def weight_bytes(self) -> int:

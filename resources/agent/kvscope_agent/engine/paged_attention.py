@@ -41,14 +41,24 @@ import torch
 
 ENV_SWITCH = "KVSCOPE_PAGED_ATTENTION"  # "off" turns the kernel off (the gather path runs)
 
-# Tiles: keys per inner iteration, query rows (token × head of a group) per program. On an H100
-# the decode config keeps 3 stages of a 64-token K and V tile in flight (48 KiB of bf16); the
-# prefill config is the flash-attention forward shape (128 × 64, 8 warps).
-DECODE_CONFIG = {"block_n": 64, "num_warps": 4, "num_stages": 3}
+# Tiles: keys per inner iteration, query rows (token × head of a group) per program. The prefill
+# config is the flash-attention forward shape (128 × 64, 8 warps).
 PREFILL_CONFIG = {"block_m": 128, "block_n": 64, "num_warps": 8, "num_stages": 3}
+# Decode, per KV storage ("native": the compute dtype; "fp8": e4m3 bytes). "f16": 1 runs the
+# products in fp16 where the queries are bf16/fp16 and the KV e4m3 (one conversion instruction per
+# two bytes; paged_attention_fwd's F16). "programs_per_sm": splits are chosen so that about this
+# many programs per SM run.
+# native (H100, 2026-12-07): 3 stages of a 64-token bf16 K and V tile in flight (48 KiB), 2.0-2.5
+# TB/s of KV. fp8: the native tiles in bf16 products read 1.1-1.3 TB/s there: a tile of
+# half the bytes took as long (the e4m3 -> bf16 conversion and per-tile costs, not bytes, set
+# the pace), so twice the keys a tile and the fp16 products; bench/fp8-decode-tune.py times the
+# alternatives (put its best line here).
+DECODE_CONFIGS = {
+    "native": {"block_n": 64, "num_warps": 4, "num_stages": 3, "programs_per_sm": 4},
+    "fp8": {"f16": 1, "block_n": 128, "num_warps": 4, "num_stages": 2, "programs_per_sm": 4},
+}
 MIN_SPLIT_TOKENS = 256  # a split reads at least this many keys (fewer: the combine costs more)
 MAX_SPLITS = 64
-PROGRAMS_PER_SM = 4  # splits are chosen so that about this many programs per SM run
 
 _lock = threading.Lock()
 _state: dict[str, Any] = {}  # "kernels": (triton, tl, fwd, combine); "avail": {device str: (ok, why)}
@@ -93,7 +103,10 @@ def available(device: Any) -> tuple[bool, str]:
     return res
 
 
-def _check(dev: torch.device) -> tuple[bool, str]:
+def triton_here(dev: torch.device) -> tuple[bool, str]:
+    """Whether the engine's Triton kernels (triton_kernels.py) can be defined and launched on
+    `dev`, before any probe: Triton importable, CUDA (not ROCm), or the CPU under
+    TRITON_INTERPRET=1. Shared by every kernel family's `available` (fp8_gemv.py too)."""
     if importlib.util.find_spec("triton") is None:
         return False, f"Triton is not importable with PyTorch {torch.__version__} (not installed)"
     if dev.type == "cpu" and not _interpreting():
@@ -110,6 +123,14 @@ def _check(dev: torch.device) -> tuple[bool, str]:
         return False, f"Triton kernels could not be defined: {type(e).__name__}: {e}"
     if dev.type == "cpu":
         return True, f"Triton {triton.__version__} interpreter (TRITON_INTERPRET=1) on the CPU"
+    return True, f"Triton {triton.__version__}"
+
+
+def _check(dev: torch.device) -> tuple[bool, str]:
+    ok, why = triton_here(dev)
+    if not ok or dev.type == "cpu":
+        return ok, why
+    triton = _kernels()[0]
     try:
         err = _probe(dev)
     except Exception as e:  # noqa: BLE001 - compile or launch failure: the gather path runs
@@ -153,9 +174,15 @@ def _sm_count(dev: torch.device) -> int:
     return n
 
 
-def plan(batch: int, n_query: int, heads: int, kv_heads: int, max_keys: int, device: Any) -> tuple[int, int]:
+def decode_config(fp8: bool) -> dict[str, Any]:
+    """The decode launch's configuration for this KV storage (DECODE_CONFIGS)."""
+    return DECODE_CONFIGS["fp8" if fp8 else "native"]
+
+
+def plan(batch: int, n_query: int, heads: int, kv_heads: int, max_keys: int, device: Any,
+         fp8: bool = False) -> tuple[int, int]:
     """(query rows per program, key splits) for a launch: shapes only, so a captured graph keeps
-    them. Decode: splits so that ~PROGRAMS_PER_SM programs per SM run, each over ≥
+    them. Decode: splits so that ~programs_per_sm (decode_config(fp8)) programs per SM run, each over ≥
     MIN_SPLIT_TOKENS keys. Prefill: split only a chunk whose query tiles leave SMs idle (a split
     costs its partial outputs' fp32 round trip)."""
     group = heads // kv_heads
@@ -165,7 +192,7 @@ def plan(batch: int, n_query: int, heads: int, kv_heads: int, max_keys: int, dev
         block_m = max(16, min(PREFILL_CONFIG["block_m"], _next_pow2(n_query * group)), _next_pow2(group))
     tiles = -(-n_query // (block_m // group))
     programs = batch * kv_heads * tiles
-    target = (PROGRAMS_PER_SM if n_query == 1 else 1) * _sm_count(torch.device(device))
+    target = (decode_config(fp8)["programs_per_sm"] if n_query == 1 else 1) * _sm_count(torch.device(device))
     splits = max(1, min(MAX_SPLITS, -(-target // programs), -(-max(1, max_keys) // MIN_SPLIT_TOKENS)))
     return block_m, splits
 
@@ -184,7 +211,7 @@ def _launch(q: torch.Tensor, rows: torch.Tensor, table: torch.Tensor, lens: torc
         block_m = plan(b, n, heads, kv_heads, 1, q.device)[0]
     if out is None:
         out = torch.empty((b, n, heads, hd), dtype=q.dtype, device=q.device)
-    cfg = dict(DECODE_CONFIG if n == 1 else PREFILL_CONFIG)
+    cfg = dict(decode_config(fp8) if n == 1 else PREFILL_CONFIG)
     if config:
         cfg.update(config)
     tiles = -(-n // (block_m // group))
@@ -202,6 +229,7 @@ def _launch(q: torch.Tensor, rows: torch.Tensor, table: torch.Tensor, lens: torc
         HEADS=heads, GROUP=group, KV_HEADS=kv_heads, HEAD_DIM=hd, BLOCK_D=block_d, BLOCK_M=block_m,
         BLOCK_N=cfg["block_n"], BLOCK_TOKENS=block_tokens, KV_FP8=fp8, SPLIT=split,
         IEEE=q.dtype == torch.float32, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+        F16=bool(cfg.get("f16")) and fp8 and q.dtype in (torch.bfloat16, torch.float16),
     )
     if split:
         combine[(b * n * heads,)](
@@ -221,6 +249,6 @@ def attend(q: torch.Tensor, cache: Any, layer: int, table: torch.Tensor, lens: t
     in q's dtype (into `out` when given)."""
     b, n, heads, _ = q.shape
     kvh = cache.cfg.kv_heads
-    block_m, planned = plan(b, n, heads, kvh, max_keys if max_keys is not None else n, q.device)
+    block_m, planned = plan(b, n, heads, kvh, max_keys if max_keys is not None else n, q.device, fp8=cache.fp8)
     return _launch(q, cache.rows, table, lens, layer=layer, layers=cache.cfg.layers, block_tokens=cache.block_tokens,
                    kv_heads=kvh, fp8=cache.fp8, splits=splits if splits is not None else planned, block_m=block_m, out=out)

@@ -59,7 +59,11 @@ def paged_attention_fwd(q_ptr, rows_ptr, table_ptr, lens_ptr, out_ptr, mid_o_ptr
          n_query, layer_row0, block_rows, qk_scale, num_splits,
          HEADS: tl.constexpr, GROUP: tl.constexpr, KV_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr,
          BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-         BLOCK_TOKENS: tl.constexpr, KV_FP8: tl.constexpr, SPLIT: tl.constexpr, IEEE: tl.constexpr):
+         BLOCK_TOKENS: tl.constexpr, KV_FP8: tl.constexpr, SPLIT: tl.constexpr, IEEE: tl.constexpr,
+         F16: tl.constexpr = False):
+    # F16 (paged_attention.DECODE_CONFIGS "f16", e4m3 K/V): the products in fp16, the queries and
+    # probabilities rounded to fp16 (whose 10 mantissa bits hold a bf16 value exactly in range):
+    # an e4m3 byte pair converts to fp16 in one instruction, to bf16 in a longer sequence.
     pid_bh = tl.program_id(0)
     pid_m = tl.program_id(1)
     pid_s = tl.program_id(2)
@@ -85,6 +89,8 @@ def paged_attention_fwd(q_ptr, rows_ptr, table_ptr, lens_ptr, out_ptr, mid_o_ptr
     mid = tl.maximum(tl.minimum((free_end // BLOCK_N) * BLOCK_N, (hi // BLOCK_N) * BLOCK_N), lo)
     q = tl.load(q_ptr + b * stride_qb + t[:, None] * stride_qt + head[:, None] * stride_qh + d[None, :],
                 mask=row_ok[:, None] & d_ok[None, :], other=0.0)
+    if F16:
+        q = q.to(tl.float16)
     m_i = tl.full([BLOCK_M], -1.0e30, tl.float32)  # finite: a fully masked tile gives p = 0, not NaN
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
@@ -216,3 +222,75 @@ def silu_mul(gu_ptr, out_ptr, stride_gu, stride_out, n, BLOCK: tl.constexpr):
     g = tl.load(gu_ptr + r * stride_gu + c, mask=m, other=0.0).to(tl.float32)
     u = tl.load(gu_ptr + r * stride_gu + n + c, mask=m, other=0.0).to(tl.float32)
     tl.store(out_ptr + r * stride_out + c, (g / (1.0 + tl.exp(-g)) * u).to(out_ptr.dtype.element_ty), mask=m)
+
+
+# ---- decode-size FP8 weight-only products (fp8_gemv.py) ------------------------------------------
+
+
+@triton.jit
+def fp8_gemv(x_ptr, w_ptr, scale_ptr, out_ptr, part_ptr, M, N, K, stride_xm, stride_wn, stride_om, k_per_split,
+             ROWS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+             PER_CHANNEL: tl.constexpr, SPLIT: tl.constexpr, DOT: tl.constexpr, EVEN_K: tl.constexpr,
+             IEEE: tl.constexpr):
+    """out[m, n] = scale[n] × Σ_k x[m, k] · w[n, k] for a tile of BLOCK_N output columns and one
+    split of K: x in its own dtype (no activation quantisation), w e4m3 bytes (N, K) row-major,
+    converted in registers, fp32 accumulation. DOT: the tile as one tensor-core product
+    w (BLOCK_N × BLOCK_K, in x's dtype) × xᵀ (BLOCK_K × BLOCK_M, rows past M zero); otherwise
+    ROWS (= M) multiply-add reductions over K. SPLIT: the scaled fp32 partial sum goes to
+    part[pid_k, m, n] for fp8_gemv_reduce."""
+    pid_n = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_ok = n < N
+    n_ld = tl.minimum(n, N - 1)  # rows past N read the last row (never stored): no load mask on N
+    kk = tl.arange(0, BLOCK_K)
+    m = tl.arange(0, BLOCK_M)
+    m_ok = m < M
+    k_lo = pid_k * k_per_split
+    k_hi = tl.minimum(k_lo + k_per_split, K)
+    w_ptrs = w_ptr + n_ld.to(tl.int64)[:, None] * stride_wn + kk[None, :]
+    acc = tl.zeros([BLOCK_N, BLOCK_M], tl.float32)
+    for k0 in range(k_lo, k_hi, BLOCK_K):
+        k = k0 + kk
+        k_ok = k < k_hi
+        if EVEN_K:
+            w = tl.load(w_ptrs + k0)
+        else:
+            w = tl.load(w_ptrs + k0, mask=k_ok[None, :], other=0)
+        w = w.to(tl.float8e4nv, bitcast=True)
+        if DOT:
+            x = tl.load(x_ptr + m[:, None] * stride_xm + k[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0)
+            if IEEE:
+                acc += tl.dot(w.to(x.dtype), tl.trans(x), input_precision="ieee")
+            else:
+                acc += tl.dot(w.to(x.dtype), tl.trans(x))
+        else:
+            wf = w.to(tl.float32)
+            for i in tl.static_range(ROWS):
+                if EVEN_K:
+                    xi = tl.load(x_ptr + i * stride_xm + k)
+                else:
+                    xi = tl.load(x_ptr + i * stride_xm + k, mask=k_ok, other=0.0)
+                part = tl.sum(wf * xi.to(tl.float32)[None, :], 1)
+                acc += tl.where((m == i)[None, :], part[:, None], 0.0)
+    if PER_CHANNEL:
+        acc = acc * tl.load(scale_ptr + n_ld)[:, None]
+    else:
+        acc = acc * tl.load(scale_ptr)
+    ok = n_ok[:, None] & m_ok[None, :]
+    if SPLIT:
+        tl.store(part_ptr + (pid_k * M + m[None, :]) * N + n[:, None], acc, mask=ok)
+    else:
+        tl.store(out_ptr + m[None, :] * stride_om + n[:, None], acc.to(out_ptr.dtype.element_ty), mask=ok)
+
+
+@triton.jit
+def fp8_gemv_reduce(part_ptr, out_ptr, M, N, splits, stride_om, BLOCK: tl.constexpr, BLOCK_S: tl.constexpr):
+    """out[m, n] = Σ_s part[s, m, n] (the split-K partial sums of fp8_gemv), in out's dtype."""
+    row = tl.program_id(0)
+    n = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    s = tl.arange(0, BLOCK_S)
+    ok = (s < splits)[:, None] & (n < N)[None, :]
+    p = tl.load(part_ptr + (s[:, None] * M + row) * N + n[None, :], mask=ok, other=0.0)
+    tl.store(out_ptr + row * stride_om + n, tl.sum(p, 0).to(out_ptr.dtype.element_ty), mask=n < N)
+
