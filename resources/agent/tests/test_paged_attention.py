@@ -234,6 +234,79 @@ def test_fp8_kv_decode_in_fp16_equals_the_fp32_reference(device):
 
 
 @params("device", DEVICES)
+def test_fp8_kv_prefill_in_fp16_products_equals_the_gather_path(device):
+    """bf16 queries over FP8 KV, the prefill kernel's products in fp16 ("mma": "fp16", the FP8
+    rows' default) and, on CUDA, in bf16: within bf16's tolerance of the gather path (K/V
+    converted from the same e4m3 bytes, attention in fp32), over several tiles, a block boundary
+    and the diagonal. (In bf16 on the CPU the interpreter is off by 1e8: see the module doc.)"""
+    need_kernel(device)
+    need_kv("fp8")
+    rng = random.Random(11)
+    bt = 8
+    for shape in [(2, 4, 32), (1, 8, 16)]:
+        (table,) = scattered_tables(rng, 1, 24, 64)
+        cache = make_pool(device, shape, "fp8", torch.bfloat16, [table], 64, bt, seed=shape[1])
+        cfg = cache.cfg
+        dev = torch.device(device)
+        prefix, n = 77, 37
+        q = torch.randn(n, cfg.heads, cfg.head_dim, device=dev).to(torch.bfloat16)
+        k, v = cache.read(2, cache.request_rows(table), prefix + n, torch.float32)
+        want = attention(q.float(), k, v, prefix)
+        for mma in ("fp16",) + (("bf16",) if device == "cuda" else ()):  # the interpreter's bf16 dot is wrong
+            got = pa._launch(q[None], cache.rows, torch.tensor([table], dtype=torch.int32, device=dev),
+                             torch.tensor([prefix + n], dtype=torch.int32, device=dev), layer=2, layers=cfg.layers,
+                             block_tokens=bt, kv_heads=cfg.kv_heads, fp8=True, splits=1, block_m=32,
+                             config={"block_n": 16, "mma": mma})[0]
+            assert got.dtype == torch.bfloat16 and torch.isfinite(got).all()
+            err = (got.float() - want).abs().max()
+            assert err < ATOL[torch.bfloat16], (shape, mma, err)
+
+
+def test_prefill_launch_takes_its_config_from_the_table():
+    """A chunk with one split runs the prefill kernel with PREFILL_CONFIGS' row for its group and
+    KV storage (the table a tuning run edits); {"kernel": "general"} and a split chunk run the
+    general kernel. The launches are recorded, not run."""
+    need_kernel("cpu")
+    _, _, fwd, _, kernels = pa._kernels()
+    launched: list[tuple[str, dict]] = []
+
+    class Recorder:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def __getitem__(self, grid):  # type: ignore[no-untyped-def]
+            return lambda *args, **kw: launched.append((self.name, kw))
+
+    saved = (kernels.paged_prefill_fwd, pa.PREFILL_CONFIGS.copy())
+    kernels.paged_prefill_fwd = Recorder("prefill")
+    real = pa._kernels
+    pa._kernels = lambda: (real()[0], real()[1], Recorder("general"), Recorder("combine"), kernels)
+    try:
+        pa.PREFILL_CONFIGS[(3, "fp8")] = {"block_m": 64, "block_n": 32, "num_warps": 4, "num_stages": 2, "mma": "fp16"}
+        q = torch.zeros(1, 40, 6, 16, dtype=torch.bfloat16)
+        args = (torch.zeros(8, 32, dtype=torch.uint8), torch.zeros(1, 4, dtype=torch.int32), torch.tensor([50]))
+        kw = dict(layer=0, layers=1, block_tokens=8, kv_heads=2, fp8=True)
+        pa._launch(q, *args, splits=1, **kw)
+        name, k = launched[-1]
+        assert name == "prefill" and (k["BLOCK_M"], k["BLOCK_N"], k["num_warps"], k["num_stages"]) == (64, 32, 4, 2)
+        assert k["MMA_FP16"] and k["KV_FP8"]
+        pa._launch(q, *args, splits=1, config={"mma": "bf16"}, **kw)
+        assert launched[-1][0] == "prefill" and not launched[-1][1]["MMA_FP16"]
+        pa._launch(q, *args, splits=1, **{**kw, "fp8": False})  # group 3, bf16 KV: the default row
+        default = pa.PREFILL_CONFIGS[(None, None)]
+        assert launched[-1][0] == "prefill" and launched[-1][1]["BLOCK_N"] == default["block_n"]
+        pa._launch(q, *args, splits=1, config={"kernel": "general"}, **kw)
+        assert launched[-1][0] == "general"
+        pa._launch(q, *args, splits=2, **kw)
+        assert [n for n, _ in launched[-2:]] == ["general", "combine"]
+    finally:
+        kernels.paged_prefill_fwd = saved[0]
+        pa.PREFILL_CONFIGS.clear()
+        pa.PREFILL_CONFIGS.update(saved[1])
+        pa._kernels = real
+
+
+@params("device", DEVICES)
 def test_a_wrong_block_table_or_length_is_caught(device):
     """The checks above can fail: the same query over a table with one block of another request,
     or with one key fewer, is off by far more than the tolerance (a flat softmax over 60 keys:
@@ -318,7 +391,9 @@ def test_plan_fills_the_gpu_with_fixed_launch_shapes():
         assert pa.plan(1, 1, 32, 8, 300, "cpu")[1] == 2
         assert pa.plan(1, 1, 64, 1, 300, "cpu")[0] == 64  # MQA: 64 heads in one program
         bm, s = pa.plan(1, 2048, 32, 8, 16384, "cpu")
-        assert bm == pa.PREFILL_CONFIG["block_m"] and s == 1  # 8 × 64 query tiles fill the GPU
+        assert bm == pa.prefill_config(4, False)["block_m"] and s == 1  # 8 × 64 query tiles fill the GPU
+        bm, s = pa.plan(1, 2048, 64, 8, 16384, "cpu", fp8=True)
+        assert bm == pa.prefill_config(8, True)["block_m"] and s == 1
     finally:
         pa._sm_count, pa.DECODE_CONFIGS = saved, configs
 

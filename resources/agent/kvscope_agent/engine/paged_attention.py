@@ -41,9 +41,7 @@ import torch
 
 ENV_SWITCH = "KVSCOPE_PAGED_ATTENTION"  # "off" turns the kernel off (the gather path runs)
 
-# Tiles: keys per inner iteration, query rows (token × head of a group) per program. The prefill
-# config is the flash-attention forward shape (128 × 64, 8 warps).
-PREFILL_CONFIG = {"block_m": 128, "block_n": 64, "num_warps": 8, "num_stages": 3}
+# Tiles: keys per inner iteration, query rows (token × head of a group) per program.
 # Decode, per KV storage ("native": the compute dtype; "fp8": e4m3 bytes). "f16": 1 runs the
 # products in fp16 where the queries are bf16/fp16 and the KV e4m3 (one conversion instruction per
 # two bytes; paged_attention_fwd's F16). "programs_per_sm": splits are chosen so that about this
@@ -56,6 +54,19 @@ PREFILL_CONFIG = {"block_m": 128, "block_n": 64, "num_warps": 8, "num_stages": 3
 DECODE_CONFIGS = {
     "native": {"block_n": 64, "num_warps": 4, "num_stages": 3, "programs_per_sm": 4},
     "fp8": {"f16": 1, "block_n": 128, "num_warps": 4, "num_stages": 2, "programs_per_sm": 4},
+}
+# The prefill kernel's (`paged_prefill_fwd`: a chunk of queries over a cached prefix, no key
+# splits) per (query heads per KV head, KV storage), the one table to edit after a tuning run
+# (bench/prefill-attention-tune.py prints its best rows in this form); `prefill_config` falls back
+# to the (None, kv) row, then (None, None). The flash-attention forward shape: 128 query rows (the
+# whole GQA group of 128 / group tokens) × 64 keys, 8 warps (two warp groups of 64 rows), 3 stages
+# of K/V in flight. "mma": "fp16" runs FP8 KV's products in fp16 (e4m3 → fp16 is one instruction
+# a pair, → bf16 goes through fp32; exact either way: see the kernel); "bf16" in q's dtype.
+PREFILL_CONFIGS: dict[tuple[int | None, str | None], dict[str, Any]] = {
+    (None, None): {"block_m": 128, "block_n": 64, "num_warps": 8, "num_stages": 3},
+    (4, "native"): {"block_m": 128, "block_n": 64, "num_warps": 8, "num_stages": 3},  # llama-3.1-8b
+    (None, "fp8"): {"block_m": 128, "block_n": 64, "num_warps": 8, "num_stages": 3, "mma": "fp16"},
+    (8, "fp8"): {"block_m": 128, "block_n": 64, "num_warps": 8, "num_stages": 3, "mma": "fp16"},  # llama-3.1-70b-fp8
 }
 MIN_SPLIT_TOKENS = 256  # a split reads at least this many keys (fewer: the combine costs more)
 MAX_SPLITS = 64
@@ -179,17 +190,29 @@ def decode_config(fp8: bool) -> dict[str, Any]:
     return DECODE_CONFIGS["fp8" if fp8 else "native"]
 
 
+def prefill_config(group: int, fp8: bool) -> dict[str, Any]:
+    """The prefill kernel's configuration for `group` query heads per KV head over bf16/fp32
+    (fp8=False) or FP8 KV: PREFILL_CONFIGS' row for both, else for the KV storage, else the
+    default row."""
+    kv = "fp8" if fp8 else "native"
+    for key in ((group, kv), (None, kv), (None, None)):
+        if key in PREFILL_CONFIGS:
+            return dict(PREFILL_CONFIGS[key])
+    raise KeyError("PREFILL_CONFIGS needs a (None, None) row")
+
+
 def plan(batch: int, n_query: int, heads: int, kv_heads: int, max_keys: int, device: Any,
          fp8: bool = False) -> tuple[int, int]:
     """(query rows per program, key splits) for a launch: shapes only, so a captured graph keeps
     them. Decode: splits so that ~programs_per_sm (decode_config(fp8)) programs per SM run, each over ≥
     MIN_SPLIT_TOKENS keys. Prefill: split only a chunk whose query tiles leave SMs idle (a split
-    costs its partial outputs' fp32 round trip)."""
+    costs its partial outputs' fp32 round trip); its rows per program from `prefill_config`."""
     group = heads // kv_heads
     if n_query == 1:
         block_m = max(16, _next_pow2(group))
     else:
-        block_m = max(16, min(PREFILL_CONFIG["block_m"], _next_pow2(n_query * group)), _next_pow2(group))
+        rows = prefill_config(group, fp8)["block_m"]
+        block_m = max(16, min(rows, _next_pow2(n_query * group)), _next_pow2(group))
     tiles = -(-n_query // (block_m // group))
     programs = batch * kv_heads * tiles
     target = (decode_config(fp8)["programs_per_sm"] if n_query == 1 else 1) * _sm_count(torch.device(device))
@@ -199,8 +222,12 @@ def plan(batch: int, n_query: int, heads: int, kv_heads: int, max_keys: int, dev
 
 def _launch(q: torch.Tensor, rows: torch.Tensor, table: torch.Tensor, lens: torch.Tensor, *, layer: int,
             layers: int, block_tokens: int, kv_heads: int, fp8: bool, splits: int, block_m: int | None = None,
-            out: torch.Tensor | None = None, config: dict[str, int] | None = None) -> torch.Tensor:
-    _, _, fwd, combine, _ = _kernels()
+            out: torch.Tensor | None = None, config: dict[str, Any] | None = None) -> torch.Tensor:
+    """One launch (`attend` says what it computes). A chunk (n > 1) with one split runs the
+    prefill kernel (`paged_prefill_fwd`) unless `config` says {"kernel": "general"}; decode, and a
+    chunk split over its keys, the general one (`paged_attention_fwd` + the combine). `config`
+    overrides DECODE_CONFIG / `prefill_config`'s keys (block_n, num_warps, num_stages, mma)."""
+    _, _, fwd, combine, kernels = _kernels()
     b, n, heads, hd = q.shape
     group = heads // kv_heads
     if heads % kv_heads:
@@ -208,14 +235,28 @@ def _launch(q: torch.Tensor, rows: torch.Tensor, table: torch.Tensor, lens: torc
     if q.stride(3) != 1:
         raise ValueError("q's last dimension must be contiguous")
     if block_m is None:
-        block_m = plan(b, n, heads, kv_heads, 1, q.device)[0]
+        block_m = plan(b, n, heads, kv_heads, 1, q.device, fp8=fp8)[0]
     if out is None:
         out = torch.empty((b, n, heads, hd), dtype=q.dtype, device=q.device)
-    cfg = dict(decode_config(fp8) if n == 1 else PREFILL_CONFIG)
+    cfg = dict(decode_config(fp8) if n == 1 else prefill_config(group, fp8))
     if config:
         cfg.update(config)
     tiles = -(-n // (block_m // group))
     block_d = max(16, _next_pow2(hd))
+    qk_scale = (1.0 / math.sqrt(hd)) * 1.4426950408889634  # exp2 of scores × this is exp of scores / √d
+    if n > 1 and splits == 1 and cfg.get("kernel", "prefill") != "general":
+        mma = cfg.get("mma", "bf16")
+        if mma not in ("fp16", "bf16"):
+            raise ValueError(f"prefill config mma must be 'fp16' or 'bf16', got {mma!r}")
+        kernels.paged_prefill_fwd[(b * kv_heads, tiles)](
+            q, rows, table, lens, out,
+            q.stride(0), q.stride(1), q.stride(2), out.stride(0), out.stride(1), out.stride(2), table.stride(0),
+            n, layer * 2 * block_tokens * kv_heads * hd, layers * 2 * block_tokens * kv_heads * hd, qk_scale,
+            GROUP=group, KV_HEADS=kv_heads, HEAD_DIM=hd, BLOCK_D=block_d, BLOCK_M=block_m, BLOCK_N=cfg["block_n"],
+            BLOCK_TOKENS=block_tokens, KV_FP8=fp8, MMA_FP16=fp8 and mma == "fp16" and q.dtype == torch.bfloat16,
+            IEEE=q.dtype == torch.float32, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+        )
+        return out
     split = splits > 1
     if split:
         mid_o = torch.empty((b, n, heads, splits, hd), dtype=torch.float32, device=q.device)
@@ -225,7 +266,7 @@ def _launch(q: torch.Tensor, rows: torch.Tensor, table: torch.Tensor, lens: torc
     fwd[(b * kv_heads, tiles, splits)](
         q, rows, table, lens, out, mid_o, mid_lse,
         q.stride(0), q.stride(1), q.stride(2), out.stride(0), out.stride(1), out.stride(2), table.stride(0),
-        n, layer * 2 * block_tokens, layers * 2 * block_tokens, (1.0 / math.sqrt(hd)) * 1.4426950408889634, splits,
+        n, layer * 2 * block_tokens, layers * 2 * block_tokens, qk_scale, splits,
         HEADS=heads, GROUP=group, KV_HEADS=kv_heads, HEAD_DIM=hd, BLOCK_D=block_d, BLOCK_M=block_m,
         BLOCK_N=cfg["block_n"], BLOCK_TOKENS=block_tokens, KV_FP8=fp8, SPLIT=split,
         IEEE=q.dtype == torch.float32, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],

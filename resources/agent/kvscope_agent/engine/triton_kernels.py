@@ -137,6 +137,117 @@ def paged_attention_combine(mid_o_ptr, mid_lse_ptr, out_ptr, stride_ob, stride_o
     tl.store(out_ptr + b * stride_ob + t * stride_ot + head * stride_oh + d, out.to(out_ptr.dtype.element_ty), mask=d_ok)
 
 
+# ---- prefill over a cached prefix (paged_attention.py: `prefill_config`, `_launch_prefill`) -----
+
+
+@triton.jit
+def _prefill_tile(acc, l_i, m_i, q, rows_ptr, table_ptr, start_n, hi, q_pos, layer_off, block_stride, head_d,
+                  qk_scale, d_ok,
+                  BLOCK_N: tl.constexpr, BLOCK_TOKENS: tl.constexpr, ROW_ELEMS: tl.constexpr, KV_FP8: tl.constexpr,
+                  EVEN_D: tl.constexpr, MASKED: tl.constexpr, IEEE: tl.constexpr):
+    """One K/V tile (keys start_n ..) for every query row of the program: the flash-attention
+    update with the softmax scale folded into one multiply-add before exp2, and P·V accumulated
+    into acc by the product itself (no second accumulator)."""
+    keys = start_n + tl.arange(0, BLOCK_N)
+    if MASKED:
+        k_ok = keys < hi
+        blk = tl.load(table_ptr + keys // BLOCK_TOKENS, mask=k_ok, other=0)
+    else:
+        blk = tl.load(table_ptr + keys // BLOCK_TOKENS)
+    # 64-bit arithmetic once per key (the block's base); offsets inside a block are 32-bit.
+    base = blk.to(tl.int64) * block_stride + layer_off
+    k_ptrs = rows_ptr + base[:, None] + ((keys % BLOCK_TOKENS) * ROW_ELEMS)[:, None] + head_d[None, :]
+    v_ptrs = k_ptrs + BLOCK_TOKENS * ROW_ELEMS  # V rows follow the block's K rows
+    if MASKED:
+        ld = k_ok[:, None] & d_ok[None, :]
+        k = tl.load(k_ptrs, mask=ld, other=0)
+        v = tl.load(v_ptrs, mask=ld, other=0)
+    elif EVEN_D:
+        k = tl.load(k_ptrs)
+        v = tl.load(v_ptrs)
+    else:
+        k = tl.load(k_ptrs, mask=d_ok[None, :], other=0)
+        v = tl.load(v_ptrs, mask=d_ok[None, :], other=0)
+    if KV_FP8:  # e4m3 bytes, unit scale (fp8.kv_from_storage); q's dtype is the product's
+        k = k.to(tl.float8e4nv, bitcast=True)
+        v = v.to(tl.float8e4nv, bitcast=True)
+    k = k.to(q.dtype)
+    v = v.to(q.dtype)
+    if IEEE:  # fp32 compute: no TF32 (the reference keeps fp32 products)
+        s = tl.dot(q, tl.trans(k), input_precision="ieee")
+    else:
+        s = tl.dot(q, tl.trans(k))
+    if MASKED:
+        s = tl.where(k_ok[None, :] & (keys[None, :] <= q_pos[:, None]), s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
+    p = tl.exp2(s * qk_scale - m_new[:, None])
+    alpha = tl.exp2(m_i - m_new)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = acc * alpha[:, None]
+    if IEEE:
+        acc = tl.dot(p.to(q.dtype), v, acc, input_precision="ieee")
+    else:
+        acc = tl.dot(p.to(q.dtype), v, acc)
+    return acc, l_i, m_new
+
+
+@triton.jit
+def paged_prefill_fwd(q_ptr, rows_ptr, table_ptr, lens_ptr, out_ptr,
+                      stride_qb, stride_qt, stride_qh, stride_ob, stride_ot, stride_oh, stride_tb,
+                      n_query, layer_off, block_stride, qk_scale,
+                      GROUP: tl.constexpr, KV_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_TOKENS: tl.constexpr,
+                      KV_FP8: tl.constexpr, MMA_FP16: tl.constexpr, IEEE: tl.constexpr):
+    """A prefill chunk over a cached prefix, one program per (request, KV head, query tile), no
+    key splits: what `paged_attention_fwd` computes with one split, as a kernel of its own so that
+    its tiles and warps are tuned for long chunks (`paged_attention.PREFILL_CONFIGS`) apart from
+    decode's. Query tiles are taken heaviest (last) first, so the short ones fill the tail.
+
+    MMA_FP16: the products run in fp16 instead of q's bf16, for FP8 KV: e4m3 converts to fp16 in
+    one instruction per pair of values (to bf16 it goes through fp32), and every e4m3 and bf16
+    value of a query inside ±65504 is an fp16 value (q is clamped there), so nothing is lost; P
+    (in [0, 1]) keeps 3 more mantissa bits than in bf16."""
+    pid_bh = tl.program_id(0)
+    pid_m = tl.num_programs(1) - 1 - tl.program_id(1)
+    b = pid_bh // KV_HEADS
+    kvh = pid_bh % KV_HEADS
+    TOKENS: tl.constexpr = BLOCK_M // GROUP  # query tokens per tile, all heads of the group
+    r = tl.arange(0, BLOCK_M)
+    t = pid_m * TOKENS + r // GROUP
+    head = kvh * GROUP + r % GROUP
+    row_ok = (r < TOKENS * GROUP) & (t < n_query)
+    d = tl.arange(0, BLOCK_D)
+    d_ok = d < HEAD_DIM
+    kv_len = tl.load(lens_ptr + b).to(tl.int32)
+    first = kv_len - n_query  # position of query token 0
+    q_pos = first + t
+    t0 = pid_m * TOKENS
+    hi = first + tl.minimum(t0 + TOKENS, n_query)  # keys this tile needs: [0, hi)
+    mid = ((first + t0 + 1) // BLOCK_N) * BLOCK_N  # keys below it are seen by every token of the tile
+    q = tl.load(q_ptr + b * stride_qb + t[:, None] * stride_qt + head[:, None] * stride_qh + d[None, :],
+                mask=row_ok[:, None] & d_ok[None, :], other=0.0)
+    if MMA_FP16:
+        q = tl.minimum(tl.maximum(q.to(tl.float32), -65504.0), 65504.0).to(tl.float16)
+    m_i = tl.full([BLOCK_M], -1.0e30, tl.float32)  # finite: a fully masked row gives p = 0, not NaN
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    table_b = table_ptr + b * stride_tb
+    head_d = kvh * HEAD_DIM + d
+    ROW_ELEMS: tl.constexpr = KV_HEADS * HEAD_DIM
+    EVEN_D: tl.constexpr = BLOCK_D == HEAD_DIM
+    for start_n in range(0, mid, BLOCK_N):
+        acc, l_i, m_i = _prefill_tile(acc, l_i, m_i, q, rows_ptr, table_b, start_n, hi, q_pos, layer_off,
+                                      block_stride, head_d, qk_scale, d_ok,
+                                      BLOCK_N, BLOCK_TOKENS, ROW_ELEMS, KV_FP8, EVEN_D, False, IEEE)
+    for start_n in range(mid, hi, BLOCK_N):
+        acc, l_i, m_i = _prefill_tile(acc, l_i, m_i, q, rows_ptr, table_b, start_n, hi, q_pos, layer_off,
+                                      block_stride, head_d, qk_scale, d_ok,
+                                      BLOCK_N, BLOCK_TOKENS, ROW_ELEMS, KV_FP8, EVEN_D, True, IEEE)
+    o = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
+    tl.store(out_ptr + b * stride_ob + t[:, None] * stride_ot + head[:, None] * stride_oh + d[None, :],
+             o.to(out_ptr.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
+
+
 # ---- fused small ops (fused_ops.py) --------------------------------------------------------------
 
 
