@@ -466,7 +466,7 @@ def attention_prefill_ab(torch: Any, dev: Any, t: Timer, model: Any, cache: Any,
                                             splits=sp, block_m=max(c.get("block_m", planned_m), cfg.heads // cfg.kv_heads),
                                             config=c)
 
-            out["tune"] = tune(t, call, PREFILL_CANDIDATES, 1, graph=False)
+            out["tune"] = tune(t, call, prefill_candidates("fp8" if cache.fp8 else "native"), 1, graph=False)
     if not (a.no_gather and model.paged_kernel):
         def gather() -> None:
             for li in range(cfg.layers):
@@ -485,12 +485,22 @@ def attention_prefill_ab(torch: Any, dev: Any, t: Timer, model: Any, cache: Any,
     return finish_ab(out)
 
 
-# Kernel configurations --tune tries (the defaults are paged_attention.DECODE_CONFIGS / PREFILL_CONFIG;
+# Kernel configurations --tune tries (the defaults are paged_attention.DECODE_CONFIGS / PREFILL_CONFIGS;
 # bench/fp8-decode-tune.py tries the FP8 KV decode and the FP8 linear layers' configurations).
 DECODE_CANDIDATES = [{"block_n": bn, "num_warps": w, "num_stages": st}
                      for bn, w, st in [(32, 4, 2), (64, 4, 2), (64, 4, 3), (64, 4, 4), (128, 4, 2), (128, 8, 2), (64, 8, 3)]]
-PREFILL_CANDIDATES = [{"block_m": bm, "block_n": bn, "num_warps": w, "num_stages": st}
-                      for bm, bn, w, st in [(128, 64, 8, 3), (128, 64, 4, 3), (128, 128, 8, 2), (64, 64, 4, 3), (128, 32, 4, 4)]]
+
+
+def prefill_candidates(kv: str) -> list[dict[str, Any]]:
+    """The prefill kernel's configurations: bench/prefill-attention-tune.py's grid (that script
+    times them alone, in less time than a roofline run)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("prefill_attention_tune", os.path.join(HERE, "prefill-attention-tune.py"))
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.configs(kv, mod.GRID, mod.GRID_FP8_BF16)
 
 
 def tune(t: Timer, call: Callable[[dict[str, int], int], Any], candidates: list[dict[str, int]], splits: int,
