@@ -42,6 +42,12 @@ def need(device: str) -> None:
         raise RuntimeError(f"skip: {why}")
 
 
+def _skip(why: str) -> None:
+    if pytest is not None:
+        pytest.skip(why)
+    raise RuntimeError(f"skip: {why}")
+
+
 def devices(fn):  # type: ignore[no-untyped-def]
     return pytest.mark.parametrize("device", DEVICES)(fn) if pytest is not None else fn
 
@@ -151,6 +157,63 @@ def test_switch_turns_the_fused_ops_off():
     assert not ok and fused_ops.ENV_SWITCH in why
 
 
+@devices
+def test_fp8_activation_quantisation_is_bit_exact_with_quantize_per_tensor(device):
+    """`quantize_e4m3` (one pass after amax) gives `fp8.quantize_per_tensor`'s e4m3 bytes and
+    scale: bf16 (the quotient rounded to bf16 before e4m3, as torch's bf16 division is) and
+    fp32, magnitudes from 1e-4 (subnormal e4m3 for the small values) to 1e4, sizes that are not
+    a multiple of the kernel's block, and the amax element itself (448 exactly)."""
+    need(device)
+    if not hasattr(torch, "float8_e4m3fn"):
+        _skip(f"FP8 needs torch with float8 dtypes (this is torch {torch.__version__})")
+    from kvscope_agent.engine import fp8
+
+    dev = torch.device(device)
+    g = torch.Generator(device="cpu")
+    g.manual_seed(7)
+    for dtype in (torch.bfloat16, torch.float32):
+        for scale, shape in [(1e-4, (3, 48)), (1.0, (37, 300)), (1e4, (129, 64))]:
+            x = (torch.randn(shape, generator=g) * scale).to(dev, dtype)
+            x[1, 2] = -7 * scale
+            out = torch.full((), float("nan"), dtype=torch.float32, device=dev)
+            q, s = fused_ops.quantize_e4m3(x, out)
+            want_q, want_s = fp8.quantize_per_tensor(x)
+            assert s.data_ptr() == out.data_ptr() and float(s) == float(want_s), (dtype, scale, float(s), float(want_s))
+            diff = int((q.view(torch.uint8) != want_q.view(torch.uint8)).sum())
+            assert diff == 0, (dtype, scale, diff)
+
+
+def test_prefill_sized_fp8_products_take_the_fused_quantisation():
+    """On CUDA an FP8 product of a prefill chunk's rows quantises through the fused kernel and
+    gives the same output as through `quantize_per_tensor` (a decode-sized one never takes it)."""
+    if not torch.cuda.is_available() or not hasattr(torch, "float8_e4m3fn"):
+        _skip("needs CUDA and torch with float8 dtypes")
+    from kvscope_agent.engine import fp8
+
+    dev = torch.device("cuda")
+    need("cuda")
+    ok, why = fp8.supported(dev)
+    if not ok:
+        _skip(why)
+    g = torch.Generator(device=dev)
+    g.manual_seed(3)
+    lin = fp8.Fp8Linear.from_random(256, 512, dev, g)
+    x = torch.randn(fp8.FUSED_QUANT_MIN_ROWS, 256, device=dev, generator=g).to(torch.bfloat16)
+    calls = []
+    real = fused_ops.quantize_e4m3
+    fused_ops.quantize_e4m3 = lambda a, b: calls.append(a.shape[0]) or real(a, b)
+    saved = fp8.FUSED_QUANT_MIN_ROWS
+    try:
+        fused = lin(x)
+        lin(x[:8])
+        assert calls == [fp8.FUSED_QUANT_MIN_ROWS]
+        fp8.FUSED_QUANT_MIN_ROWS = 1 << 30
+        assert torch.equal(fused, lin(x))
+    finally:
+        fused_ops.quantize_e4m3 = real
+        fp8.FUSED_QUANT_MIN_ROWS = saved
+
+
 def test_the_start_up_probe_passes_the_kernels_and_catches_a_wrong_one():
     """`available` on CUDA runs `_probe` once and keeps the unfused ops if it fails: the probe must
     pass the real kernels (bf16: they and the unfused ops round at different points) and fail a
@@ -164,6 +227,19 @@ def test_the_start_up_probe_passes_the_kernels_and_catches_a_wrong_one():
         assert fused_ops._probe(dev) > 0.1
     finally:
         fused_ops.silu_mul = real
+    if hasattr(torch, "float8_e4m3fn"):  # a quantisation one e4m3 step off in one place
+        quant = fused_ops.quantize_e4m3
+
+        def off_by_one(x, out):  # type: ignore[no-untyped-def]
+            q, s = quant(x, out)
+            q.view(torch.uint8)[0, 0] += 1
+            return q, s
+
+        try:
+            fused_ops.quantize_e4m3 = off_by_one
+            assert fused_ops._probe(dev) > 0.1
+        finally:
+            fused_ops.quantize_e4m3 = quant
 
 
 if __name__ == "__main__":

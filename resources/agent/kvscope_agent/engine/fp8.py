@@ -219,15 +219,38 @@ def quantize_per_tensor(
     torch._scaled_mm the same scale tensor on every call (see `Fp8Linear._forward_cuda`).
     """
     dt = fp8_dtype()
-    amax = torch.linalg.vector_norm(x, ord=float("inf"))
-    if amax.dtype not in (torch.bfloat16, torch.float16, torch.float32):
-        amax = amax.float()
-    scale = torch.clamp(amax / E4M3_MAX, min=torch.finfo(amax.dtype).tiny)
+    scale = per_tensor_scale(x)
     q = (x / scale).to(dt)
     if scale_out is None:
         return q, scale.float()
     scale_out.copy_(scale)
     return q, scale_out
+
+
+FUSED_QUANT_MIN_ROWS = 128
+"""Activations of at least this many rows (prefill chunks) are quantised by `quantize_activations`
+in one fused pass where the Triton kernels run; decode-sized ones by `quantize_per_tensor`."""
+
+
+def quantize_activations(x: torch.Tensor, scale_out: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """`quantize_per_tensor(x, scale_out)` for x (M, K) contiguous: for a prefill-sized CUDA
+    activation where the fused ops run, as `fused_ops.quantize_e4m3` (the same bytes in two
+    kernels instead of five, ~45% less HBM traffic); otherwise quantize_per_tensor itself."""
+    if x.is_cuda and x.shape[0] >= FUSED_QUANT_MIN_ROWS and x.dtype in (torch.bfloat16, torch.float32):
+        from . import fused_ops
+
+        if fused_ops.available(x.device)[0]:
+            return fused_ops.quantize_e4m3(x, scale_out)
+    return quantize_per_tensor(x, scale_out)
+
+
+def per_tensor_scale(x: torch.Tensor) -> torch.Tensor:
+    """`quantize_per_tensor`'s dequantisation scale, 0-dim in x's dtype (fp32 for other dtypes):
+    amax(|x|) / 448, at least the dtype's smallest normal."""
+    amax = torch.linalg.vector_norm(x, ord=float("inf"))
+    if amax.dtype not in (torch.bfloat16, torch.float16, torch.float32):
+        amax = amax.float()
+    return torch.clamp(amax / E4M3_MAX, min=torch.finfo(amax.dtype).tiny)
 
 
 def _quantize_rows(w: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -430,7 +453,7 @@ class Fp8Linear(nn.Module):
         m = x2.shape[0]
         if m == 0:
             return x2.new_empty((0, self.out_features), dtype=out_dtype)
-        x_q, sx = quantize_per_tensor(x2, self._scale_buffer(x2.device))
+        x_q, sx = quantize_activations(x2, self._scale_buffer(x2.device))
         if _PAD_M and m % 16:
             x_q = torch.nn.functional.pad(x_q.view(torch.uint8), (0, 0, 0, 16 - m % 16)).view(x_q.dtype)
         try:

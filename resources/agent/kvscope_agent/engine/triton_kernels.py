@@ -405,3 +405,31 @@ def fp8_gemv_reduce(part_ptr, out_ptr, M, N, splits, stride_om, BLOCK: tl.conste
     p = tl.load(part_ptr + (s[:, None] * M + row) * N + n[None, :], mask=ok, other=0.0)
     tl.store(out_ptr + row * stride_om + n, tl.sum(p, 0).to(out_ptr.dtype.element_ty), mask=n < N)
 
+
+
+@triton.jit
+def _round_bf16(y):
+    """fp32 -> the nearest bf16 value (ties to even), still as fp32: the rounding a cast to bf16
+    does on the GPU, in integer steps because Triton 3.6's interpreter truncates that cast."""
+    b = y.to(tl.int32, bitcast=True)
+    b = (b + 0x7FFF + ((b >> 16) & 1)) & -65536
+    return b.to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def quantize_e4m3(x_ptr, scale_ptr, q_ptr, scale_out_ptr, n, ROUND_BF16: tl.constexpr, BLOCK: tl.constexpr):
+    """`fp8.quantize_per_tensor`'s division and cast in one pass, given its scale
+    (`fp8.per_tensor_scale`, 0-dim in x's dtype): q = e4m3(x / scale), the quotient correctly
+    rounded and (bf16 x) rounded to bf16 first, as torch's bf16 division is; the scale widened to
+    fp32 into scale_out_ptr."""
+    pid = tl.program_id(0)
+    s = tl.load(scale_ptr).to(tl.float32)
+    if pid == 0:
+        tl.store(scale_out_ptr, s)
+    off = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    m = off < n
+    x = tl.load(x_ptr + off, mask=m, other=0.0).to(tl.float32)
+    y = tl.math.div_rn(x, tl.zeros_like(x) + s)
+    if ROUND_BF16:
+        y = _round_bf16(y)
+    tl.store(q_ptr + off, _e4m3_bits(y), mask=m)
