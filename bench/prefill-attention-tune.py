@@ -374,7 +374,7 @@ def main(argv: list[str]) -> int:
     r: dict[str, Any] = {
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "CPU (Triton interpreter)",
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "commit": os.environ.get("KVSCOPE_COMMIT") or _commit(), "torch": torch.__version__,
+        "commit": roofline().commit(), "torch": torch.__version__,
         "triton": triton.__version__, "command": "python3 bench/prefill-attention-tune.py " + " ".join(argv),
         "args": vars(a), "defaults": {f"{k[0]},{k[1]}": v for k, v in pa.PREFILL_CONFIGS.items()}, "models": [],
     }
@@ -399,12 +399,7 @@ def main(argv: list[str]) -> int:
         except Exception as e:  # noqa: BLE001
             r["models"].append(_failed(b.name, e))
     r["wall_s"] = time.monotonic() - t_start
-    with open(os.path.join(a.out, "prefill-attention-tune.json"), "w", encoding="utf-8") as f:
-        json.dump(r, f, indent=1, default=float)
-    md = report(r)
-    with open(os.path.join(a.out, "prefill-attention-tune.md"), "w", encoding="utf-8") as f:
-        f.write(md)
-    print(md)
+    roofline().write_results(a.out, "prefill-attention-tune", r, report(r))
     return 1 if any(m.get("error") for m in r["models"]) else 0
 
 
@@ -415,14 +410,15 @@ def _failed(name: str, e: BaseException) -> dict[str, Any]:
     return {"model": name, "error": f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}"}
 
 
-def _commit() -> str:
-    import subprocess
+def roofline() -> Any:
+    """bench/engine-roofline.py as a module (its commit and results writers)."""
+    import importlib.util
 
-    try:
-        return subprocess.run(["git", "-C", HERE, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              timeout=5).stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+    spec = importlib.util.spec_from_file_location("engine_roofline", os.path.join(HERE, "engine-roofline.py"))
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 if __name__ == "__main__":

@@ -7,18 +7,38 @@ import triton
 import triton.language as tl
 
 @triton.jit
-def _tile(acc, l_i, m_i, q, rows_ptr, table_ptr, start_n, hi, q_pos, head_off, layer_row0,
-          block_rows, qk_scale, d, d_ok,
-          BLOCK_N: tl.constexpr, BLOCK_TOKENS: tl.constexpr, ROW_ELEMS: tl.constexpr,
-          KV_FP8: tl.constexpr, EVEN_D: tl.constexpr, MASKED: tl.constexpr, IEEE: tl.constexpr):
-    keys = start_n + tl.arange(0, BLOCK_N)
+def _program_rows(pid_bh, pid_m, lens_ptr, n_query, KV_HEADS: tl.constexpr, GROUP: tl.constexpr,
+                  BLOCK_M: tl.constexpr):
+    """What a program of (request × KV head pid_bh, query tile pid_m) works on: request b, KV
+    head kvh, each row's query token t and head, which rows are real (not past the last whole
+    group of the tile or the chunk), the position of query token 0 (`first`: queries are
+    bottom-right aligned to the request's key count) and the tile's first token t0."""
+    b = pid_bh // KV_HEADS
+    kvh = pid_bh % KV_HEADS
+    TOKENS: tl.constexpr = BLOCK_M // GROUP  # query tokens per tile, all heads of the group
+    r = tl.arange(0, BLOCK_M)
+    t0 = pid_m * TOKENS
+    t = t0 + r // GROUP
+    head = kvh * GROUP + r % GROUP
+    first = tl.load(lens_ptr + b).to(tl.int32) - n_query
+    return b, kvh, t, head, (r < TOKENS * GROUP) & (t < n_query), first, t0
+
+
+@triton.jit
+def _kv_tile(rows_ptr, table_ptr, keys, hi, layer_off, block_stride, head_d, d_ok,
+             BLOCK_TOKENS: tl.constexpr, ROW_ELEMS: tl.constexpr, KV_FP8: tl.constexpr, EVEN_D: tl.constexpr,
+             MASKED: tl.constexpr):
+    """K and V of `keys` (one tile, [BLOCK_N, BLOCK_D]) read through the block table: element
+    block × block_stride + layer_off + (key % BLOCK_TOKENS) × ROW_ELEMS + head_d of the pool, V
+    BLOCK_TOKENS rows after K; 64-bit arithmetic once per key (the block's base), 32-bit inside a
+    block. MASKED: keys from hi on read as 0. FP8 storage comes back as float8e4nv."""
     if MASKED:
         k_ok = keys < hi
         blk = tl.load(table_ptr + keys // BLOCK_TOKENS, mask=k_ok, other=0)
     else:
         blk = tl.load(table_ptr + keys // BLOCK_TOKENS)
-    row = blk.to(tl.int64) * block_rows + layer_row0 + (keys % BLOCK_TOKENS)
-    k_ptrs = rows_ptr + row[:, None] * ROW_ELEMS + head_off + d[None, :]
+    base = blk.to(tl.int64) * block_stride + layer_off
+    k_ptrs = rows_ptr + base[:, None] + ((keys % BLOCK_TOKENS) * ROW_ELEMS)[:, None] + head_d[None, :]
     v_ptrs = k_ptrs + BLOCK_TOKENS * ROW_ELEMS  # V rows follow the block's K rows
     if MASKED:
         ld = k_ok[:, None] & d_ok[None, :]
@@ -33,6 +53,19 @@ def _tile(acc, l_i, m_i, q, rows_ptr, table_ptr, start_n, hi, q_pos, head_off, l
     if KV_FP8:  # e4m3 bytes, unit scale (fp8.kv_from_storage)
         k = k.to(tl.float8e4nv, bitcast=True)
         v = v.to(tl.float8e4nv, bitcast=True)
+    return k, v
+
+
+@triton.jit
+def _tile(acc, l_i, m_i, q, rows_ptr, table_ptr, start_n, hi, q_pos, head_off, layer_row0,
+          block_rows, qk_scale, d, d_ok,
+          BLOCK_N: tl.constexpr, BLOCK_TOKENS: tl.constexpr, ROW_ELEMS: tl.constexpr,
+          KV_FP8: tl.constexpr, EVEN_D: tl.constexpr, MASKED: tl.constexpr, IEEE: tl.constexpr):
+    keys = start_n + tl.arange(0, BLOCK_N)
+    if MASKED:
+        k_ok = keys < hi
+    k, v = _kv_tile(rows_ptr, table_ptr, keys, hi, layer_row0 * ROW_ELEMS, block_rows * ROW_ELEMS, head_off + d,
+                    d_ok, BLOCK_TOKENS, ROW_ELEMS, KV_FP8, EVEN_D, MASKED)
     k = k.to(q.dtype)
     v = v.to(q.dtype)
     if IEEE:  # fp32 compute: no TF32 (the reference keeps fp32 products)
@@ -67,19 +100,11 @@ def paged_attention_fwd(q_ptr, rows_ptr, table_ptr, lens_ptr, out_ptr, mid_o_ptr
     pid_bh = tl.program_id(0)
     pid_m = tl.program_id(1)
     pid_s = tl.program_id(2)
-    b = pid_bh // KV_HEADS
-    kvh = pid_bh % KV_HEADS
-    TOKENS: tl.constexpr = BLOCK_M // GROUP  # query tokens per tile, all heads of the group
-    r = tl.arange(0, BLOCK_M)
-    t = pid_m * TOKENS + r // GROUP
-    head = kvh * GROUP + r % GROUP
-    row_ok = (r < TOKENS * GROUP) & (t < n_query)
+    TOKENS: tl.constexpr = BLOCK_M // GROUP
+    b, kvh, t, head, row_ok, first, t0 = _program_rows(pid_bh, pid_m, lens_ptr, n_query, KV_HEADS, GROUP, BLOCK_M)
     d = tl.arange(0, BLOCK_D)
     d_ok = d < HEAD_DIM
-    kv_len = tl.load(lens_ptr + b).to(tl.int32)
-    first = kv_len - n_query  # position of query token 0
     q_pos = first + t
-    t0 = pid_m * TOKENS
     t_end = tl.minimum(t0 + TOKENS, n_query)
     tile_hi = first + t_end  # keys this tile needs: [0, tile_hi)
     free_end = first + t0 + 1  # keys below it are seen by every token of the tile
@@ -151,27 +176,9 @@ def _prefill_tile(acc, l_i, m_i, q, rows_ptr, table_ptr, start_n, hi, q_pos, lay
     keys = start_n + tl.arange(0, BLOCK_N)
     if MASKED:
         k_ok = keys < hi
-        blk = tl.load(table_ptr + keys // BLOCK_TOKENS, mask=k_ok, other=0)
-    else:
-        blk = tl.load(table_ptr + keys // BLOCK_TOKENS)
-    # 64-bit arithmetic once per key (the block's base); offsets inside a block are 32-bit.
-    base = blk.to(tl.int64) * block_stride + layer_off
-    k_ptrs = rows_ptr + base[:, None] + ((keys % BLOCK_TOKENS) * ROW_ELEMS)[:, None] + head_d[None, :]
-    v_ptrs = k_ptrs + BLOCK_TOKENS * ROW_ELEMS  # V rows follow the block's K rows
-    if MASKED:
-        ld = k_ok[:, None] & d_ok[None, :]
-        k = tl.load(k_ptrs, mask=ld, other=0)
-        v = tl.load(v_ptrs, mask=ld, other=0)
-    elif EVEN_D:
-        k = tl.load(k_ptrs)
-        v = tl.load(v_ptrs)
-    else:
-        k = tl.load(k_ptrs, mask=d_ok[None, :], other=0)
-        v = tl.load(v_ptrs, mask=d_ok[None, :], other=0)
-    if KV_FP8:  # e4m3 bytes, unit scale (fp8.kv_from_storage); q's dtype is the product's
-        k = k.to(tl.float8e4nv, bitcast=True)
-        v = v.to(tl.float8e4nv, bitcast=True)
-    k = k.to(q.dtype)
+    k, v = _kv_tile(rows_ptr, table_ptr, keys, hi, layer_off, block_stride, head_d, d_ok,
+                    BLOCK_TOKENS, ROW_ELEMS, KV_FP8, EVEN_D, MASKED)
+    k = k.to(q.dtype)  # q's dtype is the products' (fp16 for FP8 KV: see paged_prefill_fwd)
     v = v.to(q.dtype)
     if IEEE:  # fp32 compute: no TF32 (the reference keeps fp32 products)
         s = tl.dot(q, tl.trans(k), input_precision="ieee")
@@ -209,19 +216,11 @@ def paged_prefill_fwd(q_ptr, rows_ptr, table_ptr, lens_ptr, out_ptr,
     (in [0, 1]) keeps 3 more mantissa bits than in bf16."""
     pid_bh = tl.program_id(0)
     pid_m = tl.num_programs(1) - 1 - tl.program_id(1)
-    b = pid_bh // KV_HEADS
-    kvh = pid_bh % KV_HEADS
-    TOKENS: tl.constexpr = BLOCK_M // GROUP  # query tokens per tile, all heads of the group
-    r = tl.arange(0, BLOCK_M)
-    t = pid_m * TOKENS + r // GROUP
-    head = kvh * GROUP + r % GROUP
-    row_ok = (r < TOKENS * GROUP) & (t < n_query)
+    TOKENS: tl.constexpr = BLOCK_M // GROUP
+    b, kvh, t, head, row_ok, first, t0 = _program_rows(pid_bh, pid_m, lens_ptr, n_query, KV_HEADS, GROUP, BLOCK_M)
     d = tl.arange(0, BLOCK_D)
     d_ok = d < HEAD_DIM
-    kv_len = tl.load(lens_ptr + b).to(tl.int32)
-    first = kv_len - n_query  # position of query token 0
     q_pos = first + t
-    t0 = pid_m * TOKENS
     hi = first + tl.minimum(t0 + TOKENS, n_query)  # keys this tile needs: [0, hi)
     mid = ((first + t0 + 1) // BLOCK_N) * BLOCK_N  # keys below it are seen by every token of the tile
     q = tl.load(q_ptr + b * stride_qb + t[:, None] * stride_qt + head[:, None] * stride_qh + d[None, :],
