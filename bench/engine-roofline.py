@@ -494,12 +494,9 @@ DECODE_CANDIDATES = [{"block_n": bn, "num_warps": w, "num_stages": st}
 def prefill_candidates(kv: str) -> list[dict[str, Any]]:
     """The prefill kernel's configurations: bench/prefill-attention-tune.py's grid (that script
     times them alone, in less time than a roofline run)."""
-    import importlib.util
+    from script_loader import load_script
 
-    spec = importlib.util.spec_from_file_location("prefill_attention_tune", os.path.join(HERE, "prefill-attention-tune.py"))
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("prefill-attention-tune.py")
     return mod.configs(kv, mod.GRID, mod.GRID_FP8_BF16)
 
 

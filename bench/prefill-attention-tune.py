@@ -8,7 +8,7 @@ scattered block table, layer 1 of 2), for the presets' attention shapes:
   * llama-3.1-8b: 32 query heads, 8 KV heads, head_dim 128, bf16 KV;
   * llama-3.1-70b-fp8: 64 query heads, 8 KV heads, head_dim 128, FP8 (e4m3) KV, bf16 queries.
 Per configuration of the prefill kernel (`paged_attention.PREFILL_CONFIGS`' keys: block_m query
-rows, block_n keys, num_warps, num_stages, and for FP8 KV the products' dtype "mma") it prints
+rows, block_n keys, num_warps, num_stages, and for FP8 KV "f16": 1, the products in fp16, or 0, in bf16) it prints
 ms, TFLOP/s (4 · heads · head_dim per visible query-key pair) and the largest difference from
 the gather path's output (`PagedKVCache.read` + `model.attention`: SDPA in bf16); a
 configuration off by more than --max-err is marked WRONG and never chosen. Beside them: the
@@ -40,7 +40,11 @@ import time
 from typing import Any, Callable
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "resources", "agent"))
+sys.path.insert(0, HERE)
+from script_loader import load_script  # noqa: E402  (also puts resources/agent on sys.path)
+
+_roofline = load_script("engine-roofline.py")
+log, commit = _roofline.log, _roofline.commit
 
 # name -> (preset whose attention shape it is, KV storage)
 MODELS = {"8b": ("llama-3.1-8b", "native"), "70b-fp8": ("llama-3.1-70b-fp8", "fp8"),
@@ -59,10 +63,6 @@ DRY_RUN_GRID = [(16, 16, 4, 2), (32, 16, 4, 2)]
 GENERAL_BEFORE = {"kernel": "general", "block_m": 128, "block_n": 64, "num_warps": 8, "num_stages": 3}
 
 
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
 def chunk_flops(heads: int, head_dim: int, n: int, prefix: int) -> float:
     """QK^T and P·V of n queries at positions prefix.. (each sees prefix + i + 1 keys)."""
     return 4.0 * heads * head_dim * n * (prefix + (n + 1) / 2)
@@ -73,17 +73,17 @@ def configs(kv: str, grid: list[tuple[int, int, int, int]], grid_bf16: list[tupl
     out = []
     for bm, bn, w, st in grid:
         c: dict[str, Any] = {"block_m": bm, "block_n": bn, "num_warps": w, "num_stages": st}
-        out.append({**c, "mma": "fp16"} if kv == "fp8" else c)
+        out.append({**c, "f16": 1} if kv == "fp8" else c)
     if kv == "fp8":
-        out += [{"block_m": bm, "block_n": bn, "num_warps": w, "num_stages": st, "mma": "bf16"}
+        out += [{"block_m": bm, "block_n": bn, "num_warps": w, "num_stages": st, "f16": 0}
                 for bm, bn, w, st in grid_bf16]
     return out
 
 
 def label(c: dict[str, Any]) -> str:
     s = f"m{c['block_m']} n{c['block_n']} w{c['num_warps']} s{c['num_stages']}"
-    if c.get("mma"):
-        s += f" {c['mma']}"
+    if "f16" in c:
+        s += " fp16" if c["f16"] else " bf16"
     if c.get("kernel"):
         s = f"{c['kernel']} kernel {s}"
     return s
@@ -91,7 +91,7 @@ def label(c: dict[str, Any]) -> str:
 
 def config_row(group: int, kv: str, c: dict[str, Any]) -> str:
     """A PREFILL_CONFIGS line for configuration c."""
-    keep = {k: c[k] for k in ("block_m", "block_n", "num_warps", "num_stages", "mma") if k in c}
+    keep = {k: c[k] for k in ("block_m", "block_n", "num_warps", "num_stages", "f16") if k in c}
     return f"    ({group}, {kv!r}): {json.dumps(keep)},".replace("'", '"')
 
 
@@ -374,7 +374,7 @@ def main(argv: list[str]) -> int:
     r: dict[str, Any] = {
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "CPU (Triton interpreter)",
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "commit": roofline().commit(), "torch": torch.__version__,
+        "commit": commit(), "torch": torch.__version__,
         "triton": triton.__version__, "command": "python3 bench/prefill-attention-tune.py " + " ".join(argv),
         "args": vars(a), "defaults": {f"{k[0]},{k[1]}": v for k, v in pa.PREFILL_CONFIGS.items()}, "models": [],
     }
@@ -399,7 +399,7 @@ def main(argv: list[str]) -> int:
         except Exception as e:  # noqa: BLE001
             r["models"].append(_failed(b.name, e))
     r["wall_s"] = time.monotonic() - t_start
-    roofline().write_results(a.out, "prefill-attention-tune", r, report(r))
+    _roofline.write_results(a.out, "prefill-attention-tune", r, report(r))
     return 1 if any(m.get("error") for m in r["models"]) else 0
 
 
@@ -410,15 +410,6 @@ def _failed(name: str, e: BaseException) -> dict[str, Any]:
     return {"model": name, "error": f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}"}
 
 
-def roofline() -> Any:
-    """bench/engine-roofline.py as a module (its commit and results writers)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("engine_roofline", os.path.join(HERE, "engine-roofline.py"))
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 if __name__ == "__main__":

@@ -235,7 +235,7 @@ def test_fp8_kv_decode_in_fp16_equals_the_fp32_reference(device):
 
 @params("device", DEVICES)
 def test_fp8_kv_prefill_in_fp16_products_equals_the_gather_path(device):
-    """bf16 queries over FP8 KV, the prefill kernel's products in fp16 ("mma": "fp16", the FP8
+    """bf16 queries over FP8 KV, the prefill kernel's products in fp16 ("f16": 1, the FP8
     rows' default) and, on CUDA, in bf16: within bf16's tolerance of the gather path (K/V
     converted from the same e4m3 bytes, attention in fp32), over several tiles, a block boundary
     and the diagonal. (In bf16 on the CPU the interpreter is off by 1e8: see the module doc.)"""
@@ -252,14 +252,14 @@ def test_fp8_kv_prefill_in_fp16_products_equals_the_gather_path(device):
         q = torch.randn(n, cfg.heads, cfg.head_dim, device=dev).to(torch.bfloat16)
         k, v = cache.read(2, cache.request_rows(table), prefix + n, torch.float32)
         want = attention(q.float(), k, v, prefix)
-        for mma in ("fp16",) + (("bf16",) if device == "cuda" else ()):  # the interpreter's bf16 dot is wrong
+        for f16 in (1,) + ((0,) if device == "cuda" else ()):  # the interpreter's bf16 dot is wrong
             got = pa._launch(q[None], cache.rows, torch.tensor([table], dtype=torch.int32, device=dev),
                              torch.tensor([prefix + n], dtype=torch.int32, device=dev), layer=2, layers=cfg.layers,
                              block_tokens=bt, kv_heads=cfg.kv_heads, fp8=True, splits=1, block_m=32,
-                             config={"block_n": 16, "mma": mma})[0]
+                             config={"block_n": 16, "f16": f16})[0]
             assert got.dtype == torch.bfloat16 and torch.isfinite(got).all()
             err = (got.float() - want).abs().max()
-            assert err < ATOL[torch.bfloat16], (shape, mma, err)
+            assert err < ATOL[torch.bfloat16], (shape, f16, err)
 
 
 def test_prefill_launch_takes_its_config_from_the_table():
@@ -282,16 +282,16 @@ def test_prefill_launch_takes_its_config_from_the_table():
     real = pa._kernels
     pa._kernels = lambda: (real()[0], real()[1], Recorder("general"), Recorder("combine"), kernels)
     try:
-        pa.PREFILL_CONFIGS[(3, "fp8")] = {"block_m": 64, "block_n": 32, "num_warps": 4, "num_stages": 2, "mma": "fp16"}
+        pa.PREFILL_CONFIGS[(3, "fp8")] = {"block_m": 64, "block_n": 32, "num_warps": 4, "num_stages": 2, "f16": 1}
         q = torch.zeros(1, 40, 6, 16, dtype=torch.bfloat16)
         args = (torch.zeros(8, 32, dtype=torch.uint8), torch.zeros(1, 4, dtype=torch.int32), torch.tensor([50]))
         kw = dict(layer=0, layers=1, block_tokens=8, kv_heads=2, fp8=True)
         pa._launch(q, *args, splits=1, **kw)
         name, k = launched[-1]
         assert name == "prefill" and (k["BLOCK_M"], k["BLOCK_N"], k["num_warps"], k["num_stages"]) == (64, 32, 4, 2)
-        assert k["MMA_FP16"] and k["KV_FP8"]
-        pa._launch(q, *args, splits=1, config={"mma": "bf16"}, **kw)
-        assert launched[-1][0] == "prefill" and not launched[-1][1]["MMA_FP16"]
+        assert k["F16"] and k["KV_FP8"]
+        pa._launch(q, *args, splits=1, config={"f16": 0}, **kw)
+        assert launched[-1][0] == "prefill" and not launched[-1][1]["F16"]
         pa._launch(q, *args, splits=1, **{**kw, "fp8": False})  # group 3, bf16 KV: the default row
         default = pa.PREFILL_CONFIGS[(None, None)]
         assert launched[-1][0] == "prefill" and launched[-1][1]["BLOCK_N"] == default["block_n"]

@@ -60,13 +60,13 @@ DECODE_CONFIGS = {
 # (bench/prefill-attention-tune.py prints its best rows in this form); `prefill_config` falls back
 # to the (None, kv) row, then (None, None). The flash-attention forward shape: 128 query rows (the
 # whole GQA group of 128 / group tokens) × 64 keys, 8 warps (two warp groups of 64 rows), 3 stages
-# of K/V in flight. "mma": "fp16" runs FP8 KV's products in fp16 (e4m3 → fp16 is one instruction
-# a pair, → bf16 goes through fp32; exact either way: see the kernel); "bf16" in q's dtype.
+# of K/V in flight. "f16": 1, as in DECODE_CONFIGS, runs FP8 KV's products in fp16 (e4m3 → fp16
+# is one instruction a pair, → bf16 goes through fp32; exact either way: see the kernel).
 PREFILL_CONFIGS: dict[tuple[int | None, str | None], dict[str, Any]] = {
     (None, None): {"block_m": 128, "block_n": 64, "num_warps": 8, "num_stages": 3},
     (4, "native"): {"block_m": 128, "block_n": 64, "num_warps": 8, "num_stages": 3},  # llama-3.1-8b
-    (None, "fp8"): {"block_m": 128, "block_n": 64, "num_warps": 8, "num_stages": 3, "mma": "fp16"},
-    (8, "fp8"): {"block_m": 128, "block_n": 64, "num_warps": 8, "num_stages": 3, "mma": "fp16"},  # llama-3.1-70b-fp8
+    (None, "fp8"): {"block_m": 128, "block_n": 64, "num_warps": 8, "num_stages": 3, "f16": 1},
+    (8, "fp8"): {"block_m": 128, "block_n": 64, "num_warps": 8, "num_stages": 3, "f16": 1},  # llama-3.1-70b-fp8
 }
 MIN_SPLIT_TOKENS = 256  # a split reads at least this many keys (fewer: the combine costs more)
 MAX_SPLITS = 64
@@ -226,7 +226,7 @@ def _launch(q: torch.Tensor, rows: torch.Tensor, table: torch.Tensor, lens: torc
     """One launch (`attend` says what it computes). A chunk (n > 1) with one split runs the
     prefill kernel (`paged_prefill_fwd`) unless `config` says {"kernel": "general"}; decode, and a
     chunk split over its keys, the general one (`paged_attention_fwd` + the combine). `config`
-    overrides DECODE_CONFIG / `prefill_config`'s keys (block_n, num_warps, num_stages, mma)."""
+    overrides `decode_config` / `prefill_config`'s keys (block_n, num_warps, num_stages, f16)."""
     _, _, fwd, combine, kernels = _kernels()
     b, n, heads, hd = q.shape
     group = heads // kv_heads
@@ -245,15 +245,13 @@ def _launch(q: torch.Tensor, rows: torch.Tensor, table: torch.Tensor, lens: torc
     block_d = max(16, _next_pow2(hd))
     qk_scale = (1.0 / math.sqrt(hd)) * 1.4426950408889634  # exp2 of scores × this is exp of scores / √d
     if n > 1 and splits == 1 and cfg.get("kernel", "prefill") != "general":
-        mma = cfg.get("mma", "bf16")
-        if mma not in ("fp16", "bf16"):
-            raise ValueError(f"prefill config mma must be 'fp16' or 'bf16', got {mma!r}")
         kernels.paged_prefill_fwd[(b * kv_heads, tiles)](
             q, rows, table, lens, out,
             q.stride(0), q.stride(1), q.stride(2), out.stride(0), out.stride(1), out.stride(2), table.stride(0),
             n, layer * 2 * block_tokens * kv_heads * hd, layers * 2 * block_tokens * kv_heads * hd, qk_scale,
             GROUP=group, KV_HEADS=kv_heads, HEAD_DIM=hd, BLOCK_D=block_d, BLOCK_M=block_m, BLOCK_N=cfg["block_n"],
-            BLOCK_TOKENS=block_tokens, KV_FP8=fp8, MMA_FP16=fp8 and mma == "fp16" and q.dtype == torch.bfloat16,
+            BLOCK_TOKENS=block_tokens, KV_FP8=fp8,
+            F16=bool(cfg.get("f16")) and fp8 and q.dtype in (torch.bfloat16, torch.float16),
             IEEE=q.dtype == torch.float32, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
         )
         return out

@@ -204,13 +204,13 @@ def paged_prefill_fwd(q_ptr, rows_ptr, table_ptr, lens_ptr, out_ptr,
                       n_query, layer_off, block_stride, qk_scale,
                       GROUP: tl.constexpr, KV_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_TOKENS: tl.constexpr,
-                      KV_FP8: tl.constexpr, MMA_FP16: tl.constexpr, IEEE: tl.constexpr):
+                      KV_FP8: tl.constexpr, F16: tl.constexpr, IEEE: tl.constexpr):
     """A prefill chunk over a cached prefix, one program per (request, KV head, query tile), no
     key splits: what `paged_attention_fwd` computes with one split, as a kernel of its own so that
     its tiles and warps are tuned for long chunks (`paged_attention.PREFILL_CONFIGS`) apart from
     decode's. Query tiles are taken heaviest (last) first, so the short ones fill the tail.
 
-    MMA_FP16: the products run in fp16 instead of q's bf16, for FP8 KV: e4m3 converts to fp16 in
+    F16 (PREFILL_CONFIGS "f16", as the general kernel's): the products in fp16, for FP8 KV: e4m3 converts to fp16 in
     one instruction per pair of values (to bf16 it goes through fp32), and every e4m3 and bf16
     value of a query inside ±65504 is an fp16 value (q is clamped there), so nothing is lost; P
     (in [0, 1]) keeps 3 more mantissa bits than in bf16."""
@@ -225,7 +225,7 @@ def paged_prefill_fwd(q_ptr, rows_ptr, table_ptr, lens_ptr, out_ptr,
     mid = ((first + t0 + 1) // BLOCK_N) * BLOCK_N  # keys below it are seen by every token of the tile
     q = tl.load(q_ptr + b * stride_qb + t[:, None] * stride_qt + head[:, None] * stride_qh + d[None, :],
                 mask=row_ok[:, None] & d_ok[None, :], other=0.0)
-    if MMA_FP16:
+    if F16:
         q = tl.minimum(tl.maximum(q.to(tl.float32), -65504.0), 65504.0).to(tl.float16)
     m_i = tl.full([BLOCK_M], -1.0e30, tl.float32)  # finite: a fully masked row gives p = 0, not NaN
     l_i = tl.zeros([BLOCK_M], tl.float32)
