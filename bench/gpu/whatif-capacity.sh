@@ -28,31 +28,28 @@ USERS=${USERS:-4,8}
 ROUNDS=${ROUNDS:-3}
 machine_record machine.txt
 
-if [ "$DRY" = 1 ]; then
-  # tiny preset, fp32 K/V on the CPU: pools of 2 and 7 users' last requests
-  read -r CAP_H100 CAP_GH200 < <("$PY" - "$ROUNDS" <<'P'
+# Pools of 2 and 7 users' conversations of a preset: two_and_seven_user_pools PRESET CONTEXT NEW OUT KV_ELEMENT_BYTES
+two_and_seven_user_pools() {
+  "$PY" - "$@" "$ROUNDS" <<'P'
 import sys
 from kvscope_agent.presets import PRESETS
-c, bt, rounds = PRESETS["tiny"], 32, int(sys.argv[1])
-per = -(-(256 + rounds * (16 + 8) + 8 - 1) // bt)
-bb = bt * c.kv_bytes_per_token(4)
+name, ctx, new, out, elt, rounds = sys.argv[1], *map(int, sys.argv[2:])
+c, bt = PRESETS[name], 32
+per = -(-(ctx + rounds * (new + out) + out - 1) // bt)
+bb = bt * c.kv_bytes_per_token(elt)
 print(2 * per * bb, 7 * per * bb)
 P
-)
+}
+
+if [ "$DRY" = 1 ]; then
+  # tiny preset, fp32 K/V on the CPU: pools of 2 and 7 users' last requests
+  read -r CAP_H100 CAP_GH200 < <(two_and_seven_user_pools tiny 256 16 8 4)
   MODEL=(--model tiny)
 elif [ "${CAPACITY_MODEL:-70b}" = 8b ]; then
   # The same check scaled to a card without 100 GB (CAPACITY_MODEL=8b): the 8B preset, bf16 K/V,
   # GPU pools of 2 and 7 users' conversations (the H100's and the GH200's user counts in the
   # seed), on this card; the prediction uses this card's profile (PROFILE, default from its name).
-  read -r CAP_H100 CAP_GH200 < <("$PY" - "$ROUNDS" <<'P'
-import sys
-from kvscope_agent.presets import PRESETS
-c, bt, rounds = PRESETS["llama-3.1-8b"], 32, int(sys.argv[1])
-per = -(-(16000 + rounds * (64 + 64) + 64 - 1) // bt)
-bb = bt * c.kv_bytes_per_token(2)
-print(2 * per * bb, 7 * per * bb)
-P
-)
+  read -r CAP_H100 CAP_GH200 < <(two_and_seven_user_pools llama-3.1-8b 16000 64 64 2)
   MODEL=(--model llama-3.1-8b)
   case "$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)" in
     *H200*) PROFILE=${PROFILE:-h200} ;;
