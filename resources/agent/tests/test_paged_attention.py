@@ -398,6 +398,34 @@ def test_plan_fills_the_gpu_with_fixed_launch_shapes():
         pa._sm_count, pa.DECODE_CONFIGS = saved, configs
 
 
+
+def test_the_start_up_probe_checks_every_launch_the_engine_makes() -> None:
+    """The probe (what `available` runs on CUDA before the engine uses the kernels) compiles and
+    checks the prefill kernel, the split general kernel and decode, over bf16 and FP8 pools: a
+    kernel that fails to compile or is wrong on one of them turns the kernels off at start-up
+    instead of failing a run."""
+    need_kernel("cpu")
+    cpu = torch.device("cpu")
+    assert pa._probe(cpu, torch.float32) < 5e-2  # fp32: the interpreter has no bf16 (CUDA probes in bf16)
+    calls: list[tuple[int, int | None, bool]] = []
+    real = pa.attend
+
+    def broken_prefill_kernel(q, cache, layer, table, lens, splits=None, max_keys=None, out=None):  # type: ignore[no-untyped-def]
+        calls.append((q.shape[1], splits, cache.fp8))
+        got = real(q, cache, layer, table, lens, splits=splits, max_keys=max_keys, out=out)
+        return torch.zeros_like(got) if q.shape[1] > 1 and splits == 1 else got
+
+    pa.attend = broken_prefill_kernel
+    try:
+        assert pa._probe(cpu, torch.float32) > 0.5
+    finally:
+        pa.attend = real
+    want = {(3, 1), (3, 2), (1, None)}
+    assert {(n, s) for n, s, _ in calls} == want
+    if HAS_FLOAT8:
+        assert {fp8 for *_, fp8 in calls} == {False, True}
+
+
 if __name__ == "__main__":
     # Standalone run (no pytest, e.g. on the GPU host): every case; exit 1 on a failure.
     import itertools

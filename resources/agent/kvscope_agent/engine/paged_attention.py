@@ -151,25 +151,35 @@ def _check(dev: torch.device) -> tuple[bool, str]:
     return True, f"Triton {triton.__version__} paged attention on {torch.cuda.get_device_name(dev)}"
 
 
-def _probe(dev: torch.device) -> float:
-    """Max abs error of the kernel against the gather path (`model.attention` over
-    `PagedKVCache.read`) on a small scattered bf16 pool: a prefill chunk of 3 tokens over 47."""
+def _probe(dev: torch.device, dtype: torch.dtype = torch.bfloat16) -> float:
+    """Max abs error of the kernels against the gather path (`model.attention` over
+    `PagedKVCache.read`) on a small scattered pool, over every launch the engine makes: a prefill
+    chunk of 3 tokens over 47 through the prefill kernel (one split) and through the general
+    kernel (two splits), and a decode step; over a bf16 pool and, where torch has float8, an FP8
+    one (its products in fp16). A kernel that does not compile here fails the probe, not a run.
+    `dtype`: the queries' and the bf16 pool's (fp32 for the CPU interpreter, which has no bf16)."""
     from ..presets import ModelConfig
     from .kv_cache import PagedKVCache
     from .model import attention
 
     cfg = ModelConfig("probe", layers=2, hidden=512, heads=8, kv_heads=2, ffn=64, vocab=16, max_position=64)
-    cache = PagedKVCache(cfg, dev, torch.bfloat16, "native", 16, 8, 0, clock_now=lambda: 0)
-    g = torch.Generator(device="cpu")
-    g.manual_seed(0)
-    cache.pool.copy_(torch.randn(cache.pool.shape, generator=g))
     table = [5, 2, 7, 0]
-    q = torch.randn(1, 3, cfg.heads, cfg.head_dim, generator=g).to(dev, torch.bfloat16)
+    rows = torch.tensor([table], dtype=torch.int32, device=dev)
     lens = torch.full((1,), 50, dtype=torch.int32, device=dev)
-    got = attend(q, cache, 1, torch.tensor([table], dtype=torch.int32, device=dev), lens, splits=2)
-    k, v = cache.read(1, cache.request_rows(table), 50, torch.bfloat16)
-    want = attention(q[0], k, v, 47)
-    return float((got[0].float() - want.float()).abs().max())
+    err = 0.0
+    for kv in ("native", "fp8") if hasattr(torch, "float8_e4m3fn") else ("native",):
+        cache = PagedKVCache(cfg, dev, dtype, kv, 16, 8, 0, clock_now=lambda: 0)
+        g = torch.Generator(device="cpu")
+        g.manual_seed(0)
+        init = torch.randn(cache.pool.shape, generator=g)
+        cache.pool.copy_(init.to(cache.pool.dtype) if kv == "fp8" else init)
+        k, v = cache.read(1, cache.request_rows(table), 50, dtype)
+        for n, splits in ((3, 1), (3, 2), (1, None)):
+            q = torch.randn(1, n, cfg.heads, cfg.head_dim, generator=g).to(dev, dtype)
+            got = attend(q, cache, 1, rows, lens, splits=splits, max_keys=50)
+            want = attention(q[0], k, v, 50 - n)
+            err = max(err, float((got[0].float() - want.float()).abs().max()))
+    return err
 
 
 # ---- launching ---------------------------------------------------------------------------------
