@@ -9,7 +9,8 @@ same JSON applied here gives the same source:
     fp8_gemv.GEMV_CONFIGS (a row count's line covers the counts up to the next measured one, the
     last up to 16 rows); `attention.suggested.config` becomes paged_attention.DECODE_CONFIGS["fp8"];
   * bench/prefill-attention-tune.py's JSON: each model's `best` becomes its
-    (query heads per KV head, KV storage) row of paged_attention.PREFILL_CONFIGS.
+    (query heads per KV head, KV storage) row of paged_attention.PREFILL_CONFIGS (a new row at
+    the table's end where that shape has none).
 
 A table whose text is not found as expected is left alone and said so (exit 1): never a
 half-edited source. Prints each change.
@@ -58,11 +59,18 @@ def replace_decode_fp8(src: str, config: dict[str, Any]) -> str:
 
 
 def replace_prefill_row(src: str, group: int, kv: str, config: dict[str, Any]) -> str:
+    """Replace the (group, kv) row of PREFILL_CONFIGS, keeping its comment; a shape with no row
+    yet gets one at the table's end."""
     keep = {k: config[k] for k in PREFILL_KEYS if k in config}
     pat = re.compile(r'^(    \(' + str(group) + r', "' + re.escape(kv) + r'"\): )\{[^\n]*?\}(,.*)$', re.M)
-    if not pat.search(src):
-        raise TableNotFound(f'paged_attention.PREFILL_CONFIGS[({group}, "{kv}")]')
-    return pat.sub(lambda m: f"{m.group(1)}{json.dumps(keep)}{m.group(2)}", src, count=1)
+    if pat.search(src):
+        return pat.sub(lambda m: f"{m.group(1)}{json.dumps(keep)}{m.group(2)}", src, count=1)
+    table = re.compile(r"^PREFILL_CONFIGS: [^\n]*\{\n(?:    \(.*\n)+(?=\}\n)", re.M)
+    m = table.search(src)
+    if not m:
+        raise TableNotFound("paged_attention.PREFILL_CONFIGS")
+    row = f'    ({group}, "{kv}"): {json.dumps(keep)},  # from a tuning run\n'
+    return src[:m.end()] + row + src[m.end():]
 
 
 def main(argv: list[str]) -> int:

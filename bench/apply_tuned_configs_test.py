@@ -58,11 +58,20 @@ def test_each_tuned_configuration_lands_in_its_table(tmp_path) -> None:
     assert "# llama-3.1-70b-fp8" in (d / "paged_attention.py").read_text()  # the row's comment is kept
 
 
+def test_a_shape_without_a_row_gets_one_at_the_table_end(tmp_path) -> None:
+    d = _engine_copy(tmp_path)
+    before = _tables(d)
+    (tmp_path / "p.json").write_text(json.dumps({"models": [{"group": 5, "kv": "native", "best": PREFILL}]}))
+    assert apply_tuned.main(["--prefill", str(tmp_path / "p.json"), "--engine-dir", str(d)]) == 0
+    after = _tables(d)
+    assert after["PREFILL_CONFIGS"] == {**before["PREFILL_CONFIGS"], (5, "native"): PREFILL}
+
+
 def test_a_table_not_found_leaves_every_file_as_it_was(tmp_path) -> None:
     d = _engine_copy(tmp_path)
+    gemv = d / "fp8_gemv.py"
+    gemv.write_text(gemv.read_text().replace("GEMV_CONFIGS: list", "GEMV_TABLE: list"))  # a table renamed since
     originals = {f: (d / f).read_text() for f in FILES}
-    (tmp_path / "f.json").write_text(json.dumps({"gemv": {"suggested": GEMV}}))
-    (tmp_path / "p.json").write_text(json.dumps({"models": [{"group": 5, "kv": "fp8", "best": PREFILL}]}))  # no such row
-    assert apply_tuned.main(["--fp8-decode", str(tmp_path / "f.json"), "--prefill", str(tmp_path / "p.json"),
-                             "--engine-dir", str(d)]) == 1
-    assert {f: (d / f).read_text() for f in FILES} == originals
+    (tmp_path / "f.json").write_text(json.dumps({"gemv": {"suggested": GEMV}, "attention": {"suggested": {"config": ATTN}}}))
+    assert apply_tuned.main(["--fp8-decode", str(tmp_path / "f.json"), "--engine-dir", str(d)]) == 1
+    assert {f: (d / f).read_text() for f in FILES} == originals  # DECODE_CONFIGS was found, and still not written
