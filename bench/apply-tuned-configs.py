@@ -13,7 +13,9 @@ same JSON applied here gives the same source:
     the table's end where that shape has none).
 
 A table whose text is not found as expected is left alone and said so (exit 1): never a
-half-edited source. Prints each change.
+half-edited source. Prints each change. The tuning scripts print their "lines to paste" with this
+file's `gemv_table`, `decode_fp8_line` and `prefill_row`, so the printed and the applied lines
+are one text.
 
     python3 bench/apply-tuned-configs.py [--fp8-decode FILE] [--prefill FILE] [--engine-dir DIR] [--dry-run]
 """
@@ -35,42 +37,64 @@ class TableNotFound(RuntimeError):
     pass
 
 
-def gemv_table(suggested: list[dict[str, Any]]) -> str:
+def max_rows(engine_dir: str = ENGINE) -> int:
+    """fp8_gemv.MAX_ROWS, read from its source (this script edits text and needs no torch)."""
+    with open(os.path.join(engine_dir, "fp8_gemv.py"), encoding="utf-8") as f:
+        m = re.search(r"^MAX_ROWS = (\d+)", f.read(), re.M)
+    if not m:
+        raise TableNotFound("fp8_gemv.MAX_ROWS")
+    return int(m.group(1))
+
+
+def gemv_table(suggested: list[dict[str, Any]], engine_dir: str = ENGINE) -> str:
+    """fp8_gemv.GEMV_CONFIGS from the measured row counts' configurations: a row count's line
+    covers the counts up to the next measured one, the last up to fp8_gemv.MAX_ROWS."""
+    last_rows = max_rows(engine_dir)
     counts = [int(s["rows"]) for s in suggested]
     lines = ["GEMV_CONFIGS: list[tuple[int, dict[str, int]]] = ["]
     for i, s in enumerate(suggested):
-        last = counts[i + 1] - 1 if i + 1 < len(counts) else 16
+        last = counts[i + 1] - 1 if i + 1 < len(counts) else last_rows
         lines.append(f"    ({last}, {json.dumps(s['config'])}),")
     return "\n".join(lines + ["]"])
 
 
-def replace_gemv(src: str, suggested: list[dict[str, Any]]) -> str:
+def decode_fp8_line(config: dict[str, Any]) -> str:
+    """paged_attention.DECODE_CONFIGS' "fp8" line."""
+    return f'    "fp8": {json.dumps(config)},'
+
+
+def prefill_row(group: int, kv: str, config: dict[str, Any]) -> str:
+    """A paged_attention.PREFILL_CONFIGS line (its keys only), without a comment."""
+    keep = {k: config[k] for k in PREFILL_KEYS if k in config}
+    return f'    ({group}, "{kv}"): {json.dumps(keep)},'
+
+
+def replace_gemv(src: str, suggested: list[dict[str, Any]], engine_dir: str = ENGINE) -> str:
     pat = re.compile(r"^GEMV_CONFIGS: list\[tuple\[int, dict\[str, int\]\]\] = \[\n(?:    \(.*\),\n)+\]", re.M)
     if not pat.search(src):
         raise TableNotFound("fp8_gemv.GEMV_CONFIGS")
-    return pat.sub(lambda _m: gemv_table(suggested), src, count=1)
+    return pat.sub(lambda _m: gemv_table(suggested, engine_dir), src, count=1)
 
 
 def replace_decode_fp8(src: str, config: dict[str, Any]) -> str:
-    pat = re.compile(r'^(    "fp8": )\{[^\n]*\},$', re.M)
+    pat = re.compile(r'^    "fp8": \{[^\n]*\},$', re.M)
     if not pat.search(src):
         raise TableNotFound('paged_attention.DECODE_CONFIGS["fp8"]')
-    return pat.sub(lambda m: f"{m.group(1)}{json.dumps(config)},", src, count=1)
+    return pat.sub(lambda _m: decode_fp8_line(config), src, count=1)
 
 
 def replace_prefill_row(src: str, group: int, kv: str, config: dict[str, Any]) -> str:
     """Replace the (group, kv) row of PREFILL_CONFIGS, keeping its comment; a shape with no row
     yet gets one at the table's end."""
-    keep = {k: config[k] for k in PREFILL_KEYS if k in config}
-    pat = re.compile(r'^(    \(' + str(group) + r', "' + re.escape(kv) + r'"\): )\{[^\n]*?\}(,.*)$', re.M)
+    row = prefill_row(group, kv, config)
+    pat = re.compile(r'^    \(' + str(group) + r', "' + re.escape(kv) + r'"\): \{[^\n]*?\},(.*)$', re.M)
     if pat.search(src):
-        return pat.sub(lambda m: f"{m.group(1)}{json.dumps(keep)}{m.group(2)}", src, count=1)
+        return pat.sub(lambda m: row + m.group(1), src, count=1)
     table = re.compile(r"^PREFILL_CONFIGS: [^\n]*\{\n(?:    \(.*\n)+(?=\}\n)", re.M)
     m = table.search(src)
     if not m:
         raise TableNotFound("paged_attention.PREFILL_CONFIGS")
-    row = f'    ({group}, "{kv}"): {json.dumps(keep)},  # from a tuning run\n'
-    return src[:m.end()] + row + src[m.end():]
+    return src[:m.end()] + row + "  # from a tuning run\n" + src[m.end():]
 
 
 def main(argv: list[str]) -> int:
@@ -98,7 +122,7 @@ def main(argv: list[str]) -> int:
         r = json.load(open(a.fp8_decode, encoding="utf-8"))
         sug = (r.get("gemv") or {}).get("suggested") or []
         if sug:
-            apply(gemv_py, f"GEMV_CONFIGS <- {[(s['rows'], s['config']) for s in sug]}", lambda s: replace_gemv(s, sug))
+            apply(gemv_py, f"GEMV_CONFIGS <- {[(s['rows'], s['config']) for s in sug]}", lambda s: replace_gemv(s, sug, a.engine_dir))
         att = ((r.get("attention") or {}).get("suggested") or {}).get("config")
         if att:
             apply(paged_py, f'DECODE_CONFIGS["fp8"] <- {att}', lambda s: replace_decode_fp8(s, att))

@@ -38,6 +38,7 @@ sys.path.insert(0, HERE)
 from script_loader import load_script  # noqa: E402  (also puts resources/agent on sys.path)
 
 _roofline = load_script("engine-roofline.py")
+_tables = load_script("apply-tuned-configs.py")  # the table lines it prints are the ones the applier writes
 log, commit = _roofline.log, _roofline.commit
 
 # Weight-only GEMV configurations tried at every row count ("dot": tensor-core tiles or per-row
@@ -291,12 +292,7 @@ def markdown(r: dict[str, Any]) -> str:
               f"{fmt_us(s['engine_layer_ms'])}, _scaled_mm {s['scaled_mm_layer_ms'] * 1e3:.1f} µs): "
               f"`{json.dumps(s['config'])}`" for s in sug]
         L += ["", "Paste into resources/agent/kvscope_agent/engine/fp8_gemv.py (a measured row count's line covers "
-              "the counts up to the next measured one):", "", "```python", "GEMV_CONFIGS: list[tuple[int, dict[str, int]]] = ["]
-        upto = [s["rows"] for s in sug]
-        for i, s in enumerate(sug):
-            last = upto[i + 1] - 1 if i + 1 < len(upto) else 16
-            L.append(f"    ({last}, {json.dumps(s['config'])}),")
-        L += ["]", "```"]
+              "the counts up to the next measured one):", "", "```python", _tables.gemv_table(sug), "```"]
     att = r.get("attention")
     if att:
         L += ["", f"## Decode attention over FP8 KV ({att['context'] + 1} keys a user, every layer)", "",
@@ -310,7 +306,7 @@ def markdown(r: dict[str, Any]) -> str:
                     L.append(f"| {res['users']} | `{json.dumps(c['config'])}` | {c['splits']} | {c['error']} | |")
         if att.get("suggested"):
             L += ["", "Paste into resources/agent/kvscope_agent/engine/paged_attention.py, DECODE_CONFIGS:", "",
-                  "```python", f"    \"fp8\": {json.dumps(att['suggested']['config'])},", "```",
+                  "```python", _tables.decode_fp8_line(att["suggested"]["config"]), "```",
                   "(splits: if a half or double of the planned splits won above, scale programs_per_sm the same way)"]
     errs = [f"{sh['name']} {row['rows']} rows: {c['config']}: {c['error']}" for sh in r.get("gemv", {}).get("shapes", [])
             for row in sh["rows"] for c in row["configs"] if "error" in c]

@@ -44,6 +44,7 @@ sys.path.insert(0, HERE)
 from script_loader import load_script  # noqa: E402  (also puts resources/agent on sys.path)
 
 _roofline = load_script("engine-roofline.py")
+_tables = load_script("apply-tuned-configs.py")  # the PREFILL_CONFIGS rows it prints are the ones the applier writes
 log, commit = _roofline.log, _roofline.commit
 
 # name -> (preset whose attention shape it is, KV storage)
@@ -87,12 +88,6 @@ def label(c: dict[str, Any]) -> str:
     if c.get("kernel"):
         s = f"{c['kernel']} kernel {s}"
     return s
-
-
-def config_row(group: int, kv: str, c: dict[str, Any]) -> str:
-    """A PREFILL_CONFIGS line for configuration c."""
-    keep = {k: c[k] for k in ("block_m", "block_n", "num_warps", "num_stages", "f16") if k in c}
-    return f"    ({group}, {kv!r}): {json.dumps(keep)},".replace("'", '"')
 
 
 def best(rows: list[dict[str, Any]], prefix: int) -> dict[str, Any] | None:
@@ -329,7 +324,7 @@ def report(r: dict[str, Any]) -> str:
         if top:
             tf = top["tflops"][ps[0]]
             L += ["", f"Best at prefix {ps[0]}: {label(top['config'])}, {top['ms'][ps[0]]:.3f} ms, {tf:.0f} TFLOP/s.", ""]
-            pastes.append(config_row(m["group"], m["kv"], top["config"]))
+            pastes.append(_tables.prefill_row(m["group"], m["kv"], top["config"]))
     if pastes:
         L += ["## PREFILL_CONFIGS rows (resources/agent/kvscope_agent/engine/paged_attention.py)", "", "```python",
               *pastes, "```", ""]

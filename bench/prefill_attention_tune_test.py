@@ -29,9 +29,9 @@ def test_the_grid_holds_the_engines_defaults() -> None:
 def test_a_printed_row_is_the_table_entry_the_engine_reads() -> None:
     """The best configuration printed as a PREFILL_CONFIGS row parses back to the same key and
     configuration, and `prefill_config` returns it once it is in the table."""
-    tune = load_script("prefill-attention-tune.py")
+    tables = load_script("apply-tuned-configs.py")  # what prefill-attention-tune.py prints its rows with
     c = {"block_m": 64, "block_n": 128, "num_warps": 4, "num_stages": 2, "f16": 1}
-    row = tune.config_row(8, "fp8", c)
+    row = tables.prefill_row(8, "fp8", c)
     (key, value), = ast.literal_eval("{" + row.strip() + "}").items()
     assert key == (8, "fp8") and value == c
     saved = pa.PREFILL_CONFIGS.copy()
