@@ -254,6 +254,7 @@ def _launch(q: torch.Tensor, rows: torch.Tensor, table: torch.Tensor, lens: torc
     tiles = -(-n // (block_m // group))
     block_d = max(16, _next_pow2(hd))
     qk_scale = (1.0 / math.sqrt(hd)) * 1.4426950408889634  # exp2 of scores × this is exp of scores / √d
+    f16 = bool(cfg.get("f16")) and fp8 and q.dtype in (torch.bfloat16, torch.float16)  # FP8 KV's products in fp16
     if n > 1 and splits == 1 and cfg.get("kernel", "prefill") != "general":
         kernels.paged_prefill_fwd[(b * kv_heads, tiles)](
             q, rows, table, lens, out,
@@ -261,7 +262,7 @@ def _launch(q: torch.Tensor, rows: torch.Tensor, table: torch.Tensor, lens: torc
             n, layer * 2 * block_tokens * kv_heads * hd, layers * 2 * block_tokens * kv_heads * hd, qk_scale,
             GROUP=group, KV_HEADS=kv_heads, HEAD_DIM=hd, BLOCK_D=block_d, BLOCK_M=block_m, BLOCK_N=cfg["block_n"],
             BLOCK_TOKENS=block_tokens, KV_FP8=fp8,
-            F16=bool(cfg.get("f16")) and fp8 and q.dtype in (torch.bfloat16, torch.float16),
+            F16=f16,
             IEEE=q.dtype == torch.float32, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
         )
         return out
@@ -278,7 +279,7 @@ def _launch(q: torch.Tensor, rows: torch.Tensor, table: torch.Tensor, lens: torc
         HEADS=heads, GROUP=group, KV_HEADS=kv_heads, HEAD_DIM=hd, BLOCK_D=block_d, BLOCK_M=block_m,
         BLOCK_N=cfg["block_n"], BLOCK_TOKENS=block_tokens, KV_FP8=fp8, SPLIT=split,
         IEEE=q.dtype == torch.float32, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
-        F16=bool(cfg.get("f16")) and fp8 and q.dtype in (torch.bfloat16, torch.float16),
+        F16=f16,
     )
     if split:
         combine[(b * n * heads,)](
