@@ -72,8 +72,15 @@ def make_run(tmp_path, log: bytes = b"", pid: int | None = None, exit_code: int 
     if stderr:
         (d / "agent.stderr").write_bytes(stderr)
     if exit_code is not None:
-        (d / "exit").write_text(f"{exit_code}\n")
+        write_exit(d, exit_code)
     return d
+
+
+def write_exit(d, code: int) -> None:
+    """The exit file as the launcher writes it (runs/launch.ts, slurm/job-script.ts): whole, by a
+    rename, so a tail never sees it created but still empty."""
+    (d / "exit.tmp").write_text(f"{code}\n")
+    os.replace(d / "exit.tmp", d / "exit")
 
 
 # ---- tail.py ----------------------------------------------------------------------------------
@@ -97,7 +104,7 @@ def test_tail_follows_a_growing_log_until_the_exit_file(tmp_path, group):
         f.flush()
         assert read_exactly(p, 10) == b'{"seq":0}\n'
         f.write(b'{"seq":1}\n')
-    (d / "exit").write_text("143\n")
+    write_exit(d, 143)
     out, end = finish(p)
     assert out == b'{"seq":1}\n'
     assert end == {**end, "end": "exit", "code": 143, "size": 20}
@@ -122,7 +129,7 @@ def test_tail_of_a_scheduled_run_needs_no_pid_and_ends_at_the_exit_file(tmp_path
     d = make_run(tmp_path, b'{"seq":0}\n')
     p = start("tail.py", str(d), "0", "0.01", "scheduler")
     assert read_exactly(p, 10) == b'{"seq":0}\n'
-    (d / "exit").write_text("0\n")
+    write_exit(d, 0)
     _, end = finish(p)
     assert end["end"] == "exit" and end["code"] == 0
 
