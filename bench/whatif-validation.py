@@ -93,8 +93,9 @@ def validate(check: str, source: list[RecordedRun], measured: list[RecordedRun],
             name = os.path.basename(m.path)
             if name.startswith("events.jsonl"):
                 name = os.path.basename(os.path.dirname(m.path))
-            rows.append((m, c["e2e_ns"]["simulated"], c["ttft_ns_mean"]["simulated"], name))
+            rows.append((m, c["e2e_ns"]["simulated"], c["ttft_ns_mean"]["simulated"], name, None))
         target_name = "each run's own card"
+        held = {}
     else:
         target = resolve_profile(profile) if profile else None
         if target is None:
@@ -106,16 +107,22 @@ def validate(check: str, source: list[RecordedRun], measured: list[RecordedRun],
         by_users = {p["users"]: p for p in doc["points"]}
         for m in measured:
             p = by_users[m.users]
-            rows.append((m, p["e2e_ns"], p["ttft_ns_mean"], ""))
+            rows.append((m, p["e2e_ns"], p["ttft_ns_mean"], "", p.get("range")))
         target_name = f"{target.id} ({target.name}), GPU pool {doc['gpu_pool']['blocks']} blocks"
+        held = report.held
     points = []
-    for m, e2e, ttft, name in sorted(rows, key=lambda r: (r[0].users, r[3])):
+    for m, e2e, ttft, name, spread in sorted(rows, key=lambda r: (r[0].users, r[3])):
         e_err, t_err = err(e2e, m.e2e_ns()), err(ttft, m.ttft_mean_ns())
         ok = e_err is not None and t_err is not None and abs(e_err) <= e2e_tol and abs(t_err) <= ttft_tol
-        points.append({"users": m.users, "run": name or m.run_id, "e2e_ns": {"predicted": e2e, "measured": m.e2e_ns(), "error": e_err},
-                       "ttft_ns_mean": {"predicted": ttft, "measured": m.ttft_mean_ns(), "error": t_err}, "meets_target": ok})
+        points.append({"users": m.users, "run": name or m.run_id,
+                       "e2e_ns": {"predicted": e2e, "measured": m.e2e_ns(), "error": e_err,
+                                  "range": spread["e2e_ns"] if spread else None},
+                       "ttft_ns_mean": {"predicted": ttft, "measured": m.ttft_mean_ns(), "error": t_err,
+                                        "range": spread["ttft_ns_mean"] if spread else None},
+                       "meets_target": ok})
     return {"check": check, "targets": {"e2e": e2e_tol, "ttft_mean": ttft_tol}, "predicted_on": target_name,
-            "source": describe(source) if source else None, "measured": describe(measured), "points": points}
+            "source": describe(source) if source else None, "measured": describe(measured), "points": points,
+            "held": held}
 
 
 def markdown(doc: dict[str, Any], commit: str) -> str:
@@ -128,12 +135,23 @@ def markdown(doc: dict[str, Any], commit: str) -> str:
               f"- simulator at commit {commit}", "",
               "| users | run | E2E predicted s | E2E measured s | error | TTFT mean predicted ms | TTFT mean measured ms | error | within target |",
               "|---|---|---|---|---|---|---|---|---|"]
+    f = (lambda v, s: f"{v / s:,.2f}" if v is not None else "–")
+    g = (lambda v: f"{v * 100:+.1f}%" if v is not None else "–")
     for p in doc["points"]:
         e, tt = p["e2e_ns"], p["ttft_ns_mean"]
-        f = (lambda v, s: f"{v / s:,.2f}" if v is not None else "–")
-        g = (lambda v: f"{v * 100:+.1f}%" if v is not None else "–")
         lines.append(f"| {p['users']} | {p['run']} | {f(e['predicted'], 1e9)} | {f(e['measured'], 1e9)} | {g(e['error'])} "
                      f"| {f(tt['predicted'], 1e6)} | {f(tt['measured'], 1e6)} | {g(tt['error'])} | {'yes' if p['meets_target'] else '**no**'} |")
+    if doc.get("held"):
+        lines += ["", "The source runs could not determine every factor; the prediction is the middle of what they allow:"]
+        lines += [f"- {name}: {why}" for name, why in doc["held"].items()]
+        lines += ["", "| users | E2E could be s | TTFT mean could be ms | measured inside |", "|---|---|---|---|"]
+        for p in doc["points"]:
+            e, tt = p["e2e_ns"], p["ttft_ns_mean"]
+            if not e.get("range"):
+                continue
+            inside = all(r[0] <= x["measured"] <= r[1] for x, r in ((e, e["range"]), (tt, tt["range"])) if x["measured"] is not None)
+            lines.append(f"| {p['users']} | {f(e['range'][0], 1e9)}–{f(e['range'][1], 1e9)} "
+                         f"| {f(tt['range'][0], 1e6)}–{f(tt['range'][1], 1e6)} | {'yes' if inside else 'no'} |")
     return "\n".join(lines) + "\n"
 
 

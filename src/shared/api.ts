@@ -477,6 +477,10 @@ export interface WhatIfResult {
   gpuPool: { blocks: number; bytes: number; usersItHolds: number; note: string };
   /** Each source run replayed on its own card: how close the calibration came (relative error). */
   selfCheck: Array<{ users: number; e2eError: number | null; ttftError: number | null }>;
+  /** Cost factors the source runs could not determine: what each was held at, and why (empty: every factor was measured). */
+  uncertain: Array<{ factor: string; why: string }>;
+  /** Where a factor was held: each users point's E2E and mean TTFT at either end of what the source runs allow, ns. */
+  ranges: Array<{ users: number; e2eNs: [number, number]; ttftNsMean: [number, number] }>;
 }
 
 export interface KvScopeApi {

@@ -69,6 +69,9 @@ describe('what-if in the app core', () => {
     expect(r.value.runIds).toHaveLength(2);
     expect(r.value.gpuPool.usersItHolds).toBe(7);
     for (const c0 of r.value.selfCheck) expect(Math.abs(c0.e2eError!)).toBeLessThan(0.03);
+    // Users 4 and 8 prefill both whole contexts and short prompts: every cost factor is measured.
+    expect(r.value.uncertain).toEqual([]);
+    expect(r.value.ranges).toEqual([]);
     const listed = await c.handlers.listRuns();
     const made = listed.ok ? listed.value.filter((x) => r.value.runIds.includes(x.id)) : [];
     expect(made.map((m) => m.users).sort()).toEqual([4, 8]);
@@ -90,6 +93,20 @@ describe('what-if in the app core', () => {
     // The GH200 holds 7 users: at 4 nothing moves, at 8 copies return.
     const byUsers = new Map(made.map((m) => [m.users, m]));
     expect(byUsers.get(4)!.e2e_ns!).toBeLessThan(byUsers.get(8)!.e2e_ns!);
+  }, 300_000);
+
+  it('says what a run that prefills only whole contexts cannot determine, and the range it leaves', async () => {
+    const c = await core();
+    const r = await c.handlers.runWhatIf({ runIds: ['sample:h100-llama-3.1-8b-users4-recompute'], profile: 'gh200-96', users: '2,4' });
+    expect(r.ok, r.ok ? '' : r.error.message).toBe(true);
+    if (!r.ok) return;
+    expect(r.value.uncertain.map((u) => u.factor)).toEqual(['prefill_step_ns']);
+    expect(r.value.uncertain[0]!.why).toMatch(/^held at [\d.]+ ms, the middle of 0 to [\d.]+ ms: .*cannot be told apart/);
+    expect(r.value.ranges.map((x) => x.users)).toEqual([2, 4]);
+    for (const x of r.value.ranges) {
+      expect(x.e2eNs[0]).toBeLessThanOrEqual(x.e2eNs[1]);
+      expect(x.ttftNsMean[0]).toBeLessThan(x.ttftNsMean[1]);
+    }
   }, 300_000);
 
   it('refuses what it cannot replay, with the reason', async () => {

@@ -1,7 +1,7 @@
 /** Compare's series: one line per host and configuration; simulated runs kept apart and labelled; one chart pair per model. */
 import { describe, expect, it } from 'vitest';
 import type { RunListing } from '../../src/shared/api';
-import { chartDomains, compareSeries, groupByModel, whatIfSources } from '../../src/renderer/model/compare-model';
+import { chartDomains, compareSeries, groupByModel, whatIfSources, whatIfUncertainty } from '../../src/renderer/model/compare-model';
 
 let n = 0;
 const run = (o: Partial<RunListing>): RunListing => ({
@@ -106,5 +106,16 @@ describe('compare series', () => {
     const a = run({ users: 4 });
     const ok = whatIfSources([a, run({ users: 8, status: 'running' }), run({ simulated: sim })]);
     expect(ok).toEqual({ runIds: [a.id], model: 'llama-3.1-70b', why: null });
+  });
+
+  it('says which factor a what-if could not determine and how far each point could move, or nothing', () => {
+    expect(whatIfUncertainty({ uncertain: [], ranges: [] })).toBe('');
+    const text = whatIfUncertainty({
+      uncertain: [{ factor: 'prefill_step_ns', why: 'held at 15.8 ms, the middle of 0 to 31.6 ms' }],
+      ranges: [{ users: 4, e2eNs: [6.41e9, 6.63e9], ttftNsMean: [29.3e6, 53.46e6] }],
+    });
+    expect(text).toBe(
+      ' Uncertain: prefill_step_ns held at 15.8 ms, the middle of 0 to 31.6 ms. Across that range: users 4: E2E 6.410 s to 6.630 s, mean TTFT 29.30 ms to 53.46 ms.',
+    );
   });
 });

@@ -63,6 +63,69 @@ def test_self_simulation_reproduces_each_bundled_run_within_3_percent(path: str)
         assert abs(sim / meas - 1) < 0.03, (key, meas, sim)
 
 
+def _rows(sizes: list[float], factors: list[float], noise: float = 0.0) -> list[tuple[list[float], float, float]]:
+    """Intervals of a made-up run: each prefills `n` steps of FLOP time `flop_ns` (ns at the card's
+    peak) beside decode work, its time the cost model's with `factors` (± a fixed pattern of noise)."""
+    rows = []
+    for i in range(60):
+        flop_ns = sizes[i % len(sizes)]
+        n = 1 + i % 7
+        x = [5e6 * (1 + i % 3), 1e6 * (1 + i % 5), float(n), n * flop_ns]
+        y = sum(f * v for f, v in zip(factors, x)) * (1 + noise * ((-1) ** i))
+        rows.append((x, y, 1 / y))
+    return rows
+
+
+def test_the_prefill_steps_fixed_cost_is_fitted_only_where_the_runs_prefill_two_sizes() -> None:
+    from kvscope_agent.whatif.calibrate import _rss, fit_step_factors
+
+    truth = [1.3, 1.3, 6e6, 1.9]  # weights, K/V, prefill step ns, prefill per FLOP (STEP_FACTORS)
+    two = fit_step_factors(_rows([9e6, 37e6], truth, noise=0.002))
+    assert not two.held and two.ends is None
+    assert two.factors[2] == pytest.approx(6e6, rel=0.05) and two.factors[3] == pytest.approx(1.9, rel=0.02)
+
+    one_rows = _rows([37e6], truth, noise=0.002)
+    one = fit_step_factors(one_rows)
+    assert set(one.held) == {"prefill_step_ns"} and "cannot be told apart" in one.held["prefill_step_ns"]
+    low, high = one.ends
+    assert low[2] == 0.0 and high[3] == pytest.approx(1.0)  # all per FLOP / the FLOPs at peak, the rest fixed
+    assert one.factors[2] == pytest.approx(high[2] / 2)
+    # Every split in the range fits these intervals as well as the truth does: the data cannot choose.
+    for theta in (low, one.factors, high):
+        assert _rss(one_rows, theta) <= 1.2 * _rss(one_rows, truth) + 1e-12
+
+
+def test_no_fitted_factor_claims_the_engine_beat_the_card() -> None:
+    """Intervals that would fit best with the weights read faster than HBM allows (a factor 0.8)
+    get a fit at the floor: no engine reads faster than its card's bandwidth."""
+    from kvscope_agent.whatif.calibrate import STEP_FLOORS, fit_step_factors
+
+    fit = fit_step_factors(_rows([9e6, 37e6], [0.8, 1.5, 4e6, 0.7]))
+    assert all(v >= f for v, f in zip(fit.factors, STEP_FLOORS)), fit.factors
+
+
+def test_a_prediction_from_runs_that_prefill_one_size_says_how_far_it_could_move() -> None:
+    """The bundled recompute run prefills every context whole, so its step's fixed cost is held;
+    predicting a pool that keeps every user on the GPU (short prefills only) gives a range around the
+    prediction, and the calibration says why. The 8B users-2 run prefills both sizes: nothing held."""
+    from kvscope_agent.whatif.main import predict
+
+    card = resolve_profile("h100-sxm")
+    run = read_run(os.path.join(SAMPLES, "h100-llama-3.1-8b-users4-recompute.jsonl.gz"))
+    report = calibrate([run], card)
+    assert set(report.held) == {"prefill_step_ns"} and report.ends is not None
+    big_pool = 4 * 600 * int(run.pools["gpu"]["block_bytes"])  # 4 users' 542-block requests
+    doc = predict([run], report, card, card, [4], big_pool, False, None)
+    (point,) = doc["points"]
+    lo, hi = point["range"]["ttft_ns_mean"]
+    assert lo < point["ttft_ns_mean"] < hi and hi > 1.2 * lo, point
+    assert doc["calibration"]["held"]["prefill_step_ns"].startswith("held at")
+    assert len(doc["calibration"]["ends"]) == 2
+
+    both = calibrate([read_run(os.path.join(SAMPLES, "h100-llama-3.1-8b-users2-host55e9.jsonl.gz"))], card)
+    assert both.held == {} and both.ends is None and both.calibration.prefill_step_ns > 0
+
+
 def test_replay_moves_the_blocks_the_recorded_run_moved() -> None:
     """The engine's own scheduler decides every move: replayed on its own card, the 8B users-4
     run offloads and onboards exactly what it did on the H100 (21,842 and 20,760 blocks)."""

@@ -64,8 +64,12 @@ interface WhatIfDoc {
   profile: { id: string; name: string };
   source: { gpu: string | null; model: string | null };
   gpu_pool: { blocks: number; bytes: number; users_it_holds: number; note: string };
-  calibration: { self_check: Array<{ users: number; e2e_ns: { measured: number; simulated: number }; ttft_ns_mean: { measured: number; simulated: number } }> };
-  points: Array<{ users: number; run: string | null }>;
+  calibration: {
+    self_check: Array<{ users: number; e2e_ns: { measured: number; simulated: number }; ttft_ns_mean: { measured: number; simulated: number } }>;
+    /** Absent from agents before it was added. */
+    held?: Record<string, string>;
+  };
+  points: Array<{ users: number; run: string | null; range?: { e2e_ns: [number, number]; ttft_ns_mean: [number, number] } | null }>;
 }
 
 /** User counts as the agent takes them: "2..16", "2,4,8" (checked again there). */
@@ -125,6 +129,8 @@ export async function runWhatIf(store: RunStore, agent: LocalAgent, request: Wha
         e2eError: c.e2e_ns.measured ? c.e2e_ns.simulated / c.e2e_ns.measured - 1 : null,
         ttftError: c.ttft_ns_mean.measured ? c.ttft_ns_mean.simulated / c.ttft_ns_mean.measured - 1 : null,
       })),
+      uncertain: Object.entries(doc.calibration.held ?? {}).map(([factor, why]) => ({ factor, why })),
+      ranges: doc.points.flatMap((p) => (p.range ? [{ users: p.users, e2eNs: p.range.e2e_ns, ttftNsMean: p.range.ttft_ns_mean }] : [])),
     };
   } finally {
     await rm(scratch, { recursive: true, force: true });

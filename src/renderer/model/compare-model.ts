@@ -3,8 +3,8 @@
  * and E2E against the number of users), measured and simulated (what-if) kept apart and labelled,
  * and series grouped by model, since only one model's series share a chart. Pure.
  */
-import type { RunListing } from '../../shared/api';
-import { formatBytes, formatCount } from '../../shared/format';
+import type { RunListing, WhatIfResult } from '../../shared/api';
+import { formatBytes, formatCount, formatNs } from '../../shared/format';
 
 export interface SeriesPoint {
   users: number;
@@ -127,4 +127,17 @@ export function whatIfSources(runs: readonly RunListing[]): { runIds: string[]; 
   const gpus = [...new Set(measured.map((r) => r.gpu))];
   if (gpus.length > 1) return { runIds: [], model: null, why: `the chosen runs ran on ${gpus.length} cards (${gpus.join(', ')}): choose one card's runs` };
   return { runIds: measured.map((r) => r.id), model: models[0] ?? null, why: null };
+}
+
+/**
+ * What a what-if's source runs could not determine and how far each simulated point could move for
+ * it, as a sentence for the What-if panel ('' when every factor was measured).
+ */
+export function whatIfUncertainty(v: Pick<WhatIfResult, 'uncertain' | 'ranges'>): string {
+  if (v.uncertain.length === 0) return '';
+  const held = v.uncertain.map((u) => `${u.factor} ${u.why}.`).join(' ');
+  const ranges = v.ranges
+    .map((r) => `users ${r.users}: E2E ${formatNs(r.e2eNs[0])} to ${formatNs(r.e2eNs[1])}, mean TTFT ${formatNs(r.ttftNsMean[0])} to ${formatNs(r.ttftNsMean[1])}`)
+    .join('; ');
+  return ` Uncertain: ${held}${ranges ? ` Across that range: ${ranges}.` : ''}`;
 }

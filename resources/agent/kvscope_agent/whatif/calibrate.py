@@ -9,13 +9,16 @@
   first token: its copies and prefill; first token → done: its decode) are the measured ones minus
   the simulated idle time (waiting for copies or the host), and the step factors are the
   non-negative least squares fit of those intervals (relative errors) to the work of the steps the
-  simulation ran in them. The replay is repeated with the new factors until they settle.
+  simulation ran in them, each factor at or above its physical floor (STEP_FLOORS). The replay is
+  repeated with the new factors until they settle. A factor the intervals cannot determine (the
+  prefill step's fixed cost, where every prefill is of one size) is held, and the report carries
+  why and the calibrations at either end of what the runs allow, for a prediction's range.
 """
 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .costs import STEP_FACTORS, Calibration, CardRates, step_terms
@@ -31,6 +34,18 @@ SETTLED = 0.002  # relative change of every factor below which the fit has settl
 # half the step (70B FP8: the attention reaches a few percent of HBM bandwidth) and grow 8% over the
 # rounds, the data separate them.
 SPLIT_PRIOR = 0.03
+# Each factor is the engine's time over the card's bound for that work, so none can be below 1: no
+# engine reads faster than the card's HBM bandwidth or computes faster than its peak. The prefill
+# step's fixed cost is a time, at least 0. A fit that wants less (a run whose K/V reads hardly vary
+# trading weights against K/V) is held at the floor.
+STEP_FLOORS = (1.0, 1.0, 0.0, 1.0)
+# A prefill step's fixed cost and its cost per FLOP separate only where the runs prefill steps of
+# different sizes (whole-context chunks and short prompts over a cached context). Where they do not
+# (every request recomputes its whole context in equal chunks), freeing the fixed cost barely
+# lowers the residual and any split fits: then it is held (fit_step_factors says at what) and the
+# report says so. The test: the F statistic of that one extra factor, (RSS at 0 − RSS free) ÷
+# (RSS free ÷ (intervals − factors)), against 3.84, F(1, ∞) at the 5% level.
+SPLIT_EVIDENCE_F = 3.84
 
 
 @dataclass
@@ -40,10 +55,17 @@ class CalibrationReport:
     rows: int
     # Self-simulation of each source run on its own card: (users, measured, simulated) E2E and TTFT.
     self_check: list[dict[str, Any]]
+    # Factors the runs could not determine, each with what it was held at and why.
+    held: dict[str, str] = field(default_factory=dict)
+    # Where a factor is held: the calibrations at either end of what the runs allow, (low, high).
+    ends: tuple[Calibration, Calibration] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"factors": self.calibration.to_dict(), "iterations": self.iterations, "intervals": self.rows,
-                "self_check": self.self_check}
+        d: dict[str, Any] = {"factors": self.calibration.to_dict(), "iterations": self.iterations,
+                             "intervals": self.rows, "self_check": self.self_check, "held": dict(self.held)}
+        if self.ends:
+            d["ends"] = [{f: getattr(c, f) for f in STEP_FACTORS} for c in self.ends]
+        return d
 
 
 def _overlap(a0: int, a1: int, b0: int, b1: int) -> int:
@@ -120,8 +142,10 @@ def _solve(a: list[list[float]], b: list[float]) -> list[float] | None:
 
 
 def nnls(rows: list[tuple[list[float], float, float]], k: int) -> list[float]:
-    """min Σ (w (y − x·θ))² over θ ≥ 0, by trying each set of free factors (k is small)."""
-    best: tuple[float, list[float]] | None = None
+    """min Σ (w (y − x·θ))² over θ ≥ 0, by trying each set of free factors (k is small); θ = 0 (every
+    factor at its floor, in _fit's terms) is where it starts."""
+    zero = [0.0] * k
+    best: tuple[float, list[float]] | None = (sum((w * y) ** 2 for _, y, w in rows), zero) if rows else None
     for size in range(k, 0, -1):
         for free in itertools.combinations(range(k), size):
             ata = [[sum((w * x[i]) * (w * x[j]) for x, _, w in rows) for j in free] for i in free]
@@ -140,13 +164,76 @@ def nnls(rows: list[tuple[list[float], float, float]], k: int) -> list[float]:
     return best[1]
 
 
-def fit_step_factors(rows: list[tuple[list[float], float, float]]) -> list[float]:
-    """STEP_FACTORS by non-negative least squares, the weights and K/V factors held together by
-    SPLIT_PRIOR around their common value."""
-    tied = nnls([([x[0] + x[1]] + x[2:], y, w) for x, y, w in rows], len(STEP_FACTORS) - 1)
-    ref = max(tied[0], 1e-9)
+Rows = list[tuple[list[float], float, float]]
+PREFILL_STEP = STEP_FACTORS.index("prefill_step_ns")
+
+
+def _rss(rows: Rows, theta: list[float]) -> float:
+    return sum((w * (y - sum(t * xi for t, xi in zip(theta, x)))) ** 2 for x, y, w in rows)
+
+
+PREFILL_FACTOR = STEP_FACTORS.index("prefill_factor")
+
+
+def _fit(rows: Rows, held: dict[int, float] | None = None) -> list[float]:
+    """STEP_FACTORS ≥ STEP_FLOORS by non-negative least squares of what the floors leave, the
+    factors in `held` (index → value) kept at their value; the weights and K/V factors are held
+    together by SPLIT_PRIOR around their common value."""
+    held = held or {}
+    k = len(STEP_FACTORS)
+    base = [held.get(i, f) for i, f in enumerate(STEP_FLOORS)]
+    free = [i for i in range(k) if i not in held]
+    left = [([x[i] for i in free], y - sum(b * xi for b, xi in zip(base, x)), w) for x, y, w in rows]
+
+    def place(sol: list[float]) -> list[float]:
+        theta = list(base)
+        for i, v in zip(free, sol):
+            theta[i] += v
+        return theta
+
+    w_i, kv_i = free.index(0), free.index(1)
+    merged = [i for i in range(len(free)) if i != kv_i]
+    tied = nnls([([x[i] + x[kv_i] if i == w_i else x[i] for i in merged], y, w) for x, y, w in left], len(merged))
+    ref = max(base[0] + tied[merged.index(w_i)], 1e-9)
     s = SPLIT_PRIOR * len(rows) ** 0.5 / ref
-    return nnls(rows + [([s, -s] + [0.0] * (len(STEP_FACTORS) - 2), 0.0, 1.0)], len(STEP_FACTORS))
+    prior = [0.0] * len(free)
+    prior[w_i], prior[kv_i] = s, -s
+    return place(nnls(left + [(prior, 0.0, 1.0)], len(free)))
+
+
+@dataclass
+class StepFit:
+    factors: list[float]
+    # Factors the rows cannot determine: name → what it was held at and why.
+    held: dict[str, str] = field(default_factory=dict)
+    # Where a factor is held, the factors at either end of what the rows allow (low, high).
+    ends: tuple[list[float], list[float]] | None = None
+
+
+def fit_step_factors(rows: Rows) -> StepFit:
+    """STEP_FACTORS fitted on the intervals. Where the prefill step's fixed cost is not determined
+    (SPLIT_EVIDENCE_F), it is held at the middle of what the rows allow: from 0 (all of the prefill
+    cost per FLOP) to where prefill_factor reaches its floor (the FLOPs at the card's peak, the rest
+    fixed); with a flat prior over that range and data that cannot prefer a point, the middle is the
+    expected value, and the two ends go with it so a prediction can say how far it could move."""
+    theta = _fit(rows)
+    if not any(x[PREFILL_STEP] > 0 for x, _, _ in rows):
+        return StepFit(theta)
+    at_zero = _fit(rows, {PREFILL_STEP: 0.0})
+    rss_free, rss_zero = _rss(rows, theta), _rss(rows, at_zero)
+    dof = len(rows) - len(STEP_FACTORS)
+    f_stat = (rss_zero - rss_free) / (rss_free / dof) if dof > 0 and rss_free > 0 else float("inf")
+    if f_stat >= SPLIT_EVIDENCE_F:
+        return StepFit(theta)
+    top = _fit(rows, {PREFILL_FACTOR: STEP_FLOORS[PREFILL_FACTOR]})[PREFILL_STEP]
+    at_top = _fit(rows, {PREFILL_STEP: top})
+    middle = _fit(rows, {PREFILL_STEP: top / 2})
+    why = (f"held at {top / 2e6:.1f} ms, the middle of 0 to {top / 1e6:.1f} ms: the runs' prefill steps are all of "
+           f"about one size, so their fixed cost and their cost per FLOP cannot be told apart (freeing it lowers the "
+           f"misfit by F = {f_stat:.2f} < {SPLIT_EVIDENCE_F}). Prefills much shorter than the runs' (a user whose "
+           "context stays on the GPU) are uncertain by that range: calibrate on a run that also prefills short "
+           "prompts over a cached context to measure it")
+    return StepFit(middle, {"prefill_step_ns": why}, (at_zero, at_top))
 
 
 def _interval_rows(run: RecordedRun, sim_reqs: dict[tuple[int, int], dict[str, int]], steps: list[Any],
@@ -227,13 +314,15 @@ def calibrate(runs: list[RecordedRun], profile: Profile) -> CalibrationReport:
     rates = CardRates.of(profile, dtype, cal)
     iterations = 0
     nrows = 0
+    fit = StepFit([])
     for iterations in range(1, MAX_ROUNDS_OF_FIT + 1):
         rows: list[tuple[list[float], float, float]] = []
         for run in runs:
             _, gpu, capture = replay_on_own_card(run, rates, cal)
             rows.extend(_interval_rows(run, capture.reqs, gpu.steps, rates))
         nrows = len(rows)
-        theta = fit_step_factors(rows)
+        fit = fit_step_factors(rows)
+        theta = fit.factors
         old = [getattr(cal, f) for f in STEP_FACTORS]
         for f, v in zip(STEP_FACTORS, theta):
             setattr(cal, f, v)
@@ -247,4 +336,7 @@ def calibrate(runs: list[RecordedRun], profile: Profile) -> CalibrationReport:
             "e2e_ns": {"measured": run.e2e_ns(), "simulated": summary["e2e_ns"]},
             "ttft_ns_mean": {"measured": run.ttft_mean_ns(), "simulated": summary["ttft_ns_mean"]},
         })
-    return CalibrationReport(cal, iterations, nrows, checks)
+    ends = None
+    if fit.ends:
+        ends = (replace(cal, **dict(zip(STEP_FACTORS, fit.ends[0]))), replace(cal, **dict(zip(STEP_FACTORS, fit.ends[1]))))
+    return CalibrationReport(cal, iterations, nrows, checks, fit.held, ends)

@@ -201,6 +201,12 @@ def predict(runs: list[RecordedRun], report: Any, src: Profile, target: Profile,
         else:
             result = simulate(template, u, rates, cal, mem, CaptureWriter)
         m = measured.get(u)
+        spread = None
+        if report.ends:  # a factor the source runs could not determine: the prediction at either end of it
+            ends = [simulate(template, u, CardRates.of(target, shape.dtype, c), c, mem, CaptureWriter).summary
+                    for c in report.ends]
+            spread = {k: [min(e[k] for e in ends + [result.summary]), max(e[k] for e in ends + [result.summary])]
+                      for k in ("e2e_ns", "ttft_ns_mean")}
         points.append({
             "users": u, "e2e_ns": result.summary["e2e_ns"], "ttft_ns_mean": result.summary["ttft_ns_mean"],
             "ttft_ns_p50": result.summary["ttft_ns_p50"], "ttft_ns_p99": result.summary["ttft_ns_p99"],
@@ -208,6 +214,7 @@ def predict(runs: list[RecordedRun], report: Any, src: Profile, target: Profile,
             "blocks_evicted": result.summary["blocks_evicted"],
             "measured_on_source": {"e2e_ns": m.e2e_ns(), "ttft_ns_mean": m.ttft_mean_ns()} if m else None,
             "run": os.path.join(out, f"users-{u}") if out else None,
+            "range": spread,
         })
     per_request = -(-(template.config["context_tokens"] + template.config["rounds"] * (template.config["new_tokens"]
                     + template.config["output_tokens"]) + template.config["output_tokens"] - 1) // int(template.pools["gpu"]["block_tokens"]))
@@ -237,6 +244,13 @@ def print_table(doc: dict[str, Any]) -> None:
         m = p["measured_on_source"]
         meas = (f"E2E {m['e2e_ns'] / 1e9:.2f} s, TTFT {m['ttft_ns_mean'] / 1e6:.1f} ms" if m else "")
         print(f"{p['users']:>5}  {p['e2e_ns'] / 1e9:>9.2f}  {p['ttft_ns_mean'] / 1e6:>12.1f}  {meas:>40}")
+    for p in doc["points"]:
+        if p.get("range"):
+            e, t = p["range"]["e2e_ns"], p["range"]["ttft_ns_mean"]
+            print(f"users {p['users']}: could be E2E {e[0] / 1e9:.2f}–{e[1] / 1e9:.2f} s, TTFT {t[0] / 1e6:.1f}–{t[1] / 1e6:.1f} ms "
+                  "(a factor the source runs could not determine, below)")
+    for name, why in doc["calibration"].get("held", {}).items():
+        print(f"calibration: {name} {why}")
     for c in doc["calibration"]["self_check"]:
         e, t = c["e2e_ns"], c["ttft_ns_mean"]
         print(f"calibration check, users {c['users']} on its own card: E2E {_pct(e['simulated'], e['measured'])}, "

@@ -14,7 +14,7 @@ import { NsGridlines } from '../../viz/ns-axis';
 import { useApi } from '../../bridge/api-context';
 import { useVizTheme } from '../../hooks';
 import { routeHref } from '../../router';
-import { chartDomains, compareSeries, groupByModel, whatIfSources, type Series, type SeriesMetric } from '../../model/compare-model';
+import { chartDomains, compareSeries, groupByModel, whatIfSources, whatIfUncertainty, type Series, type SeriesMetric } from '../../model/compare-model';
 import { TTFT_QUEUED_TITLE, TTFT_SERVICE_TITLE } from '../../model/ttft-names';
 import { HELPS_RATIO, verdicts, type Verdict } from '../../model/verdict';
 
@@ -92,7 +92,7 @@ function WhatIfPanel({ chosen, runIds }: { chosen: RunListing[]; runIds: string[
     const checks = v.selfCheck.map((c) => `users ${c.users}: E2E ${pct(c.e2eError)}, TTFT ${pct(c.ttftError)}`).join('; ');
     setResult({
       ok: true,
-      text: `Simulated ${v.runIds.length} run${v.runIds.length === 1 ? '' : 's'}; the GPU pool there holds ${v.gpuPool.usersItHolds} users' requests. Calibration, replayed on its own card: ${checks}.`,
+      text: `Simulated ${v.runIds.length} run${v.runIds.length === 1 ? '' : 's'}; the GPU pool there holds ${v.gpuPool.usersItHolds} users' requests. Calibration, replayed on its own card: ${checks}.${whatIfUncertainty(v)}`,
     });
     window.location.hash = routeHref({ view: 'compare', runIds: [...new Set([...runIds, ...v.runIds])] });
   };
