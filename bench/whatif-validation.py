@@ -144,14 +144,19 @@ def markdown(doc: dict[str, Any], commit: str) -> str:
     if doc.get("held"):
         lines += ["", "The source runs could not determine every factor; the prediction is the middle of what they allow:"]
         lines += [f"- {name}: {why}" for name, why in doc["held"].items()]
-        lines += ["", "| users | E2E could be s | TTFT mean could be ms | measured inside |", "|---|---|---|---|"]
+        lines += ["", "The range is what that factor alone moves the prediction by (the other factors as fitted):", "",
+                  "| users | E2E could be s | measured inside | TTFT mean could be ms | measured inside |",
+                  "|---|---|---|---|---|"]
+
+        def inside(x: dict[str, Any]) -> str:
+            return "–" if x["measured"] is None else ("yes" if x["range"][0] <= x["measured"] <= x["range"][1] else "no")
+
         for p in doc["points"]:
             e, tt = p["e2e_ns"], p["ttft_ns_mean"]
             if not e.get("range"):
                 continue
-            inside = all(r[0] <= x["measured"] <= r[1] for x, r in ((e, e["range"]), (tt, tt["range"])) if x["measured"] is not None)
-            lines.append(f"| {p['users']} | {f(e['range'][0], 1e9)}–{f(e['range'][1], 1e9)} "
-                         f"| {f(tt['range'][0], 1e6)}–{f(tt['range'][1], 1e6)} | {'yes' if inside else 'no'} |")
+            lines.append(f"| {p['users']} | {f(e['range'][0], 1e9)}–{f(e['range'][1], 1e9)} | {inside(e)} "
+                         f"| {f(tt['range'][0], 1e6)}–{f(tt['range'][1], 1e6)} | {inside(tt)} |")
     return "\n".join(lines) + "\n"
 
 
