@@ -371,7 +371,7 @@ describe.skipIf(reason !== null)(`the window's views in real Chromium${reason ? 
     // This run's prefill steps do not part their fixed cost from their cost per FLOP: the panel says
     // so, and how far the simulated point could move for it.
     expect(await page.textContent('[data-testid=whatif-result]')).toMatch(
-      /Uncertain: prefill_step_ns held at [\d.]+ ms, the middle of 0 to [\d.]+ ms: .* Across that range: users 4: E2E [\d.]+ s to [\d.]+ s, mean TTFT [\d.]+ (ms|s) to [\d.]+ (ms|s)\./,
+      /Uncertain: a prefill step's fixed cost, held at [\d.]+ ms, the middle of 0 to [\d.]+ ms: .* Across that range: users 4: E2E [\d.]+ s to [\d.]+ s, mean TTFT [\d.]+ (ms|s) to [\d.]+ (ms|s)\./,
     );
     const dashed = page.locator('[data-testid=chart-ttft][data-model="llama-3.1-8b"] g.series.simulated');
     await dashed.first().waitFor();

@@ -115,7 +115,7 @@ describe('compare series', () => {
       ranges: [{ users: 4, e2eNs: [6.41e9, 6.63e9], ttftNsMean: [29.3e6, 53.46e6] }],
     });
     expect(text).toBe(
-      ' Uncertain: prefill_step_ns held at 15.8 ms, the middle of 0 to 31.6 ms. Across that range: users 4: E2E 6.410 s to 6.630 s, mean TTFT 29.30 ms to 53.46 ms.',
+      " Uncertain: a prefill step's fixed cost, held at 15.8 ms, the middle of 0 to 31.6 ms. Across that range: users 4: E2E 6.410 s to 6.630 s, mean TTFT 29.30 ms to 53.46 ms.",
     );
   });
 });
