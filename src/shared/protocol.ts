@@ -113,6 +113,8 @@ export interface SimulatedInfo {
   calibration?: Record<string, unknown>;
   users?: number;
   method?: string;
+  /** Where the calibration held a factor the source runs could not determine: this run's E2E and mean TTFT at either end of it, ns. */
+  range?: { e2e_ns: [number, number]; ttft_ns_mean: [number, number] };
 }
 
 /** The agent's options in snake_case, fully resolved (docs/protocol.md, `run.start` `config`). */

@@ -9,6 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { build } from 'esbuild';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { formatNs } from '../../src/shared/format';
+import { runSettings } from '../../src/renderer/model/run-settings';
 import { createCore } from '../../src/main/core/app-core';
 import { SettingsStore } from '../../src/main/core/settings';
 import { BlockLedger } from '../../src/shared/ledger';
@@ -106,6 +108,18 @@ describe('what-if in the app core', () => {
     for (const x of r.value.ranges) {
       expect(x.e2eNs[0]).toBeLessThanOrEqual(x.e2eNs[1]);
       expect(x.ttftNsMean[0]).toBeLessThan(x.ttftNsMean[1]);
+    }
+    // Each simulated run keeps its range in run.start, and its Summary settings show it.
+    for (const id of r.value.runIds) {
+      const loaded = await c.handlers.loadRun(id);
+      expect(loaded.ok).toBe(true);
+      if (!loaded.ok) continue;
+      const start = loaded.value.events.find((e) => e.type === 'run.start') as RunStartEvent;
+      const range = r.value.ranges.find((x) => x.users === start.simulated?.users)!;
+      expect(start.simulated?.range).toEqual({ e2e_ns: range.e2eNs, ttft_ns_mean: range.ttftNsMean });
+      const rows = runSettings(start, null, {}).find((x) => x.title === 'Simulation')!.rows;
+      expect(rows.find((x) => x.key === 'held_prefill_step_ns')?.value).toMatch(/^a prefill step's fixed cost: held at /);
+      expect(rows.find((x) => x.key === 'range')?.value).toContain(`mean TTFT ${formatNs(range.ttftNsMean[0])} to ${formatNs(range.ttftNsMean[1])}`);
     }
   }, 300_000);
 

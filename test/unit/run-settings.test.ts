@@ -162,6 +162,40 @@ describe('run settings of logs that lack fields', () => {
     expect(value(s, 'hostname')).toBeUndefined();
   });
 
+  it('a simulated run: the card, the measured runs, the calibration check, what they could not determine and the range', () => {
+    const simulated = {
+      profile: { id: 'gh200-96', name: 'NVIDIA GH200 96 GB', link: 'NVLink-C2C' },
+      source: { run_ids: ['a1', 'b2'], gpu: 'NVIDIA H100 80GB HBM3' },
+      method: 'trace-driven replay',
+      calibration: {
+        self_check: [{ users: 4, e2e_ns: { measured: 1e10, simulated: 0.996e10 }, ttft_ns_mean: { measured: 1e8, simulated: 1.002e8 } }],
+        held: { prefill_step_ns: 'held at 15.8 ms, the middle of 0 to 31.6 ms: the runs cannot tell it apart' },
+      },
+      range: { e2e_ns: [6.41e9, 6.63e9], ttft_ns_mean: [29.3e6, 53.46e6] },
+    };
+    const s = runSettings({ ...minimalStart, simulated } as RunStartEvent, null, {});
+    expectClean(s);
+    expect(s[0]!.title).toBe('Simulation');
+    expect(value(s, 'simulated_on')).toBe('NVIDIA GH200 96 GB · NVLink-C2C');
+    expect(value(s, 'calibrated_on')).toBe('2 measured runs on NVIDIA H100 80GB HBM3');
+    expect(value(s, 'calibration_check')).toBe('users 4: E2E -0.4%, TTFT +0.2%');
+    expect(value(s, 'held_prefill_step_ns')).toBe("a prefill step's fixed cost: held at 15.8 ms, the middle of 0 to 31.6 ms");
+    expect(s[0]!.rows.find((r) => r.key === 'held_prefill_step_ns')!.title).toBe('the runs cannot tell it apart');
+    expect(value(s, 'range')).toBe(`E2E ${formatNs(6.41e9)} to ${formatNs(6.63e9)} · mean TTFT ${formatNs(29.3e6)} to ${formatNs(53.46e6)}`);
+    // Every factor measured: no held row, no range; a measured run: no section at all.
+    const sure = runSettings({ ...minimalStart, simulated: { ...simulated, calibration: { self_check: [] }, range: undefined } } as unknown as RunStartEvent, null, {});
+    expect(value(sure, 'held_prefill_step_ns')).toBeUndefined();
+    expect(value(sure, 'range')).toBeUndefined();
+    expect(runSettings(minimalStart, null, {}).map((x) => x.title)).not.toContain('Simulation');
+    // Junk where numbers belong (a hand-edited log) shows nothing broken.
+    const junk = { ...simulated, calibration: { self_check: [{ users: '4', e2e_ns: null }], held: { prefill_step_ns: 7 } }, range: { e2e_ns: [1, 'x'], ttft_ns_mean: 3 } };
+    const j = runSettings({ ...minimalStart, simulated: junk } as unknown as RunStartEvent, null, {});
+    expectClean(j);
+    expect(value(j, 'calibration_check')).toBeUndefined();
+    expect(value(j, 'held_prefill_step_ns')).toBeUndefined();
+    expect(value(j, 'range')).toBeUndefined();
+  });
+
   it('copy overlap: said when the agent echoed it, absent for older logs', () => {
     expect(value(runSettings({ ...minimalStart, config: { copy_overlap: true } }, null, {}), 'copy_overlap')).toMatch(/^on — /);
     expect(value(runSettings({ ...minimalStart, config: { copy_overlap: false } }, null, {}), 'copy_overlap')).toMatch(/^off — /);

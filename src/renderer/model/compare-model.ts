@@ -5,6 +5,7 @@
  */
 import type { RunListing, WhatIfResult } from '../../shared/api';
 import { formatBytes, formatCount, formatNs } from '../../shared/format';
+import { calibrationFactorName } from './calibration-names';
 
 export interface SeriesPoint {
   users: number;
@@ -129,21 +130,13 @@ export function whatIfSources(runs: readonly RunListing[]): { runIds: string[]; 
   return { runIds: measured.map((r) => r.id), model: models[0] ?? null, why: null };
 }
 
-/** The what-if calibration's factors (docs/whatif.md, "Costs") as the panel names them. */
-const CALIBRATION_FACTOR_NAMES: Record<string, string> = {
-  weights_factor: 'the cost of reading the weights',
-  kv_factor: 'the cost of reading K/V',
-  prefill_step_ns: "a prefill step's fixed cost",
-  prefill_factor: 'the cost per prefill FLOP',
-};
-
 /**
  * What a what-if's source runs could not determine and how far each simulated point could move for
  * it, as a sentence for the What-if panel ('' when every factor was measured).
  */
 export function whatIfUncertainty(v: Pick<WhatIfResult, 'uncertain' | 'ranges'>): string {
   if (v.uncertain.length === 0) return '';
-  const held = v.uncertain.map((u) => `${CALIBRATION_FACTOR_NAMES[u.factor] ?? u.factor}, ${u.why}.`).join(' ');
+  const held = v.uncertain.map((u) => `${calibrationFactorName(u.factor)}, ${u.why}.`).join(' ');
   const ranges = v.ranges
     .map((r) => `users ${r.users}: E2E ${formatNs(r.e2eNs[0])} to ${formatNs(r.e2eNs[1])}, mean TTFT ${formatNs(r.ttftNsMean[0])} to ${formatNs(r.ttftNsMean[1])}`)
     .join('; ');

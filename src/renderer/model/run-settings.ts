@@ -1,7 +1,8 @@
 /**
- * The run's settings beside its results (the Summary view's "Run settings" panel): workload, pools,
- * engine execution and capture, read from `run.start` (`config`, `host`, `capabilities`), the
- * `pool` lines and `run.end.summary` (docs/protocol.md).
+ * The run's settings beside its results (the Summary view's "Run settings" panel): for a run the
+ * what-if simulator made, what it simulated and how sure it is (`run.start.simulated`); then
+ * workload, pools, engine execution and capture, read from `run.start` (`config`, `host`,
+ * `capabilities`), the `pool` lines and `run.end.summary` (docs/protocol.md).
  *
  * Every field is optional: older logs, the TensorRT-LLM/vLLM runners and CPU fixtures lack many.
  * A row is made only from what the log says, never a default guessed here, and no value is ever
@@ -11,6 +12,7 @@
 import { formatBandwidth, formatBytes, formatCount, formatNs, plural } from '../../shared/format';
 import { poolTitle, type PoolName, type RunStartEvent, type RunSummary } from '../../shared/protocol';
 import { optionOf } from '../../shared/workload-options';
+import { calibrationFactorName, splitHeldNote } from './calibration-names';
 import { linkOf } from './link-bandwidth';
 
 /** A row that shows one agent option is labelled as the option table labels it. */
@@ -26,7 +28,7 @@ export interface SettingRow {
 }
 
 export interface SettingSection {
-  title: 'Workload' | 'Pools' | 'Engine execution' | 'Capture';
+  title: 'Simulation' | 'Workload' | 'Pools' | 'Engine execution' | 'Capture';
   rows: SettingRow[];
 }
 
@@ -286,10 +288,70 @@ export function runSettings(
   row(capture, 'agent', 'Agent', str(start?.agent_version));
 
   const sections: SettingSection[] = [
+    { title: 'Simulation', rows: simulationRows(obj(start?.simulated)) },
     { title: 'Workload', rows: workload },
     { title: 'Pools', rows: poolRows },
     { title: 'Engine execution', rows: exec },
     { title: 'Capture', rows: capture },
   ];
   return sections.filter((s) => s.rows.length > 0);
+}
+
+const signedPct = (v: number): string => `${v >= 0 ? '+' : ''}${(v * 100).toFixed(1)}%`;
+
+/** A pair [low, high] of finite numbers, or null. */
+function pairOf(v: unknown): [number, number] | null {
+  if (!Array.isArray(v) || v.length !== 2) return null;
+  const a = num(v[0]);
+  const b = num(v[1]);
+  return a !== null && b !== null ? [a, b] : null;
+}
+
+/**
+ * A simulated run's rows (docs/whatif.md): the card it was simulated on, the measured runs it was
+ * calibrated on and how closely the calibration replays them, the factors those runs could not
+ * determine and this run's E2E and mean TTFT across them. None for a measured run.
+ */
+function simulationRows(sim: Obj | null): SettingRow[] {
+  if (!sim) return [];
+  const rows: SettingRow[] = [];
+  const row = (key: string, label: string, value: string | null, title?: string | null) => {
+    if (value) rows.push({ key, label, value, ...(title ? { title } : {}) });
+  };
+  const profile = obj(sim.profile);
+  const link = str(profile?.link);
+  row('simulated_on', 'Simulated on', str(profile?.name) ? `${str(profile?.name)}${link ? ` · ${link}` : ''}` : str(profile?.id), str(sim.method));
+  const source = obj(sim.source);
+  const ids = Array.isArray(source?.run_ids) ? (source.run_ids as unknown[]).map(str).filter((x): x is string => !!x) : [];
+  const gpu = str(source?.gpu);
+  row('calibrated_on', 'Calibrated on', ids.length ? `${plural(ids.length, 'measured run')}${gpu ? ` on ${gpu}` : ''}` : null, ids.join(', ') || null);
+  const cal = obj(sim.calibration);
+  const checks = (Array.isArray(cal?.self_check) ? (cal.self_check as unknown[]) : []).map(obj).flatMap((c) => {
+    const e = obj(c?.e2e_ns);
+    const t = obj(c?.ttft_ns_mean);
+    const err = (x: Obj | null) => {
+      const m = num(x?.measured);
+      const p = num(x?.simulated);
+      return m && p !== null ? signedPct(p / m - 1) : null;
+    };
+    const users = num(c?.users);
+    const eErr = err(e);
+    const tErr = err(t);
+    return users !== null && eErr && tErr ? [`users ${formatCount(users)}: E2E ${eErr}, TTFT ${tErr}`] : [];
+  });
+  row('calibration_check', 'Calibration, replayed on its own card', checks.join('; ') || null);
+  const held = obj(cal?.held);
+  for (const [factor, note] of Object.entries(held ?? {})) {
+    const text = str(note);
+    if (!text) continue;
+    const { heldAt, why } = splitHeldNote(text);
+    row(`held_${factor}`, 'Not determined by the measured runs', `${calibrationFactorName(factor)}: ${heldAt}`, why || null);
+  }
+  const range = obj(sim.range);
+  const e2e = pairOf(range?.e2e_ns);
+  const ttft = pairOf(range?.ttft_ns_mean);
+  if (e2e && ttft) {
+    row('range', 'Across what was not determined', `E2E ${formatNs(e2e[0])} to ${formatNs(e2e[1])} · mean TTFT ${formatNs(ttft[0])} to ${formatNs(ttft[1])}`);
+  }
+  return rows;
 }

@@ -160,10 +160,17 @@ def predict(runs: list[RecordedRun], report: Any, src: Profile, target: Profile,
     points = []
     made_at = time.time_ns()
     for u in users_list:
+        spread = None
+        if report.ends:  # a factor the source runs could not determine: the prediction at either end of it
+            ends = [simulate(template, u, CardRates.of(target, shape.dtype, c), c, mem, CaptureWriter).summary
+                    for c in report.ends]
+            if all(e[k] is not None for e in ends for k in ("e2e_ns", "ttft_ns_mean")):
+                spread = {k: [min(e[k] for e in ends), max(e[k] for e in ends)] for k in ("e2e_ns", "ttft_ns_mean")}
         simulated = {
             "profile": target.summary(), "source": {**source, "run_id": (measured.get(u) or template).run_id},
             "calibration": report.to_dict(), "users": u,
             "method": "trace-driven replay of the built-in engine's scheduler (docs/whatif.md)",
+            **({"range": spread} if spread else {}),
         }
         if out:
             folder = os.path.join(out, f"users-{u}")
@@ -201,12 +208,6 @@ def predict(runs: list[RecordedRun], report: Any, src: Profile, target: Profile,
         else:
             result = simulate(template, u, rates, cal, mem, CaptureWriter)
         m = measured.get(u)
-        spread = None
-        if report.ends:  # a factor the source runs could not determine: the prediction at either end of it
-            ends = [simulate(template, u, CardRates.of(target, shape.dtype, c), c, mem, CaptureWriter).summary
-                    for c in report.ends]
-            spread = {k: [min(e[k] for e in ends + [result.summary]), max(e[k] for e in ends + [result.summary])]
-                      for k in ("e2e_ns", "ttft_ns_mean")}
         points.append({
             "users": u, "e2e_ns": result.summary["e2e_ns"], "ttft_ns_mean": result.summary["ttft_ns_mean"],
             "ttft_ns_p50": result.summary["ttft_ns_p50"], "ttft_ns_p99": result.summary["ttft_ns_p99"],
