@@ -173,7 +173,7 @@ describe('run settings of logs that lack fields', () => {
       },
       range: { e2e_ns: [6.41e9, 6.63e9], ttft_ns_mean: [29.3e6, 53.46e6] },
     };
-    const s = runSettings({ ...minimalStart, simulated } as RunStartEvent, null, {});
+    const s = runSettings({ ...minimalStart, simulated } as unknown as RunStartEvent, null, {});
     expectClean(s);
     expect(s[0]!.title).toBe('Simulation');
     expect(value(s, 'simulated_on')).toBe('NVIDIA GH200 96 GB · NVLink-C2C');
