@@ -113,7 +113,9 @@ export interface SimulatedInfo {
   calibration?: Record<string, unknown>;
   users?: number;
   method?: string;
-  /** Where the calibration held a factor the source runs could not determine: this run's E2E and mean TTFT at either end of it, ns. */
+  /** The calibration's held factors that move this run's numbers (name → what it was held at and why). */
+  uncertain?: Record<string, string>;
+  /** Where such a factor was held: this run's E2E and mean TTFT across what the source runs allow, ns. */
   range?: { e2e_ns: [number, number]; ttft_ns_mean: [number, number] };
 }
 

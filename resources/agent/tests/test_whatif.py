@@ -64,13 +64,15 @@ def test_self_simulation_reproduces_each_bundled_run_within_3_percent(path: str)
 
 
 def _rows(sizes: list[float], factors: list[float], noise: float = 0.0) -> list[tuple[list[float], float, float]]:
-    """Intervals of a made-up run: each prefills `n` steps of FLOP time `flop_ns` (ns at the card's
-    peak) beside decode work, its time the cost model's with `factors` (± a fixed pattern of noise)."""
+    """Intervals of a made-up run: each holds `c` steps reading 5 ms of weights at bandwidth, of which
+    `n` prefill with FLOP time `flop_ns` (ns at the card's peak), beside decode work; its time is the
+    cost model's with `factors` (STEP_FACTORS order), ± a fixed pattern of noise."""
     rows = []
     for i in range(60):
         flop_ns = sizes[i % len(sizes)]
         n = 1 + i % 7
-        x = [5e6 * (1 + i % 3), 1e6 * (1 + i % 5), float(n), n * flop_ns]
+        c = 1 + i % 3
+        x = [5e6 * c, 1e6 * (1 + i % 5), float(n), n * flop_ns, float(c)]
         y = sum(f * v for f, v in zip(factors, x)) * (1 + noise * ((-1) ** i))
         rows.append((x, y, 1 / y))
     return rows
@@ -79,20 +81,40 @@ def _rows(sizes: list[float], factors: list[float], noise: float = 0.0) -> list[
 def test_the_prefill_steps_fixed_cost_is_fitted_only_where_the_runs_prefill_two_sizes() -> None:
     from kvscope_agent.whatif.calibrate import _rss, fit_step_factors
 
-    truth = [1.3, 1.3, 6e6, 1.9]  # weights, K/V, prefill step ns, prefill per FLOP (STEP_FACTORS)
+    truth = [1.3, 1.3, 6e6, 1.9, 0.0]  # weights, K/V, prefill step ns, prefill per FLOP, step ns (STEP_FACTORS)
     two = fit_step_factors(_rows([9e6, 37e6], truth, noise=0.002))
-    assert not two.held and two.ends is None
+    assert "prefill_step_ns" not in two.held
     assert two.factors[2] == pytest.approx(6e6, rel=0.05) and two.factors[3] == pytest.approx(1.9, rel=0.02)
 
     one_rows = _rows([37e6], truth, noise=0.002)
     one = fit_step_factors(one_rows)
-    assert set(one.held) == {"prefill_step_ns"} and "cannot be told apart" in one.held["prefill_step_ns"]
-    low, high = one.ends
-    assert low[2] == 0.0 and high[3] == pytest.approx(1.0)  # all per FLOP / the FLOPs at peak, the rest fixed
-    assert one.factors[2] == pytest.approx(high[2] / 2)
+    assert set(one.held) == {"prefill_step_ns", "step_ns"} and "cannot be told apart" in one.held["prefill_step_ns"]
+    assert len(one.ends) == 4  # each end of the prefill split, at each end of the step split
+    lows, highs = one.ends[:2], one.ends[2:]
+    assert all(e[2] == 0.0 for e in lows) and all(e[3] == pytest.approx(1.0) for e in highs)
+    assert one.factors[2] == pytest.approx(highs[0][2] / 2)
     # Every split in the range fits these intervals as well as the truth does: the data cannot choose.
-    for theta in (low, one.factors, high):
+    for theta in [one.factors, *one.ends]:
         assert _rss(one_rows, theta) <= 1.2 * _rss(one_rows, truth) + 1e-12
+
+
+def test_a_steps_fixed_time_and_its_weight_reads_cost_the_same_on_the_runs_card() -> None:
+    """Both are one constant a step on the runs' card, so the split is held: from all of the weights
+    term at bandwidth to weights_factor at its floor, every split giving each interval the same time."""
+    from kvscope_agent.whatif.calibrate import fit_step_factors
+
+    rows = _rows([9e6, 37e6], [3.0, 1.3, 6e6, 1.9, 0.0])
+    fit = fit_step_factors(rows)
+    assert "step_ns" in fit.held and "HBM bandwidth" in fit.held["step_ns"]
+    at_bandwidth, most_fixed = fit.ends
+    assert at_bandwidth[4] == 0.0 and most_fixed[0] == pytest.approx(1.0)
+    assert fit.factors[4] == pytest.approx(most_fixed[4] / 2) and most_fixed[4] == pytest.approx((at_bandwidth[0] - 1) * 5e6)
+    for x, _, _ in rows:
+        costs = [sum(t * v for t, v in zip(theta, x)) for theta in (fit.factors, at_bandwidth, most_fixed)]
+        assert max(costs) - min(costs) <= 1e-6 * max(costs)
+    # An engine at the bandwidth bound leaves (next to) nothing to split.
+    near = fit_step_factors(_rows([9e6, 37e6], [1.0, 1.3, 6e6, 1.9, 0.0]))
+    assert "step_ns" not in near.held or near.ends[-1][4] < 0.05 * 5e6
 
 
 def test_no_fitted_factor_claims_the_engine_beat_the_card() -> None:
@@ -100,30 +122,37 @@ def test_no_fitted_factor_claims_the_engine_beat_the_card() -> None:
     get a fit at the floor: no engine reads faster than its card's bandwidth."""
     from kvscope_agent.whatif.calibrate import STEP_FLOORS, fit_step_factors
 
-    fit = fit_step_factors(_rows([9e6, 37e6], [0.8, 1.5, 4e6, 0.7]))
+    fit = fit_step_factors(_rows([9e6, 37e6], [0.8, 1.5, 4e6, 0.7, 0.0]))
     assert all(v >= f for v, f in zip(fit.factors, STEP_FLOORS)), fit.factors
 
 
-def test_a_prediction_from_runs_that_prefill_one_size_says_how_far_it_could_move() -> None:
-    """The bundled recompute run prefills every context whole, so its step's fixed cost is held;
-    predicting a pool that keeps every user on the GPU (short prefills only) gives a range around the
-    prediction, and the calibration says why. The 8B users-2 run prefills both sizes: nothing held."""
+def test_a_prediction_says_how_far_what_the_runs_could_not_determine_moves_it() -> None:
+    """The bundled recompute run prefills every context whole, so its prefill step's fixed cost is
+    held; predicting a pool that keeps every user on the GPU (short prefills only) gives a range
+    around the prediction. On its own card the step-time split moves nothing; on an H200 (more HBM
+    bandwidth) it widens the range. The 8B users-2 run prefills both sizes: that split is measured."""
     from kvscope_agent.whatif.main import predict
 
     card = resolve_profile("h100-sxm")
     run = read_run(os.path.join(SAMPLES, "h100-llama-3.1-8b-users4-recompute.jsonl.gz"))
     report = calibrate([run], card)
-    assert set(report.held) == {"prefill_step_ns"} and report.ends is not None
+    assert set(report.held) == {"prefill_step_ns", "step_ns"} and len(report.ends) == 4
     big_pool = 4 * 600 * int(run.pools["gpu"]["block_bytes"])  # 4 users' 542-block requests
     doc = predict([run], report, card, card, [4], big_pool, False, None)
     (point,) = doc["points"]
     lo, hi = point["range"]["ttft_ns_mean"]
     assert lo < point["ttft_ns_mean"] < hi and hi > 1.2 * lo, point
-    assert doc["calibration"]["held"]["prefill_step_ns"].startswith("held at")
-    assert len(doc["calibration"]["ends"]) == 2
+    assert set(doc["uncertain"]) == {"prefill_step_ns"} and doc["uncertain"]["prefill_step_ns"].startswith("held at")
+    assert len(doc["calibration"]["ends"]) == 4
+
+    h200 = predict([run], report, card, resolve_profile("h200"), [4], big_pool, False, None)
+    assert set(h200["uncertain"]) == {"prefill_step_ns", "step_ns"}
+    (far,) = h200["points"]
+    e_lo, e_hi = far["range"]["e2e_ns"]
+    assert e_lo < far["e2e_ns"] < e_hi and e_hi - e_lo > 2 * (point["range"]["e2e_ns"][1] - point["range"]["e2e_ns"][0])
 
     both = calibrate([read_run(os.path.join(SAMPLES, "h100-llama-3.1-8b-users2-host55e9.jsonl.gz"))], card)
-    assert both.held == {} and both.ends is None and both.calibration.prefill_step_ns > 0
+    assert "prefill_step_ns" not in both.held and both.calibration.prefill_step_ns > 0
 
 
 def test_replay_moves_the_blocks_the_recorded_run_moved() -> None:

@@ -66,9 +66,9 @@ interface WhatIfDoc {
   gpu_pool: { blocks: number; bytes: number; users_it_holds: number; note: string };
   calibration: {
     self_check: Array<{ users: number; e2e_ns: { measured: number; simulated: number }; ttft_ns_mean: { measured: number; simulated: number } }>;
-    /** Absent from agents before it was added. */
-    held?: Record<string, string>;
   };
+  /** The calibration's held factors that move this prediction (name → why); absent from agents before it was added. */
+  uncertain?: Record<string, string>;
   points: Array<{ users: number; run: string | null; range?: { e2e_ns: [number, number]; ttft_ns_mean: [number, number] } | null }>;
 }
 
@@ -129,7 +129,7 @@ export async function runWhatIf(store: RunStore, agent: LocalAgent, request: Wha
         e2eError: c.e2e_ns.measured ? c.e2e_ns.simulated / c.e2e_ns.measured - 1 : null,
         ttftError: c.ttft_ns_mean.measured ? c.ttft_ns_mean.simulated / c.ttft_ns_mean.measured - 1 : null,
       })),
-      uncertain: Object.entries(doc.calibration.held ?? {}).map(([factor, why]) => ({ factor, why })),
+      uncertain: Object.entries(doc.uncertain ?? {}).map(([factor, why]) => ({ factor, why })),
       ranges: doc.points.flatMap((p) => (p.range ? [{ users: p.users, e2eNs: p.range.e2e_ns, ttftNsMean: p.range.ttft_ns_mean }] : [])),
     };
   } finally {

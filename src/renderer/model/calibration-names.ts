@@ -8,6 +8,7 @@ const FACTOR_NAMES: Record<string, string> = {
   kv_factor: 'the cost of reading K/V',
   prefill_step_ns: "a prefill step's fixed cost",
   prefill_factor: 'the cost per prefill FLOP',
+  step_ns: "a step's fixed time (beside its weight reads)",
 };
 
 /** A calibration factor in words; an unknown one (a newer agent's) by its own name. */

@@ -131,14 +131,16 @@ export function whatIfSources(runs: readonly RunListing[]): { runIds: string[]; 
 }
 
 /**
- * What a what-if's source runs could not determine and how far each simulated point could move for
- * it, as a sentence for the What-if panel ('' when every factor was measured).
+ * What a what-if's source runs could not determine, a sentence per held factor, then how far each
+ * simulated point could move for them: the What-if panel's list under its result ([] when every
+ * factor that matters here was measured).
  */
-export function whatIfUncertainty(v: Pick<WhatIfResult, 'uncertain' | 'ranges'>): string {
-  if (v.uncertain.length === 0) return '';
-  const held = v.uncertain.map((u) => `${calibrationFactorName(u.factor)}, ${u.why}.`).join(' ');
-  const ranges = v.ranges
-    .map((r) => `users ${r.users}: E2E ${formatNs(r.e2eNs[0])} to ${formatNs(r.e2eNs[1])}, mean TTFT ${formatNs(r.ttftNsMean[0])} to ${formatNs(r.ttftNsMean[1])}`)
-    .join('; ');
-  return ` Uncertain: ${held}${ranges ? ` Across that range: ${ranges}.` : ''}`;
+export function whatIfUncertainty(v: Pick<WhatIfResult, 'uncertain' | 'ranges'>): string[] {
+  if (v.uncertain.length === 0) return [];
+  const capital = (t: string) => t.charAt(0).toUpperCase() + t.slice(1);
+  const held = v.uncertain.map((u) => `Not determined by the measured runs: ${calibrationFactorName(u.factor)}, ${u.why}.`);
+  const ranges = v.ranges.map(
+    (r) => `Users ${formatCount(r.users)} could be: E2E ${formatNs(r.e2eNs[0])} to ${formatNs(r.e2eNs[1])}, mean TTFT ${formatNs(r.ttftNsMean[0])} to ${formatNs(r.ttftNsMean[1])}.`,
+  );
+  return [...held, ...ranges].map(capital);
 }

@@ -340,7 +340,8 @@ function simulationRows(sim: Obj | null): SettingRow[] {
     return users !== null && eErr && tErr ? [`users ${formatCount(users)}: E2E ${eErr}, TTFT ${tErr}`] : [];
   });
   row('calibration_check', 'Calibration, replayed on its own card', checks.join('; ') || null);
-  const held = obj(cal?.held);
+  // The held factors that move this run's numbers; an agent before `uncertain` listed only `held`.
+  const held = obj(sim.uncertain) ?? obj(cal?.held);
   for (const [factor, note] of Object.entries(held ?? {})) {
     const text = str(note);
     if (!text) continue;

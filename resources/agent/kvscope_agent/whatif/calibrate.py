@@ -38,7 +38,7 @@ SPLIT_PRIOR = 0.03
 # engine reads faster than the card's HBM bandwidth or computes faster than its peak. The prefill
 # step's fixed cost is a time, at least 0. A fit that wants less (a run whose K/V reads hardly vary
 # trading weights against K/V) is held at the floor.
-STEP_FLOORS = (1.0, 1.0, 0.0, 1.0)
+STEP_FLOORS = (1.0, 1.0, 0.0, 1.0, 0.0)
 # A prefill step's fixed cost and its cost per FLOP separate only where the runs prefill steps of
 # different sizes (whole-context chunks and short prompts over a cached context). Where they do not
 # (every request recomputes its whole context in equal chunks), freeing the fixed cost barely
@@ -57,8 +57,9 @@ class CalibrationReport:
     self_check: list[dict[str, Any]]
     # Factors the runs could not determine, each with what it was held at and why.
     held: dict[str, str] = field(default_factory=dict)
-    # Where a factor is held: the calibrations at either end of what the runs allow, (low, high).
-    ends: tuple[Calibration, Calibration] | None = None
+    # Where a factor is held: the calibrations at each corner of what the runs allow (every held
+    # factor at either end), for a prediction's range.
+    ends: list[Calibration] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"factors": self.calibration.to_dict(), "iterations": self.iterations,
@@ -173,13 +174,16 @@ def _rss(rows: Rows, theta: list[float]) -> float:
 
 
 PREFILL_FACTOR = STEP_FACTORS.index("prefill_factor")
+WEIGHTS = STEP_FACTORS.index("weights_factor")
+STEP_FIXED = STEP_FACTORS.index("step_ns")
 
 
 def _fit(rows: Rows, held: dict[int, float] | None = None) -> list[float]:
     """STEP_FACTORS ≥ STEP_FLOORS by non-negative least squares of what the floors leave, the
     factors in `held` (index → value) kept at their value; the weights and K/V factors are held
-    together by SPLIT_PRIOR around their common value."""
-    held = held or {}
+    together by SPLIT_PRIOR around their common value. A step's fixed time (step_ns) is never
+    fitted here: on one card it is the weights term under another name (split_step_time)."""
+    held = {STEP_FIXED: 0.0, **(held or {})}
     k = len(STEP_FACTORS)
     base = [held.get(i, f) for i, f in enumerate(STEP_FLOORS)]
     free = [i for i in range(k) if i not in held]
@@ -206,8 +210,38 @@ class StepFit:
     factors: list[float]
     # Factors the rows cannot determine: name → what it was held at and why.
     held: dict[str, str] = field(default_factory=dict)
-    # Where a factor is held, the factors at either end of what the rows allow (low, high).
-    ends: tuple[list[float], list[float]] | None = None
+    # Where a factor is held: the factors at each corner of what the rows allow (every held factor
+    # at either end), for a prediction's range.
+    ends: list[list[float]] = field(default_factory=list)
+
+
+def _middle_of(top: float) -> str:
+    return f"held at {top / 2e6:.1f} ms, the middle of 0 to {top / 1e6:.1f} ms"
+
+
+def split_step_time(theta: list[float], weights_ns: float) -> tuple[list[float], list[list[float]], str | None]:
+    """A step's fixed time (launches, host work) and its weight reads (which a card with more HBM
+    bandwidth shortens) are both one constant a step on the runs' card: the runs fit any split of
+    `weights_factor × weights_ns` between them, from all of it at bandwidth to weights_factor at its
+    floor (1) and the rest fixed. The split is held at the middle (the flat-prior expectation, as
+    for the prefill split) and both ends returned: (middle, [all at bandwidth, most fixed], why);
+    on the runs' own card every split costs the same, so the self-check cannot move."""
+    w = theta[WEIGHTS]
+    top = max(0.0, (w - STEP_FLOORS[WEIGHTS]) * weights_ns)
+    if top <= 0:
+        return theta, [], None
+
+    def at(fixed: float) -> list[float]:
+        t = list(theta)
+        t[STEP_FIXED] = fixed
+        t[WEIGHTS] = w - fixed / weights_ns
+        return t
+
+    why = (f"{_middle_of(top)}: one card's runs cannot tell a step's fixed time (launches, host work) from its reading "
+           f"of the weights ({w:.2f}× what the card's HBM bandwidth needs), since both take the same time every "
+           "step; a card with other HBM bandwidth is uncertain by that range (none where the bandwidth is the "
+           "same). The nearer the engine runs to the bandwidth bound, the narrower it is")
+    return at(top / 2), [at(0.0), at(top)], why
 
 
 def fit_step_factors(rows: Rows) -> StepFit:
@@ -215,25 +249,36 @@ def fit_step_factors(rows: Rows) -> StepFit:
     (SPLIT_EVIDENCE_F), it is held at the middle of what the rows allow: from 0 (all of the prefill
     cost per FLOP) to where prefill_factor reaches its floor (the FLOPs at the card's peak, the rest
     fixed); with a flat prior over that range and data that cannot prefer a point, the middle is the
-    expected value, and the two ends go with it so a prediction can say how far it could move."""
+    expected value, and the ends go with it so a prediction can say how far it could move. The step's
+    fixed time is then split from the weights term (split_step_time), held the same way."""
     theta = _fit(rows)
-    if not any(x[PREFILL_STEP] > 0 for x, _, _ in rows):
-        return StepFit(theta)
-    at_zero = _fit(rows, {PREFILL_STEP: 0.0})
-    rss_free, rss_zero = _rss(rows, theta), _rss(rows, at_zero)
-    dof = len(rows) - len(STEP_FACTORS)
-    f_stat = (rss_zero - rss_free) / (rss_free / dof) if dof > 0 and rss_free > 0 else float("inf")
-    if f_stat >= SPLIT_EVIDENCE_F:
-        return StepFit(theta)
-    top = _fit(rows, {PREFILL_FACTOR: STEP_FLOORS[PREFILL_FACTOR]})[PREFILL_STEP]
-    at_top = _fit(rows, {PREFILL_STEP: top})
-    middle = _fit(rows, {PREFILL_STEP: top / 2})
-    why = (f"held at {top / 2e6:.1f} ms, the middle of 0 to {top / 1e6:.1f} ms: the runs' prefill steps are all of "
-           f"about one size, so their fixed cost and their cost per FLOP cannot be told apart (freeing it lowers the "
-           f"misfit by F = {f_stat:.2f} < {SPLIT_EVIDENCE_F}). Prefills much shorter than the runs' (a user whose "
-           "context stays on the GPU) are uncertain by that range: calibrate on a run that also prefills short "
-           "prompts over a cached context to measure it")
-    return StepFit(middle, {"prefill_step_ns": why}, (at_zero, at_top))
+    held: dict[str, str] = {}
+    ends: list[list[float]] = []
+    if any(x[PREFILL_STEP] > 0 for x, _, _ in rows):
+        at_zero = _fit(rows, {PREFILL_STEP: 0.0})
+        rss_free, rss_zero = _rss(rows, theta), _rss(rows, at_zero)
+        dof = len(rows) - len(STEP_FACTORS)
+        f_stat = (rss_zero - rss_free) / (rss_free / dof) if dof > 0 and rss_free > 0 else float("inf")
+        if f_stat < SPLIT_EVIDENCE_F:
+            top = _fit(rows, {PREFILL_FACTOR: STEP_FLOORS[PREFILL_FACTOR]})[PREFILL_STEP]
+            theta = _fit(rows, {PREFILL_STEP: top / 2})
+            ends = [at_zero, _fit(rows, {PREFILL_STEP: top})]
+            held["prefill_step_ns"] = (
+                f"{_middle_of(top)}: the runs' prefill steps are all of about one size, so their fixed cost and "
+                f"their cost per FLOP cannot be told apart (freeing it lowers the misfit by F = {f_stat:.2f} < "
+                f"{SPLIT_EVIDENCE_F}). Prefills much shorter than the runs' (a user whose context stays on the GPU) "
+                "are uncertain by that range: calibrate on a run that also prefills short prompts over a cached "
+                "context to measure it")
+    stepped = [(x[WEIGHTS] / x[STEP_FIXED]) for x, _, _ in rows if x[STEP_FIXED] > 0]
+    if stepped:
+        weights_ns = sum(stepped) / len(stepped)  # the same in every row: the weights' read time a step
+        unsplit = theta
+        theta, _, why = split_step_time(unsplit, weights_ns)
+        if why:
+            held["step_ns"] = why
+            # Every corner: each end of the prefill split (or the one fit), at each end of this one.
+            ends = [e for base in (ends or [unsplit]) for e in (split_step_time(base, weights_ns)[1] or [base])]
+    return StepFit(theta, held, ends)
 
 
 def _interval_rows(run: RecordedRun, sim_reqs: dict[tuple[int, int], dict[str, int]], steps: list[Any],
@@ -336,7 +381,5 @@ def calibrate(runs: list[RecordedRun], profile: Profile) -> CalibrationReport:
             "e2e_ns": {"measured": run.e2e_ns(), "simulated": summary["e2e_ns"]},
             "ttft_ns_mean": {"measured": run.ttft_mean_ns(), "simulated": summary["ttft_ns_mean"]},
         })
-    ends = None
-    if fit.ends:
-        ends = (replace(cal, **dict(zip(STEP_FACTORS, fit.ends[0]))), replace(cal, **dict(zip(STEP_FACTORS, fit.ends[1]))))
+    ends = [replace(cal, **dict(zip(STEP_FACTORS, e))) for e in fit.ends]
     return CalibrationReport(cal, iterations, nrows, checks, fit.held, ends)

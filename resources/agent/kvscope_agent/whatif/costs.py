@@ -7,13 +7,18 @@ run (calibrate.py) and the card's numbers from its profile:
          + kv_factor × K/V bytes read / HBM bandwidth          (each piece's context)
          + prefill_step_ns                                     (if the step prefills: eager launch)
          + prefill_factor × prefill FLOPs / dense FLOP/s        (linears and attention of prompts)
+         + step_ns                                             (every step: time that no bandwidth
+                                                                 or FLOP rate shortens: launches,
+                                                                 host work)
 
 The factors are the recorded run's: weights_factor = 1 / (the fraction of the HBM bandwidth the
 engine's matrix products reached reading weights), kv_factor the same for its attention reading
 K/V (the two differ: the built-in engine's attention reaches a far smaller fraction, ~18 ms a user
 a step for the 70B FP8 preset at 17,280 tokens on the H100, bench/gpu/sweep-70b-fp8.sh), prefill_factor
 the same for FLOP/s, prefill_step_ns the host time an eager prefill step costs beyond its FLOPs.
-They carry to another card unchanged, so a card with 1.2× the HBM bandwidth decodes 1.2× faster
+step_ns and the weights term are both a fixed time a step on one card, so one card's runs cannot
+part them (calibrate.py holds the split and says how far it moves a prediction for a card with
+other HBM bandwidth). They carry to another card unchanged, so a card with 1.2× the HBM bandwidth decodes 1.2× faster
 and one with more memory holds more users, each of whom costs its K/V a step; an engine whose
 kernels reach another fraction of the hardware needs its own recorded run.
 
@@ -45,6 +50,7 @@ class Calibration:
     copy_efficiency_h2d: float
     copy_efficiency_d2h: float
     copy_efficiency_both: float
+    step_ns: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -118,14 +124,15 @@ class CardRates:
         )
 
 
-STEP_FACTORS = ("weights_factor", "kv_factor", "prefill_step_ns", "prefill_factor")
+STEP_FACTORS = ("weights_factor", "kv_factor", "prefill_step_ns", "prefill_factor", "step_ns")
 
 
-def step_terms(work: StepWork, rates: CardRates) -> tuple[float, float, float, float]:
+def step_terms(work: StepWork, rates: CardRates) -> tuple[float, float, float, float, float]:
     """The terms a step's cost is linear in, one per factor of STEP_FACTORS, in ns per unit of the
-    factor: (weights at HBM bandwidth, K/V at HBM bandwidth, the prefill step, FLOPs at peak)."""
+    factor: (weights at HBM bandwidth, K/V at HBM bandwidth, the prefill step, FLOPs at peak, the
+    step)."""
     return (work.weight_bytes / rates.hbm_bytes_per_s * 1e9, work.kv_bytes / rates.hbm_bytes_per_s * 1e9,
-            1.0 if work.prefills else 0.0, work.prefill_flops / rates.flops_per_s * 1e9)
+            1.0 if work.prefills else 0.0, work.prefill_flops / rates.flops_per_s * 1e9, 1.0)
 
 
 def step_ns(work: StepWork, rates: CardRates, cal: Calibration) -> float:

@@ -17,13 +17,14 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from typing import Any, Sequence
 
 from ..emit import EventWriter
 from ..lifecycle import end_run
 from ..options import OptionError, parse_bytes
-from .calibrate import calibrate
-from .costs import CardRates
+from .calibrate import CalibrationReport, calibrate
+from .costs import Calibration, CardRates
 from .profiles import Profile, ProfileError, builtin_profiles, profile_for_gpu, resolve_profile
 from .recorded import RecordedRun, RecordedRunError, find_logs, read_run
 from .replay import CaptureWriter, decode_before_copies, plan_gpu_pool, shape_of, simulate, write_run_start
@@ -144,6 +145,23 @@ def whatif(argv: Sequence[str]) -> int:
     return 0
 
 
+def corners_on(report: CalibrationReport, src: Profile, target: Profile) -> tuple[list[Calibration], dict[str, str]]:
+    """The calibrations a prediction on `target` is bounded by, and the held factors that move it
+    (name → why). A step's fixed time and its weight reads cost the same on a card with the source
+    card's HBM bandwidth however they are split, so there that split moves nothing."""
+    held = dict(report.held)
+    corners = list(report.ends)
+    if "step_ns" in held and target.hbm_bytes_per_s == src.hbm_bytes_per_s:
+        del held["step_ns"]
+        mid = report.calibration
+        corners = [replace(c, weights_factor=mid.weights_factor, step_ns=mid.step_ns) for c in corners]
+    unique: list[Calibration] = []
+    for c in corners:
+        if c != report.calibration and c not in unique:
+            unique.append(c)
+    return (unique, held) if held else ([], {})
+
+
 def predict(runs: list[RecordedRun], report: Any, src: Profile, target: Profile, users_list: list[int],
             gpu_kv: int | None, plan: bool, out: str | None) -> dict[str, Any]:
     cal = report.calibration
@@ -157,20 +175,21 @@ def predict(runs: list[RecordedRun], report: Any, src: Profile, target: Profile,
         "gpu": template.gpu.get("name"), "profile": src.id, "model": template.config.get("model"),
         "users": sorted(measured),
     }
+    corners, uncertain = corners_on(report, src, target)
     points = []
     made_at = time.time_ns()
     for u in users_list:
         spread = None
-        if report.ends:  # a factor the source runs could not determine: the prediction at either end of it
+        if corners:  # a factor the source runs could not determine: the prediction at each end of it
             ends = [simulate(template, u, CardRates.of(target, shape.dtype, c), c, mem, CaptureWriter).summary
-                    for c in report.ends]
+                    for c in corners]
             if all(e[k] is not None for e in ends for k in ("e2e_ns", "ttft_ns_mean")):
                 spread = {k: [min(e[k] for e in ends), max(e[k] for e in ends)] for k in ("e2e_ns", "ttft_ns_mean")}
         simulated = {
             "profile": target.summary(), "source": {**source, "run_id": (measured.get(u) or template).run_id},
             "calibration": report.to_dict(), "users": u,
             "method": "trace-driven replay of the built-in engine's scheduler (docs/whatif.md)",
-            **({"range": spread} if spread else {}),
+            "uncertain": uncertain, **({"range": spread} if spread else {}),
         }
         if out:
             folder = os.path.join(out, f"users-{u}")
@@ -221,7 +240,7 @@ def predict(runs: list[RecordedRun], report: Any, src: Profile, target: Profile,
                     + template.config["output_tokens"]) + template.config["output_tokens"] - 1) // int(template.pools["gpu"]["block_tokens"]))
     doc = {
         "kind": WHATIF_KIND, "version": 1, "label": f"SIMULATED on {target.name}",
-        "profile": target.summary(), "source": source, "calibration": report.to_dict(),
+        "profile": target.summary(), "source": source, "calibration": report.to_dict(), "uncertain": uncertain,
         "gpu_pool": {"blocks": mem.gpu_blocks, "bytes": mem.gpu_kv_bytes, "note": mem.note,
                      "users_it_holds": mem.gpu_blocks // per_request},
         "points": points,
@@ -250,7 +269,7 @@ def print_table(doc: dict[str, Any]) -> None:
             e, t = p["range"]["e2e_ns"], p["range"]["ttft_ns_mean"]
             print(f"users {p['users']}: could be E2E {e[0] / 1e9:.2f}–{e[1] / 1e9:.2f} s, TTFT {t[0] / 1e6:.1f}–{t[1] / 1e6:.1f} ms "
                   "(a factor the source runs could not determine, below)")
-    for name, why in doc["calibration"].get("held", {}).items():
+    for name, why in doc["uncertain"].items():
         print(f"calibration: {name} {why}")
     for c in doc["calibration"]["self_check"]:
         e, t = c["e2e_ns"], c["ttft_ns_mean"]

@@ -73,7 +73,7 @@ function WhatIfPanel({ chosen, runIds }: { chosen: RunListing[]; runIds: string[
   const [profile, setProfile] = useState('');
   const [users, setUsers] = useState('');
   const [busy, setBusy] = useState(false);
-  const [result, setResult] = useState<{ ok: boolean; text: string } | null>(null);
+  const [result, setResult] = useState<{ ok: boolean; text: string; uncertain?: string[] } | null>(null);
   const sources = useMemo(() => whatIfSources(chosen), [chosen]);
   useEffect(() => {
     void api.whatIfProfiles().then((r) => {
@@ -92,7 +92,8 @@ function WhatIfPanel({ chosen, runIds }: { chosen: RunListing[]; runIds: string[
     const checks = v.selfCheck.map((c) => `users ${c.users}: E2E ${pct(c.e2eError)}, TTFT ${pct(c.ttftError)}`).join('; ');
     setResult({
       ok: true,
-      text: `Simulated ${v.runIds.length} run${v.runIds.length === 1 ? '' : 's'}; the GPU pool there holds ${v.gpuPool.usersItHolds} users' requests. Calibration, replayed on its own card: ${checks}.${whatIfUncertainty(v)}`,
+      text: `Simulated ${v.runIds.length} run${v.runIds.length === 1 ? '' : 's'}; the GPU pool there holds ${v.gpuPool.usersItHolds} users' requests. Calibration, replayed on its own card: ${checks}.`,
+      uncertain: whatIfUncertainty(v),
     });
     window.location.hash = routeHref({ view: 'compare', runIds: [...new Set([...runIds, ...v.runIds])] });
   };
@@ -140,9 +141,16 @@ function WhatIfPanel({ chosen, runIds }: { chosen: RunListing[]; runIds: string[
         </p>
       )}
       {result && (
-        <p className={result.ok ? 'notice' : 'warn'} role="status" data-testid="whatif-result">
-          {result.text}
-        </p>
+        <div className={result.ok ? 'notice' : 'warn'} role="status" data-testid="whatif-result">
+          <p>{result.text}</p>
+          {result.uncertain && result.uncertain.length > 0 && (
+            <ul className="whatif-uncertain" aria-label="What the measured runs could not determine">
+              {result.uncertain.map((line) => (
+                <li key={line}>{line}</li>
+              ))}
+            </ul>
+          )}
+        </div>
       )}
     </section>
   );
