@@ -67,6 +67,8 @@ export interface SimulatedRunInfo {
   sourceRunIds: string[];
   /** The card those ran on. */
   sourceGpu: string | null;
+  /** Where the calibration held a factor the measured runs could not determine: this run's E2E and mean (queued) TTFT across it, ns; null when nothing held moves them. */
+  range?: { e2e_ns: [number, number]; ttft_ns_mean: [number, number] } | null;
 }
 
 /** A run as the window opens it: its row of the library, and its index's bytes (docs/run-index.md). */

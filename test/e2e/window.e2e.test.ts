@@ -375,6 +375,17 @@ describe.skipIf(reason !== null)(`the window's views in real Chromium${reason ? 
     expect(uncertain[0]).toMatch(/^Not determined by the measured runs: a prefill step's fixed cost, held at [\d.]+ ms, the middle of 0 to [\d.]+ ms: /);
     expect(uncertain[1]).toMatch(/^Not determined by the measured runs: a step's fixed time \(beside its weight reads\), held at [\d.]+ ms/);
     expect(uncertain[2]).toMatch(/^Users 4 could be: E2E [\d.]+ s to [\d.]+ s, mean TTFT [\d.]+ (ms|s) to [\d.]+ (ms|s)\.$/);
+    // The simulated point carries that range as a bar in the charts it was computed for (E2E and
+    // queued TTFT), spanning the point; the service-TTFT chart has none.
+    const bar = page.locator('[data-testid=chart-e2e][data-model="llama-3.1-8b"] g.series.simulated g.range');
+    await bar.first().waitFor();
+    const [y1, y2] = await bar.locator('line').first().evaluate((l) => [Number(l.getAttribute('y1')), Number(l.getAttribute('y2'))]);
+    const cy = Number(await page.locator('[data-testid=chart-e2e][data-model="llama-3.1-8b"] g.series.simulated circle').first().getAttribute('cy'));
+    expect(Math.min(y1!, y2!)).toBeLessThanOrEqual(cy);
+    expect(Math.max(y1!, y2!)).toBeGreaterThanOrEqual(cy);
+    expect(await page.locator('[data-testid=chart-ttft][data-model="llama-3.1-8b"] g.series.simulated g.range').count()).toBe(1);
+    expect(await page.locator('[data-testid=chart-service-ttft] g.range').count()).toBe(0);
+    expect(await page.textContent('.compare-view > p.muted')).toContain('a bar on a simulated point spans what the measured runs could not determine');
     const dashed = page.locator('[data-testid=chart-ttft][data-model="llama-3.1-8b"] g.series.simulated');
     await dashed.first().waitFor();
     expect(await dashed.count()).toBe(1);

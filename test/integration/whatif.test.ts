@@ -112,6 +112,28 @@ describe('what-if in the app core', () => {
       expect(x.e2eNs[0]).toBeLessThanOrEqual(x.e2eNs[1]);
       expect(x.ttftNsMean[0]).toBeLessThan(x.ttftNsMean[1]);
     }
+    // The library lists each run's range (Compare draws it); a hand-edited one whose low is above
+    // its high is listed as none.
+    const listed = await c.handlers.listRuns();
+    const made = listed.ok ? listed.value.filter((x) => r.value.runIds.includes(x.id)) : [];
+    for (const m of made) {
+      const range = r.value.ranges.find((x) => x.users === m.users)!;
+      expect(m.simulated?.range).toEqual({ e2e_ns: range.e2eNs, ttft_ns_mean: range.ttftNsMean });
+    }
+    const log = await c.handlers.revealRun(made[0]!.id);
+    expect(log.ok).toBe(true);
+    if (log.ok) {
+      const file = existsSync(join(log.value, 'events.jsonl')) ? join(log.value, 'events.jsonl') : log.value;
+      const lines = readFileSync(file, 'utf8').split('\n');
+      const start = JSON.parse(lines[0]!) as { run_id: string; simulated: { range: unknown } };
+      start.run_id = 'hand-edited';
+      start.simulated.range = { e2e_ns: [2, 1], ttft_ns_mean: [1, 2] }; // the schema holds them to numbers
+      const edited = mkdtempSync(join(tmpdir(), 'kvscope-whatif-edited-'));
+      writeFileSync(join(edited, 'events.jsonl'), [JSON.stringify(start), ...lines.slice(1)].join('\n'));
+      const imported = await c.handlers.importRun({ path: edited });
+      expect(imported.ok, imported.ok ? '' : imported.error.message).toBe(true);
+      if (imported.ok) expect(imported.value.simulated?.range).toBeNull();
+    }
     // Each simulated run keeps its range in run.start, and its Summary settings show it.
     for (const id of r.value.runIds) {
       const loaded = await c.handlers.loadRun(id);

@@ -108,6 +108,24 @@ describe('compare series', () => {
     expect(ok).toEqual({ runIds: [a.id], model: 'llama-3.1-70b', why: null });
   });
 
+  it("carries a simulated point's range (repeats spanned) and makes room for it on the axis", () => {
+    const range = (e: [number, number], t: [number, number]) => ({ ...sim, range: { e2e_ns: e, ttft_ns_mean: t } });
+    const s = compareSeries([
+      run({ users: 4, e2e_ns: 5e9, ttft_ns_mean: 1e8, simulated: range([4e9, 6e9], [0.9e8, 1.2e8]) }),
+      run({ users: 4, e2e_ns: 5.2e9, ttft_ns_mean: 1e8, simulated: range([4.5e9, 7e9], [0.8e8, 1.1e8]) }),
+      run({ users: 8, e2e_ns: 9e9, ttft_ns_mean: 2e8, simulated: sim }),
+      run({ users: 4, e2e_ns: 8e9 }),
+    ]);
+    const simulated = s.find((x) => x.kind === 'simulated')!;
+    expect(simulated.points[0]!.range).toEqual({ e2e_ns: [4e9, 7e9], ttft_ns: [0.8e8, 1.2e8] });
+    expect(simulated.points[1]!.range).toBeUndefined();
+    expect(s.find((x) => x.kind === 'measured')!.points[0]!.range).toBeUndefined();
+    // The axis reaches the range's top (7 s), not only the points' (9 s at 8 users is higher here).
+    expect(chartDomains([simulated], 'e2e_ns').value[1]).toBeCloseTo(9e9 * 1.08);
+    expect(chartDomains([{ ...simulated, points: [simulated.points[0]!] }], 'e2e_ns').value[1]).toBeCloseTo(7e9 * 1.08);
+    expect(chartDomains([simulated], 'service_ttft_ns').value[1]).toBe(1);
+  });
+
   it('says which factor a what-if could not determine and how far each point could move, or nothing', () => {
     expect(whatIfUncertainty({ uncertain: [], ranges: [] })).toEqual([]);
     const lines = whatIfUncertainty({

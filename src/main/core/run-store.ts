@@ -270,5 +270,16 @@ function simulatedInfo(a: LogFacts | null): RunListing['simulated'] {
     profileName: String(s.profile.name),
     sourceRunIds: Array.isArray(s.source.run_ids) ? s.source.run_ids.map(String) : [],
     sourceGpu: typeof s.source.gpu === 'string' ? s.source.gpu : null,
+    range: simulatedRange(s.range),
   };
+}
+
+/** run.start `simulated.range`, where both pairs are two finite numbers, low first; else null. */
+function simulatedRange(r: unknown): NonNullable<RunListing['simulated']>['range'] {
+  const pair = (v: unknown): [number, number] | null =>
+    Array.isArray(v) && v.length === 2 && v.every((x) => typeof x === 'number' && Number.isFinite(x)) && v[0] <= v[1] ? [v[0] as number, v[1] as number] : null;
+  if (!r || typeof r !== 'object') return null;
+  const e2e = pair((r as Record<string, unknown>).e2e_ns);
+  const ttft = pair((r as Record<string, unknown>).ttft_ns_mean);
+  return e2e && ttft ? { e2e_ns: e2e, ttft_ns_mean: ttft } : null;
 }

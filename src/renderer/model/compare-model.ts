@@ -15,6 +15,8 @@ export interface SeriesPoint {
   service_ttft_ns: number | null;
   e2e_ns: number | null;
   runId: string | null;
+  /** A simulated point's range where the calibration held a factor (low, high, ns), per metric it was computed for. */
+  range?: Partial<Record<SeriesMetric, [number, number]>>;
 }
 
 /** What a Compare chart plots against users. */
@@ -81,13 +83,22 @@ export function compareSeries(runs: readonly RunListing[]): Series[] {
       model,
       points: [...m.entries()]
         .sort((a, b) => a[0] - b[0])
-        .map(([users, rs]) => ({
-          users,
-          ttft_ns: mean(rs.map((r) => r.ttft_ns_mean)),
-          service_ttft_ns: mean(rs.map((r) => r.service_ttft_ns_mean ?? null)),
-          e2e_ns: mean(rs.map((r) => r.e2e_ns)),
-          runId: rs.length === 1 ? rs[0]!.id : null,
-        })),
+        .map(([users, rs]) => {
+          const point: SeriesPoint = {
+            users,
+            ttft_ns: mean(rs.map((r) => r.ttft_ns_mean)),
+            service_ttft_ns: mean(rs.map((r) => r.service_ttft_ns_mean ?? null)),
+            e2e_ns: mean(rs.map((r) => r.e2e_ns)),
+            runId: rs.length === 1 ? rs[0]!.id : null,
+          };
+          // Repeats at one count: the range spans all of theirs.
+          const ranges = rs.map((r) => r.simulated?.range).filter((x): x is NonNullable<typeof x> => !!x);
+          if (ranges.length > 0) {
+            const span = (k: 'e2e_ns' | 'ttft_ns_mean'): [number, number] => [Math.min(...ranges.map((x) => x[k][0])), Math.max(...ranges.map((x) => x[k][1]))];
+            point.range = { e2e_ns: span('e2e_ns'), ttft_ns: span('ttft_ns_mean') };
+          }
+          return point;
+        }),
     }));
 }
 
@@ -100,14 +111,15 @@ export function groupByModel(series: readonly Series[]): ModelGroup[] {
 
 /**
  * The axes' domains for one group's chart of `metric`: users from the fewest to the most the
- * series have (a single count gets ±1), values from 0 to the largest with 8% headroom.
+ * series have (a single count gets ±1), values from 0 to the largest (a simulated point's range
+ * included) with 8% headroom.
  */
 export function chartDomains(series: readonly Series[], metric: SeriesMetric): { users: [number, number]; value: [number, number] } {
   const pts = series.flatMap((s) => s.points.filter((p) => p[metric] !== null));
   if (pts.length === 0) return { users: [0, 1], value: [0, 1] };
   const lo = Math.min(...pts.map((p) => p.users));
   const hi = Math.max(...pts.map((p) => p.users));
-  const top = Math.max(...pts.map((p) => p[metric]!));
+  const top = Math.max(...pts.map((p) => Math.max(p[metric]!, p.range?.[metric]?.[1] ?? 0)));
   return { users: lo === hi ? [Math.max(0, lo - 1), hi + 1] : [lo, hi], value: [0, top * 1.08 || 1] };
 }
 

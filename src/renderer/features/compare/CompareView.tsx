@@ -44,15 +44,25 @@ function Chart({ title, series, metric, colors, testid, model, tip }: { title: s
           users
         </text>
         {series.map((s) => {
-          const ps = s.points.filter((p) => p[metric] !== null).map((p) => ({ users: p.users, v: p[metric]! }));
+          const ps = s.points.filter((p) => p[metric] !== null).map((p) => ({ users: p.users, v: p[metric]!, range: p.range?.[metric] }));
           const color = colors.get(s.key)!;
           const dashed = s.kind === 'simulated';
           return (
             <g key={s.key} className={`series ${s.kind}`} data-series={s.label} data-kind={s.kind}>
               <path d={path(ps) ?? ''} fill="none" stroke={color} strokeWidth={2} strokeDasharray={dashed ? '6 4' : undefined} />
+              {ps.map((p) =>
+                p.range ? (
+                  <g key={`range-${p.users}`} className="range" data-users={p.users}>
+                    <line x1={x(p.users)} x2={x(p.users)} y1={y(p.range[0])} y2={y(p.range[1])} stroke={color} strokeWidth={1.5} />
+                    <line x1={x(p.users) - 4} x2={x(p.users) + 4} y1={y(p.range[0])} y2={y(p.range[0])} stroke={color} strokeWidth={1.5} />
+                    <line x1={x(p.users) - 4} x2={x(p.users) + 4} y1={y(p.range[1])} y2={y(p.range[1])} stroke={color} strokeWidth={1.5} />
+                    <title>{`${s.label}: ${p.users} users could be ${formatNs(p.range[0])} to ${formatNs(p.range[1])} (what the measured runs could not determine)`}</title>
+                  </g>
+                ) : null,
+              )}
               {ps.map((p) => (
                 <circle key={p.users} cx={x(p.users)} cy={y(p.v)} r={3.5} fill={dashed ? 'none' : color} stroke={color}>
-                  <title>{`${s.label}: ${p.users} users, ${formatNs(p.v)}`}</title>
+                  <title>{`${s.label}: ${p.users} users, ${formatNs(p.v)}${p.range ? ` (could be ${formatNs(p.range[0])} to ${formatNs(p.range[1])})` : ''}`}</title>
                 </circle>
               ))}
             </g>
@@ -229,12 +239,14 @@ export function CompareView({ runIds }: { runIds: string[] }) {
   // A link can name runs since deleted or renamed away: say which, not just "0 selected runs".
   const missing = runIds.filter((id) => !runs.some((r) => r.id === id));
   const simulated = all.some((s) => s.kind === 'simulated');
+  const ranged = all.some((s) => s.points.some((p) => p.range));
   return (
     <section className="compare-view">
       <h1>Compare</h1>
       <p className="muted">
         {runIds.length ? `${chosen.length} selected run${chosen.length === 1 ? '' : 's'}` : 'All runs with results'} · one line per host and configuration, one pair of charts per model
-        {simulated ? ' · dashed lines are simulated (what-if), not measured' : ''} · <a href="#/runs">choose runs in the library</a>{' '}
+        {simulated ? ' · dashed lines are simulated (what-if), not measured' : ''}
+        {ranged ? ' · a bar on a simulated point spans what the measured runs could not determine' : ''} · <a href="#/runs">choose runs in the library</a>{' '}
         <button type="button" data-action="save-image" title="Save the charts as SVG" disabled={all.length === 0} onClick={() => chartsRef.current && void saveChartImage(api, 'compare', 'compare', chartsAsSvg(chartsRef.current), 'svg').then(setSaved)}>
           Save image…
         </button>
