@@ -127,7 +127,7 @@ describe('compare series', () => {
   });
 
   it('says which factor a what-if could not determine and how far each point could move, or nothing', () => {
-    expect(whatIfUncertainty({ uncertain: [], ranges: [] })).toEqual([]);
+    expect(whatIfUncertainty({ uncertain: [], ranges: [] })).toEqual({ held: [], ranges: [] });
     const lines = whatIfUncertainty({
       uncertain: [
         { factor: 'prefill_step_ns', why: 'held at 15.8 ms, the middle of 0 to 31.6 ms' },
@@ -135,10 +135,12 @@ describe('compare series', () => {
       ],
       ranges: [{ users: 4, e2eNs: [6.41e9, 6.63e9], ttftNsMean: [29.3e6, 53.46e6] }],
     });
-    expect(lines).toEqual([
-      "Not determined by the measured runs: a prefill step's fixed cost, held at 15.8 ms, the middle of 0 to 31.6 ms.",
-      'Not determined by the measured runs: a_newer_factor, held at 2.',
-      'Users 4 could be: E2E 6.410 s to 6.630 s, mean TTFT 29.30 ms to 53.46 ms.',
-    ]);
+    expect(lines).toEqual({
+      held: [
+        "Not determined by the measured runs: a prefill step's fixed cost, held at 15.8 ms, the middle of 0 to 31.6 ms.",
+        'Not determined by the measured runs: a_newer_factor, held at 2.',
+      ],
+      ranges: ['Users 4 could be: E2E 6.410 s to 6.630 s, mean TTFT 29.30 ms to 53.46 ms.'],
+    });
   });
 });

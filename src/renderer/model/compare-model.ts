@@ -143,16 +143,16 @@ export function whatIfSources(runs: readonly RunListing[]): { runIds: string[]; 
 }
 
 /**
- * What a what-if's source runs could not determine, a sentence per held factor, then how far each
- * simulated point could move for them: the What-if panel's list under its result ([] when every
- * factor that matters here was measured).
+ * What a what-if's source runs could not determine, a sentence per held factor (`held`), and how
+ * far each simulated point could move for them (`ranges`, a sentence per users count): the What-if
+ * panel's list under its result (both empty when every factor that matters here was measured).
  */
-export function whatIfUncertainty(v: Pick<WhatIfResult, 'uncertain' | 'ranges'>): string[] {
-  if (v.uncertain.length === 0) return [];
-  const capital = (t: string) => t.charAt(0).toUpperCase() + t.slice(1);
-  const held = v.uncertain.map((u) => `Not determined by the measured runs: ${calibrationFactorName(u.factor)}, ${u.why}.`);
-  const ranges = v.ranges.map(
-    (r) => `Users ${formatCount(r.users)} could be: E2E ${formatNs(r.e2eNs[0])} to ${formatNs(r.e2eNs[1])}, mean TTFT ${formatNs(r.ttftNsMean[0])} to ${formatNs(r.ttftNsMean[1])}.`,
-  );
-  return [...held, ...ranges].map(capital);
+export function whatIfUncertainty(v: Pick<WhatIfResult, 'uncertain' | 'ranges'>): { held: string[]; ranges: string[] } {
+  if (v.uncertain.length === 0) return { held: [], ranges: [] };
+  return {
+    held: v.uncertain.map((u) => `Not determined by the measured runs: ${calibrationFactorName(u.factor)}, ${u.why}.`),
+    ranges: v.ranges.map(
+      (r) => `Users ${formatCount(r.users)} could be: E2E ${formatNs(r.e2eNs[0])} to ${formatNs(r.e2eNs[1])}, mean TTFT ${formatNs(r.ttftNsMean[0])} to ${formatNs(r.ttftNsMean[1])}.`,
+    ),
+  };
 }

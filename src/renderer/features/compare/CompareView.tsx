@@ -75,6 +75,9 @@ function Chart({ title, series, metric, colors, testid, model, tip }: { title: s
 
 const pct = (v: number | null) => (v === null ? '–' : `${v >= 0 ? '+' : ''}${(v * 100).toFixed(1)}%`);
 
+/** Up to this many users counts, each point's range is a line of the What-if result; more fold into one. */
+const RANGES_LISTED = 4;
+
 /** The What-if action: the chosen measured runs replayed on a card the simulator has a profile for. */
 function WhatIfPanel({ chosen, runIds }: { chosen: RunListing[]; runIds: string[] }) {
   const api = useApi();
@@ -83,7 +86,7 @@ function WhatIfPanel({ chosen, runIds }: { chosen: RunListing[]; runIds: string[
   const [profile, setProfile] = useState('');
   const [users, setUsers] = useState('');
   const [busy, setBusy] = useState(false);
-  const [result, setResult] = useState<{ ok: boolean; text: string; uncertain?: string[] } | null>(null);
+  const [result, setResult] = useState<{ ok: boolean; text: string; uncertain?: { held: string[]; ranges: string[] } } | null>(null);
   const sources = useMemo(() => whatIfSources(chosen), [chosen]);
   useEffect(() => {
     void api.whatIfProfiles().then((r) => {
@@ -153,11 +156,24 @@ function WhatIfPanel({ chosen, runIds }: { chosen: RunListing[]; runIds: string[
       {result && (
         <div className={result.ok ? 'notice' : 'warn'} role="status" data-testid="whatif-result">
           <p>{result.text}</p>
-          {result.uncertain && result.uncertain.length > 0 && (
+          {result.uncertain && result.uncertain.held.length > 0 && (
             <ul className="whatif-uncertain" aria-label="What the measured runs could not determine">
-              {result.uncertain.map((line) => (
+              {result.uncertain.held.map((line) => (
                 <li key={line}>{line}</li>
               ))}
+              {result.uncertain.ranges.length > 0 && result.uncertain.ranges.length <= RANGES_LISTED && result.uncertain.ranges.map((line) => <li key={line}>{line}</li>)}
+              {result.uncertain.ranges.length > RANGES_LISTED && (
+                <li>
+                  <details>
+                    <summary>What each of the {result.uncertain.ranges.length} users counts could be (the bars on the charts)</summary>
+                    <ul>
+                      {result.uncertain.ranges.map((line) => (
+                        <li key={line}>{line}</li>
+                      ))}
+                    </ul>
+                  </details>
+                </li>
+              )}
             </ul>
           )}
         </div>
