@@ -109,7 +109,7 @@ def validate(check: str, source: list[RecordedRun], measured: list[RecordedRun],
             p = by_users[m.users]
             rows.append((m, p["e2e_ns"], p["ttft_ns_mean"], "", p.get("range")))
         target_name = f"{target.id} ({target.name}), GPU pool {doc['gpu_pool']['blocks']} blocks"
-        held = report.held
+        held = doc["uncertain"]  # the held factors that move this prediction (none for the step split on its own card)
     points = []
     for m, e2e, ttft, name, spread in sorted(rows, key=lambda r: (r[0].users, r[3])):
         e_err, t_err = err(e2e, m.e2e_ns()), err(ttft, m.ttft_mean_ns())

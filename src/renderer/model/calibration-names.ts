@@ -1,7 +1,8 @@
 /**
- * The what-if calibration's factors (docs/whatif.md, "How it works", Costs) as the window names
- * them, and the held factor's note split into what it was held at and why. Pure.
+ * How the window words the what-if calibration (docs/whatif.md, "How it works"): its factors'
+ * names, a held factor's note split into what it was held at and why, and its self-check. Pure.
  */
+import { formatCount } from '../../shared/format';
 
 const FACTOR_NAMES: Record<string, string> = {
   weights_factor: 'the cost of reading the weights',
@@ -20,4 +21,14 @@ export function calibrationFactorName(factor: string): string {
 export function splitHeldNote(note: string): { heldAt: string; why: string } {
   const i = note.indexOf(': ');
   return i < 0 ? { heldAt: note, why: '' } : { heldAt: note.slice(0, i), why: note.slice(i + 2) };
+}
+
+/** A relative error as a signed percentage with one decimal ("+0.2%", "-1.4%"); "–" where unknown. */
+export function signedPercent(v: number | null): string {
+  return v === null ? '–' : `${v >= 0 ? '+' : ''}${(v * 100).toFixed(1)}%`;
+}
+
+/** The calibration replayed on its source runs' own card: "users 4: E2E -0.6%, TTFT -2.1%; users 8: …". */
+export function calibrationCheckText(checks: ReadonlyArray<{ users: number; e2eError: number | null; ttftError: number | null }>): string {
+  return checks.map((c) => `users ${formatCount(c.users)}: E2E ${signedPercent(c.e2eError)}, TTFT ${signedPercent(c.ttftError)}`).join('; ');
 }

@@ -12,7 +12,7 @@
 import { formatBandwidth, formatBytes, formatCount, formatNs, plural } from '../../shared/format';
 import { poolTitle, type PoolName, type RunStartEvent, type RunSummary } from '../../shared/protocol';
 import { optionOf } from '../../shared/workload-options';
-import { calibrationFactorName, splitHeldNote } from './calibration-names';
+import { calibrationCheckText, calibrationFactorName, splitHeldNote } from './calibration-names';
 import { linkOf } from './link-bandwidth';
 
 /** A row that shows one agent option is labelled as the option table labels it. */
@@ -297,8 +297,6 @@ export function runSettings(
   return sections.filter((s) => s.rows.length > 0);
 }
 
-const signedPct = (v: number): string => `${v >= 0 ? '+' : ''}${(v * 100).toFixed(1)}%`;
-
 /** A pair [low, high] of finite numbers, or null. */
 function pairOf(v: unknown): [number, number] | null {
   if (!Array.isArray(v) || v.length !== 2) return null;
@@ -327,19 +325,17 @@ function simulationRows(sim: Obj | null): SettingRow[] {
   row('calibrated_on', 'Calibrated on', ids.length ? `${plural(ids.length, 'measured run')}${gpu ? ` on ${gpu}` : ''}` : null, ids.join(', ') || null);
   const cal = obj(sim.calibration);
   const checks = (Array.isArray(cal?.self_check) ? (cal.self_check as unknown[]) : []).map(obj).flatMap((c) => {
-    const e = obj(c?.e2e_ns);
-    const t = obj(c?.ttft_ns_mean);
     const err = (x: Obj | null) => {
       const m = num(x?.measured);
       const p = num(x?.simulated);
-      return m && p !== null ? signedPct(p / m - 1) : null;
+      return m && p !== null ? p / m - 1 : null;
     };
     const users = num(c?.users);
-    const eErr = err(e);
-    const tErr = err(t);
-    return users !== null && eErr && tErr ? [`users ${formatCount(users)}: E2E ${eErr}, TTFT ${tErr}`] : [];
+    const e2eError = err(obj(c?.e2e_ns));
+    const ttftError = err(obj(c?.ttft_ns_mean));
+    return users !== null && e2eError !== null && ttftError !== null ? [{ users, e2eError, ttftError }] : [];
   });
-  row('calibration_check', 'Calibration, replayed on its own card', checks.join('; ') || null);
+  row('calibration_check', 'Calibration, replayed on its own card', calibrationCheckText(checks) || null);
   // The held factors that move this run's numbers; an agent before `uncertain` listed only `held`.
   const held = obj(sim.uncertain) ?? obj(cal?.held);
   for (const [factor, note] of Object.entries(held ?? {})) {

@@ -11,8 +11,9 @@
   non-negative least squares fit of those intervals (relative errors) to the work of the steps the
   simulation ran in them, each factor at or above its physical floor (STEP_FLOORS). The replay is
   repeated with the new factors until they settle. A factor the intervals cannot determine (the
-  prefill step's fixed cost, where every prefill is of one size) is held, and the report carries
-  why and the calibrations at either end of what the runs allow, for a prediction's range.
+  prefill step's fixed cost, where every prefill is of one size; a step's fixed time against its
+  weight reads, always) is held, and the report carries why and the calibrations at each corner of
+  what the runs allow, for a prediction's range.
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ SETTLED = 0.002  # relative change of every factor below which the fit has settl
 SPLIT_PRIOR = 0.03
 # Each factor is the engine's time over the card's bound for that work, so none can be below 1: no
 # engine reads faster than the card's HBM bandwidth or computes faster than its peak. The prefill
-# step's fixed cost is a time, at least 0. A fit that wants less (a run whose K/V reads hardly vary
-# trading weights against K/V) is held at the floor.
+# step's fixed cost and a step's fixed time are times, at least 0. A fit that wants less (a run
+# whose K/V reads hardly vary trading weights against K/V) is held at the floor.
 STEP_FLOORS = (1.0, 1.0, 0.0, 1.0, 0.0)
 # A prefill step's fixed cost and its cost per FLOP separate only where the runs prefill steps of
 # different sizes (whole-context chunks and short prompts over a cached context). Where they do not
@@ -166,16 +167,15 @@ def nnls(rows: list[tuple[list[float], float, float]], k: int) -> list[float]:
 
 
 Rows = list[tuple[list[float], float, float]]
+WEIGHTS = STEP_FACTORS.index("weights_factor")
+KV = STEP_FACTORS.index("kv_factor")
 PREFILL_STEP = STEP_FACTORS.index("prefill_step_ns")
+PREFILL_FACTOR = STEP_FACTORS.index("prefill_factor")
+STEP_FIXED = STEP_FACTORS.index("step_ns")
 
 
 def _rss(rows: Rows, theta: list[float]) -> float:
     return sum((w * (y - sum(t * xi for t, xi in zip(theta, x)))) ** 2 for x, y, w in rows)
-
-
-PREFILL_FACTOR = STEP_FACTORS.index("prefill_factor")
-WEIGHTS = STEP_FACTORS.index("weights_factor")
-STEP_FIXED = STEP_FACTORS.index("step_ns")
 
 
 def _fit(rows: Rows, held: dict[int, float] | None = None) -> list[float]:
@@ -195,7 +195,7 @@ def _fit(rows: Rows, held: dict[int, float] | None = None) -> list[float]:
             theta[i] += v
         return theta
 
-    w_i, kv_i = free.index(0), free.index(1)
+    w_i, kv_i = free.index(WEIGHTS), free.index(KV)
     merged = [i for i in range(len(free)) if i != kv_i]
     tied = nnls([([x[i] + x[kv_i] if i == w_i else x[i] for i in merged], y, w) for x, y, w in left], len(merged))
     ref = max(base[0] + tied[merged.index(w_i)], 1e-9)
@@ -272,12 +272,12 @@ def fit_step_factors(rows: Rows) -> StepFit:
     stepped = [(x[WEIGHTS] / x[STEP_FIXED]) for x, _, _ in rows if x[STEP_FIXED] > 0]
     if stepped:
         weights_ns = sum(stepped) / len(stepped)  # the same in every row: the weights' read time a step
-        unsplit = theta
-        theta, _, why = split_step_time(unsplit, weights_ns)
+        middle, step_ends, why = split_step_time(theta, weights_ns)
         if why:
             held["step_ns"] = why
-            # Every corner: each end of the prefill split (or the one fit), at each end of this one.
-            ends = [e for base in (ends or [unsplit]) for e in (split_step_time(base, weights_ns)[1] or [base])]
+            # Every corner: each end of the prefill split (where it is held) at each end of this one.
+            ends = [e for base in ends for e in (split_step_time(base, weights_ns)[1] or [base])] if ends else step_ends
+            theta = middle
     return StepFit(theta, held, ends)
 
 

@@ -18,8 +18,9 @@ a step for the 70B FP8 preset at 17,280 tokens on the H100, bench/gpu/sweep-70b-
 the same for FLOP/s, prefill_step_ns the host time an eager prefill step costs beyond its FLOPs.
 step_ns and the weights term are both a fixed time a step on one card, so one card's runs cannot
 part them (calibrate.py holds the split and says how far it moves a prediction for a card with
-other HBM bandwidth). They carry to another card unchanged, so a card with 1.2× the HBM bandwidth decodes 1.2× faster
-and one with more memory holds more users, each of whom costs its K/V a step; an engine whose
+other HBM bandwidth). They carry to another card unchanged, so a card with 1.2× the HBM bandwidth
+decodes up to 1.2× faster (all of it only where no step time is fixed) and one with more memory
+holds more users, each of whom costs its K/V a step; an engine whose
 kernels reach another fraction of the hardware needs its own recorded run.
 
 A copy batch costs the profile's fixed latency plus its bytes at the card's copy rate in that

@@ -181,8 +181,8 @@ def predict(runs: list[RecordedRun], report: Any, src: Profile, target: Profile,
     for u in users_list:
         spread = None
         if corners:  # a factor the source runs could not determine: the prediction at each end of it
-            ends = [simulate(template, u, CardRates.of(target, shape.dtype, c), c, mem, CaptureWriter).summary
-                    for c in corners]
+            # The corners differ from `cal` in step factors only, so the card's rates are the same.
+            ends = [simulate(template, u, rates, c, mem, CaptureWriter).summary for c in corners]
             if all(e[k] is not None for e in ends for k in ("e2e_ns", "ttft_ns_mean")):
                 spread = {k: [min(e[k] for e in ends), max(e[k] for e in ends)] for k in ("e2e_ns", "ttft_ns_mean")}
         simulated = {

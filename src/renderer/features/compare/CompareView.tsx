@@ -15,6 +15,7 @@ import { useApi } from '../../bridge/api-context';
 import { useVizTheme } from '../../hooks';
 import { routeHref } from '../../router';
 import { chartDomains, compareSeries, groupByModel, whatIfSources, whatIfUncertainty, type Series, type SeriesMetric } from '../../model/compare-model';
+import { calibrationCheckText } from '../../model/calibration-names';
 import { TTFT_QUEUED_TITLE, TTFT_SERVICE_TITLE } from '../../model/ttft-names';
 import { HELPS_RATIO, verdicts, type Verdict } from '../../model/verdict';
 
@@ -73,8 +74,6 @@ function Chart({ title, series, metric, colors, testid, model, tip }: { title: s
   );
 }
 
-const pct = (v: number | null) => (v === null ? '–' : `${v >= 0 ? '+' : ''}${(v * 100).toFixed(1)}%`);
-
 /** Up to this many users counts, each point's range is a line of the What-if result; more fold into one. */
 const RANGES_LISTED = 4;
 
@@ -102,7 +101,7 @@ function WhatIfPanel({ chosen, runIds }: { chosen: RunListing[]; runIds: string[
     setBusy(false);
     if (!r.ok) return setResult({ ok: false, text: `What-if failed: ${r.error.message}` });
     const v = r.value;
-    const checks = v.selfCheck.map((c) => `users ${c.users}: E2E ${pct(c.e2eError)}, TTFT ${pct(c.ttftError)}`).join('; ');
+    const checks = calibrationCheckText(v.selfCheck);
     setResult({
       ok: true,
       text: `Simulated ${v.runIds.length} run${v.runIds.length === 1 ? '' : 's'}; the GPU pool there holds ${v.gpuPool.usersItHolds} users' requests. Calibration, replayed on its own card: ${checks}.`,
